@@ -1,0 +1,107 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Vireo",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vireo", targets: ["vireo"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.24.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // Value types only: IDs, hosts, VM specs and their state machine, errors. No I/O.
+        .target(name: "VireoModel"),
+        // The hypervisor driver protocol and what a driver can do.
+        .target(name: "VireoDriver", dependencies: ["VireoModel"]),
+        // Deterministic in-memory hypervisor with injectable time.
+        .target(name: "VireoDriverSimulated", dependencies: ["VireoModel", "VireoDriver"]),
+        // Guest image catalogue.
+        .target(name: "VireoImage", dependencies: ["VireoModel"]),
+        // Pure, synchronous placement: cluster snapshot -> decision with reasons.
+        .target(name: "VireoPlacement", dependencies: ["VireoModel"]),
+        // Store protocol and the SQLite (GRDB) implementation.
+        .target(
+            name: "VireoStore",
+            dependencies: ["VireoModel", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        // DTOs shared by server and client, manifest parsing, the OpenAPI document.
+        .target(
+            name: "VireoAPI",
+            dependencies: ["VireoModel", "VireoImage", .product(name: "Yams", package: "Yams")],
+            resources: [.copy("openapi.json")]
+        ),
+        // The controller: desired state, scheduler, host liveness, events.
+        .target(
+            name: "VireoController",
+            dependencies: [
+                "VireoModel", "VireoAPI", "VireoStore", "VireoPlacement", "VireoImage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Hummingbird routes, auth, error mapping, metrics endpoint.
+        .target(
+            name: "VireoHTTP",
+            dependencies: [
+                "VireoModel", "VireoAPI", "VireoController",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // HTTP client for the CLI, the agent and tests.
+        .target(
+            name: "VireoClient",
+            dependencies: [
+                "VireoModel", "VireoAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // Agent: registers its host, heartbeats, reconciles the driver against desired state.
+        .target(
+            name: "VireoAgent",
+            dependencies: [
+                "VireoModel", "VireoAPI", "VireoDriver",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "vireo",
+            dependencies: [
+                "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
+                "VireoDriver", "VireoDriverSimulated", "VireoStore", "VireoImage", "VireoPlacement",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "VireoTests",
+            dependencies: [
+                "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
+                "VireoDriver", "VireoDriverSimulated", "VireoStore", "VireoImage", "VireoPlacement",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,82 @@
+import VireoModel
+
+/// Sent by an agent when it starts. Hosts are keyed by name: re-registering keeps the host's ID.
+public struct AgentRegistration: Sendable, Codable, Equatable {
+    public var name: String
+    public var fingerprint: HostFingerprint
+    public var address: String?
+    public init(name: String, fingerprint: HostFingerprint, address: String? = nil) {
+        self.name = name
+        self.fingerprint = fingerprint
+        self.address = address
+    }
+}
+
+public struct AgentRegistrationResponse: Sendable, Codable, Equatable {
+    public var hostID: HostID
+    /// How often the controller expects a heartbeat, in milliseconds.
+    public var heartbeatIntervalMs: Int
+    public init(hostID: HostID, heartbeatIntervalMs: Int) {
+        self.hostID = hostID
+        self.heartbeatIntervalMs = heartbeatIntervalMs
+    }
+}
+
+/// What an agent reports about one VM it runs.
+public struct InstanceReport: Sendable, Codable, Equatable {
+    public enum State: String, Sendable, Codable { case stopped, starting, running, stopping, failed }
+    public var id: VMID
+    public var state: State
+    /// The generation of the desired state the agent last acted on.
+    public var generation: Int
+    public var message: String?
+    public init(id: VMID, state: State, generation: Int, message: String? = nil) {
+        self.id = id
+        self.state = state
+        self.generation = generation
+        self.message = message
+    }
+}
+
+/// A heartbeat: the host is alive, and this is every VM its driver knows about.
+public struct AgentHeartbeat: Sendable, Codable, Equatable {
+    public var hostID: HostID
+    public var instances: [InstanceReport]
+    public init(hostID: HostID, instances: [InstanceReport]) {
+        self.hostID = hostID
+        self.instances = instances
+    }
+}
+
+/// One VM the controller wants on a host, with what it should be.
+public struct DesiredVM: Sendable, Codable, Equatable {
+    public var id: VMID
+    public var name: String
+    public var image: String
+    public var cpus: Int
+    public var memoryMiB: Int
+    public var intent: PowerIntent
+    public var generation: Int
+    public init(id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, intent: PowerIntent, generation: Int) {
+        self.id = id
+        self.name = name
+        self.image = image
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.intent = intent
+        self.generation = generation
+    }
+}
+
+/// The reply to a heartbeat: the complete desired state for the host (level-triggered).
+public struct DesiredHostState: Sendable, Codable, Equatable {
+    public var vms: [DesiredVM]
+    public init(vms: [DesiredVM]) { self.vms = vms }
+}
+
+/// How an agent reaches its controller: over HTTP, or directly when both run in one process
+/// (`vireo up`). The agent cannot tell the difference.
+public protocol ControllerLink: Sendable {
+    func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse
+    func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState
+}

@@ -1,0 +1,130 @@
+import Foundation
+import VireoModel
+import Yams
+
+/// One validated document of a manifest (`vireo apply -f`).
+public enum ManifestDocument: Sendable, Equatable {
+    case virtualMachine(VMSpec)
+
+    public var kind: String {
+        switch self {
+        case .virtualMachine: "VirtualMachine"
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .virtualMachine(let spec): spec.name
+        }
+    }
+}
+
+/// Parses manifests: one or more YAML (or JSON) documents, each
+/// `{apiVersion: vireo/v1, kind: ..., metadata: {name: ...}, spec: {...}}`.
+///
+/// Either every document is valid or the whole manifest is rejected, so an apply never half
+/// happens. Errors name the document, the field path and the value.
+public enum ManifestParser {
+    public static let apiVersion = "vireo/v1"
+    public static let kinds = ["VirtualMachine"]
+    /// Deeper documents are rejected rather than recursed into.
+    static let maxDepth = 64
+
+    public static func parse(_ text: String) throws(VireoError) -> [ManifestDocument] {
+        let values = try loadYAMLDocuments(text)
+        guard !values.isEmpty else { throw VireoError(.invalidArgument, "manifest: contains no documents") }
+        var documents: [ManifestDocument] = []
+        var seen: Set<String> = []
+        for (index, value) in values.enumerated() {
+            let prefix = values.count > 1 ? "document \(index + 1): " : ""
+            do throws(VireoError) {
+                let document = try parseDocument(value)
+                guard seen.insert("\(document.kind)/\(document.name)").inserted else {
+                    throw VireoError.invalid(
+                        field: "metadata.name", value: "'\(document.name)'", "appears twice in the manifest")
+                }
+                documents.append(document)
+            } catch {
+                throw VireoError(error.code, prefix + error.message)
+            }
+        }
+        return documents
+    }
+
+    static func parseDocument(_ value: JSONValue) throws(VireoError) -> ManifestDocument {
+        let root = try FieldReader(value, path: "")
+        try root.rejectUnknown(allowed: ["apiVersion", "kind", "metadata", "spec"])
+        let version = try root.requiredString("apiVersion")
+        guard version == apiVersion else {
+            throw VireoError.invalid(field: "apiVersion", value: "'\(version)'", "unsupported; expected \(apiVersion)")
+        }
+        let kind = try root.requiredString("kind")
+        guard let metadata = try root.object("metadata") else {
+            throw VireoError(.invalidArgument, "metadata: is required")
+        }
+        try metadata.rejectUnknown(allowed: ["name", "labels"])
+        let name = try metadata.requiredString("name")
+        guard let spec = try root.object("spec") else { throw VireoError(.invalidArgument, "spec: is required") }
+        switch kind {
+        case "VirtualMachine":
+            return .virtualMachine(try VMSpecValidation.fromManifest(name: name, nameField: "metadata.name", spec: spec))
+        default:
+            throw VireoError.invalid(
+                field: "kind", value: "'\(kind)'", "unknown kind; expected one of: \(kinds.joined(separator: ", "))")
+        }
+    }
+
+    /// Loads every YAML document of `text` as plain values. JSON is YAML, so it works for both.
+    public static func loadYAMLDocuments(_ text: String) throws(VireoError) -> [JSONValue] {
+        do {
+            var values: [JSONValue] = []
+            for node in try Yams.compose_all(yaml: text) {
+                values.append(try convert(node, path: "", depth: 0))
+            }
+            return values
+        } catch let error as VireoError {
+            throw error
+        } catch {
+            throw VireoError(.invalidArgument, "manifest: not valid YAML: \(describe(error))")
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        String(describing: error).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }.joined(separator: " ")
+    }
+
+    private static func convert(_ node: Node, path: String, depth: Int) throws -> JSONValue {
+        guard depth < maxDepth else {
+            throw VireoError(.invalidArgument, "\(path.isEmpty ? "manifest" : path): nested too deeply")
+        }
+        switch node {
+        case .scalar(let scalar):
+            if scalar.style == .plain {
+                if node.null != nil { return .null }
+                if let b = node.bool { return .bool(b) }
+                if let i = node.int { return .number(Double(i)) }
+                if let d = node.float, d.isFinite { return .number(d) }
+            }
+            return .string(scalar.string)
+        case .sequence(let sequence):
+            return .array(
+                try sequence.enumerated().map { try convert($1, path: "\(path)[\($0)]", depth: depth + 1) })
+        case .mapping(let mapping):
+            var object: [String: JSONValue] = [:]
+            for (key, value) in mapping {
+                guard case .scalar(let k) = key else {
+                    throw VireoError(.invalidArgument, "\(path.isEmpty ? "manifest" : path): keys must be strings")
+                }
+                let childPath = path.isEmpty ? k.string : "\(path).\(k.string)"
+                guard object[k.string] == nil else {
+                    throw VireoError(.invalidArgument, "\(childPath): appears twice")
+                }
+                object[k.string] = try convert(value, path: childPath, depth: depth + 1)
+            }
+            return .object(object)
+        case .alias:
+            throw VireoError(.invalidArgument, "\(path.isEmpty ? "manifest" : path): YAML aliases are not supported")
+        }
+    }
+}

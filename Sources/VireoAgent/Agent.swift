@@ -1,0 +1,237 @@
+import Logging
+import ServiceLifecycle
+import Synchronization
+import VireoAPI
+import VireoDriver
+import VireoModel
+
+/// One per host. Registers with the controller, heartbeats what its driver runs, and converges
+/// the driver towards the desired state the controller answers with (level-triggered: every
+/// heartbeat carries the complete desired state, so a missed message is never lost).
+///
+/// When the controller is unreachable the agent keeps its VMs as they are and keeps trying;
+/// on start it re-adopts what its driver still runs.
+public final class Agent: Service {
+    public struct Settings: Sendable {
+        public var name: String
+        /// Address other hosts reach this one at (migration), if any.
+        public var address: String?
+        /// Heartbeat interval until the controller says otherwise.
+        public var heartbeatInterval: Duration
+        public init(name: String, address: String? = nil, heartbeatInterval: Duration = .seconds(1)) {
+            self.name = name
+            self.address = address
+            self.heartbeatInterval = heartbeatInterval
+        }
+    }
+
+    private struct State {
+        var hostID: HostID?
+        var interval: Duration
+        /// The generation of the desired state last acted on, per VM.
+        var acted: [VMID: Int] = [:]
+        /// VMs with a driver operation under way; they are not touched again until it ends.
+        var inFlight: Set<VMID> = []
+        var lastDesired: DesiredHostState?
+        var controllerReachable = true
+    }
+
+    public let settings: Settings
+    let driver: any HypervisorDriver
+    let link: any ControllerLink
+    let logger: Logger
+    private let state: Mutex<State>
+    private let wake = WakeSignal()
+
+    public init(settings: Settings, driver: any HypervisorDriver, link: any ControllerLink, logger: Logger = Logger(label: "vireo.agent")) {
+        self.settings = settings
+        self.driver = driver
+        self.link = link
+        self.logger = logger
+        self.state = Mutex(State(interval: settings.heartbeatInterval))
+    }
+
+    /// The host ID the controller gave this agent, once registered.
+    public var hostID: HostID? { state.withLock { $0.hostID } }
+
+    public func run() async throws {
+        let recovered = try await driver.recover()
+        if !recovered.isEmpty {
+            logger.info("re-adopted VMs", metadata: ["count": "\(recovered.count)"])
+        }
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await self.cycle()
+                let interval = self.state.withLock { $0.interval }
+                await self.wake.wait(timeout: interval)
+            }
+        }
+    }
+
+    /// One round: make sure we are registered, report, and act on the answer.
+    public func cycle() async {
+        do {
+            let hostID = try await registeredHostID()
+            let statuses = try await driver.status()
+            let reports = state.withLock { s in
+                statuses.map {
+                    InstanceReport(
+                        id: $0.id, state: InstanceReport.State(rawValue: $0.state.rawValue) ?? .failed,
+                        generation: s.acted[$0.id] ?? 0, message: $0.message)
+                }
+            }
+            let desired: DesiredHostState
+            do {
+                desired = try await link.heartbeat(AgentHeartbeat(hostID: hostID, instances: reports))
+            } catch let error as VireoError where error.code == .notFound {
+                // The controller forgot us (new store): register again next round.
+                state.withLock { $0.hostID = nil }
+                throw error
+            }
+            let recovered = state.withLock { s in
+                defer {
+                    s.controllerReachable = true
+                    s.lastDesired = desired
+                }
+                return !s.controllerReachable
+            }
+            if recovered { logger.info("controller reachable again") }
+            reconcile(desired, statuses: statuses)
+        } catch {
+            let first = state.withLock { s in
+                defer { s.controllerReachable = false }
+                return s.controllerReachable
+            }
+            if first {
+                logger.warning("controller unreachable; keeping VMs as they are", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func registeredHostID() async throws -> HostID {
+        if let id = state.withLock({ $0.hostID }) { return id }
+        let fingerprint = try await driver.fingerprint()
+        let response = try await link.register(
+            AgentRegistration(name: settings.name, fingerprint: fingerprint, address: settings.address))
+        state.withLock {
+            $0.hostID = response.hostID
+            $0.interval = .milliseconds(max(10, response.heartbeatIntervalMs))
+        }
+        logger.info("registered", metadata: ["host": "\(settings.name)", "id": "\(response.hostID)"])
+        return response.hostID
+    }
+
+    /// Starts one driver operation per VM that differs from what is desired.
+    func reconcile(_ desired: DesiredHostState, statuses: [InstanceStatus]) {
+        let current = Dictionary(statuses.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for vm in desired.vms {
+            guard let operation = operation(for: vm, current: current[vm.id]) else { continue }
+            let claimed = state.withLock { s in s.inFlight.insert(vm.id).inserted }
+            guard claimed else { continue }
+            Task { await self.perform(operation, on: vm) }
+        }
+    }
+
+    enum Operation: Equatable { case createAndStart, start, stop, delete, recordOnly }
+
+    func operation(for vm: DesiredVM, current: InstanceStatus?) -> Operation? {
+        let acted = state.withLock { $0.acted[vm.id] }
+        switch vm.intent {
+        case .running:
+            guard let current else { return .createAndStart }
+            switch current.state {
+            case .running, .starting:
+                return acted == vm.generation ? nil : .recordOnly
+            case .stopping:
+                return nil
+            case .stopped, .failed:
+                // Retry only for a request we have not acted on: a VM that failed or was powered
+                // off from inside stays so until the user starts it again.
+                return acted == vm.generation ? nil : .start
+            }
+        case .stopped:
+            guard let current else { return acted == vm.generation ? nil : .recordOnly }
+            switch current.state {
+            case .running, .starting: return .stop
+            case .stopping: return nil
+            case .stopped, .failed: return acted == vm.generation ? nil : .recordOnly
+            }
+        case .deleted:
+            return current == nil ? nil : .delete
+        }
+    }
+
+    private func perform(_ operation: Operation, on vm: DesiredVM) async {
+        let spec = InstanceSpec(id: vm.id, name: vm.name, image: vm.image, cpus: vm.cpus, memoryMiB: vm.memoryMiB)
+        do {
+            switch operation {
+            case .createAndStart:
+                try await driver.create(spec)
+                try await driver.start(vm.id)
+            case .start: try await driver.start(vm.id)
+            case .stop: try await driver.stop(vm.id)
+            case .delete: try await driver.delete(vm.id)
+            case .recordOnly: break
+            }
+            if operation != .recordOnly {
+                logger.info("done", metadata: ["vm": "\(vm.name)", "operation": "\(operation)"])
+            }
+        } catch {
+            logger.error("operation failed", metadata: ["vm": "\(vm.name)", "operation": "\(operation)", "error": "\(error)"])
+        }
+        state.withLock { s in
+            s.inFlight.remove(vm.id)
+            if operation == .delete { s.acted[vm.id] = nil } else { s.acted[vm.id] = vm.generation }
+        }
+        wake.signal()
+    }
+}
+
+/// Lets the heartbeat loop wake early when an operation finishes, so the controller hears about
+/// it without waiting a full interval.
+final class WakeSignal: Sendable {
+    private struct State {
+        var pending = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
+
+    func signal() {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if let w = s.waiter {
+                s.waiter = nil
+                return w
+            }
+            s.pending = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    /// Returns after `timeout`, at a signal, or at cancellation, whichever comes first.
+    func wait(timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: timeout) }
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                        let resumeNow = self.state.withLock { s -> Bool in
+                            if s.pending || Task.isCancelled {
+                                s.pending = false
+                                return true
+                            }
+                            s.waiter = c
+                            return false
+                        }
+                        if resumeNow { c.resume() }
+                    }
+                } onCancel: {
+                    self.signal()
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+        state.withLock { $0.pending = false }
+    }
+}

@@ -1,0 +1,146 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import VireoAPI
+import VireoModel
+
+/// The HTTP client used by the CLI, remote agents and tests.
+///
+/// Every failure is a `VireoError`: the server's envelope when it answered, `.unavailable`
+/// when it could not be reached.
+public struct VireoClient: Sendable {
+    public let server: String
+    public let token: String?
+    public let timeout: TimeAmount
+    private let http: HTTPClient
+
+    public init(server: String, token: String? = nil, timeout: TimeAmount = .seconds(30), http: HTTPClient = .shared) {
+        self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
+        self.token = token
+        self.timeout = timeout
+        self.http = http
+    }
+
+    // MARK: API
+
+    public func health() async throws -> Health { try await get("/healthz") }
+    public func hosts() async throws -> HostList { try await get("/v1/hosts") }
+    public func host(_ name: String) async throws -> HostView { try await get("/v1/hosts/\(escape(name))") }
+
+    public func vms(after: String? = nil, limit: Int = 100) async throws -> VMPage {
+        var path = "/v1/vms?limit=\(limit)"
+        if let after { path += "&after=\(escape(after))" }
+        return try await get(path)
+    }
+
+    /// Every VM, following pages.
+    public func allVMs() async throws -> [VMView] {
+        var items: [VMView] = []
+        var cursor: String?
+        repeat {
+            let page = try await vms(after: cursor, limit: 1000)
+            items += page.items
+            cursor = page.next
+        } while cursor != nil
+        return items
+    }
+
+    public func vm(_ reference: String) async throws -> VMView { try await get("/v1/vms/\(escape(reference))") }
+
+    /// Creates a VM from the flat API form (`name`, `image`, `cpus`, `memory`, `host`, `app`).
+    public func createVM(_ body: [String: JSONValue]) async throws -> VMView {
+        try await send(.POST, "/v1/vms", body: try VireoJSON.encoder().encode(JSONValue.object(body)))
+    }
+
+    public func startVM(_ reference: String) async throws -> VMView {
+        try await send(.POST, "/v1/vms/\(escape(reference))/start")
+    }
+    public func stopVM(_ reference: String) async throws -> VMView {
+        try await send(.POST, "/v1/vms/\(escape(reference))/stop")
+    }
+    public func deleteVM(_ reference: String) async throws -> VMView {
+        try await send(.DELETE, "/v1/vms/\(escape(reference))")
+    }
+    public func apply(manifest: String) async throws -> ApplyResult {
+        try await send(.POST, "/v1/apply", body: Data(manifest.utf8), contentType: "application/yaml")
+    }
+    /// Remembered events after `seq`, without following.
+    public func events(after seq: Int = 0) async throws -> [ClusterEvent] {
+        let (_, data) = try await raw(.GET, "/v1/events?follow=false&after=\(seq)")
+        let decoder = VireoJSON.decoder()
+        return try String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("data: ") else { return nil }
+            return try decoder.decode(ClusterEvent.self, from: Data(line.dropFirst(6).utf8))
+        }
+    }
+    public func metrics() async throws -> String {
+        String(decoding: try await raw(.GET, "/metrics").1, as: UTF8.self)
+    }
+
+    // MARK: Transport
+
+    func get<T: Decodable>(_ path: String) async throws -> T { try await send(.GET, path) }
+
+    func send<T: Decodable>(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json")
+        async throws -> T
+    {
+        let (_, data) = try await raw(method, path, body: body, contentType: contentType)
+        do {
+            return try VireoJSON.decoder().decode(T.self, from: data)
+        } catch {
+            throw VireoError(.internal, "unexpected response from \(server)\(path): \(error)")
+        }
+    }
+
+    /// Sends a request; returns status and body for 2xx, throws the envelope's error otherwise.
+    public func raw(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json")
+        async throws -> (Int, Data)
+    {
+        var request = HTTPClientRequest(url: server + path)
+        request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let body {
+            request.headers.add(name: "Content-Type", value: contentType)
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response: HTTPClientResponse
+        let data: Data
+        do {
+            response = try await http.execute(request, timeout: timeout)
+            let buffer = try await response.body.collect(upTo: 256 << 20)
+            data = Data(buffer.readableBytesView)
+        } catch {
+            throw VireoError(.unavailable, "cannot reach the controller at \(server): \(Self.describe(error))")
+        }
+        let status = Int(response.status.code)
+        guard (200..<300).contains(status) else {
+            if let envelope = try? VireoJSON.decoder().decode(ErrorEnvelope.self, from: data) {
+                throw VireoError(envelope.error.code, envelope.error.message)
+            }
+            throw VireoError(.unknown, "HTTP \(status) from \(server)\(path)")
+        }
+        return (status, data)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        let text = String(describing: error)
+        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
+        if text.contains("deadlineExceeded") || text.contains("readTimeout") { return "timed out" }
+        return text
+    }
+
+    private func escape(_ component: String) -> String {
+        component.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/", "?", "&", "#"]))
+            ?? component
+    }
+}
+
+extension VireoClient: ControllerLink {
+    public func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
+        try await send(.POST, "/v1/agent/register", body: try VireoJSON.encoder().encode(registration))
+    }
+    public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        try await send(.POST, "/v1/agent/heartbeat", body: try VireoJSON.encoder().encode(heartbeat))
+    }
+}

@@ -1,0 +1,111 @@
+import VireoModel
+import VireoPlacement
+
+/// The controller's in-memory copy of the store, with the indexes the API and placement need.
+/// Only `Controller` mutates it, and only after the store has accepted the change.
+struct ClusterState {
+    struct Allocation: Equatable {
+        var cpus = 0
+        var memoryMiB = 0
+        var vms = 0
+    }
+
+    private(set) var vms: [VMID: VirtualMachine] = [:]
+    private(set) var vmIDByName: [String: VMID] = [:]
+    /// VM names in order, for stable pagination.
+    private(set) var sortedNames: [String] = []
+    private(set) var hosts: [HostID: HostRecord] = [:]
+    private(set) var hostIDByName: [String: HostID] = [:]
+    private(set) var vmsByHost: [HostID: Set<VMID>] = [:]
+    /// CPU and memory held on each host by VMs whose intent is `running`, plus VM counts.
+    private(set) var allocation: [HostID: Allocation] = [:]
+    private(set) var vmCountByState: [VMState: Int] = [:]
+    /// Bumped on every change; lets readers cache what they derived from the state.
+    private(set) var version = 0
+
+    func vm(named name: String) -> VirtualMachine? {
+        vmIDByName[name].flatMap { vms[$0] }
+    }
+
+    func host(named name: String) -> HostRecord? {
+        hostIDByName[name].flatMap { hosts[$0] }
+    }
+
+    /// Replaces (or inserts, or with `nil` removes) a VM, keeping every index consistent.
+    mutating func put(_ new: VirtualMachine?, replacing id: VMID) {
+        let old = vms[id]
+        if let old {
+            account(old, sign: -1)
+            if new == nil || new!.name != old.name {
+                vmIDByName[old.name] = nil
+                if let i = index(of: old.name) { sortedNames.remove(at: i) }
+            }
+            if let host = old.hostID { vmsByHost[host]?.remove(id) }
+        }
+        if let new {
+            vms[id] = new
+            if old?.name != new.name {
+                vmIDByName[new.name] = id
+                sortedNames.insert(new.name, at: insertionIndex(of: new.name))
+            }
+            if let host = new.hostID { vmsByHost[host, default: []].insert(id) }
+            account(new, sign: 1)
+        } else {
+            vms[id] = nil
+        }
+        version += 1
+    }
+
+    mutating func put(_ host: HostRecord) {
+        if let old = hosts[host.id], old.name != host.name { hostIDByName[old.name] = nil }
+        hosts[host.id] = host
+        hostIDByName[host.name] = host.id
+        version += 1
+    }
+
+    private mutating func account(_ vm: VirtualMachine, sign: Int) {
+        vmCountByState[vm.state, default: 0] += sign
+        guard let host = vm.hostID else { return }
+        var a = allocation[host, default: Allocation()]
+        a.vms += sign
+        if vm.intent == .running {
+            a.cpus += sign * vm.spec.cpus
+            a.memoryMiB += sign * vm.spec.memoryMiB
+        }
+        allocation[host] = a
+    }
+
+    /// Placement's view of every host, sorted by name so ties break the same way every time.
+    func snapshot() -> ClusterSnapshot {
+        ClusterSnapshot(
+            hosts: hosts.values.sorted { $0.name < $1.name }.map { host in
+                let a = allocation[host.id] ?? Allocation()
+                return HostSnapshot(
+                    id: host.id, name: host.name, state: host.state, cpus: host.fingerprint.cpus,
+                    memoryMiB: host.fingerprint.memoryMiB, allocatedCPUs: a.cpus, allocatedMemoryMiB: a.memoryMiB,
+                    capabilities: Set(host.fingerprint.capabilities))
+            })
+    }
+
+    /// VM names after `cursor` (exclusive), at most `limit`.
+    func names(after cursor: String?, limit: Int) -> ArraySlice<String> {
+        let start = cursor.map { insertionIndex(of: $0, after: true) } ?? 0
+        return sortedNames[start..<min(sortedNames.count, start + limit)]
+    }
+
+    private func index(of name: String) -> Int? {
+        let i = insertionIndex(of: name)
+        return i < sortedNames.count && sortedNames[i] == name ? i : nil
+    }
+
+    /// Binary search: the first index whose name is >= `name` (or > `name` when `after`).
+    private func insertionIndex(of name: String, after: Bool = false) -> Int {
+        var low = 0
+        var high = sortedNames.count
+        while low < high {
+            let mid = (low + high) / 2
+            if sortedNames[mid] < name || (after && sortedNames[mid] == name) { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import VireoAPI
+import VireoModel
+
+extension Controller: ControllerLink {
+    /// Registers (or re-registers) an agent's host. Hosts are keyed by name, so an agent that
+    /// restarts gets its host, and its VMs, back.
+    public func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
+        try ResourceName.validate(registration.name, field: "name")
+        guard registration.fingerprint.cpus > 0, registration.fingerprint.memoryMiB > 0 else {
+            throw VireoError.invalid(
+                field: "fingerprint", value: "\(registration.fingerprint.cpus) cpus, \(registration.fingerprint.memoryMiB) MiB",
+                "cpus and memory must be positive")
+        }
+        await lock.acquire()
+        defer { lock.release() }
+        let time = now()
+        let host: HostRecord
+        if var existing = state.host(named: registration.name) {
+            let previous = existing.state
+            existing.fingerprint = registration.fingerprint
+            existing.address = registration.address
+            existing.lastHeartbeatAt = time
+            if previous != .ready {
+                existing.state = .ready
+                existing.stateChangedAt = time
+            }
+            host = existing
+            try await commit(hosts: [host])
+            if previous != .ready {
+                events.publish(.hostState, name: host.name, from: previous.rawValue, to: HostState.ready.rawValue, at: time)
+            }
+        } else {
+            host = HostRecord(
+                id: .generate(), name: registration.name, state: .ready, fingerprint: registration.fingerprint,
+                address: registration.address, registeredAt: time, lastHeartbeatAt: time, stateChangedAt: time)
+            try await commit(hosts: [host])
+        }
+        events.publish(.hostRegistered, name: host.name, to: host.fingerprint.driver, at: time)
+        logger.info("host registered", metadata: ["host": "\(host.name)", "driver": "\(host.fingerprint.driver)"])
+        return AgentRegistrationResponse(
+            hostID: host.id, heartbeatIntervalMs: Int(settings.heartbeatInterval.seconds * 1000))
+    }
+
+    /// Records what an agent reports and answers with the complete desired state of its host.
+    public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        await lock.acquire()
+        defer { lock.release() }
+        guard var host = state.hosts[heartbeat.hostID] else {
+            throw VireoError(.notFound, "host \(heartbeat.hostID) is not registered; register again")
+        }
+        let time = now()
+        var hostChanges: [HostRecord] = []
+        let previous = host.state
+        host.lastHeartbeatAt = time
+        if host.state != .ready {
+            host.state = .ready
+            host.stateChangedAt = time
+            hostChanges.append(host)
+        }
+        let reports = Dictionary(heartbeat.instances.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        var updated: [VirtualMachine] = []
+        var removed: [VirtualMachine] = []
+        for id in state.vmsByHost[host.id] ?? [] {
+            guard let vm = state.vms[id] else { continue }
+            switch observe(vm, report: reports[id], at: time) {
+            case .some(let new) where new != vm: updated.append(new)
+            case .some: break
+            case .none: removed.append(vm)
+            }
+        }
+        if hostChanges.isEmpty && updated.isEmpty && removed.isEmpty {
+            // Liveness alone is kept in memory: writing every heartbeat would cost a disk write
+            // per host per second for no durable value.
+            state.put(host)
+        } else {
+            try await commit(vms: updated, deleting: removed.map(\.id), hosts: [host])
+        }
+        if previous != .ready {
+            events.publish(.hostState, name: host.name, from: previous.rawValue, to: HostState.ready.rawValue, at: time)
+        }
+        for vm in removed { events.publish(.vmDeleted, name: vm.name, at: time) }
+        return desiredState(for: host.id)
+    }
+
+    func desiredState(for host: HostID) -> DesiredHostState {
+        let vms = (state.vmsByHost[host] ?? []).compactMap { state.vms[$0] }.sorted { $0.name < $1.name }
+        return DesiredHostState(
+            vms: vms.map {
+                DesiredVM(
+                    id: $0.id, name: $0.name, image: $0.spec.image, cpus: $0.spec.cpus, memoryMiB: $0.spec.memoryMiB,
+                    intent: $0.intent, generation: $0.generation)
+            })
+    }
+
+    /// The record after taking in what the agent reported; nil when the record should go
+    /// (the VM was being deleted and the agent no longer has it).
+    func observe(_ vm: VirtualMachine, report: InstanceReport?, at time: Date) -> VirtualMachine? {
+        var vm = vm
+        switch vm.intent {
+        case .deleted:
+            return report == nil ? nil : vm
+        case .stopped:
+            switch report?.state {
+            case nil, .stopped: transition(&vm, to: .stopped, message: nil, at: time)
+            case .failed: transition(&vm, to: .stopped, message: report?.message, at: time)
+            case .running, .starting, .stopping: transition(&vm, to: .stopping, message: nil, at: time)
+            }
+        case .running:
+            guard let report else {
+                if vm.state == .running || vm.state == .stopping {
+                    transition(&vm, to: .scheduled, message: "the host no longer reports this VM; starting it again", at: time)
+                }
+                return vm
+            }
+            // A report about an older request must not override the newer one (for example a
+            // failure of the start before the user's latest `vm start`).
+            let current = report.generation >= vm.generation
+            switch report.state {
+            case .running: transition(&vm, to: .running, message: nil, at: time)
+            case .starting: transition(&vm, to: .starting, message: nil, at: time)
+            case .stopping where current: transition(&vm, to: .stopping, message: report.message, at: time)
+            case .stopped where current:
+                transition(&vm, to: .stopped, message: report.message ?? "the guest powered off", at: time)
+            case .failed where current: transition(&vm, to: .failed, message: report.message, at: time)
+            case .stopping, .stopped, .failed: break
+            }
+        }
+        return vm
+    }
+
+    /// Marks hosts that stopped heartbeating as unreachable. Their VMs are left as they are:
+    /// the agent keeps running them without the controller.
+    public func checkHostLiveness() async throws {
+        await lock.acquire()
+        defer { lock.release() }
+        let time = now()
+        let timeout = settings.hostTimeout.seconds
+        var changed: [HostRecord] = []
+        for var host in state.hosts.values where host.state == .ready {
+            if time.timeIntervalSince(host.lastHeartbeatAt) > timeout {
+                host.state = .unreachable
+                host.stateChangedAt = time
+                changed.append(host)
+            }
+        }
+        guard !changed.isEmpty else { return }
+        try await commit(hosts: changed)
+        for host in changed {
+            logger.warning("host unreachable", metadata: ["host": "\(host.name)"])
+            events.publish(
+                .hostState, name: host.name, from: HostState.ready.rawValue, to: HostState.unreachable.rawValue,
+                message: "no heartbeat for \(Int(timeout)) s", at: time)
+        }
+    }
+}

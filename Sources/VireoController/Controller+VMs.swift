@@ -1,0 +1,188 @@
+import Foundation
+import VireoAPI
+import VireoModel
+import VireoPlacement
+
+extension Controller {
+    /// Creates a VM and places it at once if some host can take it; otherwise it stays `pending`
+    /// with the reasons, and is placed when a host can.
+    public func createVM(_ spec: VMSpec) async throws -> VMView {
+        await lock.acquire()
+        defer { lock.release() }
+        guard state.vm(named: spec.name) == nil else {
+            throw VireoError(.conflict, "a VM named '\(spec.name)' already exists")
+        }
+        let time = now()
+        var vm = VirtualMachine(
+            id: .generate(), spec: spec, state: .pending, intent: .running, createdAt: time, updatedAt: time,
+            stateChangedAt: time)
+        let placed = place(&vm, at: time, publish: false)
+        try await store.insertVM(vm)
+        state.put(vm, replacing: vm.id)
+        didChange()
+        events.publish(.vmCreated, name: vm.name, to: vm.state.rawValue, message: vm.message, at: time)
+        if placed { events.publish(.vmPlaced, name: vm.name, to: vm.placement?.chosenHost, at: time) }
+        return view(vm)
+    }
+
+    public func startVM(_ reference: String) async throws -> VMView {
+        await lock.acquire()
+        defer { lock.release() }
+        var vm = try lookupVM(reference)
+        if vm.intent == .deleted { throw VireoError(.conflict, "VM '\(vm.name)' is being deleted") }
+        if vm.intent == .running && vm.state != .failed && vm.state != .stopped { return view(vm) }
+        let time = now()
+        if let hostID = vm.hostID, vm.intent != .running, let host = state.hosts[hostID] {
+            // A stopped VM released its CPU and memory; it must fit again on its host.
+            let verdict = InitialPlacement.evaluate(
+                PlacementRequest(cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB),
+                on: state.snapshot().hosts.first { $0.id == hostID }!, settings: settings.placement)
+            if let reason = verdict.filtered, reason.kind == "capacity" {
+                throw VireoError(.failedPrecondition, "VM '\(vm.name)' cannot start on host '\(host.name)': \(reason)")
+            }
+        }
+        vm.intent = .running
+        vm.generation += 1
+        vm.updatedAt = time
+        if vm.hostID == nil {
+            transition(&vm, to: .pending, message: nil, at: time)
+            _ = place(&vm, at: time, publish: true)
+        } else if vm.state != .scheduled {
+            transition(&vm, to: .starting, message: nil, at: time)
+        }
+        try await commit(vms: [vm])
+        return view(vm)
+    }
+
+    public func stopVM(_ reference: String) async throws -> VMView {
+        await lock.acquire()
+        defer { lock.release() }
+        var vm = try lookupVM(reference)
+        if vm.intent == .deleted { throw VireoError(.conflict, "VM '\(vm.name)' is being deleted") }
+        if vm.intent == .stopped { return view(vm) }
+        let time = now()
+        vm.intent = .stopped
+        vm.generation += 1
+        vm.updatedAt = time
+        switch vm.state {
+        case .pending, .failed, .stopped: transition(&vm, to: .stopped, message: nil, at: time)
+        default: transition(&vm, to: .stopping, message: nil, at: time)
+        }
+        try await commit(vms: [vm])
+        return view(vm)
+    }
+
+    /// Deletes a VM. A VM on a host stays `deleting` until its agent has removed it; one that
+    /// never reached a host is removed at once. Returns the record as it was last.
+    public func deleteVM(_ reference: String) async throws -> VMView {
+        await lock.acquire()
+        defer { lock.release() }
+        var vm = try lookupVM(reference)
+        let time = now()
+        if vm.intent != .deleted {
+            vm.intent = .deleted
+            vm.generation += 1
+        }
+        transition(&vm, to: .deleting, message: nil, at: time)
+        if vm.hostID == nil {
+            try await commit(deleting: [vm.id])
+            events.publish(.vmDeleted, name: vm.name, at: time)
+        } else {
+            try await commit(vms: [vm])
+        }
+        return view(vm)
+    }
+
+    /// Applies validated manifest documents: creates what does not exist; leaves what matches.
+    /// A document that conflicts with what exists rejects the whole apply before anything changes.
+    public func apply(_ documents: [ManifestDocument]) async throws -> ApplyResult {
+        for case .virtualMachine(let spec) in documents {
+            if let existing = state.vm(named: spec.name), existing.spec != spec {
+                throw VireoError(
+                    .conflict,
+                    "VirtualMachine '\(spec.name)' exists with a different spec (\(difference(existing.spec, spec))); "
+                        + "delete it first to recreate it")
+            }
+        }
+        var items: [ApplyResult.Item] = []
+        for document in documents {
+            switch document {
+            case .virtualMachine(let spec):
+                if state.vm(named: spec.name) != nil {
+                    items.append(.init(kind: document.kind, name: spec.name, action: .unchanged))
+                } else {
+                    _ = try await createVM(spec)
+                    items.append(.init(kind: document.kind, name: spec.name, action: .created))
+                }
+            }
+        }
+        return ApplyResult(items: items)
+    }
+
+    private func difference(_ a: VMSpec, _ b: VMSpec) -> String {
+        var parts: [String] = []
+        if a.image != b.image { parts.append("image \(a.image) → \(b.image)") }
+        if a.cpus != b.cpus { parts.append("cpus \(a.cpus) → \(b.cpus)") }
+        if a.memoryMiB != b.memoryMiB {
+            parts.append("memory \(ByteSize.format(mib: a.memoryMiB)) → \(ByteSize.format(mib: b.memoryMiB))")
+        }
+        if a.host != b.host { parts.append("host \(a.host ?? "-") → \(b.host ?? "-")") }
+        if a.app != b.app { parts.append("app \(a.app ?? "-") → \(b.app ?? "-")") }
+        return parts.joined(separator: ", ")
+    }
+
+    /// Runs placement for a pending VM. Returns whether it found a host.
+    @discardableResult
+    func place(_ vm: inout VirtualMachine, at time: Date, publish: Bool) -> Bool {
+        let request = PlacementRequest(cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB, pinnedHost: vm.spec.host)
+        let decision = InitialPlacement.place(request, in: state.snapshot(), settings: settings.placement)
+        vm.placement = decision.explanation(decidedAt: time)
+        guard let chosen = decision.chosen else {
+            let message = Self.unplacedMessage(decision, pinned: vm.spec.host)
+            if vm.message != message { vm.message = message }
+            return false
+        }
+        vm.hostID = chosen
+        if publish {
+            transition(&vm, to: .scheduled, message: nil, at: time)
+            events.publish(.vmPlaced, name: vm.name, to: vm.placement?.chosenHost, at: time)
+        } else {
+            vm.state = .scheduled
+            vm.message = nil
+        }
+        return true
+    }
+
+    static func unplacedMessage(_ decision: PlacementDecision, pinned: String?) -> String {
+        if decision.verdicts.isEmpty { return "no hosts registered" }
+        if let pinned, !decision.verdicts.contains(where: { $0.hostName == pinned }) {
+            return "pinned host '\(pinned)' is not registered"
+        }
+        var counts: [String: Int] = [:]
+        for verdict in decision.verdicts {
+            if let reason = verdict.filtered, case .notPinnedHost = reason { continue }
+            counts[verdict.filtered.map { "\($0)" } ?? "scored", default: 0] += 1
+        }
+        let reasons = counts.sorted { $0.key < $1.key }.map { "\($0.value)× \($0.key)" }
+        return "no host can take the VM: " + reasons.joined(separator: "; ")
+    }
+
+    /// Places every pending VM that wants to run, oldest first.
+    public func schedulePending() async throws {
+        await lock.acquire()
+        defer { lock.release() }
+        let pending = state.vms.values.filter { $0.state == .pending && $0.intent == .running }
+            .sorted { $0.createdAt < $1.createdAt }
+        guard !pending.isEmpty else { return }
+        let time = now()
+        for var vm in pending {
+            let before = vm
+            place(&vm, at: time, publish: true)
+            // Only write when something a user can see changed (a host, or a new reason).
+            if vm.hostID != before.hostID || vm.message != before.message {
+                vm.updatedAt = time
+                try await commit(vms: [vm])
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import Logging
+import Metrics
+import Synchronization
+import VireoAPI
+import VireoModel
+import VireoPlacement
+import VireoStore
+
+/// Owns the desired state of the cluster.
+///
+/// Every mutation takes the serial lock, validates against the in-memory state, writes the store
+/// and only then updates memory and publishes events: memory never shows what is not durable,
+/// and a rejected or failed request changes nothing. Reads do not take the lock.
+public actor Controller {
+    public nonisolated let settings: ControllerSettings
+    public nonisolated let events: EventLog
+    let store: any ClusterStore
+    let now: @Sendable () -> Date
+    let logger: Logger
+    let lock = SerialLock()
+    var state: ClusterState
+    private let gauges: StateGauges
+    private let publishedVersion: Mutex<Int>
+
+    init(
+        store: any ClusterStore, loaded: StoredCluster, settings: ControllerSettings, now: @escaping @Sendable () -> Date,
+        logger: Logger, metricsFactory: any MetricsFactory
+    ) {
+        self.store = store
+        self.settings = settings
+        self.now = now
+        self.logger = logger
+        self.events = EventLog()
+        self.gauges = StateGauges(factory: metricsFactory)
+        let startedAt = now()
+        var initial = ClusterState()
+        for var host in loaded.hosts {
+            // Give every known agent a full timeout to report after a controller restart.
+            host.lastHeartbeatAt = max(host.lastHeartbeatAt, startedAt)
+            initial.put(host)
+        }
+        for vm in loaded.vms { initial.put(vm, replacing: vm.id) }
+        gauges.update(initial)
+        self.state = initial
+        self.publishedVersion = Mutex(initial.version)
+    }
+
+    /// Loads the store (which migrates its schema on open) and returns a controller over it.
+    public static func open(
+        store: any ClusterStore, settings: ControllerSettings = .init(), now: @escaping @Sendable () -> Date = { Date() },
+        logger: Logger = Logger(label: "vireo.controller"), metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) async throws -> Controller {
+        let loaded = try await store.load()
+        return Controller(
+            store: store, loaded: loaded, settings: settings, now: now, logger: logger, metricsFactory: metricsFactory)
+    }
+
+    /// Changes whenever anything visible through the API changes; readable without waiting for
+    /// the actor, so HTTP handlers can serve cached responses.
+    public nonisolated var version: Int { publishedVersion.withLock { $0 } }
+
+    /// Called after every change to memory.
+    func didChange() {
+        gauges.update(state)
+        publishedVersion.withLock { $0 = state.version }
+    }
+
+    // MARK: Reads
+
+    public func listVMs(after cursor: String? = nil, limit: Int = 100) -> VMPage {
+        let names = state.names(after: cursor, limit: limit)
+        let items = names.compactMap { state.vm(named: $0).map(view) }
+        let next = names.count == limit && names.last != state.sortedNames.last ? names.last : nil
+        return VMPage(items: items, next: next)
+    }
+
+    public func vm(_ reference: String) throws -> VMView {
+        view(try lookupVM(reference))
+    }
+
+    public func listHosts() -> HostList {
+        HostList(items: state.hosts.values.sorted { $0.name < $1.name }.map(view))
+    }
+
+    public func host(_ reference: String) throws -> HostView {
+        if let host = state.host(named: reference) ?? state.hosts[HostID(reference)] { return view(host) }
+        throw VireoError.notFound("host", reference)
+    }
+
+    func lookupVM(_ reference: String) throws(VireoError) -> VirtualMachine {
+        if let vm = state.vm(named: reference) ?? state.vms[VMID(reference)] { return vm }
+        throw VireoError.notFound("VM", reference)
+    }
+
+    func view(_ vm: VirtualMachine) -> VMView {
+        VMView(vm, hostName: vm.hostID.flatMap { state.hosts[$0]?.name })
+    }
+
+    func view(_ host: HostRecord) -> HostView {
+        let a = state.allocation[host.id] ?? ClusterState.Allocation()
+        return HostView(host, allocatedCPUs: a.cpus, allocatedMemoryMiB: a.memoryMiB, vms: a.vms)
+    }
+
+    // MARK: Writing
+
+    /// Writes `batch`, then applies it to memory. Call with the lock held.
+    func commit(vms: [VirtualMachine] = [], deleting: [VMID] = [], hosts: [HostRecord] = []) async throws {
+        let batch = StoreBatch(updatedVMs: vms, deletedVMs: deleting, hosts: hosts)
+        guard !batch.isEmpty else { return }
+        try await store.commit(batch)
+        for host in hosts { state.put(host) }
+        for vm in vms { state.put(vm, replacing: vm.id) }
+        for id in deleting { state.put(nil, replacing: id) }
+        didChange()
+    }
+
+    /// Moves `vm` to `next` if the state machine allows it, and publishes the change.
+    func transition(_ vm: inout VirtualMachine, to next: VMState, message: String?, at time: Date) {
+        guard vm.state != next else {
+            vm.message = message
+            return
+        }
+        guard vm.state.canTransition(to: next) else {
+            logger.warning("ignored invalid transition", metadata: ["vm": "\(vm.name)", "from": "\(vm.state)", "to": "\(next)"])
+            return
+        }
+        events.publish(.vmState, name: vm.name, from: vm.state.rawValue, to: next.rawValue, message: message, at: time)
+        vm.state = next
+        vm.message = message
+        vm.stateChangedAt = time
+        vm.updatedAt = time
+    }
+}
+
+/// `vireo_vms{state}` and `vireo_hosts{state}`, kept current through swift-metrics.
+struct StateGauges: Sendable {
+    let vms: [VMState: Gauge]
+    let hosts: [HostState: Gauge]
+
+    init(factory: any MetricsFactory) {
+        vms = Dictionary(uniqueKeysWithValues: VMState.allCases.map {
+            ($0, Gauge(label: "vireo_vms", dimensions: [("state", $0.rawValue)], factory: factory))
+        })
+        hosts = Dictionary(uniqueKeysWithValues: HostState.allCases.map {
+            ($0, Gauge(label: "vireo_hosts", dimensions: [("state", $0.rawValue)], factory: factory))
+        })
+    }
+
+    func update(_ state: ClusterState) {
+        for (s, gauge) in vms { gauge.record(state.vmCountByState[s] ?? 0) }
+        var hostCounts: [HostState: Int] = [:]
+        for host in state.hosts.values { hostCounts[host.state, default: 0] += 1 }
+        for (s, gauge) in hosts { gauge.record(hostCounts[s] ?? 0) }
+    }
+}

@@ -1,0 +1,27 @@
+import Logging
+import ServiceLifecycle
+
+/// The controller's background work: places pending VMs and watches host liveness, every tick,
+/// until graceful shutdown.
+public struct ControllerLoops: Service {
+    let controller: Controller
+    let logger: Logger
+
+    public init(controller: Controller, logger: Logger = Logger(label: "vireo.controller")) {
+        self.controller = controller
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let interval = controller.settings.tickInterval
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await controller.checkHostLiveness()
+                try await controller.schedulePending()
+            } catch {
+                logger.error("controller tick failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}

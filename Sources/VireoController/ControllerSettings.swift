@@ -1,0 +1,28 @@
+import VireoPlacement
+
+public struct ControllerSettings: Sendable {
+    /// How often agents should heartbeat.
+    public var heartbeatInterval: Duration
+    /// A host that has not heartbeated for this long becomes `unreachable`.
+    public var hostTimeout: Duration
+    /// How often the controller retries pending VMs and checks host liveness.
+    public var tickInterval: Duration
+    public var placement: PlacementSettings
+
+    public init(
+        heartbeatInterval: Duration = .seconds(1), hostTimeout: Duration = .seconds(5),
+        tickInterval: Duration = .milliseconds(500), placement: PlacementSettings = .init()
+    ) {
+        self.heartbeatInterval = heartbeatInterval
+        self.hostTimeout = hostTimeout
+        self.tickInterval = tickInterval
+        self.placement = placement
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, atto) = components
+        return Double(s) + Double(atto) / 1e18
+    }
+}

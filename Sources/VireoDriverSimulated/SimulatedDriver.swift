@@ -1,0 +1,186 @@
+import Synchronization
+import VireoDriver
+import VireoModel
+
+/// A deterministic in-memory hypervisor.
+///
+/// Boot and stop take configurable (virtual) time; starts can be made to fail, either by name or
+/// with a seeded probability. Used for what-if and scale runs and as the reference the driver
+/// conformance suite runs against — it is registered exactly like the real drivers.
+public final class SimulatedDriver: HypervisorDriver {
+    public struct Configuration: Sendable, Equatable {
+        public var cpus: Int
+        public var memoryMiB: Int
+        public var bootDelay: Duration
+        public var stopDelay: Duration
+        /// Probability in [0, 1] that a start fails.
+        public var startFailureProbability: Double
+        public var seed: UInt64
+
+        public init(
+            cpus: Int = 32, memoryMiB: Int = 131_072, bootDelay: Duration = .milliseconds(300),
+            stopDelay: Duration = .milliseconds(100), startFailureProbability: Double = 0, seed: UInt64 = 1
+        ) {
+            self.cpus = cpus
+            self.memoryMiB = memoryMiB
+            self.bootDelay = bootDelay
+            self.stopDelay = stopDelay
+            self.startFailureProbability = startFailureProbability
+            self.seed = seed
+        }
+    }
+
+    private struct Instance {
+        var spec: InstanceSpec
+        var state: InstanceState
+        /// When a `starting` or `stopping` instance finishes its transition.
+        var transitionEndsAt: Duration
+        var message: String?
+    }
+
+    private struct State {
+        var instances: [VMID: Instance] = [:]
+        var failStartOf: Set<String> = []
+        var random: SeededGenerator
+    }
+
+    public let name = "simulated"
+    public let capabilities: Set<Capability> = [.liveMigration, .snapshots, .pause, .virtualTime]
+    public let configuration: Configuration
+    private let time: any SimulatedTime
+    private let state: Mutex<State>
+
+    public init(configuration: Configuration = .init(), time: any SimulatedTime = WallTime()) {
+        self.configuration = configuration
+        self.time = time
+        self.state = Mutex(State(random: SeededGenerator(seed: configuration.seed)))
+    }
+
+    /// Makes the next start of the VM called `name` fail, as a crashing guest would.
+    public func injectStartFailure(vmNamed name: String) {
+        state.withLock { _ = $0.failStartOf.insert(name) }
+    }
+
+    public func fingerprint() async throws -> HostFingerprint {
+        HostFingerprint(
+            cpus: configuration.cpus, memoryMiB: configuration.memoryMiB, driver: name,
+            capabilities: Array(capabilities), attributes: ["hypervisor": "simulated"])
+    }
+
+    /// Instances live in memory only: after a restart there is nothing to re-adopt.
+    public func recover() async throws -> [InstanceStatus] { try await status() }
+
+    public func create(_ spec: InstanceSpec) async throws {
+        try state.withLock { (s: inout State) throws(VireoError) in
+            if let existing = s.instances[spec.id] {
+                guard existing.spec == spec else {
+                    throw VireoError(.conflict, "VM \(spec.id) already exists with a different spec")
+                }
+                return
+            }
+            s.instances[spec.id] = Instance(spec: spec, state: .stopped, transitionEndsAt: .zero)
+        }
+    }
+
+    public func start(_ id: VMID) async throws {
+        let now = time.now()
+        try state.withLock { (s: inout State) throws(VireoError) in
+            settle(&s, now: now)
+            guard var instance = s.instances[id] else { throw VireoError.notFound("instance", id.rawValue) }
+            switch instance.state {
+            case .running, .starting: return
+            case .stopping: throw VireoError(.failedPrecondition, "VM '\(instance.spec.name)' is stopping")
+            case .stopped, .failed: break
+            }
+            let used = s.instances.values.filter { $0.state == .running || $0.state == .starting }
+                .reduce(0) { $0 + $1.spec.memoryMiB }
+            if used + instance.spec.memoryMiB > configuration.memoryMiB {
+                instance.state = .failed
+                instance.message = "host out of memory: \(used) MiB in use of \(configuration.memoryMiB) MiB"
+            } else if s.failStartOf.remove(instance.spec.name) != nil
+                || (configuration.startFailureProbability > 0
+                    && Double.random(in: 0..<1, using: &s.random) < configuration.startFailureProbability)
+            {
+                instance.state = .failed
+                instance.message = "simulated boot failure"
+            } else {
+                instance.state = .starting
+                instance.message = nil
+                instance.transitionEndsAt = now + configuration.bootDelay
+            }
+            s.instances[id] = instance
+        }
+    }
+
+    public func stop(_ id: VMID) async throws {
+        let now = time.now()
+        try state.withLock { (s: inout State) throws(VireoError) in
+            settle(&s, now: now)
+            guard var instance = s.instances[id] else { throw VireoError.notFound("instance", id.rawValue) }
+            switch instance.state {
+            case .stopped, .stopping: return
+            case .failed:
+                instance.state = .stopped
+            case .running, .starting:
+                instance.state = .stopping
+                instance.transitionEndsAt = now + configuration.stopDelay
+            }
+            s.instances[id] = instance
+        }
+    }
+
+    public func delete(_ id: VMID) async throws {
+        state.withLock { _ = $0.instances.removeValue(forKey: id) }
+    }
+
+    public func status() async throws -> [InstanceStatus] {
+        let now = time.now()
+        return state.withLock { s in
+            settle(&s, now: now)
+            return s.instances.values.map {
+                InstanceStatus(id: $0.spec.id, name: $0.spec.name, state: $0.state, message: $0.message)
+            }.sorted { $0.name < $1.name }
+        }
+    }
+
+    /// Finishes the transitions whose time has come.
+    private func settle(_ s: inout State, now: Duration) {
+        for (id, instance) in s.instances where instance.transitionEndsAt <= now {
+            switch instance.state {
+            case .starting: s.instances[id]!.state = .running
+            case .stopping: s.instances[id]!.state = .stopped
+            default: break
+            }
+        }
+    }
+}
+
+extension DriverRegistry {
+    /// Registers the simulated driver. Settings: `cpus`, `memory` (a size), `boot-delay-ms`,
+    /// `stop-delay-ms`, `fail-probability`, `seed`.
+    public mutating func registerSimulated() {
+        register("simulated") { options in
+            var config = SimulatedDriver.Configuration()
+            let settings = options.settings
+            func int(_ key: String) throws -> Int? {
+                guard let text = settings[key] else { return nil }
+                guard let value = Int(text), value >= 0 else {
+                    throw VireoError.invalid(field: key, value: "'\(text)'", "must be a non-negative integer")
+                }
+                return value
+            }
+            if let cpus = try int("cpus") { config.cpus = cpus }
+            if let memory = settings["memory"] { config.memoryMiB = try ByteSize.parseMiB(memory, field: "memory") }
+            if let ms = try int("boot-delay-ms") { config.bootDelay = .milliseconds(ms) }
+            if let ms = try int("stop-delay-ms") { config.stopDelay = .milliseconds(ms) }
+            if let seed = try int("seed") { config.seed = UInt64(seed) }
+            if let text = settings["fail-probability"] {
+                guard let p = Double(text), p >= 0, p <= 1 else {
+                    throw VireoError.invalid(field: "fail-probability", value: "'\(text)'", "must be in [0, 1]")
+                }
+                config.startFailureProbability = p
+            }
+            return SimulatedDriver(configuration: config)
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+import Synchronization
+import VireoAPI
+import VireoController
+import VireoModel
+
+/// Builds the HTTP API over a controller. Routes are thin: they decode, validate at the edge,
+/// call the controller, and encode.
+public struct VireoServer: Sendable {
+    public let controller: Controller
+    public let tokens: AccessTokens?
+    public let registry: PrometheusCollectorRegistry
+    /// Largest request body accepted, in bytes.
+    public static let maxBodyBytes = 1 << 20
+
+    let listCache = ResponseCache()
+
+    public init(controller: Controller, tokens: AccessTokens?, registry: PrometheusCollectorRegistry) {
+        self.controller = controller
+        self.tokens = tokens
+        self.registry = registry
+    }
+
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        // Middleware must be added before routes, outermost first.
+        router.add(middleware: RequestMetricsMiddleware(factory: PrometheusMetricsFactory(registry: registry)))
+        router.add(middleware: ErrorEnvelopeMiddleware())
+        if let tokens { router.add(middleware: TokenAuthMiddleware(tokens: tokens)) }
+
+        router.get("/healthz") { _, _ in try json(Health(status: "ok", version: VireoVersion.current)) }
+        router.get("/metrics") { _, _ in
+            var buffer: [UInt8] = []
+            registry.emit(into: &buffer)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+        router.get("/openapi.json") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: ResponseBody(byteBuffer: ByteBuffer(data: try VireoJSON.openAPIDocument())))
+        }
+        addHostRoutes(router)
+        addVMRoutes(router)
+        addAgentRoutes(router)
+        addEventRoutes(router)
+        return router
+    }
+
+    func addHostRoutes(_ router: Router<BasicRequestContext>) {
+        let controller = self.controller
+        router.get("/v1/hosts") { _, _ in try json(await controller.listHosts()) }
+        router.get("/v1/hosts/{host}") { _, context in
+            try json(try await controller.host(context.parameters.require("host")))
+        }
+    }
+
+    func addVMRoutes(_ router: Router<BasicRequestContext>) {
+        let controller = self.controller
+        let cache = listCache
+        router.get("/v1/vms") { request, _ in
+            let query = request.uri.queryParameters
+            let limit = try intParameter(query.get("limit"), name: "limit", range: 1...1000) ?? 100
+            let after = query.get("after")
+            let key = "\(limit)|\(after ?? "")"
+            let version = controller.version
+            if let cached = cache.get(key, version: version) { return jsonResponse(cached) }
+            let page = await controller.listVMs(after: after, limit: limit)
+            let buffer = ByteBuffer(data: try VireoJSON.encoder().encode(page))
+            cache.put(key, buffer, version: version)
+            return jsonResponse(buffer)
+        }
+        router.post("/v1/vms") { request, _ in
+            let body = try await readJSONBody(request)
+            let spec = try VMSpecValidation.fromAPIBody(body)
+            return try json(try await controller.createVM(spec), status: .created)
+        }
+        router.get("/v1/vms/{vm}") { _, context in
+            try json(try await controller.vm(context.parameters.require("vm")))
+        }
+        router.delete("/v1/vms/{vm}") { _, context in
+            try json(try await controller.deleteVM(context.parameters.require("vm")), status: .accepted)
+        }
+        router.post("/v1/vms/{vm}/start") { _, context in
+            try json(try await controller.startVM(context.parameters.require("vm")), status: .accepted)
+        }
+        router.post("/v1/vms/{vm}/stop") { _, context in
+            try json(try await controller.stopVM(context.parameters.require("vm")), status: .accepted)
+        }
+        router.post("/v1/apply") { request, _ in
+            let text = try await readText(request)
+            let documents = try ManifestParser.parse(text)
+            return try json(try await controller.apply(documents))
+        }
+    }
+
+    func addAgentRoutes(_ router: Router<BasicRequestContext>) {
+        let controller = self.controller
+        router.post("/v1/agent/register") { request, _ in
+            let registration = try await decode(AgentRegistration.self, from: request)
+            return try json(try await controller.register(registration))
+        }
+        router.post("/v1/agent/heartbeat") { request, _ in
+            let heartbeat = try await decode(AgentHeartbeat.self, from: request)
+            return try json(try await controller.heartbeat(heartbeat))
+        }
+    }
+}
+
+// MARK: Helpers shared by the routes
+
+func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+    jsonResponse(ByteBuffer(data: try VireoJSON.encoder().encode(value)), status: status)
+}
+
+func jsonResponse(_ buffer: ByteBuffer, status: HTTPResponse.Status = .ok) -> Response {
+    Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
+}
+
+func readText(_ request: Request) async throws -> String {
+    let buffer: ByteBuffer
+    do {
+        buffer = try await request.body.collect(upTo: VireoServer.maxBodyBytes)
+    } catch {
+        throw VireoError(.payloadTooLarge, "request body is larger than \(VireoServer.maxBodyBytes) bytes")
+    }
+    guard let text = buffer.getString(at: buffer.readerIndex, length: buffer.readableBytes),
+        text.utf8.count == buffer.readableBytes, String(validating: buffer.readableBytesView, as: UTF8.self) != nil
+    else {
+        throw VireoError(.invalidArgument, "body: not valid UTF-8")
+    }
+    return text
+}
+
+/// Reads a JSON body into a `JSONValue`, so validation can name fields precisely.
+func readJSONBody(_ request: Request) async throws -> JSONValue {
+    let text = try await readText(request)
+    guard !text.isEmpty else { throw VireoError(.invalidArgument, "body: is required (a JSON object)") }
+    do {
+        return try VireoJSON.decoder().decode(JSONValue.self, from: Data(text.utf8))
+    } catch {
+        throw VireoError(.invalidArgument, "body: not valid JSON")
+    }
+}
+
+func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+    let text = try await readText(request)
+    do {
+        return try VireoJSON.decoder().decode(type, from: Data(text.utf8))
+    } catch let error as DecodingError {
+        throw VireoError(.invalidArgument, ErrorEnvelopeMiddleware<BasicRequestContext>.describe(error))
+    }
+}
+
+func intParameter(_ text: String?, name: String, range: ClosedRange<Int>) throws -> Int? {
+    guard let text else { return nil }
+    guard let value = Int(text), range.contains(value) else {
+        throw VireoError.invalid(
+            field: name, value: "'\(text)'", "must be an integer from \(range.lowerBound) to \(range.upperBound)")
+    }
+    return value
+}
+
+/// Encoded responses for the current state version; cleared whenever the state changes.
+final class ResponseCache: Sendable {
+    private struct State {
+        var version = -1
+        var entries: [String: ByteBuffer] = [:]
+    }
+    private let state = Mutex(State())
+    private let capacity = 256
+
+    func get(_ key: String, version: Int) -> ByteBuffer? {
+        state.withLock { $0.version == version ? $0.entries[key] : nil }
+    }
+
+    func put(_ key: String, _ buffer: ByteBuffer, version: Int) {
+        state.withLock { s in
+            if s.version != version {
+                guard version > s.version else { return }
+                s.version = version
+                s.entries.removeAll(keepingCapacity: true)
+            }
+            if s.entries.count < capacity { s.entries[key] = buffer }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+
+/// What an agent reports about its machine when it registers.
+public struct HostFingerprint: Sendable, Codable, Equatable {
+    /// Logical CPUs available to guests.
+    public var cpus: Int
+    /// Memory available to guests, in MiB.
+    public var memoryMiB: Int
+    /// Driver name (`simulated`, `qemu`, `libvirt`).
+    public var driver: String
+    public var capabilities: [Capability]
+    /// Free-form facts (accelerator, hypervisor version, kernel), shown by `host list -o json`.
+    public var attributes: [String: String]
+
+    public init(
+        cpus: Int, memoryMiB: Int, driver: String, capabilities: [Capability], attributes: [String: String] = [:]
+    ) {
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.driver = driver
+        self.capabilities = capabilities.sorted()
+        self.attributes = attributes
+    }
+}
+
+public enum HostState: String, Sendable, Codable, CaseIterable {
+    /// Heartbeating; eligible for placement.
+    case ready
+    /// Missed its heartbeats. Its VMs are left alone (the agent keeps running them offline).
+    case unreachable
+}
+
+public struct HostRecord: Sendable, Codable, Equatable, Identifiable {
+    public var id: HostID
+    public var name: String
+    public var state: HostState
+    public var fingerprint: HostFingerprint
+    /// Address the agent can be reached at for host-to-host work (migration), if it gave one.
+    public var address: String?
+    public var registeredAt: Date
+    public var lastHeartbeatAt: Date
+    public var stateChangedAt: Date
+
+    public init(
+        id: HostID, name: String, state: HostState, fingerprint: HostFingerprint, address: String?,
+        registeredAt: Date, lastHeartbeatAt: Date, stateChangedAt: Date
+    ) {
+        self.id = id
+        self.name = name
+        self.state = state
+        self.fingerprint = fingerprint
+        self.address = address
+        self.registeredAt = registeredAt
+        self.lastHeartbeatAt = lastHeartbeatAt
+        self.stateChangedAt = stateChangedAt
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+
+/// What a user asks for. Validated at the edge (API, manifest, CLI) before it is stored.
+public struct VMSpec: Sendable, Codable, Equatable {
+    public var name: String
+    public var image: String
+    public var cpus: Int
+    public var memoryMiB: Int
+    /// Pin the VM to this host (by name); placement filters out every other host.
+    public var host: String?
+    /// The application this VM belongs to, if any.
+    public var app: String?
+
+    public init(name: String, image: String, cpus: Int, memoryMiB: Int, host: String? = nil, app: String? = nil) {
+        self.name = name
+        self.image = image
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.host = host
+        self.app = app
+    }
+}
+
+/// The controller's record of a VM: the spec, what the user wants, and what is true now.
+public struct VirtualMachine: Sendable, Codable, Equatable, Identifiable {
+    public var id: VMID
+    public var spec: VMSpec
+    public var state: VMState
+    public var intent: PowerIntent
+    public var hostID: HostID?
+    /// Why the VM is where it is (or why it could not be placed).
+    public var placement: PlacementExplanation?
+    /// Last message from the agent or scheduler (boot failure, unschedulable, ...).
+    public var message: String?
+    /// Bumped on every user action so an agent can tell a new request from one it already tried.
+    public var generation: Int
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var stateChangedAt: Date
+
+    public init(
+        id: VMID, spec: VMSpec, state: VMState, intent: PowerIntent, hostID: HostID? = nil,
+        placement: PlacementExplanation? = nil, message: String? = nil, generation: Int = 1,
+        createdAt: Date, updatedAt: Date, stateChangedAt: Date
+    ) {
+        self.id = id
+        self.spec = spec
+        self.state = state
+        self.intent = intent
+        self.hostID = hostID
+        self.placement = placement
+        self.message = message
+        self.generation = generation
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.stateChangedAt = stateChangedAt
+    }
+
+    public var name: String { spec.name }
+}

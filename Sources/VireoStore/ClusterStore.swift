@@ -1,0 +1,46 @@
+import VireoModel
+
+/// Everything the controller persists, as loaded at start.
+public struct StoredCluster: Sendable, Equatable {
+    public var hosts: [HostRecord]
+    public var vms: [VirtualMachine]
+    public init(hosts: [HostRecord], vms: [VirtualMachine]) {
+        self.hosts = hosts
+        self.vms = vms
+    }
+}
+
+/// Changes written together, atomically: all of them or none.
+public struct StoreBatch: Sendable, Equatable {
+    /// Replacements for existing VM records.
+    public var updatedVMs: [VirtualMachine]
+    public var deletedVMs: [VMID]
+    /// Hosts to insert or replace.
+    public var hosts: [HostRecord]
+
+    public init(updatedVMs: [VirtualMachine] = [], deletedVMs: [VMID] = [], hosts: [HostRecord] = []) {
+        self.updatedVMs = updatedVMs
+        self.deletedVMs = deletedVMs
+        self.hosts = hosts
+    }
+
+    public var isEmpty: Bool { updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty }
+}
+
+/// Durable desired and observed state. Every write is atomic and durable when it returns; a
+/// write that fails changes nothing. The same conformance suite runs against every store.
+public protocol ClusterStore: Sendable {
+    func load() async throws -> StoredCluster
+
+    /// Inserts a new VM; `.conflict` if the name or ID is taken.
+    func insertVM(_ vm: VirtualMachine) async throws
+    /// Writes a batch in one transaction; `.notFound` (and nothing written) if a VM to update or
+    /// delete does not exist, `.conflict` if a host name is taken by another host.
+    func commit(_ batch: StoreBatch) async throws
+}
+
+extension ClusterStore {
+    public func updateVM(_ vm: VirtualMachine) async throws { try await commit(StoreBatch(updatedVMs: [vm])) }
+    public func deleteVM(_ id: VMID) async throws { try await commit(StoreBatch(deletedVMs: [id])) }
+    public func upsertHost(_ host: HostRecord) async throws { try await commit(StoreBatch(hosts: [host])) }
+}

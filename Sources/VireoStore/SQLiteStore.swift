@@ -1,0 +1,112 @@
+import Foundation
+import GRDB
+import VireoModel
+
+/// The embedded store: SQLite through GRDB, in WAL mode.
+///
+/// Records are stored as JSON documents beside the columns that need indexes or uniqueness, so
+/// adding a field to a model type needs no table rewrite; schema changes go through the migrator,
+/// which runs on every open.
+public final class SQLiteStore: ClusterStore {
+    private let writer: any DatabaseWriter
+    private let encoder = JSONEncoder()
+    private let decoder = JSONDecoder()
+
+    /// Opens (creating and migrating as needed) the database at `path`.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        config.prepareDatabase { db in
+            // NORMAL is durable across process crashes in WAL mode; FULL adds an fsync per commit
+            // for power loss, which a controller's data dir on a server should have.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        writer = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(writer)
+    }
+
+    /// An in-memory database (tests, what-if runs).
+    public init() throws {
+        writer = try DatabaseQueue()
+        try Self.migrator.migrate(writer)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: hosts and vms") { db in
+            try db.create(table: "hosts") { t in
+                t.primaryKey("id", .text)
+                t.column("name", .text).notNull().unique()
+                t.column("body", .blob).notNull()
+            }
+            try db.create(table: "vms") { t in
+                t.primaryKey("id", .text)
+                t.column("name", .text).notNull().unique()
+                t.column("host_id", .text).indexed()
+                t.column("state", .text).notNull()
+                t.column("body", .blob).notNull()
+            }
+        }
+        return migrator
+    }
+
+    /// Names of the migrations applied, oldest first.
+    public func appliedMigrations() throws -> [String] {
+        try writer.read { db in try Self.migrator.appliedMigrations(db) }
+    }
+
+    public func load() async throws -> StoredCluster {
+        try await writer.read { db in
+            let hosts = try Row.fetchAll(db, sql: "SELECT body FROM hosts ORDER BY name").map {
+                try self.decoder.decode(HostRecord.self, from: $0["body"] as Data)
+            }
+            let vms = try Row.fetchAll(db, sql: "SELECT body FROM vms ORDER BY name").map {
+                try self.decoder.decode(VirtualMachine.self, from: $0["body"] as Data)
+            }
+            return StoredCluster(hosts: hosts, vms: vms)
+        }
+    }
+
+    public func insertVM(_ vm: VirtualMachine) async throws {
+        let body = try encoder.encode(vm)
+        do {
+            try await writer.write { db in
+                try db.execute(
+                    sql: "INSERT INTO vms (id, name, host_id, state, body) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [vm.id.rawValue, vm.name, vm.hostID?.rawValue, vm.state.rawValue, body])
+            }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw VireoError(.conflict, "a VM named '\(vm.name)' already exists")
+        }
+    }
+
+    public func commit(_ batch: StoreBatch) async throws {
+        guard !batch.isEmpty else { return }
+        let vms = try batch.updatedVMs.map { ($0, try encoder.encode($0)) }
+        let hosts = try batch.hosts.map { ($0, try encoder.encode($0)) }
+        do {
+            try await writer.write { db in
+                for (vm, body) in vms {
+                    try db.execute(
+                        sql: "UPDATE vms SET name = ?, host_id = ?, state = ?, body = ? WHERE id = ?",
+                        arguments: [vm.name, vm.hostID?.rawValue, vm.state.rawValue, body, vm.id.rawValue])
+                    if db.changesCount == 0 { throw VireoError.notFound("VM", vm.name) }
+                }
+                for id in batch.deletedVMs {
+                    try db.execute(sql: "DELETE FROM vms WHERE id = ?", arguments: [id.rawValue])
+                    if db.changesCount == 0 { throw VireoError.notFound("VM", id.rawValue) }
+                }
+                for (host, body) in hosts {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO hosts (id, name, body) VALUES (?, ?, ?)
+                            ON CONFLICT(id) DO UPDATE SET name = excluded.name, body = excluded.body
+                            """,
+                        arguments: [host.id.rawValue, host.name, body])
+                }
+            }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw VireoError(.conflict, "a host with that name already exists")
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+import VireoAPI
+import VireoAgent
+import VireoClient
+import VireoController
+import VireoDriver
+import VireoDriverSimulated
+import VireoHTTP
+import VireoModel
+import VireoStore
+
+/// Options of every process that serves the API.
+struct ServeOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Directory for the database, tokens and VM files.", valueName: "dir"))
+    var dataDir: String = defaultDataDirectory()
+
+    @Option(help: ArgumentHelp("Address and port to listen on. Beyond loopback, tokens are required.", valueName: "addr:port"))
+    var listen: String = "127.0.0.1:7480"
+
+    @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error.", valueName: "level"))
+    var logLevel: String = "info"
+
+    static func defaultDataDirectory() -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let xdg = env["XDG_DATA_HOME"], !xdg.isEmpty { return xdg + "/vireo" }
+        return (env["HOME"] ?? ".") + "/.local/share/vireo"
+    }
+}
+
+/// Options of every process that runs a driver.
+struct DriverSelection: ParsableArguments {
+    @Option(help: ArgumentHelp("Hypervisor driver: simulated.", valueName: "driver"))
+    var driver: String = "simulated"
+
+    @Option(
+        name: .customLong("driver-opt"),
+        help: ArgumentHelp(
+            "Driver setting key=value, repeatable (simulated: cpus, memory, boot-delay-ms, stop-delay-ms, fail-probability, seed).",
+            valueName: "key=value"))
+    var driverOptions: [String] = []
+
+    func makeDriver(stateDirectory: String) throws -> any HypervisorDriver {
+        var settings: [String: String] = [:]
+        for option in driverOptions {
+            let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw VireoError.invalid(field: "--driver-opt", value: "'\(option)'", "expected key=value")
+            }
+            settings[parts[0]] = parts[1]
+        }
+        var registry = DriverRegistry()
+        registry.registerSimulated()
+        return try registry.make(driver, options: DriverOptions(stateDirectory: stateDirectory, settings: settings))
+    }
+}
+
+/// What `up` and `controller` share: the store, the controller, the HTTP application.
+struct ControlPlane {
+    let controller: Controller
+    let services: [any Service]
+    let url: String
+
+    static func start(_ options: ServeOptions, logger: Logger) async throws -> ControlPlane {
+        let (host, port) = try parseListen(options.listen)
+        try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
+        let registry = PrometheusCollectorRegistry()
+        let store = try SQLiteStore(path: options.dataDir + "/vireo.db")
+        let controller = try await Controller.open(
+            store: store, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry))
+        var tokens: AccessTokens?
+        if !isLoopback(host) {
+            let (loaded, created) = try AccessTokens.loadOrCreate(in: options.dataDir)
+            tokens = loaded
+            print(
+                "Listening beyond loopback: API token \(created ? "created" : "kept") in \(options.dataDir)/admin.token, "
+                    + "agent join token in \(options.dataDir)/join.token (mode 0600).")
+        }
+        let server = VireoServer(controller: controller, tokens: tokens, registry: registry)
+        let dataDir = options.dataDir
+        let app = Application(
+            router: server.router(),
+            configuration: .init(address: .hostname(host, port: port), serverName: "vireo"),
+            onServerRunning: { channel in
+                let actualPort = channel.localAddress?.port ?? port
+                let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(actualPort)"
+                // Tests and scripts read the URL from here when they asked for port 0.
+                try? Data((url + "\n").utf8).write(to: URL(fileURLWithPath: dataDir + "/endpoint"))
+                print("Vireo \(VireoVersion.current) API on \(url) (data in \(dataDir))")
+            },
+            logger: logger)
+        return ControlPlane(
+            controller: controller, services: [app, ControllerLoops(controller: controller, logger: logger)],
+            url: "http://\(host):\(port)")
+    }
+
+    static func parseListen(_ text: String) throws -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else {
+            throw VireoError.invalid(field: "--listen", value: "'\(text)'", "expected ADDRESS:PORT, e.g. 127.0.0.1:7480")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw VireoError.invalid(field: "--listen", value: "'\(text)'", "address is missing") }
+        return (host, port)
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}
+
+func makeLogger(_ label: String, level: String) throws -> Logger {
+    guard let parsed = Logger.Level(rawValue: level) else {
+        throw VireoError.invalid(field: "--log-level", value: "'\(level)'", "expected trace, debug, info, notice, warning or error")
+    }
+    var logger = Logger(label: label)
+    logger.logLevel = parsed
+    return logger
+}
+
+func runServices(_ services: [any Service], logger: Logger) async throws {
+    let group = ServiceGroup(
+        configuration: .init(
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    try await group.run()
+}
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the controller and one local agent in one process (the first command to run).",
+        discussion: "Stops cleanly on Ctrl-C or SIGTERM. VM records and hosts survive restarts in --data-dir.")
+
+    @OptionGroup var serve: ServeOptions
+    @OptionGroup var drivers: DriverSelection
+    @Option(help: ArgumentHelp("Name of the local host.", valueName: "name")) var name: String = "local"
+
+    func run() async throws {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let logger = try makeLogger("vireo", level: serve.logLevel)
+        try ResourceName.validate(name, field: "--name")
+        let driver = try drivers.makeDriver(stateDirectory: serve.dataDir + "/vms")
+        let plane = try await ControlPlane.start(serve, logger: logger)
+        let agent = Agent(
+            settings: .init(name: name, heartbeatInterval: plane.controller.settings.heartbeatInterval), driver: driver,
+            link: plane.controller, logger: logger)
+        try await runServices(plane.services + [agent], logger: logger)
+    }
+}
+
+struct ControllerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "controller", abstract: "Run the controller alone; agents join it with `vireo agent`.")
+
+    @OptionGroup var serve: ServeOptions
+
+    func run() async throws {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let logger = try makeLogger("vireo", level: serve.logLevel)
+        let plane = try await ControlPlane.start(serve, logger: logger)
+        try await runServices(plane.services, logger: logger)
+    }
+}
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent", abstract: "Run an agent: one per host; it keeps its VMs running when the controller is away.")
+
+    @Option(help: ArgumentHelp("Controller URL.", valueName: "url")) var controller: String
+    @Option(help: ArgumentHelp("Host name (unique in the cluster).", valueName: "name")) var name: String
+    @Option(help: ArgumentHelp("Join token (env VIREO_TOKEN), needed when the controller listens beyond loopback.", valueName: "token"))
+    var token: String?
+    @Option(help: ArgumentHelp("Directory for this host's VM files.", valueName: "dir")) var stateDir: String?
+    @Option(help: ArgumentHelp("Address other hosts reach this one at.", valueName: "addr")) var address: String?
+    @Option(help: ArgumentHelp("Log level.", valueName: "level")) var logLevel: String = "info"
+    @OptionGroup var drivers: DriverSelection
+
+    func run() async throws {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let logger = try makeLogger("vireo.agent", level: logLevel)
+        try ResourceName.validate(name, field: "--name")
+        let directory = stateDir ?? ServeOptions.defaultDataDirectory() + "/agent-\(name)"
+        let driver = try drivers.makeDriver(stateDirectory: directory)
+        let link = VireoClient(
+            server: controller, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: .seconds(5))
+        let agent = Agent(settings: .init(name: name, address: address), driver: driver, link: link, logger: logger)
+        try await runServices([agent], logger: logger)
+    }
+}
