@@ -92,6 +92,7 @@ struct ControlPlane {
                 // Tests and scripts read the URL from here when they asked for port 0.
                 try? Data((url + "\n").utf8).write(to: URL(fileURLWithPath: dataDir + "/endpoint"))
                 print("Vireo \(VireoVersion.current) API on \(url) (data in \(dataDir))")
+                fflush(nil)  // seen at once even when standard output is a pipe
             },
             logger: logger)
         return ControlPlane(

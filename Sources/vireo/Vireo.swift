@@ -24,8 +24,6 @@ struct Vireo: AsyncParsableCommand {
 @main
 enum Main {
     static func main() async {
-        // Line-buffered even when piped, so scripts and tests see progress as it happens.
-        setvbuf(stdout, nil, _IOLBF, 0)
         do {
             var command = try Vireo.parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

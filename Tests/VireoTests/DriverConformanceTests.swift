@@ -1,0 +1,172 @@
+import Foundation
+import Testing
+import VireoDriver
+import VireoDriverSimulated
+import VireoModel
+
+/// A driver under test and a way to let its time pass: virtual time for the simulated driver,
+/// waiting for real ones.
+struct DriverFixture: Sendable, CustomTestStringConvertible {
+    let name: String
+    let make: @Sendable () throws -> (any HypervisorDriver, @Sendable () async -> Void)
+    var testDescription: String { name }
+
+    static let all: [DriverFixture] = [
+        DriverFixture(name: "simulated") {
+            let time = ManualTime()
+            let driver = SimulatedDriver(
+                configuration: .init(cpus: 4, memoryMiB: 1024, bootDelay: .seconds(2), stopDelay: .seconds(1)), time: time)
+            return (driver, { time.advance(by: .milliseconds(500)) })
+        }
+    ]
+}
+
+/// Waits (advancing the fixture's time) until the VM reaches `state`; fails after 200 steps.
+func settle(_ driver: any HypervisorDriver, _ id: VMID, to state: InstanceState, tick: @Sendable () async -> Void)
+    async throws -> InstanceStatus
+{
+    for _ in 0..<200 {
+        if let status = try await driver.status().first(where: { $0.id == id }), status.state == state { return status }
+        await tick()
+    }
+    let last = try await driver.status().first { $0.id == id }
+    Issue.record("VM never reached \(state); last seen \(String(describing: last))")
+    throw VireoError(.internal, "timeout")
+}
+
+@Suite("Driver conformance")
+struct DriverConformanceTests {
+    func spec(_ name: String, memoryMiB: Int = 128) -> InstanceSpec {
+        InstanceSpec(id: .generate(), name: name, image: "tiny", cpus: 1, memoryMiB: memoryMiB)
+    }
+
+    @Test("a VM goes through create, start, stop and delete", arguments: DriverFixture.all)
+    func lifecycle(fixture: DriverFixture) async throws {
+        let (driver, tick) = try fixture.make()
+        let vm = spec("life")
+        try await driver.create(vm)
+        #expect(try await driver.status().first { $0.id == vm.id }?.state == .stopped)
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        try await driver.stop(vm.id)
+        _ = try await settle(driver, vm.id, to: .stopped, tick: tick)
+        try await driver.delete(vm.id)
+        #expect(try await driver.status().contains { $0.id == vm.id } == false)
+    }
+
+    @Test("create and start are idempotent", arguments: DriverFixture.all)
+    func idempotent(fixture: DriverFixture) async throws {
+        let (driver, tick) = try fixture.make()
+        let vm = spec("twice")
+        try await driver.create(vm)
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        #expect(try await driver.status().filter { $0.id == vm.id }.count == 1)
+        try await driver.delete(vm.id)
+    }
+
+    @Test("operations on an unknown VM fail with not found", arguments: DriverFixture.all)
+    func unknownVM(fixture: DriverFixture) async throws {
+        let (driver, _) = try fixture.make()
+        let error = await #expect(throws: VireoError.self) { try await driver.start(VMID("nope")) }
+        #expect(error?.code == .notFound)
+    }
+
+    @Test("the fingerprint describes the host and the driver", arguments: DriverFixture.all)
+    func fingerprint(fixture: DriverFixture) async throws {
+        let (driver, _) = try fixture.make()
+        let fingerprint = try await driver.fingerprint()
+        #expect(fingerprint.cpus > 0)
+        #expect(fingerprint.memoryMiB > 0)
+        #expect(fingerprint.driver == driver.name)
+        #expect(Set(fingerprint.capabilities) == driver.capabilities)
+    }
+
+    @Test("deleting a running VM stops and removes it", arguments: DriverFixture.all)
+    func deleteRunning(fixture: DriverFixture) async throws {
+        let (driver, tick) = try fixture.make()
+        let vm = spec("gone")
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        try await driver.delete(vm.id)
+        #expect(try await driver.status().isEmpty)
+    }
+}
+
+@Suite("Simulated driver")
+struct SimulatedDriverTests {
+    @Test("boot takes exactly the configured virtual time")
+    func bootDelay() async throws {
+        let time = ManualTime()
+        let driver = SimulatedDriver(configuration: .init(bootDelay: .seconds(3)), time: time)
+        let id = VMID.generate()
+        try await driver.create(InstanceSpec(id: id, name: "a", image: "tiny", cpus: 1, memoryMiB: 128))
+        try await driver.start(id)
+        time.advance(by: .milliseconds(2999))
+        #expect(try await driver.status().first?.state == .starting)
+        time.advance(by: .milliseconds(1))
+        #expect(try await driver.status().first?.state == .running)
+    }
+
+    @Test("an injected failure fails that start, with a reason, and only that one")
+    func injectedFailure() async throws {
+        let time = ManualTime()
+        let driver = SimulatedDriver(time: time)
+        let id = VMID.generate()
+        try await driver.create(InstanceSpec(id: id, name: "crashy", image: "tiny", cpus: 1, memoryMiB: 128))
+        driver.injectStartFailure(vmNamed: "crashy")
+        try await driver.start(id)
+        let status = try #require(try await driver.status().first)
+        #expect(status.state == .failed)
+        #expect(status.message == "simulated boot failure")
+        try await driver.start(id)
+        time.advance(by: .seconds(10))
+        #expect(try await driver.status().first?.state == .running)
+    }
+
+    @Test("seeded failure probability repeats exactly")
+    func seededFailures() async throws {
+        func outcomes(seed: UInt64) async throws -> [InstanceState] {
+            let driver = SimulatedDriver(configuration: .init(startFailureProbability: 0.5, seed: seed), time: ManualTime())
+            var result: [InstanceState] = []
+            for i in 0..<20 {
+                let id = VMID("vm-\(i)")
+                try await driver.create(InstanceSpec(id: id, name: "vm-\(i)", image: "tiny", cpus: 1, memoryMiB: 64))
+                try await driver.start(id)
+                result.append(try await driver.status().first { $0.id == id }!.state)
+            }
+            return result
+        }
+        let first = try await outcomes(seed: 42)
+        #expect(try await outcomes(seed: 42) == first)
+        #expect(first.contains(.failed) && first.contains(.starting))
+    }
+
+    @Test("starting beyond the host's memory fails the VM with the reason")
+    func outOfMemory() async throws {
+        let driver = SimulatedDriver(configuration: .init(memoryMiB: 256), time: ManualTime())
+        let a = VMID.generate()
+        let b = VMID.generate()
+        try await driver.create(InstanceSpec(id: a, name: "a", image: "tiny", cpus: 1, memoryMiB: 200))
+        try await driver.create(InstanceSpec(id: b, name: "b", image: "tiny", cpus: 1, memoryMiB: 200))
+        try await driver.start(a)
+        try await driver.start(b)
+        let status = try #require(try await driver.status().first { $0.id == b })
+        #expect(status.state == .failed)
+        #expect(status.message?.contains("out of memory") == true)
+    }
+
+    @Test("bad driver settings are rejected naming the setting")
+    func badSettings() throws {
+        var registry = DriverRegistry()
+        registry.registerSimulated()
+        let error = #expect(throws: VireoError.self) {
+            _ = try registry.make("simulated", options: .init(stateDirectory: "/tmp", settings: ["boot-delay-ms": "soon"]))
+        }
+        #expect(error?.message.contains("boot-delay-ms") == true)
+        #expect(throws: VireoError.self) { _ = try registry.make("vmware", options: .init(stateDirectory: "/tmp")) }
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+import VireoModel
+import VireoStore
+
+/// A store under test. The PostgreSQL store joins this list when it lands.
+struct StoreFixture: Sendable, CustomTestStringConvertible {
+    let name: String
+    let make: @Sendable () throws -> any ClusterStore
+    var testDescription: String { name }
+
+    static let all: [StoreFixture] = [
+        StoreFixture(name: "sqlite-memory") { try SQLiteStore() },
+        StoreFixture(name: "sqlite-file") { try SQLiteStore(path: temporaryDirectory() + "/vireo.db") },
+    ]
+}
+
+func temporaryDirectory() -> String {
+    let path = NSTemporaryDirectory() + "vireo-test-" + UUID().uuidString.prefix(8).lowercased()
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+func sampleVM(_ name: String, host: HostID? = nil, state: VMState = .pending) -> VirtualMachine {
+    let t = Date(timeIntervalSince1970: 1_700_000_000)
+    return VirtualMachine(
+        id: .generate(), spec: VMSpec(name: name, image: "tiny", cpus: 1, memoryMiB: 128), state: state, intent: .running,
+        hostID: host, createdAt: t, updatedAt: t, stateChangedAt: t)
+}
+
+func sampleHost(_ name: String) -> HostRecord {
+    let t = Date(timeIntervalSince1970: 1_700_000_000)
+    return HostRecord(
+        id: .generate(), name: name, state: .ready,
+        fingerprint: HostFingerprint(cpus: 4, memoryMiB: 4096, driver: "simulated", capabilities: [.pause]),
+        address: nil, registeredAt: t, lastHeartbeatAt: t, stateChangedAt: t)
+}
+
+@Suite("Store conformance")
+struct StoreConformanceTests {
+    @Test("records round-trip exactly", arguments: StoreFixture.all)
+    func roundTrip(fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        let host = sampleHost("h1")
+        var vm = sampleVM("a", host: host.id, state: .scheduled)
+        vm.placement = PlacementExplanation(
+            chosenHost: "h1", decidedAt: vm.createdAt,
+            verdicts: [HostVerdict(hostID: host.id, hostName: "h1", score: HostScore(cpuFreeAfter: 0.5, memoryFreeAfter: 0.25, total: 0.3))])
+        try await store.upsertHost(host)
+        try await store.insertVM(vm)
+        let loaded = try await store.load()
+        #expect(loaded.hosts == [host])
+        #expect(loaded.vms == [vm])
+    }
+
+    @Test("a duplicate name is a conflict and leaves the stored VM untouched", arguments: StoreFixture.all)
+    func duplicateName(fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        let original = sampleVM("a")
+        try await store.insertVM(original)
+        var duplicate = sampleVM("a")
+        duplicate.spec.cpus = 8
+        let error = await #expect(throws: VireoError.self) { try await store.insertVM(duplicate) }
+        #expect(error?.code == .conflict)
+        #expect(try await store.load().vms == [original])
+    }
+
+    @Test("a batch is all or nothing", arguments: StoreFixture.all)
+    func atomicBatch(fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        var a = sampleVM("a")
+        try await store.insertVM(a)
+        a.state = .failed
+        let missing = sampleVM("ghost")
+        let error = await #expect(throws: VireoError.self) {
+            try await store.commit(StoreBatch(updatedVMs: [a, missing], hosts: [sampleHost("h")]))
+        }
+        #expect(error?.code == .notFound)
+        let loaded = try await store.load()
+        #expect(loaded.vms.first?.state == .pending)
+        #expect(loaded.hosts.isEmpty)
+    }
+
+    @Test("updates and deletes of unknown VMs are not found", arguments: StoreFixture.all)
+    func unknown(fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        await #expect(throws: VireoError.self) { try await store.updateVM(sampleVM("x")) }
+        await #expect(throws: VireoError.self) { try await store.deleteVM(VMID("x")) }
+    }
+
+    @Test("a host re-registered under the same ID is replaced, not duplicated", arguments: StoreFixture.all)
+    func hostUpsert(fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        var host = sampleHost("h")
+        try await store.upsertHost(host)
+        host.state = .unreachable
+        try await store.upsertHost(host)
+        #expect(try await store.load().hosts == [host])
+    }
+
+    @Test("10,000 VMs are stored and loaded without loss", arguments: StoreFixture.all)
+    func many(fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        for i in 0..<10_000 { try await store.insertVM(sampleVM("vm-\(i)")) }
+        let loaded = try await store.load()
+        #expect(loaded.vms.count == 10_000)
+        #expect(Set(loaded.vms.map(\.name)).count == 10_000)
+    }
+}
+
+@Suite("SQLite store")
+struct SQLiteStoreTests {
+    @Test("data survives closing and reopening, and the schema is migrated on open")
+    func reopen() async throws {
+        let path = temporaryDirectory() + "/vireo.db"
+        let vm = sampleVM("durable")
+        do {
+            let store = try SQLiteStore(path: path)
+            try await store.insertVM(vm)
+        }
+        let reopened = try SQLiteStore(path: path)
+        #expect(try await reopened.load().vms == [vm])
+        #expect(try reopened.appliedMigrations() == ["v1: hosts and vms"])
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make demo`: starts `vireo up`, applies a small manifest, shows what came up, and keeps running
+# until Ctrl-C. DEMO_SECONDS=N stops it after N seconds instead (for unattended runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="$(swift build --show-bin-path)/vireo"
+data="${VIREO_DEMO_DIR:-$PWD/.demo-data}"
+listen="${VIREO_DEMO_LISTEN:-127.0.0.1:7480}"
+export VIREO_SERVER="http://$listen"
+
+"$bin" up --data-dir "$data" --listen "$listen" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 100); do
+  curl -fsS "$VIREO_SERVER/healthz" >/dev/null 2>&1 && break
+  kill -0 $pid 2>/dev/null || { echo "demo: vireo up exited; is $listen in use?" >&2; exit 1; }
+  sleep 0.1
+done
+
+echo; echo "\$ vireo apply -f examples/demo.yaml"
+"$bin" apply -f examples/demo.yaml
+echo; echo "\$ vireo vm create scratch --memory 256MiB --wait"
+"$bin" vm create scratch --memory 256MiB --wait 2>&1 || true
+sleep 2
+echo; echo "\$ vireo host list"; "$bin" host list
+echo; echo "\$ vireo vm list"; "$bin" vm list
+echo; echo "\$ vireo vm show web-1"; "$bin" vm show web-1
+echo
+echo "Vireo is running at $VIREO_SERVER with data in $data."
+echo "Try: export VIREO_SERVER=$VIREO_SERVER; $bin vm list; $bin events"
+if [ -n "${DEMO_SECONDS:-}" ]; then
+  sleep "$DEMO_SECONDS"
+else
+  echo "Press Ctrl-C to stop."
+  wait $pid
+fi

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing Vireo needs on Debian 12. Idempotent: installs only what is
+# missing, and touches nothing when everything is there.
+set -euo pipefail
+
+packages=(
+  libsqlite3-dev   # GRDB links the system SQLite
+  sqlite3          # inspecting the store by hand
+  curl             # the demo's readiness check
+  wrk              # HTTP benchmarks (Benchmarks/, docs/benchmarks.md)
+)
+
+if ! command -v swift >/dev/null 2>&1; then
+  if [ -x /opt/swift/usr/bin/swift ]; then
+    echo "install-deps: swift is in /opt/swift/usr/bin but not on PATH; add it: export PATH=/opt/swift/usr/bin:\$PATH" >&2
+  else
+    echo "install-deps: a Swift 6.1 or newer toolchain is required (swift.org); it is not installed" >&2
+  fi
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
