@@ -29,6 +29,7 @@ public enum ManifestParser {
     public static let kinds = ["VirtualMachine"]
     /// Deeper documents are rejected rather than recursed into.
     static let maxDepth = 64
+    static let maxDocuments = 10_000
 
     public static func parse(_ text: String) throws(VireoError) -> [ManifestDocument] {
         let values = try loadYAMLDocuments(text)
@@ -77,8 +78,14 @@ public enum ManifestParser {
     /// Loads every YAML document of `text` as plain values. JSON is YAML, so it works for both.
     public static func loadYAMLDocuments(_ text: String) throws(VireoError) -> [JSONValue] {
         do {
+            // The parser, not `compose_all`, so a syntax error in any document is reported
+            // instead of silently ending the sequence.
+            let parser = try Parser(yaml: text)
             var values: [JSONValue] = []
-            for node in try Yams.compose_all(yaml: text) {
+            while let node = try parser.nextRoot() {
+                guard values.count < maxDocuments else {
+                    throw VireoError(.invalidArgument, "manifest: more than \(maxDocuments) documents")
+                }
                 values.append(try convert(node, path: "", depth: 0))
             }
             return values

@@ -1,0 +1,90 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Metrics
+import Prometheus
+import Testing
+import VireoAPI
+import VireoController
+import VireoHTTP
+import VireoModel
+import VireoStore
+
+/// A controller over an in-memory store with its HTTP API, each with its own metrics registry.
+struct TestControlPlane {
+    let controller: Controller
+    let server: VireoServer
+    let store: any ClusterStore
+
+    static func make(
+        tokens: AccessTokens? = nil, hosts: [String] = ["h1"], store: (any ClusterStore)? = nil,
+        settings: ControllerSettings = .fast
+    ) async throws -> TestControlPlane {
+        let store = try store ?? SQLiteStore()
+        let registry = PrometheusCollectorRegistry()
+        let controller = try await Controller.open(
+            store: store, settings: settings, metricsFactory: PrometheusMetricsFactory(registry: registry))
+        for name in hosts {
+            _ = try await controller.register(
+                AgentRegistration(
+                    name: name,
+                    fingerprint: HostFingerprint(cpus: 8, memoryMiB: 16384, driver: "simulated", capabilities: [.pause])))
+        }
+        return TestControlPlane(
+            controller: controller, server: VireoServer(controller: controller, tokens: tokens, registry: registry),
+            store: store)
+    }
+
+    /// Runs `body` against the API in process.
+    func test(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        let app = Application(router: server.router())
+        try await app.test(.router, body)
+    }
+}
+
+extension ControllerSettings {
+    /// Short intervals so tests of liveness and reconciliation take fractions of a second.
+    static let fast = ControllerSettings(
+        heartbeatInterval: .milliseconds(50), hostTimeout: .milliseconds(400), tickInterval: .milliseconds(50))
+}
+
+extension TestClientProtocol {
+    @discardableResult
+    func request(
+        _ method: HTTPRequest.Method, _ uri: String, body: String? = nil, headers: HTTPFields = [:]
+    ) async throws -> (status: Int, body: String) {
+        try await execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }) {
+            (Int($0.status.code), String(buffer: $0.body))
+        }
+    }
+}
+
+func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+    try VireoJSON.decoder().decode(type, from: Data(text.utf8))
+}
+
+/// Checks that `text` is the error envelope with `code`; returns its message.
+@discardableResult
+func expectEnvelope(_ text: String, code: VireoError.Code, sourceLocation: SourceLocation = #_sourceLocation) -> String {
+    guard let envelope = try? decodeJSON(ErrorEnvelope.self, text) else {
+        Issue.record("not an error envelope: \(text.prefix(200))", sourceLocation: sourceLocation)
+        return ""
+    }
+    #expect(envelope.error.code == code, sourceLocation: sourceLocation)
+    #expect(!envelope.error.requestId.isEmpty, sourceLocation: sourceLocation)
+    return envelope.error.message
+}
+
+/// Polls `condition` every 20 ms for up to `seconds`; records an issue if it never holds.
+func eventually(
+    _ what: String, within seconds: Double = 10, sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out after \(seconds) s waiting for: \(what)", sourceLocation: sourceLocation)
+    throw VireoError(.unavailable, "timed out waiting for \(what)")
+}
