@@ -34,6 +34,9 @@ public final class Agent: Service {
         var inFlight: Set<VMID> = []
         var lastDesired: DesiredHostState?
         var controllerReachable = true
+        /// Whether some VM was starting or stopping at the last round; then the next round comes
+        /// sooner, so readiness is reported when it happens rather than a full interval later.
+        var transitioning = false
     }
 
     public let settings: Settings
@@ -41,7 +44,7 @@ public final class Agent: Service {
     let link: any ControllerLink
     let logger: Logger
     private let state: Mutex<State>
-    private let wake = WakeSignal()
+    private let wakeSignal = WakeSignal()
 
     public init(settings: Settings, driver: any HypervisorDriver, link: any ControllerLink, logger: Logger = Logger(label: "vireo.agent")) {
         self.settings = settings
@@ -50,6 +53,10 @@ public final class Agent: Service {
         self.logger = logger
         self.state = Mutex(State(interval: settings.heartbeatInterval))
     }
+
+    /// Runs a round now instead of at the next interval: the in-process controller calls this
+    /// when the desired state changed, so a new VM starts without waiting for a heartbeat.
+    public func wake() { wakeSignal.signal() }
 
     /// The host ID the controller gave this agent, once registered.
     public var hostID: HostID? { state.withLock { $0.hostID } }
@@ -62,8 +69,8 @@ public final class Agent: Service {
         try await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.cycle()
-                let interval = self.state.withLock { $0.interval }
-                await self.wake.wait(timeout: interval)
+                let interval = self.state.withLock { $0.transitioning ? min($0.interval, .milliseconds(100)) : $0.interval }
+                await self.wakeSignal.wait(timeout: interval)
             }
         }
     }
@@ -74,7 +81,9 @@ public final class Agent: Service {
             let hostID = try await registeredHostID()
             let statuses = try await driver.status()
             let reports = state.withLock { s in
-                statuses.map {
+                s.transitioning = statuses.contains { $0.state == .starting || $0.state == .stopping }
+                return
+                    statuses.map {
                     InstanceReport(
                         id: $0.id, state: InstanceReport.State(rawValue: $0.state.rawValue) ?? .failed,
                         generation: s.acted[$0.id] ?? 0, message: $0.message)
@@ -183,7 +192,7 @@ public final class Agent: Service {
             s.inFlight.remove(vm.id)
             if operation == .delete { s.acted[vm.id] = nil } else { s.acted[vm.id] = vm.generation }
         }
-        wake.signal()
+        wakeSignal.signal()
     }
 }
 

@@ -15,7 +15,19 @@ public struct VireoClient: Sendable {
     public let timeout: TimeAmount
     private let http: HTTPClient
 
-    public init(server: String, token: String? = nil, timeout: TimeAmount = .seconds(30), http: HTTPClient = .shared) {
+    /// One client for the process's lifetime (never shut down, so never deinitialised). It fails
+    /// a request at once when the controller refuses the connection instead of retrying until
+    /// the deadline: a CLI user wants "unreachable" now, and the agent retries on its own.
+    public static let sharedHTTPClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(5)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
+    public init(
+        server: String, token: String? = nil, timeout: TimeAmount = .seconds(30), http: HTTPClient = sharedHTTPClient
+    ) {
         self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
         self.token = token
         self.timeout = timeout

@@ -151,7 +151,22 @@ struct Up: AsyncParsableCommand {
         let agent = Agent(
             settings: .init(name: name, heartbeatInterval: plane.controller.settings.heartbeatInterval), driver: driver,
             link: plane.controller, logger: logger)
-        try await runServices(plane.services + [agent], logger: logger)
+        try await runServices(plane.services + [agent, AgentWakeup(events: plane.controller.events, agent: agent)], logger: logger)
+    }
+}
+
+/// Wakes the in-process agent whenever a VM changes, so `vireo up` acts on a request at once.
+struct AgentWakeup: Service {
+    let events: EventLog
+    let agent: Agent
+
+    func run() async throws {
+        let changes = events.subscribe()
+        try await cancelWhenGracefulShutdown {
+            for await event in changes where event.kind != .hostState && event.kind != .hostRegistered {
+                agent.wake()
+            }
+        }
     }
 }
 

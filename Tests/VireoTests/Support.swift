@@ -45,7 +45,7 @@ struct TestControlPlane {
 extension ControllerSettings {
     /// Short intervals so tests of liveness and reconciliation take fractions of a second.
     static let fast = ControllerSettings(
-        heartbeatInterval: .milliseconds(50), hostTimeout: .milliseconds(400), tickInterval: .milliseconds(50))
+        heartbeatInterval: .milliseconds(50), hostTimeout: .seconds(1), tickInterval: .milliseconds(50))
 }
 
 extension TestClientProtocol {

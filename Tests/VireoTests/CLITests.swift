@@ -1,0 +1,223 @@
+import Foundation
+import Testing
+import VireoAPI
+import VireoModel
+
+/// The built `vireo` binary (`make test` builds it first; VIREO_BIN overrides).
+let vireoBinary: String = {
+    if let path = ProcessInfo.processInfo.environment["VIREO_BIN"] { return path }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return root.appendingPathComponent(".build/debug/vireo").path
+}()
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs `vireo` with `arguments` to completion.
+func vireo(_ arguments: [String], server: String? = nil, token: String? = nil, stdin: String? = nil) throws -> CommandResult {
+    guard FileManager.default.isExecutableFile(atPath: vireoBinary) else {
+        Issue.record("the vireo binary is not built at \(vireoBinary); run `swift build` first (make test does)")
+        throw VireoError(.failedPrecondition, "no binary")
+    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: vireoBinary)
+    process.arguments = arguments
+    var environment = ProcessInfo.processInfo.environment
+    environment["VIREO_SERVER"] = server
+    environment["VIREO_TOKEN"] = token
+    process.environment = environment
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    if let stdin {
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        input.fileHandleForWriting.write(Data(stdin.utf8))
+        try input.fileHandleForWriting.close()
+    } else {
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+    let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+    let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+        stderr: String(decoding: stderrData, as: UTF8.self))
+}
+
+/// A `vireo up` process on a free loopback port, with its own data directory.
+final class UpProcess {
+    let dataDir: String
+    let process = Process()
+    let log: String
+    private(set) var url = ""
+
+    init(dataDir: String = temporaryDirectory(), listen: String = "127.0.0.1:0", extra: [String] = []) throws {
+        self.dataDir = dataDir
+        log = dataDir + "/up-\(UUID().uuidString.prefix(6)).log"
+        try? FileManager.default.removeItem(atPath: dataDir + "/endpoint")
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.executableURL = URL(fileURLWithPath: vireoBinary)
+        process.arguments = ["up", "--data-dir", dataDir, "--listen", listen, "--driver-opt", "boot-delay-ms=100"] + extra
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Waits for the API to answer; returns its loopback URL.
+    func ready() async throws -> String {
+        try await eventually("vireo up serving", within: 30) {
+            guard process.isRunning else { throw VireoError(.internal, "vireo up exited: \(logText)") }
+            guard let text = try? String(contentsOfFile: dataDir + "/endpoint", encoding: .utf8) else { return false }
+            url = text.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
+            return try vireo(["host", "list"], server: url, token: try? adminToken()).stdout.contains("ready")
+        }
+        return url
+    }
+
+    func adminToken() throws -> String {
+        try String(contentsOfFile: dataDir + "/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    func kill(_ signal: Int32 = SIGKILL) {
+        Foundation.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+
+    deinit { if process.isRunning { kill() } }
+}
+
+@Suite("Command line", .serialized)
+struct CLITests {
+    @Test("vm create, list, show, stop, start and delete against a running vireo up")
+    func lifecycle() async throws {
+        let up = try UpProcess()
+        let server = try await up.ready()
+        let created = try vireo(["vm", "create", "web-1", "--memory", "256MiB", "--wait", "-o", "json"], server: server)
+        #expect(created.status == 0, "\(created.stderr)")
+        let vm = try decodeJSON(VMView.self, created.stdout)
+        #expect(vm.state == .running)
+        #expect(created.stderr.contains("web-1: running"), "progress is shown on standard error")
+
+        let list = try vireo(["vm", "list", "-o", "json"], server: server)
+        #expect(try decodeJSON([VMView].self, list.stdout).map(\.name) == ["web-1"])
+        let table = try vireo(["vm", "list"], server: server)
+        #expect(table.stdout.hasPrefix("NAME"))
+        #expect(table.stdout.contains("web-1") && table.stdout.contains("running"))
+
+        let show = try vireo(["vm", "show", "web-1"], server: server)
+        #expect(show.stdout.contains("Placement (chose local"))
+        #expect(show.stdout.contains("chosen — score"))
+
+        #expect(try vireo(["vm", "stop", "web-1", "--wait"], server: server).stdout.contains("stopped"))
+        #expect(try vireo(["vm", "start", "web-1", "--wait"], server: server).stdout.contains("running"))
+        #expect(try vireo(["vm", "delete", "web-1", "--wait"], server: server).stdout.contains("deleted"))
+        #expect(try decodeJSON([VMView].self, try vireo(["vm", "list", "-o", "json"], server: server).stdout).isEmpty)
+        up.kill(SIGTERM)
+        #expect(up.process.terminationStatus == 0, "graceful shutdown on SIGTERM: \(up.logText)")
+    }
+
+    @Test("exit codes follow the documentation")
+    func exitCodes() async throws {
+        let up = try UpProcess()
+        let server = try await up.ready()
+        #expect(try vireo(["vm", "create", "a"], server: server).status == 0)
+        let conflict = try vireo(["vm", "create", "a"], server: server)
+        #expect(conflict.status == 4)
+        #expect(conflict.stderr.contains("already exists"))
+        let missing = try vireo(["vm", "show", "nope"], server: server)
+        #expect(missing.status == 3)
+        #expect(missing.stderr.contains("'nope' not found"))
+        let invalid = try vireo(["vm", "create", "b", "--cpus", "0"], server: server)
+        #expect(invalid.status == 2)
+        #expect(invalid.stderr.contains("cpus"))
+        #expect(try vireo(["vm", "create", "b", "--memory", "5x"], server: server).stderr.contains("5x"))
+        #expect(try vireo(["vm", "list", "--bogus"], server: server).status == 2)
+        #expect(try vireo(["vm", "list", "-o", "yaml"], server: server).status == 2)
+        let help = try vireo(["vm", "create", "--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("--memory"))
+        up.kill()
+        let unreachable = try vireo(["vm", "list"], server: server)
+        #expect(unreachable.status == 5)
+        #expect(unreachable.stderr.contains("cannot reach the controller"))
+    }
+
+    @Test("apply from a file and from standard input is idempotent")
+    func apply() async throws {
+        let up = try UpProcess()
+        let server = try await up.ready()
+        let manifest = """
+            apiVersion: vireo/v1
+            kind: VirtualMachine
+            metadata: { name: m-1 }
+            spec: { image: tiny, memory: 128MiB }
+            """
+        let file = up.dataDir + "/m.yaml"
+        try manifest.write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try vireo(["apply", "-f", file], server: server).stdout == "VirtualMachine/m-1 created\n")
+        #expect(try vireo(["apply", "-f", "-"], server: server, stdin: manifest).stdout == "VirtualMachine/m-1 unchanged\n")
+        let bad = try vireo(["apply", "-f", "-"], server: server, stdin: manifest.replacingOccurrences(of: "tiny", with: "nope"))
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("spec.image"))
+        #expect(try vireo(["apply", "-f", "/does/not/exist"], server: server).status == 2)
+    }
+
+    @Test("kill -9 of vireo up loses no VM and no host")
+    func crashDurability() async throws {
+        let dataDir = temporaryDirectory()
+        let first = try UpProcess(dataDir: dataDir)
+        let server = try await first.ready()
+        let manifest = (0..<50).map {
+            "apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: { name: vm-\($0) }\nspec: { image: tiny }\n"
+        }.joined(separator: "---\n")
+        #expect(try vireo(["apply", "-f", "-"], server: server, stdin: manifest).status == 0)
+        for i in 50..<60 { #expect(try vireo(["vm", "create", "vm-\(i)"], server: server).status == 0) }
+        let before = try decodeJSON([VMView].self, try vireo(["vm", "list", "-o", "json"], server: server).stdout)
+        #expect(before.count == 60)
+        first.kill(SIGKILL)
+
+        let second = try UpProcess(dataDir: dataDir)
+        let again = try await second.ready()
+        let after = try decodeJSON([VMView].self, try vireo(["vm", "list", "-o", "json"], server: again).stdout)
+        #expect(after.map(\.id) == before.map(\.id))
+        #expect(after.map(\.name) == before.map(\.name))
+        let hosts = try decodeJSON([HostView].self, try vireo(["host", "list", "-o", "json"], server: again).stdout)
+        #expect(hosts.map(\.name) == ["local"])
+        #expect(hosts.first?.id == (try decodeJSON([HostView].self, try vireo(["host", "list", "-o", "json"], server: again).stdout)).first?.id)
+        second.kill()
+    }
+
+    @Test("beyond loopback a token is required, kept in 0600 files and never logged")
+    func tokens() async throws {
+        let up = try UpProcess(listen: "0.0.0.0:0")
+        let server = try await up.ready()
+        let token = try up.adminToken()
+        let attributes = try FileManager.default.attributesOfItem(atPath: up.dataDir + "/admin.token")
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let joinAttributes = try FileManager.default.attributesOfItem(atPath: up.dataDir + "/join.token")
+        #expect((joinAttributes[.posixPermissions] as? Int) == 0o600)
+
+        let denied = try vireo(["vm", "list"], server: server)
+        #expect(denied.status == 1)
+        #expect(denied.stderr.contains("token"))
+        #expect(try vireo(["vm", "list"], server: server, token: "wrong").status == 1)
+        #expect(try vireo(["vm", "create", "a", "--wait"], server: server, token: token).status == 0)
+        let join = try String(contentsOfFile: up.dataDir + "/join.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try vireo(["vm", "list"], server: server, token: join).status == 1, "the join token is for agents only")
+        up.kill(SIGTERM)
+        #expect(!up.logText.contains(token))
+        #expect(!up.logText.contains(join))
+        #expect(up.logText.contains("admin.token"), "says where the token is")
+    }
+}
