@@ -5,7 +5,9 @@ let package = Package(
     name: "Vireo",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "vireo", targets: ["vireo"])
+        .executable(name: "vireo", targets: ["vireo"]),
+        // For the benchmarks package (Benchmarks/), which measures placement on its own.
+        .library(name: "VireoPlacementKit", targets: ["VireoModel", "VireoPlacement"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -9,13 +9,14 @@ struct Vireo: AsyncParsableCommand {
         abstract: "Manage virtual machines across hypervisors, placed by how their applications meet their SLOs.",
         discussion: """
             Start everything on this machine with `vireo up`, then use the other commands against it.
-            Exit codes: 0 ok, 1 operation failed, 2 usage error or invalid input, 3 not found, 4 conflict,
-            5 controller unreachable.
+
+            Exit codes: 0 ok, 1 operation failed, 2 usage error or invalid input, 3 not found, \
+            4 conflict, 5 controller unreachable.
             """,
         version: VireoVersion.current,
         subcommands: [
             Up.self, ControllerCommand.self, AgentCommand.self, HostCommand.self, VMCommand.self, Apply.self,
-            ImageCommand.self, EventsCommand.self,
+            ImageCommand.self, EventsCommand.self, BenchCommand.self,
         ]
     )
 }
