@@ -40,8 +40,7 @@ let package = Package(
         // DTOs shared by server and client, manifest parsing, the OpenAPI document.
         .target(
             name: "VireoAPI",
-            dependencies: ["VireoModel", "VireoImage", .product(name: "Yams", package: "Yams")],
-            resources: [.copy("openapi.json")]
+            dependencies: ["VireoModel", "VireoImage", .product(name: "Yams", package: "Yams")]
         ),
         // The controller: desired state, scheduler, host liveness, events.
         .target(

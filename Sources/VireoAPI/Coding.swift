@@ -23,12 +23,4 @@ public enum VireoJSON {
         }
         return decoder
     }
-
-    /// The OpenAPI document describing the HTTP API (served at `/openapi.json`).
-    public static func openAPIDocument() throws -> Data {
-        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json") else {
-            throw CocoaError(.fileNoSuchFile)
-        }
-        return try Data(contentsOf: url)
-    }
 }

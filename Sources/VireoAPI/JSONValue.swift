@@ -39,6 +39,15 @@ public enum JSONValue: Sendable, Equatable, Codable {
         }
     }
 
+    /// The member `key` of an object; nil for other values.
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let object) = self { object[key] } else { nil }
+    }
+
+    public var objectValue: [String: JSONValue]? {
+        if case .object(let object) = self { object } else { nil }
+    }
+
     /// The JSON type name, for error messages.
     public var typeName: String {
         switch self {

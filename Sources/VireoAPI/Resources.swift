@@ -20,7 +20,8 @@ public struct VMView: Sendable, Codable, Equatable {
     public var updatedAt: Date
     public var stateChangedAt: Date
 
-    public init(_ vm: VirtualMachine, hostName: String?) {
+    /// `withPlacement: false` leaves out the placement explanation (listings are summaries).
+    public init(_ vm: VirtualMachine, hostName: String?, withPlacement: Bool = true) {
         id = vm.id
         name = vm.spec.name
         image = vm.spec.image
@@ -33,7 +34,7 @@ public struct VMView: Sendable, Codable, Equatable {
         app = vm.spec.app
         message = vm.message
         generation = vm.generation
-        placement = vm.placement
+        placement = withPlacement ? vm.placement : nil
         createdAt = vm.createdAt
         updatedAt = vm.updatedAt
         stateChangedAt = vm.stateChangedAt

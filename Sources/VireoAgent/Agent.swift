@@ -66,7 +66,7 @@ public final class Agent: Service {
         if !recovered.isEmpty {
             logger.info("re-adopted VMs", metadata: ["count": "\(recovered.count)"])
         }
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.cycle()
                 let interval = self.state.withLock { $0.transitioning ? min($0.interval, .milliseconds(100)) : $0.interval }

@@ -70,7 +70,8 @@ public actor Controller {
 
     public func listVMs(after cursor: String? = nil, limit: Int = 100) -> VMPage {
         let names = state.names(after: cursor, limit: limit)
-        let items = names.compactMap { state.vm(named: $0).map(view) }
+        // Listings are summaries: the placement explanation is on the VM's own resource.
+        let items = names.compactMap { state.vm(named: $0).map { view($0, withPlacement: false) } }
         let next = names.count == limit && names.last != state.sortedNames.last ? names.last : nil
         return VMPage(items: items, next: next)
     }
@@ -93,8 +94,8 @@ public actor Controller {
         throw VireoError.notFound("VM", reference)
     }
 
-    func view(_ vm: VirtualMachine) -> VMView {
-        VMView(vm, hostName: vm.hostID.flatMap { state.hosts[$0]?.name })
+    func view(_ vm: VirtualMachine, withPlacement: Bool = true) -> VMView {
+        VMView(vm, hostName: vm.hostID.flatMap { state.hosts[$0]?.name }, withPlacement: withPlacement)
     }
 
     func view(_ host: HostRecord) -> HostView {

@@ -28,11 +28,12 @@ public struct VireoServer: Sendable {
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
         // Middleware must be added before routes, outermost first.
-        router.add(middleware: RequestMetricsMiddleware(factory: PrometheusMetricsFactory(registry: registry)))
+        router.add(middleware: RequestMetricsMiddleware(metrics: RequestMetrics(factory: PrometheusMetricsFactory(registry: registry))))
         router.add(middleware: ErrorEnvelopeMiddleware())
         if let tokens { router.add(middleware: TokenAuthMiddleware(tokens: tokens)) }
 
-        router.get("/healthz") { _, _ in try json(Health(status: "ok", version: VireoVersion.current)) }
+        let health = ByteBuffer(data: try! VireoJSON.encoder().encode(Health(status: "ok", version: VireoVersion.current)))
+        router.get("/healthz") { _, _ in jsonResponse(health) }
         router.get("/metrics") { _, _ in
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
@@ -40,11 +41,8 @@ public struct VireoServer: Sendable {
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
         }
-        router.get("/openapi.json") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "application/json"],
-                body: ResponseBody(byteBuffer: ByteBuffer(data: try VireoJSON.openAPIDocument())))
-        }
+        let openAPI = ByteBuffer(string: OpenAPIDocument.json)
+        router.get("/openapi.json") { _, _ in jsonResponse(openAPI) }
         addHostRoutes(router)
         addVMRoutes(router)
         addAgentRoutes(router)

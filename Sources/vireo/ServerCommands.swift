@@ -143,7 +143,7 @@ struct Up: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Name of the local host.", valueName: "name")) var name: String = "local"
 
     func run() async throws {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        LoggingSystem.bootstrapStandardError()
         let logger = try makeLogger("vireo", level: serve.logLevel)
         try ResourceName.validate(name, field: "--name")
         let driver = try drivers.makeDriver(stateDirectory: serve.dataDir + "/vms")
@@ -162,7 +162,7 @@ struct AgentWakeup: Service {
 
     func run() async throws {
         let changes = events.subscribe()
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             for await event in changes where event.kind != .hostState && event.kind != .hostRegistered {
                 agent.wake()
             }
@@ -177,7 +177,7 @@ struct ControllerCommand: AsyncParsableCommand {
     @OptionGroup var serve: ServeOptions
 
     func run() async throws {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        LoggingSystem.bootstrapStandardError()
         let logger = try makeLogger("vireo", level: serve.logLevel)
         let plane = try await ControlPlane.start(serve, logger: logger)
         try await runServices(plane.services, logger: logger)
@@ -198,7 +198,7 @@ struct AgentCommand: AsyncParsableCommand {
     @OptionGroup var drivers: DriverSelection
 
     func run() async throws {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        LoggingSystem.bootstrapStandardError()
         let logger = try makeLogger("vireo.agent", level: logLevel)
         try ResourceName.validate(name, field: "--name")
         let directory = stateDir ?? ServeOptions.defaultDataDirectory() + "/agent-\(name)"

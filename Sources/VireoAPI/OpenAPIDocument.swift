@@ -1,0 +1,1321 @@
+/// The OpenAPI 3.1 description of the HTTP API, served at `/openapi.json`.
+///
+/// Hand-written, and kept honest by `OpenAPITests`: every route the server has is documented here
+/// and every response the tests see matches its schema (no undocumented or missing properties).
+public enum OpenAPIDocument {
+    public static let json = #"""
+{
+  "openapi": "3.1.0",
+  "info": {
+    "title": "Vireo API",
+    "version": "0.1.0",
+    "description": "Manage virtual machines across hypervisors. Every error is the envelope `{\"error\": {\"code\", \"message\", \"requestId\"}}`. When the controller listens beyond loopback, every request needs `Authorization: Bearer TOKEN` (the admin token; agents use the join token)."
+  },
+  "servers": [
+    {
+      "url": "http://127.0.0.1:7480"
+    }
+  ],
+  "components": {
+    "securitySchemes": {
+      "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Required only when the controller listens beyond loopback."
+      }
+    },
+    "parameters": {
+      "vm": {
+        "name": "vm",
+        "in": "path",
+        "required": true,
+        "description": "VM name or ID.",
+        "schema": {
+          "type": "string"
+        }
+      },
+      "host": {
+        "name": "host",
+        "in": "path",
+        "required": true,
+        "description": "Host name or ID.",
+        "schema": {
+          "type": "string"
+        }
+      }
+    },
+    "responses": {
+      "Error": {
+        "description": "The error envelope.",
+        "content": {
+          "application/json": {
+            "schema": {
+              "$ref": "#/components/schemas/ErrorEnvelope"
+            }
+          }
+        }
+      }
+    },
+    "schemas": {
+      "ErrorEnvelope": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "error"
+        ],
+        "properties": {
+          "error": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "code",
+              "message",
+              "requestId"
+            ],
+            "properties": {
+              "code": {
+                "type": "string",
+                "enum": [
+                  "invalid_argument",
+                  "not_found",
+                  "conflict",
+                  "unauthorized",
+                  "failed_precondition",
+                  "unsupported",
+                  "unavailable",
+                  "payload_too_large",
+                  "internal",
+                  "unknown"
+                ]
+              },
+              "message": {
+                "type": "string",
+                "description": "Names the field and the value when the input was wrong."
+              },
+              "requestId": {
+                "type": "string"
+              }
+            }
+          }
+        }
+      },
+      "Health": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "status",
+          "version"
+        ],
+        "properties": {
+          "status": {
+            "type": "string",
+            "enum": [
+              "ok"
+            ]
+          },
+          "version": {
+            "type": "string"
+          }
+        }
+      },
+      "VMState": {
+        "type": "string",
+        "enum": [
+          "pending",
+          "scheduled",
+          "starting",
+          "running",
+          "stopping",
+          "stopped",
+          "failed",
+          "deleting"
+        ]
+      },
+      "PowerIntent": {
+        "type": "string",
+        "enum": [
+          "running",
+          "stopped",
+          "deleted"
+        ]
+      },
+      "HostState": {
+        "type": "string",
+        "enum": [
+          "ready",
+          "unreachable"
+        ]
+      },
+      "Capability": {
+        "type": "string",
+        "enum": [
+          "live-migration",
+          "snapshots",
+          "pause",
+          "serial-console",
+          "virtual-time"
+        ]
+      },
+      "Size": {
+        "description": "A size: a string such as \"256MiB\" or \"1GiB\", or a number of bytes.",
+        "oneOf": [
+          {
+            "type": "string"
+          },
+          {
+            "type": "integer",
+            "minimum": 0
+          }
+        ]
+      },
+      "VMCreate": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "image"
+        ],
+        "properties": {
+          "name": {
+            "type": "string",
+            "description": "DNS-label-like: lower-case letters, digits and '-', at most 63 characters."
+          },
+          "image": {
+            "type": "string",
+            "description": "An image of the catalogue, e.g. tiny."
+          },
+          "cpus": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 512,
+            "default": 1
+          },
+          "memory": {
+            "$ref": "#/components/schemas/Size"
+          },
+          "host": {
+            "type": "string",
+            "description": "Pin the VM to this host."
+          },
+          "app": {
+            "type": "string",
+            "description": "The application the VM belongs to."
+          }
+        }
+      },
+      "VM": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "id",
+          "name",
+          "image",
+          "cpus",
+          "memoryMiB",
+          "state",
+          "intent",
+          "generation",
+          "createdAt",
+          "updatedAt",
+          "stateChangedAt"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "name": {
+            "type": "string"
+          },
+          "image": {
+            "type": "string"
+          },
+          "cpus": {
+            "type": "integer"
+          },
+          "memoryMiB": {
+            "type": "integer"
+          },
+          "state": {
+            "$ref": "#/components/schemas/VMState"
+          },
+          "intent": {
+            "$ref": "#/components/schemas/PowerIntent"
+          },
+          "host": {
+            "type": "string",
+            "description": "The host the VM is placed on, absent while pending."
+          },
+          "pinnedHost": {
+            "type": "string"
+          },
+          "app": {
+            "type": "string"
+          },
+          "message": {
+            "type": "string",
+            "description": "Why the VM is in its state (failure reason, why it is pending)."
+          },
+          "generation": {
+            "type": "integer",
+            "description": "Increases with every change of the desired state."
+          },
+          "placement": {
+            "$ref": "#/components/schemas/PlacementExplanation"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "updatedAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "stateChangedAt": {
+            "type": "string",
+            "format": "date-time"
+          }
+        }
+      },
+      "VMPage": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "items"
+        ],
+        "properties": {
+          "items": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/VM"
+            },
+            "description": "Ordered by name; summaries without `placement`."
+          },
+          "next": {
+            "type": "string",
+            "description": "Pass as `after` to get the next page; absent on the last page."
+          }
+        }
+      },
+      "PlacementExplanation": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "decidedAt",
+          "verdicts",
+          "omitted"
+        ],
+        "properties": {
+          "chosenHost": {
+            "type": "string",
+            "description": "Absent when no host fits."
+          },
+          "decidedAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "verdicts": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/HostVerdict"
+            }
+          },
+          "omitted": {
+            "type": "object",
+            "additionalProperties": {
+              "type": "integer"
+            },
+            "description": "Hosts left out of `verdicts`, counted by reason kind (capacity, host-state, capability, pinned, scored)."
+          }
+        }
+      },
+      "HostVerdict": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "hostID",
+          "hostName"
+        ],
+        "properties": {
+          "hostID": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "hostName": {
+            "type": "string"
+          },
+          "filtered": {
+            "$ref": "#/components/schemas/FilterReason"
+          },
+          "score": {
+            "$ref": "#/components/schemas/HostScore"
+          }
+        }
+      },
+      "HostScore": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "cpuFreeAfter",
+          "memoryFreeAfter",
+          "total"
+        ],
+        "properties": {
+          "cpuFreeAfter": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1
+          },
+          "memoryFreeAfter": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1
+          },
+          "total": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1
+          }
+        }
+      },
+      "FilterReason": {
+        "description": "Why a host was filtered: an object with exactly one key naming the reason.",
+        "oneOf": [
+          {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "hostNotReady"
+            ],
+            "properties": {
+              "hostNotReady": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": [
+                  "state"
+                ],
+                "properties": {
+                  "state": {
+                    "$ref": "#/components/schemas/HostState"
+                  }
+                }
+              }
+            }
+          },
+          {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "notPinnedHost"
+            ],
+            "properties": {
+              "notPinnedHost": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": [
+                  "pinned"
+                ],
+                "properties": {
+                  "pinned": {
+                    "type": "string"
+                  }
+                }
+              }
+            }
+          },
+          {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "missingCapability"
+            ],
+            "properties": {
+              "missingCapability": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": [
+                  "_0"
+                ],
+                "properties": {
+                  "_0": {
+                    "$ref": "#/components/schemas/Capability"
+                  }
+                }
+              }
+            }
+          },
+          {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "insufficientCPU"
+            ],
+            "properties": {
+              "insufficientCPU": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": [
+                  "requested",
+                  "free"
+                ],
+                "properties": {
+                  "requested": {
+                    "type": "integer"
+                  },
+                  "free": {
+                    "type": "integer"
+                  }
+                }
+              }
+            }
+          },
+          {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "insufficientMemory"
+            ],
+            "properties": {
+              "insufficientMemory": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": [
+                  "requestedMiB",
+                  "freeMiB"
+                ],
+                "properties": {
+                  "requestedMiB": {
+                    "type": "integer"
+                  },
+                  "freeMiB": {
+                    "type": "integer"
+                  }
+                }
+              }
+            }
+          }
+        ]
+      },
+      "Host": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "id",
+          "name",
+          "state",
+          "driver",
+          "cpus",
+          "memoryMiB",
+          "allocatedCPUs",
+          "allocatedMemoryMiB",
+          "vms",
+          "capabilities",
+          "attributes",
+          "registeredAt",
+          "lastHeartbeatAt",
+          "stateChangedAt"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "name": {
+            "type": "string"
+          },
+          "state": {
+            "$ref": "#/components/schemas/HostState"
+          },
+          "driver": {
+            "type": "string"
+          },
+          "cpus": {
+            "type": "integer"
+          },
+          "memoryMiB": {
+            "type": "integer"
+          },
+          "allocatedCPUs": {
+            "type": "integer"
+          },
+          "allocatedMemoryMiB": {
+            "type": "integer"
+          },
+          "vms": {
+            "type": "integer"
+          },
+          "capabilities": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/Capability"
+            }
+          },
+          "attributes": {
+            "type": "object",
+            "additionalProperties": {
+              "type": "string"
+            }
+          },
+          "address": {
+            "type": "string"
+          },
+          "registeredAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "lastHeartbeatAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "stateChangedAt": {
+            "type": "string",
+            "format": "date-time"
+          }
+        }
+      },
+      "HostList": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "items"
+        ],
+        "properties": {
+          "items": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/Host"
+            }
+          }
+        }
+      },
+      "ApplyResult": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "items"
+        ],
+        "properties": {
+          "items": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "kind",
+                "name",
+                "action"
+              ],
+              "properties": {
+                "kind": {
+                  "type": "string",
+                  "enum": [
+                    "VirtualMachine"
+                  ]
+                },
+                "name": {
+                  "type": "string"
+                },
+                "action": {
+                  "type": "string",
+                  "enum": [
+                    "created",
+                    "unchanged"
+                  ]
+                }
+              }
+            }
+          }
+        }
+      },
+      "ClusterEvent": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "seq",
+          "time",
+          "kind",
+          "name"
+        ],
+        "properties": {
+          "seq": {
+            "type": "integer",
+            "description": "Increases by one per event; the SSE `id`."
+          },
+          "time": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "kind": {
+            "type": "string",
+            "enum": [
+              "vm.created",
+              "vm.state",
+              "vm.placed",
+              "vm.deleted",
+              "host.registered",
+              "host.state"
+            ]
+          },
+          "name": {
+            "type": "string",
+            "description": "The VM's or the host's name."
+          },
+          "from": {
+            "type": "string"
+          },
+          "to": {
+            "type": "string"
+          },
+          "message": {
+            "type": "string"
+          }
+        }
+      },
+      "HostFingerprint": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "cpus",
+          "memoryMiB",
+          "driver",
+          "capabilities",
+          "attributes"
+        ],
+        "properties": {
+          "cpus": {
+            "type": "integer",
+            "minimum": 1
+          },
+          "memoryMiB": {
+            "type": "integer",
+            "minimum": 1
+          },
+          "driver": {
+            "type": "string"
+          },
+          "capabilities": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/Capability"
+            }
+          },
+          "attributes": {
+            "type": "object",
+            "additionalProperties": {
+              "type": "string"
+            }
+          }
+        }
+      },
+      "AgentRegistration": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "fingerprint"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "fingerprint": {
+            "$ref": "#/components/schemas/HostFingerprint"
+          },
+          "address": {
+            "type": "string"
+          }
+        }
+      },
+      "AgentRegistrationResponse": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "hostID",
+          "heartbeatIntervalMs"
+        ],
+        "properties": {
+          "hostID": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "heartbeatIntervalMs": {
+            "type": "integer"
+          }
+        }
+      },
+      "AgentHeartbeat": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "hostID",
+          "instances"
+        ],
+        "properties": {
+          "hostID": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "instances": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "id",
+                "state",
+                "generation"
+              ],
+              "properties": {
+                "id": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "state": {
+                  "type": "string",
+                  "enum": [
+                    "stopped",
+                    "starting",
+                    "running",
+                    "stopping",
+                    "failed"
+                  ]
+                },
+                "generation": {
+                  "type": "integer"
+                },
+                "message": {
+                  "type": "string"
+                }
+              }
+            }
+          }
+        }
+      },
+      "DesiredHostState": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "vms"
+        ],
+        "properties": {
+          "vms": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "id",
+                "name",
+                "image",
+                "cpus",
+                "memoryMiB",
+                "intent",
+                "generation"
+              ],
+              "properties": {
+                "id": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "name": {
+                  "type": "string"
+                },
+                "image": {
+                  "type": "string"
+                },
+                "cpus": {
+                  "type": "integer"
+                },
+                "memoryMiB": {
+                  "type": "integer"
+                },
+                "intent": {
+                  "$ref": "#/components/schemas/PowerIntent"
+                },
+                "generation": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  },
+  "security": [
+    {},
+    {
+      "bearer": []
+    }
+  ],
+  "paths": {
+    "/healthz": {
+      "get": {
+        "summary": "Liveness and version.",
+        "responses": {
+          "200": {
+            "description": "Healthy.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Health"
+                }
+              }
+            }
+          }
+        },
+        "security": []
+      }
+    },
+    "/metrics": {
+      "get": {
+        "summary": "Prometheus metrics: vireo_http_requests_total, vireo_http_request_duration_seconds, vireo_vms{state}, vireo_hosts{state}.",
+        "responses": {
+          "200": {
+            "description": "Prometheus text exposition 0.0.4.",
+            "content": {
+              "text/plain": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/openapi.json": {
+      "get": {
+        "summary": "This document.",
+        "responses": {
+          "200": {
+            "description": "OpenAPI 3.1.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object"
+                }
+              }
+            }
+          }
+        },
+        "security": []
+      }
+    },
+    "/v1/hosts": {
+      "get": {
+        "summary": "List hosts, by name, with what is allocated on each.",
+        "responses": {
+          "200": {
+            "description": "All hosts.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/HostList"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/hosts/{host}": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/host"
+        }
+      ],
+      "get": {
+        "summary": "One host.",
+        "responses": {
+          "200": {
+            "description": "The host.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Host"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/vms": {
+      "get": {
+        "summary": "List VMs by name, a page at a time.",
+        "parameters": [
+          {
+            "name": "limit",
+            "in": "query",
+            "schema": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000,
+              "default": 100
+            }
+          },
+          {
+            "name": "after",
+            "in": "query",
+            "description": "Cursor: the `next` of the previous page.",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "One page.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/VMPage"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      },
+      "post": {
+        "summary": "Create a VM; it is placed at once (or stays pending until a host fits) and started.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/VMCreate"
+              }
+            }
+          }
+        },
+        "responses": {
+          "201": {
+            "description": "Created, with the placement explanation.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/VM"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "409": {
+            "$ref": "#/components/responses/Error"
+          },
+          "413": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/vms/{vm}": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/vm"
+        }
+      ],
+      "get": {
+        "summary": "One VM, with its placement explanation.",
+        "responses": {
+          "200": {
+            "description": "The VM.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/VM"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      },
+      "delete": {
+        "summary": "Delete a VM: its host stops and removes it, then the record goes.",
+        "responses": {
+          "202": {
+            "description": "Deletion under way.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/VM"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/vms/{vm}/start": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/vm"
+        }
+      ],
+      "post": {
+        "summary": "Ask for the VM to run.",
+        "responses": {
+          "202": {
+            "description": "Accepted; follow `state`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/VM"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          },
+          "409": {
+            "$ref": "#/components/responses/Error"
+          },
+          "412": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/vms/{vm}/stop": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/vm"
+        }
+      ],
+      "post": {
+        "summary": "Ask for the VM to stop.",
+        "responses": {
+          "202": {
+            "description": "Accepted; follow `state`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/VM"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          },
+          "409": {
+            "$ref": "#/components/responses/Error"
+          },
+          "412": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/apply": {
+      "post": {
+        "summary": "Apply a manifest (YAML or JSON, one or more documents): all documents or none.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/yaml": {
+              "schema": {
+                "type": "string"
+              }
+            },
+            "application/json": {
+              "schema": {
+                "type": "object"
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "What happened to each document.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ApplyResult"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "409": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/events": {
+      "get": {
+        "summary": "Server-sent events of state changes (`id` is the event's seq, `event` its kind, `data` a ClusterEvent).",
+        "parameters": [
+          {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "description": "Resume after this seq.",
+            "schema": {
+              "type": "integer",
+              "minimum": 0
+            }
+          },
+          {
+            "name": "after",
+            "in": "query",
+            "description": "Resume after this seq (when the header is absent).",
+            "schema": {
+              "type": "integer",
+              "minimum": 0
+            }
+          },
+          {
+            "name": "follow",
+            "in": "query",
+            "description": "false: send the remembered events and end.",
+            "schema": {
+              "type": "boolean",
+              "default": true
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "An event stream; each `data` line is a ClusterEvent.",
+            "content": {
+              "text/event-stream": {
+                "schema": {
+                  "type": "string"
+                },
+                "x-data-schema": {
+                  "$ref": "#/components/schemas/ClusterEvent"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/agent/register": {
+      "post": {
+        "summary": "An agent registers its host (join token beyond loopback). Re-registering keeps the host's ID.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/AgentRegistration"
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "Registered.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/AgentRegistrationResponse"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/agent/heartbeat": {
+      "post": {
+        "summary": "An agent reports every VM it runs and gets the complete desired state of its host.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/AgentHeartbeat"
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The desired state.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/DesiredHostState"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    }
+  }
+}
+"""#
+}

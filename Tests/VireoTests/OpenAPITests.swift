@@ -1,0 +1,228 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+import VireoAPI
+import VireoHTTP
+import VireoModel
+
+/// `/openapi.json` must describe the real API: the same routes, and responses whose bodies match
+/// the documented schemas exactly (no property missing, none undocumented).
+@Suite("OpenAPI document")
+struct OpenAPITests {
+    let document: JSONValue
+
+    init() throws {
+        document = try decodeJSON(JSONValue.self, OpenAPIDocument.json)
+    }
+
+    @Test("documents exactly the routes the server has")
+    func routes() async throws {
+        let plane = try await TestControlPlane.make()
+        let served = Set(plane.server.router().routes.map { "\($0.method.rawValue) \($0.path)" })
+        var documented: Set<String> = []
+        for (path, item) in document["paths"]?.objectValue ?? [:] {
+            for method in (item.objectValue ?? [:]).keys where method != "parameters" {
+                documented.insert("\(method.uppercased()) \(path)")
+            }
+        }
+        #expect(!served.isEmpty)
+        #expect(served.subtracting(documented).sorted() == [], "served but not documented")
+        #expect(documented.subtracting(served).sorted() == [], "documented but not served")
+    }
+
+    @Test("every reference resolves and every object schema says what else it allows")
+    func wellFormed() throws {
+        #expect(document["openapi"] == .string("3.1.0"))
+        var problems: [String] = []
+        func walk(_ value: JSONValue, _ at: String) {
+            switch value {
+            case .object(let object):
+                if case .string(let ref)? = object["$ref"], resolve(ref) == nil { problems.append("\(at): \(ref)") }
+                if object["type"] == .string("object"), object["properties"] != nil, object["additionalProperties"] == nil {
+                    problems.append("\(at): object without additionalProperties")
+                }
+                for (key, child) in object { walk(child, at + "/" + key) }
+            case .array(let array):
+                for (index, child) in array.enumerated() { walk(child, "\(at)/\(index)") }
+            default: break
+            }
+        }
+        walk(document, "#")
+        #expect(problems == [])
+    }
+
+    @Test("responses of every route match the documented status and schema")
+    func responsesMatch() async throws {
+        let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
+        let checker = ResponseChecker(openAPI: self)
+        try await plane.test { client in
+            func call(_ method: HTTPRequest.Method, _ uri: String, route: String, body: String? = nil, expect status: Int) async throws -> String {
+                let response = try await client.execute(
+                    uri: uri, method: method, body: body.map { ByteBuffer(string: $0) }
+                ) { (Int($0.status.code), $0.headers[.contentType] ?? "", String(buffer: $0.body)) }
+                #expect(response.0 == status, "\(method) \(uri): \(response.2.prefix(300))")
+                checker.check(method: method, route: route, status: response.0, contentType: response.1, body: response.2)
+                return response.2
+            }
+            _ = try await call(.get, "/healthz", route: "/healthz", expect: 200)
+            _ = try await call(.get, "/openapi.json", route: "/openapi.json", expect: 200)
+            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"a","image":"tiny","cpus":2,"memory":"256MiB","app":"shop"}"#, expect: 201)
+            // Pinned to h2: h1's verdict is a filter reason. Too big for any host: pending, every host filtered.
+            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"b","image":"tiny","host":"h2"}"#, expect: 201)
+            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"huge","image":"tiny","memory":"64GiB"}"#, expect: 201)
+            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"many","image":"tiny","cpus":40}"#, expect: 201)
+            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"a","image":"tiny"}"#, expect: 409)
+            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"c","image":"tiny","cpus":0}"#, expect: 400)
+            _ = try await call(.get, "/v1/vms", route: "/v1/vms", expect: 200)
+            _ = try await call(.get, "/v1/vms?limit=1", route: "/v1/vms", expect: 200)
+            _ = try await call(.get, "/v1/vms?limit=0", route: "/v1/vms", expect: 400)
+            for name in ["a", "b", "huge", "many"] {
+                _ = try await call(.get, "/v1/vms/\(name)", route: "/v1/vms/{vm}", expect: 200)
+            }
+            _ = try await call(.get, "/v1/vms/nope", route: "/v1/vms/{vm}", expect: 404)
+            _ = try await call(.post, "/v1/vms/a/stop", route: "/v1/vms/{vm}/stop", expect: 202)
+            _ = try await call(.post, "/v1/vms/a/start", route: "/v1/vms/{vm}/start", expect: 202)
+            _ = try await call(.post, "/v1/vms/nope/start", route: "/v1/vms/{vm}/start", expect: 404)
+            _ = try await call(.post, "/v1/vms/nope/stop", route: "/v1/vms/{vm}/stop", expect: 404)
+            _ = try await call(.delete, "/v1/vms/b", route: "/v1/vms/{vm}", expect: 202)
+            _ = try await call(.post, "/v1/vms/b/start", route: "/v1/vms/{vm}/start", expect: 409)
+            _ = try await call(.delete, "/v1/vms/nope", route: "/v1/vms/{vm}", expect: 404)
+            let manifest = "apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: m}\nspec: {image: tiny}\n"
+            _ = try await call(.post, "/v1/apply", route: "/v1/apply", body: manifest, expect: 200)
+            _ = try await call(.post, "/v1/apply", route: "/v1/apply", body: manifest, expect: 200)
+            _ = try await call(.post, "/v1/apply", route: "/v1/apply", body: "kind: Nope", expect: 400)
+            _ = try await call(.get, "/v1/hosts", route: "/v1/hosts", expect: 200)
+            _ = try await call(.get, "/v1/hosts/h1", route: "/v1/hosts/{host}", expect: 200)
+            _ = try await call(.get, "/v1/hosts/nope", route: "/v1/hosts/{host}", expect: 404)
+            let registration = #"{"name":"h3","address":"127.0.0.1","fingerprint":{"cpus":4,"memoryMiB":4096,"driver":"simulated","capabilities":["pause"],"attributes":{"rack":"r1"}}}"#
+            let registered = try await call(.post, "/v1/agent/register", route: "/v1/agent/register", body: registration, expect: 200)
+            let hostID = try decodeJSON(AgentRegistrationResponse.self, registered).hostID
+            _ = try await call(
+                .post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat", body: #"{"hostID":"\#(hostID)","instances":[]}"#,
+                expect: 200)
+            _ = try await call(.post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat", body: #"{"hostID":1}"#, expect: 400)
+            _ = try await call(.get, "/v1/events?follow=false", route: "/v1/events", expect: 200)
+            _ = try await call(.get, "/v1/events?after=-1", route: "/v1/events", expect: 400)
+            _ = try await call(.get, "/metrics", route: "/metrics", expect: 200)
+        }
+        #expect(checker.checked.count > 30)
+        #expect(checker.failures == [])
+
+        // Beyond loopback: 401 with the envelope, as documented.
+        let guarded = try await TestControlPlane.make(tokens: AccessTokens(admin: "a", join: "j"))
+        try await guarded.test { client in
+            let response = try await client.request(.get, "/v1/vms")
+            #expect(response.status == 401)
+            checker.check(method: .get, route: "/v1/vms", status: response.status, contentType: "application/json", body: response.body)
+        }
+        #expect(checker.failures == [])
+    }
+
+    func resolve(_ ref: String) -> JSONValue? {
+        guard ref.hasPrefix("#/") else { return nil }
+        var node: JSONValue? = document
+        for part in ref.dropFirst(2).split(separator: "/") { node = node?[String(part)] }
+        return node
+    }
+}
+
+/// Checks observed responses against the document; collects what did not match.
+final class ResponseChecker: @unchecked Sendable {
+    let openAPI: OpenAPITests
+    private let lock = NSLock()
+    private(set) var failures: [String] = []
+    private(set) var checked: [String] = []
+
+    init(openAPI: OpenAPITests) { self.openAPI = openAPI }
+
+    func check(method: HTTPRequest.Method, route: String, status: Int, contentType: String, body: String) {
+        let what = "\(method.rawValue) \(route) \(status)"
+        var problems: [String] = []
+        defer {
+            lock.withLock {
+                checked.append(what)
+                failures += problems.map { "\(what): \($0)" }
+            }
+        }
+        guard var response = openAPI.document["paths"]?[route]?[method.rawValue.lowercased()]?["responses"]?[String(status)] else {
+            problems.append("status not documented")
+            return
+        }
+        if case .string(let ref)? = response["$ref"], let resolved = openAPI.resolve(ref) { response = resolved }
+        let mediaType = String(contentType.split(separator: ";").first ?? "")
+        guard let media = response["content"]?[mediaType] else {
+            problems.append("content type '\(contentType)' not documented")
+            return
+        }
+        switch mediaType {
+        case "application/json":
+            guard let value = try? decodeJSON(JSONValue.self, body), let schema = media["schema"] else {
+                problems.append("not JSON, or no schema")
+                return
+            }
+            problems += validate(value, against: schema, at: "$")
+        case "text/event-stream":
+            guard let schema = media["x-data-schema"] else { return problems.append("no data schema") }
+            let lines = body.split(separator: "\n").filter { $0.hasPrefix("data: ") }
+            if lines.isEmpty { problems.append("no events to check") }
+            for line in lines {
+                guard let value = try? decodeJSON(JSONValue.self, String(line.dropFirst(6))) else {
+                    problems.append("event data is not JSON: \(line)")
+                    continue
+                }
+                problems += validate(value, against: schema, at: "$")
+            }
+        default:
+            if media["schema"]?["type"] != .string("string") { problems.append("text body but schema is not a string") }
+        }
+    }
+
+    /// The subset of JSON Schema the document uses: $ref, type, enum, required, properties,
+    /// additionalProperties, items, oneOf, minimum, maximum.
+    func validate(_ value: JSONValue, against schema: JSONValue, at path: String) -> [String] {
+        if case .string(let ref)? = schema["$ref"] {
+            guard let target = openAPI.resolve(ref) else { return ["\(path): unresolved \(ref)"] }
+            return validate(value, against: target, at: path)
+        }
+        if case .array(let options)? = schema["oneOf"] {
+            let matching = options.filter { validate(value, against: $0, at: path).isEmpty }.count
+            if matching != 1 { return ["\(path): matches \(matching) of the oneOf schemas: \(value)"] }
+        }
+        if case .array(let allowed)? = schema["enum"], !allowed.contains(value) {
+            return ["\(path): \(value) is not one of \(allowed)"]
+        }
+        var problems: [String] = []
+        if case .string(let type)? = schema["type"] {
+            switch (type, value) {
+            case ("string", .string), ("boolean", .bool), ("array", .array), ("object", .object): break
+            case ("number", .number(let n)), ("integer", .number(let n)):
+                if type == "integer" && n != n.rounded() { problems.append("\(path): \(n) is not an integer") }
+                if case .number(let min)? = schema["minimum"], n < min { problems.append("\(path): \(n) < \(min)") }
+                if case .number(let max)? = schema["maximum"], n > max { problems.append("\(path): \(n) > \(max)") }
+            default: return ["\(path): expected \(type), got \(value)"]
+            }
+        }
+        if case .object(let object) = value {
+            if case .array(let required)? = schema["required"] {
+                for case .string(let key) in required where object[key] == nil { problems.append("\(path): missing '\(key)'") }
+            }
+            let properties = schema["properties"]?.objectValue ?? [:]
+            for (key, child) in object {
+                if let property = properties[key] {
+                    problems += validate(child, against: property, at: "\(path).\(key)")
+                } else if let additional = schema["additionalProperties"] {
+                    if additional == .bool(false) {
+                        problems.append("\(path): undocumented property '\(key)'")
+                    } else if additional != .bool(true) {
+                        problems += validate(child, against: additional, at: "\(path).\(key)")
+                    }
+                }
+            }
+        }
+        if case .array(let items) = value, let itemSchema = schema["items"] {
+            for (index, item) in items.enumerated() { problems += validate(item, against: itemSchema, at: "\(path)[\(index)]") }
+        }
+        return problems
+    }
+}
