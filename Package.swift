@@ -6,8 +6,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "vireo", targets: ["vireo"]),
-        // For the benchmarks package (Benchmarks/), which measures placement on its own.
-        .library(name: "VireoPlacementKit", targets: ["VireoModel", "VireoPlacement"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -18,8 +16,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.24.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
     ],
     targets: [
         // Value types only: IDs, hosts, VM specs and their state machine, errors. No I/O.
@@ -28,8 +28,22 @@ let package = Package(
         .target(name: "VireoDriver", dependencies: ["VireoModel"]),
         // Deterministic in-memory hypervisor with injectable time.
         .target(name: "VireoDriverSimulated", dependencies: ["VireoModel", "VireoDriver"]),
+        // Real VMs: QEMU processes driven over QMP.
+        .target(
+            name: "VireoDriverQEMU",
+            dependencies: [
+                "VireoModel", "VireoDriver", "VireoImage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Guest image catalogue.
-        .target(name: "VireoImage", dependencies: ["VireoModel"]),
+        .target(
+            name: "VireoImage",
+            dependencies: ["VireoModel", .product(name: "Subprocess", package: "swift-subprocess")]
+        ),
         // Pure, synchronous placement: cluster snapshot -> decision with reasons.
         .target(name: "VireoPlacement", dependencies: ["VireoModel"]),
         // Store protocol and the SQLite (GRDB) implementation.
@@ -86,7 +100,7 @@ let package = Package(
             name: "vireo",
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
-                "VireoDriver", "VireoDriverSimulated", "VireoStore", "VireoImage", "VireoPlacement",
+                "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -99,10 +113,25 @@ let package = Package(
             name: "VireoTests",
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
-                "VireoDriver", "VireoDriverSimulated", "VireoStore", "VireoImage", "VireoPlacement",
+                "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]
 )
+
+// Benchmarks (ordo-one/benchmark) join only when asked, so normal builds do not pay for them:
+//   VIREO_BENCHMARKS=1 swift package --disable-sandbox benchmark
+if Context.environment["VIREO_BENCHMARKS"] == "1" {
+    package.dependencies.append(
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.29.0", traits: ["MallocInterposer"]))
+    package.targets.append(
+        .executableTarget(
+            name: "PlacementBenchmark",
+            dependencies: ["VireoModel", "VireoPlacement", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/PlacementBenchmark",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ))
+}

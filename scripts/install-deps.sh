@@ -8,6 +8,16 @@ packages=(
   sqlite3          # inspecting the store by hand
   curl             # the demo's readiness check
   wrk              # HTTP benchmarks (Benchmarks/, docs/benchmarks.md)
+  qemu-system-x86  # the QEMU driver runs real VMs
+  qemu-utils       # qemu-img: qcow2 bases and per-VM overlays
+  busybox-static   # the guest images' userland (vireo image build)
+  linux-image-cloud-amd64  # the guest kernel and its virtio modules (vireo image build)
+  cpio             # packs the guest initramfs
+  lz4              # extracts an uncompressed vmlinux for PVH boot
+  iproute2         # network namespaces, bridges, taps (vireo testbed)
+  e2fsprogs        # mkfs.ext4 for guest base disks
+  gcc              # compiles the web image's guest service (static)
+  libc6-dev        # the static C library for it
 )
 
 if ! command -v swift >/dev/null 2>&1; then

@@ -73,6 +73,7 @@ public final class Agent: Service {
                 await self.wakeSignal.wait(timeout: interval)
             }
         }
+        await driver.detach()
     }
 
     /// One round: make sure we are registered, report, and act on the answer.

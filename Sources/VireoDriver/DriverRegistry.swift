@@ -11,6 +11,24 @@ public struct DriverOptions: Sendable {
         self.stateDirectory = stateDirectory
         self.settings = settings
     }
+
+    /// A misspelt setting must not be silently ignored.
+    public func rejectUnknown(driver: String, allowed: Set<String>) throws(VireoError) {
+        for key in settings.keys.sorted() where !allowed.contains(key) {
+            throw VireoError.invalid(
+                field: "--driver-opt", value: "'\(key)'",
+                "not a setting of the \(driver) driver; it has: \(allowed.sorted().joined(separator: ", "))")
+        }
+    }
+
+    /// The setting `key` as a non-negative integer.
+    public func int(_ key: String) throws(VireoError) -> Int? {
+        guard let text = settings[key] else { return nil }
+        guard let value = Int(text), value >= 0 else {
+            throw VireoError.invalid(field: key, value: "'\(text)'", "must be a non-negative integer")
+        }
+        return value
+    }
 }
 
 /// Name → driver factory. The simulated driver is registered exactly like the real ones.

@@ -34,12 +34,16 @@ public struct InstanceStatus: Sendable, Equatable, Codable {
     public var name: String
     public var state: InstanceState
     public var message: String?
+    /// Where the guest's services are reachable from its host (`127.0.0.1:PORT` with a forwarded
+    /// port, or the guest's IP), when the driver gives it a network.
+    public var address: String?
 
-    public init(id: VMID, name: String, state: InstanceState, message: String? = nil) {
+    public init(id: VMID, name: String, state: InstanceState, message: String? = nil, address: String? = nil) {
         self.id = id
         self.name = name
         self.state = state
         self.message = message
+        self.address = address
     }
 }
 
@@ -74,9 +78,14 @@ public protocol HypervisorDriver: Sendable {
     /// Pauses vCPUs (`pause` capability).
     func pause(_ id: VMID) async throws
     func resume(_ id: VMID) async throws
+
+    /// Called when the agent exits: let go of the VMs without stopping them (they keep running,
+    /// and the next agent re-adopts them through `recover`).
+    func detach() async
 }
 
 extension HypervisorDriver {
+    public func detach() async {}
     public func pause(_ id: VMID) async throws {
         throw VireoError(.unsupported, "driver '\(name)' cannot pause VMs")
     }

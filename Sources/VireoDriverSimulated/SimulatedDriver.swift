@@ -162,13 +162,10 @@ extension DriverRegistry {
         register("simulated") { options in
             var config = SimulatedDriver.Configuration()
             let settings = options.settings
-            func int(_ key: String) throws -> Int? {
-                guard let text = settings[key] else { return nil }
-                guard let value = Int(text), value >= 0 else {
-                    throw VireoError.invalid(field: key, value: "'\(text)'", "must be a non-negative integer")
-                }
-                return value
-            }
+            try options.rejectUnknown(
+                driver: "simulated",
+                allowed: ["cpus", "memory", "boot-delay-ms", "stop-delay-ms", "seed", "fail-probability"])
+            let int = options.int
             if let cpus = try int("cpus") { config.cpus = cpus }
             if let memory = settings["memory"] { config.memoryMiB = try ByteSize.parseMiB(memory, field: "memory") }
             if let ms = try int("boot-delay-ms") { config.bootDelay = .milliseconds(ms) }

@@ -9,3 +9,22 @@ public enum Capability: String, Sendable, Codable, CaseIterable, Comparable {
 
     public static func < (a: Capability, b: Capability) -> Bool { a.rawValue < b.rawValue }
 }
+
+/// A set of capabilities as bits: membership tests without hashing, for placement's inner loop.
+public struct CapabilitySet: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public init(_ capabilities: some Sequence<Capability>) {
+        self.init(rawValue: capabilities.reduce(0) { $0 | Self.bit($1) })
+    }
+
+    private static func bit(_ capability: Capability) -> UInt32 {
+        1 << UInt32(Capability.allCases.firstIndex(of: capability)!)
+    }
+
+    /// The members, in `Capability.allCases` order.
+    public var members: [Capability] {
+        Capability.allCases.filter { rawValue & Self.bit($0) != 0 }
+    }
+}

@@ -9,7 +9,7 @@ public struct HostSnapshot: Sendable, Equatable {
     public var memoryMiB: Int
     public var allocatedCPUs: Int
     public var allocatedMemoryMiB: Int
-    public var capabilities: Set<Capability>
+    public var capabilities: CapabilitySet
 
     public init(
         id: HostID, name: String, state: HostState, cpus: Int, memoryMiB: Int, allocatedCPUs: Int = 0,
@@ -22,7 +22,7 @@ public struct HostSnapshot: Sendable, Equatable {
         self.memoryMiB = memoryMiB
         self.allocatedCPUs = allocatedCPUs
         self.allocatedMemoryMiB = allocatedMemoryMiB
-        self.capabilities = capabilities
+        self.capabilities = CapabilitySet(capabilities)
     }
 }
 
@@ -38,13 +38,13 @@ public struct PlacementRequest: Sendable, Equatable {
     public var memoryMiB: Int
     /// Host name the VM is pinned to, if any.
     public var pinnedHost: String?
-    public var requiredCapabilities: Set<Capability>
+    public var requiredCapabilities: CapabilitySet
 
     public init(cpus: Int, memoryMiB: Int, pinnedHost: String? = nil, requiredCapabilities: Set<Capability> = []) {
         self.cpus = cpus
         self.memoryMiB = memoryMiB
         self.pinnedHost = pinnedHost
-        self.requiredCapabilities = requiredCapabilities
+        self.requiredCapabilities = CapabilitySet(requiredCapabilities)
     }
 }
 

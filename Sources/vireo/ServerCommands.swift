@@ -10,6 +10,7 @@ import VireoAgent
 import VireoClient
 import VireoController
 import VireoDriver
+import VireoDriverQEMU
 import VireoDriverSimulated
 import VireoHTTP
 import VireoModel
@@ -35,15 +36,22 @@ struct ServeOptions: ParsableArguments {
 
 /// Options of every process that runs a driver.
 struct DriverSelection: ParsableArguments {
-    @Option(help: ArgumentHelp("Hypervisor driver: simulated.", valueName: "driver"))
-    var driver: String = "simulated"
+    @Option(
+        help: ArgumentHelp(
+            "Hypervisor driver: qemu or simulated (default: qemu where QEMU is installed, else simulated).",
+            valueName: "driver"))
+    var driver: String?
 
     @Option(
         name: .customLong("driver-opt"),
         help: ArgumentHelp(
-            "Driver setting key=value, repeatable (simulated: cpus, memory, boot-delay-ms, stop-delay-ms, fail-probability, seed).",
+            "Driver setting key=value, repeatable. qemu: accel (auto|kvm|tcg), cpus, memory, network (user|none), "
+                + "stop-timeout-s, ready-timeout-s, images, binary. simulated: cpus, memory, boot-delay-ms, "
+                + "stop-delay-ms, fail-probability, seed.",
             valueName: "key=value"))
     var driverOptions: [String] = []
+
+    var driverName: String { driver ?? (DriverRegistry.qemuInstalled ? "qemu" : "simulated") }
 
     func makeDriver(stateDirectory: String) throws -> any HypervisorDriver {
         var settings: [String: String] = [:]
@@ -56,7 +64,8 @@ struct DriverSelection: ParsableArguments {
         }
         var registry = DriverRegistry()
         registry.registerSimulated()
-        return try registry.make(driver, options: DriverOptions(stateDirectory: stateDirectory, settings: settings))
+        registry.registerQEMU()
+        return try registry.make(driverName, options: DriverOptions(stateDirectory: stateDirectory, settings: settings))
     }
 }
 

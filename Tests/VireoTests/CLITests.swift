@@ -62,10 +62,10 @@ final class UpProcess {
         self.dataDir = dataDir
         log = dataDir + "/up-\(UUID().uuidString.prefix(6)).log"
         try? FileManager.default.removeItem(atPath: dataDir + "/endpoint")
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.executableURL = URL(fileURLWithPath: vireoBinary)
-        process.arguments = ["up", "--data-dir", dataDir, "--listen", listen, "--driver-opt", "boot-delay-ms=100"] + extra
+        process.arguments = ["up", "--data-dir", dataDir, "--listen", listen, "--driver", "simulated", "--driver-opt", "boot-delay-ms=100"] + extra
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice

@@ -1,7 +1,9 @@
 import Foundation
 import Testing
 import VireoDriver
+import VireoDriverQEMU
 import VireoDriverSimulated
+import VireoImage
 import VireoModel
 
 /// A driver under test and a way to let its time pass: virtual time for the simulated driver,
@@ -17,8 +19,44 @@ struct DriverFixture: Sendable, CustomTestStringConvertible {
             let driver = SimulatedDriver(
                 configuration: .init(cpus: 4, memoryMiB: 1024, bootDelay: .seconds(2), stopDelay: .seconds(1)), time: time)
             return (driver, { time.advance(by: .milliseconds(500)) })
-        }
+        },
+        DriverFixture(name: "qemu (\(TestQEMU.accelerator.rawValue))") {
+            (TestQEMU.driver(), { try? await Task.sleep(for: .milliseconds(250)) })
+        },
     ]
+}
+
+/// Real QEMU for tests: the accelerator this machine supports (probed, as the product does) and
+/// images built once per test run into `.build/test-images`.
+enum TestQEMU {
+    static let accelerator = try! Accelerator.resolve(
+        "auto", cpuinfo: { (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "" },
+        kvmUsable: { access("/dev/kvm", R_OK | W_OK) == 0 })
+    static let builder = ImageBuilder(cacheDirectory: FileManager.default.currentDirectoryPath + "/.build/test-images")
+
+    static func driver(stateDirectory: String = temporaryDirectory() + "/vms") -> QEMUDriver {
+        QEMUDriver(
+            configuration: .init(stateDirectory: stateDirectory, accelerator: accelerator, cpus: 2, memoryMiB: 4096),
+            images: { name in try await images.image(name) })
+    }
+
+    /// One build per image name for the whole run, however many tests ask at once.
+    static let images = ImageCache()
+
+    actor ImageCache {
+        var builds: [String: Task<GuestImage, any Error>] = [:]
+        func image(_ name: String) async throws -> GuestImage {
+            if let build = builds[name] { return try await build.value }
+            let build = Task {
+                let built = try await TestQEMU.builder.build(name)
+                return GuestImage(
+                    kernel: built.kernel, initrd: built.initrd, baseDisk: built.baseDisk,
+                    kernelCommandLine: built.kernelCommandLine, readyMarker: built.readyMarker)
+            }
+            builds[name] = build
+            return try await build.value
+        }
+    }
 }
 
 /// Waits (advancing the fixture's time) until the VM reaches `state`; fails after 200 steps.

@@ -1,5 +1,3 @@
-import VireoModel
-
 /// A parsed JSON or YAML document before it is validated into a model type, so that one
 /// validator serves API bodies and manifests and can name the exact field that is wrong.
 public enum JSONValue: Sendable, Equatable, Codable {
@@ -46,6 +44,23 @@ public enum JSONValue: Sendable, Equatable, Codable {
 
     public var objectValue: [String: JSONValue]? {
         if case .object(let object) = self { object } else { nil }
+    }
+
+    public var stringValue: String? {
+        if case .string(let string) = self { string } else { nil }
+    }
+
+    public var doubleValue: Double? {
+        if case .number(let number) = self { number } else { nil }
+    }
+
+    /// The number as an integer, when it is one.
+    public var intValue: Int? {
+        if case .number(let n) = self, n == n.rounded(), abs(n) < 9e15 { Int(n) } else { nil }
+    }
+
+    public var arrayValue: [JSONValue]? {
+        if case .array(let array) = self { array } else { nil }
     }
 
     /// The JSON type name, for error messages.

@@ -1,0 +1,120 @@
+import VireoModel
+
+/// The accelerator a VM runs on.
+public enum Accelerator: String, Sendable, Codable, CaseIterable {
+    case kvm
+    case tcg
+
+    /// KVM only where the CPU has hardware virtualization (`vmx`/`svm`) and `/dev/kvm` opens.
+    ///
+    /// The existence of `/dev/kvm` alone proves nothing: nested "PVM" KVM exposes one on CPUs without
+    /// `vmx`/`svm`, and stock kernels crawl or abort on it (PLATFORM.md).
+    public static func probe(cpuinfo: String, kvmUsable: Bool) -> Accelerator {
+        let hardware = cpuinfo.split(separator: "\n").contains { line in
+            line.hasPrefix("flags") && line.split(separator: " ").contains { $0 == "vmx" || $0 == "svm" }
+        }
+        return hardware && kvmUsable ? .kvm : .tcg
+    }
+
+    /// Reads `choice` (`auto`, `kvm`, `tcg`), probing the machine for `auto`.
+    public static func resolve(_ choice: String, cpuinfo: () -> String, kvmUsable: () -> Bool) throws(VireoError)
+        -> Accelerator
+    {
+        switch choice {
+        case "auto": return probe(cpuinfo: cpuinfo(), kvmUsable: kvmUsable())
+        case "kvm", "tcg": return Accelerator(rawValue: choice)!
+        default: throw VireoError.invalid(field: "accel", value: "'\(choice)'", "expected auto, kvm or tcg")
+        }
+    }
+}
+
+/// How a guest's network card is attached.
+public enum GuestNetwork: Sendable, Codable, Equatable {
+    /// No network card.
+    case none
+    /// QEMU user-mode networking; the guest's port 80 is forwarded to `hostPort` on 127.0.0.1.
+    case user(hostPort: Int)
+    /// A tap device on a bridge; the guest has `address` (CIDR) and `gateway`.
+    case tap(device: String, address: String, gateway: String?)
+}
+
+/// Everything that determines one QEMU invocation. `arguments` is a pure function of it, so the
+/// command line can be tested without QEMU and rebuilt identically for an incoming migration.
+public struct QEMUInvocation: Sendable, Equatable {
+    public var name: String
+    public var id: VMID
+    public var accelerator: Accelerator
+    public var cpus: Int
+    public var memoryMiB: Int
+    public var kernel: String
+    public var initrd: String
+    public var kernelCommandLine: String
+    public var disk: String
+    public var mac: String
+    public var network: GuestNetwork
+    public var qmpSocket: String
+    public var serialLog: String
+    public var pidFile: String
+    /// `tcp:ADDR:PORT` to wait for an incoming migration instead of booting.
+    public var incoming: String?
+
+    /// The guest's address as the guest's init reads it from the kernel command line.
+    var guestParameters: String {
+        var parameters = "vireo.name=\(name)"
+        switch network {
+        case .none: break
+        case .user: parameters += " vireo.ip=10.0.2.15/24 vireo.gw=10.0.2.2"
+        case .tap(_, let address, let gateway):
+            parameters += " vireo.ip=\(address)"
+            if let gateway { parameters += " vireo.gw=\(gateway)" }
+        }
+        return parameters
+    }
+
+    public var arguments: [String] {
+        var arguments = [
+            "-name", "vireo-\(name),process=vireo-\(id)",
+            "-machine", "pc", "-accel", accelerator.rawValue,
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-m", "\(memoryMiB)", "-smp", "\(cpus)",
+            "-kernel", kernel, "-initrd", initrd, "-append", "\(kernelCommandLine) \(guestParameters)",
+            "-drive", "file=\(disk),if=virtio,format=qcow2,cache=writeback,discard=unmap",
+            "-chardev", "file,id=serial0,path=\(serialLog),append=on",
+            "-serial", "chardev:serial0",
+            "-qmp", "unix:\(qmpSocket),server=on,wait=off",
+            "-pidfile", pidFile, "-daemonize",
+            // The guest kernel reboots on panic (panic=-1); QEMU exits instead, so a crash is seen.
+            "-no-reboot",
+        ]
+        if accelerator == .kvm { arguments += ["-cpu", "host"] }
+        switch network {
+        case .none: break
+        case .user(let hostPort):
+            arguments += [
+                "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(hostPort)-:80",
+                "-device", "virtio-net-pci,netdev=net0,mac=\(mac)",
+            ]
+        case .tap(let device, _, _):
+            arguments += [
+                "-netdev", "tap,id=net0,ifname=\(device),script=no,downscript=no",
+                "-device", "virtio-net-pci,netdev=net0,mac=\(mac)",
+            ]
+        }
+        if let incoming { arguments += ["-incoming", incoming] }
+        return arguments
+    }
+
+    /// A stable, locally administered MAC address derived from the VM ID.
+    public static func mac(for id: VMID) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in id.rawValue.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let bytes = (0..<4).map { UInt8(truncatingIfNeeded: hash >> (8 * $0)) }
+        return "52:54:" + bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined(separator: ":")
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

@@ -1,0 +1,226 @@
+import Foundation
+import NIOCore
+import NIOExtras
+import NIOPosix
+import Synchronization
+import VireoModel
+
+/// An asynchronous event QEMU sent (`STOP`, `RESUME`, `SHUTDOWN`, `MIGRATION`, ...).
+public struct QMPEvent: Sendable, Equatable {
+    public var name: String
+    public var data: JSONValue
+}
+
+/// A QMP command that QEMU answered with an error, or a connection problem.
+public struct QMPError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// QEMU's error class, e.g. `GenericError`, `CommandNotFound`.
+        case command(String)
+        case timeout
+        case disconnected
+        case protocolViolation
+    }
+    public var kind: Kind
+    public var message: String
+    public var description: String { "QMP: \(message)" }
+}
+
+/// A small client for the QEMU Machine Protocol over a unix socket.
+///
+/// QMP is newline-delimited JSON: a greeting, `qmp_capabilities`, then commands. Replies carry the
+/// `id` we sent, and asynchronous events may arrive between a command and its reply, so every
+/// line read is either routed to the waiting command by `id` or published on `events`.
+public final class QMPClient: Sendable {
+    private struct State {
+        var nextID = 1
+        var pending: [Int: CheckedContinuation<JSONValue, any Error>] = [:]
+        var closed = false
+    }
+
+    private let channel: any Channel
+    private let state = Mutex(State())
+    private let eventContinuation: AsyncStream<QMPEvent>.Continuation
+    /// Events in the order QEMU sent them. Finishes when the connection closes (QEMU exited).
+    public let events: AsyncStream<QMPEvent>
+    /// The `QMP.version.qemu` object from the greeting.
+    public let version: JSONValue
+
+    private init(channel: any Channel, version: JSONValue, events: AsyncStream<QMPEvent>,
+                 continuation: AsyncStream<QMPEvent>.Continuation) {
+        self.channel = channel
+        self.version = version
+        self.events = events
+        self.eventContinuation = continuation
+    }
+
+    /// Connects, reads the greeting and negotiates capabilities.
+    public static func connect(path: String, timeout: Duration = .seconds(5)) async throws -> QMPClient {
+        let (events, continuation) = AsyncStream.makeStream(of: QMPEvent.self, bufferingPolicy: .bufferingNewest(1024))
+        let greeting = Greeting()
+        let router = LineRouter(greeting: greeting)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(TimeAmount(timeout))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(router)
+                    }
+                }
+                .connect(unixDomainSocketPath: path).get()
+        } catch {
+            throw QMPError(kind: .disconnected, message: "cannot connect to \(path): \(error)")
+        }
+        let version: JSONValue
+        do {
+            version = try await greeting.wait(on: channel.eventLoop, timeout: timeout)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+        let client = QMPClient(channel: channel, version: version, events: events, continuation: continuation)
+        router.client.withLock { $0 = client }
+        do {
+            _ = try await client.execute("qmp_capabilities", timeout: timeout)
+        } catch {
+            await client.close()
+            throw error
+        }
+        return client
+    }
+
+    /// Runs `command` and returns its `return` value; throws `QMPError` on an error reply, on
+    /// timeout, or when QEMU goes away first.
+    @discardableResult
+    public func execute(
+        _ command: String, _ arguments: [String: JSONValue] = [:], timeout: Duration = .seconds(10)
+    ) async throws -> JSONValue {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
+            let id: Int? = state.withLock { state in
+                guard !state.closed else { return nil }
+                let id = state.nextID
+                state.nextID += 1
+                state.pending[id] = continuation
+                return id
+            }
+            guard let id else {
+                continuation.resume(throwing: QMPError(kind: .disconnected, message: "\(command): connection closed"))
+                return
+            }
+            var message: [String: JSONValue] = ["execute": .string(command), "id": .number(Double(id))]
+            if !arguments.isEmpty { message["arguments"] = .object(arguments) }
+            var line = (try? JSONEncoder().encode(JSONValue.object(message))) ?? Data()
+            line.append(0x0A)
+            channel.writeAndFlush(ByteBuffer(bytes: line), promise: nil)
+            channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) { [weak self] in
+                self?.fail(id, QMPError(kind: .timeout, message: "\(command): no reply within \(timeout)"))
+            }
+        }
+    }
+
+    /// Closes the connection; pending commands fail with `.disconnected`.
+    public func close() async {
+        try? await channel.close()
+        connectionClosed()
+    }
+
+    fileprivate func fail(_ id: Int, _ error: QMPError) {
+        state.withLock { $0.pending.removeValue(forKey: id) }?.resume(throwing: error)
+    }
+
+    fileprivate func received(_ value: JSONValue) {
+        if let name = value["event"]?.stringValue {
+            eventContinuation.yield(QMPEvent(name: name, data: value["data"] ?? .null))
+            return
+        }
+        guard let id = value["id"]?.intValue,
+            let continuation = state.withLock({ $0.pending.removeValue(forKey: id) })
+        else { return }  // a reply to a command that already timed out
+        if let result = value["return"] {
+            continuation.resume(returning: result)
+        } else {
+            let error = value["error"]
+            continuation.resume(
+                throwing: QMPError(
+                    kind: .command(error?["class"]?.stringValue ?? "GenericError"),
+                    message: error?["desc"]?.stringValue ?? "unknown error"))
+        }
+    }
+
+    fileprivate func connectionClosed() {
+        let pending = state.withLock { state in
+            state.closed = true
+            defer { state.pending = [:] }
+            return state.pending
+        }
+        for continuation in pending.values {
+            continuation.resume(throwing: QMPError(kind: .disconnected, message: "QEMU closed the connection"))
+        }
+        eventContinuation.finish()
+    }
+}
+
+/// The greeting arrives before the client object exists; this holds it until `connect` reads it.
+private final class Greeting: Sendable {
+    private let promise = Mutex<(value: Result<JSONValue, QMPError>?, waiter: CheckedContinuation<JSONValue, any Error>?)>((nil, nil))
+
+    func deliver(_ result: Result<JSONValue, QMPError>) {
+        let waiter = promise.withLock { slot -> CheckedContinuation<JSONValue, any Error>? in
+            guard slot.value == nil else { return nil }
+            slot.value = result
+            defer { slot.waiter = nil }
+            return slot.waiter
+        }
+        waiter?.resume(with: result.mapError { $0 as any Error })
+    }
+
+    func wait(on loop: any EventLoop, timeout: Duration) async throws -> JSONValue {
+        loop.scheduleTask(in: TimeAmount(timeout)) {
+            self.deliver(.failure(QMPError(kind: .timeout, message: "no QMP greeting within \(timeout)")))
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            let ready = promise.withLock { slot -> Result<JSONValue, QMPError>? in
+                if slot.value == nil { slot.waiter = continuation }
+                return slot.value
+            }
+            if let ready { continuation.resume(with: ready.mapError { $0 as any Error }) }
+        }
+    }
+}
+
+/// Decodes each line and hands it to the greeting (first line) or the client (the rest).
+private final class LineRouter: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let greeting: Greeting
+    let client = Mutex<QMPClient?>(nil)
+
+    init(greeting: Greeting) { self.greeting = greeting }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)) else {
+            return  // QMP sends only JSON; a torn or foreign line is not ours to interpret
+        }
+        if let client = client.withLock({ $0 }) {
+            client.received(value)
+        } else if let qmp = value["QMP"] {
+            greeting.deliver(.success(qmp["version"]?["qemu"] ?? .null))
+        } else {
+            greeting.deliver(.failure(QMPError(kind: .protocolViolation, message: "expected the QMP greeting")))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        greeting.deliver(.failure(QMPError(kind: .disconnected, message: "QEMU closed the connection")))
+        client.withLock { $0 }?.connectionClosed()
+        context.fireChannelInactive()
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

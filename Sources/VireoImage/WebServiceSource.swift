@@ -1,0 +1,283 @@
+extension GuestFiles {
+    /// Iterations of the per-request work loop in `GET /`. Tuned so one request costs about
+    /// 3 ms of guest CPU under TCG on the reference machines (2-core, no hardware KVM). TCG runs this
+    /// register-only loop at nearly native speed (about 2 ns an iteration), so it costs the same
+    /// under KVM.
+    static let webWorkIterations = 1_400_000
+
+    /// `/usr/bin/vireo-web` of the `web` image, built with `cc -O2 -static -pthread`.
+    ///
+    /// One epoll set shared by one worker thread per online CPU; connections are armed
+    /// EPOLLONESHOT so exactly one worker owns a connection at a time. Keep-alive clients therefore
+    /// never pin a worker while idle. Usage: `vireo-web NAME PORT`; once listening it creates
+    /// /run/vireo-web.ready (init waits for it before printing the ready marker).
+    static let webServiceSource = #"""
+        #define _GNU_SOURCE
+        #include <errno.h>
+        #include <netinet/in.h>
+        #include <netinet/tcp.h>
+        #include <pthread.h>
+        #include <signal.h>
+        #include <stdint.h>
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include <string.h>
+        #include <strings.h>
+        #include <sys/epoll.h>
+        #include <sys/socket.h>
+        #include <time.h>
+        #include <unistd.h>
+        #include <poll.h>
+
+        #ifndef WORK_ITERATIONS
+        #define WORK_ITERATIONS 1400000
+        #endif
+        #define BUF_SIZE 8192
+
+        static const double bucket_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+        #define NBUCKETS (sizeof(bucket_bounds) / sizeof(bucket_bounds[0]))
+
+        /* Metrics cover GET / only (the workload), so scraping /metrics does not count itself. */
+        static uint64_t requests_total, duration_sum_ns, inflight, bucket_counts[NBUCKETS];
+        static const char *vm_name = "vireo";
+        static double started_at;
+        static int listen_fd, epoll_fd;
+
+        struct conn { int fd; size_t len; char buf[BUF_SIZE]; };
+
+        static double now_seconds(void) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            return ts.tv_sec + ts.tv_nsec / 1e9;
+        }
+
+        /* A fixed amount of integer work the compiler cannot fold away. */
+        static uint64_t do_work(void) {
+            volatile uint64_t sink;
+            uint64_t x = 0x9E3779B97F4A7C15ull;
+            for (long i = 0; i < WORK_ITERATIONS; i++) {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            }
+            sink = x;
+            return sink;
+        }
+
+        static void read_file(const char *path, char *out, size_t size) {
+            out[0] = 0;
+            FILE *f = fopen(path, "r");
+            if (!f) return;
+            if (!fgets(out, (int)size, f)) out[0] = 0;
+            fclose(f);
+            out[strcspn(out, " \n")] = 0;
+        }
+
+        static int send_all(int fd, const char *p, size_t n) {
+            while (n > 0) {
+                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+                if (w < 0 && errno == EINTR) continue;
+                if (w < 0 && errno == EAGAIN) {
+                    struct pollfd pfd = {fd, POLLOUT, 0};
+                    poll(&pfd, 1, 5000);
+                    continue;
+                }
+                if (w <= 0) return -1;
+                p += w; n -= (size_t)w;
+            }
+            return 0;
+        }
+
+        static int respond(int fd, int status, const char *type, const char *body, int keep_alive) {
+            char head[256];
+            const char *reason = status == 200 ? "OK" : status == 404 ? "Not Found"
+                : status == 405 ? "Method Not Allowed" : "Bad Request";
+            size_t blen = strlen(body);
+            int hlen = snprintf(head, sizeof head,
+                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
+                status, reason, type, blen, keep_alive ? "keep-alive" : "close");
+            if (send_all(fd, head, (size_t)hlen) < 0) return -1;
+            return send_all(fd, body, blen);
+        }
+
+        static void metrics_text(char *out, size_t size) {
+            size_t n = 0;
+            uint64_t count = __atomic_load_n(&requests_total, __ATOMIC_RELAXED);
+            n += snprintf(out + n, size - n,
+                "# HELP vireo_web_requests_total Requests to / (the CPU-bound endpoint) served.\n"
+                "# TYPE vireo_web_requests_total counter\nvireo_web_requests_total %llu\n"
+                "# HELP vireo_web_request_duration_seconds Time to serve a request to /.\n"
+                "# TYPE vireo_web_request_duration_seconds histogram\n", (unsigned long long)count);
+            uint64_t cumulative = 0;
+            for (size_t i = 0; i < NBUCKETS; i++) {
+                cumulative += __atomic_load_n(&bucket_counts[i], __ATOMIC_RELAXED);
+                n += snprintf(out + n, size - n, "vireo_web_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                    bucket_bounds[i], (unsigned long long)cumulative);
+            }
+            n += snprintf(out + n, size - n,
+                "vireo_web_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                "vireo_web_request_duration_seconds_sum %.9f\n"
+                "vireo_web_request_duration_seconds_count %llu\n"
+                "# HELP vireo_web_inflight_requests Requests to / being served now.\n"
+                "# TYPE vireo_web_inflight_requests gauge\nvireo_web_inflight_requests %llu\n"
+                "# HELP vireo_web_uptime_seconds Seconds since the service started.\n"
+                "# TYPE vireo_web_uptime_seconds gauge\nvireo_web_uptime_seconds %.3f\n",
+                (unsigned long long)count, __atomic_load_n(&duration_sum_ns, __ATOMIC_RELAXED) / 1e9,
+                (unsigned long long)count, (unsigned long long)__atomic_load_n(&inflight, __ATOMIC_RELAXED),
+                now_seconds() - started_at);
+        }
+
+        /* Serves one complete request (head ends at buf[head_len]). Returns 0 to keep the connection. */
+        static int handle(int fd, char *req, size_t head_len) {
+            req[head_len - 1] = 0;
+            char method[16], target[512], version[16];
+            if (sscanf(req, "%15s %511s %15s", method, target, version) != 3) {
+                respond(fd, 400, "text/plain", "bad request\n", 0);
+                return -1;
+            }
+            /* HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only if asked. */
+            int keep_alive = strcmp(version, "HTTP/1.0") != 0;
+            for (char *line = strstr(req, "\r\n"); line; line = strstr(line + 2, "\r\n")) {
+                if (strncasecmp(line + 2, "Connection:", 11) == 0) {
+                    const char *v = line + 13;
+                    while (*v == ' ') v++;
+                    if (strncasecmp(v, "close", 5) == 0) keep_alive = 0;
+                    if (strncasecmp(v, "keep-alive", 10) == 0) keep_alive = 1;
+                }
+            }
+            char *query = strchr(target, '?');
+            if (query) *query = 0;
+            if (strcmp(method, "GET") != 0) {
+                respond(fd, 405, "text/plain", "method not allowed\n", 0);
+                return -1;
+            }
+            char body[4096];
+            int rc;
+            if (strcmp(target, "/") == 0) {
+                __atomic_add_fetch(&inflight, 1, __ATOMIC_RELAXED);
+                double t0 = now_seconds();
+                do_work();
+                snprintf(body, sizeof body, "{\"ok\":true,\"work\":%d}\n", WORK_ITERATIONS);
+                rc = respond(fd, 200, "application/json", body, keep_alive);
+                double elapsed = now_seconds() - t0;
+                size_t b = 0;
+                while (b < NBUCKETS && elapsed > bucket_bounds[b]) b++;
+                if (b < NBUCKETS) __atomic_add_fetch(&bucket_counts[b], 1, __ATOMIC_RELAXED);
+                __atomic_add_fetch(&duration_sum_ns, (uint64_t)(elapsed * 1e9), __ATOMIC_RELAXED);
+                __atomic_add_fetch(&requests_total, 1, __ATOMIC_RELAXED);
+                __atomic_sub_fetch(&inflight, 1, __ATOMIC_RELAXED);
+            } else if (strcmp(target, "/metrics") == 0) {
+                metrics_text(body, sizeof body);
+                rc = respond(fd, 200, "text/plain; version=0.0.4", body, keep_alive);
+            } else if (strcmp(target, "/status") == 0) {
+                char uptime[64], boot_id[64];
+                read_file("/proc/uptime", uptime, sizeof uptime);
+                read_file("/proc/sys/kernel/random/boot_id", boot_id, sizeof boot_id);
+                snprintf(body, sizeof body,
+                    "{\"name\":\"%s\",\"uptimeSeconds\":%s,\"requests\":%llu,\"bootId\":\"%s\"}\n",
+                    vm_name, uptime[0] ? uptime : "0",
+                    (unsigned long long)__atomic_load_n(&requests_total, __ATOMIC_RELAXED), boot_id);
+                rc = respond(fd, 200, "application/json", body, keep_alive);
+            } else {
+                rc = respond(fd, 404, "text/plain", "not found\n", keep_alive);
+            }
+            return rc < 0 || !keep_alive ? -1 : 0;
+        }
+
+        static void close_conn(struct conn *c) {
+            epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+            close(c->fd);
+            free(c);
+        }
+
+        /* Reads what is available and serves every complete request in the buffer. */
+        static void service(struct conn *c) {
+            for (;;) {
+                ssize_t r = recv(c->fd, c->buf + c->len, BUF_SIZE - 1 - c->len, 0);
+                if (r < 0 && errno == EINTR) continue;
+                if (r < 0 && errno == EAGAIN) break;
+                if (r <= 0) { close_conn(c); return; }
+                c->len += (size_t)r;
+                c->buf[c->len] = 0;
+                char *end;
+                while ((end = strstr(c->buf, "\r\n\r\n")) != NULL) {
+                    size_t head_len = (size_t)(end - c->buf) + 4;
+                    if (handle(c->fd, c->buf, head_len) < 0) { close_conn(c); return; }
+                    memmove(c->buf, c->buf + head_len, c->len - head_len);
+                    c->len -= head_len;
+                    c->buf[c->len] = 0;
+                }
+                if (c->len >= BUF_SIZE - 1) {  /* request head too large */
+                    respond(c->fd, 400, "text/plain", "request too large\n", 0);
+                    close_conn(c);
+                    return;
+                }
+            }
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+            if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, c->fd, &ev) < 0) close_conn(c);
+        }
+
+        static void *worker(void *arg) {
+            (void)arg;
+            for (;;) {
+                struct epoll_event ev;
+                int n = epoll_wait(epoll_fd, &ev, 1, -1);
+                if (n <= 0) continue;
+                if (ev.data.ptr == NULL) {  /* the listening socket */
+                    int fd;
+                    while ((fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+                        int one = 1;
+                        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                        struct conn *c = calloc(1, sizeof *c);
+                        if (!c) { close(fd); continue; }
+                        c->fd = fd;
+                        struct epoll_event cev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+                        if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &cev) < 0) { close(fd); free(c); }
+                    }
+                } else {
+                    service(ev.data.ptr);
+                }
+            }
+            return NULL;
+        }
+
+        int main(int argc, char **argv) {
+            if (argc > 1) vm_name = argv[1];
+            int port = argc > 2 ? atoi(argv[2]) : 80;
+            signal(SIGPIPE, SIG_IGN);
+            started_at = now_seconds();
+
+            listen_fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            int family_v6 = listen_fd >= 0;
+            if (!family_v6) listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            int one = 1, zero = 0;
+            setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            int bound;
+            if (family_v6) {
+                /* Dual stack: one socket for IPv4 and IPv6 ("all addresses"). */
+                setsockopt(listen_fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+                struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = in6addr_any};
+                bound = bind(listen_fd, (struct sockaddr *)&a, sizeof a);
+            } else {
+                struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+                                        .sin_addr.s_addr = htonl(INADDR_ANY)};
+                bound = bind(listen_fd, (struct sockaddr *)&a, sizeof a);
+            }
+            if (bound < 0 || listen(listen_fd, 1024) < 0) { perror("vireo-web: listen"); return 1; }
+
+            epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+            epoll_ctl(epoll_fd, EPOLL_CTL_ADD, listen_fd, &ev);
+
+            long workers = sysconf(_SC_NPROCESSORS_ONLN);
+            if (workers < 1) workers = 1;
+            for (long i = 1; i < workers; i++) {
+                pthread_t t;
+                pthread_create(&t, NULL, worker, NULL);
+            }
+            FILE *ready = fopen("/run/vireo-web.ready", "w");
+            if (ready) fclose(ready);
+            fprintf(stderr, "vireo-web: %s listening on :%d with %ld workers\n", vm_name, port, workers);
+            worker(NULL);
+            return 0;
+        }
+        """#
+}

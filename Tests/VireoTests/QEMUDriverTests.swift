@@ -1,0 +1,155 @@
+import AsyncHTTPClient
+import Foundation
+import Testing
+import VireoDriver
+import VireoImage
+import VireoModel
+
+@testable import VireoDriverQEMU
+
+/// What only a real hypervisor can show: a guest that boots, serves, powers off, crashes, and a
+/// QEMU that outlives the agent process that started it.
+@Suite("QEMU driver (real QEMU)")
+struct QEMUDriverTests {
+    let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
+
+    func spec(_ name: String, image: String = "tiny") -> InstanceSpec {
+        InstanceSpec(id: .generate(), name: name, image: image, cpus: 1, memoryMiB: 128)
+    }
+
+    /// GETs `path` from the guest's forwarded port.
+    func get(_ address: String, _ path: String) async throws -> (status: UInt, body: String) {
+        let response = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: "http://\(address)\(path)"), timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return (response.status.code, String(buffer: body))
+    }
+
+    @Test("the web image boots to its marker and serves HTTP and metrics on the forwarded port")
+    func webGuest() async throws {
+        let driver = TestQEMU.driver()
+        let vm = spec("web", image: "web")
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        let status = try await settle(driver, vm.id, to: .running, tick: tick)
+        let address = try #require(status.address)
+        #expect(address.hasPrefix("127.0.0.1:"))
+        #expect(try await driver.consoleLog(vm.id).contains("VIREO-READY name=web"))
+
+        let root = try await get(address, "/")
+        #expect(root.status == 200)
+        #expect(root.body.contains("\"ok\":true"))
+        let metrics = try await get(address, "/metrics")
+        #expect(metrics.body.contains("vireo_web_requests_total 1"))
+        #expect(metrics.body.contains("vireo_web_request_duration_seconds_bucket{le=\"+Inf\"} 1"))
+        #expect(try await get(address, "/nope").status == 404)
+        try await driver.delete(vm.id)
+    }
+
+    @Test("a VM's disk is an overlay on the image's base, and the base is never written")
+    func overlay() async throws {
+        let driver = TestQEMU.driver()
+        let vm = spec("disk")
+        try await driver.create(vm)
+        let base = try #require(try await TestQEMU.builder.image(named: "tiny")).baseDisk
+        let baseBefore = try Data(contentsOf: URL(fileURLWithPath: base))
+        let info = try await HostTool.text("qemu-img", ["info", "--output=json", await driver.paths(vm.id).disk])
+        #expect(info.contains("\"backing-filename\": \"\(base)\""))
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        try await driver.stop(vm.id)
+        _ = try await settle(driver, vm.id, to: .stopped, tick: tick)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: base)) == baseBefore)
+        try await driver.delete(vm.id)
+        #expect(!FileManager.default.fileExists(atPath: await driver.paths(vm.id).directory))
+    }
+
+    @Test("stop presses the ACPI power button and the guest powers itself off")
+    func acpiStop() async throws {
+        let driver = TestQEMU.driver()
+        let vm = spec("acpi")
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        try await driver.stop(vm.id)
+        #expect(try await driver.status().first?.state == .stopping)
+        let status = try await settle(driver, vm.id, to: .stopped, tick: tick)
+        #expect(status.message == nil)
+        // The guest's handler ran: the kernel logs its power-down, which QEMU's quit would not.
+        #expect(try await driver.consoleLog(vm.id).contains("reboot: Power down"))
+        try await driver.delete(vm.id)
+    }
+
+    @Test("a QEMU killed from outside is reported failed with the reason; starting again recovers")
+    func crash() async throws {
+        let driver = TestQEMU.driver()
+        let vm = spec("crash")
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        let pid = try QEMUDriver.readPID(await driver.paths(vm.id).pid)
+        kill(pid, SIGKILL)
+        let failed = try await settle(driver, vm.id, to: .failed, tick: tick)
+        #expect(failed.message?.contains("exited unexpectedly") == true)
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        try await driver.delete(vm.id)
+    }
+
+    @Test("a new driver on the same state re-adopts the running QEMU instead of starting another")
+    func readopt() async throws {
+        let state = temporaryDirectory() + "/vms"
+        let first = TestQEMU.driver(stateDirectory: state)
+        let vm = spec("keep", image: "web")
+        try await first.create(vm)
+        try await first.start(vm.id)
+        let address = try #require(try await settle(first, vm.id, to: .running, tick: tick).address)
+        let bootID = try await get(address, "/status").body
+        let pid = try QEMUDriver.readPID(await first.paths(vm.id).pid)
+
+        // The agent process restarts: it lets go, and a fresh driver takes over the same directory.
+        await first.detach()
+        let second = TestQEMU.driver(stateDirectory: state)
+        let recovered = try await second.recover()
+        #expect(recovered.map(\.id) == [vm.id])
+        let status = try await settle(second, vm.id, to: .running, tick: tick)
+        #expect(status.address == address)
+        #expect(try QEMUDriver.readPID(await second.paths(vm.id).pid) == pid)
+        try await second.start(vm.id)  // already running: no second QEMU
+        let again = try await get(address, "/status").body
+        #expect(again.components(separatedBy: "\"bootId\"").last == bootID.components(separatedBy: "\"bootId\"").last)
+        try await second.delete(vm.id)
+        #expect(kill(pid, 0) != 0)
+    }
+
+    @Test("a QEMU that cannot start fails the VM with QEMU's own message")
+    func startFailure() async throws {
+        var configuration = QEMUDriver.Configuration(
+            stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 1, memoryMiB: 1024)
+        configuration.binary = "qemu-system-x86_64"
+        let driver = QEMUDriver(configuration: configuration) { name in
+            var image = try await TestQEMU.images.image(name)
+            image.kernel = "/nonexistent/vmlinux"
+            return image
+        }
+        let vm = spec("broken")
+        try await driver.create(vm)
+        await #expect(throws: VireoError.self) { try await driver.start(vm.id) }
+        let status = try #require(try await driver.status().first)
+        #expect(status.state == .failed)
+        #expect(status.message?.contains("/nonexistent/vmlinux") == true)
+        try await driver.delete(vm.id)
+    }
+
+    @Test("bad qemu settings are rejected naming the setting and the value")
+    func badSettings() throws {
+        var registry = DriverRegistry()
+        registry.registerQEMU()
+        for (key, value) in [("accel", "hvf"), ("network", "wifi"), ("cpus", "many"), ("colour", "blue")] {
+            let error = #expect(throws: VireoError.self) {
+                _ = try registry.make("qemu", options: .init(stateDirectory: "/tmp/x", settings: [key: value]))
+            }
+            #expect(error?.message.contains(key) == true || error?.message.contains(value) == true)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+import VireoImage
+import VireoModel
+
+@testable import VireoDriverQEMU
+
+/// A real QEMU with no machine: enough to speak QMP, quick to start.
+struct BareQEMU {
+    let socket: String
+    let pid: Int32
+
+    static func start() async throws -> BareQEMU {
+        let directory = "/tmp/vireo-qmp-test-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let socket = directory + "/qmp.sock"
+        try await HostTool.run(
+            "qemu-system-x86_64",
+            ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "unix:\(socket),server=on,wait=off",
+             "-pidfile", directory + "/pid", "-daemonize"])
+        return BareQEMU(socket: socket, pid: try QEMUDriver.readPID(directory + "/pid"))
+    }
+
+    func kill() {
+        _ = Foundation.kill(pid, SIGKILL)
+        try? FileManager.default.removeItem(atPath: (socket as NSString).deletingLastPathComponent)
+    }
+}
+
+@Suite("QMP client (real QEMU)")
+struct QMPTests {
+    @Test("greets, runs commands, reports command errors and delivers events")
+    func commandsAndEvents() async throws {
+        let qemu = try await BareQEMU.start()
+        defer { qemu.kill() }
+        let qmp = try await QMPClient.connect(path: qemu.socket)
+        #expect((qmp.version["major"]?.intValue ?? 0) >= 7)
+
+        let status = try await qmp.execute("query-status")
+        #expect(status["status"]?.stringValue != nil)
+
+        let error = await #expect(throws: QMPError.self) { try await qmp.execute("no-such-command") }
+        #expect(error?.kind == .command("CommandNotFound"))
+
+        // `stop` emits a STOP event, which may arrive before or after the reply.
+        try await qmp.execute("stop")
+        var iterator = qmp.events.makeAsyncIterator()
+        let event = await iterator.next()
+        #expect(event?.name == "STOP")
+        await qmp.close()
+    }
+
+    @Test("concurrent commands each get their own reply")
+    func concurrent() async throws {
+        let qemu = try await BareQEMU.start()
+        defer { qemu.kill() }
+        let qmp = try await QMPClient.connect(path: qemu.socket)
+        let names = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<50 { group.addTask { try await qmp.execute("query-name")["name"]?.stringValue ?? "none" } }
+            for _ in 0..<50 { group.addTask { try await qmp.execute("query-status")["status"]?.stringValue ?? "?" } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(names.count == 100)
+        #expect(names.filter { $0 == "none" }.count == 50)
+        await qmp.close()
+    }
+
+    @Test("when QEMU exits, pending commands fail and the event stream ends")
+    func exit() async throws {
+        let qemu = try await BareQEMU.start()
+        defer { qemu.kill() }
+        let qmp = try await QMPClient.connect(path: qemu.socket)
+        _ = try? await qmp.execute("quit")
+        for await _ in qmp.events {}  // returns only because the stream finishes
+        let error = await #expect(throws: QMPError.self) { try await qmp.execute("query-status") }
+        #expect(error?.kind == .disconnected)
+    }
+
+    @Test("connecting to a socket nobody serves fails with a clear error")
+    func noServer() async throws {
+        let error = await #expect(throws: QMPError.self) {
+            try await QMPClient.connect(path: "/tmp/vireo-no-such-\(UUID().uuidString.prefix(8)).sock")
+        }
+        #expect(error?.kind == .disconnected)
+        #expect(error?.message.contains("cannot connect") == true)
+    }
+}
+
+@Suite("QEMU command line")
+struct QEMUCommandLineTests {
+    @Test("the accelerator is KVM only with vmx/svm and a usable /dev/kvm")
+    func accelerator() throws {
+        let withVMX = "processor: 0\nflags\t\t: fpu vme vmx sse\n"
+        let without = "processor: 0\nflags\t\t: fpu vme sse hypervisor\n"
+        #expect(Accelerator.probe(cpuinfo: withVMX, kvmUsable: true) == .kvm)
+        #expect(Accelerator.probe(cpuinfo: withVMX, kvmUsable: false) == .tcg)
+        #expect(Accelerator.probe(cpuinfo: without, kvmUsable: true) == .tcg)
+        #expect(try Accelerator.resolve("tcg", cpuinfo: { withVMX }, kvmUsable: { true }) == .tcg)
+        let error = #expect(throws: VireoError.self) {
+            try Accelerator.resolve("hvf", cpuinfo: { "" }, kvmUsable: { false })
+        }
+        #expect(error?.message.contains("'hvf'") == true)
+    }
+
+    @Test("the invocation boots the image with the VM's sizes, disk, console and network")
+    func invocation() {
+        let id = VMID("0b0e6c1e-0000-4000-8000-000000000001")
+        let invocation = QEMUInvocation(
+            name: "web-1", id: id, accelerator: .tcg, cpus: 2, memoryMiB: 256, kernel: "/i/vmlinux",
+            initrd: "/i/initramfs.cpio.gz", kernelCommandLine: "console=ttyS0", disk: "/s/disk.qcow2",
+            mac: QEMUInvocation.mac(for: id), network: .user(hostPort: 18080), qmpSocket: "/r/q.sock",
+            serialLog: "/s/serial.log", pidFile: "/s/qemu.pid")
+        let arguments = invocation.arguments
+        func value(after flag: String) -> String? {
+            arguments.firstIndex(of: flag).map { arguments[$0 + 1] }
+        }
+        #expect(value(after: "-accel") == "tcg")
+        #expect(value(after: "-m") == "256")
+        #expect(value(after: "-smp") == "2")
+        #expect(value(after: "-append") == "console=ttyS0 vireo.name=web-1 vireo.ip=10.0.2.15/24 vireo.gw=10.0.2.2")
+        #expect(value(after: "-netdev") == "user,id=net0,hostfwd=tcp:127.0.0.1:18080-:80")
+        #expect(arguments.contains("-daemonize"))
+        #expect(!arguments.contains("-incoming"))
+        #expect(QEMUInvocation.mac(for: id) == QEMUInvocation.mac(for: id))
+        #expect(QEMUInvocation.mac(for: id).hasPrefix("52:54:"))
+        #expect(QEMUInvocation.mac(for: id).count == 17)
+    }
+}
