@@ -39,6 +39,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Several hosts on one machine: namespaces, a bridge, cgroups, an agent each.
+        .target(name: "VireoTestbed", dependencies: ["VireoModel", "VireoImage"]),
         // Guest image catalogue.
         .target(
             name: "VireoImage",
@@ -101,6 +103,8 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
+                "VireoTestbed",
+                .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -114,6 +118,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
+                "VireoTestbed",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bin="${1:-$(swift build --show-bin-path)/vireo}"
 commands=(
   "" up controller agent "host list" "vm create" "vm list" "vm show" "vm start" "vm stop" "vm delete"
-  apply "image list" events "bench create"
+  "vm logs" apply "image build" "image list" events "bench create"
 )
 {
   echo "# vireo command reference"

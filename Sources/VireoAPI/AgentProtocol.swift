@@ -30,11 +30,24 @@ public struct InstanceReport: Sendable, Codable, Equatable {
     /// The generation of the desired state the agent last acted on.
     public var generation: Int
     public var message: String?
-    public init(id: VMID, state: State, generation: Int, message: String? = nil) {
+    /// Where the guest's services are reachable from its host, if the driver gives it a network.
+    public var address: String?
+    public init(id: VMID, state: State, generation: Int, message: String? = nil, address: String? = nil) {
         self.id = id
         self.state = state
         self.generation = generation
         self.message = message
+        self.address = address
+    }
+}
+
+/// New serial console output of one VM, read from where the controller said it has it up to.
+public struct ConsoleReport: Sendable, Codable, Equatable {
+    public var id: VMID
+    public var chunk: ConsoleChunk
+    public init(id: VMID, chunk: ConsoleChunk) {
+        self.id = id
+        self.chunk = chunk
     }
 }
 
@@ -42,9 +55,12 @@ public struct InstanceReport: Sendable, Codable, Equatable {
 public struct AgentHeartbeat: Sendable, Codable, Equatable {
     public var hostID: HostID
     public var instances: [InstanceReport]
-    public init(hostID: HostID, instances: [InstanceReport]) {
+    /// Console output new since the offsets in the previous answer; absent when there is none.
+    public var console: [ConsoleReport]?
+    public init(hostID: HostID, instances: [InstanceReport], console: [ConsoleReport]? = nil) {
         self.hostID = hostID
         self.instances = instances
+        self.console = console
     }
 }
 
@@ -57,7 +73,13 @@ public struct DesiredVM: Sendable, Codable, Equatable {
     public var memoryMiB: Int
     public var intent: PowerIntent
     public var generation: Int
-    public init(id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, intent: PowerIntent, generation: Int) {
+    /// Offset in the VM's console log up to which the controller has its output: the agent sends
+    /// what comes after it. Absent means 0.
+    public var consoleOffset: UInt64?
+    public init(
+        id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, intent: PowerIntent, generation: Int,
+        consoleOffset: UInt64? = nil
+    ) {
         self.id = id
         self.name = name
         self.image = image
@@ -65,6 +87,7 @@ public struct DesiredVM: Sendable, Codable, Equatable {
         self.memoryMiB = memoryMiB
         self.intent = intent
         self.generation = generation
+        self.consoleOffset = consoleOffset
     }
 }
 
@@ -75,7 +98,8 @@ public struct DesiredHostState: Sendable, Codable, Equatable {
 }
 
 /// How an agent reaches its controller: over HTTP, or directly when both run in one process
-/// (`vireo up`). The agent cannot tell the difference.
+/// (`vireo up`). The agent cannot tell the difference. Console output travels with heartbeats, so
+/// it needs nothing more from a link.
 public protocol ControllerLink: Sendable {
     func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse
     func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState

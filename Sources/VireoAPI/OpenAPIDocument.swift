@@ -260,6 +260,10 @@ public enum OpenAPIDocument {
             "type": "integer",
             "description": "Increases with every change of the desired state."
           },
+          "address": {
+            "type": "string",
+            "description": "Where the guest's services are reachable, as its host reports it: `127.0.0.1:PORT` (the guest's port 80, forwarded on its host) or the guest's IP. Present only while the VM is `running`; absent when it is pending, starting, stopping, stopped, failed or being deleted, and replaced when it runs on another host."
+          },
           "placement": {
             "$ref": "#/components/schemas/PlacementExplanation"
           },
@@ -785,6 +789,52 @@ public enum OpenAPIDocument {
                 },
                 "message": {
                   "type": "string"
+                },
+                "address": {
+                  "type": "string",
+                  "description": "Where the guest's services are reachable from its host."
+                }
+              }
+            }
+          },
+          "console": {
+            "type": "array",
+            "description": "Console output new since the `consoleOffset` of each VM in the previous answer.",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "id",
+                "chunk"
+              ],
+              "properties": {
+                "id": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "chunk": {
+                  "type": "object",
+                  "additionalProperties": false,
+                  "required": [
+                    "offset",
+                    "next",
+                    "text"
+                  ],
+                  "properties": {
+                    "offset": {
+                      "type": "integer",
+                      "minimum": 0,
+                      "description": "Byte offset in the host's console log where `text` starts; 0 below the last `consoleOffset` means the log started over."
+                    },
+                    "next": {
+                      "type": "integer",
+                      "minimum": 0,
+                      "description": "Byte offset just past `text`."
+                    },
+                    "text": {
+                      "type": "string"
+                    }
+                  }
                 }
               }
             }
@@ -834,6 +884,11 @@ public enum OpenAPIDocument {
                 },
                 "generation": {
                   "type": "integer"
+                },
+                "consoleOffset": {
+                  "type": "integer",
+                  "minimum": 0,
+                  "description": "Offset in the VM's console log up to which the controller has its output; send what follows. Absent: 0."
                 }
               }
             }
@@ -1145,6 +1200,67 @@ public enum OpenAPIDocument {
             "$ref": "#/components/responses/Error"
           },
           "412": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/vms/{vm}/logs": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/vm"
+        }
+      ],
+      "get": {
+        "summary": "The VM's serial console output. The controller keeps the last 256 KiB per VM (in its database); agents send new output with each heartbeat, about once a second. Deleting the VM deletes its output.",
+        "parameters": [
+          {
+            "name": "tail",
+            "in": "query",
+            "description": "Only the last N lines.",
+            "schema": {
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 1000000
+            }
+          },
+          {
+            "name": "after",
+            "in": "query",
+            "description": "Only the output after this position (a `Vireo-Log-Position` seen before); everything kept when that position is no longer kept.",
+            "schema": {
+              "type": "integer",
+              "minimum": 0
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The output as UTF-8 text; empty when the VM has printed nothing yet.",
+            "headers": {
+              "Vireo-Log-Position": {
+                "description": "Bytes of output received for this VM so far: the position just past the returned text. Pass it as `after` to get only new output.",
+                "schema": {
+                  "type": "integer",
+                  "minimum": 0
+                }
+              }
+            },
+            "content": {
+              "text/plain": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
             "$ref": "#/components/responses/Error"
           }
         }

@@ -15,6 +15,8 @@ public struct VMView: Sendable, Codable, Equatable {
     public var app: String?
     public var message: String?
     public var generation: Int
+    /// Where the guest's services are reachable while it runs (see `VirtualMachine.address`).
+    public var address: String?
     public var placement: PlacementExplanation?
     public var createdAt: Date
     public var updatedAt: Date
@@ -34,6 +36,7 @@ public struct VMView: Sendable, Codable, Equatable {
         app = vm.spec.app
         message = vm.message
         generation = vm.generation
+        address = vm.address
         placement = withPlacement ? vm.placement : nil
         createdAt = vm.createdAt
         updatedAt = vm.updatedAt

@@ -37,7 +37,14 @@ public final class Agent: Service {
         /// Whether some VM was starting or stopping at the last round; then the next round comes
         /// sooner, so readiness is reported when it happens rather than a full interval later.
         var transitioning = false
+        /// Rounds so far; rotates which VM's console output goes first when there is too much.
+        var rounds = 0
     }
+
+    /// Console output sent per VM and per heartbeat at most, in bytes: a chatty guest must not
+    /// make heartbeats large (JSON escaping can grow text up to six times) or starve other VMs.
+    static let consoleBytesPerVM = 32 << 10
+    static let consoleBytesPerHeartbeat = 128 << 10
 
     public let settings: Settings
     let driver: any HypervisorDriver
@@ -62,6 +69,7 @@ public final class Agent: Service {
     public var hostID: HostID? { state.withLock { $0.hostID } }
 
     public func run() async throws {
+        await driver.onStateChange { [wakeSignal] in wakeSignal.signal() }
         let recovered = try await driver.recover()
         if !recovered.isEmpty {
             logger.info("re-adopted VMs", metadata: ["count": "\(recovered.count)"])
@@ -87,12 +95,14 @@ public final class Agent: Service {
                     statuses.map {
                     InstanceReport(
                         id: $0.id, state: InstanceReport.State(rawValue: $0.state.rawValue) ?? .failed,
-                        generation: s.acted[$0.id] ?? 0, message: $0.message)
+                        generation: s.acted[$0.id] ?? 0, message: $0.message, address: $0.address)
                 }
             }
+            let console = await consoleReports(for: statuses)
             let desired: DesiredHostState
             do {
-                desired = try await link.heartbeat(AgentHeartbeat(hostID: hostID, instances: reports))
+                desired = try await link.heartbeat(
+                    AgentHeartbeat(hostID: hostID, instances: reports, console: console.isEmpty ? nil : console))
             } catch let error as VireoError where error.code == .notFound {
                 // The controller forgot us (new store): register again next round.
                 state.withLock { $0.hostID = nil }
@@ -116,6 +126,35 @@ public final class Agent: Service {
                 logger.warning("controller unreachable; keeping VMs as they are", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    /// Console output that is new since the offsets of the last answer, for the VMs the controller
+    /// placed here. Nothing is remembered on this side: if the heartbeat is lost, the controller's
+    /// offsets have not moved and the same output is read again next round.
+    private func consoleReports(for statuses: [InstanceStatus]) async -> [ConsoleReport] {
+        let (offsets, rounds) = state.withLock { s in
+            s.rounds += 1
+            let offsets = Dictionary(
+                (s.lastDesired?.vms ?? []).map { ($0.id, $0.consoleOffset ?? 0) }, uniquingKeysWith: { a, _ in a })
+            return (offsets, s.rounds)
+        }
+        guard !statuses.isEmpty, !offsets.isEmpty else { return [] }
+        let first = rounds % statuses.count
+        var budget = Self.consoleBytesPerHeartbeat
+        var reports: [ConsoleReport] = []
+        for status in statuses[first...] + statuses[..<first] where budget > 0 {
+            guard let offset = offsets[status.id] else { continue }
+            do {
+                let chunk = try await driver.consoleOutput(
+                    status.id, from: offset, limit: min(budget, Self.consoleBytesPerVM))
+                guard chunk.next != offset || !chunk.text.isEmpty else { continue }
+                budget -= chunk.text.utf8.count
+                reports.append(ConsoleReport(id: status.id, chunk: chunk))
+            } catch {
+                logger.debug("cannot read console", metadata: ["vm": "\(status.name)", "error": "\(error)"])
+            }
+        }
+        return reports
     }
 
     private func registeredHostID() async throws -> HostID {

@@ -86,6 +86,20 @@ public struct VireoClient: Sendable {
             return try decoder.decode(ClusterEvent.self, from: Data(line.dropFirst(6).utf8))
         }
     }
+    /// A VM's serial console output as the controller keeps it (its last 256 KiB): the last
+    /// `tail` lines, or what came after `after` (a `position` returned before). `position` is
+    /// where the returned text ends.
+    public func vmLogs(_ reference: String, tail: Int? = nil, after: UInt64? = nil) async throws -> (
+        text: String, position: UInt64
+    ) {
+        var query: [String] = []
+        if let tail { query.append("tail=\(tail)") }
+        if let after { query.append("after=\(after)") }
+        let path = "/v1/vms/\(escape(reference))/logs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        let (_, headers, data) = try await exchange(.GET, path)
+        let position = headers.first(name: "Vireo-Log-Position").flatMap { UInt64($0) } ?? 0
+        return (String(decoding: data, as: UTF8.self), position)
+    }
     public func metrics() async throws -> String {
         String(decoding: try await raw(.GET, "/metrics").1, as: UTF8.self)
     }
@@ -108,6 +122,14 @@ public struct VireoClient: Sendable {
     /// Sends a request; returns status and body for 2xx, throws the envelope's error otherwise.
     public func raw(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json")
         async throws -> (Int, Data)
+    {
+        let (status, _, data) = try await exchange(method, path, body: body, contentType: contentType)
+        return (status, data)
+    }
+
+    /// `raw`, with the response headers.
+    func exchange(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json")
+        async throws -> (Int, HTTPHeaders, Data)
     {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
@@ -132,7 +154,7 @@ public struct VireoClient: Sendable {
             }
             throw VireoError(.unknown, "HTTP \(status) from \(server)\(path)")
         }
-        return (status, data)
+        return (status, response.headers, data)
     }
 
     static func describe(_ error: any Error) -> String {

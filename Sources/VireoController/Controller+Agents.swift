@@ -44,6 +44,13 @@ extension Controller: ControllerLink {
 
     /// Records what an agent reports and answers with the complete desired state of its host.
     public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        let host = try await record(heartbeat)
+        if let console = heartbeat.console, !console.isEmpty { await takeIn(console, from: host) }
+        return desiredState(for: host)
+    }
+
+    /// Applies the VM reports of a heartbeat; returns the host.
+    private func record(_ heartbeat: AgentHeartbeat) async throws -> HostID {
         await lock.acquire()
         defer { lock.release() }
         guard var host = state.hosts[heartbeat.hostID] else {
@@ -80,7 +87,22 @@ extension Controller: ControllerLink {
             events.publish(.hostState, name: host.name, from: previous.rawValue, to: HostState.ready.rawValue, at: time)
         }
         for vm in removed { events.publish(.vmDeleted, name: vm.name, at: time) }
-        return desiredState(for: host.id)
+        return host.id
+    }
+
+    /// Stores console output of the host's VMs. Output is not cluster state: it takes no lock and
+    /// changes no version. If the store fails, the offsets stay, and the agent sends it again.
+    private func takeIn(_ console: [ConsoleReport], from host: HostID) async {
+        var chunks: [VMID: ConsoleChunk] = [:]
+        for report in console where state.vms[report.id]?.hostID == host { chunks[report.id] = report.chunk }
+        guard !chunks.isEmpty else { return }
+        do {
+            let offsets = try await store.appendConsole(chunks, retaining: ConsoleTail.defaultRetainedBytes)
+            // The VM may have gone while the store wrote.
+            for (id, next) in offsets where state.vms[id] != nil { consoleOffsets[id] = next }
+        } catch {
+            logger.error("cannot store console output", metadata: ["error": "\(error)"])
+        }
     }
 
     func desiredState(for host: HostID) -> DesiredHostState {
@@ -89,7 +111,7 @@ extension Controller: ControllerLink {
             vms: vms.map {
                 DesiredVM(
                     id: $0.id, name: $0.name, image: $0.spec.image, cpus: $0.spec.cpus, memoryMiB: $0.spec.memoryMiB,
-                    intent: $0.intent, generation: $0.generation)
+                    intent: $0.intent, generation: $0.generation, consoleOffset: consoleOffsets[$0.id])
             })
     }
 
@@ -124,6 +146,12 @@ extension Controller: ControllerLink {
                 transition(&vm, to: .stopped, message: report.message ?? "the guest powered off", at: time)
             case .failed where current: transition(&vm, to: .failed, message: report.message, at: time)
             case .stopping, .stopped, .failed: break
+            }
+            // Only a running VM has an address (`transition` clears it otherwise).
+            let address = vm.state == .running ? report.address : nil
+            if vm.address != address {
+                vm.address = address
+                vm.updatedAt = time
             }
         }
         return vm

@@ -93,6 +93,12 @@ extension Controller {
         return view(vm)
     }
 
+    /// The console output the controller keeps for a VM (empty when none has arrived yet).
+    public func console(_ reference: String) async throws -> ConsoleTail {
+        let vm = try lookupVM(reference)
+        return try await store.consoleTail(of: vm.id) ?? ConsoleTail()
+    }
+
     /// Applies validated manifest documents: creates what does not exist; leaves what matches.
     /// A document that conflicts with what exists rejects the whole apply before anything changes.
     public func apply(_ documents: [ManifestDocument]) async throws -> ApplyResult {

@@ -20,13 +20,18 @@ public actor Controller {
     let logger: Logger
     let lock = SerialLock()
     var state: ClusterState
+    /// Where each VM's console output has been taken in up to, in its host's console log (the
+    /// text itself is in the store). Not part of `state`: output arriving must not invalidate
+    /// cached responses.
+    var consoleOffsets: [VMID: UInt64]
     private let gauges: StateGauges
     private let publishedVersion: Mutex<Int>
 
     init(
-        store: any ClusterStore, loaded: StoredCluster, settings: ControllerSettings, now: @escaping @Sendable () -> Date,
-        logger: Logger, metricsFactory: any MetricsFactory
+        store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
+        now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory
     ) {
+        self.consoleOffsets = consoleOffsets
         self.store = store
         self.settings = settings
         self.now = now
@@ -52,8 +57,9 @@ public actor Controller {
         logger: Logger = Logger(label: "vireo.controller"), metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) async throws -> Controller {
         let loaded = try await store.load()
+        let consoleOffsets = try await store.consoleOffsets()
         return Controller(
-            store: store, loaded: loaded, settings: settings, now: now, logger: logger, metricsFactory: metricsFactory)
+            store: store, loaded: loaded, consoleOffsets: consoleOffsets, settings: settings, now: now, logger: logger, metricsFactory: metricsFactory)
     }
 
     /// Changes whenever anything visible through the API changes; readable without waiting for
@@ -112,12 +118,17 @@ public actor Controller {
         try await store.commit(batch)
         for host in hosts { state.put(host) }
         for vm in vms { state.put(vm, replacing: vm.id) }
-        for id in deleting { state.put(nil, replacing: id) }
+        for id in deleting {
+            state.put(nil, replacing: id)
+            consoleOffsets[id] = nil
+        }
         didChange()
     }
 
-    /// Moves `vm` to `next` if the state machine allows it, and publishes the change.
+    /// Moves `vm` to `next` if the state machine allows it, and publishes the change. Only a
+    /// running VM has an address.
     func transition(_ vm: inout VirtualMachine, to next: VMState, message: String?, at time: Date) {
+        defer { if vm.state != .running { vm.address = nil } }
         guard vm.state != next else {
             vm.message = message
             return

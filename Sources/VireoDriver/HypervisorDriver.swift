@@ -75,9 +75,40 @@ public protocol HypervisorDriver: Sendable {
     /// Every VM this driver knows about, with its current state.
     func status() async throws -> [InstanceStatus]
 
+    /// The VM's serial console output from byte `offset` of its console log on, at most `limit`
+    /// bytes, ending at a UTF-8 character boundary where possible (invalid bytes are replaced).
+    /// `next` is where the returned text ends in the log, and where the next call starts. When
+    /// the log is shorter than `offset` (it started over), returns output from offset 0.
+    /// A driver without a console returns no text and `next == offset`.
+    func consoleOutput(_ id: VMID, from offset: UInt64, limit: Int) async throws -> ConsoleChunk
+
     /// Pauses vCPUs (`pause` capability).
     func pause(_ id: VMID) async throws
     func resume(_ id: VMID) async throws
+
+    // Live migration (`live-migration` capability). The controller orders it; the destination
+    // prepares, the source sends, then the source releases and the destination takes over.
+
+    /// Destination: defines the VM and starts it waiting for its state on `listenAddress`. The VM
+    /// keeps its guest `address` (from the source). Returns the URI the source sends to.
+    func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws -> String
+    /// Source: sends the running VM to `uri`, reporting progress; returns when QEMU (or the
+    /// hypervisor) reports the migration complete, or throws with the reason it failed — in which
+    /// case the VM keeps running here.
+    func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
+        async throws -> MigrationStats
+    /// Source, after a completed migration: forgets the VM and stops its (paused) old process
+    /// without touching what the destination now owns (the shared disk).
+    func release(_ id: VMID) async throws
+    /// Destination, after the source reported completion: the VM is ours now.
+    func finishIncoming(_ id: VMID) async throws
+    /// Destination, after a failed migration: stops and forgets the half-made VM, leaving the
+    /// shared disk to the source.
+    func abortIncoming(_ id: VMID) async throws
+
+    /// Registers what to call when a VM's state changes by itself (the guest became ready, powered
+    /// off, crashed), so the agent reports it at once instead of at its next poll.
+    func onStateChange(_ handler: @escaping @Sendable () -> Void) async
 
     /// Called when the agent exits: let go of the VMs without stopping them (they keep running,
     /// and the next agent re-adopts them through `recover`).
@@ -86,6 +117,29 @@ public protocol HypervisorDriver: Sendable {
 
 extension HypervisorDriver {
     public func detach() async {}
+    public func onStateChange(_ handler: @escaping @Sendable () -> Void) async {}
+    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
+        -> String
+    {
+        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+    }
+    public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
+        async throws -> MigrationStats
+    {
+        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+    }
+    public func release(_ id: VMID) async throws {
+        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+    }
+    public func finishIncoming(_ id: VMID) async throws {
+        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+    }
+    public func abortIncoming(_ id: VMID) async throws {
+        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+    }
+    public func consoleOutput(_ id: VMID, from offset: UInt64, limit: Int) async throws -> ConsoleChunk {
+        ConsoleChunk(offset: offset, next: offset, text: "")
+    }
     public func pause(_ id: VMID) async throws {
         throw VireoError(.unsupported, "driver '\(name)' cannot pause VMs")
     }

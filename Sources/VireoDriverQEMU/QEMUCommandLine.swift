@@ -1,3 +1,4 @@
+import Foundation
 import VireoModel
 
 /// The accelerator a VM runs on.
@@ -14,6 +15,13 @@ public enum Accelerator: String, Sendable, Codable, CaseIterable {
             line.hasPrefix("flags") && line.split(separator: " ").contains { $0 == "vmx" || $0 == "svm" }
         }
         return hardware && kvmUsable ? .kvm : .tcg
+    }
+
+    /// Reads `choice` (`auto`, `kvm`, `tcg`), probing this machine for `auto`.
+    public static func resolve(_ choice: String) throws(VireoError) -> Accelerator {
+        try resolve(
+            choice, cpuinfo: { (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "" },
+            kvmUsable: { access("/dev/kvm", R_OK | W_OK) == 0 })
     }
 
     /// Reads `choice` (`auto`, `kvm`, `tcg`), probing the machine for `auto`.
@@ -57,6 +65,32 @@ public struct QEMUInvocation: Sendable, Equatable {
     public var pidFile: String
     /// `tcp:ADDR:PORT` to wait for an incoming migration instead of booting.
     public var incoming: String?
+    /// False for the plain foreground command a person would type (no QMP, pidfile, daemonizing):
+    /// what `vireo bench boot` compares the driver against.
+    public var managed = true
+
+    public init(
+        name: String, id: VMID, accelerator: Accelerator, cpus: Int, memoryMiB: Int, kernel: String, initrd: String,
+        kernelCommandLine: String, disk: String, mac: String, network: GuestNetwork, qmpSocket: String,
+        serialLog: String, pidFile: String, incoming: String? = nil, managed: Bool = true
+    ) {
+        self.name = name
+        self.id = id
+        self.accelerator = accelerator
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.kernel = kernel
+        self.initrd = initrd
+        self.kernelCommandLine = kernelCommandLine
+        self.disk = disk
+        self.mac = mac
+        self.network = network
+        self.qmpSocket = qmpSocket
+        self.serialLog = serialLog
+        self.pidFile = pidFile
+        self.incoming = incoming
+        self.managed = managed
+    }
 
     /// The guest's address as the guest's init reads it from the kernel command line.
     var guestParameters: String {
@@ -81,11 +115,12 @@ public struct QEMUInvocation: Sendable, Equatable {
             "-drive", "file=\(disk),if=virtio,format=qcow2,cache=writeback,discard=unmap",
             "-chardev", "file,id=serial0,path=\(serialLog),append=on",
             "-serial", "chardev:serial0",
-            "-qmp", "unix:\(qmpSocket),server=on,wait=off",
-            "-pidfile", pidFile, "-daemonize",
             // The guest kernel reboots on panic (panic=-1); QEMU exits instead, so a crash is seen.
             "-no-reboot",
         ]
+        if managed {
+            arguments += ["-qmp", "unix:\(qmpSocket),server=on,wait=off", "-pidfile", pidFile, "-daemonize"]
+        }
         if accelerator == .kvm { arguments += ["-cpu", "host"] }
         switch network {
         case .none: break

@@ -40,8 +40,15 @@ public actor QEMUDriver: HypervisorDriver {
         public var stopTimeout: Duration = .seconds(10)
         /// How long a guest may take to print its ready marker before the start counts as failed.
         public var readyTimeout: Duration = .seconds(120)
-        /// `user` (port-forwarded to loopback) or `none`; tap networking comes with the testbed.
-        public var network: String = "user"
+        public var network: NetworkMode = .user
+        /// Live migration: bandwidth cap (bytes/s), the pause the final switch-over may take, and
+        /// how long a migration may run before it is cancelled.
+        public var migrationBandwidth: UInt64 = 8 << 30
+        public var migrationDowntimeLimitMs = 300
+        public var migrationTimeout: Duration = .seconds(120)
+        /// A directory all hosts see at the same path (NFS, or one machine's disk in the testbed).
+        /// VM disks kept there can be live-migrated: the destination opens the same file.
+        public var sharedDisks: String?
 
         public init(stateDirectory: String, accelerator: Accelerator, cpus: Int, memoryMiB: Int) {
             self.stateDirectory = stateDirectory
@@ -51,12 +58,26 @@ public actor QEMUDriver: HypervisorDriver {
         }
     }
 
+    public enum NetworkMode: Sendable, Equatable {
+        /// No network card.
+        case none
+        /// QEMU user networking; the guest's port 80 is forwarded to a loopback port.
+        case user
+        /// A tap device on a bridge, with an address from the pool.
+        case tap(TapNetwork)
+    }
+
     /// What is stored about a VM: enough to start it again after any restart.
     struct Record: Codable, Equatable {
         var spec: InstanceSpec
         var image: GuestImage
         var mac: String
         var network: GuestNetwork
+        /// The qcow2 overlay; in the VM's directory, or in shared storage.
+        var disk: String
+        /// False on the destination of a migration until it completes: the source still owns the
+        /// shared disk, and a failed migration must not delete it.
+        var ownsDisk = true
     }
 
     /// What is stored about a running QEMU, to re-adopt it after an agent restart.
@@ -77,10 +98,13 @@ public actor QEMUDriver: HypervisorDriver {
         var run = 0
         var stopRequested = false
         var guestPoweredOff = false
+        /// Waiting for (or receiving) a live migration: ready when the guest resumes, not on a marker.
+        var incomingURI: String?
     }
 
     public nonisolated let name = "qemu"
-    public nonisolated let capabilities: Set<Capability> = [.liveMigration, .snapshots, .pause, .serialConsole]
+    /// Live migration needs the disk on both hosts: offered only with shared storage.
+    public nonisolated let capabilities: Set<Capability>
     public nonisolated let configuration: Configuration
     private let images: @Sendable (String) async throws -> GuestImage
     private let logger: Logger
@@ -90,12 +114,16 @@ public actor QEMUDriver: HypervisorDriver {
     private var imageResolutions: [String: Task<GuestImage, any Error>] = [:]
     /// Set by `detach`: QMP connections closing from now on do not mean QEMU exited.
     private var detached = false
+    private var stateChanged: @Sendable () -> Void = {}
 
     public init(
         configuration: Configuration, logger: Logger = Logger(label: "vireo.qemu"),
         images: @escaping @Sendable (String) async throws -> GuestImage
     ) {
         self.configuration = configuration
+        self.capabilities =
+            configuration.sharedDisks == nil
+            ? [.snapshots, .pause, .serialConsole] : [.liveMigration, .snapshots, .pause, .serialConsole]
         self.images = images
         self.logger = logger
         self.runtimeDirectory = "/tmp/vireo-" + Self.shortHash(configuration.stateDirectory)
@@ -118,6 +146,34 @@ public actor QEMUDriver: HypervisorDriver {
                 id: id, name: instance.record.spec.name, state: instance.state, message: instance.message,
                 address: Self.address(of: instance.record.network))
         }.sorted { $0.id < $1.id }
+    }
+
+    public func consoleOutput(_ id: VMID, from offset: UInt64, limit: Int) throws -> ConsoleChunk {
+        guard instances[id] != nil else { throw VireoError(.notFound, "VM \(id) is not on this host") }
+        guard let handle = FileHandle(forReadingAtPath: paths(id).serial) else {
+            return ConsoleChunk(offset: offset, next: offset, text: "")
+        }
+        defer { try? handle.close() }
+        let size = (try? handle.seekToEnd()) ?? 0
+        let start = offset > size ? 0 : offset  // the log started over
+        try handle.seek(toOffset: start)
+        var data = (try handle.read(upToCount: max(0, limit))) ?? Data()
+        // End on a character boundary: drop a trailing partial UTF-8 sequence (it comes next time).
+        if data.count == limit, let cut = Self.utf8Boundary(data) { data = data.prefix(cut) }
+        return ConsoleChunk(offset: start, next: start + UInt64(data.count), text: String(decoding: data, as: UTF8.self))
+    }
+
+    /// The length of `data` without a trailing incomplete UTF-8 sequence, if it ends in one.
+    static func utf8Boundary(_ data: Data) -> Int? {
+        var index = data.count
+        var continuation = 0
+        while index > 0, continuation < 4 {
+            let byte = data[data.startIndex + index - 1]
+            if byte & 0xC0 == 0x80 { continuation += 1; index -= 1; continue }
+            let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1
+            return length > continuation + 1 ? index - 1 : nil
+        }
+        return nil
     }
 
     /// The console output of the VM since it was created (the last `limit` bytes).
@@ -143,17 +199,26 @@ public actor QEMUDriver: HypervisorDriver {
         let paths = paths(spec.id)
         let network: GuestNetwork
         switch configuration.network {
-        case "none": network = .none
-        default: network = .user(hostPort: try Self.freeLoopbackPort())
+        case .none: network = .none
+        case .user: network = .user(hostPort: try Self.freeLoopbackPort())
+        case .tap(let tap):
+            let used = Set(instances.values.compactMap { Self.address(of: $0.record.network) })
+            network = .tap(device: TapNetwork.device(for: spec.id), address: try tap.allocate(excluding: used), gateway: tap.gateway)
         }
-        let record = Record(spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network)
+        let disk = configuration.sharedDisks.map { "\($0)/\(spec.id).qcow2" } ?? paths.directory + "/disk.qcow2"
+        let record = Record(
+            spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk)
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         do {
+            if let shared = configuration.sharedDisks {
+                try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+            }
             try await HostTool.run(
-                "qemu-img", ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", paths.disk])
+                "qemu-img", ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", disk])
             try Self.write(record, to: paths.record)
         } catch {
             try? FileManager.default.removeItem(atPath: paths.directory)
+            try? FileManager.default.removeItem(atPath: disk)
             throw error
         }
         instances[spec.id] = Instance(record: record, state: .stopped)
@@ -185,7 +250,13 @@ public actor QEMUDriver: HypervisorDriver {
         instance.guestPoweredOff = false
         instance.run += 1
         instances[id] = instance
-        let run = instance.run
+        try await launch(id, run: instance.run)
+    }
+
+    /// Starts QEMU for the VM's record (booting it, or waiting for a migration on `incoming`) and
+    /// attaches to it. On failure the VM is `failed` with QEMU's message.
+    private func launch(_ id: VMID, run: Int, incoming: String? = nil) async throws {
+        guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let paths = paths(id)
         do {
             try FileManager.default.createDirectory(atPath: runtimeDirectory, withIntermediateDirectories: true)
@@ -196,15 +267,19 @@ public actor QEMUDriver: HypervisorDriver {
             let invocation = QEMUInvocation(
                 name: record.spec.name, id: id, accelerator: configuration.accelerator, cpus: record.spec.cpus,
                 memoryMiB: record.spec.memoryMiB, kernel: record.image.kernel, initrd: record.image.initrd,
-                kernelCommandLine: record.image.kernelCommandLine, disk: paths.disk, mac: record.mac,
-                network: record.network, qmpSocket: paths.qmp, serialLog: paths.serial, pidFile: paths.pid)
+                kernelCommandLine: record.image.kernelCommandLine, disk: record.disk, mac: record.mac,
+                network: record.network, qmpSocket: paths.qmp, serialLog: paths.serial, pidFile: paths.pid,
+                incoming: incoming)
+            if case .tap(let device, _, _) = record.network, case .tap(let tap) = configuration.network {
+                try await TapNetwork.create(device, bridge: tap.bridge)
+            }
             // With -daemonize, QEMU returns once the VM is set up (or has failed to be), and the VM
             // process is no child of ours: it survives the agent.
             try await HostTool.run(configuration.binary, invocation.arguments)
             let pid = try Self.readPID(paths.pid)
             try Self.write(RunInfo(pid: pid, serialOffset: offset, startedAt: Date()), to: paths.run)
             let qmp = try await QMPClient.connect(path: paths.qmp)
-            attach(id, run: run, pid: pid, qmp: qmp, serialOffset: offset)
+            attach(id, run: run, pid: pid, qmp: qmp, serialOffset: offset, incoming: incoming != nil)
         } catch {
             if let pid = try? Self.readPID(paths.pid) { kill(pid, SIGKILL) }
             if instances[id]?.run == run {
@@ -244,10 +319,17 @@ public actor QEMUDriver: HypervisorDriver {
             _ = try? await instance.qmp?.execute("quit", timeout: .seconds(2))
             if !(await Self.waitForExit(pid, timeout: .seconds(3))) { kill(pid, SIGKILL) }
         }
+        forget(id, instance.record, removingDisk: instance.record.ownsDisk)
+    }
+
+    /// Drops the VM and its local files (and its disk when it is ours to remove).
+    private func forget(_ id: VMID, _ record: Record, removingDisk: Bool) {
         instances[id] = nil
         let paths = paths(id)
         try? FileManager.default.removeItem(atPath: paths.qmp)
-        try FileManager.default.removeItem(atPath: paths.directory)
+        if case .tap(let device, _, _) = record.network { Task { await TapNetwork.remove(device) } }
+        if removingDisk { try? FileManager.default.removeItem(atPath: record.disk) }
+        try? FileManager.default.removeItem(atPath: paths.directory)
     }
 
     public func pause(_ id: VMID) async throws {
@@ -256,6 +338,149 @@ public actor QEMUDriver: HypervisorDriver {
 
     public func resume(_ id: VMID) async throws {
         try await running(id).execute("cont")
+    }
+
+    // MARK: Live migration
+
+    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
+        -> String
+    {
+        if let existing = instances[spec.id] {
+            // The order is repeated on every heartbeat until the source starts sending.
+            if let uri = existing.incomingURI, existing.state == .starting { return uri }
+            throw VireoError(.conflict, "VM \(spec.name) is already on this host (\(existing.state))")
+        }
+        guard let shared = configuration.sharedDisks else {
+            throw VireoError(.failedPrecondition, "live migration needs shared storage (driver setting shared-disks)")
+        }
+        let disk = "\(shared)/\(spec.id).qcow2"
+        guard FileManager.default.fileExists(atPath: disk) else {
+            throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not visible on this host")
+        }
+        let image = try await image(named: spec.image)
+        let network: GuestNetwork
+        switch configuration.network {
+        case .none: network = .none
+        case .user: network = .user(hostPort: try Self.freeLoopbackPort())
+        case .tap(let tap):
+            // The guest keeps its address: its kernel configured it on the source.
+            let address = try guestAddress.map { "\($0)/\(tap.guestPrefix)" }
+                ?? tap.allocate(excluding: Set(instances.values.compactMap { Self.address(of: $0.record.network) }))
+            network = .tap(device: TapNetwork.device(for: spec.id), address: address, gateway: tap.gateway)
+        }
+        let record = Record(
+            spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk,
+            ownsDisk: false)
+        let paths = paths(spec.id)
+        try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
+        try Self.write(record, to: paths.record)
+        let uri = "tcp:\(listenAddress):\(try Self.freePort(on: listenAddress))"
+        var instance = Instance(record: record, state: .starting)
+        instance.run = 1
+        instance.incomingURI = uri
+        instances[spec.id] = instance
+        do {
+            try await launch(spec.id, run: 1, incoming: uri)
+        } catch {
+            forget(spec.id, record, removingDisk: false)
+            throw error
+        }
+        logger.info("waiting for incoming migration", metadata: ["vm": "\(spec.name)", "uri": "\(uri)"])
+        return uri
+    }
+
+    public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
+        async throws -> MigrationStats
+    {
+        let qmp = try running(id)
+        guard instances[id]?.state == .running else {
+            throw VireoError(.failedPrecondition, "VM \(id) is not running")
+        }
+        // Converge even when the guest dirties memory quickly: no bandwidth cap below the link's,
+        // throttle the vCPUs when needed, and accept up to the downtime the SLOs can take.
+        try await qmp.execute(
+            "migrate-set-capabilities",
+            ["capabilities": .array([.object(["capability": .string("auto-converge"), "state": .bool(true)])])])
+        try await qmp.execute(
+            "migrate-set-parameters",
+            [
+                "max-bandwidth": .number(Double(configuration.migrationBandwidth)),
+                "downtime-limit": .number(Double(configuration.migrationDowntimeLimitMs)),
+            ])
+        try await qmp.execute("migrate", ["uri": .string(uri)])
+        let deadline = ContinuousClock.now + configuration.migrationTimeout
+        while true {
+            let info = try await qmp.execute("query-migrate")
+            let status = info["status"]?.stringValue ?? "none"
+            switch status {
+            case "completed":
+                // Read exactly at completion, the times can still be 0: ask again (PLATFORM.md).
+                var final = info
+                for _ in 0..<10 where (final["total-time"]?.intValue ?? 0) == 0 {
+                    try await Task.sleep(for: .milliseconds(20))
+                    final = try await qmp.execute("query-migrate")
+                }
+                return MigrationStats(
+                    totalTimeMs: final["total-time"]?.intValue ?? 0, downtimeMs: final["downtime"]?.intValue ?? 0,
+                    transferredBytes: UInt64(final["ram"]?["transferred"]?.doubleValue ?? 0),
+                    setupTimeMs: final["setup-time"]?.intValue)
+            case "failed", "cancelled":
+                let reason = info["error-desc"]?.stringValue ?? status
+                try await resumeAfterFailedMigration(qmp)
+                throw VireoError(.unavailable, "migration to \(uri) failed: \(reason); the VM keeps running here")
+            default:
+                if let ram = info["ram"] {
+                    progress(
+                        MigrationProgress(
+                            transferredBytes: UInt64(ram["transferred"]?.doubleValue ?? 0),
+                            remainingBytes: UInt64(ram["remaining"]?.doubleValue ?? 0),
+                            totalBytes: UInt64(ram["total"]?.doubleValue ?? 0),
+                            dirtyPagesPerSecond: UInt64(ram["dirty-pages-rate"]?.doubleValue ?? 0)))
+                }
+                if ContinuousClock.now > deadline {
+                    _ = try? await qmp.execute("migrate_cancel")
+                    try await resumeAfterFailedMigration(qmp)
+                    throw VireoError(
+                        .unavailable,
+                        "migration to \(uri) did not finish within \(configuration.migrationTimeout); cancelled, "
+                            + "the VM keeps running here")
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    /// A migration that fails in its last phase can leave the source paused: run it again.
+    private func resumeAfterFailedMigration(_ qmp: QMPClient) async throws {
+        let status = try await qmp.execute("query-status")
+        if status["running"] != .bool(true) { _ = try? await qmp.execute("cont") }
+    }
+
+    public func release(_ id: VMID) async throws {
+        guard let instance = instances[id] else { return }
+        instances[id]?.stopRequested = true
+        if let pid = instance.pid {
+            _ = try? await instance.qmp?.execute("quit", timeout: .seconds(2))
+            if !(await Self.waitForExit(pid, timeout: .seconds(3))) { kill(pid, SIGKILL) }
+        }
+        // The console history stays with the VM: the destination appends to what the source had.
+        forget(id, instance.record, removingDisk: false)
+    }
+
+    public func finishIncoming(_ id: VMID) async throws {
+        guard var instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
+        instance.record.ownsDisk = true
+        instance.incomingURI = nil
+        instances[id] = instance
+        try Self.write(instance.record, to: paths(id).record)
+    }
+
+    public func abortIncoming(_ id: VMID) async throws {
+        guard let instance = instances[id] else { return }
+        guard !instance.record.ownsDisk else {
+            throw VireoError(.conflict, "VM \(id) is no incoming migration here; not discarding it")
+        }
+        try await delete(id)
     }
 
     /// Re-adopts the VMs of a previous agent process: records on disk become instances, and a QEMU
@@ -292,6 +517,10 @@ public actor QEMUDriver: HypervisorDriver {
     /// Lets go of every VM without touching it, as an exiting agent does: QMP connections close
     /// (QEMU serves one client at a time) and the QEMU processes keep running, to be re-adopted by
     /// the next driver over the same state directory.
+    public func onStateChange(_ handler: @escaping @Sendable () -> Void) {
+        stateChanged = handler
+    }
+
     public func detach() async {
         detached = true
         for instance in instances.values { await instance.qmp?.close() }
@@ -299,7 +528,7 @@ public actor QEMUDriver: HypervisorDriver {
 
     // MARK: Supervision
 
-    private func attach(_ id: VMID, run: Int, pid: Int32, qmp: QMPClient, serialOffset: UInt64) {
+    private func attach(_ id: VMID, run: Int, pid: Int32, qmp: QMPClient, serialOffset: UInt64, incoming: Bool = false) {
         instances[id]?.pid = pid
         instances[id]?.qmp = qmp
         let serial = paths(id).serial
@@ -308,6 +537,9 @@ public actor QEMUDriver: HypervisorDriver {
         Task {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
+                    // An incoming guest printed its marker long ago, on the source: it is ready
+                    // when it resumes here.
+                    if incoming { return }
                     if await Self.waitForMarker(marker, in: serial, from: serialOffset, timeout: readyTimeout) {
                         await self.becameReady(id, run: run)
                     } else if !Task.isCancelled {
@@ -315,15 +547,20 @@ public actor QEMUDriver: HypervisorDriver {
                     }
                 }
                 group.addTask {
-                    for await event in qmp.events where event.name == "SHUTDOWN" {
-                        await self.shutdownEvent(id, run: run, guest: event.data["guest"] == .bool(true))
+                    for await event in qmp.events {
+                        switch event.name {
+                        case "SHUTDOWN": await self.shutdownEvent(id, run: run, guest: event.data["guest"] == .bool(true))
+                        case "RESUME" where incoming: await self.becameReady(id, run: run)
+                        default: break
+                        }
                     }
                     // The event stream ends when QEMU closes the socket: the process is gone.
                     await self.exited(id, run: run)
                 }
-                await group.next()
                 // Either QEMU exited or the guest became ready; readiness must not outlive the process.
-                if self.isCurrent(id, run: run, pid: pid) == false { group.cancelAll() }
+                while await group.next() != nil {
+                    if self.isCurrent(id, run: run, pid: pid) == false { group.cancelAll() }
+                }
             }
         }
     }
@@ -335,6 +572,7 @@ public actor QEMUDriver: HypervisorDriver {
     private func becameReady(_ id: VMID, run: Int) {
         guard instances[id]?.run == run, instances[id]?.state == .starting else { return }
         instances[id]?.state = .running
+        stateChanged()
     }
 
     private func neverReady(_ id: VMID, run: Int, after timeout: Duration) async {
@@ -361,8 +599,10 @@ public actor QEMUDriver: HypervisorDriver {
             instance.state = instance.message == nil ? .stopped : .failed
         }
         instances[id] = instance
+        stateChanged()
         try? FileManager.default.removeItem(atPath: paths(id).run)
         try? FileManager.default.removeItem(atPath: paths(id).pid)
+        if case .tap(let device, _, _) = instance.record.network { Task { await TapNetwork.remove(device) } }
     }
 
     private func escalate(_ id: VMID, run: Int, after timeout: Duration) async {
@@ -388,14 +628,13 @@ public actor QEMUDriver: HypervisorDriver {
     // MARK: Files and processes
 
     struct Paths {
-        var directory, record, disk, serial, pid, run, qmp: String
+        var directory, record, serial, pid, run, qmp: String
     }
 
     func paths(_ id: VMID) -> Paths {
         let directory = "\(configuration.stateDirectory)/\(id)"
         return Paths(
-            directory: directory, record: directory + "/vm.json", disk: directory + "/disk.qcow2",
-            serial: directory + "/serial.log", pid: directory + "/qemu.pid", run: directory + "/run.json",
+            directory: directory, record: directory + "/vm.json", serial: directory + "/serial.log", pid: directory + "/qemu.pid", run: directory + "/run.json",
             qmp: "\(runtimeDirectory)/\(id).qmp")
     }
 
@@ -476,14 +715,16 @@ public actor QEMUDriver: HypervisorDriver {
         return try decoder.decode(type, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
-    /// A port on 127.0.0.1 that is free now (the kernel picks it; QEMU binds it moments later).
-    static func freeLoopbackPort() throws -> Int {
+    static func freeLoopbackPort() throws -> Int { try freePort(on: "127.0.0.1") }
+
+    /// A TCP port free on `host` now (the kernel picks it; QEMU binds it moments later).
+    public static func freePort(on host: String) throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw VireoError(.internal, "socket: errno \(errno)") }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         address.sin_port = 0
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {

@@ -6,17 +6,19 @@ import VireoModel
 
 extension DriverRegistry {
     /// Registers `qemu`. Settings: `accel` (auto|kvm|tcg), `cpus`, `memory`, `stop-timeout-s`,
-    /// `ready-timeout-s`, `network` (user|none), `images` (image cache directory), `binary`.
+    /// `ready-timeout-s`, `network` (user|none|tap), `bridge`, `pool`, `guest-prefix`, `gateway` (tap),
+    /// `images` (image cache directory), `shared-disks` (shared storage, enables live migration),
+    /// `binary`.
     public mutating func registerQEMU(logger: Logger = Logger(label: "vireo.qemu")) {
         register("qemu") { options in
             try options.rejectUnknown(
                 driver: "qemu",
-                allowed: ["accel", "cpus", "memory", "stop-timeout-s", "ready-timeout-s", "network", "images", "binary"])
+                allowed: [
+                    "accel", "cpus", "memory", "stop-timeout-s", "ready-timeout-s", "network", "bridge", "pool",
+                    "guest-prefix", "gateway", "images", "shared-disks", "binary",
+                ])
             let settings = options.settings
-            let accelerator = try Accelerator.resolve(
-                settings["accel"] ?? "auto",
-                cpuinfo: { (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "" },
-                kvmUsable: { access("/dev/kvm", R_OK | W_OK) == 0 })
+            let accelerator = try Accelerator.resolve(settings["accel"] ?? "auto")
             var configuration = QEMUDriver.Configuration(
                 stateDirectory: options.stateDirectory, accelerator: accelerator,
                 cpus: try options.int("cpus") ?? ProcessInfo.processInfo.activeProcessorCount,
@@ -25,12 +27,25 @@ extension DriverRegistry {
             if let seconds = try options.int("stop-timeout-s") { configuration.stopTimeout = .seconds(seconds) }
             if let seconds = try options.int("ready-timeout-s") { configuration.readyTimeout = .seconds(seconds) }
             if let binary = settings["binary"] { configuration.binary = binary }
-            if let network = settings["network"] {
-                guard ["user", "none"].contains(network) else {
-                    throw VireoError.invalid(field: "network", value: "'\(network)'", "expected user or none")
+            switch settings["network"] ?? "user" {
+            case "user": configuration.network = .user
+            case "none": configuration.network = .none
+            case "tap":
+                guard let pool = settings["pool"] else {
+                    throw VireoError(.invalidArgument, "pool: network=tap needs pool=CIDR, e.g. pool=198.18.1.0/24")
                 }
-                configuration.network = network
+                let prefix = try options.int("guest-prefix") ?? 16
+                guard (8...30).contains(prefix) else {
+                    throw VireoError.invalid(field: "guest-prefix", value: "'\(prefix)'", "must be in 8...30")
+                }
+                configuration.network = .tap(
+                    TapNetwork(
+                        bridge: settings["bridge"] ?? "br0", pool: try IPv4Network(pool, field: "pool"),
+                        guestPrefix: prefix, gateway: settings["gateway"]))
+            case let other:
+                throw VireoError.invalid(field: "network", value: "'\(other)'", "expected user, none or tap")
             }
+            configuration.sharedDisks = settings["shared-disks"]
             let builder = ImageBuilder(
                 cacheDirectory: settings["images"] ?? (options.stateDirectory as NSString).deletingLastPathComponent
                     + "/images")

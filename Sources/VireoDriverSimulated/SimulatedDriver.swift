@@ -36,10 +36,15 @@ public final class SimulatedDriver: HypervisorDriver {
         /// When a `starting` or `stopping` instance finishes its transition.
         var transitionEndsAt: Duration
         var message: String?
+        /// Index of the instance among those created, for its synthetic address.
+        var serial: Int
+        /// What a real guest would have printed on its serial console.
+        var console = ""
     }
 
     private struct State {
         var instances: [VMID: Instance] = [:]
+        var created = 0
         var failStartOf: Set<String> = []
         var random: SeededGenerator
     }
@@ -78,7 +83,8 @@ public final class SimulatedDriver: HypervisorDriver {
                 }
                 return
             }
-            s.instances[spec.id] = Instance(spec: spec, state: .stopped, transitionEndsAt: .zero)
+            s.instances[spec.id] = Instance(spec: spec, state: .stopped, transitionEndsAt: .zero, serial: s.created)
+            s.created += 1
         }
     }
 
@@ -107,6 +113,8 @@ public final class SimulatedDriver: HypervisorDriver {
                 instance.state = .starting
                 instance.message = nil
                 instance.transitionEndsAt = now + configuration.bootDelay
+                instance.console += "[simulated] booting \(instance.spec.name): \(instance.spec.cpus) vCPU, "
+                    + "\(instance.spec.memoryMiB) MiB, image \(instance.spec.image)\n"
             }
             s.instances[id] = instance
         }
@@ -138,17 +146,44 @@ public final class SimulatedDriver: HypervisorDriver {
         return state.withLock { s in
             settle(&s, now: now)
             return s.instances.values.map {
-                InstanceStatus(id: $0.spec.id, name: $0.spec.name, state: $0.state, message: $0.message)
+                InstanceStatus(
+                    id: $0.spec.id, name: $0.spec.name, state: $0.state, message: $0.message,
+                    address: $0.state == .running ? Self.address(serial: $0.serial) : nil)
             }.sorted { $0.name < $1.name }
         }
+    }
+
+    /// A synthetic address in 198.18.0.0/15 (RFC 2544, set aside for benchmarks), so simulated
+    /// VMs look like real ones without claiming a routable address.
+    static func address(serial: Int) -> String {
+        let n = serial % (1 << 17)
+        return "198.\(18 + (n >> 16)).\((n >> 8) & 0xFF).\(n & 0xFF):80"
+    }
+
+    /// The synthetic console: a line per boot, a ready line, a line per shutdown.
+    public func consoleOutput(_ id: VMID, from offset: UInt64, limit: Int) async throws -> ConsoleChunk {
+        let now = time.now()
+        let console = try state.withLock { (s: inout State) throws(VireoError) in
+            settle(&s, now: now)
+            guard let instance = s.instances[id] else { throw VireoError.notFound("instance", id.rawValue) }
+            return Array(instance.console.utf8)
+        }
+        let start = offset <= UInt64(console.count) ? Int(offset) : 0
+        let end = min(console.count, start + max(0, limit))
+        return ConsoleChunk(
+            offset: UInt64(start), next: UInt64(end), text: String(decoding: console[start..<end], as: UTF8.self))
     }
 
     /// Finishes the transitions whose time has come.
     private func settle(_ s: inout State, now: Duration) {
         for (id, instance) in s.instances where instance.transitionEndsAt <= now {
             switch instance.state {
-            case .starting: s.instances[id]!.state = .running
-            case .stopping: s.instances[id]!.state = .stopped
+            case .starting:
+                s.instances[id]!.state = .running
+                s.instances[id]!.console += "[simulated] \(instance.spec.name) ready\n"
+            case .stopping:
+                s.instances[id]!.state = .stopped
+                s.instances[id]!.console += "[simulated] \(instance.spec.name) powered off\n"
             default: break
             }
         }

@@ -19,6 +19,10 @@ public struct VireoServer: Sendable {
 
     let listCache = ResponseCache()
 
+    /// Response header of `GET /v1/vms/{vm}/logs`: the position just past the returned output;
+    /// pass it as `after` to get only what comes next.
+    public static let logPositionHeader = "Vireo-Log-Position"
+
     public init(controller: Controller, tokens: AccessTokens?, registry: PrometheusCollectorRegistry) {
         self.controller = controller
         self.tokens = tokens
@@ -89,6 +93,17 @@ public struct VireoServer: Sendable {
         }
         router.post("/v1/vms/{vm}/stop") { _, context in
             try json(try await controller.stopVM(context.parameters.require("vm")), status: .accepted)
+        }
+        router.get("/v1/vms/{vm}/logs") { request, context in
+            let query = request.uri.queryParameters
+            let tail = try intParameter(query.get("tail"), name: "tail", range: 0...1_000_000)
+            let after = try intParameter(query.get("after"), name: "after", range: 0...Int.max)
+            let console = try await controller.console(context.parameters.require("vm"))
+            var text = after.map { console.text(after: UInt64($0)) } ?? console.text
+            if let tail { text = ConsoleTail.lastLines(tail, of: text) }
+            var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-cache"]
+            headers.append(HTTPFields.Element(name: .init(VireoServer.logPositionHeader)!, value: String(console.written)))
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
         router.post("/v1/apply") { request, _ in
             let text = try await readText(request)

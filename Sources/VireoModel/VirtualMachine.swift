@@ -34,13 +34,17 @@ public struct VirtualMachine: Sendable, Codable, Equatable, Identifiable {
     public var message: String?
     /// Bumped on every user action so an agent can tell a new request from one it already tried.
     public var generation: Int
+    /// Where the guest's services are reachable, as its host reports it (`127.0.0.1:PORT` for a
+    /// forwarded port, or the guest's IP). Present only while the VM is `running`: a stopped,
+    /// failed, pending or deleting VM has none, and a VM that moves gets its new host's address.
+    public var address: String?
     public var createdAt: Date
     public var updatedAt: Date
     public var stateChangedAt: Date
 
     public init(
         id: VMID, spec: VMSpec, state: VMState, intent: PowerIntent, hostID: HostID? = nil,
-        placement: PlacementExplanation? = nil, message: String? = nil, generation: Int = 1,
+        placement: PlacementExplanation? = nil, message: String? = nil, generation: Int = 1, address: String? = nil,
         createdAt: Date, updatedAt: Date, stateChangedAt: Date
     ) {
         self.id = id
@@ -51,6 +55,7 @@ public struct VirtualMachine: Sendable, Codable, Equatable, Identifiable {
         self.placement = placement
         self.message = message
         self.generation = generation
+        self.address = address
         self.createdAt = createdAt
         self.updatedAt = updatedAt
         self.stateChangedAt = stateChangedAt

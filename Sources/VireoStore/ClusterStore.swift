@@ -37,6 +37,15 @@ public protocol ClusterStore: Sendable {
     /// Writes a batch in one transaction; `.notFound` (and nothing written) if a VM to update or
     /// delete does not exist, `.conflict` if a host name is taken by another host.
     func commit(_ batch: StoreBatch) async throws
+
+    /// Takes in console output (`ConsoleTail.append`), keeping the last `retaining` bytes per VM,
+    /// in one transaction. Output of VMs that do not exist is dropped; deleting a VM deletes its
+    /// output. Returns the new `next` offset of each VM whose output was taken in.
+    func appendConsole(_ chunks: [VMID: ConsoleChunk], retaining: Int) async throws -> [VMID: UInt64]
+    /// The kept console output of a VM; nil when there is none yet.
+    func consoleTail(of vm: VMID) async throws -> ConsoleTail?
+    /// How far each VM's console has been taken in (`ConsoleTail.next`), for VMs that have output.
+    func consoleOffsets() async throws -> [VMID: UInt64]
 }
 
 extension ClusterStore {

@@ -47,6 +47,16 @@ public final class SQLiteStore: ClusterStore {
                 t.column("body", .blob).notNull()
             }
         }
+        migrator.registerMigration("v2: console output") { db in
+            // One row per VM with its last output (ConsoleTail), rewritten on append: a row is at
+            // most the retained size (256 KiB), and it goes with its VM.
+            try db.create(table: "consoles") { t in
+                t.primaryKey("vm_id", .text).references("vms", onDelete: .cascade)
+                t.column("next", .integer).notNull()
+                t.column("written", .integer).notNull()
+                t.column("text", .blob).notNull()
+            }
+        }
         return migrator
     }
 
@@ -93,6 +103,9 @@ public final class SQLiteStore: ClusterStore {
                     if db.changesCount == 0 { throw VireoError.notFound("VM", vm.name) }
                 }
                 for id in batch.deletedVMs {
+                    // Also removed by the foreign key's cascade; explicit so it does not depend on
+                    // the connection's foreign-key setting.
+                    try db.execute(sql: "DELETE FROM consoles WHERE vm_id = ?", arguments: [id.rawValue])
                     try db.execute(sql: "DELETE FROM vms WHERE id = ?", arguments: [id.rawValue])
                     if db.changesCount == 0 { throw VireoError.notFound("VM", id.rawValue) }
                 }
@@ -108,5 +121,50 @@ public final class SQLiteStore: ClusterStore {
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             throw VireoError(.conflict, "a host with that name already exists")
         }
+    }
+
+    // MARK: Console output
+
+    public func appendConsole(_ chunks: [VMID: ConsoleChunk], retaining: Int) async throws -> [VMID: UInt64] {
+        guard !chunks.isEmpty else { return [:] }
+        return try await writer.write { db in
+            var offsets: [VMID: UInt64] = [:]
+            for (id, chunk) in chunks {
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM vms WHERE id = ?", arguments: [id.rawValue]) != nil
+                else { continue }
+                var tail = try Self.consoleTail(db, id) ?? ConsoleTail()
+                tail.append(chunk, retaining: retaining)
+                try db.execute(
+                    sql: """
+                        INSERT INTO consoles (vm_id, next, written, text) VALUES (?, ?, ?, ?)
+                        ON CONFLICT(vm_id) DO UPDATE SET next = excluded.next, written = excluded.written, text = excluded.text
+                        """,
+                    arguments: [id.rawValue, Int64(bitPattern: tail.next), Int64(bitPattern: tail.written), Data(tail.text.utf8)])
+                offsets[id] = tail.next
+            }
+            return offsets
+        }
+    }
+
+    public func consoleTail(of vm: VMID) async throws -> ConsoleTail? {
+        try await writer.read { db in try Self.consoleTail(db, vm) }
+    }
+
+    public func consoleOffsets() async throws -> [VMID: UInt64] {
+        try await writer.read { db in
+            var offsets: [VMID: UInt64] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT vm_id, next FROM consoles") {
+                offsets[VMID(row["vm_id"] as String)] = UInt64(bitPattern: row["next"] as Int64)
+            }
+            return offsets
+        }
+    }
+
+    private static func consoleTail(_ db: Database, _ vm: VMID) throws -> ConsoleTail? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT next, written, text FROM consoles WHERE vm_id = ?", arguments: [vm.rawValue])
+        else { return nil }
+        return ConsoleTail(
+            text: String(decoding: row["text"] as Data, as: UTF8.self), next: UInt64(bitPattern: row["next"] as Int64),
+            written: UInt64(bitPattern: row["written"] as Int64))
     }
 }

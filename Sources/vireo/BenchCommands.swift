@@ -7,7 +7,7 @@ import VireoModel
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure a running controller (results go to docs/benchmarks.md).",
-        subcommands: [BenchCreate.self])
+        subcommands: [BenchCreate.self, BenchBoot.self])
 }
 
 /// Result of `vireo bench create`.

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import VireoAPI
-import VireoImage
 import VireoModel
 
 struct HostCommand: AsyncParsableCommand {
@@ -58,26 +57,6 @@ struct Apply: AsyncParsableCommand {
         let result = try await client.client().apply(manifest: text)
         if output.output == .json { return try printJSON(result) }
         for item in result.items { print("\(item.kind)/\(item.name) \(item.action.rawValue)") }
-    }
-}
-
-struct ImageCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "image", abstract: "Guest images Vireo provides.", subcommands: [ImageList.self])
-}
-
-struct ImageList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the image catalogue.")
-    @OptionGroup var output: OutputOptions
-
-    func run() async throws {
-        let images = ImageCatalogue.builtIn
-        if output.output == .json { return try printJSON(images) }
-        printTable(
-            ["NAME", "MIN-MEMORY", "DISK", "DESCRIPTION"],
-            images.map {
-                [$0.name, ByteSize.format(mib: $0.minimumMemoryMiB), ByteSize.format(mib: $0.diskMiB), $0.description]
-            })
     }
 }
 

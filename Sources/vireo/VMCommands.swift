@@ -7,7 +7,7 @@ import VireoModel
 struct VMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vm", abstract: "Create, list, inspect, start, stop and delete VMs.",
-        subcommands: [VMCreate.self, VMList.self, VMShow.self, VMStart.self, VMStop.self, VMDelete.self])
+        subcommands: [VMCreate.self, VMList.self, VMShow.self, VMStart.self, VMStop.self, VMDelete.self, VMLogs.self])
 }
 
 /// `--wait` and `--timeout`, shared by the commands that change a VM's state.
@@ -95,10 +95,10 @@ struct VMList: AsyncParsableCommand {
         let vms = try await client.client().allVMs()
         if output.output == .json { return try printJSON(vms) }
         printTable(
-            ["NAME", "STATE", "HOST", "IMAGE", "CPUS", "MEMORY", "APP", "AGE"],
+            ["NAME", "STATE", "HOST", "ADDRESS", "IMAGE", "CPUS", "MEMORY", "APP", "AGE"],
             vms.map {
                 [
-                    $0.name, $0.state.rawValue, $0.host ?? "-", $0.image, String($0.cpus), ByteSize.format(mib: $0.memoryMiB),
+                    $0.name, $0.state.rawValue, $0.host ?? "-", $0.address ?? "-", $0.image, String($0.cpus), ByteSize.format(mib: $0.memoryMiB),
                     $0.app ?? "-", age(since: $0.createdAt),
                 ]
             })
@@ -118,7 +118,8 @@ struct VMShow: AsyncParsableCommand {
         let rows: [(String, String)] = [
             ("Name", vm.name), ("ID", vm.id.rawValue),
             ("State", "\(vm.state.rawValue) (for \(age(since: vm.stateChangedAt)))"),
-            ("Wanted", vm.intent.rawValue), ("Host", vm.host ?? "-"), ("Pinned to", vm.pinnedHost ?? "-"),
+            ("Wanted", vm.intent.rawValue), ("Host", vm.host ?? "-"), ("Address", vm.address ?? "-"),
+            ("Pinned to", vm.pinnedHost ?? "-"),
             ("Image", vm.image), ("CPUs", String(vm.cpus)), ("Memory", ByteSize.format(mib: vm.memoryMiB)),
             ("App", vm.app ?? "-"), ("Message", vm.message ?? "-"), ("Created", "\(vm.createdAt) (\(age(since: vm.createdAt)) ago)"),
         ]
@@ -176,5 +177,49 @@ struct VMDelete: AsyncParsableCommand {
         let vm = try await api.deleteVM(vm)
         let final = try await waiting.waitFor(vm, client: api) { $0 == nil }
         print("vm \(vm.name) \(final == nil && waiting.wait ? "deleted" : vm.state.rawValue)")
+    }
+}
+
+struct VMLogs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs", abstract: "Show a VM's serial console output.",
+        discussion: """
+            The controller keeps the last 256 KiB of each VM's console; agents send new output with their \
+            heartbeats, so it shows up about a second after the guest prints it. With --follow, new output is \
+            fetched every second until Ctrl-C or until the VM is deleted.
+            """)
+    @Argument(help: "VM name or ID.") var vm: String
+    @Flag(name: .shortAndLong, help: "Keep printing new output as it arrives.") var follow = false
+    @Option(help: ArgumentHelp("Show only the last N lines.", valueName: "n")) var tail: Int?
+    @OptionGroup var client: ClientOptions
+
+    func validate() throws {
+        if let tail, tail < 0 { throw ValidationError("--tail: must be 0 or more (got \(tail))") }
+    }
+
+    func run() async throws {
+        let api = client.client()
+        var (text, position) = try await api.vmLogs(vm, tail: tail)
+        write(text)
+        if text.isEmpty {
+            let state = try await api.vm(vm).state
+            stderr("VM '\(vm)' has no console output yet (it is \(state.rawValue))")
+        }
+        guard follow else { return }
+        while true {
+            try await Task.sleep(for: .seconds(1))
+            do {
+                (text, position) = try await api.vmLogs(vm, after: position)
+            } catch let error as VireoError where error.code == .notFound {
+                stderr("VM '\(vm)' was deleted")
+                return
+            }
+            write(text)
+        }
+    }
+
+    private func write(_ text: String) {
+        guard !text.isEmpty else { return }
+        FileHandle.standardOutput.write(Data(text.utf8))
     }
 }

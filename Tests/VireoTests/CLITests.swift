@@ -127,6 +127,87 @@ struct CLITests {
         #expect(up.process.terminationStatus == 0, "graceful shutdown on SIGTERM: \(up.logText)")
     }
 
+    @Test("vm logs shows the console output the local agent pushed; vm list and show give the address")
+    func logs() async throws {
+        let up = try UpProcess()
+        let server = try await up.ready()
+        #expect(try vireo(["vm", "create", "web-1", "--wait"], server: server).status == 0)
+        try await eventually("console output arrives") {
+            try vireo(["vm", "logs", "web-1"], server: server).stdout.contains("web-1 ready")
+        }
+        let logs = try vireo(["vm", "logs", "web-1"], server: server)
+        #expect(logs.status == 0)
+        #expect(logs.stdout == "[simulated] booting web-1: 1 vCPU, 128 MiB, image tiny\n[simulated] web-1 ready\n")
+        #expect(try vireo(["vm", "logs", "web-1", "--tail", "1"], server: server).stdout == "[simulated] web-1 ready\n")
+        let missing = try vireo(["vm", "logs", "nope"], server: server)
+        #expect(missing.status == 3)
+        #expect(missing.stderr.contains("'nope' not found"))
+        #expect(try vireo(["vm", "logs", "web-1", "--tail", "-1"], server: server).status == 2)
+
+        let table = try vireo(["vm", "list"], server: server)
+        #expect(table.stdout.contains("ADDRESS"))
+        #expect(table.stdout.contains("198.18."))
+        #expect(try vireo(["vm", "show", "web-1"], server: server).stdout.contains("Address:    198.18."))
+
+        // A VM that has printed nothing says so; --follow prints what comes later, until the VM is deleted.
+        #expect(try vireo(["vm", "stop", "web-1", "--wait"], server: server).status == 0)
+        #expect(try vireo(["vm", "create", "quiet", "--memory", "1TiB"], server: server).status == 0)
+        let quiet = try vireo(["vm", "logs", "quiet"], server: server)
+        #expect(quiet.status == 0 && quiet.stdout.isEmpty)
+        #expect(quiet.stderr.contains("VM 'quiet' has no console output yet (it is pending)"))
+
+        let follow = Process()
+        follow.executableURL = URL(fileURLWithPath: vireoBinary)
+        follow.arguments = ["vm", "logs", "web-1", "--follow", "--tail", "0", "--server", server]
+        let out = Pipe()
+        follow.standardOutput = out
+        follow.standardError = FileHandle.nullDevice
+        try follow.run()
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try vireo(["vm", "start", "web-1", "--wait"], server: server).status == 0)
+        try await Task.sleep(for: .milliseconds(2500))
+        #expect(try vireo(["vm", "delete", "web-1"], server: server).status == 0)
+        follow.waitUntilExit()
+        let followed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(follow.terminationStatus == 0)
+        #expect(followed.contains("[simulated] booting web-1"), "got: \(followed)")
+        #expect(!followed.contains("powered off"), "--tail 0 leaves out what was there before")
+        up.kill()
+    }
+
+    @Test("image list and image build work without a server, in the given directory")
+    func images() async throws {
+        let dir = temporaryDirectory()
+        let before = try vireo(["image", "list", "-o", "json", "--data-dir", dir])
+        #expect(before.status == 0, "\(before.stderr)")
+        let entries = try decodeJSON([JSONValue].self, before.stdout)
+        #expect(entries.map { $0["name"] } == [.string("tiny"), .string("web")])
+        #expect(entries.allSatisfy { $0["status"] == .string("missing") })
+
+        let built = try vireo(["image", "build", "tiny", "-o", "json", "--data-dir", dir])
+        #expect(built.status == 0, "\(built.stderr)")
+        #expect(built.stderr.contains("tiny: built in"), "progress on standard error")
+        let summary = try #require(try decodeJSON([JSONValue].self, built.stdout).first)
+        #expect(summary["name"] == .string("tiny"))
+        #expect(summary["cached"] == .bool(false))
+        guard case .string(let directory)? = summary["directory"] else { throw VireoError(.internal, "no directory") }
+        #expect(directory.hasPrefix(dir + "/images/tiny-"))
+        #expect(FileManager.default.fileExists(atPath: directory + "/vmlinux"))
+
+        let again = try vireo(["image", "build", "tiny", "--data-dir", dir])
+        #expect(again.stdout.contains("cached"))
+        let after = try decodeJSON([JSONValue].self, try vireo(["image", "list", "-o", "json", "--data-dir", dir]).stdout)
+        #expect(after.first?["status"] == .string("built"))
+        #expect(after.first?["built"]?["directory"] == .string(directory))
+        #expect(after.last?["status"] == .string("missing"))
+        #expect(try vireo(["image", "list", "--images", dir + "/images"]).stdout.contains(directory))
+
+        let unknown = try vireo(["image", "build", "tiny", "nope", "--data-dir", dir])
+        #expect(unknown.status == 2)
+        #expect(unknown.stderr.contains("'nope'") && unknown.stderr.contains("tiny, web"))
+        #expect(try vireo(["image", "build", "--data-dir", dir]).status == 2, "nothing to build is a usage error")
+    }
+
     @Test("exit codes follow the documentation")
     func exitCodes() async throws {
         let up = try UpProcess()

@@ -29,9 +29,7 @@ struct DriverFixture: Sendable, CustomTestStringConvertible {
 /// Real QEMU for tests: the accelerator this machine supports (probed, as the product does) and
 /// images built once per test run into `.build/test-images`.
 enum TestQEMU {
-    static let accelerator = try! Accelerator.resolve(
-        "auto", cpuinfo: { (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "" },
-        kvmUsable: { access("/dev/kvm", R_OK | W_OK) == 0 })
+    static let accelerator = try! Accelerator.resolve("auto")
     static let builder = ImageBuilder(cacheDirectory: FileManager.default.currentDirectoryPath + "/.build/test-images")
 
     static func driver(stateDirectory: String = temporaryDirectory() + "/vms") -> QEMUDriver {

@@ -102,6 +102,18 @@ struct OpenAPITests {
                 .post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat", body: #"{"hostID":"\#(hostID)","instances":[]}"#,
                 expect: 200)
             _ = try await call(.post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat", body: #"{"hostID":1}"#, expect: 400)
+            // An agent on h1 reports VM "a" running at an address, with console output.
+            let h1 = try await plane.controller.host("h1").id
+            let a = try await plane.controller.vm("a")
+            let report = #"{"hostID":"\#(h1)","instances":[{"id":"\#(a.id)","state":"running","generation":\#(a.generation),"address":"127.0.0.1:40419"}],"console":[{"id":"\#(a.id)","chunk":{"offset":0,"next":6,"text":"hello\n"}}]}"#
+            let desired = try await call(.post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat", body: report, expect: 200)
+            #expect(desired.contains(#""consoleOffset":6"#))
+            #expect(try await call(.get, "/v1/vms/a", route: "/v1/vms/{vm}", expect: 200).contains("127.0.0.1:40419"))
+            #expect(try await call(.get, "/v1/vms/a/logs", route: "/v1/vms/{vm}/logs", expect: 200) == "hello\n")
+            _ = try await call(.get, "/v1/vms/a/logs?tail=1&after=0", route: "/v1/vms/{vm}/logs", expect: 200)
+            _ = try await call(.get, "/v1/vms/m/logs", route: "/v1/vms/{vm}/logs", expect: 200)
+            _ = try await call(.get, "/v1/vms/a/logs?tail=x", route: "/v1/vms/{vm}/logs", expect: 400)
+            _ = try await call(.get, "/v1/vms/nope/logs", route: "/v1/vms/{vm}/logs", expect: 404)
             _ = try await call(.get, "/v1/events?follow=false", route: "/v1/events", expect: 200)
             _ = try await call(.get, "/v1/events?after=-1", route: "/v1/events", expect: 400)
             _ = try await call(.get, "/metrics", route: "/metrics", expect: 200)

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import Testing
 import VireoDriver
 import VireoImage
@@ -53,7 +54,7 @@ struct QEMUDriverTests {
         try await driver.create(vm)
         let base = try #require(try await TestQEMU.builder.image(named: "tiny")).baseDisk
         let baseBefore = try Data(contentsOf: URL(fileURLWithPath: base))
-        let info = try await HostTool.text("qemu-img", ["info", "--output=json", await driver.paths(vm.id).disk])
+        let info = try await HostTool.text("qemu-img", ["info", "--output=json", await driver.paths(vm.id).directory + "/disk.qcow2"])
         #expect(info.contains("\"backing-filename\": \"\(base)\""))
         try await driver.start(vm.id)
         _ = try await settle(driver, vm.id, to: .running, tick: tick)
@@ -152,4 +153,92 @@ struct QEMUDriverTests {
             #expect(error?.message.contains(key) == true || error?.message.contains(value) == true)
         }
     }
+}
+
+@Suite("QEMU live migration (real QEMU)")
+struct QEMUMigrationTests {
+    let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
+
+    /// Two "hosts" on this machine: two drivers with their own state, sharing the disk directory.
+    func pair() -> (QEMUDriver, QEMUDriver, shared: String) {
+        let shared = temporaryDirectory() + "/disks"
+        func make() -> QEMUDriver {
+            var configuration = QEMUDriver.Configuration(
+                stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 2,
+                memoryMiB: 4096)
+            configuration.sharedDisks = shared
+            return QEMUDriver(configuration: configuration) { name in try await TestQEMU.images.image(name) }
+        }
+        return (make(), make(), shared)
+    }
+
+    func status(_ address: String) async throws -> JSONValue {
+        let response = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: "http://\(address)/status"), timeout: .seconds(10))
+        return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
+    }
+
+    @Test("a running guest moves to the other host and keeps running: same boot, uptime goes on")
+    func migrate() async throws {
+        let (source, destination, shared) = pair()
+        let vm = InstanceSpec(id: .generate(), name: "mover", image: "web", cpus: 1, memoryMiB: 128)
+        #expect(source.capabilities.contains(.liveMigration))
+        try await source.create(vm)
+        try await source.start(vm.id)
+        let before = try await status(try #require(try await settle(source, vm.id, to: .running, tick: tick).address))
+
+        let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+        #expect(uri.hasPrefix("tcp:127.0.0.1:"))
+        #expect(try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1") == uri)
+        let seen = ProgressLog()
+        let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
+        print("migration of 128 MiB (\(TestQEMU.accelerator)): total \(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
+        #expect(stats.totalTimeMs > 0)
+        #expect(stats.transferredBytes > 1 << 20)
+        try await source.release(vm.id)
+        try await destination.finishIncoming(vm.id)
+        #expect(try await source.status().isEmpty)
+
+        let after = try await status(try #require(try await settle(destination, vm.id, to: .running, tick: tick).address))
+        #expect(after["bootId"] == before["bootId"])
+        #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
+        #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
+        try await destination.delete(vm.id)
+        #expect(!FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
+    }
+
+    @Test("the destination dies mid-migration: the guest keeps running on the source, nothing is left behind")
+    func destinationDies() async throws {
+        let (source, destination, shared) = pair()
+        let vm = InstanceSpec(id: .generate(), name: "stayer", image: "web", cpus: 1, memoryMiB: 512)
+        try await source.create(vm)
+        try await source.start(vm.id)
+        let address = try #require(try await settle(source, vm.id, to: .running, tick: tick).address)
+        let before = try await status(address)
+
+        let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+        let incomingPID = try QEMUDriver.readPID(await destination.paths(vm.id).pid)
+        // Kill the destination while memory flows (512 MiB take about half a second here).
+        let killer = Task {
+            try await Task.sleep(for: .milliseconds(150))
+            kill(incomingPID, SIGKILL)
+        }
+        let error = await #expect(throws: VireoError.self) { _ = try await source.migrate(vm.id, to: uri) { _ in } }
+        _ = await killer.result
+        #expect(error?.message.contains("keeps running here") == true)
+
+        #expect(try await source.status().first?.state == .running)
+        #expect(try await status(address)["bootId"] == before["bootId"])
+        _ = try await settle(destination, vm.id, to: .failed, tick: tick)
+        try await destination.abortIncoming(vm.id)
+        #expect(try await destination.status().isEmpty)
+        #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
+        try await source.delete(vm.id)
+    }
+}
+
+final class ProgressLog: Sendable {
+    private let entries = Mutex<[MigrationProgress]>([])
+    func append(_ progress: MigrationProgress) { entries.withLock { $0.append(progress) } }
+    var all: [MigrationProgress] { entries.withLock { $0 } }
 }

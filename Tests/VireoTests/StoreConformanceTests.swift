@@ -46,6 +46,7 @@ struct StoreConformanceTests {
         vm.placement = PlacementExplanation(
             chosenHost: "h1", decidedAt: vm.createdAt,
             verdicts: [HostVerdict(hostID: host.id, hostName: "h1", score: HostScore(cpuFreeAfter: 0.5, memoryFreeAfter: 0.25, total: 0.3))])
+        vm.address = "127.0.0.1:40419"
         try await store.upsertHost(host)
         try await store.insertVM(vm)
         let loaded = try await store.load()
@@ -98,6 +99,28 @@ struct StoreConformanceTests {
         #expect(try await store.load().hosts == [host])
     }
 
+    @Test("console output is kept trimmed per VM and goes with its VM", arguments: StoreFixture.all)
+    func console(fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        let a = sampleVM("a")
+        let b = sampleVM("b")
+        try await store.insertVM(a)
+        try await store.insertVM(b)
+        #expect(try await store.consoleTail(of: a.id) == nil)
+        let ghost = VMID.generate()
+        let offsets = try await store.appendConsole(
+            [a.id: ConsoleChunk(offset: 0, next: 6, text: "hello\n"), ghost: ConsoleChunk(offset: 0, next: 1, text: "x")],
+            retaining: 8)
+        #expect(offsets == [a.id: 6], "output of a VM that does not exist is dropped")
+        _ = try await store.appendConsole([a.id: ConsoleChunk(offset: 6, next: 12, text: "world\n")], retaining: 8)
+        #expect(try await store.consoleTail(of: a.id) == ConsoleTail(text: "o\nworld\n", next: 12, written: 12))
+        _ = try await store.appendConsole([b.id: ConsoleChunk(offset: 0, next: 3, text: "b!\n")], retaining: 8)
+        #expect(try await store.consoleOffsets() == [a.id: 12, b.id: 3])
+        try await store.deleteVM(a.id)
+        #expect(try await store.consoleTail(of: a.id) == nil)
+        #expect(try await store.consoleOffsets() == [b.id: 3])
+    }
+
     @Test("10,000 VMs are stored and loaded without loss", arguments: StoreFixture.all)
     func many(fixture: StoreFixture) async throws {
         let store = try fixture.make()
@@ -120,6 +143,6 @@ struct SQLiteStoreTests {
         }
         let reopened = try SQLiteStore(path: path)
         #expect(try await reopened.load().vms == [vm])
-        #expect(try reopened.appliedMigrations() == ["v1: hosts and vms"])
+        #expect(try reopened.appliedMigrations() == ["v1: hosts and vms", "v2: console output"])
     }
 }

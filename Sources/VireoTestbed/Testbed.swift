@@ -1,0 +1,274 @@
+import Foundation
+import VireoImage
+import VireoModel
+
+/// Several hosts on one machine: a network namespace per host, joined by a bridge, each with its
+/// own `vireo agent --driver qemu` and, where cgroups allow, its own CPU; a controller outside.
+///
+/// Layout for `name` = `vireo`, `network` = `198.18`, host i (1-based):
+/// - root namespace: bridge `vireo-br` with 198.18.0.1/16; the controller listens there;
+/// - namespace `vireo-h<i>`: veth `eth0` (peer `vireo-v<i>` on `vireo-br`) in bridge `br0` with
+///   198.18.i.1/16; guests' taps join `br0` and get 198.18.i.10 and up, so every guest and host
+///   is on one L2 segment and a guest keeps its address when it migrates;
+/// - cgroup `vireo-testbed/h<i>` (v1 cpu+cpuset, or v2) holding the agent and its QEMUs;
+/// - VM disks in `<dir>/disks`, which every host sees (shared storage, for live migration).
+///
+/// Everything created is recorded in `<dir>/testbed.json`; `down` removes it and, for safety,
+/// anything else carrying the testbed's names.
+public struct Testbed: Sendable {
+    public struct Options: Sendable {
+        public var hosts: Int
+        public var directory: String
+        public var name = "vireo"
+        /// The first two octets of the /16 everything lives in (198.18 or 198.19: RFC 2544 space).
+        public var network = "198.18"
+        public var controllerPort = 7480
+        /// The `vireo` executable to run for the controller and agents.
+        public var executable: String
+        /// CPU quota per host in CPUs (e.g. 0.5); nil for no quota.
+        public var cpuQuota: Double?
+        /// Give host i its own CPU (i-1 modulo the CPU count) with a cpuset.
+        public var pinCPUs = true
+        /// Memory each host offers to guests.
+        public var memoryMiB = 2048
+
+        public init(hosts: Int, directory: String, executable: String) {
+            self.hosts = hosts
+            self.directory = directory
+            self.executable = executable
+        }
+    }
+
+    /// What `up` created, as stored in `testbed.json`.
+    public struct State: Sendable, Codable {
+        public struct Host: Sendable, Codable {
+            public var name: String
+            public var namespace: String
+            public var veth: String
+            public var address: String
+            public var agentPID: Int32
+            public var cgroups: [String]
+            public var log: String
+        }
+        public var name: String
+        public var network: String
+        public var bridge: String
+        public var controllerURL: String
+        public var controllerPID: Int32
+        public var adminTokenFile: String
+        public var hosts: [Host]
+        public var cgroupParents: [String]
+    }
+
+    public let options: Options
+
+    public init(_ options: Options) throws(VireoError) {
+        guard (1...200).contains(options.hosts) else {
+            throw VireoError.invalid(field: "hosts", value: "'\(options.hosts)'", "must be in 1...200")
+        }
+        guard options.name.count <= 8, options.name.allSatisfy({ $0.isLetter || $0.isNumber }) else {
+            throw VireoError.invalid(
+                field: "--name", value: "'\(options.name)'", "must be at most 8 letters or digits (interface names)")
+        }
+        guard ["198.18", "198.19"].contains(options.network) else {
+            throw VireoError.invalid(field: "--network", value: "'\(options.network)'", "expected 198.18 or 198.19")
+        }
+        if let quota = options.cpuQuota, !(quota > 0) {
+            throw VireoError.invalid(field: "--cpu-quota", value: "'\(quota)'", "must be a positive number of CPUs")
+        }
+        self.options = options
+    }
+
+    var bridge: String { "\(options.name)-br" }
+    var controllerAddress: String { "\(options.network).0.1" }
+    func namespace(_ i: Int) -> String { "\(options.name)-h\(i)" }
+    func veth(_ i: Int) -> String { "\(options.name)-v\(i)" }
+    func hostAddress(_ i: Int) -> String { "\(options.network).\(i).1" }
+    public static func stateFile(in directory: String) -> String { directory + "/testbed.json" }
+
+    /// Creates the network, the cgroups, the controller and the agents, and waits until every agent
+    /// has registered. On failure everything created so far is removed.
+    public func up(progress: @Sendable (String) -> Void) async throws -> State {
+        let fm = FileManager.default
+        guard getuid() == 0 else {
+            throw VireoError(.failedPrecondition, "the testbed creates namespaces, bridges and cgroups: run it as root")
+        }
+        if fm.fileExists(atPath: Self.stateFile(in: options.directory)) {
+            throw VireoError(
+                .conflict, "a testbed is already up in \(options.directory); run `vireo testbed down` first")
+        }
+        try fm.createDirectory(atPath: options.directory + "/disks", withIntermediateDirectories: true)
+        // Leftovers of a testbed that was not taken down (e.g. the machine rebooted mid-way).
+        await Self.removeByName(options.name, hosts: options.hosts)
+
+        var state = State(
+            name: options.name, network: options.network, bridge: bridge,
+            controllerURL: "http://\(controllerAddress):\(options.controllerPort)", controllerPID: 0,
+            adminTokenFile: options.directory + "/controller/admin.token", hosts: [], cgroupParents: [])
+        do {
+            progress("bridge \(bridge) with \(controllerAddress)/16")
+            try await ip("link", "add", bridge, "type", "bridge")
+            try await ip("addr", "add", "\(controllerAddress)/16", "dev", bridge)
+            try await ip("link", "set", bridge, "up")
+
+            let controllerDirectory = options.directory + "/controller"
+            try fm.createDirectory(atPath: controllerDirectory, withIntermediateDirectories: true)
+            progress("controller on \(state.controllerURL)")
+            state.controllerPID = try await Self.spawn(
+                [options.executable, "controller", "--data-dir", controllerDirectory, "--listen",
+                 "\(controllerAddress):\(options.controllerPort)"],
+                log: controllerDirectory + "/controller.log", pidFile: controllerDirectory + "/controller.pid")
+            try await Self.waitForFile(controllerDirectory + "/join.token", process: state.controllerPID)
+            try await Self.waitForFile(controllerDirectory + "/endpoint", process: state.controllerPID)
+
+            let cgroups = CgroupTree(name: "\(options.name)-testbed")
+            state.cgroupParents = cgroups.parents
+            let cpuCount = ProcessInfo.processInfo.activeProcessorCount
+            for i in 1...options.hosts {
+                let host = try await makeHost(i, cgroups: cgroups, cpuCount: cpuCount, progress: progress)
+                state.hosts.append(host)
+                try Self.save(state, in: options.directory)
+            }
+            try Self.save(state, in: options.directory)
+            return state
+        } catch {
+            try? Self.save(state, in: options.directory)
+            progress("failed: \(error); removing what was created")
+            await Self.down(directory: options.directory, progress: progress)
+            throw error
+        }
+    }
+
+    private func makeHost(_ i: Int, cgroups: CgroupTree, cpuCount: Int, progress: @Sendable (String) -> Void)
+        async throws -> State.Host
+    {
+        let ns = namespace(i)
+        let name = "h\(i)"
+        progress("host \(name): namespace \(ns), \(hostAddress(i))/16")
+        try await ip("netns", "add", ns)
+        try await ip("link", "add", veth(i), "type", "veth", "peer", "name", "eth0", "netns", ns)
+        try await ip("link", "set", veth(i), "master", bridge, "up")
+        try await ip("-n", ns, "link", "add", "br0", "type", "bridge")
+        try await ip("-n", ns, "link", "set", "eth0", "master", "br0")
+        for link in ["lo", "eth0", "br0"] { try await ip("-n", ns, "link", "set", link, "up") }
+        try await ip("-n", ns, "addr", "add", "\(hostAddress(i))/16", "dev", "br0")
+
+        let cpu = options.pinCPUs ? (i - 1) % cpuCount : nil
+        let groups = try cgroups.create(name, cpu: cpu, quota: options.cpuQuota)
+        if !groups.isEmpty {
+            progress("host \(name): cgroup \(cgroups.name)/\(name)" + (cpu.map { ", CPU \($0)" } ?? "")
+                + (options.cpuQuota.map { ", quota \($0) CPU" } ?? ""))
+        }
+
+        let hostDirectory = "\(options.directory)/\(name)"
+        try FileManager.default.createDirectory(atPath: hostDirectory, withIntermediateDirectories: true)
+        let log = hostDirectory + "/agent.log"
+        let agent = [
+            "ip", "netns", "exec", ns, options.executable, "agent",
+            "--controller", "http://\(controllerAddress):\(options.controllerPort)", "--name", name,
+            "--state-dir", hostDirectory + "/vms", "--address", hostAddress(i), "--driver", "qemu",
+            "--driver-opt", "network=tap", "--driver-opt", "bridge=br0",
+            "--driver-opt", "pool=\(options.network).\(i).0/24", "--driver-opt", "guest-prefix=16",
+            "--driver-opt", "images=\(options.directory)/images",
+            "--driver-opt", "shared-disks=\(options.directory)/disks",
+            "--driver-opt", "memory=\(options.memoryMiB)MiB",
+            "--driver-opt", "cpus=\(options.cpuQuota.map { max(1, Int($0.rounded(.up))) } ?? (cpu == nil ? cpuCount : 1))",
+        ]
+        let pid = try await Self.spawn(
+            agent, log: log, pidFile: hostDirectory + "/agent.pid", cgroups: groups,
+            tokenFile: options.directory + "/controller/join.token")
+        return State.Host(
+            name: name, namespace: ns, veth: veth(i), address: hostAddress(i), agentPID: pid, cgroups: groups,
+            log: log)
+    }
+
+    /// Stops the agents, their QEMUs and the controller, and removes namespaces, links and cgroups.
+    /// Safe to run more than once and after a partial `up`.
+    public static func down(directory: String, progress: @Sendable (String) -> Void) async {
+        let file = stateFile(in: directory)
+        guard let data = FileManager.default.contents(atPath: file),
+            let state = try? JSONDecoder().decode(State.self, from: data)
+        else {
+            progress("no testbed in \(directory)")
+            return
+        }
+        for host in state.hosts {
+            progress("host \(host.name): stopping the agent and its VMs")
+            terminate(host.agentPID)
+            // Whatever still runs in the namespace (QEMUs outlive their agent by design).
+            if let pids = try? await HostTool.text("ip", ["netns", "pids", host.namespace]) {
+                for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+            }
+        }
+        if state.controllerPID > 0 {
+            progress("controller: stopping")
+            terminate(state.controllerPID)
+        }
+        await removeByName(state.name, hosts: state.hosts.count)
+        for host in state.hosts {
+            for group in host.cgroups { CgroupTree.remove(group) }
+        }
+        for parent in state.cgroupParents { CgroupTree.remove(parent) }
+        try? FileManager.default.removeItem(atPath: file)
+        progress("testbed \(state.name) is down")
+    }
+
+    /// Removes the links and namespaces a testbed called `name` would have.
+    static func removeByName(_ name: String, hosts: Int) async {
+        for i in 1...max(1, hosts) {
+            _ = try? await HostTool.run("ip", ["netns", "del", "\(name)-h\(i)"], acceptedStatus: [0, 1, 2])
+            _ = try? await HostTool.run("ip", ["link", "del", "\(name)-v\(i)"], acceptedStatus: [0, 1, 2])
+        }
+        _ = try? await HostTool.run("ip", ["link", "del", "\(name)-br"], acceptedStatus: [0, 1, 2])
+    }
+
+    private func ip(_ arguments: String...) async throws {
+        try await HostTool.run("ip", arguments)
+    }
+
+    /// Starts `command` in its own session (it outlives this process), with output to `log`.
+    /// The shell writes its pid and joins the cgroups before `exec`, so every child is inside.
+    static func spawn(
+        _ command: [String], log: String, pidFile: String, cgroups: [String] = [], tokenFile: String? = nil
+    ) async throws -> Int32 {
+        func quoted(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        var script = "echo $$ > \(quoted(pidFile)); "
+        for group in cgroups { script += "echo $$ > \(quoted(group + "/cgroup.procs")); " }
+        // The token goes through the environment, not the command line that `ps` shows.
+        if let tokenFile { script += "VIREO_TOKEN=$(cat \(quoted(tokenFile))); export VIREO_TOKEN; " }
+        script += "exec " + command.map(quoted).joined(separator: " ") + " >> \(quoted(log)) 2>&1 < /dev/null"
+        try? FileManager.default.removeItem(atPath: pidFile)
+        try await HostTool.run("setsid", ["-f", "sh", "-c", script])
+        for _ in 0..<100 {
+            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
+                return pid
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw VireoError(.internal, "\(command[0]) did not start (see \(log))")
+    }
+
+    static func waitForFile(_ path: String, process pid: Int32, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if FileManager.default.fileExists(atPath: path) { return }
+            guard kill(pid, 0) == 0 else { throw VireoError(.internal, "process \(pid) exited before writing \(path)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw VireoError(.internal, "\(path) did not appear within \(timeout)")
+    }
+
+    static func terminate(_ pid: Int32) {
+        guard pid > 0, kill(pid, SIGTERM) == 0 else { return }
+        for _ in 0..<100 where kill(pid, 0) == 0 { usleep(20_000) }
+        if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+    }
+
+    static func save(_ state: State, in directory: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(state).write(to: URL(fileURLWithPath: stateFile(in: directory)), options: .atomic)
+    }
+}

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import Subprocess
+import VireoAPI
+import VireoClient
+import VireoDriverQEMU
+import VireoImage
+import VireoModel
+
+/// Result of `vireo bench boot`.
+struct BootBenchResult: Codable {
+    var image: String
+    var accelerator: String
+    var runs: Int
+    /// QEMU started by hand (the same command line, in the foreground) until the ready marker.
+    var byHandMs: [Double]
+    /// `POST /v1/vms` until `GET /v1/vms/{vm}` says running.
+    var apiMs: [Double]
+    var byHandMedianMs: Double
+    var apiMedianMs: Double
+    /// What Vireo adds: API median minus by-hand median.
+    var overheadMs: Double
+}
+
+struct BenchBoot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "boot",
+        abstract: "Time `vm create` until the guest is ready, against starting the same QEMU by hand.",
+        discussion: """
+            Needs a controller with a qemu host (e.g. `vireo up`). Runs alternate: by hand (the driver's own \
+            QEMU command line without QMP and daemonizing, timed from process start to the guest's ready \
+            marker on its serial console), then through the API (create, then poll every 2 ms until running).
+            """)
+
+    @Option(help: "Runs of each kind.") var count: Int = 5
+    @Option(help: "Guest image.") var image: String = "tiny"
+    @Option(help: ArgumentHelp("Guest memory.", valueName: "size")) var memory: String = "128MiB"
+    @Option(help: ArgumentHelp("Image cache for the by-hand runs.", valueName: "dir"))
+    var images: String = ServeOptions.defaultDataDirectory() + "/images"
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard (1...100).contains(count) else { throw ValidationError("--count must be 1...100 (got \(count))") }
+    }
+
+    func run() async throws {
+        let memoryMiB = try ByteSize.parseMiB(memory, field: "--memory")
+        let accelerator = try Accelerator.resolve("auto")
+        let built = try await ImageBuilder(cacheDirectory: images).build(image)
+        let api = client.client()
+        var byHand: [Double] = []
+        var viaAPI: [Double] = []
+        for run in 0..<count {
+            byHand.append(try await bootByHand(built, accelerator: accelerator, memoryMiB: memoryMiB, run: run))
+            viaAPI.append(try await bootViaAPI(api, memoryMiB: memoryMiB, run: run))
+            FileHandle.standardError.write(
+                Data(String(format: "run %d: by hand %.0f ms, via API %.0f ms\n", run + 1, byHand.last!, viaAPI.last!).utf8))
+        }
+        let result = BootBenchResult(
+            image: image, accelerator: accelerator.rawValue, runs: count, byHandMs: byHand, apiMs: viaAPI,
+            byHandMedianMs: median(byHand), apiMedianMs: median(viaAPI), overheadMs: median(viaAPI) - median(byHand))
+        if output.output == .json { return try printJSON(result) }
+        print(
+            String(
+                format: "%@ on %@, %d runs: by hand median %.0f ms, via API median %.0f ms; Vireo adds %.0f ms",
+                image, accelerator.rawValue, count, result.byHandMedianMs, result.apiMedianMs, result.overheadMs))
+    }
+
+    func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1
+            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
+    /// Process start to the ready marker, for the same QEMU command line the driver uses.
+    func bootByHand(_ image: BuiltImage, accelerator: Accelerator, memoryMiB: Int, run: Int) async throws -> Double {
+        let directory = FileManager.default.temporaryDirectory.path + "/vireo-bench-boot-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let disk = directory + "/disk.qcow2"
+        try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", disk])
+        let id = VMID.generate()
+        let invocation = QEMUInvocation(
+            name: "hand-\(run)", id: id, accelerator: accelerator, cpus: 1, memoryMiB: memoryMiB,
+            kernel: image.kernel, initrd: image.initrd, kernelCommandLine: image.kernelCommandLine, disk: disk,
+            mac: QEMUInvocation.mac(for: id), network: .user(hostPort: try QEMUDriver.freePort(on: "127.0.0.1")), qmpSocket: "",
+            serialLog: directory + "/serial.log", pidFile: "", managed: false)
+        let serial = directory + "/serial.log"
+        let marker = Data(image.readyMarker.utf8)
+        let result = try await Subprocess.run(
+            .path(.init(try HostTool.locate("qemu-system-x86_64"))), arguments: Arguments(invocation.arguments),
+            input: .none, output: .discarded, error: .discarded
+        ) { execution -> Double? in
+            let start = ContinuousClock.now
+            defer { try? execution.send(signal: .kill) }
+            while ContinuousClock.now - start < .seconds(120) {
+                if let log = FileManager.default.contents(atPath: serial), log.range(of: marker) != nil {
+                    return milliseconds(ContinuousClock.now - start)
+                }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            return nil
+        }
+        guard let elapsed = result.closureResult else {
+            throw VireoError(.internal, "the guest printed no ready marker within 120 s")
+        }
+        return elapsed
+    }
+
+    /// `POST /v1/vms` to running, polled every 2 ms; the VM is deleted afterwards.
+    func bootViaAPI(_ api: VireoClient, memoryMiB: Int, run: Int) async throws -> Double {
+        let name = "bench-boot-\(UUID().uuidString.prefix(6).lowercased())"
+        let start = ContinuousClock.now
+        _ = try await api.createVM([
+            "name": .string(name), "image": .string(image), "cpus": .number(1), "memory": .string("\(memoryMiB)MiB"),
+        ])
+        defer { Task { _ = try? await api.deleteVM(name) } }
+        while ContinuousClock.now - start < .seconds(120) {
+            let vm = try await api.vm(name)
+            if vm.state == .running { return milliseconds(ContinuousClock.now - start) }
+            if vm.state == .failed { throw VireoError(.internal, "VM \(name) failed: \(vm.message ?? "")") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        throw VireoError(.internal, "VM \(name) was not running within 120 s")
+    }
+
+    func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+    }
+}
