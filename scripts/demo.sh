@@ -10,7 +10,20 @@ export VIREO_SERVER="http://$listen"
 
 "$bin" up --data-dir "$data" --listen "$listen" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+cleanup() {
+  # The VMs are real QEMU processes that outlive their agent by design; the demo removes its own.
+  if [ -z "${DEMO_KEEP:-}" ] && kill -0 $pid 2>/dev/null; then
+    echo; echo "demo: deleting the demo VMs (DEMO_KEEP=1 keeps them)"
+    for vm in web-1 web-2 batch-1 scratch; do "$bin" vm delete "$vm" >/dev/null 2>&1 || true; done
+    for _ in $(seq 1 100); do
+      [ "$("$bin" vm list -o json 2>/dev/null | tr -d ' \n')" = "[]" ] && break
+      sleep 0.1
+    done
+  fi
+  kill $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
+}
+trap cleanup EXIT
 
 for _ in $(seq 1 100); do
   curl -fsS "$VIREO_SERVER/healthz" >/dev/null 2>&1 && break
@@ -26,6 +39,12 @@ sleep 2
 echo; echo "\$ vireo host list"; "$bin" host list
 echo; echo "\$ vireo vm list"; "$bin" vm list
 echo; echo "\$ vireo vm show web-1"; "$bin" vm show web-1
+address=$("$bin" vm show web-1 -o json | sed -n 's/.*"address" *: *"\([^"]*\)".*/\1/p')
+if [ -n "$address" ]; then
+  echo; echo "\$ curl http://$address/status    # the web service inside the guest"
+  curl -fsS "http://$address/status" || true; echo
+fi
+echo; echo "\$ vireo vm logs web-1 --tail 3"; "$bin" vm logs web-1 --tail 3 || true
 echo
 echo "Vireo is running at $VIREO_SERVER with data in $data."
 echo "Try: export VIREO_SERVER=$VIREO_SERVER; $bin vm list; $bin events"

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 bin="${1:-$(swift build --show-bin-path)/vireo}"
 commands=(
   "" up controller agent "host list" "vm create" "vm list" "vm show" "vm start" "vm stop" "vm delete"
-  "vm logs" apply "image build" "image list" events "bench create"
+  "vm logs" migrate "migration list" "migration show" apply "image build" "image list" events
+  "testbed up" "testbed down" "bench create" "bench boot" "bench migrate"
 )
 {
   echo "# vireo command reference"

@@ -51,16 +51,73 @@ public struct ConsoleReport: Sendable, Codable, Equatable {
     }
 }
 
+/// What a host tells the controller about a migration it takes part in.
+public struct MigrationReport: Sendable, Codable, Equatable {
+    public var id: MigrationID
+    /// Destination: `ready` (listening on `incomingURI`) or `failed`. Source: `running` (with
+    /// `progress`), `completed` (with `stats`) or `failed`.
+    public var state: MigrationState
+    public var incomingURI: String?
+    public var progress: MigrationProgress?
+    public var stats: MigrationStats?
+    public var message: String?
+    /// Destination: it has taken the VM over (completed) or discarded its copy (failed).
+    public var settled: Bool?
+
+    public init(
+        id: MigrationID, state: MigrationState, incomingURI: String? = nil, progress: MigrationProgress? = nil,
+        stats: MigrationStats? = nil, message: String? = nil, settled: Bool? = nil
+    ) {
+        self.id = id
+        self.state = state
+        self.incomingURI = incomingURI
+        self.progress = progress
+        self.stats = stats
+        self.message = message
+        self.settled = settled
+    }
+}
+
+/// A migration the host takes part in, as the controller sees it now.
+public struct MigrationOrder: Sendable, Codable, Equatable {
+    public enum Role: String, Sendable, Codable { case source, destination }
+    public var id: MigrationID
+    public var role: Role
+    public var state: MigrationState
+    public var vm: DesiredVM
+    /// The guest's address, which it keeps on the destination.
+    public var guestAddress: String?
+    /// Where the destination listens, once it is ready.
+    public var incomingURI: String?
+
+    public init(
+        id: MigrationID, role: Role, state: MigrationState, vm: DesiredVM, guestAddress: String?, incomingURI: String?
+    ) {
+        self.id = id
+        self.role = role
+        self.state = state
+        self.vm = vm
+        self.guestAddress = guestAddress
+        self.incomingURI = incomingURI
+    }
+}
+
 /// A heartbeat: the host is alive, and this is every VM its driver knows about.
 public struct AgentHeartbeat: Sendable, Codable, Equatable {
     public var hostID: HostID
     public var instances: [InstanceReport]
     /// Console output new since the offsets in the previous answer; absent when there is none.
     public var console: [ConsoleReport]?
-    public init(hostID: HostID, instances: [InstanceReport], console: [ConsoleReport]? = nil) {
+    /// Migrations this host takes part in; absent when there are none.
+    public var migrations: [MigrationReport]?
+    public init(
+        hostID: HostID, instances: [InstanceReport], console: [ConsoleReport]? = nil,
+        migrations: [MigrationReport]? = nil
+    ) {
         self.hostID = hostID
         self.instances = instances
         self.console = console
+        self.migrations = migrations
     }
 }
 
@@ -94,7 +151,12 @@ public struct DesiredVM: Sendable, Codable, Equatable {
 /// The reply to a heartbeat: the complete desired state for the host (level-triggered).
 public struct DesiredHostState: Sendable, Codable, Equatable {
     public var vms: [DesiredVM]
-    public init(vms: [DesiredVM]) { self.vms = vms }
+    /// Migrations this host takes part in; absent when there are none.
+    public var migrations: [MigrationOrder]?
+    public init(vms: [DesiredVM], migrations: [MigrationOrder]? = nil) {
+        self.vms = vms
+        self.migrations = migrations
+    }
 }
 
 /// How an agent reaches its controller: over HTTP, or directly when both run in one process

@@ -42,6 +42,15 @@ public enum OpenAPIDocument {
         "schema": {
           "type": "string"
         }
+      },
+      "migration": {
+        "name": "migration",
+        "in": "path",
+        "required": true,
+        "description": "Migration ID.",
+        "schema": {
+          "type": "string"
+        }
       }
     },
     "responses": {
@@ -657,7 +666,8 @@ public enum OpenAPIDocument {
               "vm.placed",
               "vm.deleted",
               "host.registered",
-              "host.state"
+              "host.state",
+              "migration"
             ]
           },
           "name": {
@@ -838,6 +848,13 @@ public enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "migrations": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/MigrationReport"
+            },
+            "description": "Absent when there are none."
           }
         }
       },
@@ -892,8 +909,291 @@ public enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "migrations": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/MigrationOrder"
+            },
+            "description": "Absent when there are none."
           }
         }
+      },
+      "MigrationState": {
+        "type": "string",
+        "enum": [
+          "pending",
+          "ready",
+          "running",
+          "completed",
+          "failed"
+        ],
+        "description": "pending: the destination prepares; ready: it listens; running: the source sends; completed: the VM runs on the destination; failed: it runs on the source, as before."
+      },
+      "MigrationProgress": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "transferredBytes",
+          "remainingBytes",
+          "totalBytes",
+          "dirtyPagesPerSecond"
+        ],
+        "properties": {
+          "transferredBytes": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Guest memory sent so far, in bytes (pages dirtied again are sent again)."
+          },
+          "remainingBytes": {
+            "type": "integer",
+            "minimum": 0
+          },
+          "totalBytes": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Guest memory size in bytes."
+          },
+          "dirtyPagesPerSecond": {
+            "type": "integer",
+            "minimum": 0
+          }
+        }
+      },
+      "MigrationStats": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "totalTimeMs",
+          "downtimeMs",
+          "transferredBytes"
+        ],
+        "properties": {
+          "totalTimeMs": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "From the start of the transfer to the guest running on the destination."
+          },
+          "downtimeMs": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "How long the guest was paused for the switch-over."
+          },
+          "transferredBytes": {
+            "type": "integer",
+            "minimum": 0
+          },
+          "setupTimeMs": {
+            "type": "integer",
+            "minimum": 0
+          }
+        }
+      },
+      "Migration": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "id",
+          "vm",
+          "vmID",
+          "source",
+          "destination",
+          "state",
+          "reason",
+          "requestedAt"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "vm": {
+            "type": "string",
+            "description": "VM name."
+          },
+          "vmID": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "source": {
+            "type": "string",
+            "description": "Host the VM moves from."
+          },
+          "destination": {
+            "type": "string",
+            "description": "Host the VM moves to."
+          },
+          "state": {
+            "$ref": "#/components/schemas/MigrationState"
+          },
+          "reason": {
+            "type": "string",
+            "description": "Why: `requested` (by a user) or the planner's explanation."
+          },
+          "message": {
+            "type": "string",
+            "description": "Why it failed, or how it ended."
+          },
+          "progress": {
+            "$ref": "#/components/schemas/MigrationProgress"
+          },
+          "stats": {
+            "$ref": "#/components/schemas/MigrationStats"
+          },
+          "requestedAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "startedAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "endedAt": {
+            "type": "string",
+            "format": "date-time"
+          }
+        },
+        "description": "A live migration of one VM."
+      },
+      "MigrationList": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "items"
+        ],
+        "properties": {
+          "items": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/Migration"
+            }
+          }
+        },
+        "description": "Newest first."
+      },
+      "MigrateRequest": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "to"
+        ],
+        "properties": {
+          "to": {
+            "type": "string",
+            "description": "Destination host name or ID."
+          }
+        }
+      },
+      "MigrationReport": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "id",
+          "state"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "state": {
+            "$ref": "#/components/schemas/MigrationState"
+          },
+          "incomingURI": {
+            "type": "string",
+            "description": "Destination: where it listens, e.g. tcp:198.18.2.1:40123."
+          },
+          "progress": {
+            "$ref": "#/components/schemas/MigrationProgress"
+          },
+          "stats": {
+            "$ref": "#/components/schemas/MigrationStats"
+          },
+          "message": {
+            "type": "string"
+          },
+          "settled": {
+            "type": "boolean",
+            "description": "Destination: it has taken the VM over, or discarded its copy."
+          }
+        },
+        "description": "What a host reports about a migration it takes part in."
+      },
+      "MigrationOrder": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "id",
+          "role",
+          "state",
+          "vm"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "role": {
+            "type": "string",
+            "enum": [
+              "source",
+              "destination"
+            ]
+          },
+          "state": {
+            "$ref": "#/components/schemas/MigrationState"
+          },
+          "vm": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "id",
+              "name",
+              "image",
+              "cpus",
+              "memoryMiB",
+              "intent",
+              "generation"
+            ],
+            "properties": {
+              "id": {
+                "type": "string",
+                "format": "uuid"
+              },
+              "name": {
+                "type": "string"
+              },
+              "image": {
+                "type": "string"
+              },
+              "cpus": {
+                "type": "integer"
+              },
+              "memoryMiB": {
+                "type": "integer"
+              },
+              "intent": {
+                "$ref": "#/components/schemas/PowerIntent"
+              },
+              "generation": {
+                "type": "integer"
+              },
+              "consoleOffset": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Offset in the VM's console log up to which the controller has its output; send what follows. Absent: 0."
+              }
+            }
+          },
+          "guestAddress": {
+            "type": "string",
+            "description": "The guest's address, which it keeps on the destination."
+          },
+          "incomingURI": {
+            "type": "string"
+          }
+        },
+        "description": "A migration the host takes part in, as the controller sees it now."
       }
     }
   },
@@ -1205,6 +1505,54 @@ public enum OpenAPIDocument {
         }
       }
     },
+    "/v1/vms/{vm}/migrate": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/vm"
+        }
+      ],
+      "post": {
+        "summary": "Live-migrate the running VM to another host.",
+        "description": "Both hosts need the live-migration capability. The VM keeps running; follow the migration at /v1/migrations/{migration}. While it is under way, the VM cannot be stopped, deleted or migrated again (409). A pinned VM is pinned to the destination afterwards.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/MigrateRequest"
+              }
+            }
+          }
+        },
+        "responses": {
+          "202": {
+            "description": "Accepted; the migration starts.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Migration"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          },
+          "409": {
+            "$ref": "#/components/responses/Error"
+          },
+          "412": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
     "/v1/vms/{vm}/logs": {
       "parameters": [
         {
@@ -1421,6 +1769,82 @@ public enum OpenAPIDocument {
           },
           "400": {
             "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/migrations": {
+      "get": {
+        "summary": "List migrations, newest first.",
+        "parameters": [
+          {
+            "name": "vm",
+            "in": "query",
+            "required": false,
+            "description": "Only this VM's (name or ID).",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "limit",
+            "in": "query",
+            "required": false,
+            "schema": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000,
+              "default": 100
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The migrations.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/MigrationList"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/migrations/{migration}": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/migration"
+        }
+      ],
+      "get": {
+        "summary": "One migration, with its progress or figures.",
+        "responses": {
+          "200": {
+            "description": "The migration.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Migration"
+                }
+              }
+            }
           },
           "401": {
             "$ref": "#/components/responses/Error"

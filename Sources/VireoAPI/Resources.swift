@@ -135,6 +135,8 @@ public struct ClusterEvent: Sendable, Codable, Equatable {
         case vmDeleted = "vm.deleted"
         case hostRegistered = "host.registered"
         case hostState = "host.state"
+        /// A live migration changed state; `name` is the VM.
+        case migration = "migration"
     }
     /// Increases by one per event; clients resume with `Last-Event-ID`.
     public var seq: Int
@@ -164,4 +166,42 @@ public struct Health: Sendable, Codable, Equatable {
         self.status = status
         self.version = version
     }
+}
+
+/// A live migration, as the API shows it.
+public struct MigrationView: Sendable, Codable, Equatable {
+    public var id: MigrationID
+    public var vm: String
+    public var vmID: VMID
+    public var source: String
+    public var destination: String
+    public var state: MigrationState
+    public var reason: String
+    public var message: String?
+    public var progress: MigrationProgress?
+    public var stats: MigrationStats?
+    public var requestedAt: Date
+    public var startedAt: Date?
+    public var endedAt: Date?
+
+    public init(_ migration: Migration, source: String, destination: String) {
+        id = migration.id
+        vm = migration.vmName
+        vmID = migration.vmID
+        self.source = source
+        self.destination = destination
+        state = migration.state
+        reason = migration.reason
+        message = migration.message
+        progress = migration.progress
+        stats = migration.stats
+        requestedAt = migration.requestedAt
+        startedAt = migration.startedAt
+        endedAt = migration.endedAt
+    }
+}
+
+public struct MigrationList: Sendable, Codable, Equatable {
+    public var items: [MigrationView]
+    public init(items: [MigrationView]) { self.items = items }
 }

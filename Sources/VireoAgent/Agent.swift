@@ -25,7 +25,7 @@ public final class Agent: Service {
         }
     }
 
-    private struct State {
+    struct State {
         var hostID: HostID?
         var interval: Duration
         /// The generation of the desired state last acted on, per VM.
@@ -39,6 +39,11 @@ public final class Agent: Service {
         var transitioning = false
         /// Rounds so far; rotates which VM's console output goes first when there is too much.
         var rounds = 0
+        /// What to tell the controller about each migration this host takes part in (the latest
+        /// word, sent on every heartbeat until the controller no longer lists the migration).
+        var migrationReports: [MigrationID: MigrationReport] = [:]
+        /// Migrations with a driver operation (prepare, send) under way.
+        var migrationTasks: Set<MigrationID> = []
     }
 
     /// Console output sent per VM and per heartbeat at most, in bytes: a chatty guest must not
@@ -50,8 +55,8 @@ public final class Agent: Service {
     let driver: any HypervisorDriver
     let link: any ControllerLink
     let logger: Logger
-    private let state: Mutex<State>
-    private let wakeSignal = WakeSignal()
+    let state: Mutex<State>
+    let wakeSignal = WakeSignal()
 
     public init(settings: Settings, driver: any HypervisorDriver, link: any ControllerLink, logger: Logger = Logger(label: "vireo.agent")) {
         self.settings = settings
@@ -90,7 +95,9 @@ public final class Agent: Service {
             let hostID = try await registeredHostID()
             let statuses = try await driver.status()
             let reports = state.withLock { s in
-                s.transitioning = statuses.contains { $0.state == .starting || $0.state == .stopping }
+                s.transitioning =
+                    statuses.contains { $0.state == .starting || $0.state == .stopping }
+                    || !s.migrationTasks.isEmpty || !(s.lastDesired?.migrations ?? []).isEmpty
                 return
                     statuses.map {
                     InstanceReport(
@@ -99,10 +106,13 @@ public final class Agent: Service {
                 }
             }
             let console = await consoleReports(for: statuses)
+            let migrationReports = state.withLock { Array($0.migrationReports.values) }
             let desired: DesiredHostState
             do {
                 desired = try await link.heartbeat(
-                    AgentHeartbeat(hostID: hostID, instances: reports, console: console.isEmpty ? nil : console))
+                    AgentHeartbeat(
+                        hostID: hostID, instances: reports, console: console.isEmpty ? nil : console,
+                        migrations: migrationReports.isEmpty ? nil : migrationReports))
             } catch let error as VireoError where error.code == .notFound {
                 // The controller forgot us (new store): register again next round.
                 state.withLock { $0.hostID = nil }
@@ -117,6 +127,7 @@ public final class Agent: Service {
             }
             if recovered { logger.info("controller reachable again") }
             reconcile(desired, statuses: statuses)
+            await handleMigrations(desired.migrations ?? [], statuses: statuses, sent: migrationReports)
         } catch {
             let first = state.withLock { s in
                 defer { s.controllerReachable = false }
@@ -239,7 +250,7 @@ public final class Agent: Service {
 /// Lets the heartbeat loop wake early when an operation finishes, so the controller hears about
 /// it without waiting a full interval.
 final class WakeSignal: Sendable {
-    private struct State {
+    struct State {
         var pending = false
         var waiter: CheckedContinuation<Void, Never>?
     }

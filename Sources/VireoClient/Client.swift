@@ -74,6 +74,22 @@ public struct VireoClient: Sendable {
     public func deleteVM(_ reference: String) async throws -> VMView {
         try await send(.DELETE, "/v1/vms/\(escape(reference))")
     }
+    public func migrateVM(_ reference: String, to host: String) async throws -> MigrationView {
+        try await send(
+            .POST, "/v1/vms/\(escape(reference))/migrate",
+            body: try VireoJSON.encoder().encode(JSONValue.object(["to": .string(host)])))
+    }
+
+    public func migrations(vm: String? = nil, limit: Int = 100) async throws -> MigrationList {
+        var path = "/v1/migrations?limit=\(limit)"
+        if let vm { path += "&vm=\(escape(vm))" }
+        return try await get(path)
+    }
+
+    public func migration(_ id: MigrationID) async throws -> MigrationView {
+        try await get("/v1/migrations/\(escape(id.rawValue))")
+    }
+
     public func apply(manifest: String) async throws -> ApplyResult {
         try await send(.POST, "/v1/apply", body: Data(manifest.utf8), contentType: "application/yaml")
     }

@@ -65,6 +65,8 @@ extension Controller: ControllerLink {
             host.stateChangedAt = time
             hostChanges.append(host)
         }
+        // Migrations first: a VM that has just moved is no longer this host's to observe.
+        try await applyMigrationReports(heartbeat, at: time)
         let reports = Dictionary(heartbeat.instances.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var updated: [VirtualMachine] = []
         var removed: [VirtualMachine] = []
@@ -112,7 +114,8 @@ extension Controller: ControllerLink {
                 DesiredVM(
                     id: $0.id, name: $0.name, image: $0.spec.image, cpus: $0.spec.cpus, memoryMiB: $0.spec.memoryMiB,
                     intent: $0.intent, generation: $0.generation, consoleOffset: consoleOffsets[$0.id])
-            })
+            },
+            migrations: migrations.isEmpty ? nil : migrationOrders(for: host).nilIfEmpty)
     }
 
     /// The record after taking in what the agent reported; nil when the record should go
@@ -181,4 +184,8 @@ extension Controller: ControllerLink {
                 message: "no heartbeat for \(Int(timeout)) s", at: time)
         }
     }
+}
+
+extension Array {
+    var nilIfEmpty: Self? { isEmpty ? nil : self }
 }

@@ -60,6 +60,7 @@ extension Controller {
         var vm = try lookupVM(reference)
         if vm.intent == .deleted { throw VireoError(.conflict, "VM '\(vm.name)' is being deleted") }
         if vm.intent == .stopped { return view(vm) }
+        try refuseWhileMigrating(vm)
         let time = now()
         vm.intent = .stopped
         vm.generation += 1
@@ -78,6 +79,7 @@ extension Controller {
         await lock.acquire()
         defer { lock.release() }
         var vm = try lookupVM(reference)
+        try refuseWhileMigrating(vm)
         let time = now()
         if vm.intent != .deleted {
             vm.intent = .deleted
@@ -189,6 +191,15 @@ extension Controller {
                 vm.updatedAt = time
                 try await commit(vms: [vm])
             }
+        }
+    }
+
+    /// A migrating VM is being handed between two hosts: stopping or deleting it now would leave
+    /// one of them with a half-made copy.
+    func refuseWhileMigrating(_ vm: VirtualMachine) throws(VireoError) {
+        if let migration = activeMigration(of: vm.id) {
+            throw VireoError(
+                .conflict, "VM '\(vm.name)' is migrating (migration \(migration.id), \(migration.state.rawValue)); try again when it ends")
         }
     }
 }

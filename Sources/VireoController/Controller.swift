@@ -24,6 +24,8 @@ public actor Controller {
     /// text itself is in the store). Not part of `state`: output arriving must not invalidate
     /// cached responses.
     var consoleOffsets: [VMID: UInt64]
+    /// Every migration, by ID (the store has them all; they are few next to VMs).
+    var migrations: [MigrationID: Migration]
     private let gauges: StateGauges
     private let publishedVersion: Mutex<Int>
 
@@ -32,6 +34,7 @@ public actor Controller {
         now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory
     ) {
         self.consoleOffsets = consoleOffsets
+        self.migrations = Dictionary(loaded.migrations.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
         self.store = store
         self.settings = settings
         self.now = now
@@ -112,8 +115,10 @@ public actor Controller {
     // MARK: Writing
 
     /// Writes `batch`, then applies it to memory. Call with the lock held.
-    func commit(vms: [VirtualMachine] = [], deleting: [VMID] = [], hosts: [HostRecord] = []) async throws {
-        let batch = StoreBatch(updatedVMs: vms, deletedVMs: deleting, hosts: hosts)
+    func commit(
+        vms: [VirtualMachine] = [], deleting: [VMID] = [], hosts: [HostRecord] = [], migrations: [Migration] = []
+    ) async throws {
+        let batch = StoreBatch(updatedVMs: vms, deletedVMs: deleting, hosts: hosts, migrations: migrations)
         guard !batch.isEmpty else { return }
         try await store.commit(batch)
         for host in hosts { state.put(host) }

@@ -18,6 +18,7 @@ public struct ControllerLoops: Service {
             do {
                 try await controller.checkHostLiveness()
                 try await controller.schedulePending()
+                try await controller.expireMigrations()
             } catch {
                 logger.error("controller tick failed", metadata: ["error": "\(error)"])
             }

@@ -8,15 +8,19 @@ public struct ControllerSettings: Sendable {
     /// How often the controller retries pending VMs and checks host liveness.
     public var tickInterval: Duration
     public var placement: PlacementSettings
+    /// How long a migration's destination may take to get ready and its source to start sending.
+    public var migrationStartTimeout: Duration
 
     public init(
         heartbeatInterval: Duration = .seconds(1), hostTimeout: Duration = .seconds(5),
-        tickInterval: Duration = .milliseconds(500), placement: PlacementSettings = .init()
+        tickInterval: Duration = .milliseconds(500), placement: PlacementSettings = .init(),
+        migrationStartTimeout: Duration = .seconds(60)
     ) {
         self.heartbeatInterval = heartbeatInterval
         self.hostTimeout = hostTimeout
         self.tickInterval = tickInterval
         self.placement = placement
+        self.migrationStartTimeout = migrationStartTimeout
     }
 }
 

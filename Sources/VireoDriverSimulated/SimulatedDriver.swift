@@ -40,6 +40,8 @@ public final class SimulatedDriver: HypervisorDriver {
         var serial: Int
         /// What a real guest would have printed on its serial console.
         var console = ""
+        /// Waiting for a live migration: it runs when the source hands over (`finishIncoming`).
+        var incoming = false
     }
 
     private struct State {
@@ -153,6 +155,75 @@ public final class SimulatedDriver: HypervisorDriver {
         }
     }
 
+    // MARK: Live migration, modelled: memory at `migrationBandwidth`, a fixed switch-over pause.
+
+    /// Bytes per second a simulated migration moves, and the pause at the switch-over.
+    public static let migrationBandwidth: UInt64 = 1 << 30
+    public static let migrationDowntimeMs = 20
+
+    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
+        -> String
+    {
+        let uri = "sim://\(listenAddress)/\(spec.id)"
+        try state.withLock { (s: inout State) throws(VireoError) in
+            if let existing = s.instances[spec.id] {
+                guard existing.incoming else {
+                    throw VireoError(.conflict, "VM '\(spec.name)' is already on this host")
+                }
+                return
+            }
+            let used = s.instances.values.filter { $0.state == .running || $0.state == .starting }
+                .reduce(0) { $0 + $1.spec.memoryMiB }
+            guard used + spec.memoryMiB <= configuration.memoryMiB else {
+                throw VireoError(.unavailable, "host out of memory: \(used) MiB in use of \(configuration.memoryMiB) MiB")
+            }
+            var instance = Instance(spec: spec, state: .starting, transitionEndsAt: .zero, serial: s.created)
+            instance.incoming = true
+            s.instances[spec.id] = instance
+            s.created += 1
+        }
+        return uri
+    }
+
+    public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
+        async throws -> MigrationStats
+    {
+        let now = time.now()
+        let memoryMiB = try state.withLock { (s: inout State) throws(VireoError) -> Int in
+            settle(&s, now: now)
+            guard let instance = s.instances[id], instance.state == .running else {
+                throw VireoError(.failedPrecondition, "VM \(id) is not running here")
+            }
+            return instance.spec.memoryMiB
+        }
+        let bytes = UInt64(memoryMiB) << 20
+        progress(MigrationProgress(transferredBytes: bytes, remainingBytes: 0, totalBytes: bytes))
+        return MigrationStats(
+            totalTimeMs: Int(bytes * 1000 / Self.migrationBandwidth) + Self.migrationDowntimeMs,
+            downtimeMs: Self.migrationDowntimeMs, transferredBytes: bytes)
+    }
+
+    public func release(_ id: VMID) async throws {
+        state.withLock { _ = $0.instances.removeValue(forKey: id) }
+    }
+
+    public func finishIncoming(_ id: VMID) async throws {
+        try state.withLock { (s: inout State) throws(VireoError) in
+            guard var instance = s.instances[id] else { throw VireoError.notFound("instance", id.rawValue) }
+            guard instance.incoming else { return }
+            instance.incoming = false
+            instance.state = .running
+            instance.console += "[simulated] \(instance.spec.name) resumed after live migration\n"
+            s.instances[id] = instance
+        }
+    }
+
+    public func abortIncoming(_ id: VMID) async throws {
+        state.withLock { s in
+            if s.instances[id]?.incoming == true { s.instances[id] = nil }
+        }
+    }
+
     /// A synthetic address in 198.18.0.0/15 (RFC 2544, set aside for benchmarks), so simulated
     /// VMs look like real ones without claiming a routable address.
     static func address(serial: Int) -> String {
@@ -176,7 +247,7 @@ public final class SimulatedDriver: HypervisorDriver {
 
     /// Finishes the transitions whose time has come.
     private func settle(_ s: inout State, now: Duration) {
-        for (id, instance) in s.instances where instance.transitionEndsAt <= now {
+        for (id, instance) in s.instances where instance.transitionEndsAt <= now && !instance.incoming {
             switch instance.state {
             case .starting:
                 s.instances[id]!.state = .running

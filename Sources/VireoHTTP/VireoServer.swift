@@ -105,6 +105,21 @@ public struct VireoServer: Sendable {
             headers.append(HTTPFields.Element(name: .init(VireoServer.logPositionHeader)!, value: String(console.written)))
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
+        router.post("/v1/vms/{vm}/migrate") { request, context in
+            let body = try FieldReader(try await readJSONBody(request), path: "")
+            try body.rejectUnknown(allowed: ["to"])
+            let destination = try body.requiredString("to")
+            return try json(
+                try await controller.migrateVM(context.parameters.require("vm"), to: destination), status: .accepted)
+        }
+        router.get("/v1/migrations") { request, _ in
+            let query = request.uri.queryParameters
+            let limit = try intParameter(query.get("limit"), name: "limit", range: 1...1000) ?? 100
+            return try json(try await controller.listMigrations(vm: query.get("vm"), limit: limit))
+        }
+        router.get("/v1/migrations/{migration}") { _, context in
+            try json(try await controller.migration(context.parameters.require("migration")))
+        }
         router.post("/v1/apply") { request, _ in
             let text = try await readText(request)
             let documents = try ManifestParser.parse(text)

@@ -11,6 +11,14 @@ extension GuestFiles {
     /// EPOLLONESHOT so exactly one worker owns a connection at a time. Keep-alive clients therefore
     /// never pin a worker while idle. Usage: `vireo-web NAME PORT`; once listening it creates
     /// /run/vireo-web.ready (init waits for it before printing the ready marker).
+    ///
+    /// Endpoints: `GET /` (fixed CPU work, the measured workload), `GET /metrics` (Prometheus text,
+    /// about `/` only), `GET /status` (name, uptime, boot id, and the dirtying load), and
+    /// `POST /dirty?mib=N[&rate=R]`: a memory-dirtying load for live-migration tests. One thread
+    /// (at nice 10, so HTTP stays responsive) writes one word in every 4 KiB page of an N MiB buffer,
+    /// in a loop, as fast as it can or at R MiB/s of pages; `mib=0` stops it and frees the buffer.
+    /// The buffer is allocated and populated before the reply; a size that would leave less than
+    /// 16 MiB of the guest's available memory is refused (400) and the current load kept.
     static let webServiceSource = #"""
         #define _GNU_SOURCE
         #include <errno.h>
@@ -24,7 +32,10 @@ extension GuestFiles {
         #include <string.h>
         #include <strings.h>
         #include <sys/epoll.h>
+        #include <sys/mman.h>
+        #include <sys/resource.h>
         #include <sys/socket.h>
+        #include <sys/syscall.h>
         #include <time.h>
         #include <unistd.h>
         #include <poll.h>
@@ -45,6 +56,19 @@ extension GuestFiles {
 
         struct conn { int fd; size_t len; char buf[BUF_SIZE]; };
 
+        /* The dirtying load (POST /dirty). dirty_lock guards the buffer and its settings; the
+           dirtier holds it while writing one chunk, so a new setting never frees memory in use. */
+        #define PAGE_SIZE 4096
+        #define DIRTY_CHUNK (1 << 20)
+        #define DIRTY_RESERVE_MIB 16
+        static pthread_mutex_t dirty_lock = PTHREAD_MUTEX_INITIALIZER;
+        static pthread_cond_t dirty_wake = PTHREAD_COND_INITIALIZER;
+        static pthread_mutex_t dirty_control = PTHREAD_MUTEX_INITIALIZER;  /* one change at a time */
+        static char *dirty_buf;
+        static size_t dirty_bytes;
+        static long dirty_mib, dirty_rate;  /* rate in MiB/s of pages written; 0: as fast as it can */
+        static uint64_t dirty_generation, pages_dirtied;
+
         static double now_seconds(void) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -60,6 +84,109 @@ extension GuestFiles {
             }
             sink = x;
             return sink;
+        }
+
+        static void sleep_seconds(double seconds) {
+            struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+            while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
+        }
+
+        /* Writes one word in every page of the buffer, chunk by chunk, forever. */
+        static void *dirtier(void *arg) {
+            (void)arg;
+            setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+            uint64_t seq = 0, generation = 0, done = 0;
+            size_t offset = 0;
+            double t0 = 0;
+            for (;;) {
+                pthread_mutex_lock(&dirty_lock);
+                while (dirty_buf == NULL) pthread_cond_wait(&dirty_wake, &dirty_lock);
+                if (generation != dirty_generation) {
+                    generation = dirty_generation;
+                    offset = 0; done = 0; t0 = now_seconds();
+                }
+                long rate = dirty_rate;
+                size_t end = offset + DIRTY_CHUNK < dirty_bytes ? offset + DIRTY_CHUNK : dirty_bytes;
+                seq++;
+                for (size_t o = offset; o < end; o += PAGE_SIZE) *(volatile uint64_t *)(dirty_buf + o) = seq;
+                size_t written = end - offset;
+                offset = end >= dirty_bytes ? 0 : end;
+                pthread_mutex_unlock(&dirty_lock);
+                __atomic_add_fetch(&pages_dirtied, written / PAGE_SIZE, __ATOMIC_RELAXED);
+                done += written;
+                if (rate > 0) {
+                    double wait = t0 + (double)done / ((double)rate * 1048576.0) - now_seconds();
+                    if (wait > 0) sleep_seconds(wait);
+                    /* Far behind (the guest was paused): start the pacing over rather than burst. */
+                    if (wait < -0.1) { t0 = now_seconds(); done = 0; }
+                }
+            }
+            return NULL;
+        }
+
+        static long mem_available_mib(void) {
+            char line[128];
+            long kib = -1;
+            FILE *f = fopen("/proc/meminfo", "r");
+            if (!f) return -1;
+            while (fgets(line, sizeof line, f))
+                if (sscanf(line, "MemAvailable: %ld kB", &kib) == 1) break;
+            fclose(f);
+            return kib < 0 ? -1 : kib / 1024;
+        }
+
+        /* Replaces the dirtying load (mib 0: none). Returns 0, or -1 with a message in error; a
+           request the guest has no memory for leaves the current load as it is. */
+        static int set_dirty(long mib, long rate, char *error, size_t size) {
+            int rc = 0;
+            pthread_mutex_lock(&dirty_control);
+            /* The current buffer is freed first, so it counts as available. */
+            long available = mem_available_mib();
+            if (available >= 0) available += dirty_mib;
+            if (mib > 0 && available >= 0 && mib > available - DIRTY_RESERVE_MIB) {
+                snprintf(error, size, "mib=%ld is too much: the guest has %ld MiB available and keeps %d MiB\n",
+                    mib, available, DIRTY_RESERVE_MIB);
+                pthread_mutex_unlock(&dirty_control);
+                return -1;
+            }
+            pthread_mutex_lock(&dirty_lock);
+            char *old = dirty_buf;
+            size_t old_bytes = dirty_bytes;
+            dirty_buf = NULL; dirty_bytes = 0; dirty_mib = 0; dirty_rate = 0;
+            pthread_mutex_unlock(&dirty_lock);
+            if (old) munmap(old, old_bytes);
+            if (mib > 0) {
+                size_t bytes = (size_t)mib << 20;
+                char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+                if (buf == MAP_FAILED) {
+                    snprintf(error, size, "cannot allocate %ld MiB: %s\n", mib, strerror(errno));
+                    rc = -1;
+                } else {
+                    pthread_mutex_lock(&dirty_lock);
+                    dirty_buf = buf; dirty_bytes = bytes; dirty_mib = mib; dirty_rate = rate;
+                    dirty_generation++;
+                    pthread_cond_signal(&dirty_wake);
+                    pthread_mutex_unlock(&dirty_lock);
+                }
+            }
+            pthread_mutex_unlock(&dirty_control);
+            return rc;
+        }
+
+        /* The value of NAME in a query string ("a=1&b=2"): 1 and *out if it is a whole number in
+           [0, max], 0 if absent, -1 if malformed or out of range. */
+        static int query_number(const char *query, const char *name, long max, long *out) {
+            size_t len = strlen(name);
+            for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+                if (strncmp(p, name, len) != 0 || p[len] != '=') continue;
+                char *end;
+                errno = 0;
+                long value = strtol(p + len + 1, &end, 10);
+                if (end == p + len + 1 || (*end && *end != '&') || errno || value < 0 || value > max) return -1;
+                *out = value;
+                return 1;
+            }
+            return 0;
         }
 
         static void read_file(const char *path, char *out, size_t size) {
@@ -135,6 +262,7 @@ extension GuestFiles {
             }
             /* HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only if asked. */
             int keep_alive = strcmp(version, "HTTP/1.0") != 0;
+            long content_length = 0;
             for (char *line = strstr(req, "\r\n"); line; line = strstr(line + 2, "\r\n")) {
                 if (strncasecmp(line + 2, "Connection:", 11) == 0) {
                     const char *v = line + 13;
@@ -142,11 +270,17 @@ extension GuestFiles {
                     if (strncasecmp(v, "close", 5) == 0) keep_alive = 0;
                     if (strncasecmp(v, "keep-alive", 10) == 0) keep_alive = 1;
                 }
+                if (strncasecmp(line + 2, "Content-Length:", 15) == 0) content_length = atol(line + 17);
             }
             char *query = strchr(target, '?');
-            if (query) *query = 0;
-            if (strcmp(method, "GET") != 0) {
+            if (query) *query++ = 0;
+            int is_dirty = strcmp(target, "/dirty") == 0;
+            if (strcmp(method, is_dirty ? "POST" : "GET") != 0) {
                 respond(fd, 405, "text/plain", "method not allowed\n", 0);
+                return -1;
+            }
+            if (content_length != 0) {  /* no endpoint reads a body; it would be taken for a request */
+                respond(fd, 400, "text/plain", "no request body expected; parameters go in the query\n", 0);
                 return -1;
             }
             char body[4096];
@@ -171,11 +305,31 @@ extension GuestFiles {
                 char uptime[64], boot_id[64];
                 read_file("/proc/uptime", uptime, sizeof uptime);
                 read_file("/proc/sys/kernel/random/boot_id", boot_id, sizeof boot_id);
+                pthread_mutex_lock(&dirty_lock);
+                long mib = dirty_mib, rate = dirty_rate;
+                pthread_mutex_unlock(&dirty_lock);
                 snprintf(body, sizeof body,
-                    "{\"name\":\"%s\",\"uptimeSeconds\":%s,\"requests\":%llu,\"bootId\":\"%s\"}\n",
+                    "{\"name\":\"%s\",\"uptimeSeconds\":%s,\"requests\":%llu,\"bootId\":\"%s\","
+                    "\"dirtyMiB\":%ld,\"dirtyRateMiBps\":%ld,\"dirtiedPages\":%llu}\n",
                     vm_name, uptime[0] ? uptime : "0",
-                    (unsigned long long)__atomic_load_n(&requests_total, __ATOMIC_RELAXED), boot_id);
+                    (unsigned long long)__atomic_load_n(&requests_total, __ATOMIC_RELAXED), boot_id, mib, rate,
+                    (unsigned long long)__atomic_load_n(&pages_dirtied, __ATOMIC_RELAXED));
                 rc = respond(fd, 200, "application/json", body, keep_alive);
+            } else if (is_dirty) {
+                long mib = -1, rate = 0;
+                const char *q = query ? query : "";
+                if (query_number(q, "mib", 1 << 20, &mib) != 1) {
+                    rc = respond(fd, 400, "text/plain",
+                        "mib: give the MiB to dirty as a whole number up to 1048576 (0 stops)\n", keep_alive);
+                } else if (query_number(q, "rate", 1 << 20, &rate) < 0) {
+                    rc = respond(fd, 400, "text/plain",
+                        "rate: give MiB/s as a whole number up to 1048576 (0: as fast as it can)\n", keep_alive);
+                } else if (set_dirty(mib, rate, body, sizeof body) < 0) {
+                    rc = respond(fd, 400, "text/plain", body, keep_alive);
+                } else {
+                    snprintf(body, sizeof body, "{\"dirtyMiB\":%ld,\"dirtyRateMiBps\":%ld}\n", mib, mib ? rate : 0);
+                    rc = respond(fd, 200, "application/json", body, keep_alive);
+                }
             } else {
                 rc = respond(fd, 404, "text/plain", "not found\n", keep_alive);
             }
@@ -273,6 +427,8 @@ extension GuestFiles {
                 pthread_t t;
                 pthread_create(&t, NULL, worker, NULL);
             }
+            pthread_t dirty_thread;
+            pthread_create(&dirty_thread, NULL, dirtier, NULL);
             FILE *ready = fopen("/run/vireo-web.ready", "w");
             if (ready) fclose(ready);
             fprintf(stderr, "vireo-web: %s listening on :%d with %ld workers\n", vm_name, port, workers);

@@ -59,6 +59,18 @@ public enum ByteSize {
         }
         return "\(mib)MiB"
     }
+
+    /// Formats a byte count for people, one decimal: `812 B`, `61.4 MiB`, `1.2 GiB`.
+    public static func describe(bytes: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+    }
 }
 
 extension StringProtocol {

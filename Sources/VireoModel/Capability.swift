@@ -23,6 +23,11 @@ public struct CapabilitySet: OptionSet, Sendable, Hashable {
         1 << UInt32(Capability.allCases.firstIndex(of: capability)!)
     }
 
+    /// The first member in `Capability.allCases` order, without building an array.
+    public var first: Capability? {
+        Capability.allCases.first { rawValue & Self.bit($0) != 0 }
+    }
+
     /// The members, in `Capability.allCases` order.
     public var members: [Capability] {
         Capability.allCases.filter { rawValue & Self.bit($0) != 0 }

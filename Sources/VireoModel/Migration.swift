@@ -35,3 +35,68 @@ public struct MigrationStats: Sendable, Codable, Equatable {
         self.setupTimeMs = setupTimeMs
     }
 }
+
+public struct MigrationID: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
+    public let rawValue: String
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public static func generate() -> MigrationID { MigrationID(UUID().uuidString.lowercased()) }
+    public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(String.self) }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+    public var description: String { rawValue }
+    public static func < (a: MigrationID, b: MigrationID) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// Where a live migration is: the destination prepares (`pending`), listens (`ready`), the source
+/// sends (`running`), and it ends `completed` (the VM runs on the destination) or `failed` (it
+/// runs on the source, as before).
+public enum MigrationState: String, Sendable, Codable, CaseIterable {
+    case pending
+    case ready
+    case running
+    case completed
+    case failed
+
+    public var isActive: Bool { self != .completed && self != .failed }
+}
+
+/// One live migration of one VM, as the controller records it.
+public struct Migration: Sendable, Codable, Equatable {
+    public var id: MigrationID
+    public var vmID: VMID
+    public var vmName: String
+    public var source: HostID
+    public var destination: HostID
+    public var state: MigrationState
+    /// Why it was started: `requested` (a user) or the planner's explanation.
+    public var reason: String
+    /// The failure reason, for `failed`.
+    public var message: String?
+    /// Where the destination listens (`tcp:ADDR:PORT`), once it is ready.
+    public var incomingURI: String?
+    public var progress: MigrationProgress?
+    public var stats: MigrationStats?
+    public var requestedAt: Date
+    public var startedAt: Date?
+    public var endedAt: Date?
+    /// The destination has taken over the VM (completed) or discarded its copy (failed): nothing
+    /// more to tell it.
+    public var destinationSettled: Bool
+
+    public init(
+        id: MigrationID = .generate(), vmID: VMID, vmName: String, source: HostID, destination: HostID,
+        reason: String, requestedAt: Date
+    ) {
+        self.id = id
+        self.vmID = vmID
+        self.vmName = vmName
+        self.source = source
+        self.destination = destination
+        self.state = .pending
+        self.reason = reason
+        self.requestedAt = requestedAt
+        self.destinationSettled = false
+    }
+}

@@ -47,7 +47,7 @@ public enum InitialPlacement {
         if let pinned = request.pinnedHost, pinned != host.name { return filtered(.notPinnedHost(pinned: pinned)) }
         if host.state != .ready { return filtered(.hostNotReady(state: host.state)) }
         let missing = request.requiredCapabilities.subtracting(host.capabilities)
-        if !missing.isEmpty { return filtered(.missingCapability(missing.members[0])) }
+        if let first = missing.first { return filtered(.missingCapability(first)) }
         let cpuCapacity = Int((Double(host.cpus) * settings.cpuOvercommit).rounded(.down))
         let memoryCapacity = Int((Double(host.memoryMiB) * settings.memoryOvercommit).rounded(.down))
         let freeCPU = max(0, cpuCapacity - host.allocatedCPUs)

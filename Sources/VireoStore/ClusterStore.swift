@@ -4,9 +4,12 @@ import VireoModel
 public struct StoredCluster: Sendable, Equatable {
     public var hosts: [HostRecord]
     public var vms: [VirtualMachine]
-    public init(hosts: [HostRecord], vms: [VirtualMachine]) {
+    /// Every migration recorded, oldest first.
+    public var migrations: [Migration]
+    public init(hosts: [HostRecord], vms: [VirtualMachine], migrations: [Migration] = []) {
         self.hosts = hosts
         self.vms = vms
+        self.migrations = migrations
     }
 }
 
@@ -17,14 +20,20 @@ public struct StoreBatch: Sendable, Equatable {
     public var deletedVMs: [VMID]
     /// Hosts to insert or replace.
     public var hosts: [HostRecord]
+    /// Migrations to insert or replace.
+    public var migrations: [Migration]
 
-    public init(updatedVMs: [VirtualMachine] = [], deletedVMs: [VMID] = [], hosts: [HostRecord] = []) {
+    public init(
+        updatedVMs: [VirtualMachine] = [], deletedVMs: [VMID] = [], hosts: [HostRecord] = [],
+        migrations: [Migration] = []
+    ) {
         self.updatedVMs = updatedVMs
         self.deletedVMs = deletedVMs
         self.hosts = hosts
+        self.migrations = migrations
     }
 
-    public var isEmpty: Bool { updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty }
+    public var isEmpty: Bool { updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty && migrations.isEmpty }
 }
 
 /// Durable desired and observed state. Every write is atomic and durable when it returns; a

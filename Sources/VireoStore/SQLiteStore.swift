@@ -57,6 +57,16 @@ public final class SQLiteStore: ClusterStore {
                 t.column("text", .blob).notNull()
             }
         }
+        migrator.registerMigration("v3: migrations") { db in
+            // Kept after their VM is deleted: the history of moves outlives the VMs.
+            try db.create(table: "migrations") { t in
+                t.primaryKey("id", .text)
+                t.column("vm_id", .text).notNull().indexed()
+                t.column("state", .text).notNull()
+                t.column("requested_at", .double).notNull()
+                t.column("body", .blob).notNull()
+            }
+        }
         return migrator
     }
 
@@ -73,7 +83,10 @@ public final class SQLiteStore: ClusterStore {
             let vms = try Row.fetchAll(db, sql: "SELECT body FROM vms ORDER BY name").map {
                 try self.decoder.decode(VirtualMachine.self, from: $0["body"] as Data)
             }
-            return StoredCluster(hosts: hosts, vms: vms)
+            let migrations = try Row.fetchAll(db, sql: "SELECT body FROM migrations ORDER BY requested_at, id").map {
+                try self.decoder.decode(Migration.self, from: $0["body"] as Data)
+            }
+            return StoredCluster(hosts: hosts, vms: vms, migrations: migrations)
         }
     }
 
@@ -94,6 +107,7 @@ public final class SQLiteStore: ClusterStore {
         guard !batch.isEmpty else { return }
         let vms = try batch.updatedVMs.map { ($0, try encoder.encode($0)) }
         let hosts = try batch.hosts.map { ($0, try encoder.encode($0)) }
+        let migrations = try batch.migrations.map { ($0, try encoder.encode($0)) }
         do {
             try await writer.write { db in
                 for (vm, body) in vms {
@@ -116,6 +130,17 @@ public final class SQLiteStore: ClusterStore {
                             ON CONFLICT(id) DO UPDATE SET name = excluded.name, body = excluded.body
                             """,
                         arguments: [host.id.rawValue, host.name, body])
+                }
+                for (migration, body) in migrations {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO migrations (id, vm_id, state, requested_at, body) VALUES (?, ?, ?, ?, ?)
+                            ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body
+                            """,
+                        arguments: [
+                            migration.id.rawValue, migration.vmID.rawValue, migration.state.rawValue,
+                            migration.requestedAt.timeIntervalSince1970, body,
+                        ])
                 }
             }
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {

@@ -6,8 +6,8 @@ import VireoModel
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure a running controller (results go to docs/benchmarks.md).",
-        subcommands: [BenchCreate.self, BenchBoot.self])
+        commandName: "bench", abstract: "Measure Vireo: the API, VM boot, live migration (results go to docs/benchmarks.md).",
+        subcommands: [BenchCreate.self, BenchBoot.self, BenchMigrate.self])
 }
 
 /// Result of `vireo bench create`.

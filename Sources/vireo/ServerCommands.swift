@@ -45,9 +45,10 @@ struct DriverSelection: ParsableArguments {
     @Option(
         name: .customLong("driver-opt"),
         help: ArgumentHelp(
-            "Driver setting key=value, repeatable. qemu: accel (auto|kvm|tcg), cpus, memory, network (user|none), "
-                + "stop-timeout-s, ready-timeout-s, images, binary. simulated: cpus, memory, boot-delay-ms, "
-                + "stop-delay-ms, fail-probability, seed.",
+            "Driver setting key=value, repeatable. qemu: accel (auto|kvm|tcg), cpus, memory, network "
+                + "(user|none|tap), bridge, pool, guest-prefix, gateway (tap), shared-disks (enables live "
+                + "migration), stop-timeout-s, ready-timeout-s, images, binary. simulated: cpus, memory, "
+                + "boot-delay-ms, stop-delay-ms, fail-probability, seed.",
             valueName: "key=value"))
     var driverOptions: [String] = []
 

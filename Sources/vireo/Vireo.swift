@@ -16,7 +16,8 @@ struct Vireo: AsyncParsableCommand {
         version: VireoVersion.current,
         subcommands: [
             Up.self, ControllerCommand.self, AgentCommand.self, HostCommand.self, VMCommand.self, Apply.self,
-            ImageCommand.self, EventsCommand.self, TestbedCommand.self, BenchCommand.self,
+            Migrate.self, MigrationCommand.self, ImageCommand.self, EventsCommand.self, TestbedCommand.self,
+            BenchCommand.self,
         ]
     )
 }

@@ -40,6 +40,7 @@ struct LocalCluster {
             while !Task.isCancelled {
                 try? await controller.checkHostLiveness()
                 try? await controller.schedulePending()
+                try? await controller.expireMigrations()
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }

@@ -114,6 +114,28 @@ struct OpenAPITests {
             _ = try await call(.get, "/v1/vms/m/logs", route: "/v1/vms/{vm}/logs", expect: 200)
             _ = try await call(.get, "/v1/vms/a/logs?tail=x", route: "/v1/vms/{vm}/logs", expect: 400)
             _ = try await call(.get, "/v1/vms/nope/logs", route: "/v1/vms/{vm}/logs", expect: 404)
+            // Migration: a's host h1 runs it (as just reported); the simulated hosts can migrate.
+            let migrated = try await call(
+                .post, "/v1/vms/a/migrate", route: "/v1/vms/{vm}/migrate", body: #"{"to":"h2"}"#, expect: 202)
+            let migrationID = try decodeJSON(MigrationView.self, migrated).id
+            _ = try await call(.post, "/v1/vms/a/migrate", route: "/v1/vms/{vm}/migrate", body: #"{"to":"h2"}"#, expect: 409)
+            _ = try await call(.post, "/v1/vms/a/stop", route: "/v1/vms/{vm}/stop", expect: 409)
+            _ = try await call(.post, "/v1/vms/many/migrate", route: "/v1/vms/{vm}/migrate", body: #"{"to":"h2"}"#, expect: 412)
+            _ = try await call(.post, "/v1/vms/a/migrate", route: "/v1/vms/{vm}/migrate", body: #"{"to":"nope"}"#, expect: 404)
+            _ = try await call(.post, "/v1/vms/a/migrate", route: "/v1/vms/{vm}/migrate", body: #"{"host":"h2"}"#, expect: 400)
+            _ = try await call(.get, "/v1/migrations", route: "/v1/migrations", expect: 200)
+            _ = try await call(.get, "/v1/migrations?vm=a&limit=5", route: "/v1/migrations", expect: 200)
+            _ = try await call(.get, "/v1/migrations?vm=nope", route: "/v1/migrations", expect: 404)
+            _ = try await call(.get, "/v1/migrations?limit=0", route: "/v1/migrations", expect: 400)
+            _ = try await call(.get, "/v1/migrations/\(migrationID)", route: "/v1/migrations/{migration}", expect: 200)
+            _ = try await call(.get, "/v1/migrations/nope", route: "/v1/migrations/{migration}", expect: 404)
+            // The destination's heartbeat carries its order, and its report is taken.
+            let h2 = try await plane.controller.host("h2").id
+            let order = try await call(
+                .post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat",
+                body: #"{"hostID":"\#(h2)","instances":[],"migrations":[{"id":"\#(migrationID)","state":"ready","incomingURI":"tcp:127.0.0.1:1"}]}"#,
+                expect: 200)
+            #expect(order.contains(#""role":"destination""#))
             _ = try await call(.get, "/v1/events?follow=false", route: "/v1/events", expect: 200)
             _ = try await call(.get, "/v1/events?after=-1", route: "/v1/events", expect: 400)
             _ = try await call(.get, "/metrics", route: "/metrics", expect: 200)

@@ -160,13 +160,14 @@ struct QEMUMigrationTests {
     let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
 
     /// Two "hosts" on this machine: two drivers with their own state, sharing the disk directory.
-    func pair() -> (QEMUDriver, QEMUDriver, shared: String) {
+    func pair(bandwidth: UInt64? = nil) -> (QEMUDriver, QEMUDriver, shared: String) {
         let shared = temporaryDirectory() + "/disks"
         func make() -> QEMUDriver {
             var configuration = QEMUDriver.Configuration(
                 stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 2,
                 memoryMiB: 4096)
             configuration.sharedDisks = shared
+            if let bandwidth { configuration.migrationBandwidth = bandwidth }
             return QEMUDriver(configuration: configuration) { name in try await TestQEMU.images.image(name) }
         }
         return (make(), make(), shared)
@@ -209,7 +210,8 @@ struct QEMUMigrationTests {
 
     @Test("the destination dies mid-migration: the guest keeps running on the source, nothing is left behind")
     func destinationDies() async throws {
-        let (source, destination, shared) = pair()
+        // 16 MiB/s: the guest's non-zero memory takes seconds to send, so "mid-migration" is certain.
+        let (source, destination, shared) = pair(bandwidth: 16 << 20)
         let vm = InstanceSpec(id: .generate(), name: "stayer", image: "web", cpus: 1, memoryMiB: 512)
         try await source.create(vm)
         try await source.start(vm.id)
@@ -218,13 +220,17 @@ struct QEMUMigrationTests {
 
         let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
         let incomingPID = try QEMUDriver.readPID(await destination.paths(vm.id).pid)
-        // Kill the destination while memory flows (512 MiB take about half a second here).
-        let killer = Task {
-            try await Task.sleep(for: .milliseconds(150))
-            kill(incomingPID, SIGKILL)
+        let killedAt = ProgressLog()
+        let error = await #expect(throws: VireoError.self) {
+            _ = try await source.migrate(vm.id, to: uri) { progress in
+                // Kill the destination once memory is flowing.
+                if progress.transferredBytes > 1 << 20, killedAt.all.isEmpty {
+                    killedAt.append(progress)
+                    kill(incomingPID, SIGKILL)
+                }
+            }
         }
-        let error = await #expect(throws: VireoError.self) { _ = try await source.migrate(vm.id, to: uri) { _ in } }
-        _ = await killer.result
+        #expect(killedAt.all.count == 1)
         #expect(error?.message.contains("keeps running here") == true)
 
         #expect(try await source.status().first?.state == .running)

@@ -28,7 +28,7 @@ struct TestControlPlane {
             _ = try await controller.register(
                 AgentRegistration(
                     name: name,
-                    fingerprint: HostFingerprint(cpus: 8, memoryMiB: 16384, driver: "simulated", capabilities: [.pause])))
+                    fingerprint: HostFingerprint(cpus: 8, memoryMiB: 16384, driver: "simulated", capabilities: [.pause, .liveMigration])))
         }
         return TestControlPlane(
             controller: controller, server: VireoServer(controller: controller, tokens: tokens, registry: registry),
@@ -45,7 +45,8 @@ struct TestControlPlane {
 extension ControllerSettings {
     /// Short intervals so tests of liveness and reconciliation take fractions of a second.
     static let fast = ControllerSettings(
-        heartbeatInterval: .milliseconds(50), hostTimeout: .seconds(1), tickInterval: .milliseconds(50))
+        heartbeatInterval: .milliseconds(50), hostTimeout: .seconds(1), tickInterval: .milliseconds(50),
+        migrationStartTimeout: .seconds(2))
 }
 
 extension TestClientProtocol {

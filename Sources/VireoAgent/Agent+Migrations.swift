@@ -1,0 +1,122 @@
+import VireoAPI
+import VireoDriver
+import VireoModel
+
+extension Agent {
+    /// Acts on the migrations the controller lists for this host. Level-triggered: every order is
+    /// looked at on every round, and what was done is remembered only as the report to send.
+    func handleMigrations(_ orders: [MigrationOrder], statuses: [InstanceStatus], sent: [MigrationReport]) async {
+        // The controller has seen what we sent about migrations it no longer lists: done with them.
+        let listed = Set(orders.map(\.id))
+        state.withLock { s in
+            for report in sent where !listed.contains(report.id) && s.migrationReports[report.id] == report {
+                s.migrationReports[report.id] = nil
+            }
+        }
+        let current = Dictionary(statuses.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for order in orders {
+            switch order.role {
+            case .destination: await actAsDestination(order, status: current[order.vm.id])
+            case .source: actAsSource(order)
+            }
+        }
+    }
+
+    private func actAsDestination(_ order: MigrationOrder, status: InstanceStatus?) async {
+        let report = state.withLock { $0.migrationReports[order.id] }
+        if report?.settled == true { return }
+        switch order.state {
+        case .pending where report == nil:
+            launch(order) { agent in
+                let spec = InstanceSpec(
+                    id: order.vm.id, name: order.vm.name, image: order.vm.image, cpus: order.vm.cpus,
+                    memoryMiB: order.vm.memoryMiB)
+                do {
+                    let uri = try await agent.driver.prepareIncoming(
+                        spec, guestAddress: order.guestAddress, listenAddress: agent.settings.address ?? "127.0.0.1")
+                    return MigrationReport(id: order.id, state: .ready, incomingURI: uri)
+                } catch {
+                    // prepareIncoming leaves nothing behind when it fails.
+                    return MigrationReport(id: order.id, state: .failed, message: "\(error)", settled: true)
+                }
+            }
+        case .pending, .ready, .running:
+            // The guest resuming here means the source has handed it over; QEMU dying means the
+            // migration failed on this side.
+            if status?.state == .running {
+                await settle(order, taking: true, report: report)
+            } else if status?.state == .failed {
+                await settle(order, taking: false, report: report, message: status?.message ?? "the incoming VM failed")
+            }
+        case .completed:
+            await settle(order, taking: true, report: report)
+        case .failed:
+            await settle(order, taking: false, report: report)
+        }
+    }
+
+    /// Destination: takes the VM over, or discards the half-made copy; then tells the controller.
+    private func settle(_ order: MigrationOrder, taking: Bool, report: MigrationReport?, message: String? = nil) async {
+        do {
+            if taking { try await driver.finishIncoming(order.vm.id) } else { try await driver.abortIncoming(order.vm.id) }
+        } catch {
+            logger.error("cannot settle migration", metadata: ["migration": "\(order.id)", "error": "\(error)"])
+            return
+        }
+        logger.info(
+            taking ? "took over migrated VM" : "discarded incoming VM",
+            metadata: ["vm": "\(order.vm.name)", "migration": "\(order.id)"])
+        var settled = report ?? MigrationReport(id: order.id, state: order.state)
+        if !taking { settled.state = .failed }
+        settled.message = message ?? settled.message
+        settled.settled = true
+        state.withLock { $0.migrationReports[order.id] = settled }
+        wakeSignal.signal()
+    }
+
+    private func actAsSource(_ order: MigrationOrder) {
+        guard order.state == .ready, let uri = order.incomingURI else { return }
+        guard state.withLock({ $0.migrationReports[order.id] == nil }) else { return }
+        launch(order) { agent in
+            let id = order.id
+            do {
+                let stats = try await agent.driver.migrate(order.vm.id, to: uri) { progress in
+                    agent.state.withLock {
+                        $0.migrationReports[id] = MigrationReport(id: id, state: .running, progress: progress)
+                    }
+                }
+                let report = MigrationReport(id: id, state: .completed, stats: stats)
+                // Tell the controller at once; then the paused copy here goes (but not its disk).
+                agent.state.withLock { $0.migrationReports[id] = report }
+                agent.wakeSignal.signal()
+                try await agent.driver.release(order.vm.id)
+                agent.logger.info(
+                    "migrated", metadata: ["vm": "\(order.vm.name)", "downtime-ms": "\(stats.downtimeMs)",
+                                           "total-ms": "\(stats.totalTimeMs)"])
+                return report
+            } catch {
+                agent.logger.error("migration failed", metadata: ["vm": "\(order.vm.name)", "error": "\(error)"])
+                return MigrationReport(id: id, state: .failed, message: "\(error)")
+            }
+        }
+    }
+
+    /// Runs `work` once per migration at a time and records the report it ends with.
+    private func launch(_ order: MigrationOrder, _ work: @escaping @Sendable (Agent) async -> MigrationReport) {
+        let claimed = state.withLock { s in
+            s.migrationTasks.insert(order.id).inserted
+        }
+        guard claimed else { return }
+        if order.role == .source {
+            state.withLock { $0.migrationReports[order.id] = MigrationReport(id: order.id, state: .running) }
+        }
+        Task {
+            let report = await work(self)
+            self.state.withLock { s in
+                s.migrationTasks.remove(order.id)
+                s.migrationReports[order.id] = report
+            }
+            self.wakeSignal.signal()
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import Foundation
+import VireoAPI
+import VireoModel
+import VireoPlacement
+import VireoStore
+
+/// Live migration, orchestrated level-triggered like everything else: the controller records the
+/// migration; each heartbeat answer tells the destination to prepare and, once it listens, the
+/// source to send; agents report back; the VM changes host when the source reports completion
+/// (or the destination reports the VM running there, if the source's word was lost).
+extension Controller {
+    public func migrateVM(_ reference: String, to hostReference: String, reason: String = "requested") async throws
+        -> MigrationView
+    {
+        await lock.acquire()
+        defer { lock.release() }
+        let vm = try lookupVM(reference)
+        guard let destination = state.host(named: hostReference) ?? state.hosts[HostID(hostReference)] else {
+            throw VireoError.notFound("host", hostReference)
+        }
+        guard vm.intent == .running, vm.state == .running, let sourceID = vm.hostID, let source = state.hosts[sourceID]
+        else {
+            throw VireoError(.failedPrecondition, "VM '\(vm.name)' is \(vm.state.rawValue); only a running VM can be migrated")
+        }
+        if let active = activeMigration(of: vm.id) {
+            throw VireoError(.conflict, "VM '\(vm.name)' is already migrating (migration \(active.id))")
+        }
+        guard destination.id != source.id else {
+            throw VireoError(.failedPrecondition, "VM '\(vm.name)' already runs on host '\(destination.name)'")
+        }
+        for host in [source, destination] where !host.fingerprint.capabilities.contains(.liveMigration) {
+            throw VireoError(
+                .failedPrecondition,
+                "host '\(host.name)' cannot live-migrate (driver \(host.fingerprint.driver) without shared storage?)")
+        }
+        guard let snapshot = state.snapshot().hosts.first(where: { $0.id == destination.id }) else {
+            throw VireoError.notFound("host", hostReference)
+        }
+        let verdict = InitialPlacement.evaluate(
+            PlacementRequest(cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB), on: snapshot,
+            settings: settings.placement)
+        if let reason = verdict.filtered {
+            throw VireoError(.failedPrecondition, "host '\(destination.name)' cannot take VM '\(vm.name)': \(reason)")
+        }
+        let time = now()
+        let migration = Migration(
+            vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
+            requestedAt: time)
+        try await store.commit(StoreBatch(migrations: [migration]))
+        migrations[migration.id] = migration
+        events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
+        return view(migration)
+    }
+
+    public func listMigrations(vm reference: String? = nil, limit: Int = 100) throws -> MigrationList {
+        let vmID = try reference.map { try lookupMigratedVM($0) }
+        let items = migrations.values
+            .filter { vmID == nil || $0.vmID == vmID }
+            .sorted { ($0.requestedAt, $0.id) > ($1.requestedAt, $1.id) }
+            .prefix(limit)
+        return MigrationList(items: items.map(view))
+    }
+
+    public func migration(_ id: String) throws -> MigrationView {
+        guard let migration = migrations[MigrationID(id)] else { throw VireoError.notFound("migration", id) }
+        return view(migration)
+    }
+
+    func view(_ migration: Migration) -> MigrationView {
+        MigrationView(
+            migration, source: state.hosts[migration.source]?.name ?? migration.source.rawValue,
+            destination: state.hosts[migration.destination]?.name ?? migration.destination.rawValue)
+    }
+
+    /// A VM by name or ID, also one that no longer exists but has migrations.
+    private func lookupMigratedVM(_ reference: String) throws -> VMID {
+        if let vm = try? lookupVM(reference) { return vm.id }
+        if let match = migrations.values.first(where: { $0.vmName == reference || $0.vmID.rawValue == reference }) {
+            return match.vmID
+        }
+        throw VireoError.notFound("VM", reference)
+    }
+
+    func activeMigration(of vm: VMID) -> Migration? {
+        migrations.values.first { $0.vmID == vm && $0.state.isActive }
+    }
+
+    /// What the host must do about migrations: the source sends once the destination is ready; the
+    /// destination prepares, and hears how it ended until it has settled.
+    func migrationOrders(for host: HostID) -> [MigrationOrder] {
+        migrations.values.compactMap { migration -> MigrationOrder? in
+            let role: MigrationOrder.Role
+            if migration.source == host && migration.state.isActive {
+                role = .source
+            } else if migration.destination == host && (migration.state.isActive || !migration.destinationSettled) {
+                role = .destination
+            } else {
+                return nil
+            }
+            guard let vm = state.vms[migration.vmID] else { return nil }
+            return MigrationOrder(
+                id: migration.id, role: role, state: migration.state,
+                vm: DesiredVM(
+                    id: vm.id, name: vm.name, image: vm.spec.image, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB,
+                    intent: vm.intent, generation: vm.generation),
+                guestAddress: vm.address, incomingURI: migration.incomingURI)
+        }.sorted { $0.id < $1.id }
+    }
+
+    /// Applies what a host reports about its migrations. Call with the lock held.
+    func applyMigrationReports(_ heartbeat: AgentHeartbeat, at time: Date) async throws {
+        let host = heartbeat.hostID
+        for report in heartbeat.migrations ?? [] {
+            guard var migration = migrations[report.id] else { continue }
+            let before = migration
+            if migration.destination == host {
+                switch report.state {
+                case .ready where migration.state == .pending:
+                    migration.state = .ready
+                    migration.incomingURI = report.incomingURI
+                case .failed where migration.state.isActive:
+                    migration = failed(migration, "destination: \(report.message ?? "failed")", at: time)
+                default: break
+                }
+                if report.settled == true { migration.destinationSettled = true }
+            } else if migration.source == host {
+                switch report.state {
+                case .running where migration.state == .ready || migration.state == .running:
+                    if migration.state == .ready { migration.startedAt = time }
+                    migration.state = .running
+                    migration.progress = report.progress ?? migration.progress
+                case .completed:
+                    migration.stats = report.stats ?? migration.stats
+                    if migration.state.isActive {
+                        try await complete(&migration, at: time)
+                        continue
+                    }
+                case .failed where migration.state.isActive:
+                    migration = failed(migration, report.message ?? "failed on the source", at: time)
+                default: break
+                }
+            }
+            if migration != before { try await save(migration, was: before, at: time) }
+        }
+        // The source's word can be lost (it died right after): the guest running on the
+        // destination proves the move happened.
+        for instance in heartbeat.instances where instance.state == .running {
+            guard var migration = activeMigration(of: instance.id), migration.destination == host,
+                migration.state == .running || migration.state == .ready
+            else { continue }
+            migration.message = "completed as reported by the destination"
+            try await complete(&migration, at: time)
+        }
+    }
+
+    /// The VM now lives on the destination. Writes the migration and the VM together.
+    private func complete(_ migration: inout Migration, at time: Date) async throws {
+        let before = migration
+        migration.state = .completed
+        migration.endedAt = time
+        guard var vm = state.vms[migration.vmID] else {
+            try await save(migration, was: before, at: time)
+            return
+        }
+        vm.hostID = migration.destination
+        vm.address = nil  // the destination reports it
+        // An explicit move overrides a pin: the VM is pinned where it was moved to.
+        if vm.spec.host != nil { vm.spec.host = state.hosts[migration.destination]?.name }
+        vm.updatedAt = time
+        try await commit(vms: [vm], migrations: [migration])
+        migrations[migration.id] = migration
+        events.publish(
+            .migration, name: migration.vmName, from: before.state.rawValue, to: migration.state.rawValue,
+            message: migration.stats.map { "downtime \($0.downtimeMs) ms, total \($0.totalTimeMs) ms" }, at: time)
+    }
+
+    private func failed(_ migration: Migration, _ reason: String, at time: Date) -> Migration {
+        var migration = migration
+        migration.state = .failed
+        migration.message = reason
+        migration.endedAt = time
+        return migration
+    }
+
+    private func save(_ migration: Migration, was before: Migration, at time: Date) async throws {
+        // Progress alone is kept in memory: it changes every heartbeat and means nothing after a restart.
+        if migration.state != before.state || migration.destinationSettled != before.destinationSettled
+            || migration.stats != before.stats || migration.incomingURI != before.incomingURI
+        {
+            try await store.commit(StoreBatch(migrations: [migration]))
+        }
+        migrations[migration.id] = migration
+        if migration.state != before.state {
+            events.publish(
+                .migration, name: migration.vmName, from: before.state.rawValue, to: migration.state.rawValue,
+                message: migration.message, at: time)
+        }
+    }
+
+    /// Fails migrations that cannot go on: a host is gone, the VM is gone, or the destination did
+    /// not get ready (or the source did not start) in time.
+    public func expireMigrations() async throws {
+        await lock.acquire()
+        defer { lock.release() }
+        let time = now()
+        for migration in migrations.values where migration.state.isActive {
+            var reason: String?
+            if state.vms[migration.vmID] == nil {
+                reason = "the VM was deleted"
+            } else if let host = [migration.source, migration.destination].first(where: { state.hosts[$0]?.state != .ready }) {
+                reason = "host '\(state.hosts[host]?.name ?? host.rawValue)' is unreachable"
+            } else if migration.state != .running,
+                time.timeIntervalSince(migration.requestedAt) > settings.migrationStartTimeout.seconds
+            {
+                reason = migration.state == .pending
+                    ? "the destination did not get ready within \(settings.migrationStartTimeout)"
+                    : "the source did not start sending within \(settings.migrationStartTimeout)"
+            }
+            if let reason { try await save(failed(migration, reason, at: time), was: migration, at: time) }
+        }
+    }
+}

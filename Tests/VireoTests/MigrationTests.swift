@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+import VireoAPI
+import VireoController
+import VireoDriver
+import VireoDriverSimulated
+import VireoModel
+import VireoStore
+
+/// The controller's side of live migration, with simulated hosts: orders, reports, the move, and
+/// every way it can be refused or fail. Real QEMU migrations are in QEMUMigrationTests.
+@Suite("Migration orchestration")
+struct MigrationTests {
+    func runningVM(_ cluster: LocalCluster, _ name: String = "m") async throws -> VMView {
+        _ = try await cluster.controller.createVM(VMSpec(name: name, image: "tiny", cpus: 1, memoryMiB: 256))
+        return try await cluster.waitFor(name, .running)
+    }
+
+    @Test("a running VM moves to the other host; the migration is recorded with its figures")
+    func moves() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"])
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let vm = try await runningVM(cluster)
+        let source = try #require(vm.host)
+        let destination = source == "h1" ? "h2" : "h1"
+        let started = try await c.migrateVM("m", to: destination)
+        #expect(started.state == .pending)
+        #expect(started.source == source && started.destination == destination)
+
+        try await eventually("migration completed") { try await c.migration(started.id.rawValue).state == .completed }
+        let done = try await c.migration(started.id.rawValue)
+        #expect(done.stats?.transferredBytes == 256 << 20)
+        #expect(done.stats?.downtimeMs == 20)
+        #expect(done.endedAt != nil)
+        #expect(try await c.vm("m").host == destination)
+        try await eventually("the guest runs on the destination, and only there") {
+            let there = try await cluster.driver(destination).status().first { $0.id == vm.id }
+            let here = try await cluster.driver(source).status().first { $0.id == vm.id }
+            return there?.state == .running && here == nil
+        }
+        _ = try await cluster.waitFor("m", .running)
+        #expect(try await c.listMigrations(vm: "m").items.map(\.id) == [started.id])
+        let kinds = c.events.events(after: 0).filter { $0.kind == .migration }.map(\.to)
+        #expect(kinds.first == "pending" && kinds.last == "completed")
+
+        // And back again: a VM can move as often as it needs to.
+        let back = try await c.migrateVM("m", to: source)
+        try await eventually("migrated back") { try await c.migration(back.id.rawValue).state == .completed }
+        #expect(try await c.vm("m").host == source)
+        #expect(try await c.listMigrations(vm: "m").items.map(\.id) == [back.id, started.id])
+    }
+
+    @Test("requests that cannot be carried out are refused with the reason, and nothing changes")
+    func refused() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"])
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let vm = try await runningVM(cluster)
+        let source = try #require(vm.host)
+        let other = source == "h1" ? "h2" : "h1"
+
+        func refusal(_ vm: String, _ host: String) async -> VireoError? {
+            await #expect(throws: VireoError.self) { try await c.migrateVM(vm, to: host) }
+        }
+        #expect(await refusal("nope", other)?.code == .notFound)
+        #expect(await refusal("m", "h9")?.code == .notFound)
+        let same = await refusal("m", source)
+        #expect(same?.code == .failedPrecondition)
+        #expect(same?.message.contains("already runs on host '\(source)'") == true)
+        _ = try await c.createVM(VMSpec(name: "big", image: "tiny", cpus: 1, memoryMiB: 120_000, host: source))
+        _ = try await c.createVM(VMSpec(name: "filler", image: "tiny", cpus: 1, memoryMiB: 120_000, host: other))
+        _ = try await cluster.waitFor("big", .running)
+        let full = await refusal("big", other)
+        #expect(full?.code == .failedPrecondition)
+        #expect(full?.message.contains("cannot take VM 'big'") == true)
+        _ = try await c.stopVM("big")
+        _ = try await cluster.waitFor("big", .stopped)
+        #expect(await refusal("big", other)?.message.contains("only a running VM") == true)
+        #expect(try await c.listMigrations().items.isEmpty)
+        #expect(try await c.vm("m").host == source)
+    }
+
+    @Test("while a migration is under way the VM cannot be migrated again, stopped or deleted")
+    func oneAtATime() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"])
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let vm = try await runningVM(cluster)
+        let destination = vm.host == "h1" ? "h2" : "h1"
+        cluster.link(destination).cut.withLock { $0 = true }  // the destination never hears of it
+        let migration = try await c.migrateVM("m", to: destination)
+        for attempt in [
+            { _ = try await c.migrateVM("m", to: destination) }, { _ = try await c.stopVM("m") },
+            { _ = try await c.deleteVM("m") },
+        ] as [@Sendable () async throws -> Void] {
+            let error = await #expect(throws: VireoError.self) { try await attempt() }
+            #expect(error?.code == .conflict)
+            #expect(error?.message.contains("\(migration.id)") == true)
+        }
+    }
+
+    @Test("an unreachable destination fails the migration; the VM keeps running where it was")
+    func destinationUnreachable() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"])
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let vm = try await runningVM(cluster)
+        let source = try #require(vm.host)
+        let destination = source == "h1" ? "h2" : "h1"
+        cluster.link(destination).cut.withLock { $0 = true }
+        let migration = try await c.migrateVM("m", to: destination)
+        try await eventually("migration failed", within: 10) { try await c.migration(migration.id.rawValue).state == .failed }
+        let failed = try await c.migration(migration.id.rawValue)
+        let reason = try #require(failed.message)
+        #expect(reason.contains("unreachable") || reason.contains("did not get ready"))
+        #expect(try await c.vm("m").host == source)
+        #expect(try await c.vm("m").state == .running)
+        #expect(try await cluster.driver(source).status().first { $0.id == vm.id }?.state == .running)
+        // Once the migration has ended, the VM can be stopped again.
+        _ = try await c.stopVM("m")
+    }
+
+    @Test("migrations survive a controller restart")
+    func persisted() async throws {
+        let directory = temporaryDirectory()
+        let store = try SQLiteStore(path: directory + "/vireo.db")
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"], store: store)
+        let vm = try await runningVM(cluster)
+        let migration = try await cluster.controller.migrateVM("m", to: vm.host == "h1" ? "h2" : "h1")
+        try await eventually("completed") {
+            try await cluster.controller.migration(migration.id.rawValue).state == .completed
+        }
+        let before = try await cluster.controller.migration(migration.id.rawValue)
+        cluster.stop()
+        let reopened = try await Controller.open(store: try SQLiteStore(path: directory + "/vireo.db"), settings: .fast)
+        let after = try await reopened.migration(migration.id.rawValue)
+        #expect(after.state == .completed)
+        #expect(after.stats == before.stats)
+        #expect(after.destination == before.destination)
+    }
+}
+
+extension LocalCluster {
+    func driver(_ host: String) -> SimulatedDriver { agents.first { $0.agent.settings.name == host }!.driver }
+    func link(_ host: String) -> CuttableLink { agents.first { $0.agent.settings.name == host }!.link }
+}
