@@ -39,6 +39,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Application telemetry: Prometheus text exposition, histograms.
+        .target(name: "VireoTelemetry"),
         // Several hosts on one machine: namespaces, a bridge, cgroups, an agent each.
         .target(name: "VireoTestbed", dependencies: ["VireoModel", "VireoImage"]),
         // Guest image catalogue.
@@ -118,7 +120,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
-                "VireoTestbed",
+                "VireoTestbed", "VireoTelemetry",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -6,6 +6,7 @@ import VireoAPI
 import VireoController
 import VireoHTTP
 import VireoModel
+import VireoTelemetry
 
 @Suite("HTTP API")
 struct APITests {
@@ -215,6 +216,12 @@ struct APITests {
             #expect(text.contains(#"vireo_vms{state="scheduled"} 1"#))
             #expect(text.contains(#"vireo_vms{state="running"} 0"#))
             #expect(text.contains(#"vireo_hosts{state="ready"} 2"#))
+            // swift-prometheus's output, read back by Vireo's own exposition parser.
+            let families = try PrometheusText.parse(text)
+            let durations = try #require(families.first { $0.name == "vireo_http_request_duration_seconds" })
+            #expect(durations.type == .histogram)
+            let create = try #require(durations.histogram(matching: ["route": "/v1/vms", "method": "POST"]))
+            #expect(create.count == 1)
         }
     }
 

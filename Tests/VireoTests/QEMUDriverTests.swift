@@ -5,6 +5,7 @@ import Testing
 import VireoDriver
 import VireoImage
 import VireoModel
+import VireoTelemetry
 
 @testable import VireoDriverQEMU
 
@@ -43,6 +44,11 @@ struct QEMUDriverTests {
         let metrics = try await get(address, "/metrics")
         #expect(metrics.body.contains("vireo_web_requests_total 1"))
         #expect(metrics.body.contains("vireo_web_request_duration_seconds_bucket{le=\"+Inf\"} 1"))
+        // What the guest serves is exposition text the telemetry parser reads.
+        let families = try PrometheusText.parse(metrics.body)
+        let latency = try #require(families.first { $0.name == "vireo_web_request_duration_seconds" }?.histogram())
+        #expect(latency.count == 1)
+        #expect((latency.quantile(0.99) ?? 0) > 0)
         #expect(try await get(address, "/nope").status == 404)
         try await driver.delete(vm.id)
     }
