@@ -307,47 +307,49 @@ struct CLITests {
     }
 }
 
-@Suite("vireo up with real QEMU", .serialized)
-struct UpWithQEMUTests {
-    @Test("kill -9 of vireo up leaves the guest running; the restarted agent re-adopts it, not a second one")
-    func survivesRestart() async throws {
-        let dataDir = temporaryDirectory()
-        let qemu = ["--driver", "qemu", "--driver-opt", "images=\(TestQEMU.builder.cacheDirectory)"]
-        let first = try UpProcess(dataDir: dataDir, driver: qemu)
-        let server = try await first.ready()
-        let created = try vireo(
-            ["vm", "create", "keep", "--image", "web", "--memory", "128MiB", "--wait", "--timeout", "90", "-o", "json"],
-            server: server)
-        #expect(created.status == 0, "\(created.stderr)")
-        let vm = try decodeJSON(VMView.self, created.stdout)
-        let address = try #require(vm.address)
-        let before = try await guestStatus(address)
-        let pidFile = "\(dataDir)/vms/\(vm.id)/qemu.pid"
-        let pid = try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+extension RealQEMU {
+    @Suite("vireo up with real QEMU", .serialized)
+    struct UpWithQEMUTests {
+        @Test("kill -9 of vireo up leaves the guest running; the restarted agent re-adopts it, not a second one")
+        func survivesRestart() async throws {
+            let dataDir = temporaryDirectory()
+            let qemu = ["--driver", "qemu", "--driver-opt", "images=\(TestQEMU.builder.cacheDirectory)"]
+            let first = try UpProcess(dataDir: dataDir, driver: qemu)
+            let server = try await first.ready()
+            let created = try vireo(
+                ["vm", "create", "keep", "--image", "web", "--memory", "128MiB", "--wait", "--timeout", "90", "-o", "json"],
+                server: server)
+            #expect(created.status == 0, "\(created.stderr)")
+            let vm = try decodeJSON(VMView.self, created.stdout)
+            let address = try #require(vm.address)
+            let before = try await guestStatus(address)
+            let pidFile = "\(dataDir)/vms/\(vm.id)/qemu.pid"
+            let pid = try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
 
-        first.kill(SIGKILL)
-        #expect(try await guestStatus(address)["bootId"] == before["bootId"], "the guest runs on without Vireo")
+            first.kill(SIGKILL)
+            #expect(try await guestStatus(address)["bootId"] == before["bootId"], "the guest runs on without Vireo")
 
-        let second = try UpProcess(dataDir: dataDir, listen: server.replacingOccurrences(of: "http://", with: ""), driver: qemu)
-        defer { second.kill(SIGTERM) }
-        _ = try await second.ready()
-        try await eventually("re-adopted and running", within: 30) {
-            let shown = try vireo(["vm", "show", "keep", "-o", "json"], server: server)
-            return (try? decodeJSON(VMView.self, shown.stdout))?.state == .running
+            let second = try UpProcess(dataDir: dataDir, listen: server.replacingOccurrences(of: "http://", with: ""), driver: qemu)
+            defer { second.kill(SIGTERM) }
+            _ = try await second.ready()
+            try await eventually("re-adopted and running", within: 30) {
+                let shown = try vireo(["vm", "show", "keep", "-o", "json"], server: server)
+                return (try? decodeJSON(VMView.self, shown.stdout))?.state == .running
+            }
+            #expect(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) == pid)
+            let after = try await guestStatus(address)
+            #expect(after["bootId"] == before["bootId"])
+            #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
+            #expect(second.logText.contains("re-adopted"))
+            let deleted = try vireo(["vm", "delete", "keep", "--wait"], server: server)
+            #expect(deleted.status == 0, "\(deleted.stderr)")
+            #expect(kill(Int32(pid) ?? 0, 0) != 0, "deleting the VM ends its QEMU")
         }
-        #expect(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) == pid)
-        let after = try await guestStatus(address)
-        #expect(after["bootId"] == before["bootId"])
-        #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
-        #expect(second.logText.contains("re-adopted"))
-        let deleted = try vireo(["vm", "delete", "keep", "--wait"], server: server)
-        #expect(deleted.status == 0, "\(deleted.stderr)")
-        #expect(kill(Int32(pid) ?? 0, 0) != 0, "deleting the VM ends its QEMU")
-    }
 
-    func guestStatus(_ address: String) async throws -> JSONValue {
-        let response = try await HTTPClient.shared.execute(
-            HTTPClientRequest(url: "http://\(address)/status"), timeout: .seconds(5))
-        return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
+        func guestStatus(_ address: String) async throws -> JSONValue {
+            let response = try await HTTPClient.shared.execute(
+                HTTPClientRequest(url: "http://\(address)/status"), timeout: .seconds(5))
+            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
+        }
     }
 }

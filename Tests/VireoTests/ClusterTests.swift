@@ -33,9 +33,10 @@ struct LocalCluster {
 
     static func start(
         hosts: [String] = ["h1"], store: (any ClusterStore)? = nil,
-        driver: SimulatedDriver.Configuration = .init(bootDelay: .milliseconds(100), stopDelay: .milliseconds(50))
+        driver: SimulatedDriver.Configuration = .init(bootDelay: .milliseconds(100), stopDelay: .milliseconds(50)),
+        settings: ControllerSettings = .fast
     ) async throws -> LocalCluster {
-        let controller = try await Controller.open(store: try store ?? SQLiteStore(), settings: .fast)
+        let controller = try await Controller.open(store: try store ?? SQLiteStore(), settings: settings)
         let loops = Task {
             while !Task.isCancelled {
                 try? await controller.checkHostLiveness()
@@ -110,7 +111,7 @@ struct ClusterTests {
     @Test("VMs spread over hosts; a VM that fits nowhere waits, and is placed when a host can take it")
     func pendingUntilCapacity() async throws {
         let cluster = try await LocalCluster.start(
-            hosts: ["h1", "h2"], driver: .init(cpus: 2, memoryMiB: 1024, bootDelay: .milliseconds(50)))
+            hosts: ["h1", "h2"], driver: .init(cpus: 2, memoryMiB: 1024, bootDelay: .milliseconds(50)), settings: .steady)
         defer { cluster.stop() }
         let c = cluster.controller
         _ = try await c.createVM(VMSpec(name: "a", image: "tiny", cpus: 1, memoryMiB: 768))

@@ -62,7 +62,7 @@ struct AgentReportTests {
 
     @Test("the address a host reports is on the VM while it runs, and gone once it stops")
     func address() async throws {
-        let cluster = try await LocalCluster.start()
+        let cluster = try await LocalCluster.start(settings: .steady)
         defer { cluster.stop() }
         let c = cluster.controller
         _ = try await c.createVM(VMSpec(name: "a", image: "tiny", cpus: 1, memoryMiB: 128))
@@ -92,7 +92,7 @@ struct AgentReportTests {
 
     @Test("console output reaches GET /v1/vms/{vm}/logs; tail and after select from it; unknown VM is 404")
     func logsInProcess() async throws {
-        let cluster = try await LocalCluster.start()
+        let cluster = try await LocalCluster.start(settings: .steady)
         defer { cluster.stop() }
         let c = cluster.controller
         _ = try await c.createVM(VMSpec(name: "a", image: "tiny", cpus: 1, memoryMiB: 128))

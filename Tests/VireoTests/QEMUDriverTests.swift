@@ -11,241 +11,245 @@ import VireoTelemetry
 
 /// What only a real hypervisor can show: a guest that boots, serves, powers off, crashes, and a
 /// QEMU that outlives the agent process that started it.
-@Suite("QEMU driver (real QEMU)")
-struct QEMUDriverTests {
-    let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
+extension RealQEMU {
+    @Suite("QEMU driver (real QEMU)")
+    struct QEMUDriverTests {
+        let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
 
-    func spec(_ name: String, image: String = "tiny") -> InstanceSpec {
-        InstanceSpec(id: .generate(), name: name, image: image, cpus: 1, memoryMiB: 128)
-    }
-
-    /// GETs `path` from the guest's forwarded port.
-    func get(_ address: String, _ path: String) async throws -> (status: UInt, body: String) {
-        let response = try await HTTPClient.shared.execute(
-            HTTPClientRequest(url: "http://\(address)\(path)"), timeout: .seconds(10))
-        let body = try await response.body.collect(upTo: 1 << 20)
-        return (response.status.code, String(buffer: body))
-    }
-
-    @Test("the web image boots to its marker and serves HTTP and metrics on the forwarded port")
-    func webGuest() async throws {
-        let driver = TestQEMU.driver()
-        let vm = spec("web", image: "web")
-        try await driver.create(vm)
-        try await driver.start(vm.id)
-        let status = try await settle(driver, vm.id, to: .running, tick: tick)
-        let address = try #require(status.address)
-        #expect(address.hasPrefix("127.0.0.1:"))
-        #expect(try await driver.consoleLog(vm.id).contains("VIREO-READY name=web"))
-
-        let root = try await get(address, "/")
-        #expect(root.status == 200)
-        #expect(root.body.contains("\"ok\":true"))
-        let metrics = try await get(address, "/metrics")
-        #expect(metrics.body.contains("vireo_web_requests_total 1"))
-        #expect(metrics.body.contains("vireo_web_request_duration_seconds_bucket{le=\"+Inf\"} 1"))
-        // What the guest serves is exposition text the telemetry parser reads.
-        let families = try PrometheusText.parse(metrics.body)
-        let latency = try #require(families.first { $0.name == "vireo_web_request_duration_seconds" }?.histogram())
-        #expect(latency.count == 1)
-        #expect((latency.quantile(0.99) ?? 0) > 0)
-        #expect(try await get(address, "/nope").status == 404)
-        try await driver.delete(vm.id)
-    }
-
-    @Test("a VM's disk is an overlay on the image's base, and the base is never written")
-    func overlay() async throws {
-        let driver = TestQEMU.driver()
-        let vm = spec("disk")
-        try await driver.create(vm)
-        let base = try #require(try await TestQEMU.builder.image(named: "tiny")).baseDisk
-        let baseBefore = try Data(contentsOf: URL(fileURLWithPath: base))
-        let info = try await HostTool.text("qemu-img", ["info", "--output=json", await driver.paths(vm.id).directory + "/disk.qcow2"])
-        #expect(info.contains("\"backing-filename\": \"\(base)\""))
-        try await driver.start(vm.id)
-        _ = try await settle(driver, vm.id, to: .running, tick: tick)
-        try await driver.stop(vm.id)
-        _ = try await settle(driver, vm.id, to: .stopped, tick: tick)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: base)) == baseBefore)
-        try await driver.delete(vm.id)
-        #expect(!FileManager.default.fileExists(atPath: await driver.paths(vm.id).directory))
-    }
-
-    @Test("stop presses the ACPI power button and the guest powers itself off")
-    func acpiStop() async throws {
-        let driver = TestQEMU.driver()
-        let vm = spec("acpi")
-        try await driver.create(vm)
-        try await driver.start(vm.id)
-        _ = try await settle(driver, vm.id, to: .running, tick: tick)
-        try await driver.stop(vm.id)
-        #expect(try await driver.status().first?.state == .stopping)
-        let status = try await settle(driver, vm.id, to: .stopped, tick: tick)
-        #expect(status.message == nil)
-        // The guest's handler ran: the kernel logs its power-down, which QEMU's quit would not.
-        #expect(try await driver.consoleLog(vm.id).contains("reboot: Power down"))
-        try await driver.delete(vm.id)
-    }
-
-    @Test("a QEMU killed from outside is reported failed with the reason; starting again recovers")
-    func crash() async throws {
-        let driver = TestQEMU.driver()
-        let vm = spec("crash")
-        try await driver.create(vm)
-        try await driver.start(vm.id)
-        _ = try await settle(driver, vm.id, to: .running, tick: tick)
-        let pid = try QEMUDriver.readPID(await driver.paths(vm.id).pid)
-        kill(pid, SIGKILL)
-        let failed = try await settle(driver, vm.id, to: .failed, tick: tick)
-        #expect(failed.message?.contains("exited unexpectedly") == true)
-        try await driver.start(vm.id)
-        _ = try await settle(driver, vm.id, to: .running, tick: tick)
-        try await driver.delete(vm.id)
-    }
-
-    @Test("a new driver on the same state re-adopts the running QEMU instead of starting another")
-    func readopt() async throws {
-        let state = temporaryDirectory() + "/vms"
-        let first = TestQEMU.driver(stateDirectory: state)
-        let vm = spec("keep", image: "web")
-        try await first.create(vm)
-        try await first.start(vm.id)
-        let address = try #require(try await settle(first, vm.id, to: .running, tick: tick).address)
-        let bootID = try await get(address, "/status").body
-        let pid = try QEMUDriver.readPID(await first.paths(vm.id).pid)
-
-        // The agent process restarts: it lets go, and a fresh driver takes over the same directory.
-        await first.detach()
-        let second = TestQEMU.driver(stateDirectory: state)
-        let recovered = try await second.recover()
-        #expect(recovered.map(\.id) == [vm.id])
-        let status = try await settle(second, vm.id, to: .running, tick: tick)
-        #expect(status.address == address)
-        #expect(try QEMUDriver.readPID(await second.paths(vm.id).pid) == pid)
-        try await second.start(vm.id)  // already running: no second QEMU
-        let again = try await get(address, "/status").body
-        #expect(again.components(separatedBy: "\"bootId\"").last == bootID.components(separatedBy: "\"bootId\"").last)
-        try await second.delete(vm.id)
-        #expect(kill(pid, 0) != 0)
-    }
-
-    @Test("a QEMU that cannot start fails the VM with QEMU's own message")
-    func startFailure() async throws {
-        var configuration = QEMUDriver.Configuration(
-            stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 1, memoryMiB: 1024)
-        configuration.binary = "qemu-system-x86_64"
-        let driver = QEMUDriver(configuration: configuration) { name in
-            var image = try await TestQEMU.images.image(name)
-            image.kernel = "/nonexistent/vmlinux"
-            return image
+        func spec(_ name: String, image: String = "tiny") -> InstanceSpec {
+            InstanceSpec(id: .generate(), name: name, image: image, cpus: 1, memoryMiB: 128)
         }
-        let vm = spec("broken")
-        try await driver.create(vm)
-        await #expect(throws: VireoError.self) { try await driver.start(vm.id) }
-        let status = try #require(try await driver.status().first)
-        #expect(status.state == .failed)
-        #expect(status.message?.contains("/nonexistent/vmlinux") == true)
-        try await driver.delete(vm.id)
-    }
 
-    @Test("bad qemu settings are rejected naming the setting and the value")
-    func badSettings() throws {
-        var registry = DriverRegistry()
-        registry.registerQEMU()
-        for (key, value) in [("accel", "hvf"), ("network", "wifi"), ("cpus", "many"), ("colour", "blue")] {
-            let error = #expect(throws: VireoError.self) {
-                _ = try registry.make("qemu", options: .init(stateDirectory: "/tmp/x", settings: [key: value]))
+        /// GETs `path` from the guest's forwarded port.
+        func get(_ address: String, _ path: String) async throws -> (status: UInt, body: String) {
+            let response = try await HTTPClient.shared.execute(
+                HTTPClientRequest(url: "http://\(address)\(path)"), timeout: .seconds(10))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            return (response.status.code, String(buffer: body))
+        }
+
+        @Test("the web image boots to its marker and serves HTTP and metrics on the forwarded port")
+        func webGuest() async throws {
+            let driver = TestQEMU.driver()
+            let vm = spec("web", image: "web")
+            try await driver.create(vm)
+            try await driver.start(vm.id)
+            let status = try await settle(driver, vm.id, to: .running, tick: tick)
+            let address = try #require(status.address)
+            #expect(address.hasPrefix("127.0.0.1:"))
+            #expect(try await driver.consoleLog(vm.id).contains("VIREO-READY name=web"))
+
+            let root = try await get(address, "/")
+            #expect(root.status == 200)
+            #expect(root.body.contains("\"ok\":true"))
+            let metrics = try await get(address, "/metrics")
+            #expect(metrics.body.contains("vireo_web_requests_total 1"))
+            #expect(metrics.body.contains("vireo_web_request_duration_seconds_bucket{le=\"+Inf\"} 1"))
+            // What the guest serves is exposition text the telemetry parser reads.
+            let families = try PrometheusText.parse(metrics.body)
+            let latency = try #require(families.first { $0.name == "vireo_web_request_duration_seconds" }?.histogram())
+            #expect(latency.count == 1)
+            #expect((latency.quantile(0.99) ?? 0) > 0)
+            #expect(try await get(address, "/nope").status == 404)
+            try await driver.delete(vm.id)
+        }
+
+        @Test("a VM's disk is an overlay on the image's base, and the base is never written")
+        func overlay() async throws {
+            let driver = TestQEMU.driver()
+            let vm = spec("disk")
+            try await driver.create(vm)
+            let base = try #require(try await TestQEMU.builder.image(named: "tiny")).baseDisk
+            let baseBefore = try Data(contentsOf: URL(fileURLWithPath: base))
+            let info = try await HostTool.text("qemu-img", ["info", "--output=json", await driver.paths(vm.id).directory + "/disk.qcow2"])
+            #expect(info.contains("\"backing-filename\": \"\(base)\""))
+            try await driver.start(vm.id)
+            _ = try await settle(driver, vm.id, to: .running, tick: tick)
+            try await driver.stop(vm.id)
+            _ = try await settle(driver, vm.id, to: .stopped, tick: tick)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: base)) == baseBefore)
+            try await driver.delete(vm.id)
+            #expect(!FileManager.default.fileExists(atPath: await driver.paths(vm.id).directory))
+        }
+
+        @Test("stop presses the ACPI power button and the guest powers itself off")
+        func acpiStop() async throws {
+            let driver = TestQEMU.driver()
+            let vm = spec("acpi")
+            try await driver.create(vm)
+            try await driver.start(vm.id)
+            _ = try await settle(driver, vm.id, to: .running, tick: tick)
+            try await driver.stop(vm.id)
+            #expect(try await driver.status().first?.state == .stopping)
+            let status = try await settle(driver, vm.id, to: .stopped, tick: tick)
+            #expect(status.message == nil)
+            // The guest's handler ran: the kernel logs its power-down, which QEMU's quit would not.
+            #expect(try await driver.consoleLog(vm.id).contains("reboot: Power down"))
+            try await driver.delete(vm.id)
+        }
+
+        @Test("a QEMU killed from outside is reported failed with the reason; starting again recovers")
+        func crash() async throws {
+            let driver = TestQEMU.driver()
+            let vm = spec("crash")
+            try await driver.create(vm)
+            try await driver.start(vm.id)
+            _ = try await settle(driver, vm.id, to: .running, tick: tick)
+            let pid = try QEMUDriver.readPID(await driver.paths(vm.id).pid)
+            kill(pid, SIGKILL)
+            let failed = try await settle(driver, vm.id, to: .failed, tick: tick)
+            #expect(failed.message?.contains("exited unexpectedly") == true)
+            try await driver.start(vm.id)
+            _ = try await settle(driver, vm.id, to: .running, tick: tick)
+            try await driver.delete(vm.id)
+        }
+
+        @Test("a new driver on the same state re-adopts the running QEMU instead of starting another")
+        func readopt() async throws {
+            let state = temporaryDirectory() + "/vms"
+            let first = TestQEMU.driver(stateDirectory: state)
+            let vm = spec("keep", image: "web")
+            try await first.create(vm)
+            try await first.start(vm.id)
+            let address = try #require(try await settle(first, vm.id, to: .running, tick: tick).address)
+            let bootID = try await get(address, "/status").body
+            let pid = try QEMUDriver.readPID(await first.paths(vm.id).pid)
+
+            // The agent process restarts: it lets go, and a fresh driver takes over the same directory.
+            await first.detach()
+            let second = TestQEMU.driver(stateDirectory: state)
+            let recovered = try await second.recover()
+            #expect(recovered.map(\.id) == [vm.id])
+            let status = try await settle(second, vm.id, to: .running, tick: tick)
+            #expect(status.address == address)
+            #expect(try QEMUDriver.readPID(await second.paths(vm.id).pid) == pid)
+            try await second.start(vm.id)  // already running: no second QEMU
+            let again = try await get(address, "/status").body
+            #expect(again.components(separatedBy: "\"bootId\"").last == bootID.components(separatedBy: "\"bootId\"").last)
+            try await second.delete(vm.id)
+            #expect(kill(pid, 0) != 0)
+        }
+
+        @Test("a QEMU that cannot start fails the VM with QEMU's own message")
+        func startFailure() async throws {
+            var configuration = QEMUDriver.Configuration(
+                stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 1, memoryMiB: 1024)
+            configuration.binary = "qemu-system-x86_64"
+            let driver = QEMUDriver(configuration: configuration) { name in
+                var image = try await TestQEMU.images.image(name)
+                image.kernel = "/nonexistent/vmlinux"
+                return image
             }
-            #expect(error?.message.contains(key) == true || error?.message.contains(value) == true)
+            let vm = spec("broken")
+            try await driver.create(vm)
+            await #expect(throws: VireoError.self) { try await driver.start(vm.id) }
+            let status = try #require(try await driver.status().first)
+            #expect(status.state == .failed)
+            #expect(status.message?.contains("/nonexistent/vmlinux") == true)
+            try await driver.delete(vm.id)
+        }
+
+        @Test("bad qemu settings are rejected naming the setting and the value")
+        func badSettings() throws {
+            var registry = DriverRegistry()
+            registry.registerQEMU()
+            for (key, value) in [("accel", "hvf"), ("network", "wifi"), ("cpus", "many"), ("colour", "blue")] {
+                let error = #expect(throws: VireoError.self) {
+                    _ = try registry.make("qemu", options: .init(stateDirectory: "/tmp/x", settings: [key: value]))
+                }
+                #expect(error?.message.contains(key) == true || error?.message.contains(value) == true)
+            }
         }
     }
 }
 
-@Suite("QEMU live migration (real QEMU)")
-struct QEMUMigrationTests {
-    let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
+extension RealQEMU {
+    @Suite("QEMU live migration (real QEMU)")
+    struct QEMUMigrationTests {
+        let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
 
-    /// Two "hosts" on this machine: two drivers with their own state, sharing the disk directory.
-    func pair(bandwidth: UInt64? = nil) -> (QEMUDriver, QEMUDriver, shared: String) {
-        let shared = temporaryDirectory() + "/disks"
-        func make() -> QEMUDriver {
-            var configuration = QEMUDriver.Configuration(
-                stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 2,
-                memoryMiB: 4096)
-            configuration.sharedDisks = shared
-            if let bandwidth { configuration.migrationBandwidth = bandwidth }
-            return QEMUDriver(configuration: configuration) { name in try await TestQEMU.images.image(name) }
+        /// Two "hosts" on this machine: two drivers with their own state, sharing the disk directory.
+        func pair(bandwidth: UInt64? = nil) -> (QEMUDriver, QEMUDriver, shared: String) {
+            let shared = temporaryDirectory() + "/disks"
+            func make() -> QEMUDriver {
+                var configuration = QEMUDriver.Configuration(
+                    stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 2,
+                    memoryMiB: 4096)
+                configuration.sharedDisks = shared
+                if let bandwidth { configuration.migrationBandwidth = bandwidth }
+                return QEMUDriver(configuration: configuration) { name in try await TestQEMU.images.image(name) }
+            }
+            return (make(), make(), shared)
         }
-        return (make(), make(), shared)
-    }
 
-    func status(_ address: String) async throws -> JSONValue {
-        let response = try await HTTPClient.shared.execute(
-            HTTPClientRequest(url: "http://\(address)/status"), timeout: .seconds(10))
-        return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
-    }
+        func status(_ address: String) async throws -> JSONValue {
+            let response = try await HTTPClient.shared.execute(
+                HTTPClientRequest(url: "http://\(address)/status"), timeout: .seconds(10))
+            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
+        }
 
-    @Test("a running guest moves to the other host and keeps running: same boot, uptime goes on")
-    func migrate() async throws {
-        let (source, destination, shared) = pair()
-        let vm = InstanceSpec(id: .generate(), name: "mover", image: "web", cpus: 1, memoryMiB: 128)
-        #expect(source.capabilities.contains(.liveMigration))
-        try await source.create(vm)
-        try await source.start(vm.id)
-        let before = try await status(try #require(try await settle(source, vm.id, to: .running, tick: tick).address))
+        @Test("a running guest moves to the other host and keeps running: same boot, uptime goes on")
+        func migrate() async throws {
+            let (source, destination, shared) = pair()
+            let vm = InstanceSpec(id: .generate(), name: "mover", image: "web", cpus: 1, memoryMiB: 128)
+            #expect(source.capabilities.contains(.liveMigration))
+            try await source.create(vm)
+            try await source.start(vm.id)
+            let before = try await status(try #require(try await settle(source, vm.id, to: .running, tick: tick).address))
 
-        let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
-        #expect(uri.hasPrefix("tcp:127.0.0.1:"))
-        #expect(try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1") == uri)
-        let seen = ProgressLog()
-        let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
-        print("migration of 128 MiB (\(TestQEMU.accelerator)): total \(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
-        #expect(stats.totalTimeMs > 0)
-        #expect(stats.transferredBytes > 1 << 20)
-        try await source.release(vm.id)
-        try await destination.finishIncoming(vm.id)
-        #expect(try await source.status().isEmpty)
+            let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+            #expect(uri.hasPrefix("tcp:127.0.0.1:"))
+            #expect(try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1") == uri)
+            let seen = ProgressLog()
+            let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
+            print("migration of 128 MiB (\(TestQEMU.accelerator)): total \(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
+            #expect(stats.totalTimeMs > 0)
+            #expect(stats.transferredBytes > 1 << 20)
+            try await source.release(vm.id)
+            try await destination.finishIncoming(vm.id)
+            #expect(try await source.status().isEmpty)
 
-        let after = try await status(try #require(try await settle(destination, vm.id, to: .running, tick: tick).address))
-        #expect(after["bootId"] == before["bootId"])
-        #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
-        #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
-        try await destination.delete(vm.id)
-        #expect(!FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
-    }
+            let after = try await status(try #require(try await settle(destination, vm.id, to: .running, tick: tick).address))
+            #expect(after["bootId"] == before["bootId"])
+            #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
+            #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
+            try await destination.delete(vm.id)
+            #expect(!FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
+        }
 
-    @Test("the destination dies mid-migration: the guest keeps running on the source, nothing is left behind")
-    func destinationDies() async throws {
-        // 16 MiB/s: the guest's non-zero memory takes seconds to send, so "mid-migration" is certain.
-        let (source, destination, shared) = pair(bandwidth: 16 << 20)
-        let vm = InstanceSpec(id: .generate(), name: "stayer", image: "web", cpus: 1, memoryMiB: 512)
-        try await source.create(vm)
-        try await source.start(vm.id)
-        let address = try #require(try await settle(source, vm.id, to: .running, tick: tick).address)
-        let before = try await status(address)
+        @Test("the destination dies mid-migration: the guest keeps running on the source, nothing is left behind")
+        func destinationDies() async throws {
+            // 16 MiB/s: the guest's non-zero memory takes seconds to send, so "mid-migration" is certain.
+            let (source, destination, shared) = pair(bandwidth: 16 << 20)
+            let vm = InstanceSpec(id: .generate(), name: "stayer", image: "web", cpus: 1, memoryMiB: 512)
+            try await source.create(vm)
+            try await source.start(vm.id)
+            let address = try #require(try await settle(source, vm.id, to: .running, tick: tick).address)
+            let before = try await status(address)
 
-        let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
-        let incomingPID = try QEMUDriver.readPID(await destination.paths(vm.id).pid)
-        let killedAt = ProgressLog()
-        let error = await #expect(throws: VireoError.self) {
-            _ = try await source.migrate(vm.id, to: uri) { progress in
-                // Kill the destination once memory is flowing.
-                if progress.transferredBytes > 1 << 20, killedAt.all.isEmpty {
-                    killedAt.append(progress)
-                    kill(incomingPID, SIGKILL)
+            let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+            let incomingPID = try QEMUDriver.readPID(await destination.paths(vm.id).pid)
+            let killedAt = ProgressLog()
+            let error = await #expect(throws: VireoError.self) {
+                _ = try await source.migrate(vm.id, to: uri) { progress in
+                    // Kill the destination once memory is flowing.
+                    if progress.transferredBytes > 1 << 20, killedAt.all.isEmpty {
+                        killedAt.append(progress)
+                        kill(incomingPID, SIGKILL)
+                    }
                 }
             }
-        }
-        #expect(killedAt.all.count == 1)
-        #expect(error?.message.contains("keeps running here") == true)
+            #expect(killedAt.all.count == 1)
+            #expect(error?.message.contains("keeps running here") == true)
 
-        #expect(try await source.status().first?.state == .running)
-        #expect(try await status(address)["bootId"] == before["bootId"])
-        _ = try await settle(destination, vm.id, to: .failed, tick: tick)
-        try await destination.abortIncoming(vm.id)
-        #expect(try await destination.status().isEmpty)
-        #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
-        try await source.delete(vm.id)
+            #expect(try await source.status().first?.state == .running)
+            #expect(try await status(address)["bootId"] == before["bootId"])
+            _ = try await settle(destination, vm.id, to: .failed, tick: tick)
+            try await destination.abortIncoming(vm.id)
+            #expect(try await destination.status().isEmpty)
+            #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
+            try await source.delete(vm.id)
+        }
     }
 }
 

@@ -89,3 +89,9 @@ func eventually(
     Issue.record("timed out after \(seconds) s waiting for: \(what)", sourceLocation: sourceLocation)
     throw VireoError(.unavailable, "timed out waiting for \(what)")
 }
+
+/// Every suite that boots real QEMU guests runs inside this one, one test at a time: two cores
+/// cannot run several TCG guests and still give the in-process cluster tests their heartbeats on
+/// time.
+@Suite("Real QEMU", .serialized)
+enum RealQEMU {}
