@@ -47,7 +47,7 @@ extension Controller {
             vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
             requestedAt: time)
         try await store.commit(StoreBatch(migrations: [migration]))
-        migrations[migration.id] = migration
+        remember(migration)
         events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
         return view(migration)
     }
@@ -82,13 +82,24 @@ extension Controller {
     }
 
     func activeMigration(of vm: VMID) -> Migration? {
-        migrations.values.first { $0.vmID == vm && $0.state.isActive }
+        openMigrations.lazy.compactMap { self.migrations[$0] }.first { $0.vmID == vm && $0.state.isActive }
+    }
+
+    /// Records the migration in memory and keeps the set of open ones up to date.
+    func remember(_ migration: Migration) {
+        migrations[migration.id] = migration
+        // A migration of a VM that is gone has nobody left to tell.
+        if migration.isOpen && state.vms[migration.vmID] != nil {
+            openMigrations.insert(migration.id)
+        } else {
+            openMigrations.remove(migration.id)
+        }
     }
 
     /// What the host must do about migrations: the source sends once the destination is ready; the
     /// destination prepares, and hears how it ended until it has settled.
     func migrationOrders(for host: HostID) -> [MigrationOrder] {
-        migrations.values.compactMap { migration -> MigrationOrder? in
+        openMigrations.compactMap { migrations[$0] }.compactMap { migration -> MigrationOrder? in
             let role: MigrationOrder.Role
             if migration.source == host && migration.state.isActive {
                 role = .source
@@ -144,10 +155,13 @@ extension Controller {
         }
         // The source's word can be lost (it died right after): the guest running on the
         // destination proves the move happened.
+        let incoming = Dictionary(
+            openMigrations.compactMap { migrations[$0] }
+                .filter { $0.destination == host && ($0.state == .running || $0.state == .ready) }
+                .map { ($0.vmID, $0) },
+            uniquingKeysWith: { a, _ in a })
         for instance in heartbeat.instances where instance.state == .running {
-            guard var migration = activeMigration(of: instance.id), migration.destination == host,
-                migration.state == .running || migration.state == .ready
-            else { continue }
+            guard var migration = incoming[instance.id], migrations[migration.id]?.state.isActive == true else { continue }
             migration.message = "completed as reported by the destination"
             try await complete(&migration, at: time)
         }
@@ -168,7 +182,7 @@ extension Controller {
         if vm.spec.host != nil { vm.spec.host = state.hosts[migration.destination]?.name }
         vm.updatedAt = time
         try await commit(vms: [vm], migrations: [migration])
-        migrations[migration.id] = migration
+        remember(migration)
         events.publish(
             .migration, name: migration.vmName, from: before.state.rawValue, to: migration.state.rawValue,
             message: migration.stats.map { "downtime \($0.downtimeMs) ms, total \($0.totalTimeMs) ms" }, at: time)
@@ -189,7 +203,7 @@ extension Controller {
         {
             try await store.commit(StoreBatch(migrations: [migration]))
         }
-        migrations[migration.id] = migration
+        remember(migration)
         if migration.state != before.state {
             events.publish(
                 .migration, name: migration.vmName, from: before.state.rawValue, to: migration.state.rawValue,
@@ -203,7 +217,7 @@ extension Controller {
         await lock.acquire()
         defer { lock.release() }
         let time = now()
-        for migration in migrations.values where migration.state.isActive {
+        for migration in openMigrations.compactMap({ migrations[$0] }) where migration.state.isActive {
             var reason: String?
             if state.vms[migration.vmID] == nil {
                 reason = "the VM was deleted"

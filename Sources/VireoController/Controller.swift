@@ -24,8 +24,11 @@ public actor Controller {
     /// text itself is in the store). Not part of `state`: output arriving must not invalidate
     /// cached responses.
     var consoleOffsets: [VMID: UInt64]
-    /// Every migration, by ID (the store has them all; they are few next to VMs).
+    /// Every migration, by ID (the store has them all).
     var migrations: [MigrationID: Migration]
+    /// Those still under way or not yet settled by their destination: what heartbeats look at,
+    /// so that a long history costs them nothing.
+    var openMigrations: Set<MigrationID>
     private let gauges: StateGauges
     private let publishedVersion: Mutex<Int>
 
@@ -35,6 +38,7 @@ public actor Controller {
     ) {
         self.consoleOffsets = consoleOffsets
         self.migrations = Dictionary(loaded.migrations.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+        self.openMigrations = Set(loaded.migrations.filter(\.isOpen).map(\.id))
         self.store = store
         self.settings = settings
         self.now = now

@@ -85,6 +85,9 @@ public struct Migration: Sendable, Codable, Equatable {
     /// more to tell it.
     public var destinationSettled: Bool
 
+    /// Under way, or ended without the destination having settled it yet.
+    public var isOpen: Bool { state.isActive || !destinationSettled }
+
     public init(
         id: MigrationID = .generate(), vmID: VMID, vmName: String, source: HostID, destination: HostID,
         reason: String, requestedAt: Date
