@@ -104,6 +104,8 @@ public actor QEMUDriver: HypervisorDriver {
         var guestPoweredOff = false
         /// Waiting for (or receiving) a live migration: ready when the guest resumes, not on a marker.
         var incomingURI: String?
+        /// When this run's QEMU was launched, for the boot time in the log.
+        var launchedAt: ContinuousClock.Instant?
     }
 
     public nonisolated let name = "qemu"
@@ -279,11 +281,21 @@ public actor QEMUDriver: HypervisorDriver {
             }
             // With -daemonize, QEMU returns once the VM is set up (or has failed to be), and the VM
             // process is no child of ours: it survives the agent.
+            let launchedAt = ContinuousClock.now
+            instances[id]?.launchedAt = launchedAt
             try await HostTool.run(configuration.binary, invocation.arguments)
+            let daemonized = ContinuousClock.now
             let pid = try Self.readPID(paths.pid)
             try Self.write(RunInfo(pid: pid, serialOffset: offset, startedAt: Date()), to: paths.run)
             let qmp = try await QMPClient.connect(path: paths.qmp)
             attach(id, run: run, pid: pid, qmp: qmp, serialOffset: offset, incoming: incoming != nil)
+            logger.debug(
+                "QEMU started",
+                metadata: [
+                    "vm": "\(instance.record.spec.name)", "pid": "\(pid)",
+                    "daemonize-ms": "\(Self.milliseconds(daemonized - launchedAt))",
+                    "qmp-ms": "\(Self.milliseconds(ContinuousClock.now - daemonized))",
+                ])
         } catch {
             if let pid = try? Self.readPID(paths.pid) { kill(pid, SIGKILL) }
             if instances[id]?.run == run {
@@ -585,6 +597,14 @@ public actor QEMUDriver: HypervisorDriver {
         guard instances[id]?.run == run, instances[id]?.state == .starting else { return }
         instances[id]?.state = .running
         stateChanged()
+        if let launchedAt = instances[id]?.launchedAt {
+            logger.info(
+                "guest ready",
+                metadata: [
+                    "vm": "\(instances[id]?.record.spec.name ?? "\(id)")",
+                    "since-launch-ms": "\(Self.milliseconds(ContinuousClock.now - launchedAt))",
+                ])
+        }
     }
 
     private func neverReady(_ id: VMID, run: Int, after timeout: Duration) async {
@@ -746,6 +766,10 @@ public actor QEMUDriver: HypervisorDriver {
         }
         guard bound else { throw VireoError(.internal, "cannot find a free loopback port: errno \(errno)") }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int {
+        Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
     }
 
     static func shortHash(_ text: String) -> String {
