@@ -32,12 +32,17 @@ public struct InstanceReport: Sendable, Codable, Equatable {
     public var message: String?
     /// Where the guest's services are reachable from its host, if the driver gives it a network.
     public var address: String?
-    public init(id: VMID, state: State, generation: Int, message: String? = nil, address: String? = nil) {
+    /// Launch to ready of the last start, in milliseconds, when the driver measures it.
+    public var bootMs: Int?
+    public init(
+        id: VMID, state: State, generation: Int, message: String? = nil, address: String? = nil, bootMs: Int? = nil
+    ) {
         self.id = id
         self.state = state
         self.generation = generation
         self.message = message
         self.address = address
+        self.bootMs = bootMs
     }
 }
 

@@ -287,6 +287,11 @@ public enum OpenAPIDocument {
           "stateChangedAt": {
             "type": "string",
             "format": "date-time"
+          },
+          "lastBootMs": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "How long its last start took on its host, from launching the hypervisor process to the guest being ready, in milliseconds (drivers that measure it)."
           }
         }
       },
@@ -803,6 +808,10 @@ public enum OpenAPIDocument {
                 "address": {
                   "type": "string",
                   "description": "Where the guest's services are reachable from its host."
+                },
+                "bootMs": {
+                  "type": "integer",
+                  "minimum": 0
                 }
               }
             }

@@ -17,6 +17,8 @@ public struct VMView: Sendable, Codable, Equatable {
     public var generation: Int
     /// Where the guest's services are reachable while it runs (see `VirtualMachine.address`).
     public var address: String?
+    /// Launch to ready of the last start on its host, in milliseconds (see `VirtualMachine.lastBootMs`).
+    public var lastBootMs: Int?
     public var placement: PlacementExplanation?
     public var createdAt: Date
     public var updatedAt: Date
@@ -37,6 +39,7 @@ public struct VMView: Sendable, Codable, Equatable {
         message = vm.message
         generation = vm.generation
         address = vm.address
+        lastBootMs = vm.lastBootMs
         placement = withPlacement ? vm.placement : nil
         createdAt = vm.createdAt
         updatedAt = vm.updatedAt

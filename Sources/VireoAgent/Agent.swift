@@ -102,7 +102,8 @@ public final class Agent: Service {
                     statuses.map {
                     InstanceReport(
                         id: $0.id, state: InstanceReport.State(rawValue: $0.state.rawValue) ?? .failed,
-                        generation: s.acted[$0.id] ?? 0, message: $0.message, address: $0.address)
+                        generation: s.acted[$0.id] ?? 0, message: $0.message, address: $0.address,
+                        bootMs: $0.bootMs)
                 }
             }
             let console = await consoleReports(for: statuses)

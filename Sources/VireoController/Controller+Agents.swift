@@ -156,6 +156,10 @@ extension Controller: ControllerLink {
                 vm.address = address
                 vm.updatedAt = time
             }
+            if vm.state == .running, let boot = report.bootMs, vm.lastBootMs != boot {
+                vm.lastBootMs = boot
+                vm.updatedAt = time
+            }
         }
         return vm
     }

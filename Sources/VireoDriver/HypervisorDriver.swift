@@ -37,13 +37,20 @@ public struct InstanceStatus: Sendable, Equatable, Codable {
     /// Where the guest's services are reachable from its host (`127.0.0.1:PORT` with a forwarded
     /// port, or the guest's IP), when the driver gives it a network.
     public var address: String?
+    /// How long the last start took, from launching the hypervisor process to the guest being
+    /// ready, in milliseconds; for drivers that measure it.
+    public var bootMs: Int?
 
-    public init(id: VMID, name: String, state: InstanceState, message: String? = nil, address: String? = nil) {
+    public init(
+        id: VMID, name: String, state: InstanceState, message: String? = nil, address: String? = nil,
+        bootMs: Int? = nil
+    ) {
         self.id = id
         self.name = name
         self.state = state
         self.message = message
         self.address = address
+        self.bootMs = bootMs
     }
 }
 

@@ -104,8 +104,9 @@ public actor QEMUDriver: HypervisorDriver {
         var guestPoweredOff = false
         /// Waiting for (or receiving) a live migration: ready when the guest resumes, not on a marker.
         var incomingURI: String?
-        /// When this run's QEMU was launched, for the boot time in the log.
+        /// When this run's QEMU was launched, and how long it took the guest to be ready.
         var launchedAt: ContinuousClock.Instant?
+        var bootMs: Int?
     }
 
     public nonisolated let name = "qemu"
@@ -150,7 +151,7 @@ public actor QEMUDriver: HypervisorDriver {
         instances.map { id, instance in
             InstanceStatus(
                 id: id, name: instance.record.spec.name, state: instance.state, message: instance.message,
-                address: Self.address(of: instance.record.network))
+                address: Self.address(of: instance.record.network), bootMs: instance.bootMs)
         }.sorted { $0.id < $1.id }
     }
 
@@ -598,12 +599,11 @@ public actor QEMUDriver: HypervisorDriver {
         instances[id]?.state = .running
         stateChanged()
         if let launchedAt = instances[id]?.launchedAt {
+            let bootMs = Self.milliseconds(ContinuousClock.now - launchedAt)
+            instances[id]?.bootMs = bootMs
             logger.info(
                 "guest ready",
-                metadata: [
-                    "vm": "\(instances[id]?.record.spec.name ?? "\(id)")",
-                    "since-launch-ms": "\(Self.milliseconds(ContinuousClock.now - launchedAt))",
-                ])
+                metadata: ["vm": "\(instances[id]?.record.spec.name ?? "\(id)")", "since-launch-ms": "\(bootMs)"])
         }
     }
 

@@ -38,6 +38,9 @@ public struct VirtualMachine: Sendable, Codable, Equatable, Identifiable {
     /// forwarded port, or the guest's IP). Present only while the VM is `running`: a stopped,
     /// failed, pending or deleting VM has none, and a VM that moves gets its new host's address.
     public var address: String?
+    /// How long its last start took on its host, from launching the hypervisor process to the
+    /// guest being ready (milliseconds), when the driver measures it.
+    public var lastBootMs: Int?
     public var createdAt: Date
     public var updatedAt: Date
     public var stateChangedAt: Date
