@@ -40,7 +40,10 @@ let package = Package(
             ]
         ),
         // Application telemetry: Prometheus text exposition, histograms.
-        .target(name: "VireoTelemetry"),
+        .target(
+            name: "VireoTelemetry",
+            dependencies: ["VireoModel", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         // Several hosts on one machine: namespaces, a bridge, cgroups, an agent each.
         .target(name: "VireoTestbed", dependencies: ["VireoModel", "VireoImage"]),
         // Guest image catalogue.
@@ -58,13 +61,13 @@ let package = Package(
         // DTOs shared by server and client, manifest parsing, the OpenAPI document.
         .target(
             name: "VireoAPI",
-            dependencies: ["VireoModel", "VireoImage", .product(name: "Yams", package: "Yams")]
+            dependencies: ["VireoModel", "VireoImage", "VireoTelemetry", .product(name: "Yams", package: "Yams")]
         ),
         // The controller: desired state, scheduler, host liveness, events.
         .target(
             name: "VireoController",
             dependencies: [
-                "VireoModel", "VireoAPI", "VireoStore", "VireoPlacement", "VireoImage",
+                "VireoModel", "VireoAPI", "VireoStore", "VireoPlacement", "VireoImage", "VireoTelemetry",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -96,6 +99,7 @@ let package = Package(
             name: "VireoAgent",
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoDriver",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -105,7 +109,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
-                "VireoTestbed",
+                "VireoTestbed", "VireoTelemetry",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

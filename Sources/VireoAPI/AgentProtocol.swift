@@ -1,3 +1,4 @@
+import Foundation
 import VireoModel
 
 /// Sent by an agent when it starts. Hosts are keyed by name: re-registering keeps the host's ID.
@@ -138,10 +139,15 @@ public struct DesiredVM: Sendable, Codable, Equatable {
     /// Offset in the VM's console log up to which the controller has its output: the agent sends
     /// what comes after it. Absent means 0.
     public var consoleOffset: UInt64?
+    /// The application the VM belongs to and how to read its signals, when it has any.
+    public var app: String?
+    public var telemetry: TelemetrySpec?
     public init(
         id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, intent: PowerIntent, generation: Int,
-        consoleOffset: UInt64? = nil
+        consoleOffset: UInt64? = nil, app: String? = nil, telemetry: TelemetrySpec? = nil
     ) {
+        self.app = app
+        self.telemetry = telemetry
         self.id = id
         self.name = name
         self.image = image
@@ -170,4 +176,32 @@ public struct DesiredHostState: Sendable, Codable, Equatable {
 public protocol ControllerLink: Sendable {
     func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse
     func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState
+    /// Application samples gathered on the host.
+    func deliver(_ samples: AgentSamples) async throws
+}
+
+/// Application samples an agent scraped or measured on its host: `POST /v1/agent/samples`.
+public struct AgentSamples: Sendable, Codable, Equatable {
+    public struct Item: Sendable, Codable, Equatable {
+        public var app: String
+        public var vm: String
+        public var time: Date
+        /// Prometheus text: the VM's own metrics, or what the agent measured (probes, usage).
+        public var exposition: String
+        /// Set when the scrape failed: why.
+        public var error: String?
+        public init(app: String, vm: String, time: Date, exposition: String, error: String? = nil) {
+            self.app = app
+            self.vm = vm
+            self.time = time
+            self.exposition = exposition
+            self.error = error
+        }
+    }
+    public var hostID: HostID
+    public var items: [Item]
+    public init(hostID: HostID, items: [Item]) {
+        self.hostID = hostID
+        self.items = items
+    }
 }

@@ -5,16 +5,23 @@ import Yams
 /// One validated document of a manifest (`vireo apply -f`).
 public enum ManifestDocument: Sendable, Equatable {
     case virtualMachine(VMSpec)
+    case application(ApplicationSpec)
+    /// An OpenSLO v1 SLO: objectives for the application named by its `service`.
+    case slo(OpenSLODocument)
 
     public var kind: String {
         switch self {
         case .virtualMachine: "VirtualMachine"
+        case .application: "Application"
+        case .slo: "SLO"
         }
     }
 
     public var name: String {
         switch self {
         case .virtualMachine(let spec): spec.name
+        case .application(let spec): spec.name
+        case .slo(let document): document.name
         }
     }
 }
@@ -26,7 +33,9 @@ public enum ManifestDocument: Sendable, Equatable {
 /// happens. Errors name the document, the field path and the value.
 public enum ManifestParser {
     public static let apiVersion = "vireo/v1"
-    public static let kinds = ["VirtualMachine"]
+    public static let kinds = ["VirtualMachine", "Application", "SLO"]
+    /// OpenSLO documents keep their own version.
+    public static let openSLOVersion = "openslo/v1"
     /// Deeper documents are rejected rather than recursed into.
     static let maxDepth = 64
     static let maxDocuments = 10_000
@@ -56,19 +65,25 @@ public enum ManifestParser {
         let root = try FieldReader(value, path: "")
         try root.rejectUnknown(allowed: ["apiVersion", "kind", "metadata", "spec"])
         let version = try root.requiredString("apiVersion")
-        guard version == apiVersion else {
-            throw VireoError.invalid(field: "apiVersion", value: "'\(version)'", "unsupported; expected \(apiVersion)")
-        }
         let kind = try root.requiredString("kind")
+        guard version == apiVersion || (version == openSLOVersion && kind == "SLO") else {
+            throw VireoError.invalid(
+                field: "apiVersion", value: "'\(version)'",
+                "unsupported; expected \(apiVersion) (or \(openSLOVersion) for kind SLO)")
+        }
         guard let metadata = try root.object("metadata") else {
             throw VireoError(.invalidArgument, "metadata: is required")
         }
-        try metadata.rejectUnknown(allowed: ["name", "labels"])
+        try metadata.rejectUnknown(allowed: ["name", "labels", "displayName", "annotations"])
         let name = try metadata.requiredString("name")
         guard let spec = try root.object("spec") else { throw VireoError(.invalidArgument, "spec: is required") }
         switch kind {
         case "VirtualMachine":
             return .virtualMachine(try VMSpecValidation.fromManifest(name: name, nameField: "metadata.name", spec: spec))
+        case "Application":
+            return .application(try ApplicationValidation.fromManifest(name: name, spec: spec))
+        case "SLO":
+            return .slo(try OpenSLODocument.parse(name: name, spec: spec))
         default:
             throw VireoError.invalid(
                 field: "kind", value: "'\(kind)'", "unknown kind; expected one of: \(kinds.joined(separator: ", "))")

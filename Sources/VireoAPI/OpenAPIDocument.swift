@@ -51,6 +51,15 @@ public enum OpenAPIDocument {
         "schema": {
           "type": "string"
         }
+      },
+      "app": {
+        "name": "app",
+        "in": "path",
+        "required": true,
+        "description": "Application name.",
+        "schema": {
+          "type": "string"
+        }
       }
     },
     "responses": {
@@ -627,7 +636,9 @@ public enum OpenAPIDocument {
                 "kind": {
                   "type": "string",
                   "enum": [
-                    "VirtualMachine"
+                    "VirtualMachine",
+                    "Application",
+                    "SLO"
                   ]
                 },
                 "name": {
@@ -637,8 +648,16 @@ public enum OpenAPIDocument {
                   "type": "string",
                   "enum": [
                     "created",
+                    "updated",
                     "unchanged"
                   ]
+                },
+                "changes": {
+                  "type": "array",
+                  "items": {
+                    "type": "string"
+                  },
+                  "description": "What changed, one line each."
                 }
               }
             }
@@ -672,12 +691,14 @@ public enum OpenAPIDocument {
               "vm.deleted",
               "host.registered",
               "host.state",
-              "migration"
+              "migration",
+              "app",
+              "slo"
             ]
           },
           "name": {
             "type": "string",
-            "description": "The VM's or the host's name."
+            "description": "The VM's, host's or application's name; for `slo` events `app/objective`."
           },
           "from": {
             "type": "string"
@@ -915,6 +936,12 @@ public enum OpenAPIDocument {
                   "type": "integer",
                   "minimum": 0,
                   "description": "Offset in the VM's console log up to which the controller has its output; send what follows. Absent: 0."
+                },
+                "app": {
+                  "type": "string"
+                },
+                "telemetry": {
+                  "$ref": "#/components/schemas/TelemetrySpec"
                 }
               }
             }
@@ -1191,6 +1218,12 @@ public enum OpenAPIDocument {
                 "type": "integer",
                 "minimum": 0,
                 "description": "Offset in the VM's console log up to which the controller has its output; send what follows. Absent: 0."
+              },
+              "app": {
+                "type": "string"
+              },
+              "telemetry": {
+                "$ref": "#/components/schemas/TelemetrySpec"
               }
             }
           },
@@ -1203,6 +1236,607 @@ public enum OpenAPIDocument {
           }
         },
         "description": "A migration the host takes part in, as the controller sees it now."
+      },
+      "SLOState": {
+        "type": "string",
+        "enum": [
+          "unknown",
+          "ok",
+          "warning",
+          "breaching"
+        ]
+      },
+      "ObjectiveKind": {
+        "type": "string",
+        "enum": [
+          "response-time",
+          "throughput",
+          "capacity",
+          "ratio"
+        ]
+      },
+      "MetricType": {
+        "type": "string",
+        "enum": [
+          "counter",
+          "gauge",
+          "histogram",
+          "summary",
+          "untyped"
+        ]
+      },
+      "ScrapeTarget": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "port",
+          "path",
+          "intervalSeconds",
+          "timeoutSeconds"
+        ],
+        "properties": {
+          "port": {
+            "type": "integer"
+          },
+          "path": {
+            "type": "string"
+          },
+          "intervalSeconds": {
+            "type": "number"
+          },
+          "timeoutSeconds": {
+            "type": "number"
+          }
+        }
+      },
+      "ProbeTarget": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "port",
+          "path",
+          "intervalSeconds",
+          "timeoutSeconds"
+        ],
+        "properties": {
+          "port": {
+            "type": "integer"
+          },
+          "path": {
+            "type": "string"
+          },
+          "intervalSeconds": {
+            "type": "number"
+          },
+          "timeoutSeconds": {
+            "type": "number"
+          }
+        }
+      },
+      "TelemetrySpec": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "metrics"
+        ],
+        "properties": {
+          "scrape": {
+            "$ref": "#/components/schemas/ScrapeTarget"
+          },
+          "probe": {
+            "$ref": "#/components/schemas/ProbeTarget"
+          },
+          "metrics": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "name",
+                "type"
+              ],
+              "properties": {
+                "name": {
+                  "type": "string"
+                },
+                "type": {
+                  "$ref": "#/components/schemas/MetricType"
+                }
+              }
+            }
+          }
+        }
+      },
+      "BurnRateAlert": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "longSeconds",
+          "shortSeconds",
+          "factor"
+        ],
+        "properties": {
+          "longSeconds": {
+            "type": "number"
+          },
+          "shortSeconds": {
+            "type": "number"
+          },
+          "factor": {
+            "type": "number"
+          }
+        }
+      },
+      "Objective": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "kind",
+          "metric",
+          "target",
+          "windowSeconds",
+          "goal",
+          "periodSeconds",
+          "burnRateAlerts"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "kind": {
+            "$ref": "#/components/schemas/ObjectiveKind"
+          },
+          "metric": {
+            "type": "string",
+            "description": "Metric selector."
+          },
+          "totalMetric": {
+            "type": "string"
+          },
+          "quantile": {
+            "type": "number"
+          },
+          "target": {
+            "type": "number"
+          },
+          "windowSeconds": {
+            "type": "number"
+          },
+          "goal": {
+            "type": "number"
+          },
+          "periodSeconds": {
+            "type": "number"
+          },
+          "burnRateAlerts": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/BurnRateAlert"
+            }
+          }
+        }
+      },
+      "VMSpec": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "image",
+          "cpus",
+          "memoryMiB"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "image": {
+            "type": "string"
+          },
+          "cpus": {
+            "type": "integer"
+          },
+          "memoryMiB": {
+            "type": "integer"
+          },
+          "host": {
+            "type": "string"
+          },
+          "app": {
+            "type": "string"
+          }
+        }
+      },
+      "ApplicationSpec": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "vms",
+          "telemetry",
+          "objectives"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "vms": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/VMSpec"
+            }
+          },
+          "telemetry": {
+            "$ref": "#/components/schemas/TelemetrySpec"
+          },
+          "objectives": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/Objective"
+            }
+          }
+        }
+      },
+      "ObjectiveStatus": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "kind",
+          "state",
+          "target",
+          "goodWindows",
+          "badWindows",
+          "emptyWindows",
+          "errorBudgetRemaining",
+          "burnRates"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "kind": {
+            "$ref": "#/components/schemas/ObjectiveKind"
+          },
+          "state": {
+            "$ref": "#/components/schemas/SLOState"
+          },
+          "stateChangedAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "sli": {
+            "type": "number",
+            "description": "The indicator over the last judged window; absent when it had no data."
+          },
+          "target": {
+            "type": "number"
+          },
+          "goodWindows": {
+            "type": "integer"
+          },
+          "badWindows": {
+            "type": "integer"
+          },
+          "emptyWindows": {
+            "type": "integer"
+          },
+          "errorBudgetRemaining": {
+            "type": "number",
+            "description": "1: all of the period's budget left; 0: none; below 0: overspent."
+          },
+          "burnRates": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "lookbackSeconds",
+                "rate"
+              ],
+              "properties": {
+                "lookbackSeconds": {
+                  "type": "number"
+                },
+                "rate": {
+                  "type": "number"
+                }
+              }
+            }
+          },
+          "lastWindowEnd": {
+            "type": "string",
+            "format": "date-time"
+          }
+        }
+      },
+      "App": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "spec",
+          "vms",
+          "objectives",
+          "state",
+          "generation",
+          "createdAt",
+          "updatedAt"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "spec": {
+            "$ref": "#/components/schemas/ApplicationSpec"
+          },
+          "vms": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "name",
+                "state"
+              ],
+              "properties": {
+                "name": {
+                  "type": "string"
+                },
+                "state": {
+                  "$ref": "#/components/schemas/VMState"
+                },
+                "host": {
+                  "type": "string"
+                },
+                "address": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "objectives": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/ObjectiveStatus"
+            }
+          },
+          "state": {
+            "$ref": "#/components/schemas/SLOState"
+          },
+          "lastSampleAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "lastError": {
+            "type": "string"
+          },
+          "current": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "name",
+                "labels",
+                "value",
+                "time"
+              ],
+              "properties": {
+                "name": {
+                  "type": "string"
+                },
+                "labels": {
+                  "type": "object",
+                  "additionalProperties": {
+                    "type": "string"
+                  }
+                },
+                "value": {
+                  "type": "number"
+                },
+                "time": {
+                  "type": "string",
+                  "format": "date-time"
+                }
+              }
+            }
+          },
+          "generation": {
+            "type": "integer"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "updatedAt": {
+            "type": "string",
+            "format": "date-time"
+          }
+        }
+      },
+      "AppList": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "items"
+        ],
+        "properties": {
+          "items": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/App"
+            }
+          }
+        }
+      },
+      "AppDeletion": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "name",
+          "deletedVMs",
+          "keptVMs"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "deletedVMs": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            }
+          },
+          "keptVMs": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            }
+          }
+        }
+      },
+      "IngestResult": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "accepted"
+        ],
+        "properties": {
+          "accepted": {
+            "type": "integer"
+          }
+        }
+      },
+      "Series": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "app",
+          "metric",
+          "from",
+          "to",
+          "series"
+        ],
+        "properties": {
+          "app": {
+            "type": "string"
+          },
+          "metric": {
+            "type": "string"
+          },
+          "from": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "to": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "series": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "name",
+                "labels",
+                "resolution",
+                "points"
+              ],
+              "properties": {
+                "name": {
+                  "type": "string"
+                },
+                "labels": {
+                  "type": "object",
+                  "additionalProperties": {
+                    "type": "string"
+                  }
+                },
+                "resolution": {
+                  "type": "string",
+                  "description": "raw, the rollup step (1m), or mixed."
+                },
+                "points": {
+                  "type": "array",
+                  "items": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": [
+                      "t",
+                      "v"
+                    ],
+                    "properties": {
+                      "t": {
+                        "type": "string",
+                        "format": "date-time"
+                      },
+                      "v": {
+                        "type": "number"
+                      },
+                      "min": {
+                        "type": "number"
+                      },
+                      "max": {
+                        "type": "number"
+                      },
+                      "mean": {
+                        "type": "number"
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      },
+      "AgentSamples": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "hostID",
+          "items"
+        ],
+        "properties": {
+          "hostID": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "items": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "app",
+                "vm",
+                "time",
+                "exposition"
+              ],
+              "properties": {
+                "app": {
+                  "type": "string"
+                },
+                "vm": {
+                  "type": "string"
+                },
+                "time": {
+                  "type": "string",
+                  "format": "date-time"
+                },
+                "exposition": {
+                  "type": "string",
+                  "description": "Prometheus text."
+                },
+                "error": {
+                  "type": "string"
+                }
+              }
+            }
+          }
+        }
       }
     }
   },
@@ -1854,6 +2488,233 @@ public enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/apps": {
+      "get": {
+        "summary": "Applications with the state of their objectives.",
+        "responses": {
+          "200": {
+            "description": "Applications by name.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/AppList"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/apps/{app}": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/app"
+        }
+      ],
+      "get": {
+        "summary": "One application: VMs, each objective's SLI, error budget and burn rates, and current values.",
+        "responses": {
+          "200": {
+            "description": "The application.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/App"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      },
+      "delete": {
+        "summary": "Delete an application; `vms` says what happens to its VMs.",
+        "parameters": [
+          {
+            "name": "vms",
+            "in": "query",
+            "required": true,
+            "schema": {
+              "type": "string",
+              "enum": [
+                "keep",
+                "delete"
+              ]
+            },
+            "description": "keep: they run on without an application; delete: they are deleted too."
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "What was done.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/AppDeletion"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          },
+          "409": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/apps/{app}/samples": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/app"
+        }
+      ],
+      "post": {
+        "summary": "Push samples for an application that reports itself (Prometheus text; exposition timestamps are kept, otherwise the time of receipt). Only declared metrics are kept.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "text/plain": {
+              "schema": {
+                "type": "string"
+              }
+            }
+          }
+        },
+        "responses": {
+          "202": {
+            "description": "How many samples were taken in.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/IngestResult"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/apps/{app}/series": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/app"
+        }
+      ],
+      "get": {
+        "summary": "Stored points of a metric for charts: raw samples within the raw retention, per-minute rollups before.",
+        "parameters": [
+          {
+            "name": "metric",
+            "in": "query",
+            "required": true,
+            "schema": {
+              "type": "string"
+            },
+            "description": "Metric selector, e.g. `x_total{code=\"200\"}`."
+          },
+          {
+            "name": "from",
+            "in": "query",
+            "required": false,
+            "schema": {
+              "type": "string"
+            },
+            "description": "RFC 3339, seconds since the epoch, or -DURATION. Default: an hour before `to`."
+          },
+          {
+            "name": "to",
+            "in": "query",
+            "required": false,
+            "schema": {
+              "type": "string"
+            },
+            "description": "As `from`. Default: now."
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The matching series.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Series"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/agent/samples": {
+      "post": {
+        "summary": "An agent delivers what it scraped, probed and measured on its host.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/AgentSamples"
+              }
+            }
+          }
+        },
+        "responses": {
+          "202": {
+            "description": "How many samples were taken in.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/IngestResult"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
           },
           "401": {
             "$ref": "#/components/responses/Error"

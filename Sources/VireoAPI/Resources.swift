@@ -101,15 +101,18 @@ public struct HostList: Sendable, Codable, Equatable {
 
 /// What `POST /v1/apply` did to each document.
 public struct ApplyResult: Sendable, Codable, Equatable {
-    public enum Action: String, Sendable, Codable { case created, unchanged }
+    public enum Action: String, Sendable, Codable { case created, updated, unchanged }
     public struct Item: Sendable, Codable, Equatable {
         public var kind: String
         public var name: String
         public var action: Action
-        public init(kind: String, name: String, action: Action) {
+        /// What changed, one line each (`objective latency: target 0.05 → 0.1`).
+        public var changes: [String]?
+        public init(kind: String, name: String, action: Action, changes: [String]? = nil) {
             self.kind = kind
             self.name = name
             self.action = action
+            self.changes = changes
         }
     }
     public var items: [Item]
@@ -140,6 +143,10 @@ public struct ClusterEvent: Sendable, Codable, Equatable {
         case hostState = "host.state"
         /// A live migration changed state; `name` is the VM.
         case migration = "migration"
+        /// An application was created, changed or deleted; `name` is the application.
+        case app = "app"
+        /// An objective changed state (`from`/`to` are SLO states); `name` is `app/objective`.
+        case slo = "slo"
     }
     /// Increases by one per event; clients resume with `Last-Event-ID`.
     public var seq: Int
@@ -207,4 +214,140 @@ public struct MigrationView: Sendable, Codable, Equatable {
 public struct MigrationList: Sendable, Codable, Equatable {
     public var items: [MigrationView]
     public init(items: [MigrationView]) { self.items = items }
+}
+
+/// An application as the API shows it: its spec, its VMs, and where each objective stands.
+public struct AppView: Sendable, Codable, Equatable {
+    public struct VM: Sendable, Codable, Equatable {
+        public var name: String
+        public var state: VMState
+        public var host: String?
+        public var address: String?
+        public init(name: String, state: VMState, host: String?, address: String?) {
+            self.name = name
+            self.state = state
+            self.host = host
+            self.address = address
+        }
+    }
+    public struct CurrentValue: Sendable, Codable, Equatable {
+        public var name: String
+        public var labels: [String: String]
+        public var value: Double
+        public var time: Date
+        public init(name: String, labels: [String: String], value: Double, time: Date) {
+            self.name = name
+            self.labels = labels
+            self.value = value
+            self.time = time
+        }
+    }
+
+    public var name: String
+    public var spec: ApplicationSpec
+    public var vms: [VM]
+    public var objectives: [ObjectiveStatus]
+    /// The worst objective state: breaching over warning over ok over unknown.
+    public var state: SLOState
+    public var lastSampleAt: Date?
+    public var lastError: String?
+    /// The latest value of each series (leaving out histogram buckets in listings).
+    public var current: [CurrentValue]?
+    public var generation: Int
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(
+        app: AppRecord, vms: [VM], objectives: [ObjectiveStatus], lastSampleAt: Date?, lastError: String?,
+        current: [CurrentValue]?
+    ) {
+        name = app.name
+        spec = app.spec
+        self.vms = vms
+        self.objectives = objectives
+        state = objectives.map(\.state).max { AppView.rank($0) < AppView.rank($1) } ?? .unknown
+        self.lastSampleAt = lastSampleAt
+        self.lastError = lastError
+        self.current = current
+        generation = app.generation
+        createdAt = app.createdAt
+        updatedAt = app.updatedAt
+    }
+
+    static func rank(_ state: SLOState) -> Int {
+        switch state {
+        case .unknown: 0
+        case .ok: 1
+        case .warning: 2
+        case .breaching: 3
+        }
+    }
+}
+
+public struct AppList: Sendable, Codable, Equatable {
+    public var items: [AppView]
+    public init(items: [AppView]) { self.items = items }
+}
+
+/// What `DELETE /v1/apps/{app}` did.
+public struct AppDeletion: Sendable, Codable, Equatable {
+    public var name: String
+    /// VMs deleted with the application (`vms=delete`).
+    public var deletedVMs: [String]
+    /// VMs left running, no longer part of an application (`vms=keep`).
+    public var keptVMs: [String]
+    public init(name: String, deletedVMs: [String], keptVMs: [String]) {
+        self.name = name
+        self.deletedVMs = deletedVMs
+        self.keptVMs = keptVMs
+    }
+}
+
+/// `GET /v1/apps/{app}/series`.
+public struct SeriesResponse: Sendable, Codable, Equatable {
+    public var app: String
+    public var metric: String
+    public var from: Date
+    public var to: Date
+    public var series: [SeriesData]
+    public init(app: String, metric: String, from: Date, to: Date, series: [SeriesData]) {
+        self.app = app
+        self.metric = metric
+        self.from = from
+        self.to = to
+        self.series = series
+    }
+}
+
+public struct SeriesData: Sendable, Codable, Equatable {
+    public struct Point: Sendable, Codable, Equatable {
+        public var t: Date
+        public var v: Double
+        public var min: Double?
+        public var max: Double?
+        public var mean: Double?
+        public init(t: Date, v: Double, min: Double? = nil, max: Double? = nil, mean: Double? = nil) {
+            self.t = t
+            self.v = v
+            self.min = min
+            self.max = max
+            self.mean = mean
+        }
+    }
+    public var name: String
+    public var labels: [String: String]
+    public var resolution: String
+    public var points: [Point]
+    public init(name: String, labels: [String: String], resolution: String, points: [Point]) {
+        self.name = name
+        self.labels = labels
+        self.resolution = resolution
+        self.points = points
+    }
+}
+
+/// `POST /v1/apps/{app}/samples`: how many samples were taken in.
+public struct IngestResult: Sendable, Codable, Equatable {
+    public var accepted: Int
+    public init(accepted: Int) { self.accepted = accepted }
 }

@@ -57,6 +57,7 @@ public final class Agent: Service {
     let logger: Logger
     let state: Mutex<State>
     let wakeSignal = WakeSignal()
+    let collector: TelemetryCollector
 
     public init(settings: Settings, driver: any HypervisorDriver, link: any ControllerLink, logger: Logger = Logger(label: "vireo.agent")) {
         self.settings = settings
@@ -64,6 +65,7 @@ public final class Agent: Service {
         self.link = link
         self.logger = logger
         self.state = Mutex(State(interval: settings.heartbeatInterval))
+        self.collector = TelemetryCollector(driver: driver, logger: logger)
     }
 
     /// Runs a round now instead of at the next interval: the in-process controller calls this
@@ -86,6 +88,7 @@ public final class Agent: Service {
                 await self.wakeSignal.wait(timeout: interval)
             }
         }
+        await collector.shutdown()
         await driver.detach()
     }
 
@@ -129,6 +132,7 @@ public final class Agent: Service {
             if recovered { logger.info("controller reachable again") }
             reconcile(desired, statuses: statuses)
             await handleMigrations(desired.migrations ?? [], statuses: statuses, sent: migrationReports)
+            await collectTelemetry(desired, statuses: statuses, hostID: hostID)
         } catch {
             let first = state.withLock { s in
                 defer { s.controllerReachable = false }
@@ -137,6 +141,26 @@ public final class Agent: Service {
             if first {
                 logger.warning("controller unreachable; keeping VMs as they are", metadata: ["error": "\(error)"])
             }
+        }
+    }
+
+    /// Points the collector at the running VMs that belong to an application with telemetry, and
+    /// sends what it gathered. Undelivered samples wait for the next round.
+    private func collectTelemetry(_ desired: DesiredHostState, statuses: [InstanceStatus], hostID: HostID) async {
+        let running = Dictionary(statuses.filter { $0.state == .running }.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let targets = desired.vms.compactMap { vm -> TelemetryCollector.Target? in
+            guard vm.intent == .running, let app = vm.app, let telemetry = vm.telemetry, let address = running[vm.id]?.address
+            else { return nil }
+            return TelemetryCollector.Target(id: vm.id, vm: vm.name, app: app, telemetry: telemetry, address: address)
+        }
+        await collector.update(targets)
+        let items = await collector.drain()
+        guard !items.isEmpty else { return }
+        do {
+            try await link.deliver(AgentSamples(hostID: hostID, items: items))
+        } catch {
+            await collector.requeue(items)
+            logger.debug("cannot deliver samples", metadata: ["error": "\(error)"])
         }
     }
 

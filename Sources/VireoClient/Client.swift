@@ -94,6 +94,22 @@ public struct VireoClient: Sendable {
         try await send(.POST, "/v1/apply", body: Data(manifest.utf8), contentType: "application/yaml")
     }
     /// Remembered events after `seq`, without following.
+    public func apps() async throws -> AppList { try await get("/v1/apps") }
+    public func app(_ name: String) async throws -> AppView { try await get("/v1/apps/\(escape(name))") }
+    public func deleteApp(_ name: String, vms: String) async throws -> AppDeletion {
+        try await send(.DELETE, "/v1/apps/\(escape(name))?vms=\(escape(vms))")
+    }
+    /// Pushes samples in Prometheus text format for an application.
+    public func pushSamples(app: String, exposition: String) async throws -> IngestResult {
+        try await send(.POST, "/v1/apps/\(escape(app))/samples", body: Data(exposition.utf8), contentType: "text/plain")
+    }
+    public func series(app: String, metric: String, from: String? = nil, to: String? = nil) async throws -> SeriesResponse {
+        var path = "/v1/apps/\(escape(app))/series?metric=\(escape(metric))"
+        if let from { path += "&from=\(escape(from))" }
+        if let to { path += "&to=\(escape(to))" }
+        return try await get(path)
+    }
+
     public func events(after seq: Int = 0) async throws -> [ClusterEvent] {
         let (_, data) = try await raw(.GET, "/v1/events?follow=false&after=\(seq)")
         let decoder = VireoJSON.decoder()
@@ -181,7 +197,7 @@ public struct VireoClient: Sendable {
     }
 
     private func escape(_ component: String) -> String {
-        component.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/", "?", "&", "#"]))
+        component.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/", "?", "&", "#", "=", "+"]))
             ?? component
     }
 }
@@ -192,5 +208,8 @@ extension VireoClient: ControllerLink {
     }
     public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
         try await send(.POST, "/v1/agent/heartbeat", body: try VireoJSON.encoder().encode(heartbeat))
+    }
+    public func deliver(_ samples: AgentSamples) async throws {
+        let _: IngestResult = try await send(.POST, "/v1/agent/samples", body: try VireoJSON.encoder().encode(samples))
     }
 }

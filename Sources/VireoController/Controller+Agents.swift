@@ -3,6 +3,10 @@ import VireoAPI
 import VireoModel
 
 extension Controller: ControllerLink {
+    public func deliver(_ samples: AgentSamples) async throws {
+        _ = try await ingest(samples)
+    }
+
     /// Registers (or re-registers) an agent's host. Hosts are keyed by name, so an agent that
     /// restarts gets its host, and its VMs, back.
     public func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
@@ -113,7 +117,8 @@ extension Controller: ControllerLink {
             vms: vms.map {
                 DesiredVM(
                     id: $0.id, name: $0.name, image: $0.spec.image, cpus: $0.spec.cpus, memoryMiB: $0.spec.memoryMiB,
-                    intent: $0.intent, generation: $0.generation, consoleOffset: consoleOffsets[$0.id])
+                    intent: $0.intent, generation: $0.generation, consoleOffset: consoleOffsets[$0.id], app: $0.spec.app,
+                    telemetry: telemetrySpec(of: $0))
             },
             migrations: migrations.isEmpty ? nil : migrationOrders(for: host).nilIfEmpty)
     }

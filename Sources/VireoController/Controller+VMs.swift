@@ -81,12 +81,7 @@ extension Controller {
         var vm = try lookupVM(reference)
         try refuseWhileMigrating(vm)
         let time = now()
-        if vm.intent != .deleted {
-            vm.intent = .deleted
-            vm.generation += 1
-        }
-        transition(&vm, to: .deleting, message: nil, at: time)
-        if vm.hostID == nil {
+        if markDeleted(&vm, at: time) {
             try await commit(deleting: [vm.id])
             events.publish(.vmDeleted, name: vm.name, at: time)
         } else {
@@ -95,48 +90,61 @@ extension Controller {
         return view(vm)
     }
 
+    /// Marks a VM for deletion; returns whether it can go at once (it never reached a host).
+    func markDeleted(_ vm: inout VirtualMachine, at time: Date) -> Bool {
+        if vm.intent != .deleted {
+            vm.intent = .deleted
+            vm.generation += 1
+        }
+        transition(&vm, to: .deleting, message: nil, at: time)
+        return vm.hostID == nil
+    }
+
     /// The console output the controller keeps for a VM (empty when none has arrived yet).
     public func console(_ reference: String) async throws -> ConsoleTail {
         let vm = try lookupVM(reference)
         return try await store.consoleTail(of: vm.id) ?? ConsoleTail()
     }
 
-    /// Applies validated manifest documents: creates what does not exist; leaves what matches.
-    /// A document that conflicts with what exists rejects the whole apply before anything changes.
+    /// Applies validated manifest documents: creates what does not exist, updates applications
+    /// that changed, leaves what matches. Every document is checked against what exists before
+    /// anything changes, so a conflict rejects the whole apply.
     public func apply(_ documents: [ManifestDocument]) async throws -> ApplyResult {
         for case .virtualMachine(let spec) in documents {
             if let existing = state.vm(named: spec.name), existing.spec != spec {
                 throw VireoError(
                     .conflict,
-                    "VirtualMachine '\(spec.name)' exists with a different spec (\(difference(existing.spec, spec))); "
+                    "VirtualMachine '\(spec.name)' exists with a different spec (\(VMSpecDifference.describe(existing.spec, spec))); "
                         + "delete it first to recreate it")
             }
         }
-        var items: [ApplyResult.Item] = []
+        var manifestApps: [ApplicationSpec] = []
+        var slos: [OpenSLODocument] = []
         for document in documents {
             switch document {
-            case .virtualMachine(let spec):
-                if state.vm(named: spec.name) != nil {
-                    items.append(.init(kind: document.kind, name: spec.name, action: .unchanged))
-                } else {
-                    _ = try await createVM(spec)
-                    items.append(.init(kind: document.kind, name: spec.name, action: .created))
-                }
+            case .application(let spec): manifestApps.append(spec)
+            case .slo(let slo): slos.append(slo)
+            case .virtualMachine: break
             }
         }
-        return ApplyResult(items: items)
-    }
+        let applications = try mergeSLOs(slos, into: manifestApps)
+        var plans: [String: [String]] = [:]
+        for spec in applications { plans[spec.name] = try planApply(spec) }
 
-    private func difference(_ a: VMSpec, _ b: VMSpec) -> String {
-        var parts: [String] = []
-        if a.image != b.image { parts.append("image \(a.image) → \(b.image)") }
-        if a.cpus != b.cpus { parts.append("cpus \(a.cpus) → \(b.cpus)") }
-        if a.memoryMiB != b.memoryMiB {
-            parts.append("memory \(ByteSize.format(mib: a.memoryMiB)) → \(ByteSize.format(mib: b.memoryMiB))")
+        var items: [ApplyResult.Item] = []
+        for document in documents {
+            guard case .virtualMachine(let spec) = document else { continue }
+            if state.vm(named: spec.name) != nil {
+                items.append(.init(kind: document.kind, name: spec.name, action: .unchanged))
+            } else {
+                _ = try await createVM(spec)
+                items.append(.init(kind: document.kind, name: spec.name, action: .created))
+            }
         }
-        if a.host != b.host { parts.append("host \(a.host ?? "-") → \(b.host ?? "-")") }
-        if a.app != b.app { parts.append("app \(a.app ?? "-") → \(b.app ?? "-")") }
-        return parts.joined(separator: ", ")
+        for spec in applications {
+            items.append(try await applyApplication(spec, changes: plans[spec.name] ?? []))
+        }
+        return ApplyResult(items: items)
     }
 
     /// Runs placement for a pending VM. Returns whether it found a host.

@@ -6,6 +6,7 @@ import VireoAPI
 import VireoModel
 import VireoPlacement
 import VireoStore
+import VireoTelemetry
 
 /// Owns the desired state of the cluster.
 ///
@@ -29,13 +30,21 @@ public actor Controller {
     /// Those still under way or not yet settled by their destination: what heartbeats look at,
     /// so that a long history costs them nothing.
     var openMigrations: Set<MigrationID>
+    /// Applications by name (the store has them all).
+    var apps: [String: AppRecord]
+    /// Application samples, series and SLO evaluation.
+    public nonisolated let telemetry: TelemetryEngine
     private let gauges: StateGauges
+    let sloGauges: SLOGauges
     private let publishedVersion: Mutex<Int>
 
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
-        now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory
+        now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory, telemetry: TelemetryEngine
     ) {
+        self.apps = Dictionary(loaded.apps.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
+        self.telemetry = telemetry
+        self.sloGauges = SLOGauges(factory: metricsFactory)
         self.consoleOffsets = consoleOffsets
         self.migrations = Dictionary(loaded.migrations.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
         self.openMigrations = Set(loaded.migrations.filter(\.isOpen).map(\.id))
@@ -61,12 +70,16 @@ public actor Controller {
     /// Loads the store (which migrates its schema on open) and returns a controller over it.
     public static func open(
         store: any ClusterStore, settings: ControllerSettings = .init(), now: @escaping @Sendable () -> Date = { Date() },
-        logger: Logger = Logger(label: "vireo.controller"), metricsFactory: any MetricsFactory = MetricsSystem.factory
+        logger: Logger = Logger(label: "vireo.controller"), metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        telemetry: TelemetryEngine? = nil
     ) async throws -> Controller {
         let loaded = try await store.load()
         let consoleOffsets = try await store.consoleOffsets()
+        let engine = try telemetry ?? TelemetryEngine(store: SeriesStore())
+        await engine.configure(loaded.apps.map(\.spec))
         return Controller(
-            store: store, loaded: loaded, consoleOffsets: consoleOffsets, settings: settings, now: now, logger: logger, metricsFactory: metricsFactory)
+            store: store, loaded: loaded, consoleOffsets: consoleOffsets, settings: settings, now: now, logger: logger,
+            metricsFactory: metricsFactory, telemetry: engine)
     }
 
     /// Changes whenever anything visible through the API changes; readable without waiting for
@@ -173,5 +186,44 @@ struct StateGauges: Sendable {
         var hostCounts: [HostState: Int] = [:]
         for host in state.hosts.values { hostCounts[host.state, default: 0] += 1 }
         for (s, gauge) in hosts { gauge.record(hostCounts[s] ?? 0) }
+    }
+}
+
+/// `vireo_slo_error_budget_remaining{app,objective}`, `vireo_slo_burn_rate{app,objective,window}`
+/// and `vireo_slo_state{app,objective,state}` (1 for the current state), through swift-metrics.
+final class SLOGauges: Sendable {
+    private let factory: any MetricsFactory
+    private let gauges = Mutex<[String: Gauge]>([:])
+
+    init(factory: any MetricsFactory) { self.factory = factory }
+
+    func update(_ statuses: [String: [ObjectiveStatus]]) {
+        var values: [String: (label: String, dimensions: [(String, String)], value: Double)] = [:]
+        for (app, objectives) in statuses {
+            for o in objectives {
+                let base = [("app", app), ("objective", o.name)]
+                values["b|\(app)|\(o.name)"] = ("vireo_slo_error_budget_remaining", base, o.errorBudgetRemaining)
+                for rate in o.burnRates {
+                    let window = DurationText.format(rate.lookbackSeconds)
+                    values["r|\(app)|\(o.name)|\(window)"] = ("vireo_slo_burn_rate", base + [("window", window)], rate.rate)
+                }
+                for state in SLOState.allCases {
+                    values["s|\(app)|\(o.name)|\(state.rawValue)"] = (
+                        "vireo_slo_state", base + [("state", state.rawValue)], o.state == state ? 1 : 0
+                    )
+                }
+            }
+        }
+        gauges.withLock { gauges in
+            for (key, gauge) in gauges where values[key] == nil {
+                gauge.destroy()
+                gauges[key] = nil
+            }
+            for (key, v) in values {
+                let gauge = gauges[key] ?? Gauge(label: v.label, dimensions: v.dimensions, factory: factory)
+                gauges[key] = gauge
+                gauge.record(v.value)
+            }
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -14,15 +15,24 @@ public struct ControllerLoops: Service {
 
     public func run() async throws {
         let interval = controller.settings.tickInterval
+        var lastCompaction = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 try await controller.checkHostLiveness()
                 try await controller.schedulePending()
                 try await controller.expireMigrations()
+                await controller.evaluateSLOs()
+                try await controller.telemetry.flush()
+                if ContinuousClock.now - lastCompaction > .seconds(60) {
+                    lastCompaction = .now
+                    try await controller.telemetry.store.compact(now: Int64(Date().timeIntervalSince1970 * 1000))
+                }
             } catch {
                 logger.error("controller tick failed", metadata: ["error": "\(error)"])
             }
             try? await Task.sleep(for: interval)
         }
+        // Samples taken in but not yet written are written before the process ends.
+        try? await controller.telemetry.flush()
     }
 }

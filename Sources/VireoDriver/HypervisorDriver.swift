@@ -117,13 +117,30 @@ public protocol HypervisorDriver: Sendable {
     /// off, crashed), so the agent reports it at once instead of at its next poll.
     func onStateChange(_ handler: @escaping @Sendable () -> Void) async
 
+    /// What a VM's hypervisor process uses now (CPU time, memory); nil when the driver cannot
+    /// tell or the VM does not run.
+    func usage(_ id: VMID) async -> ResourceUsage?
+
     /// Called when the agent exits: let go of the VMs without stopping them (they keep running,
     /// and the next agent re-adopts them through `recover`).
     func detach() async
 }
 
+/// Resources a VM's hypervisor process has used.
+public struct ResourceUsage: Sendable, Equatable {
+    /// CPU time since the process started (user + system), in seconds.
+    public var cpuSeconds: Double
+    /// Resident memory, in bytes.
+    public var memoryBytes: UInt64
+    public init(cpuSeconds: Double, memoryBytes: UInt64) {
+        self.cpuSeconds = cpuSeconds
+        self.memoryBytes = memoryBytes
+    }
+}
+
 extension HypervisorDriver {
     public func detach() async {}
+    public func usage(_ id: VMID) async -> ResourceUsage? { nil }
     public func onStateChange(_ handler: @escaping @Sendable () -> Void) async {}
     public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
         -> String

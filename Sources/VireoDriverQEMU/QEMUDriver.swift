@@ -670,6 +670,11 @@ public actor QEMUDriver: HypervisorDriver {
             qmp: "\(runtimeDirectory)/\(id).qmp")
     }
 
+    public func usage(_ id: VMID) async -> ResourceUsage? {
+        guard let instance = instances[id], instance.state == .running, let pid = instance.pid else { return nil }
+        return ProcessUsage.read(pid: pid)
+    }
+
     static func address(of network: GuestNetwork) -> String? {
         switch network {
         case .none: nil

@@ -49,6 +49,7 @@ public struct VireoServer: Sendable {
         router.get("/openapi.json") { _, _ in jsonResponse(openAPI) }
         addHostRoutes(router)
         addVMRoutes(router)
+        addAppRoutes(router)
         addAgentRoutes(router)
         addEventRoutes(router)
         return router
@@ -127,8 +128,43 @@ public struct VireoServer: Sendable {
         }
     }
 
+    func addAppRoutes(_ router: Router<BasicRequestContext>) {
+        let controller = self.controller
+        router.get("/v1/apps") { _, _ in try json(await controller.listApps()) }
+        router.get("/v1/apps/{app}") { _, context in
+            try json(try await controller.app(context.parameters.require("app")))
+        }
+        router.delete("/v1/apps/{app}") { request, context in
+            guard let text = request.uri.queryParameters.get("vms") else {
+                throw VireoError(
+                    .invalidArgument, "vms: is required: say what to do with the application's VMs (vms=keep or vms=delete)")
+            }
+            guard let disposition = AppVMDisposition(rawValue: text) else {
+                throw VireoError.invalid(field: "vms", value: "'\(text)'", "expected keep or delete")
+            }
+            return try json(try await controller.deleteApp(context.parameters.require("app"), vms: disposition))
+        }
+        router.post("/v1/apps/{app}/samples") { request, context in
+            let text = try await readText(request)
+            return try json(
+                try await controller.ingest(app: context.parameters.require("app"), exposition: text, at: Date()), status: .accepted)
+        }
+        router.get("/v1/apps/{app}/series") { request, context in
+            let query = request.uri.queryParameters
+            guard let metric = query.get("metric") else { throw VireoError(.invalidArgument, "metric: is required (a metric selector)") }
+            let to = try timeParameter(query.get("to"), name: "to") ?? Date()
+            let from = try timeParameter(query.get("from"), name: "from") ?? to.addingTimeInterval(-3_600)
+            guard from <= to else { throw VireoError.invalid(field: "from", value: "'\(query.get("from") ?? "")'", "must not be after to") }
+            return try json(try await controller.series(app: context.parameters.require("app"), metric: metric, from: from, to: to))
+        }
+    }
+
     func addAgentRoutes(_ router: Router<BasicRequestContext>) {
         let controller = self.controller
+        router.post("/v1/agent/samples") { request, _ in
+            let delivery = try await decode(AgentSamples.self, from: request)
+            return try json(try await controller.ingest(delivery), status: .accepted)
+        }
         router.post("/v1/agent/register") { request, _ in
             let registration = try await decode(AgentRegistration.self, from: request)
             return try json(try await controller.register(registration))
@@ -192,6 +228,16 @@ func intParameter(_ text: String?, name: String, range: ClosedRange<Int>) throws
             field: name, value: "'\(text)'", "must be an integer from \(range.lowerBound) to \(range.upperBound)")
     }
     return value
+}
+
+/// A time as RFC 3339 (`2026-12-01T13:00:00Z`), seconds since the epoch, or relative to now
+/// (`-15m`).
+func timeParameter(_ text: String?, name: String) throws -> Date? {
+    guard let text else { return nil }
+    if text.hasPrefix("-"), let seconds = DurationText.seconds(String(text.dropFirst())) { return Date().addingTimeInterval(-seconds) }
+    if let seconds = Double(text), seconds.isFinite { return Date(timeIntervalSince1970: seconds) }
+    if let date = try? Date(text, strategy: .iso8601) { return date }
+    throw VireoError.invalid(field: name, value: "'\(text)'", "not a time: give RFC 3339, seconds since the epoch, or -DURATION (e.g. -15m)")
 }
 
 /// Encoded responses for the current state version; cleared whenever the state changes.

@@ -157,6 +157,46 @@ public struct FieldReader {
         }
     }
 
+    public func double(_ key: String) throws(VireoError) -> Double? {
+        switch object[key] {
+        case nil, .null: return nil
+        case .number(let n): return n
+        case let other?: throw VireoError.invalid(field: field(key), value: other.shown, "must be a number")
+        }
+    }
+
+    public func bool(_ key: String) throws(VireoError) -> Bool? {
+        switch object[key] {
+        case nil, .null: return nil
+        case .bool(let b): return b
+        case let other?: throw VireoError.invalid(field: field(key), value: other.shown, "must be true or false")
+        }
+    }
+
+    /// A duration written `500ms`, `5s`, `5m`, `1h`, `7d` (or a number of seconds), in seconds.
+    public func duration(_ key: String) throws(VireoError) -> Double? {
+        switch object[key] {
+        case nil, .null: return nil
+        case .number(let n) where n.isFinite && n >= 0: return n
+        case .string(let s):
+            guard let seconds = DurationText.seconds(s) else {
+                throw VireoError.invalid(field: field(key), value: "'\(s)'", "not a duration; write e.g. 500ms, 30s, 5m, 1h, 7d")
+            }
+            return seconds
+        case let other?:
+            throw VireoError.invalid(field: field(key), value: other.shown, "not a duration; write e.g. 500ms, 30s, 5m, 1h, 7d")
+        }
+    }
+
+    /// The elements of an array field, each with its path (`objectives[2]`).
+    public func array(_ key: String) throws(VireoError) -> [(path: String, value: JSONValue)]? {
+        switch object[key] {
+        case nil, .null: return nil
+        case .array(let items): return items.enumerated().map { ("\(field(key))[\($0.offset)]", $0.element) }
+        case let other?: throw VireoError.invalid(field: field(key), value: other.shown, "must be a list")
+        }
+    }
+
     public func object(_ key: String) throws(VireoError) -> FieldReader? {
         guard let value = object[key], value != .null else { return nil }
         return try FieldReader(value, path: field(key))

@@ -6,10 +6,12 @@ public struct StoredCluster: Sendable, Equatable {
     public var vms: [VirtualMachine]
     /// Every migration recorded, oldest first.
     public var migrations: [Migration]
-    public init(hosts: [HostRecord], vms: [VirtualMachine], migrations: [Migration] = []) {
+    public var apps: [AppRecord]
+    public init(hosts: [HostRecord], vms: [VirtualMachine], migrations: [Migration] = [], apps: [AppRecord] = []) {
         self.hosts = hosts
         self.vms = vms
         self.migrations = migrations
+        self.apps = apps
     }
 }
 
@@ -22,18 +24,25 @@ public struct StoreBatch: Sendable, Equatable {
     public var hosts: [HostRecord]
     /// Migrations to insert or replace.
     public var migrations: [Migration]
+    /// Applications to insert or replace, by name.
+    public var apps: [AppRecord]
+    public var deletedApps: [String]
 
     public init(
         updatedVMs: [VirtualMachine] = [], deletedVMs: [VMID] = [], hosts: [HostRecord] = [],
-        migrations: [Migration] = []
+        migrations: [Migration] = [], apps: [AppRecord] = [], deletedApps: [String] = []
     ) {
         self.updatedVMs = updatedVMs
         self.deletedVMs = deletedVMs
         self.hosts = hosts
         self.migrations = migrations
+        self.apps = apps
+        self.deletedApps = deletedApps
     }
 
-    public var isEmpty: Bool { updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty && migrations.isEmpty }
+    public var isEmpty: Bool {
+        updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty && migrations.isEmpty && apps.isEmpty && deletedApps.isEmpty
+    }
 }
 
 /// Durable desired and observed state. Every write is atomic and durable when it returns; a

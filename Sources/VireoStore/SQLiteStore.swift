@@ -67,6 +67,12 @@ public final class SQLiteStore: ClusterStore {
                 t.column("body", .blob).notNull()
             }
         }
+        migrator.registerMigration("v4: applications") { db in
+            try db.create(table: "apps") { t in
+                t.primaryKey("name", .text)
+                t.column("body", .blob).notNull()
+            }
+        }
         return migrator
     }
 
@@ -86,7 +92,10 @@ public final class SQLiteStore: ClusterStore {
             let migrations = try Row.fetchAll(db, sql: "SELECT body FROM migrations ORDER BY requested_at, id").map {
                 try self.decoder.decode(Migration.self, from: $0["body"] as Data)
             }
-            return StoredCluster(hosts: hosts, vms: vms, migrations: migrations)
+            let apps = try Row.fetchAll(db, sql: "SELECT body FROM apps ORDER BY name").map {
+                try self.decoder.decode(AppRecord.self, from: $0["body"] as Data)
+            }
+            return StoredCluster(hosts: hosts, vms: vms, migrations: migrations, apps: apps)
         }
     }
 
@@ -108,6 +117,7 @@ public final class SQLiteStore: ClusterStore {
         let vms = try batch.updatedVMs.map { ($0, try encoder.encode($0)) }
         let hosts = try batch.hosts.map { ($0, try encoder.encode($0)) }
         let migrations = try batch.migrations.map { ($0, try encoder.encode($0)) }
+        let apps = try batch.apps.map { ($0, try encoder.encode($0)) }
         do {
             try await writer.write { db in
                 for (vm, body) in vms {
@@ -130,6 +140,15 @@ public final class SQLiteStore: ClusterStore {
                             ON CONFLICT(id) DO UPDATE SET name = excluded.name, body = excluded.body
                             """,
                         arguments: [host.id.rawValue, host.name, body])
+                }
+                for (app, body) in apps {
+                    try db.execute(
+                        sql: "INSERT INTO apps (name, body) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
+                        arguments: [app.name, body])
+                }
+                for name in batch.deletedApps {
+                    try db.execute(sql: "DELETE FROM apps WHERE name = ?", arguments: [name])
+                    if db.changesCount == 0 { throw VireoError.notFound("application", name) }
                 }
                 for (migration, body) in migrations {
                     try db.execute(

@@ -1,3 +1,5 @@
+import VireoModel
+
 /// Prometheus text exposition format (version 0.0.4), as exporters and the `web` guest serve it.
 ///
 /// `PrometheusText.parse` turns a scrape into metric families. It is strict where a mistake would
@@ -23,10 +25,6 @@ public struct ExpositionError: Error, Equatable, CustomStringConvertible {
     public var line: Int
     public var message: String
     public var description: String { "line \(line): \(message)" }
-}
-
-public enum MetricType: String, Sendable, Codable, CaseIterable {
-    case counter, gauge, histogram, summary, untyped
 }
 
 /// One sample line: the full sample name (`x_bucket`, `x_sum`, ...), its labels, its value.
@@ -350,12 +348,12 @@ private struct Cursor {
     func error(_ message: String) -> ExpositionError { ExpositionError(line: line, message: message) }
 }
 
-private func isMetricName(_ name: String) -> Bool {
+func isMetricName(_ name: String) -> Bool {
     guard let first = name.utf8.first, isNameStart(first) || first == UInt8(ascii: ":") else { return false }
     return name.utf8.allSatisfy { isNameStart($0) || isDigit($0) || $0 == UInt8(ascii: ":") }
 }
 
-private func isLabelName(_ name: String) -> Bool {
+func isLabelName(_ name: String) -> Bool {
     guard let first = name.utf8.first, isNameStart(first) else { return false }
     return name.utf8.allSatisfy { isNameStart($0) || isDigit($0) }
 }

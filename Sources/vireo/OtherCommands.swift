@@ -37,7 +37,9 @@ struct Apply: AsyncParsableCommand {
               kind: VirtualMachine
               metadata: { name: web-1 }
               spec: { image: tiny, cpus: 1, memory: 256MiB }
-            Either every document is valid and applied, or nothing changes.
+            Kinds: VirtualMachine, Application (VMs, telemetry and objectives; see docs/apps.md) and OpenSLO v1 \
+            SLO (apiVersion openslo/v1; its spec.service names the application). An application that changed \
+            is updated and the changes are listed. Either every document is valid and applied, or nothing changes.
             """)
     @Option(name: .shortAndLong, help: ArgumentHelp("Manifest file, or - for standard input.", valueName: "file"))
     var file: String
@@ -45,18 +47,13 @@ struct Apply: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        let text: String
-        if file == "-" {
-            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        } else {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw VireoError(.invalidArgument, "--file: cannot read '\(file)'")
-            }
-            text = String(decoding: data, as: UTF8.self)
-        }
+        let text = try readInput(file, option: "--file")
         let result = try await client.client().apply(manifest: text)
         if output.output == .json { return try printJSON(result) }
-        for item in result.items { print("\(item.kind)/\(item.name) \(item.action.rawValue)") }
+        for item in result.items {
+            print("\(item.kind)/\(item.name) \(item.action.rawValue)")
+            for change in item.changes ?? [] where item.action == .updated { print("  ~ \(change)") }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ import VireoDriverSimulated
 import VireoHTTP
 import VireoModel
 import VireoStore
+import VireoTelemetry
 
 /// Options of every process that serves the API.
 struct ServeOptions: ParsableArguments {
@@ -82,7 +83,8 @@ struct ControlPlane {
         let registry = PrometheusCollectorRegistry()
         let store = try SQLiteStore(path: options.dataDir + "/vireo.db")
         let controller = try await Controller.open(
-            store: store, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry))
+            store: store, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry),
+            telemetry: TelemetryEngine(store: SeriesStore(path: options.dataDir + "/telemetry.db")))
         var tokens: AccessTokens?
         if !isLoopback(host) {
             let (loaded, created) = try AccessTokens.loadOrCreate(in: options.dataDir)

@@ -15,7 +15,7 @@ struct Vireo: AsyncParsableCommand {
             """,
         version: VireoVersion.current,
         subcommands: [
-            Up.self, ControllerCommand.self, AgentCommand.self, HostCommand.self, VMCommand.self, Apply.self,
+            Up.self, ControllerCommand.self, AgentCommand.self, HostCommand.self, VMCommand.self, AppCommand.self, Apply.self,
             Migrate.self, MigrationCommand.self, ImageCommand.self, EventsCommand.self, TestbedCommand.self,
             BenchCommand.self,
         ]

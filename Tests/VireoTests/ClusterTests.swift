@@ -23,6 +23,10 @@ final class CuttableLink: ControllerLink {
         if cut.withLock({ $0 }) { throw VireoError(.unavailable, "link cut") }
         return try await target.heartbeat(heartbeat)
     }
+    func deliver(_ samples: AgentSamples) async throws {
+        if cut.withLock({ $0 }) { throw VireoError(.unavailable, "link cut") }
+        try await target.deliver(samples)
+    }
 }
 
 /// A controller and agents with simulated drivers, all in this process, on real (short) time.

@@ -136,6 +136,34 @@ struct OpenAPITests {
                 body: #"{"hostID":"\#(h2)","instances":[],"migrations":[{"id":"\#(migrationID)","state":"ready","incomingURI":"tcp:127.0.0.1:1"}]}"#,
                 expect: 200)
             #expect(order.contains(#""role":"destination""#))
+            // Applications: apply (created, updated), push samples, evaluate, read, series, delete.
+            _ = try await call(.post, "/v1/apply", route: "/v1/apply", body: shopManifest, expect: 200)
+            _ = try await call(
+                .post, "/v1/apply", route: "/v1/apply", body: shopManifest.replacingOccurrences(of: "max: 100", with: "max: 90"), expect: 200)
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            for (i, latency) in [0.02, 0.02, 0.2].enumerated() {
+                _ = try await call(
+                    .post, "/v1/apps/shop/samples", route: "/v1/apps/{app}/samples",
+                    body: shopExposition(requests: 10 * (i + 1), latency: latency, queue: 2, at: now - 30_000 + Int64(i) * 10_000),
+                    expect: 202)
+            }
+            await plane.controller.evaluateSLOs()
+            _ = try await call(.post, "/v1/apps/shop/samples", route: "/v1/apps/{app}/samples", body: "x{", expect: 400)
+            _ = try await call(.post, "/v1/apps/nope/samples", route: "/v1/apps/{app}/samples", body: "x 1", expect: 404)
+            _ = try await call(
+                .post, "/v1/agent/samples", route: "/v1/agent/samples",
+                body: #"{"hostID":"\#(h1)","items":[{"app":"shop","vm":"shop-1","time":"2026-12-01T12:00:00Z","exposition":"queue_depth 4\n","error":"probe: timed out"}]}"#,
+                expect: 202)
+            _ = try await call(.post, "/v1/agent/samples", route: "/v1/agent/samples", body: #"{"hostID":"\#(h1)"}"#, expect: 400)
+            _ = try await call(.get, "/v1/apps", route: "/v1/apps", expect: 200)
+            _ = try await call(.get, "/v1/apps/shop", route: "/v1/apps/{app}", expect: 200)
+            _ = try await call(.get, "/v1/apps/nope", route: "/v1/apps/{app}", expect: 404)
+            _ = try await call(.get, "/v1/apps/shop/series?metric=queue_depth&from=-1h", route: "/v1/apps/{app}/series", expect: 200)
+            _ = try await call(.get, "/v1/apps/shop/series?metric=x{", route: "/v1/apps/{app}/series", expect: 400)
+            _ = try await call(.get, "/v1/apps/nope/series?metric=x", route: "/v1/apps/{app}/series", expect: 404)
+            _ = try await call(.delete, "/v1/apps/shop", route: "/v1/apps/{app}", expect: 400)
+            _ = try await call(.delete, "/v1/apps/shop?vms=keep", route: "/v1/apps/{app}", expect: 200)
+            _ = try await call(.delete, "/v1/apps/shop?vms=keep", route: "/v1/apps/{app}", expect: 404)
             _ = try await call(.get, "/v1/events?follow=false", route: "/v1/events", expect: 200)
             _ = try await call(.get, "/v1/events?after=-1", route: "/v1/events", expect: 400)
             _ = try await call(.get, "/metrics", route: "/metrics", expect: 200)

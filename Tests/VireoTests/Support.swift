@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import Metrics
 import Prometheus
+import Synchronization
 import Testing
 import VireoAPI
 import VireoController
@@ -18,12 +19,12 @@ struct TestControlPlane {
 
     static func make(
         tokens: AccessTokens? = nil, hosts: [String] = ["h1"], store: (any ClusterStore)? = nil,
-        settings: ControllerSettings = .fast
+        settings: ControllerSettings = .fast, now: @escaping @Sendable () -> Date = { Date() }
     ) async throws -> TestControlPlane {
         let store = try store ?? SQLiteStore()
         let registry = PrometheusCollectorRegistry()
         let controller = try await Controller.open(
-            store: store, settings: settings, metricsFactory: PrometheusMetricsFactory(registry: registry))
+            store: store, settings: settings, now: now, metricsFactory: PrometheusMetricsFactory(registry: registry))
         for name in hosts {
             _ = try await controller.register(
                 AgentRegistration(
@@ -40,6 +41,15 @@ struct TestControlPlane {
         let app = Application(router: server.router())
         try await app.test(.router, body)
     }
+}
+
+/// A clock tests move by hand.
+final class ManualClock: Sendable {
+    private let time: Mutex<Date>
+    init(_ start: Date = Date(timeIntervalSince1970: 1_800_000_000)) { time = Mutex(start) }
+    var now: Date { time.withLock { $0 } }
+    func advance(_ seconds: Double) { time.withLock { $0 = $0.addingTimeInterval(seconds) } }
+    var ms: Int64 { Int64((now.timeIntervalSince1970 * 1000).rounded()) }
 }
 
 extension ControllerSettings {

@@ -1,0 +1,237 @@
+import Foundation
+import VireoModel
+import VireoTelemetry
+
+/// Turns an `Application` manifest's spec into an `ApplicationSpec`, or says exactly what is
+/// wrong, naming the field path and the value.
+public enum ApplicationValidation {
+    static let specFields: Set<String> = ["vms", "telemetry", "objectives"]
+    static let telemetryFields: Set<String> = ["scrape", "probe", "metrics"]
+    static let targetFields: Set<String> = ["port", "path", "interval", "timeout"]
+    static let objectiveFields: Set<String> = [
+        "name", "sli", "quantile", "target", "min", "max", "good", "total", "window", "goal", "period", "burnRates",
+    ]
+
+    public static func fromManifest(name: String, spec: FieldReader) throws(VireoError) -> ApplicationSpec {
+        try ResourceName.validate(name, field: "metadata.name")
+        try spec.rejectUnknown(allowed: specFields)
+        var vms: [VMSpec] = []
+        for (path, value) in try spec.array("vms") ?? [] {
+            let fields = try FieldReader(value, path: path)
+            try fields.rejectUnknown(allowed: VMSpecValidation.manifestFields.union(["name"]))
+            var vm = try VMSpecValidation.spec(name: try fields.requiredString("name"), nameField: fields.field("name"), fields: fields)
+            if let app = vm.app, app != name {
+                throw VireoError.invalid(field: fields.field("app"), value: "'\(app)'", "a VM of application '\(name)' belongs to it")
+            }
+            vm.app = name
+            if vms.contains(where: { $0.name == vm.name }) {
+                throw VireoError.invalid(field: fields.field("name"), value: "'\(vm.name)'", "appears twice")
+            }
+            vms.append(vm)
+        }
+        let telemetry = try self.telemetry(try spec.object("telemetry"))
+        var objectives: [Objective] = []
+        for (path, value) in try spec.array("objectives") ?? [] {
+            let objective = try self.objective(try FieldReader(value, path: path), telemetry: telemetry)
+            if objectives.contains(where: { $0.name == objective.name }) {
+                throw VireoError.invalid(field: "\(path).name", value: "'\(objective.name)'", "appears twice")
+            }
+            objectives.append(objective)
+        }
+        return ApplicationSpec(name: name, vms: vms, telemetry: telemetry, objectives: objectives)
+    }
+
+    static func telemetry(_ fields: FieldReader?) throws(VireoError) -> TelemetrySpec {
+        guard let fields else { return TelemetrySpec() }
+        try fields.rejectUnknown(allowed: telemetryFields)
+        var telemetry = TelemetrySpec()
+        if let scrape = try fields.object("scrape") {
+            let (port, path, interval, timeout) = try target(scrape, defaultPath: "/metrics")
+            telemetry.scrape = ScrapeTarget(port: port, path: path, intervalSeconds: interval, timeoutSeconds: timeout)
+        }
+        if let probe = try fields.object("probe") {
+            let (port, path, interval, timeout) = try target(probe, defaultPath: "/")
+            telemetry.probe = ProbeTarget(port: port, path: path, intervalSeconds: interval, timeoutSeconds: timeout)
+        }
+        for (path, value) in try fields.array("metrics") ?? [] {
+            let metric = try FieldReader(value, path: path)
+            try metric.rejectUnknown(allowed: ["name", "type"])
+            let name = try metric.requiredString("name")
+            do throws(SelectorError) {
+                let selector = try SeriesSelector(parsing: name)
+                guard selector.matchers.isEmpty else { throw SelectorError("a declared metric is a name without labels") }
+            } catch {
+                throw VireoError.invalid(field: metric.field("name"), value: "'\(name)'", error.message)
+            }
+            let typeText = try metric.requiredString("type")
+            guard let type = MetricType(rawValue: typeText) else {
+                throw VireoError.invalid(
+                    field: metric.field("type"), value: "'\(typeText)'",
+                    "unknown metric type; expected one of: \(MetricType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            telemetry.metrics.append(MetricDeclaration(name: name, type: type))
+        }
+        return telemetry
+    }
+
+    static func target(_ fields: FieldReader, defaultPath: String) throws(VireoError) -> (Int, String, Double, Double) {
+        try fields.rejectUnknown(allowed: targetFields)
+        let port = try fields.requiredInt("port")
+        guard (1...65_535).contains(port) else {
+            throw VireoError.invalid(field: fields.field("port"), value: "\(port)", "must be from 1 to 65535")
+        }
+        let path = try fields.string("path") ?? defaultPath
+        guard path.hasPrefix("/"), !path.contains(" ") else {
+            throw VireoError.invalid(field: fields.field("path"), value: "'\(path)'", "must start with '/' and have no spaces")
+        }
+        let interval = try fields.duration("interval") ?? 5
+        guard interval >= 0.1, interval <= 3_600 else {
+            throw VireoError.invalid(field: fields.field("interval"), value: DurationText.format(interval), "must be from 100ms to 1h")
+        }
+        let timeout = try fields.duration("timeout") ?? min(2, interval)
+        guard timeout > 0, timeout <= interval else {
+            throw VireoError.invalid(
+                field: fields.field("timeout"), value: DurationText.format(timeout), "must be above 0 and at most the interval")
+        }
+        return (port, path, interval, timeout)
+    }
+
+    static func objective(_ fields: FieldReader, telemetry: TelemetrySpec) throws(VireoError) -> Objective {
+        try fields.rejectUnknown(allowed: objectiveFields)
+        let name = try fields.requiredString("name")
+        try ResourceName.validate(name, field: fields.field("name"))
+        let quantile = try fields.double("quantile")
+        let target = try fields.double("target")
+        let min = try fields.double("min")
+        let max = try fields.double("max")
+        let good = try fields.string("good")
+        let total = try fields.string("total")
+        var objective: Objective
+        if let quantile {
+            guard quantile > 0, quantile < 1 else {
+                throw VireoError.invalid(field: fields.field("quantile"), value: "\(quantile)", "must be between 0 and 1 (exclusive)")
+            }
+            guard let target else { throw VireoError(.invalidArgument, "\(fields.field("target")): is required with quantile (the latency in seconds)") }
+            let metric = try selector(fields, "sli", expecting: [.histogram], telemetry: telemetry)
+            objective = Objective(name: name, kind: .responseTime, metric: metric, quantile: quantile, target: target)
+            try positive(target, fields.field("target"))
+        } else if good != nil || total != nil {
+            let goodMetric = try selector(fields, "good", expecting: [.counter], telemetry: telemetry)
+            let totalMetric = try selector(fields, "total", expecting: [.counter], telemetry: telemetry)
+            guard let min else { throw VireoError(.invalidArgument, "\(fields.field("min")): is required with good/total (the good fraction)") }
+            guard min > 0, min <= 1 else {
+                throw VireoError.invalid(field: fields.field("min"), value: "\(min)", "must be above 0 and at most 1")
+            }
+            objective = Objective(name: name, kind: .ratio, metric: goodMetric, totalMetric: totalMetric, target: min)
+        } else if let min {
+            var sli = try fields.requiredString("sli")
+            // `rate(x)` says what the objective does to the counter; `x` means the same.
+            if sli.hasPrefix("rate("), sli.hasSuffix(")") { sli = String(sli.dropFirst(5).dropLast()) }
+            let metric = try selector(fields, "sli", text: sli, expecting: [.counter], telemetry: telemetry)
+            try positive(min, fields.field("min"))
+            objective = Objective(name: name, kind: .throughput, metric: metric, target: min)
+        } else if let max {
+            let metric = try selector(fields, "sli", expecting: [.gauge, .untyped], telemetry: telemetry)
+            try positive(max, fields.field("max"))
+            objective = Objective(name: name, kind: .capacity, metric: metric, target: max)
+        } else {
+            throw VireoError(
+                .invalidArgument,
+                "\(fields.path): needs quantile and target (response time), min (throughput), max (capacity) or good, total and min (ratio)")
+        }
+        if let target, objective.kind != .responseTime {
+            throw VireoError.invalid(field: fields.field("target"), value: "\(target)", "is for response-time objectives; use min or max")
+        }
+        try timing(&objective, fields)
+        return objective
+    }
+
+    /// window, goal, period and burn-rate alerts, shared by both manifest kinds.
+    static func timing(_ objective: inout Objective, _ fields: FieldReader) throws(VireoError) {
+        objective.windowSeconds = try fields.duration("window") ?? objective.windowSeconds
+        guard objective.windowSeconds >= 1 else {
+            throw VireoError.invalid(field: fields.field("window"), value: DurationText.format(objective.windowSeconds), "must be at least 1s")
+        }
+        objective.goal = try fields.double("goal") ?? objective.goal
+        guard objective.goal > 0, objective.goal < 1 else {
+            throw VireoError.invalid(
+                field: fields.field("goal"), value: "\(objective.goal)",
+                "must be between 0 and 1 (exclusive): the fraction of windows that must be good")
+        }
+        objective.periodSeconds = try fields.duration("period") ?? objective.periodSeconds
+        guard objective.periodSeconds >= objective.windowSeconds else {
+            throw VireoError.invalid(
+                field: fields.field("period"), value: DurationText.format(objective.periodSeconds), "must be at least the window")
+        }
+        if let alerts = try fields.array("burnRates") {
+            objective.burnRateAlerts = []
+            for (path, value) in alerts {
+                let alert = try FieldReader(value, path: path)
+                try alert.rejectUnknown(allowed: ["long", "short", "factor"])
+                guard let long = try alert.duration("long") else { throw VireoError(.invalidArgument, "\(alert.field("long")): is required") }
+                guard let short = try alert.duration("short") else { throw VireoError(.invalidArgument, "\(alert.field("short")): is required") }
+                guard let factor = try alert.double("factor") else { throw VireoError(.invalidArgument, "\(alert.field("factor")): is required") }
+                guard short >= objective.windowSeconds else {
+                    throw VireoError.invalid(field: alert.field("short"), value: DurationText.format(short), "must be at least the window")
+                }
+                guard long >= short else {
+                    throw VireoError.invalid(field: alert.field("long"), value: DurationText.format(long), "must be at least short")
+                }
+                try positive(factor, alert.field("factor"))
+                objective.burnRateAlerts.append(BurnRateAlert(longSeconds: long, shortSeconds: short, factor: factor))
+            }
+        }
+    }
+
+    static func positive(_ value: Double, _ field: String) throws(VireoError) {
+        guard value.isFinite, value > 0 else { throw VireoError.invalid(field: field, value: "\(value)", "must be above 0") }
+    }
+
+    static func selector(
+        _ fields: FieldReader, _ key: String, text: String? = nil, expecting types: [MetricType], telemetry: TelemetrySpec
+    ) throws(VireoError) -> String {
+        let given: String
+        if let text { given = text } else { given = try fields.requiredString(key) }
+        return try checkedSelector(given, field: fields.field(key), expecting: types, declared: telemetry.metrics)
+    }
+
+    /// Checks that an objective from elsewhere (an OpenSLO document) uses metrics the
+    /// application declares, with types it can use.
+    public static func checkMetrics(_ objective: Objective, telemetry: TelemetrySpec, field: String) throws(VireoError) {
+        let types: [MetricType]
+        switch objective.kind {
+        case .responseTime: types = [.histogram]
+        case .throughput, .ratio: types = [.counter]
+        case .capacity: types = [.gauge, .untyped]
+        }
+        _ = try checkedSelector(objective.metric, field: field, expecting: types, declared: telemetry.metrics)
+        if let total = objective.totalMetric {
+            _ = try checkedSelector(total, field: field, expecting: types, declared: telemetry.metrics)
+        }
+    }
+
+    /// Parses a selector and checks that its metric is declared (or Vireo's own) with a type
+    /// the objective can use.
+    static func checkedSelector(_ text: String, field: String, expecting types: [MetricType], declared: [MetricDeclaration]) throws(VireoError) -> String {
+        let selector: SeriesSelector
+        do throws(SelectorError) {
+            selector = try SeriesSelector(parsing: text)
+        } catch {
+            throw VireoError.invalid(field: field, value: "'\(text)'", "not a metric selector: \(error.message)")
+        }
+        let known = declared + MetricCatalogue.builtIn
+        guard let declaration = known.first(where: { $0.name == selector.name || $0.name + "_total" == selector.name }) else {
+            let names = declared.map(\.name)
+            throw VireoError.invalid(
+                field: field, value: "'\(selector.name)'",
+                "unknown metric: declare it under spec.telemetry.metrics"
+                    + (names.isEmpty ? " (none declared)" : " (declared: \(names.joined(separator: ", ")))"))
+        }
+        guard types.contains(declaration.type) else {
+            throw VireoError.invalid(
+                field: field, value: "'\(selector.name)'",
+                "is a \(declaration.type.rawValue); this objective needs a \(types.map(\.rawValue).joined(separator: " or "))")
+        }
+        return selector.description
+    }
+}

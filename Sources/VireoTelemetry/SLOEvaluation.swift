@@ -1,0 +1,173 @@
+import Foundation
+import VireoModel
+
+/// Computes an objective's indicator over one window from recent samples.
+public enum Indicator {
+    /// The SLI over (from, to] (milliseconds): a latency quantile in seconds, a rate per second,
+    /// a gauge's maximum, or a good/total ratio. Nil when the window has no data to judge.
+    public static func value(
+        _ objective: Objective, _ selector: SeriesSelector, total: SeriesSelector?, in samples: RecentSamples,
+        from: Int64, to: Int64
+    ) -> Double? {
+        switch objective.kind {
+        case .responseTime:
+            return latencyQuantile(objective.quantile ?? 0.99, selector, samples, from: from, to: to)
+        case .throughput:
+            guard let increase = sumOfIncreases(selector.name, selector, samples, from: from, to: to) else { return nil }
+            return increase / (Double(to - from) / 1000)
+        case .capacity:
+            return samples.matching(selector.name, selector).compactMap { samples.maximum($0, from: from, to: to) }.max()
+        case .ratio:
+            guard let total, let all = sumOfIncreases(total.name, total, samples, from: from, to: to), all > 0,
+                let good = sumOfIncreases(selector.name, selector, samples, from: from, to: to)
+            else { return nil }
+            return min(1, good / all)
+        }
+    }
+
+    /// Whether a window with indicator `value` is good.
+    public static func isGood(_ objective: Objective, _ value: Double) -> Bool {
+        switch objective.kind {
+        case .responseTime, .capacity: value <= objective.target
+        case .throughput, .ratio: value >= objective.target
+        }
+    }
+
+    static func sumOfIncreases(_ name: String, _ selector: SeriesSelector, _ samples: RecentSamples, from: Int64, to: Int64) -> Double? {
+        let increases = samples.matching(name, selector).compactMap { samples.increase($0, from: from, to: to) }
+        return increases.isEmpty ? nil : increases.reduce(0, +)
+    }
+
+    /// The quantile of the observations made in the window, over every series of the histogram
+    /// the selector matches (buckets added up by bound, as `sum by (le)` would).
+    static func latencyQuantile(_ q: Double, _ selector: SeriesSelector, _ samples: RecentSamples, from: Int64, to: Int64) -> Double? {
+        var byBound: [Double: Double] = [:]
+        for i in samples.matching(selector.name + "_bucket", selector) {
+            guard let le = samples.series[i].labels["le"].flatMap(parseValue),
+                let increase = samples.increase(i, from: from, to: to)
+            else { continue }
+            byBound[le, default: 0] += increase
+        }
+        let buckets = byBound.sorted { $0.key < $1.key }.map { (upperBound: $0.key, count: $0.value) }
+        guard let total = buckets.last?.count, total > 0 else { return nil }
+        return Histogram(buckets: buckets, sum: .nan, count: total).quantile(q)
+    }
+}
+
+/// Follows one objective window by window: judges each window once it has ended, keeps the
+/// verdicts of the period, and derives the error budget, the burn rates and the state.
+public struct ObjectiveTracker: Sendable {
+    public let objective: Objective
+    let selector: SeriesSelector
+    let totalSelector: SeriesSelector?
+    let windowMs: Int64
+    /// Verdicts of the period, oldest first, from `first`; with running counts so a burn rate
+    /// over any lookback is two subtractions.
+    private var ends: [Int64] = []
+    private var cumulativeBad: [Int32] = []
+    private var cumulativeJudged: [Int32] = []
+    private var first = 0
+    private var lastSLI: Double?
+    private var nextEnd: Int64?
+    public private(set) var state: SLOState = .unknown
+    public private(set) var stateChangedAt: Int64?
+
+    /// Fails when a selector of the objective does not parse (validation has checked them).
+    public init(_ objective: Objective) throws(SelectorError) {
+        self.objective = objective
+        selector = try SeriesSelector(parsing: objective.metric)
+        totalSelector = try objective.totalMetric.map { (text) throws(SelectorError) in try SeriesSelector(parsing: text) }
+        windowMs = max(1, Int64((objective.windowSeconds * 1000).rounded()))
+    }
+
+    /// Windows in the period.
+    var periodWindows: Int { max(1, Int((objective.periodSeconds * 1000 / Double(windowMs)).rounded())) }
+
+    /// Judges every window that ended at least `delayMs` before `now` (windows are aligned to
+    /// multiples of their length since the epoch). Returns the state it left, when it changed.
+    @discardableResult
+    public mutating func evaluate(_ samples: RecentSamples, now: Int64, delayMs: Int64 = 1_000) -> SLOState? {
+        let ready = now - delayMs
+        // The first window judged is the first one that starts after tracking began.
+        var end = nextEnd ?? ((ready / windowMs) + 2) * windowMs
+        // After a long pause (a restart), judge at most the last hundred windows.
+        if ready - end > 100 * windowMs { end = (ready / windowMs - 99) * windowMs }
+        let before = state
+        while end <= ready {
+            judge(samples, end: end)
+            end += windowMs
+        }
+        nextEnd = end
+        guard state != before else { return nil }
+        stateChangedAt = now
+        return before
+    }
+
+    private mutating func judge(_ samples: RecentSamples, end: Int64) {
+        let sli = Indicator.value(objective, selector, total: totalSelector, in: samples, from: end - windowMs, to: end)
+        lastSLI = sli
+        let bad: Int32 = sli.map { Indicator.isGood(objective, $0) ? 0 : 1 } ?? 0
+        let judged: Int32 = sli == nil ? 0 : 1
+        ends.append(end)
+        cumulativeBad.append((cumulativeBad.last ?? 0) + bad)
+        cumulativeJudged.append((cumulativeJudged.last ?? 0) + judged)
+        // Keep the period; compact now and then rather than on every window.
+        if ends.count - first > periodWindows { first = ends.count - periodWindows }
+        if first > 4_096, first * 2 > ends.count {
+            ends.removeFirst(first)
+            cumulativeBad.removeFirst(first)
+            cumulativeJudged.removeFirst(first)
+            first = 0
+        }
+        state = deriveState()
+    }
+
+    /// (bad, judged) over the last `windows` windows.
+    private func counts(lastWindows windows: Int) -> (bad: Int, judged: Int) {
+        guard ends.count > first else { return (0, 0) }
+        let last = ends.count - 1
+        let from = max(first, last - windows + 1)
+        let bad = Int(cumulativeBad[last]) - (from > 0 ? Int(cumulativeBad[from - 1]) : 0)
+        let judged = Int(cumulativeJudged[last]) - (from > 0 ? Int(cumulativeJudged[from - 1]) : 0)
+        return (bad, judged)
+    }
+
+    /// The budget burn rate over the last `seconds`: the bad fraction of judged windows divided
+    /// by the budget's fraction.
+    public func burnRate(overSeconds seconds: Double) -> Double {
+        let windows = max(1, Int((seconds * 1000 / Double(windowMs)).rounded()))
+        let (bad, judged) = counts(lastWindows: windows)
+        guard judged > 0 else { return 0 }
+        // Validation keeps the goal below 1, so the budget is never empty.
+        return Double(bad) / Double(judged) / max(objective.errorBudget, 1e-9)
+    }
+
+    private func deriveState() -> SLOState {
+        guard counts(lastWindows: periodWindows).judged > 0 else { return .unknown }
+        for alert in objective.burnRateAlerts
+        where burnRate(overSeconds: alert.longSeconds) >= alert.factor && burnRate(overSeconds: alert.shortSeconds) >= alert.factor {
+            return .breaching
+        }
+        let lastBad = counts(lastWindows: 1).bad > 0
+        let shortest = objective.burnRateAlerts.map(\.shortSeconds).min() ?? objective.windowSeconds
+        return lastBad || burnRate(overSeconds: shortest) > 1 ? .warning : .ok
+    }
+
+    public func status() -> ObjectiveStatus {
+        let period = counts(lastWindows: periodWindows)
+        let windowsInPeriod = ends.count - first
+        let allowedBad = objective.errorBudget * Double(periodWindows)
+        let remaining = 1 - Double(period.bad) / max(allowedBad, 1e-9)
+        var lookbacks: [Double] = []
+        for alert in objective.burnRateAlerts {
+            for seconds in [alert.shortSeconds, alert.longSeconds] where !lookbacks.contains(seconds) { lookbacks.append(seconds) }
+        }
+        return ObjectiveStatus(
+            name: objective.name, kind: objective.kind, state: state,
+            stateChangedAt: stateChangedAt.map { Date(timeIntervalSince1970: Double($0) / 1000) }, sli: lastSLI,
+            target: objective.target, goodWindows: period.judged - period.bad, badWindows: period.bad,
+            emptyWindows: windowsInPeriod - period.judged, errorBudgetRemaining: remaining,
+            burnRates: lookbacks.sorted().map { .init(lookbackSeconds: $0, rate: burnRate(overSeconds: $0)) },
+            lastWindowEnd: ends.last.map { Date(timeIntervalSince1970: Double($0) / 1000) })
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import VireoModel
+
+/// A change of an objective's state, for events and logs.
+public struct SLOChange: Sendable, Equatable {
+    public var app: String
+    public var objective: String
+    public var from: SLOState
+    public var to: SLOState
+    public var status: ObjectiveStatus
+}
+
+/// Takes in every application's samples, keeps what evaluation needs in memory, writes them to
+/// the series store in batches, and judges each objective window by window.
+///
+/// Its own actor, so ingestion and evaluation never wait on the controller's writes.
+public actor TelemetryEngine {
+    struct AppState {
+        var spec: ApplicationSpec
+        var samples = RecentSamples()
+        var trackers: [ObjectiveTracker]
+        /// How far back evaluation looks: the longest window, twice, plus a scrape interval.
+        var horizonMs: Int64
+        /// Last time a sample arrived, and the last error scraping or pushing it.
+        var lastSampleAt: Int64?
+        var lastError: String?
+    }
+
+    public let store: SeriesStore
+    private var apps: [String: AppState] = [:]
+    private var pending: [IngestSample] = []
+    /// Samples waiting for `flush` beyond which `ingest` flushes at once.
+    public let flushThreshold: Int
+    /// How long after a window ends it is judged, so samples scraped at its end can arrive.
+    public let judgeDelayMs: Int64
+    public private(set) var ingested = 0
+
+    public init(store: SeriesStore, flushThreshold: Int = 20_000, judgeDelayMs: Int64 = 1_000) {
+        self.store = store
+        self.flushThreshold = flushThreshold
+        self.judgeDelayMs = judgeDelayMs
+    }
+
+    /// Makes the engine follow exactly `specs`: new applications start with no data, changed
+    /// objectives start afresh, unchanged ones keep their history, removed ones are forgotten.
+    public func configure(_ specs: [ApplicationSpec]) {
+        var next: [String: AppState] = [:]
+        for spec in specs {
+            var state = apps[spec.name] ?? AppState(spec: spec, trackers: [], horizonMs: 0)
+            let old = state.trackers
+            state.trackers = spec.objectives.compactMap { objective in
+                if let kept = old.first(where: { $0.objective == objective }) { return kept }
+                return try? ObjectiveTracker(objective)
+            }
+            state.spec = spec
+            let longest = spec.objectives.map(\.windowSeconds).max() ?? 60
+            let scrape = max(spec.telemetry.scrape?.intervalSeconds ?? 0, spec.telemetry.probe?.intervalSeconds ?? 0)
+            state.horizonMs = Int64((2 * longest + scrape + 5) * 1000)
+            next[spec.name] = state
+        }
+        apps = next
+    }
+
+    /// Takes in samples of `app`; unknown applications are refused.
+    public func ingest(app: String, _ samples: [(name: String, labels: Labels, time: Int64, value: Double)]) async throws {
+        guard apps[app] != nil else { throw VireoError.notFound("application", app) }
+        for s in samples {
+            apps[app]!.samples.append(name: s.name, labels: s.labels, at: s.time, value: s.value)
+            pending.append(IngestSample(app: app, name: s.name, labels: s.labels, time: s.time, value: s.value))
+        }
+        if let last = samples.map(\.time).max() { apps[app]!.lastSampleAt = max(apps[app]!.lastSampleAt ?? 0, last) }
+        ingested += samples.count
+        if pending.count >= flushThreshold { try await flush() }
+    }
+
+    /// Records why samples of `app` could not be had (a scrape that failed), for `app show`.
+    public func noteError(app: String, _ message: String?) {
+        apps[app]?.lastError = message
+    }
+
+    /// Writes the buffered samples to the store.
+    public func flush() async throws {
+        guard !pending.isEmpty else { return }
+        let batch = pending
+        pending.removeAll(keepingCapacity: true)
+        try await store.ingest(batch)
+    }
+
+    /// Judges every window that has ended, drops samples evaluation no longer needs, and returns
+    /// the objectives whose state changed.
+    public func evaluate(now: Int64) -> [SLOChange] {
+        var changes: [SLOChange] = []
+        for name in apps.keys.sorted() {
+            guard var state = apps[name] else { continue }
+            for i in state.trackers.indices {
+                if let from = state.trackers[i].evaluate(state.samples, now: now, delayMs: judgeDelayMs) {
+                    let tracker = state.trackers[i]
+                    changes.append(SLOChange(app: name, objective: tracker.objective.name, from: from, to: tracker.state, status: tracker.status()))
+                }
+            }
+            state.samples.trim(before: now - state.horizonMs)
+            apps[name] = state
+        }
+        return changes
+    }
+
+    public struct AppStatus: Sendable, Codable, Equatable {
+        public var objectives: [ObjectiveStatus]
+        public var lastSampleAt: Date?
+        public var lastError: String?
+        /// The latest value of every series kept in memory, for `app show`.
+        public var current: [CurrentValue]
+    }
+
+    public struct CurrentValue: Sendable, Codable, Equatable {
+        public var name: String
+        public var labels: [String: String]
+        public var value: Double
+        public var time: Date
+    }
+
+    public func status(app: String) -> AppStatus? {
+        guard let state = apps[app] else { return nil }
+        let current = state.samples.series.compactMap { s -> CurrentValue? in
+            guard let t = s.times.last, let v = s.values.last, v.isFinite else { return nil }
+            return CurrentValue(
+                name: s.name, labels: Dictionary(s.labels.pairs.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }),
+                value: v, time: Date(timeIntervalSince1970: Double(t) / 1000))
+        }.sorted { ($0.name, $0.labels.description) < ($1.name, $1.labels.description) }
+        return AppStatus(
+            objectives: state.trackers.map { $0.status() },
+            lastSampleAt: state.lastSampleAt.map { Date(timeIntervalSince1970: Double($0) / 1000) }, lastError: state.lastError,
+            current: current)
+    }
+
+    /// Every objective's status, by application (for gauges).
+    public func allStatuses() -> [String: [ObjectiveStatus]] {
+        apps.mapValues { $0.trackers.map { $0.status() } }
+    }
+}

@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import VireoAPI
+import VireoModel
+
+struct AppCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "app",
+        abstract: "Applications: their VMs and how they meet their service-level objectives.",
+        discussion: """
+            Applications are created and changed with `vireo apply -f app.yaml` (kind Application, or OpenSLO \
+            `kind: SLO` documents for an existing application). See docs/apps.md for the manifest.
+            """,
+        subcommands: [AppList.self, AppShow.self, AppDelete.self, AppSeries.self, AppPush.self])
+}
+
+struct AppList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List applications with their SLO state.")
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let apps = try await client.client().apps().items
+        if output.output == .json { return try printJSON(apps) }
+        printTable(
+            ["NAME", "STATE", "VMS", "OBJECTIVES", "LAST SAMPLE", "AGE"],
+            apps.map { app in
+                let running = app.vms.filter { $0.state == .running }.count
+                let objectives = app.objectives.map { "\($0.name)=\($0.state.rawValue)" }.joined(separator: ",")
+                return [
+                    app.name, app.state.rawValue, "\(running)/\(app.vms.count)", objectives.isEmpty ? "-" : objectives,
+                    app.lastSampleAt.map { age(since: $0) + " ago" } ?? "never", age(since: app.createdAt),
+                ]
+            })
+    }
+}
+
+struct AppShow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Show an application: its VMs, each objective's SLI, error budget and burn rates, and current values.")
+    @Argument(help: "Application name.") var app: String
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let app = try await client.client().app(app)
+        if output.output == .json { return try printJSON(app) }
+        print("Name:        \(app.name)")
+        print("State:       \(app.state.rawValue)")
+        print("Last sample: \(app.lastSampleAt.map { "\($0) (\(age(since: $0)) ago)" } ?? "never")")
+        if let error = app.lastError { print("Last error:  \(error)") }
+        if let scrape = app.spec.telemetry.scrape {
+            print("Scrape:      :\(scrape.port)\(scrape.path) every \(DurationText.format(scrape.intervalSeconds))")
+        }
+        if let probe = app.spec.telemetry.probe {
+            print("Probe:       GET :\(probe.port)\(probe.path) every \(DurationText.format(probe.intervalSeconds))")
+        }
+        print("\nVMs:")
+        printTable(["NAME", "STATE", "HOST", "ADDRESS"], app.vms.map { [$0.name, $0.state.rawValue, $0.host ?? "-", $0.address ?? "-"] })
+        print("\nObjectives:")
+        printTable(
+            ["NAME", "KIND", "STATE", "SLI", "TARGET", "GOOD/BAD/EMPTY", "BUDGET LEFT", "BURN RATES", "SINCE"],
+            app.objectives.map { o in
+                let spec = app.spec.objective(named: o.name)
+                let comparison = o.kind == .responseTime || o.kind == .capacity ? "≤" : "≥"
+                let quantile = spec?.quantile.map { "p\(formatNumber($0 * 100)) " } ?? ""
+                return [
+                    o.name, o.kind.rawValue, o.state.rawValue, o.sli.map(formatNumber) ?? "no data",
+                    "\(quantile)\(comparison) \(formatNumber(o.target))", "\(o.goodWindows)/\(o.badWindows)/\(o.emptyWindows)",
+                    String(format: "%.1f%%", o.errorBudgetRemaining * 100),
+                    o.burnRates.map { "\(DurationText.format($0.lookbackSeconds))=\(formatNumber($0.rate))" }.joined(separator: " "),
+                    o.stateChangedAt.map { age(since: $0) + " ago" } ?? "-",
+                ]
+            })
+        if let current = app.current, !current.isEmpty {
+            print("\nCurrent values:")
+            printTable(
+                ["METRIC", "LABELS", "VALUE", "AT"],
+                current.map { c in
+                    [
+                        c.name, c.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
+                        formatNumber(c.value), age(since: c.time) + " ago",
+                    ]
+                })
+        }
+    }
+}
+
+struct AppDelete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete",
+        abstract: "Delete an application; say what happens to its VMs.",
+        discussion: "One of --keep-vms (they keep running, no longer part of an application) or --delete-vms is required.")
+    @Argument(help: "Application name.") var app: String
+    @Flag(help: "Keep the application's VMs running.") var keepVMs = false
+    @Flag(help: "Delete the application's VMs too.") var deleteVMs = false
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard keepVMs != deleteVMs else {
+            throw ValidationError("say what to do with the application's VMs: --keep-vms or --delete-vms (one of them)")
+        }
+    }
+
+    func run() async throws {
+        let result = try await client.client().deleteApp(app, vms: keepVMs ? "keep" : "delete")
+        if output.output == .json { return try printJSON(result) }
+        print("Application \(result.name) deleted.")
+        if !result.keptVMs.isEmpty { print("Kept running: \(result.keptVMs.joined(separator: ", "))") }
+        if !result.deletedVMs.isEmpty { print("Deleting: \(result.deletedVMs.joined(separator: ", "))") }
+    }
+}
+
+struct AppSeries: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "series", abstract: "Print a metric's stored points (raw, or rolled up per minute once older than the raw retention).")
+    @Argument(help: "Application name.") var app: String
+    @Option(help: ArgumentHelp("Metric selector, e.g. 'vireo_web_requests_total{vm=\"web-1\"}'.", valueName: "selector"))
+    var metric: String
+    @Option(help: "Start: RFC 3339, seconds since the epoch, or -DURATION (default -1h).") var from: String?
+    @Option(help: "End: as --from (default now).") var to: String?
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let result = try await client.client().series(app: app, metric: metric, from: from, to: to)
+        if output.output == .json { return try printJSON(result) }
+        for series in result.series {
+            let labels = series.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\($0.value)\"" }.joined(separator: ",")
+            print("\(series.name){\(labels)} (\(series.resolution), \(series.points.count) points)")
+            for point in series.points { print("  \(point.t)  \(formatNumber(point.v))") }
+        }
+        if result.series.isEmpty { stderr("no series of \(result.metric) in that time") }
+    }
+}
+
+struct AppPush: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "push", abstract: "Push samples in Prometheus text format for an application (what an app reporting itself does).")
+    @Argument(help: "Application name.") var app: String
+    @Option(name: .shortAndLong, help: ArgumentHelp("File with Prometheus text, or - for standard input.", valueName: "file"))
+    var file: String
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let text = try readInput(file, option: "--file")
+        let result = try await client.client().pushSamples(app: app, exposition: text)
+        if output.output == .json { return try printJSON(result) }
+        print("accepted \(result.accepted) samples")
+    }
+}
+
+/// A file's text, or standard input for `-`.
+func readInput(_ file: String, option: String) throws -> String {
+    if file == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+    guard let data = FileManager.default.contents(atPath: file) else {
+        throw VireoError(.invalidArgument, "\(option): cannot read '\(file)'")
+    }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// Four significant digits, without a trailing ".0".
+func formatNumber(_ value: Double) -> String {
+    guard value.isFinite else { return "\(value)" }
+    if value == value.rounded(), abs(value) < 1e12 { return String(Int64(value)) }
+    return String(format: "%.4g", value)
+}
