@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 bin="${1:-$(swift build --show-bin-path)/vireo}"
 commands=(
   "" up controller agent "host list" "vm create" "vm list" "vm show" "vm start" "vm stop" "vm delete"
-  "vm logs" migrate "migration list" "migration show" apply "image build" "image list" events
-  "testbed up" "testbed down" "bench create" "bench boot" "bench migrate"
+  "vm logs" "app list" "app show" "app delete" "app series" "app push" migrate "migration list" "migration show"
+  apply "image build" "image list" events
+  "testbed up" "testbed down" "bench create" "bench boot" "bench migrate" "bench ingest" "bench evaluate"
+  "bench scrape"
 )
 {
   echo "# vireo command reference"

@@ -204,3 +204,36 @@ struct ProbeHistogram: Sendable, Equatable {
         return text
     }
 }
+
+/// The agent's collector on its own, pointed at given targets: `vireo bench scrape` measures what
+/// scraping costs with it.
+public final class CollectorHarness: Sendable {
+    public struct Target: Sendable {
+        public var id: VMID
+        public var vm: String
+        public var app: String
+        public var telemetry: TelemetrySpec
+        public var address: String
+        public init(id: VMID, vm: String, app: String, telemetry: TelemetrySpec, address: String) {
+            self.id = id
+            self.vm = vm
+            self.app = app
+            self.telemetry = telemetry
+            self.address = address
+        }
+    }
+
+    let collector: TelemetryCollector
+
+    public init(driver: any HypervisorDriver) {
+        collector = TelemetryCollector(driver: driver, logger: Logger(label: "vireo.bench"))
+    }
+
+    public func start(_ targets: [Target]) async {
+        await collector.update(targets.map { .init(id: $0.id, vm: $0.vm, app: $0.app, telemetry: $0.telemetry, address: $0.address) })
+    }
+
+    public func drain() async -> [AgentSamples.Item] { await collector.drain() }
+
+    public func stop() async { await collector.shutdown() }
+}

@@ -91,21 +91,37 @@ struct AppDelete: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "delete",
         abstract: "Delete an application; say what happens to its VMs.",
-        discussion: "One of --keep-vms (they keep running, no longer part of an application) or --delete-vms is required.")
+        discussion: """
+            Say what happens to the application's VMs with --keep-vms (they keep running, no longer part of an \
+            application) or --delete-vms. Without either, the command asks on a terminal and refuses otherwise.
+            """)
     @Argument(help: "Application name.") var app: String
-    @Flag(help: "Keep the application's VMs running.") var keepVMs = false
-    @Flag(help: "Delete the application's VMs too.") var deleteVMs = false
+    @Flag(name: .customLong("keep-vms"), help: "Keep the application's VMs running.") var keepVMs = false
+    @Flag(name: .customLong("delete-vms"), help: "Delete the application's VMs too.") var deleteVMs = false
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        guard keepVMs != deleteVMs else {
-            throw ValidationError("say what to do with the application's VMs: --keep-vms or --delete-vms (one of them)")
-        }
+        guard !(keepVMs && deleteVMs) else { throw ValidationError("--keep-vms and --delete-vms exclude each other") }
     }
 
     func run() async throws {
-        let result = try await client.client().deleteApp(app, vms: keepVMs ? "keep" : "delete")
+        let api = try client.client()
+        var disposition = keepVMs ? "keep" : deleteVMs ? "delete" : nil
+        if disposition == nil {
+            let vms = try await api.app(app).vms.map(\.name)
+            guard isatty(STDIN_FILENO) == 1 else {
+                throw VireoError(
+                    .invalidArgument,
+                    "application '\(app)' has \(vms.count) VMs; say what to do with them: --keep-vms or --delete-vms")
+            }
+            FileHandle.standardOutput.write(Data(
+                "Application \(app) has \(vms.count) VMs (\(vms.joined(separator: ", "))). Keep them running or delete them? [keep/delete] ".utf8))
+            let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+            guard ["keep", "delete"].contains(answer) else { throw VireoError.invalid(field: "answer", value: "'\(answer)'", "expected keep or delete; nothing deleted") }
+            disposition = answer
+        }
+        let result = try await api.deleteApp(app, vms: disposition ?? "keep")
         if output.output == .json { return try printJSON(result) }
         print("Application \(result.name) deleted.")
         if !result.keptVMs.isEmpty { print("Kept running: \(result.keptVMs.joined(separator: ", "))") }

@@ -6,8 +6,11 @@ import VireoModel
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure Vireo: the API, VM boot, live migration (results go to docs/benchmarks.md).",
-        subcommands: [BenchCreate.self, BenchBoot.self, BenchMigrate.self])
+        commandName: "bench", abstract: "Measure Vireo: the API, VM boot, live migration, telemetry (results go to docs/benchmarks.md).",
+        subcommands: [
+            BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchIngest.self, BenchEvaluate.self, BenchScrape.self,
+            BenchMetricsServer.self,
+        ])
 }
 
 /// Result of `vireo bench create`.

@@ -1,0 +1,153 @@
+import AsyncHTTPClient
+import Foundation
+import Synchronization
+import Testing
+import VireoAPI
+import VireoModel
+
+@testable import VireoTestbed
+
+extension RealQEMU {
+    /// The `web` application in a real QEMU guest with a latency objective, driven by a load
+    /// generator on loopback: starving its QEMU of CPU (a CFS quota) makes the objective breach,
+    /// and releasing it brings it back to ok.
+    @Suite("SLO end to end (real QEMU)", .serialized)
+    struct SLOEndToEndTests {
+        static let window = 5.0
+
+        static let manifest = """
+            apiVersion: vireo/v1
+            kind: Application
+            metadata: { name: web }
+            spec:
+              vms: [{ name: web-1, image: web, cpus: 1, memory: 128MiB }]
+              telemetry:
+                scrape: { port: 80, path: /metrics, interval: 1s, timeout: 1s }
+                probe: { port: 80, path: /, interval: 1s, timeout: 1s }
+                metrics:
+                  - { name: vireo_web_request_duration_seconds, type: histogram }
+                  - { name: vireo_web_requests_total, type: counter }
+                  - { name: vireo_web_inflight_requests, type: gauge }
+              objectives:
+                - name: latency
+                  sli: vireo_web_request_duration_seconds
+                  quantile: 0.9
+                  target: 0.05
+                  window: 5s
+                  goal: 0.9
+                  burnRates: [{ long: 20s, short: 5s, factor: 2 }]
+            """
+
+        @Test("starving the guest's CPU makes the latency objective breach within two windows; releasing it returns to ok")
+        func breachAndRecover() async throws {
+            let dataDir = temporaryDirectory()
+            let up = try UpProcess(
+                dataDir: dataDir, driver: ["--driver", "qemu", "--driver-opt", "images=\(TestQEMU.builder.cacheDirectory)"])
+            defer { up.kill(SIGTERM) }
+            let server = try await up.ready()
+            let manifestFile = dataDir + "/web.yaml"
+            try Self.manifest.write(toFile: manifestFile, atomically: true, encoding: .utf8)
+            let applied = try vireo(["apply", "-f", manifestFile], server: server)
+            #expect(applied.status == 0, "\(applied.stderr)")
+            #expect(applied.stdout.contains("Application/web created"))
+
+            var vm: VMView?
+            try await eventually("web-1 running", within: 90) {
+                vm = try? decodeJSON(VMView.self, try vireo(["vm", "show", "web-1", "-o", "json"], server: server).stdout)
+                return vm?.state == .running
+            }
+            let address = try #require(vm?.address)
+            let pid = try #require(Int32(
+                try String(contentsOfFile: "\(dataDir)/vms/\(vm!.id)/qemu.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            // `vireo up` leaves its guests running when it stops: a failed test must not leave one behind.
+            defer { kill(pid, SIGKILL) }
+
+            // Load: two clients on loopback, each request after the last; bounded in time and count.
+            let gauge = LoadGauge()
+            let load = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for _ in 0..<2 {
+                        group.addTask {
+                            let deadline = ContinuousClock.now + .seconds(180)
+                            while !gauge.stop.withLock({ $0 }), ContinuousClock.now < deadline, gauge.sent.withLock({ $0 }) < 40_000 {
+                                _ = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/"), timeout: .seconds(5))
+                                gauge.sent.withLock { $0 += 1 }
+                            }
+                        }
+                    }
+                }
+            }
+            defer {
+                gauge.stop.withLock { $0 = true }
+                load.cancel()
+            }
+
+            func objective() throws -> ObjectiveStatus? {
+                let app = try decodeJSON(AppView.self, try vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
+                return app.objectives.first
+            }
+            try await eventually("latency ok under load before starving", within: 60) { try objective()?.state == .ok }
+            let before = try #require(try objective())
+            print("before starving: p90 \(before.sli ?? -1) s, state \(before.state)")
+
+            // Starve: QEMU gets a twentieth of a CPU.
+            let cgroups = CgroupTree(name: "vireo-slo-\(UUID().uuidString.prefix(6).lowercased())")
+            try #require(cgroups.version != .unavailable, "cgroups with a cpu controller are needed to starve the guest")
+            let groups = try cgroups.create("web", cpu: nil, quota: 0.05)
+            /// Moves QEMU back to the root groups (where it started).
+            func release() {
+                for group in groups {
+                    let root = (group as NSString).deletingLastPathComponent.replacingOccurrences(of: "/\(cgroups.name)", with: "")
+                    try? "\(pid)".write(toFile: root + "/cgroup.procs", atomically: false, encoding: .utf8)
+                }
+            }
+            defer {
+                release()
+                for group in groups.reversed() { CgroupTree.remove(group) }
+                for parent in cgroups.parents.reversed() { CgroupTree.remove(parent) }
+            }
+            let starvedAt = ContinuousClock.now
+            for group in groups { try "\(pid)".write(toFile: group + "/cgroup.procs", atomically: false, encoding: .utf8) }
+            let bound = Duration.seconds(2 * Self.window + 2)  // two windows, the judging delay, a scrape
+            try await eventually("breaching after starving", within: 30) { try objective()?.state == .breaching }
+            let detection = ContinuousClock.now - starvedAt
+            let breached = try #require(try objective())
+            print("breaching \(detection) after starving: p90 \(breached.sli ?? -1) s, burn rates \(breached.burnRates)")
+            #expect(detection <= bound, "breach detected within two evaluation windows (\(detection))")
+
+            // Release: back to the root groups.
+            let releasedAt = ContinuousClock.now
+            release()
+            try await eventually("ok after releasing", within: 30) { try objective()?.state == .ok }
+            let recovery = ContinuousClock.now - releasedAt
+            print("ok \(recovery) after releasing; \(gauge.sent.withLock { $0 }) requests sent")
+            #expect(recovery <= bound, "back to ok within two evaluation windows (\(recovery))")
+
+            // The changes are events, the state and budget are gauges, and Vireo's own signals are kept.
+            let events = try vireo(["events", "-o", "json"], server: server).stdout
+            #expect(events.contains(#""to" : "breaching""#) || events.contains(#""to":"breaching""#))
+            let metrics = try await HTTPClient.shared.execute(HTTPClientRequest(url: server + "/metrics"), timeout: .seconds(5))
+            let text = String(buffer: try await metrics.body.collect(upTo: 1 << 22))
+            #expect(text.contains(#"vireo_slo_error_budget_remaining{app="web",objective="latency"}"#))
+            #expect(text.contains(#"vireo_slo_burn_rate{app="web",objective="latency",window="20s"}"#))
+            let app = try decodeJSON(AppView.self, try vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
+            let names = Set(app.current?.map(\.name) ?? [])
+            for name in ["vireo_vm_cpu_seconds_total", "vireo_vm_memory_rss_bytes", "vireo_probe_total", "vireo_web_requests_total"] {
+                #expect(names.contains(name), "\(name) in \(names.sorted())")
+            }
+            let series = try vireo(["app", "series", "web", "--metric", "vireo_web_requests_total", "--from=-5m", "-o", "json"], server: server)
+            #expect(try decodeJSON(SeriesResponse.self, series.stdout).series.first.map { $0.points.count > 10 } == true)
+            gauge.stop.withLock { $0 = true }
+            await load.value
+            let deleted = try vireo(["app", "delete", "web", "--delete-vms"], server: server)
+            #expect(deleted.status == 0, "\(deleted.stderr)")
+            try await eventually("web-1 gone", within: 30) { try vireo(["vm", "show", "web-1"], server: server).status == 3 }
+        }
+    }
+}
+
+/// A bounded load generator's shared state.
+final class LoadGauge: Sendable {
+    let stop = Mutex(false)
+    let sent = Mutex(0)
+}
