@@ -6,6 +6,8 @@ public struct RecentSamples: Sendable {
     struct Series: Sendable {
         let name: String
         let labels: Labels
+        /// A histogram bucket's upper bound (its `le` label), read once.
+        let upperBound: Double?
         var times: [Int64] = []
         var values: [Double] = []
         /// Index of the oldest kept sample; older ones are dropped in bulk.
@@ -63,7 +65,7 @@ public struct RecentSamples: Sendable {
             i = existing
         } else {
             i = series.count
-            series.append(Series(name: name, labels: labels))
+            series.append(Series(name: name, labels: labels, upperBound: labels["le"].flatMap(parseValue)))
             index[key] = i
             byName[name, default: []].append(i)
         }

@@ -11,7 +11,7 @@ public enum Indicator {
     ) -> Double? {
         switch objective.kind {
         case .responseTime:
-            return latencyQuantile(objective.quantile ?? 0.99, selector, samples, from: from, to: to)
+            return latencyQuantile(objective.quantile ?? 0.99, selector, bucketName: selector.name + "_bucket", samples, from: from, to: to)
         case .throughput:
             guard let increase = sumOfIncreases(selector.name, selector, samples, from: from, to: to) else { return nil }
             return increase / (Double(to - from) / 1000)
@@ -40,15 +40,16 @@ public enum Indicator {
 
     /// The quantile of the observations made in the window, over every series of the histogram
     /// the selector matches (buckets added up by bound, as `sum by (le)` would).
-    static func latencyQuantile(_ q: Double, _ selector: SeriesSelector, _ samples: RecentSamples, from: Int64, to: Int64) -> Double? {
-        var byBound: [Double: Double] = [:]
-        for i in samples.matching(selector.name + "_bucket", selector) {
-            guard let le = samples.series[i].labels["le"].flatMap(parseValue),
-                let increase = samples.increase(i, from: from, to: to)
-            else { continue }
-            byBound[le, default: 0] += increase
+    static func latencyQuantile(
+        _ q: Double, _ selector: SeriesSelector, bucketName: String, _ samples: RecentSamples, from: Int64, to: Int64
+    ) -> Double? {
+        var buckets: [(upperBound: Double, count: Double)] = []
+        for i in samples.matching(bucketName, selector) {
+            guard let le = samples.series[i].upperBound, let increase = samples.increase(i, from: from, to: to) else { continue }
+            // Series of other label sets add to the same bounds (`sum by (le)`).
+            if let j = buckets.firstIndex(where: { $0.upperBound == le }) { buckets[j].count += increase } else { buckets.append((le, increase)) }
         }
-        let buckets = byBound.sorted { $0.key < $1.key }.map { (upperBound: $0.key, count: $0.value) }
+        buckets.sort { $0.upperBound < $1.upperBound }
         guard let total = buckets.last?.count, total > 0 else { return nil }
         return Histogram(buckets: buckets, sum: .nan, count: total).quantile(q)
     }

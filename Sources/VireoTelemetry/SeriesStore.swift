@@ -60,8 +60,14 @@ public struct SeriesPoints: Sendable, Codable, Equatable {
 public final class SeriesStore: Sendable {
     private let writer: any DatabaseWriter
     public let retention: Retention
-    /// Series IDs by `app \0 name \0 labels`, so ingestion looks up a series without a query.
-    private let ids = Mutex<[String: Int64]>([:])
+    /// Series IDs, so ingestion looks up a series without a query.
+    private let ids = Mutex<[SeriesIdentity: Int64]>([:])
+
+    struct SeriesIdentity: Hashable {
+        var app: String
+        var name: String
+        var labels: Labels
+    }
     private let rolledUpTo = Mutex<Int64>(0)
 
     public init(path: String, retention: Retention = Retention()) throws {
@@ -70,6 +76,11 @@ public final class SeriesStore: Sendable {
         config.prepareDatabase { db in
             // Telemetry, not desired state: a power cut may lose the last second of samples.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // Samples arrive spread over many series: a larger page cache keeps their B-tree
+            // pages in memory between batches.
+            try db.execute(sql: "PRAGMA cache_size = -65536")
+            // Checkpoint the WAL every ~40 MB rather than every 4 MB: fewer syncs under ingestion.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
         }
         writer = try DatabasePool(path: path, configuration: config)
         self.retention = retention
@@ -109,7 +120,7 @@ public final class SeriesStore: Sendable {
             var known = self.ids.withLock { $0 }
             var added = false
             for sample in samples {
-                let key = sample.app + "\u{0}" + sample.name + "\u{0}" + sample.labels.description
+                let key = SeriesIdentity(app: sample.app, name: sample.name, labels: sample.labels)
                 let id: Int64
                 if let existing = known[key] {
                     id = existing
@@ -228,7 +239,7 @@ public final class SeriesStore: Sendable {
             }
             try db.execute(sql: "DELETE FROM series WHERE app = ?", arguments: [app])
         }
-        ids.withLock { $0 = $0.filter { !$0.key.hasPrefix(app + "\u{0}") } }
+        ids.withLock { $0 = $0.filter { $0.key.app != app } }
     }
 
     /// Reads back `Labels.description`.

@@ -29,13 +29,15 @@ public actor TelemetryEngine {
     public let store: SeriesStore
     private var apps: [String: AppState] = [:]
     private var pending: [IngestSample] = []
+    /// The batch being written, if any.
+    private var writing: Task<Void, any Error>?
     /// Samples waiting for `flush` beyond which `ingest` flushes at once.
     public let flushThreshold: Int
     /// How long after a window ends it is judged, so samples scraped at its end can arrive.
     public let judgeDelayMs: Int64
     public private(set) var ingested = 0
 
-    public init(store: SeriesStore, flushThreshold: Int = 20_000, judgeDelayMs: Int64 = 1_000) {
+    public init(store: SeriesStore, flushThreshold: Int = 50_000, judgeDelayMs: Int64 = 1_000) {
         self.store = store
         self.flushThreshold = flushThreshold
         self.judgeDelayMs = judgeDelayMs
@@ -70,7 +72,14 @@ public actor TelemetryEngine {
         }
         if let last = samples.map(\.time).max() { apps[app]!.lastSampleAt = max(apps[app]!.lastSampleAt ?? 0, last) }
         ingested += samples.count
-        if pending.count >= flushThreshold { try await flush() }
+        if pending.count >= flushThreshold {
+            // One write in flight while the next batch gathers; a second full batch waits for it.
+            if let running = writing { try await running.value }
+            let batch = pending
+            pending.removeAll(keepingCapacity: true)
+            let store = self.store
+            writing = Task { try await store.ingest(batch) }
+        }
     }
 
     /// Records why samples of `app` could not be had (a scrape that failed), for `app show`.
@@ -80,6 +89,10 @@ public actor TelemetryEngine {
 
     /// Writes the buffered samples to the store.
     public func flush() async throws {
+        if let running = writing {
+            writing = nil
+            try await running.value
+        }
         guard !pending.isEmpty else { return }
         let batch = pending
         pending.removeAll(keepingCapacity: true)
@@ -91,7 +104,9 @@ public actor TelemetryEngine {
     public func evaluate(now: Int64) -> [SLOChange] {
         var changes: [SLOChange] = []
         for name in apps.keys.sorted() {
-            guard var state = apps[name] else { continue }
+            // Taken out of the dictionary so it is uniquely owned: mutating a copy would copy
+            // every series buffer.
+            guard var state = apps.removeValue(forKey: name) else { continue }
             for i in state.trackers.indices {
                 if let from = state.trackers[i].evaluate(state.samples, now: now, delayMs: judgeDelayMs) {
                     let tracker = state.trackers[i]
