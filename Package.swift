@@ -128,7 +128,9 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // Captured expositions the tests read by path.
+            exclude: ["Fixtures"]
         ),
     ]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VireoModel
 import VireoTelemetry
 
 @Suite("Prometheus text exposition")
@@ -162,5 +163,28 @@ struct PrometheusTextTests {
                 #expect(error.line >= 1 && error.line <= text.split(separator: "\n", omittingEmptySubsequences: false).count)
             }
         }
+    }
+
+    @Test("a real exporter's scrape: Debian's prometheus-node-exporter 1.5.0, captured on this kind of machine")
+    func nodeExporter() throws {
+        // Captured with: apt-get download prometheus-node-exporter; dpkg-deb -x …; run it with
+        // --web.listen-address=127.0.0.1:19100; curl /metrics (see Fixtures/).
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/node-exporter-1.5.0.prom")
+        let text = try String(contentsOf: path, encoding: .utf8)
+        let families = try PrometheusText.parse(text)
+        #expect(families.count == 283)
+        var byType: [MetricType: Int] = [:]
+        for family in families { byType[family.type, default: 0] += 1 }
+        #expect(byType == [.counter: 60, .gauge: 175, .summary: 1, .untyped: 47])
+        #expect(families.reduce(0) { $0 + $1.samples.count } == text.split(separator: "\n").filter { !$0.hasPrefix("#") }.count)
+        let cpu = try #require(families.first { $0.name == "node_cpu_seconds_total" })
+        #expect(cpu.type == .counter && cpu.help == "Seconds the CPUs spent in each mode.")
+        #expect(cpu.samples.first.map { $0.label("cpu") == "0" && $0.label("mode") == "idle" && $0.value == 484.87 } == true)
+        let gc = try #require(families.first { $0.name == "go_gc_duration_seconds" })
+        #expect(gc.type == .summary)
+        #expect(gc.samples.map(\.name).contains("go_gc_duration_seconds_count"))
+        #expect(gc.samples.compactMap { $0.label("quantile") } == ["0", "0.25", "0.5", "0.75", "1"])
+        let uname = try #require(families.first { $0.name == "node_uname_info" })
+        #expect(uname.samples.first?.label("machine") == "x86_64")
     }
 }
