@@ -23,6 +23,19 @@ struct FuzzTests {
     static let validVM = #"{"name":"fuzz","image":"tiny","cpus":1,"memory":"128MiB"}"#
     static let validManifest = "apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: { name: fuzz }\nspec: { image: tiny, cpus: 1, memory: 128MiB }\n"
 
+    static let openSLO = """
+        apiVersion: openslo/v1
+        kind: SLO
+        metadata: { name: fast }
+        spec:
+          service: shop
+          budgetingMethod: Timeslices
+          indicator:
+            spec:
+              thresholdMetric: { metricSource: { type: Prometheus, spec: { query: 'histogram_quantile(0.95, rate(x_bucket[5m]))' } } }
+          objectives: [{ op: lte, value: 0.2, target: 0.99, timeSliceWindow: 1m }]
+        """
+
     static func randomBytes(_ rng: inout Random) -> String {
         let count = Int.random(in: 0..<200, using: &rng)
         let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
@@ -80,10 +93,12 @@ struct FuzzTests {
     func endpoints() async throws {
         let plane = try await TestControlPlane.make()
         _ = try await plane.controller.createVM(VMSpec(name: "keep", image: "tiny", cpus: 1, memoryMiB: 128))
+        _ = try await plane.controller.apply(try ManifestParser.parse(shopManifest))
         let before = try await plane.store.load().vms
         let cases: [(String, String)] = [
             ("/v1/vms", Self.validVM), ("/v1/apply", Self.validManifest), ("/v1/agent/register", "{}"),
-            ("/v1/agent/heartbeat", "{}"),
+            ("/v1/agent/heartbeat", "{}"), ("/v1/apply", shopManifest), ("/v1/apps/shop/samples", shopExposition(requests: 5, latency: 0.01, queue: 1, at: 1_800_000_000_000)),
+            ("/v1/agent/samples", "{}"),
         ]
         try await plane.test { client in
             for (path, valid) in cases {
@@ -106,7 +121,9 @@ struct FuzzTests {
 
     @Test("the manifest parser never crashes and fails only with invalid_argument")
     func parser() {
-        for text in Self.inputs(seed: 11, count: 4000, valid: Self.validManifest) {
+        let inputs = Self.inputs(seed: 11, count: 4000, valid: Self.validManifest)
+            + Self.inputs(seed: 13, count: 2000, valid: shopManifest) + Self.inputs(seed: 17, count: 1000, valid: Self.openSLO)
+        for text in inputs {
             do {
                 _ = try ManifestParser.parse(text)
             } catch {
