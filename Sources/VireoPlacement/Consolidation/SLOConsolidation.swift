@@ -2,17 +2,19 @@
 /// against a *predicted* demand with headroom, and a migration is started only when it protects
 /// an objective or when it empties a host for good.
 ///
-/// - Demand prediction: a VM's next demand is a high percentile of its recent utilisation plus a
-///   margin of its size (more margin while the history is short).
-/// - Placement: best fit against `targetUtilisation` of each host's MIPS on the predicted
-///   demand, only onto hosts whose core can hold the whole VM; a host is switched on only when no
-///   running host can take the VM, and then the one with the lowest idle watts per MIPS.
-/// - Overload: a host whose current demand exceeds `overloadUtilisation` or whose predicted
-///   demand exceeds its capacity sheds the fewest, cheapest (least memory) VMs that bring it
-///   back under the target.
+/// - Demand prediction: a host's next demand is the peak, over the last `window` samples, of the
+///   summed demand of the VMs it would hold (VMs rarely peak together, so this is far below the
+///   sum of their peaks); while the history is short every VM gets a margin of its size.
+/// - Placement: best fit against `targetUtilisation` of each host's MIPS, for both the predicted
+///   and the current demand, only onto hosts whose core can hold the whole VM; a host is
+///   switched on only when no running host can take the VM, and then the one with the lowest
+///   idle watts per MIPS.
+/// - Overload: a host whose current demand exceeds `overloadUtilisation` sheds the fewest,
+///   cheapest (least memory) VMs that bring it back under the target.
 /// - Consolidation: a host whose predicted demand is under `evacuationUtilisation` is emptied
-///   only if all its VMs fit elsewhere under the target; the emptied hosts and the VMs just moved
-///   are left alone for a cool-down, so nothing is moved back and forth.
+///   only if all its VMs fit elsewhere under the target, at most `evacuationsPerRound` of the
+///   running hosts per decision point; a host holding a VM moved within the cool-down is not
+///   emptied, so nothing is moved back and forth.
 public final class SLOConsolidation: ConsolidationPolicy {
     public struct Settings: Sendable, Equatable {
         /// Fraction of a host's MIPS the predicted demand may fill when placing.
@@ -23,8 +25,6 @@ public final class SLOConsolidation: ConsolidationPolicy {
         public var evacuationUtilisation: Double
         /// Utilisation samples the prediction looks back over.
         public var window: Int
-        /// Percentile (0...1) of the window taken as the predicted demand.
-        public var percentile: Double
         /// Headroom added to the prediction, as a fraction of the VM's size.
         public var margin: Double
         /// Decision intervals a moved VM stays put unless its host is overloaded.
@@ -33,15 +33,13 @@ public final class SLOConsolidation: ConsolidationPolicy {
         public var evacuationsPerRound: Double
 
         public init(
-            targetUtilisation: Double = 0.8, overloadUtilisation: Double = 0.95, evacuationUtilisation: Double = 0.4,
-            window: Int = 12, percentile: Double = 0.9, margin: Double = 0.05, coolDownIntervals: Int = 24,
-            evacuationsPerRound: Double = 0.1
+            targetUtilisation: Double = 0.85, overloadUtilisation: Double = 0.95, evacuationUtilisation: Double = 0.5,
+            window: Int = 12, margin: Double = 0.1, coolDownIntervals: Int = 12, evacuationsPerRound: Double = 0.25
         ) {
             self.targetUtilisation = targetUtilisation
             self.overloadUtilisation = overloadUtilisation
             self.evacuationUtilisation = evacuationUtilisation
             self.window = window
-            self.percentile = percentile
             self.margin = margin
             self.coolDownIntervals = coolDownIntervals
             self.evacuationsPerRound = evacuationsPerRound
@@ -83,41 +81,40 @@ public final class SLOConsolidation: ConsolidationPolicy {
     }
 
     public func plan(_ cluster: ConsolidationCluster) -> [PlannedMigration] {
-        let predicted = (0..<cluster.vmCount).map { predictedDemand($0, cluster) }
-        var state = PackingState(cluster: cluster, predicted: predicted)
+        var state = PackingState(
+            cluster: cluster, window: settings.window, limit: settings.targetUtilisation, earlyMargin: settings.margin)
         var plan: [PlannedMigration] = []
         var locked = [Bool](repeating: false, count: cluster.hostCount)
         let coolDown = Double(settings.coolDownIntervals) * cluster.interval
 
-        // 1. Protect objectives: shed VMs from hosts that are or will be short of CPU.
+        // 1. Protect objectives: shed VMs from hosts whose demand is at or near their capacity.
         for host in 0..<cluster.hostCount where !cluster.hostVMs[host].isEmpty {
-            let model = cluster.hosts[host]
-            let current = cluster.hostVMs[host].reduce(0) { $0 + cluster.vmRequestedMIPS[$1] }
-            guard current > settings.overloadUtilisation * model.totalMIPS || state.predicted[host] > model.totalMIPS
-            else { continue }
+            let capacity = cluster.hosts[host].totalMIPS
+            guard state.current[host] > settings.overloadUtilisation * capacity else { continue }
             locked[host] = true
-            let limit = settings.targetUtilisation * model.totalMIPS
-            // Cheapest first: small memory moves fast; VMs in cool-down last.
+            let limit = settings.targetUtilisation * capacity
+            // Cheapest first: little memory moves fast; VMs in cool-down last.
             let candidates = cluster.hostVMs[host].filter { !cluster.vmMigrating[$0] }.sorted { a, b in
                 let coolA = cluster.time - cluster.vmLastMigrationStart[a] < coolDown
                 let coolB = cluster.time - cluster.vmLastMigrationStart[b] < coolDown
                 if coolA != coolB { return !coolA }
-                return (cluster.vmMemoryMB[a], -predicted[a], a) < (cluster.vmMemoryMB[b], -predicted[b], b)
+                return (cluster.vmMemoryMB[a], -cluster.vmRequestedMIPS[a], a)
+                    < (cluster.vmMemoryMB[b], -cluster.vmRequestedMIPS[b], b)
             }
-            // A single VM that is enough, else the biggest ones until the host is under target.
+            // One VM that is enough, else the busiest ones until the host is under its target.
             var toMove: [Int] = []
-            if let one = candidates.first(where: { state.predicted[host] - predicted[$0] <= limit }) {
+            if let one = candidates.first(where: { state.current[host] - cluster.vmRequestedMIPS[$0] <= limit }) {
                 toMove = [one]
             } else {
-                var excess = state.predicted[host] - limit
-                for vm in candidates.sorted(by: { predicted[$0] > predicted[$1] }) where excess > 0 {
+                var excess = state.current[host] - limit
+                for vm in candidates.sorted(by: { cluster.vmRequestedMIPS[$0] > cluster.vmRequestedMIPS[$1] })
+                where excess > 0 {
                     toMove.append(vm)
-                    excess -= predicted[vm]
+                    excess -= cluster.vmRequestedMIPS[vm]
                 }
             }
             for vm in toMove {
-                guard let target = state.bestHost(for: vm, limit: settings.targetUtilisation, locked: locked, allowIdle: true)
-                else { continue }
+                guard let target = state.bestHost(for: vm, locked: locked, allowIdle: true) else { continue }
                 state.move(vm, from: host, to: target)
                 locked[target] = true
                 plan.append(PlannedMigration(vm: vm, target: target))
@@ -127,17 +124,27 @@ public final class SLOConsolidation: ConsolidationPolicy {
         // 2. Consolidate: empty the least-loaded hosts whose VMs all fit on other running hosts.
         let running = (0..<cluster.hostCount).filter { !cluster.hostVMs[$0].isEmpty }
         var budget = max(1, Int(settings.evacuationsPerRound * Double(running.count)))
-        let low = running.filter {
-            !locked[$0] && state.predicted[$0] < settings.evacuationUtilisation * cluster.hosts[$0].totalMIPS
-        }.sorted { (state.predicted[$0] / cluster.hosts[$0].totalMIPS, $0) < (state.predicted[$1] / cluster.hosts[$1].totalMIPS, $1) }
-        for host in low where budget > 0 && !locked[host] {
+        var attempts = 4 * budget
+        let low = running.compactMap { host -> (Int, Double)? in
+            let fraction = state.predicted(host) / cluster.hosts[host].totalMIPS
+            return !locked[host] && fraction < settings.evacuationUtilisation ? (host, fraction) : nil
+        }.sorted { ($0.1, $0.0) < ($1.1, $1.0) }
+        for (host, _) in low where budget > 0 && attempts > 0 && !locked[host] {
             let vms = state.residents[host]
-            if vms.isEmpty || vms.contains(where: { cluster.vmMigrating[$0] }) { continue }
+            // A host holding a VM moved within the cool-down keeps it: no moving back and forth.
+            if vms.isEmpty
+                || vms.contains(where: {
+                    cluster.vmMigrating[$0] || cluster.time - cluster.vmLastMigrationStart[$0] < coolDown
+                })
+            {
+                continue
+            }
+            attempts -= 1
             locked[host] = true
             var moves: [PlannedMigration] = []
-            for vm in vms.sorted(by: { predicted[$0] > predicted[$1] }) {
-                guard let target = state.bestHost(for: vm, limit: settings.targetUtilisation, locked: locked, allowIdle: false)
-                else { break }
+            let biggestFirst = vms.map { ($0, state.predicted(vm: $0)) }.sorted { ($0.1, $1.0) > ($1.1, $0.0) }
+            for (vm, _) in biggestFirst {
+                guard let target = state.bestHost(for: vm, locked: locked, allowIdle: false) else { break }
                 state.move(vm, from: host, to: target)
                 moves.append(PlannedMigration(vm: vm, target: target))
             }
@@ -145,25 +152,10 @@ public final class SLOConsolidation: ConsolidationPolicy {
                 for move in moves.reversed() { state.move(move.vm, from: move.target, to: host) }
                 continue
             }
-            for move in moves { locked[move.target] = true }
             plan += moves
             budget -= 1
         }
         return plan
-    }
-
-    /// Predicted MIPS of `vm` for the next interval.
-    func predictedDemand(_ vm: Int, _ cluster: ConsolidationCluster) -> Double {
-        let n = min(cluster.historyCount, settings.window)
-        let size = cluster.vmMIPS[vm]
-        let current = cluster.vmRequestedMIPS[vm]
-        guard n > 0 else { return min(size, current + settings.margin * size) }
-        var samples = (0..<n).map { cluster.vmHistory(vm, age: $0) }
-        samples.sort()
-        let rank = min(n - 1, Int((settings.percentile * Double(n - 1)).rounded(.up)))
-        // With little history the percentile is the maximum; add more margin until it fills.
-        let margin = settings.margin * (n < settings.window / 2 ? 3 : 1)
-        return min(size, max(current, samples[rank] * size) + margin * size)
     }
 
     private func hostsByEfficiency(_ cluster: ConsolidationCluster) -> [Int] {
