@@ -7,7 +7,7 @@ bin="${1:-$(swift build --show-bin-path)/vireo}"
 commands=(
   "" up controller agent "host list" "vm create" "vm list" "vm show" "vm start" "vm stop" "vm delete"
   "vm logs" migrate "migration list" "migration show" apply "image build" "image list" events
-  "testbed up" "testbed down" "bench create" "bench boot" "bench migrate"
+  "testbed up" "testbed down" "bench create" "bench boot" "bench migrate" sim
 )
 {
   echo "# vireo command reference"

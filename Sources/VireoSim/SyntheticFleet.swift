@@ -41,12 +41,18 @@ public enum SyntheticFleet {
     }
 
     /// How many ML110 machines each synthetic host stands for, so that every VM fits at its full
-    /// size at the start with 15 % to spare (CPU and memory).
+    /// size at the start with 15 % to spare: CPU, memory, and the VMs whose core is too big for a
+    /// G4 (2000 and 2500 MIPS) on the G5 half of the hosts alone.
     public static func hostScale(hosts: Int, fleet: SimulationFleet) -> Int {
-        let baseMIPS = (CloudSimFleet.g4.totalMIPS + CloudSimFleet.g5.totalMIPS) / 2 * Double(hosts)
+        let g4Hosts = Double((hosts + 1) / 2), g5Hosts = Double(hosts / 2)
+        let baseMIPS = g4Hosts * CloudSimFleet.g4.totalMIPS + g5Hosts * CloudSimFleet.g5.totalMIPS
         let baseMemory = CloudSimFleet.g4.memoryMB * Double(hosts)
-        let need = max(fleet.vmMIPS.reduce(0, +) / baseMIPS, fleet.vmMemoryMB.reduce(0, +) / baseMemory) / 0.85
-        return max(1, Int(need.rounded(.up)))
+        let bigCores = zip(fleet.vmMIPS, fleet.vmMemoryMB).filter { $0.0 > CloudSimFleet.g4.coreMIPS }
+        let need = max(
+            fleet.vmMIPS.reduce(0, +) / baseMIPS, fleet.vmMemoryMB.reduce(0, +) / baseMemory,
+            g5Hosts > 0 ? bigCores.map(\.0).reduce(0, +) / (g5Hosts * CloudSimFleet.g5.totalMIPS) : 0,
+            g5Hosts > 0 ? bigCores.map(\.1).reduce(0, +) / (g5Hosts * CloudSimFleet.g5.memoryMB) : 0)
+        return max(1, Int((need / 0.85).rounded(.up)))
     }
 
     /// CloudSim's host types made `scale` times larger: cores, memory and watts multiplied

@@ -267,33 +267,50 @@ struct SimMetricTests {
 struct SimPlanetLabTests {
     static let day = planetLabDirectory + "/20110303.csv.gz"
 
-    static func run(_ policy: String) async throws -> SimulationResult {
+    static func run(_ policy: String, duration: Double = 86_400) async throws -> SimulationResult {
         let trace = try await TraceFile.load(day)
         let fleet = CloudSimFleet.fleet(hosts: 800, vms: trace.vmCount)
-        return try Simulator(fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make(policy)).run().0
+        return try Simulator(
+            fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make(policy),
+            settings: SimulationSettings(duration: duration)
+        ).run().0
     }
+
+    @Test("the day loads: 1,052 VMs of 288 samples")
+    func load() async throws {
+        let trace = try await TraceFile.load(Self.day)
+        #expect(trace.vmCount == 1052)
+        #expect(trace.samplesPerVM == 288)
+    }
+
+    @Test("NPA matches CloudSim 3.0.3: 2410.80 kWh")
+    func npa() async throws {
+        let result = try await Self.run("npa")
+        #expect(abs(result.energyKWh - 2410.80) < 0.01)
+        #expect(result.migrations == 0)
+    }
+
+    // The full-day fidelity of THR/IQR/MAD/LR against CloudSim's table takes 15-25 s per policy
+    // in a debug build; it is measured with the release build in docs/benchmarks.md.
 
     @Test("the same input gives the same result")
     func determinism() async throws {
-        let a = try await Self.run("thr-mmt-0.8")
-        let b = try await Self.run("thr-mmt-0.8")
-        #expect(a.energyKWh == b.energyKWh)
-        #expect(a.migrations == b.migrations)
-        #expect(a.slatah == b.slatah)
+        for policy in ["thr-mmt-0.8", "slo"] {
+            let a = try await Self.run(policy, duration: 7200)
+            let b = try await Self.run(policy, duration: 7200)
+            #expect(a.migrations > 0)
+            #expect(a.energyKWh == b.energyKWh)
+            #expect(a.migrations == b.migrations)
+            #expect(a.slatah == b.slatah)
+            #expect(a.pdm == b.pdm)
+        }
     }
 
-    @Test(
-        "energy and migrations within 10 % of CloudSim 3.0.3 on 20110303",
-        arguments: [
-            ("npa", 2410.80, 0), ("dvfs", 764.96, 0), ("thr-mmt-0.8", 198.08, 27_728), ("iqr-mmt-1.5", 193.63, 27_592),
-            ("mad-mmt-2.5", 189.79, 27_781), ("lr-mmt-1.2", 167.83, 27_649),
-        ])
-    func fidelity(policy: String, energy: Double, migrations: Int) async throws {
-        let result = try await Self.run(policy)
-        #expect(abs(result.energyKWh - energy) <= 0.1 * energy, "\(policy): \(result.energyKWh) kWh vs \(energy)")
-        #expect(
-            abs(Double(result.migrations - migrations)) <= 0.1 * Double(migrations),
-            "\(policy): \(result.migrations) migrations vs \(migrations)")
+    @Test("IQR, MAD and LR fall back to THR 0.7 at the start, so 126 VMs find no host, as in CloudSim")
+    func fallbackDropsVMs() async throws {
+        let result = try await Self.run("mad-mmt-2.5", duration: 600)
+        #expect(result.vms == 926)
+        #expect(result.unplacedVMs == 126)
     }
 }
 

@@ -25,10 +25,13 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
         return placement
     }
 
+    /// Decision intervals the longest migration takes, for LR's look-ahead (set per plan).
+    private var migrationIntervals = 1.0
+
     public func plan(_ cluster: ConsolidationCluster) -> [PlannedMigration] {
         var load = HostLoadTable(cluster, withHistory: detector.needsHistory)
         let hostCount = cluster.hostCount
-        let migrationIntervals = longestMigrationIntervals(cluster)
+        migrationIntervals = longestMigrationIntervals(cluster)
 
         // 1. Overloaded hosts.
         var overloaded: [Int] = []
@@ -99,9 +102,10 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
     // MARK: - Parts
 
     private func isOverloaded(_ host: Int, _ load: HostLoadTable, _ cluster: ConsolidationCluster, _ intervals: Double) -> Bool {
-        detector.isOverloaded(
-            utilisation: load.utilisation(host, cluster),
-            history: detector.needsHistory ? load.hostHistory(host) : [], migrationIntervals: intervals)
+        var scratch = [Double](repeating: 0, count: ConsolidationCluster.historyCapacity)
+        let count = detector.needsHistory ? load.copyHistory(host, into: &scratch) : 0
+        return detector.isOverloaded(
+            utilisation: load.utilisation(host, cluster), scratch: &scratch, count: count, migrationIntervals: intervals)
     }
 
     /// Decision intervals the longest migration takes (1 for CloudSim's VMs and links).
@@ -127,22 +131,26 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
         let request = cluster.vmRequestedMIPS[vm]
         var best: Int?
         var smallestIncrease = Double.infinity
-        let intervals = longestMigrationIntervals(cluster)
+        let intervals = migrationIntervals
+        var scratch = [Double](repeating: 0, count: ConsolidationCluster.historyCapacity)
         for host in 0..<cluster.hostCount where !excluded[host] {
             guard checkMemory ? load.fitsAtStart(vm, on: host, cluster) : load.fits(vm, on: host, cluster) else {
                 continue
             }
-            let model = cluster.hosts[host]
             let used = load.usedMIPS(host, cluster)
+            let total = load.totalMIPS[host]
             let increase =
-                model.power.power(at: (used + request) / model.totalMIPS)
-                - model.power.power(at: cluster.hostUtilisation[host])
+                load.power(host, at: (used + request) / total) - load.power(host, at: cluster.hostUtilisation[host])
             guard increase < smallestIncrease else { continue }
             if used > 1e-9 {
-                load.add(vm, to: host, cluster)
-                let over = isOverloaded(host, load, cluster, intervals)
-                load.remove(vm, from: host, cluster)
-                if over { continue }
+                // Would the host be overloaded with the VM? (Judged without changing the table.)
+                let count = detector.needsHistory ? load.copyHistory(host, adding: vm, cluster, into: &scratch) : 0
+                let utilisation = (load.requestedMIPS[host] + request) / total
+                if detector.isOverloaded(
+                    utilisation: utilisation, scratch: &scratch, count: count, migrationIntervals: intervals)
+                {
+                    continue
+                }
             }
             smallestIncrease = increase
             best = host
