@@ -164,7 +164,9 @@ struct SimCommand: AsyncParsableCommand {
             guard many else { return base }
             let url = URL(fileURLWithPath: base)
             let stem = url.deletingPathExtension().lastPathComponent
-            let tag = "\(result.policy)-\(result.trace)".map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" }
+            var trace = result.trace
+            for suffix in [".gz", ".csv"] where trace.hasSuffix(suffix) { trace = String(trace.dropLast(suffix.count)) }
+            let tag = "\(result.policy)-\(trace)".map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" }
             return url.deletingLastPathComponent().appendingPathComponent("\(stem)-\(String(tag)).\(url.pathExtension)").path
         }
         if let series {
