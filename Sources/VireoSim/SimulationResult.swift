@@ -7,6 +7,8 @@ public struct SimulationResult: Codable, Sendable, Equatable {
     public var vms: Int
     /// VMs of the trace that fitted no host when they were created (CloudSim drops them).
     public var unplacedVMs: Int
+    /// VMs that finished early: CloudSim removes a VM whose demand is 0 at an accounting point.
+    public var finishedVMs: Int
     /// Energy drawn by all hosts, kWh.
     public var energyKWh: Double
     /// SLA violation time per active host: time hosts were short of CPU / time hosts were on.

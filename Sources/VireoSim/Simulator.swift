@@ -9,11 +9,15 @@ public struct SimulationSettings: Sendable, Equatable {
     public var duration: Double
     /// First decision point (CloudSim: 0.1 s; its events then recur every `interval`).
     public var firstDecision: Double
+    /// CloudSim treats a VM whose demand is 0 at an accounting point (and that is not migrating)
+    /// as finished and removes it for the rest of the run; true reproduces that.
+    public var idleVMsFinish: Bool
 
-    public init(interval: Double = 300, duration: Double = 86_400, firstDecision: Double = 0.1) {
+    public init(interval: Double = 300, duration: Double = 86_400, firstDecision: Double = 0.1, idleVMsFinish: Bool = true) {
         self.interval = interval
         self.duration = duration
         self.firstDecision = firstDecision
+        self.idleVMsFinish = idleVMsFinish
     }
 }
 
@@ -88,6 +92,7 @@ public final class Simulator {
             finishMigrations(until: now, lastRecord: &lastRecord, alwaysFull: alwaysFull)
             updateDemand(at: now)
             ledger.account(until: now, from: lastRecord, cluster: cluster, incoming: incoming, alwaysFull: alwaysFull)
+            retireIdleVMs()
             lastRecord = now
             energyAtDecision.append(ledger.energyJoules)
             cluster.time = now
@@ -111,7 +116,7 @@ public final class Simulator {
         let pdm = ledger.requestedMIPSSeconds > 0 ? ledger.migrationLossMIPSSeconds / ledger.requestedMIPSSeconds : 0
         let result = SimulationResult(
             policy: policy.name, trace: trace.source, hosts: cluster.hostCount, vms: cluster.vmCount - unplaced,
-            unplacedVMs: unplaced,
+            unplacedVMs: unplaced, finishedVMs: finished,
             energyKWh: energy, slatah: slatah, pdm: pdm, slav: slatah * pdm, esv: energy * slatah * pdm,
             migrations: migrations,
             wallSeconds: Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18)
@@ -171,6 +176,21 @@ public final class Simulator {
                 migrationTarget[vm] = -1
             }
             ledger.record(cluster: cluster, incoming: incoming)
+            retireIdleVMs()
+        }
+    }
+
+    /// VMs that finished (see `SimulationSettings.idleVMsFinish`).
+    private(set) var finished = 0
+
+    private func retireIdleVMs() {
+        guard settings.idleVMsFinish else { return }
+        for host in 0..<cluster.hostCount where !cluster.hostVMs[host].isEmpty {
+            let done = cluster.hostVMs[host].filter { !cluster.vmMigrating[$0] && cluster.vmRequestedMIPS[$0] == 0 }
+            guard !done.isEmpty else { continue }
+            cluster.hostVMs[host].removeAll { done.contains($0) }
+            for vm in done { cluster.vmHost[vm] = -1 }
+            finished += done.count
         }
     }
 }

@@ -25,7 +25,7 @@ public enum TraceFile {
         let result = try await Subprocess.run(
             .name("gzip"), arguments: ["-dc", "--", path], output: .bytes(limit: 1 << 31), error: .string(limit: 1 << 16))
         guard case .exited(0) = result.terminationStatus else {
-            let detail = (result.standardError ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            let detail = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
             throw VireoError(.invalidArgument, "--trace: '\(path)' is not valid gzip: \(detail)")
         }
         return result.standardOutput

@@ -57,6 +57,9 @@ struct SimCommand: AsyncParsableCommand {
     @Option(help: "ML110 machines per synthetic host (default: enough for every VM at full size).")
     var hostScale: Int?
 
+    @Flag(help: "Keep VMs whose demand drops to 0 (CloudSim removes them as finished, and so does vireo sim by default).")
+    var keepIdleVMs = false
+
     @Flag(help: "No progress bar.") var quiet = false
 
     func run() async throws {
@@ -138,7 +141,7 @@ struct SimCommand: AsyncParsableCommand {
         guard intervalSeconds <= durationSeconds else {
             throw VireoError(.invalidArgument, "--interval \(interval) is longer than --duration \(duration)")
         }
-        return SimulationSettings(interval: intervalSeconds, duration: durationSeconds)
+        return SimulationSettings(interval: intervalSeconds, duration: durationSeconds, idleVMsFinish: !keepIdleVMs)
     }
 
     /// "300", "300s", "5m", "24h", "1d" as seconds; anything else names the option and value.

@@ -11,7 +11,8 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
         self.detector = detector
     }
 
-    /// PABFD in VM order, every VM asking for its full MIPS, memory checked.
+    /// PABFD in VM order, every VM asking for its full MIPS, memory checked. As in CloudSim, the
+    /// overload test sees only the VM being placed (the others' tasks have not started yet).
     public func initialPlacement(_ cluster: ConsolidationCluster) -> [Int?] {
         var load = HostLoadTable(cluster, withHistory: detector.needsHistory)
         let excluded = [Bool](repeating: false, count: cluster.hostCount)
@@ -144,8 +145,11 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
             guard increase < smallestIncrease else { continue }
             if used > 1e-9 {
                 // Would the host be overloaded with the VM? (Judged without changing the table.)
-                let count = detector.needsHistory ? load.copyHistory(host, adding: vm, cluster, into: &scratch) : 0
-                let utilisation = (load.requestedMIPS[host] + request) / total
+                // When VMs are created their tasks have not started, so in CloudSim the VMs already
+                // on a host ask for nothing and only the new VM counts, with no history yet.
+                let count =
+                    detector.needsHistory && !checkMemory ? load.copyHistory(host, adding: vm, cluster, into: &scratch) : 0
+                let utilisation = checkMemory ? request / total : (load.requestedMIPS[host] + request) / total
                 if detector.isOverloaded(
                     utilisation: utilisation, scratch: &scratch, count: count, migrationIntervals: intervals)
                 {
