@@ -367,4 +367,24 @@ struct SimCLITests {
         #expect(malformed.status == 2)
         #expect(malformed.stderr.contains(":2: column 3 value 'zz'"))
     }
+
+    @Test("--series writes one CSV line per interval and --plot an SVG chart")
+    func seriesAndPlot() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sim-series-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let csv = directory.appendingPathComponent("s.csv").path
+        let svg = directory.appendingPathComponent("s.svg").path
+        let result = try vireo([
+            "sim", "--trace", SimPlanetLabTests.day, "--policy", "dvfs", "--series", csv, "--plot", svg, "-o", "csv",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("100%"), "progress bar on standard error")
+        let lines = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
+        #expect(lines.first == "time_s,hour,active_hosts,overloaded_hosts,energy_kwh,migrations")
+        #expect(lines.count == 289)
+        let chart = try String(contentsOfFile: svg, encoding: .utf8)
+        #expect(chart.hasPrefix("<svg"))
+        #expect(chart.contains("active hosts") && chart.contains("time (hours)"))
+    }
 }

@@ -15,8 +15,8 @@ public protocol ConsolidationPolicy: AnyObject {
     var powerAccounting: PowerAccounting { get }
     /// A host for each VM when every VM asks for its full MIPS; nil where none fits.
     func initialPlacement(_ cluster: ConsolidationCluster) -> [Int?]
-    /// Migrations to start now. A VM appears at most once... unless the policy re-plans it,
-    /// in which case the last target wins and every entry counts as a migration.
+    /// Migrations to start now. A VM normally appears once; if a policy plans it twice (CloudSim's
+    /// can), the last target wins and every entry counts as a migration.
     func plan(_ cluster: ConsolidationCluster) -> [PlannedMigration]
 }
 
