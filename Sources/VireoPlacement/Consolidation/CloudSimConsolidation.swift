@@ -15,11 +15,13 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
     /// overload test sees only the VM being placed (the others' tasks have not started yet).
     public func initialPlacement(_ cluster: ConsolidationCluster) -> [Int?] {
         var load = HostLoadTable(cluster, withHistory: detector.needsHistory)
+        var candidates = CandidateHosts(cluster, load)
         let excluded = [Bool](repeating: false, count: cluster.hostCount)
         var placement = [Int?](repeating: nil, count: cluster.vmCount)
         for vm in 0..<cluster.vmCount {
-            if let host = bestHost(for: vm, excluded: excluded, load: &load, cluster, checkMemory: true) {
+            if let host = bestHost(for: vm, excluded: excluded, load: load, candidates, cluster, checkMemory: true) {
                 load.add(vm, to: host, cluster)
+                candidates.markBusy(host)
                 placement[vm] = host
             }
         }
@@ -59,11 +61,13 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
         }
 
         // 3. PABFD for the selected VMs.
+        var candidates = CandidateHosts(cluster, load)
         var plan: [PlannedMigration] = []
         var plannedIn: [Int: [Int]] = [:]
         for vm in sortedByRequest(selected, cluster) {
-            if let target = bestHost(for: vm, excluded: excluded, load: &load, cluster, checkMemory: false) {
+            if let target = bestHost(for: vm, excluded: excluded, load: load, candidates, cluster, checkMemory: false) {
                 load.add(vm, to: target, cluster)
+                candidates.markBusy(target)
                 plan.append(PlannedMigration(vm: vm, target: target))
                 plannedIn[target, default: []].append(vm)
             }
@@ -86,7 +90,10 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
             if vms.isEmpty { continue }
             var moves: [PlannedMigration] = []
             for vm in sortedByRequest(vms, cluster) {
-                guard let target = bestHost(for: vm, excluded: excluded, load: &load, cluster, checkMemory: false) else {
+                guard
+                    let target = bestHost(
+                        for: vm, excluded: excluded, load: load, candidates, cluster, checkMemory: false)
+                else {
                     for move in moves { load.remove(move.vm, from: move.target, cluster) }
                     moves.removeAll()
                     break
@@ -127,33 +134,36 @@ public final class CloudSimConsolidation: ConsolidationPolicy {
     /// overloaded, the one whose power rises least. An idle host's rise is counted from its
     /// idle power, as CloudSim does; the first host wins ties.
     func bestHost(
-        for vm: Int, excluded: [Bool], load: inout HostLoadTable, _ cluster: ConsolidationCluster, checkMemory: Bool
+        for vm: Int, excluded: [Bool], load: HostLoadTable, _ candidates: CandidateHosts,
+        _ cluster: ConsolidationCluster, checkMemory: Bool
     ) -> Int? {
         let request = cluster.vmRequestedMIPS[vm]
         var best: Int?
         var smallestIncrease = Double.infinity
         let intervals = migrationIntervals
         var scratch = [Double](repeating: 0, count: ConsolidationCluster.historyCapacity)
-        for host in 0..<cluster.hostCount where !excluded[host] {
-            guard checkMemory ? load.fitsAtStart(vm, on: host, cluster) : load.fits(vm, on: host, cluster) else {
-                continue
+        let table = load
+        candidates.forEach(excluding: excluded) { host in
+            guard checkMemory ? table.fitsAtStart(vm, on: host, cluster) : table.fits(vm, on: host, cluster) else {
+                return
             }
-            let used = load.usedMIPS(host, cluster)
-            let total = load.totalMIPS[host]
+            let used = table.usedMIPS(host, cluster)
+            let total = table.totalMIPS[host]
             let increase =
-                load.power(host, at: (used + request) / total) - load.power(host, at: cluster.hostUtilisation[host])
-            guard increase < smallestIncrease else { continue }
+                table.power(host, at: (used + request) / total) - table.power(host, at: cluster.hostUtilisation[host])
+            guard increase < smallestIncrease else { return }
             if used > 1e-9 {
                 // Would the host be overloaded with the VM? (Judged without changing the table.)
                 // When VMs are created their tasks have not started, so in CloudSim the VMs already
                 // on a host ask for nothing and only the new VM counts, with no history yet.
                 let count =
-                    detector.needsHistory && !checkMemory ? load.copyHistory(host, adding: vm, cluster, into: &scratch) : 0
-                let utilisation = checkMemory ? request / total : (load.requestedMIPS[host] + request) / total
+                    detector.needsHistory && !checkMemory
+                    ? table.copyHistory(host, adding: vm, cluster, into: &scratch) : 0
+                let utilisation = checkMemory ? request / total : (table.requestedMIPS[host] + request) / total
                 if detector.isOverloaded(
                     utilisation: utilisation, scratch: &scratch, count: count, migrationIntervals: intervals)
                 {
-                    continue
+                    return
                 }
             }
             smallestIncrease = increase
