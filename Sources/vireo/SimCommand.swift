@@ -49,7 +49,8 @@ struct SimCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Draw the per-interval series as an SVG chart.", valueName: "file"))
     var plot: String?
 
-    @Flag(help: "Generate a large fleet from the traces' distributions instead of replaying them as they are.")
+    @Flag(
+        help: "Generate a large fleet from the traces' distributions instead of replaying them as they are (without --trace: the PlanetLab days in $VIREO_PLANETLAB or ../shared/data/planetlab).")
     var synthetic = false
 
     @Option(help: "VMs in the synthetic fleet.") var vms: Int = 100_000
@@ -65,7 +66,14 @@ struct SimCommand: AsyncParsableCommand {
     func run() async throws {
         let settings = try simulationSettings()
         guard hosts > 0 else { throw VireoError(.invalidArgument, "--hosts must be at least 1 (got \(hosts))") }
-        guard !trace.isEmpty else { throw VireoError(.invalidArgument, "--trace: give at least one trace file") }
+        let traces = trace.isEmpty && synthetic ? Self.defaultSyntheticSources() : trace
+        guard !traces.isEmpty else {
+            throw VireoError(
+                .invalidArgument,
+                synthetic
+                    ? "--synthetic draws its VMs from real traces: give them with --trace (e.g. ../shared/data/planetlab/20110303.csv.gz) or set VIREO_PLANETLAB to their directory"
+                    : "--trace: give at least one trace file")
+        }
         let names = policy.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
         guard !names.isEmpty else { throw VireoError(.invalidArgument, "--policy: give a policy (\(ConsolidationPolicies.names.joined(separator: ", ")))") }
         for name in names {
@@ -76,7 +84,7 @@ struct SimCommand: AsyncParsableCommand {
             if let hostScale, hostScale < 1 { throw VireoError(.invalidArgument, "--host-scale must be at least 1 (got \(hostScale))") }
         }
         var loaded: [UtilisationTrace] = []
-        for path in trace { loaded.append(try await TraceFile.load(path)) }
+        for path in traces { loaded.append(try await TraceFile.load(path)) }
         var workloads: [(UtilisationTrace, SimulationFleet)] = []
         if synthetic {
             let source = try UtilisationTrace.concatenating(loaded)
@@ -133,6 +141,14 @@ struct SimCommand: AsyncParsableCommand {
                 )
             }
         }
+    }
+
+    /// The PlanetLab days a synthetic fleet is drawn from when no --trace is given: the `.csv.gz`
+    /// files in $VIREO_PLANETLAB, else in ../shared/data/planetlab (where the repository keeps them).
+    static func defaultSyntheticSources() -> [String] {
+        let directory = ProcessInfo.processInfo.environment["VIREO_PLANETLAB"] ?? "../shared/data/planetlab"
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return files.filter { $0.hasSuffix(".csv.gz") }.sorted().map { "\(directory)/\($0)" }
     }
 
     func simulationSettings() throws -> SimulationSettings {
