@@ -13,8 +13,9 @@
 ///   cheapest (least memory) VMs that bring it back under the target.
 /// - Consolidation: a host whose predicted demand is under `evacuationUtilisation` is emptied
 ///   only if all its VMs fit elsewhere under the target, at most `evacuationsPerRound` of the
-///   running hosts per decision point; a host holding a VM moved within the cool-down is not
-///   emptied, so nothing is moved back and forth.
+///   running hosts per decision point once the history fills the window (no limit before); a
+///   host holding a VM moved within the cool-down is not emptied, so nothing is moved back and
+///   forth.
 public final class SLOConsolidation: ConsolidationPolicy {
     public struct Settings: Sendable, Equatable {
         /// Fraction of a host's MIPS the predicted demand may fill when placing.
@@ -123,7 +124,10 @@ public final class SLOConsolidation: ConsolidationPolicy {
 
         // 2. Consolidate: empty the least-loaded hosts whose VMs all fit on other running hosts.
         let running = (0..<cluster.hostCount).filter { !cluster.hostVMs[$0].isEmpty }
-        var budget = max(1, Int(settings.evacuationsPerRound * Double(running.count)))
+        // While the history is short (right after the start, when every VM was placed at its full
+        // size) there is nothing to protect yet but much to consolidate: no budget then.
+        let share = cluster.historyCount < settings.window ? 1 : settings.evacuationsPerRound
+        var budget = max(1, Int(share * Double(running.count)))
         var attempts = 4 * budget
         let low = running.compactMap { host -> (Int, Double)? in
             let fraction = state.predicted(host) / cluster.hosts[host].totalMIPS
