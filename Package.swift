@@ -53,6 +53,11 @@ let package = Package(
         ),
         // Pure, synchronous placement: cluster snapshot -> decision with reasons.
         .target(name: "VireoPlacement", dependencies: ["VireoModel"]),
+        // Trace-driven data-centre simulator: PlanetLab traces, power models, CloudSim metrics.
+        .target(
+            name: "VireoSim",
+            dependencies: ["VireoModel", "VireoPlacement", .product(name: "Subprocess", package: "swift-subprocess")]
+        ),
         // Store protocol and the SQLite (GRDB) implementation.
         .target(
             name: "VireoStore",
@@ -109,7 +114,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
-                "VireoTestbed", "VireoTelemetry",
+                "VireoTestbed", "VireoTelemetry", "VireoSim",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -124,7 +129,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
-                "VireoTestbed", "VireoTelemetry",
+                "VireoTestbed", "VireoTelemetry", "VireoSim",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -9,7 +9,7 @@ commands=(
   "vm logs" "app list" "app show" "app delete" "app series" "app push" migrate "migration list" "migration show"
   apply "image build" "image list" events
   "testbed up" "testbed down" "bench create" "bench boot" "bench migrate" "bench ingest" "bench evaluate"
-  "bench scrape"
+  "bench scrape" sim
 )
 {
   echo "# vireo command reference"

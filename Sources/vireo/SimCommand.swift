@@ -1,0 +1,233 @@
+import ArgumentParser
+import Foundation
+import VireoModel
+import VireoPlacement
+import VireoSim
+
+enum SimOutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json, csv
+}
+
+/// `vireo sim`: replay utilisation traces through a consolidation policy in virtual time.
+struct SimCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sim",
+        abstract: "Replay VM utilisation traces through a placement policy and report energy, SLA violations and migrations.",
+        discussion: """
+            Reproduces CloudSim's PlanetLab experiments (800 hosts, half HP ML110 G4 and half G5, 300 s \
+            decisions over 24 h). Each trace file is one run per policy.
+
+            Policies: \(ConsolidationPolicies.names.joined(separator: ", ")). Parameters can change, \
+            e.g. thr-mmt-0.7, mad-mmt-3, slo-0.75 (target utilisation).
+
+            Traces: PlanetLab day files (`vm_name,v1,...,v288`, integer percent, optionally .gz) or a \
+            fleet CSV with header `vm,mips,memory_mb,u1,u2,...` (see docs/sim.md).
+            """)
+
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Trace files (.csv or .csv.gz).", valueName: "file"))
+    var trace: [String] = []
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Policy, or several separated by commas; may be repeated.", valueName: "policy"))
+    var policy: [String] = []
+
+    @Option(help: "Number of hosts (even: ML110 G4, odd: ML110 G5).") var hosts: Int = 800
+
+    @Option(help: ArgumentHelp("Seconds between decisions, e.g. 300s, 5m.", valueName: "duration"))
+    var interval: String = "300s"
+
+    @Option(help: ArgumentHelp("Simulated time, e.g. 24h.", valueName: "duration"))
+    var duration: String = "24h"
+
+    @Option(name: .shortAndLong, help: "Output format: table, json (one object per run) or csv.")
+    var output: SimOutputFormat = .table
+
+    @Option(help: ArgumentHelp("Write per-interval active hosts, overloaded hosts, energy and migrations as CSV.", valueName: "file"))
+    var series: String?
+
+    @Option(help: ArgumentHelp("Draw the per-interval series as an SVG chart.", valueName: "file"))
+    var plot: String?
+
+    @Flag(
+        help: "Generate a large fleet from the traces' distributions instead of replaying them as they are (without --trace: the PlanetLab days in $VIREO_PLANETLAB or ../shared/data/planetlab).")
+    var synthetic = false
+
+    @Option(help: "VMs in the synthetic fleet.") var vms: Int = 100_000
+    @Option(help: "Seed of the synthetic fleet (same seed, same fleet).") var seed: UInt64 = 1
+    @Option(help: "ML110 machines per synthetic host (default: enough for every VM at full size).")
+    var hostScale: Int?
+
+    @Flag(help: "Keep VMs whose demand drops to 0 (CloudSim removes them as finished, and so does vireo sim by default).")
+    var keepIdleVMs = false
+
+    @Flag(help: "No progress bar.") var quiet = false
+
+    func run() async throws {
+        let settings = try simulationSettings()
+        guard hosts > 0 else { throw VireoError(.invalidArgument, "--hosts must be at least 1 (got \(hosts))") }
+        let traces = trace.isEmpty && synthetic ? Self.defaultSyntheticSources() : trace
+        guard !traces.isEmpty else {
+            throw VireoError(
+                .invalidArgument,
+                synthetic
+                    ? "--synthetic draws its VMs from real traces: give them with --trace (e.g. ../shared/data/planetlab/20110303.csv.gz) or set VIREO_PLANETLAB to their directory"
+                    : "--trace: give at least one trace file")
+        }
+        let names = policy.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+        guard !names.isEmpty else { throw VireoError(.invalidArgument, "--policy: give a policy (\(ConsolidationPolicies.names.joined(separator: ", ")))") }
+        for name in names {
+            do { _ = try ConsolidationPolicies.make(name) } catch { throw VireoError(.invalidArgument, "--policy: \(error)") }
+        }
+        if synthetic {
+            guard vms > 0 else { throw VireoError(.invalidArgument, "--vms must be at least 1 (got \(vms))") }
+            if let hostScale, hostScale < 1 { throw VireoError(.invalidArgument, "--host-scale must be at least 1 (got \(hostScale))") }
+        }
+        var loaded: [UtilisationTrace] = []
+        for path in traces { loaded.append(try await TraceFile.load(path)) }
+        var workloads: [(UtilisationTrace, SimulationFleet)] = []
+        if synthetic {
+            let source = try UtilisationTrace.concatenating(loaded)
+            let generated = SyntheticFleet.trace(from: source, vms: vms, seed: seed)
+            var fleet = CloudSimFleet.fleet(hosts: hosts, vms: vms)
+            let scale = hostScale ?? SyntheticFleet.hostScale(hosts: hosts, fleet: fleet)
+            fleet.hosts = SyntheticFleet.hosts(hosts, scale: scale)
+            workloads.append((generated, fleet))
+        } else {
+            for item in loaded {
+                var fleet = CloudSimFleet.fleet(hosts: hosts, vms: item.vmCount)
+                if let mips = item.vmMIPS, let memory = item.vmMemoryMB {
+                    fleet.vmMIPS = mips
+                    fleet.vmMemoryMB = memory
+                }
+                workloads.append((item, fleet))
+            }
+        }
+        var results: [SimulationResult] = []
+        let runs = workloads.count * names.count
+        for (trace, fleet) in workloads {
+            for name in names {
+                let policy = try ConsolidationPolicies.make(name)
+                let simulator = try Simulator(fleet: fleet, trace: trace, policy: policy, settings: settings)
+                let bar = SimProgressBar(label: "\(policy.name) \(trace.source)", enabled: !quiet)
+                let (result, samples) = try simulator.run(progress: bar.update)
+                bar.finish()
+                if result.unplacedVMs > 0 && !quiet {
+                    stderr("warning: \(result.unplacedVMs) of \(trace.vmCount) VMs fitted no host at the start and did not run (as in CloudSim)")
+                }
+                results.append(result)
+                try writeSeries(samples, result: result, many: runs > 1)
+                if output == .json { try printJSONLine(result) }
+            }
+        }
+        switch output {
+        case .json: break
+        case .table:
+            printTable(
+                ["POLICY", "TRACE", "HOSTS", "VMS", "ENERGY_KWH", "SLATAH", "PDM", "SLAV", "ESV", "MIGRATIONS", "WALL_S"],
+                results.map { r in
+                    [
+                        r.policy, r.trace, "\(r.hosts)", "\(r.vms)", String(format: "%.2f", r.energyKWh),
+                        String(format: "%.2f%%", r.slatah * 100), String(format: "%.3f%%", r.pdm * 100),
+                        String(format: "%.5f%%", r.slav * 100), String(format: "%.5f", r.esv), "\(r.migrations)",
+                        String(format: "%.2f", r.wallSeconds),
+                    ]
+                })
+        case .csv:
+            print("policy,trace,hosts,vms,energy_kwh,slatah,pdm,slav,esv,migrations,wall_seconds")
+            for r in results {
+                print(
+                    "\(r.policy),\(r.trace),\(r.hosts),\(r.vms),\(r.energyKWh),\(r.slatah),\(r.pdm),\(r.slav),\(r.esv),\(r.migrations),\(r.wallSeconds)"
+                )
+            }
+        }
+    }
+
+    /// The PlanetLab days a synthetic fleet is drawn from when no --trace is given: the `.csv.gz`
+    /// files in $VIREO_PLANETLAB, else in ../shared/data/planetlab (where the repository keeps them).
+    static func defaultSyntheticSources() -> [String] {
+        let directory = ProcessInfo.processInfo.environment["VIREO_PLANETLAB"] ?? "../shared/data/planetlab"
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return files.filter { $0.hasSuffix(".csv.gz") }.sorted().map { "\(directory)/\($0)" }
+    }
+
+    func simulationSettings() throws -> SimulationSettings {
+        let intervalSeconds = try Self.seconds(interval, option: "--interval")
+        let durationSeconds = try Self.seconds(duration, option: "--duration")
+        guard intervalSeconds <= durationSeconds else {
+            throw VireoError(.invalidArgument, "--interval \(interval) is longer than --duration \(duration)")
+        }
+        return SimulationSettings(interval: intervalSeconds, duration: durationSeconds, idleVMsFinish: !keepIdleVMs)
+    }
+
+    /// "300", "300s", "5m", "24h", "1d" as seconds; anything else names the option and value.
+    static func seconds(_ text: String, option: String) throws -> Double {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        var number = Substring(text)
+        var unit = 1.0
+        if let last = text.last, !last.isNumber, last != "." {
+            guard let factor = units[last] else {
+                throw VireoError(.invalidArgument, "\(option) '\(text)': unknown unit '\(last)' (use s, m, h or d)")
+            }
+            unit = factor
+            number = number.dropLast()
+        }
+        guard let value = Double(number), value.isFinite, value > 0 else {
+            throw VireoError(.invalidArgument, "\(option) '\(text)' is not a positive duration such as 300s or 5m")
+        }
+        return value * unit
+    }
+
+    private func writeSeries(_ samples: [IntervalSample], result: SimulationResult, many: Bool) throws {
+        func path(_ base: String) -> String {
+            guard many else { return base }
+            let url = URL(fileURLWithPath: base)
+            let stem = url.deletingPathExtension().lastPathComponent
+            var trace = result.trace
+            for suffix in [".gz", ".csv"] where trace.hasSuffix(suffix) { trace = String(trace.dropLast(suffix.count)) }
+            let tag = "\(result.policy)-\(trace)".map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" }
+            return url.deletingLastPathComponent().appendingPathComponent("\(stem)-\(String(tag)).\(url.pathExtension)").path
+        }
+        if let series {
+            try Data(SeriesOutput.csv(samples).utf8).write(to: URL(fileURLWithPath: path(series)))
+        }
+        if let plot {
+            let title = "\(result.policy) on \(result.trace): \(result.hosts) hosts, \(result.vms) VMs"
+            try Data(SeriesOutput.svg(samples, title: title).utf8).write(to: URL(fileURLWithPath: path(plot)))
+        }
+    }
+}
+
+/// A one-line progress bar on standard error, redrawn at most once per percent.
+final class SimProgressBar {
+    let label: String
+    let enabled: Bool
+    private var lastPercent = -1
+
+    init(label: String, enabled: Bool) {
+        self.label = label
+        self.enabled = enabled
+    }
+
+    func update(_ done: Int, _ total: Int) {
+        guard enabled, total > 0 else { return }
+        let percent = done * 100 / total
+        guard percent != lastPercent else { return }
+        lastPercent = percent
+        let filled = percent * 30 / 100
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: 30 - filled)
+        FileHandle.standardError.write(Data("\r[\(bar)] \(percent)% \(label)".utf8))
+    }
+
+    func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\n".utf8))
+    }
+}
+
+/// Prints one run as a single line of JSON.
+func printJSONLine(_ result: SimulationResult) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    print(String(decoding: try encoder.encode(result), as: UTF8.self))
+}
