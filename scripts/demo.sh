@@ -14,6 +14,7 @@ cleanup() {
   # The VMs are real QEMU processes that outlive their agent by design; the demo removes its own.
   if [ -z "${DEMO_KEEP:-}" ] && kill -0 $pid 2>/dev/null; then
     echo; echo "demo: deleting the demo VMs (DEMO_KEEP=1 keeps them)"
+    "$bin" app delete shop --delete-vms >/dev/null 2>&1 || true
     for vm in web-1 web-2 batch-1 scratch; do "$bin" vm delete "$vm" >/dev/null 2>&1 || true; done
     for _ in $(seq 1 100); do
       [ "$("$bin" vm list -o json 2>/dev/null | tr -d ' \n')" = "[]" ] && break
@@ -45,6 +46,12 @@ if [ -n "$address" ]; then
   curl -fsS "http://$address/status" || true; echo
 fi
 echo; echo "\$ vireo vm logs web-1 --tail 3"; "$bin" vm logs web-1 --tail 3 || true
+if [ -n "$address" ]; then
+  echo; echo "(sending 200 requests to web-1 and waiting for two 10 s windows to be judged)"
+  for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://$address/" || true; done
+  sleep 15
+fi
+echo; echo "\$ vireo app show shop"; "$bin" app show shop || true
 echo
 echo "Vireo is running at $VIREO_SERVER with data in $data."
 echo "Try: export VIREO_SERVER=$VIREO_SERVER; $bin vm list; $bin events"

@@ -122,6 +122,17 @@ struct ApplicationManifestTests {
         #expect(throws: VireoError.self) { try ManifestParser.parse(bad) }
     }
 
+    @Test("the examples parse")
+    func examples() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../examples").standardized
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".yaml") }
+        #expect(files.count >= 2)
+        for file in files {
+            let text = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
+            #expect(throws: Never.self, "\(file)") { _ = try ManifestParser.parse(text) }
+        }
+    }
+
     @Test("durations parse and print")
     func durations() {
         #expect(DurationText.seconds("5m") == 300)
