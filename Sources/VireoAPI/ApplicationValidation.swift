@@ -45,14 +45,8 @@ public enum ApplicationValidation {
         guard let fields else { return TelemetrySpec() }
         try fields.rejectUnknown(allowed: telemetryFields)
         var telemetry = TelemetrySpec()
-        if let scrape = try fields.object("scrape") {
-            let (port, path, interval, timeout) = try target(scrape, defaultPath: "/metrics")
-            telemetry.scrape = ScrapeTarget(port: port, path: path, intervalSeconds: interval, timeoutSeconds: timeout)
-        }
-        if let probe = try fields.object("probe") {
-            let (port, path, interval, timeout) = try target(probe, defaultPath: "/")
-            telemetry.probe = ProbeTarget(port: port, path: path, intervalSeconds: interval, timeoutSeconds: timeout)
-        }
+        telemetry.scrape = try fields.object("scrape").map { (f) throws(VireoError) in try endpoint(f, defaultPath: "/metrics") }
+        telemetry.probe = try fields.object("probe").map { (f) throws(VireoError) in try endpoint(f, defaultPath: "/") }
         for (path, value) in try fields.array("metrics") ?? [] {
             let metric = try FieldReader(value, path: path)
             try metric.rejectUnknown(allowed: ["name", "type"])
@@ -74,7 +68,7 @@ public enum ApplicationValidation {
         return telemetry
     }
 
-    static func target(_ fields: FieldReader, defaultPath: String) throws(VireoError) -> (Int, String, Double, Double) {
+    static func endpoint(_ fields: FieldReader, defaultPath: String) throws(VireoError) -> TelemetryEndpoint {
         try fields.rejectUnknown(allowed: targetFields)
         let port = try fields.requiredInt("port")
         guard (1...65_535).contains(port) else {
@@ -93,7 +87,7 @@ public enum ApplicationValidation {
             throw VireoError.invalid(
                 field: fields.field("timeout"), value: DurationText.format(timeout), "must be above 0 and at most the interval")
         }
-        return (port, path, interval, timeout)
+        return TelemetryEndpoint(port: port, path: path, intervalSeconds: interval, timeoutSeconds: timeout)
     }
 
     static func objective(_ fields: FieldReader, telemetry: TelemetrySpec) throws(VireoError) -> Objective {

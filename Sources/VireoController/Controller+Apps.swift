@@ -355,11 +355,7 @@ enum ApplicationDifference {
         return lines
     }
 
-    static func describe(_ t: ScrapeTarget?) -> String {
-        t.map { ":\($0.port)\($0.path) every \(DurationText.format($0.intervalSeconds))" } ?? "none"
-    }
-
-    static func describe(_ t: ProbeTarget?) -> String {
+    static func describe(_ t: TelemetryEndpoint?) -> String {
         t.map { ":\($0.port)\($0.path) every \(DurationText.format($0.intervalSeconds))" } ?? "none"
     }
 }

@@ -38,13 +38,15 @@ public struct TelemetrySpec: Sendable, Codable, Equatable {
     }
 }
 
-public struct ScrapeTarget: Sendable, Codable, Equatable {
+/// An HTTP endpoint in each of the application's VMs, read on an interval: the metrics to scrape,
+/// or the request to probe.
+public struct TelemetryEndpoint: Sendable, Codable, Equatable {
     public var port: Int
     public var path: String
     public var intervalSeconds: Double
     public var timeoutSeconds: Double
 
-    public init(port: Int, path: String = "/metrics", intervalSeconds: Double = 5, timeoutSeconds: Double = 2) {
+    public init(port: Int, path: String, intervalSeconds: Double = 5, timeoutSeconds: Double = 2) {
         self.port = port
         self.path = path
         self.intervalSeconds = intervalSeconds
@@ -52,19 +54,8 @@ public struct ScrapeTarget: Sendable, Codable, Equatable {
     }
 }
 
-public struct ProbeTarget: Sendable, Codable, Equatable {
-    public var port: Int
-    public var path: String
-    public var intervalSeconds: Double
-    public var timeoutSeconds: Double
-
-    public init(port: Int, path: String = "/", intervalSeconds: Double = 5, timeoutSeconds: Double = 2) {
-        self.port = port
-        self.path = path
-        self.intervalSeconds = intervalSeconds
-        self.timeoutSeconds = timeoutSeconds
-    }
-}
+public typealias ScrapeTarget = TelemetryEndpoint
+public typealias ProbeTarget = TelemetryEndpoint
 
 /// The type of a metric family, as the Prometheus text format declares it.
 public enum MetricType: String, Sendable, Codable, CaseIterable {

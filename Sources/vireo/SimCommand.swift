@@ -160,22 +160,13 @@ struct SimCommand: AsyncParsableCommand {
         return SimulationSettings(interval: intervalSeconds, duration: durationSeconds, idleVMsFinish: !keepIdleVMs)
     }
 
-    /// "300", "300s", "5m", "24h", "1d" as seconds; anything else names the option and value.
+    /// "300", "300s", "5m", "24h", "1d" (any `DurationText`) as seconds, above zero; anything else
+    /// names the option and value.
     static func seconds(_ text: String, option: String) throws -> Double {
-        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        var number = Substring(text)
-        var unit = 1.0
-        if let last = text.last, !last.isNumber, last != "." {
-            guard let factor = units[last] else {
-                throw VireoError(.invalidArgument, "\(option) '\(text)': unknown unit '\(last)' (use s, m, h or d)")
-            }
-            unit = factor
-            number = number.dropLast()
+        guard let value = DurationText.seconds(text), value > 0 else {
+            throw VireoError(.invalidArgument, "\(option) '\(text)' is not a positive duration such as 300s, 5m or 24h")
         }
-        guard let value = Double(number), value.isFinite, value > 0 else {
-            throw VireoError(.invalidArgument, "\(option) '\(text)' is not a positive duration such as 300s or 5m")
-        }
-        return value * unit
+        return value
     }
 
     private func writeSeries(_ samples: [IntervalSample], result: SimulationResult, many: Bool) throws {
