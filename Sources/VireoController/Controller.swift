@@ -77,6 +77,7 @@ public actor Controller {
         let consoleOffsets = try await store.consoleOffsets()
         let engine = try telemetry ?? TelemetryEngine(store: SeriesStore())
         await engine.configure(loaded.apps.map(\.spec))
+        try await engine.restore(now: Int64(now().timeIntervalSince1970 * 1000))
         return Controller(
             store: store, loaded: loaded, consoleOffsets: consoleOffsets, settings: settings, now: now, logger: logger,
             metricsFactory: metricsFactory, telemetry: engine)

@@ -72,6 +72,21 @@ public struct ObjectiveTracker: Sendable {
     private var nextEnd: Int64?
     public private(set) var state: SLOState = .unknown
     public private(set) var stateChangedAt: Int64?
+    private var unsaved: [WindowVerdict] = []
+
+    /// A short stable digest of the objective's definition: verdicts judged under another
+    /// definition are not restored.
+    public let fingerprint: String
+
+    static func fingerprint(of objective: Objective) -> String {
+        let data = (try? JSONEncoder.sorted.encode(objective)) ?? Data()
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+        for byte in data {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return String(hash, radix: 16)
+    }
 
     /// Fails when a selector of the objective does not parse (validation has checked them).
     public init(_ objective: Objective) throws(SelectorError) {
@@ -79,6 +94,7 @@ public struct ObjectiveTracker: Sendable {
         selector = try SeriesSelector(parsing: objective.metric)
         totalSelector = try objective.totalMetric.map { (text) throws(SelectorError) in try SeriesSelector(parsing: text) }
         windowMs = max(1, Int64((objective.windowSeconds * 1000).rounded()))
+        fingerprint = Self.fingerprint(of: objective)
     }
 
     /// Windows in the period.
@@ -106,6 +122,29 @@ public struct ObjectiveTracker: Sendable {
 
     private mutating func judge(_ samples: RecentSamples, end: Int64) {
         let sli = Indicator.value(objective, selector, total: totalSelector, in: samples, from: end - windowMs, to: end)
+        record(end: end, sli: sli)
+        unsaved.append(WindowVerdict(end: end, sli: sli, state: state))
+    }
+
+    /// Takes back the verdicts of an earlier run (oldest first), as if they had been judged here:
+    /// a restarted controller keeps each objective's budget, burn rates and state.
+    public mutating func restore(_ verdicts: [WindowVerdict]) {
+        var previous: SLOState?
+        for verdict in verdicts where verdict.end > (ends.last ?? .min) {
+            record(end: verdict.end, sli: verdict.sli)
+            if let previous, previous != verdict.state { stateChangedAt = verdict.end }
+            previous = verdict.state
+        }
+        if let last = ends.last { nextEnd = max(nextEnd ?? 0, last + windowMs) }
+    }
+
+    /// Verdicts judged since the last call, for the store.
+    public mutating func takeUnsaved() -> [WindowVerdict] {
+        defer { unsaved.removeAll() }
+        return unsaved
+    }
+
+    private mutating func record(end: Int64, sli: Double?) {
         lastSLI = sli
         let bad: Int32 = sli.map { Indicator.isGood(objective, $0) ? 0 : 1 } ?? 0
         let judged: Int32 = sli == nil ? 0 : 1
@@ -170,5 +209,25 @@ public struct ObjectiveTracker: Sendable {
             emptyWindows: windowsInPeriod - period.judged, errorBudgetRemaining: remaining,
             burnRates: lookbacks.sorted().map { .init(lookbackSeconds: $0, rate: burnRate(overSeconds: $0)) },
             lastWindowEnd: ends.last.map { Date(timeIntervalSince1970: Double($0) / 1000) })
+    }
+}
+
+/// One judged window: when it ended, its indicator (nil: no data), and the objective's state after it.
+public struct WindowVerdict: Sendable, Equatable {
+    public var end: Int64
+    public var sli: Double?
+    public var state: SLOState
+    public init(end: Int64, sli: Double?, state: SLOState) {
+        self.end = end
+        self.sli = sli
+        self.state = state
+    }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return encoder
     }
 }

@@ -108,7 +108,38 @@ public final class SeriesStore: Sendable {
                         PRIMARY KEY (series, t)) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v2: SLO window verdicts") { db in
+            // verdict: 1 bad, 0 good, NULL sli: no data. Kept so a restart keeps budgets and burn rates.
+            try db.execute(
+                sql: """
+                    CREATE TABLE slo_windows (app TEXT NOT NULL, objective TEXT NOT NULL, fingerprint TEXT NOT NULL,
+                        end INTEGER NOT NULL, sli REAL, state TEXT NOT NULL, PRIMARY KEY (app, objective, end)) WITHOUT ROWID;
+                    """)
+        }
         return migrator
+    }
+
+    /// Records judged windows of objectives.
+    public func recordVerdicts(_ verdicts: [(app: String, objective: String, fingerprint: String, verdict: WindowVerdict)]) async throws {
+        guard !verdicts.isEmpty else { return }
+        try await writer.write { db in
+            let insert = try db.cachedStatement(
+                sql: "INSERT OR REPLACE INTO slo_windows (app, objective, fingerprint, end, sli, state) VALUES (?, ?, ?, ?, ?, ?)")
+            for v in verdicts {
+                insert.setUncheckedArguments([v.app, v.objective, v.fingerprint, v.verdict.end, v.verdict.sli, v.verdict.state.rawValue])
+                try insert.execute()
+            }
+        }
+    }
+
+    /// The verdicts of an objective under one definition since `since`, oldest first.
+    public func verdicts(app: String, objective: String, fingerprint: String, since: Int64) async throws -> [WindowVerdict] {
+        try await writer.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT end, sli, state FROM slo_windows WHERE app = ? AND objective = ? AND fingerprint = ? AND end >= ? ORDER BY end",
+                arguments: [app, objective, fingerprint, since]
+            ).map { WindowVerdict(end: $0["end"], sli: $0["sli"], state: SLOState(rawValue: $0["state"]) ?? .unknown) }
+        }
     }
 
     /// Writes `samples` in one transaction. A sample for a time a series already has replaces it
@@ -212,6 +243,8 @@ public final class SeriesStore: Sendable {
             var deleted = db.changesCount
             try db.execute(sql: "DELETE FROM rollups WHERE t < ?", arguments: [rollupCutoff])
             deleted += db.changesCount
+            // Verdicts are small; a year covers any period people set.
+            try db.execute(sql: "DELETE FROM slo_windows WHERE end < ?", arguments: [now - 366 * 86_400_000])
             return (rolled, deleted)
         }
         rolledUpTo.withLock { $0 = max($0, until) }
@@ -238,6 +271,7 @@ public final class SeriesStore: Sendable {
                 try db.execute(sql: "DELETE FROM rollups WHERE series = ?", arguments: [id])
             }
             try db.execute(sql: "DELETE FROM series WHERE app = ?", arguments: [app])
+            try db.execute(sql: "DELETE FROM slo_windows WHERE app = ?", arguments: [app])
         }
         ids.withLock { $0 = $0.filter { $0.key.app != app } }
     }

@@ -29,6 +29,8 @@ public actor TelemetryEngine {
     public let store: SeriesStore
     private var apps: [String: AppState] = [:]
     private var pending: [IngestSample] = []
+    /// Judged windows not yet in the store.
+    private var pendingVerdicts: [(app: String, objective: String, fingerprint: String, verdict: WindowVerdict)] = []
     /// The batch being written, if any.
     private var writing: Task<Void, any Error>?
     /// Samples waiting for `flush` beyond which `ingest` flushes at once.
@@ -63,6 +65,27 @@ public actor TelemetryEngine {
         apps = next
     }
 
+    /// Takes back every objective's judged windows of its period from the store (after a
+    /// restart), for objectives whose definition has not changed since.
+    public func restore(now: Int64) async throws {
+        var found: [String: [[WindowVerdict]]] = [:]
+        for (name, state) in apps {
+            var perTracker: [[WindowVerdict]] = []
+            for tracker in state.trackers {
+                let since = now - Int64(tracker.objective.periodSeconds * 1000)
+                perTracker.append(
+                    try await store.verdicts(app: name, objective: tracker.objective.name, fingerprint: tracker.fingerprint, since: since))
+            }
+            found[name] = perTracker
+        }
+        // Applied without suspending, so nothing sees an application half restored.
+        for (name, perTracker) in found {
+            guard var state = apps.removeValue(forKey: name) else { continue }
+            for (i, verdicts) in perTracker.enumerated() where i < state.trackers.count { state.trackers[i].restore(verdicts) }
+            apps[name] = state
+        }
+    }
+
     /// Takes in samples of `app`; unknown applications are refused.
     public func ingest(app: String, _ samples: [(name: String, labels: Labels, time: Int64, value: Double)]) async throws {
         guard apps[app] != nil else { throw VireoError.notFound("application", app) }
@@ -93,6 +116,11 @@ public actor TelemetryEngine {
             writing = nil
             try await running.value
         }
+        if !pendingVerdicts.isEmpty {
+            let verdicts = pendingVerdicts
+            pendingVerdicts.removeAll()
+            try await store.recordVerdicts(verdicts)
+        }
         guard !pending.isEmpty else { return }
         let batch = pending
         pending.removeAll(keepingCapacity: true)
@@ -111,6 +139,9 @@ public actor TelemetryEngine {
                 if let from = state.trackers[i].evaluate(state.samples, now: now, delayMs: judgeDelayMs) {
                     let tracker = state.trackers[i]
                     changes.append(SLOChange(app: name, objective: tracker.objective.name, from: from, to: tracker.state, status: tracker.status()))
+                }
+                for verdict in state.trackers[i].takeUnsaved() {
+                    pendingVerdicts.append((name, state.trackers[i].objective.name, state.trackers[i].fingerprint, verdict))
                 }
             }
             state.samples.trim(before: now - state.horizonMs)

@@ -364,4 +364,41 @@ struct ApplicationAPITests {
             #expect(expectEnvelope(badQuery.body, code: .invalidArgument).contains("from"))
         }
     }
+
+    @Test("a restarted controller keeps every objective's judged windows, budget and state")
+    func restartKeepsVerdicts() async throws {
+        let clock = ManualClock()
+        let dir = temporaryDirectory()
+        func open() async throws -> Controller {
+            try await Controller.open(
+                store: try SQLiteStore(path: dir + "/vireo.db"), now: { clock.now },
+                telemetry: TelemetryEngine(store: try SeriesStore(path: dir + "/telemetry.db")))
+        }
+        let first = try await open()
+        _ = try await first.apply(try ManifestParser.parse(shopManifest))
+        var requests = 0
+        for step in 0..<30 {  // 60 s, slow from 20 s to 40 s
+            requests += 20
+            let text = shopExposition(requests: requests, latency: (10..<20).contains(step) ? 0.2 : 0.02, queue: 3, at: clock.ms)
+            _ = try await first.ingest(app: "shop", exposition: text, at: clock.now)
+            clock.advance(2)
+            await first.evaluateSLOs()
+        }
+        try await first.telemetry.flush()
+        let before = try #require(try await first.app("shop").objectives.first)
+        #expect(before.badWindows >= 2 && before.goodWindows >= 2, "\(before)")
+
+        let second = try await open()
+        let after = try #require(try await second.app("shop").objectives.first)
+        #expect(after.goodWindows == before.goodWindows && after.badWindows == before.badWindows)
+        #expect(after.emptyWindows == before.emptyWindows)
+        #expect(after.state == before.state && after.errorBudgetRemaining == before.errorBudgetRemaining)
+        #expect(after.burnRates == before.burnRates)
+        #expect(after.stateChangedAt != nil)
+        // Evaluation goes on from where it stopped: the next window is judged once, not again.
+        clock.advance(10)
+        await second.evaluateSLOs()
+        let next = try #require(try await second.app("shop").objectives.first)
+        #expect(next.goodWindows + next.badWindows + next.emptyWindows == after.goodWindows + after.badWindows + after.emptyWindows + 1)
+    }
 }
