@@ -88,22 +88,8 @@ extension Controller {
     func applyApplication(_ spec: ApplicationSpec, changes: [String]) async throws -> ApplyResult.Item {
         let existed = apps[spec.name] != nil
         if existed && changes.isEmpty { return .init(kind: "Application", name: spec.name, action: .unchanged) }
-        await lock.acquire()
         let time = now()
-        var app = apps[spec.name] ?? AppRecord(spec: spec, createdAt: time, updatedAt: time)
-        if existed {
-            app.spec = spec
-            app.updatedAt = time
-            app.generation += 1
-        }
-        do {
-            try await store.commit(StoreBatch(apps: [app]))
-        } catch {
-            lock.release()
-            throw error
-        }
-        apps[spec.name] = app
-        lock.release()
+        try await storeApp(spec, existed: existed, at: time)
         await telemetry.configure(apps.values.map(\.spec))
         events.publish(.app, name: spec.name, to: existed ? "updated" : "created", message: changes.joined(separator: "; "), at: time)
         for vm in spec.vms {
@@ -114,6 +100,20 @@ extension Controller {
             }
         }
         return .init(kind: "Application", name: spec.name, action: existed ? .updated : .created, changes: changes)
+    }
+
+    /// Writes the application's record, then keeps it in memory.
+    private func storeApp(_ spec: ApplicationSpec, existed: Bool, at time: Date) async throws {
+        await lock.acquire()
+        defer { lock.release() }
+        var app = apps[spec.name] ?? AppRecord(spec: spec, createdAt: time, updatedAt: time)
+        if existed {
+            app.spec = spec
+            app.updatedAt = time
+            app.generation += 1
+        }
+        try await store.commit(StoreBatch(apps: [app]))
+        apps[spec.name] = app
     }
 
     /// Makes an existing VM (created without `--app`) part of `app`.
@@ -154,14 +154,29 @@ extension Controller {
     // MARK: Delete
 
     public func deleteApp(_ name: String, vms disposition: AppVMDisposition) async throws -> AppDeletion {
-        await lock.acquire()
-        guard apps[name] != nil else {
-            lock.release()
-            throw VireoError.notFound("application", name)
-        }
-        let members = state.vms.values.filter { $0.spec.app == name }.sorted { $0.name < $1.name }
-        for vm in members where disposition == .delete { try refuseWhileMigrating(vm) }
         let time = now()
+        let (members, removed) = try await removeApp(name, vms: disposition, at: time)
+        for vm in members where removed.contains(vm.id) { events.publish(.vmDeleted, name: vm.name, at: time) }
+        events.publish(.app, name: name, to: "deleted", message: "VMs: \(disposition.rawValue)", at: time)
+        await telemetry.configure(apps.values.map(\.spec))
+        do {
+            try await telemetry.store.deleteApp(name)
+        } catch {
+            logger.warning("cannot delete the application's series", metadata: ["app": "\(name)", "error": "\(error)"])
+        }
+        return AppDeletion(
+            name: name, deletedVMs: disposition == .delete ? members.map(\.name) : [],
+            keptVMs: disposition == .keep ? members.map(\.name) : [])
+    }
+
+    /// Deletes the record and detaches or marks for deletion its VMs, in one write. Returns the
+    /// VMs and those of them removed at once (never placed).
+    private func removeApp(_ name: String, vms disposition: AppVMDisposition, at time: Date) async throws -> ([VirtualMachine], Set<VMID>) {
+        await lock.acquire()
+        defer { lock.release() }
+        guard apps[name] != nil else { throw VireoError.notFound("application", name) }
+        let members = state.vms.values.filter { $0.spec.app == name }.sorted { $0.name < $1.name }
+        if disposition == .delete { for vm in members { try refuseWhileMigrating(vm) } }
         var updated: [VirtualMachine] = []
         var removed: [VMID] = []
         for var vm in members {
@@ -174,12 +189,7 @@ extension Controller {
                 if markDeleted(&vm, at: time) { removed.append(vm.id) } else { updated.append(vm) }
             }
         }
-        do {
-            try await store.commit(StoreBatch(updatedVMs: updated, deletedVMs: removed, deletedApps: [name]))
-        } catch {
-            lock.release()
-            throw error
-        }
+        try await store.commit(StoreBatch(updatedVMs: updated, deletedVMs: removed, deletedApps: [name]))
         for vm in updated { state.put(vm, replacing: vm.id) }
         for id in removed {
             state.put(nil, replacing: id)
@@ -187,14 +197,7 @@ extension Controller {
         }
         apps[name] = nil
         didChange()
-        lock.release()
-        for vm in members where removed.contains(vm.id) { events.publish(.vmDeleted, name: vm.name, at: time) }
-        events.publish(.app, name: name, to: "deleted", message: "VMs: \(disposition.rawValue)", at: time)
-        await telemetry.configure(apps.values.map(\.spec))
-        try? await telemetry.store.deleteApp(name)
-        return AppDeletion(
-            name: name, deletedVMs: disposition == .delete ? members.map(\.name) : [],
-            keptVMs: disposition == .keep ? members.map(\.name) : [])
+        return (members, Set(removed))
     }
 
     // MARK: Telemetry

@@ -86,9 +86,10 @@ public actor TelemetryEngine {
         }
     }
 
-    /// Takes in samples of `app`; unknown applications are refused.
+    /// Takes in samples of `app`. Samples of an application the engine does not follow (one just
+    /// deleted, or not yet configured) are dropped: the controller checks applications first.
     public func ingest(app: String, _ samples: [(name: String, labels: Labels, time: Int64, value: Double)]) async throws {
-        guard apps[app] != nil else { throw VireoError.notFound("application", app) }
+        guard apps[app] != nil else { return }
         for s in samples {
             apps[app]!.samples.append(name: s.name, labels: s.labels, at: s.time, value: s.value)
             pending.append(IngestSample(app: app, name: s.name, labels: s.labels, time: s.time, value: s.value))

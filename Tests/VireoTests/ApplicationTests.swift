@@ -401,4 +401,21 @@ struct ApplicationAPITests {
         let next = try #require(try await second.app("shop").objectives.first)
         #expect(next.goodWindows + next.badWindows + next.emptyWindows == after.goodWindows + after.badWindows + after.emptyWindows + 1)
     }
+
+    @Test("deleting an application whose VM is migrating is refused, and leaves the controller usable")
+    func deleteWhileMigrating() async throws {
+        let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
+        let controller = plane.controller
+        _ = try await controller.apply(try ManifestParser.parse(shopManifest))
+        let vm = try await controller.vm("shop-1")
+        let host = try await controller.host(try #require(vm.host)).id
+        _ = try await controller.heartbeat(
+            AgentHeartbeat(hostID: host, instances: [InstanceReport(id: vm.id, state: .running, generation: vm.generation)]))
+        _ = try await controller.migrateVM("shop-1", to: vm.host == "h1" ? "h2" : "h1")
+        await #expect(throws: VireoError.self) { _ = try await controller.deleteApp("shop", vms: .delete) }
+        // The lock was given back: other changes go through, and the application is still there.
+        _ = try await controller.createVM(VMSpec(name: "other", image: "tiny", cpus: 1, memoryMiB: 128))
+        #expect(try await controller.app("shop").vms.map(\.name) == ["shop-1"])
+        #expect(try await plane.store.load().apps.count == 1)
+    }
 }
