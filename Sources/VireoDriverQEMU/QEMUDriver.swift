@@ -286,7 +286,7 @@ public actor QEMUDriver: HypervisorDriver {
             instances[id]?.launchedAt = launchedAt
             try await HostTool.run(configuration.binary, invocation.arguments)
             let daemonized = ContinuousClock.now
-            let pid = try Self.readPID(paths.pid)
+            let pid = try await Self.awaitPID(paths.pid)
             try Self.write(RunInfo(pid: pid, serialOffset: offset, startedAt: Date()), to: paths.run)
             let qmp = try await QMPClient.connect(path: paths.qmp)
             attach(id, run: run, pid: pid, qmp: qmp, serialOffset: offset, incoming: incoming != nil)
@@ -721,6 +721,17 @@ public actor QEMUDriver: HypervisorDriver {
             return false
         }
         return String(decoding: cmdline, as: UTF8.self).contains("process=vireo-\(id)")
+    }
+
+    /// The daemonized QEMU's pid. The file is normally there when `-daemonize` returns; on a
+    /// loaded machine it has been seen to appear a moment later, so wait for it briefly.
+    static func awaitPID(_ path: String, timeout: Duration = .seconds(2)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let pid = try? readPID(path) { return pid }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return try readPID(path)
     }
 
     static func readPID(_ path: String) throws -> Int32 {
