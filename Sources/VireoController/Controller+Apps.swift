@@ -56,6 +56,9 @@ extension Controller {
     func planApply(_ spec: ApplicationSpec) throws(VireoError) -> [String] {
         for vm in spec.vms {
             guard let existing = state.vm(named: vm.name) else { continue }
+            if existing.intent == .deleted {
+                throw VireoError(.conflict, "Application '\(spec.name)': VM '\(vm.name)' is being deleted; apply again once it is gone")
+            }
             if let owner = existing.spec.app, owner != spec.name {
                 throw VireoError(.conflict, "Application '\(spec.name)': VM '\(vm.name)' belongs to application '\(owner)'")
             }
@@ -80,7 +83,9 @@ extension Controller {
                 "Application '\(spec.name)': VM '\(vm.name)' is no longer listed; delete it first (vireo vm delete \(vm.name)) "
                     + "or delete the application")
         }
-        return ApplicationDifference.describe(old.spec, spec)
+        // Applying is level-triggered: a listed VM deleted since is made again.
+        let missing = spec.vms.filter { vm in old.spec.vms.contains { $0.name == vm.name } && state.vm(named: vm.name) == nil }
+        return ApplicationDifference.describe(old.spec, spec) + missing.map { "vm \($0.name): created again (it had been deleted)" }
     }
 
     /// Creates or replaces an application after `planApply` accepted it, creating the VMs it
