@@ -215,7 +215,9 @@ struct RebalanceSafetyTests {
     @Test("migrations in flight hold budget")
     func inFlight() {
         var snapshot = crowded()
-        snapshot.migrations = [MigrationInFlight(vm: VMID("noisy-4"), source: HostID("busy4"), destination: HostID("idle1"))]
+        snapshot.migrations = [
+            MigrationInFlight(vm: VMID("noisy-4"), source: HostID("busy4"), destination: HostID("idle1"))
+        ]
         let plan = SLOPolicy().plan(snapshot)
         #expect(plan.actions.count == 1)
         #expect(!plan.actions.contains { ["busy4", "idle1"].contains($0.fromName) || $0.toName == "idle1" })
@@ -240,7 +242,8 @@ struct RebalanceSafetyTests {
         stuck.hosts[0].capabilities = []
         let stuckPlan = SLOPolicy().plan(stuck)
         #expect(stuckPlan.actions.isEmpty)
-        #expect(stuckPlan.considered.allSatisfy { $0.notMoved == .sourceCannotMigrate(.missingCapability(.liveMigration)) })
+        let cannot = NotMovedReason.sourceCannotMigrate(.missingCapability(.liveMigration))
+        #expect(stuckPlan.considered.allSatisfy { $0.notMoved == cannot })
     }
 
     @Test("anti-affinity, capacity and a link too slow for the dirty rate filter destinations")
@@ -303,7 +306,8 @@ struct RebalanceCostModelTests {
         #expect(idle == MigrationCost(totalSeconds: 1, downtimeSeconds: 0, transferredMiB: 1_024, iterations: 1))
         // 1 GiB dirtied at 64 MiB/s: 1 s pass, then 64 MiB (62.5 ms ≤ 300 ms) while paused.
         let light = try model.cost(memoryMiB: 1_024, dirtyMiBPerSecond: 64, bandwidthMiBPerSecond: 1_024).get()
-        #expect(light == MigrationCost(totalSeconds: 1.0625, downtimeSeconds: 0.0625, transferredMiB: 1_088, iterations: 1))
+        #expect(
+            light == MigrationCost(totalSeconds: 1.0625, downtimeSeconds: 0.0625, transferredMiB: 1_088, iterations: 1))
         // 4 GiB at 256 MiB/s: 4 s, then 1 GiB (1 s > 300 ms), then 256 MiB (250 ms) paused.
         let busy = try model.cost(memoryMiB: 4_096, dirtyMiBPerSecond: 256, bandwidthMiBPerSecond: 1_024).get()
         #expect(busy == MigrationCost(totalSeconds: 5.25, downtimeSeconds: 0.25, transferredMiB: 5_376, iterations: 2))
@@ -385,7 +389,9 @@ struct RebalanceDynamicsTests {
         var left: [String: Set<String>] = [:]
         var back: [String] = []
         for move in moves {
-            if left[move.vm, default: []].contains(move.to) { back.append("\(move.vm) back to \(move.to) at \(Int(move.at))s") }
+            if left[move.vm, default: []].contains(move.to) {
+                back.append("\(move.vm) back to \(move.to) at \(Int(move.at))s")
+            }
             left[move.vm, default: []].insert(move.from)
         }
         return back
@@ -405,7 +411,9 @@ struct RebalanceDynamicsTests {
         // Never twice within the cool-down.
         var last: [String: Double] = [:]
         for move in slo {
-            if let previous = last[move.vm] { #expect(move.at - previous >= 3_600, "\(move.vm) moved twice within an hour") }
+            if let previous = last[move.vm] {
+                #expect(move.at - previous >= 3_600, "\(move.vm) moved twice within an hour")
+            }
             last[move.vm] = move.at
         }
     }

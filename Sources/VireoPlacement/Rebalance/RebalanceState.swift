@@ -156,7 +156,9 @@ struct RebalanceState {
         }
         if !hostBudgetLeft(destination) { return filtered(.hostMigrationBudget(limit: budget.perHost)) }
         let loadAfter = host.cpus > 0 ? (demand[destination] + vmDemand[vm]) / Double(host.cpus) : .infinity
-        if let loadLimit, loadAfter > loadLimit { return filtered(.wouldOverload(predicted: loadAfter, limit: loadLimit)) }
+        if let loadLimit, loadAfter > loadLimit {
+            return filtered(.wouldOverload(predicted: loadAfter, limit: loadLimit))
+        }
         let bandwidth = min(host.linkMiBPerSecond, vmHost[vm].map { snapshot.hosts[$0].linkMiBPerSecond } ?? 0)
         switch costModel.cost(
             memoryMiB: Double(request.memoryMiB), dirtyMiBPerSecond: request.dirtyRateMiBPerSecond,

@@ -171,7 +171,8 @@ public struct SLOPolicy: RebalancePolicy {
                     let benefit = burn * relief
                     let cost = weightedCost(destination.cost, own: own)
                     guard benefit >= settings.margin * cost, benefit > 0 else {
-                        note(vm, host: host, .marginNotMet(benefit: benefit, cost: cost, margin: settings.margin), verdicts)
+                        let reason = NotMovedReason.marginNotMet(benefit: benefit, cost: cost, margin: settings.margin)
+                        note(vm, host: host, reason, verdicts)
                         continue
                     }
                     // Eligible; whether it is chosen is settled below.
@@ -265,7 +266,9 @@ public struct SLOPolicy: RebalancePolicy {
             }
             if let worst { result.append(worst) }
         }
-        if result.isEmpty { notes.append("no application burns its error budget faster than \(decimal(settings.burnTrigger, 1))×") }
+        if result.isEmpty {
+            notes.append("no application burns its error budget faster than \(decimal(settings.burnTrigger, 1))×")
+        }
         return result.sorted { ($0.burnRate, $1.application) > ($1.burnRate, $0.application) }
     }
 
