@@ -103,10 +103,10 @@ public struct SLOPolicy: RebalancePolicy {
         let sufferingNames = Set(suffering.map(\.application))
 
         var outcomes: [Int: ConsideredVM] = [:]
-        var order: [Int] = []
+        var consideredOrder: [Int] = []
         var moved = Set<Int>()
         func note(_ vm: Int, host: Int, _ reason: NotMovedReason?, _ destinations: DestinationVerdicts = .init()) {
-            if outcomes[vm] == nil { order.append(vm) }
+            if outcomes[vm] == nil { consideredOrder.append(vm) }
             let request = snapshot.vms[vm]
             outcomes[vm] = ConsideredVM(
                 vm: request.id, vmName: request.name, host: state.hostName(host), notMoved: reason,
@@ -115,7 +115,7 @@ public struct SLOPolicy: RebalancePolicy {
 
         while true {
             var best: Candidate?
-            let order = state.hostsByLoad()
+            let hostOrder = state.hostsByLoad()
             for pressure in pressures {
                 let host = pressure.host
                 let load = state.load(host)
@@ -161,7 +161,7 @@ public struct SLOPolicy: RebalancePolicy {
                     }
                     let (destination, verdicts) = state.bestDestination(
                         for: vm, loadLimit: settings.destinationLoadLimit,
-                        returnBlockSeconds: settings.returnBlockSeconds, order: order)
+                        returnBlockSeconds: settings.returnBlockSeconds, order: hostOrder)
                     guard let destination else {
                         note(vm, host: host, .noHostFits, verdicts)
                         continue
@@ -203,7 +203,7 @@ public struct SLOPolicy: RebalancePolicy {
             note(chosen.vm, host: chosen.source, nil, outcomes[chosen.vm]?.destinations ?? .init())
         }
         // Eligible VMs left when the budget ran out were stopped by the budget, not by a better move.
-        for vm in order {
+        for vm in consideredOrder {
             guard var outcome = outcomes[vm] else { continue }
             if outcome.notMoved == .betterMoveChosen, !state.clusterBudgetLeft {
                 outcome.notMoved = .clusterBudget(limit: settings.budget.perCluster)
