@@ -152,4 +152,11 @@ if Context.environment["VIREO_BENCHMARKS"] == "1" {
             path: "Benchmarks/PlacementBenchmark",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ))
+    package.targets.append(
+        .executableTarget(
+            name: "RebalanceBenchmark",
+            dependencies: ["VireoModel", "VireoPlacement", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/RebalanceBenchmark",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ))
 }
