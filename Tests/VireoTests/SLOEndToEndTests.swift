@@ -62,7 +62,8 @@ extension RealQEMU {
             // `vireo up` leaves its guests running when it stops: a failed test must not leave one behind.
             defer { kill(pid, SIGKILL) }
 
-            // Load: two clients on loopback, each request after the last; bounded in time and count.
+            // Load: two clients on loopback, each pausing 25 ms after each answer (about 60 requests/s
+            // in all: enough to measure, not so much that the guest's CPU is full); bounded in time and count.
             let gauge = LoadGauge()
             let load = Task {
                 await withTaskGroup(of: Void.self) { group in
@@ -72,6 +73,7 @@ extension RealQEMU {
                             while !gauge.stop.withLock({ $0 }), ContinuousClock.now < deadline, gauge.sent.withLock({ $0 }) < 40_000 {
                                 _ = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/"), timeout: .seconds(5))
                                 gauge.sent.withLock { $0 += 1 }
+                                try? await Task.sleep(for: .milliseconds(25))
                             }
                         }
                     }
