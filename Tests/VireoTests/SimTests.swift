@@ -4,11 +4,15 @@ import VireoModel
 import VireoPlacement
 import VireoSim
 
-/// The PlanetLab days shipped next to the repository (../shared/data/planetlab).
+/// The PlanetLab days: next to the repository (../shared/data/planetlab) on the development
+/// machines, otherwise the copy kept with the tests (Fixtures/planetlab, the same files), so a
+/// clean clone on a fresh machine runs the same tests.
 let planetLabDirectory: String = {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-    return root.deletingLastPathComponent().appendingPathComponent("shared/data/planetlab").path
+    let tests = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    let root = tests.deletingLastPathComponent().deletingLastPathComponent()
+    let shared = root.deletingLastPathComponent().appendingPathComponent("shared/data/planetlab").path
+    if FileManager.default.fileExists(atPath: shared + "/20110303.csv.gz") { return shared }
+    return tests.appendingPathComponent("Fixtures/planetlab").path
 }()
 
 @Suite("Sim trace parser")
