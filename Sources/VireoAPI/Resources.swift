@@ -1,5 +1,6 @@
 import Foundation
 import VireoModel
+import VireoTelemetry
 
 /// A VM as the API shows it: the record, flattened, with the host's name resolved.
 public struct VMView: Sendable, Codable, Equatable {
@@ -230,18 +231,8 @@ public struct AppView: Sendable, Codable, Equatable {
             self.address = address
         }
     }
-    public struct CurrentValue: Sendable, Codable, Equatable {
-        public var name: String
-        public var labels: [String: String]
-        public var value: Double
-        public var time: Date
-        public init(name: String, labels: [String: String], value: Double, time: Date) {
-            self.name = name
-            self.labels = labels
-            self.value = value
-            self.time = time
-        }
-    }
+    /// The latest value of a series, as the telemetry engine keeps it.
+    public typealias CurrentValue = TelemetryEngine.CurrentValue
 
     public var name: String
     public var spec: ApplicationSpec

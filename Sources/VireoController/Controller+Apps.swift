@@ -33,10 +33,7 @@ extension Controller {
             AppView.VM(name: $0.name, state: $0.state, host: $0.hostID.flatMap { state.hosts[$0]?.name }, address: $0.address)
         }
         let status = await telemetry.status(app: app.name)
-        let current = withCurrent
-            ? status?.current.filter { !$0.name.hasSuffix("_bucket") }.map {
-                AppView.CurrentValue(name: $0.name, labels: $0.labels, value: $0.value, time: $0.time)
-            } : nil
+        let current = withCurrent ? status?.current.filter { !$0.name.hasSuffix("_bucket") } : nil
         return AppView(
             app: app, vms: vms, objectives: status?.objectives ?? [], lastSampleAt: status?.lastSampleAt,
             lastError: status?.lastError, current: current)
@@ -301,7 +298,12 @@ extension Controller {
                 "objective changed state",
                 metadata: ["app": "\(change.app)", "objective": "\(change.objective)", "from": "\(change.from)", "to": "\(change.to)"])
         }
-        sloGauges.update(await telemetry.allStatuses())
+        // The gauges change only when a window was judged or the applications changed: not every tick.
+        let version = await telemetry.statusVersion
+        if version != gaugedStatusVersion {
+            gaugedStatusVersion = version
+            sloGauges.update(await telemetry.allStatuses())
+        }
     }
 }
 

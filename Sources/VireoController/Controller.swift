@@ -36,6 +36,8 @@ public actor Controller {
     public nonisolated let telemetry: TelemetryEngine
     private let gauges: StateGauges
     let sloGauges: SLOGauges
+    /// `TelemetryEngine.statusVersion` when the SLO gauges were last set.
+    var gaugedStatusVersion = -1
     private let publishedVersion: Mutex<Int>
 
     init(

@@ -38,6 +38,9 @@ public actor TelemetryEngine {
     /// How long after a window ends it is judged, so samples scraped at its end can arrive.
     public let judgeDelayMs: Int64
     public private(set) var ingested = 0
+    /// Bumped whenever an objective's status can have changed (a window judged, the applications
+    /// configured): callers that mirror statuses refresh only when it moved.
+    public private(set) var statusVersion = 0
 
     public init(store: SeriesStore, flushThreshold: Int = 50_000, judgeDelayMs: Int64 = 1_000) {
         self.store = store
@@ -63,6 +66,7 @@ public actor TelemetryEngine {
             next[spec.name] = state
         }
         apps = next
+        statusVersion += 1
     }
 
     /// Takes back every objective's judged windows of its period from the store (after a
@@ -141,7 +145,9 @@ public actor TelemetryEngine {
                     let tracker = state.trackers[i]
                     changes.append(SLOChange(app: name, objective: tracker.objective.name, from: from, to: tracker.state, status: tracker.status()))
                 }
-                for verdict in state.trackers[i].takeUnsaved() {
+                let verdicts = state.trackers[i].takeUnsaved()
+                statusVersion += verdicts.count
+                for verdict in verdicts {
                     pendingVerdicts.append((name, state.trackers[i].objective.name, state.trackers[i].fingerprint, verdict))
                 }
             }
