@@ -35,8 +35,12 @@ public struct InstanceReport: Sendable, Codable, Equatable {
     public var address: String?
     /// Launch to ready of the last start, in milliseconds, when the driver measures it.
     public var bootMs: Int?
+    /// CPU time its hypervisor process has used, seconds, when the driver can tell: the
+    /// controller turns it into the VM's recent CPU use for rebalancing.
+    public var cpuSeconds: Double?
     public init(
-        id: VMID, state: State, generation: Int, message: String? = nil, address: String? = nil, bootMs: Int? = nil
+        id: VMID, state: State, generation: Int, message: String? = nil, address: String? = nil, bootMs: Int? = nil,
+        cpuSeconds: Double? = nil
     ) {
         self.id = id
         self.state = state
@@ -44,6 +48,7 @@ public struct InstanceReport: Sendable, Codable, Equatable {
         self.message = message
         self.address = address
         self.bootMs = bootMs
+        self.cpuSeconds = cpuSeconds
     }
 }
 
@@ -116,14 +121,17 @@ public struct AgentHeartbeat: Sendable, Codable, Equatable {
     public var console: [ConsoleReport]?
     /// Migrations this host takes part in; absent when there are none.
     public var migrations: [MigrationReport]?
+    /// The host's own CPU, when its driver measures it (absent: the controller sums its VMs).
+    public var hostCPU: HostCPUUsage?
     public init(
         hostID: HostID, instances: [InstanceReport], console: [ConsoleReport]? = nil,
-        migrations: [MigrationReport]? = nil
+        migrations: [MigrationReport]? = nil, hostCPU: HostCPUUsage? = nil
     ) {
         self.hostID = hostID
         self.instances = instances
         self.console = console
         self.migrations = migrations
+        self.hostCPU = hostCPU
     }
 }
 

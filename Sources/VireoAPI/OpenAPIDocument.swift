@@ -693,7 +693,8 @@ public enum OpenAPIDocument {
               "host.state",
               "migration",
               "app",
-              "slo"
+              "slo",
+              "plan"
             ]
           },
           "name": {
@@ -833,6 +834,11 @@ public enum OpenAPIDocument {
                 "bootMs": {
                   "type": "integer",
                   "minimum": 0
+                },
+                "cpuSeconds": {
+                  "type": "number",
+                  "minimum": 0,
+                  "description": "CPU time the VM's hypervisor process has used, seconds."
                 }
               }
             }
@@ -885,6 +891,27 @@ public enum OpenAPIDocument {
               "$ref": "#/components/schemas/MigrationReport"
             },
             "description": "Absent when there are none."
+          },
+          "hostCPU": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "busySeconds",
+              "capacity"
+            ],
+            "properties": {
+              "busySeconds": {
+                "type": "number",
+                "minimum": 0,
+                "description": "Busy CPU time of the host (its cgroup, or the machine) since a fixed origin, seconds."
+              },
+              "capacity": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "CPUs the host may use (quota or cpuset), possibly fractional."
+              }
+            },
+            "description": "The host's own CPU, when its driver measures it."
           }
         }
       },
@@ -1837,6 +1864,320 @@ public enum OpenAPIDocument {
             }
           }
         }
+      },
+      "PlanState": {
+        "type": "string",
+        "enum": [
+          "dry-run",
+          "executing",
+          "completed",
+          "failed"
+        ]
+      },
+      "PlanAction": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "vm",
+          "vmID",
+          "from",
+          "to",
+          "reason",
+          "explanation",
+          "predicted",
+          "outcome"
+        ],
+        "properties": {
+          "vm": {
+            "type": "string"
+          },
+          "vmID": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "from": {
+            "type": "string",
+            "description": "Host it leaves."
+          },
+          "to": {
+            "type": "string",
+            "description": "Host it goes to."
+          },
+          "reason": {
+            "type": "string",
+            "enum": [
+              "objective-pressure",
+              "host-over-threshold"
+            ]
+          },
+          "application": {
+            "type": "string"
+          },
+          "objective": {
+            "type": "string"
+          },
+          "explanation": {
+            "type": "string",
+            "description": "Why, in a sentence: the objective and its burn rate, the host's CPU, what the move relieves, its cost."
+          },
+          "predicted": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": [
+              "sourceLoadBefore",
+              "sourceLoadAfter",
+              "destinationLoadBefore",
+              "destinationLoadAfter",
+              "migrationSeconds",
+              "downtimeMs",
+              "transferredMiB"
+            ],
+            "properties": {
+              "sourceLoadBefore": {
+                "type": "number"
+              },
+              "sourceLoadAfter": {
+                "type": "number"
+              },
+              "destinationLoadBefore": {
+                "type": "number"
+              },
+              "destinationLoadAfter": {
+                "type": "number"
+              },
+              "migrationSeconds": {
+                "type": "number"
+              },
+              "downtimeMs": {
+                "type": "integer"
+              },
+              "transferredMiB": {
+                "type": "number"
+              },
+              "benefit": {
+                "type": "number",
+                "description": "Burn rate × relief (`slo` policy)."
+              },
+              "weightedCost": {
+                "type": "number",
+                "description": "The cost it was compared with (`slo` policy)."
+              }
+            },
+            "description": "Loads are CPU demand over cores."
+          },
+          "migration": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The migration started for it."
+          },
+          "outcome": {
+            "type": "string",
+            "description": "`planned`, `skipped`, or its migration's state."
+          },
+          "outcomeMessage": {
+            "type": "string"
+          },
+          "downtimeMs": {
+            "type": "integer",
+            "minimum": 0
+          },
+          "endedAt": {
+            "type": "string",
+            "format": "date-time"
+          }
+        },
+        "description": "One live migration of a plan."
+      },
+      "PlanConsidered": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "vm",
+          "host",
+          "moved",
+          "destinations"
+        ],
+        "properties": {
+          "vm": {
+            "type": "string"
+          },
+          "host": {
+            "type": "string"
+          },
+          "moved": {
+            "type": "boolean"
+          },
+          "reason": {
+            "type": "string",
+            "description": "Why it is not moved."
+          },
+          "destinations": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "host"
+              ],
+              "properties": {
+                "host": {
+                  "type": "string"
+                },
+                "filtered": {
+                  "type": "string",
+                  "description": "Why this host cannot take it."
+                },
+                "loadAfter": {
+                  "type": "number"
+                }
+              }
+            }
+          },
+          "omitted": {
+            "type": "object",
+            "additionalProperties": {
+              "type": "integer"
+            },
+            "description": "Destinations not listed one by one, counted by kind (large clusters)."
+          }
+        },
+        "description": "A VM the policy looked at."
+      },
+      "Plan": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "id",
+          "policy",
+          "trigger",
+          "state",
+          "createdAt",
+          "actions",
+          "considered",
+          "notes"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "description": "`dry-run` for a plan that was not executed."
+          },
+          "policy": {
+            "type": "string"
+          },
+          "trigger": {
+            "type": "string",
+            "enum": [
+              "manual",
+              "automatic"
+            ]
+          },
+          "state": {
+            "$ref": "#/components/schemas/PlanState"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "endedAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "message": {
+            "type": "string"
+          },
+          "actions": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/PlanAction"
+            }
+          },
+          "considered": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/PlanConsidered"
+            }
+          },
+          "notes": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            }
+          }
+        },
+        "description": "A rebalancing plan: the moves in order with reasons, predictions and outcomes, and everything the policy weighed."
+      },
+      "PlanList": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "items"
+        ],
+        "properties": {
+          "items": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/Plan"
+            }
+          }
+        },
+        "description": "Executed plans, newest first."
+      },
+      "PlanRequest": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [],
+        "properties": {
+          "policy": {
+            "type": "string",
+            "description": "`slo`, `threshold` or `threshold-<fraction>`; default: the cluster's, else `slo`."
+          },
+          "execute": {
+            "type": "boolean",
+            "default": false,
+            "description": "Start the moves and store the plan; otherwise a dry run."
+          }
+        }
+      },
+      "RebalanceSettings": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "intervalSeconds"
+        ],
+        "properties": {
+          "policy": {
+            "type": "string",
+            "description": "Absent: the controller does not rebalance on its own."
+          },
+          "intervalSeconds": {
+            "type": "number",
+            "minimum": 0.5,
+            "maximum": 86400
+          }
+        }
+      },
+      "RebalanceStatus": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "settings",
+          "policies"
+        ],
+        "properties": {
+          "settings": {
+            "$ref": "#/components/schemas/RebalanceSettings"
+          },
+          "policies": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            }
+          },
+          "lastPlan": {
+            "$ref": "#/components/schemas/Plan"
+          }
+        },
+        "description": "How the cluster rebalances itself and what its last automatic plan found."
       }
     }
   },
@@ -2720,6 +3061,182 @@ public enum OpenAPIDocument {
             "$ref": "#/components/responses/Error"
           },
           "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/plans": {
+      "get": {
+        "summary": "Executed rebalancing plans with their outcomes, newest first.",
+        "parameters": [
+          {
+            "name": "limit",
+            "in": "query",
+            "required": false,
+            "schema": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000,
+              "default": 100
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The plans.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/PlanList"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      },
+      "post": {
+        "summary": "Plan with a policy: a dry run, or with `execute` the moves start (within the migration budgets) and the plan is stored. If a move cannot start the rest are not started and the plan fails.",
+        "requestBody": {
+          "required": false,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/PlanRequest"
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The dry run.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Plan"
+                }
+              }
+            }
+          },
+          "201": {
+            "description": "The executed plan.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Plan"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/plans/{plan}": {
+      "parameters": [
+        {
+          "name": "plan",
+          "in": "path",
+          "required": true,
+          "schema": {
+            "type": "string"
+          }
+        }
+      ],
+      "get": {
+        "summary": "One executed plan.",
+        "responses": {
+          "200": {
+            "description": "The plan.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Plan"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          },
+          "404": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      }
+    },
+    "/v1/rebalance": {
+      "get": {
+        "summary": "How the cluster rebalances itself, and its last automatic plan.",
+        "responses": {
+          "200": {
+            "description": "The settings.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/RebalanceStatus"
+                }
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/Error"
+          }
+        }
+      },
+      "put": {
+        "summary": "Set the cluster's rebalancing policy (`off` to stop) and interval; stored, and kept across restarts.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": [
+                  "policy"
+                ],
+                "properties": {
+                  "policy": {
+                    "type": "string",
+                    "description": "`slo`, `threshold`, `threshold-<fraction>` or `off`."
+                  },
+                  "intervalSeconds": {
+                    "type": "number",
+                    "minimum": 0.5,
+                    "maximum": 86400
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The new settings.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/RebalanceStatus"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/Error"
+          },
+          "401": {
             "$ref": "#/components/responses/Error"
           }
         }

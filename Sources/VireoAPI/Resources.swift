@@ -148,6 +148,8 @@ public struct ClusterEvent: Sendable, Codable, Equatable {
         case app = "app"
         /// An objective changed state (`from`/`to` are SLO states); `name` is `app/objective`.
         case slo = "slo"
+        /// A rebalancing plan was executed or ended (`to` is its state); `name` is the plan ID.
+        case plan = "plan"
     }
     /// Increases by one per event; clients resume with `Last-Event-ID`.
     public var seq: Int
@@ -341,4 +343,37 @@ public struct SeriesData: Sendable, Codable, Equatable {
 public struct IngestResult: Sendable, Codable, Equatable {
     public var accepted: Int
     public init(accepted: Int) { self.accepted = accepted }
+}
+
+/// `POST /v1/plans`: plan with a policy (the cluster's, else `slo`); `execute` starts the moves
+/// and stores the plan, otherwise it is a dry run.
+public struct PlanRequest: Sendable, Codable, Equatable {
+    public var policy: String?
+    public var execute: Bool?
+
+    public init(policy: String? = nil, execute: Bool? = nil) {
+        self.policy = policy
+        self.execute = execute
+    }
+}
+
+/// Executed plans, newest first.
+public struct PlanList: Sendable, Codable, Equatable {
+    public var items: [Plan]
+    public init(items: [Plan]) { self.items = items }
+}
+
+/// `GET /v1/rebalance`: how the cluster rebalances itself, and what its last automatic plan
+/// found (moves or not).
+public struct RebalanceStatus: Sendable, Codable, Equatable {
+    public var settings: RebalanceSettings
+    /// The policies that can be set.
+    public var policies: [String]
+    public var lastPlan: Plan?
+
+    public init(settings: RebalanceSettings, policies: [String], lastPlan: Plan?) {
+        self.settings = settings
+        self.policies = policies
+        self.lastPlan = lastPlan
+    }
 }

@@ -97,6 +97,12 @@ public final class Agent: Service {
         do {
             let hostID = try await registeredHostID()
             let statuses = try await driver.status()
+            // CPU time of each running VM and of the host: the controller's rebalancing reads them.
+            var cpuSeconds: [VMID: Double] = [:]
+            for status in statuses where status.state == .running {
+                cpuSeconds[status.id] = await driver.usage(status.id)?.cpuSeconds
+            }
+            let hostCPU = await driver.hostUsage()
             let reports = state.withLock { s in
                 s.transitioning =
                     statuses.contains { $0.state == .starting || $0.state == .stopping }
@@ -106,7 +112,7 @@ public final class Agent: Service {
                     InstanceReport(
                         id: $0.id, state: InstanceReport.State(rawValue: $0.state.rawValue) ?? .failed,
                         generation: s.acted[$0.id] ?? 0, message: $0.message, address: $0.address,
-                        bootMs: $0.bootMs)
+                        bootMs: $0.bootMs, cpuSeconds: cpuSeconds[$0.id])
                 }
             }
             let console = await consoleReports(for: statuses)
@@ -116,7 +122,7 @@ public final class Agent: Service {
                 desired = try await link.heartbeat(
                     AgentHeartbeat(
                         hostID: hostID, instances: reports, console: console.isEmpty ? nil : console,
-                        migrations: migrationReports.isEmpty ? nil : migrationReports))
+                        migrations: migrationReports.isEmpty ? nil : migrationReports, hostCPU: hostCPU))
             } catch let error as VireoError where error.code == .notFound {
                 // The controller forgot us (new store): register again next round.
                 state.withLock { $0.hostID = nil }

@@ -90,6 +90,20 @@ public struct VireoClient: Sendable {
         try await get("/v1/migrations/\(escape(id.rawValue))")
     }
 
+    /// A dry run, or with `execute` an executed and stored plan.
+    public func plan(policy: String?, execute: Bool) async throws -> Plan {
+        try await send(.POST, "/v1/plans", body: try VireoJSON.encoder().encode(PlanRequest(policy: policy, execute: execute)))
+    }
+    public func plans(limit: Int = 100) async throws -> PlanList { try await get("/v1/plans?limit=\(limit)") }
+    public func plan(_ id: String) async throws -> Plan { try await get("/v1/plans/\(escape(id))") }
+    public func rebalance() async throws -> RebalanceStatus { try await get("/v1/rebalance") }
+    /// `policy` `off` stops automatic rebalancing.
+    public func setRebalance(policy: String, intervalSeconds: Double?) async throws -> RebalanceStatus {
+        var body: [String: JSONValue] = ["policy": .string(policy)]
+        if let intervalSeconds { body["intervalSeconds"] = .number(intervalSeconds) }
+        return try await send(.PUT, "/v1/rebalance", body: try VireoJSON.encoder().encode(JSONValue.object(body)))
+    }
+
     public func apply(manifest: String) async throws -> ApplyResult {
         try await send(.POST, "/v1/apply", body: Data(manifest.utf8), contentType: "application/yaml")
     }

@@ -71,6 +71,7 @@ extension Controller: ControllerLink {
         }
         // Migrations first: a VM that has just moved is no longer this host's to observe.
         try await applyMigrationReports(heartbeat, at: time)
+        recordUsage(heartbeat, at: time)
         let reports = Dictionary(heartbeat.instances.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var updated: [VirtualMachine] = []
         var removed: [VirtualMachine] = []

@@ -14,6 +14,11 @@ extension Controller {
     {
         await lock.acquire()
         defer { lock.release() }
+        return view(try await startMigration(reference, to: hostReference, reason: reason))
+    }
+
+    /// Checks and records a migration. Call with the lock held.
+    func startMigration(_ reference: String, to hostReference: String, reason: String) async throws -> Migration {
         let vm = try lookupVM(reference)
         guard let destination = state.host(named: hostReference) ?? state.hosts[HostID(hostReference)] else {
             throw VireoError.notFound("host", hostReference)
@@ -49,7 +54,7 @@ extension Controller {
         try await store.commit(StoreBatch(migrations: [migration]))
         remember(migration)
         events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
-        return view(migration)
+        return migration
     }
 
     public func listMigrations(vm reference: String? = nil, limit: Int = 100) throws -> MigrationList {

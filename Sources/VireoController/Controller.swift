@@ -36,6 +36,16 @@ public actor Controller {
     public nonisolated let telemetry: TelemetryEngine
     private let gauges: StateGauges
     let sloGauges: SLOGauges
+    /// Recent CPU of hosts (fractions of their capacity) and VMs (cores), from heartbeats.
+    var hostUsage = UsageHistory<HostID>()
+    var vmUsage = UsageHistory<VMID>()
+    /// Executed rebalancing plans by ID (the store has them all).
+    var plans: [String: Plan]
+    /// How the cluster rebalances itself.
+    var rebalance: RebalanceSettings
+    var lastRebalanceAt: Date?
+    /// The last plan the rebalancing loop made, with or without moves.
+    var lastAutomaticPlan: Plan?
     /// `TelemetryEngine.statusVersion` when the SLO gauges were last set.
     var gaugedStatusVersion = -1
     private let publishedVersion: Mutex<Int>
@@ -45,6 +55,8 @@ public actor Controller {
         now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory, telemetry: TelemetryEngine
     ) {
         self.apps = Dictionary(loaded.apps.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
+        self.plans = Dictionary(loaded.plans.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+        self.rebalance = settings.rebalance ?? loaded.rebalance ?? RebalanceSettings()
         self.telemetry = telemetry
         self.sloGauges = SLOGauges(factory: metricsFactory)
         self.consoleOffsets = consoleOffsets
@@ -77,6 +89,10 @@ public actor Controller {
     ) async throws -> Controller {
         let loaded = try await store.load()
         let consoleOffsets = try await store.consoleOffsets()
+        if let rebalance = settings.rebalance, rebalance != loaded.rebalance {
+            // Given at start (`--rebalance`): it is what the cluster does from now on.
+            try await store.commit(StoreBatch(rebalance: rebalance))
+        }
         let engine = try telemetry ?? TelemetryEngine(store: SeriesStore())
         await engine.configure(loaded.apps.map(\.spec))
         try await engine.restore(now: Int64(now().timeIntervalSince1970 * 1000))

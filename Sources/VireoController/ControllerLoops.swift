@@ -22,6 +22,8 @@ public struct ControllerLoops: Service {
                 try await controller.schedulePending()
                 try await controller.expireMigrations()
                 await controller.evaluateSLOs()
+                try await controller.settlePlans()
+                try await controller.rebalanceIfDue()
                 try await controller.telemetry.flush()
                 if ContinuousClock.now - lastCompaction > .seconds(60) {
                     lastCompaction = .now

@@ -1,3 +1,4 @@
+import VireoModel
 import VireoPlacement
 
 public struct ControllerSettings: Sendable {
@@ -10,12 +11,20 @@ public struct ControllerSettings: Sendable {
     public var placement: PlacementSettings
     /// How long a migration's destination may take to get ready and its source to start sending.
     public var migrationStartTimeout: Duration
+    /// How the cluster rebalances itself, overriding what is stored (`--rebalance`); nil keeps
+    /// what is stored.
+    public var rebalance: RebalanceSettings?
+    /// Bandwidth a live migration is predicted to get between hosts, MiB/s.
+    public var migrationLinkMiBPerSecond: Double
 
     public init(
         heartbeatInterval: Duration = .seconds(1), hostTimeout: Duration = .seconds(5),
         tickInterval: Duration = .milliseconds(500), placement: PlacementSettings = .init(),
-        migrationStartTimeout: Duration = .seconds(60)
+        migrationStartTimeout: Duration = .seconds(60), rebalance: RebalanceSettings? = nil,
+        migrationLinkMiBPerSecond: Double = 1_024
     ) {
+        self.rebalance = rebalance
+        self.migrationLinkMiBPerSecond = migrationLinkMiBPerSecond
         self.heartbeatInterval = heartbeatInterval
         self.hostTimeout = hostTimeout
         self.tickInterval = tickInterval

@@ -121,6 +121,10 @@ public protocol HypervisorDriver: Sendable {
     /// tell or the VM does not run.
     func usage(_ id: VMID) async -> ResourceUsage?
 
+    /// The CPU of the host this driver runs VMs on (busy time and capacity); nil when it cannot
+    /// tell — the controller then takes the sum of the VMs' use.
+    func hostUsage() async -> HostCPUUsage?
+
     /// Called when the agent exits: let go of the VMs without stopping them (they keep running,
     /// and the next agent re-adopts them through `recover`).
     func detach() async
@@ -141,6 +145,7 @@ public struct ResourceUsage: Sendable, Equatable {
 extension HypervisorDriver {
     public func detach() async {}
     public func usage(_ id: VMID) async -> ResourceUsage? { nil }
+    public func hostUsage() async -> HostCPUUsage? { nil }
     public func onStateChange(_ handler: @escaping @Sendable () -> Void) async {}
     public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
         -> String

@@ -116,6 +116,7 @@ public actor QEMUDriver: HypervisorDriver {
     private let images: @Sendable (String) async throws -> GuestImage
     private let logger: Logger
     private let runtimeDirectory: String
+    private let hostMeter = HostCPUMeter.detect()
     private var instances: [VMID: Instance] = [:]
     /// One resolution per image name, shared by concurrent creates (the first one may build it).
     private var imageResolutions: [String: Task<GuestImage, any Error>] = [:]
@@ -669,6 +670,9 @@ public actor QEMUDriver: HypervisorDriver {
             directory: directory, record: directory + "/vm.json", serial: directory + "/serial.log", pid: directory + "/qemu.pid", run: directory + "/run.json",
             qmp: "\(runtimeDirectory)/\(id).qmp")
     }
+
+    /// The host's CPU: its cgroup's (a testbed host) or the machine's.
+    public func hostUsage() async -> HostCPUUsage? { hostMeter.read() }
 
     public func usage(_ id: VMID) async -> ResourceUsage? {
         guard let instance = instances[id], instance.state == .running, let pid = instance.pid else { return nil }

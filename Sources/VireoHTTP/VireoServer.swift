@@ -50,6 +50,7 @@ public struct VireoServer: Sendable {
         addHostRoutes(router)
         addVMRoutes(router)
         addAppRoutes(router)
+        addPlanRoutes(router)
         addAgentRoutes(router)
         addEventRoutes(router)
         return router
@@ -159,6 +160,34 @@ public struct VireoServer: Sendable {
         }
     }
 
+    func addPlanRoutes(_ router: Router<BasicRequestContext>) {
+        let controller = self.controller
+        router.post("/v1/plans") { request, _ in
+            let body = try FieldReader(try await readJSONBody(request, emptyAs: .object([:])), path: "")
+            try body.rejectUnknown(allowed: ["policy", "execute"])
+            let execute = try body.bool("execute") ?? false
+            let plan = try await controller.plan(policy: try body.string("policy"), execute: execute)
+            return try json(plan, status: execute ? .created : .ok)
+        }
+        router.get("/v1/plans") { request, _ in
+            let limit = try intParameter(request.uri.queryParameters.get("limit"), name: "limit", range: 1...1000) ?? 100
+            return try json(await controller.listPlans(limit: limit))
+        }
+        router.get("/v1/plans/{plan}") { _, context in
+            try json(try await controller.storedPlan(context.parameters.require("plan")))
+        }
+        router.get("/v1/rebalance") { _, _ in try json(await controller.rebalanceStatus()) }
+        router.put("/v1/rebalance") { request, _ in
+            let body = try FieldReader(try await readJSONBody(request), path: "")
+            try body.rejectUnknown(allowed: ["policy", "intervalSeconds"])
+            let policy = try body.requiredString("policy")
+            var settings = await controller.rebalanceStatus().settings
+            settings.policy = policy.lowercased() == "off" ? nil : policy
+            settings.intervalSeconds = try body.double("intervalSeconds") ?? settings.intervalSeconds
+            return try json(try await controller.setRebalance(settings))
+        }
+    }
+
     func addAgentRoutes(_ router: Router<BasicRequestContext>) {
         let controller = self.controller
         router.post("/v1/agent/samples") { request, _ in
@@ -202,8 +231,10 @@ func readText(_ request: Request) async throws -> String {
 }
 
 /// Reads a JSON body into a `JSONValue`, so validation can name fields precisely.
-func readJSONBody(_ request: Request) async throws -> JSONValue {
+/// The request's JSON body; an empty body is `emptyAs` if given, else refused.
+func readJSONBody(_ request: Request, emptyAs: JSONValue? = nil) async throws -> JSONValue {
     let text = try await readText(request)
+    if text.isEmpty, let emptyAs { return emptyAs }
     guard !text.isEmpty else { throw VireoError(.invalidArgument, "body: is required (a JSON object)") }
     do {
         return try VireoJSON.decoder().decode(JSONValue.self, from: Data(text.utf8))

@@ -7,11 +7,20 @@ public struct StoredCluster: Sendable, Equatable {
     /// Every migration recorded, oldest first.
     public var migrations: [Migration]
     public var apps: [AppRecord]
-    public init(hosts: [HostRecord], vms: [VirtualMachine], migrations: [Migration] = [], apps: [AppRecord] = []) {
+    /// Executed rebalancing plans, oldest first.
+    public var plans: [Plan]
+    /// How the cluster rebalances itself; nil if never set.
+    public var rebalance: RebalanceSettings?
+    public init(
+        hosts: [HostRecord], vms: [VirtualMachine], migrations: [Migration] = [], apps: [AppRecord] = [],
+        plans: [Plan] = [], rebalance: RebalanceSettings? = nil
+    ) {
         self.hosts = hosts
         self.vms = vms
         self.migrations = migrations
         self.apps = apps
+        self.plans = plans
+        self.rebalance = rebalance
     }
 }
 
@@ -27,11 +36,17 @@ public struct StoreBatch: Sendable, Equatable {
     /// Applications to insert or replace, by name.
     public var apps: [AppRecord]
     public var deletedApps: [String]
+    /// Plans to insert or replace, by ID.
+    public var plans: [Plan]
+    public var rebalance: RebalanceSettings?
 
     public init(
         updatedVMs: [VirtualMachine] = [], deletedVMs: [VMID] = [], hosts: [HostRecord] = [],
-        migrations: [Migration] = [], apps: [AppRecord] = [], deletedApps: [String] = []
+        migrations: [Migration] = [], apps: [AppRecord] = [], deletedApps: [String] = [], plans: [Plan] = [],
+        rebalance: RebalanceSettings? = nil
     ) {
+        self.plans = plans
+        self.rebalance = rebalance
         self.updatedVMs = updatedVMs
         self.deletedVMs = deletedVMs
         self.hosts = hosts
@@ -42,6 +57,7 @@ public struct StoreBatch: Sendable, Equatable {
 
     public var isEmpty: Bool {
         updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty && migrations.isEmpty && apps.isEmpty && deletedApps.isEmpty
+            && plans.isEmpty && rebalance == nil
     }
 }
 

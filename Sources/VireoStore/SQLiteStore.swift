@@ -73,6 +73,17 @@ public final class SQLiteStore: ClusterStore {
                 t.column("body", .blob).notNull()
             }
         }
+        migrator.registerMigration("v5: rebalancing plans and settings") { db in
+            try db.create(table: "plans") { t in
+                t.primaryKey("id", .text)
+                t.column("created_at", .double).notNull().indexed()
+                t.column("body", .blob).notNull()
+            }
+            try db.create(table: "settings") { t in
+                t.primaryKey("key", .text)
+                t.column("body", .blob).notNull()
+            }
+        }
         return migrator
     }
 
@@ -95,7 +106,14 @@ public final class SQLiteStore: ClusterStore {
             let apps = try Row.fetchAll(db, sql: "SELECT body FROM apps ORDER BY name").map {
                 try self.decoder.decode(AppRecord.self, from: $0["body"] as Data)
             }
-            return StoredCluster(hosts: hosts, vms: vms, migrations: migrations, apps: apps)
+            let plans = try Row.fetchAll(db, sql: "SELECT body FROM plans ORDER BY created_at, id").map {
+                try self.decoder.decode(Plan.self, from: $0["body"] as Data)
+            }
+            let rebalance = try Row.fetchOne(db, sql: "SELECT body FROM settings WHERE key = 'rebalance'").map {
+                try self.decoder.decode(RebalanceSettings.self, from: $0["body"] as Data)
+            }
+            return StoredCluster(
+                hosts: hosts, vms: vms, migrations: migrations, apps: apps, plans: plans, rebalance: rebalance)
         }
     }
 
@@ -118,6 +136,8 @@ public final class SQLiteStore: ClusterStore {
         let hosts = try batch.hosts.map { ($0, try encoder.encode($0)) }
         let migrations = try batch.migrations.map { ($0, try encoder.encode($0)) }
         let apps = try batch.apps.map { ($0, try encoder.encode($0)) }
+        let plans = try batch.plans.map { ($0, try encoder.encode($0)) }
+        let rebalance = try batch.rebalance.map { try encoder.encode($0) }
         do {
             try await writer.write { db in
                 for (vm, body) in vms {
@@ -145,6 +165,16 @@ public final class SQLiteStore: ClusterStore {
                     try db.execute(
                         sql: "INSERT INTO apps (name, body) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
                         arguments: [app.name, body])
+                }
+                for (plan, body) in plans {
+                    try db.execute(
+                        sql: "INSERT INTO plans (id, created_at, body) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                        arguments: [plan.id, plan.createdAt.timeIntervalSince1970, body])
+                }
+                if let rebalance {
+                    try db.execute(
+                        sql: "INSERT INTO settings (key, body) VALUES ('rebalance', ?) ON CONFLICT(key) DO UPDATE SET body = excluded.body",
+                        arguments: [rebalance])
                 }
                 for name in batch.deletedApps {
                     try db.execute(sql: "DELETE FROM apps WHERE name = ?", arguments: [name])

@@ -25,10 +25,17 @@ struct CgroupTree {
         }
     }
 
+    /// v1 with `cpuacct` mounted on its own (not with `cpu`): hosts need a group there too.
+    var separateCPUAccounting: Bool {
+        guard version == .v1, FileManager.default.fileExists(atPath: "\(root)/cpuacct/cpuacct.usage") else { return false }
+        let resolve = { (path: String) in URL(fileURLWithPath: path).resolvingSymlinksInPath().path }
+        return resolve("\(root)/cpuacct") != resolve("\(root)/cpu")
+    }
+
     /// The directories above the hosts' groups, removed last.
     var parents: [String] {
         switch version {
-        case .v1: ["\(root)/cpu/\(name)", "\(root)/cpuset/\(name)"]
+        case .v1: ["\(root)/cpu/\(name)", "\(root)/cpuset/\(name)"] + (separateCPUAccounting ? ["\(root)/cpuacct/\(name)"] : [])
         case .v2: ["\(root)/\(name)"]
         case .unavailable: []
         }
@@ -60,7 +67,11 @@ struct CgroupTree {
             if let cpu { try write(String(cpu), to: cpusetGroup + "/cpuset.cpus") } else {
                 try copy("cpuset.cpus", from: parent, to: cpusetGroup)
             }
-            return [cpuGroup, cpusetGroup]
+            // The host's agent measures its CPU time in its own accounting group.
+            guard separateCPUAccounting else { return [cpuGroup, cpusetGroup] }
+            let accountingGroup = "\(root)/cpuacct/\(name)/\(host)"
+            try make(accountingGroup)
+            return [cpuGroup, cpusetGroup, accountingGroup]
         case .v2:
             let parent = "\(root)/\(name)"
             try write("+cpu +cpuset", to: "\(root)/cgroup.subtree_control")

@@ -28,6 +28,13 @@ struct ServeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error.", valueName: "level"))
     var logLevel: String = "info"
 
+    @Option(
+        help: ArgumentHelp(
+            "Rebalance the cluster on its own with this policy (slo, threshold, threshold-<fraction>, off); "
+                + "kept across restarts. Default: what was set last (`vireo rebalance set`), else off.",
+            valueName: "policy"))
+    var rebalance: String?
+
     static func defaultDataDirectory() -> String {
         let env = ProcessInfo.processInfo.environment
         if let xdg = env["XDG_DATA_HOME"], !xdg.isEmpty { return xdg + "/vireo" }
@@ -82,8 +89,14 @@ struct ControlPlane {
         try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
         let registry = PrometheusCollectorRegistry()
         let store = try SQLiteStore(path: options.dataDir + "/vireo.db")
+        var settings = ControllerSettings()
+        if let policy = options.rebalance {
+            let name = policy.lowercased() == "off" ? nil : policy
+            if let name { _ = try Controller.policy(name, field: "--rebalance") }
+            settings.rebalance = RebalanceSettings(policy: name)
+        }
         let controller = try await Controller.open(
-            store: store, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry),
+            store: store, settings: settings, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry),
             telemetry: TelemetryEngine(store: SeriesStore(path: options.dataDir + "/telemetry.db")))
         var tokens: AccessTokens?
         if !isLoopback(host) {

@@ -143,6 +143,8 @@ struct SQLiteStoreTests {
         }
         let reopened = try SQLiteStore(path: path)
         #expect(try await reopened.load().vms == [vm])
-        #expect(try reopened.appliedMigrations() == ["v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications"])
+        #expect(try reopened.appliedMigrations() == ["v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
+            "v5: rebalancing plans and settings",
+        ])
     }
 }

@@ -130,6 +130,8 @@ public struct DestinationVerdicts: Sendable, Equatable {
 public enum NotMovedReason: Sendable, Equatable, CustomStringConvertible {
     /// It moved recently: moving it again now is how eviction loops start.
     case coolDown(movedSecondsAgo: Double, coolDownSeconds: Double)
+    /// Its spec pins it to its host.
+    case pinned(host: String)
     case alreadyMigrating
     case clusterBudget(limit: Int)
     case hostBudget(host: String, limit: Int)
@@ -149,6 +151,7 @@ public enum NotMovedReason: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .coolDown(let ago, let coolDown):
             "moved \(DurationText.format(ago)) ago, cool-down \(DurationText.format(coolDown))"
+        case .pinned(let host): "pinned to \(host)"
         case .alreadyMigrating: "already migrating"
         case .clusterBudget(let limit): "cluster budget of \(limit) concurrent migrations reached"
         case .hostBudget(let host, let limit): "host \(host) already in \(limit) migration(s)"

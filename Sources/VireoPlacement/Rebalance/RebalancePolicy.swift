@@ -14,11 +14,14 @@ public enum RebalancePolicies {
 
     /// `slo`, `threshold` or `threshold-<fraction of host CPU>`. Throws `PolicyNameError` naming
     /// the bad part.
-    public static func make(_ name: String) throws(PolicyNameError) -> any RebalancePolicy {
+    /// `placement` gives the capacity rules destinations are checked against.
+    public static func make(_ name: String, placement: PlacementSettings = .init()) throws(PolicyNameError)
+        -> any RebalancePolicy
+    {
         let lower = name.lowercased()
         switch lower {
-        case "slo": return SLOPolicy(name: lower)
-        case "threshold": return ThresholdPolicy(name: lower)
+        case "slo": return SLOPolicy(name: lower, settings: .init(placement: placement))
+        case "threshold": return ThresholdPolicy(name: lower, settings: .init(placement: placement))
         default: break
         }
         let parts = lower.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
@@ -29,6 +32,6 @@ public enum RebalancePolicies {
         guard let threshold = Double(parts[1]), threshold > 0, threshold <= 1 else {
             throw PolicyNameError(name: name, reason: "threshold '\(parts[1])' must be a number in (0, 1]")
         }
-        return ThresholdPolicy(name: lower, settings: .init(threshold: threshold))
+        return ThresholdPolicy(name: lower, settings: .init(threshold: threshold, placement: placement))
     }
 }

@@ -51,12 +51,15 @@ public struct RebalanceVM: Sendable, Equatable {
     public var lastMovedAt: Double?
     /// The host it left when it last moved; nil if never.
     public var previousHost: HostID?
+    /// Pinned to its host by its spec: never moved by a policy.
+    public var pinned: Bool
 
     public init(
         id: VMID, name: String, host: HostID, cpus: Int, memoryMiB: Int, cpuUsageHistory: [Double] = [],
         dirtyRateMiBPerSecond: Double = 0, application: String? = nil, antiAffinityGroup: String? = nil,
-        lastMovedAt: Double? = nil, previousHost: HostID? = nil
+        lastMovedAt: Double? = nil, previousHost: HostID? = nil, pinned: Bool = false
     ) {
+        self.pinned = pinned
         self.id = id
         self.name = name
         self.host = host
@@ -75,10 +78,14 @@ public struct RebalanceVM: Sendable, Equatable {
 public struct RebalanceApplication: Sendable, Equatable {
     public var name: String
     public var objectives: [ObjectiveStatus]
+    /// When the last move made for it ended, in the snapshot's seconds (its `now` while one is
+    /// still under way); nil if none. Its objectives need time to show the effect.
+    public var lastMoveEndedAt: Double?
 
-    public init(name: String, objectives: [ObjectiveStatus]) {
+    public init(name: String, objectives: [ObjectiveStatus], lastMoveEndedAt: Double? = nil) {
         self.name = name
         self.objectives = objectives
+        self.lastMoveEndedAt = lastMoveEndedAt
     }
 }
 

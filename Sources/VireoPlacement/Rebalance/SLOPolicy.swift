@@ -48,6 +48,9 @@ public struct SLOPolicy: RebalancePolicy {
         public var coolDownSeconds: Double
         /// A VM does not go back to the host it left less than this many seconds ago.
         public var returnBlockSeconds: Double
+        /// After a move made for an application, it is left alone for this many of its objective's
+        /// shortest burn-rate lookbacks, so that the objective can show the effect (hysteresis).
+        public var settleLookbacks: Double
         /// Samples averaged for "recent" (host and VM CPU).
         public var window: Int
         public var budget: MigrationBudget
@@ -59,7 +62,7 @@ public struct SLOPolicy: RebalancePolicy {
             destinationLoadLimit: Double = 0.6, margin: Double = 2, costFloor: Double = 0.05,
             secondsPerCostUnit: Double = 60, downtimeWeight: Double = 2, ownDowntimeFactor: Double = 50,
             spareBudget: Double = 0.5, coolDownSeconds: Double = 3_600, returnBlockSeconds: Double = 86_400,
-            window: Int = 3,
+            settleLookbacks: Double = 2, window: Int = 3,
             budget: MigrationBudget = .init(), placement: PlacementSettings = .init(),
             costModel: MigrationCostModel = .init()
         ) {
@@ -75,6 +78,7 @@ public struct SLOPolicy: RebalancePolicy {
             self.spareBudget = spareBudget
             self.coolDownSeconds = coolDownSeconds
             self.returnBlockSeconds = returnBlockSeconds
+            self.settleLookbacks = settleLookbacks
             self.window = window
             self.budget = budget
             self.placement = placement
@@ -130,6 +134,10 @@ public struct SLOPolicy: RebalancePolicy {
                     let request = snapshot.vms[vm]
                     if state.migrating[vm] {
                         note(vm, host: host, .alreadyMigrating)
+                        continue
+                    }
+                    if request.pinned {
+                        note(vm, host: host, .pinned(host: state.hostName(host)))
                         continue
                     }
                     if let movedAt = request.lastMovedAt, snapshot.now - movedAt < settings.coolDownSeconds {
@@ -264,12 +272,24 @@ public struct SLOPolicy: RebalancePolicy {
                         burnRate: short.rate, lookbackSeconds: short.lookbackSeconds)
                 }
             }
-            if let worst { result.append(worst) }
+            guard let worst else { continue }
+            if let ended = app.lastMoveEndedAt, snapshot.now - ended < settleSeconds(worst) {
+                notes.append(
+                    "\(app.name)/\(worst.objective) is \(worst.state.rawValue), but the last move for \(app.name) ended "
+                        + "\(DurationText.format(max(0, snapshot.now - ended))) ago: waiting "
+                        + "\(DurationText.format(settleSeconds(worst))) for the objective to show its effect")
+                continue
+            }
+            result.append(worst)
         }
-        if result.isEmpty {
+        if result.isEmpty && notes.isEmpty {
             notes.append("no application burns its error budget faster than \(decimal(settings.burnTrigger, 1))×")
         }
         return result.sorted { ($0.burnRate, $1.application) > ($1.burnRate, $0.application) }
+    }
+
+    func settleSeconds(_ objective: SufferingObjective) -> Double {
+        settings.settleLookbacks * objective.lookbackSeconds
     }
 
     /// The hosts of each suffering application's VMs, in a stable order.

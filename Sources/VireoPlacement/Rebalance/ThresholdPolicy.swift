@@ -49,7 +49,7 @@ public struct ThresholdPolicy: RebalancePolicy {
         for (host, load) in hot {
             let hostName = state.hostName(host)
             // Busiest first; ties by name so the plan is deterministic.
-            let busiest = state.residents[host].filter { !state.migrating[$0] }.max { a, b in
+            let busiest = state.residents[host].filter { !state.migrating[$0] && !snapshot.vms[$0].pinned }.max { a, b in
                 let da = state.vmDemand[a], db = state.vmDemand[b]
                 return da != db ? da < db : snapshot.vms[a].name > snapshot.vms[b].name
             }

@@ -1,0 +1,275 @@
+import Foundation
+import VireoAPI
+import VireoModel
+import VireoPlacement
+import VireoStore
+
+/// Live rebalancing: the cluster as the policies see it (hosts' and VMs' recent CPU from the
+/// heartbeats, objectives from the telemetry engine, moves in flight), plans made from it, and
+/// their execution through ordinary migrations.
+extension Controller {
+    // MARK: Usage
+
+    /// Takes in the CPU readings of a heartbeat. Call with the lock held.
+    func recordUsage(_ heartbeat: AgentHeartbeat, at time: Date) {
+        let seconds = time.timeIntervalSince1970
+        if let cpu = heartbeat.hostCPU, cpu.capacity > 0 {
+            hostUsage.record(heartbeat.hostID, value: cpu.busySeconds, at: seconds, scale: cpu.capacity)
+        }
+        for report in heartbeat.instances where report.state == .running {
+            // During a move both hosts report the VM: only the one it lives on counts.
+            guard let cpu = report.cpuSeconds, state.vms[report.id]?.hostID == heartbeat.hostID else { continue }
+            vmUsage.record(report.id, value: cpu, at: seconds)
+        }
+    }
+
+    // MARK: Snapshot
+
+    /// The cluster as a rebalancing policy sees it now.
+    func rebalanceSnapshot() async -> RebalanceSnapshot {
+        let time = now().timeIntervalSince1970
+        vmUsage.retain { state.vms[$0] != nil }
+        hostUsage.retain { state.hosts[$0] != nil }
+        let hosts = state.hosts.values.sorted { $0.name < $1.name }.map { host in
+            RebalanceHost(
+                id: host.id, name: host.name, state: host.state, cpus: host.fingerprint.cpus,
+                memoryMiB: host.fingerprint.memoryMiB, capabilities: Set(host.fingerprint.capabilities),
+                cpuUsageHistory: hostUsage.rates(host.id), linkMiBPerSecond: settings.migrationLinkMiBPerSecond)
+        }
+        // The last move of each VM: cool-down and no going back.
+        var lastMove: [VMID: Migration] = [:]
+        for migration in migrations.values where migration.state == .completed {
+            if let known = lastMove[migration.vmID], known.requestedAt >= migration.requestedAt { continue }
+            lastMove[migration.vmID] = migration
+        }
+        let vms = state.vms.values
+            .filter { $0.state == .running && $0.intent == .running && $0.hostID != nil }
+            .sorted { $0.name < $1.name }
+            .map { vm in
+                let move = lastMove[vm.id]
+                return RebalanceVM(
+                    id: vm.id, name: vm.name, host: vm.hostID!, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB,
+                    cpuUsageHistory: vmUsage.rates(vm.id), application: vm.spec.app,
+                    lastMovedAt: move.map { ($0.startedAt ?? $0.requestedAt).timeIntervalSince1970 },
+                    previousHost: move?.source, pinned: vm.spec.host != nil)
+            }
+        // When the last move made for each application ended (now, while one is under way).
+        var lastActed: [String: Double] = [:]
+        for plan in plans.values {
+            for action in plan.actions {
+                guard let app = action.application, action.migration != nil else { continue }
+                let ended = action.endedAt?.timeIntervalSince1970 ?? (plan.state == .executing ? time : nil)
+                if let ended { lastActed[app] = max(lastActed[app] ?? ended, ended) }
+            }
+        }
+        var applications: [RebalanceApplication] = []
+        for app in apps.values.sorted(by: { $0.name < $1.name }) {
+            let objectives = await telemetry.status(app: app.name)?.objectives ?? []
+            applications.append(
+                RebalanceApplication(name: app.name, objectives: objectives, lastMoveEndedAt: lastActed[app.name]))
+        }
+        let inFlight = openMigrations.compactMap { migrations[$0] }.filter(\.state.isActive).map {
+            MigrationInFlight(vm: $0.vmID, source: $0.source, destination: $0.destination)
+        }
+        return RebalanceSnapshot(
+            now: time, hosts: hosts, vms: vms, applications: applications,
+            migrations: inFlight.sorted { $0.vm < $1.vm })
+    }
+
+    // MARK: Plans
+
+    /// Plans with `policy` (the cluster's if nil, else `slo`). A dry run is returned and
+    /// forgotten; with `execute` the moves are started in order and the plan is stored. If a move
+    /// cannot be started the ones after it are not started either and the plan fails; moves
+    /// already started run to their end (a failed one leaves its VM where it was).
+    public func plan(policy name: String? = nil, execute: Bool = false, trigger: PlanTrigger = .manual) async throws
+        -> Plan
+    {
+        let policy = try Self.policy(name ?? rebalance.policy ?? "slo", placement: settings.placement)
+        let snapshot = await rebalanceSnapshot()
+        let decided = policy.plan(snapshot)
+        let time = now()
+        var plan = Plan(decided, id: execute ? Self.newPlanID(at: time) : "dry-run", trigger: trigger, at: time)
+        guard execute else { return plan }
+        if trigger == .automatic {
+            lastAutomaticPlan = plan
+            if plan.actions.isEmpty { return plan }
+        }
+        await lock.acquire()
+        defer { lock.release() }
+        var failure: String?
+        for index in plan.actions.indices {
+            if let failure {
+                plan.actions[index].outcome = "skipped"
+                plan.actions[index].outcomeMessage = "not started: \(failure)"
+                continue
+            }
+            let action = plan.actions[index]
+            do {
+                let migration = try await startMigration(
+                    action.vmID.rawValue, to: action.to, reason: "plan \(plan.id) (\(plan.policy)): \(action.explanation)")
+                plan.actions[index].migration = migration.id
+                plan.actions[index].outcome = migration.state.rawValue
+            } catch {
+                let reason = (error as? VireoError)?.message ?? "\(error)"
+                failure = "moving \(action.vm) could not start"
+                plan.actions[index].outcome = "skipped"
+                plan.actions[index].outcomeMessage = reason
+            }
+        }
+        if plan.actions.isEmpty {
+            plan.state = .completed
+            plan.endedAt = time
+            plan.message = "nothing to move"
+        } else if let failure {
+            plan.message = failure
+            if !plan.actions.contains(where: { $0.migration != nil }) {
+                plan.state = .failed
+                plan.endedAt = time
+            }
+        }
+        try await store.commit(StoreBatch(plans: [plan]))
+        plans[plan.id] = plan
+        if trigger == .automatic { lastAutomaticPlan = plan }
+        events.publish(
+            .plan, name: plan.id, to: plan.state.rawValue,
+            message: "\(plan.policy): " + (plan.actions.isEmpty ? "nothing to move" : plan.actions.map { "\($0.vm) \($0.from)→\($0.to)" }.joined(separator: ", ")),
+            at: time)
+        didChange()
+        return plan
+    }
+
+    /// Brings executing plans up to date with their migrations; a plan ends when all of them have.
+    public func settlePlans() async throws {
+        await lock.acquire()
+        defer { lock.release() }
+        let time = now()
+        for var plan in plans.values where plan.state == .executing {
+            let before = plan
+            for index in plan.actions.indices {
+                guard let id = plan.actions[index].migration, let migration = migrations[id] else { continue }
+                plan.actions[index].outcome = migration.state.rawValue
+                plan.actions[index].outcomeMessage = migration.message
+                plan.actions[index].downtimeMs = migration.stats?.downtimeMs
+                plan.actions[index].endedAt = migration.endedAt
+            }
+            let started = plan.actions.filter { $0.migration != nil }
+            if started.allSatisfy({ $0.endedAt != nil }) {
+                let failed = plan.actions.filter { $0.outcome == MigrationState.failed.rawValue || $0.outcome == "skipped" }
+                plan.state = failed.isEmpty ? .completed : .failed
+                plan.endedAt = time
+                if let first = failed.first, plan.message == nil {
+                    plan.message = "moving \(first.vm) failed: \(first.outcomeMessage ?? "no reason given")"
+                }
+            }
+            guard plan != before else { continue }
+            // Progress alone stays in memory; outcomes are written.
+            if plan.state != before.state || plan.actions.map(\.outcome) != before.actions.map(\.outcome) {
+                try await store.commit(StoreBatch(plans: [plan]))
+            }
+            plans[plan.id] = plan
+            if lastAutomaticPlan?.id == plan.id { lastAutomaticPlan = plan }
+            if plan.state != before.state {
+                events.publish(.plan, name: plan.id, from: before.state.rawValue, to: plan.state.rawValue, message: plan.message, at: time)
+            }
+            didChange()
+        }
+    }
+
+    /// Executed plans, newest first.
+    public func listPlans(limit: Int = 100) -> PlanList {
+        PlanList(items: Array(plans.values.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit)))
+    }
+
+    public func storedPlan(_ id: String) throws -> Plan {
+        guard let plan = plans[id] else { throw VireoError.notFound("plan", id) }
+        return plan
+    }
+
+    // MARK: Settings
+
+    public func rebalanceStatus() -> RebalanceStatus {
+        RebalanceStatus(settings: rebalance, policies: RebalancePolicies.names, lastPlan: lastAutomaticPlan)
+    }
+
+    /// Sets how the cluster rebalances itself; refuses an unknown policy or a bad interval and
+    /// keeps what was set.
+    public func setRebalance(_ new: RebalanceSettings) async throws -> RebalanceStatus {
+        if let name = new.policy { _ = try Self.policy(name) }
+        guard new.intervalSeconds.isFinite, new.intervalSeconds >= 0.5, new.intervalSeconds <= 86_400 else {
+            throw VireoError.invalid(
+                field: "intervalSeconds", value: "\(new.intervalSeconds)", "must be between 0.5 and 86400 seconds")
+        }
+        await lock.acquire()
+        defer { lock.release() }
+        var settings = new
+        settings.policy = new.policy?.lowercased()
+        try await store.commit(StoreBatch(rebalance: settings))
+        rebalance = settings
+        didChange()
+        return rebalanceStatus()
+    }
+
+    /// Plans and executes under the cluster's policy when its interval has passed.
+    public func rebalanceIfDue() async throws {
+        guard rebalance.policy != nil else { return }
+        let time = now()
+        if let last = lastRebalanceAt, time.timeIntervalSince(last) < rebalance.intervalSeconds { return }
+        lastRebalanceAt = time
+        _ = try await plan(execute: true, trigger: .automatic)
+    }
+
+    /// The policy called `name`; an unknown name is refused naming `field`.
+    public static func policy(_ name: String, field: String = "policy", placement: PlacementSettings = .init())
+        throws(VireoError) -> any RebalancePolicy
+    {
+        do {
+            return try RebalancePolicies.make(name, placement: placement)
+        } catch {
+            throw VireoError.invalid(field: field, value: "'\(name)'", error.reason)
+        }
+    }
+
+    static func newPlanID(at time: Date) -> String {
+        // Sortable by time, unique by the random tail.
+        let stamp = Int64(time.timeIntervalSince1970 * 1000)
+        return "p-\(String(stamp, radix: 36))-\(UUID().uuidString.prefix(6).lowercased())"
+    }
+}
+
+extension Plan {
+    /// The plan a policy made, as Vireo shows and stores it.
+    init(_ plan: RebalancePlan, id: String, trigger: PlanTrigger, at time: Date) {
+        let actions = plan.actions.map { move -> Plan.Action in
+            let application: String?
+            let objective: String?
+            let reason: String
+            switch move.reason {
+            case .objectivePressure(let app, let name, _, _, _, _, _):
+                (application, objective, reason) = (app, name, "objective-pressure")
+            case .hostOverThreshold:
+                (application, objective, reason) = (nil, nil, "host-over-threshold")
+            }
+            return Plan.Action(
+                vm: move.vmName, vmID: move.vm, from: move.fromName, to: move.toName, reason: reason,
+                application: application, objective: objective, explanation: move.explanation,
+                predicted: Plan.Prediction(
+                    sourceLoadBefore: move.sourceLoad.before, sourceLoadAfter: move.sourceLoad.after,
+                    destinationLoadBefore: move.destinationLoad.before, destinationLoadAfter: move.destinationLoad.after,
+                    migrationSeconds: move.cost.totalSeconds, downtimeMs: Int((move.cost.downtimeSeconds * 1000).rounded()),
+                    transferredMiB: move.cost.transferredMiB, benefit: move.objectiveEffect?.benefit,
+                    weightedCost: move.objectiveEffect?.weightedCost))
+        }
+        let considered = plan.considered.map { vm in
+            Plan.Considered(
+                vm: vm.vmName, host: vm.host, moved: vm.notMoved == nil, reason: vm.notMoved?.description,
+                destinations: vm.destinations.verdicts.map {
+                    Plan.Verdict(host: $0.host, filtered: $0.filtered?.description, loadAfter: $0.loadAfter)
+                },
+                omitted: vm.destinations.omitted.isEmpty ? nil : vm.destinations.omitted)
+        }
+        self.init(
+            id: id, policy: plan.policy, trigger: trigger, state: id == "dry-run" ? .dryRun : .executing, createdAt: time,
+            actions: actions, considered: considered, notes: plan.notes)
+    }
+}
