@@ -1,5 +1,13 @@
 import VireoModel
 
+/// How loaded a destination may become: `protected` where VMs with objectives run or would run
+/// after the move, `other` elsewhere (a busy host whose VMs have no objectives hurts nobody).
+struct LoadLimit {
+    var protected: Double
+    var other: Double
+    var highest: Double { max(protected, other) }
+}
+
 /// The cluster as a plan unfolds: CPU demand and allocations per host, migrations per host,
 /// updated as moves are planned so that each next move sees the effect of the earlier ones.
 struct RebalanceState {
@@ -26,6 +34,8 @@ struct RebalanceState {
     private(set) var migrating: [Bool]
     /// Cores of the largest host: bounds how little a VM can add to any host's load.
     let maxCPUs: Int
+    /// Applications that have objectives.
+    let objectiveApps: Set<String>
 
     init(
         _ snapshot: RebalanceSnapshot, window: Int, placement: PlacementSettings, costModel: MigrationCostModel,
@@ -92,6 +102,18 @@ struct RebalanceState {
         self.clusterMigrations = snapshot.migrations.count
         self.migrating = migrating
         self.maxCPUs = snapshot.hosts.map(\.cpus).max() ?? 0
+        self.objectiveApps = Set(snapshot.applications.filter { !$0.objectives.isEmpty }.map(\.name))
+    }
+
+    /// Does the VM belong to an application with objectives?
+    func hasObjectives(_ vm: Int) -> Bool {
+        snapshot.vms[vm].application.map { objectiveApps.contains($0) } ?? false
+    }
+
+    /// The load `vm` may bring `destination` to under `limit`.
+    func limit(_ limit: LoadLimit, for vm: Int, on destination: Int) -> Double {
+        if hasObjectives(vm) || residents[destination].contains(where: hasObjectives) { return limit.protected }
+        return limit.other
     }
 
     /// Mean of the last `window` samples (all of them if fewer); 0 without samples.
@@ -125,7 +147,7 @@ struct RebalanceState {
     /// `loadLimit`: refuse destinations whose predicted load would exceed it.
     /// `returnBlockSeconds`: refuse the host the VM left less than this long ago.
     func evaluate(
-        _ vm: Int, on destination: Int, loadLimit: Double?, returnBlockSeconds: Double = 0
+        _ vm: Int, on destination: Int, loadLimit: LoadLimit?, returnBlockSeconds: Double = 0
     ) -> (RebalanceHostVerdict, MigrationCost?) {
         let host = snapshot.hosts[destination]
         let request = snapshot.vms[vm]
@@ -156,8 +178,9 @@ struct RebalanceState {
         }
         if !hostBudgetLeft(destination) { return filtered(.hostMigrationBudget(limit: budget.perHost)) }
         let loadAfter = host.cpus > 0 ? (demand[destination] + vmDemand[vm]) / Double(host.cpus) : .infinity
-        if let loadLimit, loadAfter > loadLimit {
-            return filtered(.wouldOverload(predicted: loadAfter, limit: loadLimit))
+        if let loadLimit {
+            let limit = limit(loadLimit, for: vm, on: destination)
+            if loadAfter > limit { return filtered(.wouldOverload(predicted: loadAfter, limit: limit)) }
         }
         let bandwidth = min(host.linkMiBPerSecond, vmHost[vm].map { snapshot.hosts[$0].linkMiBPerSecond } ?? 0)
         switch costModel.cost(
@@ -186,7 +209,7 @@ struct RebalanceState {
     /// exceeds it); verdicts are condensed to the first of each filter kind and counts by kind
     /// (`scored`: fitted but worse; `not-evaluated`: more loaded than the chosen host).
     func bestDestination(
-        for vm: Int, loadLimit: Double?, returnBlockSeconds: Double = 0, order: [Int]? = nil, keep: Int = 16
+        for vm: Int, loadLimit: LoadLimit?, returnBlockSeconds: Double = 0, order: [Int]? = nil, keep: Int = 16
     ) -> (
         best: (host: Int, loadAfter: Double, cost: MigrationCost)?, verdicts: DestinationVerdicts
     ) {
@@ -204,7 +227,7 @@ struct RebalanceState {
             if !keepAll {
                 let bound = load(destination) + smallestShare
                 if let best, bound >= best.loadAfter { break }
-                if let loadLimit, bound > loadLimit { break }
+                if let loadLimit, bound > loadLimit.highest { break }
             }
             evaluated += 1
             guard destination != source else { continue }

@@ -18,8 +18,10 @@ import VireoModel
 ///   seconds × `downtimeWeight`, the downtime weighted `ownDowntimeFactor` times more for the
 ///   suffering application's own VM (its pause hurts the objective that is already failing).
 /// - Decision: the best benefit per cost, only if benefit ≥ `margin` × cost; destinations whose
-///   predicted load would exceed `destinationLoadLimit` are refused, so a move never creates the
-///   contention it relieves; a VM moved less than `coolDownSeconds` ago stays, and does not go
+///   predicted load would exceed `destinationLoadLimit` are refused where VMs with objectives
+///   run (or the moved VM has objectives), so a move never creates the contention it relieves;
+///   elsewhere the limit is `unprotectedLoadLimit` (a busy host of VMs without objectives hurts
+///   nobody); a VM moved less than `coolDownSeconds` ago stays, and does not go
 ///   back to the host it left within `returnBlockSeconds`; at most
 ///   `budget` migrations per cluster and per host, those in flight included.
 public struct SLOPolicy: RebalancePolicy {
@@ -32,6 +34,8 @@ public struct SLOPolicy: RebalancePolicy {
         public var contendedLoad: Double
         /// Predicted destination CPU (fraction) a move may not exceed.
         public var destinationLoadLimit: Double
+        /// The same for destinations where no VM with objectives runs or would run.
+        public var unprotectedLoadLimit: Double
         /// Benefit must be at least this many times the cost.
         public var margin: Double
         /// Every migration costs at least this much (it uses the link and the budget).
@@ -59,7 +63,8 @@ public struct SLOPolicy: RebalancePolicy {
 
         public init(
             burnTrigger: Double = 1, maxBurnRate: Double = 100, contendedLoad: Double = 0.6,
-            destinationLoadLimit: Double = 0.6, margin: Double = 2, costFloor: Double = 0.05,
+            destinationLoadLimit: Double = 0.6, unprotectedLoadLimit: Double = 1, margin: Double = 2,
+            costFloor: Double = 0.05,
             secondsPerCostUnit: Double = 60, downtimeWeight: Double = 2, ownDowntimeFactor: Double = 50,
             spareBudget: Double = 0.5, coolDownSeconds: Double = 3_600, returnBlockSeconds: Double = 86_400,
             settleLookbacks: Double = 2, window: Int = 3,
@@ -70,6 +75,7 @@ public struct SLOPolicy: RebalancePolicy {
             self.maxBurnRate = maxBurnRate
             self.contendedLoad = contendedLoad
             self.destinationLoadLimit = destinationLoadLimit
+            self.unprotectedLoadLimit = unprotectedLoadLimit
             self.margin = margin
             self.costFloor = costFloor
             self.secondsPerCostUnit = secondsPerCostUnit
@@ -168,7 +174,8 @@ public struct SLOPolicy: RebalancePolicy {
                         continue
                     }
                     let (destination, verdicts) = state.bestDestination(
-                        for: vm, loadLimit: settings.destinationLoadLimit,
+                        for: vm,
+                        loadLimit: LoadLimit(protected: settings.destinationLoadLimit, other: settings.unprotectedLoadLimit),
                         returnBlockSeconds: settings.returnBlockSeconds, order: hostOrder)
                     guard let destination else {
                         note(vm, host: host, .noHostFits, verdicts)
