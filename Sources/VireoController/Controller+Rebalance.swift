@@ -91,9 +91,13 @@ extension Controller {
         let time = now()
         var plan = Plan(decided, id: execute ? Self.newPlanID(at: time) : "dry-run", trigger: trigger, at: time)
         guard execute else { return plan }
-        if trigger == .automatic {
+        if trigger == .automatic && plan.actions.isEmpty {
+            // Nothing to move: kept to be shown (`vireo rebalance`), not stored.
+            plan.state = .completed
+            plan.endedAt = time
+            plan.message = "nothing to move"
             lastAutomaticPlan = plan
-            if plan.actions.isEmpty { return plan }
+            return plan
         }
         await lock.acquire()
         defer { lock.release() }

@@ -117,6 +117,8 @@ public actor QEMUDriver: HypervisorDriver {
     private let logger: Logger
     private let runtimeDirectory: String
     private let hostMeter = HostCPUMeter.detect()
+    /// Guest addresses given to VMs still being created.
+    private var reservedAddresses: Set<String> = []
     private var instances: [VMID: Instance] = [:]
     /// One resolution per image name, shared by concurrent creates (the first one may build it).
     private var imageResolutions: [String: Task<GuestImage, any Error>] = [:]
@@ -210,9 +212,13 @@ public actor QEMUDriver: HypervisorDriver {
         case .none: network = .none
         case .user: network = .user(hostPort: try Self.freeLoopbackPort())
         case .tap(let tap):
-            let used = Set(instances.values.compactMap { Self.address(of: $0.record.network) })
+            // Creates interleave at their awaits: an address handed out is reserved until its VM is recorded.
+            let used = Set(instances.values.compactMap { Self.address(of: $0.record.network) }).union(reservedAddresses)
             network = .tap(device: TapNetwork.device(for: spec.id), address: try tap.allocate(excluding: used), gateway: tap.gateway)
         }
+        let reserved = Self.address(of: network)
+        if let reserved { reservedAddresses.insert(reserved) }
+        defer { if let reserved { reservedAddresses.remove(reserved) } }
         let disk = configuration.sharedDisks.map { "\($0)/\(spec.id).qcow2" } ?? paths.directory + "/disk.qcow2"
         let record = Record(
             spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk)

@@ -31,6 +31,8 @@ public struct Testbed: Sendable {
         public var pinCPUs = true
         /// Memory each host offers to guests.
         public var memoryMiB = 2048
+        /// Where guest images are built and kept; nil: `<directory>/images`.
+        public var imagesDirectory: String?
 
         public init(hosts: Int, directory: String, executable: String) {
             self.hosts = hosts
@@ -163,13 +165,15 @@ public struct Testbed: Sendable {
         let hostDirectory = "\(options.directory)/\(name)"
         try FileManager.default.createDirectory(atPath: hostDirectory, withIntermediateDirectories: true)
         let log = hostDirectory + "/agent.log"
+        // nsenter enters the network namespace only: `ip netns exec` would also remount /sys and
+        // hide the cgroup tree the agent measures its host's CPU in.
         let agent = [
-            "ip", "netns", "exec", ns, options.executable, "agent",
+            "nsenter", "--net=/run/netns/\(ns)", options.executable, "agent",
             "--controller", "http://\(controllerAddress):\(options.controllerPort)", "--name", name,
             "--state-dir", hostDirectory + "/vms", "--address", hostAddress(i), "--driver", "qemu",
             "--driver-opt", "network=tap", "--driver-opt", "bridge=br0",
             "--driver-opt", "pool=\(options.network).\(i).0/24", "--driver-opt", "guest-prefix=16",
-            "--driver-opt", "images=\(options.directory)/images",
+            "--driver-opt", "images=\(options.imagesDirectory ?? options.directory + "/images")",
             "--driver-opt", "shared-disks=\(options.directory)/disks",
             "--driver-opt", "memory=\(options.memoryMiB)MiB",
             "--driver-opt", "cpus=\(options.cpuQuota.map { max(1, Int($0.rounded(.up))) } ?? (cpu == nil ? cpuCount : 1))",

@@ -1,0 +1,342 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Synchronization
+import VireoAPI
+import VireoClient
+import VireoController
+import VireoModel
+import VireoTestbed
+
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Rebalancing scenarios end to end on real QEMU guests in a two-host testbed (root).",
+        discussion: """
+            Each scenario brings up `vireo testbed` with two hosts (a CPU each), runs the `web` \
+            application (p90 latency ≤ 15 ms on 5 s windows; breaching when two of the last four windows are bad) on h1 with a paced load generator, \
+            lets the cluster rebalance itself with --policy, prints the timeline and takes the testbed \
+            down. Times are seconds since the scenario's disturbance started.
+            """,
+        subcommands: [NoisyNeighbourDemo.self, MisleadingCountersDemo.self])
+}
+
+struct DemoOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Rebalancing policy: slo, threshold or threshold-<fraction>.", valueName: "policy"))
+    var policy: String = "slo"
+    @Option(help: ArgumentHelp("Directory for the testbed (removed afterwards).", valueName: "dir"))
+    var dir: String = ServeOptions.defaultDataDirectory() + "/demo"
+    @Option(help: ArgumentHelp("Directory guest images are built and kept in.", valueName: "dir"))
+    var images: String = ServeOptions.defaultDataDirectory() + "/images"
+    @Option(help: ArgumentHelp("Prefix of the testbed's interface and namespace names.", valueName: "name"))
+    var name: String = "vdemo"
+    @Option(help: ArgumentHelp("Network: 198.18 or 198.19.", valueName: "prefix")) var network: String = "198.18"
+    @Option(help: ArgumentHelp("How long to watch after the disturbance starts, seconds.", valueName: "seconds"))
+    var duration: Double = 60
+    @Option(help: ArgumentHelp("The web objective: p90 latency target, seconds.", valueName: "seconds"))
+    var target: Double = 0.015
+    @Flag(help: "Leave the testbed up afterwards.") var keep = false
+    @OptionGroup var output: OutputOptions
+}
+
+struct NoisyNeighbourDemo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "noisy-neighbour",
+        abstract: "A CPU-hungry VM without objectives starts next to web: does the policy notice, move it, and web recover?",
+        discussion: """
+            `noisy` (no application) is placed first, on h1; `web-1` is pinned to h1. Once web meets \
+            its objective under load, noisy starts a CPU-bound loop. The timeline shows when the \
+            objective breached, when a plan was made, the migration and its downtime, and when the \
+            objective was ok again; -o json prints it as one object (policy, breachDetectedAt, planAt, \
+            migrationStartedAt, migrationEndedAt, downtimeMs, recoveredAt, migrations, explanation).
+            Example: sudo vireo demo noisy-neighbour --policy slo -o json
+            """)
+
+    @OptionGroup var demo: DemoOptions
+
+    func run() async throws {
+        let timeline = try await DemoScenario(options: demo, kind: .noisyNeighbour).run()
+        try timeline.print(demo.output.output)
+    }
+}
+
+struct MisleadingCountersDemo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "misleading-counters",
+        abstract: "A batch VM nobody minds keeps h2 busy while web on h1 is fine: what does the policy move?",
+        discussion: """
+            `web-1` is pinned to h1 and `batch` (no application) lands on h2. Once web meets its \
+            objective under load, batch starts a CPU-bound loop: h2's CPU counters say it is \
+            overloaded, yet no objective suffers. A black-box policy moves batch, onto web's host; \
+            `slo` leaves it. The timeline counts the moves and any breach they caused.
+            Example: sudo vireo demo misleading-counters --policy threshold -o json
+            """)
+
+    @OptionGroup var demo: DemoOptions
+
+    func run() async throws {
+        let timeline = try await DemoScenario(options: demo, kind: .misleadingCounters).run()
+        try timeline.print(demo.output.output)
+    }
+}
+
+/// What happened in a scenario, in seconds since its disturbance started.
+struct DemoTimeline: Codable, Equatable {
+    struct Move: Codable, Equatable {
+        var vm: String
+        var from: String
+        var to: String
+        var startedAt: Double?
+        var endedAt: Double?
+        var state: String
+        var downtimeMs: Int?
+        var reason: String
+    }
+
+    var scenario: String
+    var policy: String
+    var accelerator: String?
+    /// The objective's p90 (seconds) once ok under load, before the disturbance.
+    var latencyBefore: Double?
+    var breachDetectedAt: Double?
+    var planAt: Double?
+    var migrationStartedAt: Double?
+    var migrationEndedAt: Double?
+    var downtimeMs: Int?
+    var recoveredAt: Double?
+    /// `recoveredAt - breachDetectedAt`.
+    var breachToOkSeconds: Double?
+    var migrations: Int
+    var moves: [Move]
+    var explanation: String?
+    /// Seconds the scenario watched after the disturbance.
+    var watchedSeconds: Double
+    var requestsSent: Int
+    /// Every event of the run, as `+12.3s kind name: from → to (message)`.
+    var events: [String]
+
+    func print(_ format: OutputFormat) throws {
+        if format == .json { return try printJSON(self) }
+        func at(_ t: Double?) -> String { t.map { String(format: "%.1f s", $0) } ?? "never" }
+        Swift.print("Scenario \(scenario), policy \(policy)\(accelerator.map { " (\($0))" } ?? "")")
+        Swift.print("  web p90 before:        \(latencyBefore.map { String(format: "%.1f ms", $0 * 1000) } ?? "-")")
+        Swift.print("  breach detected:       \(at(breachDetectedAt))")
+        Swift.print("  plan made:             \(at(planAt))")
+        Swift.print("  migration:             \(at(migrationStartedAt)) → \(at(migrationEndedAt))"
+            + (downtimeMs.map { ", downtime \($0) ms" } ?? ""))
+        Swift.print("  objective ok again:    \(at(recoveredAt))"
+            + (breachToOkSeconds.map { String(format: " (%.1f s after the breach)", $0) } ?? ""))
+        Swift.print("  migrations:            \(migrations) in \(Int(watchedSeconds)) s")
+        for move in moves {
+            Swift.print("    \(move.vm) \(move.from) → \(move.to) at \(at(move.startedAt)): \(move.state)"
+                + (move.downtimeMs.map { ", downtime \($0) ms" } ?? ""))
+        }
+        if let explanation { Swift.print("  why: \(explanation)") }
+        Swift.print("Events:")
+        for line in events { Swift.print("  \(line)") }
+    }
+}
+
+/// Runs one scenario on a fresh two-host testbed and takes it down again.
+struct DemoScenario {
+    enum Kind: String { case noisyNeighbour = "noisy-neighbour", misleadingCounters = "misleading-counters" }
+
+    let options: DemoOptions
+    let kind: Kind
+
+    func progress(_ line: String) {
+        if options.output.output == .table { FileHandle.standardError.write(Data("demo: \(line)\n".utf8)) }
+    }
+
+    var manifest: String {
+        """
+        apiVersion: vireo/v1
+        kind: Application
+        metadata: { name: web }
+        spec:
+          vms: [{ name: web-1, image: web, cpus: 1, memory: 128MiB, host: h1 }]
+          telemetry:
+            scrape: { port: 80, path: /metrics, interval: 1s, timeout: 1s }
+            probe: { port: 80, path: /, interval: 1s, timeout: 1s }
+            metrics:
+              - { name: vireo_web_request_duration_seconds, type: histogram }
+              - { name: vireo_web_requests_total, type: counter }
+          objectives:
+            - name: latency
+              sli: vireo_web_request_duration_seconds
+              quantile: 0.9
+              target: \(options.target)
+              window: 5s
+              goal: 0.9
+              burnRates: [{ long: 20s, short: 5s, factor: 3 }]
+        """
+    }
+
+    func run() async throws -> DemoTimeline {
+        _ = try Controller.policy(options.policy, field: "--policy")
+        var testbedOptions = Testbed.Options(hosts: 2, directory: options.dir, executable: try currentExecutable())
+        testbedOptions.name = options.name
+        testbedOptions.network = options.network
+        testbedOptions.imagesDirectory = options.images
+        let state = try await Testbed(testbedOptions).up { line in progress("testbed: \(line)") }
+        defer {
+            if !options.keep {
+                let semaphore = DispatchSemaphore(value: 0)
+                let directory = options.dir
+                Task {
+                    await Testbed.down(directory: directory) { _ in }
+                    semaphore.signal()
+                }
+                semaphore.wait()
+            }
+        }
+        try await waitForHosts(state)
+        let token = try String(contentsOfFile: state.adminTokenFile, encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let api = VireoClient(server: state.controllerURL, token: token)
+        return try await run(api)
+    }
+
+    private func run(_ api: VireoClient) async throws -> DemoTimeline {
+        let disturber = kind == .noisyNeighbour ? "noisy" : "batch"
+        // Placement spreads VMs: noisy, made first, takes h1; batch, made after web, takes h2.
+        if kind == .noisyNeighbour {
+            progress("creating noisy (no objectives)")
+            _ = try await api.createVM(["name": .string("noisy"), "image": .string("web"), "cpus": .number(1), "memory": .string("128MiB")])
+        }
+        progress("applying the web application (pinned to h1) and waiting for its guest to boot (TCG)")
+        _ = try await api.apply(manifest: manifest)
+        if kind == .misleadingCounters {
+            _ = try await api.createVM(["name": .string("batch"), "image": .string("web"), "cpus": .number(1), "memory": .string("128MiB")])
+        }
+        let web = try await waitRunning(api, "web-1")
+        let other = try await waitRunning(api, disturber)
+        let expected = kind == .noisyNeighbour ? "h1" : "h2"
+        guard web.host == "h1", other.host == expected else {
+            throw VireoError(.failedPrecondition, "placement put web-1 on \(web.host ?? "-") and \(disturber) on \(other.host ?? "-"), not h1 and \(expected)")
+        }
+        guard let webAddress = web.address, let otherAddress = other.address, webAddress != otherAddress else {
+            throw VireoError(
+                .failedPrecondition, "the guests need addresses of their own (web-1: \(web.address ?? "-"), \(disturber): \(other.address ?? "-"))")
+        }
+        let accelerator = try await api.hosts().items.first?.attributes["accelerator"]
+
+        let load = LoadGenerator(url: "http://\(webAddress)/")
+        let loadTask = Task { await load.run(clients: 2, pause: .milliseconds(25), limit: .seconds(options.duration + 240)) }
+        defer {
+            load.stop()
+            loadTask.cancel()
+        }
+        progress("load on web-1 (about 60 requests/s); waiting for its objective to be ok")
+        var latencyBefore: Double?
+        let okDeadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < okDeadline {
+            if let objective = try await api.app("web").objectives.first, objective.state == .ok, objective.badWindows + objective.goodWindows >= 2 {
+                latencyBefore = objective.sli
+                break
+            }
+            try await Task.sleep(for: .seconds(1))
+        }
+        guard latencyBefore != nil else { throw VireoError(.unavailable, "web's objective did not become ok under load within 120 s") }
+
+        _ = try await api.setRebalance(policy: options.policy, intervalSeconds: 1)
+        let seq = try await api.events().last?.seq ?? 0
+        let start = Date()
+        progress("\(disturber) starts a CPU-bound loop; watching for \(Int(options.duration)) s")
+        try await startBusyLoop(otherAddress)
+
+        var recoveredAt: Double?
+        var breachAt: Double?
+        while Date().timeIntervalSince(start) < options.duration {
+            try await Task.sleep(for: .milliseconds(500))
+            let events = try await api.events(after: seq).filter { $0.kind == .slo && $0.name == "web/latency" }
+            breachAt = events.first { $0.to == SLOState.breaching.rawValue }.map { $0.time.timeIntervalSince(start) }
+            if let breachAt {
+                recoveredAt = events.first { $0.to == SLOState.ok.rawValue && $0.time.timeIntervalSince(start) > breachAt }
+                    .map { $0.time.timeIntervalSince(start) }
+            }
+            // The noisy-neighbour run ends once the objective is back; the other watches its whole time.
+            if kind == .noisyNeighbour, recoveredAt != nil { break }
+        }
+        let watched = Date().timeIntervalSince(start)
+        _ = try await api.setRebalance(policy: "off", intervalSeconds: nil)
+        load.stop()
+
+        let events = try await api.events(after: seq)
+        let migrations = try await api.migrations().items.filter { $0.requestedAt >= start }.sorted { $0.requestedAt < $1.requestedAt }
+        let plans = try await api.plans().items.filter { $0.createdAt >= start && !$0.actions.isEmpty }.sorted { $0.createdAt < $1.createdAt }
+        func since(_ date: Date?) -> Double? { date.map { ($0.timeIntervalSince(start) * 10).rounded() / 10 } }
+        let first = migrations.first
+        var timeline = DemoTimeline(
+            scenario: kind.rawValue, policy: options.policy, accelerator: accelerator, latencyBefore: latencyBefore,
+            breachDetectedAt: breachAt.map { ($0 * 10).rounded() / 10 }, planAt: since(plans.first?.createdAt),
+            migrationStartedAt: since(first?.startedAt ?? first?.requestedAt), migrationEndedAt: since(first?.endedAt),
+            downtimeMs: first?.stats?.downtimeMs, recoveredAt: recoveredAt.map { ($0 * 10).rounded() / 10 },
+            migrations: migrations.count,
+            moves: migrations.map {
+                DemoTimeline.Move(
+                    vm: $0.vm, from: $0.source, to: $0.destination, startedAt: since($0.startedAt ?? $0.requestedAt),
+                    endedAt: since($0.endedAt), state: $0.state.rawValue, downtimeMs: $0.stats?.downtimeMs, reason: $0.reason)
+            },
+            explanation: plans.first?.actions.first?.explanation,
+            watchedSeconds: (watched * 10).rounded() / 10, requestsSent: load.sent,
+            events: events.map { event in
+                String(format: "+%.1fs ", event.time.timeIntervalSince(start)) + "\(event.kind.rawValue) \(event.name)"
+                    + (event.to.map { ": \(event.from ?? "-") → \($0)" } ?? "") + (event.message.map { " (\($0))" } ?? "")
+            })
+        if let breach = timeline.breachDetectedAt, let ok = timeline.recoveredAt {
+            timeline.breachToOkSeconds = ((ok - breach) * 10).rounded() / 10
+        }
+        return timeline
+    }
+
+    private func waitRunning(_ api: VireoClient, _ name: String) async throws -> VMView {
+        let deadline = ContinuousClock.now + .seconds(180)
+        while ContinuousClock.now < deadline {
+            let vm = try await api.vm(name)
+            if vm.state == .running, vm.address != nil { return vm }
+            if vm.state == .failed { throw VireoError(.failedPrecondition, "VM \(name) failed: \(vm.message ?? "no reason")") }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        throw VireoError(.unavailable, "VM \(name) did not start within 180 s")
+    }
+
+    /// The guest's memory-dirtying loop over 1 MiB: a thread that never sleeps, i.e. a vCPU
+    /// that is always busy.
+    private func startBusyLoop(_ address: String) async throws {
+        var request = HTTPClientRequest(url: "http://\(address)/dirty?mib=1")
+        request.method = .POST
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        guard response.status == .ok else {
+            throw VireoError(.unavailable, "the guest at \(address) refused its busy loop: HTTP \(response.status.code)")
+        }
+    }
+}
+
+/// Paced HTTP clients against one URL, bounded in time and count.
+final class LoadGenerator: Sendable {
+    let url: String
+    private let stopped = Mutex(false)
+    private let count = Mutex(0)
+
+    init(url: String) { self.url = url }
+
+    var sent: Int { count.withLock { $0 } }
+    func stop() { stopped.withLock { $0 = true } }
+
+    func run(clients: Int, pause: Duration, limit: Duration, maxRequests: Int = 100_000) async {
+        let deadline = ContinuousClock.now + limit
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<clients {
+                group.addTask {
+                    while !self.stopped.withLock({ $0 }), ContinuousClock.now < deadline, self.sent < maxRequests, !Task.isCancelled {
+                        _ = try? await HTTPClient.shared.execute(HTTPClientRequest(url: self.url), timeout: .seconds(5))
+                        self.count.withLock { $0 += 1 }
+                        try? await Task.sleep(for: pause)
+                    }
+                }
+            }
+        }
+    }
+}
