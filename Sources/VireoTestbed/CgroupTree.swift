@@ -25,6 +25,11 @@ struct CgroupTree {
         }
     }
 
+    /// CPU weight of all the hosts together against the processes outside them (100 is the
+    /// default): on a machine whose CPUs the controller and load generators share with the hosts,
+    /// the hosts' guests come first, as they would on machines of their own.
+    static let hostsWeight = 1000
+
     /// v1 with `cpuacct` mounted on its own (not with `cpu`): hosts need a group there too.
     var separateCPUAccounting: Bool {
         guard version == .v1, FileManager.default.fileExists(atPath: "\(root)/cpuacct/cpuacct.usage") else { return false }
@@ -52,6 +57,7 @@ struct CgroupTree {
         case .v1:
             let cpuGroup = "\(root)/cpu/\(name)/\(host)"
             try make(cpuGroup)
+            try write(String(Self.hostsWeight * 1024 / 100), to: "\(root)/cpu/\(name)/cpu.shares")
             if let quotaMicroseconds {
                 try write("\(period)", to: cpuGroup + "/cpu.cfs_period_us")
                 try write(quotaMicroseconds, to: cpuGroup + "/cpu.cfs_quota_us")
@@ -77,6 +83,7 @@ struct CgroupTree {
             try write("+cpu +cpuset", to: "\(root)/cgroup.subtree_control")
             try make(parent)
             try write("+cpu +cpuset", to: parent + "/cgroup.subtree_control")
+            try write(String(Self.hostsWeight), to: parent + "/cpu.weight")
             let group = parent + "/" + host
             try make(group)
             if let quotaMicroseconds { try write("\(quotaMicroseconds) \(period)", to: group + "/cpu.max") }

@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+import VireoModel
+
+/// The headline scenarios on real QEMU guests in a two-host testbed, through `vireo demo`:
+/// a noisy neighbour the `slo` policy moves away so that web's objective is ok again, and a busy
+/// host whose VMs nobody minds, which `slo` leaves alone and the black-box baseline does not.
+/// The figures (breach to ok, downtime) are printed for docs/benchmarks.md, not asserted.
+extension RealQEMU {
+    @Suite("Rebalancing end to end (root, real QEMU)", .serialized)
+    struct RebalanceEndToEndTests {
+        struct Timeline: Decodable {
+            struct Move: Decodable {
+                var vm: String
+                var from: String
+                var to: String
+                var state: String
+            }
+            var policy: String
+            var breachDetectedAt: Double?
+            var planAt: Double?
+            var migrationStartedAt: Double?
+            var migrationEndedAt: Double?
+            var downtimeMs: Int?
+            var recoveredAt: Double?
+            var breachToOkSeconds: Double?
+            var migrations: Int
+            var moves: [Move]
+            var explanation: String?
+            var events: [String]
+        }
+
+        func demo(_ scenario: String, policy: String, duration: Int) throws -> Timeline {
+            let directory = temporaryDirectory() + "/demo"
+            let run = try vireo([
+                "demo", scenario, "--policy", policy, "--dir", directory, "--name", "vrb", "--network", "198.19",
+                "--images", TestQEMU.builder.cacheDirectory, "--duration", String(duration), "-o", "json",
+            ])
+            // The demo takes its testbed down; make sure, even when it failed half-way.
+            _ = try? vireo(["testbed", "down", "--dir", directory])
+            try #require(run.status == 0, "\(run.stderr)")
+            let timeline = try decodeJSON(Timeline.self, run.stdout)
+            print("\(scenario) --policy \(policy): " + timeline.events.joined(separator: "; "))
+            return timeline
+        }
+
+        @Test("a noisy neighbour makes web breach; slo moves the neighbour live and web is ok again")
+        func noisyNeighbour() throws {
+            let timeline = try demo("noisy-neighbour", policy: "slo", duration: 60)
+            #expect(timeline.policy == "slo")
+            let breach = try #require(timeline.breachDetectedAt, "web/latency breached")
+            let plan = try #require(timeline.planAt, "a plan was made")
+            let ended = try #require(timeline.migrationEndedAt, "the migration ended")
+            let recovered = try #require(timeline.recoveredAt, "web/latency was ok again")
+            #expect(plan >= breach - 1 && ended >= plan && recovered > ended)
+            #expect(timeline.moves.map { "\($0.vm) \($0.from)→\($0.to) \($0.state)" } == ["noisy h1→h2 completed"])
+            #expect(timeline.migrations == 1)
+            #expect(timeline.downtimeMs != nil)
+            #expect(timeline.explanation?.contains("web/latency is breaching") == true, "\(timeline.explanation ?? "")")
+            print("noisy neighbour, slo: breach \(breach) s, plan \(plan) s, migration ended \(ended) s, "
+                + "downtime \(timeline.downtimeMs ?? -1) ms, ok \(recovered) s: breach to ok \(timeline.breachToOkSeconds ?? -1) s")
+        }
+
+        @Test("a busy host whose VMs nobody minds: threshold moves the batch VM onto web's host, slo moves nothing")
+        func misleadingCounters() throws {
+            let slo = try demo("misleading-counters", policy: "slo", duration: 40)
+            #expect(slo.migrations == 0, "\(slo.moves.map(\.vm))")
+            #expect(slo.breachDetectedAt == nil)
+            let threshold = try demo("misleading-counters", policy: "threshold", duration: 40)
+            #expect(threshold.migrations >= 1)
+            #expect(threshold.moves.first.map { "\($0.vm) \($0.from)→\($0.to)" } == "batch h2→h1")
+            print("misleading counters: slo \(slo.migrations) migration(s), threshold \(threshold.migrations) "
+                + "(web breached at \(threshold.breachDetectedAt.map { "\($0) s" } ?? "never"))")
+        }
+    }
+}
