@@ -89,7 +89,9 @@ extension Controller {
         let snapshot = await rebalanceSnapshot()
         let decided = policy.plan(snapshot)
         let time = now()
-        var plan = Plan(decided, id: execute ? Self.newPlanID(at: time) : "dry-run", trigger: trigger, at: time)
+        var plan = execute
+            ? Plan(decided, id: Self.newPlanID(at: time), state: .executing, trigger: trigger, at: time)
+            : Plan(decided, id: "dry-run", state: .dryRun, trigger: trigger, at: time)
         guard execute else { return plan }
         if trigger == .automatic && plan.actions.isEmpty {
             // Nothing to move: kept to be shown (`vireo rebalance`), not stored.
@@ -243,7 +245,7 @@ extension Controller {
 
 extension Plan {
     /// The plan a policy made, as Vireo shows and stores it.
-    init(_ plan: RebalancePlan, id: String, trigger: PlanTrigger, at time: Date) {
+    init(_ plan: RebalancePlan, id: String, state: PlanState, trigger: PlanTrigger, at time: Date) {
         let actions = plan.actions.map { move -> Plan.Action in
             let application: String?
             let objective: String?
@@ -273,7 +275,7 @@ extension Plan {
                 omitted: vm.destinations.omitted.isEmpty ? nil : vm.destinations.omitted)
         }
         self.init(
-            id: id, policy: plan.policy, trigger: trigger, state: id == "dry-run" ? .dryRun : .executing, createdAt: time,
+            id: id, policy: plan.policy, trigger: trigger, state: state, createdAt: time,
             actions: actions, considered: considered, notes: plan.notes)
     }
 }

@@ -230,8 +230,8 @@ func readText(_ request: Request) async throws -> String {
     return text
 }
 
-/// Reads a JSON body into a `JSONValue`, so validation can name fields precisely.
-/// The request's JSON body; an empty body is `emptyAs` if given, else refused.
+/// Reads a JSON body into a `JSONValue`, so validation can name fields precisely. An empty body
+/// is `emptyAs` if given, else refused.
 func readJSONBody(_ request: Request, emptyAs: JSONValue? = nil) async throws -> JSONValue {
     let text = try await readText(request)
     if text.isEmpty, let emptyAs { return emptyAs }

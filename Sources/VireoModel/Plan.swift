@@ -152,9 +152,6 @@ public struct Plan: Sendable, Codable, Equatable, Identifiable {
             self.loadAfter = loadAfter
         }
     }
-
-    /// Actions whose migrations have not ended yet.
-    public var isOpen: Bool { state == .executing }
 }
 
 /// How the controller rebalances the cluster on its own.

@@ -25,7 +25,7 @@ struct DemoCommand: AsyncParsableCommand {
 struct DemoOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Rebalancing policy: slo, threshold or threshold-<fraction>.", valueName: "policy"))
     var policy: String = "slo"
-    @Option(help: ArgumentHelp("Directory for the testbed (removed afterwards).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Directory for the testbed: each run uses a new subdirectory, removed afterwards.", valueName: "dir"))
     var dir: String = ServeOptions.defaultDataDirectory() + "/demo"
     @Option(help: ArgumentHelp("Directory guest images are built and kept in.", valueName: "dir"))
     var images: String = ServeOptions.defaultDataDirectory() + "/images"
@@ -99,6 +99,7 @@ struct DemoTimeline: Codable, Equatable {
     var accelerator: String?
     /// The objective's p90 (seconds) once ok under load, before the disturbance.
     var latencyBefore: Double?
+    /// When the objective first left ok (`warning` or `breaching`).
     var breachDetectedAt: Double?
     var planAt: Double?
     var migrationStartedAt: Double?
@@ -175,27 +176,34 @@ struct DemoScenario {
 
     func run() async throws -> DemoTimeline {
         _ = try Controller.policy(options.policy, field: "--policy")
-        var testbedOptions = Testbed.Options(hosts: 2, directory: options.dir, executable: try currentExecutable())
+        // A directory of its own for each run: the testbed's controller keeps its database there.
+        let directory = options.dir + "/\(kind.rawValue)-\(Int(Date().timeIntervalSince1970))"
+        var testbedOptions = Testbed.Options(hosts: 2, directory: directory, executable: try currentExecutable())
         testbedOptions.name = options.name
         testbedOptions.network = options.network
         testbedOptions.imagesDirectory = options.images
         let state = try await Testbed(testbedOptions).up { line in progress("testbed: \(line)") }
-        defer {
-            if !options.keep {
-                let semaphore = DispatchSemaphore(value: 0)
-                let directory = options.dir
-                Task {
-                    await Testbed.down(directory: directory) { _ in }
-                    semaphore.signal()
-                }
-                semaphore.wait()
-            }
+        do {
+            try await waitForHosts(state)
+            let token = try String(contentsOfFile: state.adminTokenFile, encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let timeline = try await run(VireoClient(server: state.controllerURL, token: token))
+            await takeDown(directory)
+            return timeline
+        } catch {
+            await takeDown(directory)
+            throw error
         }
-        try await waitForHosts(state)
-        let token = try String(contentsOfFile: state.adminTokenFile, encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        let api = VireoClient(server: state.controllerURL, token: token)
-        return try await run(api)
+    }
+
+    private func takeDown(_ directory: String) async {
+        guard !options.keep else {
+            return progress("the testbed stays up: VIREO_SERVER=http://\(options.network).0.1:7480 "
+                + "VIREO_TOKEN=$(cat \(directory)/controller/admin.token); vireo testbed down --dir \(directory)")
+        }
+        progress("taking the testbed down")
+        await Testbed.down(directory: directory) { _ in }
+        try? FileManager.default.removeItem(atPath: directory)
     }
 
     private func run(_ api: VireoClient) async throws -> DemoTimeline {
@@ -252,7 +260,9 @@ struct DemoScenario {
         while Date().timeIntervalSince(start) < options.duration {
             try await Task.sleep(for: .milliseconds(500))
             let events = try await api.events(after: seq).filter { $0.kind == .slo && $0.name == "web/latency" }
-            breachAt = events.first { $0.to == SLOState.breaching.rawValue }.map { $0.time.timeIntervalSince(start) }
+            // The objective is missed from its first warning (a window judged bad, budget burning) on.
+            breachAt = events.first { $0.to == SLOState.warning.rawValue || $0.to == SLOState.breaching.rawValue }
+                .map { $0.time.timeIntervalSince(start) }
             if let breachAt {
                 recoveredAt = events.first { $0.to == SLOState.ok.rawValue && $0.time.timeIntervalSince(start) > breachAt }
                     .map { $0.time.timeIntervalSince(start) }

@@ -129,6 +129,19 @@ struct OpenAPITests {
             _ = try await call(.get, "/v1/migrations?limit=0", route: "/v1/migrations", expect: 400)
             _ = try await call(.get, "/v1/migrations/\(migrationID)", route: "/v1/migrations/{migration}", expect: 200)
             _ = try await call(.get, "/v1/migrations/nope", route: "/v1/migrations/{migration}", expect: 404)
+            _ = try await call(.post, "/v1/plans", route: "/v1/plans", expect: 200)
+            _ = try await call(.post, "/v1/plans", route: "/v1/plans", body: #"{"policy":"threshold-0.5"}"#, expect: 200)
+            _ = try await call(.post, "/v1/plans", route: "/v1/plans", body: #"{"policy":"nope"}"#, expect: 400)
+            let executed = try await call(.post, "/v1/plans", route: "/v1/plans", body: #"{"execute":true}"#, expect: 201)
+            let planID = try decodeJSON(Plan.self, executed).id
+            _ = try await call(.get, "/v1/plans", route: "/v1/plans", expect: 200)
+            _ = try await call(.get, "/v1/plans?limit=0", route: "/v1/plans", expect: 400)
+            _ = try await call(.get, "/v1/plans/\(planID)", route: "/v1/plans/{plan}", expect: 200)
+            _ = try await call(.get, "/v1/plans/nope", route: "/v1/plans/{plan}", expect: 404)
+            _ = try await call(.get, "/v1/rebalance", route: "/v1/rebalance", expect: 200)
+            _ = try await call(.put, "/v1/rebalance", route: "/v1/rebalance", body: #"{"policy":"threshold","intervalSeconds":5}"#, expect: 200)
+            _ = try await call(.put, "/v1/rebalance", route: "/v1/rebalance", body: #"{"policy":"often"}"#, expect: 400)
+            _ = try await call(.put, "/v1/rebalance", route: "/v1/rebalance", body: #"{"policy":"off"}"#, expect: 200)
             // The destination's heartbeat carries its order, and its report is taken.
             let h2 = try await plane.controller.host("h2").id
             let order = try await call(
