@@ -254,18 +254,13 @@ struct DemoScenario {
         progress("\(disturber) starts a CPU-bound loop; watching for \(Int(options.duration)) s")
         try await startBusyLoop(otherAddress)
 
-        var recoveredAt: Double?
-        var breachAt: Double?
         // The whole duration, also after a recovery: a policy that moves VMs back and forth shows it.
+        var shown = seq
         while Date().timeIntervalSince(start) < options.duration {
             try await Task.sleep(for: .milliseconds(500))
-            let events = try await api.events(after: seq).filter { $0.kind == .slo && $0.name == "web/latency" }
-            // The objective is missed from its first warning (a window judged bad, budget burning) on.
-            breachAt = events.first { $0.to == SLOState.warning.rawValue || $0.to == SLOState.breaching.rawValue }
-                .map { $0.time.timeIntervalSince(start) }
-            if let breachAt {
-                recoveredAt = events.first { $0.to == SLOState.ok.rawValue && $0.time.timeIntervalSince(start) > breachAt }
-                    .map { $0.time.timeIntervalSince(start) }
+            for event in try await api.events(after: shown) {
+                shown = event.seq
+                if [.slo, .migration, .plan].contains(event.kind) { progress(describe(event, since: start)) }
             }
         }
         let watched = Date().timeIntervalSince(start)
@@ -273,15 +268,19 @@ struct DemoScenario {
         load.stop()
 
         let events = try await api.events(after: seq)
+        let objective = events.filter { $0.kind == .slo && $0.name == "web/latency" }
+        // The objective is missed from its first warning (a window judged bad, budget burning) on.
+        let breach = objective.first { $0.to == SLOState.warning.rawValue || $0.to == SLOState.breaching.rawValue }
+        let recovery = breach.flatMap { breach in objective.first { $0.to == SLOState.ok.rawValue && $0.seq > breach.seq } }
         let migrations = try await api.migrations().items.filter { $0.requestedAt >= start }.sorted { $0.requestedAt < $1.requestedAt }
         let plans = try await api.plans().items.filter { $0.createdAt >= start && !$0.actions.isEmpty }.sorted { $0.createdAt < $1.createdAt }
         func since(_ date: Date?) -> Double? { date.map { ($0.timeIntervalSince(start) * 10).rounded() / 10 } }
         let first = migrations.first
         var timeline = DemoTimeline(
             scenario: kind.rawValue, policy: options.policy, accelerator: accelerator, latencyBefore: latencyBefore,
-            breachDetectedAt: breachAt.map { ($0 * 10).rounded() / 10 }, planAt: since(plans.first?.createdAt),
+            breachDetectedAt: since(breach?.time), planAt: since(plans.first?.createdAt),
             migrationStartedAt: since(first?.startedAt ?? first?.requestedAt), migrationEndedAt: since(first?.endedAt),
-            downtimeMs: first?.stats?.downtimeMs, recoveredAt: recoveredAt.map { ($0 * 10).rounded() / 10 },
+            downtimeMs: first?.stats?.downtimeMs, recoveredAt: since(recovery?.time),
             migrations: migrations.count,
             moves: migrations.map {
                 DemoTimeline.Move(
@@ -290,14 +289,17 @@ struct DemoScenario {
             },
             explanation: plans.first?.actions.first?.explanation,
             watchedSeconds: (watched * 10).rounded() / 10, requestsSent: load.sent,
-            events: events.map { event in
-                String(format: "+%.1fs ", event.time.timeIntervalSince(start)) + "\(event.kind.rawValue) \(event.name)"
-                    + (event.to.map { ": \(event.from ?? "-") → \($0)" } ?? "") + (event.message.map { " (\($0))" } ?? "")
-            })
+            events: events.map { describe($0, since: start) })
         if let breach = timeline.breachDetectedAt, let ok = timeline.recoveredAt {
             timeline.breachToOkSeconds = ((ok - breach) * 10).rounded() / 10
         }
         return timeline
+    }
+
+    /// `+12.3s kind name: from → to (message)`.
+    private func describe(_ event: ClusterEvent, since start: Date) -> String {
+        String(format: "+%.1fs ", event.time.timeIntervalSince(start)) + "\(event.kind.rawValue) \(event.name)"
+            + (event.to.map { ": \(event.from ?? "-") → \($0)" } ?? "") + (event.message.map { " (\($0))" } ?? "")
     }
 
     private func waitRunning(_ api: VireoClient, _ name: String) async throws -> VMView {

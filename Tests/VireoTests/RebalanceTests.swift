@@ -460,3 +460,35 @@ struct RebalanceDynamicsTests {
         }
     }
 }
+
+@Suite("Rebalancing: pins and hysteresis")
+struct RebalancePinTests {
+    typealias F = RebalanceFixture
+
+    @Test("a pinned VM is never moved: slo says so and moves the neighbour; threshold skips to a movable VM or says none can move")
+    func pinned() {
+        var snapshot = F.noisyNeighbour()
+        snapshot.vms[0].pinned = true  // web-1
+        let slo = SLOPolicy().plan(snapshot)
+        #expect(F.moves(slo) == ["noisy-1: h1 -> h2"])
+        #expect(slo.considered.first { $0.vmName == "web-1" }?.notMoved == .pinned(host: "h1"))
+        // threshold takes the busiest movable VM (web-1 is busier, but pinned).
+        let threshold = ThresholdPolicy(settings: .init(threshold: 0.5)).plan(snapshot)
+        #expect(F.moves(threshold) == ["noisy-1: h1 -> h2"])
+        snapshot.vms[1].pinned = true
+        let stuck = ThresholdPolicy(settings: .init(threshold: 0.5)).plan(snapshot)
+        #expect(stuck.actions.isEmpty)
+        #expect(stuck.notes.contains { $0.contains("none of its VMs can move") }, "\(stuck.notes)")
+    }
+
+    @Test("after a move made for an application, slo waits two of its lookbacks before moving anything else for it")
+    func settles() {
+        var snapshot = F.noisyNeighbour()
+        snapshot.applications[0].lastMoveEndedAt = snapshot.now - 100  // lookback 300 s: wait 600 s
+        let waiting = SLOPolicy().plan(snapshot)
+        #expect(waiting.actions.isEmpty)
+        #expect(waiting.notes.contains { $0.contains("waiting 10m") }, "\(waiting.notes)")
+        snapshot.applications[0].lastMoveEndedAt = snapshot.now - 601
+        #expect(F.moves(SLOPolicy().plan(snapshot)) == ["noisy-1: h1 -> h2"])
+    }
+}

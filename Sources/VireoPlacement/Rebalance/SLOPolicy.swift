@@ -130,7 +130,11 @@ public struct SLOPolicy: RebalancePolicy {
                 let host = pressure.host
                 let load = state.load(host)
                 guard load > settings.contendedLoad else {
-                    for vm in pressure.ownVMs where !moved.contains(vm) {
+                    // A reason of the VM's own (pinned, cooling down) stays; "another move was better" gives
+                    // way to what that move did to the host.
+                    for vm in pressure.ownVMs where !moved.contains(vm)
+                        && (outcomes[vm] == nil || outcomes[vm]?.notMoved == .betterMoveChosen)
+                    {
                         note(vm, host: host, .hostNotContended(
                             host: state.hostName(host), load: load, limit: settings.contendedLoad))
                     }

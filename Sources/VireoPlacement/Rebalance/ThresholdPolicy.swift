@@ -53,7 +53,12 @@ public struct ThresholdPolicy: RebalancePolicy {
                 let da = state.vmDemand[a], db = state.vmDemand[b]
                 return da != db ? da < db : snapshot.vms[a].name > snapshot.vms[b].name
             }
-            guard let vm = busiest else { continue }
+            guard let vm = busiest else {
+                plan.notes.append(
+                    "host \(hostName) CPU \(percent(load)) is above \(percent(settings.threshold)), but none of its VMs can move "
+                        + "(pinned or already migrating)")
+                continue
+            }
             let request = snapshot.vms[vm]
             func skip(_ reason: NotMovedReason, _ destinations: DestinationVerdicts = .init()) {
                 plan.considered.append(
