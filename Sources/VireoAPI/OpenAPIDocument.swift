@@ -597,6 +597,11 @@ public enum OpenAPIDocument {
           "stateChangedAt": {
             "type": "string",
             "format": "date-time"
+          },
+          "cpuLoad": {
+            "type": "number",
+            "minimum": 0,
+            "description": "Recent CPU use as a fraction of what the host may use (its agent's measure — its cgroup or the machine — else the sum of its VMs'); absent until measured."
           }
         }
       },

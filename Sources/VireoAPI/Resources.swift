@@ -75,8 +75,12 @@ public struct HostView: Sendable, Codable, Equatable {
     public var registeredAt: Date
     public var lastHeartbeatAt: Date
     public var stateChangedAt: Date
+    /// Recent CPU use as a fraction of what the host may use (its agent's measure, or the sum of
+    /// its VMs'); absent until measured.
+    public var cpuLoad: Double?
 
-    public init(_ host: HostRecord, allocatedCPUs: Int, allocatedMemoryMiB: Int, vms: Int) {
+    public init(_ host: HostRecord, allocatedCPUs: Int, allocatedMemoryMiB: Int, vms: Int, cpuLoad: Double? = nil) {
+        self.cpuLoad = cpuLoad
         id = host.id
         name = host.name
         state = host.state

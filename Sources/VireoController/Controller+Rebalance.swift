@@ -23,6 +23,16 @@ extension Controller {
         }
     }
 
+    /// A host's CPU over the last three spans as the planner sees it: measured by its agent, else
+    /// the sum of its running VMs over its cores; nil before anything was measured.
+    func recentCPULoad(of host: HostRecord) -> Double? {
+        func mean(_ rates: [Double]) -> Double? { CPUHistory.recentMean(rates, window: 3) }
+        if let measured = mean(hostUsage.rates(host.id)) { return measured }
+        let vms = (state.vmsByHost[host.id] ?? []).compactMap { mean(vmUsage.rates($0)) }
+        guard !vms.isEmpty, host.fingerprint.cpus > 0 else { return nil }
+        return vms.reduce(0, +) / Double(host.fingerprint.cpus)
+    }
+
     // MARK: Snapshot
 
     /// The cluster as a rebalancing policy sees it now.

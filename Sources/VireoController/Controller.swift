@@ -145,7 +145,8 @@ public actor Controller {
 
     func view(_ host: HostRecord) -> HostView {
         let a = state.allocation[host.id] ?? ClusterState.Allocation()
-        return HostView(host, allocatedCPUs: a.cpus, allocatedMemoryMiB: a.memoryMiB, vms: a.vms)
+        return HostView(
+            host, allocatedCPUs: a.cpus, allocatedMemoryMiB: a.memoryMiB, vms: a.vms, cpuLoad: recentCPULoad(of: host))
     }
 
     // MARK: Writing

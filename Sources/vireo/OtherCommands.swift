@@ -17,10 +17,11 @@ struct HostList: AsyncParsableCommand {
         let hosts = try await client.client().hosts().items
         if output.output == .json { return try printJSON(hosts) }
         printTable(
-            ["NAME", "STATE", "DRIVER", "CPUS", "MEMORY", "VMS", "HEARTBEAT"],
+            ["NAME", "STATE", "DRIVER", "CPUS", "CPU LOAD", "MEMORY", "VMS", "HEARTBEAT"],
             hosts.map {
                 [
                     $0.name, $0.state.rawValue, $0.driver, "\($0.allocatedCPUs)/\($0.cpus)",
+                    $0.cpuLoad.map { String(format: "%.0f%%", $0 * 100) } ?? "-",
                     "\(ByteSize.format(mib: $0.allocatedMemoryMiB))/\(ByteSize.format(mib: $0.memoryMiB))", String($0.vms),
                     age(since: $0.lastHeartbeatAt) + " ago",
                 ]

@@ -72,6 +72,8 @@ struct RebalanceControllerTests {
         let controller = scene.plane.controller
         for _ in 0..<20 { try await scene.step(usage: Self.contended, latency: 0.2) }
         #expect(try await controller.app("shop").objectives.first { $0.name == "latency" }?.state == .breaching)
+        // What the planner sees is shown on the hosts: h1 runs 5 of its 8 cores.
+        #expect(abs((try await controller.host("h1").cpuLoad ?? 0) - 0.625) < 1e-9)
 
         let fixed = scene
         try await scene.plane.test { client in

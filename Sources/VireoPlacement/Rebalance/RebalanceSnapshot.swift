@@ -136,3 +136,13 @@ public struct MigrationBudget: Sendable, Equatable {
         self.perHost = perHost
     }
 }
+
+/// CPU use over time, oldest first.
+public enum CPUHistory {
+    /// Mean of the last `window` samples (all of them if fewer); nil without samples.
+    public static func recentMean(_ samples: [Double], window: Int) -> Double? {
+        guard !samples.isEmpty else { return nil }
+        let recent = samples.suffix(max(1, window))
+        return recent.reduce(0, +) / Double(recent.count)
+    }
+}

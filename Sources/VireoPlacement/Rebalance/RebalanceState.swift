@@ -118,9 +118,7 @@ struct RebalanceState {
 
     /// Mean of the last `window` samples (all of them if fewer); 0 without samples.
     static func recentMean(_ samples: [Double], window: Int) -> Double {
-        guard !samples.isEmpty else { return 0 }
-        let recent = samples.suffix(max(1, window))
-        return recent.reduce(0, +) / Double(recent.count)
+        CPUHistory.recentMean(samples, window: window) ?? 0
     }
 
     /// CPU demand over cores (0 for a host without cores).
