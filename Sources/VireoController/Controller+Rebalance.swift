@@ -128,7 +128,7 @@ extension Controller {
                 plan.actions[index].outcome = migration.state.rawValue
             } catch {
                 let reason = (error as? VireoError)?.message ?? "\(error)"
-                failure = "moving \(action.vm) could not start"
+                failure = "moving \(action.vm) could not start: \(reason)"
                 plan.actions[index].outcome = "skipped"
                 plan.actions[index].outcomeMessage = reason
             }
