@@ -52,9 +52,12 @@ if [ -n "$address" ]; then
   sleep 15
 fi
 echo; echo "\$ vireo app show shop"; "$bin" app show shop || true
+echo; echo "\$ vireo plan --explain    # what the slo rebalancer would move now, and why"
+"$bin" plan --explain || true
 echo
 echo "Vireo is running at $VIREO_SERVER with data in $data."
 echo "Try: export VIREO_SERVER=$VIREO_SERVER; $bin vm list; $bin events"
+echo "Rebalancing on two hosts, real guests (root): sudo $bin demo noisy-neighbour --policy slo"
 if [ -n "${DEMO_SECONDS:-}" ]; then
   sleep "$DEMO_SECONDS"
 else
