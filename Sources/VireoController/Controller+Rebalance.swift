@@ -103,13 +103,15 @@ extension Controller {
             ? Plan(decided, id: Self.newPlanID(at: time), state: .executing, trigger: trigger, at: time)
             : Plan(decided, id: "dry-run", state: .dryRun, trigger: trigger, at: time)
         guard execute else { return plan }
-        if trigger == .automatic && plan.actions.isEmpty {
-            // Nothing to move: kept to be shown (`vireo rebalance`), not stored.
+        if plan.actions.isEmpty {
             plan.state = .completed
             plan.endedAt = time
             plan.message = "nothing to move"
-            lastAutomaticPlan = plan
-            return plan
+            if trigger == .automatic {
+                // Kept to be shown (`vireo rebalance`), not stored: the loop plans every interval.
+                lastAutomaticPlan = plan
+                return plan
+            }
         }
         await lock.acquire()
         defer { lock.release() }
@@ -133,11 +135,7 @@ extension Controller {
                 plan.actions[index].outcomeMessage = reason
             }
         }
-        if plan.actions.isEmpty {
-            plan.state = .completed
-            plan.endedAt = time
-            plan.message = "nothing to move"
-        } else if let failure {
+        if let failure {
             plan.message = failure
             if !plan.actions.contains(where: { $0.migration != nil }) {
                 plan.state = .failed
