@@ -1045,7 +1045,7 @@ public enum OpenAPIDocument {
           "downtimeMs": {
             "type": "integer",
             "minimum": 0,
-            "description": "How long the guest was paused for the switch-over."
+            "description": "How long the guest was paused: the final switch-over (mode live), or from the pause to the last byte sent (mode paused)."
           },
           "transferredBytes": {
             "type": "integer",
@@ -1054,6 +1054,11 @@ public enum OpenAPIDocument {
           "setupTimeMs": {
             "type": "integer",
             "minimum": 0
+          },
+          "mode": {
+            "type": "string",
+            "enum": ["live", "paused"],
+            "description": "live: memory copied while the guest ran, downtime is the final switch-over; paused: the guest was paused for the whole copy (under TCG, see docs/migration.md)."
           }
         }
       },

@@ -135,7 +135,7 @@ public struct QEMUInvocation: Sendable, Equatable {
                 "-device", "virtio-net-pci,netdev=net0,mac=\(mac)",
             ]
         }
-        if let incoming { arguments += ["-incoming", incoming] }
+        if let incoming { arguments += ["-mem-prealloc", "-incoming", incoming] }
         return arguments
     }
 

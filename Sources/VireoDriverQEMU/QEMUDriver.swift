@@ -50,6 +50,8 @@ public actor QEMUDriver: HypervisorDriver {
         /// defaults (20 and 10).
         public var migrationThrottleInitialPercent: Int?
         public var migrationThrottleIncrementPercent: Int?
+        /// Whether the guest runs while its memory is copied (see `MigrationMode`).
+        public var migrationMode: MigrationMode = .auto
         /// A directory all hosts see at the same path (NFS, or one machine's disk in the testbed).
         /// VM disks kept there can be live-migrated: the destination opens the same file.
         public var sharedDisks: String?
@@ -59,6 +61,30 @@ public actor QEMUDriver: HypervisorDriver {
             self.accelerator = accelerator
             self.cpus = cpus
             self.memoryMiB = memoryMiB
+        }
+    }
+
+    /// How a VM is moved.
+    public enum MigrationMode: String, Sendable, CaseIterable {
+        /// Pre-copy while the guest runs, then a short pause for what it dirtied meanwhile.
+        case live
+        /// Pause the guest, copy its memory, resume it on the destination: downtime is the whole
+        /// transfer, but nothing depends on the hypervisor tracking the pages the guest writes.
+        case paused
+        /// `paused` under TCG (where live pre-copy of write-heavy guests was measured to lose
+        /// guests: docs/benchmarks.md), `live` under KVM.
+        case auto
+
+        public static func parse(_ text: String, field: String) throws -> MigrationMode {
+            guard let mode = MigrationMode(rawValue: text) else {
+                throw VireoError.invalid(field: field, value: "'\(text)'", "expected auto, live or paused")
+            }
+            return mode
+        }
+
+        /// The mode used on `accelerator`.
+        public func resolved(for accelerator: Accelerator) -> MigrationMode {
+            self != .auto ? self : accelerator == .tcg ? .paused : .live
         }
     }
 
@@ -296,6 +322,12 @@ public actor QEMUDriver: HypervisorDriver {
             let pid = try await Self.awaitPID(paths.pid)
             try Self.write(RunInfo(pid: pid, serialOffset: offset, startedAt: Date()), to: paths.run)
             let qmp = try await QMPClient.connect(path: paths.qmp)
+            if incoming != nil {
+                // MIGRATION events tell this side when the guest has arrived (a paused one is continued).
+                try await qmp.execute(
+                    "migrate-set-capabilities",
+                    ["capabilities": .array([.object(["capability": .string("events"), "state": .bool(true)])])])
+            }
             attach(id, run: run, pid: pid, qmp: qmp, serialOffset: offset, incoming: incoming != nil)
             logger.debug(
                 "QEMU started",
@@ -436,7 +468,18 @@ public actor QEMUDriver: HypervisorDriver {
             parameters["cpu-throttle-increment"] = .number(Double(increment))
         }
         try await qmp.execute("migrate-set-parameters", parameters)
-        try await qmp.execute("migrate", ["uri": .string(uri)])
+        // Paused: the guest stops before the first page is read and resumes on the destination
+        // (which sees it arrive paused and continues it); downtime is the whole transfer.
+        let paused = configuration.migrationMode.resolved(for: configuration.accelerator) == .paused
+        let pausedAt = ContinuousClock.now
+        if paused { try await qmp.execute("stop") }
+        let migrateAt = ContinuousClock.now
+        do {
+            try await qmp.execute("migrate", ["uri": .string(uri)])
+        } catch {
+            if paused { try? await resumeAfterFailedMigration(qmp) }
+            throw error
+        }
         let deadline = ContinuousClock.now + configuration.migrationTimeout
         while true {
             let info = try await qmp.execute("query-migrate")
@@ -449,10 +492,14 @@ public actor QEMUDriver: HypervisorDriver {
                     try await Task.sleep(for: .milliseconds(20))
                     final = try await qmp.execute("query-migrate")
                 }
+                let totalMs = final["total-time"]?.intValue ?? 0
                 return MigrationStats(
-                    totalTimeMs: final["total-time"]?.intValue ?? 0, downtimeMs: final["downtime"]?.intValue ?? 0,
+                    totalTimeMs: totalMs,
+                    // QEMU counts its own final pause; a paused migration paused the guest before it.
+                    downtimeMs: paused
+                        ? Self.milliseconds(migrateAt - pausedAt) + totalMs : final["downtime"]?.intValue ?? 0,
                     transferredBytes: UInt64(final["ram"]?["transferred"]?.doubleValue ?? 0),
-                    setupTimeMs: final["setup-time"]?.intValue)
+                    setupTimeMs: final["setup-time"]?.intValue, mode: paused ? .paused : .live)
             case "failed", "cancelled":
                 let reason = info["error-desc"]?.stringValue ?? status
                 try await resumeAfterFailedMigration(qmp)
@@ -583,6 +630,8 @@ public actor QEMUDriver: HypervisorDriver {
                         switch event.name {
                         case "SHUTDOWN": await self.shutdownEvent(id, run: run, guest: event.data["guest"] == .bool(true))
                         case "RESUME" where incoming: await self.becameReady(id, run: run)
+                        case "MIGRATION" where incoming && event.data["status"]?.stringValue == "completed":
+                            await self.continueArrived(id, run: run, qmp: qmp)
                         default: break
                         }
                     }
@@ -611,6 +660,19 @@ public actor QEMUDriver: HypervisorDriver {
             logger.info(
                 "guest ready",
                 metadata: ["vm": "\(instances[id]?.record.spec.name ?? "\(id)")", "since-launch-ms": "\(bootMs)"])
+        }
+    }
+
+    /// A guest sent by a paused migration arrives paused (the source stopped it first); only
+    /// running guests are migrated, so it runs on here.
+    private func continueArrived(_ id: VMID, run: Int, qmp: QMPClient) async {
+        guard instances[id]?.run == run, instances[id]?.state == .starting,
+            let status = try? await qmp.execute("query-status"), status["status"]?.stringValue == "paused"
+        else { return }
+        do {
+            try await qmp.execute("cont")
+        } catch {
+            logger.error("cannot resume the arrived guest", metadata: ["vm": "\(id)", "error": "\(error)"])
         }
     }
 

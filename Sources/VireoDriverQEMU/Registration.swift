@@ -8,14 +8,14 @@ extension DriverRegistry {
     /// Registers `qemu`. Settings: `accel` (auto|kvm|tcg), `cpus`, `memory`, `stop-timeout-s`,
     /// `ready-timeout-s`, `network` (user|none|tap), `bridge`, `pool`, `guest-prefix`, `gateway` (tap),
     /// `images` (image cache directory), `shared-disks` (shared storage, enables live migration),
-    /// `binary`.
+    /// `migration-mode` (auto|live|paused), `binary`.
     public mutating func registerQEMU(logger: Logger = Logger(label: "vireo.qemu")) {
         register("qemu") { options in
             try options.rejectUnknown(
                 driver: "qemu",
                 allowed: [
                     "accel", "cpus", "memory", "stop-timeout-s", "ready-timeout-s", "network", "bridge", "pool",
-                    "guest-prefix", "gateway", "images", "shared-disks", "binary",
+                    "guest-prefix", "gateway", "images", "shared-disks", "migration-mode", "binary",
                 ])
             let settings = options.settings
             let accelerator = try Accelerator.resolve(settings["accel"] ?? "auto")
@@ -27,6 +27,9 @@ extension DriverRegistry {
             if let seconds = try options.int("stop-timeout-s") { configuration.stopTimeout = .seconds(seconds) }
             if let seconds = try options.int("ready-timeout-s") { configuration.readyTimeout = .seconds(seconds) }
             if let binary = settings["binary"] { configuration.binary = binary }
+            if let mode = settings["migration-mode"] {
+                configuration.migrationMode = try QEMUDriver.MigrationMode.parse(mode, field: "migration-mode")
+            }
             switch settings["network"] ?? "user" {
             case "user": configuration.network = .user
             case "none": configuration.network = .none

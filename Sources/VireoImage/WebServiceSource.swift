@@ -18,7 +18,10 @@ extension GuestFiles {
     /// (at nice 10, so HTTP stays responsive) writes one word in every 4 KiB page of an N MiB buffer,
     /// in a loop, as fast as it can or at R MiB/s of pages; `mib=0` stops it and frees the buffer.
     /// The buffer is allocated and populated before the reply; a size that would leave less than
-    /// 16 MiB of the guest's available memory is refused (400) and the current load kept.
+    /// 16 MiB of the guest's available memory is refused (400) and the current load kept. Before
+    /// writing a page again the thread checks it still holds what it wrote last time — the load's
+    /// pages, and 8 pages it writes after every MiB (pages written far more often); `/status`
+    /// counts the pages that did not (`lostWrites`: writes a migration failed to carry over).
     static let webServiceSource = #"""
         #define _GNU_SOURCE
         #include <errno.h>
@@ -68,6 +71,17 @@ extension GuestFiles {
         static size_t dirty_bytes;
         static long dirty_mib, dirty_rate;  /* rate in MiB/s of pages written; 0: as fast as it can */
         static uint64_t dirty_generation, pages_dirtied;
+        /* What the dirtier last wrote into each chunk (0: not yet). Before it writes a page again it
+           checks that the page still holds that value: a page that does not lost a write — memory
+           the hypervisor failed to carry over (a live migration that missed a dirty page). */
+        static uint64_t *chunk_seq;
+        static uint64_t lost_writes;
+        /* A few pages written after every chunk, far more often than any page of the load: the
+           check also covers pages the vCPU keeps writing (as a kernel's busiest data), not only
+           pages written once a pass. */
+        #define HOT_PAGES 8
+        static char *hot_pages;
+        static uint64_t hot_seq;
 
         static double now_seconds(void) {
             struct timespec ts;
@@ -108,7 +122,20 @@ extension GuestFiles {
                 long rate = dirty_rate;
                 size_t end = offset + DIRTY_CHUNK < dirty_bytes ? offset + DIRTY_CHUNK : dirty_bytes;
                 seq++;
-                for (size_t o = offset; o < end; o += PAGE_SIZE) *(volatile uint64_t *)(dirty_buf + o) = seq;
+                uint64_t expected = chunk_seq[offset / DIRTY_CHUNK], lost = 0;
+                for (size_t o = offset; o < end; o += PAGE_SIZE) {
+                    volatile uint64_t *word = (volatile uint64_t *)(dirty_buf + o);
+                    if (expected && *word != expected) lost++;
+                    *word = seq;
+                }
+                chunk_seq[offset / DIRTY_CHUNK] = seq;
+                for (size_t o = 0; o < HOT_PAGES * PAGE_SIZE; o += PAGE_SIZE) {
+                    volatile uint64_t *word = (volatile uint64_t *)(hot_pages + o);
+                    if (hot_seq && *word != hot_seq) lost++;
+                    *word = seq;
+                }
+                hot_seq = seq;
+                if (lost) __atomic_add_fetch(&lost_writes, lost, __ATOMIC_RELAXED);
                 size_t written = end - offset;
                 offset = end >= dirty_bytes ? 0 : end;
                 pthread_mutex_unlock(&dirty_lock);
@@ -153,17 +180,24 @@ extension GuestFiles {
             char *old = dirty_buf;
             size_t old_bytes = dirty_bytes;
             dirty_buf = NULL; dirty_bytes = 0; dirty_mib = 0; dirty_rate = 0;
+            free(chunk_seq);
+            chunk_seq = NULL;
+            hot_seq = 0;
             pthread_mutex_unlock(&dirty_lock);
             if (old) munmap(old, old_bytes);
             if (mib > 0) {
                 size_t bytes = (size_t)mib << 20;
                 char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-                if (buf == MAP_FAILED) {
+                uint64_t *seqs = calloc((bytes + DIRTY_CHUNK - 1) / DIRTY_CHUNK, sizeof *seqs);
+                if (buf == MAP_FAILED || seqs == NULL) {
                     snprintf(error, size, "cannot allocate %ld MiB: %s\n", mib, strerror(errno));
+                    if (buf != MAP_FAILED) munmap(buf, bytes);
+                    free(seqs);
                     rc = -1;
                 } else {
                     pthread_mutex_lock(&dirty_lock);
                     dirty_buf = buf; dirty_bytes = bytes; dirty_mib = mib; dirty_rate = rate;
+                    chunk_seq = seqs;
                     dirty_generation++;
                     pthread_cond_signal(&dirty_wake);
                     pthread_mutex_unlock(&dirty_lock);
@@ -310,10 +344,11 @@ extension GuestFiles {
                 pthread_mutex_unlock(&dirty_lock);
                 snprintf(body, sizeof body,
                     "{\"name\":\"%s\",\"uptimeSeconds\":%s,\"requests\":%llu,\"bootId\":\"%s\","
-                    "\"dirtyMiB\":%ld,\"dirtyRateMiBps\":%ld,\"dirtiedPages\":%llu}\n",
+                    "\"dirtyMiB\":%ld,\"dirtyRateMiBps\":%ld,\"dirtiedPages\":%llu,\"lostWrites\":%llu}\n",
                     vm_name, uptime[0] ? uptime : "0",
                     (unsigned long long)__atomic_load_n(&requests_total, __ATOMIC_RELAXED), boot_id, mib, rate,
-                    (unsigned long long)__atomic_load_n(&pages_dirtied, __ATOMIC_RELAXED));
+                    (unsigned long long)__atomic_load_n(&pages_dirtied, __ATOMIC_RELAXED),
+                    (unsigned long long)__atomic_load_n(&lost_writes, __ATOMIC_RELAXED));
                 rc = respond(fd, 200, "application/json", body, keep_alive);
             } else if (is_dirty) {
                 long mib = -1, rate = 0;
@@ -402,6 +437,9 @@ extension GuestFiles {
             listen_fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
             int family_v6 = listen_fd >= 0;
             if (!family_v6) listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            hot_pages = mmap(NULL, HOT_PAGES * PAGE_SIZE, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+            if (hot_pages == MAP_FAILED) { perror("vireo-web: mmap"); return 1; }
             int one = 1, zero = 0;
             setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
             int bound;

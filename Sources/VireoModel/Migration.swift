@@ -23,17 +23,32 @@ public struct MigrationProgress: Sendable, Codable, Equatable {
 public struct MigrationStats: Sendable, Codable, Equatable {
     /// From the start of the transfer to the guest running on the destination.
     public var totalTimeMs: Int
-    /// How long the guest was paused for the final switch-over.
+    /// How long the guest was paused: for the final switch-over (`live`), or from the pause to the
+    /// last byte sent (`paused`).
     public var downtimeMs: Int
     public var transferredBytes: UInt64
     public var setupTimeMs: Int?
+    /// How the memory was copied; nil where the driver does not say (the simulator, older records).
+    public var mode: MigrationCopyMode?
 
-    public init(totalTimeMs: Int, downtimeMs: Int, transferredBytes: UInt64, setupTimeMs: Int? = nil) {
+    public init(
+        totalTimeMs: Int, downtimeMs: Int, transferredBytes: UInt64, setupTimeMs: Int? = nil,
+        mode: MigrationCopyMode? = nil
+    ) {
         self.totalTimeMs = totalTimeMs
         self.downtimeMs = downtimeMs
         self.transferredBytes = transferredBytes
         self.setupTimeMs = setupTimeMs
+        self.mode = mode
     }
+}
+
+/// How a migration copied the guest's memory.
+public enum MigrationCopyMode: String, Sendable, Codable, Equatable {
+    /// While the guest ran (pre-copy); downtime is the final switch-over.
+    case live
+    /// With the guest paused throughout; downtime is the whole copy.
+    case paused
 }
 
 public struct MigrationID: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {

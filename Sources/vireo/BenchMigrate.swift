@@ -18,6 +18,8 @@ struct MigrationBenchResult: Codable, Sendable {
     var bandwidthBytesPerSecond: UInt64
     var throttleInitialPercent: Int?
     var throttleIncrementPercent: Int?
+    /// `live` or `paused` (what `--mode` resolved to on this accelerator).
+    var mode: String
     var dirtyRateMiBps: Int
     var combinations: [Combination]
 
@@ -34,15 +36,21 @@ struct MigrationBenchResult: Codable, Sendable {
         /// Migrations QEMU completed (whether or not the guest survived them).
         var completed: Int { runs.filter { $0.totalMs != nil }.count }
         var keptRunning: Int { runs.filter(\.keptRunning).count }
+        /// Dirtying runs in which the guest found every page of its load as it had written it.
+        var memoryIntact: Int { runs.filter { $0.lostWrites == 0 }.count }
+        var memoryChecked: Int { runs.filter { $0.lostWrites != nil }.count }
     }
 
     struct Run: Codable, Sendable {
         /// `a→b` or `b→a`: the two in-process hosts.
         var direction: String
-        /// QEMU's `total-time` and `downtime` (the source's pause until the migration completed).
+        /// QEMU's `total-time`, and the guest's pause: QEMU's `downtime` in a live migration (the
+        /// switch-over until the last byte was sent), from the pause to the last byte in a paused one.
         var totalMs: Int?
         var downtimeMs: Int?
         var transferredBytes: UInt64?
+        /// QEMU's `setup-time`: from the migrate command to the first page sent (in `totalMs`).
+        var setupMs: Int?
         /// The highest dirty rate QEMU reported during the migration. QEMU computes it about once
         /// a second, so a shorter migration has none.
         var peakDirtyMiBps: Double?
@@ -50,6 +58,10 @@ struct MigrationBenchResult: Codable, Sendable {
         var keptRunning: Bool
         /// The dirtying load was still running on the other side (always true when idle).
         var loadKept: Bool
+        /// Pages of the dirtying load that, when the guest next came to rewrite them on the
+        /// destination, did not hold what it had last written on the source: writes the migration
+        /// lost. Nil when idle or when the guest did not answer.
+        var lostWrites: UInt64?
         /// Why the migration failed, or why the guest did not keep running after it.
         var error: String?
     }
@@ -74,14 +86,16 @@ struct MigrationBenchResult: Codable, Sendable {
 struct BenchMigrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",
-        abstract: "Live-migrate a `web` guest back and forth between two QEMU hosts in this process.",
+        abstract: "Migrate a `web` guest back and forth between two QEMU hosts in this process.",
         discussion: """
             Needs no controller: two QEMU drivers run in this process over 127.0.0.1, sharing a disk \
             directory, as two hosts with shared storage would. For each memory size and dirty size one guest \
             is booted and migrated --runs times, alternating a→b and b→a. With a dirty size D the guest writes \
             one word in every page of D MiB, in a loop, during the migrations (POST /dirty in the guest); \
             combinations with D ≥ memory − 64 MiB are skipped (the guest needs the rest). Each run checks \
-            that the guest kept running: the same boot id and a larger uptime on the other side.
+            that the guest kept running (the same boot id and a larger uptime on the other side) and, with a \
+            load, that its memory arrived intact (the load found every page as it had last written it). \
+            --mode picks live pre-copy or a paused copy (docs/migration.md).
             """)
 
     @Option(help: ArgumentHelp("Guest memory sizes, comma-separated.", valueName: "sizes"))
@@ -99,6 +113,11 @@ struct BenchMigrate: AsyncParsableCommand {
     var throttleInitial: Int?
     @Option(help: ArgumentHelp("auto-converge: throttle step (QEMU default 10).", valueName: "percent"))
     var throttleIncrement: Int?
+    @Option(
+        help: ArgumentHelp(
+            "live (pre-copy while the guest runs), paused (guest paused for the whole copy), or auto: paused under TCG.",
+            valueName: "mode"))
+    var mode: String = "auto"
     @Option(help: ArgumentHelp("Cancel a migration after this long.", valueName: "seconds"))
     var timeout: Int = 60
     @Option(help: ArgumentHelp("Image cache.", valueName: "dir"))
@@ -126,6 +145,7 @@ struct BenchMigrate: AsyncParsableCommand {
         tuning.throttleInitial = throttleInitial
         tuning.throttleIncrement = throttleIncrement
         let accelerator = try Accelerator.resolve("auto")
+        tuning.mode = try QEMUDriver.MigrationMode.parse(mode, field: "--mode").resolved(for: accelerator)
         stderr("building or finding the web image in \(images)")
         let built = try await ImageBuilder(cacheDirectory: images).build("web")
         let guest = GuestImage(
@@ -169,15 +189,16 @@ struct BenchMigrate: AsyncParsableCommand {
             return [summary.min, summary.median, summary.max].map { String(format: format, $0) }.joined(separator: " / ")
         }
         print(
-            "\(result.accelerator), \(result.runs) runs each, downtime-limit \(result.downtimeLimitMs) ms, "
+            "\(result.accelerator), \(result.mode) migration, \(result.runs) runs each, downtime-limit \(result.downtimeLimitMs) ms, "
                 + "max-bandwidth \(result.bandwidthBytesPerSecond >> 20) MiB/s; min / median / max:")
         printTable(
-            ["MEMORY", "DIRTY", "COMPLETED", "TOTAL MS", "DOWNTIME MS", "SENT MIB", "KEPT RUNNING"],
+            ["MEMORY", "DIRTY", "COMPLETED", "TOTAL MS", "DOWNTIME MS", "SENT MIB", "KEPT RUNNING", "MEMORY INTACT"],
             result.combinations.map { c in
                 if c.skipped != nil { return ["\(c.memoryMiB)MiB", "\(c.dirtyMiB)MiB", "skipped"] }
                 return [
                     "\(c.memoryMiB)MiB", "\(c.dirtyMiB)MiB", "\(c.completed)/\(c.runs.count)", triple(c.totalMs, "%.0f"),
                     triple(c.downtimeMs, "%.0f"), triple(c.transferredMiB, "%.1f"), "\(c.keptRunning)/\(c.runs.count)",
+                    c.dirtyMiB == 0 ? "-" : "\(c.memoryIntact)/\(c.memoryChecked)",
                 ]
             })
         for c in result.combinations {
@@ -197,6 +218,7 @@ struct MigrationTuning: Sendable {
     var timeout: Duration
     var throttleInitial: Int?
     var throttleIncrement: Int?
+    var mode: QEMUDriver.MigrationMode = .live
 }
 
 /// Runs the migrations: two QEMU drivers ("hosts" a and b) with their own state directories and one
@@ -214,6 +236,7 @@ struct MigrationBench: Sendable {
         var bootId: String
         var dirtyMiB: Int?
         var dirtiedPages: UInt64?
+        var lostWrites: UInt64?
     }
 
     func measure(memories: [Int], dirties: [Int]) async throws -> MigrationBenchResult {
@@ -222,7 +245,8 @@ struct MigrationBench: Sendable {
         var result = MigrationBenchResult(
             accelerator: accelerator.rawValue, runs: runs, downtimeLimitMs: tuning.downtimeLimitMs,
             bandwidthBytesPerSecond: tuning.bandwidth, throttleInitialPercent: tuning.throttleInitial,
-            throttleIncrementPercent: tuning.throttleIncrement, dirtyRateMiBps: dirtyRateMiBps, combinations: [])
+            throttleIncrementPercent: tuning.throttleIncrement, mode: tuning.mode.rawValue, dirtyRateMiBps: dirtyRateMiBps,
+            combinations: [])
         do {
             for memory in memories {
                 for dirty in dirties {
@@ -255,6 +279,7 @@ struct MigrationBench: Sendable {
         configuration.migrationTimeout = tuning.timeout
         configuration.migrationThrottleInitialPercent = tuning.throttleInitial
         configuration.migrationThrottleIncrementPercent = tuning.throttleIncrement
+        configuration.migrationMode = tuning.mode
         let image = self.image
         var logger = Logger(label: "vireo.bench.\(name)")
         logger.logLevel = .warning  // the progress lines say what happens
@@ -305,6 +330,7 @@ struct MigrationBench: Sendable {
                     record.totalMs = stats.totalTimeMs
                     record.downtimeMs = stats.downtimeMs
                     record.transferredBytes = stats.transferredBytes
+                    record.setupMs = stats.setupTimeMs
                     // The source is let go only once the guest runs on the destination, which has
                     // then read the whole stream.
                     try await destination.finishIncoming(spec.id)
@@ -335,6 +361,12 @@ struct MigrationBench: Sendable {
                 record.keptRunning = after.bootId == before.bootId && after.uptimeSeconds > before.uptimeSeconds
                 record.loadKept =
                     dirty == 0 || (after.dirtyMiB == dirty && (after.dirtiedPages ?? 0) > (before.dirtiedPages ?? 0))
+                if dirty > 0, record.keptRunning, record.loadKept,
+                    let checked = try? await Self.afterOnePass(address, from: after, pages: UInt64(dirty) * 256)
+                {
+                    // Every page has been checked on this side once the load has made a full pass.
+                    record.lostWrites = (checked.lostWrites ?? 0) - (before.lostWrites ?? 0)
+                }
                 combination.runs.append(record)
                 stderr(Self.describe(record, label: label, run: run))
             }
@@ -356,12 +388,14 @@ struct MigrationBench: Sendable {
             run.totalMs == nil
             ? "migration failed"
             : String(
-                format: "total %d ms, downtime %d ms, %.1f MiB sent", run.totalMs ?? 0, run.downtimeMs ?? 0,
+                format: "total %d ms (setup %d), downtime %d ms, %.1f MiB sent", run.totalMs ?? 0, run.setupMs ?? 0,
+                run.downtimeMs ?? 0,
                 Double(run.transferredBytes ?? 0) / 1_048_576)
         if let error = run.error { outcome += " (\(error))" }
         let peak = run.peakDirtyMiBps.map { String(format: ", peak dirty rate %.0f MiB/s", $0) } ?? ""
+        let lost = run.lostWrites.map { $0 == 0 ? "; memory intact" : "; \($0) LOST WRITES" } ?? ""
         return "\(label), run \(number) (\(run.direction)): \(outcome)\(peak); guest "
-            + (run.keptRunning ? "kept running" : "DID NOT keep running") + (run.loadKept ? "" : "; load NOT kept")
+            + (run.keptRunning ? "kept running" : "DID NOT keep running") + (run.loadKept ? "" : "; load NOT kept") + lost
     }
 
     // MARK: Guest and host helpers
@@ -379,6 +413,19 @@ struct MigrationBench: Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         throw VireoError(.internal, "VM \(id) was not running within 120 s")
+    }
+
+    /// The guest's status once its load has written `pages` more pages than in `start`.
+    static func afterOnePass(_ address: String, from start: GuestStatus, pages: UInt64) async throws -> GuestStatus {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            let status = try await Self.status(address)
+            if (status.dirtiedPages ?? 0) >= (start.dirtiedPages ?? 0) + pages { return status }
+            guard ContinuousClock.now < deadline else {
+                throw VireoError(.internal, "the guest at \(address) did not dirty \(pages) pages within 30 s")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     static func status(_ address: String) async throws -> GuestStatus {

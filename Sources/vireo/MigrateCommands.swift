@@ -11,8 +11,10 @@ struct Migrate: AsyncParsableCommand {
         discussion: """
             Both hosts need the live-migration capability (the qemu driver with shared-disks, as in \
             `vireo testbed`). Shows the transfer as it goes; at the end prints the total time, the \
-            downtime (how long the guest was paused) and the bytes sent. If the migration fails, the VM \
-            keeps running on its current host and the reason is printed (exit code 1).
+            downtime (how long the guest was paused) and the bytes sent. Under TCG the qemu driver pauses \
+            the guest for the whole copy (its migration-mode auto; docs/migration.md says why), so the \
+            downtime is the copy. If the migration fails, the VM keeps running on its current host and the \
+            reason is printed (exit code 1).
             Example: vireo migrate web-1 --to h2
             """)
 
@@ -58,8 +60,9 @@ struct Migrate: AsyncParsableCommand {
         case .completed:
             guard let stats = m.stats else { return "\(m.vm) moved from \(m.source) to \(m.destination)" }
             return String(
-                format: "%@ moved from %@ to %@: total %d ms, downtime %d ms, %@ sent", m.vm, m.source, m.destination,
-                stats.totalTimeMs, stats.downtimeMs, ByteSize.describe(bytes: stats.transferredBytes))
+                format: "%@ moved from %@ to %@: total %d ms, downtime %d ms%@, %@ sent", m.vm, m.source, m.destination,
+                stats.totalTimeMs, stats.downtimeMs, stats.mode == .paused ? " (paused copy)" : "",
+                ByteSize.describe(bytes: stats.transferredBytes))
         case .failed:
             return "migration of \(m.vm) to \(m.destination) failed: \(m.message ?? "unknown reason"); it keeps running on \(m.source)"
         default:
@@ -138,7 +141,7 @@ struct MigrationShow: AsyncParsableCommand {
         print("  Requested:   \(m.requestedAt.formatted(.iso8601))")
         if let stats = m.stats {
             print("  Total time:  \(stats.totalTimeMs) ms")
-            print("  Downtime:    \(stats.downtimeMs) ms")
+            print("  Downtime:    \(stats.downtimeMs) ms\(stats.mode == .paused ? " (paused for the whole copy)" : "")")
             print("  Sent:        \(ByteSize.describe(bytes: stats.transferredBytes))")
         }
     }

@@ -55,7 +55,8 @@ struct DriverSelection: ParsableArguments {
         help: ArgumentHelp(
             "Driver setting key=value, repeatable. qemu: accel (auto|kvm|tcg), cpus, memory, network "
                 + "(user|none|tap), bridge, pool, guest-prefix, gateway (tap), shared-disks (enables live "
-                + "migration), stop-timeout-s, ready-timeout-s, images, binary. simulated: cpus, memory, "
+                + "migration), migration-mode (auto|live|paused; auto is paused under TCG, see docs/migration.md), "
+                + "stop-timeout-s, ready-timeout-s, images, binary. simulated: cpus, memory, "
                 + "boot-delay-ms, stop-delay-ms, fail-probability, seed.",
             valueName: "key=value"))
     var driverOptions: [String] = []

@@ -153,7 +153,9 @@ extension RealQEMU {
         func badSettings() throws {
             var registry = DriverRegistry()
             registry.registerQEMU()
-            for (key, value) in [("accel", "hvf"), ("network", "wifi"), ("cpus", "many"), ("colour", "blue")] {
+            for (key, value) in [
+                ("accel", "hvf"), ("network", "wifi"), ("cpus", "many"), ("colour", "blue"), ("migration-mode", "postcopy"),
+            ] {
                 let error = #expect(throws: VireoError.self) {
                     _ = try registry.make("qemu", options: .init(stateDirectory: "/tmp/x", settings: [key: value]))
                 }
@@ -215,6 +217,50 @@ extension RealQEMU {
             #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
             try await destination.delete(vm.id)
             #expect(!FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
+        }
+
+        @Test("a guest writing 48 MiB as fast as it can moves there and back with every write intact")
+        func dirtyingGuest() async throws {
+            let (a, b, _) = pair()
+            let mode = QEMUDriver.MigrationMode.auto.resolved(for: TestQEMU.accelerator)
+            let vm = InstanceSpec(id: .generate(), name: "writer", image: "web", cpus: 1, memoryMiB: 128)
+            try await a.create(vm)
+            do {
+                try await a.start(vm.id)
+                var address = try #require(try await settle(a, vm.id, to: .running, tick: tick).address)
+                var startLoad = HTTPClientRequest(url: "http://\(address)/dirty?mib=48")
+                startLoad.method = .POST
+                #expect(try await HTTPClient.shared.execute(startLoad, timeout: .seconds(30)).status == .ok)
+                let before = try await status(address)
+                for (source, destination) in [(a, b), (b, a)] {
+                    let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+                    let stats = try await source.migrate(vm.id, to: uri) { _ in }
+                    print(
+                        "\(mode) migration of 128 MiB dirtying 48 MiB (\(TestQEMU.accelerator)): total \(stats.totalTimeMs) ms, "
+                            + "downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
+                    #expect(stats.mode == (mode == .paused ? .paused : .live))
+                    // Paused for the whole copy: the downtime is at least the copy.
+                    if mode == .paused { #expect(stats.downtimeMs >= stats.totalTimeMs) }
+                    try await destination.finishIncoming(vm.id)
+                    address = try #require(try await settle(destination, vm.id, to: .running, tick: tick).address)
+                    try await source.release(vm.id)
+                    // Once the load has rewritten all 12,288 pages here, every page has been checked.
+                    let arrived = try await status(address)
+                    try await eventually("the load rewrites 48 MiB on the destination", within: 30) {
+                        (try await status(address)["dirtiedPages"]?.doubleValue ?? 0)
+                            >= (arrived["dirtiedPages"]?.doubleValue ?? .infinity) + 12_288
+                    }
+                    let after = try await status(address)
+                    #expect(after["bootId"] == before["bootId"])
+                    #expect(after["dirtyMiB"] == .number(48))
+                    #expect(after["lostWrites"] == .number(0), "pages that lost the guest's last write")
+                }
+                try await a.delete(vm.id)
+            } catch {
+                try? await a.delete(vm.id)
+                try? await b.delete(vm.id)
+                throw error
+            }
         }
 
         @Test("the destination dies mid-migration: the guest keeps running on the source, nothing is left behind")

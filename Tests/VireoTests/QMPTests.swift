@@ -102,6 +102,17 @@ struct QEMUCommandLineTests {
         #expect(error?.message.contains("'hvf'") == true)
     }
 
+    @Test("migration mode: paused under TCG and live under KVM when auto; a bad mode names the setting")
+    func migrationMode() throws {
+        #expect(QEMUDriver.MigrationMode.auto.resolved(for: .tcg) == .paused)
+        #expect(QEMUDriver.MigrationMode.auto.resolved(for: .kvm) == .live)
+        #expect(QEMUDriver.MigrationMode.live.resolved(for: .tcg) == .live)
+        #expect(QEMUDriver.MigrationMode.paused.resolved(for: .kvm) == .paused)
+        #expect(try QEMUDriver.MigrationMode.parse("paused", field: "--mode") == .paused)
+        let error = #expect(throws: VireoError.self) { try QEMUDriver.MigrationMode.parse("postcopy", field: "--mode") }
+        #expect(error?.message.contains("--mode") == true && error?.message.contains("'postcopy'") == true)
+    }
+
     @Test("the invocation boots the image with the VM's sizes, disk, console and network")
     func invocation() {
         let id = VMID("0b0e6c1e-0000-4000-8000-000000000001")
@@ -121,6 +132,12 @@ struct QEMUCommandLineTests {
         #expect(value(after: "-netdev") == "user,id=net0,hostfwd=tcp:127.0.0.1:18080-:80")
         #expect(arguments.contains("-daemonize"))
         #expect(!arguments.contains("-incoming"))
+        #expect(!arguments.contains("-mem-prealloc"))
+        // A migration's destination waits for the stream with its memory already allocated, so
+        // receiving pages does not also fault them in.
+        var incoming = invocation
+        incoming.incoming = "tcp:198.18.0.2:4444"
+        #expect(incoming.arguments.suffix(3) == ["-mem-prealloc", "-incoming", "tcp:198.18.0.2:4444"])
         #expect(QEMUInvocation.mac(for: id) == QEMUInvocation.mac(for: id))
         #expect(QEMUInvocation.mac(for: id).hasPrefix("52:54:"))
         #expect(QEMUInvocation.mac(for: id).count == 17)
