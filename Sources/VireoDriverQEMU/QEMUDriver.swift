@@ -64,7 +64,7 @@ public actor QEMUDriver: HypervisorDriver {
         }
     }
 
-    /// How a VM is moved.
+    /// How this host moves VMs.
     public enum MigrationMode: String, Sendable, CaseIterable {
         /// Pre-copy while the guest runs, then a short pause for what it dirtied meanwhile.
         case live
@@ -82,9 +82,13 @@ public actor QEMUDriver: HypervisorDriver {
             return mode
         }
 
-        /// The mode used on `accelerator`.
-        public func resolved(for accelerator: Accelerator) -> MigrationMode {
-            self != .auto ? self : accelerator == .tcg ? .paused : .live
+        /// How memory is copied on `accelerator`.
+        public func resolved(for accelerator: Accelerator) -> MigrationCopyMode {
+            switch self {
+            case .live: .live
+            case .paused: .paused
+            case .auto: accelerator == .tcg ? .paused : .live
+            }
         }
     }
 
@@ -470,7 +474,8 @@ public actor QEMUDriver: HypervisorDriver {
         try await qmp.execute("migrate-set-parameters", parameters)
         // Paused: the guest stops before the first page is read and resumes on the destination
         // (which sees it arrive paused and continues it); downtime is the whole transfer.
-        let paused = configuration.migrationMode.resolved(for: configuration.accelerator) == .paused
+        let mode = configuration.migrationMode.resolved(for: configuration.accelerator)
+        let paused = mode == .paused
         let pausedAt = ContinuousClock.now
         if paused { try await qmp.execute("stop") }
         let migrateAt = ContinuousClock.now
@@ -499,7 +504,7 @@ public actor QEMUDriver: HypervisorDriver {
                     downtimeMs: paused
                         ? Self.milliseconds(migrateAt - pausedAt) + totalMs : final["downtime"]?.intValue ?? 0,
                     transferredBytes: UInt64(final["ram"]?["transferred"]?.doubleValue ?? 0),
-                    setupTimeMs: final["setup-time"]?.intValue, mode: paused ? .paused : .live)
+                    setupTimeMs: final["setup-time"]?.intValue, mode: mode)
             case "failed", "cancelled":
                 let reason = info["error-desc"]?.stringValue ?? status
                 try await resumeAfterFailedMigration(qmp)

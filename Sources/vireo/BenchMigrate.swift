@@ -145,7 +145,7 @@ struct BenchMigrate: AsyncParsableCommand {
         tuning.throttleInitial = throttleInitial
         tuning.throttleIncrement = throttleIncrement
         let accelerator = try Accelerator.resolve("auto")
-        tuning.mode = try QEMUDriver.MigrationMode.parse(mode, field: "--mode").resolved(for: accelerator)
+        tuning.mode = try QEMUDriver.MigrationMode.parse(mode, field: "--mode")
         stderr("building or finding the web image in \(images)")
         let built = try await ImageBuilder(cacheDirectory: images).build("web")
         let guest = GuestImage(
@@ -218,7 +218,7 @@ struct MigrationTuning: Sendable {
     var timeout: Duration
     var throttleInitial: Int?
     var throttleIncrement: Int?
-    var mode: QEMUDriver.MigrationMode = .live
+    var mode: QEMUDriver.MigrationMode = .auto
 }
 
 /// Runs the migrations: two QEMU drivers ("hosts" a and b) with their own state directories and one
@@ -245,8 +245,8 @@ struct MigrationBench: Sendable {
         var result = MigrationBenchResult(
             accelerator: accelerator.rawValue, runs: runs, downtimeLimitMs: tuning.downtimeLimitMs,
             bandwidthBytesPerSecond: tuning.bandwidth, throttleInitialPercent: tuning.throttleInitial,
-            throttleIncrementPercent: tuning.throttleIncrement, mode: tuning.mode.rawValue, dirtyRateMiBps: dirtyRateMiBps,
-            combinations: [])
+            throttleIncrementPercent: tuning.throttleIncrement, mode: tuning.mode.resolved(for: accelerator).rawValue,
+            dirtyRateMiBps: dirtyRateMiBps, combinations: [])
         do {
             for memory in memories {
                 for dirty in dirties {
