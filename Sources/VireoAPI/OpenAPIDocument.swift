@@ -60,6 +60,18 @@ public enum OpenAPIDocument {
         "schema": {
           "type": "string"
         }
+      },
+      "limit": {
+        "name": "limit",
+        "in": "query",
+        "required": false,
+        "description": "At most this many items.",
+        "schema": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 1000,
+          "default": 100
+        }
       }
     },
     "responses": {
@@ -1057,7 +1069,10 @@ public enum OpenAPIDocument {
           },
           "mode": {
             "type": "string",
-            "enum": ["live", "paused"],
+            "enum": [
+              "live",
+              "paused"
+            ],
             "description": "live: memory copied while the guest ran, downtime is the final switch-over; paused: the guest was paused for the whole copy (under TCG, see docs/migration.md)."
           }
         }
@@ -2307,14 +2322,7 @@ public enum OpenAPIDocument {
         "summary": "List VMs by name, a page at a time.",
         "parameters": [
           {
-            "name": "limit",
-            "in": "query",
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 1000,
-              "default": 100
-            }
+            "$ref": "#/components/parameters/limit"
           },
           {
             "name": "after",
@@ -2787,15 +2795,7 @@ public enum OpenAPIDocument {
             }
           },
           {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 1000,
-              "default": 100
-            }
+            "$ref": "#/components/parameters/limit"
           }
         ],
         "responses": {
@@ -3081,15 +3081,7 @@ public enum OpenAPIDocument {
         "summary": "Executed rebalancing plans with their outcomes, newest first.",
         "parameters": [
           {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 1000,
-              "default": 100
-            }
+            "$ref": "#/components/parameters/limit"
           }
         ],
         "responses": {
