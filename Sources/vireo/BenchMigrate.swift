@@ -307,14 +307,8 @@ struct MigrationBench: Sendable {
                     return combination
                 }
                 // One full pass, so every page of the load has been written before the first run.
-                let start = try await Self.status(address).dirtiedPages ?? 0
-                let deadline = ContinuousClock.now + .seconds(60)
-                while try await (Self.status(address).dirtiedPages ?? 0) < start + UInt64(dirty) * 256 {
-                    guard ContinuousClock.now < deadline else {
-                        throw VireoError(.internal, "\(label): the guest did not dirty \(dirty) MiB within 60 s")
-                    }
-                    try await Task.sleep(for: .milliseconds(100))
-                }
+                _ = try await Self.afterOnePass(
+                    address, from: try await Self.status(address), pages: UInt64(dirty) * 256, within: .seconds(60))
             }
             for run in 1...runs {
                 let (source, destination) = (hosts[here], hosts[1 - here])
@@ -362,7 +356,8 @@ struct MigrationBench: Sendable {
                 record.loadKept =
                     dirty == 0 || (after.dirtyMiB == dirty && (after.dirtiedPages ?? 0) > (before.dirtiedPages ?? 0))
                 if dirty > 0, record.keptRunning, record.loadKept,
-                    let checked = try? await Self.afterOnePass(address, from: after, pages: UInt64(dirty) * 256)
+                    let checked = try? await Self.afterOnePass(
+                        address, from: after, pages: UInt64(dirty) * 256, within: .seconds(30))
                 {
                     // Every page has been checked on this side once the load has made a full pass.
                     record.lostWrites = (checked.lostWrites ?? 0) - (before.lostWrites ?? 0)
@@ -416,13 +411,15 @@ struct MigrationBench: Sendable {
     }
 
     /// The guest's status once its load has written `pages` more pages than in `start`.
-    static func afterOnePass(_ address: String, from start: GuestStatus, pages: UInt64) async throws -> GuestStatus {
-        let deadline = ContinuousClock.now + .seconds(30)
+    static func afterOnePass(
+        _ address: String, from start: GuestStatus, pages: UInt64, within timeout: Duration
+    ) async throws -> GuestStatus {
+        let deadline = ContinuousClock.now + timeout
         while true {
             let status = try await Self.status(address)
             if (status.dirtiedPages ?? 0) >= (start.dirtiedPages ?? 0) + pages { return status }
             guard ContinuousClock.now < deadline else {
-                throw VireoError(.internal, "the guest at \(address) did not dirty \(pages) pages within 30 s")
+                throw VireoError(.internal, "the guest at \(address) did not dirty \(pages) pages within \(timeout)")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
