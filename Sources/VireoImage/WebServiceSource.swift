@@ -105,6 +105,18 @@ extension GuestFiles {
             while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
         }
 
+        /* Writes seq into the first word of each page of [p, p + bytes), counting the pages that did
+           not hold expected (0: nothing written there yet, nothing to check). */
+        static uint64_t rewrite(char *p, size_t bytes, uint64_t expected, uint64_t seq) {
+            uint64_t lost = 0;
+            for (size_t o = 0; o < bytes; o += PAGE_SIZE) {
+                volatile uint64_t *word = (volatile uint64_t *)(p + o);
+                if (expected && *word != expected) lost++;
+                *word = seq;
+            }
+            return lost;
+        }
+
         /* Writes one word in every page of the buffer, chunk by chunk, forever. */
         static void *dirtier(void *arg) {
             (void)arg;
@@ -122,18 +134,9 @@ extension GuestFiles {
                 long rate = dirty_rate;
                 size_t end = offset + DIRTY_CHUNK < dirty_bytes ? offset + DIRTY_CHUNK : dirty_bytes;
                 seq++;
-                uint64_t expected = chunk_seq[offset / DIRTY_CHUNK], lost = 0;
-                for (size_t o = offset; o < end; o += PAGE_SIZE) {
-                    volatile uint64_t *word = (volatile uint64_t *)(dirty_buf + o);
-                    if (expected && *word != expected) lost++;
-                    *word = seq;
-                }
+                uint64_t lost = rewrite(dirty_buf + offset, end - offset, chunk_seq[offset / DIRTY_CHUNK], seq);
                 chunk_seq[offset / DIRTY_CHUNK] = seq;
-                for (size_t o = 0; o < HOT_PAGES * PAGE_SIZE; o += PAGE_SIZE) {
-                    volatile uint64_t *word = (volatile uint64_t *)(hot_pages + o);
-                    if (hot_seq && *word != hot_seq) lost++;
-                    *word = seq;
-                }
+                lost += rewrite(hot_pages, HOT_PAGES * PAGE_SIZE, hot_seq, seq);
                 hot_seq = seq;
                 if (lost) __atomic_add_fetch(&lost_writes, lost, __ATOMIC_RELAXED);
                 size_t written = end - offset;
