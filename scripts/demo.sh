@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: starts `vireo up`, applies a small manifest, shows what came up, and keeps running
-# until Ctrl-C. DEMO_SECONDS=N stops it after N seconds instead (for unattended runs).
+# `make demo`: starts `vireo up`, applies a small manifest, waits until its VMs run, puts a load on
+# the web application until its objectives have values, shows them and what the rebalancer would
+# do, and keeps running until Ctrl-C. DEMO_SECONDS=N stops it after N seconds instead (for
+# unattended runs); DEMO_KEEP=1 leaves the VMs running when it stops.
+#
+# Each run starts clean: what an earlier run left in the demo's data directory (also after a crash
+# or `kill -9`) is removed first, guest images excepted. Stopping removes the demo's VMs, and any QEMU
+# of this data directory still running after that is ended, so nothing is left behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(swift build --show-bin-path)/vireo"
@@ -8,23 +14,57 @@ data="${VIREO_DEMO_DIR:-$PWD/.demo-data}"
 listen="${VIREO_DEMO_LISTEN:-127.0.0.1:7480}"
 export VIREO_SERVER="http://$listen"
 
-"$bin" up --data-dir "$data" --listen "$listen" &
+say() { printf '\n$ %s\n' "$*"; }
+# QEMU processes started for VMs under the demo's data directory (their command lines name it).
+leftover_qemus() { pgrep -f -- "qemu-system.*$data/" || true; }
+
+if curl -fsS "$VIREO_SERVER/healthz" >/dev/null 2>&1; then
+  echo "demo: something already answers on $listen (another make demo?); stop it first" >&2
+  exit 1
+fi
+if [ -d "$data" ]; then
+  pids=$(leftover_qemus)
+  if [ -n "$pids" ]; then
+    echo "demo: ending $(echo "$pids" | wc -w) QEMU process(es) an earlier run left behind"
+    kill $pids 2>/dev/null || true
+    for _ in $(seq 1 50); do [ -z "$(leftover_qemus)" ] && break; sleep 0.1; done
+    pids=$(leftover_qemus); [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+  fi
+  # The guest images take a while to build and do not change between runs: keep them.
+  find "$data" -mindepth 1 -maxdepth 1 ! -name images -exec rm -rf {} +
+fi
+
+# vireo up runs in a session of its own, so Ctrl-C reaches this script alone: the script removes the
+# demo's VMs through the API first, then stops vireo.
+setsid "$bin" up --data-dir "$data" --listen "$listen" &
 pid=$!
+load_pids=()
 cleanup() {
-  # The VMs are real QEMU processes that outlive their agent by design; the demo removes its own.
+  trap - INT TERM
+  [ ${#load_pids[@]} -eq 0 ] || kill "${load_pids[@]}" 2>/dev/null || true
   if [ -z "${DEMO_KEEP:-}" ] && kill -0 $pid 2>/dev/null; then
     echo; echo "demo: deleting the demo VMs (DEMO_KEEP=1 keeps them)"
     "$bin" app delete shop --delete-vms >/dev/null 2>&1 || true
-    for vm in web-1 web-2 batch-1 scratch; do "$bin" vm delete "$vm" >/dev/null 2>&1 || true; done
-    for _ in $(seq 1 100); do
-      [ "$("$bin" vm list -o json 2>/dev/null | tr -d ' \n')" = "[]" ] && break
+    for vm in $("$bin" vm list -o json 2>/dev/null | jq -r '.[].name' 2>/dev/null); do
+      "$bin" vm delete "$vm" >/dev/null 2>&1 || true
+    done
+    for _ in $(seq 1 300); do
+      [ "$("$bin" vm list -o json 2>/dev/null | jq length 2>/dev/null)" = "0" ] && break
       sleep 0.1
     done
   fi
   kill $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
+  if [ -z "${DEMO_KEEP:-}" ]; then
+    pids=$(leftover_qemus)
+    if [ -n "$pids" ]; then
+      echo "demo: ending QEMU process(es) that outlived vireo: $pids"
+      kill $pids 2>/dev/null || true
+    fi
+  fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 for _ in $(seq 1 100); do
   curl -fsS "$VIREO_SERVER/healthz" >/dev/null 2>&1 && break
@@ -32,28 +72,38 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-echo; echo "\$ vireo apply -f examples/demo.yaml"
-"$bin" apply -f examples/demo.yaml
-echo; echo "\$ vireo vm create scratch --memory 256MiB --wait"
-"$bin" vm create scratch --memory 256MiB --wait 2>&1 || true
-sleep 2
-echo; echo "\$ vireo host list"; "$bin" host list
-echo; echo "\$ vireo vm list"; "$bin" vm list
-echo; echo "\$ vireo vm show web-1"; "$bin" vm show web-1
-address=$("$bin" vm show web-1 -o json | sed -n 's/.*"address" *: *"\([^"]*\)".*/\1/p')
-if [ -n "$address" ]; then
-  echo; echo "\$ curl http://$address/status    # the web service inside the guest"
-  curl -fsS "http://$address/status" || true; echo
-fi
-echo; echo "\$ vireo vm logs web-1 --tail 3"; "$bin" vm logs web-1 --tail 3 || true
-if [ -n "$address" ]; then
-  echo; echo "(sending 200 requests to web-1 and waiting for two 10 s windows to be judged)"
-  for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://$address/" || true; done
-  sleep 15
-fi
-echo; echo "\$ vireo app show shop"; "$bin" app show shop || true
-echo; echo "\$ vireo plan --explain    # what the slo rebalancer would move now, and why"
-"$bin" plan --explain || true
+say "vireo apply -f examples/demo.yaml --wait    # builds the guest images on first use"
+"$bin" apply -f examples/demo.yaml --wait --timeout 600
+say "vireo vm create scratch --memory 256MiB --wait"
+"$bin" vm create scratch --memory 256MiB --wait --timeout 300
+say "vireo host list"; "$bin" host list
+say "vireo vm list"; "$bin" vm list
+say "vireo vm show web-1"; "$bin" vm show web-1
+address() { "$bin" vm show "$1" -o json | jq -r '.address // empty'; }
+web1=$(address web-1)
+web2=$(address web-2)
+say "curl http://$web1/status    # the web service inside the guest"
+curl -fsS "http://$web1/status"
+say "vireo vm logs web-1 --tail 3"; "$bin" vm logs web-1 --tail 3
+
+# About 20 requests a second to each web VM, for at most two minutes.
+for a in $web1 $web2; do
+  (for _ in $(seq 1 2400); do curl -fsS -o /dev/null --max-time 5 "http://$a/" || true; sleep 0.05; done) &
+  load_pids+=($!)
+done
+echo
+echo "(a load of about 20 requests/s on web-1 and web-2; waiting until every objective of shop has a value)"
+for i in $(seq 1 90); do
+  missing=$("$bin" app show shop -o json | jq '[.objectives[] | select(.sli == null or .goodWindows + .badWindows == 0)] | length')
+  [ "$missing" = "0" ] && break
+  [ "$i" -lt 90 ] || { echo "demo: shop's objectives still have no value after 90 s" >&2; exit 1; }
+  sleep 1
+done
+say "vireo app show shop"; "$bin" app show shop
+say "vireo plan --explain    # what the slo rebalancer would move now, and why"
+"$bin" plan --explain
+kill "${load_pids[@]}" 2>/dev/null || true
+load_pids=()
 echo
 echo "Vireo is running at $VIREO_SERVER with data in $data."
 echo "Try: export VIREO_SERVER=$VIREO_SERVER; $bin vm list; $bin events"

@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(
   libsqlite3-dev   # GRDB links the system SQLite
   sqlite3          # inspecting the store by hand
-  curl             # the demo's readiness check
+  curl             # the demo's readiness check and its load
+  jq               # the demo reads the CLI's -o json
   wrk              # HTTP benchmarks (Benchmarks/, docs/benchmarks.md)
   qemu-system-x86  # the QEMU driver runs real VMs
   qemu-utils       # qemu-img: qcow2 bases and per-VM overlays

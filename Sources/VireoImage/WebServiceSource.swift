@@ -10,10 +10,13 @@ extension GuestFiles {
     /// One epoll set shared by one worker thread per online CPU; connections are armed
     /// EPOLLONESHOT so exactly one worker owns a connection at a time. Keep-alive clients therefore
     /// never pin a worker while idle. Usage: `vireo-web NAME PORT`; once listening it creates
-    /// /run/vireo-web.ready (init waits for it before printing the ready marker).
+    /// /run/vireo-web.ready (init waits for it before printing the ready marker; `VIREO_WEB_READY`
+    /// names another file, for running it on a host).
     ///
     /// Endpoints: `GET /` (fixed CPU work, the measured workload), `GET /metrics` (Prometheus text,
-    /// about `/` only), `GET /status` (name, uptime, boot id, and the dirtying load), and
+    /// about `/` only), `GET /status` (name, uptime, boot id, the dirtying load and the burners),
+    /// `POST /burn?threads=N`: N threads that spin on integer work until told otherwise (`threads=0`
+    /// stops them; up to 64) — a CPU-hungry neighbour whose hunger is one vCPU per thread — and
     /// `POST /dirty?mib=N[&rate=R]`: a memory-dirtying load for live-migration tests. One thread
     /// (at nice 10, so HTTP stays responsive) writes one word in every 4 KiB page of an N MiB buffer,
     /// in a loop, as fast as it can or at R MiB/s of pages; `mib=0` stops it and frees the buffer.
@@ -22,6 +25,11 @@ extension GuestFiles {
     /// writing a page again the thread checks it still holds what it wrote last time — the load's
     /// pages, and 8 pages it writes after every MiB (pages written far more often); `/status`
     /// counts the pages that did not (`lostWrites`: writes a migration failed to carry over).
+    ///
+    /// A request's duration (`vireo_web_request_duration_seconds`) runs from the moment the guest's
+    /// kernel received it (the socket's `SO_TIMESTAMPNS` receive time) to the end of the reply, so
+    /// time spent queued behind other requests counts, as a client would see it; where the kernel
+    /// gives no timestamp it runs from the moment the service read the request.
     static let webServiceSource = #"""
         #define _GNU_SOURCE
         #include <errno.h>
@@ -57,7 +65,9 @@ extension GuestFiles {
         static double started_at;
         static int listen_fd, epoll_fd;
 
-        struct conn { int fd; size_t len; char buf[BUF_SIZE]; };
+        /* arrival: when the kernel received the first bytes of the request now in buf
+           (CLOCK_REALTIME seconds; 0 when unknown). */
+        struct conn { int fd; size_t len; double arrival; char buf[BUF_SIZE]; };
 
         /* The dirtying load (POST /dirty). dirty_lock guards the buffer and its settings; the
            dirtier holds it while writing one chunk, so a new setting never frees memory in use. */
@@ -82,6 +92,12 @@ extension GuestFiles {
         #define HOT_PAGES 8
         static char *hot_pages;
         static uint64_t hot_seq;
+
+        static double realtime_seconds(void) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            return ts.tv_sec + ts.tv_nsec / 1e9;
+        }
 
         static double now_seconds(void) {
             struct timespec ts;
@@ -141,8 +157,9 @@ extension GuestFiles {
                 if (lost) __atomic_add_fetch(&lost_writes, lost, __ATOMIC_RELAXED);
                 size_t written = end - offset;
                 offset = end >= dirty_bytes ? 0 : end;
-                pthread_mutex_unlock(&dirty_lock);
+                /* Counted under the lock: once a new setting holds it, no count of the old load is late. */
                 __atomic_add_fetch(&pages_dirtied, written / PAGE_SIZE, __ATOMIC_RELAXED);
+                pthread_mutex_unlock(&dirty_lock);
                 done += written;
                 if (rate > 0) {
                     double wait = t0 + (double)done / ((double)rate * 1048576.0) - now_seconds();
@@ -210,6 +227,38 @@ extension GuestFiles {
             return rc;
         }
 
+        /* The CPU burners (POST /burn): each spins on do_work until burn_generation moves on. */
+        #define BURN_MAX_THREADS 64
+        static pthread_mutex_t burn_control = PTHREAD_MUTEX_INITIALIZER;
+        static long burn_threads, burn_generation;
+
+        static void *burner(void *arg) {
+            long generation = (long)(intptr_t)arg;
+            while (__atomic_load_n(&burn_generation, __ATOMIC_RELAXED) == generation) do_work();
+            return NULL;
+        }
+
+        /* Replaces the burners with `threads` new ones (0: none). Returns 0, or -1 if a thread could
+           not be started (those started are stopped again). */
+        static int set_burn(long threads) {
+            pthread_mutex_lock(&burn_control);
+            long generation = __atomic_add_fetch(&burn_generation, 1, __ATOMIC_RELAXED);
+            long started = 0;
+            for (; started < threads; started++) {
+                pthread_t t;
+                pthread_attr_t attr;
+                pthread_attr_init(&attr);
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                int rc = pthread_create(&t, &attr, burner, (void *)(intptr_t)generation);
+                pthread_attr_destroy(&attr);
+                if (rc != 0) break;
+            }
+            if (started < threads) __atomic_add_fetch(&burn_generation, 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&burn_threads, started < threads ? 0 : threads, __ATOMIC_RELAXED);
+            pthread_mutex_unlock(&burn_control);
+            return started < threads ? -1 : 0;
+        }
+
         /* The value of NAME in a query string ("a=1&b=2"): 1 and *out if it is a whole number in
            [0, max], 0 if absent, -1 if malformed or out of range. */
         static int query_number(const char *query, const char *name, long max, long *out) {
@@ -268,7 +317,7 @@ extension GuestFiles {
             n += snprintf(out + n, size - n,
                 "# HELP vireo_web_requests_total Requests to / (the CPU-bound endpoint) served.\n"
                 "# TYPE vireo_web_requests_total counter\nvireo_web_requests_total %llu\n"
-                "# HELP vireo_web_request_duration_seconds Time to serve a request to /.\n"
+                "# HELP vireo_web_request_duration_seconds Time from the arrival of a request to / to the end of its reply.\n"
                 "# TYPE vireo_web_request_duration_seconds histogram\n", (unsigned long long)count);
             uint64_t cumulative = 0;
             for (size_t i = 0; i < NBUCKETS; i++) {
@@ -289,8 +338,9 @@ extension GuestFiles {
                 now_seconds() - started_at);
         }
 
-        /* Serves one complete request (head ends at buf[head_len]). Returns 0 to keep the connection. */
-        static int handle(int fd, char *req, size_t head_len) {
+        /* Serves one complete request (head ends at buf[head_len]) that arrived at `arrival`
+           (CLOCK_REALTIME seconds, 0: unknown). Returns 0 to keep the connection. */
+        static int handle(int fd, char *req, size_t head_len, double arrival) {
             req[head_len - 1] = 0;
             char method[16], target[512], version[16];
             if (sscanf(req, "%15s %511s %15s", method, target, version) != 3) {
@@ -311,8 +361,8 @@ extension GuestFiles {
             }
             char *query = strchr(target, '?');
             if (query) *query++ = 0;
-            int is_dirty = strcmp(target, "/dirty") == 0;
-            if (strcmp(method, is_dirty ? "POST" : "GET") != 0) {
+            int is_dirty = strcmp(target, "/dirty") == 0, is_burn = strcmp(target, "/burn") == 0;
+            if (strcmp(method, is_dirty || is_burn ? "POST" : "GET") != 0) {
                 respond(fd, 405, "text/plain", "method not allowed\n", 0);
                 return -1;
             }
@@ -324,17 +374,21 @@ extension GuestFiles {
             int rc;
             if (strcmp(target, "/") == 0) {
                 __atomic_add_fetch(&inflight, 1, __ATOMIC_RELAXED);
-                double t0 = now_seconds();
+                double t0 = now_seconds(), read_at = realtime_seconds();
+                /* Queued time counts; a receive time in the future (clock stepped) does not. */
+                double queued = arrival > 0 && arrival <= read_at ? read_at - arrival : 0;
                 do_work();
                 snprintf(body, sizeof body, "{\"ok\":true,\"work\":%d}\n", WORK_ITERATIONS);
-                rc = respond(fd, 200, "application/json", body, keep_alive);
-                double elapsed = now_seconds() - t0;
+                /* Counted before the answer goes out (sending it takes microseconds), so whoever has
+                   the answer finds the request in /metrics, whichever worker serves that. */
+                double elapsed = queued + (now_seconds() - t0);
                 size_t b = 0;
                 while (b < NBUCKETS && elapsed > bucket_bounds[b]) b++;
                 if (b < NBUCKETS) __atomic_add_fetch(&bucket_counts[b], 1, __ATOMIC_RELAXED);
                 __atomic_add_fetch(&duration_sum_ns, (uint64_t)(elapsed * 1e9), __ATOMIC_RELAXED);
                 __atomic_add_fetch(&requests_total, 1, __ATOMIC_RELAXED);
                 __atomic_sub_fetch(&inflight, 1, __ATOMIC_RELAXED);
+                rc = respond(fd, 200, "application/json", body, keep_alive);
             } else if (strcmp(target, "/metrics") == 0) {
                 metrics_text(body, sizeof body);
                 rc = respond(fd, 200, "text/plain; version=0.0.4", body, keep_alive);
@@ -347,11 +401,13 @@ extension GuestFiles {
                 pthread_mutex_unlock(&dirty_lock);
                 snprintf(body, sizeof body,
                     "{\"name\":\"%s\",\"uptimeSeconds\":%s,\"requests\":%llu,\"bootId\":\"%s\","
-                    "\"dirtyMiB\":%ld,\"dirtyRateMiBps\":%ld,\"dirtiedPages\":%llu,\"lostWrites\":%llu}\n",
+                    "\"dirtyMiB\":%ld,\"dirtyRateMiBps\":%ld,\"dirtiedPages\":%llu,\"lostWrites\":%llu,"
+                    "\"burnThreads\":%ld}\n",
                     vm_name, uptime[0] ? uptime : "0",
                     (unsigned long long)__atomic_load_n(&requests_total, __ATOMIC_RELAXED), boot_id, mib, rate,
                     (unsigned long long)__atomic_load_n(&pages_dirtied, __ATOMIC_RELAXED),
-                    (unsigned long long)__atomic_load_n(&lost_writes, __ATOMIC_RELAXED));
+                    (unsigned long long)__atomic_load_n(&lost_writes, __ATOMIC_RELAXED),
+                    __atomic_load_n(&burn_threads, __ATOMIC_RELAXED));
                 rc = respond(fd, 200, "application/json", body, keep_alive);
             } else if (is_dirty) {
                 long mib = -1, rate = 0;
@@ -366,6 +422,17 @@ extension GuestFiles {
                     rc = respond(fd, 400, "text/plain", body, keep_alive);
                 } else {
                     snprintf(body, sizeof body, "{\"dirtyMiB\":%ld,\"dirtyRateMiBps\":%ld}\n", mib, mib ? rate : 0);
+                    rc = respond(fd, 200, "application/json", body, keep_alive);
+                }
+            } else if (is_burn) {
+                long threads = -1;
+                if (query_number(query ? query : "", "threads", BURN_MAX_THREADS, &threads) != 1) {
+                    rc = respond(fd, 400, "text/plain",
+                        "threads: give the number of busy threads as a whole number up to 64 (0 stops them)\n", keep_alive);
+                } else if (set_burn(threads) < 0) {
+                    rc = respond(fd, 500, "text/plain", "could not start the busy threads\n", keep_alive);
+                } else {
+                    snprintf(body, sizeof body, "{\"burnThreads\":%ld}\n", threads);
                     rc = respond(fd, 200, "application/json", body, keep_alive);
                 }
             } else {
@@ -383,16 +450,29 @@ extension GuestFiles {
         /* Reads what is available and serves every complete request in the buffer. */
         static void service(struct conn *c) {
             for (;;) {
-                ssize_t r = recv(c->fd, c->buf + c->len, BUF_SIZE - 1 - c->len, 0);
+                struct iovec iov = {c->buf + c->len, BUF_SIZE - 1 - c->len};
+                char control[CMSG_SPACE(sizeof(struct timespec))];
+                struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                                     .msg_controllen = sizeof control};
+                ssize_t r = recvmsg(c->fd, &msg, 0);
                 if (r < 0 && errno == EINTR) continue;
                 if (r < 0 && errno == EAGAIN) break;
                 if (r <= 0) { close_conn(c); return; }
+                if (c->len == 0) {  /* the first bytes of a request: when did the kernel receive them? */
+                    c->arrival = 0;
+                    for (struct cmsghdr *m = CMSG_FIRSTHDR(&msg); m; m = CMSG_NXTHDR(&msg, m))
+                        if (m->cmsg_level == SOL_SOCKET && m->cmsg_type == SCM_TIMESTAMPNS) {
+                            struct timespec ts;
+                            memcpy(&ts, CMSG_DATA(m), sizeof ts);
+                            c->arrival = ts.tv_sec + ts.tv_nsec / 1e9;
+                        }
+                }
                 c->len += (size_t)r;
                 c->buf[c->len] = 0;
                 char *end;
                 while ((end = strstr(c->buf, "\r\n\r\n")) != NULL) {
                     size_t head_len = (size_t)(end - c->buf) + 4;
-                    if (handle(c->fd, c->buf, head_len) < 0) { close_conn(c); return; }
+                    if (handle(c->fd, c->buf, head_len, c->arrival) < 0) { close_conn(c); return; }
                     memmove(c->buf, c->buf + head_len, c->len - head_len);
                     c->len -= head_len;
                     c->buf[c->len] = 0;
@@ -445,6 +525,9 @@ extension GuestFiles {
             if (hot_pages == MAP_FAILED) { perror("vireo-web: mmap"); return 1; }
             int one = 1, zero = 0;
             setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            /* Receive times (SCM_TIMESTAMPNS) on every connection: accepted sockets inherit it, and
+               so have it for a request that arrives before accept() returns. */
+            setsockopt(listen_fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
             int bound;
             if (family_v6) {
                 /* Dual stack: one socket for IPv4 and IPv6 ("all addresses"). */
@@ -470,7 +553,8 @@ extension GuestFiles {
             }
             pthread_t dirty_thread;
             pthread_create(&dirty_thread, NULL, dirtier, NULL);
-            FILE *ready = fopen("/run/vireo-web.ready", "w");
+            const char *ready_path = getenv("VIREO_WEB_READY");  /* elsewhere than in a guest: tests */
+            FILE *ready = fopen(ready_path ? ready_path : "/run/vireo-web.ready", "w");
             if (ready) fclose(ready);
             fprintf(stderr, "vireo-web: %s listening on :%d with %ld workers\n", vm_name, port, workers);
             worker(NULL);

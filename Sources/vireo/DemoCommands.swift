@@ -15,9 +15,11 @@ struct DemoCommand: AsyncParsableCommand {
         abstract: "Rebalancing scenarios end to end on real QEMU guests in a two-host testbed (root).",
         discussion: """
             Each scenario brings up `vireo testbed` with two hosts (a CPU each), runs the `web` \
-            application (p90 latency ≤ 15 ms on 5 s windows; breaching when two of the last four windows are bad) on h1 with a paced load generator, \
-            lets the cluster rebalance itself with --policy, prints the timeline and takes the testbed \
-            down. Times are seconds since the scenario's disturbance started.
+            application (p90 latency ≤ 15 ms on 5 s windows, latency counted from a request's arrival \
+            in the guest; breaching when two of the last four windows are bad) on h1 under an \
+            open-loop load (--rate requests a second, as users arrive, whether or not earlier ones \
+            were answered), lets the cluster rebalance itself with --policy, prints the timeline and \
+            takes the testbed down. Times are seconds since the scenario's disturbance started.
             """,
         subcommands: [NoisyNeighbourDemo.self, MisleadingCountersDemo.self])
 }
@@ -36,8 +38,16 @@ struct DemoOptions: ParsableArguments {
     var duration: Double = 60
     @Option(help: ArgumentHelp("The web objective: p90 latency target, seconds.", valueName: "seconds"))
     var target: Double = 0.015
+    @Option(help: ArgumentHelp("Requests a second sent to web, open loop (at most 8 in flight).", valueName: "n"))
+    var rate: Double = 100
     @Flag(help: "Leave the testbed up afterwards.") var keep = false
     @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard rate > 0, rate <= 10_000 else { throw ValidationError("--rate: give requests a second from 1 to 10000 (got \(rate))") }
+        guard duration > 0 else { throw ValidationError("--duration: give seconds, more than 0 (got \(duration))") }
+        guard target > 0 else { throw ValidationError("--target: give seconds, more than 0 (got \(target))") }
+    }
 }
 
 struct NoisyNeighbourDemo: AsyncParsableCommand {
@@ -45,11 +55,16 @@ struct NoisyNeighbourDemo: AsyncParsableCommand {
         commandName: "noisy-neighbour",
         abstract: "A CPU-hungry VM without objectives starts next to web: does the policy notice, move it, and web recover?",
         discussion: """
-            `noisy` (no application) is placed first, on h1; `web-1` is pinned to h1. Once web meets \
-            its objective under load, noisy starts a CPU-bound loop. The timeline shows when the \
-            objective breached, when a plan was made, the migration and its downtime, and when the \
-            objective was ok again; -o json prints it as one object (policy, breachDetectedAt, planAt, \
-            migrationStartedAt, migrationEndedAt, downtimeMs, recoveredAt, migrations, explanation).
+            `noisy` (3 vCPUs, no application) is placed first, on h1; `web-1` (1 vCPU) is pinned to \
+            h1. Once web meets its objective under load, noisy starts a busy thread on each vCPU: \
+            four runnable vCPUs share h1's CPU, so web gets about a quarter of it, less than its load \
+            needs, and requests queue. The timeline shows when the objective breached, when a plan \
+            was made, the migration and its downtime, and when the objective was ok again; -o json \
+            prints it as one object (policy, breachDetectedAt, planAt, migrationStartedAt, \
+            migrationEndedAt, downtimeMs, recoveredAt, migrations, explanation). The scenario \
+            checks its premise: if web's objective never leaves ok while noisy runs, the run fails \
+            and says so (with web's latency and h1's load) instead of reporting a move that had no \
+            reason to happen.
             Example: sudo vireo demo noisy-neighbour --policy slo -o json
             """)
 
@@ -67,7 +82,7 @@ struct MisleadingCountersDemo: AsyncParsableCommand {
         abstract: "A batch VM nobody minds keeps h2 busy while web on h1 is fine: what does the policy move?",
         discussion: """
             `web-1` is pinned to h1 and `batch` (no application) lands on h2. Once web meets its \
-            objective under load, batch starts a CPU-bound loop: h2's CPU counters say it is \
+            objective under load, batch starts a busy thread: h2's CPU counters say it is \
             overloaded, yet no objective suffers. A black-box policy moves batch, onto web's host; \
             `slo` leaves it. The timeline counts the moves and any breach they caused.
             Example: sudo vireo demo misleading-counters --policy threshold -o json
@@ -97,8 +112,12 @@ struct DemoTimeline: Codable, Equatable {
     var scenario: String
     var policy: String
     var accelerator: String?
+    /// Requests a second sent to web (open loop).
+    var rate: Double
     /// The objective's p90 (seconds) once ok under load, before the disturbance.
     var latencyBefore: Double?
+    /// h1's CPU load (fraction of its CPU) under web's load, before the disturbance.
+    var h1LoadBefore: Double?
     /// When the objective first left ok (`warning` or `breaching`).
     var breachDetectedAt: Double?
     var planAt: Double?
@@ -114,6 +133,10 @@ struct DemoTimeline: Codable, Equatable {
     /// Seconds the scenario watched after the disturbance.
     var watchedSeconds: Double
     var requestsSent: Int
+    /// Requests that failed (an error or no 200 within 5 s), and those not sent because 8 were
+    /// already in flight.
+    var requestsFailed: Int
+    var requestsSkipped: Int
     /// Every event of the run, as `+12.3s kind name: from → to (message)`.
     var events: [String]
 
@@ -121,7 +144,10 @@ struct DemoTimeline: Codable, Equatable {
         if format == .json { return try printJSON(self) }
         func at(_ t: Double?) -> String { t.map { String(format: "%.1f s", $0) } ?? "never" }
         Swift.print("Scenario \(scenario), policy \(policy)\(accelerator.map { " (\($0))" } ?? "")")
-        Swift.print("  web p90 before:        \(latencyBefore.map { String(format: "%.1f ms", $0 * 1000) } ?? "-")")
+        Swift.print("  web load:              \(Int(rate)) requests/s, \(requestsSent) sent, \(requestsFailed) failed, "
+            + "\(requestsSkipped) skipped (8 in flight)")
+        Swift.print("  web p90 before:        \(latencyBefore.map { String(format: "%.1f ms", $0 * 1000) } ?? "-")"
+            + (h1LoadBefore.map { String(format: ", h1 CPU %.0f%%", $0 * 100) } ?? ""))
         Swift.print("  breach detected:       \(at(breachDetectedAt))")
         Swift.print("  plan made:             \(at(planAt))")
         Swift.print("  migration:             \(at(migrationStartedAt)) → \(at(migrationEndedAt))"
@@ -206,18 +232,24 @@ struct DemoScenario {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// The disturbing VM: noisy has three vCPUs, so that with a busy thread on each, web's one vCPU
+    /// gets about a quarter of h1's CPU — less than its load needs (about 40 % of a CPU at 100
+    /// requests a second under TCG). batch has one.
+    var disturber: (name: String, cpus: Int) { kind == .noisyNeighbour ? ("noisy", 3) : ("batch", 1) }
+
     private func run(_ api: VireoClient) async throws -> DemoTimeline {
-        let disturber = kind == .noisyNeighbour ? "noisy" : "batch"
+        let disturber = disturber.name
+        let disturberSpec: [String: JSONValue] = [
+            "name": .string(disturber), "image": .string("web"), "cpus": .number(Double(self.disturber.cpus)), "memory": .string("128MiB"),
+        ]
         // Placement spreads VMs: noisy, made first, takes h1; batch, made after web, takes h2.
         if kind == .noisyNeighbour {
-            progress("creating noisy (no objectives)")
-            _ = try await api.createVM(["name": .string("noisy"), "image": .string("web"), "cpus": .number(1), "memory": .string("128MiB")])
+            progress("creating noisy (\(self.disturber.cpus) vCPUs, no objectives)")
+            _ = try await api.createVM(disturberSpec)
         }
         progress("applying the web application (pinned to h1) and waiting for its guest to boot (TCG)")
         _ = try await api.apply(manifest: manifest)
-        if kind == .misleadingCounters {
-            _ = try await api.createVM(["name": .string("batch"), "image": .string("web"), "cpus": .number(1), "memory": .string("128MiB")])
-        }
+        if kind == .misleadingCounters { _ = try await api.createVM(disturberSpec) }
         let web = try await waitRunning(api, "web-1")
         let other = try await waitRunning(api, disturber)
         let expected = kind == .noisyNeighbour ? "h1" : "h2"
@@ -231,12 +263,14 @@ struct DemoScenario {
         let accelerator = try await api.hosts().items.first?.attributes["accelerator"]
 
         let load = LoadGenerator(url: "http://\(webAddress)/")
-        let loadTask = Task { await load.run(clients: 2, pause: .milliseconds(25), limit: .seconds(options.duration + 240)) }
+        let loadTask = Task {
+            await load.run(rate: options.rate, maxInFlight: 8, limit: .seconds(options.duration + 240))
+        }
         defer {
             load.stop()
             loadTask.cancel()
         }
-        progress("load on web-1 (about 60 requests/s); waiting for its objective to be ok")
+        progress("open-loop load on web-1 (\(Int(options.rate)) requests/s); waiting for its objective to be ok")
         var latencyBefore: Double?
         let okDeadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < okDeadline {
@@ -246,13 +280,21 @@ struct DemoScenario {
             }
             try await Task.sleep(for: .seconds(1))
         }
-        guard latencyBefore != nil else { throw VireoError(.unavailable, "web's objective did not become ok under load within 120 s") }
+        guard latencyBefore != nil else {
+            let objective = try? await api.app("web").objectives.first
+            throw VireoError(
+                .unavailable,
+                "premise failed: web's objective did not become ok under \(Int(options.rate)) requests/s within 120 s with nothing "
+                    + "else running on h1 (p90 \(milliseconds(objective?.sli)), target \(milliseconds(options.target)); "
+                    + "h1 CPU \(percent(try? await api.host("h1").cpuLoad))); try a lower --rate")
+        }
+        let h1LoadBefore = try await api.host("h1").cpuLoad
 
         _ = try await api.setRebalance(policy: options.policy, intervalSeconds: 1)
         let seq = try await api.events().last?.seq ?? 0
         let start = Date()
-        progress("\(disturber) starts a CPU-bound loop; watching for \(Int(options.duration)) s")
-        try await startBusyLoop(otherAddress)
+        progress("\(disturber) starts \(self.disturber.cpus) busy thread(s); watching for \(Int(options.duration)) s")
+        try await startBusyThreads(otherAddress, count: self.disturber.cpus)
 
         // The whole duration, also after a recovery: a policy that moves VMs back and forth shows it.
         var shown = seq
@@ -271,13 +313,24 @@ struct DemoScenario {
         let objective = events.filter { $0.kind == .slo && $0.name == "web/latency" }
         // The objective is missed from its first warning (a window judged bad, budget burning) on.
         let breach = objective.first { $0.to == SLOState.warning.rawValue || $0.to == SLOState.breaching.rawValue }
+        if kind == .noisyNeighbour, breach == nil {
+            // Without a breach there is nothing for any policy to mend: the run shows nothing.
+            let sli = try? await api.app("web").objectives.first?.sli
+            throw VireoError(
+                .failedPrecondition,
+                "premise failed: web's objective stayed ok for \(Int(watched)) s while noisy's \(self.disturber.cpus) busy threads ran "
+                    + "next to it on h1 (p90 \(milliseconds(sli)) at the end, target \(milliseconds(options.target)); before the noise "
+                    + "p90 \(milliseconds(latencyBefore)), h1 CPU \(percent(h1LoadBefore))); the neighbour did not take enough CPU from web")
+        }
         let recovery = breach.flatMap { breach in objective.first { $0.to == SLOState.ok.rawValue && $0.seq > breach.seq } }
         let migrations = try await api.migrations().items.filter { $0.requestedAt >= start }.sorted { $0.requestedAt < $1.requestedAt }
         let plans = try await api.plans().items.filter { $0.createdAt >= start && !$0.actions.isEmpty }.sorted { $0.createdAt < $1.createdAt }
         func since(_ date: Date?) -> Double? { date.map { ($0.timeIntervalSince(start) * 10).rounded() / 10 } }
         let first = migrations.first
+        let counts = load.snapshot
         var timeline = DemoTimeline(
-            scenario: kind.rawValue, policy: options.policy, accelerator: accelerator, latencyBefore: latencyBefore,
+            scenario: kind.rawValue, policy: options.policy, accelerator: accelerator, rate: options.rate,
+            latencyBefore: latencyBefore, h1LoadBefore: h1LoadBefore,
             breachDetectedAt: since(breach?.time), planAt: since(plans.first?.createdAt),
             migrationStartedAt: since(first?.startedAt ?? first?.requestedAt), migrationEndedAt: since(first?.endedAt),
             downtimeMs: first?.stats?.downtimeMs, recoveredAt: since(recovery?.time),
@@ -288,7 +341,8 @@ struct DemoScenario {
                     endedAt: since($0.endedAt), state: $0.state.rawValue, downtimeMs: $0.stats?.downtimeMs, reason: $0.reason)
             },
             explanation: plans.first?.actions.first?.explanation,
-            watchedSeconds: (watched * 10).rounded() / 10, requestsSent: load.sent,
+            watchedSeconds: (watched * 10).rounded() / 10, requestsSent: counts.sent, requestsFailed: counts.failed,
+            requestsSkipped: counts.skipped,
             events: events.map { describe($0, since: start) })
         if let breach = timeline.breachDetectedAt, let ok = timeline.recoveredAt {
             timeline.breachToOkSeconds = ((ok - breach) * 10).rounded() / 10
@@ -313,41 +367,78 @@ struct DemoScenario {
         throw VireoError(.unavailable, "VM \(name) did not start within 180 s")
     }
 
-    /// The guest's memory-dirtying loop over 1 MiB: a thread that never sleeps, i.e. a vCPU
-    /// that is always busy.
-    private func startBusyLoop(_ address: String) async throws {
-        var request = HTTPClientRequest(url: "http://\(address)/dirty?mib=1")
+    private func milliseconds(_ seconds: Double?) -> String { seconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-" }
+    private func percent(_ fraction: Double?) -> String { fraction.map { String(format: "%.0f %%", $0 * 100) } ?? "-" }
+
+    /// `count` threads in the guest that never sleep: as many vCPUs always busy.
+    private func startBusyThreads(_ address: String, count: Int) async throws {
+        var request = HTTPClientRequest(url: "http://\(address)/burn?threads=\(count)")
         request.method = .POST
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         guard response.status == .ok else {
-            throw VireoError(.unavailable, "the guest at \(address) refused its busy loop: HTTP \(response.status.code)")
+            throw VireoError(.unavailable, "the guest at \(address) refused its busy threads: HTTP \(response.status.code)")
         }
     }
 }
 
-/// Paced HTTP clients against one URL, bounded in time and count.
+/// An open-loop HTTP load against one URL, as users arrive: requests start at a fixed rate whether
+/// or not earlier ones have finished, at most `maxInFlight` at once (a request due while that many
+/// are in flight is not sent, and counted as skipped). Bounded in time and count; after a stall (the
+/// guest paused for a migration) it carries on at the rate rather than bursting to catch up.
 final class LoadGenerator: Sendable {
+    struct Counts: Codable, Equatable {
+        var sent = 0
+        var failed = 0
+        var skipped = 0
+    }
+
     let url: String
     private let stopped = Mutex(false)
-    private let count = Mutex(0)
+    private let counts = Mutex(Counts())
+    private let inFlight = Mutex(0)
 
     init(url: String) { self.url = url }
 
-    var sent: Int { count.withLock { $0 } }
+    var sent: Int { counts.withLock { $0.sent } }
+    var snapshot: Counts { counts.withLock { $0 } }
     func stop() { stopped.withLock { $0 = true } }
 
-    func run(clients: Int, pause: Duration, limit: Duration, maxRequests: Int = 100_000) async {
-        let deadline = ContinuousClock.now + limit
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<clients {
-                group.addTask {
-                    while !self.stopped.withLock({ $0 }), ContinuousClock.now < deadline, self.sent < maxRequests, !Task.isCancelled {
-                        _ = try? await HTTPClient.shared.execute(HTTPClientRequest(url: self.url), timeout: .seconds(5))
-                        self.count.withLock { $0 += 1 }
-                        try? await Task.sleep(for: pause)
-                    }
+    func run(rate: Double, maxInFlight: Int, limit: Duration, maxRequests: Int = 100_000) async {
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        let interval = Duration.seconds(1 / rate)
+        var due = clock.now
+        await withDiscardingTaskGroup { group in
+            while !stopped.withLock({ $0 }), clock.now < deadline, sent < maxRequests, !Task.isCancelled {
+                let admitted = inFlight.withLock { n in
+                    guard n < maxInFlight else { return false }
+                    n += 1
+                    return true
                 }
+                if admitted {
+                    counts.withLock { $0.sent += 1 }
+                    group.addTask {
+                        if await !self.get() { self.counts.withLock { $0.failed += 1 } }
+                        self.inFlight.withLock { $0 -= 1 }
+                    }
+                } else {
+                    counts.withLock { $0.skipped += 1 }
+                }
+                due += interval
+                if clock.now - due > .seconds(1) { due = clock.now }
+                try? await Task.sleep(until: due, clock: clock)
             }
+        }
+    }
+
+    /// One request, its answer read to the end (so the connection is kept); whether it was a 200.
+    private func get() async -> Bool {
+        do {
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(5))
+            _ = try await response.body.collect(upTo: 1 << 16)
+            return response.status == .ok
+        } catch {
+            return false
         }
     }
 }

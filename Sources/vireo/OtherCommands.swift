@@ -41,19 +41,43 @@ struct Apply: AsyncParsableCommand {
             Kinds: VirtualMachine, Application (VMs, telemetry and objectives; see docs/apps.md) and OpenSLO v1 \
             SLO (apiVersion openslo/v1; its spec.service names the application). An application that changed \
             is updated and the changes are listed. Either every document is valid and applied, or nothing changes.
+            With --wait it then waits until every VM the manifest names (those of its applications too) runs.
+            Example: vireo apply -f examples/demo.yaml --wait
             """)
     @Option(name: .shortAndLong, help: ArgumentHelp("Manifest file, or - for standard input.", valueName: "file"))
     var file: String
+    @OptionGroup var waiting: WaitOptions
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
         let text = try readInput(file, option: "--file")
-        let result = try await client.client().apply(manifest: text)
-        if output.output == .json { return try printJSON(result) }
+        let api = try client.client()
+        let result = try await api.apply(manifest: text)
+        if output.output == .json {
+            try printJSON(result)
+        } else {
+            for item in result.items {
+                print("\(item.kind)/\(item.name) \(item.action.rawValue)")
+                for change in item.changes ?? [] where item.action == .updated { print("  ~ \(change)") }
+            }
+        }
+        guard waiting.wait else { return }
+        var names: [String] = []
         for item in result.items {
-            print("\(item.kind)/\(item.name) \(item.action.rawValue)")
-            for change in item.changes ?? [] where item.action == .updated { print("  ~ \(change)") }
+            switch item.kind {
+            case "VirtualMachine": names.append(item.name)
+            case "Application": names += try await api.app(item.name).vms.map(\.name)
+            default: break
+            }
+        }
+        // Every VM at once: each prints its own state changes, and the first to fail ends the wait.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for name in Set(names) {
+                let vm = try await api.vm(name)
+                group.addTask { _ = try await waiting.waitFor(vm, client: api) { $0?.state == .running } }
+            }
+            try await group.waitForAll()
         }
     }
 }

@@ -201,11 +201,12 @@ struct VMLogs: AsyncParsableCommand {
         let api = client.client()
         var (text, position) = try await api.vmLogs(vm, tail: tail)
         write(text)
-        if text.isEmpty {
+        if text.isEmpty, tail != 0 {
             let state = try await api.vm(vm).state
             stderr("VM '\(vm)' has no console output yet (it is \(state.rawValue))")
         }
         guard follow else { return }
+        stderr("following the console of '\(vm)' (Ctrl-C stops)")
         while true {
             try await Task.sleep(for: .seconds(1))
             do {

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import Testing
 import VireoAPI
 import VireoModel
@@ -17,8 +18,14 @@ struct CommandResult {
     var stderr: String
 }
 
-/// Runs `vireo` with `arguments` to completion.
-func vireo(_ arguments: [String], server: String? = nil, token: String? = nil, stdin: String? = nil) throws -> CommandResult {
+/// Runs `vireo` with `arguments` to completion, waiting off the concurrency pool (`offPool`): a
+/// `vireo demo` takes minutes.
+func vireo(_ arguments: [String], server: String? = nil, token: String? = nil, stdin: String? = nil) async throws -> CommandResult {
+    try await offPool { try vireoBlocking(arguments, server: server, token: token, stdin: stdin) }
+}
+
+/// `vireo` for `defer` blocks, which cannot await: blocks the calling thread until it exits.
+func vireoBlocking(_ arguments: [String], server: String? = nil, token: String? = nil, stdin: String? = nil) throws -> CommandResult {
     guard FileManager.default.isExecutableFile(atPath: vireoBinary) else {
         Issue.record("the vireo binary is not built at \(vireoBinary); run `swift build` first (make test does)")
         throw VireoError(.failedPrecondition, "no binary")
@@ -44,12 +51,30 @@ func vireo(_ arguments: [String], server: String? = nil, token: String? = nil, s
         process.standardInput = FileHandle.nullDevice
         try process.run()
     }
+    // Both pipes at once: a child that fills one while the other is being read must not block.
+    let stderrData = Captured()
+    let stderrRead = DispatchSemaphore(value: 0)
+    DispatchQueue.global().async {
+        stderrData.data = err.fileHandleForReading.readDataToEndOfFile()
+        stderrRead.signal()
+    }
     let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-    let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+    stderrRead.wait()
     process.waitUntilExit()
     return CommandResult(
         status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
-        stderr: String(decoding: stderrData, as: UTF8.self))
+        stderr: String(decoding: stderrData.data, as: UTF8.self))
+}
+
+/// What a child process printed so far, collected as it arrives.
+final class Printed: Sendable {
+    private let text = Mutex((out: "", err: ""))
+    func withLock<T>(_ body: (inout (out: String, err: String)) -> T) -> T { text.withLock { body(&$0) } }
+}
+
+/// What one reader thread collected, handed to another after a semaphore.
+private final class Captured: @unchecked Sendable {
+    var data = Data()
 }
 
 /// A `vireo up` process on a free loopback port, with its own data directory.
@@ -82,7 +107,7 @@ final class UpProcess {
             guard process.isRunning else { throw VireoError(.internal, "vireo up exited: \(logText)") }
             guard let text = try? String(contentsOfFile: dataDir + "/endpoint", encoding: .utf8) else { return false }
             url = text.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
-            return try vireo(["host", "list"], server: url, token: try? adminToken()).stdout.contains("ready")
+            return try await vireo(["host", "list"], server: url, token: try? adminToken()).stdout.contains("ready")
         }
         return url
     }
@@ -107,26 +132,26 @@ struct CLITests {
     func lifecycle() async throws {
         let up = try UpProcess()
         let server = try await up.ready()
-        let created = try vireo(["vm", "create", "web-1", "--memory", "256MiB", "--wait", "-o", "json"], server: server)
+        let created = try await vireo(["vm", "create", "web-1", "--memory", "256MiB", "--wait", "-o", "json"], server: server)
         #expect(created.status == 0, "\(created.stderr)")
         let vm = try decodeJSON(VMView.self, created.stdout)
         #expect(vm.state == .running)
         #expect(created.stderr.contains("web-1: running"), "progress is shown on standard error")
 
-        let list = try vireo(["vm", "list", "-o", "json"], server: server)
+        let list = try await vireo(["vm", "list", "-o", "json"], server: server)
         #expect(try decodeJSON([VMView].self, list.stdout).map(\.name) == ["web-1"])
-        let table = try vireo(["vm", "list"], server: server)
+        let table = try await vireo(["vm", "list"], server: server)
         #expect(table.stdout.hasPrefix("NAME"))
         #expect(table.stdout.contains("web-1") && table.stdout.contains("running"))
 
-        let show = try vireo(["vm", "show", "web-1"], server: server)
+        let show = try await vireo(["vm", "show", "web-1"], server: server)
         #expect(show.stdout.contains("Placement (chose local"))
         #expect(show.stdout.contains("chosen — score"))
 
-        #expect(try vireo(["vm", "stop", "web-1", "--wait"], server: server).stdout.contains("stopped"))
-        #expect(try vireo(["vm", "start", "web-1", "--wait"], server: server).stdout.contains("running"))
-        #expect(try vireo(["vm", "delete", "web-1", "--wait"], server: server).stdout.contains("deleted"))
-        #expect(try decodeJSON([VMView].self, try vireo(["vm", "list", "-o", "json"], server: server).stdout).isEmpty)
+        #expect(try await vireo(["vm", "stop", "web-1", "--wait"], server: server).stdout.contains("stopped"))
+        #expect(try await vireo(["vm", "start", "web-1", "--wait"], server: server).stdout.contains("running"))
+        #expect(try await vireo(["vm", "delete", "web-1", "--wait"], server: server).stdout.contains("deleted"))
+        #expect(try decodeJSON([VMView].self, try await vireo(["vm", "list", "-o", "json"], server: server).stdout).isEmpty)
         up.kill(SIGTERM)
         #expect(up.process.terminationStatus == 0, "graceful shutdown on SIGTERM: \(up.logText)")
     }
@@ -135,28 +160,28 @@ struct CLITests {
     func logs() async throws {
         let up = try UpProcess()
         let server = try await up.ready()
-        #expect(try vireo(["vm", "create", "web-1", "--wait"], server: server).status == 0)
+        #expect(try await vireo(["vm", "create", "web-1", "--wait"], server: server).status == 0)
         try await eventually("console output arrives") {
-            try vireo(["vm", "logs", "web-1"], server: server).stdout.contains("web-1 ready")
+            try await vireo(["vm", "logs", "web-1"], server: server).stdout.contains("web-1 ready")
         }
-        let logs = try vireo(["vm", "logs", "web-1"], server: server)
+        let logs = try await vireo(["vm", "logs", "web-1"], server: server)
         #expect(logs.status == 0)
         #expect(logs.stdout == "[simulated] booting web-1: 1 vCPU, 128 MiB, image tiny\n[simulated] web-1 ready\n")
-        #expect(try vireo(["vm", "logs", "web-1", "--tail", "1"], server: server).stdout == "[simulated] web-1 ready\n")
-        let missing = try vireo(["vm", "logs", "nope"], server: server)
+        #expect(try await vireo(["vm", "logs", "web-1", "--tail", "1"], server: server).stdout == "[simulated] web-1 ready\n")
+        let missing = try await vireo(["vm", "logs", "nope"], server: server)
         #expect(missing.status == 3)
         #expect(missing.stderr.contains("'nope' not found"))
-        #expect(try vireo(["vm", "logs", "web-1", "--tail", "-1"], server: server).status == 2)
+        #expect(try await vireo(["vm", "logs", "web-1", "--tail", "-1"], server: server).status == 2)
 
-        let table = try vireo(["vm", "list"], server: server)
+        let table = try await vireo(["vm", "list"], server: server)
         #expect(table.stdout.contains("ADDRESS"))
         #expect(table.stdout.contains("198.18."))
-        #expect(try vireo(["vm", "show", "web-1"], server: server).stdout.contains("Address:    198.18."))
+        #expect(try await vireo(["vm", "show", "web-1"], server: server).stdout.contains("Address:    198.18."))
 
         // A VM that has printed nothing says so; --follow prints what comes later, until the VM is deleted.
-        #expect(try vireo(["vm", "stop", "web-1", "--wait"], server: server).status == 0)
-        #expect(try vireo(["vm", "create", "quiet", "--memory", "1TiB"], server: server).status == 0)
-        let quiet = try vireo(["vm", "logs", "quiet"], server: server)
+        #expect(try await vireo(["vm", "stop", "web-1", "--wait"], server: server).status == 0)
+        #expect(try await vireo(["vm", "create", "quiet", "--memory", "1TiB"], server: server).status == 0)
+        let quiet = try await vireo(["vm", "logs", "quiet"], server: server)
         #expect(quiet.status == 0 && quiet.stdout.isEmpty)
         #expect(quiet.stderr.contains("VM 'quiet' has no console output yet (it is pending)"))
 
@@ -164,15 +189,29 @@ struct CLITests {
         follow.executableURL = URL(fileURLWithPath: vireoBinary)
         follow.arguments = ["vm", "logs", "web-1", "--follow", "--tail", "0", "--server", server]
         let out = Pipe()
+        let err = Pipe()
         follow.standardOutput = out
-        follow.standardError = FileHandle.nullDevice
+        follow.standardError = err
+        let printed = Printed()
+        out.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            printed.withLock { $0.out += text }
+        }
+        err.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            printed.withLock { $0.err += text }
+        }
         try follow.run()
-        try await Task.sleep(for: .milliseconds(500))
-        #expect(try vireo(["vm", "start", "web-1", "--wait"], server: server).status == 0)
-        try await Task.sleep(for: .milliseconds(2500))
-        #expect(try vireo(["vm", "delete", "web-1"], server: server).status == 0)
-        follow.waitUntilExit()
-        let followed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        // Conditions, not sleeps: it has read the console's end before the VM starts, and has
+        // printed the boot before the VM is deleted.
+        try await eventually("vm logs --follow is following", within: 60) { printed.withLock { $0.err.contains("following") } }
+        #expect(try await vireo(["vm", "start", "web-1", "--wait"], server: server).status == 0)
+        try await eventually("the boot is followed", within: 60) { printed.withLock { $0.out.contains("booting web-1") } }
+        #expect(try await vireo(["vm", "delete", "web-1"], server: server).status == 0)
+        try await eventually("vm logs --follow ends with the VM", within: 60) { !follow.isRunning }
+        out.fileHandleForReading.readabilityHandler = nil
+        err.fileHandleForReading.readabilityHandler = nil
+        let followed = printed.withLock { $0.out }
         #expect(follow.terminationStatus == 0)
         #expect(followed.contains("[simulated] booting web-1"), "got: \(followed)")
         #expect(!followed.contains("powered off"), "--tail 0 leaves out what was there before")
@@ -182,13 +221,13 @@ struct CLITests {
     @Test("image list and image build work without a server, in the given directory")
     func images() async throws {
         let dir = temporaryDirectory()
-        let before = try vireo(["image", "list", "-o", "json", "--data-dir", dir])
+        let before = try await vireo(["image", "list", "-o", "json", "--data-dir", dir])
         #expect(before.status == 0, "\(before.stderr)")
         let entries = try decodeJSON([JSONValue].self, before.stdout)
         #expect(entries.map { $0["name"] } == [.string("tiny"), .string("web")])
         #expect(entries.allSatisfy { $0["status"] == .string("missing") })
 
-        let built = try vireo(["image", "build", "tiny", "-o", "json", "--data-dir", dir])
+        let built = try await vireo(["image", "build", "tiny", "-o", "json", "--data-dir", dir])
         #expect(built.status == 0, "\(built.stderr)")
         #expect(built.stderr.contains("tiny: built in"), "progress on standard error")
         let summary = try #require(try decodeJSON([JSONValue].self, built.stdout).first)
@@ -198,42 +237,45 @@ struct CLITests {
         #expect(directory.hasPrefix(dir + "/images/tiny-"))
         #expect(FileManager.default.fileExists(atPath: directory + "/vmlinux"))
 
-        let again = try vireo(["image", "build", "tiny", "--data-dir", dir])
+        let again = try await vireo(["image", "build", "tiny", "--data-dir", dir])
         #expect(again.stdout.contains("cached"))
-        let after = try decodeJSON([JSONValue].self, try vireo(["image", "list", "-o", "json", "--data-dir", dir]).stdout)
+        let after = try decodeJSON([JSONValue].self, try await vireo(["image", "list", "-o", "json", "--data-dir", dir]).stdout)
         #expect(after.first?["status"] == .string("built"))
         #expect(after.first?["built"]?["directory"] == .string(directory))
         #expect(after.last?["status"] == .string("missing"))
-        #expect(try vireo(["image", "list", "--images", dir + "/images"]).stdout.contains(directory))
+        #expect(try await vireo(["image", "list", "--images", dir + "/images"]).stdout.contains(directory))
 
-        let unknown = try vireo(["image", "build", "tiny", "nope", "--data-dir", dir])
+        let unknown = try await vireo(["image", "build", "tiny", "nope", "--data-dir", dir])
         #expect(unknown.status == 2)
         #expect(unknown.stderr.contains("'nope'") && unknown.stderr.contains("tiny, web"))
-        #expect(try vireo(["image", "build", "--data-dir", dir]).status == 2, "nothing to build is a usage error")
+        #expect(try await vireo(["image", "build", "--data-dir", dir]).status == 2, "nothing to build is a usage error")
     }
 
     @Test("exit codes follow the documentation")
     func exitCodes() async throws {
         let up = try UpProcess()
         let server = try await up.ready()
-        #expect(try vireo(["vm", "create", "a"], server: server).status == 0)
-        let conflict = try vireo(["vm", "create", "a"], server: server)
+        #expect(try await vireo(["vm", "create", "a"], server: server).status == 0)
+        let conflict = try await vireo(["vm", "create", "a"], server: server)
         #expect(conflict.status == 4)
         #expect(conflict.stderr.contains("already exists"))
-        let missing = try vireo(["vm", "show", "nope"], server: server)
+        let missing = try await vireo(["vm", "show", "nope"], server: server)
         #expect(missing.status == 3)
         #expect(missing.stderr.contains("'nope' not found"))
-        let invalid = try vireo(["vm", "create", "b", "--cpus", "0"], server: server)
+        let invalid = try await vireo(["vm", "create", "b", "--cpus", "0"], server: server)
         #expect(invalid.status == 2)
         #expect(invalid.stderr.contains("cpus"))
-        #expect(try vireo(["vm", "create", "b", "--memory", "5x"], server: server).stderr.contains("5x"))
-        #expect(try vireo(["vm", "list", "--bogus"], server: server).status == 2)
-        #expect(try vireo(["vm", "list", "-o", "yaml"], server: server).status == 2)
-        let help = try vireo(["vm", "create", "--help"])
+        #expect(try await vireo(["vm", "create", "b", "--memory", "5x"], server: server).stderr.contains("5x"))
+        #expect(try await vireo(["vm", "list", "--bogus"], server: server).status == 2)
+        #expect(try await vireo(["vm", "list", "-o", "yaml"], server: server).status == 2)
+        // The demo's options are checked before anything is set up (it needs no server or root for that).
+        let badRate = try await vireo(["demo", "noisy-neighbour", "--rate", "0"])
+        #expect(badRate.status == 2 && badRate.stderr.contains("--rate") && badRate.stderr.contains("got 0"), "\(badRate.stderr)")
+        let help = try await vireo(["vm", "create", "--help"])
         #expect(help.status == 0)
         #expect(help.stdout.contains("--memory"))
         up.kill()
-        let unreachable = try vireo(["vm", "list"], server: server)
+        let unreachable = try await vireo(["vm", "list"], server: server)
         #expect(unreachable.status == 5)
         #expect(unreachable.stderr.contains("cannot reach the controller"))
     }
@@ -250,12 +292,45 @@ struct CLITests {
             """
         let file = up.dataDir + "/m.yaml"
         try manifest.write(toFile: file, atomically: true, encoding: .utf8)
-        #expect(try vireo(["apply", "-f", file], server: server).stdout == "VirtualMachine/m-1 created\n")
-        #expect(try vireo(["apply", "-f", "-"], server: server, stdin: manifest).stdout == "VirtualMachine/m-1 unchanged\n")
-        let bad = try vireo(["apply", "-f", "-"], server: server, stdin: manifest.replacingOccurrences(of: "tiny", with: "nope"))
+        #expect(try await vireo(["apply", "-f", file], server: server).stdout == "VirtualMachine/m-1 created\n")
+        #expect(try await vireo(["apply", "-f", "-"], server: server, stdin: manifest).stdout == "VirtualMachine/m-1 unchanged\n")
+        let bad = try await vireo(["apply", "-f", "-"], server: server, stdin: manifest.replacingOccurrences(of: "tiny", with: "nope"))
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("spec.image"))
-        #expect(try vireo(["apply", "-f", "/does/not/exist"], server: server).status == 2)
+        #expect(try await vireo(["apply", "-f", "/does/not/exist"], server: server).status == 2)
+    }
+
+    @Test("apply --wait returns once every VM it names runs, those of its applications included")
+    func applyWait() async throws {
+        let up = try UpProcess(driver: ["--driver", "simulated", "--driver-opt", "boot-delay-ms=500"])
+        let server = try await up.ready()
+        let manifest = """
+            apiVersion: vireo/v1
+            kind: Application
+            metadata: { name: shop }
+            spec:
+              vms: [{ name: web-1, image: tiny, memory: 128MiB }, { name: web-2, image: tiny, memory: 128MiB }]
+              telemetry: { probe: { port: 80, path: / } }
+              objectives: [{ name: up, sli: vireo_probe_duration_seconds, quantile: 0.9, target: 0.1 }]
+            ---
+            apiVersion: vireo/v1
+            kind: VirtualMachine
+            metadata: { name: batch-1 }
+            spec: { image: tiny, memory: 128MiB }
+            """
+        let applied = try await vireo(["apply", "-f", "-", "--wait"], server: server, stdin: manifest)
+        #expect(applied.status == 0, "\(applied.stderr)")
+        #expect(applied.stdout == "VirtualMachine/batch-1 created\nApplication/shop created\n")
+        // Each VM's progress on standard error, and every one running when the command returns.
+        for name in ["web-1", "web-2", "batch-1"] { #expect(applied.stderr.contains("\(name): running"), "\(applied.stderr)") }
+        let vms = try decodeJSON([VMView].self, try await vireo(["vm", "list", "-o", "json"], server: server).stdout)
+        #expect(vms.map(\.name).sorted() == ["batch-1", "web-1", "web-2"])
+        #expect(vms.allSatisfy { $0.state == .running })
+
+        // Applying again changes nothing, and the VMs already run.
+        let again = try await vireo(["apply", "-f", "-", "--wait", "-o", "json"], server: server, stdin: manifest)
+        #expect(again.status == 0)
+        #expect(try decodeJSON(ApplyResult.self, again.stdout).items.map(\.action) == [.unchanged, .unchanged])
     }
 
     @Test("kill -9 of vireo up loses no VM and no host")
@@ -266,20 +341,20 @@ struct CLITests {
         let manifest = (0..<50).map {
             "apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: { name: vm-\($0) }\nspec: { image: tiny }\n"
         }.joined(separator: "---\n")
-        #expect(try vireo(["apply", "-f", "-"], server: server, stdin: manifest).status == 0)
-        for i in 50..<60 { #expect(try vireo(["vm", "create", "vm-\(i)"], server: server).status == 0) }
-        let before = try decodeJSON([VMView].self, try vireo(["vm", "list", "-o", "json"], server: server).stdout)
+        #expect(try await vireo(["apply", "-f", "-"], server: server, stdin: manifest).status == 0)
+        for i in 50..<60 { #expect(try await vireo(["vm", "create", "vm-\(i)"], server: server).status == 0) }
+        let before = try decodeJSON([VMView].self, try await vireo(["vm", "list", "-o", "json"], server: server).stdout)
         #expect(before.count == 60)
         first.kill(SIGKILL)
 
         let second = try UpProcess(dataDir: dataDir)
         let again = try await second.ready()
-        let after = try decodeJSON([VMView].self, try vireo(["vm", "list", "-o", "json"], server: again).stdout)
+        let after = try decodeJSON([VMView].self, try await vireo(["vm", "list", "-o", "json"], server: again).stdout)
         #expect(after.map(\.id) == before.map(\.id))
         #expect(after.map(\.name) == before.map(\.name))
-        let hosts = try decodeJSON([HostView].self, try vireo(["host", "list", "-o", "json"], server: again).stdout)
+        let hosts = try decodeJSON([HostView].self, try await vireo(["host", "list", "-o", "json"], server: again).stdout)
         #expect(hosts.map(\.name) == ["local"])
-        #expect(hosts.first?.id == (try decodeJSON([HostView].self, try vireo(["host", "list", "-o", "json"], server: again).stdout)).first?.id)
+        #expect(hosts.first?.id == (try decodeJSON([HostView].self, try await vireo(["host", "list", "-o", "json"], server: again).stdout)).first?.id)
         second.kill()
     }
 
@@ -293,13 +368,13 @@ struct CLITests {
         let joinAttributes = try FileManager.default.attributesOfItem(atPath: up.dataDir + "/join.token")
         #expect((joinAttributes[.posixPermissions] as? Int) == 0o600)
 
-        let denied = try vireo(["vm", "list"], server: server)
+        let denied = try await vireo(["vm", "list"], server: server)
         #expect(denied.status == 1)
         #expect(denied.stderr.contains("token"))
-        #expect(try vireo(["vm", "list"], server: server, token: "wrong").status == 1)
-        #expect(try vireo(["vm", "create", "a", "--wait"], server: server, token: token).status == 0)
+        #expect(try await vireo(["vm", "list"], server: server, token: "wrong").status == 1)
+        #expect(try await vireo(["vm", "create", "a", "--wait"], server: server, token: token).status == 0)
         let join = try String(contentsOfFile: up.dataDir + "/join.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(try vireo(["vm", "list"], server: server, token: join).status == 1, "the join token is for agents only")
+        #expect(try await vireo(["vm", "list"], server: server, token: join).status == 1, "the join token is for agents only")
         up.kill(SIGTERM)
         #expect(!up.logText.contains(token))
         #expect(!up.logText.contains(join))
@@ -316,7 +391,7 @@ extension RealQEMU {
             let qemu = ["--driver", "qemu", "--driver-opt", "images=\(TestQEMU.builder.cacheDirectory)"]
             let first = try UpProcess(dataDir: dataDir, driver: qemu)
             let server = try await first.ready()
-            let created = try vireo(
+            let created = try await vireo(
                 ["vm", "create", "keep", "--image", "web", "--memory", "128MiB", "--wait", "--timeout", "90", "-o", "json"],
                 server: server)
             #expect(created.status == 0, "\(created.stderr)")
@@ -329,11 +404,12 @@ extension RealQEMU {
             first.kill(SIGKILL)
             #expect(try await guestStatus(address)["bootId"] == before["bootId"], "the guest runs on without Vireo")
 
-            let second = try UpProcess(dataDir: dataDir, listen: server.replacingOccurrences(of: "http://", with: ""), driver: qemu)
+            // A port of its own: the old one may have been taken since (another test's client).
+            let second = try UpProcess(dataDir: dataDir, driver: qemu)
             defer { second.kill(SIGTERM) }
-            _ = try await second.ready()
-            try await eventually("re-adopted and running", within: 30) {
-                let shown = try vireo(["vm", "show", "keep", "-o", "json"], server: server)
+            let again = try await second.ready()
+            try await eventually("re-adopted and running", within: 60) {
+                let shown = try await vireo(["vm", "show", "keep", "-o", "json"], server: again)
                 return (try? decodeJSON(VMView.self, shown.stdout))?.state == .running
             }
             #expect(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) == pid)
@@ -341,7 +417,7 @@ extension RealQEMU {
             #expect(after["bootId"] == before["bootId"])
             #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
             #expect(second.logText.contains("re-adopted"))
-            let deleted = try vireo(["vm", "delete", "keep", "--wait"], server: server)
+            let deleted = try await vireo(["vm", "delete", "keep", "--wait"], server: again)
             #expect(deleted.status == 0, "\(deleted.stderr)")
             #expect(kill(Int32(pid) ?? 0, 0) != 0, "deleting the VM ends its QEMU")
         }

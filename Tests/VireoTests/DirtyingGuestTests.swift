@@ -40,7 +40,7 @@ extension RealQEMU {
                 #expect(first["dirtyRateMiBps"] == .number(0))
                 // Pages keep being written: at least one more full pass of 64 MiB (16,384 pages).
                 let firstPages = first["dirtiedPages"]?.doubleValue ?? 0
-                try await eventually("the guest writes another 64 MiB of pages", within: 30) {
+                try await eventually("the guest writes another 64 MiB of pages", within: 120) {
                     (try await status(address)["dirtiedPages"]?.doubleValue ?? 0) >= firstPages + 16_384
                 }
                 print("dirtying 64 MiB in a 256 MiB guest (\(TestQEMU.accelerator)): \(try await request(address, "/status").body)")

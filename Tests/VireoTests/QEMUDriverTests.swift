@@ -74,7 +74,9 @@ extension RealQEMU {
 
         @Test("stop presses the ACPI power button and the guest powers itself off")
         func acpiStop() async throws {
-            let driver = TestQEMU.driver()
+            // Time enough for a busy machine's guest to run its power-button handler before the
+            // driver would quit QEMU instead (which this test tells apart by the console).
+            let driver = TestQEMU.driver(stopTimeout: .seconds(60))
             let vm = spec("acpi")
             try await driver.create(vm)
             try await driver.start(vm.id)
@@ -246,7 +248,7 @@ extension RealQEMU {
                     try await source.release(vm.id)
                     // Once the load has rewritten all 12,288 pages here, every page has been checked.
                     let arrived = try await status(address)
-                    try await eventually("the load rewrites 48 MiB on the destination", within: 30) {
+                    try await eventually("the load rewrites 48 MiB on the destination", within: 120) {
                         (try await status(address)["dirtiedPages"]?.doubleValue ?? 0)
                             >= (arrived["dirtiedPages"]?.doubleValue ?? .infinity) + 12_288
                     }

@@ -30,15 +30,15 @@ extension RealQEMU {
             var events: [String]
         }
 
-        func demo(_ scenario: String, policy: String, duration: Int) throws -> Timeline {
+        func demo(_ scenario: String, policy: String, duration: Int) async throws -> Timeline {
             let directory = temporaryDirectory() + "/demo"
-            let run = try vireo([
+            let run = try await vireo([
                 "demo", scenario, "--policy", policy, "--dir", directory, "--name", "vrb", "--network", "198.19",
                 "--images", TestQEMU.builder.cacheDirectory, "--duration", String(duration), "-o", "json",
             ])
             // The demo takes its testbed down (each run in a subdirectory); make sure, even when it failed half-way.
             for run in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
-                _ = try? vireo(["testbed", "down", "--dir", directory + "/" + run])
+                _ = try? await vireo(["testbed", "down", "--dir", directory + "/" + run])
             }
             try #require(run.status == 0, "\(run.stderr)")
             let timeline = try decodeJSON(Timeline.self, run.stdout)
@@ -47,8 +47,8 @@ extension RealQEMU {
         }
 
         @Test("a noisy neighbour makes web breach; slo moves the neighbour live and web is ok again")
-        func noisyNeighbour() throws {
-            let timeline = try demo("noisy-neighbour", policy: "slo", duration: 60)
+        func noisyNeighbour() async throws {
+            let timeline = try await demo("noisy-neighbour", policy: "slo", duration: 60)
             #expect(timeline.policy == "slo")
             let breach = try #require(timeline.breachDetectedAt, "web/latency breached")
             let plan = try #require(timeline.planAt, "a plan was made")
@@ -67,12 +67,12 @@ extension RealQEMU {
         }
 
         @Test("a busy host whose VMs nobody minds: threshold moves the batch VM onto web's host, slo moves nothing")
-        func misleadingCounters() throws {
-            let slo = try demo("misleading-counters", policy: "slo", duration: 40)
+        func misleadingCounters() async throws {
+            let slo = try await demo("misleading-counters", policy: "slo", duration: 40)
             // No move; whether web stays ok also depends on this machine (its two CPUs are shared
             // with the controller and the load), so it is printed, not asserted.
             #expect(slo.migrations == 0, "\(slo.moves.map(\.vm))")
-            let threshold = try demo("misleading-counters", policy: "threshold", duration: 40)
+            let threshold = try await demo("misleading-counters", policy: "threshold", duration: 40)
             #expect(threshold.migrations >= 1)
             #expect(threshold.moves.first.map { "\($0.vm) \($0.from)→\($0.to)" } == "batch h2→h1")
             func breach(_ t: Timeline) -> String { t.breachDetectedAt.map { "\($0) s" } ?? "never" }

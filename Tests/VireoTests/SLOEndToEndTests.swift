@@ -47,13 +47,13 @@ extension RealQEMU {
             let server = try await up.ready()
             let manifestFile = dataDir + "/web.yaml"
             try Self.manifest.write(toFile: manifestFile, atomically: true, encoding: .utf8)
-            let applied = try vireo(["apply", "-f", manifestFile], server: server)
+            let applied = try await vireo(["apply", "-f", manifestFile], server: server)
             #expect(applied.status == 0, "\(applied.stderr)")
             #expect(applied.stdout.contains("Application/web created"))
 
             var vm: VMView?
             try await eventually("web-1 running", within: 90) {
-                vm = try? decodeJSON(VMView.self, try vireo(["vm", "show", "web-1", "-o", "json"], server: server).stdout)
+                vm = try? decodeJSON(VMView.self, try await vireo(["vm", "show", "web-1", "-o", "json"], server: server).stdout)
                 return vm?.state == .running
             }
             let address = try #require(vm?.address)
@@ -84,13 +84,24 @@ extension RealQEMU {
                 load.cancel()
             }
 
-            func objective() throws -> ObjectiveStatus? {
-                let app = try decodeJSON(AppView.self, try vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
+            func objective() async throws -> ObjectiveStatus? {
+                let app = try decodeJSON(AppView.self, try await vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
                 return app.objectives.first
             }
-            try await eventually("latency ok under load before starving", within: 60) { try objective()?.state == .ok }
-            let before = try #require(try objective())
+            try await eventually("latency ok under load before starving", within: 60) { try await objective()?.state == .ok }
+            let before = try #require(try await objective())
             print("before starving: p90 \(before.sli ?? -1) s, state \(before.state)")
+            // The premise: unstarved, web is well inside its objective (about 10 ms against 50), so
+            // what follows measures the starving, not a machine too busy to serve the load.
+            try #require(
+                (before.sli ?? 1) <= 0.025,
+                "premise failed: unstarved p90 \(before.sli ?? -1) s is not well under the 0.05 s target; the machine is too loaded")
+
+            /// When the controller recorded web/latency entering `state`, after `since`.
+            func entered(_ state: SLOState, since: Date) async throws -> Date? {
+                let events = try decodeJSON([ClusterEvent].self, try await vireo(["events", "-o", "json"], server: server).stdout)
+                return events.first { $0.kind == .slo && $0.name == "web/latency" && $0.to == state.rawValue && $0.time >= since }?.time
+            }
 
             // Starve: QEMU gets a twentieth of a CPU.
             let cgroups = CgroupTree(name: "vireo-slo-\(UUID().uuidString.prefix(6).lowercased())")
@@ -108,42 +119,44 @@ extension RealQEMU {
                 for group in groups.reversed() { CgroupTree.remove(group) }
                 for parent in cgroups.parents.reversed() { CgroupTree.remove(parent) }
             }
-            let starvedAt = ContinuousClock.now
+            // Times are the controller's own (its events), not when this test's polling noticed.
+            let starvedAt = Date()
             for group in groups { try "\(pid)".write(toFile: group + "/cgroup.procs", atomically: false, encoding: .utf8) }
-            let bound = Duration.seconds(2 * Self.window + 2)  // two windows, the judging delay, a scrape
-            try await eventually("breaching after starving", within: 30) { try objective()?.state == .breaching }
-            let detection = ContinuousClock.now - starvedAt
-            let breached = try #require(try objective())
-            print("breaching \(detection) after starving: p90 \(breached.sli ?? -1) s, burn rates \(breached.burnRates)")
-            #expect(detection <= bound, "breach detected within two evaluation windows (\(detection))")
+            // Two windows (the one in progress may still be judged good), the judging delay, two scrapes.
+            let bound = 2 * Self.window + 3
+            try await eventually("breaching after starving", within: 60) { try await entered(.breaching, since: starvedAt) != nil }
+            let detection = try #require(try await entered(.breaching, since: starvedAt)).timeIntervalSince(starvedAt)
+            let breached = try #require(try await objective())
+            print("breaching \(detection) s after starving: p90 \(breached.sli ?? -1) s, burn rates \(breached.burnRates)")
+            #expect(detection <= bound, "breach detected within two evaluation windows (\(detection) s)")
 
             // Release: back to the root groups.
-            let releasedAt = ContinuousClock.now
+            let releasedAt = Date()
             release()
-            try await eventually("ok after releasing", within: 30) { try objective()?.state == .ok }
-            let recovery = ContinuousClock.now - releasedAt
-            print("ok \(recovery) after releasing; \(gauge.sent.withLock { $0 }) requests sent")
-            #expect(recovery <= bound, "back to ok within two evaluation windows (\(recovery))")
+            try await eventually("ok after releasing", within: 60) { try await entered(.ok, since: releasedAt) != nil }
+            let recovery = try #require(try await entered(.ok, since: releasedAt)).timeIntervalSince(releasedAt)
+            print("ok \(recovery) s after releasing; \(gauge.sent.withLock { $0 }) requests sent")
+            #expect(recovery <= bound, "back to ok within two evaluation windows (\(recovery) s)")
 
             // The changes are events, the state and budget are gauges, and Vireo's own signals are kept.
-            let events = try vireo(["events", "-o", "json"], server: server).stdout
+            let events = try await vireo(["events", "-o", "json"], server: server).stdout
             #expect(events.contains(#""to" : "breaching""#) || events.contains(#""to":"breaching""#))
             let metrics = try await HTTPClient.shared.execute(HTTPClientRequest(url: server + "/metrics"), timeout: .seconds(5))
             let text = String(buffer: try await metrics.body.collect(upTo: 1 << 22))
             #expect(text.contains(#"vireo_slo_error_budget_remaining{app="web",objective="latency"}"#))
             #expect(text.contains(#"vireo_slo_burn_rate{app="web",objective="latency",window="20s"}"#))
-            let app = try decodeJSON(AppView.self, try vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
+            let app = try decodeJSON(AppView.self, try await vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
             let names = Set(app.current?.map(\.name) ?? [])
             for name in ["vireo_vm_cpu_seconds_total", "vireo_vm_memory_rss_bytes", "vireo_probe_total", "vireo_web_requests_total"] {
                 #expect(names.contains(name), "\(name) in \(names.sorted())")
             }
-            let series = try vireo(["app", "series", "web", "--metric", "vireo_web_requests_total", "--from=-5m", "-o", "json"], server: server)
+            let series = try await vireo(["app", "series", "web", "--metric", "vireo_web_requests_total", "--from=-5m", "-o", "json"], server: server)
             #expect(try decodeJSON(SeriesResponse.self, series.stdout).series.first.map { $0.points.count > 10 } == true)
             gauge.stop.withLock { $0 = true }
             await load.value
-            let deleted = try vireo(["app", "delete", "web", "--delete-vms"], server: server)
+            let deleted = try await vireo(["app", "delete", "web", "--delete-vms"], server: server)
             #expect(deleted.status == 0, "\(deleted.stderr)")
-            try await eventually("web-1 gone", within: 30) { try vireo(["vm", "show", "web-1"], server: server).status == 3 }
+            try await eventually("web-1 gone", within: 30) { try await vireo(["vm", "show", "web-1"], server: server).status == 3 }
         }
     }
 }

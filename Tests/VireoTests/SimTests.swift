@@ -340,8 +340,8 @@ struct SimPlanetLabTests {
 @Suite("Sim command line", .serialized)
 struct SimCLITests {
     @Test("vireo sim prints one JSON object per run with the documented keys")
-    func json() throws {
-        let result = try vireo([
+    func json() async throws {
+        let result = try await vireo([
             "sim", "--trace", SimPlanetLabTests.day, "--policy", "dvfs", "-o", "json", "--quiet",
         ])
         #expect(result.status == 0, "\(result.stderr)")
@@ -354,32 +354,32 @@ struct SimCLITests {
     }
 
     @Test("bad input exits 2 naming the field and value")
-    func badInput() throws {
-        let unknown = try vireo(["sim", "--trace", SimPlanetLabTests.day, "--policy", "best"])
+    func badInput() async throws {
+        let unknown = try await vireo(["sim", "--trace", SimPlanetLabTests.day, "--policy", "best"])
         #expect(unknown.status == 2)
         #expect(unknown.stderr.contains("'best'"))
-        let interval = try vireo(["sim", "--trace", SimPlanetLabTests.day, "--policy", "dvfs", "--interval", "5x"])
+        let interval = try await vireo(["sim", "--trace", SimPlanetLabTests.day, "--policy", "dvfs", "--interval", "5x"])
         #expect(interval.status == 2)
         #expect(interval.stderr.contains("--interval '5x'"))
-        let missing = try vireo(["sim", "--trace", "/nonexistent/day.csv", "--policy", "dvfs"])
+        let missing = try await vireo(["sim", "--trace", "/nonexistent/day.csv", "--policy", "dvfs"])
         #expect(missing.status == 2)
         #expect(missing.stderr.contains("/nonexistent/day.csv"))
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("sim-bad-\(getpid()).csv")
         try Data("a,1,2\nb,1,zz\n".utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let malformed = try vireo(["sim", "--trace", file.path, "--policy", "dvfs"])
+        let malformed = try await vireo(["sim", "--trace", file.path, "--policy", "dvfs"])
         #expect(malformed.status == 2)
         #expect(malformed.stderr.contains(":2: column 3 value 'zz'"))
     }
 
     @Test("--series writes one CSV line per interval and --plot an SVG chart")
-    func seriesAndPlot() throws {
+    func seriesAndPlot() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sim-series-\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let csv = directory.appendingPathComponent("s.csv").path
         let svg = directory.appendingPathComponent("s.svg").path
-        let result = try vireo([
+        let result = try await vireo([
             "sim", "--trace", SimPlanetLabTests.day, "--policy", "dvfs", "--series", csv, "--plot", svg, "-o", "csv",
         ])
         #expect(result.status == 0, "\(result.stderr)")

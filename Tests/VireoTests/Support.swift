@@ -91,8 +91,8 @@ func eventually(
     _ what: String, within seconds: Double = 10, sourceLocation: SourceLocation = #_sourceLocation,
     _ condition: () async throws -> Bool
 ) async throws {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
         if try await condition() { return }
         try await Task.sleep(for: .milliseconds(20))
     }
@@ -105,3 +105,12 @@ func eventually(
 /// time.
 @Suite("Real QEMU", .serialized)
 enum RealQEMU {}
+
+/// Runs blocking work (waiting for a child process) on a thread of its own rather than on one of
+/// the few threads Swift's concurrency runs every test on (as many as there are cores): blocking
+/// those would stall the heartbeats of the in-process clusters other suites run meanwhile.
+func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}

@@ -16,20 +16,20 @@ extension RealQEMU {
         @Test("a guest migrates between testbed hosts through the CLI and keeps serving at its address")
         func migrateAcrossHosts() async throws {
             let directory = temporaryDirectory() + "/testbed"
-            let up = try vireo(["testbed", "up", "2", "--dir", directory, "--name", "vtest", "--network", "198.19"])
-            defer { _ = try? vireo(["testbed", "down", "--dir", directory]) }
+            let up = try await vireo(["testbed", "up", "2", "--dir", directory, "--name", "vtest", "--network", "198.19"])
+            defer { _ = try? vireoBlocking(["testbed", "down", "--dir", directory]) }
             #expect(up.status == 0, "\(up.stderr)")
             #expect(up.stderr.contains("all 2 host(s) ready"))
             let server = "http://198.19.0.1:7480"
             let token = try String(contentsOfFile: directory + "/controller/admin.token", encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines)
 
-            let hosts = try vireo(["host", "list", "-o", "json"], server: server, token: token)
+            let hosts = try await vireo(["host", "list", "-o", "json"], server: server, token: token)
             let fingerprints = try decodeJSON([HostView].self, hosts.stdout)
             #expect(fingerprints.map(\.name).sorted() == ["h1", "h2"])
             #expect(fingerprints.allSatisfy { $0.driver == "qemu" && $0.capabilities.contains(.liveMigration) })
 
-            let created = try vireo(
+            let created = try await vireo(
                 ["vm", "create", "w", "--image", "web", "--memory", "256MiB", "--host", "h1", "--wait", "--timeout", "90"],
                 server: server, token: token)
             #expect(created.status == 0, "\(created.stderr)")
@@ -48,10 +48,10 @@ extension RealQEMU {
                     try? await Task.sleep(for: .milliseconds(10))
                 }
             }
-            try await eventually("the prober hears the guest") { answers.withLock { !$0.isEmpty } }
+            try await eventually("the prober hears the guest", within: 60) { answers.withLock { !$0.isEmpty } }
             let beforeMove = answers.withLock { $0.count }
-            let moved = try vireo(["migrate", "w", "--to", "h2", "-o", "json"], server: server, token: token)
-            try await eventually("the prober hears the guest after the move") { answers.withLock { $0.count > beforeMove } }
+            let moved = try await vireo(["migrate", "w", "--to", "h2", "-o", "json"], server: server, token: token)
+            try await eventually("the prober hears the guest after the move", within: 60) { answers.withLock { $0.count > beforeMove } }
             stop.withLock { $0 = true }
             await prober.value
             let heard = answers.withLock { $0 }
@@ -71,20 +71,20 @@ extension RealQEMU {
             let vm = try await vmView("w", server: server, token: token)
             #expect(vm.host == "h2")
             #expect(vm.state == .running)
-            let listed = try vireo(["migration", "list", "--vm", "w"], server: server, token: token)
+            let listed = try await vireo(["migration", "list", "--vm", "w"], server: server, token: token)
             #expect(listed.stdout.contains("completed"))
 
             // Down removes what up created: namespaces, links, the QEMUs.
-            let down = try vireo(["testbed", "down", "--dir", directory])
+            let down = try await vireo(["testbed", "down", "--dir", directory])
             #expect(down.status == 0)
-            let namespaces = try vireo(["testbed", "down", "--dir", directory])
+            let namespaces = try await vireo(["testbed", "down", "--dir", directory])
             #expect(namespaces.stderr.contains("no testbed"))
             #expect(!(try runTool("ip", ["netns", "list"])).contains("vtest-h"))
             #expect(!(try runTool("ip", ["link", "show"])).contains("vtest-"))
         }
 
         func vmView(_ name: String, server: String, token: String) async throws -> VMView {
-            let shown = try vireo(["vm", "show", name, "-o", "json"], server: server, token: token)
+            let shown = try await vireo(["vm", "show", name, "-o", "json"], server: server, token: token)
             return try decodeJSON(VMView.self, shown.stdout)
         }
 
