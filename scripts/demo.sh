@@ -22,6 +22,12 @@ if curl -fsS "$VIREO_SERVER/healthz" >/dev/null 2>&1; then
   echo "demo: something already answers on $listen (another make demo?); stop it first" >&2
   exit 1
 fi
+# Only a directory the demo made is cleaned (its own .demo-data, or one marked by an earlier run):
+# VIREO_DEMO_DIR may name one that holds real data.
+if [ -n "${VIREO_DEMO_DIR:-}" ] && [ -d "$data" ] && [ -n "$(ls -A "$data")" ] && [ ! -e "$data/.vireo-demo" ]; then
+  echo "demo: $data is not a demo data directory (no .vireo-demo in it); set VIREO_DEMO_DIR to another" >&2
+  exit 1
+fi
 if [ -d "$data" ]; then
   pids=$(leftover_qemus)
   if [ -n "$pids" ]; then
@@ -31,8 +37,9 @@ if [ -d "$data" ]; then
     pids=$(leftover_qemus); [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
   fi
   # The guest images take a while to build and do not change between runs: keep them.
-  find "$data" -mindepth 1 -maxdepth 1 ! -name images -exec rm -rf {} +
+  find "$data" -mindepth 1 -maxdepth 1 ! -name images ! -name .vireo-demo -exec rm -rf {} +
 fi
+mkdir -p "$data" && touch "$data/.vireo-demo"
 
 # vireo up runs in a session of its own, so Ctrl-C reaches this script alone: the script removes the
 # demo's VMs through the API first, then stops vireo.
