@@ -81,10 +81,11 @@ struct MisleadingCountersDemo: AsyncParsableCommand {
         commandName: "misleading-counters",
         abstract: "A batch VM nobody minds keeps h2 busy while web on h1 is fine: what does the policy move?",
         discussion: """
-            `web-1` is pinned to h1 and `batch` (no application) lands on h2. Once web meets its \
-            objective under load, batch starts a busy thread: h2's CPU counters say it is \
-            overloaded, yet no objective suffers. A black-box policy moves batch, onto web's host; \
-            `slo` leaves it. The timeline counts the moves and any breach they caused.
+            `web-1` is pinned to h1 and `batch` (3 vCPUs, no application) lands on h2. Once web \
+            meets its objective under load, batch starts a busy thread on each vCPU: h2's CPU \
+            counters say it is overloaded, yet no objective suffers. A black-box policy moves batch, \
+            onto web's host, where it takes the CPU web needs; `slo` leaves it. The timeline counts \
+            the moves and any breach they caused.
             Example: sudo vireo demo misleading-counters --policy threshold -o json
             """)
 
@@ -232,10 +233,10 @@ struct DemoScenario {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// The disturbing VM: noisy has three vCPUs, so that with a busy thread on each, web's one vCPU
-    /// gets about a quarter of h1's CPU — less than its load needs (about 40 % of a CPU at 100
-    /// requests a second under TCG). batch has one.
-    var disturber: (name: String, cpus: Int) { kind == .noisyNeighbour ? ("noisy", 3) : ("batch", 1) }
+    /// The disturbing VM, noisy or batch: three vCPUs, so that with a busy thread on each, web's one
+    /// vCPU gets about a quarter of the CPU of the host it shares with them — less than its load
+    /// needs (h1 is about half busy at 100 requests a second under TCG, measured before the noise).
+    var disturber: (name: String, cpus: Int) { (kind == .noisyNeighbour ? "noisy" : "batch", 3) }
 
     private func run(_ api: VireoClient) async throws -> DemoTimeline {
         let disturber = disturber.name
