@@ -147,8 +147,7 @@ struct DemoTimeline: Codable, Equatable {
         Swift.print("Scenario \(scenario), policy \(policy)\(accelerator.map { " (\($0))" } ?? "")")
         Swift.print("  web load:              \(Int(rate)) requests/s, \(requestsSent) sent, \(requestsFailed) failed, "
             + "\(requestsSkipped) skipped (8 in flight)")
-        Swift.print("  web p90 before:        \(latencyBefore.map { String(format: "%.1f ms", $0 * 1000) } ?? "-")"
-            + (h1LoadBefore.map { String(format: ", h1 CPU %.0f%%", $0 * 100) } ?? ""))
+        Swift.print("  web p90 before:        \(milliseconds(latencyBefore))" + (h1LoadBefore.map { ", h1 CPU \(percent($0))" } ?? ""))
         Swift.print("  breach detected:       \(at(breachDetectedAt))")
         Swift.print("  plan made:             \(at(planAt))")
         Swift.print("  migration:             \(at(migrationStartedAt)) → \(at(migrationEndedAt))"
@@ -368,9 +367,6 @@ struct DemoScenario {
         throw VireoError(.unavailable, "VM \(name) did not start within 180 s")
     }
 
-    private func milliseconds(_ seconds: Double?) -> String { seconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-" }
-    private func percent(_ fraction: Double?) -> String { fraction.map { String(format: "%.0f %%", $0 * 100) } ?? "-" }
-
     /// `count` threads in the guest that never sleep: as many vCPUs always busy.
     private func startBusyThreads(_ address: String, count: Int) async throws {
         var request = HTTPClientRequest(url: "http://\(address)/burn?threads=\(count)")
@@ -443,3 +439,9 @@ final class LoadGenerator: Sendable {
         }
     }
 }
+
+/// Seconds as milliseconds for the demo's lines ("4.8 ms"; "-" when unknown).
+private func milliseconds(_ seconds: Double?) -> String { seconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-" }
+
+/// A fraction as a percentage for the demo's lines ("43 %"; "-" when unknown).
+private func percent(_ fraction: Double?) -> String { fraction.map { String(format: "%.0f %%", $0 * 100) } ?? "-" }

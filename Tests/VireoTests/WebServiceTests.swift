@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VireoDriverQEMU
 import VireoModel
 
 @testable import VireoImage
@@ -47,7 +48,7 @@ struct WebServiceTests {
         private init(directory: String) throws {
             self.directory = directory
             let binary = directory + "/vireo-web"
-            port = try freeLoopbackPort()
+            port = UInt16(try QEMUDriver.freePort(on: "127.0.0.1"))
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["host-test", String(port)]
             process.environment = ["VIREO_WEB_READY": directory + "/ready"]
@@ -150,21 +151,6 @@ struct WebServiceTests {
         try await eventually("the busy threads end", within: 10) { service.threads == idle }
         #expect(try await service.get("/status").contains("\"burnThreads\":0"))
     }
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on now (the kernel's choice for port 0).
-func freeLoopbackPort() throws -> UInt16 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw VireoError(.internal, "no free loopback port: errno \(errno)") }
-    return UInt16(bigEndian: address.sin_port)
 }
 
 /// A connected TCP socket to 127.0.0.1:`port`.
