@@ -20,10 +20,18 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
     ],
     targets: [
-        // Value types only: IDs, hosts, VM specs and their state machine, errors. No I/O.
+        // Value types only: IDs, hosts, VM specs and their state machine, the image catalogue,
+        // errors. No I/O.
         .target(name: "VireoModel"),
+        // Runs host tools (qemu-img, cc, ip, ...) to their end; a missing one is named with its
+        // Debian package.
+        .target(
+            name: "VireoProcess",
+            dependencies: ["VireoModel", .product(name: "Subprocess", package: "swift-subprocess")]
+        ),
         // The hypervisor driver protocol and what a driver can do.
         .target(name: "VireoDriver", dependencies: ["VireoModel"]),
         // Deterministic in-memory hypervisor with injectable time.
@@ -32,31 +40,43 @@ let package = Package(
         .target(
             name: "VireoDriverQEMU",
             dependencies: [
-                "VireoModel", "VireoDriver", "VireoImage",
+                "VireoModel", "VireoDriver", "VireoImage", "VireoProcess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Application telemetry: Prometheus text exposition, histograms.
+        // Application telemetry without I/O: Prometheus text exposition, series selectors, recent
+        // samples, SLO windows and burn rates.
+        .target(name: "VireoTelemetry", dependencies: ["VireoModel"]),
+        // The embedded time-series store (SQLite through GRDB) and the engine that ingests samples
+        // into it and judges objectives.
         .target(
-            name: "VireoTelemetry",
-            dependencies: ["VireoModel", .product(name: "GRDB", package: "GRDB.swift")]
+            name: "VireoTelemetryStore",
+            dependencies: ["VireoModel", "VireoTelemetry", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         // Several hosts on one machine: namespaces, a bridge, cgroups, an agent each.
-        .target(name: "VireoTestbed", dependencies: ["VireoModel", "VireoImage"]),
-        // Guest image catalogue.
+        .target(name: "VireoTestbed", dependencies: ["VireoModel", "VireoImage", "VireoProcess"]),
+        // Builds guest images on the host from Debian packages.
         .target(
             name: "VireoImage",
-            dependencies: ["VireoModel", .product(name: "Subprocess", package: "swift-subprocess")]
+            dependencies: [
+                "VireoModel", "VireoProcess",
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         // Pure, synchronous placement: cluster snapshot -> decision with reasons.
         .target(name: "VireoPlacement", dependencies: ["VireoModel"]),
         // Trace-driven data-centre simulator: PlanetLab traces, power models, CloudSim metrics.
         .target(
             name: "VireoSim",
-            dependencies: ["VireoModel", "VireoPlacement", .product(name: "Subprocess", package: "swift-subprocess")]
+            dependencies: [
+                "VireoModel", "VireoPlacement",
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         // Store protocol and the SQLite (GRDB) implementation.
         .target(
@@ -66,13 +86,13 @@ let package = Package(
         // DTOs shared by server and client, manifest parsing, the OpenAPI document.
         .target(
             name: "VireoAPI",
-            dependencies: ["VireoModel", "VireoImage", "VireoTelemetry", .product(name: "Yams", package: "Yams")]
+            dependencies: ["VireoModel", "VireoTelemetry", .product(name: "Yams", package: "Yams")]
         ),
         // The controller: desired state, scheduler, host liveness, events.
         .target(
             name: "VireoController",
             dependencies: [
-                "VireoModel", "VireoAPI", "VireoStore", "VireoPlacement", "VireoImage", "VireoTelemetry",
+                "VireoModel", "VireoAPI", "VireoStore", "VireoPlacement", "VireoTelemetry", "VireoTelemetryStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -114,7 +134,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
-                "VireoTestbed", "VireoTelemetry", "VireoSim",
+                "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -129,7 +149,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
-                "VireoTestbed", "VireoTelemetry", "VireoSim",
+                "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -17,6 +17,7 @@ packages=(
   lz4              # extracts an uncompressed vmlinux for PVH boot
   iproute2         # network namespaces, bridges, taps (vireo testbed)
   e2fsprogs        # mkfs.ext4 for guest base disks
+  zlib1g-dev       # compress-nio links zlib (gzip for the initramfs and traces)
   gcc              # compiles the web image's guest service (static)
   libc6-dev        # the static C library for it
 )

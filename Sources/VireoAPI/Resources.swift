@@ -238,7 +238,7 @@ public struct AppView: Sendable, Codable, Equatable {
         }
     }
     /// The latest value of a series, as the telemetry engine keeps it.
-    public typealias CurrentValue = TelemetryEngine.CurrentValue
+    public typealias CurrentValue = CurrentSeriesValue
 
     public var name: String
     public var spec: ApplicationSpec

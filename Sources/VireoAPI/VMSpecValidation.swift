@@ -1,4 +1,3 @@
-import VireoImage
 import VireoModel
 
 /// Turns an API body or a manifest's `spec` into a `VMSpec`, or says exactly what is wrong.

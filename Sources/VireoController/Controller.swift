@@ -7,6 +7,7 @@ import VireoModel
 import VireoPlacement
 import VireoStore
 import VireoTelemetry
+import VireoTelemetryStore
 
 /// Owns the desired state of the cluster.
 ///

@@ -3,6 +3,7 @@ import Logging
 import VireoDriver
 import VireoImage
 import VireoModel
+import VireoProcess
 
 /// What the driver needs of a built guest image to boot it.
 public struct GuestImage: Sendable, Codable, Equatable {

@@ -1,5 +1,6 @@
 import VireoImage
 import VireoModel
+import VireoProcess
 
 /// Guests on a bridge: each VM gets a tap device on `bridge` and an address from `pool`.
 ///

@@ -1,5 +1,6 @@
 import Foundation
 import VireoModel
+import VireoProcess
 
 /// One image build into an empty directory: kernel, initramfs, base disk.
 struct ImageBuild {
@@ -65,14 +66,14 @@ struct ImageBuild {
 
     /// busybox insmod cannot read compressed modules: decompress them here.
     private func moduleContents(_ path: String) async throws -> Data {
-        let decompressors = [".ko.xz": "xz", ".ko.zst": "zstd", ".ko.gz": "gzip"]
+        let decompressors = [".ko.xz": "xz", ".ko.zst": "zstd"]
         if let tool = decompressors.first(where: { path.hasSuffix($0.key) })?.value {
             return try await HostTool.run(tool, ["-dc", path])
         }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw VireoError(.failedPrecondition, "cannot read \(path)")
         }
-        return data
+        return path.hasSuffix(".ko.gz") ? try Gzip.decompress(data, name: path) : data
     }
 
     // MARK: Initramfs
@@ -105,10 +106,7 @@ struct ImageBuild {
         if recipe.includesWebService {
             archive.file("usr/bin/vireo-web", contents: try await compileWebService(), mode: 0o755)
         }
-        let cpioPath = "\(directory)/initramfs.cpio"
-        try archive.finish().write(to: URL(fileURLWithPath: cpioPath))
-        defer { try? FileManager.default.removeItem(atPath: cpioPath) }
-        try await HostTool.run("gzip", ["-9", "-n", "-c", cpioPath], stdoutPath: path)
+        try Gzip.compress(archive.finish()).write(to: URL(fileURLWithPath: path))
     }
 
     private func compileWebService() async throws -> Data {

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import VireoModel
+import VireoProcess
 
 /// Builds guest images on this host from installed Debian packages (kernel, busybox-static, gcc,
 /// qemu-utils, e2fsprogs), with no downloads, and keeps them in a cache keyed by content.

@@ -1,10 +1,11 @@
 import Foundation
 import VireoModel
+import VireoProcess
 
 /// What goes into each image, and the host inputs (kernel, packages) it is built from.
 struct ImageRecipe {
     /// Bump when the build steps change in a way the texts below do not show.
-    static let version = 1
+    static let version = 2
     static let names = ["tiny", "web"]
     static let readyMarker = "VIREO-READY"
     /// `quiet`: the kernel's own messages on a TCG serial port cost boot time. `panic=-1`: reboot

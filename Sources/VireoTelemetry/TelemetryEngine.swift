@@ -26,7 +26,7 @@ public actor TelemetryEngine {
         var lastError: String?
     }
 
-    public let store: SeriesStore
+    public let store: any SeriesArchive
     private var apps: [String: AppState] = [:]
     private var pending: [IngestSample] = []
     /// Judged windows not yet in the store.
@@ -42,7 +42,7 @@ public actor TelemetryEngine {
     /// configured): callers that mirror statuses refresh only when it moved.
     public private(set) var statusVersion = 0
 
-    public init(store: SeriesStore, flushThreshold: Int = 50_000, judgeDelayMs: Int64 = 1_000) {
+    public init(store: any SeriesArchive, flushThreshold: Int = 50_000, judgeDelayMs: Int64 = 1_000) {
         self.store = store
         self.flushThreshold = flushThreshold
         self.judgeDelayMs = judgeDelayMs
@@ -165,12 +165,7 @@ public actor TelemetryEngine {
         public var current: [CurrentValue]
     }
 
-    public struct CurrentValue: Sendable, Codable, Equatable {
-        public var name: String
-        public var labels: [String: String]
-        public var value: Double
-        public var time: Date
-    }
+    public typealias CurrentValue = CurrentSeriesValue
 
     public func status(app: String) -> AppStatus? {
         guard let state = apps[app] else { return nil }

@@ -1,6 +1,7 @@
 import Foundation
 import VireoImage
 import VireoModel
+import VireoProcess
 
 /// Several hosts on one machine: a network namespace per host, joined by a bridge, each with its
 /// own `vireo agent --driver qemu` and, where cgroups allow, its own CPU; a controller outside.

@@ -6,6 +6,7 @@ import VireoClient
 import VireoDriverQEMU
 import VireoImage
 import VireoModel
+import VireoProcess
 
 /// Result of `vireo bench boot`.
 struct BootBenchResult: Codable {

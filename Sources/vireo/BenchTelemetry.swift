@@ -9,6 +9,7 @@ import VireoDriverSimulated
 import VireoModel
 import VireoStore
 import VireoTelemetry
+import VireoTelemetryStore
 
 /// A `web` guest's metrics as its service prints them, for `count` requests so far.
 func webExposition(count: UInt64) -> String {

@@ -16,6 +16,7 @@ import VireoHTTP
 import VireoModel
 import VireoStore
 import VireoTelemetry
+import VireoTelemetryStore
 
 /// Options of every process that serves the API.
 struct ServeOptions: ParsableArguments {

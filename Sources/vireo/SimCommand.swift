@@ -84,7 +84,7 @@ struct SimCommand: AsyncParsableCommand {
             if let hostScale, hostScale < 1 { throw VireoError(.invalidArgument, "--host-scale must be at least 1 (got \(hostScale))") }
         }
         var loaded: [UtilisationTrace] = []
-        for path in traces { loaded.append(try await TraceFile.load(path)) }
+        for path in traces { loaded.append(try TraceFile.load(path)) }
         var workloads: [(UtilisationTrace, SimulationFleet)] = []
         if synthetic {
             let source = try UtilisationTrace.concatenating(loaded)

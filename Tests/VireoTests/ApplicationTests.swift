@@ -5,6 +5,7 @@ import VireoController
 import VireoModel
 import VireoStore
 import VireoTelemetry
+import VireoTelemetryStore
 
 /// An application with one objective of each kind, on 10-second windows.
 let shopManifest = """

@@ -8,6 +8,7 @@ import VireoModel
 import VireoTelemetry
 
 @testable import VireoDriverQEMU
+import VireoProcess
 
 /// What only a real hypervisor can show: a guest that boots, serves, powers off, crashes, and a
 /// QEMU that outlives the agent process that started it.

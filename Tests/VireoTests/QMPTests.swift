@@ -4,6 +4,7 @@ import VireoImage
 import VireoModel
 
 @testable import VireoDriverQEMU
+import VireoProcess
 
 /// A real QEMU with no machine: enough to speak QMP, quick to start.
 struct BareQEMU {

@@ -272,7 +272,7 @@ struct SimPlanetLabTests {
     static let day = planetLabDirectory + "/20110303.csv.gz"
 
     static func run(_ policy: String, duration: Double = 86_400) async throws -> SimulationResult {
-        let trace = try await TraceFile.load(day)
+        let trace = try TraceFile.load(day)
         let fleet = CloudSimFleet.fleet(hosts: 800, vms: trace.vmCount)
         return try Simulator(
             fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make(policy),
@@ -282,7 +282,7 @@ struct SimPlanetLabTests {
 
     @Test("the day loads: 1,052 VMs of 288 samples")
     func load() async throws {
-        let trace = try await TraceFile.load(Self.day)
+        let trace = try TraceFile.load(Self.day)
         #expect(trace.vmCount == 1052)
         #expect(trace.samplesPerVM == 288)
     }

@@ -6,7 +6,7 @@ import VireoModel
 /// missing one as the Debian package to install.
 public enum HostTool {
     /// Tool name -> the Debian package that provides it.
-    static let packages: [String: String] = [
+    public static let packages: [String: String] = [
         "busybox": "busybox-static", "cc": "gcc", "dpkg-query": "dpkg", "gzip": "gzip", "lz4": "lz4",
         "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "qemu-system-x86_64": "qemu-system-x86",
         "sha256sum": "coreutils", "xz": "xz-utils", "zstd": "zstd", "ip": "iproute2",
@@ -71,14 +71,14 @@ public enum HostTool {
     }
 
     /// The installed version of a Debian package, or nil when it is not installed.
-    static func packageVersion(_ package: String) async throws -> String? {
+    public static func packageVersion(_ package: String) async throws -> String? {
         let output = try await run("dpkg-query", ["-W", "-f=${Version}", package], acceptedStatus: [0, 1])
         let version = String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return version.isEmpty ? nil : version
     }
 
     /// Hex SHA-256 of `data`.
-    static func sha256(_ data: Data) async throws -> String {
+    public static func sha256(_ data: Data) async throws -> String {
         let output = String(decoding: try await run("sha256sum", ["-"], input: data), as: UTF8.self)
         return String(output.prefix { $0 != " " })
     }

@@ -2,24 +2,7 @@ import Foundation
 import GRDB
 import Synchronization
 import VireoModel
-
-/// One sample on its way into the store.
-public struct IngestSample: Sendable, Equatable {
-    public var app: String
-    public var name: String
-    public var labels: Labels
-    /// Milliseconds since the epoch.
-    public var time: Int64
-    public var value: Double
-
-    public init(app: String, name: String, labels: Labels, time: Int64, value: Double) {
-        self.app = app
-        self.name = name
-        self.labels = labels
-        self.time = time
-        self.value = value
-    }
-}
+import VireoTelemetry
 
 /// How long series are kept: raw samples for `rawSeconds`, then one point per `stepSeconds`
 /// (min, max, mean, last) for `rollupSeconds`.
@@ -35,29 +18,10 @@ public struct Retention: Sendable, Equatable {
     }
 }
 
-/// A series as the API returns it.
-public struct SeriesPoints: Sendable, Codable, Equatable {
-    public struct Point: Sendable, Codable, Equatable {
-        /// Milliseconds since the epoch.
-        public var t: Int64
-        /// The sample, or for a rolled-up step its last value.
-        public var v: Double
-        /// For rolled-up steps: the smallest, largest and mean value in the step.
-        public var min: Double?
-        public var max: Double?
-        public var mean: Double?
-    }
-    public var name: String
-    public var labels: [String: String]
-    /// `raw` or the rollup step (`1m`).
-    public var resolution: String
-    public var points: [Point]
-}
-
 /// The embedded time-series store: SQLite (GRDB) in its own file beside the cluster's, so
 /// heavy ingestion never waits on cluster writes. Samples are batched into one transaction;
 /// `compact` rolls raw samples up into steps and applies retention.
-public final class SeriesStore: Sendable {
+public final class SeriesStore: SeriesArchive {
     private let writer: any DatabaseWriter
     public let retention: Retention
     /// Series IDs, so ingestion looks up a series without a query.
@@ -182,7 +146,7 @@ public final class SeriesStore: Sendable {
 
     /// The series of `app` named `name` whose labels `selector` matches, between `from` and `to`
     /// (milliseconds): raw samples where they are still kept, rolled-up steps before that.
-    public func query(app: String, name: String, selector: SeriesSelector, from: Int64, to: Int64, maxPoints: Int = 11_000) async throws -> [SeriesPoints] {
+    public func query(app: String, name: String, selector: SeriesSelector, from: Int64, to: Int64, maxPoints: Int) async throws -> [SeriesPoints] {
         try await writer.read { db in
             var result: [SeriesPoints] = []
             let rows = try Row.fetchAll(db, sql: "SELECT id, labels FROM series WHERE app = ? AND name = ? ORDER BY labels", arguments: [app, name])
