@@ -58,14 +58,17 @@ let package = Package(
         ),
         // Several hosts on one machine: namespaces, a bridge, cgroups, an agent each.
         .target(name: "VireoTestbed", dependencies: ["VireoModel", "VireoImage", "VireoProcess"]),
-        // Builds guest images on the host from Debian packages.
+        // Builds guest images on the host from Debian packages. The guest's own files (init, the
+        // web service's C source) are in Embedded/.
         .target(
             name: "VireoImage",
             dependencies: [
                 "VireoModel", "VireoProcess",
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]
+            ],
+            exclude: ["Embedded"],
+            plugins: ["EmbedFiles"]
         ),
         // Pure, synchronous placement: cluster snapshot -> decision with reasons.
         .target(name: "VireoPlacement", dependencies: ["VireoModel"]),
@@ -83,10 +86,12 @@ let package = Package(
             name: "VireoStore",
             dependencies: ["VireoModel", .product(name: "GRDB", package: "GRDB.swift")]
         ),
-        // DTOs shared by server and client, manifest parsing, the OpenAPI document.
+        // DTOs shared by server and client, manifest parsing, the OpenAPI document (Embedded/).
         .target(
             name: "VireoAPI",
-            dependencies: ["VireoModel", "VireoTelemetry", .product(name: "Yams", package: "Yams")]
+            dependencies: ["VireoModel", "VireoTelemetry", .product(name: "Yams", package: "Yams")],
+            exclude: ["Embedded"],
+            plugins: ["EmbedFiles"]
         ),
         // The controller: desired state, scheduler, host liveness, events.
         .target(
@@ -129,6 +134,9 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Compiles the files in a target's Embedded/ folder into it as string constants.
+        .executableTarget(name: "EmbedFilesTool"),
+        .plugin(name: "EmbedFiles", capability: .buildTool(), dependencies: ["EmbedFilesTool"]),
         .executableTarget(
             name: "vireo",
             dependencies: [

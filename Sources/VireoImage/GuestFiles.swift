@@ -1,85 +1,17 @@
-/// Everything that runs inside a guest, as text compiled into the `vireo` binary (no resources to
-/// ship or lose). These texts are part of an image's content key: editing one rebuilds the images.
+/// Everything that runs inside a guest. Each text is a file in `Embedded/` in its own language,
+/// compiled into the `vireo` binary by the EmbedFiles plugin (no resources to ship or lose). These
+/// texts are part of an image's content key: editing one rebuilds the images.
 enum GuestFiles {
     /// PID 1 of every image (busybox `sh`). `@MODULES@` and `@SERVICE@` are filled in per image.
     ///
     /// Kernel command line (all optional): `vireo.name=NAME vireo.ip=ADDR/PREFIX vireo.gw=GW`.
     /// The last thing it does is print one `VIREO-READY name=... ip=...` line on the serial port;
     /// drivers wait for that line, so nothing may print a line starting with `VIREO-READY` earlier.
-    static let initScript = #"""
-        #!/bin/sh
-        # Vireo guest init. PID 1 must never exit: a kernel panic follows.
-        export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-        mount -t proc proc /proc
-        mount -t sysfs sys /sys
-        mount -t devtmpfs dev /dev
-        mkdir -p /dev/pts /run /tmp /data
-        mount -t devpts devpts /dev/pts
-        mount -t tmpfs tmpfs /run
-
-        # Drivers the kernel has as modules, in dependency order (no modprobe/depmod in the image).
-        for m in @MODULES@; do
-            insmod /lib/modules/$m.ko || echo "vireo-init: insmod $m failed" >/dev/ttyS0
-        done
-
-        NAME=vireo; ADDR=; GW=
-        for arg in $(cat /proc/cmdline); do
-            case "$arg" in
-                vireo.name=*) NAME="${arg#vireo.name=}" ;;
-                vireo.ip=*) ADDR="${arg#vireo.ip=}" ;;
-                vireo.gw=*) GW="${arg#vireo.gw=}" ;;
-            esac
-        done
-        hostname "$NAME"
-        echo "$NAME" >/run/vireo-name
-
-        ip link set lo up
-        if ip link show eth0 >/dev/null 2>&1; then
-            ip link set eth0 up
-            [ -n "$ADDR" ] && ip addr add "$ADDR" dev eth0
-            [ -n "$GW" ] && ip route add default via "$GW"
-        fi
-
-        # The VM's persistent disk (a qcow2 overlay on the image's empty ext4 base disk).
-        if [ -b /dev/vda ]; then
-            mount -t ext4 /dev/vda /data || echo "vireo-init: cannot mount /dev/vda" >/dev/ttyS0
-        fi
-
-        # ACPI power button (QMP system_powerdown) -> /etc/acpi/PWRF/00000080. Wait until acpid
-        # has the input devices open: a button press before that is lost, and a driver may press
-        # it right after the ready marker.
-        acpid -f -c /etc/acpi -l /run/acpid.log &
-        i=0
-        until ls -l /proc/$!/fd 2>/dev/null | grep -q /dev/input/event || [ $i -ge 200 ]; do
-            usleep 10000; i=$((i + 1))
-        done
-
-        @SERVICE@
-
-        # Leading newline: the firmware leaves the serial line mid-line ("Booting from ROM..").
-        printf '\nVIREO-READY name=%s ip=%s\n' "$NAME" "${ADDR:-none}" >/dev/ttyS0
-
-        # Stay alive; a shell on the console would compete with the driver for the serial line.
-        while true; do sleep 3600; done
-        """#
+    static let initScript = Embedded.initSh
 
     /// Starts the web service and waits until it listens, so the ready marker means "serving".
-    static let webServiceStart = #"""
-        rm -f /run/vireo-web.ready
-        vireo-web "$NAME" 80 >/run/vireo-web.log 2>&1 &
-        i=0
-        while [ ! -e /run/vireo-web.ready ] && [ $i -lt 500 ]; do usleep 10000; i=$((i + 1)); done
-        [ -e /run/vireo-web.ready ] || echo "vireo-init: vireo-web did not start" >/dev/ttyS0
-        """#
+    static let webServiceStart = Embedded.webServiceStartSh
 
     /// Run by busybox acpid for the power button: a clean stop, so /data is consistent.
-    static let powerButtonHandler = #"""
-        #!/bin/sh
-        echo "vireo: power button, shutting down" >/dev/ttyS0
-        killall vireo-web 2>/dev/null
-        sync
-        umount /data 2>/dev/null
-        sync
-        poweroff -f
-        """#
+    static let powerButtonHandler = Embedded.powerButtonSh
 }
