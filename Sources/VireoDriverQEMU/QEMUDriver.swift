@@ -173,9 +173,7 @@ public actor QEMUDriver: HypervisorDriver {
             let qmp = try await QMPClient.connect(path: paths.qmp)
             if incoming != nil {
                 // MIGRATION events tell this side when the guest has arrived (a paused one is continued).
-                try await qmp.execute(
-                    "migrate-set-capabilities",
-                    ["capabilities": .array([.object(["capability": .string("events"), "state": .bool(true)])])])
+                try await qmp.execute(QMP.MigrateSetCapabilities([.events: true]))
             }
             attach(id, run: run, pid: pid, qmp: qmp, serialOffset: offset, incoming: incoming != nil)
             logger.debug(
@@ -209,9 +207,9 @@ public actor QEMUDriver: HypervisorDriver {
         let run = instance.run
         if wasReady {
             // The guest's acpid powers it off cleanly; a guest that ignores the button is made to quit.
-            _ = try? await qmp.execute("system_powerdown")
+            _ = try? await qmp.execute(QMP.SystemPowerdown())
         } else {
-            _ = try? await qmp.execute("quit")
+            _ = try? await qmp.execute(QMP.Quit())
         }
         let timeout = wasReady ? configuration.stopTimeout : .seconds(2)
         Task { await self.escalate(id, run: run, after: timeout) }
@@ -221,7 +219,7 @@ public actor QEMUDriver: HypervisorDriver {
         guard let instance = instances[id] else { return }
         instances[id]?.stopRequested = true
         if let pid = instance.pid {
-            _ = try? await instance.qmp?.execute("quit", timeout: .seconds(2))
+            _ = try? await instance.qmp?.execute(QMP.Quit(), timeout: .seconds(2))
             if !(await Self.waitForExit(pid, timeout: .seconds(3))) { kill(pid, SIGKILL) }
         }
         forget(id, instance.record, removingDisk: instance.record.ownsDisk)
@@ -238,11 +236,11 @@ public actor QEMUDriver: HypervisorDriver {
     }
 
     public func pause(_ id: VMID) async throws {
-        try await running(id).execute("stop")
+        try await running(id).execute(QMP.Stop())
     }
 
     public func resume(_ id: VMID) async throws {
-        try await running(id).execute("cont")
+        try await running(id).execute(QMP.Cont())
     }
 
     /// The QMP connection of a VM whose QEMU is up; fails naming the VM otherwise.

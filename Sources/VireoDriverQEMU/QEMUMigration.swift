@@ -59,68 +59,58 @@ extension QEMUDriver {
         }
         // Converge even when the guest dirties memory quickly: no bandwidth cap below the link's,
         // throttle the vCPUs when needed, and accept up to the downtime the SLOs can take.
+        try await qmp.execute(QMP.MigrateSetCapabilities([.autoConverge: true]))
         try await qmp.execute(
-            "migrate-set-capabilities",
-            ["capabilities": .array([.object(["capability": .string("auto-converge"), "state": .bool(true)])])])
-        var parameters: [String: JSONValue] = [
-            "max-bandwidth": .number(Double(configuration.migrationBandwidth)),
-            "downtime-limit": .number(Double(configuration.migrationDowntimeLimitMs)),
-        ]
-        if let initial = configuration.migrationThrottleInitialPercent {
-            parameters["cpu-throttle-initial"] = .number(Double(initial))
-        }
-        if let increment = configuration.migrationThrottleIncrementPercent {
-            parameters["cpu-throttle-increment"] = .number(Double(increment))
-        }
-        try await qmp.execute("migrate-set-parameters", parameters)
+            QMP.MigrateSetParameters(
+                maxBandwidth: configuration.migrationBandwidth,
+                downtimeLimitMs: configuration.migrationDowntimeLimitMs,
+                cpuThrottleInitialPercent: configuration.migrationThrottleInitialPercent,
+                cpuThrottleIncrementPercent: configuration.migrationThrottleIncrementPercent))
         // Paused: the guest stops before the first page is read and resumes on the destination
         // (which sees it arrive paused and continues it); downtime is the whole transfer.
         let mode = configuration.migrationMode.resolved(for: configuration.accelerator)
         let paused = mode == .paused
         let pausedAt = ContinuousClock.now
-        if paused { try await qmp.execute("stop") }
+        if paused { try await qmp.execute(QMP.Stop()) }
         let migrateAt = ContinuousClock.now
         do {
-            try await qmp.execute("migrate", ["uri": .string(uri)])
+            try await qmp.execute(QMP.Migrate(uri: uri))
         } catch {
             if paused { try? await resumeAfterFailedMigration(qmp) }
             throw error
         }
         let deadline = ContinuousClock.now + configuration.migrationTimeout
         while true {
-            let info = try await qmp.execute("query-migrate")
-            let status = info["status"]?.stringValue ?? "none"
-            switch status {
-            case "completed":
+            let info = try await qmp.execute(QMP.QueryMigrate())
+            switch info.status {
+            case .completed:
                 // Read exactly at completion, the times can still be 0: ask again (PLATFORM.md).
                 var final = info
-                for _ in 0..<10 where (final["total-time"]?.intValue ?? 0) == 0 {
+                for _ in 0..<10 where (final.totalTimeMs ?? 0) == 0 {
                     try await Task.sleep(for: .milliseconds(20))
-                    final = try await qmp.execute("query-migrate")
+                    final = try await qmp.execute(QMP.QueryMigrate())
                 }
-                let totalMs = final["total-time"]?.intValue ?? 0
+                let totalMs = final.totalTimeMs ?? 0
                 return MigrationStats(
                     totalTimeMs: totalMs,
                     // QEMU counts its own final pause; a paused migration paused the guest before it.
                     downtimeMs: paused
-                        ? Self.milliseconds(migrateAt - pausedAt) + totalMs : final["downtime"]?.intValue ?? 0,
-                    transferredBytes: UInt64(final["ram"]?["transferred"]?.doubleValue ?? 0),
-                    setupTimeMs: final["setup-time"]?.intValue, mode: mode)
-            case "failed", "cancelled":
-                let reason = info["error-desc"]?.stringValue ?? status
+                        ? Self.milliseconds(migrateAt - pausedAt) + totalMs : final.downtimeMs ?? 0,
+                    transferredBytes: final.ram?.transferred ?? 0,
+                    setupTimeMs: final.setupTimeMs, mode: mode)
+            case .failed, .cancelled:
+                let reason = info.errorDescription ?? info.status.rawValue
                 try await resumeAfterFailedMigration(qmp)
                 throw VireoError(.unavailable, "migration to \(uri) failed: \(reason); the VM keeps running here")
             default:
-                if let ram = info["ram"] {
+                if let ram = info.ram {
                     progress(
                         MigrationProgress(
-                            transferredBytes: UInt64(ram["transferred"]?.doubleValue ?? 0),
-                            remainingBytes: UInt64(ram["remaining"]?.doubleValue ?? 0),
-                            totalBytes: UInt64(ram["total"]?.doubleValue ?? 0),
-                            dirtyPagesPerSecond: UInt64(ram["dirty-pages-rate"]?.doubleValue ?? 0)))
+                            transferredBytes: ram.transferred, remainingBytes: ram.remaining, totalBytes: ram.total,
+                            dirtyPagesPerSecond: ram.dirtyPagesRate))
                 }
                 if ContinuousClock.now > deadline {
-                    _ = try? await qmp.execute("migrate_cancel")
+                    _ = try? await qmp.execute(QMP.MigrateCancel())
                     try await resumeAfterFailedMigration(qmp)
                     throw VireoError(
                         .unavailable,
@@ -134,8 +124,8 @@ extension QEMUDriver {
 
     /// A migration that fails in its last phase can leave the source paused: run it again.
     private func resumeAfterFailedMigration(_ qmp: QMPClient) async throws {
-        let status = try await qmp.execute("query-status")
-        if status["running"] != .bool(true) { _ = try? await qmp.execute("cont") }
+        let status = try await qmp.execute(QMP.QueryStatus())
+        if !status.running { _ = try? await qmp.execute(QMP.Cont()) }
     }
 
     public func release(_ id: VMID) async throws {

@@ -68,10 +68,10 @@ extension QEMUDriver {
     /// running guests are migrated, so it runs on here.
     private func continueArrived(_ id: VMID, run: Int, qmp: QMPClient) async {
         guard instances[id]?.run == run, instances[id]?.state == .starting,
-            let status = try? await qmp.execute("query-status"), status["status"]?.stringValue == "paused"
+            let status = try? await qmp.execute(QMP.QueryStatus()), status.status == .paused
         else { return }
         do {
-            try await qmp.execute("cont")
+            try await qmp.execute(QMP.Cont())
         } catch {
             logger.error("cannot resume the arrived guest", metadata: ["vm": "\(id)", "error": "\(error)"])
         }
@@ -80,7 +80,7 @@ extension QEMUDriver {
     private func neverReady(_ id: VMID, run: Int, after timeout: Duration) async {
         guard instances[id]?.run == run, instances[id]?.state == .starting, let qmp = instances[id]?.qmp else { return }
         instances[id]?.message = "the guest printed no ready marker within \(timeout)"
-        _ = try? await qmp.execute("quit", timeout: .seconds(2))
+        _ = try? await qmp.execute(QMP.Quit(), timeout: .seconds(2))
     }
 
     private func shutdownEvent(_ id: VMID, run: Int, guest: Bool) {
@@ -114,7 +114,7 @@ extension QEMUDriver {
         logger.notice(
             "guest did not power off; quitting QEMU",
             metadata: ["vm": "\(instances[id]?.record.spec.name ?? "\(id)")", "timeout": "\(timeout)"])
-        _ = try? await instances[id]?.qmp?.execute("quit", timeout: .seconds(2))
+        _ = try? await instances[id]?.qmp?.execute(QMP.Quit(), timeout: .seconds(2))
         if await Self.waitForExit(pid, timeout: .seconds(2)) { return }
         if instances[id]?.run == run, Self.isQEMU(pid, running: id) { kill(pid, SIGKILL) }
     }
