@@ -33,7 +33,8 @@ public struct QMPError: Error, Sendable, CustomStringConvertible {
 public final class QMPClient: Sendable {
     private struct State {
         var nextID = 1
-        var pending: [Int: CheckedContinuation<JSONValue, any Error>] = [:]
+        /// Each waiting command's continuation, resumed with the raw line of its reply.
+        var pending: [Int: CheckedContinuation<Data, any Error>] = [:]
         var closed = false
     }
 
@@ -82,7 +83,7 @@ public final class QMPClient: Sendable {
         let client = QMPClient(channel: channel, version: version, events: events, continuation: continuation)
         router.client.withLock { $0 = client }
         do {
-            _ = try await client.execute("qmp_capabilities", timeout: timeout)
+            try await client.execute(QMP.Capabilities(), timeout: timeout)
         } catch {
             await client.close()
             throw error
@@ -90,13 +91,18 @@ public final class QMPClient: Sendable {
         return client
     }
 
-    /// Runs `command` and returns its `return` value; throws `QMPError` on an error reply, on
-    /// timeout, or when QEMU goes away first.
+    /// Runs `command` and returns its decoded `return` value; throws `QMPError` on an error reply
+    /// (`.command`), on timeout, when QEMU goes away first (`.disconnected`), or when the reply
+    /// does not have the shape `C.Response` declares (`.protocolViolation`, naming the field).
     @discardableResult
-    public func execute(
-        _ command: String, _ arguments: [String: JSONValue] = [:], timeout: Duration = .seconds(10)
-    ) async throws -> JSONValue {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
+    public func execute<C: QMPCommand>(_ command: C, timeout: Duration = .seconds(10)) async throws -> C.Response {
+        let reply = try await send(C.name, timeout: timeout) { id in try command.request(id: id) }
+        return try C.response(from: reply)
+    }
+
+    /// Writes the line `request` makes for a fresh `id` and waits for the reply line with that id.
+    private func send(_ name: String, timeout: Duration, request: (Int) throws -> Data) async throws -> Data {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data, any Error>) in
             let id: Int? = state.withLock { state in
                 guard !state.closed else { return nil }
                 let id = state.nextID
@@ -105,16 +111,17 @@ public final class QMPClient: Sendable {
                 return id
             }
             guard let id else {
-                continuation.resume(throwing: QMPError(kind: .disconnected, message: "\(command): connection closed"))
+                continuation.resume(throwing: QMPError(kind: .disconnected, message: "\(name): connection closed"))
                 return
             }
-            var message: [String: JSONValue] = ["execute": .string(command), "id": .number(Double(id))]
-            if !arguments.isEmpty { message["arguments"] = .object(arguments) }
-            var line = (try? JSONEncoder().encode(JSONValue.object(message))) ?? Data()
+            guard var line = try? request(id) else {
+                fail(id, QMPError(kind: .protocolViolation, message: "\(name): the arguments cannot be encoded"))
+                return
+            }
             line.append(0x0A)
             channel.writeAndFlush(ByteBuffer(bytes: line), promise: nil)
             channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) { [weak self] in
-                self?.fail(id, QMPError(kind: .timeout, message: "\(command): no reply within \(timeout)"))
+                self?.fail(id, QMPError(kind: .timeout, message: "\(name): no reply within \(timeout)"))
             }
         }
     }
@@ -129,7 +136,8 @@ public final class QMPClient: Sendable {
         state.withLock { $0.pending.removeValue(forKey: id) }?.resume(throwing: error)
     }
 
-    fileprivate func received(_ value: JSONValue) {
+    /// Routes one line: an event to `events`, a reply (`line` as QEMU sent it) to its command.
+    fileprivate func received(_ value: JSONValue, line: Data) {
         if let name = value["event"]?.stringValue {
             eventContinuation.yield(QMPEvent(name: name, data: value["data"] ?? .null))
             return
@@ -137,8 +145,8 @@ public final class QMPClient: Sendable {
         guard let id = value["id"]?.intValue,
             let continuation = state.withLock({ $0.pending.removeValue(forKey: id) })
         else { return }  // a reply to a command that already timed out
-        if let result = value["return"] {
-            continuation.resume(returning: result)
+        if value["return"] != nil {
+            continuation.resume(returning: line)
         } else {
             let error = value["error"]
             continuation.resume(
@@ -198,12 +206,12 @@ private final class LineRouter: ChannelInboundHandler, Sendable {
     init(greeting: Greeting) { self.greeting = greeting }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)) else {
+        let line = Data(unwrapInboundIn(data).readableBytesView)
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: line) else {
             return  // QMP sends only JSON; a torn or foreign line is not ours to interpret
         }
         if let client = client.withLock({ $0 }) {
-            client.received(value)
+            client.received(value, line: line)
         } else if let qmp = value["QMP"] {
             greeting.deliver(.success(qmp["version"]?["qemu"] ?? .null))
         } else {

@@ -28,6 +28,44 @@ struct BareQEMU {
     }
 }
 
+/// A command this QEMU does not have.
+private struct NoSuchCommand: QMPCommand {
+    static let name = "no-such-command"
+}
+
+/// `query-name`, read as if it answered like `query-status`.
+private struct QueryNameAsStatus: QMPCommand {
+    static let name = "query-name"
+    typealias Response = QMP.QueryStatus.Response
+}
+
+/// Reads back what `migrate-set-parameters` set.
+private struct QueryMigrateParameters: QMPCommand {
+    static let name = "query-migrate-parameters"
+    struct Response: Decodable, Equatable {
+        var maxBandwidth: UInt64
+        var downtimeLimit: Int
+        var cpuThrottleInitial: Int
+        var cpuThrottleIncrement: Int
+        enum CodingKeys: String, CodingKey {
+            case maxBandwidth = "max-bandwidth"
+            case downtimeLimit = "downtime-limit"
+            case cpuThrottleInitial = "cpu-throttle-initial"
+            case cpuThrottleIncrement = "cpu-throttle-increment"
+        }
+    }
+}
+
+/// Reads back what `migrate-set-capabilities` set.
+private struct QueryMigrateCapabilities: QMPCommand {
+    static let name = "query-migrate-capabilities"
+    struct Capability: Decodable, Sendable {
+        var capability: String
+        var state: Bool
+    }
+    typealias Response = [Capability]
+}
+
 @Suite("QMP client (real QEMU)")
 struct QMPTests {
     @Test("greets, runs commands, reports command errors and delivers events")
@@ -37,14 +75,15 @@ struct QMPTests {
         let qmp = try await QMPClient.connect(path: qemu.socket)
         #expect((qmp.version["major"]?.intValue ?? 0) >= 7)
 
-        let status = try await qmp.execute("query-status")
-        #expect(status["status"]?.stringValue != nil)
+        let status = try await qmp.execute(QMP.QueryStatus())
+        #expect(status.status == .running && status.running)
 
-        let error = await #expect(throws: QMPError.self) { try await qmp.execute("no-such-command") }
+        let error = await #expect(throws: QMPError.self) { try await qmp.execute(NoSuchCommand()) }
         #expect(error?.kind == .command("CommandNotFound"))
 
         // `stop` emits a STOP event, which may arrive before or after the reply.
-        try await qmp.execute("stop")
+        try await qmp.execute(QMP.Stop())
+        #expect(try await qmp.execute(QMP.QueryStatus()) == .init(status: .paused, running: false))
         var iterator = qmp.events.makeAsyncIterator()
         let event = await iterator.next()
         #expect(event?.name == "STOP")
@@ -57,8 +96,8 @@ struct QMPTests {
         defer { qemu.kill() }
         let qmp = try await QMPClient.connect(path: qemu.socket)
         let names = try await withThrowingTaskGroup(of: String.self) { group in
-            for _ in 0..<50 { group.addTask { try await qmp.execute("query-name")["name"]?.stringValue ?? "none" } }
-            for _ in 0..<50 { group.addTask { try await qmp.execute("query-status")["status"]?.stringValue ?? "?" } }
+            for _ in 0..<50 { group.addTask { try await qmp.execute(QMP.QueryName()).name ?? "none" } }
+            for _ in 0..<50 { group.addTask { try await qmp.execute(QMP.QueryStatus()).status.rawValue } }
             return try await group.reduce(into: [String]()) { $0.append($1) }
         }
         #expect(names.count == 100)
@@ -71,10 +110,44 @@ struct QMPTests {
         let qemu = try await BareQEMU.start()
         defer { qemu.kill() }
         let qmp = try await QMPClient.connect(path: qemu.socket)
-        _ = try? await qmp.execute("quit")
+        _ = try? await qmp.execute(QMP.Quit())
         for await _ in qmp.events {}  // returns only because the stream finishes
-        let error = await #expect(throws: QMPError.self) { try await qmp.execute("query-status") }
+        let error = await #expect(throws: QMPError.self) { try await qmp.execute(QMP.QueryStatus()) }
         #expect(error?.kind == .disconnected)
+    }
+
+    @Test("a reply of another shape than the command declares fails naming the command and the field")
+    func unexpectedReply() async throws {
+        let qemu = try await BareQEMU.start()
+        defer { qemu.kill() }
+        let qmp = try await QMPClient.connect(path: qemu.socket)
+        // query-name answers `{}` without -name: there is no `status` to read.
+        let error = await #expect(throws: QMPError.self) { try await qmp.execute(QueryNameAsStatus()) }
+        #expect(error?.kind == .protocolViolation)
+        #expect(error?.message == "query-name: field 'status' is missing")
+        // The connection is still usable afterwards.
+        #expect(try await qmp.execute(QMP.QueryStatus()).running)
+        await qmp.close()
+    }
+
+    @Test("QEMU takes the typed migration settings and reports them back as sent")
+    func migrationSettings() async throws {
+        let qemu = try await BareQEMU.start()
+        defer { qemu.kill() }
+        let qmp = try await QMPClient.connect(path: qemu.socket)
+        try await qmp.execute(QMP.MigrateSetCapabilities([.autoConverge: true, .events: true]))
+        try await qmp.execute(
+            QMP.MigrateSetParameters(
+                maxBandwidth: 8 << 30, downtimeLimitMs: 300, cpuThrottleInitialPercent: 30,
+                cpuThrottleIncrementPercent: 5))
+        let parameters = try await qmp.execute(QueryMigrateParameters())
+        #expect(
+            parameters
+                == .init(maxBandwidth: 8 << 30, downtimeLimit: 300, cpuThrottleInitial: 30, cpuThrottleIncrement: 5))
+        let enabled = try await qmp.execute(QueryMigrateCapabilities()).filter(\.state).map(\.capability)
+        #expect(Set(enabled) == ["auto-converge", "events"])
+        #expect(try await qmp.execute(QMP.QueryMigrate()).status == QMP.MigrationStatus.none)
+        await qmp.close()
     }
 
     @Test("connecting to a socket nobody serves fails with a clear error")

@@ -1,0 +1,101 @@
+import Foundation
+import VireoDriver
+import VireoModel
+
+/// What the driver needs of a built guest image to boot it.
+public struct GuestImage: Sendable, Codable, Equatable {
+    public var kernel: String
+    public var initrd: String
+    /// The qcow2 every VM's overlay is backed by; never written.
+    public var baseDisk: String
+    public var kernelCommandLine: String
+    /// The line prefix the guest prints on its serial console when it is ready.
+    public var readyMarker: String
+
+    public init(kernel: String, initrd: String, baseDisk: String, kernelCommandLine: String, readyMarker: String) {
+        self.kernel = kernel
+        self.initrd = initrd
+        self.baseDisk = baseDisk
+        self.kernelCommandLine = kernelCommandLine
+        self.readyMarker = readyMarker
+    }
+}
+
+extension QEMUDriver {
+    /// What is stored about a VM: enough to start it again after any restart.
+    struct Record: Codable, Equatable {
+        var spec: InstanceSpec
+        var image: GuestImage
+        var mac: String
+        var network: GuestNetwork
+        /// The qcow2 overlay; in the VM's directory, or in shared storage.
+        var disk: String
+        /// False on the destination of a migration until it completes: the source still owns the
+        /// shared disk, and a failed migration must not delete it.
+        var ownsDisk = true
+    }
+
+    /// What is stored about a running QEMU, to re-adopt it after an agent restart.
+    struct RunInfo: Codable {
+        var pid: Int32
+        /// Where this run's console output starts in `serial.log`.
+        var serialOffset: UInt64
+        var startedAt: Date
+    }
+
+    /// A VM as the driver tracks it in memory: its record and what its current run is doing.
+    struct Instance {
+        var record: Record
+        var state: InstanceState
+        var message: String?
+        var qmp: QMPClient?
+        var pid: Int32?
+        /// Bumped on every start, so a monitor of an earlier run cannot touch this one.
+        var run = 0
+        var stopRequested = false
+        var guestPoweredOff = false
+        /// Waiting for (or receiving) a live migration: ready when the guest resumes, not on a marker.
+        var incomingURI: String?
+        /// When this run's QEMU was launched, and how long it took the guest to be ready.
+        var launchedAt: ContinuousClock.Instant?
+        var bootMs: Int?
+    }
+
+    /// Where a VM's files are: its directory in the state directory, and its QMP socket in the
+    /// short runtime directory.
+    struct Paths {
+        var directory, record, serial, pid, run, qmp: String
+    }
+
+    func paths(_ id: VMID) -> Paths {
+        let directory = "\(configuration.stateDirectory)/\(id)"
+        return Paths(
+            directory: directory, record: directory + "/vm.json", serial: directory + "/serial.log", pid: directory + "/qemu.pid", run: directory + "/run.json",
+            qmp: "\(runtimeDirectory)/\(id).qmp")
+    }
+
+    /// The address a VM's service is reached at: the forwarded loopback port, or the tap address.
+    static func address(of network: GuestNetwork) -> String? {
+        switch network {
+        case .none: nil
+        case .user(let port): "127.0.0.1:\(port)"
+        case .tap(_, let address, _): String(address.split(separator: "/")[0])
+        }
+    }
+
+    // MARK: State files
+
+    /// Replaces the file at `path` with `value` as JSON, atomically.
+    static func write<T: Encodable>(_ value: T, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        try encoder.encode(value).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    static func read<T: Decodable>(_ type: T.Type, from path: String) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(type, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+}
