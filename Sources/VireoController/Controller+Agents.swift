@@ -16,8 +16,50 @@ extension Controller: ControllerLink {
                 field: "fingerprint", value: "\(registration.fingerprint.cpus) cpus, \(registration.fingerprint.memoryMiB) MiB",
                 "cpus and memory must be positive")
         }
-        await lock.acquire()
-        defer { lock.release() }
+        let host = try await write { $0.register(registration) }
+        logger.info("host registered", metadata: ["host": "\(host.name)", "driver": "\(host.fingerprint.driver)"])
+        return AgentRegistrationResponse(
+            hostID: host.id, heartbeatIntervalMs: Int(settings.heartbeatInterval.seconds * 1000))
+    }
+
+    /// Records what an agent reports and answers with the complete desired state of its host.
+    public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        let host = try await write { try $0.record(heartbeat) }
+        if let console = heartbeat.console, !console.isEmpty { await takeIn(console, from: host) }
+        return model.desiredState(for: host)
+    }
+
+    /// Stores console output of the host's VMs. Output is not cluster state: it changes no version.
+    /// If the store fails, the offsets stay, and the agent sends it again.
+    private func takeIn(_ console: [ConsoleReport], from host: HostID) async {
+        var chunks: [VMID: ConsoleChunk] = [:]
+        for report in console where model.state.vms[report.id]?.hostID == host { chunks[report.id] = report.chunk }
+        guard !chunks.isEmpty else { return }
+        do {
+            let offsets = try await store.appendConsole(chunks, retaining: ConsoleTail.defaultRetainedBytes)
+            // The VM may have gone while the store wrote.
+            try await write { model in
+                for (id, next) in offsets where model.state.vms[id] != nil { model.consoleOffsets[id] = next }
+            }
+        } catch {
+            logger.error("cannot store console output", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Marks hosts that stopped heartbeating as unreachable. Their VMs are left as they are:
+    /// the agent keeps running them without the controller.
+    public func checkHostLiveness() async throws {
+        let time = now()
+        let timeout = settings.hostTimeout.seconds
+        guard model.state.hosts.values.contains(where: { $0.state == .ready && time.timeIntervalSince($0.lastHeartbeatAt) > timeout })
+        else { return }
+        let changed = try await write { $0.markUnreachable(at: time) }
+        for host in changed { logger.warning("host unreachable", metadata: ["host": "\(host.name)"]) }
+    }
+}
+
+extension ClusterModel {
+    mutating func register(_ registration: AgentRegistration) -> HostRecord {
         let time = now()
         let host: HostRecord
         if var existing = state.host(named: registration.name) {
@@ -30,7 +72,7 @@ extension Controller: ControllerLink {
                 existing.stateChangedAt = time
             }
             host = existing
-            try await commit(hosts: [host])
+            commit(hosts: [host])
             if previous != .ready {
                 events.publish(.hostState, name: host.name, from: previous.rawValue, to: HostState.ready.rawValue, at: time)
             }
@@ -38,25 +80,14 @@ extension Controller: ControllerLink {
             host = HostRecord(
                 id: .generate(), name: registration.name, state: .ready, fingerprint: registration.fingerprint,
                 address: registration.address, registeredAt: time, lastHeartbeatAt: time, stateChangedAt: time)
-            try await commit(hosts: [host])
+            commit(hosts: [host])
         }
         events.publish(.hostRegistered, name: host.name, to: host.fingerprint.driver, at: time)
-        logger.info("host registered", metadata: ["host": "\(host.name)", "driver": "\(host.fingerprint.driver)"])
-        return AgentRegistrationResponse(
-            hostID: host.id, heartbeatIntervalMs: Int(settings.heartbeatInterval.seconds * 1000))
-    }
-
-    /// Records what an agent reports and answers with the complete desired state of its host.
-    public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
-        let host = try await record(heartbeat)
-        if let console = heartbeat.console, !console.isEmpty { await takeIn(console, from: host) }
-        return desiredState(for: host)
+        return host
     }
 
     /// Applies the VM reports of a heartbeat; returns the host.
-    private func record(_ heartbeat: AgentHeartbeat) async throws -> HostID {
-        await lock.acquire()
-        defer { lock.release() }
+    mutating func record(_ heartbeat: AgentHeartbeat) throws -> HostID {
         guard var host = state.hosts[heartbeat.hostID] else {
             throw VireoError(.notFound, "host \(heartbeat.hostID) is not registered; register again")
         }
@@ -70,7 +101,7 @@ extension Controller: ControllerLink {
             hostChanges.append(host)
         }
         // Migrations first: a VM that has just moved is no longer this host's to observe.
-        try await applyMigrationReports(heartbeat, at: time)
+        applyMigrationReports(heartbeat, at: time)
         recordUsage(heartbeat, at: time)
         let reports = Dictionary(heartbeat.instances.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var updated: [VirtualMachine] = []
@@ -87,29 +118,15 @@ extension Controller: ControllerLink {
             // Liveness alone is kept in memory: writing every heartbeat would cost a disk write
             // per host per second for no durable value.
             state.put(host)
+            changes.count += 1
         } else {
-            try await commit(vms: updated, deleting: removed.map(\.id), hosts: [host])
+            commit(vms: updated, deleting: removed.map(\.id), hosts: [host])
         }
         if previous != .ready {
             events.publish(.hostState, name: host.name, from: previous.rawValue, to: HostState.ready.rawValue, at: time)
         }
         for vm in removed { events.publish(.vmDeleted, name: vm.name, at: time) }
         return host.id
-    }
-
-    /// Stores console output of the host's VMs. Output is not cluster state: it takes no lock and
-    /// changes no version. If the store fails, the offsets stay, and the agent sends it again.
-    private func takeIn(_ console: [ConsoleReport], from host: HostID) async {
-        var chunks: [VMID: ConsoleChunk] = [:]
-        for report in console where state.vms[report.id]?.hostID == host { chunks[report.id] = report.chunk }
-        guard !chunks.isEmpty else { return }
-        do {
-            let offsets = try await store.appendConsole(chunks, retaining: ConsoleTail.defaultRetainedBytes)
-            // The VM may have gone while the store wrote.
-            for (id, next) in offsets where state.vms[id] != nil { consoleOffsets[id] = next }
-        } catch {
-            logger.error("cannot store console output", metadata: ["error": "\(error)"])
-        }
     }
 
     func desiredState(for host: HostID) -> DesiredHostState {
@@ -126,7 +143,7 @@ extension Controller: ControllerLink {
 
     /// The record after taking in what the agent reported; nil when the record should go
     /// (the VM was being deleted and the agent no longer has it).
-    func observe(_ vm: VirtualMachine, report: InstanceReport?, at time: Date) -> VirtualMachine? {
+    mutating func observe(_ vm: VirtualMachine, report: InstanceReport?, at time: Date) -> VirtualMachine? {
         var vm = vm
         switch vm.intent {
         case .deleted:
@@ -170,12 +187,8 @@ extension Controller: ControllerLink {
         return vm
     }
 
-    /// Marks hosts that stopped heartbeating as unreachable. Their VMs are left as they are:
-    /// the agent keeps running them without the controller.
-    public func checkHostLiveness() async throws {
-        await lock.acquire()
-        defer { lock.release() }
-        let time = now()
+    /// Marks the hosts whose last heartbeat is older than the timeout unreachable; returns them.
+    mutating func markUnreachable(at time: Date) -> [HostRecord] {
         let timeout = settings.hostTimeout.seconds
         var changed: [HostRecord] = []
         for var host in state.hosts.values where host.state == .ready {
@@ -185,14 +198,14 @@ extension Controller: ControllerLink {
                 changed.append(host)
             }
         }
-        guard !changed.isEmpty else { return }
-        try await commit(hosts: changed)
+        guard !changed.isEmpty else { return [] }
+        commit(hosts: changed)
         for host in changed {
-            logger.warning("host unreachable", metadata: ["host": "\(host.name)"])
             events.publish(
                 .hostState, name: host.name, from: HostState.ready.rawValue, to: HostState.unreachable.rawValue,
                 message: "no heartbeat for \(Int(timeout)) s", at: time)
         }
+        return changed
     }
 }
 

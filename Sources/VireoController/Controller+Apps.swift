@@ -17,22 +17,49 @@ extension Controller {
 
     public func listApps() async -> AppList {
         var items: [AppView] = []
-        for app in apps.values.sorted(by: { $0.name < $1.name }) {
-            items.append(await appView(app, withCurrent: false))
+        for app in model.apps.values.sorted(by: { $0.name < $1.name }) {
+            items.append(model.appView(app, status: await telemetry.status(app: app.name), withCurrent: false))
         }
         return AppList(items: items)
     }
 
     public func app(_ name: String) async throws -> AppView {
-        guard let app = apps[name] else { throw VireoError.notFound("application", name) }
-        return await appView(app, withCurrent: true)
+        guard let app = model.apps[name] else { throw VireoError.notFound("application", name) }
+        return model.appView(app, status: await telemetry.status(app: name), withCurrent: true)
     }
 
-    func appView(_ app: AppRecord, withCurrent: Bool) async -> AppView {
+    // MARK: Apply
+
+    /// Applies validated manifest documents: creates what does not exist, updates applications
+    /// that changed, leaves what matches — all in one write. Every document is checked against
+    /// what exists before anything changes, so a conflict rejects the whole apply.
+    public func apply(_ documents: [ManifestDocument]) async throws -> ApplyResult {
+        let (result, appsChanged) = try await write { try $0.apply(documents) }
+        if appsChanged { await telemetry.configure(model.apps.values.map(\.spec)) }
+        return result
+    }
+
+    // MARK: Delete
+
+    public func deleteApp(_ name: String, vms disposition: AppVMDisposition) async throws -> AppDeletion {
+        let members = try await write { try $0.removeApp(name, vms: disposition) }
+        await telemetry.configure(model.apps.values.map(\.spec))
+        do {
+            try await telemetry.store.deleteApp(name)
+        } catch {
+            logger.warning("cannot delete the application's series", metadata: ["app": "\(name)", "error": "\(error)"])
+        }
+        return AppDeletion(
+            name: name, deletedVMs: disposition == .delete ? members.map(\.name) : [],
+            keptVMs: disposition == .keep ? members.map(\.name) : [])
+    }
+}
+
+extension ClusterModel {
+    func appView(_ app: AppRecord, status: TelemetryEngine.AppStatus?, withCurrent: Bool) -> AppView {
         let vms = state.vms.values.filter { $0.spec.app == app.name }.sorted { $0.name < $1.name }.map {
             AppView.VM(name: $0.name, state: $0.state, host: $0.hostID.flatMap { state.hosts[$0]?.name }, address: $0.address)
         }
-        let status = await telemetry.status(app: app.name)
         let current = withCurrent ? status?.current.filter { !$0.name.hasSuffix("_bucket") } : nil
         return AppView(
             app: app, vms: vms, objectives: status?.objectives ?? [], lastSampleAt: status?.lastSampleAt,
@@ -85,47 +112,77 @@ extension Controller {
         return ApplicationDifference.describe(old.spec, spec) + missing.map { "vm \($0.name): created again (it had been deleted)" }
     }
 
+    /// Applies manifest documents after checking all of them; returns the result and whether
+    /// any application changed.
+    mutating func apply(_ documents: [ManifestDocument]) throws -> (ApplyResult, Bool) {
+        for case .virtualMachine(let spec) in documents {
+            if let existing = state.vm(named: spec.name), existing.spec != spec {
+                throw VireoError(
+                    .conflict,
+                    "VirtualMachine '\(spec.name)' exists with a different spec (\(VMSpecDifference.describe(existing.spec, spec))); "
+                        + "delete it first to recreate it")
+            }
+        }
+        var manifestApps: [ApplicationSpec] = []
+        var slos: [OpenSLODocument] = []
+        for document in documents {
+            switch document {
+            case .application(let spec): manifestApps.append(spec)
+            case .slo(let slo): slos.append(slo)
+            case .virtualMachine: break
+            }
+        }
+        let applications = try mergeSLOs(slos, into: manifestApps)
+        var differences: [String: [String]] = [:]
+        for spec in applications { differences[spec.name] = try planApply(spec) }
+
+        // Everything is checked: from here on nothing throws.
+        var items: [ApplyResult.Item] = []
+        for document in documents {
+            guard case .virtualMachine(let spec) = document else { continue }
+            if state.vm(named: spec.name) != nil {
+                items.append(.init(kind: document.kind, name: spec.name, action: .unchanged))
+            } else {
+                _ = try createVM(spec)
+                items.append(.init(kind: document.kind, name: spec.name, action: .created))
+            }
+        }
+        var appsChanged = false
+        for spec in applications {
+            let item = try applyApplication(spec, changes: differences[spec.name] ?? [])
+            appsChanged = appsChanged || item.action != .unchanged
+            items.append(item)
+        }
+        return (ApplyResult(items: items), appsChanged)
+    }
+
     /// Creates or replaces an application after `planApply` accepted it, creating the VMs it
     /// lists that do not exist yet.
-    func applyApplication(_ spec: ApplicationSpec, changes: [String]) async throws -> ApplyResult.Item {
+    mutating func applyApplication(_ spec: ApplicationSpec, changes: [String]) throws -> ApplyResult.Item {
         let existed = apps[spec.name] != nil
         if existed && changes.isEmpty { return .init(kind: "Application", name: spec.name, action: .unchanged) }
         let time = now()
-        try await storeApp(spec, existed: existed, at: time)
-        await telemetry.configure(apps.values.map(\.spec))
-        events.publish(.app, name: spec.name, to: existed ? "updated" : "created", message: changes.joined(separator: "; "), at: time)
-        for vm in spec.vms {
-            if let existing = state.vm(named: vm.name) {
-                if existing.spec.app == nil { try await adopt(existing, into: spec.name) }
-            } else {
-                _ = try await createVM(vm)
-            }
-        }
-        return .init(kind: "Application", name: spec.name, action: existed ? .updated : .created, changes: changes)
-    }
-
-    /// Writes the application's record, then keeps it in memory.
-    private func storeApp(_ spec: ApplicationSpec, existed: Bool, at time: Date) async throws {
-        await lock.acquire()
-        defer { lock.release() }
         var app = apps[spec.name] ?? AppRecord(spec: spec, createdAt: time, updatedAt: time)
         if existed {
             app.spec = spec
             app.updatedAt = time
             app.generation += 1
         }
-        try await store.commit(StoreBatch(apps: [app]))
-        apps[spec.name] = app
-    }
-
-    /// Makes an existing VM (created without `--app`) part of `app`.
-    private func adopt(_ vm: VirtualMachine, into app: String) async throws {
-        await lock.acquire()
-        defer { lock.release() }
-        guard var current = state.vms[vm.id] else { return }
-        current.spec.app = app
-        current.updatedAt = now()
-        try await commit(vms: [current])
+        put(app)
+        events.publish(.app, name: spec.name, to: existed ? "updated" : "created", message: changes.joined(separator: "; "), at: time)
+        for vm in spec.vms {
+            if var existing = state.vm(named: vm.name) {
+                // A VM created on its own (no app) becomes part of the application.
+                if existing.spec.app == nil {
+                    existing.spec.app = spec.name
+                    existing.updatedAt = time
+                    commit(vms: [existing])
+                }
+            } else {
+                _ = try createVM(vm)
+            }
+        }
+        return .init(kind: "Application", name: spec.name, action: existed ? .updated : .created, changes: changes)
     }
 
     /// The objectives of OpenSLO documents merged into their applications' specs (from the same
@@ -155,27 +212,10 @@ extension Controller {
 
     // MARK: Delete
 
-    public func deleteApp(_ name: String, vms disposition: AppVMDisposition) async throws -> AppDeletion {
-        let time = now()
-        let (members, removed) = try await removeApp(name, vms: disposition, at: time)
-        for vm in members where removed.contains(vm.id) { events.publish(.vmDeleted, name: vm.name, at: time) }
-        events.publish(.app, name: name, to: "deleted", message: "VMs: \(disposition.rawValue)", at: time)
-        await telemetry.configure(apps.values.map(\.spec))
-        do {
-            try await telemetry.store.deleteApp(name)
-        } catch {
-            logger.warning("cannot delete the application's series", metadata: ["app": "\(name)", "error": "\(error)"])
-        }
-        return AppDeletion(
-            name: name, deletedVMs: disposition == .delete ? members.map(\.name) : [],
-            keptVMs: disposition == .keep ? members.map(\.name) : [])
-    }
-
     /// Deletes the record and detaches or marks for deletion its VMs, in one write. Returns the
-    /// VMs and those of them removed at once (never placed).
-    private func removeApp(_ name: String, vms disposition: AppVMDisposition, at time: Date) async throws -> ([VirtualMachine], Set<VMID>) {
-        await lock.acquire()
-        defer { lock.release() }
+    /// VMs.
+    mutating func removeApp(_ name: String, vms disposition: AppVMDisposition) throws -> [VirtualMachine] {
+        let time = now()
         guard apps[name] != nil else { throw VireoError.notFound("application", name) }
         let members = state.vms.values.filter { $0.spec.app == name }.sorted { $0.name < $1.name }
         if disposition == .delete { for vm in members { try refuseWhileMigrating(vm) } }
@@ -191,23 +231,22 @@ extension Controller {
                 if markDeleted(&vm, at: time) { removed.append(vm.id) } else { updated.append(vm) }
             }
         }
-        try await store.commit(StoreBatch(updatedVMs: updated, deletedVMs: removed, deletedApps: [name]))
-        for vm in updated { state.put(vm, replacing: vm.id) }
-        for id in removed {
-            state.put(nil, replacing: id)
-            consoleOffsets[id] = nil
-        }
-        apps[name] = nil
-        didChange()
-        return (members, Set(removed))
+        commit(vms: updated, deleting: removed)
+        deleteApp(name)
+        for vm in members where removed.contains(vm.id) { events.publish(.vmDeleted, name: vm.name, at: time) }
+        events.publish(.app, name: name, to: "deleted", message: "VMs: \(disposition.rawValue)", at: time)
+        return members
     }
+}
+
+extension Controller {
 
     // MARK: Telemetry
 
     /// Takes in a Prometheus text exposition for `app` (its own push, or an agent's scrape of
     /// one of its VMs, labelled with `vm`). Only declared and Vireo's own metrics are kept.
     public func ingest(app name: String, exposition text: String, vm: String? = nil, at time: Date) async throws -> IngestResult {
-        guard let app = apps[name] else { throw VireoError.notFound("application", name) }
+        guard let app = model.apps[name] else { throw VireoError.notFound("application", name) }
         let families: [MetricFamily]
         do throws(ExpositionError) {
             families = try PrometheusText.parse(text)
@@ -223,10 +262,10 @@ extension Controller {
     /// exist are dropped (the agent's view may be a heartbeat old); a malformed exposition is
     /// recorded as the application's last error, not fatal to the rest.
     public func ingest(_ delivery: AgentSamples) async throws -> IngestResult {
-        guard state.hosts[delivery.hostID] != nil else { throw VireoError.notFound("host", delivery.hostID.rawValue) }
+        guard model.state.hosts[delivery.hostID] != nil else { throw VireoError.notFound("host", delivery.hostID.rawValue) }
         var accepted = 0
         for item in delivery.items {
-            guard let app = apps[item.app], state.vm(named: item.vm)?.spec.app == item.app else { continue }
+            guard let app = model.apps[item.app], model.state.vm(named: item.vm)?.spec.app == item.app else { continue }
             if let error = item.error {
                 await telemetry.noteError(app: item.app, "\(item.vm): \(error)")
             }
@@ -248,7 +287,7 @@ extension Controller {
 
     /// Stored points of `metric` (a selector) for charts.
     public func series(app name: String, metric: String, from: Date, to: Date) async throws -> SeriesResponse {
-        guard apps[name] != nil else { throw VireoError.notFound("application", name) }
+        guard model.apps[name] != nil else { throw VireoError.notFound("application", name) }
         let selector: SeriesSelector
         do throws(SelectorError) {
             selector = try SeriesSelector(parsing: metric)

@@ -12,13 +12,29 @@ extension Controller {
     public func migrateVM(_ reference: String, to hostReference: String, reason: String = "requested") async throws
         -> MigrationView
     {
-        await lock.acquire()
-        defer { lock.release() }
-        return view(try await startMigration(reference, to: hostReference, reason: reason))
+        try await write { model in model.view(try model.startMigration(reference, to: hostReference, reason: reason)) }
     }
 
-    /// Checks and records a migration. Call with the lock held.
-    func startMigration(_ reference: String, to hostReference: String, reason: String) async throws -> Migration {
+    public func listMigrations(vm reference: String? = nil, limit: Int = 100) throws -> MigrationList {
+        try model.listMigrations(vm: reference, limit: limit)
+    }
+
+    public func migration(_ id: String) throws -> MigrationView {
+        guard let migration = model.migrations[MigrationID(id)] else { throw VireoError.notFound("migration", id) }
+        return model.view(migration)
+    }
+
+    /// Fails migrations that cannot go on: a host is gone, the VM is gone, or the destination did
+    /// not get ready (or the source did not start) in time.
+    public func expireMigrations() async throws {
+        guard model.migrations.open.contains(where: \.state.isActive) else { return }
+        try await write { $0.expireMigrations() }
+    }
+}
+
+extension ClusterModel {
+    /// Checks and records a migration.
+    mutating func startMigration(_ reference: String, to hostReference: String, reason: String) throws -> Migration {
         let vm = try lookupVM(reference)
         guard let destination = state.host(named: hostReference) ?? state.hosts[HostID(hostReference)] else {
             throw VireoError.notFound("host", hostReference)
@@ -27,7 +43,7 @@ extension Controller {
         else {
             throw VireoError(.failedPrecondition, "VM '\(vm.name)' is \(vm.state.rawValue); only a running VM can be migrated")
         }
-        if let active = activeMigration(of: vm.id) {
+        if let active = migrations.active(of: vm.id) {
             throw VireoError(.conflict, "VM '\(vm.name)' is already migrating (migration \(active.id))")
         }
         guard destination.id != source.id else {
@@ -51,24 +67,18 @@ extension Controller {
         let migration = Migration(
             vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
             requestedAt: time)
-        try await store.commit(StoreBatch(migrations: [migration]))
         remember(migration)
         events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
         return migration
     }
 
-    public func listMigrations(vm reference: String? = nil, limit: Int = 100) throws -> MigrationList {
+    func listMigrations(vm reference: String?, limit: Int) throws -> MigrationList {
         let vmID = try reference.map { try lookupMigratedVM($0) }
-        let items = migrations.values
+        let items = migrations.all
             .filter { vmID == nil || $0.vmID == vmID }
             .sorted { ($0.requestedAt, $0.id) > ($1.requestedAt, $1.id) }
             .prefix(limit)
         return MigrationList(items: items.map(view))
-    }
-
-    public func migration(_ id: String) throws -> MigrationView {
-        guard let migration = migrations[MigrationID(id)] else { throw VireoError.notFound("migration", id) }
-        return view(migration)
     }
 
     func view(_ migration: Migration) -> MigrationView {
@@ -80,31 +90,16 @@ extension Controller {
     /// A VM by name or ID, also one that no longer exists but has migrations.
     private func lookupMigratedVM(_ reference: String) throws -> VMID {
         if let vm = try? lookupVM(reference) { return vm.id }
-        if let match = migrations.values.first(where: { $0.vmName == reference || $0.vmID.rawValue == reference }) {
+        if let match = migrations.all.first(where: { $0.vmName == reference || $0.vmID.rawValue == reference }) {
             return match.vmID
         }
         throw VireoError.notFound("VM", reference)
     }
 
-    func activeMigration(of vm: VMID) -> Migration? {
-        openMigrations.lazy.compactMap { self.migrations[$0] }.first { $0.vmID == vm && $0.state.isActive }
-    }
-
-    /// Records the migration in memory and keeps the set of open ones up to date.
-    func remember(_ migration: Migration) {
-        migrations[migration.id] = migration
-        // A migration of a VM that is gone has nobody left to tell.
-        if migration.isOpen && state.vms[migration.vmID] != nil {
-            openMigrations.insert(migration.id)
-        } else {
-            openMigrations.remove(migration.id)
-        }
-    }
-
     /// What the host must do about migrations: the source sends once the destination is ready; the
     /// destination prepares, and hears how it ended until it has settled.
     func migrationOrders(for host: HostID) -> [MigrationOrder] {
-        openMigrations.compactMap { migrations[$0] }.compactMap { migration -> MigrationOrder? in
+        migrations.open.compactMap { migration -> MigrationOrder? in
             let role: MigrationOrder.Role
             if migration.source == host && migration.state.isActive {
                 role = .source
@@ -123,8 +118,8 @@ extension Controller {
         }.sorted { $0.id < $1.id }
     }
 
-    /// Applies what a host reports about its migrations. Call with the lock held.
-    func applyMigrationReports(_ heartbeat: AgentHeartbeat, at time: Date) async throws {
+    /// Applies what a host reports about its migrations.
+    mutating func applyMigrationReports(_ heartbeat: AgentHeartbeat, at time: Date) {
         let host = heartbeat.hostID
         for report in heartbeat.migrations ?? [] {
             guard var migration = migrations[report.id] else { continue }
@@ -148,7 +143,7 @@ extension Controller {
                 case .completed:
                     migration.stats = report.stats ?? migration.stats
                     if migration.state.isActive {
-                        try await complete(&migration, at: time)
+                        complete(&migration, at: time)
                         continue
                     }
                 case .failed where migration.state.isActive:
@@ -156,29 +151,29 @@ extension Controller {
                 default: break
                 }
             }
-            if migration != before { try await save(migration, was: before, at: time) }
+            if migration != before { save(migration, was: before, at: time) }
         }
         // The source's word can be lost (it died right after): the guest running on the
         // destination proves the move happened.
         let incoming = Dictionary(
-            openMigrations.compactMap { migrations[$0] }
+            migrations.open
                 .filter { $0.destination == host && ($0.state == .running || $0.state == .ready) }
                 .map { ($0.vmID, $0) },
             uniquingKeysWith: { a, _ in a })
         for instance in heartbeat.instances where instance.state == .running {
             guard var migration = incoming[instance.id], migrations[migration.id]?.state.isActive == true else { continue }
             migration.message = "completed as reported by the destination"
-            try await complete(&migration, at: time)
+            complete(&migration, at: time)
         }
     }
 
     /// The VM now lives on the destination. Writes the migration and the VM together.
-    private func complete(_ migration: inout Migration, at time: Date) async throws {
+    private mutating func complete(_ migration: inout Migration, at time: Date) {
         let before = migration
         migration.state = .completed
         migration.endedAt = time
         guard var vm = state.vms[migration.vmID] else {
-            try await save(migration, was: before, at: time)
+            save(migration, was: before, at: time)
             return
         }
         vm.hostID = migration.destination
@@ -186,8 +181,7 @@ extension Controller {
         // An explicit move overrides a pin: the VM is pinned where it was moved to.
         if vm.spec.host != nil { vm.spec.host = state.hosts[migration.destination]?.name }
         vm.updatedAt = time
-        try await commit(vms: [vm], migrations: [migration])
-        remember(migration)
+        commit(vms: [vm], migrations: [migration])
         events.publish(
             .migration, name: migration.vmName, from: before.state.rawValue, to: migration.state.rawValue,
             message: migration.stats.map { "downtime \($0.downtimeMs) ms, total \($0.totalTimeMs) ms" }, at: time)
@@ -201,14 +195,15 @@ extension Controller {
         return migration
     }
 
-    private func save(_ migration: Migration, was before: Migration, at time: Date) async throws {
+    private mutating func save(_ migration: Migration, was before: Migration, at time: Date) {
         // Progress alone is kept in memory: it changes every heartbeat and means nothing after a restart.
         if migration.state != before.state || migration.destinationSettled != before.destinationSettled
             || migration.stats != before.stats || migration.incomingURI != before.incomingURI
         {
-            try await store.commit(StoreBatch(migrations: [migration]))
+            remember(migration)
+        } else {
+            rememberProgress(migration)
         }
-        remember(migration)
         if migration.state != before.state {
             events.publish(
                 .migration, name: migration.vmName, from: before.state.rawValue, to: migration.state.rawValue,
@@ -216,13 +211,9 @@ extension Controller {
         }
     }
 
-    /// Fails migrations that cannot go on: a host is gone, the VM is gone, or the destination did
-    /// not get ready (or the source did not start) in time.
-    public func expireMigrations() async throws {
-        await lock.acquire()
-        defer { lock.release() }
+    mutating func expireMigrations() {
         let time = now()
-        for migration in openMigrations.compactMap({ migrations[$0] }) where migration.state.isActive {
+        for migration in migrations.open where migration.state.isActive {
             var reason: String?
             if state.vms[migration.vmID] == nil {
                 reason = "the VM was deleted"
@@ -235,7 +226,7 @@ extension Controller {
                     ? "the destination did not get ready within \(settings.migrationStartTimeout)"
                     : "the source did not start sending within \(settings.migrationStartTimeout)"
             }
-            if let reason { try await save(failed(migration, reason, at: time), was: migration, at: time) }
+            if let reason { save(failed(migration, reason, at: time), was: migration, at: time) }
         }
     }
 }

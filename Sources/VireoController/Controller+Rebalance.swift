@@ -7,11 +7,11 @@ import VireoStore
 /// Live rebalancing: the cluster as the policies see it (hosts' and VMs' recent CPU from the
 /// heartbeats, objectives from the telemetry engine, moves in flight), plans made from it, and
 /// their execution through ordinary migrations.
-extension Controller {
+extension ClusterModel {
     // MARK: Usage
 
-    /// Takes in the CPU readings of a heartbeat. Call with the lock held.
-    func recordUsage(_ heartbeat: AgentHeartbeat, at time: Date) {
+    /// Takes in the CPU readings of a heartbeat.
+    mutating func recordUsage(_ heartbeat: AgentHeartbeat, at time: Date) {
         let seconds = time.timeIntervalSince1970
         if let cpu = heartbeat.hostCPU, cpu.capacity > 0 {
             hostUsage.record(heartbeat.hostID, value: cpu.busySeconds, at: seconds, scale: cpu.capacity)
@@ -35,11 +35,9 @@ extension Controller {
 
     // MARK: Snapshot
 
-    /// The cluster as a rebalancing policy sees it now.
-    func rebalanceSnapshot() async -> RebalanceSnapshot {
+    /// The cluster as a rebalancing policy sees it now, with each application's objectives.
+    func rebalanceSnapshot(objectives: [String: [ObjectiveStatus]]) -> RebalanceSnapshot {
         let time = now().timeIntervalSince1970
-        vmUsage.retain { state.vms[$0] != nil }
-        hostUsage.retain { state.hosts[$0] != nil }
         let hosts = state.hosts.values.sorted { $0.name < $1.name }.map { host in
             RebalanceHost(
                 id: host.id, name: host.name, state: host.state, cpus: host.fingerprint.cpus,
@@ -48,7 +46,7 @@ extension Controller {
         }
         // The last move of each VM: cool-down and no going back.
         var lastMove: [VMID: Migration] = [:]
-        for migration in migrations.values where migration.state == .completed {
+        for migration in migrations.all where migration.state == .completed {
             if let known = lastMove[migration.vmID], known.requestedAt >= migration.requestedAt { continue }
             lastMove[migration.vmID] = migration
         }
@@ -72,13 +70,10 @@ extension Controller {
                 if let ended { lastActed[app] = max(lastActed[app] ?? ended, ended) }
             }
         }
-        var applications: [RebalanceApplication] = []
-        for app in apps.values.sorted(by: { $0.name < $1.name }) {
-            let objectives = await telemetry.status(app: app.name)?.objectives ?? []
-            applications.append(
-                RebalanceApplication(name: app.name, objectives: objectives, lastMoveEndedAt: lastActed[app.name]))
+        let applications = apps.values.sorted(by: { $0.name < $1.name }).map { app in
+            RebalanceApplication(name: app.name, objectives: objectives[app.name] ?? [], lastMoveEndedAt: lastActed[app.name])
         }
-        let inFlight = openMigrations.compactMap { migrations[$0] }.filter(\.state.isActive).map {
+        let inFlight = migrations.open.filter(\.state.isActive).map {
             MigrationInFlight(vm: $0.vmID, source: $0.source, destination: $0.destination)
         }
         return RebalanceSnapshot(
@@ -86,6 +81,9 @@ extension Controller {
             migrations: inFlight.sorted { $0.vm < $1.vm })
     }
 
+}
+
+extension Controller {
     // MARK: Plans
 
     /// Plans with `policy` (the cluster's if nil, else `slo`). A dry run is returned and
@@ -95,26 +93,101 @@ extension Controller {
     public func plan(policy name: String? = nil, execute: Bool = false, trigger: PlanTrigger = .manual) async throws
         -> Plan
     {
-        let policy = try Self.policy(name ?? rebalance.policy ?? "slo", placement: settings.placement)
-        let snapshot = await rebalanceSnapshot()
-        let decided = policy.plan(snapshot)
+        let policy = try Self.policy(name ?? model.rebalance.policy ?? "slo", placement: settings.placement)
+        var objectives: [String: [ObjectiveStatus]] = [:]
+        for app in model.apps.keys { objectives[app] = await telemetry.status(app: app)?.objectives ?? [] }
+        let decided = policy.plan(model.rebalanceSnapshot(objectives: objectives))
         let time = now()
-        var plan = execute
-            ? Plan(decided, id: Self.newPlanID(at: time), state: .executing, trigger: trigger, at: time)
-            : Plan(decided, id: "dry-run", state: .dryRun, trigger: trigger, at: time)
-        guard execute else { return plan }
+        guard execute else { return Plan(decided, id: "dry-run", state: .dryRun, trigger: trigger, at: time) }
+        let plan = Plan(decided, id: Self.newPlanID(at: time), state: .executing, trigger: trigger, at: time)
+        return try await write { $0.execute(plan, at: time) }
+    }
+
+    /// Brings executing plans up to date with their migrations; a plan ends when all of them have.
+    public func settlePlans() async throws {
+        guard model.plans.values.contains(where: { $0.state == .executing }) else { return }
+        try await write { $0.settlePlans() }
+    }
+
+    /// Executed plans, newest first.
+    public func listPlans(limit: Int = 100) -> PlanList {
+        PlanList(items: Array(model.plans.values.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit)))
+    }
+
+    public func storedPlan(_ id: String) throws -> Plan {
+        guard let plan = model.plans[id] else { throw VireoError.notFound("plan", id) }
+        return plan
+    }
+
+    // MARK: Settings
+
+    public func rebalanceStatus() -> RebalanceStatus {
+        model.rebalanceStatus()
+    }
+
+    /// Sets how the cluster rebalances itself; refuses an unknown policy or a bad interval and
+    /// keeps what was set.
+    public func setRebalance(_ new: RebalanceSettings) async throws -> RebalanceStatus {
+        if let name = new.policy { _ = try Self.policy(name) }
+        guard new.intervalSeconds.isFinite, new.intervalSeconds >= 0.5, new.intervalSeconds <= 86_400 else {
+            throw VireoError.invalid(
+                field: "intervalSeconds", value: "\(new.intervalSeconds)", "must be between 0.5 and 86400 seconds")
+        }
+        var settings = new
+        settings.policy = new.policy?.lowercased()
+        return try await write { model in
+            model.setRebalance(settings)
+            return model.rebalanceStatus()
+        }
+    }
+
+    /// Plans and executes under the cluster's policy when its interval has passed.
+    public func rebalanceIfDue() async throws {
+        guard model.rebalance.policy != nil else { return }
+        let time = now()
+        if let last = lastRebalanceAt, time.timeIntervalSince(last) < model.rebalance.intervalSeconds { return }
+        lastRebalanceAt = time
+        _ = try await plan(execute: true, trigger: .automatic)
+    }
+
+    /// The policy called `name`; an unknown name is refused naming `field`.
+    public static func policy(_ name: String, field: String = "policy", placement: PlacementSettings = .init())
+        throws(VireoError) -> any RebalancePolicy
+    {
+        do {
+            return try RebalancePolicies.make(name, placement: placement)
+        } catch {
+            throw VireoError.invalid(field: field, value: "'\(name)'", error.reason)
+        }
+    }
+
+    static func newPlanID(at time: Date) -> String {
+        // Sortable by time, unique by the random tail.
+        let stamp = Int64(time.timeIntervalSince1970 * 1000)
+        return "p-\(String(stamp, radix: 36))-\(UUID().uuidString.prefix(6).lowercased())"
+    }
+}
+
+extension ClusterModel {
+    func rebalanceStatus() -> RebalanceStatus {
+        RebalanceStatus(settings: rebalance, policies: RebalancePolicies.names, lastPlan: lastAutomaticPlan)
+    }
+
+    /// Starts a plan's moves in order and records the plan. A plan with nothing to move made by
+    /// the rebalancing loop is kept to be shown (`vireo rebalance`), not stored: the loop plans
+    /// every interval.
+    mutating func execute(_ plan: Plan, at time: Date) -> Plan {
+        var plan = plan
         if plan.actions.isEmpty {
             plan.state = .completed
             plan.endedAt = time
             plan.message = "nothing to move"
-            if trigger == .automatic {
-                // Kept to be shown (`vireo rebalance`), not stored: the loop plans every interval.
+            if plan.trigger == .automatic {
                 lastAutomaticPlan = plan
+                changes.count += 1
                 return plan
             }
         }
-        await lock.acquire()
-        defer { lock.release() }
         var failure: String?
         for index in plan.actions.indices {
             if let failure {
@@ -124,7 +197,7 @@ extension Controller {
             }
             let action = plan.actions[index]
             do {
-                let migration = try await startMigration(
+                let migration = try startMigration(
                     action.vmID.rawValue, to: action.to, reason: "plan \(plan.id) (\(plan.policy)): \(action.explanation)")
                 plan.actions[index].migration = migration.id
                 plan.actions[index].outcome = migration.state.rawValue
@@ -142,21 +215,17 @@ extension Controller {
                 plan.endedAt = time
             }
         }
-        try await store.commit(StoreBatch(plans: [plan]))
-        plans[plan.id] = plan
-        if trigger == .automatic { lastAutomaticPlan = plan }
+        if plan.trigger == .automatic { lastAutomaticPlan = plan }
+        put(plan)
         events.publish(
             .plan, name: plan.id, to: plan.state.rawValue,
-            message: "\(plan.policy): " + (plan.actions.isEmpty ? "nothing to move" : plan.actions.map { "\($0.vm) \($0.from)→\($0.to)" }.joined(separator: ", ")),
+            message: "\(plan.policy): "
+                + (plan.actions.isEmpty ? "nothing to move" : plan.actions.map { "\($0.vm) \($0.from)→\($0.to)" }.joined(separator: ", ")),
             at: time)
-        didChange()
         return plan
     }
 
-    /// Brings executing plans up to date with their migrations; a plan ends when all of them have.
-    public func settlePlans() async throws {
-        await lock.acquire()
-        defer { lock.release() }
+    mutating func settlePlans() {
         let time = now()
         for var plan in plans.values where plan.state == .executing {
             let before = plan
@@ -178,76 +247,11 @@ extension Controller {
             }
             guard plan != before else { continue }
             // Progress alone stays in memory; outcomes are written.
-            if plan.state != before.state || plan.actions.map(\.outcome) != before.actions.map(\.outcome) {
-                try await store.commit(StoreBatch(plans: [plan]))
-            }
-            plans[plan.id] = plan
-            if lastAutomaticPlan?.id == plan.id { lastAutomaticPlan = plan }
+            put(plan, durable: plan.state != before.state || plan.actions.map(\.outcome) != before.actions.map(\.outcome))
             if plan.state != before.state {
                 events.publish(.plan, name: plan.id, from: before.state.rawValue, to: plan.state.rawValue, message: plan.message, at: time)
             }
-            didChange()
         }
-    }
-
-    /// Executed plans, newest first.
-    public func listPlans(limit: Int = 100) -> PlanList {
-        PlanList(items: Array(plans.values.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit)))
-    }
-
-    public func storedPlan(_ id: String) throws -> Plan {
-        guard let plan = plans[id] else { throw VireoError.notFound("plan", id) }
-        return plan
-    }
-
-    // MARK: Settings
-
-    public func rebalanceStatus() -> RebalanceStatus {
-        RebalanceStatus(settings: rebalance, policies: RebalancePolicies.names, lastPlan: lastAutomaticPlan)
-    }
-
-    /// Sets how the cluster rebalances itself; refuses an unknown policy or a bad interval and
-    /// keeps what was set.
-    public func setRebalance(_ new: RebalanceSettings) async throws -> RebalanceStatus {
-        if let name = new.policy { _ = try Self.policy(name) }
-        guard new.intervalSeconds.isFinite, new.intervalSeconds >= 0.5, new.intervalSeconds <= 86_400 else {
-            throw VireoError.invalid(
-                field: "intervalSeconds", value: "\(new.intervalSeconds)", "must be between 0.5 and 86400 seconds")
-        }
-        await lock.acquire()
-        defer { lock.release() }
-        var settings = new
-        settings.policy = new.policy?.lowercased()
-        try await store.commit(StoreBatch(rebalance: settings))
-        rebalance = settings
-        didChange()
-        return rebalanceStatus()
-    }
-
-    /// Plans and executes under the cluster's policy when its interval has passed.
-    public func rebalanceIfDue() async throws {
-        guard rebalance.policy != nil else { return }
-        let time = now()
-        if let last = lastRebalanceAt, time.timeIntervalSince(last) < rebalance.intervalSeconds { return }
-        lastRebalanceAt = time
-        _ = try await plan(execute: true, trigger: .automatic)
-    }
-
-    /// The policy called `name`; an unknown name is refused naming `field`.
-    public static func policy(_ name: String, field: String = "policy", placement: PlacementSettings = .init())
-        throws(VireoError) -> any RebalancePolicy
-    {
-        do {
-            return try RebalancePolicies.make(name, placement: placement)
-        } catch {
-            throw VireoError.invalid(field: field, value: "'\(name)'", error.reason)
-        }
-    }
-
-    static func newPlanID(at time: Date) -> String {
-        // Sortable by time, unique by the random tail.
-        let stamp = Int64(time.timeIntervalSince1970 * 1000)
-        return "p-\(String(stamp, radix: 36))-\(UUID().uuidString.prefix(6).lowercased())"
     }
 }
 

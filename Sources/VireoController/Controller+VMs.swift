@@ -3,12 +3,43 @@ import VireoAPI
 import VireoModel
 import VireoPlacement
 
+/// VM lifecycle: create, start, stop, delete, placement of pending VMs.
 extension Controller {
     /// Creates a VM and places it at once if some host can take it; otherwise it stays `pending`
     /// with the reasons, and is placed when a host can.
     public func createVM(_ spec: VMSpec) async throws -> VMView {
-        await lock.acquire()
-        defer { lock.release() }
+        try await write { try $0.createVM(spec) }
+    }
+
+    public func startVM(_ reference: String) async throws -> VMView {
+        try await write { try $0.startVM(reference) }
+    }
+
+    public func stopVM(_ reference: String) async throws -> VMView {
+        try await write { try $0.stopVM(reference) }
+    }
+
+    /// Deletes a VM. A VM on a host stays `deleting` until its agent has removed it; one that
+    /// never reached a host is removed at once. Returns the record as it was last.
+    public func deleteVM(_ reference: String) async throws -> VMView {
+        try await write { try $0.deleteVM(reference) }
+    }
+
+    /// The console output the controller keeps for a VM (empty when none has arrived yet).
+    public func console(_ reference: String) async throws -> ConsoleTail {
+        let vm = try model.lookupVM(reference)
+        return try await store.consoleTail(of: vm.id) ?? ConsoleTail()
+    }
+
+    /// Places every pending VM that wants to run, oldest first.
+    public func schedulePending() async throws {
+        guard model.state.vms.values.contains(where: { $0.state == .pending && $0.intent == .running }) else { return }
+        try await write { $0.schedulePending() }
+    }
+}
+
+extension ClusterModel {
+    mutating func createVM(_ spec: VMSpec) throws -> VMView {
         guard state.vm(named: spec.name) == nil else {
             throw VireoError(.conflict, "a VM named '\(spec.name)' already exists")
         }
@@ -17,17 +48,13 @@ extension Controller {
             id: .generate(), spec: spec, state: .pending, intent: .running, createdAt: time, updatedAt: time,
             stateChangedAt: time)
         let placed = place(&vm, at: time, publish: false)
-        try await store.insertVM(vm)
-        state.put(vm, replacing: vm.id)
-        didChange()
+        insert(vm)
         events.publish(.vmCreated, name: vm.name, to: vm.state.rawValue, message: vm.message, at: time)
         if placed { events.publish(.vmPlaced, name: vm.name, to: vm.placement?.chosenHost, at: time) }
         return view(vm)
     }
 
-    public func startVM(_ reference: String) async throws -> VMView {
-        await lock.acquire()
-        defer { lock.release() }
+    mutating func startVM(_ reference: String) throws -> VMView {
         var vm = try lookupVM(reference)
         if vm.intent == .deleted { throw VireoError(.conflict, "VM '\(vm.name)' is being deleted") }
         if vm.intent == .running && vm.state != .failed && vm.state != .stopped { return view(vm) }
@@ -50,13 +77,11 @@ extension Controller {
         } else if vm.state != .scheduled {
             transition(&vm, to: .starting, message: nil, at: time)
         }
-        try await commit(vms: [vm])
+        commit(vms: [vm])
         return view(vm)
     }
 
-    public func stopVM(_ reference: String) async throws -> VMView {
-        await lock.acquire()
-        defer { lock.release() }
+    mutating func stopVM(_ reference: String) throws -> VMView {
         var vm = try lookupVM(reference)
         if vm.intent == .deleted { throw VireoError(.conflict, "VM '\(vm.name)' is being deleted") }
         if vm.intent == .stopped { return view(vm) }
@@ -69,29 +94,25 @@ extension Controller {
         case .pending, .failed, .stopped: transition(&vm, to: .stopped, message: nil, at: time)
         default: transition(&vm, to: .stopping, message: nil, at: time)
         }
-        try await commit(vms: [vm])
+        commit(vms: [vm])
         return view(vm)
     }
 
-    /// Deletes a VM. A VM on a host stays `deleting` until its agent has removed it; one that
-    /// never reached a host is removed at once. Returns the record as it was last.
-    public func deleteVM(_ reference: String) async throws -> VMView {
-        await lock.acquire()
-        defer { lock.release() }
+    mutating func deleteVM(_ reference: String) throws -> VMView {
         var vm = try lookupVM(reference)
         try refuseWhileMigrating(vm)
         let time = now()
         if markDeleted(&vm, at: time) {
-            try await commit(deleting: [vm.id])
+            commit(deleting: [vm.id])
             events.publish(.vmDeleted, name: vm.name, at: time)
         } else {
-            try await commit(vms: [vm])
+            commit(vms: [vm])
         }
         return view(vm)
     }
 
     /// Marks a VM for deletion; returns whether it can go at once (it never reached a host).
-    func markDeleted(_ vm: inout VirtualMachine, at time: Date) -> Bool {
+    mutating func markDeleted(_ vm: inout VirtualMachine, at time: Date) -> Bool {
         if vm.intent != .deleted {
             vm.intent = .deleted
             vm.generation += 1
@@ -100,56 +121,9 @@ extension Controller {
         return vm.hostID == nil
     }
 
-    /// The console output the controller keeps for a VM (empty when none has arrived yet).
-    public func console(_ reference: String) async throws -> ConsoleTail {
-        let vm = try lookupVM(reference)
-        return try await store.consoleTail(of: vm.id) ?? ConsoleTail()
-    }
-
-    /// Applies validated manifest documents: creates what does not exist, updates applications
-    /// that changed, leaves what matches. Every document is checked against what exists before
-    /// anything changes, so a conflict rejects the whole apply.
-    public func apply(_ documents: [ManifestDocument]) async throws -> ApplyResult {
-        for case .virtualMachine(let spec) in documents {
-            if let existing = state.vm(named: spec.name), existing.spec != spec {
-                throw VireoError(
-                    .conflict,
-                    "VirtualMachine '\(spec.name)' exists with a different spec (\(VMSpecDifference.describe(existing.spec, spec))); "
-                        + "delete it first to recreate it")
-            }
-        }
-        var manifestApps: [ApplicationSpec] = []
-        var slos: [OpenSLODocument] = []
-        for document in documents {
-            switch document {
-            case .application(let spec): manifestApps.append(spec)
-            case .slo(let slo): slos.append(slo)
-            case .virtualMachine: break
-            }
-        }
-        let applications = try mergeSLOs(slos, into: manifestApps)
-        var plans: [String: [String]] = [:]
-        for spec in applications { plans[spec.name] = try planApply(spec) }
-
-        var items: [ApplyResult.Item] = []
-        for document in documents {
-            guard case .virtualMachine(let spec) = document else { continue }
-            if state.vm(named: spec.name) != nil {
-                items.append(.init(kind: document.kind, name: spec.name, action: .unchanged))
-            } else {
-                _ = try await createVM(spec)
-                items.append(.init(kind: document.kind, name: spec.name, action: .created))
-            }
-        }
-        for spec in applications {
-            items.append(try await applyApplication(spec, changes: plans[spec.name] ?? []))
-        }
-        return ApplyResult(items: items)
-    }
-
     /// Runs placement for a pending VM. Returns whether it found a host.
     @discardableResult
-    func place(_ vm: inout VirtualMachine, at time: Date, publish: Bool) -> Bool {
+    mutating func place(_ vm: inout VirtualMachine, at time: Date, publish: Bool) -> Bool {
         let request = PlacementRequest(cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB, pinnedHost: vm.spec.host)
         let decision = InitialPlacement.place(request, in: state.snapshot(), settings: settings.placement)
         vm.placement = decision.explanation(decidedAt: time)
@@ -183,10 +157,7 @@ extension Controller {
         return "no host can take the VM: " + reasons.joined(separator: "; ")
     }
 
-    /// Places every pending VM that wants to run, oldest first.
-    public func schedulePending() async throws {
-        await lock.acquire()
-        defer { lock.release() }
+    mutating func schedulePending() {
         let pending = state.vms.values.filter { $0.state == .pending && $0.intent == .running }
             .sorted { $0.createdAt < $1.createdAt }
         guard !pending.isEmpty else { return }
@@ -197,7 +168,7 @@ extension Controller {
             // Only write when something a user can see changed (a host, or a new reason).
             if vm.hostID != before.hostID || vm.message != before.message {
                 vm.updatedAt = time
-                try await commit(vms: [vm])
+                commit(vms: [vm])
             }
         }
     }
@@ -205,7 +176,7 @@ extension Controller {
     /// A migrating VM is being handed between two hosts: stopping or deleting it now would leave
     /// one of them with a half-made copy.
     func refuseWhileMigrating(_ vm: VirtualMachine) throws(VireoError) {
-        if let migration = activeMigration(of: vm.id) {
+        if let migration = migrations.active(of: vm.id) {
             throw VireoError(
                 .conflict, "VM '\(vm.name)' is migrating (migration \(migration.id), \(migration.state.rawValue)); try again when it ends")
         }

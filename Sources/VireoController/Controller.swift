@@ -11,42 +11,28 @@ import VireoTelemetryStore
 
 /// Owns the desired state of the cluster.
 ///
-/// Every mutation takes the serial lock, validates against the in-memory state, writes the store
-/// and only then updates memory and publishes events: memory never shows what is not durable,
-/// and a rejected or failed request changes nothing. Reads do not take the lock.
+/// One writer: every mutation is a synchronous decision over a draft of the `ClusterModel`,
+/// queued with `write`. The writer takes every decision queued, applies them in order to one
+/// draft, writes their changes to the store in one transaction (group commit), and only then
+/// makes the draft the model that reads see and publishes the events. So memory never shows what
+/// is not durable, a rejected request changes nothing, a failed store write changes nothing, and
+/// no lock is held across an await: reads never wait for a write.
 public actor Controller {
     public nonisolated let settings: ControllerSettings
     public nonisolated let events: EventLog
     let store: any ClusterStore
-    let now: @Sendable () -> Date
+    public nonisolated let now: @Sendable () -> Date
     let logger: Logger
-    let lock = SerialLock()
-    var state: ClusterState
-    /// Where each VM's console output has been taken in up to, in its host's console log (the
-    /// text itself is in the store). Not part of `state`: output arriving must not invalidate
-    /// cached responses.
-    var consoleOffsets: [VMID: UInt64]
-    /// Every migration, by ID (the store has them all).
-    var migrations: [MigrationID: Migration]
-    /// Those still under way or not yet settled by their destination: what heartbeats look at,
-    /// so that a long history costs them nothing.
-    var openMigrations: Set<MigrationID>
-    /// Applications by name (the store has them all).
-    var apps: [String: AppRecord]
+    /// The committed model: what reads see.
+    var model: ClusterModel
+    /// Decisions waiting for the writer.
+    private var queued: [QueuedWrite] = []
+    private var writing = false
     /// Application samples, series and SLO evaluation.
     public nonisolated let telemetry: TelemetryEngine
     private let gauges: StateGauges
     let sloGauges: SLOGauges
-    /// Recent CPU of hosts (fractions of their capacity) and VMs (cores), from heartbeats.
-    var hostUsage = UsageHistory<HostID>()
-    var vmUsage = UsageHistory<VMID>()
-    /// Executed rebalancing plans by ID (the store has them all).
-    var plans: [String: Plan]
-    /// How the cluster rebalances itself.
-    var rebalance: RebalanceSettings
     var lastRebalanceAt: Date?
-    /// The last plan the rebalancing loop made, with or without moves.
-    var lastAutomaticPlan: Plan?
     /// `TelemetryEngine.statusVersion` when the SLO gauges were last set.
     var gaugedStatusVersion = -1
     private let publishedVersion: Mutex<Int>
@@ -55,31 +41,32 @@ public actor Controller {
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
         now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory, telemetry: TelemetryEngine
     ) {
-        self.apps = Dictionary(loaded.apps.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
-        self.plans = Dictionary(loaded.plans.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
-        self.rebalance = settings.rebalance ?? loaded.rebalance ?? RebalanceSettings()
+        var model = ClusterModel(settings: settings, now: now, logger: logger)
+        model.apps = Dictionary(loaded.apps.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
+        model.plans = Dictionary(loaded.plans.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+        model.rebalance = settings.rebalance ?? loaded.rebalance ?? RebalanceSettings()
+        model.consoleOffsets = consoleOffsets
+        let startedAt = now()
+        for var host in loaded.hosts {
+            // Give every known agent a full timeout to report after a controller restart.
+            host.lastHeartbeatAt = max(host.lastHeartbeatAt, startedAt)
+            model.state.put(host)
+        }
+        for vm in loaded.vms { model.state.put(vm, replacing: vm.id) }
+        for migration in loaded.migrations {
+            model.migrations.put(migration, vmExists: model.state.vms[migration.vmID] != nil)
+        }
         self.telemetry = telemetry
         self.sloGauges = SLOGauges(factory: metricsFactory)
-        self.consoleOffsets = consoleOffsets
-        self.migrations = Dictionary(loaded.migrations.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
-        self.openMigrations = Set(loaded.migrations.filter(\.isOpen).map(\.id))
         self.store = store
         self.settings = settings
         self.now = now
         self.logger = logger
         self.events = EventLog()
         self.gauges = StateGauges(factory: metricsFactory)
-        let startedAt = now()
-        var initial = ClusterState()
-        for var host in loaded.hosts {
-            // Give every known agent a full timeout to report after a controller restart.
-            host.lastHeartbeatAt = max(host.lastHeartbeatAt, startedAt)
-            initial.put(host)
-        }
-        for vm in loaded.vms { initial.put(vm, replacing: vm.id) }
-        gauges.update(initial)
-        self.state = initial
-        self.publishedVersion = Mutex(initial.version)
+        gauges.update(model.state)
+        self.model = model
+        self.publishedVersion = Mutex(model.state.version)
     }
 
     /// Loads the store (which migrates its schema on open) and returns a controller over it.
@@ -106,33 +93,118 @@ public actor Controller {
     /// the actor, so HTTP handlers can serve cached responses.
     public nonisolated var version: Int { publishedVersion.withLock { $0 } }
 
-    /// Called after every change to memory.
+    // MARK: The writer
+
+    private struct QueuedWrite {
+        /// Applies the decision to the draft; returns what resumes its caller once committed.
+        var decide: (inout ClusterModel) throws -> @Sendable () -> Void
+        var fail: @Sendable (any Error) -> Void
+    }
+
+    /// Queues `decide` for the writer and returns its result once its changes are durable and
+    /// visible. `decide` must throw before it changes anything (validate, then change): a
+    /// decision that throws is dropped, and the others committed with it are not affected.
+    func write<T: Sendable>(_ decide: @escaping (inout ClusterModel) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            queued.append(
+                QueuedWrite(
+                    decide: { model in
+                        let result = try decide(&model)
+                        return { continuation.resume(returning: result) }
+                    },
+                    fail: { continuation.resume(throwing: $0) }))
+            if !writing {
+                writing = true
+                Task { await self.drain() }
+            }
+        }
+    }
+
+    /// Commits queued decisions, a group at a time, until none is left.
+    private func drain() async {
+        while !queued.isEmpty {
+            let group = queued
+            queued = []
+            var draft = model
+            draft.changes = PendingChanges()
+            var decided: [(resume: @Sendable () -> Void, fail: @Sendable (any Error) -> Void)] = []
+            var broken: (any Error)?
+            for write in group {
+                let before = draft.changes.count
+                do {
+                    decided.append((try write.decide(&draft), write.fail))
+                } catch {
+                    write.fail(error)
+                    if draft.changes.count != before {
+                        // It changed the draft before it threw: nothing of this group can be trusted.
+                        logger.error("a decision failed after changing the cluster; its group is dropped", metadata: ["error": "\(error)"])
+                        broken = error
+                        break
+                    }
+                }
+            }
+            if let broken {
+                let failedGroup = group.dropFirst(decided.count + 1)
+                for entry in decided { entry.fail(broken) }
+                for write in failedGroup { write.fail(broken) }
+                continue
+            }
+            let batch = draft.changes.batch
+            if !batch.isEmpty {
+                do {
+                    try await store.commit(batch)
+                } catch {
+                    for entry in decided { entry.fail(error) }
+                    continue
+                }
+            }
+            let published = draft.changes.events.list
+            let visible = !batch.isEmpty || draft.changes.visible
+            draft.changes = PendingChanges()
+            model = draft
+            if visible { didChange() }
+            for e in published {
+                events.publish(e.kind, name: e.name, from: e.from, to: e.to, message: e.message, at: e.time)
+            }
+            for entry in decided { entry.resume() }
+        }
+        writing = false
+    }
+
+    /// Marks a change that is in memory only (no record changed) as visible.
     func didChange() {
-        gauges.update(state)
-        publishedVersion.withLock { $0 = state.version }
+        gauges.update(model.state)
+        publishedVersion.withLock { $0 = model.state.version }
     }
 
     // MARK: Reads
 
     public func listVMs(after cursor: String? = nil, limit: Int = 100) -> VMPage {
+        model.listVMs(after: cursor, limit: limit)
+    }
+
+    public func vm(_ reference: String) throws -> VMView {
+        model.view(try model.lookupVM(reference))
+    }
+
+    public func listHosts() -> HostList {
+        HostList(items: model.state.hosts.values.sorted { $0.name < $1.name }.map(model.view))
+    }
+
+    public func host(_ reference: String) throws -> HostView {
+        let state = model.state
+        if let host = state.host(named: reference) ?? state.hosts[HostID(reference)] { return model.view(host) }
+        throw VireoError.notFound("host", reference)
+    }
+}
+
+extension ClusterModel {
+    func listVMs(after cursor: String?, limit: Int) -> VMPage {
         let names = state.names(after: cursor, limit: limit)
         // Listings are summaries: the placement explanation is on the VM's own resource.
         let items = names.compactMap { state.vm(named: $0).map { view($0, withPlacement: false) } }
         let next = names.count == limit && names.last != state.sortedNames.last ? names.last : nil
         return VMPage(items: items, next: next)
-    }
-
-    public func vm(_ reference: String) throws -> VMView {
-        view(try lookupVM(reference))
-    }
-
-    public func listHosts() -> HostList {
-        HostList(items: state.hosts.values.sorted { $0.name < $1.name }.map(view))
-    }
-
-    public func host(_ reference: String) throws -> HostView {
-        if let host = state.host(named: reference) ?? state.hosts[HostID(reference)] { return view(host) }
-        throw VireoError.notFound("host", reference)
     }
 
     func lookupVM(_ reference: String) throws(VireoError) -> VirtualMachine {
@@ -150,27 +222,9 @@ public actor Controller {
             host, allocatedCPUs: a.cpus, allocatedMemoryMiB: a.memoryMiB, vms: a.vms, cpuLoad: recentCPULoad(of: host))
     }
 
-    // MARK: Writing
-
-    /// Writes `batch`, then applies it to memory. Call with the lock held.
-    func commit(
-        vms: [VirtualMachine] = [], deleting: [VMID] = [], hosts: [HostRecord] = [], migrations: [Migration] = []
-    ) async throws {
-        let batch = StoreBatch(updatedVMs: vms, deletedVMs: deleting, hosts: hosts, migrations: migrations)
-        guard !batch.isEmpty else { return }
-        try await store.commit(batch)
-        for host in hosts { state.put(host) }
-        for vm in vms { state.put(vm, replacing: vm.id) }
-        for id in deleting {
-            state.put(nil, replacing: id)
-            consoleOffsets[id] = nil
-        }
-        didChange()
-    }
-
     /// Moves `vm` to `next` if the state machine allows it, and publishes the change. Only a
     /// running VM has an address.
-    func transition(_ vm: inout VirtualMachine, to next: VMState, message: String?, at time: Date) {
+    mutating func transition(_ vm: inout VirtualMachine, to next: VMState, message: String?, at time: Date) {
         defer { if vm.state != .running { vm.address = nil } }
         guard vm.state != next else {
             vm.message = message

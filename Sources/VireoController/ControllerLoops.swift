@@ -3,19 +3,22 @@ import Logging
 import ServiceLifecycle
 
 /// The controller's background work: places pending VMs and watches host liveness, every tick,
-/// until graceful shutdown.
-public struct ControllerLoops: Service {
+/// until graceful shutdown. Ticks are paced by `clock`; the time each step decides with is the
+/// controller's own injected `now`.
+public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
     let controller: Controller
     let logger: Logger
+    let clock: C
 
-    public init(controller: Controller, logger: Logger = Logger(label: "vireo.controller")) {
+    public init(controller: Controller, clock: C = ContinuousClock(), logger: Logger = Logger(label: "vireo.controller")) {
         self.controller = controller
+        self.clock = clock
         self.logger = logger
     }
 
     public func run() async throws {
         let interval = controller.settings.tickInterval
-        var lastCompaction = ContinuousClock.now
+        var lastCompaction = clock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 try await controller.checkHostLiveness()
@@ -25,14 +28,14 @@ public struct ControllerLoops: Service {
                 try await controller.settlePlans()
                 try await controller.rebalanceIfDue()
                 try await controller.telemetry.flush()
-                if ContinuousClock.now - lastCompaction > .seconds(60) {
-                    lastCompaction = .now
-                    try await controller.telemetry.store.compact(now: Int64(Date().timeIntervalSince1970 * 1000))
+                if lastCompaction.duration(to: clock.now) > .seconds(60) {
+                    lastCompaction = clock.now
+                    try await controller.telemetry.store.compact(now: Int64(controller.now().timeIntervalSince1970 * 1000))
                 }
             } catch {
                 logger.error("controller tick failed", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: interval)
+            try? await clock.sleep(for: interval)
         }
         // Samples taken in but not yet written are written before the process ends.
         try? await controller.telemetry.flush()

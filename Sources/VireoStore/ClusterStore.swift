@@ -26,6 +26,8 @@ public struct StoredCluster: Sendable, Equatable {
 
 /// Changes written together, atomically: all of them or none.
 public struct StoreBatch: Sendable, Equatable {
+    /// New VM records; `.conflict` if a name or ID is taken.
+    public var insertedVMs: [VirtualMachine]
     /// Replacements for existing VM records.
     public var updatedVMs: [VirtualMachine]
     public var deletedVMs: [VMID]
@@ -41,12 +43,13 @@ public struct StoreBatch: Sendable, Equatable {
     public var rebalance: RebalanceSettings?
 
     public init(
-        updatedVMs: [VirtualMachine] = [], deletedVMs: [VMID] = [], hosts: [HostRecord] = [],
+        insertedVMs: [VirtualMachine] = [], updatedVMs: [VirtualMachine] = [], deletedVMs: [VMID] = [], hosts: [HostRecord] = [],
         migrations: [Migration] = [], apps: [AppRecord] = [], deletedApps: [String] = [], plans: [Plan] = [],
         rebalance: RebalanceSettings? = nil
     ) {
         self.plans = plans
         self.rebalance = rebalance
+        self.insertedVMs = insertedVMs
         self.updatedVMs = updatedVMs
         self.deletedVMs = deletedVMs
         self.hosts = hosts
@@ -56,7 +59,7 @@ public struct StoreBatch: Sendable, Equatable {
     }
 
     public var isEmpty: Bool {
-        updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty && migrations.isEmpty && apps.isEmpty && deletedApps.isEmpty
+        insertedVMs.isEmpty && updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty && migrations.isEmpty && apps.isEmpty && deletedApps.isEmpty
             && plans.isEmpty && rebalance == nil
     }
 }
@@ -69,7 +72,7 @@ public protocol ClusterStore: Sendable {
     /// Inserts a new VM; `.conflict` if the name or ID is taken.
     func insertVM(_ vm: VirtualMachine) async throws
     /// Writes a batch in one transaction; `.notFound` (and nothing written) if a VM to update or
-    /// delete does not exist, `.conflict` if a host name is taken by another host.
+    /// delete does not exist, `.conflict` if a VM's name or a host's name is taken.
     func commit(_ batch: StoreBatch) async throws
 
     /// Takes in console output (`ConsoleTail.append`), keeping the last `retaining` bytes per VM,

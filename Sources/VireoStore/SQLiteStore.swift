@@ -132,6 +132,7 @@ public final class SQLiteStore: ClusterStore {
 
     public func commit(_ batch: StoreBatch) async throws {
         guard !batch.isEmpty else { return }
+        let inserted = try batch.insertedVMs.map { ($0, try encoder.encode($0)) }
         let vms = try batch.updatedVMs.map { ($0, try encoder.encode($0)) }
         let hosts = try batch.hosts.map { ($0, try encoder.encode($0)) }
         let migrations = try batch.migrations.map { ($0, try encoder.encode($0)) }
@@ -140,6 +141,15 @@ public final class SQLiteStore: ClusterStore {
         let rebalance = try batch.rebalance.map { try encoder.encode($0) }
         do {
             try await writer.write { db in
+                for (vm, body) in inserted {
+                    do {
+                        try db.execute(
+                            sql: "INSERT INTO vms (id, name, host_id, state, body) VALUES (?, ?, ?, ?, ?)",
+                            arguments: [vm.id.rawValue, vm.name, vm.hostID?.rawValue, vm.state.rawValue, body])
+                    } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+                        throw VireoError(.conflict, "a VM named '\(vm.name)' already exists")
+                    }
+                }
                 for (vm, body) in vms {
                     try db.execute(
                         sql: "UPDATE vms SET name = ?, host_id = ?, state = ?, body = ? WHERE id = ?",
