@@ -24,8 +24,8 @@ struct ClusterModel {
     var migrations = MigrationBook()
     /// Applications by name.
     var apps: [String: AppRecord] = [:]
-    /// Executed rebalancing plans by ID.
-    var plans: [String: Plan] = [:]
+    /// Executed rebalancing plans.
+    var plans = PlanBook()
     /// How the cluster rebalances itself.
     var rebalance = RebalanceSettings()
     /// The last plan the rebalancing loop made, with or without moves.
@@ -67,6 +67,7 @@ struct ClusterModel {
             state.put(nil, replacing: id)
             consoleOffsets[id] = nil
             vmUsage.forget(id)
+            self.migrations.forget(vm: id)
             changes.delete(id)
         }
         for migration in migrations { remember(migration) }
@@ -108,7 +109,7 @@ struct ClusterModel {
 
     /// Records a plan; `durable` false keeps it in memory only (progress alone).
     mutating func put(_ plan: Plan, durable: Bool = true) {
-        plans[plan.id] = plan
+        plans.put(plan)
         if lastAutomaticPlan?.id == plan.id { lastAutomaticPlan = plan }
         if durable { changes.plans[plan.id] = plan }
         changes.count += 1

@@ -15,12 +15,31 @@ extension Controller {
         try await write { model in model.view(try model.startMigration(reference, to: hostReference, reason: reason)) }
     }
 
-    public func listMigrations(vm reference: String? = nil, limit: Int = 100) throws -> MigrationList {
-        try model.listMigrations(vm: reference, limit: limit)
+    /// Migrations newest first, of one VM if given (also one deleted since): from the store,
+    /// with the progress of those under way.
+    public func listMigrations(vm reference: String? = nil, limit: Int = 100) async throws -> MigrationList {
+        var vmID: VMID?
+        if let reference {
+            if let known = model.migratedVM(reference) {
+                vmID = known
+            } else if try await !store.migrations(of: VMID(reference), limit: 1).isEmpty {
+                vmID = VMID(reference)
+            } else {
+                throw VireoError.notFound("VM", reference)
+            }
+        }
+        let stored = try await store.migrations(of: vmID, limit: limit)
+        let current = model.migrations
+        let storedIDs = Set(stored.map(\.id))
+        let merged = stored.map { current[$0.id] ?? $0 }
+            + current.all.filter { !storedIDs.contains($0.id) && (vmID == nil || $0.vmID == vmID) }
+        let items = merged.sorted { ($0.requestedAt, $0.id) > ($1.requestedAt, $1.id) }.prefix(limit)
+        return MigrationList(items: items.map(model.view))
     }
 
-    public func migration(_ id: String) throws -> MigrationView {
-        guard let migration = model.migrations[MigrationID(id)] else { throw VireoError.notFound("migration", id) }
+    public func migration(_ id: String) async throws -> MigrationView {
+        if let migration = model.migrations[MigrationID(id)] { return model.view(migration) }
+        guard let migration = try await store.migration(MigrationID(id)) else { throw VireoError.notFound("migration", id) }
         return model.view(migration)
     }
 
@@ -72,28 +91,16 @@ extension ClusterModel {
         return migration
     }
 
-    func listMigrations(vm reference: String?, limit: Int) throws -> MigrationList {
-        let vmID = try reference.map { try lookupMigratedVM($0) }
-        let items = migrations.all
-            .filter { vmID == nil || $0.vmID == vmID }
-            .sorted { ($0.requestedAt, $0.id) > ($1.requestedAt, $1.id) }
-            .prefix(limit)
-        return MigrationList(items: items.map(view))
-    }
-
     func view(_ migration: Migration) -> MigrationView {
         MigrationView(
             migration, source: state.hosts[migration.source]?.name ?? migration.source.rawValue,
             destination: state.hosts[migration.destination]?.name ?? migration.destination.rawValue)
     }
 
-    /// A VM by name or ID, also one that no longer exists but has migrations.
-    private func lookupMigratedVM(_ reference: String) throws -> VMID {
+    /// A VM by name or ID, also one that no longer exists but has migrations still in memory.
+    func migratedVM(_ reference: String) -> VMID? {
         if let vm = try? lookupVM(reference) { return vm.id }
-        if let match = migrations.all.first(where: { $0.vmName == reference || $0.vmID.rawValue == reference }) {
-            return match.vmID
-        }
-        throw VireoError.notFound("VM", reference)
+        return migrations.all.first(where: { $0.vmName == reference || $0.vmID.rawValue == reference })?.vmID
     }
 
     /// What the host must do about migrations: the source sends once the destination is ready; the

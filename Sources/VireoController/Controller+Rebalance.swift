@@ -45,11 +45,7 @@ extension ClusterModel {
                 cpuUsageHistory: hostUsage.rates(host.id), linkMiBPerSecond: settings.migrationLinkMiBPerSecond)
         }
         // The last move of each VM: cool-down and no going back.
-        var lastMove: [VMID: Migration] = [:]
-        for migration in migrations.all where migration.state == .completed {
-            if let known = lastMove[migration.vmID], known.requestedAt >= migration.requestedAt { continue }
-            lastMove[migration.vmID] = migration
-        }
+        let lastMove = migrations.lastCompleted
         let vms = state.vms.values
             .filter { $0.state == .running && $0.intent == .running && $0.hostID != nil }
             .sorted { $0.name < $1.name }
@@ -62,16 +58,11 @@ extension ClusterModel {
                     previousHost: move?.source, pinned: vm.spec.host != nil)
             }
         // When the last move made for each application ended (now, while one is under way).
-        var lastActed: [String: Double] = [:]
-        for plan in plans.values {
-            for action in plan.actions {
-                guard let app = action.application, action.migration != nil else { continue }
-                let ended = action.endedAt?.timeIntervalSince1970 ?? (plan.state == .executing ? time : nil)
-                if let ended { lastActed[app] = max(lastActed[app] ?? ended, ended) }
-            }
-        }
+        let lastActed = plans.lastActed(now: Date(timeIntervalSince1970: time))
         let applications = apps.values.sorted(by: { $0.name < $1.name }).map { app in
-            RebalanceApplication(name: app.name, objectives: objectives[app.name] ?? [], lastMoveEndedAt: lastActed[app.name])
+            RebalanceApplication(
+                name: app.name, objectives: objectives[app.name] ?? [],
+                lastMoveEndedAt: lastActed[app.name]?.timeIntervalSince1970)
         }
         let inFlight = migrations.open.filter(\.state.isActive).map {
             MigrationInFlight(vm: $0.vmID, source: $0.source, destination: $0.destination)
@@ -105,17 +96,21 @@ extension Controller {
 
     /// Brings executing plans up to date with their migrations; a plan ends when all of them have.
     public func settlePlans() async throws {
-        guard model.plans.values.contains(where: { $0.state == .executing }) else { return }
+        guard !model.plans.executing.isEmpty else { return }
         try await write { $0.settlePlans() }
     }
 
-    /// Executed plans, newest first.
-    public func listPlans(limit: Int = 100) -> PlanList {
-        PlanList(items: Array(model.plans.values.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit)))
+    /// Executed plans, newest first: from the store, with the progress of those still executing.
+    public func listPlans(limit: Int = 100) async throws -> PlanList {
+        let stored = try await store.plans(limit: limit)
+        let plans = model.plans
+        let merged = stored.map { plans[$0.id] ?? $0 } + plans.newestFirst.filter { plan in !stored.contains { $0.id == plan.id } }
+        return PlanList(items: Array(merged.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit)))
     }
 
-    public func storedPlan(_ id: String) throws -> Plan {
-        guard let plan = model.plans[id] else { throw VireoError.notFound("plan", id) }
+    public func storedPlan(_ id: String) async throws -> Plan {
+        if let plan = model.plans[id] { return plan }
+        guard let plan = try await store.plan(id) else { throw VireoError.notFound("plan", id) }
         return plan
     }
 
@@ -227,7 +222,7 @@ extension ClusterModel {
 
     mutating func settlePlans() {
         let time = now()
-        for var plan in plans.values where plan.state == .executing {
+        for var plan in plans.executing {
             let before = plan
             for index in plan.actions.indices {
                 guard let id = plan.actions[index].migration, let migration = migrations[id] else { continue }

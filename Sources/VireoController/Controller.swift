@@ -43,7 +43,7 @@ public actor Controller {
     ) {
         var model = ClusterModel(settings: settings, now: now, logger: logger)
         model.apps = Dictionary(loaded.apps.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
-        model.plans = Dictionary(loaded.plans.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+        for plan in loaded.plans { model.plans.put(plan) }
         model.rebalance = settings.rebalance ?? loaded.rebalance ?? RebalanceSettings()
         model.consoleOffsets = consoleOffsets
         let startedAt = now()
@@ -75,7 +75,7 @@ public actor Controller {
         logger: Logger = Logger(label: "vireo.controller"), metricsFactory: any MetricsFactory = MetricsSystem.factory,
         telemetry: TelemetryEngine? = nil
     ) async throws -> Controller {
-        let loaded = try await store.load()
+        let loaded = try await store.load(recent: MigrationBook.recentCapacity)
         let consoleOffsets = try await store.consoleOffsets()
         if let rebalance = settings.rebalance, rebalance != loaded.rebalance {
             // Given at start (`--rebalance`): it is what the cluster does from now on.

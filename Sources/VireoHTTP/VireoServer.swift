@@ -171,7 +171,7 @@ public struct VireoServer: Sendable {
         }
         router.get("/v1/plans") { request, _ in
             let limit = try intParameter(request.uri.queryParameters.get("limit"), name: "limit", range: 1...1000) ?? 100
-            return try json(await controller.listPlans(limit: limit))
+            return try json(try await controller.listPlans(limit: limit))
         }
         router.get("/v1/plans/{plan}") { _, context in
             try json(try await controller.storedPlan(context.parameters.require("plan")))

@@ -1,13 +1,13 @@
 import VireoModel
 
-/// Everything the controller persists, as loaded at start.
+/// What the controller loads at start: every host, VM and application, and the recent history.
 public struct StoredCluster: Sendable, Equatable {
     public var hosts: [HostRecord]
     public var vms: [VirtualMachine]
-    /// Every migration recorded, oldest first.
+    /// The migrations not yet completed or failed, and the newest finished ones; oldest first.
     public var migrations: [Migration]
     public var apps: [AppRecord]
-    /// Executed rebalancing plans, oldest first.
+    /// The newest executed rebalancing plans, oldest first.
     public var plans: [Plan]
     /// How the cluster rebalances itself; nil if never set.
     public var rebalance: RebalanceSettings?
@@ -67,7 +67,16 @@ public struct StoreBatch: Sendable, Equatable {
 /// Durable desired and observed state. Every write is atomic and durable when it returns; a
 /// write that fails changes nothing. The same conformance suite runs against every store.
 public protocol ClusterStore: Sendable {
-    func load() async throws -> StoredCluster
+    /// Hosts, VMs, applications and settings, the migrations under way, and the newest `recent`
+    /// migrations and plans (`Int.max`: all of them).
+    func load(recent: Int) async throws -> StoredCluster
+
+    /// Migrations newest first (by request time), of one VM if given.
+    func migrations(of vm: VMID?, limit: Int) async throws -> [Migration]
+    func migration(_ id: MigrationID) async throws -> Migration?
+    /// Executed plans newest first.
+    func plans(limit: Int) async throws -> [Plan]
+    func plan(_ id: String) async throws -> Plan?
 
     /// Inserts a new VM; `.conflict` if the name or ID is taken.
     func insertVM(_ vm: VirtualMachine) async throws
@@ -86,6 +95,9 @@ public protocol ClusterStore: Sendable {
 }
 
 extension ClusterStore {
+    /// Everything, the whole history included.
+    public func load() async throws -> StoredCluster { try await load(recent: .max) }
+
     public func updateVM(_ vm: VirtualMachine) async throws { try await commit(StoreBatch(updatedVMs: [vm])) }
     public func deleteVM(_ id: VMID) async throws { try await commit(StoreBatch(deletedVMs: [id])) }
     public func upsertHost(_ host: HostRecord) async throws { try await commit(StoreBatch(hosts: [host])) }

@@ -92,28 +92,78 @@ public final class SQLiteStore: ClusterStore {
         try writer.read { db in try Self.migrator.appliedMigrations(db) }
     }
 
-    public func load() async throws -> StoredCluster {
-        try await writer.read { db in
+    public func load(recent: Int) async throws -> StoredCluster {
+        // SQLite reads a negative LIMIT as none.
+        let limit = recent == .max ? -1 : recent
+        return try await writer.read { db in
             let hosts = try Row.fetchAll(db, sql: "SELECT body FROM hosts ORDER BY name").map {
                 try self.decoder.decode(HostRecord.self, from: $0["body"] as Data)
             }
             let vms = try Row.fetchAll(db, sql: "SELECT body FROM vms ORDER BY name").map {
                 try self.decoder.decode(VirtualMachine.self, from: $0["body"] as Data)
             }
-            let migrations = try Row.fetchAll(db, sql: "SELECT body FROM migrations ORDER BY requested_at, id").map {
-                try self.decoder.decode(Migration.self, from: $0["body"] as Data)
-            }
+            let migrations = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT body FROM migrations
+                    WHERE state NOT IN ('completed', 'failed')
+                        OR id IN (SELECT id FROM migrations ORDER BY requested_at DESC, id DESC LIMIT ?)
+                    ORDER BY requested_at, id
+                    """,
+                arguments: [limit]
+            ).map { try self.decoder.decode(Migration.self, from: $0["body"] as Data) }
             let apps = try Row.fetchAll(db, sql: "SELECT body FROM apps ORDER BY name").map {
                 try self.decoder.decode(AppRecord.self, from: $0["body"] as Data)
             }
-            let plans = try Row.fetchAll(db, sql: "SELECT body FROM plans ORDER BY created_at, id").map {
-                try self.decoder.decode(Plan.self, from: $0["body"] as Data)
-            }
+            let plans = try Row.fetchAll(
+                db,
+                sql: "SELECT body FROM (SELECT body, created_at, id FROM plans ORDER BY created_at DESC, id DESC LIMIT ?) ORDER BY created_at, id",
+                arguments: [limit]
+            ).map { try self.decoder.decode(Plan.self, from: $0["body"] as Data) }
             let rebalance = try Row.fetchOne(db, sql: "SELECT body FROM settings WHERE key = 'rebalance'").map {
                 try self.decoder.decode(RebalanceSettings.self, from: $0["body"] as Data)
             }
             return StoredCluster(
                 hosts: hosts, vms: vms, migrations: migrations, apps: apps, plans: plans, rebalance: rebalance)
+        }
+    }
+
+    public func migrations(of vm: VMID?, limit: Int) async throws -> [Migration] {
+        try await writer.read { db in
+            let rows =
+                if let vm {
+                    try Row.fetchAll(
+                        db, sql: "SELECT body FROM migrations WHERE vm_id = ? ORDER BY requested_at DESC, id DESC LIMIT ?",
+                        arguments: [vm.rawValue, limit])
+                } else {
+                    try Row.fetchAll(
+                        db, sql: "SELECT body FROM migrations ORDER BY requested_at DESC, id DESC LIMIT ?", arguments: [limit])
+                }
+            return try rows.map { try self.decoder.decode(Migration.self, from: $0["body"] as Data) }
+        }
+    }
+
+    public func migration(_ id: MigrationID) async throws -> Migration? {
+        try await writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT body FROM migrations WHERE id = ?", arguments: [id.rawValue]).map {
+                try self.decoder.decode(Migration.self, from: $0["body"] as Data)
+            }
+        }
+    }
+
+    public func plans(limit: Int) async throws -> [Plan] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT body FROM plans ORDER BY created_at DESC, id DESC LIMIT ?", arguments: [limit]).map {
+                try self.decoder.decode(Plan.self, from: $0["body"] as Data)
+            }
+        }
+    }
+
+    public func plan(_ id: String) async throws -> Plan? {
+        try await writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT body FROM plans WHERE id = ?", arguments: [id]).map {
+                try self.decoder.decode(Plan.self, from: $0["body"] as Data)
+            }
         }
     }
 

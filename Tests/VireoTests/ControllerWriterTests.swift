@@ -16,7 +16,11 @@ final class CountingStore: ClusterStore {
     var commits: Int { state.withLock { $0.commits } }
     func failCommits(_ failing: Bool) { state.withLock { $0.failing = failing } }
 
-    func load() async throws -> StoredCluster { try await inner.load() }
+    func load(recent: Int) async throws -> StoredCluster { try await inner.load(recent: recent) }
+    func migrations(of vm: VMID?, limit: Int) async throws -> [Migration] { try await inner.migrations(of: vm, limit: limit) }
+    func migration(_ id: MigrationID) async throws -> Migration? { try await inner.migration(id) }
+    func plans(limit: Int) async throws -> [Plan] { try await inner.plans(limit: limit) }
+    func plan(_ id: String) async throws -> Plan? { try await inner.plan(id) }
     func insertVM(_ vm: VirtualMachine) async throws { try await inner.insertVM(vm) }
     func commit(_ batch: StoreBatch) async throws {
         let failing = state.withLock { s in

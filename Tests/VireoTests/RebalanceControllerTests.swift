@@ -136,7 +136,7 @@ struct RebalanceControllerTests {
         // The plan outlives the controller.
         let clock = scene.clock
         let reopened = try await Controller.open(store: scene.plane.store, now: { clock.now })
-        #expect(await reopened.listPlans().items.map(\.state) == [.completed])
+        #expect(try await reopened.listPlans().items.map(\.state) == [.completed])
     }
 
     @Test("a busy host whose applications meet their objectives is left alone by slo, not by threshold")
@@ -173,14 +173,14 @@ struct RebalanceControllerTests {
             try await scene.step(usage: Self.contended, latency: 0.02)
             try await controller.rebalanceIfDue()
         }
-        #expect(await controller.listPlans().items.isEmpty)
+        #expect(try await controller.listPlans().items.isEmpty)
         #expect(await controller.rebalanceStatus().lastPlan?.notes.isEmpty == false)
         // Now it suffers: the loop moves noisy.
         var plan: Plan?
         for _ in 0..<20 where plan == nil {
             try await scene.step(usage: Self.contended, latency: 0.2)
             try await controller.rebalanceIfDue()
-            plan = await controller.listPlans().items.first
+            plan = try await controller.listPlans().items.first
         }
         let started = try #require(plan)
         #expect(started.trigger == .automatic && started.actions.map(\.vm) == ["noisy"])

@@ -121,6 +121,44 @@ struct StoreConformanceTests {
         #expect(try await store.consoleOffsets() == [b.id: 3])
     }
 
+    @Test("history is read newest first, and a recent load keeps what is open plus the newest", arguments: StoreFixture.all)
+    func history(_ fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        let a = sampleVM("a")
+        let b = sampleVM("b")
+        let (h1, h2) = (sampleHost("h1"), sampleHost("h2"))
+        try await store.commit(StoreBatch(insertedVMs: [a, b], hosts: [h1, h2]))
+        let t0 = Date(timeIntervalSince1970: 1_700_000_000)
+        var migrations: [Migration] = []
+        for i in 0..<30 {
+            var m = Migration(
+                vmID: i % 2 == 0 ? a.id : b.id, vmName: i % 2 == 0 ? "a" : "b", source: h1.id, destination: h2.id,
+                reason: "test \(i)", requestedAt: t0.addingTimeInterval(Double(i)))
+            // The oldest one is still running: a recent load keeps it whatever its age.
+            m.state = i == 0 ? .running : .completed
+            migrations.append(m)
+        }
+        let plans = (0..<12).map { i in
+            Plan(
+                id: "p\(i)", policy: "slo", trigger: .manual, state: .completed, createdAt: t0.addingTimeInterval(Double(i)),
+                actions: [], considered: [], notes: [])
+        }
+        try await store.commit(StoreBatch(migrations: migrations, plans: plans))
+
+        let recent = try await store.load(recent: 5)
+        #expect(recent.migrations.map(\.reason) == ["test 0", "test 25", "test 26", "test 27", "test 28", "test 29"])
+        #expect(recent.plans.map(\.id) == ["p7", "p8", "p9", "p10", "p11"])
+        #expect(try await store.load().migrations.count == 30)
+
+        #expect(try await store.migrations(of: nil, limit: 3).map(\.reason) == ["test 29", "test 28", "test 27"])
+        #expect(try await store.migrations(of: b.id, limit: 2).map(\.reason) == ["test 29", "test 27"])
+        #expect(try await store.migration(migrations[3].id) == migrations[3])
+        #expect(try await store.migration(MigrationID("nope")) == nil)
+        #expect(try await store.plans(limit: 2).map(\.id) == ["p11", "p10"])
+        #expect(try await store.plan("p3") == plans[3])
+        #expect(try await store.plan("nope") == nil)
+    }
+
     @Test("10,000 VMs are stored and loaded without loss", arguments: StoreFixture.all)
     func many(fixture: StoreFixture) async throws {
         let store = try fixture.make()
