@@ -2,7 +2,7 @@
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: deps build demo test lint clean
+.PHONY: deps build demo test lint format clean
 
 deps:
 	@scripts/install-deps.sh
@@ -14,12 +14,16 @@ demo: build
 	@scripts/demo.sh
 
 # The CLI tests run the built `vireo` binary, so build everything before testing.
-test: build
+test: deps lint build
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# Formatting is checked against .swift-format; `make format` fixes what it finds.
 lint:
-	$(SWIFT) format lint --recursive Sources Tests
+	$(SWIFT) format lint --strict --parallel --recursive Sources Tests Plugins Benchmarks Package.swift
+
+format:
+	$(SWIFT) format format --in-place --parallel --recursive Sources Tests Plugins Benchmarks Package.swift
 
 clean:
 	rm -rf .build .demo-data

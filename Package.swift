@@ -5,7 +5,7 @@ let package = Package(
     name: "Vireo",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "vireo", targets: ["vireo"]),
+        .executable(name: "vireo", targets: ["vireo"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

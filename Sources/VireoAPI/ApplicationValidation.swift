@@ -19,9 +19,11 @@ public enum ApplicationValidation {
         for (path, value) in try spec.array("vms") ?? [] {
             let fields = try FieldReader(value, path: path)
             try fields.rejectUnknown(allowed: VMSpecValidation.manifestFields.union(["name"]))
-            var vm = try VMSpecValidation.spec(name: try fields.requiredString("name"), nameField: fields.field("name"), fields: fields)
+            var vm = try VMSpecValidation.spec(
+                name: try fields.requiredString("name"), nameField: fields.field("name"), fields: fields)
             if let app = vm.app, app != name {
-                throw VireoError.invalid(field: fields.field("app"), value: "'\(app)'", "a VM of application '\(name)' belongs to it")
+                throw VireoError.invalid(
+                    field: fields.field("app"), value: "'\(app)'", "a VM of application '\(name)' belongs to it")
             }
             vm.app = name
             if vms.contains(where: { $0.name == vm.name }) {
@@ -80,7 +82,8 @@ public enum ApplicationValidation {
         }
         let interval = try fields.duration("interval") ?? 5
         guard interval >= 0.1, interval <= 3_600 else {
-            throw VireoError.invalid(field: fields.field("interval"), value: DurationText.format(interval), "must be from 100ms to 1h")
+            throw VireoError.invalid(
+                field: fields.field("interval"), value: DurationText.format(interval), "must be from 100ms to 1h")
         }
         let timeout = try fields.duration("timeout") ?? min(2, interval)
         guard timeout > 0, timeout <= interval else {
@@ -103,16 +106,22 @@ public enum ApplicationValidation {
         var objective: Objective
         if let quantile {
             guard quantile > 0, quantile < 1 else {
-                throw VireoError.invalid(field: fields.field("quantile"), value: "\(quantile)", "must be between 0 and 1 (exclusive)")
+                throw VireoError.invalid(
+                    field: fields.field("quantile"), value: "\(quantile)", "must be between 0 and 1 (exclusive)")
             }
-            guard let target else { throw VireoError(.invalidArgument, "\(fields.field("target")): is required with quantile (the latency in seconds)") }
+            guard let target else {
+                throw VireoError(
+                    .invalidArgument, "\(fields.field("target")): is required with quantile (the latency in seconds)")
+            }
             let metric = try selector(fields, "sli", expecting: [.histogram], telemetry: telemetry)
             objective = Objective(name: name, kind: .responseTime, metric: metric, quantile: quantile, target: target)
             try positive(target, fields.field("target"))
         } else if good != nil || total != nil {
             let goodMetric = try selector(fields, "good", expecting: [.counter], telemetry: telemetry)
             let totalMetric = try selector(fields, "total", expecting: [.counter], telemetry: telemetry)
-            guard let min else { throw VireoError(.invalidArgument, "\(fields.field("min")): is required with good/total (the good fraction)") }
+            guard let min else {
+                throw VireoError(.invalidArgument, "\(fields.field("min")): is required with good/total (the good fraction)")
+            }
             guard min > 0, min <= 1 else {
                 throw VireoError.invalid(field: fields.field("min"), value: "\(min)", "must be above 0 and at most 1")
             }
@@ -131,10 +140,12 @@ public enum ApplicationValidation {
         } else {
             throw VireoError(
                 .invalidArgument,
-                "\(fields.path): needs quantile and target (response time), min (throughput), max (capacity) or good, total and min (ratio)")
+                "\(fields.path): needs quantile and target (response time), min (throughput), max (capacity) or good, total and min (ratio)"
+            )
         }
         if let target, objective.kind != .responseTime {
-            throw VireoError.invalid(field: fields.field("target"), value: "\(target)", "is for response-time objectives; use min or max")
+            throw VireoError.invalid(
+                field: fields.field("target"), value: "\(target)", "is for response-time objectives; use min or max")
         }
         try timing(&objective, fields)
         return objective
@@ -144,7 +155,8 @@ public enum ApplicationValidation {
     static func timing(_ objective: inout Objective, _ fields: FieldReader) throws(VireoError) {
         objective.windowSeconds = try fields.duration("window") ?? objective.windowSeconds
         guard objective.windowSeconds >= 1 else {
-            throw VireoError.invalid(field: fields.field("window"), value: DurationText.format(objective.windowSeconds), "must be at least 1s")
+            throw VireoError.invalid(
+                field: fields.field("window"), value: DurationText.format(objective.windowSeconds), "must be at least 1s")
         }
         objective.goal = try fields.double("goal") ?? objective.goal
         guard objective.goal > 0, objective.goal < 1 else {
@@ -162,14 +174,22 @@ public enum ApplicationValidation {
             for (path, value) in alerts {
                 let alert = try FieldReader(value, path: path)
                 try alert.rejectUnknown(allowed: ["long", "short", "factor"])
-                guard let long = try alert.duration("long") else { throw VireoError(.invalidArgument, "\(alert.field("long")): is required") }
-                guard let short = try alert.duration("short") else { throw VireoError(.invalidArgument, "\(alert.field("short")): is required") }
-                guard let factor = try alert.double("factor") else { throw VireoError(.invalidArgument, "\(alert.field("factor")): is required") }
+                guard let long = try alert.duration("long") else {
+                    throw VireoError(.invalidArgument, "\(alert.field("long")): is required")
+                }
+                guard let short = try alert.duration("short") else {
+                    throw VireoError(.invalidArgument, "\(alert.field("short")): is required")
+                }
+                guard let factor = try alert.double("factor") else {
+                    throw VireoError(.invalidArgument, "\(alert.field("factor")): is required")
+                }
                 guard short >= objective.windowSeconds else {
-                    throw VireoError.invalid(field: alert.field("short"), value: DurationText.format(short), "must be at least the window")
+                    throw VireoError.invalid(
+                        field: alert.field("short"), value: DurationText.format(short), "must be at least the window")
                 }
                 guard long >= short else {
-                    throw VireoError.invalid(field: alert.field("long"), value: DurationText.format(long), "must be at least short")
+                    throw VireoError.invalid(
+                        field: alert.field("long"), value: DurationText.format(long), "must be at least short")
                 }
                 try positive(factor, alert.field("factor"))
                 objective.burnRateAlerts.append(BurnRateAlert(longSeconds: long, shortSeconds: short, factor: factor))
@@ -206,7 +226,9 @@ public enum ApplicationValidation {
 
     /// Parses a selector and checks that its metric is declared (or Vireo's own) with a type
     /// the objective can use.
-    static func checkedSelector(_ text: String, field: String, expecting types: [MetricType], declared: [MetricDeclaration]) throws(VireoError) -> String {
+    static func checkedSelector(_ text: String, field: String, expecting types: [MetricType], declared: [MetricDeclaration])
+        throws(VireoError) -> String
+    {
         let selector: SeriesSelector
         do throws(SelectorError) {
             selector = try SeriesSelector(parsing: text)

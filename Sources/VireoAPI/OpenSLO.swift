@@ -28,9 +28,12 @@ public struct OpenSLODocument: Sendable, Equatable {
         let service = try spec.requiredString("service")
         try ResourceName.validate(service, field: spec.field("service"))
         if spec.object["indicatorRef"] != nil {
-            throw VireoError(.invalidArgument, "\(spec.field("indicatorRef")): is not supported; put the indicator inline (spec.indicator)")
+            throw VireoError(
+                .invalidArgument, "\(spec.field("indicatorRef")): is not supported; put the indicator inline (spec.indicator)")
         }
-        guard let indicator = try spec.object("indicator") else { throw VireoError(.invalidArgument, "\(spec.field("indicator")): is required") }
+        guard let indicator = try spec.object("indicator") else {
+            throw VireoError(.invalidArgument, "\(spec.field("indicator")): is required")
+        }
         try indicator.rejectUnknown(allowed: ["metadata", "spec"])
         guard let indicatorSpec = try indicator.object("spec") else {
             throw VireoError(.invalidArgument, "\(indicator.field("spec")): is required")
@@ -38,7 +41,8 @@ public struct OpenSLODocument: Sendable, Equatable {
         try indicatorSpec.rejectUnknown(allowed: ["ratioMetric", "thresholdMetric"])
         let method = try spec.string("budgetingMethod") ?? "Occurrences"
         guard ["Occurrences", "Timeslices"].contains(method) else {
-            throw VireoError.invalid(field: spec.field("budgetingMethod"), value: "'\(method)'", "expected Occurrences or Timeslices")
+            throw VireoError.invalid(
+                field: spec.field("budgetingMethod"), value: "'\(method)'", "expected Occurrences or Timeslices")
         }
         var period = 28 * 86_400.0
         if let windows = try spec.array("timeWindow"), let (path, value) = windows.first {
@@ -52,7 +56,9 @@ public struct OpenSLODocument: Sendable, Equatable {
         var result: [Objective] = []
         for (path, value) in objectives {
             let fields = try FieldReader(value, path: path)
-            try fields.rejectUnknown(allowed: ["displayName", "op", "value", "target", "targetPercent", "timeSliceTarget", "timeSliceWindow", "indicator"])
+            try fields.rejectUnknown(allowed: [
+                "displayName", "op", "value", "target", "targetPercent", "timeSliceTarget", "timeSliceWindow", "indicator",
+            ])
             var goal = try fields.double("target")
             if goal == nil, let percent = try fields.double("targetPercent") { goal = percent / 100 }
             guard let goal else { throw VireoError(.invalidArgument, "\(fields.field("target")): is required") }
@@ -60,7 +66,8 @@ public struct OpenSLODocument: Sendable, Equatable {
                 throw VireoError.invalid(field: fields.field("target"), value: "\(goal)", "must be between 0 and 1 (exclusive)")
             }
             let objectiveName = objectives.count == 1 ? name : "\(name)-\(result.count + 1)"
-            var objective = try indicatorObjective(indicatorSpec, objective: fields, name: objectiveName, method: method, goal: goal)
+            var objective = try indicatorObjective(
+                indicatorSpec, objective: fields, name: objectiveName, method: method, goal: goal)
             objective.goal = goal
             objective.periodSeconds = period
             if method == "Timeslices" {
@@ -90,7 +97,8 @@ public struct OpenSLODocument: Sendable, Equatable {
             let total = try query(ratio, "total")
             let threshold = method == "Timeslices" ? try fields.double("timeSliceTarget") ?? goal : goal
             guard threshold > 0, threshold <= 1 else {
-                throw VireoError.invalid(field: fields.field("timeSliceTarget"), value: "\(threshold)", "must be above 0 and at most 1")
+                throw VireoError.invalid(
+                    field: fields.field("timeSliceTarget"), value: "\(threshold)", "must be above 0 and at most 1")
             }
             return Objective(
                 name: name, kind: .ratio, metric: try plainSelector(good.text, field: good.field),
@@ -101,7 +109,9 @@ public struct OpenSLODocument: Sendable, Equatable {
         }
         let source = try query(indicator, "thresholdMetric")
         let op = try fields.requiredString("op")
-        guard let value = try fields.double("value") else { throw VireoError(.invalidArgument, "\(fields.field("value")): is required") }
+        guard let value = try fields.double("value") else {
+            throw VireoError(.invalidArgument, "\(fields.field("value")): is required")
+        }
         guard value.isFinite, value >= 0 else {
             throw VireoError.invalid(field: fields.field("value"), value: "\(value)", "must not be negative")
         }
@@ -115,13 +125,17 @@ public struct OpenSLODocument: Sendable, Equatable {
             // histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m])))
             let inner = text.dropFirst("histogram_quantile(".count)
             guard let comma = inner.firstIndex(of: ","), let q = Double(inner[..<comma]), q > 0, q < 1 else {
-                throw VireoError.invalid(field: source.field, value: "'\(source.text)'", "histogram_quantile needs a quantile between 0 and 1")
+                throw VireoError.invalid(
+                    field: source.field, value: "'\(source.text)'", "histogram_quantile needs a quantile between 0 and 1")
             }
-            guard upper else { throw VireoError.invalid(field: fields.field("op"), value: "'\(op)'", "a latency quantile needs lte or lt") }
+            guard upper else {
+                throw VireoError.invalid(field: fields.field("op"), value: "'\(op)'", "a latency quantile needs lte or lt")
+            }
             guard let bucket = metricNames(in: inner[comma...]).first(where: { $0.hasSuffix("_bucket") }) else {
                 throw VireoError.invalid(field: source.field, value: "'\(source.text)'", "names no X_bucket series")
             }
-            return Objective(name: name, kind: .responseTime, metric: String(bucket.dropLast("_bucket".count)), quantile: q, target: value)
+            return Objective(
+                name: name, kind: .responseTime, metric: String(bucket.dropLast("_bucket".count)), quantile: q, target: value)
         }
         if text.hasPrefix("rate(") || text.hasPrefix("sum(rate(") || text.hasPrefix("increase(") {
             guard !upper else { throw VireoError.invalid(field: fields.field("op"), value: "'\(op)'", "a rate needs gte or gt") }
@@ -130,7 +144,9 @@ public struct OpenSLODocument: Sendable, Equatable {
             }
             return Objective(name: name, kind: .throughput, metric: metric, target: value)
         }
-        guard upper else { throw VireoError.invalid(field: fields.field("op"), value: "'\(op)'", "a gauge objective needs lte or lt") }
+        guard upper else {
+            throw VireoError.invalid(field: fields.field("op"), value: "'\(op)'", "a gauge objective needs lte or lt")
+        }
         return Objective(name: name, kind: .capacity, metric: try plainSelector(source.text, field: source.field), target: value)
     }
 
@@ -142,9 +158,12 @@ public struct OpenSLODocument: Sendable, Equatable {
         }
         try source.rejectUnknown(allowed: ["metricSourceRef", "type", "spec"])
         if let type = try source.string("type"), type.lowercased() != "prometheus" {
-            throw VireoError.invalid(field: source.field("type"), value: "'\(type)'", "only Prometheus metric sources are supported")
+            throw VireoError.invalid(
+                field: source.field("type"), value: "'\(type)'", "only Prometheus metric sources are supported")
         }
-        guard let spec = try source.object("spec") else { throw VireoError(.invalidArgument, "\(source.field("spec")): is required") }
+        guard let spec = try source.object("spec") else {
+            throw VireoError(.invalidArgument, "\(source.field("spec")): is required")
+        }
         return (try spec.requiredString("query"), spec.field("query"))
     }
 
@@ -152,7 +171,8 @@ public struct OpenSLODocument: Sendable, Equatable {
         do throws(SelectorError) {
             return try SeriesSelector(parsing: text).description
         } catch {
-            throw VireoError.invalid(field: field, value: "'\(text)'", "must be a metric selector such as x_total{code=\"200\"}: \(error.message)")
+            throw VireoError.invalid(
+                field: field, value: "'\(text)'", "must be a metric selector such as x_total{code=\"200\"}: \(error.message)")
         }
     }
 

@@ -91,8 +91,11 @@ extension Agent {
                 agent.wakeSignal.signal()
                 try await agent.driver.release(order.vm.id)
                 agent.logger.info(
-                    "migrated", metadata: ["vm": "\(order.vm.name)", "downtime-ms": "\(stats.downtimeMs)",
-                                           "total-ms": "\(stats.totalTimeMs)"])
+                    "migrated",
+                    metadata: [
+                        "vm": "\(order.vm.name)", "downtime-ms": "\(stats.downtimeMs)",
+                        "total-ms": "\(stats.totalTimeMs)",
+                    ])
                 return report
             } catch {
                 agent.logger.error("migration failed", metadata: ["vm": "\(order.vm.name)", "error": "\(error)"])

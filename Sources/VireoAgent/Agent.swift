@@ -59,7 +59,9 @@ public final class Agent: Service {
     let wakeSignal = WakeSignal()
     let collector: TelemetryCollector
 
-    public init(settings: Settings, driver: any HypervisorDriver, link: any ControllerLink, logger: Logger = Logger(label: "vireo.agent")) {
+    public init(
+        settings: Settings, driver: any HypervisorDriver, link: any ControllerLink, logger: Logger = Logger(label: "vireo.agent")
+    ) {
         self.settings = settings
         self.driver = driver
         self.link = link
@@ -109,11 +111,11 @@ public final class Agent: Service {
                     || !s.migrationTasks.isEmpty || !(s.lastDesired?.migrations ?? []).isEmpty
                 return
                     statuses.map {
-                    InstanceReport(
-                        id: $0.id, state: InstanceReport.State(rawValue: $0.state.rawValue) ?? .failed,
-                        generation: s.acted[$0.id] ?? 0, message: $0.message, address: $0.address,
-                        bootMs: $0.bootMs, cpuSeconds: cpuSeconds[$0.id])
-                }
+                        InstanceReport(
+                            id: $0.id, state: InstanceReport.State(rawValue: $0.state.rawValue) ?? .failed,
+                            generation: s.acted[$0.id] ?? 0, message: $0.message, address: $0.address,
+                            bootMs: $0.bootMs, cpuSeconds: cpuSeconds[$0.id])
+                    }
             }
             let console = await consoleReports(for: statuses)
             let migrationReports = state.withLock { Array($0.migrationReports.values) }

@@ -101,7 +101,8 @@ actor TelemetryCollector {
         // A forwarded loopback port (user networking) reaches the guest's port 80 only.
         if address.contains(":") {
             guard port == 80 else {
-                throw VireoError(.unsupported, "port \(port) is not forwarded to the guest (user networking forwards port 80 only)")
+                throw VireoError(
+                    .unsupported, "port \(port) is not forwarded to the guest (user networking forwards port 80 only)")
             }
             return "http://\(address)\(path)"
         }
@@ -112,7 +113,8 @@ actor TelemetryCollector {
         let time = Date()
         var usage = ""
         if let u = await driver.usage(target.id) {
-            usage = "# TYPE \(MetricCatalogue.vmCPUSeconds) counter\n\(MetricCatalogue.vmCPUSeconds) \(u.cpuSeconds)\n"
+            usage =
+                "# TYPE \(MetricCatalogue.vmCPUSeconds) counter\n\(MetricCatalogue.vmCPUSeconds) \(u.cpuSeconds)\n"
                 + "# TYPE \(MetricCatalogue.vmMemoryBytes) gauge\n\(MetricCatalogue.vmMemoryBytes) \(u.memoryBytes)\n"
         }
         do {
@@ -121,7 +123,9 @@ actor TelemetryCollector {
             guard status == 200 else { throw VireoError(.unavailable, "HTTP \(status) from \(url)") }
             append(AgentSamples.Item(app: target.app, vm: target.vm, time: time, exposition: body + "\n" + usage))
         } catch {
-            append(AgentSamples.Item(app: target.app, vm: target.vm, time: time, exposition: usage, error: "scrape: \(describe(error))"))
+            append(
+                AgentSamples.Item(
+                    app: target.app, vm: target.vm, time: time, exposition: usage, error: "scrape: \(describe(error))"))
         }
     }
 
@@ -230,7 +234,8 @@ public final class CollectorHarness: Sendable {
     }
 
     public func start(_ targets: [Target]) async {
-        await collector.update(targets.map { .init(id: $0.id, vm: $0.vm, app: $0.app, telemetry: $0.telemetry, address: $0.address) })
+        await collector.update(
+            targets.map { .init(id: $0.id, vm: $0.vm, app: $0.app, telemetry: $0.telemetry, address: $0.address) })
     }
 
     public func drain() async -> [AgentSamples.Item] { await collector.drain() }

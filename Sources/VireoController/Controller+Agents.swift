@@ -51,7 +51,10 @@ extension Controller: ControllerLink {
     public func checkHostLiveness() async throws {
         let time = now()
         let timeout = settings.hostTimeout.seconds
-        guard model.state.hosts.values.contains(where: { $0.state == .ready && time.timeIntervalSince($0.lastHeartbeatAt) > timeout })
+        guard
+            model.state.hosts.values.contains(where: {
+                $0.state == .ready && time.timeIntervalSince($0.lastHeartbeatAt) > timeout
+            })
         else { return }
         let changed = try await write { $0.markUnreachable(at: time) }
         for host in changed { logger.warning("host unreachable", metadata: ["host": "\(host.name)"]) }

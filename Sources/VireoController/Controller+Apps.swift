@@ -81,7 +81,8 @@ extension ClusterModel {
         for vm in spec.vms {
             guard let existing = state.vm(named: vm.name) else { continue }
             if existing.intent == .deleted {
-                throw VireoError(.conflict, "Application '\(spec.name)': VM '\(vm.name)' is being deleted; apply again once it is gone")
+                throw VireoError(
+                    .conflict, "Application '\(spec.name)': VM '\(vm.name)' is being deleted; apply again once it is gone")
             }
             if let owner = existing.spec.app, owner != spec.name {
                 throw VireoError(.conflict, "Application '\(spec.name)': VM '\(vm.name)' belongs to application '\(owner)'")
@@ -109,7 +110,8 @@ extension ClusterModel {
         }
         // Applying is level-triggered: a listed VM deleted since is made again.
         let missing = spec.vms.filter { vm in old.spec.vms.contains { $0.name == vm.name } && state.vm(named: vm.name) == nil }
-        return ApplicationDifference.describe(old.spec, spec) + missing.map { "vm \($0.name): created again (it had been deleted)" }
+        return ApplicationDifference.describe(old.spec, spec)
+            + missing.map { "vm \($0.name): created again (it had been deleted)" }
     }
 
     /// Applies manifest documents after checking all of them; returns the result and whether
@@ -169,7 +171,8 @@ extension ClusterModel {
             app.generation += 1
         }
         put(app)
-        events.publish(.app, name: spec.name, to: existed ? "updated" : "created", message: changes.joined(separator: "; "), at: time)
+        events.publish(
+            .app, name: spec.name, to: existed ? "updated" : "created", message: changes.joined(separator: "; "), at: time)
         for vm in spec.vms {
             if var existing = state.vm(named: vm.name) {
                 // A VM created on its own (no app) becomes part of the application.
@@ -198,7 +201,8 @@ extension ClusterModel {
                     "no such application; apply its Application first (or in the same manifest)")
             }
             for objective in document.objectives {
-                try ApplicationValidation.checkMetrics(objective, telemetry: spec.telemetry, field: "SLO '\(document.name)': spec.indicator")
+                try ApplicationValidation.checkMetrics(
+                    objective, telemetry: spec.telemetry, field: "SLO '\(document.name)': spec.indicator")
                 if let i = spec.objectives.firstIndex(where: { $0.name == objective.name }) {
                     spec.objectives[i] = objective
                 } else {
@@ -296,13 +300,17 @@ extension Controller {
         }
         try await telemetry.flush()
         let ms = { (d: Date) in Int64((d.timeIntervalSince1970 * 1000).rounded()) }
-        let found = try await telemetry.store.query(app: name, name: selector.name, selector: selector, from: ms(from), to: ms(to))
+        let found = try await telemetry.store.query(
+            app: name, name: selector.name, selector: selector, from: ms(from), to: ms(to))
         return SeriesResponse(
             app: name, metric: selector.description, from: from, to: to,
             series: found.map { s in
                 SeriesData(
                     name: s.name, labels: s.labels, resolution: s.resolution,
-                    points: s.points.map { .init(t: Date(timeIntervalSince1970: Double($0.t) / 1000), v: $0.v, min: $0.min, max: $0.max, mean: $0.mean) })
+                    points: s.points.map {
+                        .init(
+                            t: Date(timeIntervalSince1970: Double($0.t) / 1000), v: $0.v, min: $0.min, max: $0.max, mean: $0.mean)
+                    })
             })
     }
 
@@ -331,11 +339,14 @@ extension Controller {
             let sli = change.status.sli.map { String(format: "%.4g", $0) } ?? "no data"
             events.publish(
                 .slo, name: "\(change.app)/\(change.objective)", from: change.from.rawValue, to: change.to.rawValue,
-                message: "sli \(sli), target \(change.status.target), budget remaining \(String(format: "%.3f", change.status.errorBudgetRemaining))",
+                message:
+                    "sli \(sli), target \(change.status.target), budget remaining \(String(format: "%.3f", change.status.errorBudgetRemaining))",
                 at: time)
             logger.info(
                 "objective changed state",
-                metadata: ["app": "\(change.app)", "objective": "\(change.objective)", "from": "\(change.from)", "to": "\(change.to)"])
+                metadata: [
+                    "app": "\(change.app)", "objective": "\(change.objective)", "from": "\(change.from)", "to": "\(change.to)",
+                ])
         }
         // The gauges change only when a window was judged or the applications changed: not every tick.
         let version = await telemetry.statusVersion
@@ -388,8 +399,12 @@ enum ApplicationDifference {
             var parts: [String] = []
             if old.kind != objective.kind { parts.append("kind \(old.kind.rawValue) → \(objective.kind.rawValue)") }
             if old.metric != objective.metric { parts.append("sli \(old.metric) → \(objective.metric)") }
-            if old.totalMetric != objective.totalMetric { parts.append("total \(old.totalMetric ?? "-") → \(objective.totalMetric ?? "-")") }
-            if old.quantile != objective.quantile { parts.append("quantile \(old.quantile.map { "\($0)" } ?? "-") → \(objective.quantile.map { "\($0)" } ?? "-")") }
+            if old.totalMetric != objective.totalMetric {
+                parts.append("total \(old.totalMetric ?? "-") → \(objective.totalMetric ?? "-")")
+            }
+            if old.quantile != objective.quantile {
+                parts.append("quantile \(old.quantile.map { "\($0)" } ?? "-") → \(objective.quantile.map { "\($0)" } ?? "-")")
+            }
             if old.target != objective.target { parts.append("target \(old.target) → \(objective.target)") }
             if old.windowSeconds != objective.windowSeconds {
                 parts.append("window \(DurationText.format(old.windowSeconds)) → \(DurationText.format(objective.windowSeconds))")

@@ -31,7 +31,8 @@ extension Controller {
         let stored = try await store.migrations(of: vmID, limit: limit)
         let current = model.migrations
         let storedIDs = Set(stored.map(\.id))
-        let merged = stored.map { current[$0.id] ?? $0 }
+        let merged =
+            stored.map { current[$0.id] ?? $0 }
             + current.all.filter { !storedIDs.contains($0.id) && (vmID == nil || $0.vmID == vmID) }
         let items = merged.sorted { ($0.requestedAt, $0.id) > ($1.requestedAt, $1.id) }.prefix(limit)
         return MigrationList(items: items.map(model.view))
@@ -229,7 +230,8 @@ extension ClusterModel {
             } else if migration.state != .running,
                 time.timeIntervalSince(migration.requestedAt) > settings.migrationStartTimeout.seconds
             {
-                reason = migration.state == .pending
+                reason =
+                    migration.state == .pending
                     ? "the destination did not get ready within \(settings.migrationStartTimeout)"
                     : "the source did not start sending within \(settings.migrationStartTimeout)"
             }

@@ -104,7 +104,8 @@ extension Controller {
     public func listPlans(limit: Int = 100) async throws -> PlanList {
         let stored = try await store.plans(limit: limit)
         let plans = model.plans
-        let merged = stored.map { plans[$0.id] ?? $0 } + plans.newestFirst.filter { plan in !stored.contains { $0.id == plan.id } }
+        let merged =
+            stored.map { plans[$0.id] ?? $0 } + plans.newestFirst.filter { plan in !stored.contains { $0.id == plan.id } }
         return PlanList(items: Array(merged.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit)))
     }
 
@@ -215,7 +216,8 @@ extension ClusterModel {
         events.publish(
             .plan, name: plan.id, to: plan.state.rawValue,
             message: "\(plan.policy): "
-                + (plan.actions.isEmpty ? "nothing to move" : plan.actions.map { "\($0.vm) \($0.from)→\($0.to)" }.joined(separator: ", ")),
+                + (plan.actions.isEmpty
+                    ? "nothing to move" : plan.actions.map { "\($0.vm) \($0.from)→\($0.to)" }.joined(separator: ", ")),
             at: time)
         return plan
     }
@@ -244,7 +246,8 @@ extension ClusterModel {
             // Progress alone stays in memory; outcomes are written.
             put(plan, durable: plan.state != before.state || plan.actions.map(\.outcome) != before.actions.map(\.outcome))
             if plan.state != before.state {
-                events.publish(.plan, name: plan.id, from: before.state.rawValue, to: plan.state.rawValue, message: plan.message, at: time)
+                events.publish(
+                    .plan, name: plan.id, from: before.state.rawValue, to: plan.state.rawValue, message: plan.message, at: time)
             }
         }
     }

@@ -178,7 +178,8 @@ extension ClusterModel {
     func refuseWhileMigrating(_ vm: VirtualMachine) throws(VireoError) {
         if let migration = migrations.active(of: vm.id) {
             throw VireoError(
-                .conflict, "VM '\(vm.name)' is migrating (migration \(migration.id), \(migration.state.rawValue)); try again when it ends")
+                .conflict,
+                "VM '\(vm.name)' is migrating (migration \(migration.id), \(migration.state.rawValue)); try again when it ends")
         }
     }
 }

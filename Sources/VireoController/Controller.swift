@@ -137,7 +137,8 @@ public actor Controller {
                     write.fail(error)
                     if draft.changes.count != before {
                         // It changed the draft before it threw: nothing of this group can be trusted.
-                        logger.error("a decision failed after changing the cluster; its group is dropped", metadata: ["error": "\(error)"])
+                        logger.error(
+                            "a decision failed after changing the cluster; its group is dropped", metadata: ["error": "\(error)"])
                         broken = error
                         break
                     }
@@ -248,12 +249,14 @@ struct StateGauges: Sendable {
     let hosts: [HostState: Gauge]
 
     init(factory: any MetricsFactory) {
-        vms = Dictionary(uniqueKeysWithValues: VMState.allCases.map {
-            ($0, Gauge(label: "vireo_vms", dimensions: [("state", $0.rawValue)], factory: factory))
-        })
-        hosts = Dictionary(uniqueKeysWithValues: HostState.allCases.map {
-            ($0, Gauge(label: "vireo_hosts", dimensions: [("state", $0.rawValue)], factory: factory))
-        })
+        vms = Dictionary(
+            uniqueKeysWithValues: VMState.allCases.map {
+                ($0, Gauge(label: "vireo_vms", dimensions: [("state", $0.rawValue)], factory: factory))
+            })
+        hosts = Dictionary(
+            uniqueKeysWithValues: HostState.allCases.map {
+                ($0, Gauge(label: "vireo_hosts", dimensions: [("state", $0.rawValue)], factory: factory))
+            })
     }
 
     func update(_ state: ClusterState) {

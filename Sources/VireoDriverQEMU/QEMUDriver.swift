@@ -48,7 +48,8 @@ public actor QEMUDriver: HypervisorDriver {
     // MARK: Facts
 
     public func fingerprint() async throws -> HostFingerprint {
-        let version = (try? await HostTool.text(configuration.binary, ["--version"]))?
+        let version =
+            (try? await HostTool.text(configuration.binary, ["--version"]))?
             .split(separator: "\n").first.map(String.init) ?? "unknown"
         return HostFingerprint(
             cpus: configuration.cpus, memoryMiB: configuration.memoryMiB, driver: name,
@@ -90,7 +91,8 @@ public actor QEMUDriver: HypervisorDriver {
         case .tap(let tap):
             // Creates interleave at their awaits: an address handed out is reserved until its VM is recorded.
             let used = Set(instances.values.compactMap { Self.address(of: $0.record.network) }).union(reservedAddresses)
-            network = .tap(device: TapNetwork.device(for: spec.id), address: try tap.allocate(excluding: used), gateway: tap.gateway)
+            network = .tap(
+                device: TapNetwork.device(for: spec.id), address: try tap.allocate(excluding: used), gateway: tap.gateway)
         }
         let reserved = Self.address(of: network)
         if let reserved { reservedAddresses.insert(reserved) }

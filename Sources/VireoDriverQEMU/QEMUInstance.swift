@@ -70,7 +70,8 @@ extension QEMUDriver {
     func paths(_ id: VMID) -> Paths {
         let directory = "\(configuration.stateDirectory)/\(id)"
         return Paths(
-            directory: directory, record: directory + "/vm.json", serial: directory + "/serial.log", pid: directory + "/qemu.pid", run: directory + "/run.json",
+            directory: directory, record: directory + "/vm.json", serial: directory + "/serial.log", pid: directory + "/qemu.pid",
+            run: directory + "/run.json",
             qmp: "\(runtimeDirectory)/\(id).qmp")
     }
 

@@ -25,7 +25,8 @@ extension QEMUDriver {
         case .user: network = .user(hostPort: try Self.freeLoopbackPort())
         case .tap(let tap):
             // The guest keeps its address: its kernel configured it on the source.
-            let address = try guestAddress.map { "\($0)/\(tap.guestPrefix)" }
+            let address =
+                try guestAddress.map { "\($0)/\(tap.guestPrefix)" }
                 ?? tap.allocate(excluding: Set(instances.values.compactMap { Self.address(of: $0.record.network) }))
             network = .tap(device: TapNetwork.device(for: spec.id), address: address, gateway: tap.gateway)
         }

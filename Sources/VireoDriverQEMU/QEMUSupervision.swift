@@ -95,7 +95,8 @@ extension QEMUDriver {
         instance.pid = nil
         if instance.message == nil, !instance.stopRequested, !instance.guestPoweredOff {
             instance.state = .failed
-            instance.message = "QEMU (pid \(pid.map(String.init) ?? "?")) exited unexpectedly"
+            instance.message =
+                "QEMU (pid \(pid.map(String.init) ?? "?")) exited unexpectedly"
                 + (Self.lastLine(of: paths(id).serial).map { "; last console line: \($0)" } ?? "")
         } else {
             instance.state = instance.message == nil ? .stopped : .failed

@@ -46,8 +46,10 @@ public final class QMPClient: Sendable {
     /// The `QMP.version.qemu` object from the greeting.
     public let version: JSONValue
 
-    private init(channel: any Channel, version: JSONValue, events: AsyncStream<QMPEvent>,
-                 continuation: AsyncStream<QMPEvent>.Continuation) {
+    private init(
+        channel: any Channel, version: JSONValue, events: AsyncStream<QMPEvent>,
+        continuation: AsyncStream<QMPEvent>.Continuation
+    ) {
         self.channel = channel
         self.version = version
         self.events = events
@@ -171,7 +173,8 @@ public final class QMPClient: Sendable {
 
 /// The greeting arrives before the client object exists; this holds it until `connect` reads it.
 private final class Greeting: Sendable {
-    private let promise = Mutex<(value: Result<JSONValue, QMPError>?, waiter: CheckedContinuation<JSONValue, any Error>?)>((nil, nil))
+    private let promise = Mutex<(value: Result<JSONValue, QMPError>?, waiter: CheckedContinuation<JSONValue, any Error>?)>(
+        (nil, nil))
 
     func deliver(_ result: Result<JSONValue, QMPError>) {
         let waiter = promise.withLock { slot -> CheckedContinuation<JSONValue, any Error>? in

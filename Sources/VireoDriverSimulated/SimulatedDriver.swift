@@ -115,7 +115,8 @@ public final class SimulatedDriver: HypervisorDriver {
                 instance.state = .starting
                 instance.message = nil
                 instance.transitionEndsAt = now + configuration.bootDelay
-                instance.console += "[simulated] booting \(instance.spec.name): \(instance.spec.cpus) vCPU, "
+                instance.console +=
+                    "[simulated] booting \(instance.spec.name): \(instance.spec.cpus) vCPU, "
                     + "\(instance.spec.memoryMiB) MiB, image \(instance.spec.image)\n"
             }
             s.instances[id] = instance

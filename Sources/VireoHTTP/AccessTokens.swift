@@ -42,7 +42,8 @@ public struct AccessTokens: Sendable, Equatable {
 struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let tokens: AccessTokens
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
+    {
         let path = request.uri.path
         if path == "/healthz" || path == "/openapi.json" { return try await next(request, context) }
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {

@@ -32,7 +32,8 @@ public struct VireoServer: Sendable {
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
         // Middleware must be added before routes, outermost first.
-        router.add(middleware: RequestMetricsMiddleware(metrics: RequestMetrics(factory: PrometheusMetricsFactory(registry: registry))))
+        router.add(
+            middleware: RequestMetricsMiddleware(metrics: RequestMetrics(factory: PrometheusMetricsFactory(registry: registry))))
         router.add(middleware: ErrorEnvelopeMiddleware())
         if let tokens { router.add(middleware: TokenAuthMiddleware(tokens: tokens)) }
 
@@ -148,15 +149,21 @@ public struct VireoServer: Sendable {
         router.post("/v1/apps/{app}/samples") { request, context in
             let text = try await readText(request)
             return try json(
-                try await controller.ingest(app: context.parameters.require("app"), exposition: text, at: Date()), status: .accepted)
+                try await controller.ingest(app: context.parameters.require("app"), exposition: text, at: Date()),
+                status: .accepted)
         }
         router.get("/v1/apps/{app}/series") { request, context in
             let query = request.uri.queryParameters
-            guard let metric = query.get("metric") else { throw VireoError(.invalidArgument, "metric: is required (a metric selector)") }
+            guard let metric = query.get("metric") else {
+                throw VireoError(.invalidArgument, "metric: is required (a metric selector)")
+            }
             let to = try timeParameter(query.get("to"), name: "to") ?? Date()
             let from = try timeParameter(query.get("from"), name: "from") ?? to.addingTimeInterval(-3_600)
-            guard from <= to else { throw VireoError.invalid(field: "from", value: "'\(query.get("from") ?? "")'", "must not be after to") }
-            return try json(try await controller.series(app: context.parameters.require("app"), metric: metric, from: from, to: to))
+            guard from <= to else {
+                throw VireoError.invalid(field: "from", value: "'\(query.get("from") ?? "")'", "must not be after to")
+            }
+            return try json(
+                try await controller.series(app: context.parameters.require("app"), metric: metric, from: from, to: to))
         }
     }
 
@@ -265,10 +272,13 @@ func intParameter(_ text: String?, name: String, range: ClosedRange<Int>) throws
 /// (`-15m`).
 func timeParameter(_ text: String?, name: String) throws -> Date? {
     guard let text else { return nil }
-    if text.hasPrefix("-"), let seconds = DurationText.seconds(String(text.dropFirst())) { return Date().addingTimeInterval(-seconds) }
+    if text.hasPrefix("-"), let seconds = DurationText.seconds(String(text.dropFirst())) {
+        return Date().addingTimeInterval(-seconds)
+    }
     if let seconds = Double(text), seconds.isFinite { return Date(timeIntervalSince1970: seconds) }
     if let date = try? Date(text, strategy: .iso8601) { return date }
-    throw VireoError.invalid(field: name, value: "'\(text)'", "not a time: give RFC 3339, seconds since the epoch, or -DURATION (e.g. -15m)")
+    throw VireoError.invalid(
+        field: name, value: "'\(text)'", "not a time: give RFC 3339, seconds since the epoch, or -DURATION (e.g. -15m)")
 }
 
 /// Encoded responses for the current state version; cleared whenever the state changes.

@@ -119,8 +119,11 @@ struct ImageBuild {
         }
         do {
             try await HostTool.run(
-                "cc", ["-O2", "-static", "-pthread", "-s", "-DWORK_ITERATIONS=\(GuestFiles.webWorkIterations)",
-                       "-o", binary, source])
+                "cc",
+                [
+                    "-O2", "-static", "-pthread", "-s", "-DWORK_ITERATIONS=\(GuestFiles.webWorkIterations)",
+                    "-o", binary, source,
+                ])
         } catch let error as VireoError where error.code == .internal {
             // The usual cause: gcc without the static C library.
             throw VireoError(

@@ -58,10 +58,13 @@ public enum SeriesOutput {
             }
             for hour in stride(from: 0.0, through: maxHour, by: maxHour > 12 ? 3 : 1) {
                 let tx = x(hour)
-                svg += "<line x1=\"\(tx)\" y1=\"\(y0 + panelHeight)\" x2=\"\(tx)\" y2=\"\(y0 + panelHeight + 4)\" stroke=\"#333\"/>\n"
-                svg += "<text x=\"\(tx)\" y=\"\(y0 + panelHeight + 17)\" text-anchor=\"middle\" fill=\"#555\">\(Int(hour))</text>\n"
+                svg +=
+                    "<line x1=\"\(tx)\" y1=\"\(y0 + panelHeight)\" x2=\"\(tx)\" y2=\"\(y0 + panelHeight + 4)\" stroke=\"#333\"/>\n"
+                svg +=
+                    "<text x=\"\(tx)\" y=\"\(y0 + panelHeight + 17)\" text-anchor=\"middle\" fill=\"#555\">\(Int(hour))</text>\n"
             }
-            svg += "<rect x=\"\(left)\" y=\"\(y0)\" width=\"\(plotWidth)\" height=\"\(panelHeight)\" fill=\"none\" stroke=\"#333\"/>\n"
+            svg +=
+                "<rect x=\"\(left)\" y=\"\(y0)\" width=\"\(plotWidth)\" height=\"\(panelHeight)\" fill=\"none\" stroke=\"#333\"/>\n"
             for line in lines where !line.values.isEmpty {
                 let points = zip(hours, line.values).map { String(format: "%.1f,%.1f", x($0), y($1)) }.joined(separator: " ")
                 svg += "<polyline fill=\"none\" stroke=\"\(line.color)\" stroke-width=\"1.6\" points=\"\(points)\"/>\n"
@@ -71,7 +74,8 @@ public enum SeriesOutput {
             for line in lines.reversed() {
                 let textWidth = Double(line.label.count) * 6.5
                 lx -= textWidth + 26
-                svg += "<line x1=\"\(lx)\" y1=\"\(y0 - 12)\" x2=\"\(lx + 18)\" y2=\"\(y0 - 12)\" stroke=\"\(line.color)\" stroke-width=\"3\"/>\n"
+                svg +=
+                    "<line x1=\"\(lx)\" y1=\"\(y0 - 12)\" x2=\"\(lx + 18)\" y2=\"\(y0 - 12)\" stroke=\"\(line.color)\" stroke-width=\"3\"/>\n"
                 svg += "<text x=\"\(lx + 22)\" y=\"\(y0 - 8)\">\(escape(line.label))</text>\n"
             }
         }

@@ -21,7 +21,6 @@ struct SimulationLedger {
     var migrationLossMIPSSeconds: Double = 0
     var requestedMIPSSeconds: Double = 0
 
-
     init(hostCount: Int) {
         utilisation = Array(repeating: 0, count: hostCount)
         allocated = Array(repeating: 0, count: hostCount)

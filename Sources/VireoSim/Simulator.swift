@@ -75,7 +75,8 @@ public final class Simulator {
             cluster.hostVMs[host].append(vm)
         }
         guard unplaced < cluster.vmCount else {
-            throw VireoError(.invalidArgument, "no VM fits any of the \(cluster.hostCount) hosts at the start; add hosts (--hosts)")
+            throw VireoError(
+                .invalidArgument, "no VM fits any of the \(cluster.hostCount) hosts at the start; add hosts (--hosts)")
         }
         let alwaysFull = policy.powerAccounting == .alwaysFullPower
         var series: [IntervalSample] = []

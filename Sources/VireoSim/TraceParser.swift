@@ -42,7 +42,9 @@ public enum TraceParser {
             let fleet = fleetLayout == true
             let leading = fleet ? 3 : 1
             guard fields.count > leading else {
-                throw fail("expected a VM name and utilisation samples, got '\(String(decoding: bytes[start..<lineEnd].prefix(80), as: UTF8.self))'")
+                throw fail(
+                    "expected a VM name and utilisation samples, got '\(String(decoding: bytes[start..<lineEnd].prefix(80), as: UTF8.self))'"
+                )
             }
             let name = String(decoding: fields[0], as: UTF8.self)
             guard !name.isEmpty else { throw fail("empty VM name in column 1") }

@@ -59,7 +59,8 @@ public struct StoreBatch: Sendable, Equatable {
     }
 
     public var isEmpty: Bool {
-        insertedVMs.isEmpty && updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty && migrations.isEmpty && apps.isEmpty && deletedApps.isEmpty
+        insertedVMs.isEmpty && updatedVMs.isEmpty && deletedVMs.isEmpty && hosts.isEmpty && migrations.isEmpty && apps.isEmpty
+            && deletedApps.isEmpty
             && plans.isEmpty && rebalance == nil
     }
 }

@@ -117,7 +117,8 @@ public final class SQLiteStore: ClusterStore {
             }
             let plans = try Row.fetchAll(
                 db,
-                sql: "SELECT body FROM (SELECT body, created_at, id FROM plans ORDER BY created_at DESC, id DESC LIMIT ?) ORDER BY created_at, id",
+                sql:
+                    "SELECT body FROM (SELECT body, created_at, id FROM plans ORDER BY created_at DESC, id DESC LIMIT ?) ORDER BY created_at, id",
                 arguments: [limit]
             ).map { try self.decoder.decode(Plan.self, from: $0["body"] as Data) }
             let rebalance = try Row.fetchOne(db, sql: "SELECT body FROM settings WHERE key = 'rebalance'").map {
@@ -153,7 +154,8 @@ public final class SQLiteStore: ClusterStore {
 
     public func plans(limit: Int) async throws -> [Plan] {
         try await writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT body FROM plans ORDER BY created_at DESC, id DESC LIMIT ?", arguments: [limit]).map {
+            try Row.fetchAll(db, sql: "SELECT body FROM plans ORDER BY created_at DESC, id DESC LIMIT ?", arguments: [limit]).map
+            {
                 try self.decoder.decode(Plan.self, from: $0["body"] as Data)
             }
         }
@@ -228,12 +230,14 @@ public final class SQLiteStore: ClusterStore {
                 }
                 for (plan, body) in plans {
                     try db.execute(
-                        sql: "INSERT INTO plans (id, created_at, body) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                        sql:
+                            "INSERT INTO plans (id, created_at, body) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
                         arguments: [plan.id, plan.createdAt.timeIntervalSince1970, body])
                 }
                 if let rebalance {
                     try db.execute(
-                        sql: "INSERT INTO settings (key, body) VALUES ('rebalance', ?) ON CONFLICT(key) DO UPDATE SET body = excluded.body",
+                        sql:
+                            "INSERT INTO settings (key, body) VALUES ('rebalance', ?) ON CONFLICT(key) DO UPDATE SET body = excluded.body",
                         arguments: [rebalance])
                 }
                 for name in batch.deletedApps {
@@ -295,7 +299,9 @@ public final class SQLiteStore: ClusterStore {
     }
 
     private static func consoleTail(_ db: Database, _ vm: VMID) throws -> ConsoleTail? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT next, written, text FROM consoles WHERE vm_id = ?", arguments: [vm.rawValue])
+        guard
+            let row = try Row.fetchOne(
+                db, sql: "SELECT next, written, text FROM consoles WHERE vm_id = ?", arguments: [vm.rawValue])
         else { return nil }
         return ConsoleTail(
             text: String(decoding: row["text"] as Data, as: UTF8.self), next: UInt64(bitPattern: row["next"] as Int64),

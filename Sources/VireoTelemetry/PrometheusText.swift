@@ -126,8 +126,9 @@ func parseValue(_ text: String) -> Double? {
     case "NaN", "nan": return .nan
     default:
         // Double(_:) also takes "0x1p3" and "infinity"; exporters never write those.
-        guard let first = text.utf8.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+")
-            || first == UInt8(ascii: ".") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first),
+        guard let first = text.utf8.first,
+            first == UInt8(ascii: "-") || first == UInt8(ascii: "+")
+                || first == UInt8(ascii: ".") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first),
             !text.contains("x"), !text.contains("X")
         else { return nil }
         return Double(text)

@@ -116,7 +116,9 @@ public struct RecentSamples: Sendable {
     }
 
     /// The points of the series named `name` that `selector` matches, in [from, to].
-    public func points(_ selector: SeriesSelector, name: String? = nil, from: Int64, to: Int64) -> [(labels: Labels, times: [Int64], values: [Double])] {
+    public func points(_ selector: SeriesSelector, name: String? = nil, from: Int64, to: Int64) -> [(
+        labels: Labels, times: [Int64], values: [Double]
+    )] {
         matching(name ?? selector.name, selector).map { i in
             let s = series[i]
             let range = s.start..<s.times.count

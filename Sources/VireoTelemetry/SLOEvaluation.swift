@@ -11,7 +11,8 @@ public enum Indicator {
     ) -> Double? {
         switch objective.kind {
         case .responseTime:
-            return latencyQuantile(objective.quantile ?? 0.99, selector, bucketName: selector.name + "_bucket", samples, from: from, to: to)
+            return latencyQuantile(
+                objective.quantile ?? 0.99, selector, bucketName: selector.name + "_bucket", samples, from: from, to: to)
         case .throughput:
             guard let increase = sumOfIncreases(selector.name, selector, samples, from: from, to: to) else { return nil }
             return increase / (Double(to - from) / 1000)
@@ -33,7 +34,9 @@ public enum Indicator {
         }
     }
 
-    static func sumOfIncreases(_ name: String, _ selector: SeriesSelector, _ samples: RecentSamples, from: Int64, to: Int64) -> Double? {
+    static func sumOfIncreases(_ name: String, _ selector: SeriesSelector, _ samples: RecentSamples, from: Int64, to: Int64)
+        -> Double?
+    {
         let increases = samples.matching(name, selector).compactMap { samples.increase($0, from: from, to: to) }
         return increases.isEmpty ? nil : increases.reduce(0, +)
     }
@@ -47,7 +50,11 @@ public enum Indicator {
         for i in samples.matching(bucketName, selector) {
             guard let le = samples.series[i].upperBound, let increase = samples.increase(i, from: from, to: to) else { continue }
             // Series of other label sets add to the same bounds (`sum by (le)`).
-            if let j = buckets.firstIndex(where: { $0.upperBound == le }) { buckets[j].count += increase } else { buckets.append((le, increase)) }
+            if let j = buckets.firstIndex(where: { $0.upperBound == le }) {
+                buckets[j].count += increase
+            } else {
+                buckets.append((le, increase))
+            }
         }
         buckets.sort { $0.upperBound < $1.upperBound }
         guard let total = buckets.last?.count, total > 0 else { return nil }
@@ -185,7 +192,9 @@ public struct ObjectiveTracker: Sendable {
     private func deriveState() -> SLOState {
         guard counts(lastWindows: periodWindows).judged > 0 else { return .unknown }
         for alert in objective.burnRateAlerts
-        where burnRate(overSeconds: alert.longSeconds) >= alert.factor && burnRate(overSeconds: alert.shortSeconds) >= alert.factor {
+        where burnRate(overSeconds: alert.longSeconds) >= alert.factor
+            && burnRate(overSeconds: alert.shortSeconds) >= alert.factor
+        {
             return .breaching
         }
         let lastBad = counts(lastWindows: 1).bad > 0
@@ -200,7 +209,9 @@ public struct ObjectiveTracker: Sendable {
         let remaining = 1 - Double(period.bad) / max(allowedBad, 1e-9)
         var lookbacks: [Double] = []
         for alert in objective.burnRateAlerts {
-            for seconds in [alert.shortSeconds, alert.longSeconds] where !lookbacks.contains(seconds) { lookbacks.append(seconds) }
+            for seconds in [alert.shortSeconds, alert.longSeconds] where !lookbacks.contains(seconds) {
+                lookbacks.append(seconds)
+            }
         }
         return ObjectiveStatus(
             name: objective.name, kind: objective.kind, state: state,

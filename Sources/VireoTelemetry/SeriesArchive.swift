@@ -81,4 +81,3 @@ public struct SeriesPoints: Sendable, Codable, Equatable {
         self.points = points
     }
 }
-

@@ -68,7 +68,9 @@ public struct SeriesSelector: Sendable, Equatable, CustomStringConvertible {
             guard closed else { throw SelectorError("the value of label \(label) has no closing quote") }
             matchers.append(Matcher(label: String(label), value: value, equal: equal))
             bytes = bytes.drop { $0 == " " }
-            if bytes.first == "," { bytes = bytes.dropFirst() } else if !bytes.isEmpty {
+            if bytes.first == "," {
+                bytes = bytes.dropFirst()
+            } else if !bytes.isEmpty {
                 throw SelectorError("expected ',' after label \(label)")
             }
         }
@@ -79,7 +81,9 @@ public struct SeriesSelector: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        matchers.isEmpty ? name : name + "{" + matchers.map { "\($0.label)\($0.equal ? "=" : "!=")\"\($0.value)\"" }.joined(separator: ",") + "}"
+        matchers.isEmpty
+            ? name
+            : name + "{" + matchers.map { "\($0.label)\($0.equal ? "=" : "!=")\"\($0.value)\"" }.joined(separator: ",") + "}"
     }
 }
 

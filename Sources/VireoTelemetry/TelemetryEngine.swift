@@ -78,7 +78,8 @@ public actor TelemetryEngine {
             for tracker in state.trackers {
                 let since = now - Int64(tracker.objective.periodSeconds * 1000)
                 perTracker.append(
-                    try await store.verdicts(app: name, objective: tracker.objective.name, fingerprint: tracker.fingerprint, since: since))
+                    try await store.verdicts(
+                        app: name, objective: tracker.objective.name, fingerprint: tracker.fingerprint, since: since))
             }
             found[name] = perTracker
         }
@@ -143,7 +144,10 @@ public actor TelemetryEngine {
             for i in state.trackers.indices {
                 if let from = state.trackers[i].evaluate(state.samples, now: now, delayMs: judgeDelayMs) {
                     let tracker = state.trackers[i]
-                    changes.append(SLOChange(app: name, objective: tracker.objective.name, from: from, to: tracker.state, status: tracker.status()))
+                    changes.append(
+                        SLOChange(
+                            app: name, objective: tracker.objective.name, from: from, to: tracker.state, status: tracker.status())
+                    )
                 }
                 let verdicts = state.trackers[i].takeUnsaved()
                 statusVersion += verdicts.count

@@ -84,13 +84,18 @@ public final class SeriesStore: SeriesArchive {
     }
 
     /// Records judged windows of objectives.
-    public func recordVerdicts(_ verdicts: [(app: String, objective: String, fingerprint: String, verdict: WindowVerdict)]) async throws {
+    public func recordVerdicts(_ verdicts: [(app: String, objective: String, fingerprint: String, verdict: WindowVerdict)])
+        async throws
+    {
         guard !verdicts.isEmpty else { return }
         try await writer.write { db in
             let insert = try db.cachedStatement(
-                sql: "INSERT OR REPLACE INTO slo_windows (app, objective, fingerprint, end, sli, state) VALUES (?, ?, ?, ?, ?, ?)")
+                sql: "INSERT OR REPLACE INTO slo_windows (app, objective, fingerprint, end, sli, state) VALUES (?, ?, ?, ?, ?, ?)"
+            )
             for v in verdicts {
-                insert.setUncheckedArguments([v.app, v.objective, v.fingerprint, v.verdict.end, v.verdict.sli, v.verdict.state.rawValue])
+                insert.setUncheckedArguments([
+                    v.app, v.objective, v.fingerprint, v.verdict.end, v.verdict.sli, v.verdict.state.rawValue,
+                ])
                 try insert.execute()
             }
         }
@@ -100,7 +105,9 @@ public final class SeriesStore: SeriesArchive {
     public func verdicts(app: String, objective: String, fingerprint: String, since: Int64) async throws -> [WindowVerdict] {
         try await writer.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT end, sli, state FROM slo_windows WHERE app = ? AND objective = ? AND fingerprint = ? AND end >= ? ORDER BY end",
+                db,
+                sql:
+                    "SELECT end, sli, state FROM slo_windows WHERE app = ? AND objective = ? AND fingerprint = ? AND end >= ? ORDER BY end",
                 arguments: [app, objective, fingerprint, since]
             ).map { WindowVerdict(end: $0["end"], sli: $0["sli"], state: SLOState(rawValue: $0["state"]) ?? .unknown) }
         }
@@ -136,20 +143,25 @@ public final class SeriesStore: SeriesArchive {
     private static func seriesID(_ db: Database, _ sample: IngestSample) throws -> Int64 {
         let labels = sample.labels.description
         if let id = try Int64.fetchOne(
-            db, sql: "SELECT id FROM series WHERE app = ? AND name = ? AND labels = ?", arguments: [sample.app, sample.name, labels])
+            db, sql: "SELECT id FROM series WHERE app = ? AND name = ? AND labels = ?",
+            arguments: [sample.app, sample.name, labels])
         {
             return id
         }
-        try db.execute(sql: "INSERT INTO series (app, name, labels) VALUES (?, ?, ?)", arguments: [sample.app, sample.name, labels])
+        try db.execute(
+            sql: "INSERT INTO series (app, name, labels) VALUES (?, ?, ?)", arguments: [sample.app, sample.name, labels])
         return db.lastInsertedRowID
     }
 
     /// The series of `app` named `name` whose labels `selector` matches, between `from` and `to`
     /// (milliseconds): raw samples where they are still kept, rolled-up steps before that.
-    public func query(app: String, name: String, selector: SeriesSelector, from: Int64, to: Int64, maxPoints: Int) async throws -> [SeriesPoints] {
+    public func query(app: String, name: String, selector: SeriesSelector, from: Int64, to: Int64, maxPoints: Int) async throws
+        -> [SeriesPoints]
+    {
         try await writer.read { db in
             var result: [SeriesPoints] = []
-            let rows = try Row.fetchAll(db, sql: "SELECT id, labels FROM series WHERE app = ? AND name = ? ORDER BY labels", arguments: [app, name])
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT id, labels FROM series WHERE app = ? AND name = ? ORDER BY labels", arguments: [app, name])
             for row in rows {
                 let labelsText: String = row["labels"]
                 let labels = Self.parseLabels(labelsText)
@@ -163,19 +175,24 @@ public final class SeriesStore: SeriesArchive {
                 let rawStart = points.first?.t ?? to
                 if rawStart > from {
                     let older = try Row.fetchAll(
-                        db, sql: "SELECT t, min, max, sum, count, last FROM rollups WHERE series = ? AND t >= ? AND t < ? ORDER BY t LIMIT ?",
+                        db,
+                        sql:
+                            "SELECT t, min, max, sum, count, last FROM rollups WHERE series = ? AND t >= ? AND t < ? ORDER BY t LIMIT ?",
                         arguments: [id, from, rawStart, maxPoints]
                     ).map { r in
-                        SeriesPoints.Point(t: r["t"], v: r["last"], min: r["min"], max: r["max"], mean: (r["sum"] as Double) / Double(r["count"] as Int64))
+                        SeriesPoints.Point(
+                            t: r["t"], v: r["last"], min: r["min"], max: r["max"],
+                            mean: (r["sum"] as Double) / Double(r["count"] as Int64))
                     }
                     if !older.isEmpty {
                         points = older.filter { $0.t < rawStart } + points
                         resolution = points.count == older.count ? DurationText.format(self.retention.stepSeconds) : "mixed"
                     }
                 }
-                result.append(SeriesPoints(
-                    name: name, labels: Dictionary(labels.pairs.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }),
-                    resolution: resolution, points: points))
+                result.append(
+                    SeriesPoints(
+                        name: name, labels: Dictionary(labels.pairs.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }),
+                        resolution: resolution, points: points))
             }
             return result
         }

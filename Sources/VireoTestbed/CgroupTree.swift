@@ -70,7 +70,9 @@ struct CgroupTree {
             let cpusetGroup = parent + "/" + host
             try make(cpusetGroup)
             try copy("cpuset.mems", from: parent, to: cpusetGroup)
-            if let cpu { try write(String(cpu), to: cpusetGroup + "/cpuset.cpus") } else {
+            if let cpu {
+                try write(String(cpu), to: cpusetGroup + "/cpuset.cpus")
+            } else {
                 try copy("cpuset.cpus", from: parent, to: cpusetGroup)
             }
             // The host's agent measures its CPU time in its own accounting group.

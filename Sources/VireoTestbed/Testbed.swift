@@ -118,8 +118,10 @@ public struct Testbed: Sendable {
             try fm.createDirectory(atPath: controllerDirectory, withIntermediateDirectories: true)
             progress("controller on \(state.controllerURL)")
             state.controllerPID = try await Self.spawn(
-                [options.executable, "controller", "--data-dir", controllerDirectory, "--listen",
-                 "\(controllerAddress):\(options.controllerPort)"],
+                [
+                    options.executable, "controller", "--data-dir", controllerDirectory, "--listen",
+                    "\(controllerAddress):\(options.controllerPort)",
+                ],
                 log: controllerDirectory + "/controller.log", pidFile: controllerDirectory + "/controller.pid")
             try await Self.waitForFile(controllerDirectory + "/join.token", process: state.controllerPID)
             try await Self.waitForFile(controllerDirectory + "/endpoint", process: state.controllerPID)
@@ -159,8 +161,9 @@ public struct Testbed: Sendable {
         let cpu = options.pinCPUs ? (i - 1) % cpuCount : nil
         let groups = try cgroups.create(name, cpu: cpu, quota: options.cpuQuota)
         if !groups.isEmpty {
-            progress("host \(name): cgroup \(cgroups.name)/\(name)" + (cpu.map { ", CPU \($0)" } ?? "")
-                + (options.cpuQuota.map { ", quota \($0) CPU" } ?? ""))
+            progress(
+                "host \(name): cgroup \(cgroups.name)/\(name)" + (cpu.map { ", CPU \($0)" } ?? "")
+                    + (options.cpuQuota.map { ", quota \($0) CPU" } ?? ""))
         }
 
         let hostDirectory = "\(options.directory)/\(name)"

@@ -57,7 +57,8 @@ struct AppShow: AsyncParsableCommand {
             print("Probe:       GET :\(probe.port)\(probe.path) every \(DurationText.format(probe.intervalSeconds))")
         }
         print("\nVMs:")
-        printTable(["NAME", "STATE", "HOST", "ADDRESS"], app.vms.map { [$0.name, $0.state.rawValue, $0.host ?? "-", $0.address ?? "-"] })
+        printTable(
+            ["NAME", "STATE", "HOST", "ADDRESS"], app.vms.map { [$0.name, $0.state.rawValue, $0.host ?? "-", $0.address ?? "-"] })
         print("\nObjectives:")
         printTable(
             ["NAME", "KIND", "STATE", "SLI", "TARGET", "GOOD/BAD/EMPTY", "BUDGET LEFT", "BURN RATES", "SINCE"],
@@ -69,7 +70,8 @@ struct AppShow: AsyncParsableCommand {
                     o.name, o.kind.rawValue, o.state.rawValue, o.sli.map(formatNumber) ?? "no data",
                     "\(quantile)\(comparison) \(formatNumber(o.target))", "\(o.goodWindows)/\(o.badWindows)/\(o.emptyWindows)",
                     String(format: "%.1f%%", o.errorBudgetRemaining * 100),
-                    o.burnRates.map { "\(DurationText.format($0.lookbackSeconds))=\(formatNumber($0.rate))" }.joined(separator: " "),
+                    o.burnRates.map { "\(DurationText.format($0.lookbackSeconds))=\(formatNumber($0.rate))" }.joined(
+                        separator: " "),
                     o.stateChangedAt.map { age(since: $0) + " ago" } ?? "-",
                 ]
             })
@@ -106,7 +108,7 @@ struct AppDelete: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let api = try client.client()
+        let api = client.client()
         var disposition = keepVMs ? "keep" : deleteVMs ? "delete" : nil
         if disposition == nil {
             let vms = try await api.app(app).vms.map(\.name)
@@ -115,10 +117,14 @@ struct AppDelete: AsyncParsableCommand {
                     .invalidArgument,
                     "application '\(app)' has \(vms.count) VMs; say what to do with them: --keep-vms or --delete-vms")
             }
-            FileHandle.standardOutput.write(Data(
-                "Application \(app) has \(vms.count) VMs (\(vms.joined(separator: ", "))). Keep them running or delete them? [keep/delete] ".utf8))
+            FileHandle.standardOutput.write(
+                Data(
+                    "Application \(app) has \(vms.count) VMs (\(vms.joined(separator: ", "))). Keep them running or delete them? [keep/delete] "
+                        .utf8))
             let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
-            guard ["keep", "delete"].contains(answer) else { throw VireoError.invalid(field: "answer", value: "'\(answer)'", "expected keep or delete; nothing deleted") }
+            guard ["keep", "delete"].contains(answer) else {
+                throw VireoError.invalid(field: "answer", value: "'\(answer)'", "expected keep or delete; nothing deleted")
+            }
             disposition = answer
         }
         let result = try await api.deleteApp(app, vms: disposition ?? "keep")
@@ -131,7 +137,8 @@ struct AppDelete: AsyncParsableCommand {
 
 struct AppSeries: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "series", abstract: "Print a metric's stored points (raw, or rolled up per minute once older than the raw retention).")
+        commandName: "series",
+        abstract: "Print a metric's stored points (raw, or rolled up per minute once older than the raw retention).")
     @Argument(help: "Application name.") var app: String
     @Option(help: ArgumentHelp("Metric selector, e.g. 'vireo_web_requests_total{vm=\"web-1\"}'.", valueName: "selector"))
     var metric: String
@@ -154,7 +161,8 @@ struct AppSeries: AsyncParsableCommand {
 
 struct AppPush: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "push", abstract: "Push samples in Prometheus text format for an application (what an app reporting itself does).")
+        commandName: "push",
+        abstract: "Push samples in Prometheus text format for an application (what an app reporting itself does).")
     @Argument(help: "Application name.") var app: String
     @Option(name: .shortAndLong, help: ArgumentHelp("File with Prometheus text, or - for standard input.", valueName: "file"))
     var file: String

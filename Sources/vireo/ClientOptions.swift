@@ -11,7 +11,9 @@ struct ClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Controller URL (env VIREO_SERVER).", valueName: "url"))
     var server: String = ProcessInfo.processInfo.environment["VIREO_SERVER"] ?? "http://127.0.0.1:7480"
 
-    @Option(help: ArgumentHelp("API token, needed when the controller listens beyond loopback (env VIREO_TOKEN).", valueName: "token"))
+    @Option(
+        help: ArgumentHelp("API token, needed when the controller listens beyond loopback (env VIREO_TOKEN).", valueName: "token")
+    )
     var token: String?
 
     func client() -> VireoClient {

@@ -34,7 +34,8 @@ struct Migrate: AsyncParsableCommand {
             while migration.state.isActive {
                 guard ContinuousClock.now < deadline else {
                     bar.finish()
-                    throw VireoError(.unavailable, "migration \(migration.id) still \(migration.state.rawValue) after \(Int(timeout)) s")
+                    throw VireoError(
+                        .unavailable, "migration \(migration.id) still \(migration.state.rawValue) after \(Int(timeout)) s")
                 }
                 try await Task.sleep(for: .milliseconds(100))
                 migration = try await api.migration(migration.id)
@@ -64,7 +65,8 @@ struct Migrate: AsyncParsableCommand {
                 stats.totalTimeMs, stats.downtimeMs, stats.mode == .paused ? " (paused copy)" : "",
                 ByteSize.describe(bytes: stats.transferredBytes))
         case .failed:
-            return "migration of \(m.vm) to \(m.destination) failed: \(m.message ?? "unknown reason"); it keeps running on \(m.source)"
+            return
+                "migration of \(m.vm) to \(m.destination) failed: \(m.message ?? "unknown reason"); it keeps running on \(m.source)"
         default:
             return "migration \(m.id) of \(m.vm) from \(m.source) to \(m.destination): \(m.state.rawValue)"
         }

@@ -52,7 +52,7 @@ struct Apply: AsyncParsableCommand {
 
     func run() async throws {
         let text = try readInput(file, option: "--file")
-        let api = try client.client()
+        let api = client.client()
         let result = try await api.apply(manifest: text)
         if output.output == .json {
             try printJSON(result)

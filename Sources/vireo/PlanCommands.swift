@@ -152,9 +152,12 @@ struct RebalanceSet: AsyncParsableCommand {
 enum PlanText {
     static func describe(_ plan: Plan, explain: Bool) -> String {
         var lines: [String] = []
-        let title = plan.state == .dryRun ? "Plan (dry run, \(plan.policy))" : "Plan \(plan.id) (\(plan.policy), \(plan.trigger.rawValue))"
-        lines.append("\(title): \(plan.actions.count) move(s)" + (plan.state == .dryRun ? "" : ", \(plan.state.rawValue)")
-            + (plan.message.map { " — \($0)" } ?? ""))
+        let title =
+            plan.state == .dryRun
+            ? "Plan (dry run, \(plan.policy))" : "Plan \(plan.id) (\(plan.policy), \(plan.trigger.rawValue))"
+        lines.append(
+            "\(title): \(plan.actions.count) move(s)" + (plan.state == .dryRun ? "" : ", \(plan.state.rawValue)")
+                + (plan.message.map { " — \($0)" } ?? ""))
         for (index, action) in plan.actions.enumerated() {
             lines.append("  \(index + 1). \(action.vm): \(action.from) → \(action.to)")
             lines.append("     why: \(action.explanation)")
@@ -182,7 +185,8 @@ enum PlanText {
                             + (verdict.filtered.map { "filtered: \($0)" } ?? "load after \(percent(verdict.loadAfter ?? 0))"))
                 }
                 if let omitted = vm.omitted {
-                    lines.append("    and " + omitted.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+                    lines.append(
+                        "    and " + omitted.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
                 }
             }
         }

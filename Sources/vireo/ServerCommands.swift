@@ -146,7 +146,8 @@ struct ControlPlane {
 
 func makeLogger(_ label: String, level: String) throws -> Logger {
     guard let parsed = Logger.Level(rawValue: level) else {
-        throw VireoError.invalid(field: "--log-level", value: "'\(level)'", "expected trace, debug, info, notice, warning or error")
+        throw VireoError.invalid(
+            field: "--log-level", value: "'\(level)'", "expected trace, debug, info, notice, warning or error")
     }
     var logger = Logger(label: label)
     logger.logLevel = parsed
@@ -178,7 +179,8 @@ struct Up: AsyncParsableCommand {
         let agent = Agent(
             settings: .init(name: name, heartbeatInterval: plane.controller.settings.heartbeatInterval), driver: driver,
             link: plane.controller, logger: logger)
-        try await runServices(plane.services + [agent, AgentWakeup(events: plane.controller.events, agent: agent)], logger: logger)
+        try await runServices(
+            plane.services + [agent, AgentWakeup(events: plane.controller.events, agent: agent)], logger: logger)
     }
 }
 
@@ -217,7 +219,9 @@ struct AgentCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Controller URL.", valueName: "url")) var controller: String
     @Option(help: ArgumentHelp("Host name (unique in the cluster).", valueName: "name")) var name: String
-    @Option(help: ArgumentHelp("Join token (env VIREO_TOKEN), needed when the controller listens beyond loopback.", valueName: "token"))
+    @Option(
+        help: ArgumentHelp(
+            "Join token (env VIREO_TOKEN), needed when the controller listens beyond loopback.", valueName: "token"))
     var token: String?
     @Option(help: ArgumentHelp("Directory for this host's VM files.", valueName: "dir")) var stateDir: String?
     @Option(help: ArgumentHelp("Address other hosts reach this one at.", valueName: "addr")) var address: String?

@@ -43,14 +43,17 @@ struct SimCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output format: table, json (one object per run) or csv.")
     var output: SimOutputFormat = .table
 
-    @Option(help: ArgumentHelp("Write per-interval active hosts, overloaded hosts, energy and migrations as CSV.", valueName: "file"))
+    @Option(
+        help: ArgumentHelp("Write per-interval active hosts, overloaded hosts, energy and migrations as CSV.", valueName: "file"))
     var series: String?
 
     @Option(help: ArgumentHelp("Draw the per-interval series as an SVG chart.", valueName: "file"))
     var plot: String?
 
     @Flag(
-        help: "Generate a large fleet from the traces' distributions instead of replaying them as they are (without --trace: the PlanetLab days in $VIREO_PLANETLAB or ../shared/data/planetlab).")
+        help:
+            "Generate a large fleet from the traces' distributions instead of replaying them as they are (without --trace: the PlanetLab days in $VIREO_PLANETLAB or ../shared/data/planetlab)."
+    )
     var synthetic = false
 
     @Option(help: "VMs in the synthetic fleet.") var vms: Int = 100_000
@@ -75,13 +78,17 @@ struct SimCommand: AsyncParsableCommand {
                     : "--trace: give at least one trace file")
         }
         let names = policy.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
-        guard !names.isEmpty else { throw VireoError(.invalidArgument, "--policy: give a policy (\(ConsolidationPolicies.names.joined(separator: ", ")))") }
+        guard !names.isEmpty else {
+            throw VireoError(.invalidArgument, "--policy: give a policy (\(ConsolidationPolicies.names.joined(separator: ", ")))")
+        }
         for name in names {
             do { _ = try ConsolidationPolicies.make(name) } catch { throw VireoError(.invalidArgument, "--policy: \(error)") }
         }
         if synthetic {
             guard vms > 0 else { throw VireoError(.invalidArgument, "--vms must be at least 1 (got \(vms))") }
-            if let hostScale, hostScale < 1 { throw VireoError(.invalidArgument, "--host-scale must be at least 1 (got \(hostScale))") }
+            if let hostScale, hostScale < 1 {
+                throw VireoError(.invalidArgument, "--host-scale must be at least 1 (got \(hostScale))")
+            }
         }
         var loaded: [UtilisationTrace] = []
         for path in traces { loaded.append(try TraceFile.load(path)) }
@@ -113,7 +120,9 @@ struct SimCommand: AsyncParsableCommand {
                 let (result, samples) = try simulator.run(progress: bar.update)
                 bar.finish()
                 if result.unplacedVMs > 0 && !quiet {
-                    stderr("warning: \(result.unplacedVMs) of \(trace.vmCount) VMs fitted no host at the start and did not run (as in CloudSim)")
+                    stderr(
+                        "warning: \(result.unplacedVMs) of \(trace.vmCount) VMs fitted no host at the start and did not run (as in CloudSim)"
+                    )
                 }
                 results.append(result)
                 try writeSeries(samples, result: result, many: runs > 1)

@@ -54,7 +54,8 @@ struct TestbedUp: AsyncParsableCommand {
             FileHandle.standardError.write(Data("testbed: \(line)\n".utf8))
         }
         try await waitForHosts(state)
-        print("""
+        print(
+            """
             Testbed \(state.name) is up: \(state.hosts.count) host(s) \(state.hosts.map(\.name).joined(separator: ", ")).
               export VIREO_SERVER=\(state.controllerURL)
               export VIREO_TOKEN=$(cat \(state.adminTokenFile))

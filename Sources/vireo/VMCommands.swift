@@ -44,7 +44,9 @@ struct WaitOptions: ParsableArguments {
             }
             if current?.state != last?.state {
                 let elapsed = String(format: "%.1f s", (ContinuousClock.now - start).secondsValue)
-                stderr("\(vm.name): \(current?.state.rawValue ?? "deleted") (\(elapsed))\(current?.message.map { " — \($0)" } ?? "")")
+                stderr(
+                    "\(vm.name): \(current?.state.rawValue ?? "deleted") (\(elapsed))\(current?.message.map { " — \($0)" } ?? "")"
+                )
             }
             last = current
         }
@@ -98,7 +100,8 @@ struct VMList: AsyncParsableCommand {
             ["NAME", "STATE", "HOST", "ADDRESS", "IMAGE", "CPUS", "MEMORY", "APP", "AGE"],
             vms.map {
                 [
-                    $0.name, $0.state.rawValue, $0.host ?? "-", $0.address ?? "-", $0.image, String($0.cpus), ByteSize.format(mib: $0.memoryMiB),
+                    $0.name, $0.state.rawValue, $0.host ?? "-", $0.address ?? "-", $0.image, String($0.cpus),
+                    ByteSize.format(mib: $0.memoryMiB),
                     $0.app ?? "-", age(since: $0.createdAt),
                 ]
             })
@@ -121,7 +124,8 @@ struct VMShow: AsyncParsableCommand {
             ("Wanted", vm.intent.rawValue), ("Host", vm.host ?? "-"), ("Address", vm.address ?? "-"),
             ("Pinned to", vm.pinnedHost ?? "-"),
             ("Image", vm.image), ("CPUs", String(vm.cpus)), ("Memory", ByteSize.format(mib: vm.memoryMiB)),
-            ("App", vm.app ?? "-"), ("Message", vm.message ?? "-"), ("Created", "\(vm.createdAt) (\(age(since: vm.createdAt)) ago)"),
+            ("App", vm.app ?? "-"), ("Message", vm.message ?? "-"),
+            ("Created", "\(vm.createdAt) (\(age(since: vm.createdAt)) ago)"),
         ]
         for (key, value) in rows { print("\((key + ":").padding(toLength: 11, withPad: " ", startingAt: 0)) \(value)") }
         guard let placement = vm.placement else { return }

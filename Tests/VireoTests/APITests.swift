@@ -14,7 +14,8 @@ struct APITests {
     func createListShow() async throws {
         let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
         try await plane.test { client in
-            let created = try await client.request(.post, "/v1/vms", body: #"{"name":"web-1","image":"tiny","cpus":2,"memory":"256MiB"}"#)
+            let created = try await client.request(
+                .post, "/v1/vms", body: #"{"name":"web-1","image":"tiny","cpus":2,"memory":"256MiB"}"#)
             #expect(created.status == 201)
             let vm = try decodeJSON(VMView.self, created.body)
             #expect(vm.state == .scheduled)
@@ -107,7 +108,8 @@ struct APITests {
     func pagination() async throws {
         let plane = try await TestControlPlane.make()
         for i in 0..<250 {
-            _ = try await plane.controller.createVM(VMSpec(name: String(format: "vm-%03d", 249 - i), image: "tiny", cpus: 1, memoryMiB: 64))
+            _ = try await plane.controller.createVM(
+                VMSpec(name: String(format: "vm-%03d", 249 - i), image: "tiny", cpus: 1, memoryMiB: 64))
         }
         try await plane.test { client in
             var names: [String] = []
@@ -172,13 +174,19 @@ struct APITests {
         ("apiVersion: vireo/v1\nkind: Pod\nmetadata: {name: a}\nspec: {}", ["kind", "Pod"]),
         ("apiVersion: v2\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny}", ["apiVersion", "v2"]),
         ("apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny, colour: red}", ["spec.colour"]),
-        ("apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny, memory: 5x}", ["spec.memory", "5x"]),
+        (
+            "apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny, memory: 5x}",
+            ["spec.memory", "5x"]
+        ),
         ("apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: A}\nspec: {image: tiny}", ["metadata.name", "A"]),
         ("apiVersion: vireo/v1\nkind: VirtualMachine\nspec: {image: tiny}", ["metadata"]),
         ("apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny}\nextra: 1", ["extra"]),
         ("key: [unclosed", ["YAML"]),
         ("", ["no documents"]),
-        ("apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny}\n---\napiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny}", ["twice"]),
+        (
+            "apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny}\n---\napiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: {name: a}\nspec: {image: tiny}",
+            ["twice"]
+        ),
     ]
 
     @Test("invalid manifests are 400 naming the path and value", arguments: invalidManifests)
@@ -253,7 +261,8 @@ struct APITests {
             let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
                 for i in 0..<20 {
                     group.addTask {
-                        try await client.request(.post, "/v1/vms", body: #"{"name":"same","image":"tiny","cpus":\#(i % 4 + 1)}"#).status
+                        try await client.request(.post, "/v1/vms", body: #"{"name":"same","image":"tiny","cpus":\#(i % 4 + 1)}"#)
+                            .status
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }

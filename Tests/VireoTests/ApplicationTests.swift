@@ -51,7 +51,10 @@ struct ApplicationManifestTests {
         ("window: 10s, goal", "window: 5x, goal", ["spec.objectives[0].window", "5x"]),
         ("quantile: 0.99", "quantile: 1.5", ["spec.objectives[0].quantile", "1.5"]),
         ("target: 0.05", "target: -0.05", ["spec.objectives[0].target", "-0.05"]),
-        ("sli: http_request_duration_seconds", "sli: nope_seconds", ["spec.objectives[0].sli", "nope_seconds", "unknown metric"]),
+        (
+            "sli: http_request_duration_seconds", "sli: nope_seconds",
+            ["spec.objectives[0].sli", "nope_seconds", "unknown metric"]
+        ),
         ("sli: queue_depth", "sli: http_request_duration_seconds", ["spec.objectives[2].sli", "histogram", "gauge"]),
         ("goal: 0.9", "goal: 1", ["spec.objectives[0].goal", "1"]),
         ("cpus: 1, memory: 128MiB", "cpus: 0, memory: 128MiB", ["spec.vms[0].cpus", "0"]),
@@ -125,7 +128,8 @@ struct ApplicationManifestTests {
 
     @Test("the examples parse")
     func examples() throws {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../examples").standardized
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../examples")
+            .standardized
         let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".yaml") }
         #expect(files.count >= 2)
         for file in files {
@@ -164,7 +168,8 @@ func shopExposition(requests count: Int, latency: Double, queue: Double, at ms: 
 struct SLOEvaluationTests {
     @Test("windows are judged good or bad; burn-rate alerts make it breaching, and a good window makes it ok")
     func breachAndRecover() throws {
-        let app = try #require(ManifestParser.parse(shopManifest).compactMap { if case .application(let a) = $0 { a } else { nil } }.first)
+        let app = try #require(
+            ManifestParser.parse(shopManifest).compactMap { if case .application(let a) = $0 { a } else { nil } }.first)
         var tracker = try ObjectiveTracker(app.objectives[0])
         var samples = RecentSamples()
         var requests = 0
@@ -172,7 +177,9 @@ struct SLOEvaluationTests {
         func scrape(latency: Double) throws {
             requests += 20
             for family in try PrometheusText.parse(shopExposition(requests: requests, latency: latency, queue: 3, at: ms)) {
-                for s in family.samples { samples.append(name: s.name, labels: Labels(s.labels), at: s.timestampMs!, value: s.value) }
+                for s in family.samples {
+                    samples.append(name: s.name, labels: Labels(s.labels), at: s.timestampMs!, value: s.value)
+                }
             }
         }
         var states: [SLOState] = []
@@ -197,11 +204,14 @@ struct SLOEvaluationTests {
 
     @Test("throughput is a counter's rate; capacity a gauge's maximum; no data is no verdict")
     func otherKinds() throws {
-        let app = try #require(ManifestParser.parse(shopManifest).compactMap { if case .application(let a) = $0 { a } else { nil } }.first)
+        let app = try #require(
+            ManifestParser.parse(shopManifest).compactMap { if case .application(let a) = $0 { a } else { nil } }.first)
         var samples = RecentSamples()
         let start: Int64 = 1_800_000_000_000
         for i in 0...10 {
-            samples.append(name: "http_requests_total", labels: Labels([("code", "200")]), at: start + Int64(i) * 1_000, value: Double(i * 3))
+            samples.append(
+                name: "http_requests_total", labels: Labels([("code", "200")]), at: start + Int64(i) * 1_000, value: Double(i * 3)
+            )
             samples.append(name: "queue_depth", labels: Labels(), at: start + Int64(i) * 1_000, value: i == 4 ? 150 : 10)
         }
         let throughput = app.objectives[1]
@@ -209,10 +219,12 @@ struct SLOEvaluationTests {
             throughput, try SeriesSelector(parsing: throughput.metric), total: nil, in: samples, from: start, to: start + 10_000)
         #expect(rate == 3)
         let capacity = app.objectives[2]
-        let peak = Indicator.value(capacity, try SeriesSelector(parsing: capacity.metric), total: nil, in: samples, from: start, to: start + 10_000)
+        let peak = Indicator.value(
+            capacity, try SeriesSelector(parsing: capacity.metric), total: nil, in: samples, from: start, to: start + 10_000)
         #expect(peak == 150 && !Indicator.isGood(capacity, 150))
         let empty = Indicator.value(
-            throughput, try SeriesSelector(parsing: throughput.metric), total: nil, in: samples, from: start + 20_000, to: start + 30_000)
+            throughput, try SeriesSelector(parsing: throughput.metric), total: nil, in: samples, from: start + 20_000,
+            to: start + 30_000)
         #expect(empty == nil)
     }
 
@@ -241,24 +253,33 @@ struct SLOEvaluationTests {
 struct SeriesStoreTests {
     @Test("samples are stored, queried by selector, rolled up per step, and dropped after retention")
     func retention() async throws {
-        let store = try SeriesStore(path: temporaryDirectory() + "/telemetry.db", retention: Retention(rawSeconds: 120, rollupSeconds: 600, stepSeconds: 60))
+        let store = try SeriesStore(
+            path: temporaryDirectory() + "/telemetry.db",
+            retention: Retention(rawSeconds: 120, rollupSeconds: 600, stepSeconds: 60))
         let start: Int64 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000
         var batch: [IngestSample] = []
         for i in 0..<600 {  // 10 minutes, one sample a second, two series
             for code in ["200", "500"] {
-                batch.append(IngestSample(app: "shop", name: "req_total", labels: Labels([("code", code)]), time: start + Int64(i) * 1_000, value: Double(i)))
+                batch.append(
+                    IngestSample(
+                        app: "shop", name: "req_total", labels: Labels([("code", code)]), time: start + Int64(i) * 1_000,
+                        value: Double(i)))
             }
         }
         try await store.ingest(batch)
         try await store.ingest(Array(batch.prefix(10)))  // a retried push changes nothing
         #expect(try await store.counts().samples == 1_200)
-        let ok = try await store.query(app: "shop", name: "req_total", selector: try SeriesSelector(parsing: #"req_total{code="200"}"#), from: start, to: start + 599_000)
+        let ok = try await store.query(
+            app: "shop", name: "req_total", selector: try SeriesSelector(parsing: #"req_total{code="200"}"#), from: start,
+            to: start + 599_000)
         #expect(ok.count == 1 && ok[0].points.count == 600 && ok[0].resolution == "raw")
 
         let (rolled, deleted) = try await store.compact(now: start + 600_000)
         #expect(rolled == 2 * 10, "every complete step of both series")
         #expect(deleted == 2 * 480)
-        let mixed = try await store.query(app: "shop", name: "req_total", selector: try SeriesSelector(parsing: #"req_total{code="200"}"#), from: start, to: start + 599_000)
+        let mixed = try await store.query(
+            app: "shop", name: "req_total", selector: try SeriesSelector(parsing: #"req_total{code="200"}"#), from: start,
+            to: start + 599_000)
         #expect(mixed[0].resolution == "mixed")
         #expect(mixed[0].points.count == 8 + 120)
         let firstStep = try #require(mixed[0].points.first)
@@ -290,7 +311,8 @@ struct ApplicationAPITests {
             let rejected = try await client.request(.post, "/v1/apply", body: bad)
             #expect(rejected.status == 400)
             #expect(expectEnvelope(rejected.body, code: .invalidArgument).contains("spec.objectives[0].quantile"))
-            let dropVM = changed.replacingOccurrences(of: "vms: [{ name: shop-1, image: tiny, cpus: 1, memory: 128MiB }]", with: "vms: []")
+            let dropVM = changed.replacingOccurrences(
+                of: "vms: [{ name: shop-1, image: tiny, cpus: 1, memory: 128MiB }]", with: "vms: []")
             #expect(try await client.request(.post, "/v1/apply", body: dropVM).status == 409)
 
             // A listed VM deleted since is made again by the next apply.
@@ -340,14 +362,16 @@ struct ApplicationAPITests {
             var requests = 0
             for step in 0..<45 {  // 90 s: slow from 30 s to 60 s
                 requests += 20
-                let text = shopExposition(requests: requests, latency: (15..<30).contains(step) ? 0.2 : 0.02, queue: 3, at: clock.ms)
-                let pushed = try decodeJSON(IngestResult.self, try await client.request(.post, "/v1/apps/shop/samples", body: text).body)
+                let text = shopExposition(
+                    requests: requests, latency: (15..<30).contains(step) ? 0.2 : 0.02, queue: 3, at: clock.ms)
+                let pushed = try decodeJSON(
+                    IngestResult.self, try await client.request(.post, "/v1/apps/shop/samples", body: text).body)
                 #expect(pushed.accepted == 11, "declared metrics only")
                 clock.advance(2)
                 await plane.controller.evaluateSLOs()
             }
             let events = await plane.controller.events.events(after: 0).filter { $0.kind == .slo && $0.name == "shop/latency" }
-            #expect(events.map { $0.to } .contains("breaching"), "\(events)")
+            #expect(events.map { $0.to }.contains("breaching"), "\(events)")
             #expect(events.last?.to == "ok")
 
             let app = try decodeJSON(AppView.self, try await client.request(.get, "/v1/apps/shop").body)
@@ -364,7 +388,8 @@ struct ApplicationAPITests {
             let from = Int(clock.now.timeIntervalSince1970) - 120
             let series = try decodeJSON(
                 SeriesResponse.self,
-                try await client.request(.get, "/v1/apps/shop/series?metric=http_requests_total&from=\(from)&to=\(from + 200)").body)
+                try await client.request(.get, "/v1/apps/shop/series?metric=http_requests_total&from=\(from)&to=\(from + 200)")
+                    .body)
             #expect(series.series.count == 1 && series.series[0].points.count == 45)
             #expect(series.series[0].points.last?.v == 900)
             let badQuery = try await client.request(.get, "/v1/apps/shop/series?metric=x&from=yesterday")
@@ -406,7 +431,9 @@ struct ApplicationAPITests {
         clock.advance(10)
         await second.evaluateSLOs()
         let next = try #require(try await second.app("shop").objectives.first)
-        #expect(next.goodWindows + next.badWindows + next.emptyWindows == after.goodWindows + after.badWindows + after.emptyWindows + 1)
+        #expect(
+            next.goodWindows + next.badWindows + next.emptyWindows == after.goodWindows + after.badWindows + after.emptyWindows
+                + 1)
     }
 
     @Test("deleting an application whose VM is migrating is refused, and leaves the controller usable")

@@ -20,12 +20,15 @@ struct CommandResult {
 
 /// Runs `vireo` with `arguments` to completion, waiting off the concurrency pool (`offPool`): a
 /// `vireo demo` takes minutes.
-func vireo(_ arguments: [String], server: String? = nil, token: String? = nil, stdin: String? = nil) async throws -> CommandResult {
+func vireo(_ arguments: [String], server: String? = nil, token: String? = nil, stdin: String? = nil) async throws -> CommandResult
+{
     try await offPool { try vireoBlocking(arguments, server: server, token: token, stdin: stdin) }
 }
 
 /// `vireo` for `defer` blocks, which cannot await: blocks the calling thread until it exits.
-func vireoBlocking(_ arguments: [String], server: String? = nil, token: String? = nil, stdin: String? = nil) throws -> CommandResult {
+func vireoBlocking(_ arguments: [String], server: String? = nil, token: String? = nil, stdin: String? = nil) throws
+    -> CommandResult
+{
     guard FileManager.default.isExecutableFile(atPath: vireoBinary) else {
         Issue.record("the vireo binary is not built at \(vireoBinary); run `swift build` first (make test does)")
         throw VireoError(.failedPrecondition, "no binary")
@@ -293,8 +296,10 @@ struct CLITests {
         let file = up.dataDir + "/m.yaml"
         try manifest.write(toFile: file, atomically: true, encoding: .utf8)
         #expect(try await vireo(["apply", "-f", file], server: server).stdout == "VirtualMachine/m-1 created\n")
-        #expect(try await vireo(["apply", "-f", "-"], server: server, stdin: manifest).stdout == "VirtualMachine/m-1 unchanged\n")
-        let bad = try await vireo(["apply", "-f", "-"], server: server, stdin: manifest.replacingOccurrences(of: "tiny", with: "nope"))
+        #expect(
+            try await vireo(["apply", "-f", "-"], server: server, stdin: manifest).stdout == "VirtualMachine/m-1 unchanged\n")
+        let bad = try await vireo(
+            ["apply", "-f", "-"], server: server, stdin: manifest.replacingOccurrences(of: "tiny", with: "nope"))
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("spec.image"))
         #expect(try await vireo(["apply", "-f", "/does/not/exist"], server: server).status == 2)
@@ -354,7 +359,10 @@ struct CLITests {
         #expect(after.map(\.name) == before.map(\.name))
         let hosts = try decodeJSON([HostView].self, try await vireo(["host", "list", "-o", "json"], server: again).stdout)
         #expect(hosts.map(\.name) == ["local"])
-        #expect(hosts.first?.id == (try decodeJSON([HostView].self, try await vireo(["host", "list", "-o", "json"], server: again).stdout)).first?.id)
+        #expect(
+            hosts.first?.id
+                == (try decodeJSON([HostView].self, try await vireo(["host", "list", "-o", "json"], server: again).stdout)).first?
+                .id)
         second.kill()
     }
 
@@ -373,7 +381,8 @@ struct CLITests {
         #expect(denied.stderr.contains("token"))
         #expect(try await vireo(["vm", "list"], server: server, token: "wrong").status == 1)
         #expect(try await vireo(["vm", "create", "a", "--wait"], server: server, token: token).status == 0)
-        let join = try String(contentsOfFile: up.dataDir + "/join.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let join = try String(contentsOfFile: up.dataDir + "/join.token", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         #expect(try await vireo(["vm", "list"], server: server, token: join).status == 1, "the join token is for agents only")
         up.kill(SIGTERM)
         #expect(!up.logText.contains(token))

@@ -43,7 +43,8 @@ extension RealQEMU {
                 try await eventually("the guest writes another 64 MiB of pages", within: 120) {
                     (try await status(address)["dirtiedPages"]?.doubleValue ?? 0) >= firstPages + 16_384
                 }
-                print("dirtying 64 MiB in a 256 MiB guest (\(TestQEMU.accelerator)): \(try await request(address, "/status").body)")
+                print(
+                    "dirtying 64 MiB in a 256 MiB guest (\(TestQEMU.accelerator)): \(try await request(address, "/status").body)")
                 // Every page it came back to held what it had written there: the check finds nothing
                 // where nothing was lost.
                 #expect(try await status(address)["lostWrites"] == .number(0))

@@ -33,7 +33,8 @@ enum TestQEMU {
     static let builder = ImageBuilder(cacheDirectory: FileManager.default.currentDirectoryPath + "/.build/test-images")
 
     static func driver(stateDirectory: String = temporaryDirectory() + "/vms", stopTimeout: Duration? = nil) -> QEMUDriver {
-        var configuration = QEMUDriver.Configuration(stateDirectory: stateDirectory, accelerator: accelerator, cpus: 2, memoryMiB: 4096)
+        var configuration = QEMUDriver.Configuration(
+            stateDirectory: stateDirectory, accelerator: accelerator, cpus: 2, memoryMiB: 4096)
         if let stopTimeout { configuration.stopTimeout = stopTimeout }
         return QEMUDriver(configuration: configuration, images: { name in try await images.image(name) })
     }

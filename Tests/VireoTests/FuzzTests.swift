@@ -21,7 +21,8 @@ struct FuzzTests {
     }
 
     static let validVM = #"{"name":"fuzz","image":"tiny","cpus":1,"memory":"128MiB"}"#
-    static let validManifest = "apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: { name: fuzz }\nspec: { image: tiny, cpus: 1, memory: 128MiB }\n"
+    static let validManifest =
+        "apiVersion: vireo/v1\nkind: VirtualMachine\nmetadata: { name: fuzz }\nspec: { image: tiny, cpus: 1, memory: 128MiB }\n"
 
     static let openSLO = """
         apiVersion: openslo/v1
@@ -48,9 +49,14 @@ struct FuzzTests {
         case 0: return .null
         case 1: return .bool(Bool.random(using: &rng))
         case 2:
-            return .number(([0, -1, 1, 1.5, 1e300, -1e300, 4096, 1_099_511_627_776, 2147483648] as [Double]).randomElement(using: &rng)!)
+            return .number(
+                ([0, -1, 1, 1.5, 1e300, -1e300, 4096, 1_099_511_627_776, 2_147_483_648] as [Double]).randomElement(using: &rng)!)
         case 3:
-            return .string(["", "tiny", "web", "a", "256MiB", "5x", "-1", "Ω", "vireo/v1", "VirtualMachine", String(repeating: "z", count: 100)].randomElement(using: &rng)!)
+            return .string(
+                [
+                    "", "tiny", "web", "a", "256MiB", "5x", "-1", "Ω", "vireo/v1", "VirtualMachine",
+                    String(repeating: "z", count: 100),
+                ].randomElement(using: &rng)!)
         case 4: return .array((0..<Int.random(in: 0..<4, using: &rng)).map { _ in randomJSON(&rng, depth: depth + 1) })
         default:
             var object: [String: JSONValue] = [:]
@@ -97,7 +103,8 @@ struct FuzzTests {
         let before = try await plane.store.load().vms
         let cases: [(String, String)] = [
             ("/v1/vms", Self.validVM), ("/v1/apply", Self.validManifest), ("/v1/agent/register", "{}"),
-            ("/v1/agent/heartbeat", "{}"), ("/v1/apply", shopManifest), ("/v1/apps/shop/samples", shopExposition(requests: 5, latency: 0.01, queue: 1, at: 1_800_000_000_000)),
+            ("/v1/agent/heartbeat", "{}"), ("/v1/apply", shopManifest),
+            ("/v1/apps/shop/samples", shopExposition(requests: 5, latency: 0.01, queue: 1, at: 1_800_000_000_000)),
             ("/v1/agent/samples", "{}"),
         ]
         try await plane.test { client in
@@ -105,7 +112,9 @@ struct FuzzTests {
                 for (i, body) in Self.inputs(seed: 7, count: 400, valid: valid).enumerated() {
                     let response = try await client.request(.post, path, body: body)
                     if (200..<300).contains(response.status) { continue }  // a mutation can stay valid
-                    #expect((400..<500).contains(response.status), "\(path) input \(i): \(response.status) for \(body.debugDescription)")
+                    #expect(
+                        (400..<500).contains(response.status),
+                        "\(path) input \(i): \(response.status) for \(body.debugDescription)")
                     guard let envelope = try? decodeJSON(ErrorEnvelope.self, response.body) else {
                         Issue.record("\(path) input \(i): no envelope in \(response.body.prefix(200))")
                         continue
@@ -121,7 +130,8 @@ struct FuzzTests {
 
     @Test("the manifest parser never crashes and fails only with invalid_argument")
     func parser() {
-        let inputs = Self.inputs(seed: 11, count: 4000, valid: Self.validManifest)
+        let inputs =
+            Self.inputs(seed: 11, count: 4000, valid: Self.validManifest)
             + Self.inputs(seed: 13, count: 2000, valid: shopManifest) + Self.inputs(seed: 17, count: 1000, valid: Self.openSLO)
         for text in inputs {
             do {

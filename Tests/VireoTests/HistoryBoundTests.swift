@@ -47,7 +47,8 @@ struct HistoryBoundTests {
             action.endedAt = t0.addingTimeInterval(Double(i))
             book.put(
                 Plan(
-                    id: "p\(i)", policy: "slo", trigger: .automatic, state: .completed, createdAt: t0.addingTimeInterval(Double(i)),
+                    id: "p\(i)", policy: "slo", trigger: .automatic, state: .completed,
+                    createdAt: t0.addingTimeInterval(Double(i)),
                     actions: [action], considered: [], notes: []))
         }
         #expect(book.newestFirst.count <= PlanBook.recentCapacity + PlanBook.recentCapacity / 4)

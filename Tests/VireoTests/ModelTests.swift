@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VireoModel
 
@@ -40,7 +41,9 @@ struct ModelTests {
         #expect(ResourceName.problem(with: name) == nil)
     }
 
-    @Test("names that are not DNS labels are rejected", arguments: ["", "Web", "-a", "a-", "a_b", "a.b", "ä", String(repeating: "a", count: 64)])
+    @Test(
+        "names that are not DNS labels are rejected",
+        arguments: ["", "Web", "-a", "a-", "a_b", "a.b", "ä", String(repeating: "a", count: 64)])
     func invalidNames(name: String) {
         #expect(ResourceName.problem(with: name) != nil)
     }
@@ -67,5 +70,3 @@ struct ModelTests {
         #expect(error.code.httpStatus == 500)
     }
 }
-
-import Foundation

@@ -57,7 +57,9 @@ struct OpenAPITests {
         let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
         let checker = ResponseChecker(openAPI: self)
         try await plane.test { client in
-            func call(_ method: HTTPRequest.Method, _ uri: String, route: String, body: String? = nil, expect status: Int) async throws -> String {
+            func call(_ method: HTTPRequest.Method, _ uri: String, route: String, body: String? = nil, expect status: Int)
+                async throws -> String
+            {
                 let response = try await client.execute(
                     uri: uri, method: method, body: body.map { ByteBuffer(string: $0) }
                 ) { (Int($0.status.code), $0.headers[.contentType] ?? "", String(buffer: $0.body)) }
@@ -67,11 +69,15 @@ struct OpenAPITests {
             }
             _ = try await call(.get, "/healthz", route: "/healthz", expect: 200)
             _ = try await call(.get, "/openapi.json", route: "/openapi.json", expect: 200)
-            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"a","image":"tiny","cpus":2,"memory":"256MiB","app":"shop"}"#, expect: 201)
+            _ = try await call(
+                .post, "/v1/vms", route: "/v1/vms", body: #"{"name":"a","image":"tiny","cpus":2,"memory":"256MiB","app":"shop"}"#,
+                expect: 201)
             // Pinned to h2: h1's verdict is a filter reason. Too big for any host: pending, every host filtered.
             _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"b","image":"tiny","host":"h2"}"#, expect: 201)
-            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"huge","image":"tiny","memory":"64GiB"}"#, expect: 201)
-            _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"many","image":"tiny","cpus":40}"#, expect: 201)
+            _ = try await call(
+                .post, "/v1/vms", route: "/v1/vms", body: #"{"name":"huge","image":"tiny","memory":"64GiB"}"#, expect: 201)
+            _ = try await call(
+                .post, "/v1/vms", route: "/v1/vms", body: #"{"name":"many","image":"tiny","cpus":40}"#, expect: 201)
             _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"a","image":"tiny"}"#, expect: 409)
             _ = try await call(.post, "/v1/vms", route: "/v1/vms", body: #"{"name":"c","image":"tiny","cpus":0}"#, expect: 400)
             _ = try await call(.get, "/v1/vms", route: "/v1/vms", expect: 200)
@@ -95,8 +101,10 @@ struct OpenAPITests {
             _ = try await call(.get, "/v1/hosts", route: "/v1/hosts", expect: 200)
             _ = try await call(.get, "/v1/hosts/h1", route: "/v1/hosts/{host}", expect: 200)
             _ = try await call(.get, "/v1/hosts/nope", route: "/v1/hosts/{host}", expect: 404)
-            let registration = #"{"name":"h3","address":"127.0.0.1","fingerprint":{"cpus":4,"memoryMiB":4096,"driver":"simulated","capabilities":["pause"],"attributes":{"rack":"r1"}}}"#
-            let registered = try await call(.post, "/v1/agent/register", route: "/v1/agent/register", body: registration, expect: 200)
+            let registration =
+                #"{"name":"h3","address":"127.0.0.1","fingerprint":{"cpus":4,"memoryMiB":4096,"driver":"simulated","capabilities":["pause"],"attributes":{"rack":"r1"}}}"#
+            let registered = try await call(
+                .post, "/v1/agent/register", route: "/v1/agent/register", body: registration, expect: 200)
             let hostID = try decodeJSON(AgentRegistrationResponse.self, registered).hostID
             _ = try await call(
                 .post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat", body: #"{"hostID":"\#(hostID)","instances":[]}"#,
@@ -105,7 +113,8 @@ struct OpenAPITests {
             // An agent on h1 reports VM "a" running at an address, with console output.
             let h1 = try await plane.controller.host("h1").id
             let a = try await plane.controller.vm("a")
-            let report = #"{"hostID":"\#(h1)","instances":[{"id":"\#(a.id)","state":"running","generation":\#(a.generation),"address":"127.0.0.1:40419"}],"console":[{"id":"\#(a.id)","chunk":{"offset":0,"next":6,"text":"hello\n"}}]}"#
+            let report =
+                #"{"hostID":"\#(h1)","instances":[{"id":"\#(a.id)","state":"running","generation":\#(a.generation),"address":"127.0.0.1:40419"}],"console":[{"id":"\#(a.id)","chunk":{"offset":0,"next":6,"text":"hello\n"}}]}"#
             let desired = try await call(.post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat", body: report, expect: 200)
             #expect(desired.contains(#""consoleOffset":6"#))
             #expect(try await call(.get, "/v1/vms/a", route: "/v1/vms/{vm}", expect: 200).contains("127.0.0.1:40419"))
@@ -139,25 +148,29 @@ struct OpenAPITests {
             _ = try await call(.get, "/v1/plans/\(planID)", route: "/v1/plans/{plan}", expect: 200)
             _ = try await call(.get, "/v1/plans/nope", route: "/v1/plans/{plan}", expect: 404)
             _ = try await call(.get, "/v1/rebalance", route: "/v1/rebalance", expect: 200)
-            _ = try await call(.put, "/v1/rebalance", route: "/v1/rebalance", body: #"{"policy":"threshold","intervalSeconds":5}"#, expect: 200)
+            _ = try await call(
+                .put, "/v1/rebalance", route: "/v1/rebalance", body: #"{"policy":"threshold","intervalSeconds":5}"#, expect: 200)
             _ = try await call(.put, "/v1/rebalance", route: "/v1/rebalance", body: #"{"policy":"often"}"#, expect: 400)
             _ = try await call(.put, "/v1/rebalance", route: "/v1/rebalance", body: #"{"policy":"off"}"#, expect: 200)
             // The destination's heartbeat carries its order, and its report is taken.
             let h2 = try await plane.controller.host("h2").id
             let order = try await call(
                 .post, "/v1/agent/heartbeat", route: "/v1/agent/heartbeat",
-                body: #"{"hostID":"\#(h2)","instances":[],"migrations":[{"id":"\#(migrationID)","state":"ready","incomingURI":"tcp:127.0.0.1:1"}]}"#,
+                body:
+                    #"{"hostID":"\#(h2)","instances":[],"migrations":[{"id":"\#(migrationID)","state":"ready","incomingURI":"tcp:127.0.0.1:1"}]}"#,
                 expect: 200)
             #expect(order.contains(#""role":"destination""#))
             // Applications: apply (created, updated), push samples, evaluate, read, series, delete.
             _ = try await call(.post, "/v1/apply", route: "/v1/apply", body: shopManifest, expect: 200)
             _ = try await call(
-                .post, "/v1/apply", route: "/v1/apply", body: shopManifest.replacingOccurrences(of: "max: 100", with: "max: 90"), expect: 200)
+                .post, "/v1/apply", route: "/v1/apply", body: shopManifest.replacingOccurrences(of: "max: 100", with: "max: 90"),
+                expect: 200)
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             for (i, latency) in [0.02, 0.02, 0.2].enumerated() {
                 _ = try await call(
                     .post, "/v1/apps/shop/samples", route: "/v1/apps/{app}/samples",
-                    body: shopExposition(requests: 10 * (i + 1), latency: latency, queue: 2, at: now - 30_000 + Int64(i) * 10_000),
+                    body: shopExposition(
+                        requests: 10 * (i + 1), latency: latency, queue: 2, at: now - 30_000 + Int64(i) * 10_000),
                     expect: 202)
             }
             await plane.controller.evaluateSLOs()
@@ -165,13 +178,15 @@ struct OpenAPITests {
             _ = try await call(.post, "/v1/apps/nope/samples", route: "/v1/apps/{app}/samples", body: "x 1", expect: 404)
             _ = try await call(
                 .post, "/v1/agent/samples", route: "/v1/agent/samples",
-                body: #"{"hostID":"\#(h1)","items":[{"app":"shop","vm":"shop-1","time":"2026-12-01T12:00:00Z","exposition":"queue_depth 4\n","error":"probe: timed out"}]}"#,
+                body:
+                    #"{"hostID":"\#(h1)","items":[{"app":"shop","vm":"shop-1","time":"2026-12-01T12:00:00Z","exposition":"queue_depth 4\n","error":"probe: timed out"}]}"#,
                 expect: 202)
             _ = try await call(.post, "/v1/agent/samples", route: "/v1/agent/samples", body: #"{"hostID":"\#(h1)"}"#, expect: 400)
             _ = try await call(.get, "/v1/apps", route: "/v1/apps", expect: 200)
             _ = try await call(.get, "/v1/apps/shop", route: "/v1/apps/{app}", expect: 200)
             _ = try await call(.get, "/v1/apps/nope", route: "/v1/apps/{app}", expect: 404)
-            _ = try await call(.get, "/v1/apps/shop/series?metric=queue_depth&from=-1h", route: "/v1/apps/{app}/series", expect: 200)
+            _ = try await call(
+                .get, "/v1/apps/shop/series?metric=queue_depth&from=-1h", route: "/v1/apps/{app}/series", expect: 200)
             _ = try await call(.get, "/v1/apps/shop/series?metric=x{", route: "/v1/apps/{app}/series", expect: 400)
             _ = try await call(.get, "/v1/apps/nope/series?metric=x", route: "/v1/apps/{app}/series", expect: 404)
             _ = try await call(.delete, "/v1/apps/shop", route: "/v1/apps/{app}", expect: 400)
@@ -189,7 +204,8 @@ struct OpenAPITests {
         try await guarded.test { client in
             let response = try await client.request(.get, "/v1/vms")
             #expect(response.status == 401)
-            checker.check(method: .get, route: "/v1/vms", status: response.status, contentType: "application/json", body: response.body)
+            checker.check(
+                method: .get, route: "/v1/vms", status: response.status, contentType: "application/json", body: response.body)
         }
         #expect(checker.failures == [])
     }
@@ -220,7 +236,8 @@ final class ResponseChecker: @unchecked Sendable {
                 failures += problems.map { "\(what): \($0)" }
             }
         }
-        guard var response = openAPI.document["paths"]?[route]?[method.rawValue.lowercased()]?["responses"]?[String(status)] else {
+        guard var response = openAPI.document["paths"]?[route]?[method.rawValue.lowercased()]?["responses"]?[String(status)]
+        else {
             problems.append("status not documented")
             return
         }

@@ -12,7 +12,8 @@ struct PackageGraphTests {
             .deletingLastPathComponent().path
         let result = try await Subprocess.run(
             // Its own scratch path: `swift test` holds the lock on the package's own .build.
-            .name("swift"), arguments: ["package", "--package-path", root, "--scratch-path", temporaryDirectory(), "dump-package"],
+            .name("swift"),
+            arguments: ["package", "--package-path", root, "--scratch-path", temporaryDirectory(), "dump-package"],
             output: .data(limit: 1 << 24), error: .string(limit: 1 << 16))
         #expect(result.terminationStatus.isSuccess, "swift package dump-package: \(result.standardError)")
         struct Manifest: Decodable {
@@ -23,15 +24,20 @@ struct PackageGraphTests {
             var targets: [Target]
         }
         let manifest = try JSONDecoder().decode(Manifest.self, from: result.standardOutput)
-        return Dictionary(uniqueKeysWithValues: manifest.targets.map { target in
-            (target.name, target.dependencies.compactMap { dependency -> String? in
-                if let name = dependency["byName"]?.first ?? dependency["target"]?.first { return name }
-                if let product = dependency["product"], product.count > 1, let name = product[0], let package = product[1] {
-                    return "\(package)/\(name)"
-                }
-                return nil
+        return Dictionary(
+            uniqueKeysWithValues: manifest.targets.map { target in
+                (
+                    target.name,
+                    target.dependencies.compactMap { dependency -> String? in
+                        if let name = dependency["byName"]?.first ?? dependency["target"]?.first { return name }
+                        if let product = dependency["product"], product.count > 1, let name = product[0], let package = product[1]
+                        {
+                            return "\(package)/\(name)"
+                        }
+                        return nil
+                    }
+                )
             })
-        })
     }
 
     static func closure(of target: String, in graph: [String: [String]]) -> Set<String> {

@@ -5,10 +5,13 @@ import VireoPlacement
 
 @Suite("Initial placement")
 struct PlacementTests {
-    func host(_ name: String, cpus: Int = 8, memoryMiB: Int = 8192, state: HostState = .ready, usedCPUs: Int = 0,
-              usedMiB: Int = 0, capabilities: Set<Capability> = []) -> HostSnapshot {
-        HostSnapshot(id: HostID(name + "-id"), name: name, state: state, cpus: cpus, memoryMiB: memoryMiB,
-                     allocatedCPUs: usedCPUs, allocatedMemoryMiB: usedMiB, capabilities: capabilities)
+    func host(
+        _ name: String, cpus: Int = 8, memoryMiB: Int = 8192, state: HostState = .ready, usedCPUs: Int = 0,
+        usedMiB: Int = 0, capabilities: Set<Capability> = []
+    ) -> HostSnapshot {
+        HostSnapshot(
+            id: HostID(name + "-id"), name: name, state: state, cpus: cpus, memoryMiB: memoryMiB,
+            allocatedCPUs: usedCPUs, allocatedMemoryMiB: usedMiB, capabilities: capabilities)
     }
 
     @Test("every host gets a verdict: why it was filtered or how it scored")

@@ -45,10 +45,11 @@ struct PrometheusTextTests {
     @Test("the format's reference example: types, help, labels, escapes, timestamps, ±Inf")
     func referenceExample() throws {
         let families = try PrometheusText.parse(Self.sample)
-        try #require(families.map(\.name) == [
-            "http_requests_total", "msdos_file_access_time_seconds", "metric_without_timestamp_and_labels",
-            "something_weird", "http_request_duration_seconds", "rpc_duration_seconds",
-        ])
+        try #require(
+            families.map(\.name) == [
+                "http_requests_total", "msdos_file_access_time_seconds", "metric_without_timestamp_and_labels",
+                "something_weird", "http_request_duration_seconds", "rpc_duration_seconds",
+            ])
         let requests = families[0]
         #expect(requests.type == .counter)
         #expect(requests.help == "The total number of HTTP requests.")
@@ -83,7 +84,8 @@ struct PrometheusTextTests {
     func histogramWindow() throws {
         func scrape(_ fast: Int, _ slow: Int) throws -> Histogram {
             try #require(
-                try PrometheusText.parse("""
+                try PrometheusText.parse(
+                    """
                     # TYPE lat histogram
                     lat_bucket{le="0.01"} \(fast)
                     lat_bucket{le="0.1"} \(fast + slow)
@@ -145,14 +147,16 @@ struct PrometheusTextTests {
         for round in 0..<3000 {
             var text: String
             if round % 2 == 0 {
-                text = String((0..<Int.random(in: 0..<120, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+                text = String(
+                    (0..<Int.random(in: 0..<120, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
             } else {
                 var lines = seeds
                 for _ in 0..<3 {
                     let i = Int.random(in: 0..<lines.count, using: &generator)
                     var chars = Array(lines[i])
                     if !chars.isEmpty { chars.remove(at: Int.random(in: 0..<chars.count, using: &generator)) }
-                    chars.insert(alphabet.randomElement(using: &generator)!, at: Int.random(in: 0...chars.count, using: &generator))
+                    chars.insert(
+                        alphabet.randomElement(using: &generator)!, at: Int.random(in: 0...chars.count, using: &generator))
                     lines[i] = String(chars)
                 }
                 text = lines.joined(separator: "\n")
@@ -169,7 +173,8 @@ struct PrometheusTextTests {
     func nodeExporter() throws {
         // Captured with: apt-get download prometheus-node-exporter; dpkg-deb -x …; run it with
         // --web.listen-address=127.0.0.1:19100; curl /metrics (see Fixtures/).
-        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/node-exporter-1.5.0.prom")
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "Fixtures/node-exporter-1.5.0.prom")
         let text = try String(contentsOf: path, encoding: .utf8)
         let families = try PrometheusText.parse(text)
         #expect(families.count == 283)

@@ -5,10 +5,10 @@ import Testing
 import VireoDriver
 import VireoImage
 import VireoModel
+import VireoProcess
 import VireoTelemetry
 
 @testable import VireoDriverQEMU
-import VireoProcess
 
 /// What only a real hypervisor can show: a guest that boots, serves, powers off, crashes, and a
 /// QEMU that outlives the agent process that started it.
@@ -62,7 +62,8 @@ extension RealQEMU {
             try await driver.create(vm)
             let base = try #require(try await TestQEMU.builder.image(named: "tiny")).baseDisk
             let baseBefore = try Data(contentsOf: URL(fileURLWithPath: base))
-            let info = try await HostTool.text("qemu-img", ["info", "--output=json", await driver.paths(vm.id).directory + "/disk.qcow2"])
+            let info = try await HostTool.text(
+                "qemu-img", ["info", "--output=json", await driver.paths(vm.id).directory + "/disk.qcow2"])
             #expect(info.contains("\"backing-filename\": \"\(base)\""))
             try await driver.start(vm.id)
             _ = try await settle(driver, vm.id, to: .running, tick: tick)
@@ -207,7 +208,9 @@ extension RealQEMU {
             #expect(try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1") == uri)
             let seen = ProgressLog()
             let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
-            print("migration of 128 MiB (\(TestQEMU.accelerator)): total \(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
+            print(
+                "migration of 128 MiB (\(TestQEMU.accelerator)): total \(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes"
+            )
             #expect(stats.totalTimeMs > 0)
             #expect(stats.transferredBytes > 1 << 20)
             try await source.release(vm.id)

@@ -2,9 +2,9 @@ import Foundation
 import Testing
 import VireoImage
 import VireoModel
+import VireoProcess
 
 @testable import VireoDriverQEMU
-import VireoProcess
 
 /// A real QEMU with no machine: enough to speak QMP, quick to start.
 struct BareQEMU {
@@ -17,8 +17,10 @@ struct BareQEMU {
         let socket = directory + "/qmp.sock"
         try await HostTool.run(
             "qemu-system-x86_64",
-            ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "unix:\(socket),server=on,wait=off",
-             "-pidfile", directory + "/pid", "-daemonize"])
+            [
+                "-machine", "none", "-nodefaults", "-display", "none", "-qmp", "unix:\(socket),server=on,wait=off",
+                "-pidfile", directory + "/pid", "-daemonize",
+            ])
         return BareQEMU(socket: socket, pid: try QEMUDriver.readPID(directory + "/pid"))
     }
 

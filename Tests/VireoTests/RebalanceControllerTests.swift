@@ -87,7 +87,9 @@ struct RebalanceControllerTests {
             #expect(move.vm == "noisy" && move.from == "h1" && move.to == "h2")
             #expect(move.reason == "objective-pressure" && move.application == "shop" && move.objective == "latency")
             #expect(move.explanation.contains("shop/latency is breaching"), "\(move.explanation)")
-            #expect(abs(move.predicted.sourceLoadBefore - 0.625) < 1e-9 && abs(move.predicted.sourceLoadAfter - 0.0625) < 1e-9, "\(move.predicted)")
+            #expect(
+                abs(move.predicted.sourceLoadBefore - 0.625) < 1e-9 && abs(move.predicted.sourceLoadAfter - 0.0625) < 1e-9,
+                "\(move.predicted)")
             #expect((move.predicted.benefit ?? 0) > 2 * (move.predicted.weightedCost ?? .infinity))
             let considered = Dictionary(uniqueKeysWithValues: plan.considered.map { ($0.vm, $0) })
             #expect(considered["noisy"]?.moved == true)
@@ -97,7 +99,8 @@ struct RebalanceControllerTests {
             #expect(try await controller.listMigrations().items.isEmpty)
 
             // The baseline sees the same busy host; unknown policies are refused naming the field.
-            let threshold = try decodeJSON(Plan.self, try await client.request(.post, "/v1/plans", body: #"{"policy":"threshold-0.5"}"#).body)
+            let threshold = try decodeJSON(
+                Plan.self, try await client.request(.post, "/v1/plans", body: #"{"policy":"threshold-0.5"}"#).body)
             #expect(threshold.actions.map(\.reason) == ["host-over-threshold"])
             for bad in [#"{"policy":"thresh"}"#, #"{"policy":"threshold-2"}"#, #"{"execute":"yes"}"#, #"{"when":1}"#] {
                 let refused = try await client.request(.post, "/v1/plans", body: bad)
@@ -164,7 +167,8 @@ struct RebalanceControllerTests {
                 let refused = try await client.request(.put, "/v1/rebalance", body: bad)
                 #expect(refused.status == 400, "\(bad)")
             }
-            #expect(try decodeJSON(RebalanceStatus.self, try await client.request(.get, "/v1/rebalance").body).settings.policy == nil)
+            #expect(
+                try decodeJSON(RebalanceStatus.self, try await client.request(.get, "/v1/rebalance").body).settings.policy == nil)
             let set = try await client.request(.put, "/v1/rebalance", body: #"{"policy":"slo","intervalSeconds":1}"#)
             #expect(set.status == 200, "\(set.body)")
         }

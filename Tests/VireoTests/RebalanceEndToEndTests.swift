@@ -62,8 +62,10 @@ extension RealQEMU {
             let why = timeline.explanation ?? ""
             #expect(why.hasPrefix("web/latency is warning") || why.hasPrefix("web/latency is breaching"), "\(why)")
             #expect(why.contains("moving noisy"), "\(why)")
-            print("noisy neighbour, slo: breach \(breach) s, plan \(plan) s, migration ended \(ended) s, "
-                + "downtime \(timeline.downtimeMs ?? -1) ms, ok \(recovered) s: breach to ok \(timeline.breachToOkSeconds ?? -1) s")
+            print(
+                "noisy neighbour, slo: breach \(breach) s, plan \(plan) s, migration ended \(ended) s, "
+                    + "downtime \(timeline.downtimeMs ?? -1) ms, ok \(recovered) s: breach to ok \(timeline.breachToOkSeconds ?? -1) s"
+            )
         }
 
         @Test("a busy host whose VMs nobody minds: threshold moves the batch VM onto web's host, slo moves nothing")
@@ -76,8 +78,9 @@ extension RealQEMU {
             #expect(threshold.migrations >= 1)
             #expect(threshold.moves.first.map { "\($0.vm) \($0.from)→\($0.to)" } == "batch h2→h1")
             func breach(_ t: Timeline) -> String { t.breachDetectedAt.map { "\($0) s" } ?? "never" }
-            print("misleading counters: slo \(slo.migrations) migration(s) (web missed its objective: \(breach(slo))), "
-                + "threshold \(threshold.migrations) (web missed its objective: \(breach(threshold)))")
+            print(
+                "misleading counters: slo \(slo.migrations) migration(s) (web missed its objective: \(breach(slo))), "
+                    + "threshold \(threshold.migrations) (web missed its objective: \(breach(threshold)))")
         }
     }
 }

@@ -322,8 +322,9 @@ struct RebalanceCostModelTests {
         #expect(
             model.cost(memoryMiB: 1_024, dirtyMiBPerSecond: 1_024, bandwidthMiBPerSecond: 1_024)
                 == .failure(.dirtyRateExceedsBandwidth(dirtyMiBPerSecond: 1_024, bandwidthMiBPerSecond: 1_024)))
-        guard case .failure(.tooManyIterations(30, _)) = model.cost(
-            memoryMiB: 4_096, dirtyMiBPerSecond: 1_000, bandwidthMiBPerSecond: 1_024)
+        guard
+            case .failure(.tooManyIterations(30, _)) = model.cost(
+                memoryMiB: 4_096, dirtyMiBPerSecond: 1_000, bandwidthMiBPerSecond: 1_024)
         else {
             Issue.record("a barely shrinking pre-copy should give up after 30 passes")
             return
@@ -401,8 +402,9 @@ struct RebalanceDynamicsTests {
     func noPingPong() {
         let slo = Self.run(SLOPolicy(), steps: 288)
         let threshold = Self.run(ThresholdPolicy(), steps: 288)
-        print("24 h of fluctuating load: slo made \(slo.count) moves, \(Self.movesBack(slo).count) back; "
-            + "threshold made \(threshold.count) moves, \(Self.movesBack(threshold).count) back")
+        print(
+            "24 h of fluctuating load: slo made \(slo.count) moves, \(Self.movesBack(slo).count) back; "
+                + "threshold made \(threshold.count) moves, \(Self.movesBack(threshold).count) back")
         #expect(!slo.isEmpty, "the scenario should make slo act at least once")
         #expect(Self.movesBack(slo) == [])
         #expect(slo.count <= 10, "slo settles instead of chasing the load")
@@ -437,7 +439,8 @@ struct RebalanceDynamicsTests {
             for v in 0..<10 {
                 let cores = suffering ? 2.5 + next() : 4 * next()
                 vms.append(
-                    F.vm("vm-\(h)-\(v)", on: name, cores: cores, cpus: 4, memoryMiB: 4_096, dirty: 10 + 90 * next(),
+                    F.vm(
+                        "vm-\(h)-\(v)", on: name, cores: cores, cpus: 4, memoryMiB: 4_096, dirty: 10 + 90 * next(),
                         app: v == 0 ? "app-\(h)" : nil))
             }
             apps.append(F.app("app-\(h)", suffering ? .breaching : .ok, burn: suffering ? 5 + 10 * next() : 0.5))
@@ -447,8 +450,9 @@ struct RebalanceDynamicsTests {
         for policy in [SLOPolicy() as any RebalancePolicy, ThresholdPolicy()] {
             var plan = RebalancePlan(policy: "")
             let elapsed = clock.measure { plan = policy.plan(snapshot) }
-            print("\(policy.name): 10,000 hosts / 100,000 VMs planned in \(elapsed) (debug build): "
-                + "\(plan.actions.count) moves, \(plan.considered.count) VMs considered")
+            print(
+                "\(policy.name): 10,000 hosts / 100,000 VMs planned in \(elapsed) (debug build): "
+                    + "\(plan.actions.count) moves, \(plan.considered.count) VMs considered")
             #expect(plan.actions.count == 2)
             // Large clusters keep condensed verdicts: the chosen host first, the rest counted.
             for move in plan.actions {
@@ -465,7 +469,8 @@ struct RebalanceDynamicsTests {
 struct RebalancePinTests {
     typealias F = RebalanceFixture
 
-    @Test("a pinned VM is never moved: slo says so and moves the neighbour; threshold skips to a movable VM or says none can move")
+    @Test(
+        "a pinned VM is never moved: slo says so and moves the neighbour; threshold skips to a movable VM or says none can move")
     func pinned() {
         var snapshot = F.noisyNeighbour()
         snapshot.vms[0].pinned = true  // web-1

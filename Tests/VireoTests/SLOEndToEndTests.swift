@@ -57,8 +57,10 @@ extension RealQEMU {
                 return vm?.state == .running
             }
             let address = try #require(vm?.address)
-            let pid = try #require(Int32(
-                try String(contentsOfFile: "\(dataDir)/vms/\(vm!.id)/qemu.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            let pid = try #require(
+                Int32(
+                    try String(contentsOfFile: "\(dataDir)/vms/\(vm!.id)/qemu.pid", encoding: .utf8).trimmingCharacters(
+                        in: .whitespacesAndNewlines)))
             // `vireo up` leaves its guests running when it stops: a failed test must not leave one behind.
             defer { kill(pid, SIGKILL) }
 
@@ -70,8 +72,11 @@ extension RealQEMU {
                     for _ in 0..<2 {
                         group.addTask {
                             let deadline = ContinuousClock.now + .seconds(180)
-                            while !gauge.stop.withLock({ $0 }), ContinuousClock.now < deadline, gauge.sent.withLock({ $0 }) < 40_000 {
-                                _ = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/"), timeout: .seconds(5))
+                            while !gauge.stop.withLock({ $0 }), ContinuousClock.now < deadline,
+                                gauge.sent.withLock({ $0 }) < 40_000
+                            {
+                                _ = try? await HTTPClient.shared.execute(
+                                    HTTPClientRequest(url: "http://\(address)/"), timeout: .seconds(5))
                                 gauge.sent.withLock { $0 += 1 }
                                 try? await Task.sleep(for: .milliseconds(25))
                             }
@@ -85,7 +90,8 @@ extension RealQEMU {
             }
 
             func objective() async throws -> ObjectiveStatus? {
-                let app = try decodeJSON(AppView.self, try await vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
+                let app = try decodeJSON(
+                    AppView.self, try await vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
                 return app.objectives.first
             }
             try await eventually("latency ok under load before starving", within: 60) { try await objective()?.state == .ok }
@@ -95,12 +101,16 @@ extension RealQEMU {
             // what follows measures the starving, not a machine too busy to serve the load.
             try #require(
                 (before.sli ?? 1) <= 0.025,
-                "premise failed: unstarved p90 \(before.sli ?? -1) s is not well under the 0.05 s target; the machine is too loaded")
+                "premise failed: unstarved p90 \(before.sli ?? -1) s is not well under the 0.05 s target; the machine is too loaded"
+            )
 
             /// When the controller recorded web/latency entering `state`, after `since`.
             func entered(_ state: SLOState, since: Date) async throws -> Date? {
-                let events = try decodeJSON([ClusterEvent].self, try await vireo(["events", "-o", "json"], server: server).stdout)
-                return events.first { $0.kind == .slo && $0.name == "web/latency" && $0.to == state.rawValue && $0.time >= since }?.time
+                let events = try decodeJSON(
+                    [ClusterEvent].self, try await vireo(["events", "-o", "json"], server: server).stdout)
+                return events.first {
+                    $0.kind == .slo && $0.name == "web/latency" && $0.to == state.rawValue && $0.time >= since
+                }?.time
             }
 
             // Starve: QEMU gets a twentieth of a CPU.
@@ -110,7 +120,8 @@ extension RealQEMU {
             /// Moves QEMU back to the root groups (where it started).
             func release() {
                 for group in groups {
-                    let root = (group as NSString).deletingLastPathComponent.replacingOccurrences(of: "/\(cgroups.name)", with: "")
+                    let root = (group as NSString).deletingLastPathComponent.replacingOccurrences(
+                        of: "/\(cgroups.name)", with: "")
                     try? "\(pid)".write(toFile: root + "/cgroup.procs", atomically: false, encoding: .utf8)
                 }
             }
@@ -124,7 +135,9 @@ extension RealQEMU {
             for group in groups { try "\(pid)".write(toFile: group + "/cgroup.procs", atomically: false, encoding: .utf8) }
             // Two windows (the one in progress may still be judged good), the judging delay, two scrapes.
             let bound = 2 * Self.window + 3
-            try await eventually("breaching after starving", within: 60) { try await entered(.breaching, since: starvedAt) != nil }
+            try await eventually("breaching after starving", within: 60) {
+                try await entered(.breaching, since: starvedAt) != nil
+            }
             let detection = try #require(try await entered(.breaching, since: starvedAt)).timeIntervalSince(starvedAt)
             let breached = try #require(try await objective())
             print("breaching \(detection) s after starving: p90 \(breached.sli ?? -1) s, burn rates \(breached.burnRates)")
@@ -147,16 +160,21 @@ extension RealQEMU {
             #expect(text.contains(#"vireo_slo_burn_rate{app="web",objective="latency",window="20s"}"#))
             let app = try decodeJSON(AppView.self, try await vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
             let names = Set(app.current?.map(\.name) ?? [])
-            for name in ["vireo_vm_cpu_seconds_total", "vireo_vm_memory_rss_bytes", "vireo_probe_total", "vireo_web_requests_total"] {
+            for name in [
+                "vireo_vm_cpu_seconds_total", "vireo_vm_memory_rss_bytes", "vireo_probe_total", "vireo_web_requests_total",
+            ] {
                 #expect(names.contains(name), "\(name) in \(names.sorted())")
             }
-            let series = try await vireo(["app", "series", "web", "--metric", "vireo_web_requests_total", "--from=-5m", "-o", "json"], server: server)
+            let series = try await vireo(
+                ["app", "series", "web", "--metric", "vireo_web_requests_total", "--from=-5m", "-o", "json"], server: server)
             #expect(try decodeJSON(SeriesResponse.self, series.stdout).series.first.map { $0.points.count > 10 } == true)
             gauge.stop.withLock { $0 = true }
             await load.value
             let deleted = try await vireo(["app", "delete", "web", "--delete-vms"], server: server)
             #expect(deleted.status == 0, "\(deleted.stderr)")
-            try await eventually("web-1 gone", within: 30) { try await vireo(["vm", "show", "web-1"], server: server).status == 3 }
+            try await eventually("web-1 gone", within: 30) {
+                try await vireo(["vm", "show", "web-1"], server: server).status == 3
+            }
         }
     }
 }

@@ -123,7 +123,9 @@ struct SimOverloadDetectorTests {
         // Threshold 1 - 2.5 x 0.3 = 0.25.
         #expect(detector.isOverloaded(utilisation: 0.26, history: values, migrationIntervals: 1))
         #expect(!detector.isOverloaded(utilisation: 0.24, history: values, migrationIntervals: 1))
-        #expect(!OverloadDetector.medianAbsoluteDeviation(safety: 2.5).isOverloaded(utilisation: 0.99, history: flat, migrationIntervals: 1))
+        #expect(
+            !OverloadDetector.medianAbsoluteDeviation(safety: 2.5).isOverloaded(
+                utilisation: 0.99, history: flat, migrationIntervals: 1))
     }
 
     @Test("LR extrapolates the last ten values one migration ahead")
@@ -133,8 +135,10 @@ struct SimOverloadDetectorTests {
         let line = UtilisationStatistics.linearFit(rising.reversed())
         #expect(abs(line.slope - 0.05) < 1e-12)
         #expect(abs(line.intercept + 0.05 * 11 - 0.95) < 1e-12)
-        #expect(OverloadDetector.localRegression(safety: 1.2).isOverloaded(utilisation: 0, history: rising, migrationIntervals: 1))
-        #expect(!OverloadDetector.localRegression(safety: 1.0).isOverloaded(utilisation: 0, history: rising, migrationIntervals: 1))
+        #expect(
+            OverloadDetector.localRegression(safety: 1.2).isOverloaded(utilisation: 0, history: rising, migrationIntervals: 1))
+        #expect(
+            !OverloadDetector.localRegression(safety: 1.0).isOverloaded(utilisation: 0, history: rising, migrationIntervals: 1))
     }
 
     @Test("LRR ignores a single spike that tilts LR")
@@ -145,13 +149,18 @@ struct SimOverloadDetectorTests {
         let plain = UtilisationStatistics.linearFit(history.reversed())
         let robust = UtilisationStatistics.robustLinearFit(history.reversed())
         #expect(plain.slope > robust.slope)
-        #expect(OverloadDetector.localRegression(safety: 1.5).isOverloaded(utilisation: 0, history: history, migrationIntervals: 1))
-        #expect(!OverloadDetector.robustLocalRegression(safety: 1.5).isOverloaded(utilisation: 0, history: history, migrationIntervals: 1))
+        #expect(
+            OverloadDetector.localRegression(safety: 1.5).isOverloaded(utilisation: 0, history: history, migrationIntervals: 1))
+        #expect(
+            !OverloadDetector.robustLocalRegression(safety: 1.5).isOverloaded(
+                utilisation: 0, history: history, migrationIntervals: 1))
     }
 }
 
 /// A tiny cluster for policy tests: hosts of the given types, VMs with sizes and current demand.
-func smallCluster(hosts: [PowerHostModel], vms: [(mips: Double, memory: Double, demand: Double, host: Int)]) -> ConsolidationCluster {
+func smallCluster(hosts: [PowerHostModel], vms: [(mips: Double, memory: Double, demand: Double, host: Int)])
+    -> ConsolidationCluster
+{
     var cluster = ConsolidationCluster(hosts: hosts, vmMIPS: vms.map(\.mips), vmMemoryMB: vms.map(\.memory), interval: 300)
     for (vm, spec) in vms.enumerated() {
         cluster.vmRequestedMIPS[vm] = spec.demand
@@ -187,7 +196,9 @@ struct SimCloudSimPolicyTests {
         // both carry 1000 MIPS and can take its 1000 MIPS.
         let cluster = smallCluster(
             hosts: [g4, g4, g5],
-            vms: [(1000, 1740, 1000, 0), (1000, 1740, 1000, 0), (1000, 613, 1000, 0), (1000, 1740, 1000, 1), (1000, 1740, 1000, 2)])
+            vms: [
+                (1000, 1740, 1000, 0), (1000, 1740, 1000, 0), (1000, 613, 1000, 0), (1000, 1740, 1000, 1), (1000, 1740, 1000, 2),
+            ])
         let rise4 = g4.power.power(at: 2000 / g4.totalMIPS) - g4.power.power(at: 1000 / g4.totalMIPS)
         let rise5 = g5.power.power(at: 2000 / g5.totalMIPS) - g5.power.power(at: 1000 / g5.totalMIPS)
         #expect(rise5 < rise4)
@@ -249,8 +260,10 @@ struct SimMetricTests {
     func migrationMetrics() throws {
         // Two 500-MIPS VMs at 100 % start on two G5 hosts (PABFD spreads them); at the first
         // decision the first host is emptied onto the second: one migration of 613 MB, 9.81 s.
-        let trace = UtilisationTrace(source: "tiny", vmNames: ["a", "b"], samplesPerVM: 2, samples: [10_000, 10_000, 10_000, 10_000])
-        let fleet = SimulationFleet(hosts: [CloudSimFleet.g5, CloudSimFleet.g5, CloudSimFleet.g5], vmMIPS: [500, 500], vmMemoryMB: [613, 613])
+        let trace = UtilisationTrace(
+            source: "tiny", vmNames: ["a", "b"], samplesPerVM: 2, samples: [10_000, 10_000, 10_000, 10_000])
+        let fleet = SimulationFleet(
+            hosts: [CloudSimFleet.g5, CloudSimFleet.g5, CloudSimFleet.g5], vmMIPS: [500, 500], vmMemoryMB: [613, 613])
         let (result, series) = try Simulator(
             fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make("thr-mmt-0.8"),
             settings: SimulationSettings(interval: 300, duration: 300)

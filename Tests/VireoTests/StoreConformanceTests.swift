@@ -45,7 +45,10 @@ struct StoreConformanceTests {
         var vm = sampleVM("a", host: host.id, state: .scheduled)
         vm.placement = PlacementExplanation(
             chosenHost: "h1", decidedAt: vm.createdAt,
-            verdicts: [HostVerdict(hostID: host.id, hostName: "h1", score: HostScore(cpuFreeAfter: 0.5, memoryFreeAfter: 0.25, total: 0.3))])
+            verdicts: [
+                HostVerdict(
+                    hostID: host.id, hostName: "h1", score: HostScore(cpuFreeAfter: 0.5, memoryFreeAfter: 0.25, total: 0.3))
+            ])
         vm.address = "127.0.0.1:40419"
         try await store.upsertHost(host)
         try await store.insertVM(vm)
@@ -181,8 +184,10 @@ struct SQLiteStoreTests {
         }
         let reopened = try SQLiteStore(path: path)
         #expect(try await reopened.load().vms == [vm])
-        #expect(try reopened.appliedMigrations() == ["v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
-            "v5: rebalancing plans and settings",
-        ])
+        #expect(
+            try reopened.appliedMigrations() == [
+                "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
+                "v5: rebalancing plans and settings",
+            ])
     }
 }

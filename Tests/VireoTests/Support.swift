@@ -29,7 +29,8 @@ struct TestControlPlane {
             _ = try await controller.register(
                 AgentRegistration(
                     name: name,
-                    fingerprint: HostFingerprint(cpus: 8, memoryMiB: 16384, driver: "simulated", capabilities: [.pause, .liveMigration])))
+                    fingerprint: HostFingerprint(
+                        cpus: 8, memoryMiB: 16384, driver: "simulated", capabilities: [.pause, .liveMigration])))
         }
         return TestControlPlane(
             controller: controller, server: VireoServer(controller: controller, tokens: tokens, registry: registry),

@@ -51,7 +51,9 @@ extension RealQEMU {
             try await eventually("the prober hears the guest", within: 60) { answers.withLock { !$0.isEmpty } }
             let beforeMove = answers.withLock { $0.count }
             let moved = try await vireo(["migrate", "w", "--to", "h2", "-o", "json"], server: server, token: token)
-            try await eventually("the prober hears the guest after the move", within: 60) { answers.withLock { $0.count > beforeMove } }
+            try await eventually("the prober hears the guest after the move", within: 60) {
+                answers.withLock { $0.count > beforeMove }
+            }
             stop.withLock { $0 = true }
             await prober.value
             let heard = answers.withLock { $0 }

@@ -28,7 +28,8 @@ struct WebServiceTests {
                 let cc = Process()
                 cc.executableURL = URL(fileURLWithPath: "/usr/bin/env")
                 cc.arguments = [
-                    "cc", "-O2", "-pthread", "-DWORK_ITERATIONS=\(GuestFiles.webWorkIterations)", "-o", directory + "/vireo-web", source,
+                    "cc", "-O2", "-pthread", "-DWORK_ITERATIONS=\(GuestFiles.webWorkIterations)", "-o", directory + "/vireo-web",
+                    source,
                 ]
                 try cc.run()
                 cc.waitUntilExit()

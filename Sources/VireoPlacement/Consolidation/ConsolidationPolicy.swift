@@ -45,7 +45,8 @@ public enum ConsolidationPolicies {
             return SLOConsolidation(name: lower, settings: .init(targetUtilisation: target))
         }
         guard parts.count == 3, parts[1] == "mmt" else {
-            throw PolicyNameError(name: name, reason: "expected one of \(names.joined(separator: ", ")) (parameters may change, e.g. thr-mmt-0.7)")
+            throw PolicyNameError(
+                name: name, reason: "expected one of \(names.joined(separator: ", ")) (parameters may change, e.g. thr-mmt-0.7)")
         }
         guard let parameter = Double(parts[2]), parameter.isFinite, parameter > 0 else {
             throw PolicyNameError(name: name, reason: "parameter '\(parts[2])' is not a positive number")

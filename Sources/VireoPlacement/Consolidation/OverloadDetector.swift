@@ -31,7 +31,8 @@ public enum OverloadDetector: Sendable, Equatable {
     ///     (LR predicts that far ahead).
     public func isOverloaded(utilisation: Double, history: [Double], migrationIntervals: Double) -> Bool {
         var scratch = history
-        return isOverloaded(utilisation: utilisation, scratch: &scratch, count: history.count, migrationIntervals: migrationIntervals)
+        return isOverloaded(
+            utilisation: utilisation, scratch: &scratch, count: history.count, migrationIntervals: migrationIntervals)
     }
 
     /// As `isOverloaded(utilisation:history:migrationIntervals:)`, reading the history from the

@@ -132,11 +132,14 @@ public struct SLOPolicy: RebalancePolicy {
                 guard load > settings.contendedLoad else {
                     // A reason of the VM's own (pinned, cooling down) stays; "another move was better" gives
                     // way to what that move did to the host.
-                    for vm in pressure.ownVMs where !moved.contains(vm)
+                    for vm in pressure.ownVMs
+                    where !moved.contains(vm)
                         && (outcomes[vm] == nil || outcomes[vm]?.notMoved == .betterMoveChosen)
                     {
-                        note(vm, host: host, .hostNotContended(
-                            host: state.hostName(host), load: load, limit: settings.contendedLoad))
+                        note(
+                            vm, host: host,
+                            .hostNotContended(
+                                host: state.hostName(host), load: load, limit: settings.contendedLoad))
                     }
                     continue
                 }
@@ -151,8 +154,10 @@ public struct SLOPolicy: RebalancePolicy {
                         continue
                     }
                     if let movedAt = request.lastMovedAt, snapshot.now - movedAt < settings.coolDownSeconds {
-                        note(vm, host: host, .coolDown(
-                            movedSecondsAgo: snapshot.now - movedAt, coolDownSeconds: settings.coolDownSeconds))
+                        note(
+                            vm, host: host,
+                            .coolDown(
+                                movedSecondsAgo: snapshot.now - movedAt, coolDownSeconds: settings.coolDownSeconds))
                         continue
                     }
                     if let problem = state.sourceProblem(host) {
@@ -347,7 +352,8 @@ public struct SLOPolicy: RebalancePolicy {
         if candidate.own {
             who = "its own VM \(request.name)"
         } else {
-            who = "\(request.name) (\(request.application.map { "app \($0)" } ?? "no SLO"), "
+            who =
+                "\(request.name) (\(request.application.map { "app \($0)" } ?? "no SLO"), "
                 + "\(decimal(state.vmDemand[candidate.vm], 1)) cores)"
         }
         return "\(objective.application)/\(objective.objective) is \(objective.state.rawValue) "

@@ -6,7 +6,8 @@ import VireoModel
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure Vireo: the API, VM boot, live migration, telemetry (results go to docs/benchmarks.md).",
+        commandName: "bench",
+        abstract: "Measure Vireo: the API, VM boot, live migration, telemetry (results go to docs/benchmarks.md).",
         subcommands: [
             BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchIngest.self, BenchEvaluate.self, BenchScrape.self,
             BenchMetricsServer.self,
@@ -41,7 +42,9 @@ struct BenchCreate: AsyncParsableCommand {
 
     func validate() throws {
         guard count > 0 else { throw ValidationError("--count must be positive (got \(count))") }
-        guard (1...1024).contains(concurrency) else { throw ValidationError("--concurrency must be 1...1024 (got \(concurrency))") }
+        guard (1...1024).contains(concurrency) else {
+            throw ValidationError("--concurrency must be 1...1024 (got \(concurrency))")
+        }
     }
 
     func run() async throws {
@@ -85,7 +88,8 @@ struct BenchCreate: AsyncParsableCommand {
         if output.output == .json { return try printJSON(result) }
         print(
             String(
-                format: "created %d of %d in %.2f s: %.0f creates/s (concurrency %d); latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; %d found afterwards",
+                format:
+                    "created %d of %d in %.2f s: %.0f creates/s (concurrency %d); latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; %d found afterwards",
                 created, count, seconds, result.createsPerSecond, concurrency, result.latencyP50Ms, result.latencyP99Ms,
                 result.latencyMaxMs, result.verified))
         if !failed.isEmpty { print("failures: \(failed)") }

@@ -102,7 +102,8 @@ struct BenchMigrate: AsyncParsableCommand {
     var memory: String = "128MiB,512MiB"
     @Option(help: ArgumentHelp("MiB the guest dirties during migration, comma-separated (0: idle).", valueName: "sizes"))
     var dirty: String = "0,256"
-    @Option(help: ArgumentHelp("How fast the guest dirties, in MiB/s of pages written (0: as fast as it can).", valueName: "MiB/s"))
+    @Option(
+        help: ArgumentHelp("How fast the guest dirties, in MiB/s of pages written (0: as fast as it can).", valueName: "MiB/s"))
     var rate: Int = 0
     @Option(help: "Migrations per combination.") var runs: Int = 3
     @Option(help: ArgumentHelp("Downtime QEMU may take for the switch-over.", valueName: "ms"))
@@ -175,7 +176,8 @@ struct BenchMigrate: AsyncParsableCommand {
             let trimmed = item.trimmingCharacters(in: .whitespaces)
             if let mib = Int(trimmed) {
                 guard mib > 0 || (allowZero && mib == 0) else {
-                    throw VireoError.invalid(field: field, value: "'\(trimmed)'", allowZero ? "must be 0 or more MiB" : "must be positive")
+                    throw VireoError.invalid(
+                        field: field, value: "'\(trimmed)'", allowZero ? "must be 0 or more MiB" : "must be positive")
                 }
                 return mib
             }
@@ -289,7 +291,8 @@ struct MigrationBench: Sendable {
     /// Boots one guest on a, starts its load, and migrates it `runs` times back and forth.
     func combination(memory: Int, dirty: Int, hosts: [QEMUDriver]) async throws -> MigrationBenchResult.Combination {
         let label = "\(memory) MiB, dirty \(dirty) MiB"
-        let spec = InstanceSpec(id: .generate(), name: "bench-migrate-\(memory)-\(dirty)", image: "web", cpus: 1, memoryMiB: memory)
+        let spec = InstanceSpec(
+            id: .generate(), name: "bench-migrate-\(memory)-\(dirty)", image: "web", cpus: 1, memoryMiB: memory)
         var combination = MigrationBenchResult.Combination(memoryMiB: memory, dirtyMiB: dirty)
         var here = 0
         do {
@@ -331,7 +334,8 @@ struct MigrationBench: Sendable {
                     here = 1 - here
                     address = try await Self.waitRunning(destination, spec.id)
                     try await source.release(spec.id)
-                } catch where !Task.isCancelled {
+                } catch {
+                    if Task.isCancelled { throw error }
                     // A failed migration leaves the guest on the source and the destination is
                     // discarded; after a completed one the guest is on the destination.
                     if record.totalMs == nil { try? await destination.abortIncoming(spec.id) }
@@ -342,7 +346,8 @@ struct MigrationBench: Sendable {
                 let after: GuestStatus
                 do {
                     after = try await Self.status(address)
-                } catch where !Task.isCancelled {
+                } catch {
+                    if Task.isCancelled { throw error }
                     // The guest died (on either side): this run says so, and the combination ends.
                     let reason = await Self.consoleReason(spec.id, on: hosts[here])
                     record.error = [record.error, "the guest stopped answering (\(reason))"].compactMap { $0 }

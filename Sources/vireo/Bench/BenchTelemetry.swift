@@ -132,16 +132,23 @@ struct BenchEvaluate: AsyncParsableCommand {
         let engine = TelemetryEngine(store: store, flushThreshold: .max, judgeDelayMs: 0)
         var specs: [ApplicationSpec] = []
         for a in 0..<apps {
-            specs.append(ApplicationSpec(
-                name: "app-\(a)", telemetry: TelemetrySpec(metrics: webMetricDeclarations),
-                objectives: [
-                    Objective(name: "latency", kind: .responseTime, metric: "vireo_web_request_duration_seconds", quantile: 0.99, target: 0.05, windowSeconds: window),
-                    Objective(name: "throughput", kind: .throughput, metric: "vireo_web_requests_total", target: 10, windowSeconds: window),
-                    Objective(name: "capacity", kind: .capacity, metric: "vireo_web_inflight_requests", target: 8, windowSeconds: window),
-                    Objective(
-                        name: "good", kind: .ratio, metric: "vireo_web_request_duration_seconds_bucket{le=\"0.05\"}",
-                        totalMetric: "vireo_web_request_duration_seconds_count", target: 0.9, windowSeconds: window),
-                ]))
+            specs.append(
+                ApplicationSpec(
+                    name: "app-\(a)", telemetry: TelemetrySpec(metrics: webMetricDeclarations),
+                    objectives: [
+                        Objective(
+                            name: "latency", kind: .responseTime, metric: "vireo_web_request_duration_seconds", quantile: 0.99,
+                            target: 0.05, windowSeconds: window),
+                        Objective(
+                            name: "throughput", kind: .throughput, metric: "vireo_web_requests_total", target: 10,
+                            windowSeconds: window),
+                        Objective(
+                            name: "capacity", kind: .capacity, metric: "vireo_web_inflight_requests", target: 8,
+                            windowSeconds: window),
+                        Objective(
+                            name: "good", kind: .ratio, metric: "vireo_web_request_duration_seconds_bucket{le=\"0.05\"}",
+                            totalMetric: "vireo_web_request_duration_seconds_count", target: 0.9, windowSeconds: window),
+                    ]))
         }
         await engine.configure(specs)
         let families = try PrometheusText.parse(webExposition(count: 100))
@@ -154,7 +161,8 @@ struct BenchEvaluate: AsyncParsableCommand {
             for _ in 0..<count {
                 ms += 2_000
                 for a in 0..<apps {
-                    try await engine.ingest(app: "app-\(a)", template.map { ($0.name, Labels($0.labels), ms, $0.value + Double(ms / 1000)) })
+                    try await engine.ingest(
+                        app: "app-\(a)", template.map { ($0.name, Labels($0.labels), ms, $0.value + Double(ms / 1000)) })
                 }
             }
             try await engine.flush()
@@ -185,7 +193,8 @@ struct BenchEvaluate: AsyncParsableCommand {
 struct BenchScrape: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scrape",
-        abstract: "Scrape many targets with the agent's collector and take the results in as the controller does; report the CPU used.",
+        abstract:
+            "Scrape many targets with the agent's collector and take the results in as the controller does; report the CPU used.",
         discussion: """
             The targets are served by a separate process (`vireo bench metrics-server`, started here) on loopback, so \
             its CPU is not counted. Counted: the agent's scraping (HTTP, one task per target), the controller's parsing, \
@@ -222,12 +231,18 @@ struct BenchScrape: AsyncParsableCommand {
         let store = try SQLiteStore()
         let dir = NSTemporaryDirectory() + "vireo-bench-scrape-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let controller = try await Controller.open(store: store, telemetry: TelemetryEngine(store: SeriesStore(path: dir + "/telemetry.db")))
-        let telemetry = TelemetrySpec(scrape: ScrapeTarget(port: 80, path: "/metrics", intervalSeconds: interval, timeoutSeconds: min(2, interval)), metrics: webMetricDeclarations)
-        let vmSpecs = (0..<targets).map { VMSpec(name: String(format: "web-%04d", $0), image: "tiny", cpus: 1, memoryMiB: 128, app: "bench") }
+        let controller = try await Controller.open(
+            store: store, telemetry: TelemetryEngine(store: SeriesStore(path: dir + "/telemetry.db")))
+        let telemetry = TelemetrySpec(
+            scrape: ScrapeTarget(port: 80, path: "/metrics", intervalSeconds: interval, timeoutSeconds: min(2, interval)),
+            metrics: webMetricDeclarations)
+        let vmSpecs = (0..<targets).map {
+            VMSpec(name: String(format: "web-%04d", $0), image: "tiny", cpus: 1, memoryMiB: 128, app: "bench")
+        }
         _ = try await controller.apply([.application(ApplicationSpec(name: "bench", vms: vmSpecs, telemetry: telemetry))])
         let host = try await controller.register(
-            AgentRegistration(name: "bench", fingerprint: HostFingerprint(cpus: 1, memoryMiB: 1, driver: "simulated", capabilities: [])))
+            AgentRegistration(
+                name: "bench", fingerprint: HostFingerprint(cpus: 1, memoryMiB: 1, driver: "simulated", capabilities: [])))
 
         let harness = CollectorHarness(driver: SimulatedDriver())
         let cpu0 = processCPUSeconds()
@@ -251,7 +266,8 @@ struct BenchScrape: AsyncParsableCommand {
         let cpu = processCPUSeconds() - cpu0
         await harness.stop()
         let result = Result(
-            targets: targets, intervalSeconds: interval, seconds: elapsed, scrapes: scrapes, failedScrapes: failed, samples: samples,
+            targets: targets, intervalSeconds: interval, seconds: elapsed, scrapes: scrapes, failedScrapes: failed,
+            samples: samples,
             cpuSeconds: cpu, cores: cpu / elapsed)
         if output.output == .json { return try printJSON(result) }
         print(

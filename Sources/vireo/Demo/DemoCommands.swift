@@ -27,7 +27,8 @@ struct DemoCommand: AsyncParsableCommand {
 struct DemoOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Rebalancing policy: slo, threshold or threshold-<fraction>.", valueName: "policy"))
     var policy: String = "slo"
-    @Option(help: ArgumentHelp("Directory for the testbed: each run uses a new subdirectory, removed afterwards.", valueName: "dir"))
+    @Option(
+        help: ArgumentHelp("Directory for the testbed: each run uses a new subdirectory, removed afterwards.", valueName: "dir"))
     var dir: String = ServeOptions.defaultDataDirectory() + "/demo"
     @Option(help: ArgumentHelp("Directory guest images are built and kept in.", valueName: "dir"))
     var images: String = ServeOptions.defaultDataDirectory() + "/images"
@@ -44,7 +45,9 @@ struct DemoOptions: ParsableArguments {
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        guard rate > 0, rate <= 10_000 else { throw ValidationError("--rate: give requests a second from 1 to 10000 (got \(rate))") }
+        guard rate > 0, rate <= 10_000 else {
+            throw ValidationError("--rate: give requests a second from 1 to 10000 (got \(rate))")
+        }
         guard duration > 0 else { throw ValidationError("--duration: give seconds, more than 0 (got \(duration))") }
         guard target > 0 else { throw ValidationError("--target: give seconds, more than 0 (got \(target))") }
     }
@@ -145,19 +148,24 @@ struct DemoTimeline: Codable, Equatable {
         if format == .json { return try printJSON(self) }
         func at(_ t: Double?) -> String { t.map { String(format: "%.1f s", $0) } ?? "never" }
         Swift.print("Scenario \(scenario), policy \(policy)\(accelerator.map { " (\($0))" } ?? "")")
-        Swift.print("  web load:              \(Int(rate)) requests/s, \(requestsSent) sent, \(requestsFailed) failed, "
-            + "\(requestsSkipped) skipped (8 in flight)")
-        Swift.print("  web p90 before:        \(milliseconds(latencyBefore))" + (h1LoadBefore.map { ", h1 CPU \(percent($0))" } ?? ""))
+        Swift.print(
+            "  web load:              \(Int(rate)) requests/s, \(requestsSent) sent, \(requestsFailed) failed, "
+                + "\(requestsSkipped) skipped (8 in flight)")
+        Swift.print(
+            "  web p90 before:        \(milliseconds(latencyBefore))" + (h1LoadBefore.map { ", h1 CPU \(percent($0))" } ?? ""))
         Swift.print("  breach detected:       \(at(breachDetectedAt))")
         Swift.print("  plan made:             \(at(planAt))")
-        Swift.print("  migration:             \(at(migrationStartedAt)) → \(at(migrationEndedAt))"
-            + (downtimeMs.map { ", downtime \($0) ms" } ?? ""))
-        Swift.print("  objective ok again:    \(at(recoveredAt))"
-            + (breachToOkSeconds.map { String(format: " (%.1f s after the breach)", $0) } ?? ""))
+        Swift.print(
+            "  migration:             \(at(migrationStartedAt)) → \(at(migrationEndedAt))"
+                + (downtimeMs.map { ", downtime \($0) ms" } ?? ""))
+        Swift.print(
+            "  objective ok again:    \(at(recoveredAt))"
+                + (breachToOkSeconds.map { String(format: " (%.1f s after the breach)", $0) } ?? ""))
         Swift.print("  migrations:            \(migrations) in \(Int(watchedSeconds)) s")
         for move in moves {
-            Swift.print("    \(move.vm) \(move.from) → \(move.to) at \(at(move.startedAt)): \(move.state)"
-                + (move.downtimeMs.map { ", downtime \($0) ms" } ?? ""))
+            Swift.print(
+                "    \(move.vm) \(move.from) → \(move.to) at \(at(move.startedAt)): \(move.state)"
+                    + (move.downtimeMs.map { ", downtime \($0) ms" } ?? ""))
         }
         if let explanation { Swift.print("  why: \(explanation)") }
         Swift.print("Events:")
@@ -167,7 +175,10 @@ struct DemoTimeline: Codable, Equatable {
 
 /// Runs one scenario on a fresh two-host testbed and takes it down again.
 struct DemoScenario {
-    enum Kind: String { case noisyNeighbour = "noisy-neighbour", misleadingCounters = "misleading-counters" }
+    enum Kind: String {
+        case noisyNeighbour = "noisy-neighbour"
+        case misleadingCounters = "misleading-counters"
+    }
 
     let options: DemoOptions
     let kind: Kind
@@ -224,8 +235,9 @@ struct DemoScenario {
 
     private func takeDown(_ directory: String) async {
         guard !options.keep else {
-            return progress("the testbed stays up: VIREO_SERVER=http://\(options.network).0.1:7480 "
-                + "VIREO_TOKEN=$(cat \(directory)/controller/admin.token); vireo testbed down --dir \(directory)")
+            return progress(
+                "the testbed stays up: VIREO_SERVER=http://\(options.network).0.1:7480 "
+                    + "VIREO_TOKEN=$(cat \(directory)/controller/admin.token); vireo testbed down --dir \(directory)")
         }
         progress("taking the testbed down")
         await Testbed.down(directory: directory) { _ in }
@@ -240,7 +252,8 @@ struct DemoScenario {
     private func run(_ api: VireoClient) async throws -> DemoTimeline {
         let disturber = disturber.name
         let disturberSpec: [String: JSONValue] = [
-            "name": .string(disturber), "image": .string("web"), "cpus": .number(Double(self.disturber.cpus)), "memory": .string("128MiB"),
+            "name": .string(disturber), "image": .string("web"), "cpus": .number(Double(self.disturber.cpus)),
+            "memory": .string("128MiB"),
         ]
         // Placement spreads VMs: noisy, made first, takes h1; batch, made after web, takes h2.
         if kind == .noisyNeighbour {
@@ -254,11 +267,14 @@ struct DemoScenario {
         let other = try await waitRunning(api, disturber)
         let expected = kind == .noisyNeighbour ? "h1" : "h2"
         guard web.host == "h1", other.host == expected else {
-            throw VireoError(.failedPrecondition, "placement put web-1 on \(web.host ?? "-") and \(disturber) on \(other.host ?? "-"), not h1 and \(expected)")
+            throw VireoError(
+                .failedPrecondition,
+                "placement put web-1 on \(web.host ?? "-") and \(disturber) on \(other.host ?? "-"), not h1 and \(expected)")
         }
         guard let webAddress = web.address, let otherAddress = other.address, webAddress != otherAddress else {
             throw VireoError(
-                .failedPrecondition, "the guests need addresses of their own (web-1: \(web.address ?? "-"), \(disturber): \(other.address ?? "-"))")
+                .failedPrecondition,
+                "the guests need addresses of their own (web-1: \(web.address ?? "-"), \(disturber): \(other.address ?? "-"))")
         }
         let accelerator = try await api.hosts().items.first?.attributes["accelerator"]
 
@@ -274,7 +290,9 @@ struct DemoScenario {
         var latencyBefore: Double?
         let okDeadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < okDeadline {
-            if let objective = try await api.app("web").objectives.first, objective.state == .ok, objective.badWindows + objective.goodWindows >= 2 {
+            if let objective = try await api.app("web").objectives.first, objective.state == .ok,
+                objective.badWindows + objective.goodWindows >= 2
+            {
                 latencyBefore = objective.sli
                 break
             }
@@ -320,11 +338,16 @@ struct DemoScenario {
                 .failedPrecondition,
                 "premise failed: web's objective stayed ok for \(Int(watched)) s while noisy's \(self.disturber.cpus) busy threads ran "
                     + "next to it on h1 (p90 \(milliseconds(sli)) at the end, target \(milliseconds(options.target)); before the noise "
-                    + "p90 \(milliseconds(latencyBefore)), h1 CPU \(percent(h1LoadBefore))); the neighbour did not take enough CPU from web")
+                    + "p90 \(milliseconds(latencyBefore)), h1 CPU \(percent(h1LoadBefore))); the neighbour did not take enough CPU from web"
+            )
         }
         let recovery = breach.flatMap { breach in objective.first { $0.to == SLOState.ok.rawValue && $0.seq > breach.seq } }
-        let migrations = try await api.migrations().items.filter { $0.requestedAt >= start }.sorted { $0.requestedAt < $1.requestedAt }
-        let plans = try await api.plans().items.filter { $0.createdAt >= start && !$0.actions.isEmpty }.sorted { $0.createdAt < $1.createdAt }
+        let migrations = try await api.migrations().items.filter { $0.requestedAt >= start }.sorted {
+            $0.requestedAt < $1.requestedAt
+        }
+        let plans = try await api.plans().items.filter { $0.createdAt >= start && !$0.actions.isEmpty }.sorted {
+            $0.createdAt < $1.createdAt
+        }
         func since(_ date: Date?) -> Double? { date.map { ($0.timeIntervalSince(start) * 10).rounded() / 10 } }
         let first = migrations.first
         let counts = load.snapshot
