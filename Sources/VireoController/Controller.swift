@@ -120,6 +120,9 @@ public actor Controller {
         }
     }
 
+    /// Decisions waiting for the writer (for tests).
+    var queuedWrites: Int { queued.count }
+
     /// Commits queued decisions, a group at a time, until none is left.
     private func drain() async {
         while !queued.isEmpty {
@@ -128,8 +131,8 @@ public actor Controller {
             var draft = model
             draft.changes = PendingChanges()
             var decided: [(resume: @Sendable () -> Void, fail: @Sendable (any Error) -> Void)] = []
-            var broken: (any Error)?
-            for write in group {
+            var broken: (error: any Error, at: Int)?
+            for (index, write) in group.enumerated() {
                 let before = draft.changes.count
                 do {
                     decided.append((try write.decide(&draft), write.fail))
@@ -139,15 +142,14 @@ public actor Controller {
                         // It changed the draft before it threw: nothing of this group can be trusted.
                         logger.error(
                             "a decision failed after changing the cluster; its group is dropped", metadata: ["error": "\(error)"])
-                        broken = error
+                        broken = (error, index)
                         break
                     }
                 }
             }
             if let broken {
-                let failedGroup = group.dropFirst(decided.count + 1)
-                for entry in decided { entry.fail(broken) }
-                for write in failedGroup { write.fail(broken) }
+                for entry in decided { entry.fail(broken.error) }
+                for write in group[(broken.at + 1)...] { write.fail(broken.error) }
                 continue
             }
             let batch = draft.changes.batch

@@ -28,11 +28,10 @@ extension QEMUDriver {
                 }
                 group.addTask {
                     for await event in qmp.events {
-                        switch event.name {
-                        case "SHUTDOWN": await self.shutdownEvent(id, run: run, guest: event.data["guest"] == .bool(true))
-                        case "RESUME" where incoming: await self.becameReady(id, run: run)
-                        case "MIGRATION" where incoming && event.data["status"]?.stringValue == "completed":
-                            await self.continueArrived(id, run: run, qmp: qmp)
+                        switch QMP.Event(event) {
+                        case .shutdown(let guest): await self.shutdownEvent(id, run: run, guest: guest)
+                        case .resume where incoming: await self.becameReady(id, run: run)
+                        case .migration(.completed) where incoming: await self.continueArrived(id, run: run, qmp: qmp)
                         default: break
                         }
                     }

@@ -235,3 +235,27 @@ public enum QMP {
         }
     }
 }
+
+extension QMP {
+    /// The asynchronous events the driver acts on, decoded; any other is `.other` with its name.
+    public enum Event: Sendable, Equatable {
+        /// The guest or QEMU shut down; `guest` when the guest asked (it powered itself off).
+        case shutdown(guest: Bool)
+        case stop
+        case resume
+        /// A migration changed status (sent on both sides when `events` is on).
+        case migration(MigrationStatus)
+        case other(String)
+
+        public init(_ event: QMPEvent) {
+            switch event.name {
+            case "SHUTDOWN": self = .shutdown(guest: event.data["guest"] == .bool(true))
+            case "STOP": self = .stop
+            case "RESUME": self = .resume
+            case "MIGRATION":
+                self = .migration(event.data["status"]?.stringValue.flatMap(MigrationStatus.init(rawValue:)) ?? .unknown)
+            default: self = .other(event.name)
+            }
+        }
+    }
+}

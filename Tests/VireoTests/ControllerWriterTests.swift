@@ -2,19 +2,31 @@ import Foundation
 import Synchronization
 import Testing
 import VireoAPI
-import VireoController
 import VireoModel
 import VireoStore
 
-/// A SQLite store that counts its commits and fails them when told to.
+@testable import VireoController
+
+/// A SQLite store that counts its commits, fails them when told to, and holds them until released.
 final class CountingStore: ClusterStore {
     let inner: SQLiteStore
-    private let state = Mutex((commits: 0, failing: false))
+    private let state = Mutex((commits: 0, failing: false, held: [CheckedContinuation<Void, Never>]?.none))
 
     init() throws { inner = try SQLiteStore() }
 
     var commits: Int { state.withLock { $0.commits } }
     func failCommits(_ failing: Bool) { state.withLock { $0.failing = failing } }
+    /// Commits waiting for `release`.
+    var held: Int { state.withLock { $0.held?.count ?? 0 } }
+    /// Commits wait from now on until `release`.
+    func hold() { state.withLock { $0.held = [] } }
+    func release() {
+        let waiting = state.withLock { s in
+            defer { s.held = nil }
+            return s.held ?? []
+        }
+        for continuation in waiting { continuation.resume() }
+    }
 
     func load(recent: Int) async throws -> StoredCluster { try await inner.load(recent: recent) }
     func migrations(of vm: VMID?, limit: Int) async throws -> [Migration] { try await inner.migrations(of: vm, limit: limit) }
@@ -23,6 +35,14 @@ final class CountingStore: ClusterStore {
     func plan(_ id: String) async throws -> Plan? { try await inner.plan(id) }
     func insertVM(_ vm: VirtualMachine) async throws { try await inner.insertVM(vm) }
     func commit(_ batch: StoreBatch) async throws {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let wait = state.withLock { s in
+                guard s.held != nil else { return false }
+                s.held!.append(continuation)
+                return true
+            }
+            if !wait { continuation.resume() }
+        }
         let failing = state.withLock { s in
             s.commits += 1
             return s.failing
@@ -56,21 +76,23 @@ struct ControllerWriterTests {
         #expect(await controller.listVMs().items.map(\.name) == ["same"])
     }
 
-    @Test("decisions queued together are written in fewer transactions than there are decisions")
+    @Test("decisions queued while a write is under way are written together, in one transaction")
     func groupCommit() async throws {
         let store = try CountingStore()
         let controller = try await Controller.open(store: store)
         let before = store.commits
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in 0..<200 { group.addTask { _ = try await controller.createVM(Self.spec("vm-\(i)")) } }
-            try await group.waitForAll()
+        store.hold()
+        let creates = (0..<200).map { i in Task { try await controller.createVM(Self.spec("vm-\(i)")) } }
+        try await eventually("one commit in the store, the other 199 queued") {
+            let queued = await controller.queuedWrites
+            return store.held == 1 && queued == 199
         }
+        store.release()
+        for create in creates { _ = try await create.value }
         #expect(await controller.listVMs(limit: 1000).items.count == 200)
-        let commits = store.commits - before
-        #expect(commits >= 1 && commits < 200, "\(commits) commits for 200 creates")
+        #expect(store.commits - before == 2)
         // Everything written is what a restart loads.
-        let reloaded = try await store.load()
-        #expect(reloaded.vms.count == 200)
+        #expect(try await store.load().vms.count == 200)
     }
 
     @Test("a failed store write changes nothing in memory, publishes nothing, and the next write works")
@@ -105,5 +127,34 @@ struct ControllerWriterTests {
         #expect(results.filter { $0.0 == "taken" }.allSatisfy { !$0.1 })
         #expect(results.filter { $0.0 != "taken" }.allSatisfy { $0.1 })
         #expect(await controller.listVMs().items.map(\.name) == ["a", "b", "c", "taken"])
+    }
+
+    @Test("a decision that throws after changing the draft takes its whole group down, and none of it is kept")
+    func brokenDecision() async throws {
+        let store = try CountingStore()
+        let controller = try await Controller.open(store: store)
+        store.hold()
+        // The first create's commit waits in the store, so the next three are queued as one group.
+        let first = Task { try await controller.createVM(Self.spec("first")) }
+        try await eventually("the first commit waits in the store") { store.held == 1 }
+        let a = Task { try await controller.createVM(Self.spec("a")) }
+        let broken = Task {
+            try await controller.write { model -> VMView in
+                _ = try model.createVM(Self.spec("b"))
+                throw VireoError(.internal, "changed, then failed")
+            }
+        }
+        let c = Task { try await controller.createVM(Self.spec("c")) }
+        try await eventually("three decisions queued") { await controller.queuedWrites == 3 }
+        store.release()
+        #expect(try await first.value.name == "first")
+        for (name, task) in [("a", a), ("b", broken), ("c", c)] {
+            await #expect(throws: VireoError.self, "\(name)") { _ = try await task.value }
+        }
+        #expect(await controller.listVMs().items.map(\.name) == ["first"])
+        #expect(try await store.load().vms.map(\.name) == ["first"])
+        // The writer goes on.
+        _ = try await controller.createVM(Self.spec("after"))
+        #expect(await controller.listVMs().items.map(\.name) == ["after", "first"])
     }
 }

@@ -166,4 +166,19 @@ struct QMPCommandTests {
                 "quit", "migrate_cancel",
             ])
     }
+
+    @Test("events the driver acts on decode from what QEMU sends; others keep their name")
+    func events() {
+        let event = { (name: String, data: JSONValue) in QMP.Event(QMPEvent(name: name, data: data)) }
+        #expect(
+            event("SHUTDOWN", .object(["guest": .bool(true), "reason": .string("guest-shutdown")])) == .shutdown(guest: true))
+        #expect(
+            event("SHUTDOWN", .object(["guest": .bool(false), "reason": .string("host-qmp-quit")])) == .shutdown(guest: false))
+        #expect(event("MIGRATION", .object(["status": .string("completed")])) == .migration(.completed))
+        #expect(event("MIGRATION", .object(["status": .string("postcopy-active")])) == .migration(.postcopyActive))
+        #expect(event("MIGRATION", .object(["status": .string("some-new-status")])) == .migration(.unknown))
+        #expect(event("RESUME", .null) == .resume)
+        #expect(event("STOP", .null) == .stop)
+        #expect(event("BLOCK_JOB_READY", .object(["device": .string("d")])) == .other("BLOCK_JOB_READY"))
+    }
 }
