@@ -7,35 +7,37 @@ import VireoStore
 /// Everything the controller knows about the cluster, as one value: hosts and VMs with their
 /// indexes, migrations, applications, plans and recent usage.
 ///
-/// The controller's single writer changes a draft of it — a copy of the committed model — and
-/// every change also goes into `changes`, the store batch written for the draft; only when the
-/// store has accepted that batch does the draft become the committed model that readers see.
-/// So the code that decides (`extension ClusterModel` in the files beside this one) is
-/// synchronous: it never waits, never holds a lock, and cannot interleave with another decision.
+/// The controller keeps two copies: the committed model that reads see, and the draft its single
+/// writer decides on. Every change goes through `apply` here, which makes it on the draft and
+/// keeps it, with the store batch in `changes`, to be made again on the committed model once the
+/// store has accepted the batch. So the code that decides (`extension ClusterModel` in the files
+/// beside this one) is synchronous: it never waits, never holds a lock, and cannot interleave
+/// with another decision; and a group of decisions costs memory and time in proportion to what
+/// it changed, not to the size of the cluster.
 struct ClusterModel {
     let settings: ControllerSettings
     let now: @Sendable () -> Date
     let logger: Logger
 
-    var state = ClusterState()
+    private(set) var state = ClusterState()
     /// Where each VM's console output has been taken in up to, in its host's console log (the
     /// text itself is in the store).
-    var consoleOffsets: [VMID: UInt64] = [:]
-    var migrations = MigrationBook()
+    private(set) var consoleOffsets: [VMID: UInt64] = [:]
+    private(set) var migrations = MigrationBook()
     /// Applications by name.
-    var apps: [String: AppRecord] = [:]
+    private(set) var apps: [String: AppRecord] = [:]
     /// Executed rebalancing plans.
-    var plans = PlanBook()
+    private(set) var plans = PlanBook()
     /// How the cluster rebalances itself.
-    var rebalance = RebalanceSettings()
+    private(set) var rebalance = RebalanceSettings()
     /// The last plan the rebalancing loop made, with or without moves.
-    var lastAutomaticPlan: Plan?
+    private(set) var lastAutomaticPlan: Plan?
     /// Recent CPU of hosts (fractions of their capacity) and VMs (cores), from heartbeats.
-    var hostUsage = UsageHistory<HostID>()
-    var vmUsage = UsageHistory<VMID>()
+    private(set) var hostUsage = UsageHistory<HostID>()
+    private(set) var vmUsage = UsageHistory<VMID>()
 
-    /// What the draft changed since the last commit: the store batch and the events to publish
-    /// once it is written.
+    /// What the draft changed since the last commit: the store batch, the events to publish once
+    /// it is written, and the changes to make again on the committed model.
     var changes = PendingChanges()
     /// The events published once the draft is committed.
     var events: PendingEvents {
@@ -43,83 +45,138 @@ struct ClusterModel {
         set { changes.events = newValue }
     }
 
-    init(settings: ControllerSettings, now: @escaping @Sendable () -> Date, logger: Logger) {
+    init(
+        settings: ControllerSettings, now: @escaping @Sendable () -> Date, logger: Logger, loaded: StoredCluster,
+        consoleOffsets: [VMID: UInt64]
+    ) {
         self.settings = settings
         self.now = now
         self.logger = logger
+        self.apps = Dictionary(loaded.apps.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
+        for plan in loaded.plans { plans.put(plan) }
+        self.rebalance = settings.rebalance ?? loaded.rebalance ?? RebalanceSettings()
+        self.consoleOffsets = consoleOffsets
+        let startedAt = now()
+        for var host in loaded.hosts {
+            // Give every known agent a full timeout to report after a controller restart.
+            host.lastHeartbeatAt = max(host.lastHeartbeatAt, startedAt)
+            state.put(host)
+        }
+        for vm in loaded.vms { state.put(vm, replacing: vm.id) }
+        for migration in loaded.migrations { migrations.put(migration, vmExists: state.vms[migration.vmID] != nil) }
     }
 
     // MARK: Changing
+
+    /// Makes `change` on this model and keeps it to be made again on the committed one.
+    private mutating func apply(_ change: @escaping (inout ClusterModel) -> Void) {
+        change(&self)
+        changes.replay.append(change)
+        changes.count += 1
+    }
+
+    /// Makes the changes a committed draft made (`draft.changes.replay`) on this model.
+    mutating func replay(_ changes: [(inout ClusterModel) -> Void]) {
+        for change in changes { change(&self) }
+    }
 
     /// Records VM, host and migration changes in the draft and its store batch.
     mutating func commit(
         vms: [VirtualMachine] = [], deleting: [VMID] = [], hosts: [HostRecord] = [], migrations: [Migration] = []
     ) {
-        for host in hosts {
-            state.put(host)
-            changes.hosts[host.id] = host
+        for host in hosts { changes.hosts[host.id] = host }
+        for vm in vms { changes.put(vm) }
+        for id in deleting { changes.delete(id) }
+        for migration in migrations { changes.migrations[migration.id] = migration }
+        apply { model in
+            for host in hosts { model.state.put(host) }
+            for vm in vms { model.state.put(vm, replacing: vm.id) }
+            for id in deleting {
+                model.state.put(nil, replacing: id)
+                model.consoleOffsets[id] = nil
+                model.vmUsage.forget(id)
+                model.migrations.forget(vm: id)
+            }
+            for migration in migrations {
+                model.migrations.put(migration, vmExists: model.state.vms[migration.vmID] != nil)
+            }
         }
-        for vm in vms {
-            state.put(vm, replacing: vm.id)
-            changes.put(vm)
-        }
-        for id in deleting {
-            state.put(nil, replacing: id)
-            consoleOffsets[id] = nil
-            vmUsage.forget(id)
-            self.migrations.forget(vm: id)
-            changes.delete(id)
-        }
-        for migration in migrations { remember(migration) }
-        changes.count += 1
     }
 
     /// A new VM.
     mutating func insert(_ vm: VirtualMachine) {
-        state.put(vm, replacing: vm.id)
         changes.insert(vm)
+        apply { $0.state.put(vm, replacing: vm.id) }
+    }
+
+    /// A host's liveness (its last heartbeat), kept in memory only: writing every heartbeat would
+    /// cost a disk write per host per second for no durable value.
+    mutating func touch(_ host: HostRecord) {
+        apply { $0.state.put(host) }
     }
 
     /// Records a migration in memory and in the batch.
     mutating func remember(_ migration: Migration) {
-        migrations.put(migration, vmExists: state.vms[migration.vmID] != nil)
-        changes.migrations[migration.id] = migration
-        changes.count += 1
+        commit(migrations: [migration])
     }
 
     /// Keeps a migration's progress in memory only: it changes every heartbeat and means nothing
     /// after a restart.
     mutating func rememberProgress(_ migration: Migration) {
-        migrations.put(migration, vmExists: state.vms[migration.vmID] != nil)
-        changes.count += 1
         changes.visible = true
+        apply { $0.migrations.put(migration, vmExists: $0.state.vms[migration.vmID] != nil) }
     }
 
     mutating func put(_ app: AppRecord) {
-        apps[app.name] = app
         changes.apps[app.name] = .some(app)
-        changes.count += 1
+        apply { $0.apps[app.name] = app }
     }
 
     mutating func deleteApp(_ name: String) {
-        apps[name] = nil
         changes.apps[name] = .some(nil)
-        changes.count += 1
+        apply { $0.apps[name] = nil }
     }
 
     /// Records a plan; `durable` false keeps it in memory only (progress alone).
     mutating func put(_ plan: Plan, durable: Bool = true) {
-        plans.put(plan)
-        if lastAutomaticPlan?.id == plan.id { lastAutomaticPlan = plan }
         if durable { changes.plans[plan.id] = plan }
-        changes.count += 1
         changes.visible = true
+        apply { model in
+            model.plans.put(plan)
+            if model.lastAutomaticPlan?.id == plan.id { model.lastAutomaticPlan = plan }
+        }
+    }
+
+    /// The rebalancing loop's last plan, shown by `vireo rebalance`.
+    mutating func setLastAutomaticPlan(_ plan: Plan) {
+        apply { $0.lastAutomaticPlan = plan }
     }
 
     mutating func setRebalance(_ settings: RebalanceSettings) {
-        rebalance = settings
         changes.rebalance = settings
-        changes.count += 1
+        apply { $0.rebalance = settings }
+    }
+
+    mutating func setConsoleOffsets(_ offsets: [VMID: UInt64]) {
+        apply { model in
+            // The VM may have gone while the store wrote.
+            for (id, next) in offsets where model.state.vms[id] != nil { model.consoleOffsets[id] = next }
+        }
+    }
+
+    /// Takes in the CPU readings of a heartbeat.
+    mutating func recordUsage(_ heartbeat: AgentHeartbeat, at time: Date) {
+        apply { model in
+            let seconds = time.timeIntervalSince1970
+            if let cpu = heartbeat.hostCPU, cpu.capacity > 0 {
+                model.hostUsage.record(heartbeat.hostID, value: cpu.busySeconds, at: seconds, scale: cpu.capacity)
+            }
+            for report in heartbeat.instances where report.state == .running {
+                // During a move both hosts report the VM: only the one it lives on counts.
+                guard let cpu = report.cpuSeconds, model.state.vms[report.id]?.hostID == heartbeat.hostID else { continue }
+                model.vmUsage.record(report.id, value: cpu, at: seconds)
+            }
+        }
     }
 }
 
@@ -139,6 +196,8 @@ struct PendingChanges {
     var plans: [String: Plan] = [:]
     var rebalance: RebalanceSettings?
     var events = PendingEvents()
+    /// The changes made to the draft, in order, to be made again on the committed model.
+    var replay: [(inout ClusterModel) -> Void] = []
     /// Bumped by every change, so the writer can tell whether a failed decision changed anything.
     var count = 0
     /// Something readers see changed without a record to write (a plan's or a migration's
@@ -147,17 +206,14 @@ struct PendingChanges {
 
     mutating func insert(_ vm: VirtualMachine) {
         vms[vm.id] = .insert(vm)
-        count += 1
     }
 
     mutating func put(_ vm: VirtualMachine) {
         if case .insert = vms[vm.id] { vms[vm.id] = .insert(vm) } else { vms[vm.id] = .update(vm) }
-        count += 1
     }
 
     mutating func delete(_ id: VMID) {
         if case .insert = vms[id] { vms[id] = nil } else { vms[id] = .delete }
-        count += 1
     }
 
     /// What the store writes, in one transaction.

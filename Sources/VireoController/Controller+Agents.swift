@@ -37,10 +37,7 @@ extension Controller: ControllerLink {
         guard !chunks.isEmpty else { return }
         do {
             let offsets = try await store.appendConsole(chunks, retaining: ConsoleTail.defaultRetainedBytes)
-            // The VM may have gone while the store wrote.
-            try await write { model in
-                for (id, next) in offsets where model.state.vms[id] != nil { model.consoleOffsets[id] = next }
-            }
+            try await write { $0.setConsoleOffsets(offsets) }
         } catch {
             logger.error("cannot store console output", metadata: ["error": "\(error)"])
         }
@@ -120,8 +117,7 @@ extension ClusterModel {
         if hostChanges.isEmpty && updated.isEmpty && removed.isEmpty {
             // Liveness alone is kept in memory: writing every heartbeat would cost a disk write
             // per host per second for no durable value.
-            state.put(host)
-            changes.count += 1
+            touch(host)
         } else {
             commit(vms: updated, deleting: removed.map(\.id), hosts: [host])
         }

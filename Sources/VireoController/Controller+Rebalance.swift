@@ -10,19 +10,6 @@ import VireoStore
 extension ClusterModel {
     // MARK: Usage
 
-    /// Takes in the CPU readings of a heartbeat.
-    mutating func recordUsage(_ heartbeat: AgentHeartbeat, at time: Date) {
-        let seconds = time.timeIntervalSince1970
-        if let cpu = heartbeat.hostCPU, cpu.capacity > 0 {
-            hostUsage.record(heartbeat.hostID, value: cpu.busySeconds, at: seconds, scale: cpu.capacity)
-        }
-        for report in heartbeat.instances where report.state == .running {
-            // During a move both hosts report the VM: only the one it lives on counts.
-            guard let cpu = report.cpuSeconds, state.vms[report.id]?.hostID == heartbeat.hostID else { continue }
-            vmUsage.record(report.id, value: cpu, at: seconds)
-        }
-    }
-
     /// A host's CPU over the last three spans as the planner sees it: measured by its agent, else
     /// the sum of its running VMs over its cores; nil before anything was measured.
     func recentCPULoad(of host: HostRecord) -> Double? {
@@ -179,8 +166,7 @@ extension ClusterModel {
             plan.endedAt = time
             plan.message = "nothing to move"
             if plan.trigger == .automatic {
-                lastAutomaticPlan = plan
-                changes.count += 1
+                setLastAutomaticPlan(plan)
                 return plan
             }
         }
@@ -211,7 +197,7 @@ extension ClusterModel {
                 plan.endedAt = time
             }
         }
-        if plan.trigger == .automatic { lastAutomaticPlan = plan }
+        if plan.trigger == .automatic { setLastAutomaticPlan(plan) }
         put(plan)
         events.publish(
             .plan, name: plan.id, to: plan.state.rawValue,

@@ -24,7 +24,11 @@ public actor Controller {
     public nonisolated let now: @Sendable () -> Date
     let logger: Logger
     /// The committed model: what reads see.
-    var model: ClusterModel
+    private(set) var model: ClusterModel
+    /// The writer's copy: the committed model plus the decisions of the group being written. Its
+    /// own storage, so deciding never copies the cluster; after a commit the group's changes are
+    /// made again on `model`, after a failed one it starts again from `model`.
+    private var draft: ClusterModel
     /// Decisions waiting for the writer.
     private var queued: [QueuedWrite] = []
     private var writing = false
@@ -41,21 +45,8 @@ public actor Controller {
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
         now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory, telemetry: TelemetryEngine
     ) {
-        var model = ClusterModel(settings: settings, now: now, logger: logger)
-        model.apps = Dictionary(loaded.apps.map { ($0.name, $0) }, uniquingKeysWith: { _, b in b })
-        for plan in loaded.plans { model.plans.put(plan) }
-        model.rebalance = settings.rebalance ?? loaded.rebalance ?? RebalanceSettings()
-        model.consoleOffsets = consoleOffsets
-        let startedAt = now()
-        for var host in loaded.hosts {
-            // Give every known agent a full timeout to report after a controller restart.
-            host.lastHeartbeatAt = max(host.lastHeartbeatAt, startedAt)
-            model.state.put(host)
-        }
-        for vm in loaded.vms { model.state.put(vm, replacing: vm.id) }
-        for migration in loaded.migrations {
-            model.migrations.put(migration, vmExists: model.state.vms[migration.vmID] != nil)
-        }
+        let model = ClusterModel(
+            settings: settings, now: now, logger: logger, loaded: loaded, consoleOffsets: consoleOffsets)
         self.telemetry = telemetry
         self.sloGauges = SLOGauges(factory: metricsFactory)
         self.store = store
@@ -66,6 +57,7 @@ public actor Controller {
         self.gauges = StateGauges(factory: metricsFactory)
         gauges.update(model.state)
         self.model = model
+        self.draft = model
         self.publishedVersion = Mutex(model.state.version)
     }
 
@@ -128,8 +120,6 @@ public actor Controller {
         while !queued.isEmpty {
             let group = queued
             queued = []
-            var draft = model
-            draft.changes = PendingChanges()
             var decided: [(resume: @Sendable () -> Void, fail: @Sendable (any Error) -> Void)] = []
             var broken: (error: any Error, at: Int)?
             for (index, write) in group.enumerated() {
@@ -150,6 +140,7 @@ public actor Controller {
             if let broken {
                 for entry in decided { entry.fail(broken.error) }
                 for write in group[(broken.at + 1)...] { write.fail(broken.error) }
+                discardDraft()
                 continue
             }
             let batch = draft.changes.batch
@@ -158,20 +149,26 @@ public actor Controller {
                     try await store.commit(batch)
                 } catch {
                     for entry in decided { entry.fail(error) }
+                    discardDraft()
                     continue
                 }
             }
-            let published = draft.changes.events.list
-            let visible = !batch.isEmpty || draft.changes.visible
+            let committed = draft.changes
             draft.changes = PendingChanges()
-            model = draft
-            if visible { didChange() }
-            for e in published {
+            model.replay(committed.replay)
+            if !batch.isEmpty || committed.visible { didChange() }
+            for e in committed.events.list {
                 events.publish(e.kind, name: e.name, from: e.from, to: e.to, message: e.message, at: e.time)
             }
             for entry in decided { entry.resume() }
         }
         writing = false
+    }
+
+    /// Drops what the draft holds beyond the committed model (a failed write, a broken group).
+    /// The next decision copies the model once.
+    private func discardDraft() {
+        draft = model
     }
 
     /// Marks a change that is in memory only (no record changed) as visible.

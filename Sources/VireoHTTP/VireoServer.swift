@@ -149,7 +149,7 @@ public struct VireoServer: Sendable {
         router.post("/v1/apps/{app}/samples") { request, context in
             let text = try await readText(request)
             return try json(
-                try await controller.ingest(app: context.parameters.require("app"), exposition: text, at: Date()),
+                try await controller.ingest(app: context.parameters.require("app"), exposition: text, at: controller.now()),
                 status: .accepted)
         }
         router.get("/v1/apps/{app}/series") { request, context in
@@ -157,8 +157,9 @@ public struct VireoServer: Sendable {
             guard let metric = query.get("metric") else {
                 throw VireoError(.invalidArgument, "metric: is required (a metric selector)")
             }
-            let to = try timeParameter(query.get("to"), name: "to") ?? Date()
-            let from = try timeParameter(query.get("from"), name: "from") ?? to.addingTimeInterval(-3_600)
+            let now = controller.now()
+            let to = try timeParameter(query.get("to"), name: "to", now: now) ?? now
+            let from = try timeParameter(query.get("from"), name: "from", now: now) ?? to.addingTimeInterval(-3_600)
             guard from <= to else {
                 throw VireoError.invalid(field: "from", value: "'\(query.get("from") ?? "")'", "must not be after to")
             }
@@ -269,11 +270,11 @@ func intParameter(_ text: String?, name: String, range: ClosedRange<Int>) throws
 }
 
 /// A time as RFC 3339 (`2026-12-01T13:00:00Z`), seconds since the epoch, or relative to now
-/// (`-15m`).
-func timeParameter(_ text: String?, name: String) throws -> Date? {
+/// (`-15m`, from `now`).
+func timeParameter(_ text: String?, name: String, now: Date) throws -> Date? {
     guard let text else { return nil }
     if text.hasPrefix("-"), let seconds = DurationText.seconds(String(text.dropFirst())) {
-        return Date().addingTimeInterval(-seconds)
+        return now.addingTimeInterval(-seconds)
     }
     if let seconds = Double(text), seconds.isFinite { return Date(timeIntervalSince1970: seconds) }
     if let date = try? Date(text, strategy: .iso8601) { return date }
