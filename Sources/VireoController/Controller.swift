@@ -11,12 +11,12 @@ import VireoTelemetryStore
 
 /// Owns the desired state of the cluster.
 ///
-/// One writer: every mutation is a synchronous decision over a draft of the `ClusterModel`,
-/// queued with `write`. The writer takes every decision queued, applies them in order to one
-/// draft, writes their changes to the store in one transaction (group commit), and only then
-/// makes the draft the model that reads see and publishes the events. So memory never shows what
-/// is not durable, a rejected request changes nothing, a failed store write changes nothing, and
-/// no lock is held across an await: reads never wait for a write.
+/// One writer: every mutation is a synchronous decision over the writer's draft of the
+/// `ClusterModel`, queued with `write`. The writer takes every decision queued, applies them in
+/// order to the draft, writes their changes to the store in one transaction (group commit), and
+/// only then makes the same changes on the model that reads see and publishes the events. So
+/// memory never shows what is not durable, a rejected request changes nothing, a failed store
+/// write changes nothing, and no lock is held across an await: reads never wait for a write.
 public actor Controller {
     public nonisolated let settings: ControllerSettings
     public nonisolated let events: EventLog

@@ -1,5 +1,3 @@
-import VireoModel
-
 /// A guest image Vireo knows how to provide.
 public struct ImageInfo: Sendable, Codable, Equatable {
     public var name: String

@@ -370,7 +370,7 @@ struct ApplicationAPITests {
                 clock.advance(2)
                 await plane.controller.evaluateSLOs()
             }
-            let events = await plane.controller.events.events(after: 0).filter { $0.kind == .slo && $0.name == "shop/latency" }
+            let events = plane.controller.events.events(after: 0).filter { $0.kind == .slo && $0.name == "shop/latency" }
             #expect(events.map { $0.to }.contains("breaching"), "\(events)")
             #expect(events.last?.to == "ok")
 

@@ -126,7 +126,7 @@ struct RebalanceControllerTests {
             #expect(done.state == .completed, "\(done)")
             #expect(done.actions.first?.outcome == "completed" && done.actions.first?.downtimeMs == 20)
             #expect(try await controller.vm("noisy").host == "h2")
-            let events = await controller.events.events(after: 0).filter { $0.kind == .plan }
+            let events = controller.events.events(after: 0).filter { $0.kind == .plan }
             #expect(events.map(\.to) == ["executing", "completed"])
         }
 
