@@ -45,10 +45,34 @@ public final class SimulatedDriver: HypervisorDriver {
     }
 
     private struct State {
-        var instances: [VMID: Instance] = [:]
+        private(set) var instances: [VMID: Instance] = [:]
+        /// Memory of the instances that are running or starting (incoming ones included).
+        private(set) var usedMemoryMiB = 0
+        /// Instances starting or stopping on their own (not incoming): what `settle` looks at, so
+        /// that a call costs what is in transition, not every instance.
+        private(set) var transitioning: Set<VMID> = []
         var created = 0
         var failStartOf: Set<String> = []
         var random: SeededGenerator
+
+        init(random: SeededGenerator) { self.random = random }
+
+        /// Replaces (or with nil removes) an instance, keeping the memory in use and the set of
+        /// transitions up to date.
+        mutating func set(_ id: VMID, _ new: Instance?) {
+            if let old = instances[id] { account(id, old, added: false) }
+            instances[id] = new
+            if let new { account(id, new, added: true) }
+        }
+
+        private mutating func account(_ id: VMID, _ instance: Instance, added: Bool) {
+            if instance.state == .running || instance.state == .starting {
+                usedMemoryMiB += (added ? 1 : -1) * instance.spec.memoryMiB
+            }
+            if (instance.state == .starting || instance.state == .stopping) && !instance.incoming {
+                if added { transitioning.insert(id) } else { transitioning.remove(id) }
+            }
+        }
     }
 
     public let name = "simulated"
@@ -85,7 +109,7 @@ public final class SimulatedDriver: HypervisorDriver {
                 }
                 return
             }
-            s.instances[spec.id] = Instance(spec: spec, state: .stopped, transitionEndsAt: .zero, serial: s.created)
+            s.set(spec.id, Instance(spec: spec, state: .stopped, transitionEndsAt: .zero, serial: s.created))
             s.created += 1
         }
     }
@@ -100,8 +124,7 @@ public final class SimulatedDriver: HypervisorDriver {
             case .stopping: throw VireoError(.failedPrecondition, "VM '\(instance.spec.name)' is stopping")
             case .stopped, .failed: break
             }
-            let used = s.instances.values.filter { $0.state == .running || $0.state == .starting }
-                .reduce(0) { $0 + $1.spec.memoryMiB }
+            let used = s.usedMemoryMiB
             if used + instance.spec.memoryMiB > configuration.memoryMiB {
                 instance.state = .failed
                 instance.message = "host out of memory: \(used) MiB in use of \(configuration.memoryMiB) MiB"
@@ -119,7 +142,7 @@ public final class SimulatedDriver: HypervisorDriver {
                     "[simulated] booting \(instance.spec.name): \(instance.spec.cpus) vCPU, "
                     + "\(instance.spec.memoryMiB) MiB, image \(instance.spec.image)\n"
             }
-            s.instances[id] = instance
+            s.set(id, instance)
         }
     }
 
@@ -136,12 +159,12 @@ public final class SimulatedDriver: HypervisorDriver {
                 instance.state = .stopping
                 instance.transitionEndsAt = now + configuration.stopDelay
             }
-            s.instances[id] = instance
+            s.set(id, instance)
         }
     }
 
     public func delete(_ id: VMID) async throws {
-        state.withLock { _ = $0.instances.removeValue(forKey: id) }
+        state.withLock { $0.set(id, nil) }
     }
 
     public func status() async throws -> [InstanceStatus] {
@@ -173,14 +196,13 @@ public final class SimulatedDriver: HypervisorDriver {
                 }
                 return
             }
-            let used = s.instances.values.filter { $0.state == .running || $0.state == .starting }
-                .reduce(0) { $0 + $1.spec.memoryMiB }
+            let used = s.usedMemoryMiB
             guard used + spec.memoryMiB <= configuration.memoryMiB else {
                 throw VireoError(.unavailable, "host out of memory: \(used) MiB in use of \(configuration.memoryMiB) MiB")
             }
             var instance = Instance(spec: spec, state: .starting, transitionEndsAt: .zero, serial: s.created)
             instance.incoming = true
-            s.instances[spec.id] = instance
+            s.set(spec.id, instance)
             s.created += 1
         }
         return uri
@@ -205,7 +227,7 @@ public final class SimulatedDriver: HypervisorDriver {
     }
 
     public func release(_ id: VMID) async throws {
-        state.withLock { _ = $0.instances.removeValue(forKey: id) }
+        state.withLock { $0.set(id, nil) }
     }
 
     public func finishIncoming(_ id: VMID) async throws {
@@ -215,13 +237,13 @@ public final class SimulatedDriver: HypervisorDriver {
             instance.incoming = false
             instance.state = .running
             instance.console += "[simulated] \(instance.spec.name) resumed after live migration\n"
-            s.instances[id] = instance
+            s.set(id, instance)
         }
     }
 
     public func abortIncoming(_ id: VMID) async throws {
         state.withLock { s in
-            if s.instances[id]?.incoming == true { s.instances[id] = nil }
+            if s.instances[id]?.incoming == true { s.set(id, nil) }
         }
     }
 
@@ -248,16 +270,19 @@ public final class SimulatedDriver: HypervisorDriver {
 
     /// Finishes the transitions whose time has come.
     private func settle(_ s: inout State, now: Duration) {
-        for (id, instance) in s.instances where instance.transitionEndsAt <= now && !instance.incoming {
+        let due = s.transitioning.filter { s.instances[$0].map { $0.transitionEndsAt <= now } ?? false }
+        for id in due {
+            guard var instance = s.instances[id] else { continue }
             switch instance.state {
             case .starting:
-                s.instances[id]!.state = .running
-                s.instances[id]!.console += "[simulated] \(instance.spec.name) ready\n"
+                instance.state = .running
+                instance.console += "[simulated] \(instance.spec.name) ready\n"
             case .stopping:
-                s.instances[id]!.state = .stopped
-                s.instances[id]!.console += "[simulated] \(instance.spec.name) powered off\n"
-            default: break
+                instance.state = .stopped
+                instance.console += "[simulated] \(instance.spec.name) powered off\n"
+            default: continue
             }
+            s.set(id, instance)
         }
     }
 }

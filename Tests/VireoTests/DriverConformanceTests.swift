@@ -221,6 +221,32 @@ struct SimulatedDriverTests {
         #expect(status.message?.contains("out of memory") == true)
     }
 
+    @Test("memory in use follows starts, stops, deletes and incoming migrations")
+    func memoryAccounting() async throws {
+        let time = ManualTime()
+        let driver = SimulatedDriver(configuration: .init(memoryMiB: 256), time: time)
+        let spec = { (name: String) in InstanceSpec(id: .generate(), name: name, image: "tiny", cpus: 1, memoryMiB: 200) }
+        let (a, b) = (spec("a"), spec("b"))
+        try await driver.create(a)
+        try await driver.create(b)
+        try await driver.start(a.id)
+        time.advance(by: .seconds(1))
+        try await driver.stop(a.id)
+        // Stopping still holds nothing: only running and starting instances count.
+        try await driver.start(b.id)
+        #expect(try await driver.status().first { $0.id == b.id }?.state == .starting)
+        time.advance(by: .seconds(1))
+        #expect(try await driver.status().map(\.state) == [.stopped, .running])
+        try await driver.delete(b.id)
+        // The memory b held is free again: an incoming guest fits, a second one does not.
+        _ = try await driver.prepareIncoming(spec("c"), guestAddress: nil, listenAddress: "127.0.0.1")
+        await #expect(throws: VireoError.self) {
+            _ = try await driver.prepareIncoming(spec("d"), guestAddress: nil, listenAddress: "127.0.0.1")
+        }
+        try await driver.start(a.id)
+        #expect(try await driver.status().first { $0.id == a.id }?.message?.contains("200 MiB in use") == true)
+    }
+
     @Test("bad driver settings are rejected naming the setting")
     func badSettings() throws {
         var registry = DriverRegistry()
