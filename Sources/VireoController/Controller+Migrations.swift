@@ -2,7 +2,6 @@ import Foundation
 import VireoAPI
 import VireoModel
 import VireoPlacement
-import VireoStore
 
 /// Live migration, orchestrated level-triggered like everything else: the controller records the
 /// migration; each heartbeat answer tells the destination to prepare and, once it listens, the

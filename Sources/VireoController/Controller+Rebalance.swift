@@ -2,7 +2,6 @@ import Foundation
 import VireoAPI
 import VireoModel
 import VireoPlacement
-import VireoStore
 
 /// Live rebalancing: the cluster as the policies see it (hosts' and VMs' recent CPU from the
 /// heartbeats, objectives from the telemetry engine, moves in flight), plans made from it, and

@@ -1,0 +1,68 @@
+import VireoModel
+
+/// One line per difference between two VM specs.
+enum VMSpecDifference {
+    static func describe(_ a: VMSpec, _ b: VMSpec) -> String {
+        var parts: [String] = []
+        if a.image != b.image { parts.append("image \(a.image) → \(b.image)") }
+        if a.cpus != b.cpus { parts.append("cpus \(a.cpus) → \(b.cpus)") }
+        if a.memoryMiB != b.memoryMiB {
+            parts.append("memory \(ByteSize.format(mib: a.memoryMiB)) → \(ByteSize.format(mib: b.memoryMiB))")
+        }
+        if a.host != b.host { parts.append("host \(a.host ?? "-") → \(b.host ?? "-")") }
+        if a.app != b.app { parts.append("app \(a.app ?? "-") → \(b.app ?? "-")") }
+        return parts.joined(separator: ", ")
+    }
+}
+
+/// What `vireo apply` prints for a changed application.
+enum ApplicationDifference {
+    static func describe(_ a: ApplicationSpec, _ b: ApplicationSpec) -> [String] {
+        var lines: [String] = []
+        for vm in b.vms where !a.vms.contains(where: { $0.name == vm.name }) { lines.append("vm \(vm.name): added") }
+        if a.telemetry.scrape != b.telemetry.scrape {
+            lines.append("telemetry.scrape: \(describe(a.telemetry.scrape)) → \(describe(b.telemetry.scrape))")
+        }
+        if a.telemetry.probe != b.telemetry.probe {
+            lines.append("telemetry.probe: \(describe(a.telemetry.probe)) → \(describe(b.telemetry.probe))")
+        }
+        if a.telemetry.metrics != b.telemetry.metrics {
+            let names = { (m: [MetricDeclaration]) in m.map { "\($0.name) (\($0.type.rawValue))" }.joined(separator: ", ") }
+            lines.append("telemetry.metrics: [\(names(a.telemetry.metrics))] → [\(names(b.telemetry.metrics))]")
+        }
+        for objective in a.objectives where b.objective(named: objective.name) == nil {
+            lines.append("objective \(objective.name): removed")
+        }
+        for objective in b.objectives {
+            guard let old = a.objective(named: objective.name) else {
+                lines.append("objective \(objective.name): added")
+                continue
+            }
+            guard old != objective else { continue }
+            var parts: [String] = []
+            if old.kind != objective.kind { parts.append("kind \(old.kind.rawValue) → \(objective.kind.rawValue)") }
+            if old.metric != objective.metric { parts.append("sli \(old.metric) → \(objective.metric)") }
+            if old.totalMetric != objective.totalMetric {
+                parts.append("total \(old.totalMetric ?? "-") → \(objective.totalMetric ?? "-")")
+            }
+            if old.quantile != objective.quantile {
+                parts.append("quantile \(old.quantile.map { "\($0)" } ?? "-") → \(objective.quantile.map { "\($0)" } ?? "-")")
+            }
+            if old.target != objective.target { parts.append("target \(old.target) → \(objective.target)") }
+            if old.windowSeconds != objective.windowSeconds {
+                parts.append("window \(DurationText.format(old.windowSeconds)) → \(DurationText.format(objective.windowSeconds))")
+            }
+            if old.goal != objective.goal { parts.append("goal \(old.goal) → \(objective.goal)") }
+            if old.periodSeconds != objective.periodSeconds {
+                parts.append("period \(DurationText.format(old.periodSeconds)) → \(DurationText.format(objective.periodSeconds))")
+            }
+            if old.burnRateAlerts != objective.burnRateAlerts { parts.append("burn-rate alerts changed") }
+            lines.append("objective \(objective.name): " + parts.joined(separator: ", "))
+        }
+        return lines
+    }
+
+    static func describe(_ t: TelemetryEndpoint?) -> String {
+        t.map { ":\($0.port)\($0.path) every \(DurationText.format($0.intervalSeconds))" } ?? "none"
+    }
+}
