@@ -47,12 +47,7 @@ extension Controller: ControllerLink {
     /// the agent keeps running them without the controller.
     public func checkHostLiveness() async throws {
         let time = now()
-        let timeout = settings.hostTimeout.seconds
-        guard
-            model.state.hosts.values.contains(where: {
-                $0.state == .ready && time.timeIntervalSince($0.lastHeartbeatAt) > timeout
-            })
-        else { return }
+        guard !model.overdueHosts(at: time).isEmpty else { return }
         let changed = try await write { $0.markUnreachable(at: time) }
         for host in changed { logger.warning("host unreachable", metadata: ["host": "\(host.name)"]) }
     }
@@ -187,15 +182,20 @@ extension ClusterModel {
     }
 
     /// Marks the hosts whose last heartbeat is older than the timeout unreachable; returns them.
+    /// Ready hosts whose last heartbeat is older than the timeout.
+    func overdueHosts(at time: Date) -> [HostRecord] {
+        state.hosts.values.filter {
+            $0.state == .ready && time.timeIntervalSince($0.lastHeartbeatAt) > settings.hostTimeout.seconds
+        }
+    }
+
     mutating func markUnreachable(at time: Date) -> [HostRecord] {
         let timeout = settings.hostTimeout.seconds
-        var changed: [HostRecord] = []
-        for var host in state.hosts.values where host.state == .ready {
-            if time.timeIntervalSince(host.lastHeartbeatAt) > timeout {
-                host.state = .unreachable
-                host.stateChangedAt = time
-                changed.append(host)
-            }
+        let changed = overdueHosts(at: time).map { host in
+            var host = host
+            host.state = .unreachable
+            host.stateChangedAt = time
+            return host
         }
         guard !changed.isEmpty else { return [] }
         commit(hosts: changed)

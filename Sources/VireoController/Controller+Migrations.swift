@@ -17,22 +17,16 @@ extension Controller {
     /// Migrations newest first, of one VM if given (also one deleted since): from the store,
     /// with the progress of those under way.
     public func listMigrations(vm reference: String? = nil, limit: Int = 100) async throws -> MigrationList {
-        var vmID: VMID?
-        if let reference {
-            if let known = model.migratedVM(reference) {
-                vmID = known
-            } else if try await !store.migrations(of: VMID(reference), limit: 1).isEmpty {
-                vmID = VMID(reference)
-            } else {
-                throw VireoError.notFound("VM", reference)
-            }
-        }
+        // A VM known here by name or ID, else an ID the store may still have migrations of.
+        let known = reference.flatMap { model.migratedVM($0) }
+        let vmID = known ?? reference.map { VMID($0) }
         let stored = try await store.migrations(of: vmID, limit: limit)
         let current = model.migrations
         let storedIDs = Set(stored.map(\.id))
         let merged =
             stored.map { current[$0.id] ?? $0 }
             + current.all.filter { !storedIDs.contains($0.id) && (vmID == nil || $0.vmID == vmID) }
+        if let reference, known == nil, merged.isEmpty { throw VireoError.notFound("VM", reference) }
         let items = merged.sorted { ($0.requestedAt, $0.id) > ($1.requestedAt, $1.id) }.prefix(limit)
         return MigrationList(items: items.map(model.view))
     }

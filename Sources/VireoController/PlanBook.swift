@@ -40,8 +40,8 @@ struct PlanBook {
     func lastActed(now: Date) -> [String: Date] {
         var result = lastMoveEnded
         for plan in executing {
-            for action in plan.actions where action.application != nil && action.migration != nil && action.endedAt == nil {
-                result[action.application!] = now
+            for action in plan.actions where action.migration != nil && action.endedAt == nil {
+                if let app = action.application { result[app] = now }
             }
         }
         return result

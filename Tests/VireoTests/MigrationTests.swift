@@ -78,6 +78,9 @@ struct MigrationTests {
         _ = try await cluster.waitFor("big", .stopped)
         #expect(await refusal("big", other)?.message.contains("only a running VM") == true)
         #expect(try await c.listMigrations().items.isEmpty)
+        // A VM that exists but never moved has an empty history; one that never existed is not found.
+        #expect(try await c.listMigrations(vm: "big").items.isEmpty)
+        await #expect(throws: VireoError.self) { _ = try await c.listMigrations(vm: "no-such-vm") }
         #expect(try await c.vm("m").host == source)
     }
 
