@@ -12,14 +12,14 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 20_000
     )
 
-    let snapshot = ClusterSnapshot(
+    let snapshot = PlacementCluster(
         hosts: (0..<10_000).map { i in
-            HostSnapshot(
-                id: HostID("host-\(i)"), name: "host-\(i)", state: i % 50 == 0 ? .unreachable : .ready, cpus: 32,
-                memoryMiB: 131_072, allocatedCPUs: (i * 7) % 140, allocatedMemoryMiB: (i * 7919) % 131_072,
-                capabilities: i % 3 == 0 ? [.liveMigration] : [])
+            PlacementHost(
+                id: HostID("host-\(i)"), name: "host-\(i)", state: i % 50 == 0 ? .unreachable : .ready, cores: 32,
+                memoryMiB: 131_072, capabilities: i % 3 == 0 ? CapabilitySet([.liveMigration]) : CapabilitySet([]),
+                reservedVCPUs: (i * 7) % 140, reservedMemoryMiB: Double((i * 7919) % 131_072))
         })
-    let request = PlacementRequest(cpus: 2, memoryMiB: 4096)
+    let request = PlacementVM(id: VMID("new"), name: "new", vcpus: 2, memoryMiB: 4096)
 
     Benchmark("place one VM among 10,000 hosts") { benchmark in
         for _ in benchmark.scaledIterations {
@@ -28,7 +28,8 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark("place one VM among 10,000 hosts, needing live migration") { benchmark in
-        let needsMigration = PlacementRequest(cpus: 2, memoryMiB: 4096, requiredCapabilities: [.liveMigration])
+        let needsMigration = PlacementVM(
+            id: VMID("new"), name: "new", vcpus: 2, memoryMiB: 4096, requiredCapabilities: CapabilitySet([.liveMigration]))
         for _ in benchmark.scaledIterations {
             blackHole(InitialPlacement.place(needsMigration, in: snapshot))
         }

@@ -75,16 +75,17 @@ struct ClusterState {
         allocation[host] = a
     }
 
-    /// Placement's view of every host, sorted by name so ties break the same way every time.
-    func snapshot() -> ClusterSnapshot {
-        ClusterSnapshot(
-            hosts: hosts.values.sorted { $0.name < $1.name }.map { host in
-                let a = allocation[host.id] ?? Allocation()
-                return HostSnapshot(
-                    id: host.id, name: host.name, state: host.state, cpus: host.fingerprint.cpus,
-                    memoryMiB: host.fingerprint.memoryMiB, allocatedCPUs: a.cpus, allocatedMemoryMiB: a.memoryMiB,
-                    capabilities: Set(host.fingerprint.capabilities))
-            })
+    /// Placement's view of every host (the VMs' allocations held as reserved capacity), sorted by
+    /// name so ties break the same way every time.
+    func placementCluster(settings: PlacementSettings) -> PlacementCluster {
+        let hosts = hosts.values.sorted { $0.name < $1.name }.map { host in
+            let a = allocation[host.id] ?? Allocation()
+            return PlacementHost(
+                id: host.id, name: host.name, state: host.state, cores: host.fingerprint.cpus,
+                memoryMiB: Double(host.fingerprint.memoryMiB), capabilities: CapabilitySet(host.fingerprint.capabilities),
+                reservedVCPUs: a.cpus, reservedMemoryMiB: Double(a.memoryMiB))
+        }
+        return PlacementCluster(settings: settings, hosts: hosts)
     }
 
     /// VM names after `cursor` (exclusive), at most `limit`.

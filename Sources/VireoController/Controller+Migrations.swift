@@ -67,12 +67,11 @@ extension ClusterModel {
                 .failedPrecondition,
                 "host '\(host.name)' cannot live-migrate (driver \(host.fingerprint.driver) without shared storage?)")
         }
-        guard let snapshot = state.snapshot().hosts.first(where: { $0.id == destination.id }) else {
+        let cluster = state.placementCluster(settings: settings.placement)
+        guard let index = cluster.hosts.firstIndex(where: { $0.id == destination.id }) else {
             throw VireoError.notFound("host", hostReference)
         }
-        let verdict = InitialPlacement.evaluate(
-            PlacementRequest(cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB), on: snapshot,
-            settings: settings.placement)
+        let verdict = InitialPlacement.evaluate(PlacementVM(vm, pinned: false), on: index, in: cluster)
         if let reason = verdict.filtered {
             throw VireoError(.failedPrecondition, "host '\(destination.name)' cannot take VM '\(vm.name)': \(reason)")
         }

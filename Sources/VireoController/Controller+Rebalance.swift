@@ -24,17 +24,26 @@ extension ClusterModel {
     /// The cluster as a rebalancing policy sees it now, with each application's objectives.
     func rebalanceSnapshot(objectives: [String: [ObjectiveStatus]]) -> RebalanceSnapshot {
         let time = now().timeIntervalSince1970
+        let running = state.vms.values
+            .filter { $0.state == .running && $0.intent == .running && $0.hostID != nil }
+            .sorted { $0.name < $1.name }
+        // What VMs that do not run yet hold on each host.
+        var reserved: [HostID: ClusterState.Allocation] = state.allocation
+        for vm in running {
+            reserved[vm.hostID!]?.cpus -= vm.spec.cpus
+            reserved[vm.hostID!]?.memoryMiB -= vm.spec.memoryMiB
+        }
         let hosts = state.hosts.values.sorted { $0.name < $1.name }.map { host in
             RebalanceHost(
                 id: host.id, name: host.name, state: host.state, cpus: host.fingerprint.cpus,
                 memoryMiB: host.fingerprint.memoryMiB, capabilities: Set(host.fingerprint.capabilities),
-                cpuUsageHistory: hostUsage.rates(host.id), linkMiBPerSecond: settings.migrationLinkMiBPerSecond)
+                cpuUsageHistory: hostUsage.rates(host.id), linkMiBPerSecond: settings.migrationLinkMiBPerSecond,
+                reservedCPUs: max(0, reserved[host.id]?.cpus ?? 0), reservedMemoryMiB: max(0, reserved[host.id]?.memoryMiB ?? 0))
         }
         // The last move of each VM: cool-down and no going back.
         let lastMove = migrations.lastCompleted
-        let vms = state.vms.values
-            .filter { $0.state == .running && $0.intent == .running && $0.hostID != nil }
-            .sorted { $0.name < $1.name }
+        let vms =
+            running
             .map { vm in
                 let move = lastMove[vm.id]
                 return RebalanceVM(
@@ -55,7 +64,7 @@ extension ClusterModel {
         }
         return RebalanceSnapshot(
             now: time, hosts: hosts, vms: vms, applications: applications,
-            migrations: inFlight.sorted { $0.vm < $1.vm })
+            migrations: inFlight.sorted { $0.vm < $1.vm }, sampleSeconds: vmUsage.span)
     }
 
 }
@@ -70,10 +79,11 @@ extension Controller {
     public func plan(policy name: String? = nil, execute: Bool = false, trigger: PlanTrigger = .manual) async throws
         -> Plan
     {
-        let policy = try Self.policy(name ?? model.rebalance.policy ?? "slo", placement: settings.placement)
+        let policy = try Self.policy(name ?? model.rebalance.policy ?? "slo")
         var objectives: [String: [ObjectiveStatus]] = [:]
         for app in model.apps.keys { objectives[app] = await telemetry.status(app: app)?.objectives ?? [] }
-        let decided = policy.plan(model.rebalanceSnapshot(objectives: objectives))
+        let cluster = PlacementCluster(model.rebalanceSnapshot(objectives: objectives), settings: settings.placement)
+        let decided = policy.plan(cluster)
         let time = now()
         guard execute else { return Plan(decided, id: "dry-run", state: .dryRun, trigger: trigger, at: time) }
         let plan = Plan(decided, id: Self.newPlanID(at: time), state: .executing, trigger: trigger, at: time)
@@ -132,12 +142,11 @@ extension Controller {
         _ = try await plan(execute: true, trigger: .automatic)
     }
 
-    /// The policy called `name`; an unknown name is refused naming `field`.
-    public static func policy(_ name: String, field: String = "policy", placement: PlacementSettings = .init())
-        throws(VireoError) -> any RebalancePolicy
-    {
+    /// The policy called `name` (any of `Policies.names`, with parameters); an unknown name is
+    /// refused naming `field`.
+    public static func policy(_ name: String, field: String = "policy") throws(VireoError) -> any PlacementPolicy {
         do {
-            return try RebalancePolicies.make(name, placement: placement)
+            return try Policies.make(name)
         } catch {
             throw VireoError.invalid(field: field, value: "'\(name)'", error.reason)
         }
@@ -152,7 +161,7 @@ extension Controller {
 
 extension ClusterModel {
     func rebalanceStatus() -> RebalanceStatus {
-        RebalanceStatus(settings: rebalance, policies: RebalancePolicies.names, lastPlan: lastAutomaticPlan)
+        RebalanceStatus(settings: rebalance, policies: Policies.names, lastPlan: lastAutomaticPlan)
     }
 
     /// Starts a plan's moves in order and records the plan. A plan with nothing to move made by
@@ -242,15 +251,12 @@ extension Plan {
     /// The plan a policy made, as Vireo shows and stores it.
     init(_ plan: RebalancePlan, id: String, state: PlanState, trigger: PlanTrigger, at time: Date) {
         let actions = plan.actions.map { move -> Plan.Action in
-            let application: String?
-            let objective: String?
-            let reason: String
-            switch move.reason {
-            case .objectivePressure(let app, let name, _, _, _, _, _):
-                (application, objective, reason) = (app, name, "objective-pressure")
-            case .hostOverThreshold:
-                (application, objective, reason) = (nil, nil, "host-over-threshold")
+            var application: String?
+            var objective: String?
+            if case .objectivePressure(let app, let name, _, _, _, _, _) = move.reason {
+                (application, objective) = (app, name)
             }
+            let reason = move.reason.kind
             return Plan.Action(
                 vm: move.vmName, vmID: move.vm, from: move.fromName, to: move.toName, reason: reason,
                 application: application, objective: objective, explanation: move.explanation,

@@ -61,10 +61,11 @@ extension ClusterModel {
         let time = now()
         if let hostID = vm.hostID, vm.intent != .running, let host = state.hosts[hostID] {
             // A stopped VM released its CPU and memory; it must fit again on its host.
-            let verdict = InitialPlacement.evaluate(
-                PlacementRequest(cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB),
-                on: state.snapshot().hosts.first { $0.id == hostID }!, settings: settings.placement)
-            if let reason = verdict.filtered, reason.kind == "capacity" {
+            let cluster = state.placementCluster(settings: settings.placement)
+            let verdict = cluster.hosts.firstIndex { $0.id == hostID }.map {
+                InitialPlacement.evaluate(PlacementVM(vm, pinned: false), on: $0, in: cluster)
+            }
+            if let reason = verdict?.filtered, reason.kind == "capacity" {
                 throw VireoError(.failedPrecondition, "VM '\(vm.name)' cannot start on host '\(host.name)': \(reason)")
             }
         }
@@ -124,8 +125,8 @@ extension ClusterModel {
     /// Runs placement for a pending VM. Returns whether it found a host.
     @discardableResult
     mutating func place(_ vm: inout VirtualMachine, at time: Date, publish: Bool) -> Bool {
-        let request = PlacementRequest(cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB, pinnedHost: vm.spec.host)
-        let decision = InitialPlacement.place(request, in: state.snapshot(), settings: settings.placement)
+        let decision = InitialPlacement.place(
+            PlacementVM(vm, pinned: true), in: state.placementCluster(settings: settings.placement))
         vm.placement = decision.explanation(decidedAt: time)
         guard let chosen = decision.chosen else {
             let message = Self.unplacedMessage(decision, pinned: vm.spec.host)
@@ -181,5 +182,14 @@ extension ClusterModel {
                 .conflict,
                 "VM '\(vm.name)' is migrating (migration \(migration.id), \(migration.state.rawValue)); try again when it ends")
         }
+    }
+}
+
+extension PlacementVM {
+    /// A VM as placement sees it; `pinned`: keep the host its spec pins it to.
+    init(_ vm: VirtualMachine, pinned: Bool) {
+        self.init(
+            id: vm.id, name: vm.name, vcpus: vm.spec.cpus, memoryMiB: Double(vm.spec.memoryMiB),
+            pinnedHost: pinned ? vm.spec.host : nil)
     }
 }

@@ -3,7 +3,7 @@ import VireoModel
 /// The result of placing one VM: the chosen host (if any) and a verdict for every host.
 public struct PlacementDecision: Sendable, Equatable {
     public var chosen: HostID?
-    /// One verdict per host of the snapshot, in snapshot order.
+    /// One verdict per host of the cluster, in cluster order.
     public var verdicts: [HostVerdict]
 
     public var chosenVerdict: HostVerdict? {
@@ -12,25 +12,24 @@ public struct PlacementDecision: Sendable, Equatable {
     }
 }
 
-/// Initial placement: filter hosts that cannot take the VM, score the rest, take the best.
+/// Initial placement of a live cluster's new VM: the feasibility chain, then the spread scorer.
 ///
-/// Pure and synchronous: the same snapshot and request always give the same decision, so a
-/// plan can be computed, shown (`--explain`) and checked before anything is changed.
+/// Pure and synchronous: the same cluster and request always give the same decision, so a plan
+/// can be computed, shown (`--explain`) and checked before anything is changed.
 public enum InitialPlacement {
-    public static func place(
-        _ request: PlacementRequest, in snapshot: ClusterSnapshot, settings: PlacementSettings = .init()
-    ) -> PlacementDecision {
+    public static func place(_ vm: PlacementVM, in cluster: PlacementCluster) -> PlacementDecision {
+        let loads = HostLoads(cluster)
+        let candidate = Candidate(new: vm)
+        let chain = FeasibilityChain(purpose: .start)
         var verdicts: [HostVerdict] = []
-        verdicts.reserveCapacity(snapshot.hosts.count)
+        verdicts.reserveCapacity(cluster.hostCount)
         var best: (index: Int, score: Double)?
-        for host in snapshot.hosts {
-            let verdict = evaluate(request, on: host, settings: settings)
+        for host in 0..<cluster.hostCount {
+            let verdict = evaluate(candidate, on: host, loads, chain)
             if let score = verdict.score {
-                // Ties go to the earlier host in snapshot order (callers sort by name), so the
+                // Ties go to the earlier host in cluster order (callers sort by name), so the
                 // decision is deterministic.
-                if best == nil || score.total > best!.score {
-                    best = (verdicts.count, score.total)
-                }
+                if best.map({ score.total > $0.score }) ?? true { best = (verdicts.count, score.total) }
             }
             verdicts.append(verdict)
         }
@@ -38,31 +37,36 @@ public enum InitialPlacement {
     }
 
     /// The verdict for one host: the first filter it fails, or its score.
-    public static func evaluate(
-        _ request: PlacementRequest, on host: HostSnapshot, settings: PlacementSettings
-    ) -> HostVerdict {
-        func filtered(_ reason: FilterReason) -> HostVerdict {
-            HostVerdict(hostID: host.id, hostName: host.name, filtered: reason)
+    public static func evaluate(_ vm: PlacementVM, on host: Int, in cluster: PlacementCluster) -> HostVerdict {
+        evaluate(Candidate(new: vm), on: host, HostLoads(cluster), FeasibilityChain(purpose: .start))
+    }
+
+    static func evaluate(_ vm: Candidate, on host: Int, _ loads: HostLoads, _ chain: FeasibilityChain) -> HostVerdict {
+        let spec = loads.cluster.hosts[host]
+        switch chain.check(vm, on: host, loads) {
+        case .filtered(let reason): return HostVerdict(hostID: spec.id, hostName: spec.name, filtered: reason)
+        case .fits: return HostVerdict(hostID: spec.id, hostName: spec.name, score: Scorers.spread(vm, on: host, loads))
         }
-        if let pinned = request.pinnedHost, pinned != host.name { return filtered(.notPinnedHost(pinned: pinned)) }
-        if host.state != .ready { return filtered(.hostNotReady(state: host.state)) }
-        let missing = request.requiredCapabilities.subtracting(host.capabilities)
-        if let first = missing.first { return filtered(.missingCapability(first)) }
-        let cpuCapacity = Int((Double(host.cpus) * settings.cpuOvercommit).rounded(.down))
-        let memoryCapacity = Int((Double(host.memoryMiB) * settings.memoryOvercommit).rounded(.down))
-        let freeCPU = max(0, cpuCapacity - host.allocatedCPUs)
-        let freeMemory = max(0, memoryCapacity - host.allocatedMemoryMiB)
-        if request.cpus > freeCPU { return filtered(.insufficientCPU(requested: request.cpus, free: freeCPU)) }
-        if request.memoryMiB > freeMemory {
-            return filtered(.insufficientMemory(requestedMiB: request.memoryMiB, freeMiB: freeMemory))
+    }
+}
+
+/// How hosts that pass the filters are ranked. Each policy uses one.
+public enum Scorers {
+    /// Spread: prefer the host that keeps the most headroom on its scarcer resource (vCPUs or
+    /// memory), with the average as a tie-breaker. Spreading leaves room for VMs to grow and for
+    /// migrations. Where vCPUs are not counted, CPU headroom is free CPU after the VM's demand.
+    public static func spread(_ vm: Candidate, on host: Int, _ loads: HostLoads) -> HostScore {
+        let cpuFreeAfter: Double
+        if loads.vcpuLimit[host] != .max {
+            let limit = loads.vcpuLimit[host]
+            cpuFreeAfter = limit > 0 ? Double(max(0, limit - loads.vcpus[host]) - vm.vcpus) / Double(limit) : 0
+        } else {
+            let capacity = loads.capacity[host]
+            cpuFreeAfter = capacity > 0 ? (capacity - loads.usedCPU(host) - vm.demand) / capacity : 0
         }
-        let cpuFreeAfter = cpuCapacity > 0 ? Double(freeCPU - request.cpus) / Double(cpuCapacity) : 0
-        let memoryFreeAfter = memoryCapacity > 0 ? Double(freeMemory - request.memoryMiB) / Double(memoryCapacity) : 0
-        // Spread: prefer the host that keeps the most headroom on its scarcer resource, with the
-        // average as a tie-breaker. Spreading leaves room for VMs to grow and for migrations.
+        let memoryLimit = loads.memoryLimit[host]
+        let memoryFreeAfter = memoryLimit > 0 ? (max(0, memoryLimit - loads.memoryMiB[host]) - vm.memoryMiB) / memoryLimit : 0
         let total = 0.75 * min(cpuFreeAfter, memoryFreeAfter) + 0.25 * (cpuFreeAfter + memoryFreeAfter) / 2
-        return HostVerdict(
-            hostID: host.id, hostName: host.name,
-            score: HostScore(cpuFreeAfter: cpuFreeAfter, memoryFreeAfter: memoryFreeAfter, total: total))
+        return HostScore(cpuFreeAfter: cpuFreeAfter, memoryFreeAfter: memoryFreeAfter, total: total)
     }
 }

@@ -2,6 +2,8 @@
 public struct SimulationResult: Codable, Sendable, Equatable {
     public var policy: String
     public var trace: String
+    /// The rules the data centre obeyed (`cloudsim` or `realistic`).
+    public var model: SimulationModel
     public var hosts: Int
     /// VMs that ran.
     public var vms: Int

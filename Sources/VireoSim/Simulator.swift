@@ -1,6 +1,26 @@
 import VireoModel
 import VireoPlacement
 
+/// What the simulated data centre obeys (docs/sim.md).
+public enum SimulationModel: String, Sendable, CaseIterable, Codable {
+    /// CloudSim 3.0.3's PlanetLab experiment, for comparison with its published results: memory is
+    /// checked only when a VM starts, every migration has the whole link, a VM whose demand drops
+    /// to 0 finishes.
+    case cloudsim
+    /// Real hosts' rules: memory is a hard limit for every policy at every step (a migrating VM
+    /// holds it on both hosts), concurrent migrations share each host's link, VMs keep their
+    /// memory (and their host on) when idle.
+    case realistic
+
+    /// The capacity rules every policy plans with.
+    public var placement: PlacementSettings {
+        switch self {
+        case .cloudsim: .cloudSim
+        case .realistic: .realistic
+        }
+    }
+}
+
 /// Timing of a run, in seconds of simulated time.
 public struct SimulationSettings: Sendable, Equatable {
     /// Seconds between decision points.
@@ -12,55 +32,70 @@ public struct SimulationSettings: Sendable, Equatable {
     /// CloudSim treats a VM whose demand is 0 at an accounting point (and that is not migrating)
     /// as finished and removes it for the rest of the run; true reproduces that.
     public var idleVMsFinish: Bool
+    public var model: SimulationModel
 
-    public init(interval: Double = 300, duration: Double = 86_400, firstDecision: Double = 0.1, idleVMsFinish: Bool = true) {
+    /// `idleVMsFinish` defaults to the model's rule (CloudSim: yes; realistic: VMs stay).
+    public init(
+        interval: Double = 300, duration: Double = 86_400, firstDecision: Double = 0.1, idleVMsFinish: Bool? = nil,
+        model: SimulationModel = .cloudsim
+    ) {
         self.interval = interval
         self.duration = duration
         self.firstDecision = firstDecision
-        self.idleVMsFinish = idleVMsFinish
+        self.idleVMsFinish = idleVMsFinish ?? (model == .cloudsim)
+        self.model = model
     }
 }
 
-/// Replays a utilisation trace through a consolidation policy in virtual time and measures
-/// energy, SLA violations and migrations the way CloudSim 3.0.3 does (docs/sim.md).
+/// Replays a utilisation trace through a placement policy in virtual time — the same policy
+/// objects, on the same cluster model, that the controller runs — and measures energy, SLA
+/// violations and migrations the way CloudSim 3.0.3 does (docs/sim.md).
 ///
 /// At every decision point VM demands are read from the trace, every host is recorded (its
-/// requested and allocated MIPS, its utilisation), energy is accounted for the step since the
+/// requested and allocated CPU, its utilisation), energy is accounted for the step since the
 /// last record, and the policy's migrations are started; each migration ends after its memory
 /// has crossed the link, which is recorded as a step of its own.
 public final class Simulator {
     public let fleet: SimulationFleet
     public let trace: UtilisationTrace
-    public let policy: any ConsolidationPolicy
+    public let policy: any PlacementPolicy
     public let settings: SimulationSettings
 
-    private var cluster: ConsolidationCluster
+    private var cluster: PlacementCluster
     private var ledger: SimulationLedger
     private var incoming: [[Int]]
-    private var migrationTarget: [Int]
+    /// Migrations each host takes part in (realistic: they share its link).
+    private var hostMigrations: [Int]
     private var pending: [(time: Double, vm: Int)] = []
+    /// What each VM asks for at the current instant (see `updateDemand`).
+    private var demand: [Double]
 
     public init(
-        fleet: SimulationFleet, trace: UtilisationTrace, policy: any ConsolidationPolicy,
-        settings: SimulationSettings = .init()
+        fleet: SimulationFleet, trace: UtilisationTrace, policy: any PlacementPolicy, settings: SimulationSettings = .init()
     ) throws(VireoError) {
-        guard fleet.vmMIPS.count == trace.vmCount else {
-            throw VireoError(.invalidArgument, "fleet has \(fleet.vmMIPS.count) VMs, trace has \(trace.vmCount)")
+        guard fleet.vms.count == trace.vmCount else {
+            throw VireoError(.invalidArgument, "fleet has \(fleet.vms.count) VMs, trace has \(trace.vmCount)")
         }
         guard !fleet.hosts.isEmpty else { throw VireoError(.invalidArgument, "--hosts must be at least 1") }
         self.fleet = fleet
         self.trace = trace
         self.policy = policy
         self.settings = settings
-        cluster = ConsolidationCluster(
-            hosts: fleet.hosts, vmMIPS: fleet.vmMIPS, vmMemoryMB: fleet.vmMemoryMB, interval: settings.interval)
-        ledger = SimulationLedger(hostCount: fleet.hosts.count)
+        cluster = PlacementCluster(
+            now: 0, interval: settings.interval, settings: settings.model.placement, hosts: fleet.hosts, vms: fleet.vms)
+        ledger = SimulationLedger(hostCount: fleet.hosts.count, onWhileHolding: settings.model == .realistic)
         incoming = Array(repeating: [], count: fleet.hosts.count)
-        migrationTarget = Array(repeating: -1, count: trace.vmCount)
+        hostMigrations = Array(repeating: 0, count: fleet.hosts.count)
+        demand = fleet.vms.map(\.size)
     }
 
-    /// Runs the whole trace. `progress(done, total)` is called after each decision point.
-    public func run(progress: (Int, Int) -> Void = { _, _ in }) throws(VireoError) -> (SimulationResult, [IntervalSample]) {
+    /// Runs the whole trace. `progress(done, total)` is called after each decision point, and
+    /// `decided(step, cluster, plan)` with each plan and the cluster it was made from, before its
+    /// migrations start.
+    public func run(
+        progress: (Int, Int) -> Void = { _, _ in },
+        decided: (Int, PlacementCluster, RebalancePlan) -> Void = { _, _, _ in }
+    ) throws(VireoError) -> (SimulationResult, [IntervalSample]) {
         let clock = ContinuousClock()
         let started = clock.now
         let placement = policy.initialPlacement(cluster)
@@ -71,8 +106,7 @@ public final class Simulator {
                 unplaced += 1
                 continue
             }
-            cluster.vmHost[vm] = host
-            cluster.hostVMs[host].append(vm)
+            cluster.start(vm, on: host)
         }
         guard unplaced < cluster.vmCount else {
             throw VireoError(
@@ -92,18 +126,21 @@ public final class Simulator {
         for (index, now) in decisions.enumerated() {
             finishMigrations(until: now, lastRecord: &lastRecord, alwaysFull: alwaysFull)
             updateDemand(at: now)
-            ledger.account(until: now, from: lastRecord, cluster: cluster, incoming: incoming, alwaysFull: alwaysFull)
+            ledger.account(
+                until: now, from: lastRecord, cluster: cluster, demand: demand, incoming: incoming, alwaysFull: alwaysFull)
             retireIdleVMs()
             lastRecord = now
             energyAtDecision.append(ledger.energyJoules)
-            cluster.time = now
+            cluster.now = now
             cluster.hostUtilisation = ledger.utilisation
-            cluster.appendHistory((0..<cluster.vmCount).map { cluster.vmRequestedMIPS[$0] / cluster.vmMIPS[$0] })
-            let active = ledger.utilisation.reduce(0) { $1 > 0 ? $0 + 1 : $0 }
+            observe()
+            let active = ledger.on.reduce(0) { $1 ? $0 + 1 : $0 }
             let overloaded = ledger.shortHosts
-            let started = startMigrations(policy.plan(cluster), at: now)
+            let plan = policy.plan(cluster)
+            decided(index, cluster, plan)
+            let started = startMigrations(plan.actions, at: now)
             migrations += started
-            if started > 0 { ledger.record(cluster: cluster, incoming: incoming) }
+            if started > 0 { ledger.record(cluster: cluster, demand: demand, incoming: incoming) }
             series.append(
                 IntervalSample(time: now, activeHosts: active, overloadedHosts: overloaded, energyKWh: 0, migrations: started))
             progress(index + 1, decisions.count)
@@ -114,44 +151,73 @@ public final class Simulator {
         let wall = clock.now - started
         let energy = ledger.energyJoules / 3.6e6
         let slatah = ledger.activeSeconds > 0 ? ledger.shortSeconds / ledger.activeSeconds : 0
-        let pdm = ledger.requestedMIPSSeconds > 0 ? ledger.migrationLossMIPSSeconds / ledger.requestedMIPSSeconds : 0
+        let pdm = ledger.requestedSeconds > 0 ? ledger.migrationLossSeconds / ledger.requestedSeconds : 0
         let result = SimulationResult(
-            policy: policy.name, trace: trace.source, hosts: cluster.hostCount, vms: cluster.vmCount - unplaced,
-            unplacedVMs: unplaced, finishedVMs: finished,
+            policy: policy.name, trace: trace.source, model: settings.model, hosts: cluster.hostCount,
+            vms: cluster.vmCount - unplaced, unplacedVMs: unplaced, finishedVMs: finished,
             energyKWh: energy, slatah: slatah, pdm: pdm, slav: slatah * pdm, esv: energy * slatah * pdm,
             migrations: migrations,
             wallSeconds: Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18)
         return (result, series)
     }
 
+    /// The demand at `seconds`. CloudSim's model interpolates between samples, so between two
+    /// samples — at its decision points too, 0.1 s after a sample — the demand already leans
+    /// towards the next one; the realistic model holds each sample until the next is taken, so
+    /// nothing depends on a sample not yet taken.
     private func updateDemand(at seconds: Double) {
-        for vm in 0..<cluster.vmCount {
-            cluster.vmRequestedMIPS[vm] = trace.utilisation(vm, at: seconds) * cluster.vmMIPS[vm]
+        if settings.model == .cloudsim {
+            for vm in 0..<cluster.vmCount { demand[vm] = trace.utilisation(vm, at: seconds) * cluster.vms[vm].size }
+        } else {
+            for vm in 0..<cluster.vmCount { demand[vm] = trace.sample(vm, at: seconds) * cluster.vms[vm].size }
         }
+    }
+
+    /// What the policy sees at a decision point: each VM's demand now, and its history of them.
+    private func observe() {
+        cluster.vmDemand = demand
+        cluster.appendHistory((0..<cluster.vmCount).map { cluster.vmDemand[$0] / cluster.vms[$0].size })
     }
 
     /// Starts the planned migrations; returns how many were started (a VM planned twice counts
     /// twice and goes to its last target).
-    private func startMigrations(_ plan: [PlannedMigration], at now: Double) -> Int {
+    private func startMigrations(_ moves: [PlannedMove], at now: Double) -> Int {
         var started = 0
-        for move in plan {
-            let vm = move.vm
-            guard move.target >= 0, move.target < cluster.hostCount else { continue }
-            if cluster.vmMigrating[vm] {
-                let previous = migrationTarget[vm]
-                guard previous >= 0, previous != move.target else { continue }
+        var startedNow: [Int] = []
+        for move in moves {
+            let vm = move.vmIndex
+            let target = move.toIndex
+            guard target >= 0, target < cluster.hostCount, cluster.vmHost[vm] >= 0 else { continue }
+            if cluster.isMigrating(vm) {
+                let previous = cluster.vmDestination[vm]
+                guard previous != target else { continue }
                 if let index = incoming[previous].firstIndex(of: vm) { incoming[previous].remove(at: index) }
+                hostMigrations[previous] -= 1
+                hostMigrations[target] += 1
                 pending.removeAll { $0.vm == vm }
-            } else if cluster.vmHost[vm] == move.target {
+            } else if cluster.vmHost[vm] == target {
                 continue
+            } else {
+                hostMigrations[cluster.vmHost[vm]] += 1
+                hostMigrations[target] += 1
             }
-            cluster.vmMigrating[vm] = true
-            cluster.vmLastMigrationStart[vm] = now
-            migrationTarget[vm] = move.target
-            incoming[move.target].append(vm)
-            let seconds = cluster.hosts[move.target].migrationSeconds(memoryMB: cluster.vmMemoryMB[vm])
-            pending.append((now + seconds, vm))
+            cluster.beginMove(vm, to: target)
+            incoming[target].append(vm)
+            startedNow.append(vm)
             started += 1
+        }
+        for vm in startedNow where cluster.isMigrating(vm) && !pending.contains(where: { $0.vm == vm }) {
+            let source = cluster.vmHost[vm]
+            let target = cluster.vmDestination[vm]
+            var link = cluster.hosts[target].linkMiBPerSecond
+            if settings.model == .realistic {
+                // Migrations running through a host share its link; a migration's share is fixed when
+                // it starts, by the busier of its two hosts.
+                link = min(
+                    cluster.hosts[source].linkMiBPerSecond / Double(max(1, hostMigrations[source])),
+                    link / Double(max(1, hostMigrations[target])))
+            }
+            pending.append((now + cluster.vms[vm].memoryMiB / link, vm))
         }
         pending.sort { ($0.time, $0.vm) < ($1.time, $1.vm) }
         return started
@@ -162,21 +228,20 @@ public final class Simulator {
         while let first = pending.first, first.time < limit {
             let now = first.time
             updateDemand(at: now)
-            ledger.account(until: now, from: lastRecord, cluster: cluster, incoming: incoming, alwaysFull: alwaysFull)
+            ledger.account(
+                until: now, from: lastRecord, cluster: cluster, demand: demand, incoming: incoming, alwaysFull: alwaysFull)
             lastRecord = now
             while let next = pending.first, next.time == now {
                 pending.removeFirst()
                 let vm = next.vm
                 let source = cluster.vmHost[vm]
-                let target = migrationTarget[vm]
-                if let index = cluster.hostVMs[source].firstIndex(of: vm) { cluster.hostVMs[source].remove(at: index) }
+                let target = cluster.vmDestination[vm]
                 if let index = incoming[target].firstIndex(of: vm) { incoming[target].remove(at: index) }
-                cluster.hostVMs[target].append(vm)
-                cluster.vmHost[vm] = target
-                cluster.vmMigrating[vm] = false
-                migrationTarget[vm] = -1
+                hostMigrations[source] -= 1
+                hostMigrations[target] -= 1
+                cluster.completeMove(vm)
             }
-            ledger.record(cluster: cluster, incoming: incoming)
+            ledger.record(cluster: cluster, demand: demand, incoming: incoming)
             retireIdleVMs()
         }
     }
@@ -187,10 +252,8 @@ public final class Simulator {
     private func retireIdleVMs() {
         guard settings.idleVMsFinish else { return }
         for host in 0..<cluster.hostCount where !cluster.hostVMs[host].isEmpty {
-            let done = cluster.hostVMs[host].filter { !cluster.vmMigrating[$0] && cluster.vmRequestedMIPS[$0] == 0 }
-            guard !done.isEmpty else { continue }
-            cluster.hostVMs[host].removeAll { done.contains($0) }
-            for vm in done { cluster.vmHost[vm] = -1 }
+            let done = cluster.hostVMs[host].filter { !cluster.isMigrating($0) && demand[$0] == 0 }
+            for vm in done { cluster.stop(vm) }
             finished += done.count
         }
     }

@@ -44,26 +44,27 @@ public enum SyntheticFleet {
     /// size at the start with 15 % to spare: CPU, memory, and the VMs whose core is too big for a
     /// G4 (2000 and 2500 MIPS) on the G5 half of the hosts alone.
     public static func hostScale(hosts: Int, fleet: SimulationFleet) -> Int {
+        let g4 = CloudSimFleet.g4, g5 = CloudSimFleet.g5
         let g4Hosts = Double((hosts + 1) / 2), g5Hosts = Double(hosts / 2)
-        let baseMIPS = g4Hosts * CloudSimFleet.g4.totalMIPS + g5Hosts * CloudSimFleet.g5.totalMIPS
-        let baseMemory = CloudSimFleet.g4.memoryMB * Double(hosts)
-        let bigCores = zip(fleet.vmMIPS, fleet.vmMemoryMB).filter { $0.0 > CloudSimFleet.g4.coreMIPS }
+        let baseCPU = g4Hosts * g4.capacity + g5Hosts * g5.capacity
+        let baseMemory = g4.memoryMiB * Double(hosts)
+        let bigCores = fleet.vms.filter { $0.vcpuCapacity > g4.coreCapacity }
         let need = max(
-            fleet.vmMIPS.reduce(0, +) / baseMIPS, fleet.vmMemoryMB.reduce(0, +) / baseMemory,
-            g5Hosts > 0 ? bigCores.map(\.0).reduce(0, +) / (g5Hosts * CloudSimFleet.g5.totalMIPS) : 0,
-            g5Hosts > 0 ? bigCores.map(\.1).reduce(0, +) / (g5Hosts * CloudSimFleet.g5.memoryMB) : 0)
+            fleet.vms.map(\.size).reduce(0, +) / baseCPU, fleet.vms.map(\.memoryMiB).reduce(0, +) / baseMemory,
+            g5Hosts > 0 ? bigCores.map(\.size).reduce(0, +) / (g5Hosts * g5.capacity) : 0,
+            g5Hosts > 0 ? bigCores.map(\.memoryMiB).reduce(0, +) / (g5Hosts * g5.memoryMiB) : 0)
         return max(1, Int((need / 0.85).rounded(.up)))
     }
 
     /// CloudSim's host types made `scale` times larger: cores, memory and watts multiplied
     /// (bandwidth, and so migration time, unchanged).
-    public static func hosts(_ count: Int, scale: Int) -> [PowerHostModel] {
+    public static func hosts(_ count: Int, scale: Int) -> [PlacementHost] {
         CloudSimFleet.hosts(count).map { model in
             var big = model
             big.cores *= scale
-            big.memoryMB *= Double(scale)
-            big.power = model.power.scaled(by: Double(scale))
-            if scale > 1 { big.name += " x\(scale)" }
+            big.memoryMiB *= Double(scale)
+            big.power = model.power?.scaled(by: Double(scale))
+            if scale > 1 { big.model += " x\(scale)" }
             return big
         }
     }

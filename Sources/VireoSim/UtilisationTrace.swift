@@ -41,6 +41,13 @@ public struct UtilisationTrace: Sendable, Equatable {
         return (a + (b - a) * (position - Double(k))) / 10_000
     }
 
+    /// The newest sample of `vm` taken by `seconds` (a fraction), without looking ahead.
+    @inline(__always)
+    public func sample(_ vm: Int, at seconds: Double) -> Double {
+        let k = min(Int(max(0, seconds / sampleSeconds)), samplesPerVM - 1)
+        return Double(samples[vm * samplesPerVM + k]) / 10_000
+    }
+
     /// Several traces side by side: the VMs of all of them, each keeping its own samples.
     public static func concatenating(_ traces: [UtilisationTrace]) throws(VireoError) -> UtilisationTrace {
         guard let first = traces.first else { throw VireoError(.invalidArgument, "no trace given") }

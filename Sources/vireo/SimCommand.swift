@@ -15,10 +15,15 @@ struct SimCommand: AsyncParsableCommand {
         abstract: "Replay VM utilisation traces through a placement policy and report energy, SLA violations and migrations.",
         discussion: """
             Reproduces CloudSim's PlanetLab experiments (800 hosts, half HP ML110 G4 and half G5, 300 s \
-            decisions over 24 h). Each trace file is one run per policy.
+            decisions over 24 h). Each trace file is one run per policy. The policies are the objects the \
+            controller runs (`vireo plan --policy`), on the same cluster model.
 
-            Policies: \(ConsolidationPolicies.names.joined(separator: ", ")). Parameters can change, \
-            e.g. thr-mmt-0.7, mad-mmt-3, slo-0.75 (target utilisation).
+            Policies: \(Policies.names.joined(separator: ", ")). Parameters can change, \
+            e.g. thr-mmt-0.7, mad-mmt-3, slo-0.75 (target utilisation), threshold-0.7.
+
+            Models: `cloudsim` (CloudSim 3.0.3's rules, for comparison with its published results) and \
+            `realistic` (memory a hard limit at every step, migrations sharing each host's link, idle VMs \
+            keeping their memory).
 
             Traces: PlanetLab day files (`vm_name,v1,...,v288`, integer percent, optionally .gz) or a \
             fleet CSV with header `vm,mips,memory_mb,u1,u2,...` (see docs/sim.md).
@@ -33,6 +38,8 @@ struct SimCommand: AsyncParsableCommand {
     var policy: [String] = []
 
     @Option(help: "Number of hosts (even: ML110 G4, odd: ML110 G5).") var hosts: Int = 800
+
+    @Option(help: "The data centre's rules: cloudsim or realistic (docs/sim.md).") var model: SimulationModel = .cloudsim
 
     @Option(help: ArgumentHelp("Seconds between decisions, e.g. 300s, 5m.", valueName: "duration"))
     var interval: String = "300s"
@@ -61,7 +68,10 @@ struct SimCommand: AsyncParsableCommand {
     @Option(help: "ML110 machines per synthetic host (default: enough for every VM at full size).")
     var hostScale: Int?
 
-    @Flag(help: "Keep VMs whose demand drops to 0 (CloudSim removes them as finished, and so does vireo sim by default).")
+    @Flag(
+        help:
+            "Keep VMs whose demand drops to 0 (CloudSim removes them as finished, and so does --model cloudsim; --model realistic always keeps them)."
+    )
     var keepIdleVMs = false
 
     @Flag(help: "No progress bar.") var quiet = false
@@ -79,10 +89,10 @@ struct SimCommand: AsyncParsableCommand {
         }
         let names = policy.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
         guard !names.isEmpty else {
-            throw VireoError(.invalidArgument, "--policy: give a policy (\(ConsolidationPolicies.names.joined(separator: ", ")))")
+            throw VireoError(.invalidArgument, "--policy: give a policy (\(Policies.names.joined(separator: ", ")))")
         }
         for name in names {
-            do { _ = try ConsolidationPolicies.make(name) } catch { throw VireoError(.invalidArgument, "--policy: \(error)") }
+            do { _ = try Policies.make(name) } catch { throw VireoError(.invalidArgument, "--policy: \(error)") }
         }
         if synthetic {
             guard vms > 0 else { throw VireoError(.invalidArgument, "--vms must be at least 1 (got \(vms))") }
@@ -96,25 +106,20 @@ struct SimCommand: AsyncParsableCommand {
         if synthetic {
             let source = try UtilisationTrace.concatenating(loaded)
             let generated = SyntheticFleet.trace(from: source, vms: vms, seed: seed)
-            var fleet = CloudSimFleet.fleet(hosts: hosts, vms: vms)
+            var fleet = CloudSimFleet.fleet(hosts: hosts, trace: generated)
             let scale = hostScale ?? SyntheticFleet.hostScale(hosts: hosts, fleet: fleet)
             fleet.hosts = SyntheticFleet.hosts(hosts, scale: scale)
             workloads.append((generated, fleet))
         } else {
             for item in loaded {
-                var fleet = CloudSimFleet.fleet(hosts: hosts, vms: item.vmCount)
-                if let mips = item.vmMIPS, let memory = item.vmMemoryMB {
-                    fleet.vmMIPS = mips
-                    fleet.vmMemoryMB = memory
-                }
-                workloads.append((item, fleet))
+                workloads.append((item, CloudSimFleet.fleet(hosts: hosts, trace: item)))
             }
         }
         var results: [SimulationResult] = []
         let runs = workloads.count * names.count
         for (trace, fleet) in workloads {
             for name in names {
-                let policy = try ConsolidationPolicies.make(name)
+                let policy = try Policies.make(name)
                 let simulator = try Simulator(fleet: fleet, trace: trace, policy: policy, settings: settings)
                 let bar = SimProgressBar(label: "\(policy.name) \(trace.source)", enabled: !quiet)
                 let (result, samples) = try simulator.run(progress: bar.update)
@@ -166,7 +171,8 @@ struct SimCommand: AsyncParsableCommand {
         guard intervalSeconds <= durationSeconds else {
             throw VireoError(.invalidArgument, "--interval \(interval) is longer than --duration \(duration)")
         }
-        return SimulationSettings(interval: intervalSeconds, duration: durationSeconds, idleVMsFinish: !keepIdleVMs)
+        return SimulationSettings(
+            interval: intervalSeconds, duration: durationSeconds, idleVMsFinish: keepIdleVMs ? false : nil, model: model)
     }
 
     /// "300", "300s", "5m", "24h", "1d" (any `DurationText`) as seconds, above zero; anything else
@@ -231,3 +237,5 @@ func printJSONLine(_ result: SimulationResult) throws {
     encoder.outputFormatting = [.sortedKeys]
     print(String(decoding: try encoder.encode(result), as: UTF8.self))
 }
+
+extension SimulationModel: ExpressibleByArgument {}

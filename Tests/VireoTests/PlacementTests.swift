@@ -8,22 +8,30 @@ struct PlacementTests {
     func host(
         _ name: String, cpus: Int = 8, memoryMiB: Int = 8192, state: HostState = .ready, usedCPUs: Int = 0,
         usedMiB: Int = 0, capabilities: Set<Capability> = []
-    ) -> HostSnapshot {
-        HostSnapshot(
-            id: HostID(name + "-id"), name: name, state: state, cpus: cpus, memoryMiB: memoryMiB,
-            allocatedCPUs: usedCPUs, allocatedMemoryMiB: usedMiB, capabilities: capabilities)
+    ) -> PlacementHost {
+        PlacementHost(
+            id: HostID(name + "-id"), name: name, state: state, cores: cpus, memoryMiB: Double(memoryMiB),
+            capabilities: CapabilitySet(capabilities), reservedVCPUs: usedCPUs, reservedMemoryMiB: Double(usedMiB))
+    }
+
+    func request(
+        cpus: Int, memoryMiB: Int, pinnedHost: String? = nil, requiredCapabilities: Set<Capability> = []
+    ) -> PlacementVM {
+        PlacementVM(
+            id: VMID("new"), name: "new", vcpus: cpus, memoryMiB: Double(memoryMiB), pinnedHost: pinnedHost,
+            requiredCapabilities: CapabilitySet(requiredCapabilities))
     }
 
     @Test("every host gets a verdict: why it was filtered or how it scored")
     func reasonsForEveryHost() throws {
-        let snapshot = ClusterSnapshot(hosts: [
+        let snapshot = PlacementCluster(hosts: [
             host("a", usedMiB: 8000),
             host("b", state: .unreachable),
             host("c", cpus: 1, usedCPUs: 4),
             host("d", usedMiB: 4096),
             host("e"),
         ])
-        let decision = InitialPlacement.place(PlacementRequest(cpus: 1, memoryMiB: 512), in: snapshot)
+        let decision = InitialPlacement.place(request(cpus: 1, memoryMiB: 512), in: snapshot)
         #expect(decision.verdicts.count == 5)
         #expect(decision.verdicts[0].filtered == .insufficientMemory(requestedMiB: 512, freeMiB: 192))
         #expect(decision.verdicts[1].filtered == .hostNotReady(state: .unreachable))
@@ -37,51 +45,54 @@ struct PlacementTests {
 
     @Test("a pinned VM only goes to its host")
     func pinned() {
-        let snapshot = ClusterSnapshot(hosts: [host("a"), host("b", usedMiB: 4096)])
-        let decision = InitialPlacement.place(PlacementRequest(cpus: 1, memoryMiB: 256, pinnedHost: "b"), in: snapshot)
+        let snapshot = PlacementCluster(hosts: [host("a"), host("b", usedMiB: 4096)])
+        let decision = InitialPlacement.place(request(cpus: 1, memoryMiB: 256, pinnedHost: "b"), in: snapshot)
         #expect(decision.chosen == HostID("b-id"))
         #expect(decision.verdicts[0].filtered == .notPinnedHost(pinned: "b"))
     }
 
     @Test("hosts whose driver lacks a required capability are filtered")
     func capabilities() {
-        let snapshot = ClusterSnapshot(hosts: [host("a"), host("b", capabilities: [.liveMigration])])
-        let request = PlacementRequest(cpus: 1, memoryMiB: 256, requiredCapabilities: [.liveMigration])
-        let decision = InitialPlacement.place(request, in: snapshot)
+        let snapshot = PlacementCluster(hosts: [host("a"), host("b", capabilities: [.liveMigration])])
+        let vm = request(cpus: 1, memoryMiB: 256, requiredCapabilities: [.liveMigration])
+        let decision = InitialPlacement.place(vm, in: snapshot)
         #expect(decision.chosen == HostID("b-id"))
         #expect(decision.verdicts[0].filtered == .missingCapability(.liveMigration))
     }
 
     @Test("no host fits: nothing chosen, every reason kept")
     func nothingFits() {
-        let snapshot = ClusterSnapshot(hosts: [host("a", memoryMiB: 256), host("b", state: .unreachable)])
-        let decision = InitialPlacement.place(PlacementRequest(cpus: 1, memoryMiB: 512), in: snapshot)
+        let snapshot = PlacementCluster(hosts: [host("a", memoryMiB: 256), host("b", state: .unreachable)])
+        let decision = InitialPlacement.place(request(cpus: 1, memoryMiB: 512), in: snapshot)
         #expect(decision.chosen == nil)
         #expect(decision.verdicts.allSatisfy { $0.filtered != nil })
     }
 
     @Test("CPU overcommit is a setting")
     func overcommit() {
-        let snapshot = ClusterSnapshot(hosts: [host("a", cpus: 2, usedCPUs: 2)])
-        let request = PlacementRequest(cpus: 1, memoryMiB: 128)
-        #expect(InitialPlacement.place(request, in: snapshot, settings: .init(cpuOvercommit: 1)).chosen == nil)
-        #expect(InitialPlacement.place(request, in: snapshot, settings: .init(cpuOvercommit: 2)).chosen != nil)
+        let snapshot = PlacementCluster(hosts: [host("a", cpus: 2, usedCPUs: 2)])
+        let vm = request(cpus: 1, memoryMiB: 128)
+        var cluster = snapshot
+        cluster.settings.cpuOvercommit = 1
+        #expect(InitialPlacement.place(vm, in: cluster).chosen == nil)
+        cluster.settings.cpuOvercommit = 2
+        #expect(InitialPlacement.place(vm, in: cluster).chosen != nil)
     }
 
     @Test("the same snapshot always gives the same decision; ties go to the first host")
     func deterministic() {
-        let snapshot = ClusterSnapshot(hosts: (0..<50).map { host("h\($0)") })
-        let request = PlacementRequest(cpus: 1, memoryMiB: 128)
-        let first = InitialPlacement.place(request, in: snapshot)
+        let snapshot = PlacementCluster(hosts: (0..<50).map { host("h\($0)") })
+        let vm = request(cpus: 1, memoryMiB: 128)
+        let first = InitialPlacement.place(vm, in: snapshot)
         #expect(first.chosen == HostID("h0-id"))
-        for _ in 0..<5 { #expect(InitialPlacement.place(request, in: snapshot) == first) }
+        for _ in 0..<5 { #expect(InitialPlacement.place(vm, in: snapshot) == first) }
     }
 
     @Test("explanations of large clusters keep the chosen host, the best alternatives and counts")
     func condensedExplanation() {
         var hosts = (0..<100).map { host("h\($0)", usedMiB: $0 * 10) }
         hosts += (0..<30).map { host("full\($0)", usedMiB: 8192) }
-        let decision = InitialPlacement.place(PlacementRequest(cpus: 1, memoryMiB: 128), in: ClusterSnapshot(hosts: hosts))
+        let decision = InitialPlacement.place(request(cpus: 1, memoryMiB: 128), in: PlacementCluster(hosts: hosts))
         let explanation = decision.explanation(decidedAt: Date(timeIntervalSince1970: 0), keep: 10)
         #expect(explanation.chosenHost == "h0")
         #expect(explanation.verdicts.count == 10)

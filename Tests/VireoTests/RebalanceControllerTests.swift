@@ -155,6 +155,14 @@ struct RebalanceControllerTests {
         let threshold = try await controller.plan(policy: "threshold")
         #expect(threshold.actions.map(\.vm) == ["noisy"])
         #expect(threshold.actions.first?.explanation.contains("above 80%") == true, "\(threshold.actions)")
+        // CloudSim's heuristics run on the live cluster too, with their own typed reason. At 80 %
+        // THR moves nothing: noisy (7 cores) would overload h2 (89 %); at 90 % it may.
+        #expect(try await controller.plan(policy: "thr-mmt-0.8").actions.isEmpty)
+        let thr = try await controller.plan(policy: "thr-mmt-0.9")
+        #expect(thr.policy == "thr-mmt-0.9")
+        #expect(thr.actions.first.map { [$0.vm, $0.from, $0.to] } == ["noisy", "h1", "h2"], "\(thr)")
+        #expect(thr.actions.first?.reason == "host-overloaded", "\(thr.actions)")
+        await #expect(throws: VireoError.self) { try await controller.plan(policy: "thr-mmt-7") }
     }
 
     @Test("the cluster's policy plans on its own; a failed move fails the plan and the VM stays; settings persist")

@@ -232,8 +232,8 @@ struct RebalanceSafetyTests {
         let plan = SLOPolicy().plan(F.noisyNeighbour(extraHosts: extra))
         let noisy = try #require(plan.considered.first { $0.vmName == "noisy-1" })
         let verdicts = Dictionary(uniqueKeysWithValues: noisy.destinations.verdicts.map { ($0.host, $0) })
-        #expect(verdicts["h3"]?.filtered == .placement(.hostNotReady(state: .unreachable)))
-        #expect(verdicts["h4"]?.filtered == .placement(.missingCapability(.liveMigration)))
+        #expect(verdicts["h3"]?.filtered == .hostNotReady(state: .unreachable))
+        #expect(verdicts["h4"]?.filtered == .missingCapability(.liveMigration))
         #expect(verdicts["h4"]?.description == "h4: filtered: driver lacks capability live-migration")
         #expect(verdicts["h2"]?.loadAfter != nil)
 
@@ -256,7 +256,7 @@ struct RebalanceSafetyTests {
         let noisy = try #require(plan.considered.first { $0.vmName == "noisy-1" })
         let verdicts = Dictionary(uniqueKeysWithValues: noisy.destinations.verdicts.map { ($0.host, $0) })
         #expect(verdicts["h2"]?.filtered == .antiAffinity(group: "noisy", vm: "noisy-2"))
-        #expect(verdicts["h4"]?.filtered == .placement(.insufficientMemory(requestedMiB: 2_048, freeMiB: 1_024)))
+        #expect(verdicts["h4"]?.filtered == .insufficientMemory(requestedMiB: 2_048, freeMiB: 1_024))
 
         var hot = F.noisyNeighbour()
         hot.vms[1].dirtyRateMiBPerSecond = 2_000
@@ -272,7 +272,7 @@ struct RebalanceSafetyTests {
     @Test("the same snapshot gives the same plan")
     func determinism() {
         let snapshot = crowded()
-        for policy in [SLOPolicy() as any RebalancePolicy, ThresholdPolicy()] {
+        for policy in [SLOPolicy() as any PlacementPolicy, ThresholdPolicy()] {
             let first = policy.plan(snapshot)
             for _ in 0..<5 { #expect(policy.plan(snapshot) == first) }
         }
@@ -280,18 +280,18 @@ struct RebalanceSafetyTests {
 
     @Test("policies by name, and names that do not parse say which part is wrong")
     func names() throws {
-        #expect(try RebalancePolicies.make("slo").name == "slo")
-        #expect(try RebalancePolicies.make("threshold").name == "threshold")
-        let custom = try #require(try RebalancePolicies.make("threshold-0.7") as? ThresholdPolicy)
+        #expect(try Policies.make("slo").name == "slo")
+        #expect(try Policies.make("threshold").name == "threshold")
+        let custom = try #require(try Policies.make("threshold-0.7") as? ThresholdPolicy)
         #expect(custom.settings.threshold == 0.7)
-        #expect(throws: PolicyNameError.self) { try RebalancePolicies.make("threshold-1.5") }
+        #expect(throws: PolicyNameError.self) { try Policies.make("threshold-1.5") }
         do {
-            _ = try RebalancePolicies.make("threshold-x")
+            _ = try Policies.make("threshold-x")
             Issue.record("threshold-x parsed")
         } catch {
             #expect(error.description == "unknown policy 'threshold-x': threshold 'x' must be a number in (0, 1]")
         }
-        #expect(throws: PolicyNameError.self) { try RebalancePolicies.make("drs") }
+        #expect(throws: PolicyNameError.self) { try Policies.make("drs") }
     }
 }
 
@@ -347,7 +347,7 @@ struct RebalanceDynamicsTests {
     /// host whose load swings (0.2 to 1.8 cores, period 2 h) out of phase, so that some host is
     /// always hot somewhere. Each step (5 minutes) the objectives follow the load of the
     /// web VM's host, the policy plans, and its moves are applied at once.
-    static func run(_ policy: any RebalancePolicy, steps: Int) -> [(vm: String, from: String, to: String, at: Double)] {
+    static func run(_ policy: any PlacementPolicy, steps: Int) -> [(vm: String, from: String, to: String, at: Double)] {
         var hosts = (1...4).map { F.host("h\($0)") }
         hosts.sort { $0.name < $1.name }
         var vms: [RebalanceVM] = []
@@ -447,7 +447,7 @@ struct RebalanceDynamicsTests {
         }
         let snapshot = RebalanceSnapshot(now: 0, hosts: hosts, vms: vms, applications: apps)
         let clock = ContinuousClock()
-        for policy in [SLOPolicy() as any RebalancePolicy, ThresholdPolicy()] {
+        for policy in [SLOPolicy() as any PlacementPolicy, ThresholdPolicy()] {
             var plan = RebalancePlan(policy: "")
             let elapsed = clock.measure { plan = policy.plan(snapshot) }
             print(

@@ -76,8 +76,8 @@ struct SimPowerModelTests {
 
     @Test("migration time is memory over half the link")
     func migrationTime() {
-        #expect(abs(CloudSimFleet.g4.migrationSeconds(memoryMB: 870) - 13.92) < 1e-9)
-        #expect(abs(CloudSimFleet.g5.migrationSeconds(memoryMB: 1740) - 27.84) < 1e-9)
+        #expect(abs(CloudSimFleet.migrationSeconds(CloudSimFleet.g4, memoryMB: 870) - 13.92) < 1e-9)
+        #expect(abs(CloudSimFleet.migrationSeconds(CloudSimFleet.g5, memoryMB: 1740) - 27.84) < 1e-9)
     }
 
     @Test("VM types come in four consecutive blocks")
@@ -157,23 +157,36 @@ struct SimOverloadDetectorTests {
     }
 }
 
-/// A tiny cluster for policy tests: hosts of the given types, VMs with sizes and current demand.
-func smallCluster(hosts: [PowerHostModel], vms: [(mips: Double, memory: Double, demand: Double, host: Int)])
-    -> ConsolidationCluster
+/// A tiny cluster for policy tests: hosts of the given types, VMs with sizes and current demand,
+/// under CloudSim's rules.
+func smallCluster(hosts: [PlacementHost], vms: [(mips: Double, memory: Double, demand: Double, host: Int)])
+    -> PlacementCluster
 {
-    var cluster = ConsolidationCluster(hosts: hosts, vmMIPS: vms.map(\.mips), vmMemoryMB: vms.map(\.memory), interval: 300)
+    let named = hosts.enumerated().map { CloudSimFleet.named($1, $0) }
+    let fleet = SimulationFleet(
+        hosts: named, names: vms.indices.map { "vm\($0)" }, mips: vms.map(\.mips), memoryMB: vms.map(\.memory))
+    var cluster = PlacementCluster(interval: 300, settings: .cloudSim, hosts: fleet.hosts, vms: fleet.vms)
     for (vm, spec) in vms.enumerated() {
-        cluster.vmRequestedMIPS[vm] = spec.demand
-        cluster.vmHost[vm] = spec.host
-        cluster.hostVMs[spec.host].append(vm)
+        cluster.vmDemand[vm] = spec.demand
+        cluster.start(vm, on: spec.host)
     }
     for host in 0..<hosts.count {
-        let used = cluster.hostVMs[host].reduce(0) { $0 + min(cluster.vmRequestedMIPS[$1], hosts[host].coreMIPS) }
-        cluster.hostUtilisation[host] = min(1, used / hosts[host].totalMIPS)
+        let used = cluster.hostVMs[host].reduce(0) { $0 + min(cluster.vmDemand[$1], hosts[host].coreCapacity) }
+        cluster.hostUtilisation[host] = min(1, used / hosts[host].capacity)
     }
-    cluster.appendHistory((0..<vms.count).map { cluster.vmRequestedMIPS[$0] / cluster.vmMIPS[$0] })
+    cluster.appendHistory((0..<vms.count).map { cluster.vmDemand[$0] / vms[$0].mips })
     return cluster
 }
+
+/// A fleet of the given host types (named h0, h1, ...) and single-vCPU VMs.
+func simFleet(_ hosts: [PlacementHost], mips: [Double], memory: [Double]) -> SimulationFleet {
+    SimulationFleet(
+        hosts: hosts.enumerated().map { CloudSimFleet.named($1, $0) }, names: mips.indices.map { "vm\($0)" }, mips: mips,
+        memoryMB: memory)
+}
+
+/// The moves of a plan as [VM index, target host index] pairs.
+func moves(_ plan: RebalancePlan) -> [[Int]] { plan.actions.map { [$0.vmIndex, $0.toIndex] } }
 
 @Suite("Sim CloudSim policies")
 struct SimCloudSimPolicyTests {
@@ -184,9 +197,9 @@ struct SimCloudSimPolicyTests {
         let cluster = smallCluster(
             hosts: [g5, g5],
             vms: [(2000, 1740, 2000, 0), (1500, 613, 1500, 0), (1000, 870, 1000, 0), (500, 870, 200, 1)])
-        let policy = CloudSimConsolidation(name: "thr-mmt-0.8", detector: .staticThreshold(0.8))
+        let policy = CloudSimPolicy(name: "thr-mmt-0.8", detector: .staticThreshold(0.8))
         let plan = policy.plan(cluster)
-        #expect(plan == [PlannedMigration(vm: 1, target: 1)], "613 MB is the smallest; 3000/5320 is no longer overloaded")
+        #expect(moves(plan) == [[1, 1]], "613 MB is the smallest; 3000/5320 is no longer overloaded")
     }
 
     @Test("PABFD picks the host whose power rises least")
@@ -199,28 +212,28 @@ struct SimCloudSimPolicyTests {
             vms: [
                 (1000, 1740, 1000, 0), (1000, 1740, 1000, 0), (1000, 613, 1000, 0), (1000, 1740, 1000, 1), (1000, 1740, 1000, 2),
             ])
-        let rise4 = g4.power.power(at: 2000 / g4.totalMIPS) - g4.power.power(at: 1000 / g4.totalMIPS)
-        let rise5 = g5.power.power(at: 2000 / g5.totalMIPS) - g5.power.power(at: 1000 / g5.totalMIPS)
+        let rise4 = g4.power!.power(at: 2000 / g4.capacity) - g4.power!.power(at: 1000 / g4.capacity)
+        let rise5 = g5.power!.power(at: 2000 / g5.capacity) - g5.power!.power(at: 1000 / g5.capacity)
         #expect(rise5 < rise4)
-        let plan = CloudSimConsolidation(name: "thr-mmt-0.8", detector: .staticThreshold(0.8)).plan(cluster)
-        #expect(plan == [PlannedMigration(vm: 2, target: 2)])
+        let plan = CloudSimPolicy(name: "thr-mmt-0.8", detector: .staticThreshold(0.8)).plan(cluster)
+        #expect(moves(plan) == [[2, 2]])
     }
 
     @Test("under-loaded hosts are emptied onto running hosts, never onto switched-off ones")
     func underloadEvacuation() {
         let g5 = CloudSimFleet.g5
         let cluster = smallCluster(hosts: [g5, g5, g5], vms: [(1000, 870, 300, 0), (2000, 1740, 2000, 1)])
-        let plan = CloudSimConsolidation(name: "thr-mmt-0.8", detector: .staticThreshold(0.8)).plan(cluster)
-        #expect(plan == [PlannedMigration(vm: 0, target: 1)])
+        let plan = CloudSimPolicy(name: "thr-mmt-0.8", detector: .staticThreshold(0.8)).plan(cluster)
+        #expect(moves(plan) == [[0, 1]])
     }
 
     @Test("policy names parse, with parameters, and bad names say why")
     func names() throws {
-        for name in ConsolidationPolicies.names { #expect(try ConsolidationPolicies.make(name).name == name) }
-        #expect(try ConsolidationPolicies.make("thr-mmt-0.7").name == "thr-mmt-0.7")
-        #expect(throws: PolicyNameError.self) { try ConsolidationPolicies.make("foo") }
-        #expect(throws: PolicyNameError.self) { try ConsolidationPolicies.make("thr-mmt-x") }
-        #expect(throws: PolicyNameError.self) { try ConsolidationPolicies.make("abc-mmt-1") }
+        for name in Policies.names { #expect(try Policies.make(name).name == name) }
+        #expect(try Policies.make("thr-mmt-0.7").name == "thr-mmt-0.7")
+        #expect(throws: PolicyNameError.self) { try Policies.make("foo") }
+        #expect(throws: PolicyNameError.self) { try Policies.make("thr-mmt-x") }
+        #expect(throws: PolicyNameError.self) { try Policies.make("abc-mmt-1") }
     }
 }
 
@@ -230,13 +243,13 @@ struct SimMetricTests {
     @Test("energy, SLATAH and PDM on a hand-checkable run")
     func tinyRun() throws {
         let trace = UtilisationTrace(source: "tiny", vmNames: ["a"], samplesPerVM: 2, samples: [5000, 5000])
-        let fleet = SimulationFleet(hosts: [CloudSimFleet.g4], vmMIPS: [1000], vmMemoryMB: [613])
+        let fleet = simFleet([CloudSimFleet.g4], mips: [1000], memory: [613])
         let simulator = try Simulator(
-            fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make("dvfs"),
+            fleet: fleet, trace: trace, policy: try Policies.make("dvfs"),
             settings: SimulationSettings(interval: 300, duration: 600))
         let (result, series) = try simulator.run()
         // Decisions at 0.1 and 300.1; one step of 300 s at 500/3720 utilisation.
-        let watts = CloudSimFleet.g4.power.power(at: 500 / 3720)
+        let watts = CloudSimFleet.g4.power!.power(at: 500 / 3720)
         #expect(abs(result.energyKWh - watts * 300 / 3.6e6) < 1e-12)
         #expect(result.slatah == 0)
         #expect(result.pdm == 0)
@@ -248,9 +261,9 @@ struct SimMetricTests {
     @Test("NPA draws full power on every host")
     func npa() throws {
         let trace = UtilisationTrace(source: "tiny", vmNames: ["a"], samplesPerVM: 2, samples: [0, 0])
-        let fleet = SimulationFleet(hosts: CloudSimFleet.hosts(2), vmMIPS: [500], vmMemoryMB: [613])
+        let fleet = simFleet(CloudSimFleet.hosts(2), mips: [500], memory: [613])
         let (result, _) = try Simulator(
-            fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make("npa"),
+            fleet: fleet, trace: trace, policy: try Policies.make("npa"),
             settings: SimulationSettings(interval: 300, duration: 86_400)
         ).run()
         #expect(abs(result.energyKWh - (117 + 135) * 86_100 / 3.6e6) < 1e-4)
@@ -262,10 +275,9 @@ struct SimMetricTests {
         // decision the first host is emptied onto the second: one migration of 613 MB, 9.81 s.
         let trace = UtilisationTrace(
             source: "tiny", vmNames: ["a", "b"], samplesPerVM: 2, samples: [10_000, 10_000, 10_000, 10_000])
-        let fleet = SimulationFleet(
-            hosts: [CloudSimFleet.g5, CloudSimFleet.g5, CloudSimFleet.g5], vmMIPS: [500, 500], vmMemoryMB: [613, 613])
+        let fleet = simFleet([CloudSimFleet.g5, CloudSimFleet.g5, CloudSimFleet.g5], mips: [500, 500], memory: [613, 613])
         let (result, series) = try Simulator(
-            fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make("thr-mmt-0.8"),
+            fleet: fleet, trace: trace, policy: try Policies.make("thr-mmt-0.8"),
             settings: SimulationSettings(interval: 300, duration: 300)
         ).run()
         #expect(result.migrations == 1)
@@ -286,9 +298,9 @@ struct SimPlanetLabTests {
 
     static func run(_ policy: String, duration: Double = 86_400) async throws -> SimulationResult {
         let trace = try TraceFile.load(day)
-        let fleet = CloudSimFleet.fleet(hosts: 800, vms: trace.vmCount)
+        let fleet = CloudSimFleet.fleet(hosts: 800, trace: trace)
         return try Simulator(
-            fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make(policy),
+            fleet: fleet, trace: trace, policy: try Policies.make(policy),
             settings: SimulationSettings(duration: duration)
         ).run().0
     }
@@ -335,16 +347,16 @@ struct SimPlanetLabTests {
         // VM b is idle for two samples in a row, so it asks for 0 at the decision at 300.1 s.
         let trace = UtilisationTrace(
             source: "tiny", vmNames: ["a", "b"], samplesPerVM: 3, samples: [5000, 5000, 5000, 1000, 0, 0])
-        let fleet = SimulationFleet(hosts: CloudSimFleet.hosts(2), vmMIPS: [1000, 1000], vmMemoryMB: [613, 613])
+        let fleet = simFleet(CloudSimFleet.hosts(2), mips: [1000, 1000], memory: [613, 613])
         let settings = SimulationSettings(interval: 300, duration: 900)
         let (finishing, _) = try Simulator(
-            fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make("dvfs"), settings: settings
+            fleet: fleet, trace: trace, policy: try Policies.make("dvfs"), settings: settings
         ).run()
         #expect(finishing.finishedVMs == 1)
         var keep = settings
         keep.idleVMsFinish = false
         let (kept, _) = try Simulator(
-            fleet: fleet, trace: trace, policy: try ConsolidationPolicies.make("dvfs"), settings: keep
+            fleet: fleet, trace: trace, policy: try Policies.make("dvfs"), settings: keep
         ).run()
         #expect(kept.finishedVMs == 0)
     }

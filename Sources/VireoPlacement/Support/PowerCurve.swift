@@ -32,6 +32,13 @@ public struct PowerCurve: Sendable, Equatable {
 
     private init(unchecked watts: [Double]) { self.watts = watts }
 
+    /// A host without a measured curve: 50 W a core when idle, rising linearly to 100 W a core at
+    /// full load (a common shape for servers; it only ranks hosts, it is never reported).
+    public static func unmetered(cores: Int) -> PowerCurve {
+        let scale = Double(max(1, cores))
+        return PowerCurve(unchecked: (0...10).map { (50 + 5 * Double($0)) * scale })
+    }
+
     /// HP ProLiant ML110 G4 (Xeon 3040, 2 x 1860 MHz), SPECpower.
     public static let hpProLiantML110G4 = PowerCurve(
         unchecked: [86, 89.4, 92.6, 96, 99.5, 102, 106, 108, 112, 114, 117])

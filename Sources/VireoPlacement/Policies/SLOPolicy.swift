@@ -24,7 +24,7 @@ import VireoModel
 ///   nobody); a VM moved less than `coolDownSeconds` ago stays, and does not go
 ///   back to the host it left within `returnBlockSeconds`; at most
 ///   `budget` migrations per cluster and per host, those in flight included.
-public struct SLOPolicy: RebalancePolicy {
+public struct SLOPolicy: PlacementPolicy {
     public struct Settings: Sendable, Equatable {
         /// Short burn rate an objective in `warning` or `breaching` must exceed to act.
         public var burnTrigger: Double
@@ -58,8 +58,9 @@ public struct SLOPolicy: RebalancePolicy {
         /// Samples averaged for "recent" (host and VM CPU).
         public var window: Int
         public var budget: MigrationBudget
-        public var placement: PlacementSettings
         public var costModel: MigrationCostModel
+        /// How hosts that are switched off when empty are packed.
+        public var packing: PackingSettings
 
         public init(
             burnTrigger: Double = 1, maxBurnRate: Double = 100, contendedLoad: Double = 0.6,
@@ -68,9 +69,10 @@ public struct SLOPolicy: RebalancePolicy {
             secondsPerCostUnit: Double = 60, downtimeWeight: Double = 2, ownDowntimeFactor: Double = 50,
             spareBudget: Double = 0.5, coolDownSeconds: Double = 3_600, returnBlockSeconds: Double = 86_400,
             settleLookbacks: Double = 2, window: Int = 3,
-            budget: MigrationBudget = .init(), placement: PlacementSettings = .init(),
-            costModel: MigrationCostModel = .init()
+            budget: MigrationBudget = .init(),
+            costModel: MigrationCostModel = .init(), packing: PackingSettings = .init()
         ) {
+            self.packing = packing
             self.burnTrigger = burnTrigger
             self.maxBurnRate = maxBurnRate
             self.contendedLoad = contendedLoad
@@ -87,7 +89,6 @@ public struct SLOPolicy: RebalancePolicy {
             self.settleLookbacks = settleLookbacks
             self.window = window
             self.budget = budget
-            self.placement = placement
             self.costModel = costModel
         }
     }
@@ -100,16 +101,27 @@ public struct SLOPolicy: RebalancePolicy {
         self.settings = settings
     }
 
-    public func plan(_ snapshot: RebalanceSnapshot) -> RebalancePlan {
-        var state = RebalanceState(
-            snapshot, window: settings.window, placement: settings.placement, costModel: settings.costModel,
-            budget: settings.budget)
+    /// Objectives first (moves for applications that burn their error budget), then, where hosts
+    /// are switched off when empty, packing (capacity protection and consolidation).
+    public func plan(_ cluster: PlacementCluster) -> RebalancePlan {
+        var plan = relieveObjectives(cluster)
+        if cluster.hosts.contains(where: { $0.power != nil }) { pack(cluster, after: &plan) }
+        return plan
+    }
+
+    /// Where VMs start: best fit at whole size onto the most efficient hosts (see `pack`).
+    public func initialPlacement(_ cluster: PlacementCluster) -> [Int?] {
+        packedPlacement(cluster)
+    }
+
+    func relieveObjectives(_ cluster: PlacementCluster) -> RebalancePlan {
+        var state = RebalanceState(cluster, window: settings.window, costModel: settings.costModel, budget: settings.budget)
         var plan = RebalancePlan(policy: name)
-        let suffering = sufferingObjectives(snapshot, notes: &plan.notes)
+        let suffering = sufferingObjectives(cluster, notes: &plan.notes)
         guard !suffering.isEmpty else { return plan }
         let pressures = hostsUnderPressure(suffering, state: state)
         let applications = Dictionary(
-            snapshot.applications.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            cluster.applications.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let sufferingNames = Set(suffering.map(\.application))
 
         var outcomes: [Int: ConsideredVM] = [:]
@@ -117,14 +129,14 @@ public struct SLOPolicy: RebalancePolicy {
         var moved = Set<Int>()
         func note(_ vm: Int, host: Int, _ reason: NotMovedReason?, _ destinations: DestinationVerdicts = .init()) {
             if outcomes[vm] == nil { consideredOrder.append(vm) }
-            let request = snapshot.vms[vm]
+            let request = cluster.vms[vm]
             outcomes[vm] = ConsideredVM(
                 vm: request.id, vmName: request.name, host: state.hostName(host), notMoved: reason,
                 destinations: destinations)
         }
 
         while true {
-            var best: Candidate?
+            var best: Move?
             let hostOrder = state.hostsByLoad()
             for pressure in pressures {
                 let host = pressure.host
@@ -144,20 +156,20 @@ public struct SLOPolicy: RebalancePolicy {
                     continue
                 }
                 for vm in state.residents[host] where !moved.contains(vm) {
-                    let request = snapshot.vms[vm]
-                    if state.migrating[vm] {
+                    let request = cluster.vms[vm]
+                    if state.moving(vm) {
                         note(vm, host: host, .alreadyMigrating)
                         continue
                     }
-                    if request.pinned {
+                    if request.pinnedHost != nil {
                         note(vm, host: host, .pinned(host: state.hostName(host)))
                         continue
                     }
-                    if let movedAt = request.lastMovedAt, snapshot.now - movedAt < settings.coolDownSeconds {
+                    if case let movedAt = cluster.vmLastMoveStart[vm], cluster.now - movedAt < settings.coolDownSeconds {
                         note(
                             vm, host: host,
                             .coolDown(
-                                movedSecondsAgo: snapshot.now - movedAt, coolDownSeconds: settings.coolDownSeconds))
+                                movedSecondsAgo: cluster.now - movedAt, coolDownSeconds: settings.coolDownSeconds))
                         continue
                     }
                     if let problem = state.sourceProblem(host) {
@@ -201,10 +213,10 @@ public struct SLOPolicy: RebalancePolicy {
                     }
                     // Eligible; whether it is chosen is settled below.
                     note(vm, host: host, .betterMoveChosen, verdicts)
-                    let candidate = Candidate(
+                    let candidate = Move(
                         vm: vm, source: host, destination: destination.host, cost: destination.cost,
                         pressure: pressure, own: own, relief: relief, benefit: benefit, weightedCost: cost)
-                    if best.map({ candidate.isBetter(than: $0, names: snapshot) }) ?? true { best = candidate }
+                    if best.map({ candidate.isBetter(than: $0, names: cluster) }) ?? true { best = candidate }
                 }
             }
             guard let chosen = best else { break }
@@ -253,7 +265,7 @@ public struct SLOPolicy: RebalancePolicy {
         var ownVMs: [Int]
     }
 
-    struct Candidate {
+    struct Move {
         var vm: Int
         var source: Int
         var destination: Int
@@ -266,17 +278,17 @@ public struct SLOPolicy: RebalancePolicy {
 
         var ratio: Double { benefit / weightedCost }
 
-        func isBetter(than other: Candidate, names snapshot: RebalanceSnapshot) -> Bool {
+        func isBetter(than other: Move, names cluster: PlacementCluster) -> Bool {
             if ratio != other.ratio { return ratio > other.ratio }
             if benefit != other.benefit { return benefit > other.benefit }
-            return snapshot.vms[vm].name < snapshot.vms[other.vm].name
+            return cluster.vms[vm].name < cluster.vms[other.vm].name
         }
     }
 
     /// The worst objective of each application whose budget burns, worst first.
-    func sufferingObjectives(_ snapshot: RebalanceSnapshot, notes: inout [String]) -> [SufferingObjective] {
+    func sufferingObjectives(_ cluster: PlacementCluster, notes: inout [String]) -> [SufferingObjective] {
         var result: [SufferingObjective] = []
-        for app in snapshot.applications {
+        for app in cluster.applications {
             var worst: SufferingObjective?
             for objective in app.objectives where objective.state == .breaching || objective.state == .warning {
                 guard let short = objective.burnRates.min(by: { $0.lookbackSeconds < $1.lookbackSeconds }) else {
@@ -289,10 +301,10 @@ public struct SLOPolicy: RebalancePolicy {
                 }
             }
             guard let worst else { continue }
-            if let ended = app.lastMoveEndedAt, snapshot.now - ended < settleSeconds(worst) {
+            if let ended = app.lastMoveEndedAt, cluster.now - ended < settleSeconds(worst) {
                 notes.append(
                     "\(app.name)/\(worst.objective) is \(worst.state.rawValue), but the last move for \(app.name) ended "
-                        + "\(DurationText.format(max(0, snapshot.now - ended))) ago: waiting "
+                        + "\(DurationText.format(max(0, cluster.now - ended))) ago: waiting "
                         + "\(DurationText.format(settleSeconds(worst))) for the objective to show its effect")
                 continue
             }
@@ -312,8 +324,8 @@ public struct SLOPolicy: RebalancePolicy {
     func hostsUnderPressure(_ suffering: [SufferingObjective], state: RebalanceState) -> [Pressure] {
         let names = Dictionary(suffering.enumerated().map { ($1.application, $0) }, uniquingKeysWith: { a, _ in a })
         var vmsByObjective = [[Int: [Int]]](repeating: [:], count: suffering.count)
-        for (vm, request) in state.snapshot.vms.enumerated() {
-            guard let app = request.application, let index = names[app], let host = state.vmHost[vm] else { continue }
+        for (vm, request) in state.cluster.vms.enumerated() {
+            guard let app = request.application, let index = names[app], let host = state.host(of: vm) else { continue }
             vmsByObjective[index][host, default: []].append(vm)
         }
         var result: [Pressure] = []
@@ -334,7 +346,7 @@ public struct SLOPolicy: RebalancePolicy {
             // The VM leaves the contention: relief is how much quieter its new host is.
             return min(1, max(0, (load - max(destinationLoad, settings.contendedLoad)) / excessLoad))
         }
-        let cpus = Double(state.snapshot.hosts[host].cpus)
+        let cpus = state.cluster.hosts[host].capacity
         guard cpus > 0 else { return 0 }
         return min(1, state.vmDemand[vm] / (excessLoad * cpus))
     }
@@ -344,10 +356,10 @@ public struct SLOPolicy: RebalancePolicy {
             * settings.downtimeWeight * (own ? settings.ownDowntimeFactor : 1)
     }
 
-    func explain(_ candidate: Candidate, state: RebalanceState) -> String {
+    func explain(_ candidate: Move, state: RebalanceState) -> String {
         let objective = candidate.pressure.objective
-        let request = state.snapshot.vms[candidate.vm]
-        let host = state.snapshot.hosts[candidate.source]
+        let request = state.cluster.vms[candidate.vm]
+        let host = state.cluster.hosts[candidate.source]
         let who: String
         if candidate.own {
             who = "its own VM \(request.name)"
@@ -356,10 +368,11 @@ public struct SLOPolicy: RebalancePolicy {
                 "\(request.name) (\(request.application.map { "app \($0)" } ?? "no SLO"), "
                 + "\(decimal(state.vmDemand[candidate.vm], 1)) cores)"
         }
-        return "\(objective.application)/\(objective.objective) is \(objective.state.rawValue) "
-            + "(burn \(decimal(objective.burnRate, 1)) over \(DurationText.format(objective.lookbackSeconds))); "
-            + "host \(host.name) CPU \(decimal(state.demand[candidate.source], 1))/\(host.cpus) cores; moving \(who) "
-            + "to \(state.hostName(candidate.destination)) relieves \(host.name) by \(percent(candidate.relief)); "
-            + "\(candidate.cost)"
+        let cpu = "\(decimal(state.loads.demand[candidate.source], 1))/\(decimal(host.capacity, 0)) cores"
+        let burn = "burn \(decimal(objective.burnRate, 1)) over \(DurationText.format(objective.lookbackSeconds))"
+        let destination = state.hostName(candidate.destination)
+        return "\(objective.application)/\(objective.objective) is \(objective.state.rawValue) (\(burn)); "
+            + "host \(host.name) CPU \(cpu); moving \(who) to \(destination) relieves \(host.name) by "
+            + "\(percent(candidate.relief)); \(candidate.cost)"
     }
 }

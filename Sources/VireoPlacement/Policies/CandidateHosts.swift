@@ -1,5 +1,5 @@
 /// The hosts PABFD has to look at: every busy host, and of the idle ones only the first of each
-/// machine model. Idle hosts of one model are interchangeable — the same power rise, the same
+/// machine type. Idle hosts of one model are interchangeable — the same power rise, the same
 /// room, no overload test — and a scan in host order would take the first of them anyway, so
 /// skipping the rest changes no decision and makes a 10,000-host fleet with a few hundred busy
 /// hosts cheap to search.
@@ -11,23 +11,40 @@ struct CandidateHosts {
     private var idleHead: [Int]
     private var isIdle: [Bool]
 
-    init(_ cluster: ConsolidationCluster, _ load: HostLoadTable) {
-        var models: [PowerHostModel] = []
+    /// What makes two empty hosts interchangeable.
+    private struct HostType: Hashable {
+        var model: String
+        var cores: Int
+        var coreCapacity: Double
+        var memoryMiB: Double
+        var link: Double
+        var watts: [Double]?
+        var ready: Bool
+        var capabilities: UInt32
+    }
+
+    init(_ cluster: PlacementCluster, _ loads: HostLoads) {
+        var types: [HostType: Int] = [:]
         var modelOf = [Int](repeating: 0, count: cluster.hostCount)
-        for host in 0..<cluster.hostCount {
-            if let index = models.firstIndex(of: cluster.hosts[host]) {
-                modelOf[host] = index
+        for (index, host) in cluster.hosts.enumerated() {
+            let type = HostType(
+                model: host.model, cores: host.cores, coreCapacity: host.coreCapacity, memoryMiB: host.memoryMiB,
+                link: host.linkMiBPerSecond, watts: host.power?.watts, ready: host.state == .ready,
+                capabilities: host.capabilities.rawValue)
+            if let known = types[type] {
+                modelOf[index] = known
             } else {
-                modelOf[host] = models.count
-                models.append(cluster.hosts[host])
+                modelOf[index] = types.count
+                types[type] = types.count
             }
         }
+        let models = types.count
         busy = []
-        idleByModel = Array(repeating: [], count: models.count)
-        idleHead = Array(repeating: 0, count: models.count)
+        idleByModel = Array(repeating: [], count: models)
+        idleHead = Array(repeating: 0, count: models)
         isIdle = Array(repeating: false, count: cluster.hostCount)
         for host in 0..<cluster.hostCount {
-            if load.usedMIPS(host, cluster) <= 1e-9 && cluster.hostUtilisation[host] == 0 {
+            if loads.usedCPU(host) <= 1e-9 && cluster.hostUtilisation[host] == 0 && loads.vcpus[host] == 0 {
                 isIdle[host] = true
                 idleByModel[modelOf[host]].append(host)
             } else {

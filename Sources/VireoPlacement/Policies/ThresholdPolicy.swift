@@ -1,8 +1,10 @@
+import VireoModel
+
 /// The black-box baseline (VMware DRS, Sandpiper): a host whose recent CPU is above a threshold
 /// sends its busiest VM to the least loaded host that can take it. It does not know which VM
 /// matters, so it may move the very VM whose objective suffers, and without a cool-down it
 /// can move VMs back and forth as load fluctuates.
-public struct ThresholdPolicy: RebalancePolicy {
+public struct ThresholdPolicy: PlacementPolicy {
     public struct Settings: Sendable, Equatable {
         /// Recent CPU above this fraction of the host makes it shed its busiest VM.
         public var threshold: Double
@@ -11,18 +13,16 @@ public struct ThresholdPolicy: RebalancePolicy {
         /// A VM moved less than this many seconds ago stays (0: no cool-down, the baseline).
         public var coolDownSeconds: Double
         public var budget: MigrationBudget
-        public var placement: PlacementSettings
         public var costModel: MigrationCostModel
 
         public init(
             threshold: Double = 0.8, window: Int = 3, coolDownSeconds: Double = 0, budget: MigrationBudget = .init(),
-            placement: PlacementSettings = .init(), costModel: MigrationCostModel = .init()
+            costModel: MigrationCostModel = .init()
         ) {
             self.threshold = threshold
             self.window = window
             self.coolDownSeconds = coolDownSeconds
             self.budget = budget
-            self.placement = placement
             self.costModel = costModel
         }
     }
@@ -35,12 +35,10 @@ public struct ThresholdPolicy: RebalancePolicy {
         self.settings = settings
     }
 
-    public func plan(_ snapshot: RebalanceSnapshot) -> RebalancePlan {
-        var state = RebalanceState(
-            snapshot, window: settings.window, placement: settings.placement, costModel: settings.costModel,
-            budget: settings.budget)
+    public func plan(_ cluster: PlacementCluster) -> RebalancePlan {
+        var state = RebalanceState(cluster, window: settings.window, costModel: settings.costModel, budget: settings.budget)
         var plan = RebalancePlan(policy: name)
-        let hot = snapshot.hosts.indices.compactMap { host -> (Int, Double)? in
+        let hot = cluster.hosts.indices.compactMap { host -> (Int, Double)? in
             let load = state.load(host)
             return load > settings.threshold && !state.residents[host].isEmpty ? (host, load) : nil
         }.sorted { ($1.1, $0.0) < ($0.1, $1.0) }
@@ -49,9 +47,9 @@ public struct ThresholdPolicy: RebalancePolicy {
         for (host, load) in hot {
             let hostName = state.hostName(host)
             // Busiest first; ties by name so the plan is deterministic.
-            let busiest = state.residents[host].filter { !state.migrating[$0] && !snapshot.vms[$0].pinned }.max { a, b in
+            let busiest = state.residents[host].filter { !state.moving($0) && cluster.vms[$0].pinnedHost == nil }.max { a, b in
                 let da = state.vmDemand[a], db = state.vmDemand[b]
-                return da != db ? da < db : snapshot.vms[a].name > snapshot.vms[b].name
+                return da != db ? da < db : cluster.vms[a].name > cluster.vms[b].name
             }
             guard let vm = busiest else {
                 plan.notes.append(
@@ -59,15 +57,15 @@ public struct ThresholdPolicy: RebalancePolicy {
                         + "(pinned or already migrating)")
                 continue
             }
-            let request = snapshot.vms[vm]
+            let request = cluster.vms[vm]
             func skip(_ reason: NotMovedReason, _ destinations: DestinationVerdicts = .init()) {
                 plan.considered.append(
                     ConsideredVM(
                         vm: request.id, vmName: request.name, host: hostName, notMoved: reason,
                         destinations: destinations))
             }
-            if let moved = request.lastMovedAt, snapshot.now - moved < settings.coolDownSeconds {
-                skip(.coolDown(movedSecondsAgo: snapshot.now - moved, coolDownSeconds: settings.coolDownSeconds))
+            if case let moved = cluster.vmLastMoveStart[vm], cluster.now - moved < settings.coolDownSeconds {
+                skip(.coolDown(movedSecondsAgo: cluster.now - moved, coolDownSeconds: settings.coolDownSeconds))
                 continue
             }
             guard state.clusterBudgetLeft else {

@@ -1,7 +1,7 @@
 import VireoModel
 
-/// A host as the rebalancer sees it: capacity, what its driver can do, how busy it has been,
-/// and how fast it can send memory to another host.
+/// A live host as the controller describes it to the planner: capacity, what its driver can do,
+/// how busy it has been, and how fast it can send memory to another host.
 public struct RebalanceHost: Sendable, Equatable {
     public var id: HostID
     public var name: String
@@ -14,11 +14,14 @@ public struct RebalanceHost: Sendable, Equatable {
     public var cpuUsageHistory: [Double]
     /// Bandwidth available to live migration on this host's link, MiB/s.
     public var linkMiBPerSecond: Double
+    /// vCPUs and memory held by VMs that are not running yet.
+    public var reservedCPUs: Int
+    public var reservedMemoryMiB: Int
 
     public init(
         id: HostID, name: String, state: HostState = .ready, cpus: Int, memoryMiB: Int,
         capabilities: Set<Capability> = [.liveMigration], cpuUsageHistory: [Double] = [],
-        linkMiBPerSecond: Double = 1_024
+        linkMiBPerSecond: Double = 1_024, reservedCPUs: Int = 0, reservedMemoryMiB: Int = 0
     ) {
         self.id = id
         self.name = name
@@ -28,10 +31,12 @@ public struct RebalanceHost: Sendable, Equatable {
         self.capabilities = CapabilitySet(capabilities)
         self.cpuUsageHistory = cpuUsageHistory
         self.linkMiBPerSecond = linkMiBPerSecond
+        self.reservedCPUs = reservedCPUs
+        self.reservedMemoryMiB = reservedMemoryMiB
     }
 }
 
-/// A running VM as the rebalancer sees it.
+/// A running VM as the controller describes it to the planner.
 public struct RebalanceVM: Sendable, Equatable {
     public var id: VMID
     public var name: String
@@ -74,21 +79,6 @@ public struct RebalanceVM: Sendable, Equatable {
     }
 }
 
-/// An application and where its objectives stand: the signal the `slo` policy acts on.
-public struct RebalanceApplication: Sendable, Equatable {
-    public var name: String
-    public var objectives: [ObjectiveStatus]
-    /// When the last move made for it ended, in the snapshot's seconds (its `now` while one is
-    /// still under way); nil if none. Its objectives need time to show the effect.
-    public var lastMoveEndedAt: Double?
-
-    public init(name: String, objectives: [ObjectiveStatus], lastMoveEndedAt: Double? = nil) {
-        self.name = name
-        self.objectives = objectives
-        self.lastMoveEndedAt = lastMoveEndedAt
-    }
-}
-
 /// A live migration already running: it holds budget and capacity on both hosts.
 public struct MigrationInFlight: Sendable, Equatable {
     public var vm: VMID
@@ -102,8 +92,10 @@ public struct MigrationInFlight: Sendable, Equatable {
     }
 }
 
-/// Everything a rebalancing plan is computed from. The snapshot carries its own "now" (seconds
+/// A live cluster as the controller describes it: hosts, running VMs with their measured CPU,
+/// applications with their objectives, migrations under way. It carries its own "now" (seconds
 /// on any fixed clock, the same as `RebalanceVM.lastMovedAt`), so planning reads no clock.
+/// Policies do not read it: they read the `PlacementCluster` made from it.
 public struct RebalanceSnapshot: Sendable, Equatable {
     public var now: Double
     /// Hosts in a stable order (callers sort by name): ties go to the earlier host.
@@ -111,38 +103,73 @@ public struct RebalanceSnapshot: Sendable, Equatable {
     public var vms: [RebalanceVM]
     public var applications: [RebalanceApplication]
     public var migrations: [MigrationInFlight]
+    /// Seconds between the VMs' CPU samples.
+    public var sampleSeconds: Double
 
     public init(
         now: Double, hosts: [RebalanceHost], vms: [RebalanceVM], applications: [RebalanceApplication] = [],
-        migrations: [MigrationInFlight] = []
+        migrations: [MigrationInFlight] = [], sampleSeconds: Double = 2
     ) {
         self.now = now
         self.hosts = hosts
         self.vms = vms
         self.applications = applications
         self.migrations = migrations
+        self.sampleSeconds = sampleSeconds
     }
 }
 
-/// Limits every policy respects, so that no plan starts a migration storm.
-public struct MigrationBudget: Sendable, Equatable {
-    /// Migrations running at once in the cluster, those in flight included.
-    public var perCluster: Int
-    /// Migrations running at once touching one host (as source or destination).
-    public var perHost: Int
-
-    public init(perCluster: Int = 2, perHost: Int = 1) {
-        self.perCluster = perCluster
-        self.perHost = perHost
+extension PlacementCluster {
+    /// The live cluster described by `snapshot`, in cores: a core is 1.0 of CPU.
+    public init(_ snapshot: RebalanceSnapshot, settings: PlacementSettings = .live) {
+        var hostIndex: [HostID: Int] = [:]
+        hostIndex.reserveCapacity(snapshot.hosts.count)
+        for (index, host) in snapshot.hosts.enumerated() where hostIndex[host.id] == nil { hostIndex[host.id] = index }
+        let hosts = snapshot.hosts.map { host in
+            PlacementHost(
+                id: host.id, name: host.name, state: host.state, cores: host.cpus, memoryMiB: Double(host.memoryMiB),
+                capabilities: host.capabilities, linkMiBPerSecond: host.linkMiBPerSecond,
+                reservedVCPUs: host.reservedCPUs, reservedMemoryMiB: Double(host.reservedMemoryMiB))
+        }
+        let vms = snapshot.vms.map { vm in
+            PlacementVM(
+                id: vm.id, name: vm.name, vcpus: vm.cpus, memoryMiB: Double(vm.memoryMiB),
+                dirtyRateMiBPerSecond: vm.dirtyRateMiBPerSecond, application: vm.application,
+                antiAffinityGroup: vm.antiAffinityGroup,
+                pinnedHost: vm.pinned ? hostIndex[vm.host].map { snapshot.hosts[$0].name } ?? "" : nil)
+        }
+        self.init(
+            now: snapshot.now, interval: snapshot.sampleSeconds, settings: settings, hosts: hosts, vms: vms,
+            applications: snapshot.applications)
+        var vmIndex: [VMID: Int] = [:]
+        vmIndex.reserveCapacity(snapshot.vms.count)
+        for (index, vm) in snapshot.vms.enumerated() {
+            vmIndex[vm.id] = index
+            if let host = hostIndex[vm.host] { start(index, on: host) }
+            if let previous = vm.previousHost { vmPreviousHost[index] = hostIndex[previous] ?? -1 }
+            vmLastMoveStart[index] = vm.lastMovedAt ?? -.infinity
+            vmDemand[index] = vm.cpuUsageHistory.last ?? 0
+        }
+        for migration in snapshot.migrations {
+            let source = hostIndex[migration.source] ?? -1
+            let destination = hostIndex[migration.destination] ?? -1
+            if let vm = vmIndex[migration.vm], destination >= 0 {
+                vmDestination[vm] = destination
+            } else {
+                otherMigrations.append((source, destination))
+            }
+        }
+        for (index, host) in snapshot.hosts.enumerated() {
+            hostMeasured[index] = host.cpuUsageHistory
+            hostUtilisation[index] = host.cpuUsageHistory.last ?? 0
+        }
+        setHistory(snapshot.vms.map { vm in vm.cpuUsageHistory.map { $0 / Double(max(1, vm.cpus)) } })
     }
 }
 
-/// CPU use over time, oldest first.
-public enum CPUHistory {
-    /// Mean of the last `window` samples (all of them if fewer); nil without samples.
-    public static func recentMean(_ samples: [Double], window: Int) -> Double? {
-        guard !samples.isEmpty else { return nil }
-        let recent = samples.suffix(max(1, window))
-        return recent.reduce(0, +) / Double(recent.count)
+extension PlacementPolicy {
+    /// Plans for a live cluster described by `snapshot`, under `settings`.
+    public func plan(_ snapshot: RebalanceSnapshot, settings: PlacementSettings = .live) -> RebalancePlan {
+        plan(PlacementCluster(snapshot, settings: settings))
     }
 }

@@ -1,3 +1,5 @@
+import VireoModel
+
 /// What a live migration is predicted to cost.
 public struct MigrationCost: Sendable, Equatable, CustomStringConvertible {
     /// From the start of the transfer to the guest running on the destination, seconds.
@@ -18,26 +20,6 @@ public struct MigrationCost: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         "cost ≈ \(decimal(totalSeconds, 1)) s, downtime ≈ \(Int((downtimeSeconds * 1000).rounded())) ms"
-    }
-}
-
-/// Why a live migration would not finish.
-public enum MigrationCostError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The guest dirties memory at least as fast as the link sends it: pre-copy never shrinks.
-    case dirtyRateExceedsBandwidth(dirtyMiBPerSecond: Double, bandwidthMiBPerSecond: Double)
-    /// Pre-copy shrinks too slowly to reach the allowed downtime within the allowed passes.
-    case tooManyIterations(maxIterations: Int, remainingMiB: Double)
-    /// No bandwidth between the hosts.
-    case noBandwidth
-
-    public var description: String {
-        switch self {
-        case .dirtyRateExceedsBandwidth(let dirty, let bandwidth):
-            "does not converge: dirties \(decimal(dirty, 0)) MiB/s, link sends \(decimal(bandwidth, 0)) MiB/s"
-        case .tooManyIterations(let max, let remaining):
-            "does not converge: \(decimal(remaining, 0)) MiB still dirty after \(max) passes"
-        case .noBandwidth: "does not converge: no bandwidth between the hosts"
-        }
     }
 }
 
@@ -96,16 +78,5 @@ public struct MigrationCostModel: Sendable, Equatable {
     }
 }
 
-/// A number with `digits` decimals, without Foundation.
-func decimal(_ value: Double, _ digits: Int) -> String {
-    guard value.isFinite else { return value > 0 ? "∞" : "-∞" }
-    var scale = 1.0
-    for _ in 0..<digits { scale *= 10 }
-    let rounded = (abs(value) * scale).rounded() / scale
-    let sign = value < 0 && rounded > 0 ? "-" : ""
-    let whole = Int(rounded)
-    guard digits > 0 else { return sign + String(whole) }
-    let fraction = Int(((rounded - Double(whole)) * scale).rounded())
-    let fractionText = String(fraction)
-    return sign + String(whole) + "." + String(repeating: "0", count: digits - fractionText.count) + fractionText
-}
+/// A number with `digits` decimals.
+func decimal(_ value: Double, _ digits: Int) -> String { NumberText.decimal(value, digits) }
