@@ -181,7 +181,7 @@ extension ClusterModel {
         var failure: String?
         for index in plan.actions.indices {
             if let failure {
-                plan.actions[index].outcome = "skipped"
+                plan.actions[index].outcome = .skipped
                 plan.actions[index].outcomeMessage = "not started: \(failure)"
                 continue
             }
@@ -190,11 +190,11 @@ extension ClusterModel {
                 let migration = try startMigration(
                     action.vmID.rawValue, to: action.to, reason: "plan \(plan.id) (\(plan.policy)): \(action.explanation)")
                 plan.actions[index].migration = migration.id
-                plan.actions[index].outcome = migration.state.rawValue
+                plan.actions[index].outcome = .migration(migration.state)
             } catch {
                 let reason = (error as? VireoError)?.message ?? "\(error)"
                 failure = "moving \(action.vm) could not start: \(reason)"
-                plan.actions[index].outcome = "skipped"
+                plan.actions[index].outcome = .skipped
                 plan.actions[index].outcomeMessage = reason
             }
         }
@@ -222,14 +222,14 @@ extension ClusterModel {
             let before = plan
             for index in plan.actions.indices {
                 guard let id = plan.actions[index].migration, let migration = migrations[id] else { continue }
-                plan.actions[index].outcome = migration.state.rawValue
+                plan.actions[index].outcome = .migration(migration.state)
                 plan.actions[index].outcomeMessage = migration.message
                 plan.actions[index].downtimeMs = migration.stats?.downtimeMs
                 plan.actions[index].endedAt = migration.endedAt
             }
             let started = plan.actions.filter { $0.migration != nil }
             if started.allSatisfy({ $0.endedAt != nil }) {
-                let failed = plan.actions.filter { $0.outcome == MigrationState.failed.rawValue || $0.outcome == "skipped" }
+                let failed = plan.actions.filter(\.outcome.isFailure)
                 plan.state = failed.isEmpty ? .completed : .failed
                 plan.endedAt = time
                 if let first = failed.first, plan.message == nil {
@@ -256,9 +256,8 @@ extension Plan {
             if case .objectivePressure(let app, let name, _, _, _, _, _) = move.reason {
                 (application, objective) = (app, name)
             }
-            let reason = move.reason.kind
             return Plan.Action(
-                vm: move.vmName, vmID: move.vm, from: move.fromName, to: move.toName, reason: reason,
+                vm: move.vmName, vmID: move.vm, from: move.fromName, to: move.toName, reason: move.reason,
                 application: application, objective: objective, explanation: move.explanation,
                 predicted: Plan.Prediction(
                     sourceLoadBefore: move.sourceLoad.before, sourceLoadAfter: move.sourceLoad.after,
@@ -269,9 +268,9 @@ extension Plan {
         }
         let considered = plan.considered.map { vm in
             Plan.Considered(
-                vm: vm.vmName, host: vm.host, moved: vm.notMoved == nil, reason: vm.notMoved?.description,
+                vm: vm.vmName, host: vm.host, moved: vm.notMoved == nil, reason: vm.notMoved,
                 destinations: vm.destinations.verdicts.map {
-                    Plan.Verdict(host: $0.host, filtered: $0.filtered?.description, loadAfter: $0.loadAfter)
+                    Plan.Verdict(host: $0.host, filtered: $0.filtered, loadAfter: $0.loadAfter)
                 },
                 omitted: vm.destinations.omitted.isEmpty ? nil : vm.destinations.omitted)
         }

@@ -27,6 +27,8 @@ public enum FilterReason: Sendable, Codable, Equatable, CustomStringConvertible 
     case doesNotConverge(MigrationCostError)
     /// The VM left this host recently: going back is how moves go back and forth.
     case recentlyLeft(secondsAgo: Double, blockSeconds: Double)
+    /// A reason stored before reasons were typed: its sentence.
+    case recorded(sentence: String)
 
     public var description: String {
         switch self {
@@ -49,6 +51,7 @@ public enum FilterReason: Sendable, Codable, Equatable, CustomStringConvertible 
         case .doesNotConverge(let error): error.description
         case .recentlyLeft(let ago, let block):
             "the VM left this host \(DurationText.format(ago)) ago (no return within \(DurationText.format(block)))"
+        case .recorded(let sentence): sentence
         }
     }
 
@@ -64,6 +67,7 @@ public enum FilterReason: Sendable, Codable, Equatable, CustomStringConvertible 
         case .wouldOverload, .wouldBeOverloaded: "would-overload"
         case .doesNotConverge: "convergence"
         case .recentlyLeft: "recently-left"
+        case .recorded: "recorded"
         }
     }
 }

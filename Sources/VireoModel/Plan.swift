@@ -54,8 +54,9 @@ public struct Plan: Sendable, Codable, Equatable, Identifiable {
         public var vmID: VMID
         public var from: String
         public var to: String
-        /// `objective-pressure` or `host-over-threshold`.
-        public var reason: String
+        /// Why the policy moves it, typed (its `kind`: `objective-pressure`, `host-over-threshold`,
+        /// `host-overloaded`, `consolidation`).
+        public var reason: MoveReason
         /// The application and objective the move is for (`slo` policy).
         public var application: String?
         public var objective: String?
@@ -63,15 +64,14 @@ public struct Plan: Sendable, Codable, Equatable, Identifiable {
         public var predicted: Prediction
         /// Set once the executor started the move.
         public var migration: MigrationID?
-        /// `planned`, `skipped`, or the migration's state.
-        public var outcome: String
+        public var outcome: Outcome
         public var outcomeMessage: String?
         public var downtimeMs: Int?
         public var endedAt: Date?
 
         public init(
-            vm: String, vmID: VMID, from: String, to: String, reason: String, application: String?, objective: String?,
-            explanation: String, predicted: Prediction
+            vm: String, vmID: VMID, from: String, to: String, reason: MoveReason, application: String?,
+            objective: String?, explanation: String, predicted: Prediction
         ) {
             self.vm = vm
             self.vmID = vmID
@@ -82,7 +82,72 @@ public struct Plan: Sendable, Codable, Equatable, Identifiable {
             self.objective = objective
             self.explanation = explanation
             self.predicted = predicted
-            self.outcome = "planned"
+            self.outcome = .planned
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case vm, vmID, from, to, reason, application, objective, explanation, predicted, migration, outcome
+            case outcomeMessage, downtimeMs, endedAt
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            vm = try c.decode(String.self, forKey: .vm)
+            vmID = try c.decode(VMID.self, forKey: .vmID)
+            from = try c.decode(String.self, forKey: .from)
+            to = try c.decode(String.self, forKey: .to)
+            // Plans stored before reasons were typed kept only the reason's kind.
+            if let typed = try? c.decode(MoveReason.self, forKey: .reason) {
+                reason = typed
+            } else {
+                reason = .recorded(kind: try c.decode(String.self, forKey: .reason))
+            }
+            application = try c.decodeIfPresent(String.self, forKey: .application)
+            objective = try c.decodeIfPresent(String.self, forKey: .objective)
+            explanation = try c.decode(String.self, forKey: .explanation)
+            predicted = try c.decode(Prediction.self, forKey: .predicted)
+            migration = try c.decodeIfPresent(MigrationID.self, forKey: .migration)
+            outcome = try c.decode(Outcome.self, forKey: .outcome)
+            outcomeMessage = try c.decodeIfPresent(String.self, forKey: .outcomeMessage)
+            downtimeMs = try c.decodeIfPresent(Int.self, forKey: .downtimeMs)
+            endedAt = try c.decodeIfPresent(Date.self, forKey: .endedAt)
+        }
+    }
+
+    /// What became of a planned move: not started yet, not started at all, or its migration's state.
+    public enum Outcome: Sendable, Codable, Equatable, CustomStringConvertible {
+        case planned
+        case skipped
+        case migration(MigrationState)
+
+        public var description: String {
+            switch self {
+            case .planned: "planned"
+            case .skipped: "skipped"
+            case .migration(let state): state.rawValue
+            }
+        }
+
+        /// The move ended without the VM on its destination.
+        public var isFailure: Bool { self == .skipped || self == .migration(.failed) }
+
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            switch text {
+            case "planned": self = .planned
+            case "skipped": self = .skipped
+            default:
+                guard let state = MigrationState(rawValue: text) else {
+                    throw DecodingError.dataCorrupted(
+                        .init(codingPath: decoder.codingPath, debugDescription: "unknown outcome '\(text)'"))
+                }
+                self = .migration(state)
+            }
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.singleValueContainer()
+            try c.encode(description)
         }
     }
 
@@ -122,14 +187,15 @@ public struct Plan: Sendable, Codable, Equatable, Identifiable {
         public var vm: String
         public var host: String
         public var moved: Bool
-        /// Why it is not moved.
-        public var reason: String?
+        /// Why it is not moved, typed.
+        public var reason: NotMovedReason?
         public var destinations: [Verdict]
         /// Destinations not listed one by one, counted by kind (large clusters).
         public var omitted: [String: Int]?
 
         public init(
-            vm: String, host: String, moved: Bool, reason: String?, destinations: [Verdict], omitted: [String: Int]?
+            vm: String, host: String, moved: Bool, reason: NotMovedReason?, destinations: [Verdict],
+            omitted: [String: Int]?
         ) {
             self.vm = vm
             self.host = host
@@ -138,25 +204,56 @@ public struct Plan: Sendable, Codable, Equatable, Identifiable {
             self.destinations = destinations
             self.omitted = omitted
         }
+
+        enum CodingKeys: String, CodingKey { case vm, host, moved, reason, destinations, omitted }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            vm = try c.decode(String.self, forKey: .vm)
+            host = try c.decode(String.self, forKey: .host)
+            moved = try c.decode(Bool.self, forKey: .moved)
+            // Plans stored before reasons were typed kept the sentence.
+            if let typed = try? c.decodeIfPresent(NotMovedReason.self, forKey: .reason) {
+                reason = typed
+            } else {
+                reason = try c.decodeIfPresent(String.self, forKey: .reason).map { .recorded(sentence: $0) }
+            }
+            destinations = try c.decode([Verdict].self, forKey: .destinations)
+            omitted = try c.decodeIfPresent([String: Int].self, forKey: .omitted)
+        }
     }
 
-    /// One destination for one VM: filtered with the reason, or its predicted load.
+    /// One destination for one VM: filtered with the typed reason, or its predicted load.
     public struct Verdict: Sendable, Codable, Equatable {
         public var host: String
-        public var filtered: String?
+        public var filtered: FilterReason?
         public var loadAfter: Double?
 
-        public init(host: String, filtered: String?, loadAfter: Double?) {
+        public init(host: String, filtered: FilterReason?, loadAfter: Double?) {
             self.host = host
             self.filtered = filtered
             self.loadAfter = loadAfter
+        }
+
+        enum CodingKeys: String, CodingKey { case host, filtered, loadAfter }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            host = try c.decode(String.self, forKey: .host)
+            // Plans stored before reasons were typed kept the sentence.
+            if let typed = try? c.decodeIfPresent(FilterReason.self, forKey: .filtered) {
+                filtered = typed
+            } else {
+                filtered = try c.decodeIfPresent(String.self, forKey: .filtered).map { .recorded(sentence: $0) }
+            }
+            loadAfter = try c.decodeIfPresent(Double.self, forKey: .loadAfter)
         }
     }
 }
 
 /// How the controller rebalances the cluster on its own.
 public struct RebalanceSettings: Sendable, Codable, Equatable {
-    /// The policy the controller plans with (`slo`, `threshold`, `threshold-0.7`); nil: it does not
+    /// The policy the controller plans with (`slo`, `threshold-0.7`, `iqr-mmt-1.5`, ...); nil: it does not
     /// rebalance on its own (plans can still be made by hand).
     public var policy: String?
     /// How often it plans, seconds.

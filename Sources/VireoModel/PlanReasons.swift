@@ -13,6 +13,8 @@ public enum MoveReason: Sendable, Codable, Equatable, CustomStringConvertible {
     case hostOverloaded(host: String, utilisation: Double, test: String)
     /// An under-used host is emptied so that it can be switched off.
     case consolidation(host: String, utilisation: Double, limit: Double)
+    /// A move of a plan stored before reasons were typed: only its kind was kept.
+    case recorded(kind: String)
 
     /// A short stable key (`objective-pressure`, `host-over-threshold`, `host-overloaded`,
     /// `consolidation`).
@@ -22,15 +24,7 @@ public enum MoveReason: Sendable, Codable, Equatable, CustomStringConvertible {
         case .hostOverThreshold: "host-over-threshold"
         case .hostOverloaded: "host-overloaded"
         case .consolidation: "consolidation"
-        }
-    }
-
-    /// The host the move relieves or empties.
-    public var host: String {
-        switch self {
-        case .objectivePressure(_, _, _, _, _, let host, _), .hostOverThreshold(let host, _, _),
-            .hostOverloaded(let host, _, _), .consolidation(let host, _, _):
-            host
+        case .recorded(let kind): kind
         }
     }
 
@@ -46,6 +40,7 @@ public enum MoveReason: Sendable, Codable, Equatable, CustomStringConvertible {
         case .consolidation(let host, let utilisation, let limit):
             "host \(host) is under-used (\(NumberText.percent(utilisation)) CPU, below \(NumberText.percent(limit))): "
                 + "emptied so that it can be switched off"
+        case .recorded(let kind): kind
         }
     }
 }
@@ -70,6 +65,8 @@ public enum NotMovedReason: Sendable, Codable, Equatable, CustomStringConvertibl
     case hostNotContended(host: String, load: Double, limit: Double)
     /// Another move gave more benefit per cost.
     case betterMoveChosen
+    /// A reason stored before reasons were typed: its sentence.
+    case recorded(sentence: String)
 
     public var description: String {
         switch self {
@@ -89,6 +86,7 @@ public enum NotMovedReason: Sendable, Codable, Equatable, CustomStringConvertibl
         case .hostNotContended(let host, let load, let limit):
             "host \(host) CPU \(NumberText.percent(load)) is under \(NumberText.percent(limit)): the pressure is not on the host"
         case .betterMoveChosen: "another move gives more benefit per cost"
+        case .recorded(let sentence): sentence
         }
     }
 
@@ -105,6 +103,7 @@ public enum NotMovedReason: Sendable, Codable, Equatable, CustomStringConvertibl
         case .protectedObjective: "protected"
         case .hostNotContended: "not-contended"
         case .betterMoveChosen: "better-move"
+        case .recorded: "recorded"
         }
     }
 }

@@ -31,7 +31,10 @@ struct PlanMake: AsyncParsableCommand {
             Examples: vireo plan --explain; vireo plan --policy threshold -o json; vireo plan --execute
             """)
 
-    @Option(help: ArgumentHelp("slo, threshold or threshold-<fraction>.", valueName: "policy")) var policy: String?
+    @Option(
+        help: ArgumentHelp(
+            "slo, threshold[-<fraction>], or one of CloudSim's heuristics (thr-mmt-0.8, iqr-mmt-1.5, mad-mmt-2.5, lr-mmt-1.2, lrr-mmt-1.2), npa, dvfs.",
+            valueName: "policy")) var policy: String?
     @Flag(help: "Show every VM considered and every host's reason.") var explain = false
     @Flag(help: "Start the moves and store the plan.") var execute = false
     @Flag(help: "With --execute: return once the moves have started.") var noWait = false
@@ -135,7 +138,7 @@ struct RebalanceSet: AsyncParsableCommand {
         commandName: "set", abstract: "Set the cluster's rebalancing policy (kept across restarts).",
         discussion: "Examples: vireo rebalance set slo; vireo rebalance set threshold-0.7 --interval 5; vireo rebalance set off")
 
-    @Argument(help: "slo, threshold, threshold-<fraction>, or off.") var policy: String
+    @Argument(help: "slo, threshold[-<fraction>], a CloudSim heuristic (e.g. iqr-mmt-1.5), or off.") var policy: String
     @Option(help: ArgumentHelp("Plan every this many seconds.", valueName: "seconds")) var interval: Double?
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
@@ -178,7 +181,8 @@ enum PlanText {
             lines.append("Considered:")
             if plan.considered.isEmpty { lines.append("  (no VM: no trigger)") }
             for vm in plan.considered {
-                lines.append("  \(vm.vm) on \(vm.host): " + (vm.moved ? "moved" : "not moved: \(vm.reason ?? "-")"))
+                lines.append(
+                    "  \(vm.vm) on \(vm.host): " + (vm.moved ? "moved" : "not moved: \(vm.reason.map { "\($0)" } ?? "-")"))
                 for verdict in vm.destinations {
                     lines.append(
                         "    \(verdict.host): "

@@ -41,7 +41,8 @@ struct HistoryBoundTests {
             migrationSeconds: 1, downtimeMs: 50, transferredMiB: 64)
         for i in 0..<1_000 {
             var action = Plan.Action(
-                vm: "v", vmID: VMID.generate(), from: "h1", to: "h2", reason: "objective-pressure",
+                vm: "v", vmID: VMID.generate(), from: "h1", to: "h2",
+                reason: .hostOverThreshold(host: "h1", load: 0.9, threshold: 0.8),
                 application: i == 10 ? "shop" : nil, objective: nil, explanation: "", predicted: prediction)
             action.migration = MigrationID.generate()
             action.endedAt = t0.addingTimeInterval(Double(i))

@@ -1,4 +1,6 @@
+import Foundation
 import Testing
+import VireoAPI
 import VireoModel
 import VireoPlacement
 import VireoSim
@@ -170,5 +172,51 @@ struct OneEngineTests {
         } else {
             Issue.record("host c has no vCPU left")
         }
+    }
+}
+
+@Suite("Typed plan reasons")
+struct TypedPlanReasonTests {
+    @Test("a plan stored before reasons were typed still reads, keeping what it recorded")
+    func legacyPlanDecodes() throws {
+        let legacy = """
+            {"id":"p-1","policy":"slo","trigger":"manual","state":"completed","createdAt":"2026-12-01T10:00:00Z",
+             "actions":[{"vm":"noisy","vmID":"a1","from":"h1","to":"h2","reason":"objective-pressure",
+               "application":"shop","objective":"latency","explanation":"shop/latency is breaching",
+               "predicted":{"sourceLoadBefore":0.6,"sourceLoadAfter":0.1,"destinationLoadBefore":0.5,
+               "destinationLoadAfter":0.9,"migrationSeconds":1,"downtimeMs":20,"transferredMiB":64},
+               "outcome":"completed","downtimeMs":20}],
+             "considered":[{"vm":"shop-1","host":"h1","moved":false,"reason":"pinned to h1",
+               "destinations":[{"host":"h3","filtered":"host is unreachable"}]}],
+             "notes":[]}
+            """
+        let plan = try decodeJSON(Plan.self, legacy)
+        #expect(plan.actions.first?.reason == .recorded(kind: "objective-pressure"))
+        #expect(plan.actions.first?.reason.kind == "objective-pressure")
+        #expect(plan.actions.first?.outcome == .migration(.completed))
+        #expect(plan.considered.first?.reason == .recorded(sentence: "pinned to h1"))
+        #expect(plan.considered.first?.destinations.first?.filtered == .recorded(sentence: "host is unreachable"))
+        // Written again, it reads back the same (typed from now on).
+        #expect(try decodeJSON(Plan.self, String(decoding: try VireoJSON.encoder().encode(plan), as: UTF8.self)) == plan)
+    }
+
+    @Test("typed reasons round-trip through JSON")
+    func roundTrip() throws {
+        let reasons: [MoveReason] = [
+            .objectivePressure(
+                application: "shop", objective: "latency", state: .breaching, burnRate: 12, lookbackSeconds: 300,
+                host: "h1", relief: 0.5),
+            .hostOverThreshold(host: "h1", load: 0.9, threshold: 0.8),
+            .hostOverloaded(host: "h2", utilisation: 0.97, test: "iqr-mmt-1.5"),
+            .consolidation(host: "h3", utilisation: 0.2, limit: 0.5),
+        ]
+        for reason in reasons {
+            let data = try JSONEncoder().encode(reason)
+            #expect(try JSONDecoder().decode(MoveReason.self, from: data) == reason)
+        }
+        let filter = FilterReason.doesNotConverge(.dirtyRateExceedsBandwidth(dirtyMiBPerSecond: 300, bandwidthMiBPerSecond: 100))
+        #expect(try JSONDecoder().decode(FilterReason.self, from: JSONEncoder().encode(filter)) == filter)
+        let notMoved = NotMovedReason.sourceCannotMigrate(.missingCapability(.liveMigration))
+        #expect(try JSONDecoder().decode(NotMovedReason.self, from: JSONEncoder().encode(notMoved)) == notMoved)
     }
 }
