@@ -6,8 +6,8 @@ import VireoModel
 /// step's batch never waits on, or holds up, a cluster write.
 ///
 /// Hosts, VMs and applications are kept once each, with what was last recorded about them, under
-/// a small integer key; a step is one row per host, VM and application (a VM's row is about 30
-/// bytes), keyed by the step's start, so retention deletes from the front of each table.
+/// a small integer key; a step is one short row per host, VM and application, keyed by the
+/// step's start, so retention deletes from the front of each table.
 public final class SQLiteUsageArchive: UsageArchive {
     private let writer: any DatabaseWriter
     private let encoder = JSONEncoder()
