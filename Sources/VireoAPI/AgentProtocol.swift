@@ -38,9 +38,12 @@ public struct InstanceReport: Sendable, Codable, Equatable {
     /// CPU time its hypervisor process has used, seconds, when the driver can tell: the
     /// controller turns it into the VM's recent CPU use for rebalancing.
     public var cpuSeconds: Double?
+    /// Resident memory of its hypervisor process, bytes, when the driver can tell: the
+    /// controller records it in the cluster's usage history.
+    public var residentBytes: UInt64?
     public init(
         id: VMID, state: State, generation: Int, message: String? = nil, address: String? = nil, bootMs: Int? = nil,
-        cpuSeconds: Double? = nil
+        cpuSeconds: Double? = nil, residentBytes: UInt64? = nil
     ) {
         self.id = id
         self.state = state
@@ -49,6 +52,7 @@ public struct InstanceReport: Sendable, Codable, Equatable {
         self.address = address
         self.bootMs = bootMs
         self.cpuSeconds = cpuSeconds
+        self.residentBytes = residentBytes
     }
 }
 

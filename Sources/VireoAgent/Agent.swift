@@ -90,8 +90,14 @@ public final class Agent: Service {
                 await self.wakeSignal.wait(timeout: interval)
             }
         }
-        await collector.shutdown()
+        await shutDown()
         await driver.detach()
+    }
+
+    /// Lets go of what rounds hold (the scrapers' HTTP client): `run` does it when it ends; call
+    /// it when driving `cycle` by hand.
+    public func shutDown() async {
+        await collector.shutdown()
     }
 
     /// One round: make sure we are registered, report, and act on the answer.
@@ -99,10 +105,11 @@ public final class Agent: Service {
         do {
             let hostID = try await registeredHostID()
             let statuses = try await driver.status()
-            // CPU time of each running VM and of the host: the controller's rebalancing reads them.
-            var cpuSeconds: [VMID: Double] = [:]
+            // CPU time and resident memory of each running VM, and the host's CPU: the controller's
+            // rebalancing and usage history read them.
+            var usage: [VMID: ResourceUsage] = [:]
             for status in statuses where status.state == .running {
-                cpuSeconds[status.id] = await driver.usage(status.id)?.cpuSeconds
+                usage[status.id] = await driver.usage(status.id)
             }
             let hostCPU = await driver.hostUsage()
             let reports = state.withLock { s in
@@ -114,7 +121,8 @@ public final class Agent: Service {
                         InstanceReport(
                             id: $0.id, state: InstanceReport.State(rawValue: $0.state.rawValue) ?? .failed,
                             generation: s.acted[$0.id] ?? 0, message: $0.message, address: $0.address,
-                            bootMs: $0.bootMs, cpuSeconds: cpuSeconds[$0.id])
+                            bootMs: $0.bootMs, cpuSeconds: usage[$0.id]?.cpuSeconds,
+                            residentBytes: usage[$0.id]?.memoryBytes)
                     }
             }
             let console = await consoleReports(for: statuses)

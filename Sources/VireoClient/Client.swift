@@ -124,6 +124,13 @@ public struct VireoClient: Sendable {
         return try await get(path)
     }
 
+    /// What the cluster recorded over the last `since` (seconds or a duration, default 24h) in
+    /// steps of `step` (a multiple of the recording step, default it).
+    public func history(since: String? = nil, step: String? = nil) async throws -> ClusterHistory {
+        let query = [since.map { "since=\(escape($0))" }, step.map { "step=\(escape($0))" }].compactMap { $0 }
+        return try await get("/v1/history" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+    }
+
     public func events(after seq: Int = 0) async throws -> [ClusterEvent] {
         let (_, data) = try await raw(.GET, "/v1/events?follow=false&after=\(seq)")
         let decoder = VireoJSON.decoder()

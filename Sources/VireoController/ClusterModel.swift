@@ -35,6 +35,8 @@ struct ClusterModel {
     /// Recent CPU of hosts (fractions of their capacity) and VMs (cores), from heartbeats.
     private(set) var hostUsage = UsageHistory<HostID>()
     private(set) var vmUsage = UsageHistory<VMID>()
+    /// The usage-history step under way: what heartbeats reported since it began.
+    private(set) var stepUsage = UsageStepMeter()
 
     /// What the draft changed since the last commit: the store batch, the events to publish once
     /// it is written, and the changes to make again on the committed model.
@@ -95,6 +97,7 @@ struct ClusterModel {
                 model.state.put(nil, replacing: id)
                 model.consoleOffsets[id] = nil
                 model.vmUsage.forget(id)
+                model.stepUsage.forget(vm: id)
                 model.migrations.forget(vm: id)
             }
             for migration in migrations {
@@ -164,19 +167,28 @@ struct ClusterModel {
         }
     }
 
-    /// Takes in the CPU readings of a heartbeat.
+    /// Takes in the CPU and memory readings of a heartbeat.
     mutating func recordUsage(_ heartbeat: AgentHeartbeat, at time: Date) {
         apply { model in
             let seconds = time.timeIntervalSince1970
+            let host = heartbeat.hostID
             if let cpu = heartbeat.hostCPU, cpu.capacity > 0 {
-                model.hostUsage.record(heartbeat.hostID, value: cpu.busySeconds, at: seconds, scale: cpu.capacity)
+                model.hostUsage.record(host, value: cpu.busySeconds, at: seconds, scale: cpu.capacity)
+                model.stepUsage.take(host: host, busySeconds: cpu.busySeconds, capacity: cpu.capacity, at: seconds)
             }
             for report in heartbeat.instances where report.state == .running {
                 // During a move both hosts report the VM: only the one it lives on counts.
-                guard let cpu = report.cpuSeconds, model.state.vms[report.id]?.hostID == heartbeat.hostID else { continue }
-                model.vmUsage.record(report.id, value: cpu, at: seconds)
+                guard model.state.vms[report.id]?.hostID == host else { continue }
+                if let cpu = report.cpuSeconds { model.vmUsage.record(report.id, value: cpu, at: seconds) }
+                model.stepUsage.take(
+                    vm: report.id, on: host, cpuSeconds: report.cpuSeconds, residentBytes: report.residentBytes, at: seconds)
             }
         }
+    }
+
+    /// Starts the next usage-history step (the one that ended has been read with `usageStep`).
+    mutating func startNextUsageStep() {
+        apply { $0.stepUsage.startStep() }
     }
 }
 

@@ -40,13 +40,20 @@ public actor Controller {
     /// `TelemetryEngine.statusVersion` when the SLO gauges were last set.
     var gaugedStatusVersion = -1
     private let publishedVersion: Mutex<Int>
+    /// The cluster's usage, step by step.
+    let history: any UsageArchive
+    /// Where the usage-history step under way began, milliseconds since the epoch.
+    var historyStepStart: Int64
 
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
-        now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory, telemetry: TelemetryEngine
+        now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory, telemetry: TelemetryEngine,
+        history: any UsageArchive
     ) {
         let model = ClusterModel(
             settings: settings, now: now, logger: logger, loaded: loaded, consoleOffsets: consoleOffsets)
+        self.history = history
+        self.historyStepStart = Self.stepStart(of: now(), stepMs: settings.historyStepMs)
         self.telemetry = telemetry
         self.sloGauges = SLOGauges(factory: metricsFactory)
         self.store = store
@@ -62,11 +69,13 @@ public actor Controller {
     }
 
     /// Loads the store (which migrates its schema on open) and returns a controller over it.
+    /// Without a `history` archive, the usage history is kept in memory only.
     public static func open(
         store: any ClusterStore, settings: ControllerSettings = .init(), now: @escaping @Sendable () -> Date = { Date() },
         logger: Logger = Logger(label: "vireo.controller"), metricsFactory: any MetricsFactory = MetricsSystem.factory,
-        telemetry: TelemetryEngine? = nil
+        telemetry: TelemetryEngine? = nil, history: (any UsageArchive)? = nil
     ) async throws -> Controller {
+        try settings.validateHistory()
         let loaded = try await store.load(recent: MigrationBook.recentCapacity)
         let consoleOffsets = try await store.consoleOffsets()
         if let rebalance = settings.rebalance, rebalance != loaded.rebalance {
@@ -78,7 +87,7 @@ public actor Controller {
         try await engine.restore(now: Int64(now().timeIntervalSince1970 * 1000))
         return Controller(
             store: store, loaded: loaded, consoleOffsets: consoleOffsets, settings: settings, now: now, logger: logger,
-            metricsFactory: metricsFactory, telemetry: engine)
+            metricsFactory: metricsFactory, telemetry: engine, history: try history ?? SQLiteUsageArchive())
     }
 
     /// Changes whenever anything visible through the API changes; readable without waiting for

@@ -2,9 +2,9 @@ import Foundation
 import Logging
 import ServiceLifecycle
 
-/// The controller's background work: places pending VMs and watches host liveness, every tick,
-/// until graceful shutdown. Ticks are paced by `clock`; the time each step decides with is the
-/// controller's own injected `now`.
+/// The controller's background work: places pending VMs, watches host liveness, judges objectives,
+/// rebalances and records the usage history, every tick, until graceful shutdown. Ticks are paced
+/// by `clock`; the time each step decides with is the controller's own injected `now`.
 public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
     let controller: Controller
     let logger: Logger
@@ -34,6 +34,11 @@ public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
                 }
             } catch {
                 logger.error("controller tick failed", metadata: ["error": "\(error)"])
+            }
+            do {
+                try await controller.recordUsageIfDue()
+            } catch {
+                logger.error("cannot record the usage history", metadata: ["error": "\(error)"])
             }
             try? await clock.sleep(for: interval)
         }

@@ -16,13 +16,21 @@ public struct ControllerSettings: Sendable {
     public var rebalance: RebalanceSettings?
     /// Bandwidth a live migration is predicted to get between hosts, MiB/s.
     public var migrationLinkMiBPerSecond: Double
+    /// How often the usage history records the cluster (each VM's host, CPU and memory, each
+    /// host's CPU, each application's worst objective): the mean over each step is kept.
+    public var historyStep: Duration
+    /// How long the usage history keeps a step.
+    public var historyRetention: Duration
 
     public init(
         heartbeatInterval: Duration = .seconds(1), hostTimeout: Duration = .seconds(5),
         tickInterval: Duration = .milliseconds(500), placement: PlacementSettings = .init(),
         migrationStartTimeout: Duration = .seconds(60), rebalance: RebalanceSettings? = nil,
-        migrationLinkMiBPerSecond: Double = 1_024
+        migrationLinkMiBPerSecond: Double = 1_024, historyStep: Duration = .seconds(60),
+        historyRetention: Duration = .seconds(7 * 86_400)
     ) {
+        self.historyStep = historyStep
+        self.historyRetention = historyRetention
         self.rebalance = rebalance
         self.migrationLinkMiBPerSecond = migrationLinkMiBPerSecond
         self.heartbeatInterval = heartbeatInterval
@@ -30,6 +38,28 @@ public struct ControllerSettings: Sendable {
         self.tickInterval = tickInterval
         self.placement = placement
         self.migrationStartTimeout = migrationStartTimeout
+    }
+}
+
+extension ControllerSettings {
+    /// The usage-history step in milliseconds.
+    var historyStepMs: Int64 { max(1, Int64((historyStep.seconds * 1000).rounded())) }
+
+    /// Checks for a step of whole seconds from a second to a day, and a retention of at least one
+    /// step; an error names `stepField` or `retentionField`.
+    public func validateHistory(stepField: String = "historyStep", retentionField: String = "historyRetention")
+        throws(VireoError)
+    {
+        let step = historyStep.seconds
+        guard step >= 1, step <= 86_400, step.rounded() == step else {
+            throw VireoError.invalid(
+                field: stepField, value: DurationText.format(step), "must be whole seconds from 1s to 1d")
+        }
+        guard historyRetention.seconds >= step else {
+            throw VireoError.invalid(
+                field: retentionField, value: DurationText.format(historyRetention.seconds),
+                "must be at least one step (\(DurationText.format(step)))")
+        }
     }
 }
 

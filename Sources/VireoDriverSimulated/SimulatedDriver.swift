@@ -42,6 +42,37 @@ public final class SimulatedDriver: HypervisorDriver {
         var console = ""
         /// Waiting for a live migration: it runs when the source hands over (`finishIncoming`).
         var incoming = false
+        /// What the guest does (`setLoad`); nil: the instance reports no usage.
+        var workload: Workload?
+        /// CPU time its process has used up to `accruedTo`: from zero at each start, as a new
+        /// process's would.
+        var cpuSeconds = 0.0
+        var accruedTo: Duration = .zero
+
+        /// CPU time used by `now`.
+        func cpuSeconds(at now: Duration) -> Double {
+            guard state == .running, !incoming, let workload, now > accruedTo else { return cpuSeconds }
+            let (seconds, attoseconds) = (now - accruedTo).components
+            return cpuSeconds + workload.cores * (Double(seconds) + Double(attoseconds) / 1e18)
+        }
+
+        /// Brings `cpuSeconds` up to `now`, before the workload or the state changes.
+        mutating func accrue(to now: Duration) {
+            cpuSeconds = cpuSeconds(at: now)
+            accruedTo = max(accruedTo, now)
+        }
+
+        /// A new process: no CPU time yet.
+        mutating func restartAccounting(at now: Duration) {
+            cpuSeconds = 0
+            accruedTo = now
+        }
+    }
+
+    /// A simulated guest's demand: the CPUs it keeps busy and the memory its process holds.
+    struct Workload {
+        var cores: Double
+        var residentMiB: Int
     }
 
     private struct State {
@@ -85,6 +116,35 @@ public final class SimulatedDriver: HypervisorDriver {
         self.configuration = configuration
         self.time = time
         self.state = Mutex(State(random: SeededGenerator(seed: configuration.seed)))
+    }
+
+    /// Gives the VM called `name` a workload from now on: it keeps `cores` CPUs busy and its
+    /// process holds `residentMiB`, which `usage` reports (CPU time from its process's start, as a
+    /// real hypervisor's: a restart or a move here starts it from zero). Until it has one, a VM
+    /// reports no usage, like a driver that cannot measure.
+    public func setLoad(vmNamed name: String, cores: Double, residentMiB: Int) throws {
+        let now = time.now()
+        try state.withLock { (s: inout State) throws(VireoError) in
+            settle(&s, now: now)
+            guard var instance = s.instances.values.first(where: { $0.spec.name == name }) else {
+                throw VireoError.notFound("instance", name)
+            }
+            instance.accrue(to: now)
+            instance.workload = Workload(cores: cores, residentMiB: residentMiB)
+            s.set(instance.spec.id, instance)
+        }
+    }
+
+    public func usage(_ id: VMID) async -> ResourceUsage? {
+        let now = time.now()
+        return state.withLock { s in
+            settle(&s, now: now)
+            guard let instance = s.instances[id], instance.state == .running, !instance.incoming,
+                let workload = instance.workload
+            else { return nil }
+            return ResourceUsage(
+                cpuSeconds: instance.cpuSeconds(at: now), memoryBytes: UInt64(workload.residentMiB) << 20)
+        }
     }
 
     /// Makes the next start of the VM called `name` fail, as a crashing guest would.
@@ -156,6 +216,7 @@ public final class SimulatedDriver: HypervisorDriver {
             case .failed:
                 instance.state = .stopped
             case .running, .starting:
+                instance.accrue(to: now)
                 instance.state = .stopping
                 instance.transitionEndsAt = now + configuration.stopDelay
             }
@@ -231,11 +292,13 @@ public final class SimulatedDriver: HypervisorDriver {
     }
 
     public func finishIncoming(_ id: VMID) async throws {
+        let now = time.now()
         try state.withLock { (s: inout State) throws(VireoError) in
             guard var instance = s.instances[id] else { throw VireoError.notFound("instance", id.rawValue) }
             guard instance.incoming else { return }
             instance.incoming = false
             instance.state = .running
+            instance.restartAccounting(at: now)
             instance.console += "[simulated] \(instance.spec.name) resumed after live migration\n"
             s.set(id, instance)
         }
@@ -276,6 +339,7 @@ public final class SimulatedDriver: HypervisorDriver {
             switch instance.state {
             case .starting:
                 instance.state = .running
+                instance.restartAccounting(at: instance.transitionEndsAt)
                 instance.console += "[simulated] \(instance.spec.name) ready\n"
             case .stopping:
                 instance.state = .stopped

@@ -54,6 +54,7 @@ public struct VireoServer: Sendable {
         addPlanRoutes(router)
         addAgentRoutes(router)
         addEventRoutes(router)
+        addHistoryRoutes(router)
         return router
     }
 

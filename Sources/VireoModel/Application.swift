@@ -176,6 +176,25 @@ public enum SLOState: String, Sendable, Codable, CaseIterable {
     case breaching
 }
 
+extension SLOState {
+    /// How bad a state is, to pick the worst of several: `breaching`, then `warning`, then
+    /// `unknown` (not yet known to be met), then `ok`.
+    public var severity: Int {
+        switch self {
+        case .ok: 0
+        case .unknown: 1
+        case .warning: 2
+        case .breaching: 3
+        }
+    }
+
+    /// The worst of `states`; `unknown` when there are none (an application without objectives,
+    /// or none judged).
+    public static func worst(_ states: some Sequence<SLOState>) -> SLOState {
+        states.max { $0.severity < $1.severity } ?? .unknown
+    }
+}
+
 /// The controller's record of an application.
 public struct AppRecord: Sendable, Codable, Equatable {
     public var spec: ApplicationSpec

@@ -1,3 +1,4 @@
+import Foundation
 import VireoModel
 
 /// What the controller loads at start: every host, VM and application, and the recent history.
@@ -75,9 +76,13 @@ public protocol ClusterStore: Sendable {
     /// Migrations newest first (by request time), of one VM if given.
     func migrations(of vm: VMID?, limit: Int) async throws -> [Migration]
     func migration(_ id: MigrationID) async throws -> Migration?
+    /// Migrations requested in `[from, to)`, oldest first: what the cluster moved over a window.
+    func migrations(requestedFrom from: Date, to: Date) async throws -> [Migration]
     /// Executed plans newest first.
     func plans(limit: Int) async throws -> [Plan]
     func plan(_ id: String) async throws -> Plan?
+    /// Executed plans created in `[from, to)`, oldest first.
+    func plans(createdFrom from: Date, to: Date) async throws -> [Plan]
 
     /// Inserts a new VM; `.conflict` if the name or ID is taken.
     func insertVM(_ vm: VirtualMachine) async throws

@@ -84,6 +84,10 @@ public final class SQLiteStore: ClusterStore {
                 t.column("body", .blob).notNull()
             }
         }
+        migrator.registerMigration("v6: migrations by request time") { db in
+            // The usage history asks for the migrations of a window.
+            try db.create(index: "migrations_requested_at", on: "migrations", columns: ["requested_at"])
+        }
         return migrator
     }
 
@@ -149,6 +153,24 @@ public final class SQLiteStore: ClusterStore {
             try Row.fetchOne(db, sql: "SELECT body FROM migrations WHERE id = ?", arguments: [id.rawValue]).map {
                 try self.decoder.decode(Migration.self, from: $0["body"] as Data)
             }
+        }
+    }
+
+    public func migrations(requestedFrom from: Date, to: Date) async throws -> [Migration] {
+        try await writer.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT body FROM migrations WHERE requested_at >= ? AND requested_at < ? ORDER BY requested_at, id",
+                arguments: [from.timeIntervalSince1970, to.timeIntervalSince1970]
+            ).map { try self.decoder.decode(Migration.self, from: $0["body"] as Data) }
+        }
+    }
+
+    public func plans(createdFrom from: Date, to: Date) async throws -> [Plan] {
+        try await writer.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT body FROM plans WHERE created_at >= ? AND created_at < ? ORDER BY created_at, id",
+                arguments: [from.timeIntervalSince1970, to.timeIntervalSince1970]
+            ).map { try self.decoder.decode(Plan.self, from: $0["body"] as Data) }
         }
     }
 

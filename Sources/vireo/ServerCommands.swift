@@ -36,6 +36,29 @@ struct ServeOptions: ParsableArguments {
             valueName: "policy"))
     var rebalance: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "How often the usage history records each VM's host, CPU and memory, each host's CPU and each "
+                + "application's worst objective (the mean over each step).",
+            valueName: "duration"))
+    var historyStep: String = "60s"
+
+    @Option(help: ArgumentHelp("How long the usage history is kept.", valueName: "duration"))
+    var historyRetention: String = "7d"
+
+    /// `--history-step` and `--history-retention` in the controller's settings.
+    func history(into settings: inout ControllerSettings) throws {
+        func duration(_ text: String, _ flag: String) throws -> Duration {
+            guard let seconds = DurationText.seconds(text) else {
+                throw VireoError.invalid(field: flag, value: "'\(text)'", "not a duration: give e.g. 30s, 5m, 7d")
+            }
+            return .seconds(seconds)
+        }
+        settings.historyStep = try duration(historyStep, "--history-step")
+        settings.historyRetention = try duration(historyRetention, "--history-retention")
+        try settings.validateHistory(stepField: "--history-step", retentionField: "--history-retention")
+    }
+
     static func defaultDataDirectory() -> String {
         let env = ProcessInfo.processInfo.environment
         if let xdg = env["XDG_DATA_HOME"], !xdg.isEmpty { return xdg + "/vireo" }
@@ -88,18 +111,20 @@ struct ControlPlane {
 
     static func start(_ options: ServeOptions, logger: Logger) async throws -> ControlPlane {
         let (host, port) = try parseListen(options.listen)
-        try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
-        let registry = PrometheusCollectorRegistry()
-        let store = try SQLiteStore(path: options.dataDir + "/vireo.db")
         var settings = ControllerSettings()
         if let policy = options.rebalance {
             let name = policy.lowercased() == "off" ? nil : policy
             if let name { _ = try Controller.policy(name, field: "--rebalance") }
             settings.rebalance = RebalanceSettings(policy: name)
         }
+        try options.history(into: &settings)
+        try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
+        let registry = PrometheusCollectorRegistry()
+        let store = try SQLiteStore(path: options.dataDir + "/vireo.db")
         let controller = try await Controller.open(
             store: store, settings: settings, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry),
-            telemetry: TelemetryEngine(store: SeriesStore(path: options.dataDir + "/telemetry.db")))
+            telemetry: TelemetryEngine(store: SeriesStore(path: options.dataDir + "/telemetry.db")),
+            history: SQLiteUsageArchive(path: options.dataDir + "/history.db"))
         var tokens: AccessTokens?
         if !isLoopback(host) {
             let (loaded, created) = try AccessTokens.loadOrCreate(in: options.dataDir)

@@ -274,6 +274,15 @@ struct CLITests {
         // The demo's options are checked before anything is set up (it needs no server or root for that).
         let badRate = try await vireo(["demo", "noisy-neighbour", "--rate", "0"])
         #expect(badRate.status == 2 && badRate.stderr.contains("--rate") && badRate.stderr.contains("got 0"), "\(badRate.stderr)")
+        // The usage history's settings are checked before anything is opened.
+        let unopened = temporaryDirectory() + "/never"
+        let badStep = try await vireo(["controller", "--data-dir", unopened, "--history-step", "5x"])
+        #expect(
+            badStep.status == 2 && badStep.stderr.contains("--history-step") && badStep.stderr.contains("5x"), "\(badStep.stderr)"
+        )
+        let badRetention = try await vireo(["controller", "--data-dir", unopened, "--history-retention", "30s"])
+        #expect(badRetention.status == 2 && badRetention.stderr.contains("--history-retention"), "\(badRetention.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: unopened))
         let help = try await vireo(["vm", "create", "--help"])
         #expect(help.status == 0)
         #expect(help.stdout.contains("--memory"))

@@ -177,3 +177,46 @@ struct ClusterTests {
         #expect(try await first.agents[0].driver.status().count == 20, "no VM started twice or lost")
     }
 }
+
+/// A link that keeps the last heartbeat it carried.
+final class CapturingLink: ControllerLink {
+    let target: any ControllerLink
+    private let last = Mutex<AgentHeartbeat?>(nil)
+    init(_ target: any ControllerLink) { self.target = target }
+
+    var lastHeartbeat: AgentHeartbeat? { last.withLock { $0 } }
+    func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
+        try await target.register(registration)
+    }
+    func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        last.withLock { $0 = heartbeat }
+        return try await target.heartbeat(heartbeat)
+    }
+    func deliver(_ samples: AgentSamples) async throws { try await target.deliver(samples) }
+}
+
+@Suite("Agent usage reports")
+struct AgentUsageTests {
+    @Test("an agent's heartbeat carries each running VM's CPU time and resident memory, as its driver measures them")
+    func heartbeatCarriesUsage() async throws {
+        let controller = try await Controller.open(store: try SQLiteStore(), settings: .fast)
+        let time = ManualTime()
+        let driver = SimulatedDriver(configuration: .init(bootDelay: .seconds(1)), time: time)
+        let link = CapturingLink(controller)
+        let agent = Agent(settings: .init(name: "h1"), driver: driver, link: link)
+        defer { Task { await agent.shutDown() } }
+        await agent.cycle()
+        _ = try await controller.createVM(VMSpec(name: "busy", image: "tiny", cpus: 2, memoryMiB: 512))
+        await agent.cycle()
+        try await eventually("the agent started the VM") { try await driver.status().first?.state == .starting }
+        time.advance(by: .seconds(1))
+        try driver.setLoad(vmNamed: "busy", cores: 0.5, residentMiB: 300)
+        time.advance(by: .seconds(4))
+        await agent.cycle()
+        let report = try #require(link.lastHeartbeat?.instances.first)
+        #expect(report.state == .running)
+        #expect(report.cpuSeconds == 2)
+        #expect(report.residentBytes == 300 << 20)
+        #expect(try await controller.vm("busy").state == .running)
+    }
+}

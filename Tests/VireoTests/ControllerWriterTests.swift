@@ -33,6 +33,10 @@ final class CountingStore: ClusterStore {
     func migration(_ id: MigrationID) async throws -> Migration? { try await inner.migration(id) }
     func plans(limit: Int) async throws -> [Plan] { try await inner.plans(limit: limit) }
     func plan(_ id: String) async throws -> Plan? { try await inner.plan(id) }
+    func migrations(requestedFrom from: Date, to: Date) async throws -> [Migration] {
+        try await inner.migrations(requestedFrom: from, to: to)
+    }
+    func plans(createdFrom from: Date, to: Date) async throws -> [Plan] { try await inner.plans(createdFrom: from, to: to) }
     func insertVM(_ vm: VirtualMachine) async throws { try await inner.insertVM(vm) }
     func commit(_ batch: StoreBatch) async throws {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -247,6 +247,43 @@ struct SimulatedDriverTests {
         #expect(try await driver.status().first { $0.id == a.id }?.message?.contains("200 MiB in use") == true)
     }
 
+    @Test("a VM given a workload reports CPU time at its rate and its memory; a restart and a move start from zero")
+    func workload() async throws {
+        let time = ManualTime()
+        let driver = SimulatedDriver(configuration: .init(bootDelay: .seconds(1), stopDelay: .seconds(1)), time: time)
+        let spec = InstanceSpec(id: .generate(), name: "busy", image: "tiny", cpus: 2, memoryMiB: 512)
+        try await driver.create(spec)
+        try await driver.start(spec.id)
+        #expect(throws: VireoError.self) { try driver.setLoad(vmNamed: "nope", cores: 1, residentMiB: 1) }
+        time.advance(by: .seconds(3))
+        // Without a workload it cannot tell, like a driver that does not measure.
+        #expect(await driver.usage(spec.id) == nil)
+        try driver.setLoad(vmNamed: "busy", cores: 0.5, residentMiB: 300)
+        time.advance(by: .seconds(10))
+        #expect(await driver.usage(spec.id) == ResourceUsage(cpuSeconds: 5, memoryBytes: 300 << 20))
+        try driver.setLoad(vmNamed: "busy", cores: 1.5, residentMiB: 400)
+        time.advance(by: .seconds(2))
+        #expect(await driver.usage(spec.id)?.cpuSeconds == 8)
+
+        // Stopped, it uses nothing; started again, its new process counts from the moment it is up.
+        try await driver.stop(spec.id)
+        time.advance(by: .seconds(5))
+        #expect(await driver.usage(spec.id) == nil)
+        try await driver.start(spec.id)
+        time.advance(by: .seconds(3))
+        #expect(await driver.usage(spec.id)?.cpuSeconds == 3)
+
+        // Arriving by migration: its process on this host counts from the hand-over.
+        let incoming = InstanceSpec(id: .generate(), name: "mover", image: "tiny", cpus: 1, memoryMiB: 128)
+        _ = try await driver.prepareIncoming(incoming, guestAddress: nil, listenAddress: "127.0.0.1")
+        try driver.setLoad(vmNamed: "mover", cores: 1, residentMiB: 100)
+        time.advance(by: .seconds(4))
+        #expect(await driver.usage(incoming.id) == nil)
+        try await driver.finishIncoming(incoming.id)
+        time.advance(by: .seconds(2))
+        #expect(await driver.usage(incoming.id) == ResourceUsage(cpuSeconds: 2, memoryBytes: 100 << 20))
+    }
+
     @Test("bad driver settings are rejected naming the setting")
     func badSettings() throws {
         var registry = DriverRegistry()

@@ -69,4 +69,13 @@ struct ModelTests {
         #expect(error.code == .unknown)
         #expect(error.code.httpStatus == 500)
     }
+
+    @Test("the worst objective state: breaching, then warning, then unknown, then ok; of none, unknown")
+    func worstState() {
+        #expect(SLOState.worst([.ok, .breaching, .warning]) == .breaching)
+        #expect(SLOState.worst([.ok, .warning, .unknown]) == .warning)
+        #expect(SLOState.worst([.ok, .unknown]) == .unknown)
+        #expect(SLOState.worst([.ok, .ok]) == .ok)
+        #expect(SLOState.worst([]) == .unknown)
+    }
 }

@@ -195,6 +195,11 @@ struct OpenAPITests {
             _ = try await call(.get, "/v1/events?follow=false", route: "/v1/events", expect: 200)
             _ = try await call(.get, "/v1/events?after=-1", route: "/v1/events", expect: 400)
             _ = try await call(.get, "/metrics", route: "/metrics", expect: 200)
+            try await plane.controller.recordUsageIfDue()
+            _ = try await call(.get, "/v1/history", route: "/v1/history", expect: 200)
+            _ = try await call(.get, "/v1/history?since=1h&step=120", route: "/v1/history", expect: 200)
+            _ = try await call(.get, "/v1/history?since=soon", route: "/v1/history", expect: 400)
+            _ = try await call(.get, "/v1/history?step=7", route: "/v1/history", expect: 400)
         }
         #expect(checker.checked.count > 30)
         #expect(checker.failures == [])

@@ -162,6 +162,35 @@ struct StoreConformanceTests {
         #expect(try await store.plan("nope") == nil)
     }
 
+    @Test("migrations and plans of a time window are read oldest first, the window's end excluded", arguments: StoreFixture.all)
+    func window(_ fixture: StoreFixture) async throws {
+        let store = try fixture.make()
+        let a = sampleVM("a")
+        let (h1, h2) = (sampleHost("h1"), sampleHost("h2"))
+        try await store.commit(StoreBatch(insertedVMs: [a], hosts: [h1, h2]))
+        let t0 = Date(timeIntervalSince1970: 1_700_000_000)
+        // Stored newest first, so the order read back is the query's, not the insertion's.
+        let migrations = (0..<10).reversed().map { i in
+            Migration(
+                vmID: a.id, vmName: "a", source: h1.id, destination: h2.id, reason: "move \(i)",
+                requestedAt: t0.addingTimeInterval(Double(i) * 60))
+        }
+        let plans = (0..<10).reversed().map { i in
+            Plan(
+                id: "p\(i)", policy: "slo", trigger: .automatic, state: .completed,
+                createdAt: t0.addingTimeInterval(Double(i) * 60), actions: [], considered: [], notes: [])
+        }
+        try await store.commit(StoreBatch(migrations: migrations, plans: plans))
+        let from = t0.addingTimeInterval(120)
+        let to = t0.addingTimeInterval(300)
+        #expect(try await store.migrations(requestedFrom: from, to: to).map(\.reason) == ["move 2", "move 3", "move 4"])
+        #expect(try await store.plans(createdFrom: from, to: to).map(\.id) == ["p2", "p3", "p4"])
+        #expect(try await store.migrations(requestedFrom: to, to: to).isEmpty)
+        #expect(try await store.plans(createdFrom: t0.addingTimeInterval(-600), to: t0).isEmpty)
+        let found = try await store.migrations(requestedFrom: from, to: to)
+        #expect(found.first == migrations.first { $0.reason == "move 2" }, "the whole record")
+    }
+
     @Test("10,000 VMs are stored and loaded without loss", arguments: StoreFixture.all)
     func many(fixture: StoreFixture) async throws {
         let store = try fixture.make()
@@ -187,7 +216,7 @@ struct SQLiteStoreTests {
         #expect(
             try reopened.appliedMigrations() == [
                 "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
-                "v5: rebalancing plans and settings",
+                "v5: rebalancing plans and settings", "v6: migrations by request time",
             ])
     }
 }

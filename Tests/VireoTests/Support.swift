@@ -19,12 +19,14 @@ struct TestControlPlane {
 
     static func make(
         tokens: AccessTokens? = nil, hosts: [String] = ["h1"], store: (any ClusterStore)? = nil,
-        settings: ControllerSettings = .fast, now: @escaping @Sendable () -> Date = { Date() }
+        settings: ControllerSettings = .fast, now: @escaping @Sendable () -> Date = { Date() },
+        history: (any UsageArchive)? = nil
     ) async throws -> TestControlPlane {
         let store = try store ?? SQLiteStore()
         let registry = PrometheusCollectorRegistry()
         let controller = try await Controller.open(
-            store: store, settings: settings, now: now, metricsFactory: PrometheusMetricsFactory(registry: registry))
+            store: store, settings: settings, now: now, metricsFactory: PrometheusMetricsFactory(registry: registry),
+            history: history)
         for name in hosts {
             _ = try await controller.register(
                 AgentRegistration(

@@ -1,0 +1,143 @@
+import Foundation
+import VireoAPI
+import VireoModel
+import VireoStore
+import VireoTelemetry
+
+/// The usage history: every step (`ControllerSettings.historyStep`) the controller records where
+/// each VM ran and what it used, each host's CPU and each application's worst objective, durably
+/// and for `historyRetention`, so what the cluster did can be replayed through the placement
+/// policies (`vireo sim --from-cluster`).
+extension Controller {
+    /// Records the step that ended, once the clock has passed its end; the loops call it every
+    /// tick. The step is read and the next one started in one decision of the writer (so no
+    /// heartbeat falls between them), then written to the archive outside it: recording never
+    /// holds up a decision, and heartbeats only add to the step's counters. If ticks were late by
+    /// several steps, what was measured meanwhile is recorded as the last of them.
+    public func recordUsageIfDue() async throws {
+        let stepMs = settings.historyStepMs
+        let current = Self.stepStart(of: now(), stepMs: stepMs)
+        guard current > historyStepStart else { return }
+        historyStepStart = current
+        let start = Date(timeIntervalSince1970: Double(current - stepMs) / 1000)
+        let objectives = await telemetry.allStatuses()
+        let step = try await write { model in
+            let step = model.usageStep(start: start, seconds: Double(stepMs) / 1000, objectives: objectives)
+            model.startNextUsageStep()
+            return step
+        }
+        try await history.record(step, deletingBefore: now().addingTimeInterval(-settings.historyRetention.seconds))
+    }
+
+    /// The start of the step `time` falls in, milliseconds since the epoch: steps are aligned to
+    /// multiples of their length.
+    static func stepStart(of time: Date, stepMs: Int64) -> Int64 {
+        let ms = Int64((time.timeIntervalSince1970 * 1000).rounded(.down))
+        return ms - ((ms % stepMs) + stepMs) % stepMs
+    }
+}
+
+extension ClusterModel {
+    /// The step under way as it stands: every host, every VM that runs or was reported running
+    /// during it (where it is now), every application with the state of its worst objective.
+    func usageStep(start: Date, seconds: Double, objectives: [String: [ObjectiveStatus]]) -> UsageStep {
+        let hosts = state.hosts.values.sorted { $0.name < $1.name }.map { host in
+            UsageStep.Host(
+                id: host.id, name: host.name, fingerprint: host.fingerprint, cpuLoad: stepUsage.cpuLoad(of: host.id))
+        }
+        let vms = state.vms.values.compactMap { vm -> UsageStep.VM? in
+            guard let host = vm.hostID, state.hosts[host] != nil, vm.state == .running || stepUsage.wasReported(vm.id)
+            else { return nil }
+            return UsageStep.VM(
+                id: vm.id, name: vm.name, app: vm.spec.app, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB, host: host,
+                cpuCores: stepUsage.cpuCores(of: vm.id), residentMiB: stepUsage.residentMiB(of: vm.id))
+        }.sorted { $0.name < $1.name }
+        let applications = apps.values.sorted { $0.name < $1.name }.map { app in
+            UsageStep.Application(
+                name: app.name, objectives: app.spec.objectives,
+                state: SLOState.worst((objectives[app.name] ?? []).map(\.state)))
+        }
+        return UsageStep(start: start, seconds: seconds, hosts: hosts, vms: vms, applications: applications)
+    }
+}
+
+extension Controller {
+    /// How long before a window a plan may have been made and still have started a migration in
+    /// it: a plan starts its moves as it is stored, so moments, unless the writer was held up.
+    static let planLookbackSeconds = 300.0
+
+    /// The recording step, whole seconds.
+    public nonisolated var historyStepSeconds: Int { Int(settings.historyStepMs / 1000) }
+
+    /// What was recorded over the window `query` asks for, ending with the last complete step:
+    /// `GET /v1/history`. Read and assembled off the actor: only the host names and the latest
+    /// word on the window's migrations are asked of it, so a long window never holds up a
+    /// heartbeat.
+    public nonisolated func history(_ query: HistoryQuery) async throws -> ClusterHistory {
+        let stepMs = Int64(query.stepSeconds) * 1000
+        let to = Self.stepStart(of: now(), stepMs: stepMs)
+        let from = to - Int64(query.steps) * stepMs
+        let (start, end) = (Date(timeIntervalSince1970: Double(from) / 1000), Date(timeIntervalSince1970: Double(to) / 1000))
+        let recording = try await history.recording(
+            from: start, stepSeconds: Double(query.stepSeconds), count: query.steps)
+        let stored = try await store.migrations(requestedFrom: start, to: end)
+        let plans = try await store.plans(createdFrom: start.addingTimeInterval(-Self.planLookbackSeconds), to: end)
+        let (hostNames, migrations) = await current(stored)
+        return ClusterHistory(
+            recording, from: start, to: end, stepSeconds: query.stepSeconds, hostNames: hostNames,
+            migrations: migrations, plans: plans)
+    }
+
+    /// The names of the cluster's hosts, and `migrations` as they are now (an open one may have
+    /// moved on since the store was read).
+    private func current(_ migrations: [Migration]) -> ([HostID: String], [Migration]) {
+        (model.state.hosts.mapValues(\.name), migrations.map { model.migrations[$0.id] ?? $0 })
+    }
+}
+
+extension ClusterHistory {
+    /// The recording on its time axis, with host names (from the recording, else the cluster's),
+    /// and the migrations with the plan that started each.
+    init(
+        _ recording: UsageRecording, from: Date, to: Date, stepSeconds: Int, hostNames: [HostID: String],
+        migrations: [VireoModel.Migration], plans: [Plan]
+    ) {
+        var names = hostNames
+        for host in recording.hosts { names[host.id] = host.name }
+        let name = { (id: HostID) in names[id] ?? id.rawValue }
+        var origin: [MigrationID: Plan] = [:]
+        for plan in plans {
+            for action in plan.actions { if let id = action.migration { origin[id] = plan } }
+        }
+        self.init(
+            from: from, to: to, stepSeconds: stepSeconds,
+            hosts: recording.hosts.map { host in
+                ClusterHistory.Host(
+                    name: host.name, id: host.id, cpus: host.fingerprint.cpus, memoryMiB: host.fingerprint.memoryMiB,
+                    driver: host.fingerprint.driver, capabilities: host.fingerprint.capabilities,
+                    attributes: host.fingerprint.attributes, cpuLoad: host.cpuLoad.nilIfNoneMeasured)
+            },
+            vms: recording.vms.map { vm in
+                ClusterHistory.VM(
+                    name: vm.name, id: vm.id, cpus: vm.cpus, memoryMiB: vm.memoryMiB, app: vm.app,
+                    host: vm.host.map { $0.map(name) }, cpuCores: vm.cpuCores, residentMiB: vm.residentMiB.nilIfNoneMeasured)
+            },
+            applications: recording.applications.map {
+                ClusterHistory.Application(name: $0.name, objectives: $0.objectives, state: $0.state)
+            },
+            migrations: migrations.map { migration in
+                let plan = origin[migration.id]
+                return ClusterHistory.Migration(
+                    id: migration.id, vm: migration.vmName, vmID: migration.vmID, from: name(migration.source),
+                    to: name(migration.destination), state: migration.state, reason: migration.reason,
+                    requestedAt: migration.requestedAt, startedAt: migration.startedAt, endedAt: migration.endedAt,
+                    downtimeMs: migration.stats?.downtimeMs, plan: plan?.id, policy: plan?.policy)
+            })
+    }
+}
+
+extension Array where Element == Double? {
+    /// nil when no entry holds a value: a series nothing measured is left out rather than shown
+    /// as a row of nulls.
+    var nilIfNoneMeasured: Self? { contains { $0 != nil } ? self : nil }
+}

@@ -1,0 +1,122 @@
+import VireoModel
+
+/// What heartbeats reported during the usage-history step under way, as the step's means: each
+/// VM's CPU in cores and each host's CPU as a fraction of its capacity, from the cumulative CPU
+/// seconds they report (the increase over the time it covers, like `UsageHistory`'s rates), and
+/// each VM's resident memory (the mean of its readings). Closing a step starts the next one from
+/// the last readings, so no time between two heartbeats is lost at a step's boundary.
+struct UsageStepMeter {
+    /// A cumulative CPU-seconds counter of one process, read from heartbeats.
+    struct Counter {
+        /// The host whose reading it is: on another host the VM runs in another process.
+        private(set) var source: HostID
+        private(set) var lastTime: Double
+        private(set) var lastValue: Double
+        /// Increase (divided by the scale) and seconds covered since the step began.
+        private(set) var increase = 0.0
+        private(set) var covered = 0.0
+
+        init(source: HostID, time: Double, value: Double) {
+            self.source = source
+            self.lastTime = time
+            self.lastValue = value
+        }
+
+        /// Takes a reading (`value` at `time`, seconds) divided by `scale` (a host's capacity, for
+        /// a fraction). A reading from another host or below the last one (a new process: the VM
+        /// restarted or moved) starts counting again from it; the step keeps what it had.
+        mutating func take(_ value: Double, at time: Double, from source: HostID, scale: Double = 1) {
+            if source == self.source, value >= lastValue, time > lastTime {
+                increase += (value - lastValue) / max(scale, .leastNonzeroMagnitude)
+                covered += time - lastTime
+            }
+            if time >= lastTime || source != self.source {
+                self.source = source
+                lastTime = time
+                lastValue = value
+            }
+        }
+
+        /// The mean rate over the step; nil until two readings of one process covered some time.
+        var rate: Double? { covered > 0 ? increase / covered : nil }
+
+        mutating func startStep() {
+            increase = 0
+            covered = 0
+        }
+    }
+
+    struct Readings {
+        var cpu: Counter?
+        var residentBytes = 0.0
+        var residentCount = 0
+        /// Read during the step under way: what was not is forgotten when it closes.
+        var fresh = true
+    }
+
+    private(set) var vms: [VMID: Readings] = [:]
+    private(set) var hosts: [HostID: Readings] = [:]
+
+    /// A running VM's report from the host it lives on.
+    mutating func take(vm id: VMID, on host: HostID, cpuSeconds: Double?, residentBytes: UInt64?, at time: Double) {
+        var readings = vms[id] ?? Readings()
+        readings.fresh = true
+        if let cpuSeconds {
+            if readings.cpu == nil {
+                readings.cpu = Counter(source: host, time: time, value: cpuSeconds)
+            } else {
+                readings.cpu?.take(cpuSeconds, at: time, from: host)
+            }
+        }
+        if let residentBytes {
+            readings.residentBytes += Double(residentBytes)
+            readings.residentCount += 1
+        }
+        vms[id] = readings
+    }
+
+    /// A host's busy CPU seconds out of `capacity` CPUs.
+    mutating func take(host id: HostID, busySeconds: Double, capacity: Double, at time: Double) {
+        var readings = hosts[id] ?? Readings()
+        readings.fresh = true
+        if readings.cpu == nil {
+            readings.cpu = Counter(source: id, time: time, value: busySeconds)
+        } else {
+            readings.cpu?.take(busySeconds, at: time, from: id, scale: capacity)
+        }
+        hosts[id] = readings
+    }
+
+    /// Mean CPU use over the step, cores.
+    func cpuCores(of vm: VMID) -> Double? { vms[vm]?.cpu?.rate }
+
+    /// Mean resident memory over the step, MiB.
+    func residentMiB(of vm: VMID) -> Double? {
+        guard let readings = vms[vm], readings.residentCount > 0 else { return nil }
+        return readings.residentBytes / Double(readings.residentCount) / 1_048_576
+    }
+
+    /// Mean busy fraction of the host's CPUs over the step.
+    func cpuLoad(of host: HostID) -> Double? { hosts[host]?.cpu?.rate }
+
+    /// Whether the VM was reported during the step.
+    func wasReported(_ vm: VMID) -> Bool { vms[vm]?.fresh ?? false }
+
+    /// Starts the next step: means from zero, the last readings kept as where they count from,
+    /// and VMs and hosts not heard of during the step forgotten.
+    mutating func startStep() {
+        vms = vms.filter(\.value.fresh).mapValues(Self.restarted)
+        hosts = hosts.filter(\.value.fresh).mapValues(Self.restarted)
+    }
+
+    private static func restarted(_ readings: Readings) -> Readings {
+        var next = readings
+        next.cpu?.startStep()
+        next.residentBytes = 0
+        next.residentCount = 0
+        next.fresh = false
+        return next
+    }
+
+    mutating func forget(vm: VMID) { vms[vm] = nil }
+}
