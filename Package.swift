@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "VireoSim",
             dependencies: [
-                "VireoModel", "VireoPlacement",
+                "VireoModel", "VireoPlacement", "VireoAPI",
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]

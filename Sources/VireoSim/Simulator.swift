@@ -70,8 +70,12 @@ public final class Simulator {
     /// What each VM asks for at the current instant (see `updateDemand`).
     private var demand: [Double]
 
+    /// Where VMs start, if not where the policy would place them (a recorded cluster's replay).
+    public let start: [Int?]?
+
     public init(
-        fleet: SimulationFleet, trace: UtilisationTrace, policy: any PlacementPolicy, settings: SimulationSettings = .init()
+        fleet: SimulationFleet, trace: UtilisationTrace, policy: any PlacementPolicy, settings: SimulationSettings = .init(),
+        start: [Int?]? = nil
     ) throws(VireoError) {
         guard fleet.vms.count == trace.vmCount else {
             throw VireoError(.invalidArgument, "fleet has \(fleet.vms.count) VMs, trace has \(trace.vmCount)")
@@ -81,6 +85,7 @@ public final class Simulator {
         self.trace = trace
         self.policy = policy
         self.settings = settings
+        self.start = start
         cluster = PlacementCluster(
             now: 0, interval: settings.interval, settings: settings.model.placement, hosts: fleet.hosts, vms: fleet.vms)
         ledger = SimulationLedger(hostCount: fleet.hosts.count, onWhileHolding: settings.model == .realistic)
@@ -98,7 +103,13 @@ public final class Simulator {
     ) throws(VireoError) -> (SimulationResult, [IntervalSample]) {
         let clock = ContinuousClock()
         let started = clock.now
-        let placement = policy.initialPlacement(cluster)
+        if settings.model == .realistic {
+            // A VM starts asking for what its first sample says, not for its whole size (CloudSim's
+            // start rule): the sample is taken at 0 s, when the VMs are placed.
+            updateDemand(at: 0)
+            cluster.vmDemand = demand
+        }
+        let placement = start ?? policy.initialPlacement(cluster)
         // As in CloudSim, a VM that fits no host when it is created never runs.
         var unplaced = 0
         for vm in 0..<cluster.vmCount {

@@ -39,7 +39,8 @@ struct SimCommand: AsyncParsableCommand {
 
     @Option(help: "Number of hosts (even: ML110 G4, odd: ML110 G5).") var hosts: Int = 800
 
-    @Option(help: "The data centre's rules: cloudsim or realistic (docs/sim.md).") var model: SimulationModel = .cloudsim
+    @Option(help: "The data centre's rules: cloudsim or realistic (docs/sim.md; --from-cluster: realistic).")
+    var model: SimulationModel?
 
     @Option(help: ArgumentHelp("Seconds between decisions, e.g. 300s, 5m.", valueName: "duration"))
     var interval: String = "300s"
@@ -76,63 +77,42 @@ struct SimCommand: AsyncParsableCommand {
 
     @Flag(help: "No progress bar.") var quiet = false
 
+    @Flag(
+        help:
+            "Replay the usage history the controller at --server recorded (GET /v1/history) through each policy, after what the cluster really did (`recorded`)."
+    )
+    var fromCluster = false
+
+    @Option(help: ArgumentHelp("With --from-cluster: how far back, e.g. 24h, 90m.", valueName: "duration"))
+    var since: String = "24h"
+
+    @Option(
+        help: ArgumentHelp("With --from-cluster: seconds per decision, a multiple of the recording step.", valueName: "seconds"))
+    var step: String?
+
+    @OptionGroup var client: ClientOptions
+
     func run() async throws {
-        let settings = try simulationSettings()
-        guard hosts > 0 else { throw VireoError(.invalidArgument, "--hosts must be at least 1 (got \(hosts))") }
-        let traces = trace.isEmpty && synthetic ? Self.defaultSyntheticSources() : trace
-        guard !traces.isEmpty else {
-            throw VireoError(
-                .invalidArgument,
-                synthetic
-                    ? "--synthetic draws its VMs from real traces: give them with --trace (e.g. ../shared/data/planetlab/20110303.csv.gz) or set VIREO_PLANETLAB to their directory"
-                    : "--trace: give at least one trace file")
-        }
         let names = policy.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
-        guard !names.isEmpty else {
-            throw VireoError(.invalidArgument, "--policy: give a policy (\(Policies.names.joined(separator: ", ")))")
-        }
         for name in names {
             do { _ = try Policies.make(name) } catch { throw VireoError(.invalidArgument, "--policy: \(error)") }
         }
-        if synthetic {
-            guard vms > 0 else { throw VireoError(.invalidArgument, "--vms must be at least 1 (got \(vms))") }
-            if let hostScale, hostScale < 1 {
-                throw VireoError(.invalidArgument, "--host-scale must be at least 1 (got \(hostScale))")
-            }
-        }
-        var loaded: [UtilisationTrace] = []
-        for path in traces { loaded.append(try TraceFile.load(path)) }
-        var workloads: [(UtilisationTrace, SimulationFleet)] = []
-        if synthetic {
-            let source = try UtilisationTrace.concatenating(loaded)
-            let generated = SyntheticFleet.trace(from: source, vms: vms, seed: seed)
-            var fleet = CloudSimFleet.fleet(hosts: hosts, trace: generated)
-            let scale = hostScale ?? SyntheticFleet.hostScale(hosts: hosts, fleet: fleet)
-            fleet.hosts = SyntheticFleet.hosts(hosts, scale: scale)
-            workloads.append((generated, fleet))
-        } else {
-            for item in loaded {
-                workloads.append((item, CloudSimFleet.fleet(hosts: hosts, trace: item)))
-            }
-        }
+        let jobs = fromCluster ? try await clusterJobs(names) : try traceJobs(names)
         var results: [SimulationResult] = []
-        let runs = workloads.count * names.count
-        for (trace, fleet) in workloads {
-            for name in names {
-                let policy = try Policies.make(name)
-                let simulator = try Simulator(fleet: fleet, trace: trace, policy: policy, settings: settings)
-                let bar = SimProgressBar(label: "\(policy.name) \(trace.source)", enabled: !quiet)
-                let (result, samples) = try simulator.run(progress: bar.update)
-                bar.finish()
-                if result.unplacedVMs > 0 && !quiet {
-                    stderr(
-                        "warning: \(result.unplacedVMs) of \(trace.vmCount) VMs fitted no host at the start and did not run (as in CloudSim)"
-                    )
-                }
-                results.append(result)
-                try writeSeries(samples, result: result, many: runs > 1)
-                if output == .json { try printJSONLine(result) }
+        for job in jobs {
+            let simulator = try Simulator(
+                fleet: job.fleet, trace: job.trace, policy: job.policy, settings: job.settings, start: job.start)
+            let bar = SimProgressBar(label: "\(job.policy.name) \(job.trace.source)", enabled: !quiet)
+            let (result, samples) = try simulator.run(progress: bar.update)
+            bar.finish()
+            if result.unplacedVMs > 0 && !quiet {
+                stderr(
+                    "warning: \(result.unplacedVMs) of \(job.trace.vmCount) VMs fitted no host at the start and did not run (as in CloudSim)"
+                )
             }
+            results.append(result)
+            try writeSeries(samples, result: result, many: jobs.count > 1)
+            if output == .json { try printJSONLine(result) }
         }
         switch output {
         case .json: break
@@ -157,6 +137,82 @@ struct SimCommand: AsyncParsableCommand {
         }
     }
 
+    /// One run: a policy over a trace on a fleet.
+    struct Job {
+        var trace: UtilisationTrace
+        var fleet: SimulationFleet
+        var settings: SimulationSettings
+        var start: [Int?]?
+        var policy: any PlacementPolicy
+    }
+
+    /// Runs of the trace files (or the synthetic fleet drawn from them), one per policy each.
+    func traceJobs(_ names: [String]) throws -> [Job] {
+        let settings = try simulationSettings()
+        guard hosts > 0 else { throw VireoError(.invalidArgument, "--hosts must be at least 1 (got \(hosts))") }
+        let traces = trace.isEmpty && synthetic ? Self.defaultSyntheticSources() : trace
+        guard !traces.isEmpty else {
+            throw VireoError(
+                .invalidArgument,
+                synthetic
+                    ? "--synthetic draws its VMs from real traces: give them with --trace (e.g. ../shared/data/planetlab/20110303.csv.gz) or set VIREO_PLANETLAB to their directory"
+                    : "--trace: give at least one trace file, or --from-cluster")
+        }
+        guard !names.isEmpty else {
+            throw VireoError(.invalidArgument, "--policy: give a policy (\(Policies.names.joined(separator: ", ")))")
+        }
+        if synthetic {
+            guard vms > 0 else { throw VireoError(.invalidArgument, "--vms must be at least 1 (got \(vms))") }
+            if let hostScale, hostScale < 1 {
+                throw VireoError(.invalidArgument, "--host-scale must be at least 1 (got \(hostScale))")
+            }
+        }
+        var loaded: [UtilisationTrace] = []
+        for path in traces { loaded.append(try TraceFile.load(path)) }
+        var workloads: [(UtilisationTrace, SimulationFleet)] = []
+        if synthetic {
+            let source = try UtilisationTrace.concatenating(loaded)
+            let generated = SyntheticFleet.trace(from: source, vms: vms, seed: seed)
+            var fleet = CloudSimFleet.fleet(hosts: hosts, trace: generated)
+            let scale = hostScale ?? SyntheticFleet.hostScale(hosts: hosts, fleet: fleet)
+            fleet.hosts = SyntheticFleet.hosts(hosts, scale: scale)
+            workloads.append((generated, fleet))
+        } else {
+            for item in loaded { workloads.append((item, CloudSimFleet.fleet(hosts: hosts, trace: item))) }
+        }
+        return try workloads.flatMap { trace, fleet in
+            try names.map { Job(trace: trace, fleet: fleet, settings: settings, start: nil, policy: try Policies.make($0)) }
+        }
+    }
+
+    /// Runs of the cluster's own recorded history: first what it really did (`recorded`), then
+    /// each policy from the same start.
+    func clusterJobs(_ names: [String]) async throws -> [Job] {
+        guard trace.isEmpty && !synthetic else {
+            throw VireoError(
+                .invalidArgument, "--from-cluster replays the cluster's own history: leave out --trace and --synthetic")
+        }
+        if let model, model != .realistic {
+            throw VireoError(
+                .invalidArgument, "--model \(model.rawValue): --from-cluster replays real hosts, under the realistic model")
+        }
+        let history = try await client.client().history(since: since, step: step)
+        let replay = try ClusterReplay(history)
+        if !quiet {
+            let byPolicy = Dictionary(grouping: replay.migrations, by: { $0.policy ?? "by hand" })
+                .map { "\($0.key) \($0.value.count)" }.sorted()
+            stderr(
+                "\(replay.trace.vmCount) VMs on \(replay.fleet.hosts.count) hosts, \(replay.steps) steps of "
+                    + "\(Int(replay.stepSeconds)) s; the cluster started \(replay.migrations.count) migration(s)"
+                    + (byPolicy.isEmpty ? "" : " (\(byPolicy.joined(separator: ", ")))"))
+        }
+        let chosen = names.isEmpty ? ["threshold", "iqr-mmt-1.5", "slo"] : names
+        let policies: [any PlacementPolicy] = [replay.policy] + (try chosen.map { try Policies.make($0) })
+        return policies.map {
+            Job(trace: replay.trace, fleet: replay.fleet, settings: replay.settings, start: replay.start, policy: $0)
+        }
+    }
+
     /// The PlanetLab days a synthetic fleet is drawn from when no --trace is given: the `.csv.gz`
     /// files in $VIREO_PLANETLAB, else in ../shared/data/planetlab (where the repository keeps them).
     static func defaultSyntheticSources() -> [String] {
@@ -172,7 +228,8 @@ struct SimCommand: AsyncParsableCommand {
             throw VireoError(.invalidArgument, "--interval \(interval) is longer than --duration \(duration)")
         }
         return SimulationSettings(
-            interval: intervalSeconds, duration: durationSeconds, idleVMsFinish: keepIdleVMs ? false : nil, model: model)
+            interval: intervalSeconds, duration: durationSeconds, idleVMsFinish: keepIdleVMs ? false : nil,
+            model: model ?? .cloudsim)
     }
 
     /// "300", "300s", "5m", "24h", "1d" (any `DurationText`) as seconds, above zero; anything else

@@ -17,10 +17,10 @@ public struct CloudSimPolicy: PlacementPolicy {
 
     private var historyDepth: Int { detector.needsHistory ? PlacementCluster.historyCapacity : 0 }
 
-    /// PABFD in VM order, every VM asking for its whole size, memory checked. As in CloudSim, the
+    /// PABFD in VM order (every VM asking for its whole size under CloudSim's start rule), memory checked. As in CloudSim, the
     /// overload test sees only the VM being placed (the others' tasks have not started yet).
     public func initialPlacement(_ cluster: PlacementCluster) -> [Int?] {
-        var loads = HostLoads(cluster, vmDemand: cluster.vms.map(\.size), historyDepth: historyDepth, withPower: true)
+        var loads = HostLoads(cluster, historyDepth: historyDepth, withPower: true)
         var candidates = CandidateHosts(cluster, loads)
         let excluded = [Bool](repeating: false, count: cluster.hostCount)
         let chain = FeasibilityChain(purpose: .start)

@@ -53,13 +53,23 @@ struct PackingState {
         running.sort { (rooms[$0], $0) < (rooms[$1], $1) }
         order = running
         orderRoom = running.map { rooms[$0] }
-        switchOnOrder = Self.hostsByEfficiency(cluster)
+        switchOnOrder = Self.hostsByEfficiency(cluster).order
     }
 
-    /// Hosts by idle watts per unit of CPU, most efficient first (ties: cluster order).
-    static func hostsByEfficiency(_ cluster: PlacementCluster) -> [Int] {
-        let idle = cluster.hosts.map { ($0.power ?? .unmetered(cores: $0.cores)).idle / max($0.capacity, 1e-9) }
-        return (0..<cluster.hostCount).sorted { (idle[$0], $0) < (idle[$1], $1) }
+    /// Hosts by idle watts per unit of the resource that binds — CPU, or memory where it counts
+    /// and the VMs fill more of the cluster's memory than of its CPU — most efficient first (ties:
+    /// cluster order).
+    static func hostsByEfficiency(_ cluster: PlacementCluster) -> (order: [Int], memoryBinds: Bool) {
+        var memoryBinds = false
+        if cluster.settings.memoryAlwaysCounts {
+            let cpu = cluster.vmDemand.reduce(0, +) / max(1e-9, cluster.hosts.map(\.capacity).reduce(0, +))
+            let memory = cluster.vms.map(\.memoryMiB).reduce(0, +) / max(1e-9, cluster.hosts.map(\.memoryMiB).reduce(0, +))
+            memoryBinds = memory > cpu
+        }
+        let idle = cluster.hosts.map { host in
+            (host.power ?? .unmetered(cores: host.cores)).idle / max(memoryBinds ? host.memoryMiB : host.capacity, 1e-9)
+        }
+        return ((0..<cluster.hostCount).sorted { (idle[$0], $0) < (idle[$1], $1) }, memoryBinds)
     }
 
     @inline(__always)

@@ -19,8 +19,9 @@ public protocol PlacementPolicy: Sendable {
     /// The name it was created from ("thr-mmt-0.8").
     var name: String { get }
     var powerAccounting: PowerAccounting { get }
-    /// A host for each VM, every VM asking for its whole size (the start of a simulation, when
-    /// all VMs are created at once); nil where none fits. VMs already running keep their host.
+    /// A host for each VM, every VM asking for what the cluster says it asks for now (its whole
+    /// size under CloudSim's start rule) — the start of a simulation, when all VMs are created at
+    /// once; nil where none fits. VMs already running keep their host.
     func initialPlacement(_ cluster: PlacementCluster) -> [Int?]
     /// The migrations to start now, in order, with what was weighed.
     func plan(_ cluster: PlacementCluster) -> RebalancePlan
@@ -29,16 +30,16 @@ public protocol PlacementPolicy: Sendable {
 extension PlacementPolicy {
     public var powerAccounting: PowerAccounting { .followsUtilisation }
 
-    /// First fit in VM order through the feasibility chain, every VM at its whole size.
+    /// First fit in VM order through the feasibility chain.
     public func initialPlacement(_ cluster: PlacementCluster) -> [Int?] {
         FirstFit.place(cluster)
     }
 }
 
-/// First fit at whole size, VM after VM, each placed VM counted before the next.
+/// First fit, VM after VM, each placed VM counted before the next.
 enum FirstFit {
     static func place(_ cluster: PlacementCluster) -> [Int?] {
-        var loads = HostLoads(cluster, vmDemand: cluster.vms.map(\.size))
+        var loads = HostLoads(cluster)
         let chain = FeasibilityChain(purpose: .start)
         var placement = [Int?](repeating: nil, count: cluster.vmCount)
         for vm in 0..<cluster.vmCount {

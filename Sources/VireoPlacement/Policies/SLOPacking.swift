@@ -51,13 +51,16 @@ public struct PackingSettings: Sendable, Equatable {
 }
 
 extension SLOPolicy {
-    /// Best fit at whole size (every VM asks for all of it when it starts) through the
-    /// feasibility chain, onto the most efficient hosts first.
+    /// Best fit through the feasibility chain (every VM asking for what the cluster says, its
+    /// whole size under CloudSim's start rule) onto hosts whose core holds a whole vCPU, the
+    /// tightest on the scarcer resource first; idle hosts are switched on most efficient first.
     func packedPlacement(_ cluster: PlacementCluster) -> [Int?] {
-        var loads = HostLoads(cluster, vmDemand: cluster.vms.map(\.size))
-        let chain = FeasibilityChain(purpose: .start)
+        var loads = HostLoads(cluster)
+        // Only onto hosts whose core holds a whole vCPU, as the packing does: a VM is never capped
+        // by a small core when it grows.
+        let chain = FeasibilityChain(purpose: .start, wholeVCPUOnCore: true)
         var placement = [Int?](repeating: nil, count: cluster.vmCount)
-        let order = PackingState.hostsByEfficiency(cluster)
+        let order = PackingState.hostsByEfficiency(cluster).order
         for vm in 0..<cluster.vmCount {
             if cluster.vmHost[vm] >= 0 {
                 placement[vm] = cluster.vmHost[vm]
@@ -70,7 +73,12 @@ extension SLOPolicy {
             for host in order {
                 guard case .fits = chain.check(candidate, on: host, loads) else { continue }
                 if firstFit == nil { firstFit = host }
-                let free = loads.capacity[host] - loads.usedCPU(host) - candidate.demand
+                // Room left on the host's scarcer resource (CPU or, where it counts, memory).
+                var free = (loads.capacity[host] - loads.usedCPU(host) - candidate.demand) / loads.capacity[host]
+                if loads.cluster.settings.memoryAlwaysCounts {
+                    free = min(
+                        free, (loads.memoryLimit[host] - loads.memoryMiB[host] - candidate.memoryMiB) / loads.memoryLimit[host])
+                }
                 if !loads.residents[host].isEmpty && free < bestFree {
                     bestFree = free
                     best = host
