@@ -87,53 +87,74 @@ public struct FeasibilityChain: Sendable {
 
     /// The first filter `host` fails for `vm`, or how it fits.
     public func check(_ vm: Candidate, on host: Int, _ loads: HostLoads) -> Verdict {
+        run(vm, host, loads, fails: { .filtered($0()) }, fits: { .fits($0) })
+    }
+
+    /// Whether `host` passes every filter for `vm`: what `check` decides, without building the
+    /// reason (placement loops ask this of thousands of hosts).
+    @inline(__always)
+    public func passes(_ vm: Candidate, on host: Int, _ loads: HostLoads) -> Bool {
+        run(vm, host, loads, fails: { _ in false }, fits: { _ in true })
+    }
+
+    /// How `host` would look with `vm`, nil if it fails a filter.
+    @inline(__always)
+    public func fit(_ vm: Candidate, on host: Int, _ loads: HostLoads) -> Fit? {
+        run(vm, host, loads, fails: { _ in nil }, fits: { $0 })
+    }
+
+    /// The chain itself, once: `fails` gets the reason to build only if it wants it.
+    @inline(__always)
+    private func run<R>(
+        _ vm: Candidate, _ host: Int, _ loads: HostLoads, fails: (() -> FilterReason) -> R, fits: (Fit) -> R
+    ) -> R {
         let settings = loads.cluster.settings
         if let pinned = vm.pinnedHost, pinned != loads.cluster.hosts[host].name {
-            return .filtered(.notPinnedHost(pinned: pinned))
+            return fails { .notPinnedHost(pinned: pinned) }
         }
-        if !loads.ready[host] { return .filtered(.hostNotReady(state: loads.cluster.hosts[host].state)) }
+        if !loads.ready[host] { return fails { .hostNotReady(state: loads.cluster.hosts[host].state) } }
         let move = purpose == .move
         if move, vm.previousHost == host, loads.cluster.now - vm.lastMoveStart < returnBlockSeconds {
             let ago = loads.cluster.now - vm.lastMoveStart
-            return .filtered(.recentlyLeft(secondsAgo: ago, blockSeconds: returnBlockSeconds))
+            return fails { .recentlyLeft(secondsAgo: ago, blockSeconds: returnBlockSeconds) }
         }
-        if move && !loads.liveMigration[host] { return .filtered(.missingCapability(.liveMigration)) }
+        if move && !loads.liveMigration[host] { return fails { .missingCapability(.liveMigration) } }
         if !vm.requiredCapabilities.isEmpty, !loads.capabilities[host].contains(vm.requiredCapabilities) {
             let missing = vm.requiredCapabilities.subtracting(loads.capabilities[host])
-            return .filtered(.missingCapability(missing.first ?? .liveMigration))
+            return fails { .missingCapability(missing.first ?? .liveMigration) }
         }
         let vcpuLimit = loads.vcpuLimit[host]
         if vcpuLimit != .max {
             let free = max(0, vcpuLimit - loads.vcpus[host])
-            if vm.vcpus > free { return .filtered(.insufficientCPU(requested: vm.vcpus, free: free)) }
+            if vm.vcpus > free { return fails { .insufficientCPU(requested: vm.vcpus, free: free) } }
         }
         if settings.memoryAlwaysCounts || !move {
             let free = max(0, loads.memoryLimit[host] - loads.memoryMiB[host])
             if vm.memoryMiB > free {
-                return .filtered(.insufficientMemory(requestedMiB: Int(vm.memoryMiB), freeMiB: Int(free)))
+                return fails { .insufficientMemory(requestedMiB: Int(vm.memoryMiB), freeMiB: Int(free)) }
             }
         }
         let core = loads.coreCapacity[host]
         if settings.demandMustFit {
             let perVCPU = vm.demand / Double(max(1, vm.vcpus))
-            if perVCPU > core { return .filtered(.coreTooSmall(needed: perVCPU, core: core)) }
+            if perVCPU > core { return fails { .coreTooSmall(needed: perVCPU, core: core) } }
             let free = loads.capacity[host] - loads.usedCPU(host)
-            if vm.demand > free { return .filtered(.insufficientCPUCapacity(requested: vm.demand, free: free)) }
+            if vm.demand > free { return fails { .insufficientCPUCapacity(requested: vm.demand, free: free) } }
         }
         if wholeVCPUOnCore && vm.vcpuCapacity > core {
-            return .filtered(.coreTooSmall(needed: vm.vcpuCapacity, core: core))
+            return fails { .coreTooSmall(needed: vm.vcpuCapacity, core: core) }
         }
         if let group = vm.antiAffinityGroup, let holder = loads.holder(of: group, on: host) {
-            return .filtered(.antiAffinity(group: group, vm: holder))
+            return fails { .antiAffinity(group: group, vm: holder) }
         }
         if move, let budget, loads.migrations[host] >= budget.perHost {
-            return .filtered(.hostMigrationBudget(limit: budget.perHost))
+            return fails { .hostMigrationBudget(limit: budget.perHost) }
         }
         let capacity = loads.capacity[host]
         let loadAfter = capacity > 0 ? (loads.demand[host] + vm.demand) / capacity : .infinity
         if let loadLimit {
             let limit = vm.hasObjectives || loads.protectedVMs[host] > 0 ? loadLimit.protected : loadLimit.other
-            if loadAfter > limit { return .filtered(.wouldOverload(predicted: loadAfter, limit: limit)) }
+            if loadAfter > limit { return fails { .wouldOverload(predicted: loadAfter, limit: limit) } }
         }
         var cost: MigrationCost?
         if move, let costModel {
@@ -142,11 +163,11 @@ public struct FeasibilityChain: Sendable {
                 memoryMiB: vm.memoryMiB, dirtyMiBPerSecond: vm.dirtyRateMiBPerSecond,
                 bandwidthMiBPerSecond: min(loads.linkMiBPerSecond[host], sourceLink))
             {
-            case .failure(let error): return .filtered(.doesNotConverge(error))
+            case .failure(let error): return fails { .doesNotConverge(error) }
             case .success(let predicted): cost = predicted
             }
         }
-        return .fits(Fit(loadAfter: loadAfter, cost: cost))
+        return fits(Fit(loadAfter: loadAfter, cost: cost))
     }
 
     /// Why `host` cannot send its VMs away, if it cannot.

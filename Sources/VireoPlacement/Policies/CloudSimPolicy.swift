@@ -114,13 +114,20 @@ public struct CloudSimPolicy: PlacementPolicy {
         let order = (0..<hostCount).filter { cluster.hostUtilisation[$0] > 0 && cluster.hostUtilisation[$0] < 1 }
             .sorted { (cluster.hostUtilisation[$0], $0) < (cluster.hostUtilisation[$1], $1) }
         before = (0..<hostCount).map { loads.load($0) }
+        // Where memory counts, free memory only shrinks while hosts are emptied (the emptied host
+        // is excluded as a destination): a VM with more memory than any host had free fails, and
+        // so does the evacuation of its host — known without scanning every host for it.
+        var mostFreeMemory = Double.infinity
+        if cluster.settings.memoryAlwaysCounts {
+            mostFreeMemory = (0..<hostCount).map { loads.memoryLimit[$0] - loads.memoryMiB[$0] }.max() ?? 0
+        }
         for host in order where !candidateExcluded[host] {
             let resident = cluster.hostVMs[host]
             if !resident.isEmpty && resident.allSatisfy({ cluster.isMigrating($0) }) { continue }
             candidateExcluded[host] = true
             excluded[host] = true
             let vms = (resident + (plannedIn[host] ?? [])).filter { !cluster.isMigrating($0) }
-            if vms.isEmpty { continue }
+            if vms.isEmpty || vms.contains(where: { cluster.vms[$0].memoryMiB > mostFreeMemory }) { continue }
             var moves: [(vm: Int, target: Int)] = []
             for (vm, _, _) in sortedByRequest(vms.map { ($0, host, 0) }, cluster) {
                 let target = bestHost(
@@ -187,7 +194,7 @@ public struct CloudSimPolicy: PlacementPolicy {
         var smallestIncrease = Double.infinity
         var scratch = [Double](repeating: 0, count: PlacementCluster.historyCapacity)
         candidates.forEach(excluding: excluded) { host in
-            guard case .fits = chain.check(candidate, on: host, loads) else { return }
+            guard chain.passes(candidate, on: host, loads) else { return }
             let used = loads.usedCPU(host)
             let total = loads.capacity[host]
             let increase =

@@ -119,7 +119,7 @@ struct PackingState {
         where history[host * window + age] + Self.demand(vm, age, cluster, size, vmMargin) > capacity {
             return false
         }
-        guard case .fits = chain.check(candidate, on: host, loads) else { return false }
+        guard chain.passes(candidate, on: host, loads) else { return false }
         return true
     }
 

@@ -49,7 +49,7 @@ enum FirstFit {
             }
             let candidate = loads.candidate(vm)
             for host in 0..<cluster.hostCount {
-                guard case .fits = chain.check(candidate, on: host, loads) else { continue }
+                guard chain.passes(candidate, on: host, loads) else { continue }
                 loads.add(vm, to: host)
                 placement[vm] = host
                 break

@@ -71,7 +71,7 @@ extension SLOPolicy {
             var bestFree = Double.infinity
             var firstFit: Int?
             for host in order {
-                guard case .fits = chain.check(candidate, on: host, loads) else { continue }
+                guard chain.passes(candidate, on: host, loads) else { continue }
                 if firstFit == nil { firstFit = host }
                 // Room left on the host's scarcer resource (CPU or, where it counts, memory).
                 var free = (loads.capacity[host] - loads.usedCPU(host) - candidate.demand) / loads.capacity[host]
