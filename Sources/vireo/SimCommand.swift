@@ -27,6 +27,9 @@ struct SimCommand: AsyncParsableCommand {
 
             Traces: PlanetLab day files (`vm_name,v1,...,v288`, integer percent, optionally .gz) or a \
             fleet CSV with header `vm,mips,memory_mb,u1,u2,...` (see docs/sim.md).
+
+            Your own cluster: `--from-cluster [--since 24h]` replays the usage history the controller at \
+            --server recorded, first as it really happened (`recorded`), then through each policy.
             """)
 
     @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Trace files (.csv or .csv.gz).", valueName: "file"))

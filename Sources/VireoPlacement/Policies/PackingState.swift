@@ -113,13 +113,15 @@ struct PackingState {
     /// Whether `vm` may go to `host`: the feasibility chain passes, and neither its current nor
     /// its recent-peak demand would pass `limit`.
     func accepts(_ vm: Int, _ host: Int, _ candidate: Candidate) -> Bool {
-        let capacity = limit * cluster.hosts[host].capacity
-        guard current[host] + cluster.vmDemand[vm] <= capacity else { return false }
+        let capacity = limit * loads.capacity[host]
+        // Cheapest first: the current demand, then the chain (memory, cores), then the history.
+        guard current[host] + cluster.vmDemand[vm] <= capacity, chain.passes(candidate, on: host, loads) else {
+            return false
+        }
         for age in 0..<window
         where history[host * window + age] + Self.demand(vm, age, cluster, size, vmMargin) > capacity {
             return false
         }
-        guard chain.passes(candidate, on: host, loads) else { return false }
         return true
     }
 

@@ -71,6 +71,10 @@ extension SLOPolicy {
             var bestFree = Double.infinity
             var firstFit: Int?
             for host in order {
+                // An empty host is taken only when no running host fits, and then the first that
+                // fits in this order: once one is known, the other empty hosts need no look.
+                let empty = loads.residents[host].isEmpty
+                if empty && firstFit != nil { continue }
                 guard chain.passes(candidate, on: host, loads) else { continue }
                 if firstFit == nil { firstFit = host }
                 // Room left on the host's scarcer resource (CPU or, where it counts, memory).
@@ -79,7 +83,7 @@ extension SLOPolicy {
                     free = min(
                         free, (loads.memoryLimit[host] - loads.memoryMiB[host] - candidate.memoryMiB) / loads.memoryLimit[host])
                 }
-                if !loads.residents[host].isEmpty && free < bestFree {
+                if !empty && free < bestFree {
                     bestFree = free
                     best = host
                 }
