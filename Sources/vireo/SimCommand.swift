@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VireoAPI
 import VireoModel
 import VireoPlacement
 import VireoSim
@@ -93,6 +94,12 @@ struct SimCommand: AsyncParsableCommand {
         help: ArgumentHelp("With --from-cluster: seconds per decision, a multiple of the recording step.", valueName: "seconds"))
     var step: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Show the plan made at one decision — a step number from 0, or a simulated time such as 2h — with every move's typed reason and every VM and host weighed.",
+            valueName: "step"))
+    var explain: String?
+
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
@@ -100,14 +107,31 @@ struct SimCommand: AsyncParsableCommand {
         for name in names {
             do { _ = try Policies.make(name) } catch { throw VireoError(.invalidArgument, "--policy: \(error)") }
         }
+        if let explain, Self.explainedStep(explain, settings: .init()) == nil {
+            throw VireoError(
+                .invalidArgument, "--explain '\(explain)' is neither a step number (0, 1, ...) nor a time such as 2h")
+        }
         let jobs = fromCluster ? try await clusterJobs(names) : try traceJobs(names)
         var results: [SimulationResult] = []
         for job in jobs {
             let simulator = try Simulator(
                 fleet: job.fleet, trace: job.trace, policy: job.policy, settings: job.settings, start: job.start)
             let bar = SimProgressBar(label: "\(job.policy.name) \(job.trace.source)", enabled: !quiet)
-            let (result, samples) = try simulator.run(progress: bar.update)
+            let wanted = explain.flatMap { Self.explainedStep($0, settings: job.settings) }
+            var explained: (step: Int, seconds: Double, plan: RebalancePlan)?
+            let (result, samples) = try simulator.run(
+                progress: bar.update,
+                decided: { step, cluster, plan in
+                    if step == wanted { explained = (step, cluster.now, plan) }
+                })
             bar.finish()
+            if let wanted {
+                guard let explained else {
+                    throw VireoError(
+                        .invalidArgument, "--explain: step \(wanted) is past the run's last decision (\(samples.count - 1))")
+                }
+                try printExplanation(explained, policy: job.policy.name, trace: job.trace.source)
+            }
             if result.unplacedVMs > 0 && !quiet {
                 stderr(
                     "warning: \(result.unplacedVMs) of \(job.trace.vmCount) VMs fitted no host at the start and did not run (as in CloudSim)"
@@ -137,6 +161,39 @@ struct SimCommand: AsyncParsableCommand {
                     "\(r.policy),\(r.trace),\(r.hosts),\(r.vms),\(r.energyKWh),\(r.slatah),\(r.pdm),\(r.slav),\(r.esv),\(r.migrations),\(r.wallSeconds)"
                 )
             }
+        }
+    }
+
+    /// The decision `text` names: a step number, or the step a simulated time falls in.
+    static func explainedStep(_ text: String, settings: SimulationSettings) -> Int? {
+        if let step = Int(text) { return step >= 0 ? step : nil }
+        guard let seconds = DurationText.seconds(text) else { return nil }
+        return max(0, Int(((seconds - settings.firstDecision) / settings.interval).rounded(.down)))
+    }
+
+    /// The plan of one decision: as `vireo plan --explain` shows a plan, or one JSON line.
+    func printExplanation(_ explained: (step: Int, seconds: Double, plan: RebalancePlan), policy: String, trace: String)
+        throws
+    {
+        let plan = Plan(
+            explained.plan, id: "step-\(explained.step)", state: .dryRun, trigger: .automatic,
+            at: Date(timeIntervalSince1970: explained.seconds))
+        if output == .json {
+            struct Explanation: Encodable {
+                var step: Int
+                var seconds: Double
+                var policy: String
+                var trace: String
+                var plan: Plan
+            }
+            let encoder = VireoJSON.encoder()
+            let line = Explanation(step: explained.step, seconds: explained.seconds, policy: policy, trace: trace, plan: plan)
+            print(String(decoding: try encoder.encode(["explain": line]), as: UTF8.self))
+        } else {
+            print(
+                "Step \(explained.step) (\(DurationText.format(explained.seconds)) simulated) of \(policy) on \(trace): "
+                    + "\(plan.actions.count) move(s)")
+            print(PlanText.describe(plan, explain: true))
         }
     }
 

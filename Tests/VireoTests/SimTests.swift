@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VireoAPI
 import VireoModel
 import VireoPlacement
 import VireoSim
@@ -296,13 +297,43 @@ struct SimMetricTests {
 struct SimPlanetLabTests {
     static let day = planetLabDirectory + "/20110303.csv.gz"
 
-    static func run(_ policy: String, duration: Double = 86_400) async throws -> SimulationResult {
+    static let secondDay = planetLabDirectory + "/20110306.csv.gz"
+
+    static func run(
+        _ policy: String, day: String = day, model: SimulationModel = .cloudsim, duration: Double = 86_400
+    ) async throws -> SimulationResult {
         let trace = try TraceFile.load(day)
         let fleet = CloudSimFleet.fleet(hosts: 800, trace: trace)
         return try Simulator(
             fleet: fleet, trace: trace, policy: try Policies.make(policy),
-            settings: SimulationSettings(duration: duration)
+            settings: SimulationSettings(duration: duration, model: model)
         ).run().0
+    }
+
+    // CloudSim 3.0.3's published energy (kWh) and migrations for 20110303.
+    @Test(
+        "IQR, MAD and LR land within 10 % of CloudSim 3.0.3's energy and migrations",
+        arguments: [("iqr-mmt-1.5", 193.63, 27_592.0), ("mad-mmt-2.5", 189.79, 27_781.0), ("lr-mmt-1.2", 167.83, 27_649.0)])
+    func adaptiveFidelity(policy: String, energy: Double, migrations: Double) async throws {
+        let result = try await Self.run(policy)
+        #expect(abs(result.energyKWh - energy) <= 0.1 * energy, "\(policy): \(result.energyKWh) kWh")
+        #expect(abs(Double(result.migrations) - migrations) <= 0.1 * migrations, "\(policy): \(result.migrations)")
+        #expect(result.unplacedVMs == 0)
+    }
+
+    @Test(
+        "slo on both days, both models: every VM placed, far fewer migrations and less energy than THR, SLA kept",
+        arguments: [SimulationModel.cloudsim, .realistic])
+    func sloBounds(model: SimulationModel) async throws {
+        for day in [Self.day, Self.secondDay] {
+            let slo = try await Self.run("slo", day: day, model: model)
+            let thr = try await Self.run("thr-mmt-0.8", day: day, model: model)
+            #expect(slo.unplacedVMs == 0)
+            #expect(slo.energyKWh < thr.energyKWh, "\(model) \(day): \(slo.energyKWh) vs \(thr.energyKWh) kWh")
+            #expect(Double(slo.migrations) <= 0.1 * Double(thr.migrations), "\(model) \(day): \(slo.migrations)")
+            #expect(slo.esv <= 0.5 * thr.esv, "\(model) \(day): ESV \(slo.esv) vs \(thr.esv)")
+            #expect(slo.slatah < 0.005, "\(model) \(day): SLATAH \(slo.slatah)")
+        }
     }
 
     @Test("the day loads: 1,052 VMs of 288 samples")
@@ -376,6 +407,36 @@ struct SimCLITests {
             #expect(object[key] != nil, "missing \(key)")
         }
         #expect(object["vms"] as? Int == 1052)
+    }
+
+    @Test("--explain shows the plan of one decision with its typed reasons")
+    func explain() async throws {
+        let result = try await vireo([
+            "sim", "--trace", SimPlanetLabTests.day, "--policy", "thr-mmt-0.8", "--duration", "2h", "--explain", "3",
+            "-o", "json", "--quiet",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let line = try #require(result.stdout.split(separator: "\n").first { $0.contains("\"explain\"") })
+        let decoded = try VireoJSON.decoder().decode([String: ExplainedStep].self, from: Data(line.utf8))
+        let step = try #require(decoded["explain"])
+        #expect(step.step == 3 && abs(step.seconds - 900.1) < 1e-6 && step.policy == "thr-mmt-0.8")
+        #expect(!step.plan.actions.isEmpty)
+        for action in step.plan.actions {
+            switch action.reason {
+            case .hostOverloaded, .consolidation: break
+            default: Issue.record("unexpected reason \(action.reason)")
+            }
+        }
+        let bad = try await vireo(["sim", "--trace", SimPlanetLabTests.day, "--policy", "dvfs", "--explain", "soon"])
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("--explain 'soon'"), "\(bad.stderr)")
+    }
+
+    struct ExplainedStep: Decodable {
+        var step: Int
+        var seconds: Double
+        var policy: String
+        var plan: Plan
     }
 
     @Test("bad input exits 2 naming the field and value")

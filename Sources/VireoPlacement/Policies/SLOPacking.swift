@@ -131,6 +131,16 @@ extension SLOPolicy {
                     cost: cost))
         }
 
+        var shed = 0
+        var emptied = 0
+        var kept = 0
+        defer {
+            plan.notes.append(
+                "packing (hosts switched off when empty): \(shed) VM(s) shed from hosts above "
+                    + "\(NumberText.percent(packing.overloadUtilisation)), \(emptied) host(s) emptied, \(kept) under-used "
+                    + "host(s) kept because their VMs fit nowhere else")
+        }
+
         // 1. Protect demand: shed VMs from hosts whose demand is at or near their capacity.
         for host in 0..<cluster.hostCount where !cluster.hostVMs[host].isEmpty && !locked[host] {
             let capacity = cluster.hosts[host].capacity
@@ -163,6 +173,7 @@ extension SLOPolicy {
                 guard let target = state.bestHost(for: vm, locked: locked, allowIdle: true) else { continue }
                 locked[target] = true
                 record(vm, from: host, to: target, reason)
+                shed += 1
             }
         }
 
@@ -195,7 +206,11 @@ extension SLOPolicy {
                 moves.append((vm, target))
             }
             for move in moves.reversed() { state.move(move.vm, from: move.target, to: host) }
-            guard moves.count == vms.count else { continue }
+            guard moves.count == vms.count else {
+                kept += 1
+                continue
+            }
+            emptied += 1
             let reason = MoveReason.consolidation(
                 host: cluster.hosts[host].name, utilisation: fraction, limit: packing.evacuationUtilisation)
             for move in moves { record(move.vm, from: host, to: move.target, reason) }
