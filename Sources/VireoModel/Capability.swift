@@ -19,6 +19,9 @@ public struct CapabilitySet: OptionSet, Sendable, Hashable {
         self.init(rawValue: capabilities.reduce(0) { $0 | Self.bit($1) })
     }
 
+    /// Live migration alone (what every move needs on both hosts), built once.
+    public static let liveMigration = CapabilitySet([.liveMigration])
+
     private static func bit(_ capability: Capability) -> UInt32 {
         1 << UInt32(Capability.allCases.firstIndex(of: capability)!)
     }

@@ -50,8 +50,32 @@ public enum InitialPlacement {
     }
 }
 
-/// How hosts that pass the filters are ranked. Each policy uses one.
+/// How hosts that pass the filters are ranked — one set for every policy, each ranking with the
+/// one its strategy needs: spread (the controller's new VMs), least load after the move (`slo`'s
+/// relief, `threshold`: the chain's `Fit.loadAfter`), least power rise (CloudSim's PABFD), least
+/// room left (`slo`'s packing).
 public enum Scorers {
+    /// Watts `host` would add by taking `demand` more CPU, from its utilisation as last measured
+    /// (an idle host's rise counts from its idle power, as CloudSim does). Lower is better. The
+    /// loads must have been made `withPower`.
+    @inline(__always)
+    public static func powerRise(_ demand: Double, on host: Int, _ loads: HostLoads) -> Double {
+        let total = loads.capacity[host]
+        return loads.power(host, at: (loads.usedCPU(host) + demand) / total)
+            - loads.power(host, at: loads.cluster.hostUtilisation[host])
+    }
+
+    /// The fraction of the host's scarcer resource — CPU, or memory where the cluster counts it —
+    /// left after taking `vm`. Lower is a tighter (better) fit.
+    @inline(__always)
+    public static func roomLeft(_ vm: Candidate, on host: Int, _ loads: HostLoads) -> Double {
+        var room = (loads.capacity[host] - loads.usedCPU(host) - vm.demand) / loads.capacity[host]
+        if loads.cluster.settings.memoryAlwaysCounts {
+            room = min(room, (loads.memoryLimit[host] - loads.memoryMiB[host] - vm.memoryMiB) / loads.memoryLimit[host])
+        }
+        return room
+    }
+
     /// Spread: prefer the host that keeps the most headroom on its scarcer resource (vCPUs or
     /// memory), with the average as a tie-breaker. Spreading leaves room for VMs to grow and for
     /// migrations. Where vCPUs are not counted, CPU headroom is free CPU after the VM's demand.

@@ -14,21 +14,14 @@ public final class SQLiteStore: ClusterStore {
 
     /// Opens (creating and migrating as needed) the database at `path`.
     public init(path: String) throws {
-        var config = Configuration()
-        config.busyMode = .timeout(5)
-        config.prepareDatabase { db in
-            // NORMAL is durable across process crashes in WAL mode; FULL adds an fsync per commit
-            // for power loss, which a controller's data dir on a server should have.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        writer = try DatabasePool(path: path, configuration: config)
-        try Self.migrator.migrate(writer)
+        // NORMAL is durable across process crashes in WAL mode; FULL adds an fsync per commit
+        // for power loss, which a controller's data dir on a server should have.
+        writer = try SQLiteDatabase.open(path: path, synchronous: "FULL", migrator: Self.migrator)
     }
 
-    /// An in-memory database (tests, what-if runs).
+    /// In memory (tests, what-if runs).
     public init() throws {
-        writer = try DatabaseQueue()
-        try Self.migrator.migrate(writer)
+        writer = try SQLiteDatabase.inMemory(migrator: Self.migrator)
     }
 
     static var migrator: DatabaseMigrator {

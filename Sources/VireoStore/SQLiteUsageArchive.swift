@@ -15,20 +15,13 @@ public final class SQLiteUsageArchive: UsageArchive {
 
     /// Opens (creating and migrating as needed) the archive at `path`.
     public init(path: String) throws {
-        var config = Configuration()
-        config.busyMode = .timeout(5)
-        config.prepareDatabase { db in
-            // Durable across a crash of the process; a power cut may lose the last step.
-            try db.execute(sql: "PRAGMA synchronous = NORMAL")
-        }
-        writer = try DatabasePool(path: path, configuration: config)
-        try Self.migrator.migrate(writer)
+        // Durable across a crash of the process; a power cut may lose the last step.
+        writer = try SQLiteDatabase.open(path: path, synchronous: "NORMAL", migrator: Self.migrator)
     }
 
     /// In memory (tests, what-if runs).
     public init() throws {
-        writer = try DatabaseQueue()
-        try Self.migrator.migrate(writer)
+        writer = try SQLiteDatabase.inMemory(migrator: Self.migrator)
     }
 
     static var migrator: DatabaseMigrator {

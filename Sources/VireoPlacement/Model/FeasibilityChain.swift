@@ -174,7 +174,7 @@ public struct FeasibilityChain: Sendable {
     public static func sourceProblem(_ host: Int, _ cluster: PlacementCluster) -> FilterReason? {
         let source = cluster.hosts[host]
         if source.state != .ready { return .hostNotReady(state: source.state) }
-        if !source.capabilities.contains(CapabilitySet([.liveMigration])) { return .missingCapability(.liveMigration) }
+        if !source.capabilities.contains(.liveMigration) { return .missingCapability(.liveMigration) }
         return nil
     }
 }

@@ -99,16 +99,15 @@ public struct HostLoads: Sendable {
         vmHost = cluster.vmHost
         moving = cluster.vmDestination.map { $0 >= 0 }
         let settings = cluster.settings
-        capacity = cluster.hosts.map(\.capacity)
-        coreCapacity = cluster.hosts.map(\.coreCapacity)
-        vcpuLimit = cluster.hosts.map { host in
-            settings.cpuOvercommit.map { Int((Double(host.cores) * $0).rounded(.down)) } ?? Int.max
-        }
-        memoryLimit = cluster.hosts.map { ($0.memoryMiB * settings.memoryOvercommit).rounded(.down) }
-        ready = cluster.hosts.map { $0.state == .ready }
-        liveMigration = cluster.hosts.map { $0.capabilities.contains(CapabilitySet([.liveMigration])) }
-        capabilities = cluster.hosts.map(\.capabilities)
-        linkMiBPerSecond = cluster.hosts.map(\.linkMiBPerSecond)
+        let table = cluster.table
+        capacity = table.capacity
+        coreCapacity = table.coreCapacity
+        vcpuLimit = table.vcpuLimit
+        memoryLimit = table.memoryLimit
+        ready = table.ready
+        liveMigration = table.liveMigration
+        capabilities = table.capabilities
+        linkMiBPerSecond = table.linkMiBPerSecond
         watts = withPower ? cluster.hosts.flatMap { ($0.power ?? PowerCurve.unmetered(cores: $0.cores)).watts } : []
         var objectiveApps = Set<String>()
         for app in cluster.applications where !app.objectives.isEmpty { objectiveApps.insert(app.name) }
@@ -116,8 +115,8 @@ public struct HostLoads: Sendable {
             objectiveApps.isEmpty
             ? Array(repeating: false, count: cluster.vmCount)
             : cluster.vms.map { $0.application.map(objectiveApps.contains) ?? false }
-        vcpus = cluster.hosts.map(\.reservedVCPUs)
-        memoryMiB = cluster.hosts.map(\.reservedMemoryMiB)
+        vcpus = table.reservedVCPUs
+        memoryMiB = table.reservedMemoryMiB
         demand = Array(repeating: 0, count: hostCount)
         cappedDemand = Array(repeating: 0, count: hostCount)
         migrations = Array(repeating: 0, count: hostCount)

@@ -26,7 +26,7 @@ public struct PlacementHost: Sendable, Equatable {
 
     public init(
         id: HostID, name: String, state: HostState = .ready, cores: Int, coreCapacity: Double = 1, memoryMiB: Double,
-        capabilities: CapabilitySet = CapabilitySet([.liveMigration]), linkMiBPerSecond: Double = 1_024,
+        capabilities: CapabilitySet = .liveMigration, linkMiBPerSecond: Double = 1_024,
         power: PowerCurve? = nil, reservedVCPUs: Int = 0, reservedMemoryMiB: Double = 0, model: String = ""
     ) {
         self.id = id
@@ -68,7 +68,7 @@ public struct PlacementVM: Sendable, Equatable {
     public init(
         id: VMID, name: String, vcpus: Int, vcpuCapacity: Double = 1, memoryMiB: Double,
         dirtyRateMiBPerSecond: Double = 0, application: String? = nil, antiAffinityGroup: String? = nil,
-        pinnedHost: String? = nil, requiredCapabilities: CapabilitySet = CapabilitySet([])
+        pinnedHost: String? = nil, requiredCapabilities: CapabilitySet = CapabilitySet()
     ) {
         self.id = id
         self.name = name
@@ -157,8 +157,11 @@ public struct PlacementCluster: Sendable {
     public var now: Double
     /// Seconds between history samples (between decision points in a simulation).
     public var interval: Double
-    public var settings: PlacementSettings
-    public var hosts: [PlacementHost]
+    public var settings: PlacementSettings { didSet { table = HostTable(hosts, settings) } }
+    public var hosts: [PlacementHost] { didSet { table = HostTable(hosts, settings) } }
+    /// The hosts' constants as flat arrays, kept with the hosts, so that every plan and placement
+    /// shares them instead of building them again.
+    public private(set) var table: HostTable
     public var vms: [PlacementVM]
     public var applications: [RebalanceApplication]
 
@@ -197,6 +200,7 @@ public struct PlacementCluster: Sendable {
         self.interval = interval
         self.settings = settings
         self.hosts = hosts
+        table = HostTable(hosts, settings)
         self.vms = vms
         self.applications = applications
         hostVMs = Array(repeating: [], count: hosts.count)
@@ -310,5 +314,59 @@ public enum CPUHistory {
         guard !samples.isEmpty else { return nil }
         let recent = samples.suffix(max(1, window))
         return recent.reduce(0, +) / Double(recent.count)
+    }
+}
+
+/// Each host's constants as flat arrays (capacity, cores, limits under the cluster's settings,
+/// state, capabilities, link, what unlisted VMs hold), read by the filters' hot loops.
+public struct HostTable: Sendable {
+    public let capacity: [Double]
+    public let coreCapacity: [Double]
+    public let vcpuLimit: [Int]
+    public let memoryLimit: [Double]
+    public let ready: [Bool]
+    public let liveMigration: [Bool]
+    public let capabilities: [CapabilitySet]
+    public let linkMiBPerSecond: [Double]
+    public let reservedVCPUs: [Int]
+    public let reservedMemoryMiB: [Double]
+
+    init(_ hosts: [PlacementHost], _ settings: PlacementSettings) {
+        var capacity = [Double](), coreCapacity = [Double](), vcpuLimit = [Int](), memoryLimit = [Double]()
+        var ready = [Bool](), liveMigration = [Bool](), capabilities = [CapabilitySet](), link = [Double]()
+        var reservedVCPUs = [Int](), reservedMemory = [Double]()
+        let count = hosts.count
+        capacity.reserveCapacity(count)
+        coreCapacity.reserveCapacity(count)
+        vcpuLimit.reserveCapacity(count)
+        memoryLimit.reserveCapacity(count)
+        ready.reserveCapacity(count)
+        liveMigration.reserveCapacity(count)
+        capabilities.reserveCapacity(count)
+        link.reserveCapacity(count)
+        reservedVCPUs.reserveCapacity(count)
+        reservedMemory.reserveCapacity(count)
+        for host in hosts {
+            capacity.append(host.capacity)
+            coreCapacity.append(host.coreCapacity)
+            vcpuLimit.append(settings.cpuOvercommit.map { Int((Double(host.cores) * $0).rounded(.down)) } ?? Int.max)
+            memoryLimit.append((host.memoryMiB * settings.memoryOvercommit).rounded(.down))
+            ready.append(host.state == .ready)
+            liveMigration.append(host.capabilities.contains(.liveMigration))
+            capabilities.append(host.capabilities)
+            link.append(host.linkMiBPerSecond)
+            reservedVCPUs.append(host.reservedVCPUs)
+            reservedMemory.append(host.reservedMemoryMiB)
+        }
+        self.capacity = capacity
+        self.coreCapacity = coreCapacity
+        self.vcpuLimit = vcpuLimit
+        self.memoryLimit = memoryLimit
+        self.ready = ready
+        self.liveMigration = liveMigration
+        self.capabilities = capabilities
+        linkMiBPerSecond = link
+        self.reservedVCPUs = reservedVCPUs
+        reservedMemoryMiB = reservedMemory
     }
 }

@@ -187,7 +187,6 @@ public struct CloudSimPolicy: PlacementPolicy {
         for vm: Int, excluded: [Bool], loads: HostLoads, _ candidates: CandidateHosts, chain: FeasibilityChain,
         migrationIntervals: Double, atStart: Bool
     ) -> Int? {
-        let cluster = loads.cluster
         let candidate = loads.candidate(vm)
         let request = candidate.demand
         var best: Int?
@@ -197,8 +196,7 @@ public struct CloudSimPolicy: PlacementPolicy {
             guard chain.passes(candidate, on: host, loads) else { return }
             let used = loads.usedCPU(host)
             let total = loads.capacity[host]
-            let increase =
-                loads.power(host, at: (used + request) / total) - loads.power(host, at: cluster.hostUtilisation[host])
+            let increase = Scorers.powerRise(request, on: host, loads)
             guard increase < smallestIncrease else { return }
             if used > 1e-9 {
                 // Would the host be overloaded with the VM? (Judged without changing the loads.)

@@ -77,12 +77,7 @@ extension SLOPolicy {
                 if empty && firstFit != nil { continue }
                 guard chain.passes(candidate, on: host, loads) else { continue }
                 if firstFit == nil { firstFit = host }
-                // Room left on the host's scarcer resource (CPU or, where it counts, memory).
-                var free = (loads.capacity[host] - loads.usedCPU(host) - candidate.demand) / loads.capacity[host]
-                if loads.cluster.settings.memoryAlwaysCounts {
-                    free = min(
-                        free, (loads.memoryLimit[host] - loads.memoryMiB[host] - candidate.memoryMiB) / loads.memoryLimit[host])
-                }
+                let free = Scorers.roomLeft(candidate, on: host, loads)
                 if !empty && free < bestFree {
                     bestFree = free
                     best = host
