@@ -68,7 +68,8 @@ public struct HostLoads: Sendable {
     public let historyDepth: Int
     private var history: [Double]
 
-    /// Host constants copied out once per plan, so hot loops read flat arrays.
+    /// The hosts' constants, shared with the cluster's `HostTable` (not copied), so hot loops read
+    /// flat arrays.
     public let capacity: [Double]
     public let coreCapacity: [Double]
     public let vcpuLimit: [Int]
