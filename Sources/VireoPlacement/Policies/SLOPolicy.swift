@@ -165,11 +165,12 @@ public struct SLOPolicy: PlacementPolicy {
                         note(vm, host: host, .pinned(host: state.hostName(host)))
                         continue
                     }
-                    if case let movedAt = cluster.vmLastMoveStart[vm], cluster.now - movedAt < settings.coolDownSeconds {
+                    // Never moved: -infinity, so the time since is infinite.
+                    let sinceMove = cluster.now - cluster.vmLastMoveStart[vm]
+                    if sinceMove < settings.coolDownSeconds {
                         note(
                             vm, host: host,
-                            .coolDown(
-                                movedSecondsAgo: cluster.now - movedAt, coolDownSeconds: settings.coolDownSeconds))
+                            .coolDown(movedSecondsAgo: sinceMove, coolDownSeconds: settings.coolDownSeconds))
                         continue
                     }
                     if let problem = state.sourceProblem(host) {

@@ -64,8 +64,10 @@ public struct ThresholdPolicy: PlacementPolicy {
                         vm: request.id, vmName: request.name, host: hostName, notMoved: reason,
                         destinations: destinations))
             }
-            if case let moved = cluster.vmLastMoveStart[vm], cluster.now - moved < settings.coolDownSeconds {
-                skip(.coolDown(movedSecondsAgo: cluster.now - moved, coolDownSeconds: settings.coolDownSeconds))
+            // Never moved: -infinity, so the time since is infinite.
+            let sinceMove = cluster.now - cluster.vmLastMoveStart[vm]
+            if sinceMove < settings.coolDownSeconds {
+                skip(.coolDown(movedSecondsAgo: sinceMove, coolDownSeconds: settings.coolDownSeconds))
                 continue
             }
             guard state.clusterBudgetLeft else {
