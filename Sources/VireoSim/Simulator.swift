@@ -217,7 +217,9 @@ public final class Simulator {
             startedNow.append(vm)
             started += 1
         }
-        for vm in startedNow where cluster.isMigrating(vm) && !pending.contains(where: { $0.vm == vm }) {
+        // A VM planned twice in one plan appears twice; it is timed once, to its last target.
+        var timed = Set<Int>()
+        for vm in startedNow where cluster.isMigrating(vm) && timed.insert(vm).inserted {
             let source = cluster.vmHost[vm]
             let target = cluster.vmDestination[vm]
             var link = cluster.hosts[target].linkMiBPerSecond

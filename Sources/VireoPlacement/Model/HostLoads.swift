@@ -109,7 +109,7 @@ public struct HostLoads: Sendable {
         liveMigration = table.liveMigration
         capabilities = table.capabilities
         linkMiBPerSecond = table.linkMiBPerSecond
-        watts = withPower ? cluster.hosts.flatMap { ($0.power ?? PowerCurve.unmetered(cores: $0.cores)).watts } : []
+        watts = !withPower || !table.watts.isEmpty ? table.watts : HostTable.watts(cluster.hosts)
         var objectiveApps = Set<String>()
         for app in cluster.applications where !app.objectives.isEmpty { objectiveApps.insert(app.name) }
         vmHasObjectives =

@@ -330,6 +330,9 @@ public struct HostTable: Sendable {
     public let linkMiBPerSecond: [Double]
     public let reservedVCPUs: [Int]
     public let reservedMemoryMiB: [Double]
+    /// Power tables, 11 points per host, where some host has a power curve (a simulated data
+    /// centre); empty otherwise (a live cluster: built only when a policy asks for power).
+    let watts: [Double]
 
     init(_ hosts: [PlacementHost], _ settings: PlacementSettings) {
         var capacity = [Double](), coreCapacity = [Double](), vcpuLimit = [Int](), memoryLimit = [Double]()
@@ -368,5 +371,11 @@ public struct HostTable: Sendable {
         linkMiBPerSecond = link
         self.reservedVCPUs = reservedVCPUs
         reservedMemoryMiB = reservedMemory
+        watts = hosts.contains { $0.power != nil } ? Self.watts(hosts) : []
+    }
+
+    /// Every host's power table, the unmetered curve where it has none.
+    static func watts(_ hosts: [PlacementHost]) -> [Double] {
+        hosts.flatMap { ($0.power ?? PowerCurve.unmetered(cores: $0.cores)).watts }
     }
 }
