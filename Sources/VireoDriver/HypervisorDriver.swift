@@ -7,14 +7,31 @@ public struct InstanceSpec: Sendable, Equatable, Codable {
     public var image: String
     public var cpus: Int
     public var memoryMiB: Int
+    /// A private network on this host to put the VM on instead of the driver's own network: VMs
+    /// on one private network reach each other and nothing else — not the host, not its other
+    /// VMs, not other private networks. Nil: the driver's network (server VMs).
+    public var privateNetwork: String?
+    /// A display the VM shows its screen on, or nil for none (the serial console only).
+    public var display: DisplayKind?
 
-    public init(id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int) {
+    public init(
+        id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, privateNetwork: String? = nil,
+        display: DisplayKind? = nil
+    ) {
         self.id = id
         self.name = name
         self.image = image
         self.cpus = cpus
         self.memoryMiB = memoryMiB
+        self.privateNetwork = privateNetwork
+        self.display = display
     }
+}
+
+/// How a VM's screen is shown.
+public enum DisplayKind: String, Sendable, Codable, Equatable, CaseIterable {
+    /// A VNC server on the host's loopback.
+    case vnc
 }
 
 /// The state of a VM as its hypervisor sees it.
@@ -40,10 +57,12 @@ public struct InstanceStatus: Sendable, Equatable, Codable {
     /// How long the last start took, from launching the hypervisor process to the guest being
     /// ready, in milliseconds; for drivers that measure it.
     public var bootMs: Int?
+    /// Where the VM's display is served (`127.0.0.1:PORT` for VNC), when it has one and runs.
+    public var display: String?
 
     public init(
         id: VMID, name: String, state: InstanceState, message: String? = nil, address: String? = nil,
-        bootMs: Int? = nil
+        bootMs: Int? = nil, display: String? = nil
     ) {
         self.id = id
         self.name = name
@@ -51,6 +70,7 @@ public struct InstanceStatus: Sendable, Equatable, Codable {
         self.message = message
         self.address = address
         self.bootMs = bootMs
+        self.display = display
     }
 }
 
@@ -113,6 +133,24 @@ public protocol HypervisorDriver: Sendable {
     /// shared disk to the source.
     func abortIncoming(_ id: VMID) async throws
 
+    // Snapshots (`snapshots` capability): the complete state of a running VM — memory, devices
+    // and disk — kept on the host under a tag, and brought back in place. A driver keeps a VM's
+    // snapshots until they are deleted or the VM is.
+
+    /// Saves the running VM's memory, device and disk state as `tag` (replacing nothing: saving an
+    /// existing tag fails with `.conflict`). The VM keeps running. Returns how long the hypervisor
+    /// took.
+    func saveSnapshot(_ id: VMID, tag: String) async throws -> Duration
+    /// Brings the running VM back to `tag`: disk, memory and devices as they were saved; what
+    /// happened since is gone. Returns once the VM runs again from that state, with how long the
+    /// hypervisor took.
+    func loadSnapshot(_ id: VMID, tag: String) async throws -> Duration
+    /// Starts a stopped VM from `tag` instead of booting it: it runs from the saved state.
+    func start(_ id: VMID, fromSnapshot tag: String) async throws
+    func deleteSnapshot(_ id: VMID, tag: String) async throws
+    /// The VM's snapshot tags, in the order they were taken.
+    func snapshots(_ id: VMID) async throws -> [String]
+
     /// Registers what to call when a VM's state changes by itself (the guest became ready, powered
     /// off, crashed), so the agent reports it at once instead of at its next poll.
     func onStateChange(_ handler: @escaping @Sendable () -> Void) async
@@ -171,6 +209,21 @@ extension HypervisorDriver {
     }
     public func pause(_ id: VMID) async throws {
         throw VireoError(.unsupported, "driver '\(name)' cannot pause VMs")
+    }
+    public func saveSnapshot(_ id: VMID, tag: String) async throws -> Duration {
+        throw VireoError(.unsupported, "driver '\(name)' cannot snapshot VMs")
+    }
+    public func loadSnapshot(_ id: VMID, tag: String) async throws -> Duration {
+        throw VireoError(.unsupported, "driver '\(name)' cannot snapshot VMs")
+    }
+    public func start(_ id: VMID, fromSnapshot tag: String) async throws {
+        throw VireoError(.unsupported, "driver '\(name)' cannot snapshot VMs")
+    }
+    public func deleteSnapshot(_ id: VMID, tag: String) async throws {
+        throw VireoError(.unsupported, "driver '\(name)' cannot snapshot VMs")
+    }
+    public func snapshots(_ id: VMID) async throws -> [String] {
+        throw VireoError(.unsupported, "driver '\(name)' cannot snapshot VMs")
     }
     public func resume(_ id: VMID) async throws {
         throw VireoError(.unsupported, "driver '\(name)' cannot resume VMs")

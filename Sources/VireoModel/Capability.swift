@@ -6,6 +6,10 @@ public enum Capability: String, Sendable, Codable, CaseIterable, Comparable {
     case pause = "pause"
     case serialConsole = "serial-console"
     case virtualTime = "virtual-time"
+    /// Private networks on the host (`InstanceSpec.privateNetwork`): desktop contexts need them.
+    case privateNetworks = "private-networks"
+    /// A display on the host's loopback (`InstanceSpec.display`).
+    case display = "display"
 
     public static func < (a: Capability, b: Capability) -> Bool { a.rawValue < b.rawValue }
 }
