@@ -127,15 +127,95 @@ public struct AgentHeartbeat: Sendable, Codable, Equatable {
     public var migrations: [MigrationReport]?
     /// The host's own CPU, when its driver measures it (absent: the controller sums its VMs).
     public var hostCPU: HostCPUUsage?
+    /// The host's desktop contexts (absent from an agent that keeps none of its own).
+    public var contexts: HostContexts?
     public init(
         hostID: HostID, instances: [InstanceReport], console: [ConsoleReport]? = nil,
-        migrations: [MigrationReport]? = nil, hostCPU: HostCPUUsage? = nil
+        migrations: [MigrationReport]? = nil, hostCPU: HostCPUUsage? = nil, contexts: HostContexts? = nil
     ) {
         self.hostID = hostID
         self.instances = instances
         self.console = console
         self.migrations = migrations
         self.hostCPU = hostCPU
+        self.contexts = contexts
+    }
+}
+
+/// What a host says about its desktop contexts on every heartbeat. The host is their authority:
+/// it opens, resets, keeps and closes them with or without the controller, so the controller's
+/// view of a host's contexts is what the host last said.
+public struct HostContexts: Sendable, Codable, Equatable {
+    /// Every context on the host, complete.
+    public var items: [Context]
+    public var pools: [ContextPoolStatus]
+    /// Answers to the commands of earlier replies, until the controller stops sending them.
+    public var results: [ContextCommandResult]?
+    /// What happened to contexts that the controller has not acknowledged yet (for example while
+    /// it was unreachable), oldest first.
+    public var journal: [ContextJournalEntry]?
+
+    public init(
+        items: [Context], pools: [ContextPoolStatus], results: [ContextCommandResult]? = nil,
+        journal: [ContextJournalEntry]? = nil
+    ) {
+        self.items = items
+        self.pools = pools
+        self.results = results
+        self.journal = journal
+    }
+}
+
+/// A context verb the controller passes to a host (a user called it on the controller's API).
+/// Sent in every reply until the host answers it; the host carries out each ID once.
+public struct ContextCommand: Sendable, Codable, Equatable {
+    public enum Action: String, Sendable, Codable { case open, reset, keep, close }
+    public var id: String
+    public var action: Action
+    public var name: String
+    /// For `open`.
+    public var open: ContextOpenRequest?
+    /// For `reset` of a persistent context.
+    public var force: Bool?
+
+    public init(id: String, action: Action, name: String, open: ContextOpenRequest? = nil, force: Bool? = nil) {
+        self.id = id
+        self.action = action
+        self.name = name
+        self.open = open
+        self.force = force
+    }
+}
+
+/// How a host carried out a `ContextCommand`: the context afterwards, or the error.
+public struct ContextCommandResult: Sendable, Codable, Equatable {
+    public var id: String
+    public var context: Context?
+    public var error: VireoError?
+    public init(id: String, context: Context? = nil, error: VireoError? = nil) {
+        self.id = id
+        self.context = context
+        self.error = error
+    }
+}
+
+/// One thing that happened to a context on its host, numbered in the host's journal.
+public struct ContextJournalEntry: Sendable, Codable, Equatable {
+    public enum Action: String, Sendable, Codable {
+        case opened, ready, reset, kept, closed, failed, repaired, restarted
+    }
+    /// Increases by one per entry on the host, across agent restarts.
+    public var seq: Int
+    public var time: Date
+    public var context: String
+    public var action: Action
+    public var message: String?
+    public init(seq: Int, time: Date, context: String, action: Action, message: String? = nil) {
+        self.seq = seq
+        self.time = time
+        self.context = context
+        self.action = action
+        self.message = message
     }
 }
 
@@ -176,9 +256,18 @@ public struct DesiredHostState: Sendable, Codable, Equatable {
     public var vms: [DesiredVM]
     /// Migrations this host takes part in; absent when there are none.
     public var migrations: [MigrationOrder]?
-    public init(vms: [DesiredVM], migrations: [MigrationOrder]? = nil) {
+    /// Context verbs to carry out; absent when there are none.
+    public var contextCommands: [ContextCommand]?
+    /// The last journal entry the controller has recorded: the host may forget it and those before.
+    public var contextJournalAck: Int?
+    public init(
+        vms: [DesiredVM], migrations: [MigrationOrder]? = nil, contextCommands: [ContextCommand]? = nil,
+        contextJournalAck: Int? = nil
+    ) {
         self.vms = vms
         self.migrations = migrations
+        self.contextCommands = contextCommands
+        self.contextJournalAck = contextJournalAck
     }
 }
 

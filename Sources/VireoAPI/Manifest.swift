@@ -8,12 +8,16 @@ public enum ManifestDocument: Sendable, Equatable {
     case application(ApplicationSpec)
     /// An OpenSLO v1 SLO: objectives for the application named by its `service`.
     case slo(OpenSLODocument)
+    /// A desktop context, opened on the host its `spec.host` names (or one the controller chooses)
+    /// unless open already.
+    case context(ContextOpenRequest)
 
     public var kind: String {
         switch self {
         case .virtualMachine: "VirtualMachine"
         case .application: "Application"
         case .slo: "SLO"
+        case .context: "Context"
         }
     }
 
@@ -22,6 +26,7 @@ public enum ManifestDocument: Sendable, Equatable {
         case .virtualMachine(let spec): spec.name
         case .application(let spec): spec.name
         case .slo(let document): document.name
+        case .context(let request): request.spec.name
         }
     }
 }
@@ -33,7 +38,7 @@ public enum ManifestDocument: Sendable, Equatable {
 /// happens. Errors name the document, the field path and the value.
 public enum ManifestParser {
     public static let apiVersion = "vireo/v1"
-    public static let kinds = ["VirtualMachine", "Application", "SLO"]
+    public static let kinds = ["VirtualMachine", "Application", "SLO", "Context"]
     /// OpenSLO documents keep their own version.
     public static let openSLOVersion = "openslo/v1"
     /// Deeper documents are rejected rather than recursed into.
@@ -84,6 +89,8 @@ public enum ManifestParser {
             return .application(try ApplicationValidation.fromManifest(name: name, spec: spec))
         case "SLO":
             return .slo(try OpenSLODocument.parse(name: name, spec: spec))
+        case "Context":
+            return .context(try ContextValidation.fromManifest(name: name, nameField: "metadata.name", spec: spec))
         default:
             throw VireoError.invalid(
                 field: "kind", value: "'\(kind)'", "unknown kind; expected one of: \(kinds.joined(separator: ", "))")

@@ -154,6 +154,10 @@ public struct ClusterEvent: Sendable, Codable, Equatable {
         case slo = "slo"
         /// A rebalancing plan was executed or ended (`to` is its state); `name` is the plan ID.
         case plan = "plan"
+        /// Something happened to a desktop context on its host (`to`: opened, ready, reset, kept,
+        /// closed, failed, repaired, restarted; `message` starts with the host); `name` is the
+        /// context. Times are the host's: what it did while the controller was away arrives later.
+        case context = "context"
     }
     /// Increases by one per event; clients resume with `Last-Event-ID`.
     public var seq: Int

@@ -26,7 +26,26 @@ public enum VMSpecValidation {
 
     static func spec(name: String, nameField: String, fields: FieldReader) throws(VireoError) -> VMSpec {
         try ResourceName.validate(name, field: nameField)
-        let imageName = try fields.requiredString("image")
+        let sizing = try self.sizing(fields, defaultMemoryMiB: 128)
+        let host = try fields.string("host")
+        if let host { try ResourceName.validate(host, field: fields.field("host")) }
+        let app = try fields.string("app")
+        if let app { try ResourceName.validate(app, field: fields.field("app")) }
+        return VMSpec(name: name, image: sizing.image, cpus: sizing.cpus, memoryMiB: sizing.memoryMiB, host: host, app: app)
+    }
+
+    /// A VM's `image`, `cpus` and `memory` (default: `defaultMemoryMiB`, or the image's minimum
+    /// if larger), checked against the image catalogue and the limits. `image` defaults to
+    /// `defaultImage` when given, else is required.
+    static func sizing(_ fields: FieldReader, defaultMemoryMiB: Int, defaultImage: String? = nil) throws(VireoError) -> (
+        image: String, cpus: Int, memoryMiB: Int
+    ) {
+        let imageName: String
+        if let defaultImage {
+            imageName = try fields.string("image") ?? defaultImage
+        } else {
+            imageName = try fields.requiredString("image")
+        }
         guard let image = ImageCatalogue.image(named: imageName) else {
             let known = ImageCatalogue.builtIn.map(\.name).joined(separator: ", ")
             throw VireoError.invalid(field: fields.field("image"), value: "'\(imageName)'", "unknown image; known: \(known)")
@@ -36,7 +55,7 @@ public enum VMSpecValidation {
         guard cpus <= maxCPUs else {
             throw VireoError.invalid(field: fields.field("cpus"), value: "\(cpus)", "must be at most \(maxCPUs)")
         }
-        let memoryMiB = try fields.sizeMiB("memory") ?? max(128, image.minimumMemoryMiB)
+        let memoryMiB = try fields.sizeMiB("memory") ?? max(defaultMemoryMiB, image.minimumMemoryMiB)
         guard memoryMiB >= image.minimumMemoryMiB else {
             throw VireoError.invalid(
                 field: fields.field("memory"), value: ByteSize.format(mib: memoryMiB),
@@ -45,10 +64,6 @@ public enum VMSpecValidation {
         guard memoryMiB <= maxMemoryMiB else {
             throw VireoError.invalid(field: fields.field("memory"), value: ByteSize.format(mib: memoryMiB), "is too large")
         }
-        let host = try fields.string("host")
-        if let host { try ResourceName.validate(host, field: fields.field("host")) }
-        let app = try fields.string("app")
-        if let app { try ResourceName.validate(app, field: fields.field("app")) }
-        return VMSpec(name: name, image: image.name, cpus: cpus, memoryMiB: memoryMiB, host: host, app: app)
+        return (image.name, cpus, memoryMiB)
     }
 }

@@ -58,13 +58,17 @@ public final class Agent: Service {
     let state: Mutex<State>
     let wakeSignal = WakeSignal()
     let collector: TelemetryCollector
+    /// The host's desktop contexts, when it keeps any (`nil`: server VMs only).
+    public let contexts: ContextManager?
 
     public init(
-        settings: Settings, driver: any HypervisorDriver, link: any ControllerLink, logger: Logger = Logger(label: "vireo.agent")
+        settings: Settings, driver: any HypervisorDriver, link: any ControllerLink, contexts: ContextManager? = nil,
+        logger: Logger = Logger(label: "vireo.agent")
     ) {
         self.settings = settings
         self.driver = driver
         self.link = link
+        self.contexts = contexts
         self.logger = logger
         self.state = Mutex(State(interval: settings.heartbeatInterval))
         self.collector = TelemetryCollector(driver: driver, logger: logger)
@@ -83,6 +87,7 @@ public final class Agent: Service {
         if !recovered.isEmpty {
             logger.info("re-adopted VMs", metadata: ["count": "\(recovered.count)"])
         }
+        await contexts?.start(onChange: { [wakeSignal] in wakeSignal.signal() })
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.cycle()
@@ -90,6 +95,7 @@ public final class Agent: Service {
                 await self.wakeSignal.wait(timeout: interval)
             }
         }
+        await contexts?.stop()
         await shutDown()
         await driver.detach()
     }
@@ -104,7 +110,8 @@ public final class Agent: Service {
     public func cycle() async {
         do {
             let hostID = try await registeredHostID()
-            let statuses = try await driver.status()
+            // Contexts are this host's own business: the controller hears of them apart.
+            let statuses = try await driver.status().filter { contexts?.owns($0.id) != true }
             // CPU time and resident memory of each running VM, and the host's CPU: the controller's
             // rebalancing and usage history read them.
             var usage: [VMID: ResourceUsage] = [:]
@@ -127,12 +134,14 @@ public final class Agent: Service {
             }
             let console = await consoleReports(for: statuses)
             let migrationReports = state.withLock { Array($0.migrationReports.values) }
+            let contextReport = await contexts?.report()
             let desired: DesiredHostState
             do {
                 desired = try await link.heartbeat(
                     AgentHeartbeat(
                         hostID: hostID, instances: reports, console: console.isEmpty ? nil : console,
-                        migrations: migrationReports.isEmpty ? nil : migrationReports, hostCPU: hostCPU))
+                        migrations: migrationReports.isEmpty ? nil : migrationReports, hostCPU: hostCPU,
+                        contexts: contextReport))
             } catch let error as VireoError where error.code == .notFound {
                 // The controller forgot us (new store): register again next round.
                 state.withLock { $0.hostID = nil }
@@ -146,6 +155,7 @@ public final class Agent: Service {
                 return !s.controllerReachable
             }
             if recovered { logger.info("controller reachable again") }
+            await contexts?.take(desired.contextCommands ?? [], journalAck: desired.contextJournalAck)
             reconcile(desired, statuses: statuses)
             await handleMigrations(desired.migrations ?? [], statuses: statuses, sent: migrationReports)
             await collectTelemetry(desired, statuses: statuses, hostID: hostID)

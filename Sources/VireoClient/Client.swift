@@ -234,3 +234,40 @@ extension VireoClient: ControllerLink {
         let _: IngestResult = try await send(.POST, "/v1/agent/samples", body: try VireoJSON.encoder().encode(samples))
     }
 }
+
+/// The context verbs over HTTP: against the controller (every host) or an agent's local API.
+extension VireoClient: ContextService {
+    public func listContexts() async throws -> ContextList { try await get("/v1/contexts") }
+
+    public func context(_ name: String, host: String?) async throws -> Context {
+        try await get("/v1/contexts/\(escape(name))\(hostQuery(host))")
+    }
+
+    public func openContext(_ request: ContextOpenRequest) async throws -> Context {
+        let spec = request.spec
+        var body: [String: JSONValue] = [
+            "name": .string(spec.name), "kind": .string(spec.kind.rawValue), "image": .string(spec.image),
+            "cpus": .number(Double(spec.cpus)), "memory": .string("\(spec.memoryMiB)MiB"),
+            "network": .string(spec.network.description), "wait": .bool(request.wait),
+        ]
+        if let display = spec.display { body["display"] = .string(display.rawValue) }
+        if let host = request.host { body["host"] = .string(host) }
+        return try await send(.POST, "/v1/contexts", body: try VireoJSON.encoder().encode(JSONValue.object(body)))
+    }
+
+    public func resetContext(_ name: String, host: String?, force: Bool) async throws -> Context {
+        try await send(
+            .POST, "/v1/contexts/\(escape(name))/reset\(hostQuery(host))",
+            body: try VireoJSON.encoder().encode(JSONValue.object(["force": .bool(force)])))
+    }
+
+    public func keepContext(_ name: String, host: String?) async throws -> Context {
+        try await send(.POST, "/v1/contexts/\(escape(name))/keep\(hostQuery(host))")
+    }
+
+    public func closeContext(_ name: String, host: String?) async throws -> Context {
+        try await send(.DELETE, "/v1/contexts/\(escape(name))\(hostQuery(host))")
+    }
+
+    private func hostQuery(_ host: String?) -> String { host.map { "?host=\(escape($0))" } ?? "" }
+}

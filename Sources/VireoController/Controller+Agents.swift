@@ -17,6 +17,7 @@ extension Controller: ControllerLink {
                 "cpus and memory must be positive")
         }
         let host = try await write { $0.register(registration) }
+        contextDesk.restart(host.id)
         logger.info("host registered", metadata: ["host": "\(host.name)", "driver": "\(host.fingerprint.driver)"])
         return AgentRegistrationResponse(
             hostID: host.id, heartbeatIntervalMs: Int(settings.heartbeatInterval.seconds * 1000))
@@ -26,7 +27,9 @@ extension Controller: ControllerLink {
     public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
         let host = try await write { try $0.record(heartbeat) }
         if let console = heartbeat.console, !console.isEmpty { await takeIn(console, from: host) }
-        return model.desiredState(for: host)
+        var desired = model.desiredState(for: host)
+        takeContexts(heartbeat.contexts, from: host, into: &desired)
+        return desired
     }
 
     /// Stores console output of the host's VMs. Output is not cluster state: it changes no version.

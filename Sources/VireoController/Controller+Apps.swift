@@ -32,9 +32,26 @@ extension Controller {
     /// Applies validated manifest documents: creates what does not exist, updates applications
     /// that changed, leaves what matches — all in one write. Every document is checked against
     /// what exists before anything changes, so a conflict rejects the whole apply.
+    /// Applies a manifest. Everything but contexts is applied at once or not at all; contexts are
+    /// opened after that, on their hosts, once the rest has been applied (a context that exists
+    /// with another spec is refused before anything is applied).
     public func apply(_ documents: [ManifestDocument]) async throws -> ApplyResult {
-        let (result, appsChanged) = try await write { try $0.apply(documents) }
-        if appsChanged { await telemetry.configure(model.apps.values.map(\.spec)) }
+        var contexts: [ContextOpenRequest] = []
+        for case .context(let request) in documents { contexts.append(request) }
+        try checkContexts(contexts)
+        let rest = documents.filter { if case .context = $0 { false } else { true } }
+        var result = ApplyResult(items: [])
+        if !rest.isEmpty {
+            let appsChanged: Bool
+            (result, appsChanged) = try await write { try $0.apply(rest) }
+            if appsChanged { await telemetry.configure(model.apps.values.map(\.spec)) }
+        }
+        do {
+            result.items += try await applyContexts(contexts)
+        } catch let error as VireoError where !rest.isEmpty {
+            throw VireoError(
+                error.code, "\(error.message) (the manifest's other documents were applied: \(result.items.count) of them)")
+        }
         return result
     }
 
@@ -130,7 +147,7 @@ extension ClusterModel {
             switch document {
             case .application(let spec): manifestApps.append(spec)
             case .slo(let slo): slos.append(slo)
-            case .virtualMachine: break
+            case .virtualMachine, .context: break
             }
         }
         let applications = try mergeSLOs(slos, into: manifestApps)

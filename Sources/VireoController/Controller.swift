@@ -44,6 +44,8 @@ public actor Controller {
     let history: any UsageArchive
     /// Where the usage-history step under way began, milliseconds since the epoch.
     var historyStepStart: Int64
+    /// The hosts' desktop contexts and the verbs on their way to them.
+    let contextDesk = ContextDesk()
 
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,

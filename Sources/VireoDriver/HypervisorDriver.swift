@@ -28,12 +28,6 @@ public struct InstanceSpec: Sendable, Equatable, Codable {
     }
 }
 
-/// How a VM's screen is shown.
-public enum DisplayKind: String, Sendable, Codable, Equatable, CaseIterable {
-    /// A VNC server on the host's loopback.
-    case vnc
-}
-
 /// The state of a VM as its hypervisor sees it.
 public enum InstanceState: String, Sendable, Codable, Equatable {
     /// Defined (disk and configuration exist) but not running.

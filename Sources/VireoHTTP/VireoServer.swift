@@ -55,6 +55,7 @@ public struct VireoServer: Sendable {
         addAgentRoutes(router)
         addEventRoutes(router)
         addHistoryRoutes(router)
+        addContextRoutes(router, service: controller)
         return router
     }
 

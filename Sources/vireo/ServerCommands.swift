@@ -186,6 +186,54 @@ func runServices(_ services: [any Service], logger: Logger) async throws {
     try await group.run()
 }
 
+/// The options of every process that runs an agent: its desktop contexts and its local API.
+struct ContextOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "Serve the context verbs for this host on ADDR:PORT (loopback only, no token), also while the "
+                + "controller is unreachable, e.g. 127.0.0.1:7481.",
+            valueName: "addr:port"))
+    var localAPI: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Keep N booted disposables of IMAGE ready, so `context open --disposable` hands one out at once; "
+                + "repeatable.",
+            valueName: "image=n"))
+    var contextPool: [String] = []
+
+    func manager(directory: String, host: String, driver: any HypervisorDriver, logger: Logger) throws -> ContextManager {
+        var pool: [String: Int] = [:]
+        for entry in contextPool {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let count = Int(parts[1]) else {
+                throw VireoError.invalid(field: "--context-pool", value: "'\(entry)'", "expected IMAGE=N, e.g. web=2")
+            }
+            pool[parts[0]] = count
+        }
+        return try ContextManager(
+            settings: .init(directory: directory, hostName: host, pool: pool), driver: driver, logger: logger)
+    }
+
+    /// The local API's HTTP service, when asked for.
+    func localService(_ contexts: ContextManager, logger: Logger) throws -> (any Service)? {
+        guard let localAPI else { return nil }
+        let (host, port) = try ControlPlane.parseListen(localAPI)
+        guard ControlPlane.isLoopback(host) else {
+            throw VireoError.invalid(
+                field: "--local-api", value: "'\(localAPI)'", "must be on loopback (it has no tokens): e.g. 127.0.0.1:7481")
+        }
+        return Application(
+            router: LocalAPI.router(contexts: contexts),
+            configuration: .init(address: .hostname(host, port: port), serverName: "vireo-agent"),
+            onServerRunning: { channel in
+                print("Local context API on http://\(host):\(channel.localAddress?.port ?? port)")
+                fflush(nil)
+            },
+            logger: logger)
+    }
+}
+
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the controller and one local agent in one process (the first command to run).",
@@ -193,6 +241,7 @@ struct Up: AsyncParsableCommand {
 
     @OptionGroup var serve: ServeOptions
     @OptionGroup var drivers: DriverSelection
+    @OptionGroup var contextOptions: ContextOptions
     @Option(help: ArgumentHelp("Name of the local host.", valueName: "name")) var name: String = "local"
 
     func run() async throws {
@@ -200,12 +249,17 @@ struct Up: AsyncParsableCommand {
         let logger = try makeLogger("vireo", level: serve.logLevel)
         try ResourceName.validate(name, field: "--name")
         let driver = try drivers.makeDriver(stateDirectory: serve.dataDir + "/vms")
+        let contexts = try contextOptions.manager(
+            directory: serve.dataDir + "/contexts", host: name, driver: driver, logger: logger)
+        let local = try contextOptions.localService(contexts, logger: logger)
         let plane = try await ControlPlane.start(serve, logger: logger)
         let agent = Agent(
             settings: .init(name: name, heartbeatInterval: plane.controller.settings.heartbeatInterval), driver: driver,
-            link: plane.controller, logger: logger)
+            link: plane.controller, contexts: contexts, logger: logger)
+        plane.controller.onContextCommand { agent.wake() }
         try await runServices(
-            plane.services + [agent, AgentWakeup(events: plane.controller.events, agent: agent)], logger: logger)
+            plane.services + [agent, AgentWakeup(events: plane.controller.events, agent: agent)] + [local].compactMap { $0 },
+            logger: logger)
     }
 }
 
@@ -252,6 +306,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Address other hosts reach this one at.", valueName: "addr")) var address: String?
     @Option(help: ArgumentHelp("Log level.", valueName: "level")) var logLevel: String = "info"
     @OptionGroup var drivers: DriverSelection
+    @OptionGroup var contextOptions: ContextOptions
 
     func run() async throws {
         LoggingSystem.bootstrapStandardError()
@@ -259,9 +314,13 @@ struct AgentCommand: AsyncParsableCommand {
         try ResourceName.validate(name, field: "--name")
         let directory = stateDir ?? ServeOptions.defaultDataDirectory() + "/agent-\(name)"
         let driver = try drivers.makeDriver(stateDirectory: directory)
+        let contexts = try contextOptions.manager(
+            directory: directory + "/contexts", host: name, driver: driver, logger: logger)
+        let local = try contextOptions.localService(contexts, logger: logger)
         let link = VireoClient(
             server: controller, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: .seconds(5))
-        let agent = Agent(settings: .init(name: name, address: address), driver: driver, link: link, logger: logger)
-        try await runServices([agent], logger: logger)
+        let agent = Agent(
+            settings: .init(name: name, address: address), driver: driver, link: link, contexts: contexts, logger: logger)
+        try await runServices([agent] + [local].compactMap { $0 }, logger: logger)
     }
 }

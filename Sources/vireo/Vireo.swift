@@ -17,7 +17,8 @@ struct Vireo: AsyncParsableCommand {
         subcommands: [
             Up.self, ControllerCommand.self, AgentCommand.self, HostCommand.self, VMCommand.self, AppCommand.self, Apply.self,
             Migrate.self, MigrationCommand.self, ImageCommand.self, EventsCommand.self, TestbedCommand.self,
-            PlanCommand.self, RebalanceCommand.self, DemoCommand.self, BenchCommand.self, SimCommand.self,
+            PlanCommand.self, RebalanceCommand.self, ContextCommandGroup.self, DemoCommand.self, BenchCommand.self,
+            SimCommand.self,
         ]
     )
 }
@@ -27,7 +28,7 @@ struct Vireo: AsyncParsableCommand {
 enum Main {
     static func main() async {
         do {
-            var command = try Vireo.parseAsRoot()
+            var command = try Vireo.parseAsRoot(ClientOptions.movingLeadingOptions(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
