@@ -118,6 +118,12 @@ struct ClusterModel {
         apply { $0.state.put(host) }
     }
 
+    /// Records in memory what a host's contexts hold (they are the host's, not the store's).
+    mutating func holdForContexts(_ hold: ClusterState.Allocation, on host: HostID) {
+        guard state.contextHold[host] ?? .init() != hold else { return }
+        apply { $0.state.setContextHold(hold, on: host) }
+    }
+
     /// Records a migration in memory and in the batch.
     mutating func remember(_ migration: Migration) {
         commit(migrations: [migration])

@@ -19,6 +19,9 @@ struct ClusterState {
     private(set) var vmsByHost: [HostID: Set<VMID>] = [:]
     /// CPU and memory held on each host by VMs whose intent is `running`, plus VM counts.
     private(set) var allocation: [HostID: Allocation] = [:]
+    /// What each host's desktop contexts (and its pool of ready ones) hold, as it last reported:
+    /// placement counts it as taken.
+    private(set) var contextHold: [HostID: Allocation] = [:]
     private(set) var vmCountByState: [VMState: Int] = [:]
     /// Bumped on every change; lets readers cache what they derived from the state.
     private(set) var version = 0
@@ -75,15 +78,21 @@ struct ClusterState {
         allocation[host] = a
     }
 
-    /// Placement's view of every host (the VMs' allocations held as reserved capacity), sorted by
-    /// name so ties break the same way every time.
+    mutating func setContextHold(_ hold: Allocation, on host: HostID) {
+        contextHold[host] = hold.vms == 0 ? nil : hold
+        version += 1
+    }
+
+    /// Placement's view of every host (the VMs' allocations and the contexts' hold reserved
+    /// capacity), sorted by name so ties break the same way every time.
     func placementCluster(settings: PlacementSettings) -> PlacementCluster {
         let hosts = hosts.values.sorted { $0.name < $1.name }.map { host in
             let a = allocation[host.id] ?? Allocation()
+            let held = contextHold[host.id] ?? Allocation()
             return PlacementHost(
                 id: host.id, name: host.name, state: host.state, cores: host.fingerprint.cpus,
                 memoryMiB: Double(host.fingerprint.memoryMiB), capabilities: CapabilitySet(host.fingerprint.capabilities),
-                reservedVCPUs: a.cpus, reservedMemoryMiB: Double(a.memoryMiB))
+                reservedVCPUs: a.cpus + held.cpus, reservedMemoryMiB: Double(a.memoryMiB + held.memoryMiB))
         }
         return PlacementCluster(settings: settings, hosts: hosts)
     }

@@ -101,6 +101,20 @@ extension ClusterModel {
         // Migrations first: a VM that has just moved is no longer this host's to observe.
         applyMigrationReports(heartbeat, at: time)
         recordUsage(heartbeat, at: time)
+        if let contexts = heartbeat.contexts {
+            var hold = ClusterState.Allocation()
+            for context in contexts.items where context.state != .closed {
+                hold.cpus += context.cpus
+                hold.memoryMiB += context.memoryMiB
+                hold.vms += 1
+            }
+            for pool in contexts.pools {
+                hold.cpus += pool.cpus * pool.target
+                hold.memoryMiB += pool.memoryMiB * pool.target
+                hold.vms += pool.target
+            }
+            holdForContexts(hold, on: host.id)
+        }
         let reports = Dictionary(heartbeat.instances.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var updated: [VirtualMachine] = []
         var removed: [VirtualMachine] = []

@@ -254,6 +254,62 @@ struct CLITests {
         #expect(try await vireo(["image", "build", "--data-dir", dir]).status == 2, "nothing to build is a usage error")
     }
 
+    @Test("context open, reset (also through the host's local API), list, keep and close, with -o json and exit codes")
+    func contexts() async throws {
+        let up = try UpProcess(extra: ["--local-api", "127.0.0.1:0"])
+        let server = try await up.ready()
+        let local = try #require(
+            up.logText.split(separator: "\n").first { $0.hasPrefix("Local context API on ") }.map {
+                String($0.dropFirst("Local context API on ".count))
+            })
+        let opened = try await vireo(["context", "open", "browser", "--disposable", "--wait", "-o", "json"], server: server)
+        #expect(opened.status == 0, "\(opened.stderr)")
+        #expect(try decodeJSON(Context.self, opened.stdout).state == .running)
+
+        // `--server` before the command, as a person types it for the local API.
+        let reset = try await vireo(["--server", local, "context", "reset", "browser", "-o", "json"])
+        #expect(reset.status == 0, "\(reset.stderr)")
+        let fields = try decodeJSON(JSONValue.self, reset.stdout)
+        for key in ["name", "kind", "state", "resetMs"] { #expect(fields[key] != nil, "reset -o json has \(key)") }
+        #expect(fields["kind"] == .string("disposable"))
+
+        try await eventually("the controller heard of the reset") {
+            let list = try await vireo(["context", "list", "-o", "json"], server: server)
+            return try decodeJSON(ContextList.self, list.stdout).items.first?.resets == 1
+        }
+        let list = try decodeJSON(JSONValue.self, try await vireo(["context", "list", "-o", "json"], server: server).stdout)
+        guard case .array(let items)? = list["items"], let item = items.first else {
+            Issue.record("no items in \(list)")
+            return
+        }
+        for key in ["name", "kind", "state", "host", "resets", "cleanSince"] {
+            #expect(item[key] != nil, "context list -o json items have \(key)")
+        }
+        #expect(try await vireo(["context", "list"], server: server).stdout.hasPrefix("NAME"))
+        #expect(try await vireo(["context", "show", "browser"], server: server).stdout.contains("Resets"))
+        #expect(try await vireo(["context", "keep", "browser"], server: server).status == 0)
+
+        #expect(try await vireo(["context", "reset", "nope"], server: server).status == 3)
+        #expect(try await vireo(["context", "open", "browser", "--disposable"], server: server).status == 4)
+        let neither = try await vireo(["context", "open", "x"], server: server)
+        #expect(neither.status == 2)
+        #expect(neither.stderr.contains("--disposable or --persistent"))
+        let badNetwork = try await vireo(["context", "open", "x", "--persistent", "--network", "Bad"], server: server)
+        #expect(badNetwork.status == 2)
+        #expect(badNetwork.stderr.contains("network"))
+        let work = try await vireo(["context", "open", "work", "--persistent", "--wait"], server: server)
+        #expect(work.status == 0, "\(work.stderr)")
+        let refused = try await vireo(["context", "reset", "work"], server: server)
+        #expect(refused.status == 4)
+        #expect(refused.stderr.contains("--force"))
+        #expect(try await vireo(["context", "reset", "work", "--force"], server: server).status == 0)
+
+        #expect(try await vireo(["context", "close", "browser"], server: server).stdout.contains("closed"))
+        #expect(try await vireo(["context", "close", "work"], server: server).status == 0)
+        #expect(try decodeJSON(ContextList.self, try await vireo(["context", "list", "-o", "json"], server: server).stdout).items.isEmpty)
+        up.kill(SIGTERM)
+    }
+
     @Test("exit codes follow the documentation")
     func exitCodes() async throws {
         let up = try UpProcess()

@@ -38,7 +38,7 @@ struct LocalCluster {
     static func start(
         hosts: [String] = ["h1"], store: (any ClusterStore)? = nil,
         driver: SimulatedDriver.Configuration = .init(bootDelay: .milliseconds(100), stopDelay: .milliseconds(50)),
-        settings: ControllerSettings = .fast
+        settings: ControllerSettings = .fast, contexts: Bool = false, contextPool: [String: Int] = [:]
     ) async throws -> LocalCluster {
         let controller = try await Controller.open(store: try store ?? SQLiteStore(), settings: settings)
         let loops = Task {
@@ -53,7 +53,14 @@ struct LocalCluster {
         for name in hosts {
             let simulated = SimulatedDriver(configuration: driver)
             let link = CuttableLink(controller)
-            let agent = Agent(settings: .init(name: name, heartbeatInterval: .milliseconds(50)), driver: simulated, link: link)
+            let manager =
+                contexts
+                ? try ContextManager(
+                    settings: .init(directory: temporaryDirectory() + "/contexts", hostName: name, pool: contextPool),
+                    driver: simulated) : nil
+            let agent = Agent(
+                settings: .init(name: name, heartbeatInterval: .milliseconds(50)), driver: simulated, link: link,
+                contexts: manager)
             agents.append((agent, simulated, link, Task { try await agent.run() }))
         }
         let cluster = LocalCluster(controller: controller, loops: loops, agents: agents)

@@ -2,6 +2,8 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Testing
+import VireoDriverSimulated
+import VireoAgent
 import VireoAPI
 import VireoHTTP
 import VireoModel
@@ -200,6 +202,35 @@ struct OpenAPITests {
             _ = try await call(.get, "/v1/history?since=1h&step=120", route: "/v1/history", expect: 200)
             _ = try await call(.get, "/v1/history?since=soon", route: "/v1/history", expect: 400)
             _ = try await call(.get, "/v1/history?step=7", route: "/v1/history", expect: 400)
+            // Contexts: a host whose agent keeps them answers the verbs the controller passes on.
+            let desk = SimulatedDriver(configuration: .init(bootDelay: .milliseconds(20)))
+            let contexts = try ContextManager(
+                settings: .init(directory: temporaryDirectory(), hostName: "desk"), driver: desk)
+            let agent = Agent(
+                settings: .init(name: "desk", heartbeatInterval: .milliseconds(50)), driver: desk, link: plane.controller,
+                contexts: contexts)
+            let running = Task { try await agent.run() }
+            defer { running.cancel() }
+            try await eventually("desk registered") { try await plane.controller.host("desk").state == .ready }
+            let contextBody = #"{"name":"browser","kind":"disposable","host":"desk","wait":true}"#
+            _ = try await call(.post, "/v1/contexts", route: "/v1/contexts", body: contextBody, expect: 201)
+            _ = try await call(.post, "/v1/contexts", route: "/v1/contexts", body: contextBody, expect: 409)
+            _ = try await call(
+                .post, "/v1/contexts", route: "/v1/contexts", body: #"{"name":"x","kind":"disposable","host":"h1"}"#,
+                expect: 501)
+            _ = try await call(.post, "/v1/contexts", route: "/v1/contexts", body: #"{"name":"x"}"#, expect: 400)
+            _ = try await call(.get, "/v1/contexts", route: "/v1/contexts", expect: 200)
+            _ = try await call(.get, "/v1/contexts/browser", route: "/v1/contexts/{context}", expect: 200)
+            _ = try await call(.get, "/v1/contexts/browser?host=h1", route: "/v1/contexts/{context}", expect: 404)
+            _ = try await call(.get, "/v1/contexts/nope", route: "/v1/contexts/{context}", expect: 404)
+            _ = try await call(.post, "/v1/contexts/browser/reset", route: "/v1/contexts/{context}/reset", expect: 200)
+            _ = try await call(
+                .post, "/v1/contexts/browser/reset", route: "/v1/contexts/{context}/reset", body: #"{"force":1}"#, expect: 400)
+            _ = try await call(.post, "/v1/contexts/nope/reset", route: "/v1/contexts/{context}/reset", expect: 404)
+            _ = try await call(.post, "/v1/contexts/browser/keep", route: "/v1/contexts/{context}/keep", expect: 200)
+            _ = try await call(.delete, "/v1/contexts/browser", route: "/v1/contexts/{context}", expect: 200)
+            _ = try await call(.delete, "/v1/contexts/browser", route: "/v1/contexts/{context}", expect: 404)
+            _ = try await call(.get, "/v1/events?follow=false", route: "/v1/events", expect: 200)
         }
         #expect(checker.checked.count > 30)
         #expect(checker.failures == [])

@@ -71,12 +71,7 @@ struct ContextRecord: Codable, Equatable {
     var failure: String?
 
     /// The private network its VM is on: its own (isolated), or the named one.
-    var privateNetwork: String {
-        switch spec.network {
-        case .isolated: "iso-" + String(vm.rawValue.prefix(13))
-        case .named(let name): "net-" + name
-        }
-    }
+    var privateNetwork: String { ContextManager.privateNetwork(spec.network, vm: vm) }
 
     var instanceSpec: InstanceSpec {
         InstanceSpec(

@@ -77,6 +77,14 @@ public actor ContextManager: ContextService {
         vms.withLock { $0 = Set(book.contexts.map(\.vm)) }
     }
 
+    /// The driver's private network a context's VM is on: its own (isolated), or the named one.
+    public static func privateNetwork(_ network: ContextNetwork, vm: VMID) -> String {
+        switch network {
+        case .isolated: "iso-" + String(vm.rawValue.prefix(13))
+        case .named(let name): "net-" + name
+        }
+    }
+
     /// Whether `id` runs a context (the agent leaves those out of its VM reports).
     public nonisolated func owns(_ id: VMID) -> Bool { vms.withLock { $0.contains(id) } }
 

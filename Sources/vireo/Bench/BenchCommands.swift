@@ -7,10 +7,10 @@ import VireoModel
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure Vireo: the API, VM boot, live migration, telemetry (results go to docs/benchmarks.md).",
+        abstract: "Measure Vireo: the API, VM boot, live migration, telemetry, contexts (results go to docs/benchmarks.md).",
         subcommands: [
             BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchIngest.self, BenchEvaluate.self, BenchScrape.self,
-            BenchMetricsServer.self,
+            BenchMetricsServer.self, BenchContext.self,
         ])
 }
 
