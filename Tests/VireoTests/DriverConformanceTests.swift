@@ -271,6 +271,18 @@ extension RealQEMU {
 
         @Test("deleting a running VM stops and removes it")
         func deleteRunning() async throws { try await tests.deleteRunning(fixture: .qemu) }
+
+        @Test("snapshots are saved, listed in the order taken, loaded and deleted; the VM runs on")
+        func snapshots() async throws { try await tests.snapshots(fixture: .qemu) }
+
+        @Test("snapshot operations fail saying why: VM not running, tag taken, tag unknown, bad tag, VM unknown")
+        func snapshotErrors() async throws { try await tests.snapshotErrors(fixture: .qemu) }
+
+        @Test("a stopped VM keeps its snapshots and starts from one instead of booting")
+        func startFromSnapshot() async throws { try await tests.startFromSnapshot(fixture: .qemu) }
+
+        @Test("a display is given where the driver has one and refused at create where it has none")
+        func displayUnsupported() async throws { try await tests.displayUnsupported(fixture: .qemu) }
     }
 }
 
