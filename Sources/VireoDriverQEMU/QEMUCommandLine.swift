@@ -65,6 +65,11 @@ public struct QEMUInvocation: Sendable, Equatable {
     public var pidFile: String
     /// `tcp:ADDR:PORT` to wait for an incoming migration instead of booting.
     public var incoming: String?
+    /// A snapshot in the disk to run from instead of booting (`-loadvm`).
+    public var loadSnapshot: String?
+    /// The loopback TCP port (5900 or above) of a VNC server showing the VM's screen; nil: no
+    /// display at all.
+    public var vncPort: Int?
     /// False for the plain foreground command a person would type (no QMP, pidfile, daemonizing):
     /// what `vireo bench boot` compares the driver against.
     public var managed = true
@@ -72,7 +77,8 @@ public struct QEMUInvocation: Sendable, Equatable {
     public init(
         name: String, id: VMID, accelerator: Accelerator, cpus: Int, memoryMiB: Int, kernel: String, initrd: String,
         kernelCommandLine: String, disk: String, mac: String, network: GuestNetwork, qmpSocket: String,
-        serialLog: String, pidFile: String, incoming: String? = nil, managed: Bool = true
+        serialLog: String, pidFile: String, incoming: String? = nil, loadSnapshot: String? = nil, vncPort: Int? = nil,
+        managed: Bool = true
     ) {
         self.name = name
         self.id = id
@@ -89,8 +95,17 @@ public struct QEMUInvocation: Sendable, Equatable {
         self.serialLog = serialLog
         self.pidFile = pidFile
         self.incoming = incoming
+        self.loadSnapshot = loadSnapshot
+        self.vncPort = vncPort
         self.managed = managed
     }
+
+    /// The block node name of the VM's disk: snapshot jobs name it as the disk to snapshot and
+    /// the place the memory state is kept in.
+    public static let diskNode = "vireo-disk"
+
+    /// The first TCP port of VNC displays (display 0); `-vnc` takes a display number, not a port.
+    public static let vncBasePort = 5900
 
     /// The guest's address as the guest's init reads it from the kernel command line.
     var guestParameters: String {
@@ -112,7 +127,7 @@ public struct QEMUInvocation: Sendable, Equatable {
             "-nodefaults", "-no-user-config", "-display", "none",
             "-m", "\(memoryMiB)", "-smp", "\(cpus)",
             "-kernel", kernel, "-initrd", initrd, "-append", "\(kernelCommandLine) \(guestParameters)",
-            "-drive", "file=\(disk),if=virtio,format=qcow2,cache=writeback,discard=unmap",
+            "-drive", "file=\(disk),if=virtio,format=qcow2,cache=writeback,discard=unmap,node-name=\(Self.diskNode)",
             "-chardev", "file,id=serial0,path=\(serialLog),append=on",
             "-serial", "chardev:serial0",
             // The guest kernel reboots on panic (panic=-1); QEMU exits instead, so a crash is seen.
@@ -135,7 +150,14 @@ public struct QEMUInvocation: Sendable, Equatable {
                 "-device", "virtio-net-pci,netdev=net0,mac=\(mac)",
             ]
         }
+        if let vncPort {
+            // -nodefaults leaves out the graphics card: the screen VNC shows needs one.
+            arguments += ["-vnc", "127.0.0.1:\(vncPort - Self.vncBasePort)", "-device", "VGA"]
+        }
         if let incoming { arguments += ["-mem-prealloc", "-incoming", incoming] }
+        // The guest runs on from the saved memory, devices and disk; QEMU fails to start when the
+        // disk has no snapshot of that name.
+        if let loadSnapshot { arguments += ["-loadvm", loadSnapshot] }
         return arguments
     }
 

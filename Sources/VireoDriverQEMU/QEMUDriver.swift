@@ -8,12 +8,14 @@ import VireoProcess
 /// Runs each VM as a QEMU process, daemonized so that it outlives the agent, and drives it over QMP.
 ///
 /// Per VM, `<state>/<id>/` holds `vm.json` (what to run), `disk.qcow2` (an overlay on the image's
-/// base), `serial.log` (the console), `qemu.pid` and `run.json` while it runs. The QMP socket sits
-/// in a short runtime directory because unix socket paths are limited to 107 bytes.
+/// base, which also holds the VM's snapshots), `serial.log` (the console), `qemu.pid` and
+/// `run.json` while it runs. The QMP socket sits in a short runtime directory because unix socket
+/// paths are limited to 107 bytes.
 ///
 /// This file holds the driver's state and the VM lifecycle; the per-VM records are in
 /// `QEMUInstance.swift`, watching QEMU and re-adopting it in `QEMUSupervision.swift`, live
-/// migration in `QEMUMigration.swift` and the serial console in `QEMUConsole.swift`.
+/// migration in `QEMUMigration.swift`, snapshots in `QEMUSnapshots.swift`, private networks in
+/// `PrivateNetwork.swift` and the serial console in `QEMUConsole.swift`.
 public actor QEMUDriver: HypervisorDriver {
     public nonisolated let name = "qemu"
     /// Live migration needs the disk on both hosts: offered only with shared storage.
@@ -23,8 +25,13 @@ public actor QEMUDriver: HypervisorDriver {
     let logger: Logger
     let runtimeDirectory: String
     private let hostMeter = HostCPUMeter.detect()
-    /// Guest addresses given to VMs still being created.
-    private var reservedAddresses: Set<String> = []
+    /// Guest addresses, private subnets (with the number of creates holding each) and VNC ports
+    /// given to VMs still being created.
+    var reservedAddresses: Set<String> = []
+    var reservedSubnets: [String: (subnet: Int, holders: Int)] = [:]
+    private var reservedDisplayPorts: Set<Int> = []
+    /// Per VM with a snapshot operation under way: the operations waiting for it to end.
+    var snapshotWaiters: [VMID: [CheckedContinuation<Void, Never>]] = [:]
     var instances: [VMID: Instance] = [:]
     /// One resolution per image name, shared by concurrent creates (the first one may build it).
     private var imageResolutions: [String: Task<GuestImage, any Error>] = [:]
@@ -37,9 +44,8 @@ public actor QEMUDriver: HypervisorDriver {
         images: @escaping @Sendable (String) async throws -> GuestImage
     ) {
         self.configuration = configuration
-        self.capabilities =
-            configuration.sharedDisks == nil
-            ? [.snapshots, .pause, .serialConsole] : [.liveMigration, .snapshots, .pause, .serialConsole]
+        let local: Set<Capability> = [.snapshots, .pause, .serialConsole, .privateNetworks, .display]
+        self.capabilities = configuration.sharedDisks == nil ? local : local.union([.liveMigration])
         self.images = images
         self.logger = logger
         self.runtimeDirectory = "/tmp/vireo-" + Self.shortHash(configuration.stateDirectory)
@@ -61,7 +67,8 @@ public actor QEMUDriver: HypervisorDriver {
         instances.map { id, instance in
             InstanceStatus(
                 id: id, name: instance.record.spec.name, state: instance.state, message: instance.message,
-                address: Self.address(of: instance.record.network), bootMs: instance.bootMs)
+                address: Self.address(of: instance.record.network), bootMs: instance.bootMs,
+                display: instance.state == .running ? instance.record.vncPort.map { "127.0.0.1:\($0)" } : nil)
         }.sorted { $0.id < $1.id }
     }
 
@@ -82,24 +89,43 @@ public actor QEMUDriver: HypervisorDriver {
             }
             return
         }
+        try Self.checkSupported(spec)
         let image = try await image(named: spec.image)
         let paths = paths(spec.id)
         let network: GuestNetwork
-        switch configuration.network {
-        case .none: network = .none
-        case .user: network = .user(hostPort: try Self.freeLoopbackPort())
-        case .tap(let tap):
-            // Creates interleave at their awaits: an address handed out is reserved until its VM is recorded.
-            let used = Set(instances.values.compactMap { Self.address(of: $0.record.network) }).union(reservedAddresses)
+        // Creates interleave at their awaits: an address, a private subnet or a display port handed
+        // out is reserved until its VM is recorded.
+        if let privateNetwork = spec.privateNetwork {
             network = .tap(
-                device: TapNetwork.device(for: spec.id), address: try tap.allocate(excluding: used), gateway: tap.gateway)
+                device: TapNetwork.device(for: spec.id), address: try allocatePrivateAddress(on: privateNetwork),
+                gateway: nil)
+        } else {
+            switch configuration.network {
+            case .none: network = .none
+            case .user: network = .user(hostPort: try Self.freeLoopbackPort())
+            case .tap(let tap):
+                let used = Set(instances.values.compactMap { Self.address(of: $0.record.network) }).union(reservedAddresses)
+                network = .tap(
+                    device: TapNetwork.device(for: spec.id), address: try tap.allocate(excluding: used), gateway: tap.gateway)
+            }
         }
         let reserved = Self.address(of: network)
         if let reserved { reservedAddresses.insert(reserved) }
-        defer { if let reserved { reservedAddresses.remove(reserved) } }
+        let subnet = spec.privateNetwork.flatMap { name in reserved.flatMap(PrivateNetwork.subnet(of:)).map { (name, $0) } }
+        if let (name, number) = subnet { reservedSubnets[name] = (number, (reservedSubnets[name]?.holders ?? 0) + 1) }
+        let vncPort = spec.display == .vnc ? try allocateDisplayPort() : nil
+        if let vncPort { reservedDisplayPorts.insert(vncPort) }
+        defer {
+            if let reserved { reservedAddresses.remove(reserved) }
+            if let (name, _) = subnet, let held = reservedSubnets[name] {
+                reservedSubnets[name] = held.holders > 1 ? (held.subnet, held.holders - 1) : nil
+            }
+            if let vncPort { reservedDisplayPorts.remove(vncPort) }
+        }
         let disk = configuration.sharedDisks.map { "\($0)/\(spec.id).qcow2" } ?? paths.directory + "/disk.qcow2"
-        let record = Record(
+        var record = Record(
             spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk)
+        record.vncPort = vncPort
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         do {
             if let shared = configuration.sharedDisks {
@@ -145,9 +171,12 @@ public actor QEMUDriver: HypervisorDriver {
         try await launch(id, run: instance.run)
     }
 
-    /// Starts QEMU for the VM's record (booting it, or waiting for a migration on `incoming`) and
-    /// attaches to it. On failure the VM is `failed` with QEMU's message.
-    func launch(_ id: VMID, run: Int, incoming: String? = nil) async throws {
+    /// Starts QEMU for the VM's record (booting it, running it from `snapshot`, or waiting for a
+    /// migration on `incoming`) and attaches to it. On failure the VM is `failed` with QEMU's
+    /// message.
+    func launch(_ id: VMID, run: Int, incoming: String? = nil, snapshot: String? = nil) async throws {
+        // The previous run's tap must be gone before this run makes its own of the same name.
+        await instances[id]?.tapRemoval?.value
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let paths = paths(id)
         do {
@@ -161,9 +190,14 @@ public actor QEMUDriver: HypervisorDriver {
                 memoryMiB: record.spec.memoryMiB, kernel: record.image.kernel, initrd: record.image.initrd,
                 kernelCommandLine: record.image.kernelCommandLine, disk: record.disk, mac: record.mac,
                 network: record.network, qmpSocket: paths.qmp, serialLog: paths.serial, pidFile: paths.pid,
-                incoming: incoming)
-            if case .tap(let device, _, _) = record.network, case .tap(let tap) = configuration.network {
-                try await TapNetwork.create(device, bridge: tap.bridge)
+                incoming: incoming, loadSnapshot: snapshot, vncPort: record.vncPort)
+            let namespace = privateNamespace(of: record)
+            if case .tap(let device, let address, _) = record.network {
+                if let namespace {
+                    try await preparePrivateTap(device, address: address, namespace: namespace)
+                } else if case .tap(let tap) = configuration.network {
+                    try await TapNetwork.create(device, bridge: tap.bridge)
+                }
             }
             // With -daemonize, QEMU returns once the VM is set up (or has failed to be), and the VM
             // process is no child of ours: it survives the agent.
@@ -172,13 +206,19 @@ public actor QEMUDriver: HypervisorDriver {
             try await HostTool.run(configuration.binary, invocation.arguments)
             let daemonized = ContinuousClock.now
             let pid = try await Self.awaitPID(paths.pid)
-            try Self.write(RunInfo(pid: pid, serialOffset: offset, startedAt: Date()), to: paths.run)
+            try Self.write(RunInfo(pid: pid, serialOffset: offset, startedAt: Date(), snapshot: snapshot), to: paths.run)
+            if case .tap(let device, _, _) = record.network, let namespace {
+                // QEMU has the tap open: now it goes where the VM's network is.
+                try await PrivateNetwork.attach(device, to: namespace)
+            }
             let qmp = try await QMPClient.connect(path: paths.qmp)
             if incoming != nil {
                 // MIGRATION events tell this side when the guest has arrived (a paused one is continued).
                 try await qmp.execute(QMP.MigrateSetCapabilities([.events: true]))
             }
-            attach(id, run: run, pid: pid, qmp: qmp, serialOffset: offset, incoming: incoming != nil)
+            attach(
+                id, run: run, pid: pid, qmp: qmp, serialOffset: offset,
+                readiness: incoming != nil ? .incoming : snapshot != nil ? .restored : .marker)
             logger.debug(
                 "QEMU started",
                 metadata: [
@@ -225,17 +265,20 @@ public actor QEMUDriver: HypervisorDriver {
             _ = try? await instance.qmp?.execute(QMP.Quit(), timeout: .seconds(2))
             if !(await Self.waitForExit(pid, timeout: .seconds(3))) { kill(pid, SIGKILL) }
         }
-        forget(id, instance.record, removingDisk: instance.record.ownsDisk)
+        await forget(id, instance.record, removingDisk: instance.record.ownsDisk)
     }
 
-    /// Drops the VM and its local files (and its disk when it is ours to remove).
-    func forget(_ id: VMID, _ record: Record, removingDisk: Bool) {
+    /// Drops the VM, its local files (and its disk, with its snapshots, when it is ours to remove)
+    /// and its network: its tap, and a private network's namespace with the network's last VM.
+    func forget(_ id: VMID, _ record: Record, removingDisk: Bool) async {
+        let tapRemoval = instances[id]?.tapRemoval
         instances[id] = nil
         let paths = paths(id)
         try? FileManager.default.removeItem(atPath: paths.qmp)
-        if case .tap(let device, _, _) = record.network { Task { await TapNetwork.remove(device) } }
         if removingDisk { try? FileManager.default.removeItem(atPath: record.disk) }
         try? FileManager.default.removeItem(atPath: paths.directory)
+        await tapRemoval?.value
+        await releaseNetwork(of: record)
     }
 
     public func pause(_ id: VMID) async throws {
@@ -258,6 +301,46 @@ public actor QEMUDriver: HypervisorDriver {
     // MARK: Host
 
     static func freeLoopbackPort() throws -> Int { try freePort(on: "127.0.0.1") }
+
+    /// Says what of `spec` this driver cannot do, before anything is made.
+    static func checkSupported(_ spec: InstanceSpec) throws {
+        if let network = spec.privateNetwork {
+            guard !network.isEmpty, network.count <= 128 else {
+                throw VireoError.invalid(field: "privateNetwork", value: "'\(network)'", "expected a name of 1 to 128 characters")
+            }
+            // Network namespaces and taps need root (CAP_NET_ADMIN); saying so here beats a failed start.
+            guard getuid() == 0 else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "privateNetwork '\(network)': private networks are network namespaces, which need the agent to run as root")
+            }
+        }
+    }
+
+    /// The first loopback port from 5900 that no VM here has and nothing listens on now.
+    func allocateDisplayPort() throws -> Int {
+        let taken = Set(instances.values.compactMap(\.record.vncPort)).union(reservedDisplayPorts)
+        let base = QEMUInvocation.vncBasePort
+        guard let port = (base..<base + 1000).first(where: { !taken.contains($0) && Self.isFree(port: $0, on: "127.0.0.1") })
+        else {
+            throw VireoError(.unavailable, "display: no free VNC port on 127.0.0.1 from \(base) to \(base + 999)")
+        }
+        return port
+    }
+
+    /// True when nothing on `host` has TCP `port` bound now.
+    static func isFree(port: Int, on host: String) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr(host)
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
 
     /// A TCP port free on `host` now (the kernel picks it; QEMU binds it moments later).
     public static func freePort(on host: String) throws -> Int {

@@ -13,6 +13,9 @@ extension QEMUDriver {
         /// How long a guest may take to print its ready marker before the start counts as failed.
         public var readyTimeout: Duration = .seconds(120)
         public var network: NetworkMode = .user
+        /// How long a snapshot save, load or delete may take before the driver stops waiting for it
+        /// (QEMU carries on; the next snapshot operation waits for it to end).
+        public var snapshotTimeout: Duration = .seconds(120)
         /// Live migration: bandwidth cap (bytes/s), the pause the final switch-over may take, and
         /// how long a migration may run before it is cancelled.
         public var migrationBandwidth: UInt64 = 8 << 30

@@ -33,6 +33,9 @@ extension QEMUDriver {
         /// False on the destination of a migration until it completes: the source still owns the
         /// shared disk, and a failed migration must not delete it.
         var ownsDisk = true
+        /// The loopback port of the VM's VNC display (`spec.display == .vnc`), chosen at create and
+        /// kept, so the display is found at the same place after every start.
+        var vncPort: Int?
     }
 
     /// What is stored about a running QEMU, to re-adopt it after an agent restart.
@@ -41,6 +44,19 @@ extension QEMUDriver {
         /// Where this run's console output starts in `serial.log`.
         var serialOffset: UInt64
         var startedAt: Date
+        /// The snapshot this run started from (`-loadvm`): its guest printed no ready marker in
+        /// this run, so a driver re-adopting it asks QEMU whether it runs instead.
+        var snapshot: String?
+    }
+
+    /// What tells that a run's guest is ready.
+    enum Readiness {
+        /// It booted and printed the image's ready marker on the console.
+        case marker
+        /// It arrived by live migration: ready when it resumes here.
+        case incoming
+        /// It runs from a snapshot: ready once QEMU says its vCPUs run.
+        case restored
     }
 
     /// A VM as the driver tracks it in memory: its record and what its current run is doing.
@@ -59,6 +75,9 @@ extension QEMUDriver {
         /// When this run's QEMU was launched, and how long it took the guest to be ready.
         var launchedAt: ContinuousClock.Instant?
         var bootMs: Int?
+        /// Removing the tap device of the last run (its QEMU exited); the next launch waits for it,
+        /// so it cannot remove the new run's tap.
+        var tapRemoval: Task<Void, Never>?
     }
 
     /// Where a VM's files are: its directory in the state directory, and its QMP socket in the

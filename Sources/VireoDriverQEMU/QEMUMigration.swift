@@ -11,6 +11,11 @@ extension QEMUDriver {
             if let uri = existing.incomingURI, existing.state == .starting { return uri }
             throw VireoError(.conflict, "VM \(spec.name) is already on this host (\(existing.state))")
         }
+        // A private network is this host's: its VMs would arrive cut off from their peers.
+        if let network = spec.privateNetwork {
+            throw VireoError(
+                .unsupported, "privateNetwork '\(network)': VMs on private networks cannot be live-migrated")
+        }
         guard let shared = configuration.sharedDisks else {
             throw VireoError(.failedPrecondition, "live migration needs shared storage (driver setting shared-disks)")
         }
@@ -30,9 +35,10 @@ extension QEMUDriver {
                 ?? tap.allocate(excluding: Set(instances.values.compactMap { Self.address(of: $0.record.network) }))
             network = .tap(device: TapNetwork.device(for: spec.id), address: address, gateway: tap.gateway)
         }
-        let record = Record(
+        var record = Record(
             spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk,
             ownsDisk: false)
+        record.vncPort = spec.display == .vnc ? try allocateDisplayPort() : nil
         let paths = paths(spec.id)
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         try Self.write(record, to: paths.record)
@@ -44,7 +50,7 @@ extension QEMUDriver {
         do {
             try await launch(spec.id, run: 1, incoming: uri)
         } catch {
-            forget(spec.id, record, removingDisk: false)
+            await forget(spec.id, record, removingDisk: false)
             throw error
         }
         logger.info("waiting for incoming migration", metadata: ["vm": "\(spec.name)", "uri": "\(uri)"])
@@ -140,7 +146,7 @@ extension QEMUDriver {
             _ = await Self.waitForExit(pid, timeout: .seconds(2))
         }
         // The console history stays with the VM: the destination appends to what the source had.
-        forget(id, instance.record, removingDisk: false)
+        await forget(id, instance.record, removingDisk: false)
     }
 
     public func finishIncoming(_ id: VMID) async throws {

@@ -5,10 +5,11 @@ import VireoModel
 extension QEMUDriver {
     // MARK: Supervision
 
-    /// Watches a launched or re-adopted QEMU: its console for the ready marker (or, for an
-    /// incoming migration, QMP's `RESUME`), its QMP events for shutdown, and the end of the QMP
-    /// connection for its exit.
-    func attach(_ id: VMID, run: Int, pid: Int32, qmp: QMPClient, serialOffset: UInt64, incoming: Bool = false) {
+    /// Watches a launched or re-adopted QEMU: its console for the ready marker (for an incoming
+    /// migration, QMP's `RESUME`; for a guest restored from a snapshot, QEMU's run state), its QMP
+    /// events for shutdown, and the end of the QMP connection for its exit.
+    func attach(_ id: VMID, run: Int, pid: Int32, qmp: QMPClient, serialOffset: UInt64, readiness: Readiness = .marker) {
+        let incoming = readiness == .incoming
         instances[id]?.pid = pid
         instances[id]?.qmp = qmp
         let serial = paths(id).serial
@@ -17,9 +18,21 @@ extension QEMUDriver {
         Task {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    // An incoming guest printed its marker long ago, on the source: it is ready
-                    // when it resumes here.
-                    if incoming { return }
+                    switch readiness {
+                    case .incoming:
+                        // An incoming guest printed its marker long ago, on the source: it is ready
+                        // when it resumes here.
+                        return
+                    case .restored:
+                        // A restored guest printed its marker in the run it was saved from.
+                        if await Self.waitForRunState(qmp, timeout: readyTimeout) {
+                            await self.becameReady(id, run: run)
+                        } else if !Task.isCancelled {
+                            await self.neverReady(id, run: run, after: readyTimeout, restored: true)
+                        }
+                        return
+                    case .marker: break
+                    }
                     if await Self.waitForMarker(marker, in: serial, from: serialOffset, timeout: readyTimeout) {
                         await self.becameReady(id, run: run)
                     } else if !Task.isCancelled {
@@ -76,9 +89,12 @@ extension QEMUDriver {
         }
     }
 
-    private func neverReady(_ id: VMID, run: Int, after timeout: Duration) async {
+    private func neverReady(_ id: VMID, run: Int, after timeout: Duration, restored: Bool = false) async {
         guard instances[id]?.run == run, instances[id]?.state == .starting, let qmp = instances[id]?.qmp else { return }
-        instances[id]?.message = "the guest printed no ready marker within \(timeout)"
+        instances[id]?.message =
+            restored
+            ? "the guest restored from its snapshot did not run within \(timeout)"
+            : "the guest printed no ready marker within \(timeout)"
         _ = try? await qmp.execute(QMP.Quit(), timeout: .seconds(2))
     }
 
@@ -104,7 +120,10 @@ extension QEMUDriver {
         stateChanged()
         try? FileManager.default.removeItem(atPath: paths(id).run)
         try? FileManager.default.removeItem(atPath: paths(id).pid)
-        if case .tap(let device, _, _) = instance.record.network { Task { await TapNetwork.remove(device) } }
+        if case .tap(let device, _, _) = instance.record.network {
+            let namespace = privateNamespace(of: instance.record)
+            instances[id]?.tapRemoval = Task { await PrivateNetwork.removeTap(device, namespace: namespace) }
+        }
     }
 
     func escalate(_ id: VMID, run: Int, after timeout: Duration) async {
@@ -140,10 +159,23 @@ extension QEMUDriver {
                 continue
             }
             do {
-                let qmp = try await QMPClient.connect(path: paths.qmp)
+                // QEMU answers no QMP while it saves or loads a snapshot: a connection made during
+                // one an earlier agent started completes once it has ended.
+                let qmp = try await QMPClient.connect(path: paths.qmp, timeout: configuration.snapshotTimeout)
                 instances[id]?.state = .starting
-                attach(id, run: 1, pid: info.pid, qmp: qmp, serialOffset: info.serialOffset)
+                attach(
+                    id, run: 1, pid: info.pid, qmp: qmp, serialOffset: info.serialOffset,
+                    readiness: info.snapshot == nil ? .marker : .restored)
                 logger.info("re-adopted QEMU", metadata: ["vm": "\(record.spec.name)", "pid": "\(info.pid)"])
+                // Snapshot jobs the previous agent did not see to their end are waited for and
+                // dismissed; should that fail, the next snapshot operation tries again.
+                do {
+                    try await settleSnapshotJobs(id, qmp)
+                } catch {
+                    logger.warning(
+                        "cannot settle the snapshot jobs left by the previous agent",
+                        metadata: ["vm": "\(record.spec.name)", "error": "\(error)"])
+                }
             } catch {
                 instances[id]?.state = .failed
                 instances[id]?.message = "QEMU pid \(info.pid) is running but does not answer QMP: \(error)"
@@ -187,6 +219,18 @@ extension QEMUDriver {
                 try? handle.close()
             }
             try? await Task.sleep(for: .milliseconds(2))
+        }
+        return false
+    }
+
+    /// Polls QEMU's run state until its vCPUs run (or are paused, as a re-adopted guest may have
+    /// been on purpose): a guest restored from a snapshot is then ready.
+    static func waitForRunState(_ qmp: QMPClient, timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, !Task.isCancelled {
+            guard let status = try? await qmp.execute(QMP.QueryStatus()) else { return false }
+            if status.running || status.status == .paused { return true }
+            try? await Task.sleep(for: .milliseconds(10))
         }
         return false
     }

@@ -35,6 +35,8 @@ public final class QMPClient: Sendable {
         var nextID = 1
         /// Each waiting command's continuation, resumed with the raw line of its reply.
         var pending: [Int: CheckedContinuation<Data, any Error>] = [:]
+        /// Events callers wait for, each delivered the first matching event.
+        var expectations: [ObjectIdentifier: QMPEventExpectation] = [:]
         var closed = false
     }
 
@@ -128,6 +130,42 @@ public final class QMPClient: Sendable {
         }
     }
 
+    /// Registers a wait for the first event from now on that `matches`; `wait(for:timeout:)`
+    /// returns it. Register before sending the command that causes the event: QEMU may send the
+    /// event before the command's reply. Events also go to `events` as usual.
+    public func expectEvent(_ what: String, matching matches: @escaping @Sendable (QMPEvent) -> Bool)
+        -> QMPEventExpectation
+    {
+        let expectation = QMPEventExpectation(what: what, matches: matches)
+        let closed = state.withLock { state in
+            if !state.closed { state.expectations[ObjectIdentifier(expectation)] = expectation }
+            return state.closed
+        }
+        if closed {
+            expectation.event.deliver(.failure(QMPError(kind: .disconnected, message: "\(what): connection closed")))
+        }
+        return expectation
+    }
+
+    /// The event `expectation` waits for; throws `.timeout` when it does not come within
+    /// `timeout`, `.disconnected` when QEMU goes away first. The expectation is done afterwards.
+    public func wait(for expectation: QMPEventExpectation, timeout: Duration) async throws -> QMPEvent {
+        let timer = channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+            expectation.event.deliver(
+                .failure(QMPError(kind: .timeout, message: "\(expectation.what): no event within \(timeout)")))
+        }
+        defer {
+            timer.cancel()
+            cancel(expectation)
+        }
+        return try await expectation.event.wait()
+    }
+
+    /// Drops an expectation nobody will wait for (the command that would cause it failed).
+    public func cancel(_ expectation: QMPEventExpectation) {
+        _ = state.withLock { $0.expectations.removeValue(forKey: ObjectIdentifier(expectation)) }
+    }
+
     /// Closes the connection; pending commands fail with `.disconnected`.
     public func close() async {
         try? await channel.close()
@@ -141,7 +179,14 @@ public final class QMPClient: Sendable {
     /// Routes one line: an event to `events`, a reply (`line` as QEMU sent it) to its command.
     fileprivate func received(_ value: JSONValue, line: Data) {
         if let name = value["event"]?.stringValue {
-            eventContinuation.yield(QMPEvent(name: name, data: value["data"] ?? .null))
+            let event = QMPEvent(name: name, data: value["data"] ?? .null)
+            let met = state.withLock { state in
+                let met = state.expectations.filter { $0.value.matches(event) }
+                for key in met.keys { state.expectations.removeValue(forKey: key) }
+                return met.values
+            }
+            for expectation in met { expectation.event.deliver(.success(event)) }
+            eventContinuation.yield(event)
             return
         }
         guard let id = value["id"]?.intValue,
@@ -159,25 +204,32 @@ public final class QMPClient: Sendable {
     }
 
     fileprivate func connectionClosed() {
-        let pending = state.withLock { state in
+        let (pending, expectations) = state.withLock { state in
             state.closed = true
-            defer { state.pending = [:] }
-            return state.pending
+            defer {
+                state.pending = [:]
+                state.expectations = [:]
+            }
+            return (state.pending, state.expectations)
         }
         for continuation in pending.values {
             continuation.resume(throwing: QMPError(kind: .disconnected, message: "QEMU closed the connection"))
+        }
+        for expectation in expectations.values {
+            expectation.event.deliver(
+                .failure(QMPError(kind: .disconnected, message: "\(expectation.what): QEMU closed the connection")))
         }
         eventContinuation.finish()
     }
 }
 
-/// The greeting arrives before the client object exists; this holds it until `connect` reads it.
-private final class Greeting: Sendable {
-    private let promise = Mutex<(value: Result<JSONValue, QMPError>?, waiter: CheckedContinuation<JSONValue, any Error>?)>(
-        (nil, nil))
+/// A value delivered once, possibly before anyone waits for it: the first delivery wins, later
+/// ones are ignored.
+private final class OneShot<Value: Sendable>: Sendable {
+    private let slot = Mutex<(value: Result<Value, QMPError>?, waiter: CheckedContinuation<Value, any Error>?)>((nil, nil))
 
-    func deliver(_ result: Result<JSONValue, QMPError>) {
-        let waiter = promise.withLock { slot -> CheckedContinuation<JSONValue, any Error>? in
+    func deliver(_ result: Result<Value, QMPError>) {
+        let waiter = slot.withLock { slot -> CheckedContinuation<Value, any Error>? in
             guard slot.value == nil else { return nil }
             slot.value = result
             defer { slot.waiter = nil }
@@ -186,17 +238,41 @@ private final class Greeting: Sendable {
         waiter?.resume(with: result.mapError { $0 as any Error })
     }
 
-    func wait(on loop: any EventLoop, timeout: Duration) async throws -> JSONValue {
-        loop.scheduleTask(in: TimeAmount(timeout)) {
-            self.deliver(.failure(QMPError(kind: .timeout, message: "no QMP greeting within \(timeout)")))
-        }
-        return try await withCheckedThrowingContinuation { continuation in
-            let ready = promise.withLock { slot -> Result<JSONValue, QMPError>? in
+    func wait() async throws -> Value {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = slot.withLock { slot -> Result<Value, QMPError>? in
                 if slot.value == nil { slot.waiter = continuation }
                 return slot.value
             }
             if let ready { continuation.resume(with: ready.mapError { $0 as any Error }) }
         }
+    }
+}
+
+/// The greeting arrives before the client object exists; this holds it until `connect` reads it.
+private final class Greeting: Sendable {
+    private let value = OneShot<JSONValue>()
+
+    func deliver(_ result: Result<JSONValue, QMPError>) { value.deliver(result) }
+
+    func wait(on loop: any EventLoop, timeout: Duration) async throws -> JSONValue {
+        loop.scheduleTask(in: TimeAmount(timeout)) {
+            self.deliver(.failure(QMPError(kind: .timeout, message: "no QMP greeting within \(timeout)")))
+        }
+        return try await value.wait()
+    }
+}
+
+/// One event a caller waits for (see `QMPClient.expectEvent(_:matching:)`).
+public final class QMPEventExpectation: Sendable {
+    /// What the caller waits for, in words, for error messages.
+    let what: String
+    let matches: @Sendable (QMPEvent) -> Bool
+    fileprivate let event = OneShot<QMPEvent>()
+
+    fileprivate init(what: String, matches: @escaping @Sendable (QMPEvent) -> Bool) {
+        self.what = what
+        self.matches = matches
     }
 }
 

@@ -245,6 +245,8 @@ extension QMP {
         case resume
         /// A migration changed status (sent on both sides when `events` is on).
         case migration(MigrationStatus)
+        /// A job (a snapshot save, load or delete) changed status.
+        case jobStatusChange(id: String, status: JobStatus)
         case other(String)
 
         public init(_ event: QMPEvent) {
@@ -254,6 +256,10 @@ extension QMP {
             case "RESUME": self = .resume
             case "MIGRATION":
                 self = .migration(event.data["status"]?.stringValue.flatMap(MigrationStatus.init(rawValue:)) ?? .unknown)
+            case "JOB_STATUS_CHANGE":
+                self = .jobStatusChange(
+                    id: event.data["id"]?.stringValue ?? "",
+                    status: event.data["status"]?.stringValue.flatMap(JobStatus.init(rawValue:)) ?? .unknown)
             default: self = .other(event.name)
             }
         }

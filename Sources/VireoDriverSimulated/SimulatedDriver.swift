@@ -5,7 +5,9 @@ import VireoModel
 /// A deterministic in-memory hypervisor.
 ///
 /// Boot and stop take configurable (virtual) time; starts can be made to fail, either by name or
-/// with a seeded probability. Used for what-if and scale runs and as the reference the driver
+/// with a seeded probability. Snapshots are tags kept per VM, with the errors the real drivers
+/// give; private networks are accepted (there is no network to isolate) and give addresses the way
+/// the QEMU driver does. Used for what-if and scale runs and as the reference the driver
 /// conformance suite runs against — it is registered exactly like the real drivers.
 public final class SimulatedDriver: HypervisorDriver {
     public struct Configuration: Sendable, Equatable {
@@ -16,10 +18,15 @@ public final class SimulatedDriver: HypervisorDriver {
         /// Probability in [0, 1] that a start fails.
         public var startFailureProbability: Double
         public var seed: UInt64
+        /// What a snapshot save and a load report having taken (nothing waits for it: the driver
+        /// never sleeps).
+        public var snapshotSaveTime: Duration
+        public var snapshotLoadTime: Duration
 
         public init(
             cpus: Int = 32, memoryMiB: Int = 131_072, bootDelay: Duration = .milliseconds(300),
-            stopDelay: Duration = .milliseconds(100), startFailureProbability: Double = 0, seed: UInt64 = 1
+            stopDelay: Duration = .milliseconds(100), startFailureProbability: Double = 0, seed: UInt64 = 1,
+            snapshotSaveTime: Duration = .zero, snapshotLoadTime: Duration = .zero
         ) {
             self.cpus = cpus
             self.memoryMiB = memoryMiB
@@ -27,10 +34,12 @@ public final class SimulatedDriver: HypervisorDriver {
             self.stopDelay = stopDelay
             self.startFailureProbability = startFailureProbability
             self.seed = seed
+            self.snapshotSaveTime = snapshotSaveTime
+            self.snapshotLoadTime = snapshotLoadTime
         }
     }
 
-    private struct Instance {
+    struct Instance {
         var spec: InstanceSpec
         var state: InstanceState
         /// When a `starting` or `stopping` instance finishes its transition.
@@ -38,6 +47,10 @@ public final class SimulatedDriver: HypervisorDriver {
         var message: String?
         /// Index of the instance among those created, for its synthetic address.
         var serial: Int
+        /// The address on its private network (`198.19.N.H`), given at create.
+        var privateAddress: String?
+        /// Snapshot tags, in the order they were taken.
+        var snapshots: [String] = []
         /// What a real guest would have printed on its serial console.
         var console = ""
         /// Waiting for a live migration: it runs when the source hands over (`finishIncoming`).
@@ -75,7 +88,7 @@ public final class SimulatedDriver: HypervisorDriver {
         var residentMiB: Int
     }
 
-    private struct State {
+    struct State {
         private(set) var instances: [VMID: Instance] = [:]
         /// Memory of the instances that are running or starting (incoming ones included).
         private(set) var usedMemoryMiB = 0
@@ -83,6 +96,10 @@ public final class SimulatedDriver: HypervisorDriver {
         /// that a call costs what is in transition, not every instance.
         private(set) var transitioning: Set<VMID> = []
         var created = 0
+        /// Private network name → its subnet number (the third octet), in the order first used.
+        var privateSubnets: [String: Int] = [:]
+        /// Private network name → guests given an address on it so far.
+        var privateGuests: [String: Int] = [:]
         var failStartOf: Set<String> = []
         var random: SeededGenerator
 
@@ -107,10 +124,11 @@ public final class SimulatedDriver: HypervisorDriver {
     }
 
     public let name = "simulated"
-    public let capabilities: Set<Capability> = [.liveMigration, .snapshots, .pause, .virtualTime]
+    /// No `.display`: there is no screen to show.
+    public let capabilities: Set<Capability> = [.liveMigration, .snapshots, .pause, .virtualTime, .privateNetworks]
     public let configuration: Configuration
-    private let time: any SimulatedTime
-    private let state: Mutex<State>
+    let time: any SimulatedTime
+    let state: Mutex<State>
 
     public init(configuration: Configuration = .init(), time: any SimulatedTime = WallTime()) {
         self.configuration = configuration
@@ -162,6 +180,12 @@ public final class SimulatedDriver: HypervisorDriver {
     public func recover() async throws -> [InstanceStatus] { try await status() }
 
     public func create(_ spec: InstanceSpec) async throws {
+        if let display = spec.display {
+            throw VireoError(.unsupported, "display '\(display.rawValue)': driver '\(name)' has no display")
+        }
+        if let network = spec.privateNetwork, network.isEmpty || network.count > 128 {
+            throw VireoError.invalid(field: "privateNetwork", value: "'\(network)'", "expected a name of 1 to 128 characters")
+        }
         try state.withLock { (s: inout State) throws(VireoError) in
             if let existing = s.instances[spec.id] {
                 guard existing.spec == spec else {
@@ -169,7 +193,9 @@ public final class SimulatedDriver: HypervisorDriver {
                 }
                 return
             }
-            s.set(spec.id, Instance(spec: spec, state: .stopped, transitionEndsAt: .zero, serial: s.created))
+            var instance = Instance(spec: spec, state: .stopped, transitionEndsAt: .zero, serial: s.created)
+            if let network = spec.privateNetwork { instance.privateAddress = try Self.privateAddress(on: network, &s) }
+            s.set(spec.id, instance)
             s.created += 1
         }
     }
@@ -184,16 +210,9 @@ public final class SimulatedDriver: HypervisorDriver {
             case .stopping: throw VireoError(.failedPrecondition, "VM '\(instance.spec.name)' is stopping")
             case .stopped, .failed: break
             }
-            let used = s.usedMemoryMiB
-            if used + instance.spec.memoryMiB > configuration.memoryMiB {
+            if let failure = startFailure(of: instance, &s) {
                 instance.state = .failed
-                instance.message = "host out of memory: \(used) MiB in use of \(configuration.memoryMiB) MiB"
-            } else if s.failStartOf.remove(instance.spec.name) != nil
-                || (configuration.startFailureProbability > 0
-                    && Double.random(in: 0..<1, using: &s.random) < configuration.startFailureProbability)
-            {
-                instance.state = .failed
-                instance.message = "simulated boot failure"
+                instance.message = failure
             } else {
                 instance.state = .starting
                 instance.message = nil
@@ -204,6 +223,22 @@ public final class SimulatedDriver: HypervisorDriver {
             }
             s.set(id, instance)
         }
+    }
+
+    /// Why a start of `instance` fails, if it does: the host has no memory for it, or a failure
+    /// was injected (by name, or by the seeded probability).
+    func startFailure(of instance: Instance, _ s: inout State) -> String? {
+        let used = s.usedMemoryMiB
+        if used + instance.spec.memoryMiB > configuration.memoryMiB {
+            return "host out of memory: \(used) MiB in use of \(configuration.memoryMiB) MiB"
+        }
+        if s.failStartOf.remove(instance.spec.name) != nil
+            || (configuration.startFailureProbability > 0
+                && Double.random(in: 0..<1, using: &s.random) < configuration.startFailureProbability)
+        {
+            return "simulated boot failure"
+        }
+        return nil
     }
 
     public func stop(_ id: VMID) async throws {
@@ -235,7 +270,7 @@ public final class SimulatedDriver: HypervisorDriver {
             return s.instances.values.map {
                 InstanceStatus(
                     id: $0.spec.id, name: $0.spec.name, state: $0.state, message: $0.message,
-                    address: $0.state == .running ? Self.address(serial: $0.serial) : nil)
+                    address: $0.state == .running ? $0.privateAddress ?? Self.address(serial: $0.serial) : nil)
             }.sorted { $0.name < $1.name }
         }
     }
@@ -332,7 +367,7 @@ public final class SimulatedDriver: HypervisorDriver {
     }
 
     /// Finishes the transitions whose time has come.
-    private func settle(_ s: inout State, now: Duration) {
+    func settle(_ s: inout State, now: Duration) {
         let due = s.transitioning.filter { s.instances[$0].map { $0.transitionEndsAt <= now } ?? false }
         for id in due {
             guard var instance = s.instances[id] else { continue }
@@ -353,19 +388,24 @@ public final class SimulatedDriver: HypervisorDriver {
 
 extension DriverRegistry {
     /// Registers the simulated driver. Settings: `cpus`, `memory` (a size), `boot-delay-ms`,
-    /// `stop-delay-ms`, `fail-probability`, `seed`.
+    /// `stop-delay-ms`, `fail-probability`, `seed`, `snapshot-save-ms`, `snapshot-load-ms`.
     public mutating func registerSimulated() {
         register("simulated") { options in
             var config = SimulatedDriver.Configuration()
             let settings = options.settings
             try options.rejectUnknown(
                 driver: "simulated",
-                allowed: ["cpus", "memory", "boot-delay-ms", "stop-delay-ms", "seed", "fail-probability"])
+                allowed: [
+                    "cpus", "memory", "boot-delay-ms", "stop-delay-ms", "seed", "fail-probability", "snapshot-save-ms",
+                    "snapshot-load-ms",
+                ])
             let int = options.int
             if let cpus = try int("cpus") { config.cpus = cpus }
             if let memory = settings["memory"] { config.memoryMiB = try ByteSize.parseMiB(memory, field: "memory") }
             if let ms = try int("boot-delay-ms") { config.bootDelay = .milliseconds(ms) }
             if let ms = try int("stop-delay-ms") { config.stopDelay = .milliseconds(ms) }
+            if let ms = try int("snapshot-save-ms") { config.snapshotSaveTime = .milliseconds(ms) }
+            if let ms = try int("snapshot-load-ms") { config.snapshotLoadTime = .milliseconds(ms) }
             if let seed = try int("seed") { config.seed = UInt64(seed) }
             if let text = settings["fail-probability"] {
                 guard let p = Double(text), p >= 0, p <= 1 else {

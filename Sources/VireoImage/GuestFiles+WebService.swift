@@ -26,6 +26,16 @@ extension GuestFiles {
     /// pages, and 8 pages it writes after every MiB (pages written far more often); `/status`
     /// counts the pages that did not (`lostWrites`: writes a migration failed to carry over).
     ///
+    /// Snapshot checks: `POST /mark?value=V` (V: 1 to 64 characters of `[A-Za-z0-9._-]`, else 400)
+    /// keeps V in three places a snapshot treats alike but a reboot or a disk-only copy would not:
+    /// `/data/vireo-mark` on the VM's disk (written to a temporary file, fsynced, renamed, the
+    /// directory fsynced), the process's memory, and `/run/vireo-mark` on tmpfs; `GET /mark`
+    /// answers `{"disk":"…","memory":"…","tmpfs":"…"}` (empty strings where unset). Network checks:
+    /// `GET /connect?to=IP:PORT[&timeoutMs=N]` tries a TCP connection from the guest to an IPv4
+    /// address (N from 1 to 10000, default 2000) and answers `{"connected":true}` or
+    /// `{"connected":false,"error":"…"}` (the worker serving it waits meanwhile). On a host,
+    /// `VIREO_WEB_MARK_DISK` and `VIREO_WEB_MARK_TMPFS` name other files for the marks.
+    ///
     /// A request's duration (`vireo_web_request_duration_seconds`) runs from the moment the guest's
     /// kernel received it (the socket's `SO_TIMESTAMPNS` receive time) to the end of the reply, so
     /// time spent queued behind other requests counts, as a client would see it; where the kernel

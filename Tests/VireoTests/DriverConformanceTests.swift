@@ -133,6 +133,122 @@ struct DriverConformanceTests {
         try await driver.delete(vm.id)
         #expect(try await driver.status().isEmpty)
     }
+
+    // MARK: Snapshots
+
+    @Test(
+        "snapshots are saved, listed in the order taken, loaded and deleted; the VM runs on", arguments: [DriverFixture.simulated]
+    )
+    func snapshots(fixture: DriverFixture) async throws {
+        let (driver, tick) = try fixture.make()
+        #expect(driver.capabilities.contains(.snapshots))
+        let vm = spec("snap")
+        try await driver.create(vm)
+        #expect(try await driver.snapshots(vm.id) == [])
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        let saved = try await driver.saveSnapshot(vm.id, tag: "clean")
+        _ = try await driver.saveSnapshot(vm.id, tag: "kept-2")
+        #expect(try await driver.snapshots(vm.id) == ["clean", "kept-2"])
+        let loaded = try await driver.loadSnapshot(vm.id, tag: "clean")
+        #expect(saved >= .zero && loaded >= .zero)
+        #expect(try await driver.status().first { $0.id == vm.id }?.state == .running)
+        // What a kept context does: a new tag, then the old one goes; a deleted tag can be taken again.
+        try await driver.deleteSnapshot(vm.id, tag: "clean")
+        #expect(try await driver.snapshots(vm.id) == ["kept-2"])
+        _ = try await driver.saveSnapshot(vm.id, tag: "clean")
+        #expect(try await driver.snapshots(vm.id) == ["kept-2", "clean"])
+        _ = try await driver.loadSnapshot(vm.id, tag: "kept-2")
+        #expect(try await driver.status().first { $0.id == vm.id }?.state == .running)
+        try await driver.delete(vm.id)
+    }
+
+    @Test(
+        "snapshot operations fail saying why: VM not running, tag taken, tag unknown, bad tag, VM unknown",
+        arguments: [DriverFixture.simulated])
+    func snapshotErrors(fixture: DriverFixture) async throws {
+        let (driver, tick) = try fixture.make()
+        let vm = spec("snaperr")
+        try await driver.create(vm)
+        func code(_ operation: () async throws -> Void) async -> VireoError.Code? {
+            do {
+                try await operation()
+                return nil
+            } catch let error as VireoError {
+                return error.code
+            } catch {
+                Issue.record("not a VireoError: \(error)")
+                return nil
+            }
+        }
+        #expect(await code { _ = try await driver.saveSnapshot(vm.id, tag: "a") } == .failedPrecondition)
+        #expect(await code { _ = try await driver.loadSnapshot(vm.id, tag: "a") } == .failedPrecondition)
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        _ = try await driver.saveSnapshot(vm.id, tag: "a")
+        #expect(await code { _ = try await driver.saveSnapshot(vm.id, tag: "a") } == .conflict)
+        #expect(await code { _ = try await driver.loadSnapshot(vm.id, tag: "nope") } == .notFound)
+        #expect(await code { try await driver.deleteSnapshot(vm.id, tag: "nope") } == .notFound)
+        for bad in ["", "12", "a b", "tag/x", String(repeating: "t", count: 129)] {
+            let error = await #expect(throws: VireoError.self) { _ = try await driver.saveSnapshot(vm.id, tag: bad) }
+            #expect(error?.code == .invalidArgument && error?.message.contains("tag") == true, "\(bad)")
+        }
+        let unknown = VMID("nope")
+        #expect(await code { _ = try await driver.saveSnapshot(unknown, tag: "a") } == .notFound)
+        #expect(await code { _ = try await driver.snapshots(unknown) } == .notFound)
+        #expect(await code { try await driver.start(unknown, fromSnapshot: "a") } == .notFound)
+        // Nothing of the failed calls is left: the VM runs with its one snapshot.
+        #expect(try await driver.snapshots(vm.id) == ["a"])
+        _ = try await driver.loadSnapshot(vm.id, tag: "a")
+        #expect(try await driver.status().first { $0.id == vm.id }?.state == .running)
+        try await driver.delete(vm.id)
+    }
+
+    @Test("a stopped VM keeps its snapshots and starts from one instead of booting", arguments: [DriverFixture.simulated])
+    func startFromSnapshot(fixture: DriverFixture) async throws {
+        let (driver, tick) = try fixture.make()
+        let vm = spec("restore")
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        _ = try await driver.saveSnapshot(vm.id, tag: "s")
+        let running = await #expect(throws: VireoError.self) { try await driver.start(vm.id, fromSnapshot: "s") }
+        #expect(running?.code == .failedPrecondition)
+        try await driver.stop(vm.id)
+        _ = try await settle(driver, vm.id, to: .stopped, tick: tick)
+        #expect(try await driver.snapshots(vm.id) == ["s"])
+        let unknown = await #expect(throws: VireoError.self) { try await driver.start(vm.id, fromSnapshot: "nope") }
+        #expect(unknown?.code == .notFound)
+
+        try await driver.start(vm.id, fromSnapshot: "s")
+        _ = try await settle(driver, vm.id, to: .running, tick: tick)
+        _ = try await driver.saveSnapshot(vm.id, tag: "t")
+        try await driver.stop(vm.id)
+        _ = try await settle(driver, vm.id, to: .stopped, tick: tick)
+        // Stopped, a snapshot can still be deleted.
+        try await driver.deleteSnapshot(vm.id, tag: "t")
+        #expect(try await driver.snapshots(vm.id) == ["s"])
+        try await driver.delete(vm.id)
+    }
+
+    @Test(
+        "a display is given where the driver has one and refused at create where it has none",
+        arguments: [DriverFixture.simulated])
+    func displayUnsupported(fixture: DriverFixture) async throws {
+        let (driver, _) = try fixture.make()
+        var vm = spec("screen")
+        vm.display = .vnc
+        if driver.capabilities.contains(.display) {
+            try await driver.create(vm)
+            // Stopped: nothing to show yet.
+            #expect(try await driver.status().first { $0.id == vm.id }?.display == nil)
+            try await driver.delete(vm.id)
+        } else {
+            let error = await #expect(throws: VireoError.self) { try await driver.create(vm) }
+            #expect(error?.code == .unsupported && error?.message.contains("display") == true)
+            #expect(try await driver.status().contains { $0.id == vm.id } == false)
+        }
+    }
 }
 
 extension RealQEMU {
@@ -155,6 +271,18 @@ extension RealQEMU {
 
         @Test("deleting a running VM stops and removes it")
         func deleteRunning() async throws { try await tests.deleteRunning(fixture: .qemu) }
+
+        @Test("snapshots are saved, listed in the order taken, loaded and deleted; the VM runs on")
+        func snapshots() async throws { try await tests.snapshots(fixture: .qemu) }
+
+        @Test("snapshot operations fail saying why: VM not running, tag taken, tag unknown, bad tag, VM unknown")
+        func snapshotErrors() async throws { try await tests.snapshotErrors(fixture: .qemu) }
+
+        @Test("a stopped VM keeps its snapshots and starts from one instead of booting")
+        func startFromSnapshot() async throws { try await tests.startFromSnapshot(fixture: .qemu) }
+
+        @Test("a display is given where the driver has one and refused at create where it has none")
+        func displayUnsupported() async throws { try await tests.displayUnsupported(fixture: .qemu) }
     }
 }
 
@@ -282,6 +410,47 @@ struct SimulatedDriverTests {
         try await driver.finishIncoming(incoming.id)
         time.advance(by: .seconds(2))
         #expect(await driver.usage(incoming.id) == ResourceUsage(cpuSeconds: 2, memoryBytes: 100 << 20))
+    }
+
+    @Test("private networks: a subnet per network in the order first used, guests from .10; the rest keep theirs")
+    func privateAddresses() async throws {
+        let driver = SimulatedDriver(configuration: .init(bootDelay: .zero), time: ManualTime())
+        #expect(driver.capabilities.contains(.privateNetworks))
+        let specs = [("a1", "a"), ("b1", "b"), ("a2", "a"), ("server", nil)].map { name, network in
+            InstanceSpec(id: .generate(), name: name, image: "tiny", cpus: 1, memoryMiB: 64, privateNetwork: network)
+        }
+        for spec in specs {
+            try await driver.create(spec)
+            try await driver.start(spec.id)
+        }
+        let addresses = Dictionary(uniqueKeysWithValues: try await driver.status().map { ($0.name, $0.address ?? "") })
+        #expect(addresses["a1"] == "198.19.1.10")
+        #expect(addresses["b1"] == "198.19.2.10")
+        #expect(addresses["a2"] == "198.19.1.11")
+        #expect(addresses["server"]?.hasPrefix("198.18.") == true)
+        let empty = InstanceSpec(id: .generate(), name: "x", image: "tiny", cpus: 1, memoryMiB: 64, privateNetwork: "")
+        let error = await #expect(throws: VireoError.self) { try await driver.create(empty) }
+        #expect(error?.message.contains("privateNetwork") == true)
+    }
+
+    @Test("snapshot saves and loads report the configured virtual time; a start from a snapshot skips the boot delay")
+    func snapshotTimes() async throws {
+        let time = ManualTime()
+        let driver = SimulatedDriver(
+            configuration: .init(
+                bootDelay: .seconds(5), snapshotSaveTime: .milliseconds(110), snapshotLoadTime: .milliseconds(95)),
+            time: time)
+        let spec = InstanceSpec(id: .generate(), name: "ctx", image: "tiny", cpus: 1, memoryMiB: 256)
+        try await driver.create(spec)
+        try await driver.start(spec.id)
+        time.advance(by: .seconds(5))
+        #expect(try await driver.saveSnapshot(spec.id, tag: "clean") == .milliseconds(110))
+        #expect(try await driver.loadSnapshot(spec.id, tag: "clean") == .milliseconds(95))
+        try await driver.stop(spec.id)
+        time.advance(by: .seconds(1))
+        try await driver.start(spec.id, fromSnapshot: "clean")
+        #expect(try await driver.status().first?.state == .running)
+        #expect(try await driver.consoleOutput(spec.id, from: 0, limit: 4096).text.contains("running from snapshot 'clean'"))
     }
 
     @Test("bad driver settings are rejected naming the setting")

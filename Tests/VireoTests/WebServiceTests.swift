@@ -10,7 +10,8 @@ import VireoModel
 #endif
 
 /// The `web` image's guest service, compiled and run on this host (no guest needed): how it counts
-/// a request's duration, and its CPU burners. Talks to 127.0.0.1 only.
+/// a request's duration, its CPU burners, its marks and its connection checks. Talks to 127.0.0.1
+/// only.
 @Suite("web guest service on the host")
 struct WebServiceTests {
     /// The service, built from the image's source with the host's C compiler and listening on a
@@ -52,7 +53,10 @@ struct WebServiceTests {
             port = UInt16(try QEMUDriver.freePort(on: "127.0.0.1"))
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["host-test", String(port)]
-            process.environment = ["VIREO_WEB_READY": directory + "/ready"]
+            process.environment = [
+                "VIREO_WEB_READY": directory + "/ready", "VIREO_WEB_MARK_DISK": directory + "/disk-mark",
+                "VIREO_WEB_MARK_TMPFS": directory + "/tmpfs-mark",
+            ]
             process.standardError = FileHandle.nullDevice
             try process.run()
         }
@@ -151,6 +155,57 @@ struct WebServiceTests {
         #expect(try await service.get("/burn?threads=0", method: "POST").contains("{\"burnThreads\":0}"))
         try await eventually("the busy threads end", within: 10) { service.threads == idle }
         #expect(try await service.get("/status").contains("\"burnThreads\":0"))
+    }
+}
+
+extension WebServiceTests {
+    @Test("POST /mark keeps the value on disk, in memory and in tmpfs; GET /mark reads each; bad values change nothing")
+    func mark() async throws {
+        let service = try await Service.start()
+        defer { service.stop() }
+        let empty = try await service.get("/mark")
+        #expect(empty.hasPrefix("HTTP/1.1 200") && empty.hasSuffix("{\"disk\":\"\",\"memory\":\"\",\"tmpfs\":\"\"}\n"))
+
+        let set = try await service.get("/mark?value=clean-1.A_b", method: "POST")
+        let all = "{\"disk\":\"clean-1.A_b\",\"memory\":\"clean-1.A_b\",\"tmpfs\":\"clean-1.A_b\"}\n"
+        #expect(set.hasPrefix("HTTP/1.1 200") && set.hasSuffix(all), "\(set)")
+        #expect(try String(contentsOfFile: service.directory + "/disk-mark", encoding: .utf8) == "clean-1.A_b")
+        #expect(try String(contentsOfFile: service.directory + "/tmpfs-mark", encoding: .utf8) == "clean-1.A_b")
+        #expect(try await service.get("/mark").hasSuffix(all))
+
+        let longest = String(repeating: "x", count: 64)
+        #expect(try await service.get("/mark?value=\(longest)", method: "POST").hasPrefix("HTTP/1.1 200"))
+        for bad in ["value=\(longest)y", "value=a%20b", "value=bad!", "value=", "other=1", ""] {
+            let refused = try await service.get("/mark?\(bad)", method: "POST")
+            #expect(refused.hasPrefix("HTTP/1.1 400") && refused.contains("value:"), "\(bad): \(refused)")
+        }
+        #expect(try await service.get("/mark", method: "PUT").hasPrefix("HTTP/1.1 405"))
+        #expect(try await service.get("/mark").contains("\"memory\":\"\(longest)\""))
+
+        // Each place is read afresh: what is gone from one shows there only.
+        try FileManager.default.removeItem(atPath: service.directory + "/tmpfs-mark")
+        #expect(try await service.get("/mark").hasSuffix("{\"disk\":\"\(longest)\",\"memory\":\"\(longest)\",\"tmpfs\":\"\"}\n"))
+    }
+
+    @Test("GET /connect says whether a TCP connection to IP:PORT succeeds, and why not; bad input is named")
+    func connect() async throws {
+        let service = try await Service.start()
+        defer { service.stop() }
+        let open = try await service.get("/connect?to=127.0.0.1:\(service.port)")
+        #expect(open.hasPrefix("HTTP/1.1 200") && open.hasSuffix("{\"connected\":true}\n"), "\(open)")
+        let closedPort = try QEMUDriver.freePort(on: "127.0.0.1")
+        let refused = try await service.get("/connect?to=127.0.0.1%3A\(closedPort)&timeoutMs=500")
+        #expect(refused.hasSuffix("{\"connected\":false,\"error\":\"Connection refused\"}\n"), "\(refused)")
+
+        for bad in ["to=127.0.0.1", "to=localhost:80", "to=127.0.0.1:0", "to=127.0.0.1:65536", "to=1.2.3:80", ""] {
+            let answer = try await service.get("/connect?\(bad)")
+            #expect(answer.hasPrefix("HTTP/1.1 400") && answer.contains("to:"), "\(bad): \(answer)")
+        }
+        for bad in ["0", "10001", "soon"] {
+            let answer = try await service.get("/connect?to=127.0.0.1:\(service.port)&timeoutMs=\(bad)")
+            #expect(answer.hasPrefix("HTTP/1.1 400") && answer.contains("timeoutMs:"), "\(bad): \(answer)")
+        }
+        #expect(try await service.get("/connect?to=127.0.0.1:\(service.port)", method: "POST").hasPrefix("HTTP/1.1 405"))
     }
 }
 

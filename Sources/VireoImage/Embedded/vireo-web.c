@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -242,6 +244,165 @@ static int query_number(const char *query, const char *name, long max, long *out
     return 0;
 }
 
+/* The value of NAME in a query string, percent-decoded into out: 1 if present and it fits in
+   size - 1 bytes, 0 if absent, -1 if too long or badly encoded. */
+static int query_text(const char *query, const char *name, char *out, size_t size) {
+    size_t len = strlen(name);
+    for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+        if (strncmp(p, name, len) != 0 || p[len] != '=') continue;
+        size_t n = 0;
+        for (const char *v = p + len + 1; *v && *v != '&'; v++) {
+            char c = *v;
+            if (c == '%') {
+                unsigned hex;
+                if (sscanf(v + 1, "%2x", &hex) != 1 || !v[1] || !v[2]) return -1;
+                c = (char)hex;
+                v += 2;
+            } else if (c == '+') {
+                c = ' ';
+            }
+            if (n + 1 >= size) return -1;
+            out[n++] = c;
+        }
+        out[n] = 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* The marks (POST /mark): one value kept in three places that a snapshot treats differently —
+   the VM's disk (/data, an ext4 on the qcow2), the process's memory, and tmpfs (/run, memory
+   the kernel owns). A snapshot load brings back all three as they were when it was saved. */
+#define MARK_MAX 64
+static pthread_mutex_t mark_lock = PTHREAD_MUTEX_INITIALIZER;
+static char mark_memory[MARK_MAX + 1];
+static const char *mark_disk_path = "/data/vireo-mark", *mark_tmpfs_path = "/run/vireo-mark";
+
+/* 1 when v is 1 to 64 characters of [A-Za-z0-9._-]. */
+static int valid_mark(const char *v) {
+    size_t n = strlen(v);
+    if (n == 0 || n > MARK_MAX) return 0;
+    for (const char *c = v; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+              || *c == '.' || *c == '_' || *c == '-')) return 0;
+    return 1;
+}
+
+/* The mark stored in a file ("" when there is none, or it is not a mark). */
+static void read_mark(const char *path, char *out) {
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t n = fread(out, 1, MARK_MAX, f);
+    fclose(f);
+    out[n] = 0;
+    if (!valid_mark(out)) out[0] = 0;
+}
+
+/* Replaces the file at path with value, durably: a temporary file written and fsynced, renamed
+   over the old one, and the directory fsynced so the rename itself is on the disk. Returns 0,
+   or -1 with errno set. */
+static int write_synced(const char *path, const char *value) {
+    char tmp[512], dir[512];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) slash[1] = 0; else if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    size_t n = strlen(value);
+    if (write(fd, value, n) != (ssize_t)n || fsync(fd) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    if (close(fd) < 0 || rename(tmp, path) < 0) return -1;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return -1;
+    int rc = fsync(dfd);
+    close(dfd);
+    return rc;
+}
+
+/* The three marks as JSON. */
+static void marks_json(char *body, size_t size) {
+    char disk[MARK_MAX + 1], memory[MARK_MAX + 1], tmpfs[MARK_MAX + 1];
+    read_mark(mark_disk_path, disk);
+    read_mark(mark_tmpfs_path, tmpfs);
+    pthread_mutex_lock(&mark_lock);
+    memcpy(memory, mark_memory, sizeof memory);
+    pthread_mutex_unlock(&mark_lock);
+    snprintf(body, size, "{\"disk\":\"%s\",\"memory\":\"%s\",\"tmpfs\":\"%s\"}\n", disk, memory, tmpfs);
+}
+
+/* Writes value to the disk (synced), the memory and tmpfs; -1 with a message in error. */
+static int set_mark(const char *value, char *error, size_t size) {
+    pthread_mutex_lock(&mark_lock);
+    int rc = 0;
+    if (write_synced(mark_disk_path, value) < 0) {
+        snprintf(error, size, "cannot write %s: %s\n", mark_disk_path, strerror(errno));
+        rc = -1;
+    } else {
+        snprintf(mark_memory, sizeof mark_memory, "%s", value);
+        FILE *f = fopen(mark_tmpfs_path, "w");
+        if (!f || fputs(value, f) < 0 || fclose(f) != 0) {
+            snprintf(error, size, "cannot write %s: %s\n", mark_tmpfs_path, strerror(errno));
+            rc = -1;
+        }
+    }
+    pthread_mutex_unlock(&mark_lock);
+    return rc;
+}
+
+/* GET /connect: tries a TCP connection to IPv4 address:port within timeout_ms and describes the
+   outcome as JSON in body. Blocks the worker serving it for up to the timeout. */
+#define CONNECT_DEFAULT_MS 2000
+#define CONNECT_MAX_MS 10000
+static void try_connect(const struct sockaddr_in *to, long timeout_ms, char *body, size_t size) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err = 0, timed_out = 0;
+    if (fd < 0) {
+        err = errno;
+    } else if (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0) {
+        if (errno != EINPROGRESS) {
+            err = errno;
+        } else {
+            double deadline = now_seconds() + timeout_ms / 1000.0;
+            for (;;) {
+                struct pollfd p = {fd, POLLOUT, 0};
+                int left = (int)((deadline - now_seconds()) * 1000);
+                int n = poll(&p, 1, left > 0 ? left : 0);
+                if (n < 0 && errno == EINTR) continue;
+                if (n < 0) { err = errno; break; }
+                if (n == 0) { timed_out = 1; break; }
+                socklen_t len = sizeof err;
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+                break;
+            }
+        }
+    }
+    if (fd >= 0) close(fd);
+    if (timed_out)
+        snprintf(body, size, "{\"connected\":false,\"error\":\"no answer within %ld ms\"}\n", timeout_ms);
+    else if (err)
+        snprintf(body, size, "{\"connected\":false,\"error\":\"%s\"}\n", strerror(err));
+    else
+        snprintf(body, size, "{\"connected\":true}\n");
+}
+
+/* Parses "a.b.c.d:port" (port 1-65535). Returns 0, or -1 when it is not that. */
+static int parse_endpoint(const char *text, struct sockaddr_in *out) {
+    char host[INET_ADDRSTRLEN];
+    const char *colon = strrchr(text, ':');
+    if (!colon || (size_t)(colon - text) >= sizeof host) return -1;
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = 0;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || errno || port < 1 || port > 65535) return -1;
+    memset(out, 0, sizeof *out);
+    out->sin_family = AF_INET;
+    out->sin_port = htons((uint16_t)port);
+    return inet_pton(AF_INET, host, &out->sin_addr) == 1 ? 0 : -1;
+}
+
 static void read_file(const char *path, char *out, size_t size) {
     out[0] = 0;
     FILE *f = fopen(path, "r");
@@ -269,7 +430,7 @@ static int send_all(int fd, const char *p, size_t n) {
 static int respond(int fd, int status, const char *type, const char *body, int keep_alive) {
     char head[256];
     const char *reason = status == 200 ? "OK" : status == 404 ? "Not Found"
-        : status == 405 ? "Method Not Allowed" : "Bad Request";
+        : status == 405 ? "Method Not Allowed" : status == 500 ? "Internal Server Error" : "Bad Request";
     size_t blen = strlen(body);
     int hlen = snprintf(head, sizeof head,
         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
@@ -329,7 +490,10 @@ static int handle(int fd, char *req, size_t head_len, double arrival) {
     char *query = strchr(target, '?');
     if (query) *query++ = 0;
     int is_dirty = strcmp(target, "/dirty") == 0, is_burn = strcmp(target, "/burn") == 0;
-    if (strcmp(method, is_dirty || is_burn ? "POST" : "GET") != 0) {
+    int is_mark = strcmp(target, "/mark") == 0;
+    int method_ok = is_mark ? strcmp(method, "GET") == 0 || strcmp(method, "POST") == 0
+        : strcmp(method, is_dirty || is_burn ? "POST" : "GET") == 0;
+    if (!method_ok) {
         respond(fd, 405, "text/plain", "method not allowed\n", 0);
         return -1;
     }
@@ -400,6 +564,35 @@ static int handle(int fd, char *req, size_t head_len, double arrival) {
             rc = respond(fd, 500, "text/plain", "could not start the busy threads\n", keep_alive);
         } else {
             snprintf(body, sizeof body, "{\"burnThreads\":%ld}\n", threads);
+            rc = respond(fd, 200, "application/json", body, keep_alive);
+        }
+    } else if (is_mark && strcmp(method, "GET") == 0) {
+        marks_json(body, sizeof body);
+        rc = respond(fd, 200, "application/json", body, keep_alive);
+    } else if (is_mark) {
+        char value[MARK_MAX + 2];
+        if (query_text(query ? query : "", "value", value, sizeof value) != 1 || !valid_mark(value)) {
+            rc = respond(fd, 400, "text/plain",
+                "value: give the mark as 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'\n", keep_alive);
+        } else if (set_mark(value, body, sizeof body) < 0) {
+            rc = respond(fd, 500, "text/plain", body, keep_alive);
+        } else {
+            marks_json(body, sizeof body);
+            rc = respond(fd, 200, "application/json", body, keep_alive);
+        }
+    } else if (strcmp(target, "/connect") == 0) {
+        char to[64];
+        struct sockaddr_in address;
+        long timeout_ms = CONNECT_DEFAULT_MS;
+        const char *q = query ? query : "";
+        if (query_text(q, "to", to, sizeof to) != 1 || parse_endpoint(to, &address) < 0) {
+            rc = respond(fd, 400, "text/plain", "to: give the IPv4 address and TCP port to connect to as IP:PORT\n",
+                keep_alive);
+        } else if (query_number(q, "timeoutMs", CONNECT_MAX_MS, &timeout_ms) < 0 || timeout_ms < 1) {
+            rc = respond(fd, 400, "text/plain",
+                "timeoutMs: give the milliseconds to wait as a whole number from 1 to 10000\n", keep_alive);
+        } else {
+            try_connect(&address, timeout_ms, body, sizeof body);
             rc = respond(fd, 200, "application/json", body, keep_alive);
         }
     } else {
@@ -520,6 +713,9 @@ int main(int argc, char **argv) {
     }
     pthread_t dirty_thread;
     pthread_create(&dirty_thread, NULL, dirtier, NULL);
+    /* Elsewhere than in a guest (tests), the marks go where these say. */
+    if (getenv("VIREO_WEB_MARK_DISK")) mark_disk_path = getenv("VIREO_WEB_MARK_DISK");
+    if (getenv("VIREO_WEB_MARK_TMPFS")) mark_tmpfs_path = getenv("VIREO_WEB_MARK_TMPFS");
     const char *ready_path = getenv("VIREO_WEB_READY");  /* elsewhere than in a guest: tests */
     FILE *ready = fopen(ready_path ? ready_path : "/run/vireo-web.ready", "w");
     if (ready) fclose(ready);
