@@ -306,7 +306,9 @@ struct CLITests {
 
         #expect(try await vireo(["context", "close", "browser"], server: server).stdout.contains("closed"))
         #expect(try await vireo(["context", "close", "work"], server: server).status == 0)
-        #expect(try decodeJSON(ContextList.self, try await vireo(["context", "list", "-o", "json"], server: server).stdout).items.isEmpty)
+        #expect(
+            try decodeJSON(ContextList.self, try await vireo(["context", "list", "-o", "json"], server: server).stdout).items
+                .isEmpty)
         up.kill(SIGTERM)
     }
 

@@ -96,7 +96,9 @@ extension RealQEMU {
             _ = try await driver.recover()
             contexts = try Self.manager(directory: directory, driver: driver)
             await contexts.start(onChange: {})
-            #expect(try await Self.marks(driver, work) == .object(["disk": .string("report"), "memory": .string("report"), "tmpfs": .string("report")]))
+            #expect(
+                try await Self.marks(driver, work)
+                    == .object(["disk": .string("report"), "memory": .string("report"), "tmpfs": .string("report")]))
 
             // The host reboots: every QEMU dies; the next agent brings both back.
             await driver.detach()
@@ -141,7 +143,9 @@ extension RealQEMU {
             let work = try await contexts.openContext(Self.request("work", .persistent, memoryMiB: 128, display: .vnc))
             let a = try await contexts.openContext(Self.request("a", network: .named("office"), memoryMiB: 128))
             let b = try await contexts.openContext(Self.request("b", .persistent, network: .named("office"), memoryMiB: 128))
-            let serverStatus = try await settle(driver, server.id, to: .running) { try? await Task.sleep(for: .milliseconds(250)) }
+            let serverStatus = try await settle(driver, server.id, to: .running) {
+                try? await Task.sleep(for: .milliseconds(250))
+            }
 
             func connects(_ from: Context, to address: String) async throws -> Bool {
                 let answer = try decodeJSON(
@@ -163,7 +167,9 @@ extension RealQEMU {
             #expect(try await driver.status().map(\.id) == [server.id])
         }
 
-        @Test("kill -9 of the agent in the middle of a reset or a keep leaves the old or the new clean state; the next start repairs")
+        @Test(
+            "kill -9 of the agent in the middle of a reset or a keep leaves the old or the new clean state; the next start repairs"
+        )
         func crashRepair() async throws {
             let dataDir = temporaryDirectory()
             let qemu = ["--driver", "qemu", "--driver-opt", "images=\(TestQEMU.builder.cacheDirectory)"]
@@ -177,13 +183,15 @@ extension RealQEMU {
             let address = try #require(context.address)
             func curl(_ method: String, _ path: String) async throws -> String {
                 try await offPool {
-                    try run("nsenter", ["--net=\(namespace)", "curl", "-s", "-m", "15", "-X", method, "http://\(address)\(path)"])
+                    try run(
+                        "nsenter", ["--net=\(namespace)", "curl", "-s", "-m", "15", "-X", method, "http://\(address)\(path)"])
                 }.output
             }
             let book = dataDir + "/contexts/contexts.json"
             /// Sends the verb and kills `vireo up` as soon as the book says it is under way.
             func killDuring(_ verb: String, pending: String) async throws {
-                let send = Task { try await vireo(["context", verb, "browser"], server: server) }
+                let target = server
+                let send = Task { try await vireo(["context", verb, "browser"], server: target) }
                 try await eventually("\(verb) under way", within: 30) {
                     ((try? String(contentsOfFile: book, encoding: .utf8)) ?? "").contains("\"pending\":{\"\(pending)\"")
                 }
@@ -212,7 +220,8 @@ extension RealQEMU {
             }
             #expect(try await vireo(["context", "reset", "browser"], server: server).status == 0)
             let after = try decodeJSON(JSONValue.self, try await curl("GET", "/mark"))
-            #expect(after["memory"] == .string("") || after["memory"] == .string("kept"), "the old or the new clean state: \(after)")
+            #expect(
+                after["memory"] == .string("") || after["memory"] == .string("kept"), "the old or the new clean state: \(after)")
             #expect(after["disk"] == after["memory"], "disk and memory from the same clean state: \(after)")
             #expect(try await vireo(["context", "close", "browser"], server: server).status == 0)
             up.kill(SIGTERM)

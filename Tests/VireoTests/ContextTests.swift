@@ -1,7 +1,7 @@
 import Foundation
-import Synchronization
 import Hummingbird
 import HummingbirdTesting
+import Synchronization
 import Testing
 import VireoAPI
 import VireoAgent
@@ -17,7 +17,8 @@ import VireoModel
 @Suite("Contexts")
 struct ContextTests {
     static func manager(
-        directory: String = temporaryDirectory(), driver: SimulatedDriver = .init(configuration: .init(bootDelay: .milliseconds(20))),
+        directory: String = temporaryDirectory(),
+        driver: SimulatedDriver = .init(configuration: .init(bootDelay: .milliseconds(20))),
         pool: [String: Int] = [:]
     ) throws -> (ContextManager, SimulatedDriver) {
         let manager = try ContextManager(
@@ -152,7 +153,8 @@ struct ContextTests {
         let b = try await first.openContext(Self.request("b"))
         let c = try await first.openContext(Self.request("c"))
         // What a `kill -9` in the middle leaves: the book says what was under way.
-        var book = try JSONDecoder.iso.decode(BookFile.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/contexts.json")))
+        var book = try JSONDecoder.iso.decode(
+            BookFile.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/contexts.json")))
         _ = try await driver.saveSnapshot(a.vm, tag: "clean-2")  // a: the keep's save completed
         book.set(a.vm, pending: ["keep": ["tag": "clean-2"]], nextTag: 3)
         book.set(b.vm, pending: ["keep": ["tag": "clean-2"]], nextTag: 3)  // b: the save never completed
@@ -232,7 +234,9 @@ struct ContextTests {
         try await eventually("the controller lists it as h2 reports it") {
             try await controller.listContexts().items.map(\.resets) == [1]
         }
-        let missing = await #expect(throws: VireoError.self) { try await controller.resetContext("browser", host: "h1", force: false) }
+        let missing = await #expect(throws: VireoError.self) {
+            try await controller.resetContext("browser", host: "h1", force: false)
+        }
         #expect(missing?.code == .notFound)
         let closed = try await controller.closeContext("browser", host: nil)
         #expect(closed.state == .closed)
@@ -261,7 +265,9 @@ struct ContextTests {
 
         host.link.cut.withLock { $0 = true }
         try await eventually("the host is unreachable") { try await controller.host("h1").state == .unreachable }
-        let refused = await #expect(throws: VireoError.self) { try await controller.resetContext("browser", host: nil, force: false) }
+        let refused = await #expect(throws: VireoError.self) {
+            try await controller.resetContext("browser", host: nil, force: false)
+        }
         #expect(refused?.code == .unavailable)
         #expect(try await controller.listContexts().items.allSatisfy { $0.message?.contains("unreachable") == true })
         // On the plane: the person uses the host's local API.
@@ -307,7 +313,8 @@ struct ContextTests {
             response = try await client.request(.post, "/v1/contexts", body: #"{"name":"x","kind":"temporary"}"#)
             #expect(response.status == 400)
             #expect(expectEnvelope(response.body, code: .invalidArgument).contains("kind"))
-            response = try await client.request(.post, "/v1/contexts", body: #"{"name":"x","kind":"disposable","network":"Bad Name"}"#)
+            response = try await client.request(
+                .post, "/v1/contexts", body: #"{"name":"x","kind":"disposable","network":"Bad Name"}"#)
             #expect(expectEnvelope(response.body, code: .invalidArgument).contains("network"))
             response = try await client.request(.post, "/v1/contexts/browser/reset", body: #"{"forse":true}"#)
             #expect(response.status == 400)

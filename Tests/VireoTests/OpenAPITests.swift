@@ -2,9 +2,9 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Testing
-import VireoDriverSimulated
-import VireoAgent
 import VireoAPI
+import VireoAgent
+import VireoDriverSimulated
 import VireoHTTP
 import VireoModel
 
@@ -211,7 +211,7 @@ struct OpenAPITests {
                 contexts: contexts)
             let running = Task { try await agent.run() }
             defer { running.cancel() }
-            try await eventually("desk registered") { try await plane.controller.host("desk").state == .ready }
+            try await eventually("desk registered") { (try? await plane.controller.host("desk"))?.state == .ready }
             let contextBody = #"{"name":"browser","kind":"disposable","host":"desk","wait":true}"#
             _ = try await call(.post, "/v1/contexts", route: "/v1/contexts", body: contextBody, expect: 201)
             _ = try await call(.post, "/v1/contexts", route: "/v1/contexts", body: contextBody, expect: 409)

@@ -160,12 +160,12 @@ public actor ContextManager: ContextService {
             throw VireoError(
                 .conflict, "context '\(name)' is persistent: a reset throws away everything since its clean state; use --force")
         }
-        busy[name] = .resetting
-        defer { busy[name] = nil }
-        try update(record.vm) { $0.pending = .reset }
         let load: Duration
         do {
-            load = try await driver.loadSnapshot(record.vm, tag: clean)
+            load = try await exclusively(name, .resetting) {
+                try self.update(record.vm) { $0.pending = .reset }
+                return try await self.driver.loadSnapshot(record.vm, tag: clean)
+            }
         } catch {
             try? update(record.vm) {
                 $0.pending = nil
@@ -194,38 +194,39 @@ public actor ContextManager: ContextService {
         guard let old = record.cleanTag else {
             throw VireoError(.conflict, "context '\(name)' has no clean state yet (it is still starting)")
         }
-        busy[name] = .keeping
-        defer { busy[name] = nil }
         let tag = "clean-\(record.nextTag)"
-        try update(record.vm) {
-            $0.pending = .keep(tag: tag)
-            $0.nextTag += 1
-        }
-        do {
-            _ = try await driver.saveSnapshot(record.vm, tag: tag)
-        } catch {
-            try? update(record.vm) { $0.pending = nil }
-            throw error
-        }
-        try update(record.vm) {
-            $0.pending = nil
-            $0.cleanTag = tag
-            $0.cleanSince = now()
+        try await exclusively(name, .keeping) {
+            try self.update(record.vm) {
+                $0.pending = .keep(tag: tag)
+                $0.nextTag += 1
+            }
+            do {
+                _ = try await self.driver.saveSnapshot(record.vm, tag: tag)
+            } catch {
+                try? self.update(record.vm) { $0.pending = nil }
+                throw error
+            }
+            try self.update(record.vm) {
+                $0.pending = nil
+                $0.cleanTag = tag
+                $0.cleanSince = self.now()
+            }
+            await self.dropSnapshot(old, of: record.vm)
         }
         try journal.append(.kept, name, at: now())
         changed()
-        await dropSnapshot(old, of: record.vm)
         return try await context(name, host: nil)
     }
 
     public func closeContext(_ name: String, host: String?) async throws -> Context {
         try checkHost(host)
         let record = try idle(name, for: "close")
-        busy[name] = .closing
-        defer { busy[name] = nil }
-        var last = view(record, try await statusByVM()[record.vm])
-        try update(record.vm) { $0.pending = .close }
-        try await remove(record.vm)
+        var last = try await exclusively(name, .closing) {
+            let last = self.view(record, try await self.statusByVM()[record.vm])
+            try self.update(record.vm) { $0.pending = .close }
+            try await self.remove(record.vm)
+            return last
+        }
         try journal.append(.closed, name, at: now())
         changed()
         last.state = .closed
@@ -235,6 +236,14 @@ public actor ContextManager: ContextService {
     }
 
     // MARK: Steps
+
+    /// Runs `body` as the one operation on context `name`, showing `state` meanwhile (`idle`
+    /// refuses others until it ends).
+    private func exclusively<T>(_ name: String, _ state: ContextState, _ body: () async throws -> T) async rethrows -> T {
+        busy[name] = state
+        defer { busy[name] = nil }
+        return try await body()
+    }
 
     /// Records a new context (or pool member) and creates and starts its VM. On failure nothing
     /// is left behind.
