@@ -169,7 +169,7 @@ public struct HostContexts: Sendable, Codable, Equatable {
 /// A context verb the controller passes to a host (a user called it on the controller's API).
 /// Sent in every reply until the host answers it; the host carries out each ID once.
 public struct ContextCommand: Sendable, Codable, Equatable {
-    public enum Action: String, Sendable, Codable { case open, reset, keep, close }
+    public enum Action: String, Sendable, Codable { case open, reset, keep, close, logs }
     public var id: String
     public var action: Action
     public var name: String
@@ -177,13 +177,18 @@ public struct ContextCommand: Sendable, Codable, Equatable {
     public var open: ContextOpenRequest?
     /// For `reset` of a persistent context.
     public var force: Bool?
+    /// For `logs`: the last lines only.
+    public var tail: Int?
 
-    public init(id: String, action: Action, name: String, open: ContextOpenRequest? = nil, force: Bool? = nil) {
+    public init(
+        id: String, action: Action, name: String, open: ContextOpenRequest? = nil, force: Bool? = nil, tail: Int? = nil
+    ) {
         self.id = id
         self.action = action
         self.name = name
         self.open = open
         self.force = force
+        self.tail = tail
     }
 }
 
@@ -191,10 +196,13 @@ public struct ContextCommand: Sendable, Codable, Equatable {
 public struct ContextCommandResult: Sendable, Codable, Equatable {
     public var id: String
     public var context: Context?
+    /// For `logs`: the console output.
+    public var logs: String?
     public var error: VireoError?
-    public init(id: String, context: Context? = nil, error: VireoError? = nil) {
+    public init(id: String, context: Context? = nil, logs: String? = nil, error: VireoError? = nil) {
         self.id = id
         self.context = context
+        self.logs = logs
         self.error = error
     }
 }

@@ -70,6 +70,14 @@ public protocol ContextService: Sendable {
     func keepContext(_ name: String, host: String?) async throws -> Context
     /// Closes the context: its VM and disk are gone. The answer is its last view, state `closed`.
     func closeContext(_ name: String, host: String?) async throws -> Context
+    /// The end of the context's serial console log (at most `ContextLogs.maxBytes`), its last
+    /// `tail` lines when given.
+    func contextLogs(_ name: String, host: String?, tail: Int?) async throws -> String
+}
+
+public enum ContextLogs {
+    /// How much of a context's console log a request returns at most: its end.
+    public static let maxBytes = 64 << 10
 }
 
 /// Turns an API body or a manifest's `spec` into a context request, or says exactly what is wrong.

@@ -269,5 +269,11 @@ extension VireoClient: ContextService {
         try await send(.DELETE, "/v1/contexts/\(escape(name))\(hostQuery(host))")
     }
 
+    public func contextLogs(_ name: String, host: String?, tail: Int?) async throws -> String {
+        let query = [host.map { "host=\(escape($0))" }, tail.map { "tail=\($0)" }].compactMap { $0 }
+        let path = "/v1/contexts/\(escape(name))/logs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        return String(decoding: try await exchange(.GET, path).2, as: UTF8.self)
+    }
+
     private func hostQuery(_ host: String?) -> String { host.map { "?host=\(escape($0))" } ?? "" }
 }

@@ -22,7 +22,7 @@ final class ContextDesk: Sendable {
     struct Waiting {
         var host: HostID
         var command: ContextCommand
-        var continuation: CheckedContinuation<Context, any Error>
+        var continuation: CheckedContinuation<ContextCommandResult, any Error>
     }
 
     struct State {
@@ -49,7 +49,7 @@ final class ContextDesk: Sendable {
     /// Takes a host's report: its contexts replace what it said before, answers resume their
     /// callers, and returns the journal entries not recorded yet.
     func take(_ report: HostContexts, from host: HostID, name: String) -> [ContextJournalEntry] {
-        var resumed: [(CheckedContinuation<Context, any Error>, Result<Context, any Error>)] = []
+        var resumed: [(CheckedContinuation<ContextCommandResult, any Error>, Result<ContextCommandResult, any Error>)] = []
         let fresh = state.withLock { s -> [ContextJournalEntry] in
             var entry = s.hosts[host] ?? HostEntry(name: name, report: report)
             entry.name = name
@@ -59,11 +59,10 @@ final class ContextDesk: Sendable {
             s.hosts[host] = entry
             for result in report.results ?? [] {
                 guard let waiting = s.waiting.removeValue(forKey: result.id) else { continue }
-                if let context = result.context {
-                    resumed.append((waiting.continuation, .success(context)))
-                } else {
-                    let error = result.error ?? VireoError(.internal, "host \(name) answered without a context or an error")
+                if let error = result.error {
                     resumed.append((waiting.continuation, .failure(error)))
+                } else {
+                    resumed.append((waiting.continuation, .success(result)))
                 }
             }
             return fresh
@@ -91,8 +90,10 @@ final class ContextDesk: Sendable {
     }
 
     /// Sends `command` to `host` with its next reply and waits for the answer, at most `timeout`.
-    func send(_ command: ContextCommand, to host: HostID, hostName: String, timeout: Duration) async throws -> Context {
-        try await withThrowingTaskGroup(of: Context?.self) { group in
+    func send(_ command: ContextCommand, to host: HostID, hostName: String, timeout: Duration) async throws
+        -> ContextCommandResult
+    {
+        try await withThrowingTaskGroup(of: ContextCommandResult?.self) { group in
             group.addTask {
                 try await withCheckedThrowingContinuation { continuation in
                     let wake = self.state.withLock { s in
@@ -108,7 +109,7 @@ final class ContextDesk: Sendable {
             }
             defer { group.cancelAll() }
             while let next = try await group.next() {
-                if let context = next { return context }
+                if let result = next { return result }
                 // Timed out: whoever still waits is told so, once.
                 if let waiting = state.withLock({ $0.waiting.removeValue(forKey: command.id) }) {
                     waiting.continuation.resume(

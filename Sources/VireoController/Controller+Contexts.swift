@@ -37,9 +37,10 @@ extension Controller: ContextService {
         let host = try contextHost(for: request)
         var sent = request
         sent.host = nil
-        return try await contextDesk.send(
+        let result = try await contextDesk.send(
             ContextCommand(id: UUID().uuidString.lowercased(), action: .open, name: spec.name, open: sent), to: host.id,
             hostName: host.name, timeout: request.wait ? Self.contextOpenTimeout : Self.contextCommandTimeout)
+        return try Self.context(in: result, from: host.name)
     }
 
     public func resetContext(_ name: String, host: String?, force: Bool) async throws -> Context {
@@ -52,6 +53,12 @@ extension Controller: ContextService {
 
     public func closeContext(_ name: String, host: String?) async throws -> Context {
         try await pass(.close, name, host: host)
+    }
+
+    public func contextLogs(_ name: String, host: String?, tail: Int?) async throws -> String {
+        let result = try await send(
+            ContextCommand(id: UUID().uuidString.lowercased(), action: .logs, name: name, tail: tail), host: host)
+        return result.logs ?? ""
     }
 
     /// Opens the contexts of an applied manifest that are not open yet; returns what it did.
@@ -108,16 +115,28 @@ extension Controller: ContextService {
     private func pass(_ action: ContextCommand.Action, _ name: String, host: String?, force: Bool? = nil) async throws
         -> Context
     {
-        let (hostID, context) = try located(name, host: host)
+        let result = try await send(
+            ContextCommand(id: UUID().uuidString.lowercased(), action: action, name: name, force: force), host: host)
+        return try Self.context(in: result, from: host ?? "its host")
+    }
+
+    private static func context(in result: ContextCommandResult, from host: String) throws -> Context {
+        guard let context = result.context else {
+            throw VireoError(.internal, "host \(host) answered without the context")
+        }
+        return context
+    }
+
+    /// Sends a command to the host of context `command.name` and waits for the answer.
+    private func send(_ command: ContextCommand, host: String?) async throws -> ContextCommandResult {
+        let (hostID, context) = try located(command.name, host: host)
         guard let record = model.state.hosts[hostID], record.state == .ready else {
             throw VireoError(
                 .unavailable,
                 "host \(context.host) is unreachable: use its local API (`vireo --server http://127.0.0.1:7481 context ...` on it)"
             )
         }
-        return try await contextDesk.send(
-            ContextCommand(id: UUID().uuidString.lowercased(), action: action, name: name, force: force), to: hostID,
-            hostName: record.name, timeout: Self.contextCommandTimeout)
+        return try await contextDesk.send(command, to: hostID, hostName: record.name, timeout: Self.contextCommandTimeout)
     }
 
     /// The context named `name` (on `host`, if given); when it is open on several hosts the host

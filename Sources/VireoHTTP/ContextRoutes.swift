@@ -26,6 +26,14 @@ func addContextRoutes(_ router: Router<BasicRequestContext>, service: any Contex
     router.post("/v1/contexts/{context}/keep") { request, context in
         try json(try await service.keepContext(context.parameters.require("context"), host: try hostParameter(request)))
     }
+    router.get("/v1/contexts/{context}/logs") { request, context in
+        let tail = try intParameter(request.uri.queryParameters.get("tail"), name: "tail", range: 0...1_000_000)
+        let text = try await service.contextLogs(
+            context.parameters.require("context"), host: try hostParameter(request), tail: tail)
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-cache"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
     router.delete("/v1/contexts/{context}") { request, context in
         try json(try await service.closeContext(context.parameters.require("context"), host: try hostParameter(request)))
     }

@@ -19,7 +19,7 @@ struct ContextCommandGroup: AsyncParsableCommand {
             """,
         subcommands: [
             ContextOpen.self, ContextList.self, ContextShow.self, ContextReset.self, ContextKeep.self,
-            ContextClose.self,
+            ContextClose.self, ContextLogsCommand.self,
         ])
 }
 
@@ -173,6 +173,20 @@ struct ContextClose: AsyncParsableCommand {
         let context = try await client.client().closeContext(name, host: location.host)
         if output.output == .json { return try printJSON(context) }
         print("context \(context.name) closed")
+    }
+}
+
+struct ContextLogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs", abstract: "Show the end of a context's serial console (at most the last 64 KiB).")
+    @Argument(help: "Context name.") var name: String
+    @Option(help: "Only the last N lines.") var tail: Int?
+    @OptionGroup var location: ContextHostOption
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        let text = try await client.client().contextLogs(name, host: location.host, tail: tail)
+        print(text, terminator: text.hasSuffix("\n") || text.isEmpty ? "" : "\n")
     }
 }
 

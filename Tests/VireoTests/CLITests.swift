@@ -288,6 +288,7 @@ struct CLITests {
         #expect(try await vireo(["context", "list"], server: server).stdout.hasPrefix("NAME"))
         #expect(try await vireo(["context", "show", "browser"], server: server).stdout.contains("Resets"))
         #expect(try await vireo(["context", "keep", "browser"], server: server).status == 0)
+        #expect(try await vireo(["context", "logs", "browser", "--tail", "3"], server: server).stdout.contains("snapshot"))
 
         #expect(try await vireo(["context", "reset", "nope"], server: server).status == 3)
         #expect(try await vireo(["context", "open", "browser", "--disposable"], server: server).status == 4)

@@ -72,6 +72,7 @@ extension RealQEMU {
             let back = try await Self.marks(driver, reset)
             #expect(back == .object(["disk": .string("kept"), "memory": .string("kept"), "tmpfs": .string("kept")]))
             #expect(try await driver.snapshots(browser.vm) == ["clean-2"])
+            #expect(try await contexts.contextLogs("browser", host: nil, tail: nil).contains("VIREO-READY"))
             _ = try await contexts.closeContext("browser", host: nil)
             #expect(try await driver.status().isEmpty)
         }

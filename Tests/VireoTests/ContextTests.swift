@@ -10,6 +10,7 @@ import VireoDriver
 import VireoDriverSimulated
 import VireoHTTP
 import VireoModel
+import VireoStore
 
 /// Contexts on the simulated driver: the agent's verbs, its book and journal, the pool, repair
 /// after a crash, the controller's view, and working while the controller is away. Real guests
@@ -234,6 +235,7 @@ struct ContextTests {
         try await eventually("the controller lists it as h2 reports it") {
             try await controller.listContexts().items.map(\.resets) == [1]
         }
+        #expect(try await controller.contextLogs("browser", host: nil, tail: nil).contains("saved as snapshot 'clean-2'"))
         let missing = await #expect(throws: VireoError.self) {
             try await controller.resetContext("browser", host: "h1", force: false)
         }
@@ -294,6 +296,43 @@ struct ContextTests {
         #expect(events.filter { $0.to == "opened" && $0.name == "notes" }.count == 1)
     }
 
+    @Test(
+        "the controller stopped, the host works on; a new controller on the same store learns every context, and the unacknowledged journal"
+    )
+    func controllerRestart() async throws {
+        let store = try SQLiteStore(path: temporaryDirectory() + "/vireo.db")
+        let first = try await Controller.open(store: store, settings: .fast)
+        let link = SwitchableLink(first)
+        let driver = SimulatedDriver(configuration: .init(bootDelay: .milliseconds(20)))
+        let contexts = try ContextManager(
+            settings: .init(directory: temporaryDirectory(), hostName: "desk"), driver: driver)
+        let agent = Agent(
+            settings: .init(name: "desk", heartbeatInterval: .milliseconds(50)), driver: driver, link: link, contexts: contexts)
+        let running = Task { try await agent.run() }
+        defer { running.cancel() }
+        try await eventually("registered") { (try? await first.host("desk"))?.state == .ready }
+        var request = Self.request("browser")
+        request.host = "desk"
+        _ = try await first.openContext(request)
+        // Once the first controller recorded everything so far, it stops; the host works on.
+        try await eventually("the host's journal is acknowledged") { await contexts.report().journal == nil }
+        link.target.withLock { $0 = nil }
+        _ = try await contexts.resetContext("browser", host: nil, force: false)
+        _ = try await contexts.openContext(Self.request("notes", .persistent))
+        let second = try await Controller.open(store: store, settings: .fast)
+        link.target.withLock { $0 = second }
+        try await eventually("the new controller lists both, as the host has them") {
+            try await second.listContexts().items.map(\.name) == ["browser", "notes"]
+        }
+        #expect(try await second.listContexts().items.map(\.vm) == (try await contexts.listContexts().items.map(\.vm)))
+        try await eventually("the work done meanwhile arrived as events") {
+            second.events.events(after: 0).filter { $0.kind == .context }.map { "\($0.name) \($0.to ?? "")" }
+                == ["browser reset", "notes opened", "notes ready"]
+        }
+        // And verbs through it reach the host.
+        #expect(try await second.resetContext("browser", host: nil, force: false).resets == 2)
+    }
+
     @Test("the local API answers with the envelope and the controller's codes")
     func localAPI() async throws {
         let (contexts, _) = try Self.manager()
@@ -350,6 +389,21 @@ struct ContextTests {
         let bad = manifest.replacingOccurrences(of: "memory: 256MiB", with: "memory: lots")
         #expect(throws: VireoError.self) { try ManifestParser.parse(bad) }
     }
+}
+
+/// A link to a controller that can be taken away (the controller stopped) and given another.
+final class SwitchableLink: ControllerLink {
+    let target: Mutex<(any ControllerLink)?>
+    init(_ target: any ControllerLink) { self.target = Mutex(target) }
+    func current() throws -> any ControllerLink {
+        guard let target = target.withLock({ $0 }) else { throw VireoError(.unavailable, "no controller") }
+        return target
+    }
+    func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
+        try await current().register(registration)
+    }
+    func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState { try await current().heartbeat(heartbeat) }
+    func deliver(_ samples: AgentSamples) async throws { try await current().deliver(samples) }
 }
 
 /// A driver that can hold snapshot loads until released, to catch a context in the middle of a

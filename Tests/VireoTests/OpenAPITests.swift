@@ -228,6 +228,10 @@ struct OpenAPITests {
                 .post, "/v1/contexts/browser/reset", route: "/v1/contexts/{context}/reset", body: #"{"force":1}"#, expect: 400)
             _ = try await call(.post, "/v1/contexts/nope/reset", route: "/v1/contexts/{context}/reset", expect: 404)
             _ = try await call(.post, "/v1/contexts/browser/keep", route: "/v1/contexts/{context}/keep", expect: 200)
+            #expect(
+                try await call(.get, "/v1/contexts/browser/logs?tail=5", route: "/v1/contexts/{context}/logs", expect: 200)
+                    .contains("snapshot"))
+            _ = try await call(.get, "/v1/contexts/nope/logs", route: "/v1/contexts/{context}/logs", expect: 404)
             _ = try await call(.delete, "/v1/contexts/browser", route: "/v1/contexts/{context}", expect: 200)
             _ = try await call(.delete, "/v1/contexts/browser", route: "/v1/contexts/{context}", expect: 404)
             _ = try await call(.get, "/v1/events?follow=false", route: "/v1/events", expect: 200)

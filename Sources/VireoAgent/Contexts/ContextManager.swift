@@ -235,6 +235,24 @@ public actor ContextManager: ContextService {
         return last
     }
 
+    public func contextLogs(_ name: String, host: String?, tail: Int?) async throws -> String {
+        try checkHost(host)
+        let vm = try record(named: name).vm
+        // The log is read forward (drivers give it from an offset), keeping its end.
+        var text = ""
+        var offset: UInt64 = 0
+        for _ in 0..<256 {
+            let chunk = try await driver.consoleOutput(vm, from: offset, limit: ContextLogs.maxBytes)
+            guard chunk.next > offset else { break }
+            text += chunk.text
+            if text.utf8.count > ContextLogs.maxBytes {
+                text = String(decoding: text.utf8.suffix(ContextLogs.maxBytes), as: UTF8.self)
+            }
+            offset = chunk.next
+        }
+        return tail.map { ConsoleTail.lastLines($0, of: text) } ?? text
+    }
+
     // MARK: Steps
 
     /// Runs `body` as the one operation on context `name`, showing `state` meanwhile (`idle`
@@ -547,6 +565,7 @@ public actor ContextManager: ContextService {
             case .reset: result.context = try await resetContext(command.name, host: nil, force: command.force ?? false)
             case .keep: result.context = try await keepContext(command.name, host: nil)
             case .close: result.context = try await closeContext(command.name, host: nil)
+            case .logs: result.logs = try await contextLogs(command.name, host: nil, tail: command.tail)
             }
         } catch let error as VireoError {
             result.error = error
