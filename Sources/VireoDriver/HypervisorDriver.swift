@@ -223,3 +223,19 @@ extension HypervisorDriver {
         throw VireoError(.unsupported, "driver '\(name)' cannot resume VMs")
     }
 }
+
+/// The names snapshots may have, in every driver.
+public enum SnapshotTag {
+    /// Letters, digits, `.`, `_`, `-` and `:`, at most 128 characters, and not only digits (QEMU
+    /// looks a snapshot up by its numeric id as well as by its name, so a tag `2` could mean
+    /// another snapshot).
+    public static func validate(_ tag: String) throws(VireoError) {
+        let allowed = tag.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-_:".unicodeScalars.contains($0)
+        }
+        guard !tag.isEmpty, tag.count <= 128, allowed, !tag.allSatisfy(\.isNumber) else {
+            throw VireoError.invalid(
+                field: "tag", value: "'\(tag)'", "expected 1 to 128 letters, digits, '.', '_', '-' or ':', not only digits")
+        }
+    }
+}

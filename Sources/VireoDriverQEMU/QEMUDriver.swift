@@ -162,11 +162,7 @@ public actor QEMUDriver: HypervisorDriver {
         case .stopping: throw VireoError(.conflict, "VM \(instance.record.spec.name) is stopping")
         case .stopped, .failed: break
         }
-        instance.state = .starting
-        instance.message = nil
-        instance.stopRequested = false
-        instance.guestPoweredOff = false
-        instance.run += 1
+        instance.beginRun()
         instances[id] = instance
         try await launch(id, run: instance.run)
     }

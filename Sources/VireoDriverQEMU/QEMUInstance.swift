@@ -78,6 +78,15 @@ extension QEMUDriver {
         /// Removing the tap device of the last run (its QEMU exited); the next launch waits for it,
         /// so it cannot remove the new run's tap.
         var tapRemoval: Task<Void, Never>?
+
+        /// A new run begins: starting, with nothing left of the last one but its record.
+        mutating func beginRun() {
+            state = .starting
+            message = nil
+            stopRequested = false
+            guestPoweredOff = false
+            run += 1
+        }
     }
 
     /// Where a VM's files are: its directory in the state directory, and its QMP socket in the

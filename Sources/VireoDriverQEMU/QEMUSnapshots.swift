@@ -21,7 +21,7 @@ import VireoProcess
 /// concluded.
 extension QEMUDriver {
     public func saveSnapshot(_ id: VMID, tag: String) async throws -> Duration {
-        try Self.validate(tag: tag)
+        try SnapshotTag.validate(tag)
         await lockSnapshots(id)
         defer { unlockSnapshots(id) }
         let (qmp, name) = try runningGuest(id, to: "save a snapshot")
@@ -38,7 +38,7 @@ extension QEMUDriver {
     }
 
     public func loadSnapshot(_ id: VMID, tag: String) async throws -> Duration {
-        try Self.validate(tag: tag)
+        try SnapshotTag.validate(tag)
         await lockSnapshots(id)
         defer { unlockSnapshots(id) }
         let (qmp, name) = try runningGuest(id, to: "load a snapshot")
@@ -63,7 +63,7 @@ extension QEMUDriver {
     }
 
     public func deleteSnapshot(_ id: VMID, tag: String) async throws {
-        try Self.validate(tag: tag)
+        try SnapshotTag.validate(tag)
         await lockSnapshots(id)
         defer { unlockSnapshots(id) }
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
@@ -95,7 +95,7 @@ extension QEMUDriver {
     }
 
     public func start(_ id: VMID, fromSnapshot tag: String) async throws {
-        try Self.validate(tag: tag)
+        try SnapshotTag.validate(tag)
         guard var instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let name = instance.record.spec.name
         guard instance.state == .stopped || instance.state == .failed, instance.qmp == nil else {
@@ -111,11 +111,7 @@ extension QEMUDriver {
             throw VireoError(.failedPrecondition, "VM \(name) was started meanwhile")
         }
         instance = current
-        instance.state = .starting
-        instance.message = nil
-        instance.stopRequested = false
-        instance.guestPoweredOff = false
-        instance.run += 1
+        instance.beginRun()
         instances[id] = instance
         try await launch(id, run: instance.run, snapshot: tag)
     }
@@ -214,20 +210,6 @@ extension QEMUDriver {
             return try JSONDecoder().decode(QMP.ImageInfo.self, from: info).snapshotTags
         } catch {
             throw VireoError(.internal, "qemu-img info \(disk): unexpected output: \(error)")
-        }
-    }
-
-    /// Tags are names: letters, digits, `.`, `_`, `-` and `:`, at most 128 characters, and not
-    /// only digits (QEMU looks a snapshot up by its numeric id as well as by its name, so a tag
-    /// `2` could mean another snapshot).
-    static func validate(tag: String) throws {
-        let allowed = tag.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-_:".unicodeScalars.contains($0)
-        }
-        guard !tag.isEmpty, tag.count <= 128, allowed, !tag.allSatisfy(\.isNumber) else {
-            throw VireoError.invalid(
-                field: "tag", value: "'\(tag)'",
-                "expected 1 to 128 letters, digits, '.', '_', '-' or ':', not only digits")
         }
     }
 

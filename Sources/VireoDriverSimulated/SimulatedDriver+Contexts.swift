@@ -7,7 +7,7 @@ import VireoModel
 /// networks: addresses as the QEMU driver gives them (there is no network to isolate).
 extension SimulatedDriver {
     public func saveSnapshot(_ id: VMID, tag: String) async throws -> Duration {
-        try Self.validate(tag: tag)
+        try SnapshotTag.validate(tag)
         let now = time.now()
         try state.withLock { (s: inout State) throws(VireoError) in
             settle(&s, now: now)
@@ -23,7 +23,7 @@ extension SimulatedDriver {
     }
 
     public func loadSnapshot(_ id: VMID, tag: String) async throws -> Duration {
-        try Self.validate(tag: tag)
+        try SnapshotTag.validate(tag)
         let now = time.now()
         try state.withLock { (s: inout State) throws(VireoError) in
             settle(&s, now: now)
@@ -38,7 +38,7 @@ extension SimulatedDriver {
     }
 
     public func start(_ id: VMID, fromSnapshot tag: String) async throws {
-        try Self.validate(tag: tag)
+        try SnapshotTag.validate(tag)
         let now = time.now()
         try state.withLock { (s: inout State) throws(VireoError) in
             settle(&s, now: now)
@@ -66,7 +66,7 @@ extension SimulatedDriver {
     }
 
     public func deleteSnapshot(_ id: VMID, tag: String) async throws {
-        try Self.validate(tag: tag)
+        try SnapshotTag.validate(tag)
         try state.withLock { (s: inout State) throws(VireoError) in
             guard var instance = s.instances[id] else { throw VireoError.notFound("instance", id.rawValue) }
             guard let index = instance.snapshots.firstIndex(of: tag) else {
@@ -92,19 +92,6 @@ extension SimulatedDriver {
                 .failedPrecondition, "VM '\(instance.spec.name)' is \(instance.state): only a running VM can \(action)")
         }
         return instance
-    }
-
-    /// The QEMU driver's rule: letters, digits, `.`, `_`, `-` and `:`, at most 128 characters,
-    /// not only digits.
-    static func validate(tag: String) throws(VireoError) {
-        let allowed = tag.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-_:".unicodeScalars.contains($0)
-        }
-        guard !tag.isEmpty, tag.count <= 128, allowed, !tag.allSatisfy(\.isNumber) else {
-            throw VireoError.invalid(
-                field: "tag", value: "'\(tag)'",
-                "expected 1 to 128 letters, digits, '.', '_', '-' or ':', not only digits")
-        }
     }
 
     /// The next address on private network `network`: network N (numbered from 1 in the order

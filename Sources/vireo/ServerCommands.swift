@@ -87,7 +87,8 @@ struct DriverSelection: ParsableArguments {
 
     var driverName: String { driver ?? (DriverRegistry.qemuInstalled ? "qemu" : "simulated") }
 
-    func makeDriver(stateDirectory: String) throws -> any HypervisorDriver {
+    /// The driver, logging through `logger`'s level (a `--log-level warning` quiets it too).
+    func makeDriver(stateDirectory: String, logger: Logger) throws -> any HypervisorDriver {
         var settings: [String: String] = [:]
         for option in driverOptions {
             let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
@@ -98,7 +99,9 @@ struct DriverSelection: ParsableArguments {
         }
         var registry = DriverRegistry()
         registry.registerSimulated()
-        registry.registerQEMU()
+        var driverLogger = Logger(label: "vireo.qemu")
+        driverLogger.logLevel = logger.logLevel
+        registry.registerQEMU(logger: driverLogger)
         return try registry.make(driverName, options: DriverOptions(stateDirectory: stateDirectory, settings: settings))
     }
 }
@@ -248,7 +251,7 @@ struct Up: AsyncParsableCommand {
         LoggingSystem.bootstrapStandardError()
         let logger = try makeLogger("vireo", level: serve.logLevel)
         try ResourceName.validate(name, field: "--name")
-        let driver = try drivers.makeDriver(stateDirectory: serve.dataDir + "/vms")
+        let driver = try drivers.makeDriver(stateDirectory: serve.dataDir + "/vms", logger: logger)
         let contexts = try contextOptions.manager(
             directory: serve.dataDir + "/contexts", host: name, driver: driver, logger: logger)
         let local = try contextOptions.localService(contexts, logger: logger)
@@ -313,7 +316,7 @@ struct AgentCommand: AsyncParsableCommand {
         let logger = try makeLogger("vireo.agent", level: logLevel)
         try ResourceName.validate(name, field: "--name")
         let directory = stateDir ?? ServeOptions.defaultDataDirectory() + "/agent-\(name)"
-        let driver = try drivers.makeDriver(stateDirectory: directory)
+        let driver = try drivers.makeDriver(stateDirectory: directory, logger: logger)
         let contexts = try contextOptions.manager(
             directory: directory + "/contexts", host: name, driver: driver, logger: logger)
         let local = try contextOptions.localService(contexts, logger: logger)

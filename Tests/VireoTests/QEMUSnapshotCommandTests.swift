@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VireoDriver
 import VireoModel
 
 @testable import VireoDriverQEMU
@@ -117,10 +118,10 @@ struct QEMUSnapshotCommandTests {
     @Test("tags are names: letters, digits, '.', '_', '-', ':', up to 128, not only digits")
     func tags() throws {
         for good in ["clean", "kept-2026-12-05T01:02:03", "a.b_c", "1a", String(repeating: "t", count: 128)] {
-            try QEMUDriver.validate(tag: good)
+            try SnapshotTag.validate(good)
         }
         for bad in ["", "7", "two words", "ü", "a/b", "a,b", String(repeating: "t", count: 129)] {
-            let error = #expect(throws: VireoError.self) { try QEMUDriver.validate(tag: bad) }
+            let error = #expect(throws: VireoError.self) { try SnapshotTag.validate(bad) }
             #expect(error?.code == .invalidArgument && error?.message.contains("tag") == true, "\(bad)")
         }
     }

@@ -88,7 +88,11 @@ struct BenchBoot: AsyncParsableCommand {
                 result.driverBootMedianMs, result.aroundQEMUMedianMs, around.max() ?? 0))
     }
 
-    func median(_ values: [Double]) -> Double {
+    func median(_ values: [Double]) -> Double { Self.median(values) }
+
+    /// The middle value (the mean of the two middle ones for an even count); 0 for none.
+    static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return 0 }
         let sorted = values.sorted()
         return sorted.count % 2 == 1
             ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
@@ -161,7 +165,9 @@ struct BenchBoot: AsyncParsableCommand {
         return (elapsed, Double(boot))
     }
 
-    func milliseconds(_ duration: Duration) -> Double {
+    func milliseconds(_ duration: Duration) -> Double { Self.milliseconds(duration) }
+
+    static func milliseconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 }

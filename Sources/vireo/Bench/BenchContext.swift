@@ -162,14 +162,6 @@ struct BenchContext: AsyncParsableCommand {
         throw VireoError(.unavailable, "the host's pool of \(image) did not have \(ready) ready within 300 s")
     }
 
-    static func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let sorted = values.sorted()
-        return sorted.count % 2 == 1
-            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
-
-    static func milliseconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
-    }
+    static func median(_ values: [Double]) -> Double { BenchBoot.median(values) }
+    static func milliseconds(_ duration: Duration) -> Double { BenchBoot.milliseconds(duration) }
 }
