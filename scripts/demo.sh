@@ -50,7 +50,10 @@ cleanup() {
   trap - INT TERM
   [ ${#load_pids[@]} -eq 0 ] || kill "${load_pids[@]}" 2>/dev/null || true
   if [ -z "${DEMO_KEEP:-}" ] && kill -0 $pid 2>/dev/null; then
-    echo; echo "demo: deleting the demo VMs (DEMO_KEEP=1 keeps them)"
+    echo; echo "demo: deleting the demo VMs and contexts (DEMO_KEEP=1 keeps them)"
+    for context in $("$bin" context list -o json 2>/dev/null | jq -r '.items[].name' 2>/dev/null); do
+      "$bin" context close "$context" >/dev/null 2>&1 || true
+    done
     "$bin" app delete shop --delete-vms >/dev/null 2>&1 || true
     for vm in $("$bin" vm list -o json 2>/dev/null | jq -r '.[].name' 2>/dev/null); do
       "$bin" vm delete "$vm" >/dev/null 2>&1 || true
@@ -111,6 +114,20 @@ say "vireo plan --explain    # what the slo rebalancer would move now, and why"
 "$bin" plan --explain
 kill "${load_pids[@]}" 2>/dev/null || true
 load_pids=()
+
+# The desktop half: a disposable context, reset to its clean state (its network of its own is a
+# network namespace: root only).
+if [ "$(id -u)" -eq 0 ]; then
+  say "vireo context open browser --disposable --wait    # a VM of its own, on a network of its own"
+  "$bin" context open browser --disposable --wait
+  say "vireo context reset browser    # back to the state it had once booted: disk, memory, devices"
+  "$bin" context reset browser
+  "$bin" context reset browser
+  say "vireo context list"; "$bin" context list
+else
+  echo
+  echo "(desktop contexts need root for their networks: run as root to see them; docs/contexts.md)"
+fi
 echo
 echo "Vireo is running at $VIREO_SERVER with data in $data."
 echo "Try: export VIREO_SERVER=$VIREO_SERVER; $bin vm list; $bin events"
