@@ -92,7 +92,8 @@ struct ClusterState {
             return PlacementHost(
                 id: host.id, name: host.name, state: host.state, cores: host.fingerprint.cpus,
                 memoryMiB: Double(host.fingerprint.memoryMiB), capabilities: CapabilitySet(host.fingerprint.capabilities),
-                reservedVCPUs: a.cpus + held.cpus, reservedMemoryMiB: Double(a.memoryMiB + held.memoryMiB))
+                reservedVCPUs: a.cpus + held.cpus, reservedMemoryMiB: Double(a.memoryMiB + held.memoryMiB),
+                family: host.fingerprint.migrationFamily)
         }
         return PlacementCluster(settings: settings, hosts: hosts)
     }

@@ -67,6 +67,13 @@ extension ClusterModel {
                 .failedPrecondition,
                 "host '\(host.name)' cannot live-migrate (driver \(host.fingerprint.driver) without shared storage?)")
         }
+        let (from, to) = (source.fingerprint.migrationFamily, destination.fingerprint.migrationFamily)
+        if from != to {
+            throw VireoError(
+                .failedPrecondition,
+                "host '\(destination.name)' cannot take VM '\(vm.name)' live: "
+                    + FilterReason.otherHypervisor(source: from, destination: to).description)
+        }
         let cluster = state.placementCluster(settings: settings.placement)
         guard let index = cluster.hosts.firstIndex(where: { $0.id == destination.id }) else {
             throw VireoError.notFound("host", hostReference)

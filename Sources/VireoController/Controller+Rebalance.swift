@@ -29,6 +29,10 @@ extension ClusterModel {
             .sorted { $0.name < $1.name }
         // What VMs that do not run yet hold on each host.
         var reserved: [HostID: ClusterState.Allocation] = state.allocation
+        for (host, held) in state.contextHold {
+            reserved[host, default: .init()].cpus += held.cpus
+            reserved[host, default: .init()].memoryMiB += held.memoryMiB
+        }
         for vm in running {
             reserved[vm.hostID!]?.cpus -= vm.spec.cpus
             reserved[vm.hostID!]?.memoryMiB -= vm.spec.memoryMiB
@@ -38,7 +42,8 @@ extension ClusterModel {
                 id: host.id, name: host.name, state: host.state, cpus: host.fingerprint.cpus,
                 memoryMiB: host.fingerprint.memoryMiB, capabilities: Set(host.fingerprint.capabilities),
                 cpuUsageHistory: hostUsage.rates(host.id), linkMiBPerSecond: settings.migrationLinkMiBPerSecond,
-                reservedCPUs: max(0, reserved[host.id]?.cpus ?? 0), reservedMemoryMiB: max(0, reserved[host.id]?.memoryMiB ?? 0))
+                reservedCPUs: max(0, reserved[host.id]?.cpus ?? 0), reservedMemoryMiB: max(0, reserved[host.id]?.memoryMiB ?? 0),
+                family: host.fingerprint.migrationFamily)
         }
         // The last move of each VM: cool-down and no going back.
         let lastMove = migrations.lastCompleted

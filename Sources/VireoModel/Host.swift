@@ -21,6 +21,13 @@ public struct HostFingerprint: Sendable, Codable, Equatable {
         self.capabilities = capabilities.sorted()
         self.attributes = attributes
     }
+
+    /// Which hosts a live migration can go between: the same hypervisor family. A driver that
+    /// runs several (libvirt) names its family in the `migration-family` attribute; otherwise it
+    /// is the driver.
+    public var migrationFamily: String { attributes[Self.migrationFamilyAttribute] ?? driver }
+
+    public static let migrationFamilyAttribute = "migration-family"
 }
 
 public enum HostState: String, Sendable, Codable, CaseIterable {

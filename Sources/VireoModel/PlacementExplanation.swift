@@ -27,6 +27,9 @@ public enum FilterReason: Sendable, Codable, Equatable, CustomStringConvertible 
     case doesNotConverge(MigrationCostError)
     /// The VM left this host recently: going back is how moves go back and forth.
     case recentlyLeft(secondsAgo: Double, blockSeconds: Double)
+    /// A live move between hypervisor families (QEMU's and libvirt's, say) cannot be done:
+    /// their migration streams differ. A cold move can.
+    case otherHypervisor(source: String, destination: String)
     /// A reason stored before reasons were typed: its sentence.
     case recorded(sentence: String)
 
@@ -51,6 +54,8 @@ public enum FilterReason: Sendable, Codable, Equatable, CustomStringConvertible 
         case .doesNotConverge(let error): error.description
         case .recentlyLeft(let ago, let block):
             "the VM left this host \(DurationText.format(ago)) ago (no return within \(DurationText.format(block)))"
+        case .otherHypervisor(let source, let destination):
+            "another hypervisor family (\(destination), the VM is on \(source)): no live move between them; a cold one works"
         case .recorded(let sentence): sentence
         }
     }
@@ -61,6 +66,7 @@ public enum FilterReason: Sendable, Codable, Equatable, CustomStringConvertible 
         case .hostNotReady: "host-state"
         case .notPinnedHost: "pinned"
         case .missingCapability: "capability"
+        case .otherHypervisor: "hypervisor"
         case .insufficientCPU, .insufficientMemory, .insufficientCPUCapacity, .coreTooSmall: "capacity"
         case .antiAffinity: "anti-affinity"
         case .hostMigrationBudget: "budget"

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VireoAPI
+import VireoController
 import VireoModel
 import VireoPlacement
 import VireoSim
@@ -171,6 +172,48 @@ struct OneEngineTests {
         } else {
             Issue.record("host c has no vCPU left")
         }
+    }
+}
+
+@Suite("Mixed hypervisors")
+struct MixedHypervisorTests {
+    @Test("a live move to a host of another hypervisor family is filtered with its reason; one of the same family fits")
+    func chainRefusesOtherFamily() {
+        let hosts = [
+            PlacementHost(id: HostID("q1"), name: "q1", cores: 4, memoryMiB: 8_192, family: "qemu"),
+            PlacementHost(id: HostID("l1"), name: "l1", cores: 4, memoryMiB: 8_192, family: "libvirt/QEMU"),
+            PlacementHost(id: HostID("q2"), name: "q2", cores: 4, memoryMiB: 8_192, family: "qemu"),
+        ]
+        var cluster = PlacementCluster(
+            settings: .live, hosts: hosts, vms: [PlacementVM(id: VMID("v"), name: "v", vcpus: 1, memoryMiB: 512)])
+        cluster.start(0, on: 0)
+        let loads = HostLoads(cluster)
+        var moving = Candidate(new: cluster.vms[0])
+        moving.source = 0
+        let chain = FeasibilityChain(purpose: .move)
+        #expect(chain.check(moving, on: 1, loads) == .filtered(.otherHypervisor(source: "qemu", destination: "libvirt/QEMU")))
+        #expect(chain.passes(moving, on: 2, loads))
+        // A new VM may start on any family.
+        #expect(FeasibilityChain(purpose: .start).passes(Candidate(new: cluster.vms[0]), on: 1, loads))
+        #expect(FilterReason.otherHypervisor(source: "qemu", destination: "libvirt/QEMU").kind == "hypervisor")
+    }
+
+    @Test("vireo migrate to a host of another family is refused saying why, and nothing is started")
+    func migrateRefused() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1"])
+        defer { cluster.stop() }
+        _ = try await cluster.controller.createVM(VMSpec(name: "a", image: "tiny", cpus: 1, memoryMiB: 128))
+        _ = try await cluster.waitFor("a", .running)
+        _ = try await cluster.controller.register(
+            AgentRegistration(
+                name: "lv",
+                fingerprint: HostFingerprint(
+                    cpus: 4, memoryMiB: 4096, driver: "libvirt", capabilities: [.liveMigration],
+                    attributes: [HostFingerprint.migrationFamilyAttribute: "libvirt/QEMU"])))
+        let error = await #expect(throws: VireoError.self) { try await cluster.controller.migrateVM("a", to: "lv") }
+        #expect(error?.code == .failedPrecondition)
+        #expect(error?.message.contains("another hypervisor family (libvirt/QEMU, the VM is on simulated)") == true)
+        #expect(try await cluster.controller.listMigrations(vm: nil, limit: 10).items.isEmpty)
     }
 }
 

@@ -37,7 +37,7 @@ public struct MigrationBudget: Sendable, Equatable {
 /// What the cluster allows (vCPU overcommit, memory, CPU shared by demand) comes from its
 /// `PlacementSettings`; what a policy adds (load limits, a migration budget, convergence, no
 /// return to a host just left) is set here. Order: pinned host, host state, host left recently,
-/// capabilities, vCPUs, memory, CPU demand (core, then free CPU), whole vCPU on a core,
+/// capabilities, hypervisor family (moves), vCPUs, memory, CPU demand (core, then free CPU), whole vCPU on a core,
 /// anti-affinity, migration budget, predicted load, convergence.
 public struct FeasibilityChain: Sendable {
     public enum Purpose: Sendable {
@@ -119,6 +119,10 @@ public struct FeasibilityChain: Sendable {
             return fails { .recentlyLeft(secondsAgo: ago, blockSeconds: returnBlockSeconds) }
         }
         if move && !loads.liveMigration[host] { return fails { .missingCapability(.liveMigration) } }
+        if move, vm.source >= 0, loads.family[host] != loads.family[vm.source] {
+            let hosts = loads.cluster.hosts
+            return fails { .otherHypervisor(source: hosts[vm.source].family, destination: hosts[host].family) }
+        }
         if !vm.requiredCapabilities.isEmpty, !loads.capabilities[host].contains(vm.requiredCapabilities) {
             let missing = vm.requiredCapabilities.subtracting(loads.capabilities[host])
             return fails { .missingCapability(missing.first ?? .liveMigration) }

@@ -80,6 +80,8 @@ public struct HostLoads: Sendable {
     public let liveMigration: [Bool]
     public let capabilities: [CapabilitySet]
     public let linkMiBPerSecond: [Double]
+    /// Each host's hypervisor family (`HostTable.family`).
+    public let family: [Int]
     private let watts: [Double]
 
     /// - Parameters:
@@ -109,6 +111,7 @@ public struct HostLoads: Sendable {
         liveMigration = table.liveMigration
         capabilities = table.capabilities
         linkMiBPerSecond = table.linkMiBPerSecond
+        family = table.family
         watts = !withPower || !table.watts.isEmpty ? table.watts : HostTable.watts(cluster.hosts)
         var objectiveApps = Set<String>()
         for app in cluster.applications where !app.objectives.isEmpty { objectiveApps.insert(app.name) }

@@ -17,12 +17,15 @@ public struct RebalanceHost: Sendable, Equatable {
     /// vCPUs and memory held by VMs that are not running yet.
     public var reservedCPUs: Int
     public var reservedMemoryMiB: Int
+    /// Its hypervisor family: VMs move live only within one.
+    public var family: String
 
     public init(
         id: HostID, name: String, state: HostState = .ready, cpus: Int, memoryMiB: Int,
         capabilities: Set<Capability> = [.liveMigration], cpuUsageHistory: [Double] = [],
-        linkMiBPerSecond: Double = 1_024, reservedCPUs: Int = 0, reservedMemoryMiB: Int = 0
+        linkMiBPerSecond: Double = 1_024, reservedCPUs: Int = 0, reservedMemoryMiB: Int = 0, family: String = ""
     ) {
+        self.family = family
         self.id = id
         self.name = name
         self.state = state
@@ -129,7 +132,7 @@ extension PlacementCluster {
             PlacementHost(
                 id: host.id, name: host.name, state: host.state, cores: host.cpus, memoryMiB: Double(host.memoryMiB),
                 capabilities: host.capabilities, linkMiBPerSecond: host.linkMiBPerSecond,
-                reservedVCPUs: host.reservedCPUs, reservedMemoryMiB: Double(host.reservedMemoryMiB))
+                reservedVCPUs: host.reservedCPUs, reservedMemoryMiB: Double(host.reservedMemoryMiB), family: host.family)
         }
         let vms = snapshot.vms.map { vm in
             PlacementVM(

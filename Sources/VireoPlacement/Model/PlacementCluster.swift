@@ -23,12 +23,17 @@ public struct PlacementHost: Sendable, Equatable {
     public var reservedMemoryMiB: Double
     /// The machine type ("ML110 G4"); hosts of one type are interchangeable when empty.
     public var model: String
+    /// Its hypervisor family (`HostFingerprint.migrationFamily`): a VM moves live only between
+    /// hosts of one family.
+    public var family: String
 
     public init(
         id: HostID, name: String, state: HostState = .ready, cores: Int, coreCapacity: Double = 1, memoryMiB: Double,
         capabilities: CapabilitySet = .liveMigration, linkMiBPerSecond: Double = 1_024,
-        power: PowerCurve? = nil, reservedVCPUs: Int = 0, reservedMemoryMiB: Double = 0, model: String = ""
+        power: PowerCurve? = nil, reservedVCPUs: Int = 0, reservedMemoryMiB: Double = 0, model: String = "",
+        family: String = ""
     ) {
+        self.family = family
         self.id = id
         self.name = name
         self.state = state
@@ -330,6 +335,8 @@ public struct HostTable: Sendable {
     public let linkMiBPerSecond: [Double]
     public let reservedVCPUs: [Int]
     public let reservedMemoryMiB: [Double]
+    /// Each host's hypervisor family as a small number: equal numbers, one family.
+    public let family: [Int]
     /// Power tables, 11 points per host, where some host has a power curve (a simulated data
     /// centre); empty otherwise (a live cluster: built only when a policy asks for power).
     let watts: [Double]
@@ -372,6 +379,12 @@ public struct HostTable: Sendable {
         self.reservedVCPUs = reservedVCPUs
         reservedMemoryMiB = reservedMemory
         watts = hosts.contains { $0.power != nil } ? Self.watts(hosts) : []
+        var families: [String: Int] = [:]
+        family = hosts.map { host in
+            if let number = families[host.family] { return number }
+            families[host.family] = families.count
+            return families.count - 1
+        }
     }
 
     /// Every host's power table, the unmetered curve where it has none.
