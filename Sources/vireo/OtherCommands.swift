@@ -17,15 +17,24 @@ struct HostList: AsyncParsableCommand {
         let hosts = try await client.client().hosts().items
         if output.output == .json { return try printJSON(hosts) }
         printTable(
-            ["NAME", "STATE", "DRIVER", "CPUS", "CPU LOAD", "MEMORY", "VMS", "HEARTBEAT"],
+            ["NAME", "STATE", "DRIVER", "HYPERVISOR", "CPUS", "CPU LOAD", "MEMORY", "VMS", "HEARTBEAT"],
             hosts.map {
                 [
-                    $0.name, $0.state.rawValue, $0.driver, "\($0.allocatedCPUs)/\($0.cpus)",
+                    $0.name, $0.state.rawValue, $0.driver, Self.hypervisor($0), "\($0.allocatedCPUs)/\($0.cpus)",
                     $0.cpuLoad.map { String(format: "%.0f%%", $0 * 100) } ?? "-",
                     "\(ByteSize.format(mib: $0.allocatedMemoryMiB))/\(ByteSize.format(mib: $0.memoryMiB))", String($0.vms),
                     age(since: $0.lastHeartbeatAt) + " ago",
                 ]
             })
+    }
+
+    /// The hypervisor and its version in a few words (`QEMU 7.2.22`), from what the driver
+    /// reported; `-` when it reported none.
+    static func hypervisor(_ host: HostView) -> String {
+        guard let text = host.attributes["hypervisor"], !text.isEmpty else { return "-" }
+        let words = text.split(separator: " ")
+        if words.count >= 4, words[1] == "emulator", words[2] == "version" { return "\(words[0]) \(words[3])" }
+        return text
     }
 }
 

@@ -490,6 +490,8 @@ extension RealQEMU {
                 return (try? decodeJSON(VMView.self, shown.stdout))?.state == .running
             }
             #expect(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) == pid)
+            let hosts = try await vireo(["host", "list"], server: again).stdout
+            #expect(hosts.contains("HYPERVISOR") && hosts.contains("QEMU 7."), "host list names the hypervisor: \(hosts)")
             let after = try await guestStatus(address)
             #expect(after["bootId"] == before["bootId"])
             #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
