@@ -21,12 +21,16 @@ public struct VMView: Sendable, Codable, Equatable {
     /// Launch to ready of the last start on its host, in milliseconds (see `VirtualMachine.lastBootMs`).
     public var lastBootMs: Int?
     public var placement: PlacementExplanation?
+    /// For a running VM whose host can send it live: every other host's verdict on taking it live
+    /// (`GET /v1/vms/{vm}` only).
+    public var liveMoves: [HostVerdict]?
     public var createdAt: Date
     public var updatedAt: Date
     public var stateChangedAt: Date
 
     /// `withPlacement: false` leaves out the placement explanation (listings are summaries).
-    public init(_ vm: VirtualMachine, hostName: String?, withPlacement: Bool = true) {
+    public init(_ vm: VirtualMachine, hostName: String?, withPlacement: Bool = true, liveMoves: [HostVerdict]? = nil) {
+        self.liveMoves = liveMoves
         id = vm.id
         name = vm.spec.name
         image = vm.spec.image

@@ -62,25 +62,16 @@ extension ClusterModel {
         guard destination.id != source.id else {
             throw VireoError(.failedPrecondition, "VM '\(vm.name)' already runs on host '\(destination.name)'")
         }
-        for host in [source, destination] where !host.fingerprint.capabilities.contains(.liveMigration) {
+        if !source.fingerprint.capabilities.contains(.liveMigration) {
             throw VireoError(
                 .failedPrecondition,
-                "host '\(host.name)' cannot live-migrate (driver \(host.fingerprint.driver) without shared storage?)")
+                "host '\(source.name)' cannot send VMs live (driver \(source.fingerprint.driver) without shared storage?)")
         }
-        let (from, to) = (source.fingerprint.migrationFamily, destination.fingerprint.migrationFamily)
-        if from != to {
-            throw VireoError(
-                .failedPrecondition,
-                "host '\(destination.name)' cannot take VM '\(vm.name)' live: "
-                    + FilterReason.otherHypervisor(source: from, destination: to).description)
-        }
-        let cluster = state.placementCluster(settings: settings.placement)
-        guard let index = cluster.hosts.firstIndex(where: { $0.id == destination.id }) else {
-            throw VireoError.notFound("host", hostReference)
-        }
-        let verdict = InitialPlacement.evaluate(PlacementVM(vm, pinned: false), on: index, in: cluster)
-        if let reason = verdict.filtered {
-            throw VireoError(.failedPrecondition, "host '\(destination.name)' cannot take VM '\(vm.name)': \(reason)")
+        if let reason = liveMoveVerdict(
+            vm, from: source, to: destination, in: state.placementCluster(settings: settings.placement)
+        )
+        .filtered {
+            throw VireoError(.failedPrecondition, "host '\(destination.name)' cannot take VM '\(vm.name)' live: \(reason)")
         }
         let time = now()
         let migration = Migration(
@@ -89,6 +80,36 @@ extension ClusterModel {
         remember(migration)
         events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
         return migration
+    }
+
+    /// Whether `destination` can take `vm` live from `source` (which can send it), and why not: the
+    /// destination must live-migrate and be of the source's hypervisor family, then fit the VM as a
+    /// new one would. `vireo migrate` and `vm show` ask the same question.
+    func liveMoveVerdict(_ vm: VirtualMachine, from source: HostRecord, to destination: HostRecord, in cluster: PlacementCluster)
+        -> HostVerdict
+    {
+        let refused = { (reason: FilterReason) in
+            HostVerdict(hostID: destination.id, hostName: destination.name, filtered: reason)
+        }
+        if !destination.fingerprint.capabilities.contains(.liveMigration) { return refused(.missingCapability(.liveMigration)) }
+        let (from, to) = (source.fingerprint.migrationFamily, destination.fingerprint.migrationFamily)
+        if from != to { return refused(.otherHypervisor(source: from, destination: to)) }
+        guard let index = cluster.hosts.firstIndex(where: { $0.id == destination.id }) else {
+            return refused(.hostNotReady(state: destination.state))
+        }
+        return InitialPlacement.evaluate(PlacementVM(vm, pinned: false), on: index, in: cluster)
+    }
+
+    /// Every other host's verdict on taking a running VM live, for `vm show`; nil when it does not
+    /// run or its host cannot send it.
+    func liveMoves(of vm: VirtualMachine) -> [HostVerdict]? {
+        guard vm.state == .running, let sourceID = vm.hostID, let source = state.hosts[sourceID],
+            source.fingerprint.capabilities.contains(.liveMigration)
+        else { return nil }
+        let cluster = state.placementCluster(settings: settings.placement)
+        return state.hosts.values.filter { $0.id != sourceID }.sorted { $0.name < $1.name }.map {
+            liveMoveVerdict(vm, from: source, to: $0, in: cluster)
+        }
     }
 
     func view(_ migration: Migration) -> MigrationView {

@@ -195,7 +195,10 @@ public actor Controller {
     }
 
     public func vm(_ reference: String) throws -> VMView {
-        model.view(try model.lookupVM(reference))
+        let vm = try model.lookupVM(reference)
+        var view = model.view(vm)
+        view.liveMoves = model.liveMoves(of: vm)
+        return view
     }
 
     public func listHosts() -> HostList {

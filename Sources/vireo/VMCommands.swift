@@ -128,6 +128,10 @@ struct VMShow: AsyncParsableCommand {
             ("Created", "\(vm.createdAt) (\(age(since: vm.createdAt)) ago)"),
         ]
         for (key, value) in rows { print("\((key + ":").padding(toLength: 11, withPad: " ", startingAt: 0)) \(value)") }
+        if let moves = vm.liveMoves, !moves.isEmpty {
+            print("\nLive moves from \(vm.host ?? "-"):")
+            printTable(["HOST", "VERDICT"], moves.map { [$0.hostName, $0.filtered == nil ? "can take it" : $0.summary] })
+        }
         guard let placement = vm.placement else { return }
         print("\nPlacement (\(placement.chosenHost.map { "chose \($0)" } ?? "no host fits") at \(placement.decidedAt)):")
         printTable(

@@ -200,7 +200,7 @@ struct MixedHypervisorTests {
 
     @Test("vireo migrate to a host of another family is refused saying why, and nothing is started")
     func migrateRefused() async throws {
-        let cluster = try await LocalCluster.start(hosts: ["h1"])
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"])
         defer { cluster.stop() }
         _ = try await cluster.controller.createVM(VMSpec(name: "a", image: "tiny", cpus: 1, memoryMiB: 128))
         _ = try await cluster.waitFor("a", .running)
@@ -214,6 +214,11 @@ struct MixedHypervisorTests {
         #expect(error?.code == .failedPrecondition)
         #expect(error?.message.contains("another hypervisor family (libvirt/QEMU, the VM is on simulated)") == true)
         #expect(try await cluster.controller.listMigrations(vm: nil, limit: 10).items.isEmpty)
+        // vm show says so for every other host.
+        let moves = try #require(try await cluster.controller.vm("a").liveMoves)
+        let other = try #require(moves.first { $0.hostName == "lv" })
+        #expect(other.filtered == .otherHypervisor(source: "simulated", destination: "libvirt/QEMU"))
+        #expect(moves.first { $0.hostName != "lv" }?.filtered == nil, "the other simulated host can take it")
     }
 }
 
