@@ -200,7 +200,7 @@ struct ContextTests {
     @Test("the journal survives restarts, numbers on, and forgets what was acknowledged")
     func journal() async throws {
         let directory = temporaryDirectory()
-        let (first, _) = try Self.manager(directory: directory)
+        let (first, driver) = try Self.manager(directory: directory)
         await first.start(onChange: {})
         _ = try await first.openContext(Self.request("a"))
         _ = try await first.resetContext("a", host: nil, force: false)
@@ -208,7 +208,8 @@ struct ContextTests {
         #expect(report.journal?.map(\.action) == [.opened, .ready, .reset])
         #expect(report.journal?.map(\.seq) == [1, 2, 3])
         await first.take([], journalAck: 2)
-        let (second, _) = try Self.manager(directory: directory)
+        let (second, _) = try Self.manager(directory: directory, driver: driver)
+        await second.start(onChange: {})
         report = await second.report()
         #expect(report.journal?.map(\.seq) == [3])
         await second.take([], journalAck: 3)

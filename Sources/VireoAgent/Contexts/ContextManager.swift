@@ -47,6 +47,9 @@ public actor ContextManager: ContextService {
     var changed: @Sendable () -> Void = {}
     var poolTask: Task<Void, Never>?
     let poolSignal = WakeSignal()
+    /// Whether `start` has repaired what the last run left: until then the verbs that change a
+    /// context wait for nothing and are refused, so none runs into the repair.
+    var repaired = false
     /// The VMs that run contexts (and pool members): not the controller's server VMs.
     nonisolated let vms = Mutex<Set<VMID>>([])
 
@@ -94,6 +97,7 @@ public actor ContextManager: ContextService {
     public func start(onChange: @escaping @Sendable () -> Void) async {
         changed = onChange
         await repair()
+        repaired = true
         if !settings.pool.isEmpty, poolTask == nil {
             poolTask = Task { await self.keepPoolFull() }
         }
@@ -120,6 +124,7 @@ public actor ContextManager: ContextService {
 
     public func openContext(_ request: ContextOpenRequest) async throws -> Context {
         try checkHost(request.host)
+        try checkRepaired()
         let spec = request.spec
         if book.index(of: spec.name) != nil {
             throw VireoError(.conflict, "context '\(spec.name)' is already open on host \(settings.hostName)")
@@ -581,6 +586,13 @@ public actor ContextManager: ContextService {
 
     // MARK: Helpers
 
+    private func checkRepaired() throws {
+        guard repaired else {
+            throw VireoError(
+                .unavailable, "host \(settings.hostName) is still bringing its contexts back after a restart; try again shortly")
+        }
+    }
+
     private func checkHost(_ host: String?) throws {
         if let host, host != settings.hostName {
             throw VireoError(.notFound, "host '\(host)' is not this one: this is \(settings.hostName)")
@@ -594,6 +606,7 @@ public actor ContextManager: ContextService {
 
     /// The context, when no other operation runs on it.
     private func idle(_ name: String, for verb: String) throws -> ContextRecord {
+        try checkRepaired()
         let record = try record(named: name)
         if let state = busy[name] {
             throw VireoError(.conflict, "context '\(name)' is \(Self.doing(state)): \(verb) it when that is done")
