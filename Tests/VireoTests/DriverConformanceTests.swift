@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VireoDriver
+import VireoDriverLibvirt
 import VireoDriverQEMU
 import VireoDriverSimulated
 import VireoImage
@@ -18,6 +19,11 @@ struct DriverFixture: Sendable, CustomTestStringConvertible {
         let driver = SimulatedDriver(
             configuration: .init(cpus: 4, memoryMiB: 1024, bootDelay: .seconds(2), stopDelay: .seconds(1)), time: time)
         return (driver, { time.advance(by: .milliseconds(500)) })
+    }
+
+    /// libvirt's built-in test hypervisor: no daemon and no guest, so it runs in the normal suite.
+    static let libvirtTest = DriverFixture(name: "libvirt (test:///default)") {
+        (TestLibvirt.driver(uri: "test:///default"), { try? await Task.sleep(for: .milliseconds(20)) })
     }
 
     /// Runs in `RealQEMU` (one test at a time with the other real-guest suites), not beside them.
@@ -79,7 +85,7 @@ struct DriverConformanceTests {
         InstanceSpec(id: .generate(), name: name, image: "tiny", cpus: 1, memoryMiB: memoryMiB)
     }
 
-    @Test("a VM goes through create, start, stop and delete", arguments: [DriverFixture.simulated])
+    @Test("a VM goes through create, start, stop and delete", arguments: [DriverFixture.simulated, .libvirtTest])
     func lifecycle(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         let vm = spec("life")
@@ -93,7 +99,7 @@ struct DriverConformanceTests {
         #expect(try await driver.status().contains { $0.id == vm.id } == false)
     }
 
-    @Test("create and start are idempotent", arguments: [DriverFixture.simulated])
+    @Test("create and start are idempotent", arguments: [DriverFixture.simulated, .libvirtTest])
     func idempotent(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         let vm = spec("twice")
@@ -106,14 +112,14 @@ struct DriverConformanceTests {
         try await driver.delete(vm.id)
     }
 
-    @Test("operations on an unknown VM fail with not found", arguments: [DriverFixture.simulated])
+    @Test("operations on an unknown VM fail with not found", arguments: [DriverFixture.simulated, .libvirtTest])
     func unknownVM(fixture: DriverFixture) async throws {
         let (driver, _) = try fixture.make()
         let error = await #expect(throws: VireoError.self) { try await driver.start(VMID("nope")) }
         #expect(error?.code == .notFound)
     }
 
-    @Test("the fingerprint describes the host and the driver", arguments: [DriverFixture.simulated])
+    @Test("the fingerprint describes the host and the driver", arguments: [DriverFixture.simulated, .libvirtTest])
     func fingerprint(fixture: DriverFixture) async throws {
         let (driver, _) = try fixture.make()
         let fingerprint = try await driver.fingerprint()
@@ -123,7 +129,7 @@ struct DriverConformanceTests {
         #expect(Set(fingerprint.capabilities) == driver.capabilities)
     }
 
-    @Test("deleting a running VM stops and removes it", arguments: [DriverFixture.simulated])
+    @Test("deleting a running VM stops and removes it", arguments: [DriverFixture.simulated, .libvirtTest])
     func deleteRunning(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         let vm = spec("gone")
@@ -233,7 +239,7 @@ struct DriverConformanceTests {
 
     @Test(
         "a display is given where the driver has one and refused at create where it has none",
-        arguments: [DriverFixture.simulated])
+        arguments: [DriverFixture.simulated, .libvirtTest])
     func displayUnsupported(fixture: DriverFixture) async throws {
         let (driver, _) = try fixture.make()
         var vm = spec("screen")

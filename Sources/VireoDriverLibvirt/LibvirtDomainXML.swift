@@ -1,0 +1,119 @@
+import Foundation
+import VireoDriver
+import VireoModel
+
+/// What the driver needs of a built guest image to boot it.
+public struct BootImage: Sendable, Codable, Equatable {
+    public var kernel: String
+    public var initrd: String
+    /// The qcow2 every VM's overlay is backed by; never written.
+    public var baseDisk: String
+    public var kernelCommandLine: String
+    /// The line prefix the guest prints on its serial console when it is ready.
+    public var readyMarker: String
+
+    public init(kernel: String, initrd: String, baseDisk: String, kernelCommandLine: String, readyMarker: String) {
+        self.kernel = kernel
+        self.initrd = initrd
+        self.baseDisk = baseDisk
+        self.kernelCommandLine = kernelCommandLine
+        self.readyMarker = readyMarker
+    }
+}
+
+/// Everything Vireo knows about one of its domains, kept in the domain itself (in `<metadata>`),
+/// so that a restarted agent finds its VMs in libvirt alone: no file of ours can disagree with it.
+struct LibvirtRecord: Codable, Equatable, Sendable {
+    var spec: InstanceSpec
+    var image: BootImage
+    /// The driver's state directory: two agents on one libvirt tell their domains apart by it.
+    var owner: String
+    var disk: String
+    var serialLog: String
+
+    /// The XML namespace of Vireo's metadata element.
+    static let namespace = "https://vireo.dev/xmlns/libvirt/1"
+    static let prefix = "vireo"
+
+    /// The metadata element: the record as JSON in an attribute-free element, so libvirt keeps it
+    /// verbatim (it re-serializes the XML but not the text).
+    var metadataElement: String {
+        let json = String(decoding: (try? JSONEncoder().encode(self)) ?? Data(), as: UTF8.self)
+        return "<\(Self.prefix):vm xmlns:\(Self.prefix)=\"\(Self.namespace)\">\(json.xmlEscaped)</\(Self.prefix):vm>"
+    }
+
+    /// The record in a metadata element as libvirt returns it, or nil when it is not one of ours.
+    static func parse(metadata: String) -> LibvirtRecord? {
+        guard let open = metadata.firstIndex(of: ">"), let close = metadata.range(of: "</", options: .backwards),
+            open < close.lowerBound
+        else { return nil }
+        let json = String(metadata[metadata.index(after: open)..<close.lowerBound]).xmlUnescaped
+        return try? JSONDecoder().decode(LibvirtRecord.self, from: Data(json.utf8))
+    }
+
+    /// The libvirt domain name: `vireo-<name>`, so that `virsh list` tells Vireo's VMs apart.
+    var domainName: String { "vireo-\(spec.name)" }
+
+    /// The domain definition: direct kernel boot of the image, the VM's overlay as a virtio disk,
+    /// the first serial port appended to a file, no network and no display.
+    ///
+    /// `type` is the libvirt domain type: `qemu` (TCG; `kvm` is refused where there is no hardware
+    /// virtualization), or `test` for libvirt's test driver.
+    func domainXML(type: String) -> String {
+        let commandLine = "\(image.kernelCommandLine) vireo.name=\(spec.name)"
+        return """
+            <domain type='\(type.xmlEscaped)'>
+              <name>\(domainName.xmlEscaped)</name>
+              <metadata>\(metadataElement)</metadata>
+              <memory unit='MiB'>\(spec.memoryMiB)</memory>
+              <vcpu>\(spec.cpus)</vcpu>
+              <os>
+                <type arch='x86_64' machine='pc'>hvm</type>
+                <kernel>\(image.kernel.xmlEscaped)</kernel>
+                <initrd>\(image.initrd.xmlEscaped)</initrd>
+                <cmdline>\(commandLine.xmlEscaped)</cmdline>
+              </os>
+              <features><acpi/></features>
+              <on_poweroff>destroy</on_poweroff>
+              <on_reboot>destroy</on_reboot>
+              <on_crash>destroy</on_crash>
+              <devices>
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='qcow2' cache='writeback' discard='unmap'/>
+                  <source file='\(disk.xmlEscaped)'/>
+                  <target dev='vda' bus='virtio'/>
+                </disk>
+                <serial type='file'>
+                  <source path='\(serialLog.xmlEscaped)' append='on'/>
+                  <target port='0'/>
+                </serial>
+                <memballoon model='none'/>
+              </devices>
+            </domain>
+            """
+    }
+}
+
+extension String {
+    var xmlEscaped: String {
+        var result = ""
+        for character in self {
+            switch character {
+            case "&": result += "&amp;"
+            case "<": result += "&lt;"
+            case ">": result += "&gt;"
+            case "\"": result += "&quot;"
+            case "'": result += "&apos;"
+            default: result.append(character)
+            }
+        }
+        return result
+    }
+
+    var xmlUnescaped: String {
+        replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
+            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
+            .replacingOccurrences(of: "&#34;", with: "\"").replacingOccurrences(of: "&#39;", with: "'")
+            .replacingOccurrences(of: "&amp;", with: "&")
+    }
+}

@@ -1,0 +1,41 @@
+import Foundation
+import Logging
+import VireoDriver
+import VireoImage
+import VireoModel
+
+extension DriverRegistry {
+    /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `stop-timeout-s`,
+    /// `ready-timeout-s`, `images` (image cache directory).
+    public mutating func registerLibvirt(logger: Logger = Logger(label: "vireo.libvirt")) {
+        register("libvirt") { options in
+            try options.rejectUnknown(driver: "libvirt", allowed: ["uri", "stop-timeout-s", "ready-timeout-s", "images"])
+            let settings = options.settings
+            let uri = settings["uri"] ?? "qemu:///system"
+            guard uri.contains(":"), !uri.contains(where: \.isWhitespace) else {
+                throw VireoError.invalid(field: "uri", value: "'\(uri)'", "expected a libvirt URI such as qemu:///system")
+            }
+            var configuration = LibvirtDriver.Configuration(uri: uri, stateDirectory: options.stateDirectory)
+            if let seconds = try options.int("stop-timeout-s") { configuration.stopTimeout = .seconds(seconds) }
+            if let seconds = try options.int("ready-timeout-s") { configuration.readyTimeout = .seconds(seconds) }
+            let builder = ImageBuilder(
+                cacheDirectory: settings["images"] ?? (options.stateDirectory as NSString).deletingLastPathComponent
+                    + "/images")
+            return LibvirtDriver(configuration: configuration, logger: logger) { name in
+                try await LibvirtDriver.bootImage(from: builder, name: name, logger: logger)
+            }
+        }
+    }
+}
+
+extension LibvirtDriver {
+    /// Builds the image on first use (later uses hit the cache) and returns what booting it needs.
+    public static func bootImage(from builder: ImageBuilder, name: String, logger: Logger) async throws -> BootImage {
+        let built = try await builder.build(name) { step in
+            logger.info("image", metadata: ["image": "\(name)", "step": "\(step)"])
+        }
+        return BootImage(
+            kernel: built.kernel, initrd: built.initrd, baseDisk: built.baseDisk,
+            kernelCommandLine: built.kernelCommandLine, readyMarker: built.readyMarker)
+    }
+}

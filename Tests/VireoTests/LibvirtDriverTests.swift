@@ -1,0 +1,158 @@
+import Foundation
+import Synchronization
+import Testing
+import VireoDriver
+import VireoDriverLibvirt
+import VireoModel
+import VireoProcess
+
+/// libvirt drivers for tests. On `test:///default` no guest boots, so the image need not be a real
+/// one — but `create` makes a real qcow2 overlay on its base disk, so the base is a real (empty)
+/// qcow2, made once per run.
+enum TestLibvirt {
+    static func driver(uri: String, stateDirectory: String = temporaryDirectory() + "/vms") -> LibvirtDriver {
+        var configuration = LibvirtDriver.Configuration(uri: uri, stateDirectory: stateDirectory)
+        configuration.stopTimeout = .seconds(20)
+        return LibvirtDriver(configuration: configuration) { name in
+            uri.hasPrefix("test:") ? try await placeholder.image() : try await realImage(name)
+        }
+    }
+
+    static func realImage(_ name: String) async throws -> BootImage {
+        let built = try await TestQEMU.builder.build(name)
+        return BootImage(
+            kernel: built.kernel, initrd: built.initrd, baseDisk: built.baseDisk,
+            kernelCommandLine: built.kernelCommandLine, readyMarker: built.readyMarker)
+    }
+
+    static let placeholder = Placeholder()
+
+    actor Placeholder {
+        var made: Task<BootImage, any Error>?
+        func image() async throws -> BootImage {
+            if let made { return try await made.value }
+            let task = Task {
+                let directory = temporaryDirectory()
+                try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", directory + "/base.qcow2", "16M"])
+                return BootImage(
+                    kernel: directory + "/vmlinux", initrd: directory + "/initrd", baseDisk: directory + "/base.qcow2",
+                    kernelCommandLine: "console=ttyS0", readyMarker: "VIREO-READY")
+            }
+            made = task
+            return try await task.value
+        }
+    }
+}
+
+@Suite("libvirt driver (test:///default)")
+struct LibvirtDriverTests {
+    func spec(_ name: String) -> InstanceSpec {
+        InstanceSpec(id: .generate(), name: name, image: "tiny", cpus: 1, memoryMiB: 128)
+    }
+
+    @Test("a restarted driver re-adopts its domains, neither losing nor duplicating one; another agent's stay its own")
+    func recoverAfterRestart() async throws {
+        let state = temporaryDirectory() + "/vms"
+        let first = TestLibvirt.driver(uri: "test:///default", stateDirectory: state)
+        let running = spec("lv-recover-run")
+        let defined = spec("lv-recover-def")
+        try await first.create(running)
+        try await first.create(defined)
+        try await first.start(running.id)
+        // The second driver holds its own connection open, so libvirt's test state survives the first.
+        let second = TestLibvirt.driver(uri: "test:///default", stateDirectory: state)
+        let other = TestLibvirt.driver(uri: "test:///default")
+        await first.detach()
+        let recovered = try await second.recover()
+        #expect(recovered.map(\.id).sorted() == [running.id, defined.id].sorted())
+        #expect(recovered.first { $0.id == running.id }?.state == .running)
+        #expect(recovered.first { $0.id == defined.id }?.state == .stopped)
+        #expect(try await second.recover().count == 2)
+        #expect(try await other.recover().isEmpty)
+        try await second.delete(running.id)
+        try await second.delete(defined.id)
+        #expect(try await second.recover().isEmpty)
+    }
+
+    @Test("libvirt's lifecycle events reach the state change handler")
+    func lifecycleEvents() async throws {
+        let driver = TestLibvirt.driver(uri: "test:///default")
+        let calls = Mutex(0)
+        await driver.onStateChange { calls.withLock { $0 += 1 } }
+        let vm = spec("lv-events")
+        try await driver.create(vm)
+        let afterCreate = calls.withLock { $0 }
+        try await driver.start(vm.id)
+        try await eventually("a lifecycle event for the start") { calls.withLock { $0 } > afterCreate }
+        let afterStart = calls.withLock { $0 }
+        try await driver.stop(vm.id)
+        try await eventually("a lifecycle event for the stop") { calls.withLock { $0 } > afterStart }
+        try await driver.delete(vm.id)
+    }
+
+    @Test("the console is read from the serial log, from an offset, at character boundaries")
+    func console() async throws {
+        let state = temporaryDirectory() + "/vms"
+        let driver = TestLibvirt.driver(uri: "test:///default", stateDirectory: state)
+        let vm = spec("lv-console")
+        try await driver.create(vm)
+        // The test hypervisor writes nothing: write what a guest would.
+        try "boot\nVIREO-READY name=lv-console é\n".write(
+            toFile: "\(state)/\(vm.id)/serial.log", atomically: true, encoding: .utf8)
+        let all = try await driver.consoleOutput(vm.id, from: 0, limit: 4096)
+        #expect(all.text == "boot\nVIREO-READY name=lv-console é\n")
+        let cut = try await driver.consoleOutput(vm.id, from: 5, limit: 29)
+        #expect(cut.text == "VIREO-READY name=lv-console ")  // the two-byte é is not split
+        #expect(cut.next == 33)
+        try await driver.delete(vm.id)
+        let gone = await #expect(throws: VireoError.self) { try await driver.consoleOutput(vm.id, from: 0, limit: 1) }
+        #expect(gone?.code == .notFound)
+    }
+
+    @Test("usage comes from libvirt while the domain runs, and is nil when it does not")
+    func usage() async throws {
+        let driver = TestLibvirt.driver(uri: "test:///default")
+        let vm = spec("lv-usage")
+        try await driver.create(vm)
+        #expect(await driver.usage(vm.id) == nil)
+        try await driver.start(vm.id)
+        let usage = try #require(await driver.usage(vm.id))
+        #expect(usage.memoryBytes == 128 << 20)
+        try await driver.delete(vm.id)
+    }
+
+    @Test("an unreachable libvirt is reported as unavailable with libvirt's reason")
+    func unreachable() async throws {
+        let driver = TestLibvirt.driver(uri: "qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+        let error = await #expect(throws: VireoError.self) { _ = try await driver.fingerprint() }
+        #expect(error?.code == .unavailable)
+        #expect(error?.message.contains("qemu+unix:///system") == true, "\(String(describing: error))")
+    }
+
+    @Test("private networks are refused at create, naming what is missing")
+    func privateNetworkRefused() async throws {
+        let driver = TestLibvirt.driver(uri: "test:///default")
+        var vm = spec("lv-private")
+        vm.privateNetwork = "lab"
+        let error = await #expect(throws: VireoError.self) { try await driver.create(vm) }
+        #expect(error?.code == .unsupported && error?.message.contains("private networks") == true)
+        #expect(try await driver.status().isEmpty)
+    }
+
+    @Test("the registry makes the libvirt driver from its settings and rejects unknown ones")
+    func registration() throws {
+        var registry = DriverRegistry()
+        registry.registerLibvirt()
+        let driver = try registry.make(
+            "libvirt", options: .init(stateDirectory: "/tmp/x", settings: ["uri": "test:///default", "stop-timeout-s": "3"]))
+        #expect(driver.name == "libvirt")
+        #expect((driver as? LibvirtDriver)?.configuration.stopTimeout == .seconds(3))
+        #expect((driver as? LibvirtDriver)?.configuration.uri == "test:///default")
+        let defaulted = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x"))
+        #expect((defaulted as? LibvirtDriver)?.configuration.uri == "qemu:///system")
+        let error = #expect(throws: VireoError.self) {
+            _ = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x", settings: ["url": "x"]))
+        }
+        #expect(error?.message.contains("url") == true)
+    }
+}
