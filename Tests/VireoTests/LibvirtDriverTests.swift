@@ -156,3 +156,67 @@ struct LibvirtDriverTests {
         #expect(error?.message.contains("url") == true)
     }
 }
+
+extension RealQEMU {
+    /// The libvirt driver on `qemu:///system`: real guests under libvirtd (TCG here).
+    @Suite("libvirt driver (qemu:///system)")
+    struct LibvirtQEMUTests {
+        /// libvirtd and virtlogd, started here when they do not run (no systemd on these machines);
+        /// a failure to start them fails the test with the reason rather than skipping it.
+        static func ensureDaemons() async throws {
+            for daemon in ["virtlogd", "libvirtd"] {
+                let running = try await HostTool.run("pgrep", ["-x", daemon], acceptedStatus: [0, 1])
+                if running.isEmpty {
+                    print("libvirt test: \(daemon) was not running; starting it with '\(daemon) -d' (it stays running)")
+                    try await HostTool.run(daemon, ["-d"])
+                }
+            }
+        }
+
+        @Test("a web guest defined through libvirt boots to its ready marker, shows its console, stops and is deleted")
+        func webGuest() async throws {
+            try await Self.ensureDaemons()
+            let state = temporaryDirectory() + "/vms"
+            let driver = TestLibvirt.driver(uri: "qemu:///system", stateDirectory: state)
+            let changes = Mutex(0)
+            await driver.onStateChange { changes.withLock { $0 += 1 } }
+            let fingerprint = try await driver.fingerprint()
+            print(
+                "libvirt test: \(fingerprint.attributes["hypervisor"] ?? "?"), libvirt \(fingerprint.attributes["libvirt"] ?? "?")"
+            )
+            #expect(fingerprint.attributes["hypervisor"]?.hasPrefix("QEMU") == true)
+            let vm = InstanceSpec(
+                id: .generate(), name: "lv-web-\(UUID().uuidString.prefix(6).lowercased())", image: "web", cpus: 1, memoryMiB: 256
+            )
+            try await driver.create(vm)
+            do {
+                let startedAt = ContinuousClock.now
+                try await driver.start(vm.id)
+                _ = try await settle(driver, vm.id, to: .running, tick: { try? await Task.sleep(for: .milliseconds(100)) })
+                print("libvirt test: start to ready marker in \(ContinuousClock.now - startedAt)")
+                #expect(changes.withLock { $0 } > 0, "no state change reached the handler")
+                let console = try await driver.consoleOutput(vm.id, from: 0, limit: 1 << 20)
+                #expect(console.text.contains("VIREO-READY name=\(vm.name)"))
+                let usage = try #require(await driver.usage(vm.id))
+                #expect(usage.cpuSeconds > 0)
+                // Another driver on the same state directory (an agent restart) finds it, once.
+                let restarted = TestLibvirt.driver(uri: "qemu:///system", stateDirectory: state)
+                let recovered = try await restarted.recover()
+                #expect(recovered.map(\.id) == [vm.id])
+                #expect(recovered.first?.state == .running)
+                let stoppedAt = ContinuousClock.now
+                try await driver.stop(vm.id)
+                print("libvirt test: stop in \(ContinuousClock.now - stoppedAt)")
+                #expect(try await driver.status().first { $0.id == vm.id }?.state == .stopped)
+            } catch {
+                try? await driver.delete(vm.id)
+                throw error
+            }
+            try await driver.delete(vm.id)
+            let domains = try await HostTool.text("virsh", ["-c", "qemu:///system", "list", "--all", "--name"])
+            #expect(!domains.contains("vireo-\(vm.name)"), "domain left defined: \(domains)")
+            #expect(try await TestLibvirt.driver(uri: "qemu:///system", stateDirectory: state).recover().isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: "\(state)/\(vm.id)"))
+        }
+    }
+}
