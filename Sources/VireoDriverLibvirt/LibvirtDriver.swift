@@ -63,10 +63,19 @@ public actor LibvirtDriver: HypervisorDriver {
         self.images = images
     }
 
+    /// Runs on its own thread: libvirt's calls block (see `LibvirtThread`).
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { LibvirtThread.shared.asUnownedSerialExecutor() }
+
     /// The connection, opened on first use and then kept (libvirt connections are long-lived, and
-    /// the lifecycle events arrive on it).
+    /// the lifecycle events arrive on it). One that died (libvirtd restarted) is opened again, and
+    /// the agent told to look: events may have been missed meanwhile.
     private func open() throws -> LibvirtConnection {
-        if let connection { return connection }
+        if let connection {
+            if virConnectIsAlive(connection.pointer) == 1 { return connection }
+            logger.warning("libvirt connection lost; reconnecting", metadata: ["uri": "\(configuration.uri)"])
+            self.connection = nil
+            Task { self.notify() }
+        }
         let opened = try LibvirtConnection(uri: configuration.uri)
         try opened.onLifecycleEvent { [weak self] in
             guard let self else { return }
