@@ -1,10 +1,12 @@
+import CLibvirt
 import Foundation
 import Synchronization
 import Testing
 import VireoDriver
-import VireoDriverLibvirt
 import VireoModel
 import VireoProcess
+
+@testable import VireoDriverLibvirt
 
 /// libvirt drivers for tests. On `test:///default` no guest boots, so the image need not be a real
 /// one — but `create` makes a real qcow2 overlay on its base disk, so the base is a real (empty)
@@ -139,6 +141,39 @@ struct LibvirtDriverTests {
         let error = await #expect(throws: VireoError.self) { try await driver.create(vm) }
         #expect(error?.code == .unsupported && error?.message.contains("private networks") == true)
         #expect(try await driver.status().isEmpty)
+    }
+
+    @Test("libvirt's errors map to Vireo's codes: no domain, no connection, denied, invalid, unsupported")
+    func errorCodes() {
+        let cases: [(virErrorNumber, VireoError.Code)] = [
+            (VIR_ERR_NO_DOMAIN, .notFound), (VIR_ERR_NO_CONNECT, .unavailable), (VIR_ERR_RPC, .unavailable),
+            (VIR_ERR_SYSTEM_ERROR, .unavailable), (VIR_ERR_AUTH_FAILED, .unauthorized),
+            (VIR_ERR_ACCESS_DENIED, .unauthorized), (VIR_ERR_OPERATION_DENIED, .failedPrecondition),
+            (VIR_ERR_OPERATION_INVALID, .failedPrecondition), (VIR_ERR_NO_SUPPORT, .unsupported),
+            (VIR_ERR_XML_ERROR, .internal),
+        ]
+        for (number, code) in cases {
+            #expect(LibvirtConnection.code(forLibvirtError: Int32(number.rawValue), fallback: .internal) == code, "\(number)")
+        }
+    }
+
+    @Test("the domain definition boots the image's kernel directly and carries the record, escaped, in its metadata")
+    func domainDefinition() throws {
+        let record = LibvirtRecord(
+            spec: InstanceSpec(id: VMID("vm-1"), name: "web-1", image: "web", cpus: 2, memoryMiB: 256),
+            image: BootImage(
+                kernel: "/images/vmlinux", initrd: "/images/initrd.gz", baseDisk: "/images/base.qcow2",
+                kernelCommandLine: "console=ttyS0 quiet", readyMarker: "VIREO-READY"),
+            owner: "/state/<a & b>", disk: "/state/vm-1/disk.qcow2", serialLog: "/state/vm-1/serial.log")
+        let xml = record.domainXML(type: "qemu")
+        #expect(xml.contains("<domain type='qemu'>") && xml.contains("<name>vireo-web-1</name>"))
+        #expect(xml.contains("<kernel>/images/vmlinux</kernel>") && xml.contains("<initrd>/images/initrd.gz</initrd>"))
+        #expect(xml.contains("<cmdline>console=ttyS0 quiet vireo.name=web-1</cmdline>"))
+        #expect(xml.contains("<memory unit='MiB'>256</memory>") && xml.contains("<vcpu>2</vcpu>"))
+        #expect(xml.contains("<source path='/state/vm-1/serial.log' append='on'/>"))
+        #expect(!xml.contains("<a & b>"))
+        #expect(LibvirtRecord.parse(metadata: record.metadataElement) == record)
+        #expect(LibvirtRecord.parse(metadata: "<other:thing xmlns:other='x'>42</other:thing>") == nil)
     }
 
     @Test("the registry makes the libvirt driver from its settings and rejects unknown ones")
