@@ -86,6 +86,16 @@ final class LibvirtConnection: @unchecked Sendable {
 
     // MARK: Domains
 
+    /// The UUID of the domain called `name`, or nil when libvirt has none.
+    func uuid(ofDomainNamed name: String) -> String? {
+        guard let domain = virDomainLookupByName(pointer, name) else {
+            virResetLastError()
+            return nil
+        }
+        defer { virDomainFree(domain) }
+        return try? Self.uuid(of: domain)
+    }
+
     /// Defines (or redefines) a persistent domain; returns its UUID.
     func define(xml: String) throws -> String {
         guard let domain = virDomainDefineXML(pointer, xml) else { throw Self.lastError("defining the domain") }

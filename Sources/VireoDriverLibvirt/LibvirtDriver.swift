@@ -24,6 +24,8 @@ public actor LibvirtDriver: HypervisorDriver {
     private let logger: Logger
     private var connection: LibvirtConnection?
     private var instances: [VMID: Instance] = [:]
+    /// Creates under way, so that a second create of the same VM waits for the first.
+    private var creating: [VMID: Task<Void, any Error>] = [:]
     private var stateChanged: @Sendable () -> Void = {}
 
     public struct Configuration: Sendable {
@@ -52,6 +54,10 @@ public actor LibvirtDriver: HypervisorDriver {
         var runOffset: UInt64 = 0
         var ready = false
         var stopping = false
+        /// When this process started the current run; nil for a run it re-adopted.
+        var startedAt: ContinuousClock.Instant?
+        /// From `virDomainCreate` to the ready marker, in milliseconds, for a run this process started.
+        var bootMs: Int?
     }
 
     public init(
@@ -112,7 +118,9 @@ public actor LibvirtDriver: HypervisorDriver {
             guard var instance = instances[id] else { continue }
             let (state, message) = observe(&instance, on: connection)
             instances[id] = instance
-            result.append(InstanceStatus(id: id, name: instance.record.spec.name, state: state, message: message))
+            result.append(
+                InstanceStatus(
+                    id: id, name: instance.record.spec.name, state: state, message: message, bootMs: instance.bootMs))
         }
         return result
     }
@@ -132,6 +140,11 @@ public actor LibvirtDriver: HypervisorDriver {
             if instance.stopping { return (.stopping, nil) }
             if !instance.ready {
                 instance.ready = !configuration.guestsBoot || markerPrinted(instance)
+                if instance.ready, let startedAt = instance.startedAt {
+                    let elapsed = ContinuousClock.now - startedAt
+                    instance.bootMs = Int(
+                        elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+                }
             }
             return (instance.ready ? .running : .starting, nil)
         case VIR_DOMAIN_PAUSED: return (.running, "paused by libvirt (reason \(observed.reason))")
@@ -174,10 +187,21 @@ public actor LibvirtDriver: HypervisorDriver {
             throw VireoError(.unsupported, "driver 'libvirt' has no private networks yet")
         }
         if spec.display != nil { throw VireoError(.unsupported, "driver 'libvirt' has no display yet") }
+        // Creates interleave at their awaits: a second create of the same VM waits for the first.
+        if let pending = creating[spec.id] {
+            try await pending.value
+            return try await create(spec)
+        }
+        let definition = Task { try await define(spec) }
+        creating[spec.id] = definition
+        defer { creating[spec.id] = nil }
+        try await definition.value
+    }
+
+    /// Makes the VM's overlay and defines its domain; on failure leaves nothing behind.
+    private func define(_ spec: InstanceSpec) async throws {
         let connection = try open()
         let image = try await images(spec.image)
-        // Another create of the same VM may have finished while the image resolved.
-        if instances[spec.id] != nil { return try await create(spec) }
         let directory = directory(of: spec.id)
         let record = LibvirtRecord(
             spec: spec, image: image, owner: configuration.stateDirectory, disk: directory + "/disk.qcow2",
@@ -186,6 +210,13 @@ public actor LibvirtDriver: HypervisorDriver {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try await HostTool.run(
                 "qemu-img", ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", record.disk])
+            // libvirt would refuse the definition with a generic "operation failed"; say whose it is.
+            if let other = connection.uuid(ofDomainNamed: record.domainName) {
+                throw VireoError(
+                    .conflict,
+                    "libvirt at \(configuration.uri) already has a domain named \(record.domainName) (uuid \(other)) "
+                        + "that is not VM \(spec.id) of this agent")
+            }
             let type = try connection.hostFacts().hypervisor == "Test" ? "test" : "qemu"
             let uuid = try connection.define(xml: record.domainXML(type: type))
             instances[spec.id] = Instance(record: record, uuid: uuid)
@@ -202,6 +233,8 @@ public actor LibvirtDriver: HypervisorDriver {
         instance.runOffset = Self.size(of: instance.record.serialLog)
         instance.ready = false
         instance.stopping = false
+        instance.bootMs = nil
+        instance.startedAt = .now
         try? String(instance.runOffset).write(toFile: runOffsetPath(id), atomically: true, encoding: .utf8)
         instances[id] = instance
         let name = instance.record.spec.name

@@ -78,6 +78,28 @@ struct LibvirtDriverTests {
         #expect(try await second.recover().isEmpty)
     }
 
+    @Test("a name another agent's domain has is a conflict naming it; concurrent creates of one VM define it once")
+    func nameConflict() async throws {
+        let mine = TestLibvirt.driver(uri: "test:///default")
+        let theirs = TestLibvirt.driver(uri: "test:///default")
+        let vm = spec("lv-clash")
+        try await theirs.create(vm)
+        var twin = spec("lv-clash")
+        twin.cpus = 2
+        let error = await #expect(throws: VireoError.self) { try await mine.create(twin) }
+        #expect(error?.code == .conflict && error?.message.contains("vireo-lv-clash") == true)
+        #expect(try await mine.status().isEmpty)
+        try await theirs.delete(vm.id)
+
+        let once = spec("lv-once")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<3 { group.addTask { try await mine.create(once) } }
+            try await group.waitForAll()
+        }
+        #expect(try await mine.status().map(\.id) == [once.id])
+        try await mine.delete(once.id)
+    }
+
     @Test("libvirt's lifecycle events reach the state change handler")
     func lifecycleEvents() async throws {
         let driver = TestLibvirt.driver(uri: "test:///default")
@@ -229,8 +251,12 @@ extension RealQEMU {
             do {
                 let startedAt = ContinuousClock.now
                 try await driver.start(vm.id)
-                _ = try await settle(driver, vm.id, to: .running, tick: { try? await Task.sleep(for: .milliseconds(100)) })
-                print("libvirt test: start to ready marker in \(ContinuousClock.now - startedAt)")
+                let running = try await settle(
+                    driver, vm.id, to: .running, tick: { try? await Task.sleep(for: .milliseconds(100)) })
+                print(
+                    "libvirt test: start to ready marker in \(ContinuousClock.now - startedAt); "
+                        + "the driver's bootMs \(running.bootMs.map(String.init) ?? "none")")
+                #expect((running.bootMs ?? 0) > 0)
                 #expect(changes.withLock { $0 } > 0, "no state change reached the handler")
                 let console = try await driver.consoleOutput(vm.id, from: 0, limit: 1 << 20)
                 #expect(console.text.contains("VIREO-READY name=\(vm.name)"))
