@@ -79,6 +79,28 @@ final class LibvirtConnection: @unchecked Sendable {
             libvirtVersion: Self.version(libraryVersion), cpus: Int(node.cpus), memoryMiB: Int(node.memory / 1024))
     }
 
+    /// The host's busy CPU time (user + kernel, summed over all CPUs, in seconds) from
+    /// `virNodeGetCPUStats`: libvirt's host, which for a remote URI is not this machine.
+    func hostBusySeconds() throws -> Double {
+        let allCPUs = Int32(VIR_NODE_CPU_STATS_ALL_CPUS.rawValue)
+        var count: Int32 = 0
+        guard virNodeGetCPUStats(pointer, allCPUs, nil, &count, 0) == 0, count > 0 else {
+            throw Self.lastError("virNodeGetCPUStats")
+        }
+        var stats = [virNodeCPUStats](repeating: virNodeCPUStats(), count: Int(count))
+        guard virNodeGetCPUStats(pointer, allCPUs, &stats, &count, 0) == 0 else {
+            throw Self.lastError("virNodeGetCPUStats")
+        }
+        var busyNanoseconds: UInt64 = 0
+        for stat in stats.prefix(Int(count)) {
+            let field = withUnsafeBytes(of: stat.field) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if field == "user" || field == "kernel" { busyNanoseconds += stat.value }
+        }
+        return Double(busyNanoseconds) / 1e9
+    }
+
     /// libvirt encodes versions as `major * 1_000_000 + minor * 1_000 + release`.
     static func version(_ encoded: UInt) -> String {
         "\(encoded / 1_000_000).\(encoded / 1_000 % 1_000).\(encoded % 1_000)"

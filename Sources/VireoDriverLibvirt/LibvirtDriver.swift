@@ -174,6 +174,15 @@ public actor LibvirtDriver: HypervisorDriver {
         }
     }
 
+    /// The CPU of libvirt's host, from libvirt (so also right for a remote URI); nil when libvirt
+    /// cannot tell.
+    public func hostUsage() async -> HostCPUUsage? {
+        guard let connection = try? open(), let busy = try? connection.hostBusySeconds(),
+            let cpus = try? connection.hostFacts().cpus
+        else { return nil }
+        return HostCPUUsage(busySeconds: busy, capacity: Double(cpus))
+    }
+
     // MARK: Lifecycle
 
     public func create(_ spec: InstanceSpec) async throws {

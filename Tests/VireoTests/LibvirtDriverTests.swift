@@ -147,6 +147,16 @@ struct LibvirtDriverTests {
         try await driver.delete(vm.id)
     }
 
+    @Test("the host's CPU comes from libvirt's node statistics")
+    func hostUsage() async throws {
+        let driver = TestLibvirt.driver(uri: "test:///default")
+        let usage = try #require(await driver.hostUsage())
+        let fingerprint = try await driver.fingerprint()
+        #expect(usage.capacity == Double(fingerprint.cpus))
+        // The test hypervisor's fixed figures: user 9797400000 ns + kernel 34678723400000 ns.
+        #expect(abs(usage.busySeconds - 34688.5208) < 0.001)
+    }
+
     @Test("an unreachable libvirt is reported as unavailable with libvirt's reason")
     func unreachable() async throws {
         let driver = TestLibvirt.driver(uri: "qemu+unix:///system?socket=/nonexistent/libvirt-sock")
@@ -262,6 +272,8 @@ extension RealQEMU {
                 #expect(console.text.contains("VIREO-READY name=\(vm.name)"))
                 let usage = try #require(await driver.usage(vm.id))
                 #expect(usage.cpuSeconds > 0)
+                let host = try #require(await driver.hostUsage())
+                #expect(host.busySeconds > usage.cpuSeconds && host.capacity == Double(fingerprint.cpus))
                 // Another driver on the same state directory (an agent restart) finds it, once.
                 let restarted = TestLibvirt.driver(uri: "qemu:///system", stateDirectory: state)
                 let recovered = try await restarted.recover()
