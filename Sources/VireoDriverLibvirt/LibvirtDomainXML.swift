@@ -57,8 +57,8 @@ struct LibvirtRecord: Codable, Equatable, Sendable {
     /// The domain definition: direct kernel boot of the image, the VM's overlay as a virtio disk,
     /// the first serial port appended to a file, no network and no display.
     ///
-    /// `type` is the libvirt domain type: `qemu` (TCG; `kvm` is refused where there is no hardware
-    /// virtualization), or `test` for libvirt's test driver.
+    /// `type` is the libvirt domain type: `qemu` (TCG), `kvm` (with the host's CPU model), or
+    /// `test` for libvirt's test driver.
     func domainXML(type: String) -> String {
         let commandLine = "\(image.kernelCommandLine) vireo.name=\(spec.name)"
         return """
@@ -73,7 +73,7 @@ struct LibvirtRecord: Codable, Equatable, Sendable {
                 <initrd>\(image.initrd.xmlEscaped)</initrd>
                 <cmdline>\(commandLine.xmlEscaped)</cmdline>
               </os>
-              <features><acpi/></features>
+              <features><acpi/></features>\(type == "kvm" ? "\n  <cpu mode='host-passthrough'/>" : "")
               <on_poweroff>destroy</on_poweroff>
               <on_reboot>destroy</on_reboot>
               <on_crash>destroy</on_crash>

@@ -5,17 +5,29 @@ import VireoImage
 import VireoModel
 
 extension DriverRegistry {
-    /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `stop-timeout-s`,
-    /// `ready-timeout-s`, `images` (image cache directory).
+    /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `domain-type`
+    /// (auto|qemu|kvm), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache directory).
     public mutating func registerLibvirt(logger: Logger = Logger(label: "vireo.libvirt")) {
         register("libvirt") { options in
-            try options.rejectUnknown(driver: "libvirt", allowed: ["uri", "stop-timeout-s", "ready-timeout-s", "images"])
+            try options.rejectUnknown(
+                driver: "libvirt", allowed: ["uri", "domain-type", "stop-timeout-s", "ready-timeout-s", "images"])
             let settings = options.settings
             let uri = settings["uri"] ?? "qemu:///system"
             guard uri.contains(":"), !uri.contains(where: \.isWhitespace) else {
                 throw VireoError.invalid(field: "uri", value: "'\(uri)'", "expected a libvirt URI such as qemu:///system")
             }
             var configuration = LibvirtDriver.Configuration(uri: uri, stateDirectory: options.stateDirectory)
+            switch settings["domain-type"] ?? "auto" {
+            case "auto":
+                configuration.domainType = LibvirtDriver.Configuration.probeDomainType(
+                    uri: uri, cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "",
+                    kvmUsable: access("/dev/kvm", R_OK | W_OK) == 0)
+            case let choice:
+                guard let type = LibvirtDriver.DomainType(rawValue: choice) else {
+                    throw VireoError.invalid(field: "domain-type", value: "'\(choice)'", "expected auto, qemu or kvm")
+                }
+                configuration.domainType = type
+            }
             if let seconds = try options.int("stop-timeout-s") { configuration.stopTimeout = .seconds(seconds) }
             if let seconds = try options.int("ready-timeout-s") { configuration.readyTimeout = .seconds(seconds) }
             let builder = ImageBuilder(

@@ -208,6 +208,24 @@ struct LibvirtDriverTests {
         #expect(LibvirtRecord.parse(metadata: "<other:thing xmlns:other='x'>42</other:thing>") == nil)
     }
 
+    @Test("kvm domains only on a local URI whose CPU has vmx or svm and a usable /dev/kvm; the host CPU model for them")
+    func domainType() {
+        let vmx = "processor : 0\nflags : fpu vme vmx sse\n"
+        let none = "processor : 0\nflags : fpu vme sse hypervisor\n"
+        typealias Configuration = LibvirtDriver.Configuration
+        #expect(Configuration.probeDomainType(uri: "qemu:///system", cpuinfo: vmx, kvmUsable: true) == .kvm)
+        #expect(Configuration.probeDomainType(uri: "qemu:///system", cpuinfo: vmx, kvmUsable: false) == .qemu)
+        // A nested "PVM" /dev/kvm without vmx/svm (these machines): TCG.
+        #expect(Configuration.probeDomainType(uri: "qemu:///system", cpuinfo: none, kvmUsable: true) == .qemu)
+        #expect(Configuration.probeDomainType(uri: "qemu+ssh://h2/system", cpuinfo: vmx, kvmUsable: true) == .qemu)
+        let record = LibvirtRecord(
+            spec: InstanceSpec(id: VMID("vm-1"), name: "a", image: "tiny", cpus: 1, memoryMiB: 128),
+            image: BootImage(kernel: "/k", initrd: "/i", baseDisk: "/b", kernelCommandLine: "", readyMarker: "R"),
+            owner: "/s", disk: "/s/d", serialLog: "/s/l")
+        #expect(record.domainXML(type: "kvm").contains("<cpu mode='host-passthrough'/>"))
+        #expect(!record.domainXML(type: "qemu").contains("<cpu"))
+    }
+
     @Test("the registry makes the libvirt driver from its settings and rejects unknown ones")
     func registration() throws {
         var registry = DriverRegistry()
@@ -223,6 +241,12 @@ struct LibvirtDriverTests {
             _ = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x", settings: ["url": "x"]))
         }
         #expect(error?.message.contains("url") == true)
+        let type = #expect(throws: VireoError.self) {
+            _ = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x", settings: ["domain-type": "xen"]))
+        }
+        #expect(type?.message.contains("domain-type") == true)
+        let forced = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x", settings: ["domain-type": "kvm"]))
+        #expect((forced as? LibvirtDriver)?.configuration.domainType == .kvm)
     }
 }
 
