@@ -26,6 +26,12 @@ struct DriverFixture: Sendable, CustomTestStringConvertible {
         (TestLibvirt.driver(uri: "test:///default"), { try? await Task.sleep(for: .milliseconds(20)) })
     }
 
+    /// libvirt on `qemu:///system` with real guests; runs in `RealQEMU`, after
+    /// `LibvirtQEMUTests.ensureDaemons()`.
+    static let libvirtQEMU = DriverFixture(name: "libvirt (qemu:///system)") {
+        (TestLibvirt.driver(uri: "qemu:///system"), { try? await Task.sleep(for: .milliseconds(250)) })
+    }
+
     /// Runs in `RealQEMU` (one test at a time with the other real-guest suites), not beside them.
     static let qemu = DriverFixture(name: "qemu (\(TestQEMU.accelerator.rawValue))") {
         (TestQEMU.driver(), { try? await Task.sleep(for: .milliseconds(250)) })
@@ -289,6 +295,51 @@ extension RealQEMU {
 
         @Test("a display is given where the driver has one and refused at create where it has none")
         func displayUnsupported() async throws { try await tests.displayUnsupported(fixture: .qemu) }
+    }
+}
+
+extension RealQEMU {
+    /// The same conformance tests on libvirt's qemu:///system, with libvirtd and virtlogd started
+    /// by the test when they do not run.
+    @Suite("Driver conformance (libvirt qemu:///system)")
+    struct LibvirtQEMUConformanceTests {
+        let tests = DriverConformanceTests()
+
+        @Test("a VM goes through create, start, stop and delete")
+        func lifecycle() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.lifecycle(fixture: .libvirtQEMU)
+        }
+
+        @Test("create and start are idempotent")
+        func idempotent() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.idempotent(fixture: .libvirtQEMU)
+        }
+
+        @Test("operations on an unknown VM fail with not found")
+        func unknownVM() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.unknownVM(fixture: .libvirtQEMU)
+        }
+
+        @Test("the fingerprint describes the host and the driver")
+        func fingerprint() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.fingerprint(fixture: .libvirtQEMU)
+        }
+
+        @Test("deleting a running VM stops and removes it")
+        func deleteRunning() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.deleteRunning(fixture: .libvirtQEMU)
+        }
+
+        @Test("a display is given where the driver has one and refused at create where it has none")
+        func displayUnsupported() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.displayUnsupported(fixture: .libvirtQEMU)
+        }
     }
 }
 
