@@ -188,9 +188,15 @@ public actor LibvirtDriver: HypervisorDriver {
             guard virDomainGetInfo(domain, &info) == 0, info.state == UInt8(VIR_DOMAIN_RUNNING.rawValue) else {
                 return nil
             }
-            // cpuTime is in nanoseconds; memory is what the domain has now, in KiB (libvirt's view,
-            // not the process's resident set).
-            return ResourceUsage(cpuSeconds: Double(info.cpuTime) / 1e9, memoryBytes: UInt64(info.memory) * 1024)
+            // cpuTime is in nanoseconds. Memory: the hypervisor process's resident set where libvirt
+            // reports it (qemu), else what the domain has been given (the test hypervisor); KiB both.
+            var stats = [virDomainMemoryStatStruct](
+                repeating: virDomainMemoryStatStruct(), count: Int(VIR_DOMAIN_MEMORY_STAT_NR.rawValue))
+            let count = virDomainMemoryStats(domain, &stats, UInt32(stats.count), 0)
+            let rss = stats.prefix(max(0, Int(count))).first { $0.tag == Int32(VIR_DOMAIN_MEMORY_STAT_RSS.rawValue) }
+            if count < 0 { virResetLastError() }
+            return ResourceUsage(
+                cpuSeconds: Double(info.cpuTime) / 1e9, memoryBytes: UInt64(rss?.val ?? UInt64(info.memory)) * 1024)
         }
     }
 

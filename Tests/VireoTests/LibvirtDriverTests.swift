@@ -296,6 +296,9 @@ extension RealQEMU {
                 #expect(console.text.contains("VIREO-READY name=\(vm.name)"))
                 let usage = try #require(await driver.usage(vm.id))
                 #expect(usage.cpuSeconds > 0)
+                // The QEMU process's resident set: some, and less than guest memory plus QEMU's own.
+                print("libvirt test: usage \(usage.cpuSeconds) s CPU, \(usage.memoryBytes >> 20) MiB resident")
+                #expect(usage.memoryBytes > 16 << 20 && usage.memoryBytes < UInt64(vm.memoryMiB + 512) << 20)
                 let host = try #require(await driver.hostUsage())
                 #expect(host.busySeconds > usage.cpuSeconds && host.capacity == Double(fingerprint.cpus))
                 // Another driver on the same state directory (an agent restart) finds it, once.
