@@ -30,6 +30,8 @@ struct LibvirtRecord: Codable, Equatable, Sendable {
     var owner: String
     var disk: String
     var serialLog: String
+    /// The loopback port the guest's port 80 is forwarded to (QEMU user networking); nil: no network.
+    var hostPort: Int? = nil
 
     /// The XML namespace of Vireo's metadata element.
     static let namespace = "https://vireo.dev/xmlns/libvirt/1"
@@ -55,14 +57,16 @@ struct LibvirtRecord: Codable, Equatable, Sendable {
     var domainName: String { "vireo-\(spec.name)" }
 
     /// The domain definition: direct kernel boot of the image, the VM's overlay as a virtio disk,
-    /// the first serial port appended to a file, no network and no display.
+    /// the first serial port appended to a file, the user network when there is a `hostPort`, no
+    /// display.
     ///
     /// `type` is the libvirt domain type: `qemu` (TCG), `kvm` (with the host's CPU model), or
     /// `test` for libvirt's test driver.
     func domainXML(type: String) -> String {
-        let commandLine = "\(image.kernelCommandLine) vireo.name=\(spec.name)"
+        var commandLine = "\(image.kernelCommandLine) vireo.name=\(spec.name)"
+        if hostPort != nil { commandLine += " vireo.ip=10.0.2.15/24 vireo.gw=10.0.2.2" }
         return """
-            <domain type='\(type.xmlEscaped)'>
+            <domain type='\(type.xmlEscaped)' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
               <name>\(domainName.xmlEscaped)</name>
               <metadata>\(metadataElement)</metadata>
               <memory unit='MiB'>\(spec.memoryMiB)</memory>
@@ -88,9 +92,35 @@ struct LibvirtRecord: Codable, Equatable, Sendable {
                   <target port='0'/>
                 </serial>
                 <memballoon model='none'/>
-              </devices>
+              </devices>\(userNetwork)
             </domain>
             """
+    }
+}
+
+extension LibvirtRecord {
+    /// QEMU user networking with the guest's port 80 forwarded to `hostPort` on 127.0.0.1, as the
+    /// qemu driver gives its guests. libvirt 9.0's own `<interface type='user'>` forwards ports only
+    /// through passt, so this is passed to QEMU as arguments (libvirt marks the domain
+    /// `custom-argv` for it). The MAC is derived from the VM id, so it stays the same across runs.
+    var userNetwork: String {
+        guard let hostPort else { return "" }
+        let arguments = [
+            "-netdev", "user,id=vireonet0,hostfwd=tcp:127.0.0.1:\(hostPort)-:80",
+            // libvirt puts these arguments before its own devices, which it gives the low PCI slots
+            // explicitly: the card takes one at the far end of the bus.
+            "-device", "virtio-net-pci,netdev=vireonet0,mac=\(Self.mac(for: spec.id)),bus=pci.0,addr=0x1e",
+        ]
+        let lines = arguments.map { "    <qemu:arg value='\($0.xmlEscaped)'/>" }.joined(separator: "\n")
+        return "\n  <qemu:commandline>\n\(lines)\n  </qemu:commandline>"
+    }
+
+    /// A stable, locally administered MAC address derived from the VM id.
+    static func mac(for id: VMID) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in id.rawValue.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return "52:54:"
+            + (0..<4).map { String(format: "%02x", UInt8(truncatingIfNeeded: hash >> (8 * $0))) }.joined(separator: ":")
     }
 }
 

@@ -39,6 +39,9 @@ public actor LibvirtDriver: HypervisorDriver {
         public var readyTimeout: Duration = .seconds(300)
         /// The libvirt domain type of QEMU guests: `qemu` (TCG) or `kvm`.
         public var domainType: DomainType = .qemu
+        /// Whether guests get QEMU user networking with their port 80 forwarded to a loopback port
+        /// (`status` then gives it as their address). Not on the test hypervisor, which runs nothing.
+        public var userNetwork = true
 
         public init(uri: String, stateDirectory: String) {
             self.uri = uri
@@ -140,7 +143,8 @@ public actor LibvirtDriver: HypervisorDriver {
             instances[id] = instance
             result.append(
                 InstanceStatus(
-                    id: id, name: instance.record.spec.name, state: state, message: message, bootMs: instance.bootMs))
+                    id: id, name: instance.record.spec.name, state: state, message: message,
+                    address: instance.record.hostPort.map { "127.0.0.1:\($0)" }, bootMs: instance.bootMs))
         }
         return result
     }
@@ -238,7 +242,7 @@ public actor LibvirtDriver: HypervisorDriver {
         let connection = try open()
         let image = try await images(spec.image)
         let directory = directory(of: spec.id)
-        let record = LibvirtRecord(
+        var record = LibvirtRecord(
             spec: spec, image: image, owner: configuration.stateDirectory, disk: directory + "/disk.qcow2",
             serialLog: directory + "/serial.log")
         do {
@@ -252,7 +256,11 @@ public actor LibvirtDriver: HypervisorDriver {
                     "libvirt at \(configuration.uri) already has a domain named \(record.domainName) (uuid \(other)) "
                         + "that is not VM \(spec.id) of this agent")
             }
-            let type = try connection.hostFacts().hypervisor == "Test" ? "test" : configuration.domainType.rawValue
+            let test = try connection.hostFacts().hypervisor == "Test"
+            if configuration.userNetwork && !test {
+                record.hostPort = try LoopbackPort.free(excluding: Set(instances.values.compactMap(\.record.hostPort)))
+            }
+            let type = test ? "test" : configuration.domainType.rawValue
             let uuid = try connection.define(xml: record.domainXML(type: type))
             instances[spec.id] = Instance(record: record, uuid: uuid)
         } catch {

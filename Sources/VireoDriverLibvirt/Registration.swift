@@ -6,11 +6,11 @@ import VireoModel
 
 extension DriverRegistry {
     /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `domain-type`
-    /// (auto|qemu|kvm), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache directory).
+    /// (auto|qemu|kvm), `network` (user|none), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache directory).
     public mutating func registerLibvirt(logger: Logger = Logger(label: "vireo.libvirt")) {
         register("libvirt") { options in
             try options.rejectUnknown(
-                driver: "libvirt", allowed: ["uri", "domain-type", "stop-timeout-s", "ready-timeout-s", "images"])
+                driver: "libvirt", allowed: ["uri", "domain-type", "network", "stop-timeout-s", "ready-timeout-s", "images"])
             let settings = options.settings
             let uri = settings["uri"] ?? "qemu:///system"
             guard uri.contains(":"), !uri.contains(where: \.isWhitespace) else {
@@ -27,6 +27,11 @@ extension DriverRegistry {
                     throw VireoError.invalid(field: "domain-type", value: "'\(choice)'", "expected auto, qemu or kvm")
                 }
                 configuration.domainType = type
+            }
+            switch settings["network"] ?? "user" {
+            case "user": configuration.userNetwork = true
+            case "none": configuration.userNetwork = false
+            case let other: throw VireoError.invalid(field: "network", value: "'\(other)'", "expected user or none")
             }
             if let seconds = try options.int("stop-timeout-s") { configuration.stopTimeout = .seconds(seconds) }
             if let seconds = try options.int("ready-timeout-s") { configuration.readyTimeout = .seconds(seconds) }

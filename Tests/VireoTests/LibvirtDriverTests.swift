@@ -1,5 +1,7 @@
+import AsyncHTTPClient
 import CLibvirt
 import Foundation
+import NIOCore
 import Synchronization
 import Testing
 import VireoDriver
@@ -198,9 +200,16 @@ struct LibvirtDriverTests {
                 kernelCommandLine: "console=ttyS0 quiet", readyMarker: "VIREO-READY"),
             owner: "/state/<a & b>", disk: "/state/vm-1/disk.qcow2", serialLog: "/state/vm-1/serial.log")
         let xml = record.domainXML(type: "qemu")
-        #expect(xml.contains("<domain type='qemu'>") && xml.contains("<name>vireo-web-1</name>"))
+        #expect(xml.contains("<domain type='qemu'") && xml.contains("<name>vireo-web-1</name>"))
         #expect(xml.contains("<kernel>/images/vmlinux</kernel>") && xml.contains("<initrd>/images/initrd.gz</initrd>"))
         #expect(xml.contains("<cmdline>console=ttyS0 quiet vireo.name=web-1</cmdline>"))
+        #expect(!xml.contains("qemu:commandline"))
+        var networked = record
+        networked.hostPort = 40123
+        let withNetwork = networked.domainXML(type: "qemu")
+        #expect(withNetwork.contains("vireo.name=web-1 vireo.ip=10.0.2.15/24 vireo.gw=10.0.2.2</cmdline>"))
+        #expect(withNetwork.contains("hostfwd=tcp:127.0.0.1:40123-:80"))
+        #expect(LibvirtRecord.parse(metadata: networked.metadataElement)?.hostPort == 40123)
         #expect(xml.contains("<memory unit='MiB'>256</memory>") && xml.contains("<vcpu>2</vcpu>"))
         #expect(xml.contains("<source path='/state/vm-1/serial.log' append='on'/>"))
         #expect(!xml.contains("<a & b>"))
@@ -294,6 +303,13 @@ extension RealQEMU {
                 #expect(changes.withLock { $0 } > 0, "no state change reached the handler")
                 let console = try await driver.consoleOutput(vm.id, from: 0, limit: 1 << 20)
                 #expect(console.text.contains("VIREO-READY name=\(vm.name)"))
+                // The web service answers on the forwarded loopback port.
+                let address = try #require(running.address)
+                #expect(address.hasPrefix("127.0.0.1:"))
+                let response = try await HTTPClient.shared.execute(
+                    HTTPClientRequest(url: "http://\(address)/"), timeout: .seconds(10))
+                let body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+                #expect(response.status.code == 200 && body.contains("\"ok\":true"), "\(body)")
                 let usage = try #require(await driver.usage(vm.id))
                 #expect(usage.cpuSeconds > 0)
                 // The QEMU process's resident set: some, and less than guest memory plus QEMU's own.
