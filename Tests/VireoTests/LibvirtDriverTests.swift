@@ -109,6 +109,9 @@ struct LibvirtDriverTests {
         await driver.onStateChange { calls.withLock { $0 += 1 } }
         let vm = spec("lv-events")
         try await driver.create(vm)
+        // Defining the domain is an event too; it must have arrived before the start's is counted.
+        try await eventually("a lifecycle event for the definition") { calls.withLock { $0 } > 0 }
+        try await Task.sleep(for: .milliseconds(100))
         let afterCreate = calls.withLock { $0 }
         try await driver.start(vm.id)
         try await eventually("a lifecycle event for the start") { calls.withLock { $0 } > afterCreate }
