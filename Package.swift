@@ -47,6 +47,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // libvirt's C API, from the system (libvirt-dev).
+        .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
+        // VMs as libvirt domains through libvirt's C API (any URI: qemu:///system, test:///default).
+        .target(
+            name: "VireoDriverLibvirt",
+            dependencies: [
+                "VireoModel", "VireoDriver", "VireoImage", "VireoProcess", "CLibvirt",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Application telemetry without I/O: Prometheus text exposition, series selectors, recent
         // samples, SLO windows and burn rates.
         .target(name: "VireoTelemetry", dependencies: ["VireoModel"]),
@@ -141,7 +151,8 @@ let package = Package(
             name: "vireo",
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
-                "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
+                "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoDriverLibvirt", "VireoStore", "VireoImage",
+                "VireoPlacement",
                 "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -156,7 +167,8 @@ let package = Package(
             name: "VireoTests",
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
-                "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoStore", "VireoImage", "VireoPlacement",
+                "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoDriverLibvirt", "VireoStore", "VireoImage",
+                "VireoPlacement",
                 "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -20,6 +20,9 @@ packages=(
   zlib1g-dev       # compress-nio links zlib (gzip for the initramfs and traces)
   gcc              # compiles the web image's guest service (static)
   libc6-dev        # the static C library for it
+  libvirt-dev      # the libvirt driver links libvirt's C API (pkg-config libvirt)
+  libvirt-daemon-system  # libvirtd and virtlogd for the libvirt driver on qemu:///system
+  libvirt-clients  # virsh, to inspect by hand what the libvirt driver defined
 )
 
 if ! command -v swift >/dev/null 2>&1; then

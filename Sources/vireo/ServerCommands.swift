@@ -10,6 +10,7 @@ import VireoAgent
 import VireoClient
 import VireoController
 import VireoDriver
+import VireoDriverLibvirt
 import VireoDriverQEMU
 import VireoDriverSimulated
 import VireoHTTP
@@ -70,7 +71,7 @@ struct ServeOptions: ParsableArguments {
 struct DriverSelection: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "Hypervisor driver: qemu or simulated (default: qemu where QEMU is installed, else simulated).",
+            "Hypervisor driver: qemu, libvirt or simulated (default: qemu where QEMU is installed, else simulated).",
             valueName: "driver"))
     var driver: String?
 
@@ -80,7 +81,8 @@ struct DriverSelection: ParsableArguments {
             "Driver setting key=value, repeatable. qemu: accel (auto|kvm|tcg), cpus, memory, network "
                 + "(user|none|tap), bridge, pool, guest-prefix, gateway (tap), shared-disks (enables live "
                 + "migration), migration-mode (auto|live|paused; auto is paused under TCG, see docs/migration.md), "
-                + "stop-timeout-s, ready-timeout-s, images, binary. simulated: cpus, memory, "
+                + "stop-timeout-s, ready-timeout-s, images, binary. libvirt: uri (default qemu:///system; "
+                + "test:///default runs no guests), domain-type (auto|qemu|kvm), network (user|none), stop-timeout-s, ready-timeout-s, images. simulated: cpus, memory, "
                 + "boot-delay-ms, stop-delay-ms, fail-probability, seed.",
             valueName: "key=value"))
     var driverOptions: [String] = []
@@ -102,6 +104,9 @@ struct DriverSelection: ParsableArguments {
         var driverLogger = Logger(label: "vireo.qemu")
         driverLogger.logLevel = logger.logLevel
         registry.registerQEMU(logger: driverLogger)
+        var libvirtLogger = Logger(label: "vireo.libvirt")
+        libvirtLogger.logLevel = logger.logLevel
+        registry.registerLibvirt(logger: libvirtLogger)
         return try registry.make(driverName, options: DriverOptions(stateDirectory: stateDirectory, settings: settings))
     }
 }

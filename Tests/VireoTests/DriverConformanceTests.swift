@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VireoDriver
+import VireoDriverLibvirt
 import VireoDriverQEMU
 import VireoDriverSimulated
 import VireoImage
@@ -18,6 +19,17 @@ struct DriverFixture: Sendable, CustomTestStringConvertible {
         let driver = SimulatedDriver(
             configuration: .init(cpus: 4, memoryMiB: 1024, bootDelay: .seconds(2), stopDelay: .seconds(1)), time: time)
         return (driver, { time.advance(by: .milliseconds(500)) })
+    }
+
+    /// libvirt's built-in test hypervisor: no daemon and no guest, so it runs in the normal suite.
+    static let libvirtTest = DriverFixture(name: "libvirt (test:///default)") {
+        (TestLibvirt.driver(uri: "test:///default"), { try? await Task.sleep(for: .milliseconds(20)) })
+    }
+
+    /// libvirt on `qemu:///system` with real guests; runs in `RealQEMU`, after
+    /// `LibvirtQEMUTests.ensureDaemons()`.
+    static let libvirtQEMU = DriverFixture(name: "libvirt (qemu:///system)") {
+        (TestLibvirt.driver(uri: "qemu:///system"), { try? await Task.sleep(for: .milliseconds(250)) })
     }
 
     /// Runs in `RealQEMU` (one test at a time with the other real-guest suites), not beside them.
@@ -79,7 +91,7 @@ struct DriverConformanceTests {
         InstanceSpec(id: .generate(), name: name, image: "tiny", cpus: 1, memoryMiB: memoryMiB)
     }
 
-    @Test("a VM goes through create, start, stop and delete", arguments: [DriverFixture.simulated])
+    @Test("a VM goes through create, start, stop and delete", arguments: [DriverFixture.simulated, .libvirtTest])
     func lifecycle(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         let vm = spec("life")
@@ -93,7 +105,7 @@ struct DriverConformanceTests {
         #expect(try await driver.status().contains { $0.id == vm.id } == false)
     }
 
-    @Test("create and start are idempotent", arguments: [DriverFixture.simulated])
+    @Test("create and start are idempotent", arguments: [DriverFixture.simulated, .libvirtTest])
     func idempotent(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         let vm = spec("twice")
@@ -106,14 +118,14 @@ struct DriverConformanceTests {
         try await driver.delete(vm.id)
     }
 
-    @Test("operations on an unknown VM fail with not found", arguments: [DriverFixture.simulated])
+    @Test("operations on an unknown VM fail with not found", arguments: [DriverFixture.simulated, .libvirtTest])
     func unknownVM(fixture: DriverFixture) async throws {
         let (driver, _) = try fixture.make()
         let error = await #expect(throws: VireoError.self) { try await driver.start(VMID("nope")) }
         #expect(error?.code == .notFound)
     }
 
-    @Test("the fingerprint describes the host and the driver", arguments: [DriverFixture.simulated])
+    @Test("the fingerprint describes the host and the driver", arguments: [DriverFixture.simulated, .libvirtTest])
     func fingerprint(fixture: DriverFixture) async throws {
         let (driver, _) = try fixture.make()
         let fingerprint = try await driver.fingerprint()
@@ -123,7 +135,7 @@ struct DriverConformanceTests {
         #expect(Set(fingerprint.capabilities) == driver.capabilities)
     }
 
-    @Test("deleting a running VM stops and removes it", arguments: [DriverFixture.simulated])
+    @Test("deleting a running VM stops and removes it", arguments: [DriverFixture.simulated, .libvirtTest])
     func deleteRunning(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         let vm = spec("gone")
@@ -233,7 +245,7 @@ struct DriverConformanceTests {
 
     @Test(
         "a display is given where the driver has one and refused at create where it has none",
-        arguments: [DriverFixture.simulated])
+        arguments: [DriverFixture.simulated, .libvirtTest])
     func displayUnsupported(fixture: DriverFixture) async throws {
         let (driver, _) = try fixture.make()
         var vm = spec("screen")
@@ -283,6 +295,51 @@ extension RealQEMU {
 
         @Test("a display is given where the driver has one and refused at create where it has none")
         func displayUnsupported() async throws { try await tests.displayUnsupported(fixture: .qemu) }
+    }
+}
+
+extension RealQEMU {
+    /// The same conformance tests on libvirt's qemu:///system, with libvirtd and virtlogd started
+    /// by the test when they do not run.
+    @Suite("Driver conformance (libvirt qemu:///system)")
+    struct LibvirtQEMUConformanceTests {
+        let tests = DriverConformanceTests()
+
+        @Test("a VM goes through create, start, stop and delete")
+        func lifecycle() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.lifecycle(fixture: .libvirtQEMU)
+        }
+
+        @Test("create and start are idempotent")
+        func idempotent() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.idempotent(fixture: .libvirtQEMU)
+        }
+
+        @Test("operations on an unknown VM fail with not found")
+        func unknownVM() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.unknownVM(fixture: .libvirtQEMU)
+        }
+
+        @Test("the fingerprint describes the host and the driver")
+        func fingerprint() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.fingerprint(fixture: .libvirtQEMU)
+        }
+
+        @Test("deleting a running VM stops and removes it")
+        func deleteRunning() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.deleteRunning(fixture: .libvirtQEMU)
+        }
+
+        @Test("a display is given where the driver has one and refused at create where it has none")
+        func displayUnsupported() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.displayUnsupported(fixture: .libvirtQEMU)
+        }
     }
 }
 

@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+import VireoDriver
+import VireoImage
+import VireoModel
+
+extension DriverRegistry {
+    /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `domain-type`
+    /// (auto|qemu|kvm), `network` (user|none), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache directory).
+    public mutating func registerLibvirt(logger: Logger = Logger(label: "vireo.libvirt")) {
+        register("libvirt") { options in
+            try options.rejectUnknown(
+                driver: "libvirt", allowed: ["uri", "domain-type", "network", "stop-timeout-s", "ready-timeout-s", "images"])
+            let settings = options.settings
+            let uri = settings["uri"] ?? "qemu:///system"
+            guard uri.contains(":"), !uri.contains(where: \.isWhitespace) else {
+                throw VireoError.invalid(field: "uri", value: "'\(uri)'", "expected a libvirt URI such as qemu:///system")
+            }
+            var configuration = LibvirtDriver.Configuration(uri: uri, stateDirectory: options.stateDirectory)
+            switch settings["domain-type"] ?? "auto" {
+            case "auto":
+                configuration.domainType = LibvirtDriver.Configuration.probeDomainType(
+                    uri: uri, cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "",
+                    kvmUsable: access("/dev/kvm", R_OK | W_OK) == 0)
+            case let choice:
+                guard let type = LibvirtDriver.DomainType(rawValue: choice) else {
+                    throw VireoError.invalid(field: "domain-type", value: "'\(choice)'", "expected auto, qemu or kvm")
+                }
+                configuration.domainType = type
+            }
+            switch settings["network"] ?? "user" {
+            case "user": configuration.userNetwork = true
+            case "none": configuration.userNetwork = false
+            case let other: throw VireoError.invalid(field: "network", value: "'\(other)'", "expected user or none")
+            }
+            if let seconds = try options.int("stop-timeout-s") { configuration.stopTimeout = .seconds(seconds) }
+            if let seconds = try options.int("ready-timeout-s") { configuration.readyTimeout = .seconds(seconds) }
+            let builder = ImageBuilder(
+                cacheDirectory: settings["images"] ?? (options.stateDirectory as NSString).deletingLastPathComponent
+                    + "/images")
+            return LibvirtDriver(configuration: configuration, logger: logger) { name in
+                try await LibvirtDriver.bootImage(from: builder, name: name, logger: logger)
+            }
+        }
+    }
+}
+
+extension LibvirtDriver {
+    /// Builds the image on first use (later uses hit the cache) and returns what booting it needs.
+    public static func bootImage(from builder: ImageBuilder, name: String, logger: Logger) async throws -> BootImage {
+        let built = try await builder.build(name) { step in
+            logger.info("image", metadata: ["image": "\(name)", "step": "\(step)"])
+        }
+        return BootImage(
+            kernel: built.kernel, initrd: built.initrd, baseDisk: built.baseDisk,
+            kernelCommandLine: built.kernelCommandLine, readyMarker: built.readyMarker)
+    }
+}
