@@ -92,6 +92,8 @@ public actor LibvirtDriver: HypervisorDriver {
             attributes: [
                 "hypervisor": "\(facts.hypervisor) \(facts.hypervisorVersion)", "libvirt": facts.libvirtVersion,
                 "uri": configuration.uri,
+                // libvirt moves VMs live only between hosts running the same hypervisor under it.
+                HostFingerprint.migrationFamilyAttribute: "libvirt/\(facts.hypervisor)",
             ])
     }
 

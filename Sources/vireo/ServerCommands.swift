@@ -99,6 +99,12 @@ struct DriverSelection: ParsableArguments {
             }
             settings[parts[0]] = parts[1]
         }
+        return try Self.registry(logger: logger).make(
+            driverName, options: DriverOptions(stateDirectory: stateDirectory, settings: settings))
+    }
+
+    /// Every driver this build has, logging at `logger`'s level.
+    static func registry(logger: Logger) -> DriverRegistry {
         var registry = DriverRegistry()
         registry.registerSimulated()
         var driverLogger = Logger(label: "vireo.qemu")
@@ -107,7 +113,7 @@ struct DriverSelection: ParsableArguments {
         var libvirtLogger = Logger(label: "vireo.libvirt")
         libvirtLogger.logLevel = logger.logLevel
         registry.registerLibvirt(logger: libvirtLogger)
-        return try registry.make(driverName, options: DriverOptions(stateDirectory: stateDirectory, settings: settings))
+        return registry
     }
 }
 

@@ -17,7 +17,8 @@ struct Vireo: AsyncParsableCommand {
         subcommands: [
             Up.self, ControllerCommand.self, AgentCommand.self, HostCommand.self, VMCommand.self, AppCommand.self, Apply.self,
             Migrate.self, MigrationCommand.self, ImageCommand.self, EventsCommand.self, TestbedCommand.self,
-            PlanCommand.self, RebalanceCommand.self, ContextCommandGroup.self, DemoCommand.self, BenchCommand.self,
+            PlanCommand.self, RebalanceCommand.self, ContextCommandGroup.self, DriverCommand.self, DemoCommand.self,
+            BenchCommand.self,
             SimCommand.self,
         ]
     )

@@ -508,3 +508,29 @@ extension RealQEMU {
         }
     }
 }
+
+@Suite("Hypervisor docs")
+struct HypervisorDocsTests {
+    @Test("docs/hypervisors.md holds the capability table the build generates")
+    func capabilityTable() async throws {
+        let generated = try await vireo(["driver", "list", "-o", "markdown"])
+        #expect(generated.status == 0, "\(generated.stderr)")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let doc = try String(contentsOfFile: root + "/docs/hypervisors.md", encoding: .utf8)
+        let begin = try #require(doc.range(of: "<!-- capabilities: begin -->\n"))
+        let end = try #require(doc.range(of: "<!-- capabilities: end -->"))
+        #expect(
+            String(doc[begin.upperBound..<end.lowerBound]) == generated.stdout,
+            "regenerate it with `vireo driver list -o markdown`")
+        let json = try decodeJSON([DriverCapabilities].self, try await vireo(["driver", "list", "-o", "json"]).stdout)
+        #expect(json.contains { $0.driver == "qemu" && $0.capabilities.contains(.snapshots) })
+    }
+}
+
+/// A row of `vireo driver list -o json`.
+struct DriverCapabilities: Codable {
+    var driver: String
+    var settings: [String: String]
+    var capabilities: [Capability]
+}

@@ -290,6 +290,7 @@ extension RealQEMU {
                 "libvirt test: \(fingerprint.attributes["hypervisor"] ?? "?"), libvirt \(fingerprint.attributes["libvirt"] ?? "?")"
             )
             #expect(fingerprint.attributes["hypervisor"]?.hasPrefix("QEMU") == true)
+            #expect(fingerprint.migrationFamily == "libvirt/QEMU", "no live move between it and the qemu driver's hosts")
             let vm = InstanceSpec(
                 id: .generate(), name: "lv-web-\(UUID().uuidString.prefix(6).lowercased())", image: "web", cpus: 1, memoryMiB: 256
             )
