@@ -111,7 +111,16 @@ public final class Agent: Service {
         do {
             let hostID = try await registeredHostID()
             // Contexts are this host's own business: the controller hears of them apart.
-            let statuses = try await driver.status().filter { contexts?.owns($0.id) != true }
+            let statuses: [InstanceStatus]
+            do {
+                statuses = try await driver.status().filter { contexts?.owns($0.id) != true }
+            } catch {
+                // No heartbeat without the VMs: an empty report would read as every VM gone. The
+                // controller marks the host unreachable if this lasts.
+                logger.warning(
+                    "the hypervisor cannot say what it runs; not reporting this round", metadata: ["error": "\(error)"])
+                return
+            }
             // CPU time and resident memory of each running VM, and the host's CPU: the controller's
             // rebalancing and usage history read them.
             var usage: [VMID: ResourceUsage] = [:]
