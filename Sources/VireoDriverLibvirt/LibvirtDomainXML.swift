@@ -2,30 +2,11 @@ import Foundation
 import VireoDriver
 import VireoModel
 
-/// What the driver needs of a built guest image to boot it.
-public struct BootImage: Sendable, Codable, Equatable {
-    public var kernel: String
-    public var initrd: String
-    /// The qcow2 every VM's overlay is backed by; never written.
-    public var baseDisk: String
-    public var kernelCommandLine: String
-    /// The line prefix the guest prints on its serial console when it is ready.
-    public var readyMarker: String
-
-    public init(kernel: String, initrd: String, baseDisk: String, kernelCommandLine: String, readyMarker: String) {
-        self.kernel = kernel
-        self.initrd = initrd
-        self.baseDisk = baseDisk
-        self.kernelCommandLine = kernelCommandLine
-        self.readyMarker = readyMarker
-    }
-}
-
 /// Everything Vireo knows about one of its domains, kept in the domain itself (in `<metadata>`),
 /// so that a restarted agent finds its VMs in libvirt alone: no file of ours can disagree with it.
 struct LibvirtRecord: Codable, Equatable, Sendable {
     var spec: InstanceSpec
-    var image: BootImage
+    var image: GuestImage
     /// The driver's state directory: two agents on one libvirt tell their domains apart by it.
     var owner: String
     var disk: String

@@ -23,7 +23,7 @@ public actor LibvirtDriver: HypervisorDriver {
     /// Only what this driver does: the lifecycle, and the serial console.
     public nonisolated let capabilities: Set<Capability> = [.serialConsole]
     public nonisolated let configuration: Configuration
-    private let images: @Sendable (String) async throws -> BootImage
+    private let images: @Sendable (String) async throws -> GuestImage
     private let logger: Logger
     private var connection: LibvirtConnection?
     private var instances: [VMID: Instance] = [:]
@@ -46,7 +46,7 @@ public actor LibvirtDriver: HypervisorDriver {
 
     public init(
         configuration: Configuration, logger: Logger = Logger(label: "vireo.libvirt"),
-        images: @escaping @Sendable (String) async throws -> BootImage
+        images: @escaping @Sendable (String) async throws -> GuestImage
     ) {
         self.configuration = configuration
         self.logger = logger

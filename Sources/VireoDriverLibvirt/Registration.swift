@@ -47,11 +47,11 @@ extension DriverRegistry {
 
 extension LibvirtDriver {
     /// Builds the image on first use (later uses hit the cache) and returns what booting it needs.
-    public static func bootImage(from builder: ImageBuilder, name: String, logger: Logger) async throws -> BootImage {
+    public static func bootImage(from builder: ImageBuilder, name: String, logger: Logger) async throws -> GuestImage {
         let built = try await builder.build(name) { step in
             logger.info("image", metadata: ["image": "\(name)", "step": "\(step)"])
         }
-        return BootImage(
+        return GuestImage(
             kernel: built.kernel, initrd: built.initrd, baseDisk: built.baseDisk,
             kernelCommandLine: built.kernelCommandLine, readyMarker: built.readyMarker)
     }

@@ -2,25 +2,6 @@ import Foundation
 import VireoDriver
 import VireoModel
 
-/// What the driver needs of a built guest image to boot it.
-public struct GuestImage: Sendable, Codable, Equatable {
-    public var kernel: String
-    public var initrd: String
-    /// The qcow2 every VM's overlay is backed by; never written.
-    public var baseDisk: String
-    public var kernelCommandLine: String
-    /// The line prefix the guest prints on its serial console when it is ready.
-    public var readyMarker: String
-
-    public init(kernel: String, initrd: String, baseDisk: String, kernelCommandLine: String, readyMarker: String) {
-        self.kernel = kernel
-        self.initrd = initrd
-        self.baseDisk = baseDisk
-        self.kernelCommandLine = kernelCommandLine
-        self.readyMarker = readyMarker
-    }
-}
-
 extension QEMUDriver {
     /// What is stored about a VM: enough to start it again after any restart.
     struct Record: Codable, Equatable {

@@ -22,9 +22,9 @@ enum TestLibvirt {
         }
     }
 
-    static func realImage(_ name: String) async throws -> BootImage {
+    static func realImage(_ name: String) async throws -> GuestImage {
         let built = try await TestQEMU.builder.build(name)
-        return BootImage(
+        return GuestImage(
             kernel: built.kernel, initrd: built.initrd, baseDisk: built.baseDisk,
             kernelCommandLine: built.kernelCommandLine, readyMarker: built.readyMarker)
     }
@@ -32,13 +32,13 @@ enum TestLibvirt {
     static let placeholder = Placeholder()
 
     actor Placeholder {
-        var made: Task<BootImage, any Error>?
-        func image() async throws -> BootImage {
+        var made: Task<GuestImage, any Error>?
+        func image() async throws -> GuestImage {
             if let made { return try await made.value }
             let task = Task {
                 let directory = temporaryDirectory()
                 try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", directory + "/base.qcow2", "16M"])
-                return BootImage(
+                return GuestImage(
                     kernel: directory + "/vmlinux", initrd: directory + "/initrd", baseDisk: directory + "/base.qcow2",
                     kernelCommandLine: "console=ttyS0", readyMarker: "VIREO-READY")
             }
@@ -198,7 +198,7 @@ struct LibvirtDriverTests {
     func domainDefinition() throws {
         let record = LibvirtRecord(
             spec: InstanceSpec(id: VMID("vm-1"), name: "web-1", image: "web", cpus: 2, memoryMiB: 256),
-            image: BootImage(
+            image: GuestImage(
                 kernel: "/images/vmlinux", initrd: "/images/initrd.gz", baseDisk: "/images/base.qcow2",
                 kernelCommandLine: "console=ttyS0 quiet", readyMarker: "VIREO-READY"),
             owner: "/state/<a & b>", disk: "/state/vm-1/disk.qcow2", serialLog: "/state/vm-1/serial.log")
@@ -232,7 +232,7 @@ struct LibvirtDriverTests {
         #expect(Configuration.probeDomainType(uri: "qemu+ssh://h2/system", cpuinfo: vmx, kvmUsable: true) == .qemu)
         let record = LibvirtRecord(
             spec: InstanceSpec(id: VMID("vm-1"), name: "a", image: "tiny", cpus: 1, memoryMiB: 128),
-            image: BootImage(kernel: "/k", initrd: "/i", baseDisk: "/b", kernelCommandLine: "", readyMarker: "R"),
+            image: GuestImage(kernel: "/k", initrd: "/i", baseDisk: "/b", kernelCommandLine: "", readyMarker: "R"),
             owner: "/s", disk: "/s/d", serialLog: "/s/l")
         #expect(record.domainXML(type: "kvm").contains("<cpu mode='host-passthrough'/>"))
         #expect(!record.domainXML(type: "qemu").contains("<cpu"))

@@ -1,13 +1,16 @@
 import Foundation
 import VireoModel
 
-/// A VM's serial console as the file libvirt appends to.
-struct ConsoleLog {
-    let path: String
+/// A VM's serial console as the file its hypervisor appends to (QEMU's chardev, libvirt's
+/// serial file): every driver reads it the same way.
+public struct ConsoleLog: Sendable {
+    public let path: String
+
+    public init(path: String) { self.path = path }
 
     /// Up to `limit` bytes from `offset` on, ending on a UTF-8 character boundary (a trailing partial
     /// character comes with the next read). A log shorter than `offset` started over: read from 0.
-    func read(from offset: UInt64, limit: Int) throws -> ConsoleChunk {
+    public func read(from offset: UInt64, limit: Int) throws -> ConsoleChunk {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             return ConsoleChunk(offset: offset, next: offset, text: "")
         }
@@ -21,7 +24,7 @@ struct ConsoleLog {
     }
 
     /// The length of `data` without a trailing incomplete UTF-8 sequence, if it ends in one.
-    static func utf8Boundary(_ data: Data) -> Int? {
+    public static func utf8Boundary(_ data: Data) -> Int? {
         var index = data.count
         var continuation = 0
         while index > 0, continuation < 4 {
