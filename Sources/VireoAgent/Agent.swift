@@ -111,9 +111,9 @@ public final class Agent: Service {
         do {
             let hostID = try await registeredHostID()
             // Contexts are this host's own business: the controller hears of them apart.
-            let statuses: [InstanceStatus]
+            let everything: [InstanceStatus]
             do {
-                statuses = try await driver.status().filter { contexts?.owns($0.id) != true }
+                everything = try await driver.status()
             } catch {
                 // No heartbeat without the VMs: an empty report would read as every VM gone. The
                 // controller marks the host unreachable if this lasts.
@@ -121,6 +121,7 @@ public final class Agent: Service {
                     "the hypervisor cannot say what it runs; not reporting this round", metadata: ["error": "\(error)"])
                 return
             }
+            let statuses = everything.filter { contexts?.owns($0.id) != true }
             // CPU time and resident memory of each running VM, and the host's CPU: the controller's
             // rebalancing and usage history read them.
             var usage: [VMID: ResourceUsage] = [:]
@@ -143,7 +144,7 @@ public final class Agent: Service {
             }
             let console = await consoleReports(for: statuses)
             let migrationReports = state.withLock { Array($0.migrationReports.values) }
-            let contextReport = await contexts?.report()
+            let contextReport = await contexts?.report(statuses: everything)
             let desired: DesiredHostState
             do {
                 desired = try await link.heartbeat(

@@ -174,12 +174,8 @@ extension Controller: ContextService {
             }
             return host
         }
-        let contexts = contextDesk.all().items
         let candidates = state.hosts.values.filter { $0.state == .ready && lacking($0).isEmpty }
-        guard
-            let best = candidates.max(by: { a, b in
-                (free(a, contexts), b.name) < (free(b, contexts), a.name)
-            })
+        guard let best = candidates.max(by: { a, b in (free(a), b.name) < (free(b), a.name) })
         else {
             throw VireoError(
                 .unavailable,
@@ -189,9 +185,10 @@ extension Controller: ContextService {
         return best
     }
 
-    private func free(_ host: HostRecord, _ contexts: [(HostID, Context)]) -> Int {
-        let allocated = model.state.allocation[host.id]?.memoryMiB ?? 0
-        let held = contexts.filter { $0.0 == host.id }.reduce(0) { $0 + $1.1.memoryMiB }
-        return host.fingerprint.memoryMiB - allocated - held
+    /// Memory left on `host` after its VMs and what its contexts and pool hold (as placement counts it).
+    private func free(_ host: HostRecord) -> Int {
+        let state = model.state
+        return host.fingerprint.memoryMiB - (state.allocation[host.id]?.memoryMiB ?? 0)
+            - (state.contextHold[host.id]?.memoryMiB ?? 0)
     }
 }

@@ -193,7 +193,7 @@ struct ContextTests {
         let workLog = try await driver.consoleOutput(work.vm, from: 0, limit: 1 << 16).text
         #expect(browserLog.contains("running from snapshot 'clean-1'"), "\(browserLog)")
         #expect(!workLog.contains("running from snapshot"), "\(workLog)")
-        let journal = await second.report().journal ?? []
+        let journal = await second.report(statuses: try await driver.status()).journal ?? []
         #expect(journal.filter { $0.action == .restarted }.map(\.context).sorted() == ["browser", "work"])
     }
 
@@ -204,17 +204,17 @@ struct ContextTests {
         await first.start(onChange: {})
         _ = try await first.openContext(Self.request("a"))
         _ = try await first.resetContext("a", host: nil, force: false)
-        var report = await first.report()
+        var report = await first.report(statuses: try await driver.status())
         #expect(report.journal?.map(\.action) == [.opened, .ready, .reset])
         #expect(report.journal?.map(\.seq) == [1, 2, 3])
         await first.take([], journalAck: 2)
         let (second, _) = try Self.manager(directory: directory, driver: driver)
         await second.start(onChange: {})
-        report = await second.report()
+        report = await second.report(statuses: try await driver.status())
         #expect(report.journal?.map(\.seq) == [3])
         await second.take([], journalAck: 3)
         _ = try await second.closeContext("a", host: nil)
-        report = await second.report()
+        report = await second.report(statuses: try await driver.status())
         #expect(report.journal?.map(\.seq) == [4])
         #expect(report.journal?.first?.action == .closed)
     }
@@ -251,7 +251,7 @@ struct ContextTests {
         #expect(recorded.map { $0.to ?? "" } == ["opened", "ready", "reset", "kept", "closed"])
         #expect(recorded.allSatisfy { $0.message?.hasPrefix("host h2") == true })
         try await eventually("the host forgot what the controller recorded") {
-            await cluster.agents[1].agent.contexts?.report().journal == nil
+            await cluster.agents[1].agent.contexts?.report(statuses: try await cluster.agents[1].driver.status()).journal == nil
         }
     }
 
@@ -316,7 +316,9 @@ struct ContextTests {
         request.host = "desk"
         _ = try await first.openContext(request)
         // Once the first controller recorded everything so far, it stops; the host works on.
-        try await eventually("the host's journal is acknowledged") { await contexts.report().journal == nil }
+        try await eventually("the host's journal is acknowledged") {
+            await contexts.report(statuses: try await driver.status()).journal == nil
+        }
         link.target.withLock { $0 = nil }
         _ = try await contexts.resetContext("browser", host: nil, force: false)
         _ = try await contexts.openContext(Self.request("notes", .persistent))

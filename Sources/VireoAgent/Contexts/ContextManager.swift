@@ -111,7 +111,10 @@ public actor ContextManager: ContextService {
     // MARK: The verbs
 
     public func listContexts() async throws -> ContextList {
-        let statuses = try await statusByVM()
+        await list(try await statusByVM())
+    }
+
+    private func list(_ statuses: [VMID: InstanceStatus]) async -> ContextList {
         let items = book.contexts.filter { !$0.pooled }.map { view($0, statuses[$0.vm]) }.sorted { $0.name < $1.name }
         return ContextList(items: items, pools: await poolStatus(statuses))
     }
@@ -530,8 +533,9 @@ public actor ContextManager: ContextService {
 
     /// What to tell the controller: every context, the pools, answers to its commands, and the
     /// journal it has not acknowledged (oldest first, at most 500 entries per heartbeat).
-    public func report() async -> HostContexts {
-        let list = (try? await listContexts()) ?? ContextList(items: [])
+    /// `statuses` is what the driver said this round (the agent has just asked it).
+    public func report(statuses: [InstanceStatus]) async -> HostContexts {
+        let list = await list(Dictionary(statuses.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
         return HostContexts(
             items: list.items, pools: list.pools, results: book.results.isEmpty ? nil : book.results,
             journal: journal.entries.isEmpty ? nil : Array(journal.entries.prefix(500)))
