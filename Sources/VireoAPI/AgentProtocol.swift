@@ -104,10 +104,14 @@ public struct MigrationOrder: Sendable, Codable, Equatable {
     public var guestAddress: String?
     /// Where the destination listens, once it is ready.
     public var incomingURI: String?
+    /// Shared disk, or a copy made during the move (absent: shared).
+    public var storage: MigrationStorage?
 
     public init(
-        id: MigrationID, role: Role, state: MigrationState, vm: DesiredVM, guestAddress: String?, incomingURI: String?
+        id: MigrationID, role: Role, state: MigrationState, vm: DesiredVM, guestAddress: String?, incomingURI: String?,
+        storage: MigrationStorage? = nil
     ) {
+        self.storage = storage
         self.id = id
         self.role = role
         self.state = state
@@ -242,10 +246,13 @@ public struct DesiredVM: Sendable, Codable, Equatable {
     /// The application the VM belongs to and how to read its signals, when it has any.
     public var app: String?
     public var telemetry: TelemetrySpec?
+    /// The disk size the VM asked for (absent: the image's).
+    public var diskMiB: Int?
     public init(
         id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, intent: PowerIntent, generation: Int,
-        consoleOffset: UInt64? = nil, app: String? = nil, telemetry: TelemetrySpec? = nil
+        consoleOffset: UInt64? = nil, app: String? = nil, telemetry: TelemetrySpec? = nil, diskMiB: Int? = nil
     ) {
+        self.diskMiB = diskMiB
         self.app = app
         self.telemetry = telemetry
         self.id = id

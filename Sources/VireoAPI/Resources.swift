@@ -208,8 +208,11 @@ public struct MigrationView: Sendable, Codable, Equatable {
     public var requestedAt: Date
     public var startedAt: Date?
     public var endedAt: Date?
+    /// `shared` (only memory and devices moved) or `copy` (the disk was copied too).
+    public var storage: MigrationStorage
 
     public init(_ migration: Migration, source: String, destination: String) {
+        storage = migration.storage ?? .shared
         id = migration.id
         vm = migration.vmName
         vmID = migration.vmID

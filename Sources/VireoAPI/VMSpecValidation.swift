@@ -4,11 +4,12 @@ import VireoModel
 public enum VMSpecValidation {
     public static let maxCPUs = 512
     public static let maxMemoryMiB = 16 * 1024 * 1024
+    public static let maxDiskMiB = 16 * 1024 * 1024
 
     /// Fields of the flat form used by `POST /v1/vms`.
-    static let apiFields: Set<String> = ["name", "image", "cpus", "memory", "host", "app"]
+    static let apiFields: Set<String> = ["name", "image", "cpus", "memory", "disk", "host", "app"]
     /// Fields of a manifest's `spec` (the name lives in `metadata`).
-    static let manifestFields: Set<String> = ["image", "cpus", "memory", "host", "app"]
+    static let manifestFields: Set<String> = ["image", "cpus", "memory", "disk", "host", "app"]
 
     /// Validates the body of `POST /v1/vms`.
     public static func fromAPIBody(_ body: JSONValue) throws(VireoError) -> VMSpec {
@@ -31,7 +32,20 @@ public enum VMSpecValidation {
         if let host { try ResourceName.validate(host, field: fields.field("host")) }
         let app = try fields.string("app")
         if let app { try ResourceName.validate(app, field: fields.field("app")) }
-        return VMSpec(name: name, image: sizing.image, cpus: sizing.cpus, memoryMiB: sizing.memoryMiB, host: host, app: app)
+        let diskMiB = try fields.sizeMiB("disk")
+        if let diskMiB {
+            guard diskMiB >= ImageCatalogue.virtualDiskMiB else {
+                throw VireoError.invalid(
+                    field: fields.field("disk"), value: ByteSize.format(mib: diskMiB),
+                    "must be at least the image's \(ByteSize.format(mib: ImageCatalogue.virtualDiskMiB))")
+            }
+            guard diskMiB <= maxDiskMiB else {
+                throw VireoError.invalid(field: fields.field("disk"), value: ByteSize.format(mib: diskMiB), "is too large")
+            }
+        }
+        return VMSpec(
+            name: name, image: sizing.image, cpus: sizing.cpus, memoryMiB: sizing.memoryMiB, host: host, app: app,
+            diskMiB: diskMiB)
     }
 
     /// A VM's `image`, `cpus` and `memory` (default: `defaultMemoryMiB`, or the image's minimum

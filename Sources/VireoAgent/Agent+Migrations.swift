@@ -28,12 +28,11 @@ extension Agent {
         switch order.state {
         case .pending where report == nil:
             launch(order) { agent in
-                let spec = InstanceSpec(
-                    id: order.vm.id, name: order.vm.name, image: order.vm.image, cpus: order.vm.cpus,
-                    memoryMiB: order.vm.memoryMiB)
+                let spec = order.vm.instanceSpec
                 do {
                     let uri = try await agent.driver.prepareIncoming(
-                        spec, guestAddress: order.guestAddress, listenAddress: agent.settings.address ?? "127.0.0.1")
+                        spec, guestAddress: order.guestAddress, listenAddress: agent.settings.address ?? "127.0.0.1",
+                        storage: order.storage ?? .shared)
                     return MigrationReport(id: order.id, state: .ready, incomingURI: uri)
                 } catch {
                     // prepareIncoming leaves nothing behind when it fails.

@@ -283,7 +283,7 @@ public final class Agent: Service {
     }
 
     private func perform(_ operation: Operation, on vm: DesiredVM) async {
-        let spec = InstanceSpec(id: vm.id, name: vm.name, image: vm.image, cpus: vm.cpus, memoryMiB: vm.memoryMiB)
+        let spec = vm.instanceSpec
         do {
             switch operation {
             case .createAndStart:
@@ -354,5 +354,12 @@ final class WakeSignal: Sendable {
             group.cancelAll()
         }
         state.withLock { $0.pending = false }
+    }
+}
+
+extension DesiredVM {
+    /// What the driver is asked to run for this VM.
+    var instanceSpec: InstanceSpec {
+        InstanceSpec(id: id, name: name, image: image, cpus: cpus, memoryMiB: memoryMiB, diskMiB: diskMiB)
     }
 }

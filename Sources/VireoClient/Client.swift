@@ -74,10 +74,12 @@ public struct VireoClient: Sendable {
     public func deleteVM(_ reference: String) async throws -> VMView {
         try await send(.DELETE, "/v1/vms/\(escape(reference))")
     }
-    public func migrateVM(_ reference: String, to host: String) async throws -> MigrationView {
-        try await send(
-            .POST, "/v1/vms/\(escape(reference))/migrate",
-            body: try VireoJSON.encoder().encode(JSONValue.object(["to": .string(host)])))
+    /// `copyStorage` nil: the controller copies the disk only when the hosts do not share it.
+    public func migrateVM(_ reference: String, to host: String, copyStorage: Bool? = nil) async throws -> MigrationView {
+        var body: [String: JSONValue] = ["to": .string(host)]
+        if let copyStorage { body["copyStorage"] = .bool(copyStorage) }
+        return try await send(
+            .POST, "/v1/vms/\(escape(reference))/migrate", body: try VireoJSON.encoder().encode(JSONValue.object(body)))
     }
 
     public func migrations(vm: String? = nil, limit: Int = 100) async throws -> MigrationList {

@@ -147,7 +147,7 @@ extension ClusterModel {
                 DesiredVM(
                     id: $0.id, name: $0.name, image: $0.spec.image, cpus: $0.spec.cpus, memoryMiB: $0.spec.memoryMiB,
                     intent: $0.intent, generation: $0.generation, consoleOffset: consoleOffsets[$0.id], app: $0.spec.app,
-                    telemetry: telemetrySpec(of: $0))
+                    telemetry: telemetrySpec(of: $0), diskMiB: $0.spec.diskMiB)
             },
             migrations: migrations.isEmpty ? nil : migrationOrders(for: host).nilIfEmpty)
     }

@@ -8,10 +8,14 @@ import VireoPlacement
 /// source to send; agents report back; the VM changes host when the source reports completion
 /// (or the destination reports the VM running there, if the source's word was lost).
 extension Controller {
-    public func migrateVM(_ reference: String, to hostReference: String, reason: String = "requested") async throws
-        -> MigrationView
-    {
-        try await write { model in model.view(try model.startMigration(reference, to: hostReference, reason: reason)) }
+    /// Starts a live move. `storage` nil: the disk is shared where both hosts see the same
+    /// storage, else copied; `.copy` copies it anyway; `.shared` refuses hosts that do not share.
+    public func migrateVM(
+        _ reference: String, to hostReference: String, storage: MigrationStorage? = nil, reason: String = "requested"
+    ) async throws -> MigrationView {
+        try await write { model in
+            model.view(try model.startMigration(reference, to: hostReference, storage: storage, reason: reason))
+        }
     }
 
     /// Migrations newest first, of one VM if given (also one deleted since): from the store,
@@ -47,7 +51,9 @@ extension Controller {
 
 extension ClusterModel {
     /// Checks and records a migration.
-    mutating func startMigration(_ reference: String, to hostReference: String, reason: String) throws -> Migration {
+    mutating func startMigration(
+        _ reference: String, to hostReference: String, storage requested: MigrationStorage? = nil, reason: String
+    ) throws -> Migration {
         let vm = try lookupVM(reference)
         guard let destination = state.host(named: hostReference) ?? state.hosts[HostID(hostReference)] else {
             throw VireoError.notFound("host", hostReference)
@@ -73,13 +79,41 @@ extension ClusterModel {
         .filtered {
             throw VireoError(.failedPrecondition, "host '\(destination.name)' cannot take VM '\(vm.name)' live: \(reason)")
         }
+        let storage = try Self.storage(requested, from: source, to: destination)
         let time = now()
         let migration = Migration(
             vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
-            requestedAt: time)
+            requestedAt: time, storage: storage)
         remember(migration)
         events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
         return migration
+    }
+
+    /// How the disk goes in a move between the two hosts, given what was asked for.
+    static func storage(_ requested: MigrationStorage?, from source: HostRecord, to destination: HostRecord) throws
+        -> MigrationStorage
+    {
+        let possible = source.fingerprint.migrationStorage(to: destination.fingerprint)
+        switch requested {
+        case nil:
+            if let possible { return possible }
+        case .shared:
+            guard possible == .shared else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "hosts '\(source.name)' and '\(destination.name)' do not share storage; copy the disk instead "
+                        + "(copyStorage, vireo migrate --copy-storage)")
+            }
+            return .shared
+        case .copy:
+            let can = [source, destination].filter { $0.fingerprint.capabilities.contains(.storageMigration) }
+            if can.count == 2 { return .copy }
+        }
+        let lacking = [source, destination].filter { !$0.fingerprint.capabilities.contains(.storageMigration) }
+        throw VireoError(
+            .failedPrecondition,
+            "the hosts do not share storage and host '\(lacking.first?.name ?? destination.name)' (driver "
+                + "\(lacking.first?.fingerprint.driver ?? "?")) cannot copy a disk during a live move")
     }
 
     /// Whether `destination` can take `vm` live from `source` (which can send it), and why not: the
@@ -94,6 +128,9 @@ extension ClusterModel {
         if !destination.fingerprint.capabilities.contains(.liveMigration) { return refused(.missingCapability(.liveMigration)) }
         let (from, to) = (source.fingerprint.migrationFamily, destination.fingerprint.migrationFamily)
         if from != to { return refused(.otherHypervisor(source: from, destination: to)) }
+        if source.fingerprint.migrationStorage(to: destination.fingerprint) == nil {
+            return refused(.missingCapability(.storageMigration))
+        }
         guard let index = cluster.hosts.firstIndex(where: { $0.id == destination.id }) else {
             return refused(.hostNotReady(state: destination.state))
         }
@@ -141,8 +178,8 @@ extension ClusterModel {
                 id: migration.id, role: role, state: migration.state,
                 vm: DesiredVM(
                     id: vm.id, name: vm.name, image: vm.spec.image, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB,
-                    intent: vm.intent, generation: vm.generation),
-                guestAddress: vm.address, incomingURI: migration.incomingURI)
+                    intent: vm.intent, generation: vm.generation, diskMiB: vm.spec.diskMiB),
+                guestAddress: vm.address, incomingURI: migration.incomingURI, storage: migration.storage)
         }.sorted { $0.id < $1.id }
     }
 

@@ -13,11 +13,14 @@ public struct InstanceSpec: Sendable, Equatable, Codable {
     public var privateNetwork: String?
     /// A display the VM shows its screen on, or nil for none (the serial console only).
     public var display: DisplayKind?
+    /// The disk's size as the guest sees it, in MiB; nil: the image's.
+    public var diskMiB: Int?
 
     public init(
         id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, privateNetwork: String? = nil,
-        display: DisplayKind? = nil
+        display: DisplayKind? = nil, diskMiB: Int? = nil
     ) {
+        self.diskMiB = diskMiB
         self.id = id
         self.name = name
         self.image = image
@@ -113,9 +116,16 @@ public protocol HypervisorDriver: Sendable {
     /// Destination: defines the VM and starts it waiting for its state on `listenAddress`. The VM
     /// keeps its guest `address` (from the source). Returns the URI the source sends to.
     func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws -> String
+    /// The same, for a disk that is `storage`: with `.copy` (`storage-migration` capability) the
+    /// destination makes an empty disk of its own and offers it for the source to copy into; the
+    /// returned URI says where (it is opaque outside the driver).
+    func prepareIncoming(
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+    ) async throws -> String
     /// Source: sends the running VM to `uri`, reporting progress; returns when QEMU (or the
     /// hypervisor) reports the migration complete, or throws with the reason it failed — in which
-    /// case the VM keeps running here.
+    /// case the VM keeps running here. A URI from a `.copy` preparation makes it copy the disk
+    /// first; `release` then removes the source's disk.
     func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
         async throws -> MigrationStats
     /// Source, after a completed migration: forgets the VM and stops its (paused) old process
@@ -183,6 +193,14 @@ extension HypervisorDriver {
         -> String
     {
         throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+    }
+    public func prepareIncoming(
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+    ) async throws -> String {
+        guard storage == .shared else {
+            throw VireoError(.unsupported, "driver '\(name)' cannot copy a VM's disk during live migration")
+        }
+        return try await prepareIncoming(spec, guestAddress: guestAddress, listenAddress: listenAddress)
     }
     public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
         async throws -> MigrationStats

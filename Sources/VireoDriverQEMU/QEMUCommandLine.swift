@@ -127,7 +127,11 @@ public struct QEMUInvocation: Sendable, Equatable {
             "-nodefaults", "-no-user-config", "-display", "none",
             "-m", "\(memoryMiB)", "-smp", "\(cpus)",
             "-kernel", kernel, "-initrd", initrd, "-append", "\(kernelCommandLine) \(guestParameters)",
-            "-drive", "file=\(disk),if=virtio,format=qcow2,cache=writeback,discard=unmap,node-name=\(Self.diskNode)",
+            // -blockdev, not -drive: a node -drive makes is read-only to block exports, and the NBD
+            // export of an incoming copy-storage migration writes to it.
+            "-blockdev",
+            "driver=qcow2,node-name=\(Self.diskNode),discard=unmap,file.driver=file,file.filename=\(disk)",
+            "-device", "virtio-blk-pci,drive=\(Self.diskNode)",
             "-chardev", "file,id=serial0,path=\(serialLog),append=on",
             "-serial", "chardev:serial0",
             // The guest kernel reboots on panic (panic=-1); QEMU exits instead, so a crash is seen.

@@ -45,7 +45,8 @@ public actor QEMUDriver: HypervisorDriver {
     ) {
         self.configuration = configuration
         let local: Set<Capability> = [.snapshots, .pause, .serialConsole, .privateNetworks, .display]
-        self.capabilities = configuration.sharedDisks == nil ? local : local.union([.liveMigration])
+        // Live moves either share the disk (shared-disks) or copy it over NBD while the guest runs.
+        self.capabilities = local.union([.liveMigration, .storageMigration])
         self.images = images
         self.logger = logger
         self.runtimeDirectory = "/tmp/vireo-" + Self.shortHash(configuration.stateDirectory)
@@ -60,7 +61,9 @@ public actor QEMUDriver: HypervisorDriver {
         return HostFingerprint(
             cpus: configuration.cpus, memoryMiB: configuration.memoryMiB, driver: name,
             capabilities: Array(capabilities),
-            attributes: ["accelerator": configuration.accelerator.rawValue, "hypervisor": version])
+            attributes: ["accelerator": configuration.accelerator.rawValue, "hypervisor": version].merging(
+                configuration.sharedDisks.map { [HostFingerprint.sharedStorageAttribute: $0] } ?? [:]
+            ) { a, _ in a })
     }
 
     public func status() async throws -> [InstanceStatus] {
@@ -132,7 +135,9 @@ public actor QEMUDriver: HypervisorDriver {
                 try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
             }
             try await HostTool.run(
-                "qemu-img", ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", disk])
+                "qemu-img",
+                ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", disk]
+                    + (spec.diskMiB.map { ["\($0)M"] } ?? []))
             try Self.write(record, to: paths.record)
         } catch {
             try? FileManager.default.removeItem(atPath: paths.directory)

@@ -53,6 +53,10 @@ extension QEMUDriver {
         var guestPoweredOff = false
         /// Waiting for (or receiving) a live migration: ready when the guest resumes, not on a marker.
         var incomingURI: String?
+        /// Sending a live migration that copies the disk: once it is done, this host's disk goes.
+        var outgoingDiskCopy = false
+        /// Receiving a copy-storage migration: the disk's NBD export is open.
+        var incomingDiskExport = false
         /// When this run's QEMU was launched, and how long it took the guest to be ready.
         var launchedAt: ContinuousClock.Instant?
         var bootMs: Int?

@@ -1,11 +1,18 @@
 import Foundation
 import VireoDriver
 import VireoModel
+import VireoProcess
 
 extension QEMUDriver {
     public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
         -> String
     {
+        try await prepareIncoming(spec, guestAddress: guestAddress, listenAddress: listenAddress, storage: .shared)
+    }
+
+    public func prepareIncoming(
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+    ) async throws -> String {
         if let existing = instances[spec.id] {
             // The order is repeated on every heartbeat until the source starts sending.
             if let uri = existing.incomingURI, existing.state == .starting { return uri }
@@ -16,12 +23,25 @@ extension QEMUDriver {
             throw VireoError(
                 .unsupported, "privateNetwork '\(network)': VMs on private networks cannot be live-migrated")
         }
-        guard let shared = configuration.sharedDisks else {
-            throw VireoError(.failedPrecondition, "live migration needs shared storage (driver setting shared-disks)")
-        }
-        let disk = "\(shared)/\(spec.id).qcow2"
-        guard FileManager.default.fileExists(atPath: disk) else {
-            throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not visible on this host")
+        let paths = paths(spec.id)
+        let disk: String
+        switch storage {
+        case .shared:
+            guard let shared = configuration.sharedDisks else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "live migration with a shared disk needs shared storage (driver setting shared-disks); "
+                        + "this host has none: copy the disk instead (vireo migrate --copy-storage)")
+            }
+            disk = "\(shared)/\(spec.id).qcow2"
+            guard FileManager.default.fileExists(atPath: disk) else {
+                throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not visible on this host")
+            }
+        case .copy:
+            // A disk of our own, of the guest's size, that the source's mirror fills.
+            disk = paths.directory + "/disk.qcow2"
+            try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+            try Self.checkRoom(forDiskMiB: spec.diskMiB ?? ImageCatalogue.virtualDiskMiB, in: configuration.stateDirectory)
         }
         let image = try await image(named: spec.image)
         let network: GuestNetwork
@@ -39,22 +59,75 @@ extension QEMUDriver {
             spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk,
             ownsDisk: false)
         record.vncPort = spec.display == .vnc ? try allocateDisplayPort() : nil
-        let paths = paths(spec.id)
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         try Self.write(record, to: paths.record)
-        let uri = "tcp:\(listenAddress):\(try Self.freePort(on: listenAddress))"
+        let migrationURI = "tcp:\(listenAddress):\(try Self.freePort(on: listenAddress))"
+        var endpoint = IncomingEndpoint(migrationURI: migrationURI)
+        if storage == .copy {
+            endpoint.disk = .init(host: listenAddress, port: try Self.freePort(on: listenAddress))
+        }
         var instance = Instance(record: record, state: .starting)
         instance.run = 1
-        instance.incomingURI = uri
+        instance.incomingURI = endpoint.description
         instances[spec.id] = instance
         do {
-            try await launch(spec.id, run: 1, incoming: uri)
+            if let target = endpoint.disk {
+                let size = "\(spec.diskMiB ?? ImageCatalogue.virtualDiskMiB)M"
+                try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", disk, size])
+                // QEMU waits for the migration only once its disk is offered to the source.
+                try await launch(spec.id, run: 1, incoming: "defer")
+                let qmp = try running(spec.id)
+                try await qmp.execute(QMP.NBDServerStart(host: target.host, port: target.port))
+                try await qmp.execute(
+                    QMP.BlockExportAdd(id: Self.diskExport, nodeName: QEMUInvocation.diskNode, writable: true))
+                instances[spec.id]?.incomingDiskExport = true
+                try await qmp.execute(QMP.MigrateIncoming(uri: migrationURI))
+            } else {
+                try await launch(spec.id, run: 1, incoming: migrationURI)
+            }
         } catch {
-            await forget(spec.id, record, removingDisk: false)
+            if let pid = instances[spec.id]?.pid { kill(pid, SIGKILL) }
+            await forget(spec.id, record, removingDisk: storage == .copy)
             throw error
         }
-        logger.info("waiting for incoming migration", metadata: ["vm": "\(spec.name)", "uri": "\(uri)"])
-        return uri
+        logger.info(
+            "waiting for incoming migration",
+            metadata: ["vm": "\(spec.name)", "uri": "\(endpoint)", "storage": "\(storage.rawValue)"])
+        return endpoint.description
+    }
+
+    /// Destination of a copy-storage move whose guest has arrived: the source ended its mirror (and
+    /// its connection) before it sent the last state, so the export and the NBD server go. Once.
+    func closeDiskExport(_ id: VMID, qmp: QMPClient) async {
+        guard instances[id]?.incomingDiskExport == true else { return }
+        instances[id]?.incomingDiskExport = false
+        do {
+            try await qmp.execute(QMP.BlockExportDel(id: Self.diskExport))
+            try await qmp.execute(QMP.NBDServerStop())
+        } catch {
+            logger.warning("cannot close the incoming disk's export", metadata: ["vm": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    /// The NBD export of an incoming copy-storage migration's disk.
+    static let diskExport = "vireo-disk-in"
+    /// The source's block node for the destination's export, and the mirror job into it.
+    static let mirrorNode = "vireo-mirror"
+
+    /// Fails unless the file system holding `directory` has room for a disk of `diskMiB`: a copy
+    /// may grow to the guest's full disk size.
+    static func checkRoom(forDiskMiB diskMiB: Int, in directory: String) throws {
+        var stats = statvfs()
+        guard statvfs(directory, &stats) == 0 else {
+            throw VireoError(.internal, "cannot read the free space of \(directory): \(String(cString: strerror(errno)))")
+        }
+        let freeMiB = Int((UInt64(stats.f_bavail) * UInt64(stats.f_frsize)) >> 20)
+        guard freeMiB >= diskMiB else {
+            throw VireoError(
+                .failedPrecondition,
+                "no room for the VM's disk: it may grow to \(ByteSize.format(mib: diskMiB)) and \(directory) has "
+                    + "\(ByteSize.format(mib: freeMiB)) free")
+        }
     }
 
     public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
@@ -64,15 +137,32 @@ extension QEMUDriver {
         guard instances[id]?.state == .running else {
             throw VireoError(.failedPrecondition, "VM \(id) is not running")
         }
+        let endpoint = try IncomingEndpoint(parsing: uri)
         // Converge even when the guest dirties memory quickly: no bandwidth cap below the link's,
-        // throttle the vCPUs when needed, and accept up to the downtime the SLOs can take.
-        try await qmp.execute(QMP.MigrateSetCapabilities([.autoConverge: true]))
+        // throttle the vCPUs when needed, and accept up to the downtime the SLOs can take. A copied
+        // disk's mirror is finished in `pre-switchover`, with the guest paused, before the last
+        // state goes.
+        try await qmp.execute(
+            QMP.MigrateSetCapabilities([.autoConverge: true, .pauseBeforeSwitchover: endpoint.disk != nil]))
         try await qmp.execute(
             QMP.MigrateSetParameters(
                 maxBandwidth: configuration.migrationBandwidth,
                 downtimeLimitMs: configuration.migrationDowntimeLimitMs,
                 cpuThrottleInitialPercent: configuration.migrationThrottleInitialPercent,
                 cpuThrottleIncrementPercent: configuration.migrationThrottleIncrementPercent))
+        // The disk first, while the guest runs: a mirror that, once ready, writes every guest
+        // write to both copies.
+        var mirrored: (bytes: UInt64, ms: Int)?
+        if let target = endpoint.disk {
+            instances[id]?.outgoingDiskCopy = true
+            do {
+                mirrored = try await mirrorDisk(qmp, to: target, progress: progress)
+            } catch {
+                await dropMirror(qmp)
+                instances[id]?.outgoingDiskCopy = false
+                throw VireoError(.unavailable, "copying the disk to \(target) failed: \(error); the VM keeps running here")
+            }
+        }
         // Paused: the guest stops before the first page is read and resumes on the destination
         // (which sees it arrive paused and continues it); downtime is the whole transfer.
         let mode = configuration.migrationMode.resolved(for: configuration.accelerator)
@@ -80,11 +170,19 @@ extension QEMUDriver {
         let pausedAt = ContinuousClock.now
         if paused { try await qmp.execute(QMP.Stop()) }
         let migrateAt = ContinuousClock.now
+        /// Undoes what this migration set up and says why it failed; the guest runs on here.
+        func failed(_ reason: String) async throws -> VireoError {
+            if mirrored != nil {
+                await dropMirror(qmp)
+                instances[id]?.outgoingDiskCopy = false
+            }
+            try await resumeAfterFailedMigration(qmp)
+            return VireoError(.unavailable, "migration to \(endpoint) failed: \(reason); the VM keeps running here")
+        }
         do {
-            try await qmp.execute(QMP.Migrate(uri: uri))
+            try await qmp.execute(QMP.Migrate(uri: endpoint.migrationURI))
         } catch {
-            if paused { try? await resumeAfterFailedMigration(qmp) }
-            throw error
+            throw try await failed("\(error)")
         }
         let deadline = ContinuousClock.now + configuration.migrationTimeout
         while true {
@@ -97,36 +195,108 @@ extension QEMUDriver {
                     try await Task.sleep(for: .milliseconds(20))
                     final = try await qmp.execute(QMP.QueryMigrate())
                 }
-                let totalMs = final.totalTimeMs ?? 0
+                // QEMU's total starts at `migrate`; a copied disk went before it.
+                let totalMs = (final.totalTimeMs ?? 0) + (mirrored?.ms ?? 0)
                 return MigrationStats(
                     totalTimeMs: totalMs,
                     // QEMU counts its own final pause; a paused migration paused the guest before it.
                     downtimeMs: paused
-                        ? Self.milliseconds(migrateAt - pausedAt) + totalMs : final.downtimeMs ?? 0,
+                        ? Self.milliseconds(migrateAt - pausedAt) + (final.totalTimeMs ?? 0) : final.downtimeMs ?? 0,
                     transferredBytes: final.ram?.transferred ?? 0,
-                    setupTimeMs: final.setupTimeMs, mode: mode)
+                    setupTimeMs: final.setupTimeMs, mode: mode, storageBytes: mirrored?.bytes,
+                    storageTimeMs: mirrored?.ms)
+            case .preSwitchover:
+                // The guest is paused for good here: let the mirror write what it still holds, end
+                // it, and only then let the last state go — the destination runs the guest as soon
+                // as it has it, so its disk must be complete by then.
+                do {
+                    try await finishMirror(qmp)
+                    // Closes the connection to the destination's export while the node is still active.
+                    try await qmp.execute(QMP.BlockdevDel(nodeName: Self.mirrorNode))
+                    try await qmp.execute(QMP.MigrateContinue())
+                } catch {
+                    _ = try? await qmp.execute(QMP.MigrateCancel())
+                    throw try await failed("finishing the disk copy: \(error)")
+                }
             case .failed, .cancelled:
-                let reason = info.errorDescription ?? info.status.rawValue
-                try await resumeAfterFailedMigration(qmp)
-                throw VireoError(.unavailable, "migration to \(uri) failed: \(reason); the VM keeps running here")
+                throw try await failed(info.errorDescription ?? info.status.rawValue)
             default:
                 if let ram = info.ram {
                     progress(
                         MigrationProgress(
                             transferredBytes: ram.transferred, remainingBytes: ram.remaining, totalBytes: ram.total,
-                            dirtyPagesPerSecond: ram.dirtyPagesRate))
+                            dirtyPagesPerSecond: ram.dirtyPagesRate, storageCopiedBytes: mirrored?.bytes,
+                            storageTotalBytes: mirrored?.bytes))
                 }
                 if ContinuousClock.now > deadline {
                     _ = try? await qmp.execute(QMP.MigrateCancel())
-                    try await resumeAfterFailedMigration(qmp)
-                    throw VireoError(
-                        .unavailable,
-                        "migration to \(uri) did not finish within \(configuration.migrationTimeout); cancelled, "
-                            + "the VM keeps running here")
+                    throw try await failed("it did not finish within \(configuration.migrationTimeout); cancelled")
                 }
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
+    }
+
+    /// Opens the destination's export and mirrors the disk into it until the mirror is ready (both
+    /// copies hold the same data). Returns the bytes copied and how long it took.
+    private func mirrorDisk(
+        _ qmp: QMPClient, to target: IncomingEndpoint.Disk, progress: @escaping @Sendable (MigrationProgress) -> Void
+    ) async throws -> (bytes: UInt64, ms: Int) {
+        let started = ContinuousClock.now
+        try await qmp.execute(
+            QMP.BlockdevAddNBD(
+                nodeName: Self.mirrorNode, host: target.host, port: target.port, export: QEMUInvocation.diskNode))
+        try await qmp.execute(
+            QMP.BlockdevMirror(jobID: Self.mirrorNode, device: QEMUInvocation.diskNode, target: Self.mirrorNode))
+        let deadline = started + configuration.migrationTimeout
+        while true {
+            guard let job = try await qmp.execute(QMP.QueryBlockJobs()).first(where: { $0.device == Self.mirrorNode })
+            else {
+                throw VireoError(.unavailable, "the disk mirror ended before it was ready")
+            }
+            if let error = job.error { throw VireoError(.unavailable, "the disk mirror failed: \(error)") }
+            if job.status == .concluded { throw VireoError(.unavailable, "the disk mirror ended before it was ready") }
+            progress(
+                MigrationProgress(
+                    transferredBytes: 0, remainingBytes: 0, totalBytes: 0, storageCopiedBytes: job.offset,
+                    storageTotalBytes: job.len))
+            if job.ready { return (job.offset, Self.milliseconds(ContinuousClock.now - started)) }
+            guard ContinuousClock.now < deadline else {
+                throw VireoError(.unavailable, "the disk mirror was not ready within \(configuration.migrationTimeout)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Ends a ready mirror with the guest paused: cancelling a ready mirror writes what is still
+    /// dirty to the target and then stops, without switching the guest to it.
+    private func finishMirror(_ qmp: QMPClient) async throws {
+        try await qmp.execute(QMP.BlockJobCancel(device: Self.mirrorNode))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while let job = try await qmp.execute(QMP.QueryBlockJobs()).first(where: { $0.device == Self.mirrorNode }) {
+            if job.status == .concluded {
+                _ = try? await qmp.execute(QMP.JobDismiss(id: Self.mirrorNode))
+                if let error = job.error { throw VireoError(.unavailable, "the disk mirror failed: \(error)") }
+                return
+            }
+            guard ContinuousClock.now < deadline else { throw VireoError(.unavailable, "the disk mirror did not end") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    /// After a failure: stops the mirror, if any, and closes the connection to the destination's export.
+    private func dropMirror(_ qmp: QMPClient) async {
+        _ = try? await qmp.execute(QMP.BlockJobCancel(device: Self.mirrorNode))
+        for _ in 0..<100 {
+            guard let job = try? await qmp.execute(QMP.QueryBlockJobs()).first(where: { $0.device == Self.mirrorNode })
+            else { break }
+            if job.status == .concluded {
+                _ = try? await qmp.execute(QMP.JobDismiss(id: Self.mirrorNode))
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        _ = try? await qmp.execute(QMP.BlockdevDel(nodeName: Self.mirrorNode))
     }
 
     /// A migration that fails in its last phase can leave the source paused: run it again.
@@ -146,10 +316,12 @@ extension QEMUDriver {
             _ = await Self.waitForExit(pid, timeout: .seconds(2))
         }
         // The console history stays with the VM: the destination appends to what the source had.
-        await forget(id, instance.record, removingDisk: false)
+        // A disk the destination copied is its own now: this one goes (it may be in shared storage).
+        await forget(id, instance.record, removingDisk: instance.outgoingDiskCopy)
     }
 
     public func finishIncoming(_ id: VMID) async throws {
+        if let qmp = instances[id]?.qmp { await closeDiskExport(id, qmp: qmp) }
         guard var instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         instance.record.ownsDisk = true
         instance.incomingURI = nil
@@ -164,4 +336,37 @@ extension QEMUDriver {
         }
         try await delete(id)
     }
+}
+
+/// Where a destination waits: its migration URI (`tcp:ADDR:PORT`) and, for a copy-storage move,
+/// its disk's NBD export. Written as `tcp:ADDR:PORT` or `tcp:ADDR:PORT;disk=nbd:ADDR:PORT`; opaque
+/// outside the driver.
+struct IncomingEndpoint: CustomStringConvertible, Equatable {
+    struct Disk: CustomStringConvertible, Equatable {
+        var host: String
+        var port: Int
+        var description: String { "nbd:\(host):\(port)" }
+    }
+    var migrationURI: String
+    var disk: Disk?
+
+    init(migrationURI: String, disk: Disk? = nil) {
+        self.migrationURI = migrationURI
+        self.disk = disk
+    }
+
+    init(parsing text: String) throws {
+        let parts = text.split(separator: ";", maxSplits: 1).map(String.init)
+        migrationURI = parts[0]
+        guard parts.count == 2 else { return }
+        guard parts[1].hasPrefix("disk=nbd:"), let colon = parts[1].lastIndex(of: ":"),
+            let port = Int(parts[1][parts[1].index(after: colon)...]), (1...65535).contains(port)
+        else {
+            throw VireoError.invalid(field: "incomingURI", value: "'\(text)'", "expected tcp:ADDR:PORT[;disk=nbd:ADDR:PORT]")
+        }
+        let host = String(parts[1][parts[1].index(parts[1].startIndex, offsetBy: 9)..<colon])
+        disk = Disk(host: host, port: port)
+    }
+
+    var description: String { disk.map { "\(migrationURI);disk=\($0)" } ?? migrationURI }
 }

@@ -79,9 +79,11 @@ extension QEMUDriver {
     /// A guest sent by a paused migration arrives paused (the source stopped it first); only
     /// running guests are migrated, so it runs on here.
     private func continueArrived(_ id: VMID, run: Int, qmp: QMPClient) async {
-        guard instances[id]?.run == run, instances[id]?.state == .starting,
-            let status = try? await qmp.execute(QMP.QueryStatus()), status.status == .paused
-        else { return }
+        guard instances[id]?.run == run, instances[id]?.state == .starting else { return }
+        // A copied disk is complete before the last state left the source: its export goes before
+        // the guest runs here.
+        await closeDiskExport(id, qmp: qmp)
+        guard let status = try? await qmp.execute(QMP.QueryStatus()), status.status == .paused else { return }
         do {
             try await qmp.execute(QMP.Cont())
         } catch {

@@ -112,6 +112,19 @@ public enum QMP {
         case events
         /// Throttle the vCPUs when the guest dirties memory faster than it is sent.
         case autoConverge = "auto-converge"
+        /// Stop in `pre-switchover` once the vCPUs are paused, before the last state is sent, until
+        /// `migrate-continue`: a copy-storage move finishes its disk mirror there.
+        case pauseBeforeSwitchover = "pause-before-switchover"
+    }
+
+    /// Lets a migration paused in `pre-switchover` (`pauseBeforeSwitchover`) go on.
+    public struct MigrateContinue: QMPCommand {
+        public static let name = "migrate-continue"
+        public struct Arguments: Encodable, Sendable, Equatable {
+            public var state: String
+        }
+        public var arguments = Arguments(state: MigrationStatus.preSwitchover.rawValue)
+        public init() {}
     }
 
     /// Tunes the next migration; a parameter left nil keeps its current value.

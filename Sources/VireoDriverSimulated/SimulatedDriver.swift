@@ -173,7 +173,9 @@ public final class SimulatedDriver: HypervisorDriver {
     public func fingerprint() async throws -> HostFingerprint {
         HostFingerprint(
             cpus: configuration.cpus, memoryMiB: configuration.memoryMiB, driver: name,
-            capabilities: Array(capabilities), attributes: ["hypervisor": "simulated"])
+            // A simulated VM has no disk to copy: every simulated host "shares" its storage.
+            capabilities: Array(capabilities),
+            attributes: ["hypervisor": "simulated", HostFingerprint.sharedStorageAttribute: "simulated"])
     }
 
     /// Instances live in memory only: after a restart there is nothing to re-adopt.

@@ -112,10 +112,12 @@ public struct VireoServer: Sendable {
         }
         router.post("/v1/vms/{vm}/migrate") { request, context in
             let body = try FieldReader(try await readJSONBody(request), path: "")
-            try body.rejectUnknown(allowed: ["to"])
+            try body.rejectUnknown(allowed: ["to", "copyStorage"])
             let destination = try body.requiredString("to")
+            let storage = try body.bool("copyStorage").map { $0 ? MigrationStorage.copy : .shared }
             return try json(
-                try await controller.migrateVM(context.parameters.require("vm"), to: destination), status: .accepted)
+                try await controller.migrateVM(context.parameters.require("vm"), to: destination, storage: storage),
+                status: .accepted)
         }
         router.get("/v1/migrations") { request, _ in
             let query = request.uri.queryParameters

@@ -19,7 +19,7 @@ struct ImageRecipe {
         "failover", "net_failover", "virtio_net", "virtio_blk", "button", "evdev",
     ]
     /// Virtual size of the base disk's empty ext4 filesystem.
-    static let baseDiskBytes: Int64 = 64 << 20
+    static let baseDiskBytes = Int64(ImageCatalogue.virtualDiskMiB) << 20
     /// Static busybox from the busybox-static package.
     static let busyboxPath = "/bin/busybox"
 

@@ -10,6 +10,9 @@ public enum Capability: String, Sendable, Codable, CaseIterable, Comparable {
     case privateNetworks = "private-networks"
     /// A display on the host's loopback (`InstanceSpec.display`).
     case display = "display"
+    /// Live migration that copies the VM's disk to the destination while the guest runs, for hosts
+    /// that do not share storage (`MigrationStorage.copy`).
+    case storageMigration = "storage-migration"
 
     public static func < (a: Capability, b: Capability) -> Bool { a.rawValue < b.rawValue }
 }

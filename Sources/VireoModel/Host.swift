@@ -28,6 +28,20 @@ public struct HostFingerprint: Sendable, Codable, Equatable {
     public var migrationFamily: String { attributes[Self.migrationFamilyAttribute] ?? driver }
 
     public static let migrationFamilyAttribute = "migration-family"
+
+    /// Where the host keeps VM disks that other hosts see too (a shared directory): two hosts that
+    /// name the same place move VMs without copying their disks. Absent: disks are the host's own.
+    public var sharedStorage: String? { attributes[Self.sharedStorageAttribute] }
+
+    public static let sharedStorageAttribute = "shared-storage"
+
+    /// How a VM's disk gets from `self` to `destination` in a live move: shared when both see the
+    /// same storage, else copied — if both hosts can (`storage-migration`); nil when neither works.
+    public func migrationStorage(to destination: HostFingerprint) -> MigrationStorage? {
+        if let shared = sharedStorage, shared == destination.sharedStorage { return .shared }
+        let copy = capabilities.contains(.storageMigration) && destination.capabilities.contains(.storageMigration)
+        return copy ? .copy : nil
+    }
 }
 
 public enum HostState: String, Sendable, Codable, CaseIterable {

@@ -28,6 +28,10 @@ public enum ImageCatalogue {
             diskMiB: 24, minimumMemoryMiB: 96),
     ]
 
+    /// The size of every built image's disk as a guest sees it (an ext4 filesystem of this size),
+    /// and the smallest disk a VM may ask for.
+    public static let virtualDiskMiB = 64
+
     public static func image(named name: String) -> ImageInfo? {
         builtIn.first { $0.name == name }
     }

@@ -10,12 +10,21 @@ public struct MigrationProgress: Sendable, Codable, Equatable {
     public var totalBytes: UInt64
     /// Pages the guest dirties per second (0 until measured): what decides whether it converges.
     public var dirtyPagesPerSecond: UInt64
+    /// A move that copies the disk (`MigrationStorage.copy`): bytes of it copied so far, of
+    /// `storageTotalBytes`. The disk goes first; memory follows once both copies are in step.
+    public var storageCopiedBytes: UInt64?
+    public var storageTotalBytes: UInt64?
 
-    public init(transferredBytes: UInt64, remainingBytes: UInt64, totalBytes: UInt64, dirtyPagesPerSecond: UInt64 = 0) {
+    public init(
+        transferredBytes: UInt64, remainingBytes: UInt64, totalBytes: UInt64, dirtyPagesPerSecond: UInt64 = 0,
+        storageCopiedBytes: UInt64? = nil, storageTotalBytes: UInt64? = nil
+    ) {
         self.transferredBytes = transferredBytes
         self.remainingBytes = remainingBytes
         self.totalBytes = totalBytes
         self.dirtyPagesPerSecond = dirtyPagesPerSecond
+        self.storageCopiedBytes = storageCopiedBytes
+        self.storageTotalBytes = storageTotalBytes
     }
 }
 
@@ -30,17 +39,32 @@ public struct MigrationStats: Sendable, Codable, Equatable {
     public var setupTimeMs: Int?
     /// How the memory was copied; nil where the driver does not say (the simulator, older records).
     public var mode: MigrationCopyMode?
+    /// A move that copied the disk: the bytes of it sent (until the copy was in step; writes the
+    /// guest made meanwhile were sent as well), and how long that took, within `totalTimeMs`.
+    public var storageBytes: UInt64?
+    public var storageTimeMs: Int?
 
     public init(
         totalTimeMs: Int, downtimeMs: Int, transferredBytes: UInt64, setupTimeMs: Int? = nil,
-        mode: MigrationCopyMode? = nil
+        mode: MigrationCopyMode? = nil, storageBytes: UInt64? = nil, storageTimeMs: Int? = nil
     ) {
+        self.storageBytes = storageBytes
+        self.storageTimeMs = storageTimeMs
         self.totalTimeMs = totalTimeMs
         self.downtimeMs = downtimeMs
         self.transferredBytes = transferredBytes
         self.setupTimeMs = setupTimeMs
         self.mode = mode
     }
+}
+
+/// Where a live migration's disk comes from on the destination.
+public enum MigrationStorage: String, Sendable, Codable, Equatable, CaseIterable {
+    /// Both hosts see the disk (shared storage): only memory and devices move.
+    case shared
+    /// The destination gets its own copy of the disk, mirrored from the source while the guest
+    /// runs; the source's copy is removed once the guest has moved.
+    case copy
 }
 
 /// How a migration copied the guest's memory.
@@ -99,14 +123,17 @@ public struct Migration: Sendable, Codable, Equatable {
     /// The destination has taken over the VM (completed) or discarded its copy (failed): nothing
     /// more to tell it.
     public var destinationSettled: Bool
+    /// Whether the disk is shared or copied; nil in records from before copies existed (shared).
+    public var storage: MigrationStorage?
 
     /// Under way, or ended without the destination having settled it yet.
     public var isOpen: Bool { state.isActive || !destinationSettled }
 
     public init(
         id: MigrationID = .generate(), vmID: VMID, vmName: String, source: HostID, destination: HostID,
-        reason: String, requestedAt: Date
+        reason: String, requestedAt: Date, storage: MigrationStorage = .shared
     ) {
+        self.storage = storage
         self.id = id
         self.vmID = vmID
         self.vmName = vmName

@@ -10,14 +10,22 @@ public struct VMSpec: Sendable, Codable, Equatable {
     public var host: String?
     /// The application this VM belongs to, if any.
     public var app: String?
+    /// The size of the VM's disk as its guest sees it, in MiB; nil: the image's
+    /// (`ImageCatalogue.virtualDiskMiB`). Real drivers keep it thin: it takes host space as the
+    /// guest writes.
+    public var diskMiB: Int?
 
-    public init(name: String, image: String, cpus: Int, memoryMiB: Int, host: String? = nil, app: String? = nil) {
+    public init(
+        name: String, image: String, cpus: Int, memoryMiB: Int, host: String? = nil, app: String? = nil,
+        diskMiB: Int? = nil
+    ) {
         self.name = name
         self.image = image
         self.cpus = cpus
         self.memoryMiB = memoryMiB
         self.host = host
         self.app = app
+        self.diskMiB = diskMiB
     }
 }
 

@@ -9,9 +9,13 @@ struct Migrate: AsyncParsableCommand {
         commandName: "migrate",
         abstract: "Move a running VM to another host while it keeps running (live migration).",
         discussion: """
-            Both hosts need the live-migration capability (the qemu driver with shared-disks, as in \
-            `vireo testbed`). Shows the transfer as it goes; at the end prints the total time, the \
-            downtime (how long the guest was paused) and the bytes sent. Under TCG the qemu driver pauses \
+            Both hosts need the live-migration capability and the same hypervisor family. Where both \
+            hosts see the VM's disk (shared storage, as in `vireo testbed`) only memory and devices \
+            move; otherwise the disk is copied first while the guest runs (hosts with the \
+            storage-migration capability, e.g. the qemu driver), and the source's copy is removed once \
+            the guest has moved. --copy-storage copies even between hosts that share storage; \
+            --no-copy-storage refuses to copy. Shows the transfer as it goes; at the end prints the \
+            total time, the downtime (how long the guest was paused) and the bytes sent. Under TCG the qemu driver pauses \
             the guest for the whole copy (its migration-mode auto; docs/migration.md says why), so the \
             downtime is the copy. If the migration fails, the VM keeps running on its current host and the \
             reason is printed (exit code 1).
@@ -20,6 +24,10 @@ struct Migrate: AsyncParsableCommand {
 
     @Argument(help: "VM name or ID.") var vm: String
     @Option(help: ArgumentHelp("Destination host.", valueName: "host")) var to: String
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Copy the VM's disk to the destination during the move (default: only when the hosts do not share storage)."
+    ) var copyStorage: Bool?
     @Flag(help: "Return once the migration is accepted, without waiting for it to end.") var noWait = false
     @Option(help: ArgumentHelp("Give up waiting after this many seconds.", valueName: "seconds")) var timeout: Double = 300
     @OptionGroup var client: ClientOptions
@@ -27,7 +35,7 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let api = client.client()
-        var migration = try await api.migrateVM(vm, to: to)
+        var migration = try await api.migrateVM(vm, to: to, copyStorage: copyStorage)
         if !noWait {
             let bar = ProgressBar(enabled: output.output == .table && isatty(STDERR_FILENO) != 0)
             let deadline = ContinuousClock.now + .seconds(timeout)
@@ -60,10 +68,14 @@ struct Migrate: AsyncParsableCommand {
         switch m.state {
         case .completed:
             guard let stats = m.stats else { return "\(m.vm) moved from \(m.source) to \(m.destination)" }
-            return String(
+            var line = String(
                 format: "%@ moved from %@ to %@: total %d ms, downtime %d ms%@, %@ sent", m.vm, m.source, m.destination,
                 stats.totalTimeMs, stats.downtimeMs, stats.mode == .paused ? " (paused copy)" : "",
                 ByteSize.describe(bytes: stats.transferredBytes))
+            if let disk = stats.storageBytes {
+                line += ", disk copied: \(ByteSize.describe(bytes: disk)) in \(stats.storageTimeMs ?? 0) ms"
+            }
+            return line
         case .failed:
             return
                 "migration of \(m.vm) to \(m.destination) failed: \(m.message ?? "unknown reason"); it keeps running on \(m.source)"
@@ -80,7 +92,13 @@ struct ProgressBar {
     func show(_ m: MigrationView) {
         guard enabled else { return }
         var line = "\(m.vm) → \(m.destination): \(m.state.rawValue)"
-        if let p = m.progress, p.totalBytes > 0 {
+        if let p = m.progress, p.totalBytes == 0, let total = p.storageTotalBytes, total > 0 {
+            let done = min(1, Double(p.storageCopiedBytes ?? 0) / Double(total))
+            let width = 30
+            let filled = Int(done * Double(width))
+            line += " disk [" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
+            line += String(format: " %3.0f%% of %@", done * 100, ByteSize.describe(bytes: total))
+        } else if let p = m.progress, p.totalBytes > 0 {
             let done = min(1, Double(p.totalBytes - min(p.remainingBytes, p.totalBytes)) / Double(p.totalBytes))
             let width = 30
             let filled = Int(done * Double(width))

@@ -189,9 +189,131 @@ extension RealQEMU {
         }
 
         func status(_ address: String) async throws -> JSONValue {
-            let response = try await HTTPClient.shared.execute(
-                HTTPClientRequest(url: "http://\(address)/status"), timeout: .seconds(10))
-            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
+            try await guest(address, "/status")
+        }
+
+        func guest(_ address: String, _ path: String, post: Bool = false) async throws -> JSONValue {
+            var request = HTTPClientRequest(url: "http://\(address)\(path)")
+            if post { request.method = .POST }
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            let body = try await response.body.collect(upTo: 1 << 16)
+            guard response.status == .ok else {
+                throw VireoError(.internal, "\(path): HTTP \(response.status.code): \(String(buffer: body))")
+            }
+            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
+        }
+
+        /// Two "hosts" that share nothing: each keeps its VMs' disks in its own state directory.
+        func localPair() -> (QEMUDriver, QEMUDriver) {
+            func make() -> QEMUDriver {
+                let configuration = QEMUDriver.Configuration(
+                    stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 2,
+                    memoryMiB: 4096)
+                return QEMUDriver(configuration: configuration) { name in try await TestQEMU.images.image(name) }
+            }
+            return (make(), make())
+        }
+
+        @Test("without shared storage the disk is copied while the guest writes to it, and every write arrives")
+        func copyStorageUnderWrites() async throws {
+            let (source, destination) = localPair()
+            #expect(source.capabilities.contains(.storageMigration))
+            let vm = InstanceSpec(id: .generate(), name: "copier", image: "web", cpus: 1, memoryMiB: 192, diskMiB: 256)
+            try await source.create(vm)
+            do {
+                try await source.start(vm.id)
+                let address = try #require(try await settle(source, vm.id, to: .running, tick: tick).address)
+                let before = try await status(address)
+                let sourceDisk = try #require(await source.instances[vm.id]?.record.disk)
+                // 32 MiB written past the guest's filesystem, each MiB synced to the disk, while it moves.
+                _ = try await guest(address, "/fill?mib=32", post: true)
+
+                let uri = try await destination.prepareIncoming(
+                    vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
+                #expect(uri.hasPrefix("tcp:127.0.0.1:") && uri.contains(";disk=nbd:127.0.0.1:"))
+                let seen = ProgressLog()
+                let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
+                print(
+                    "copy-storage migration (\(TestQEMU.accelerator)): total \(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, "
+                        + "disk \(stats.storageBytes ?? 0) bytes in \(stats.storageTimeMs ?? 0) ms, memory \(stats.transferredBytes) bytes"
+                )
+                // At least the image's 64 MiB filesystem went across, and progress showed the disk.
+                #expect((stats.storageBytes ?? 0) >= 64 << 20)
+                #expect(seen.all.contains { ($0.storageTotalBytes ?? 0) > 0 })
+                try await destination.finishIncoming(vm.id)
+                let arrived = try #require(try await settle(destination, vm.id, to: .running, tick: tick).address)
+                try await source.release(vm.id)
+                #expect(try await source.status().isEmpty)
+                #expect(!FileManager.default.fileExists(atPath: sourceDisk), "the source's copy of the disk is removed")
+
+                #expect(try await status(arrived)["bootId"] == before["bootId"])
+                try await eventually("the writer finishes on the destination", within: 120) {
+                    try await guest(arrived, "/fill")["running"] == .bool(false)
+                }
+                let written = try await guest(arrived, "/fill")
+                #expect(written["error"] == .string(""))
+                #expect(written["writtenMiB"] == .number(32))
+                let readBack = try await guest(arrived, "/fill?verify=1")
+                #expect(readBack["error"] == .string(""))
+                #expect(readBack["checksum"] == written["checksum"], "what the guest wrote is what its disk holds")
+                try await destination.delete(vm.id)
+            } catch {
+                try? await source.delete(vm.id)
+                try? await destination.delete(vm.id)
+                throw error
+            }
+        }
+
+        @Test("an idle guest's copied disk is identical to the source's, byte for byte")
+        func copyStorageIdentical() async throws {
+            let (source, destination) = localPair()
+            let vm = InstanceSpec(id: .generate(), name: "twin", image: "web", cpus: 1, memoryMiB: 128)
+            try await source.create(vm)
+            do {
+                try await source.start(vm.id)
+                let address = try #require(try await settle(source, vm.id, to: .running, tick: tick).address)
+                _ = try await guest(address, "/mark?value=copied", post: true)
+                let uri = try await destination.prepareIncoming(
+                    vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
+                _ = try await source.migrate(vm.id, to: uri) { _ in }
+                // Both guests stopped: the source's for good, the destination's before it writes.
+                try await destination.pause(vm.id)
+                let disks = (
+                    try #require(await source.instances[vm.id]?.record.disk),
+                    try #require(await destination.instances[vm.id]?.record.disk)
+                )
+                let compare = try await HostTool.text("qemu-img", ["compare", "-U", disks.0, disks.1])
+                #expect(compare.contains("Images are identical"), "\(compare)")
+                try await destination.resume(vm.id)
+                try await destination.finishIncoming(vm.id)
+                try await source.release(vm.id)
+                let arrived = try #require(try await settle(destination, vm.id, to: .running, tick: tick).address)
+                #expect(try await guest(arrived, "/mark")["disk"] == .string("copied"))
+                try await destination.delete(vm.id)
+            } catch {
+                try? await source.delete(vm.id)
+                try? await destination.delete(vm.id)
+                throw error
+            }
+        }
+
+        @Test("a copy to a host without room, or to one that does not share storage, is refused before anything is made")
+        func copyStorageRefused() async throws {
+            let (_, destination) = localPair()
+            let huge = InstanceSpec(
+                id: .generate(), name: "huge", image: "web", cpus: 1, memoryMiB: 128, diskMiB: 1 << 30)
+            let error = await #expect(throws: VireoError.self) {
+                _ = try await destination.prepareIncoming(huge, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
+            }
+            #expect(error?.message.contains("no room for the VM's disk") == true, "\(String(describing: error))")
+            let shared = await #expect(throws: VireoError.self) {
+                _ = try await destination.prepareIncoming(huge, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared)
+            }
+            #expect(shared?.message.contains("shared storage") == true)
+            #expect(try await destination.status().isEmpty)
+            #expect(
+                (try? FileManager.default.contentsOfDirectory(atPath: destination.configuration.stateDirectory))?.isEmpty
+                    ?? true)
         }
 
         @Test("a running guest moves to the other host and keeps running: same boot, uptime goes on")

@@ -32,7 +32,8 @@ struct TestControlPlane {
                 AgentRegistration(
                     name: name,
                     fingerprint: HostFingerprint(
-                        cpus: 8, memoryMiB: 16384, driver: "simulated", capabilities: [.pause, .liveMigration])))
+                        cpus: 8, memoryMiB: 16384, driver: "simulated", capabilities: [.pause, .liveMigration],
+                        attributes: [HostFingerprint.sharedStorageAttribute: "simulated"])))
         }
         return TestControlPlane(
             controller: controller, server: VireoServer(controller: controller, tokens: tokens, registry: registry),

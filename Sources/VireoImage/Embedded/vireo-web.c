@@ -270,6 +270,126 @@ static int query_text(const char *query, const char *name, char *out, size_t siz
     return 0;
 }
 
+/* The disk load (POST /fill): N MiB of a fixed pseudo-random pattern written to the VM's disk past
+   its filesystem (from FILL_OFFSET on, where the image's 64 MiB ext4 ends), so a disk migration
+   can be checked from inside: GET /fill says how far the writer is and the checksum of what it
+   wrote; GET /fill?verify=1 reads the region back from the disk itself (O_DIRECT: not from the
+   page cache, which moves with memory) and gives its checksum. */
+#define FILL_OFFSET (64LL << 20)
+#define FILL_CHUNK (1 << 20)
+#define FILL_MAX_MIB 65536
+static const char *fill_device = "/dev/vda";
+static pthread_mutex_t fill_lock = PTHREAD_MUTEX_INITIALIZER;
+static long fill_mib, fill_written_mib;
+static int fill_running;
+static uint64_t fill_checksum;
+static char fill_error[160];
+
+static uint64_t fill_next(uint64_t *state) {  /* xorshift64* */
+    uint64_t x = *state;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static uint64_t fill_fold(uint64_t hash, const uint64_t *words, size_t count) {
+    for (size_t i = 0; i < count; i++) hash = (hash ^ words[i]) * 0x100000001b3ULL;
+    return hash;
+}
+
+static void *filler(void *arg) {
+    long mib = (long)(intptr_t)arg;
+    uint64_t state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)mib, hash = 0xcbf29ce484222325ULL;
+    uint64_t *chunk = malloc(FILL_CHUNK);
+    int fd = open(fill_device, O_WRONLY | O_CLOEXEC);
+    char error[160] = "";
+    if (!chunk || fd < 0) snprintf(error, sizeof error, "cannot open %s: %s", fill_device, strerror(errno));
+    for (long i = 0; !error[0] && i < mib; i++) {
+        for (size_t w = 0; w < FILL_CHUNK / 8; w++) chunk[w] = fill_next(&state);
+        hash = fill_fold(hash, chunk, FILL_CHUNK / 8);
+        if (pwrite(fd, chunk, FILL_CHUNK, FILL_OFFSET + (off_t)i * FILL_CHUNK) != FILL_CHUNK) {
+            snprintf(error, sizeof error, "write at MiB %ld: %s", i, strerror(errno));
+        } else if (fdatasync(fd) < 0) {  /* on the disk, MiB by MiB: what a migration must carry */
+            snprintf(error, sizeof error, "fdatasync: %s", strerror(errno));
+        }
+        pthread_mutex_lock(&fill_lock);
+        if (!error[0]) fill_written_mib = i + 1;
+        pthread_mutex_unlock(&fill_lock);
+    }
+    if (fd >= 0) close(fd);
+    free(chunk);
+    pthread_mutex_lock(&fill_lock);
+    fill_running = 0;
+    fill_checksum = error[0] ? 0 : hash;
+    snprintf(fill_error, sizeof fill_error, "%s", error);
+    pthread_mutex_unlock(&fill_lock);
+    return NULL;
+}
+
+/* Starts the writer. Returns 0, or -1 with an HTTP status and message. */
+static int start_fill(long mib, int *status, char *error, size_t size) {
+    int fd = open(fill_device, O_RDONLY | O_CLOEXEC);
+    off_t disk = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
+    if (fd >= 0) close(fd);
+    if (disk < 0) {
+        *status = 500;
+        snprintf(error, size, "cannot read the size of %s: %s\n", fill_device, strerror(errno));
+        return -1;
+    }
+    if (FILL_OFFSET + (off_t)mib * FILL_CHUNK > disk) {
+        *status = 400;
+        snprintf(error, size, "mib: %ld MiB past the filesystem needs a disk of %lld MiB; this one has %lld MiB\n",
+            mib, (long long)(FILL_OFFSET >> 20) + mib, (long long)(disk >> 20));
+        return -1;
+    }
+    pthread_mutex_lock(&fill_lock);
+    if (fill_running) {
+        pthread_mutex_unlock(&fill_lock);
+        *status = 409;
+        snprintf(error, size, "a fill is already running\n");
+        return -1;
+    }
+    fill_running = 1; fill_mib = mib; fill_written_mib = 0; fill_checksum = 0; fill_error[0] = 0;
+    pthread_mutex_unlock(&fill_lock);
+    pthread_t t;
+    if (pthread_create(&t, NULL, filler, (void *)(intptr_t)mib) != 0) {
+        pthread_mutex_lock(&fill_lock);
+        fill_running = 0;
+        pthread_mutex_unlock(&fill_lock);
+        *status = 500;
+        snprintf(error, size, "cannot start the writer\n");
+        return -1;
+    }
+    pthread_detach(t);
+    return 0;
+}
+
+static void fill_json(char *body, size_t size) {
+    pthread_mutex_lock(&fill_lock);
+    snprintf(body, size, "{\"mib\":%ld,\"writtenMiB\":%ld,\"running\":%s,\"checksum\":\"%016llx\",\"error\":\"%s\"}\n",
+        fill_mib, fill_written_mib, fill_running ? "true" : "false", (unsigned long long)fill_checksum, fill_error);
+    pthread_mutex_unlock(&fill_lock);
+}
+
+/* Reads the last fill's region back from the disk and gives its checksum. */
+static void verify_fill(char *body, size_t size) {
+    pthread_mutex_lock(&fill_lock);
+    long mib = fill_running ? 0 : fill_mib;
+    pthread_mutex_unlock(&fill_lock);
+    uint64_t hash = 0xcbf29ce484222325ULL;
+    void *chunk = NULL;
+    int fd = open(fill_device, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    const char *error = fd < 0 ? strerror(errno) : posix_memalign(&chunk, 4096, FILL_CHUNK) ? "out of memory" : NULL;
+    for (long i = 0; !error && i < mib; i++) {
+        if (pread(fd, chunk, FILL_CHUNK, FILL_OFFSET + (off_t)i * FILL_CHUNK) != FILL_CHUNK) error = strerror(errno);
+        else hash = fill_fold(hash, chunk, FILL_CHUNK / 8);
+    }
+    if (fd >= 0) close(fd);
+    free(chunk);
+    snprintf(body, size, "{\"mib\":%ld,\"checksum\":\"%016llx\",\"error\":\"%s\"}\n", mib,
+        error ? 0ULL : (unsigned long long)hash, error ? error : "");
+}
+
 /* The marks (POST /mark): one value kept in three places that a snapshot treats differently —
    the VM's disk (/data, an ext4 on the qcow2), the process's memory, and tmpfs (/run, memory
    the kernel owns). A snapshot load brings back all three as they were when it was saved. */
@@ -490,8 +610,8 @@ static int handle(int fd, char *req, size_t head_len, double arrival) {
     char *query = strchr(target, '?');
     if (query) *query++ = 0;
     int is_dirty = strcmp(target, "/dirty") == 0, is_burn = strcmp(target, "/burn") == 0;
-    int is_mark = strcmp(target, "/mark") == 0;
-    int method_ok = is_mark ? strcmp(method, "GET") == 0 || strcmp(method, "POST") == 0
+    int is_mark = strcmp(target, "/mark") == 0, is_fill = strcmp(target, "/fill") == 0;
+    int method_ok = is_mark || is_fill ? strcmp(method, "GET") == 0 || strcmp(method, "POST") == 0
         : strcmp(method, is_dirty || is_burn ? "POST" : "GET") == 0;
     if (!method_ok) {
         respond(fd, 405, "text/plain", "method not allowed\n", 0);
@@ -578,6 +698,26 @@ static int handle(int fd, char *req, size_t head_len, double arrival) {
             rc = respond(fd, 500, "text/plain", body, keep_alive);
         } else {
             marks_json(body, sizeof body);
+            rc = respond(fd, 200, "application/json", body, keep_alive);
+        }
+    } else if (is_fill && strcmp(method, "GET") == 0) {
+        long verify = 0;
+        if (query_number(query ? query : "", "verify", 1, &verify) < 0) {
+            rc = respond(fd, 400, "text/plain", "verify: 1 reads the region back from the disk, 0 does not\n", keep_alive);
+        } else {
+            if (verify) verify_fill(body, sizeof body); else fill_json(body, sizeof body);
+            rc = respond(fd, 200, "application/json", body, keep_alive);
+        }
+    } else if (is_fill) {
+        long mib = 0;
+        int status = 400;
+        if (query_number(query ? query : "", "mib", FILL_MAX_MIB, &mib) != 1 || mib < 1) {
+            rc = respond(fd, 400, "text/plain", "mib: give the MiB to write as a whole number from 1 to 65536\n",
+                keep_alive);
+        } else if (start_fill(mib, &status, body, sizeof body) < 0) {
+            rc = respond(fd, status, "text/plain", body, keep_alive);
+        } else {
+            fill_json(body, sizeof body);
             rc = respond(fd, 200, "application/json", body, keep_alive);
         }
     } else if (strcmp(target, "/connect") == 0) {
@@ -716,6 +856,7 @@ int main(int argc, char **argv) {
     /* Elsewhere than in a guest (tests), the marks go where these say. */
     if (getenv("VIREO_WEB_MARK_DISK")) mark_disk_path = getenv("VIREO_WEB_MARK_DISK");
     if (getenv("VIREO_WEB_MARK_TMPFS")) mark_tmpfs_path = getenv("VIREO_WEB_MARK_TMPFS");
+    if (getenv("VIREO_WEB_FILL_DEVICE")) fill_device = getenv("VIREO_WEB_FILL_DEVICE");
     const char *ready_path = getenv("VIREO_WEB_READY");  /* elsewhere than in a guest: tests */
     FILE *ready = fopen(ready_path ? ready_path : "/run/vireo-web.ready", "w");
     if (ready) fclose(ready);
