@@ -207,6 +207,35 @@ struct LibvirtDriverTests {
         }
     }
 
+    @Test("snapshot errors name the VM and the tag; libvirt's own refusals carry libvirt's message")
+    func snapshotErrorMessages() async throws {
+        let driver = TestLibvirt.driver(uri: "test:///default")
+        let vm = spec("lv-snapmsg")
+        try await driver.create(vm)
+        let stopped = await #expect(throws: VireoError.self) { _ = try await driver.saveSnapshot(vm.id, tag: "a") }
+        #expect(stopped?.message == "VM lv-snapmsg is stopped: only a running VM can save a snapshot")
+        try await driver.start(vm.id)
+        _ = try await driver.status()
+        _ = try await driver.saveSnapshot(vm.id, tag: "a")
+        let taken = await #expect(throws: VireoError.self) { _ = try await driver.saveSnapshot(vm.id, tag: "a") }
+        #expect(taken?.code == .conflict && taken?.message == "VM lv-snapmsg already has a snapshot 'a'")
+        let missing = await #expect(throws: VireoError.self) { _ = try await driver.loadSnapshot(vm.id, tag: "gone") }
+        #expect(missing?.code == .notFound && missing?.message == "VM lv-snapmsg has no snapshot 'gone'")
+        let running = await #expect(throws: VireoError.self) { try await driver.start(vm.id, fromSnapshot: "a") }
+        #expect(running?.code == .failedPrecondition && running?.message.contains("lv-snapmsg is running") == true)
+        // libvirt's own refusal (a snapshot gone between the driver's check and its call): its message.
+        let libvirt = try LibvirtConnection(uri: "test:///default")
+        let uuid = try #require(libvirt.uuid(ofDomainNamed: "vireo-lv-snapmsg"))
+        let error = #expect(throws: VireoError.self) {
+            try libvirt.withDomain(uuid) { domain throws in
+                try LibvirtConnection.revert(domain, to: "gone", doing: "loading snapshot 'gone'")
+            }
+        }
+        #expect(error?.code == .notFound && error?.message.hasPrefix("loading snapshot 'gone': ") == true)
+        print("libvirt test: libvirt's refusal reads \(error?.message ?? "nothing")")
+        try await driver.delete(vm.id)
+    }
+
     @Test(
         "snapshots are ordered by libvirt's creation time, then Vireo's sequence within a second; the embedded domain is not read"
     )
