@@ -237,3 +237,100 @@ enum LibvirtEventLoop {
         thread.start()
     }
 }
+
+// MARK: Snapshots
+
+extension LibvirtConnection {
+    /// A snapshot of a domain as libvirt lists it.
+    struct SnapshotEntry {
+        var name: String
+        /// When it was taken, in whole seconds since 1970 (libvirt's `creationTime`).
+        var created: Int
+        /// Vireo's sequence number from its description (`vireo-order N`), which orders snapshots
+        /// taken in the same second; nil for one Vireo did not take.
+        var order: Int?
+
+        static let orderPrefix = "vireo-order "
+
+        /// The fields of a snapshot's XML description (libvirt's own elements come before the
+        /// `<domain>` copy it embeds, which is not read).
+        init(name: String, xml: String) {
+            let own = xml.range(of: "<domain ").map { String(xml[..<$0.lowerBound]) } ?? xml
+            func element(_ tag: String) -> String? {
+                guard let open = own.range(of: "<\(tag)>"), let close = own.range(of: "</\(tag)>"),
+                    open.upperBound <= close.lowerBound
+                else { return nil }
+                return String(own[open.upperBound..<close.lowerBound])
+            }
+            self.name = name
+            self.created = element("creationTime").flatMap { Int($0) } ?? 0
+            self.order = element("description").flatMap { text in
+                text.hasPrefix(Self.orderPrefix) ? Int(text.dropFirst(Self.orderPrefix.count)) : nil
+            }
+        }
+    }
+
+    /// The domain's snapshots in the order they were taken: by creation time, then by Vireo's
+    /// sequence number within a second, then by name.
+    static func snapshots(of domain: OpaquePointer) throws -> [SnapshotEntry] {
+        var list: UnsafeMutablePointer<virDomainSnapshotPtr?>?
+        let count = virDomainListAllSnapshots(domain, &list, 0)
+        guard count >= 0, let list else { throw lastError("listing snapshots") }
+        defer {
+            for index in 0..<Int(count) { list[index].map { _ = virDomainSnapshotFree($0) } }
+            free(list)
+        }
+        var entries: [SnapshotEntry] = []
+        for index in 0..<Int(count) {
+            guard let snapshot = list[index], let name = virDomainSnapshotGetName(snapshot) else { continue }
+            guard let xml = virDomainSnapshotGetXMLDesc(snapshot, 0) else {
+                throw lastError("reading snapshot '\(String(cString: name))'")
+            }
+            defer { free(xml) }
+            entries.append(SnapshotEntry(name: String(cString: name), xml: String(cString: xml)))
+        }
+        return entries.sorted { a, b in
+            (a.created, a.order ?? 0, a.name) < (b.created, b.order ?? 0, b.name)
+        }
+    }
+
+    /// Takes a snapshot named `name` with libvirt's defaults for the domain's state and disks (for
+    /// a running QEMU domain on qcow2: an internal snapshot holding memory, devices and disks).
+    static func createSnapshot(of domain: OpaquePointer, name: String, order: Int, doing: String) throws {
+        let xml =
+            "<domainsnapshot><name>\(name.xmlEscaped)</name>"
+            + "<description>\(SnapshotEntry.orderPrefix)\(order)</description></domainsnapshot>"
+        guard let snapshot = virDomainSnapshotCreateXML(domain, xml, VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC.rawValue) else {
+            throw lastError(doing)
+        }
+        virDomainSnapshotFree(snapshot)
+    }
+
+    /// Runs `body` with the domain's snapshot `name`; `.notFound` when it has none by that name.
+    static func withSnapshot<T>(_ name: String, of domain: OpaquePointer, doing: String, _ body: (OpaquePointer) throws -> T)
+        throws -> T
+    {
+        guard let snapshot = virDomainSnapshotLookupByName(domain, name, 0) else {
+            let error = lastError(doing, fallback: .notFound)
+            let missing = virGetLastError()?.pointee.code == Int32(VIR_ERR_NO_DOMAIN_SNAPSHOT.rawValue)
+            throw missing ? VireoError(.notFound, error.message) : error
+        }
+        defer { virDomainSnapshotFree(snapshot) }
+        return try body(snapshot)
+    }
+
+    /// Brings the domain back to `name` and runs it from there, whether it ran or not.
+    static func revert(_ domain: OpaquePointer, to name: String, doing: String) throws {
+        try withSnapshot(name, of: domain, doing: doing) { snapshot throws in
+            guard virDomainRevertToSnapshot(snapshot, VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING.rawValue) == 0 else {
+                throw lastError(doing)
+            }
+        }
+    }
+
+    static func deleteSnapshot(_ domain: OpaquePointer, named name: String, doing: String) throws {
+        try withSnapshot(name, of: domain, doing: doing) { snapshot throws in
+            guard virDomainSnapshotDelete(snapshot, 0) == 0 else { throw lastError(doing) }
+        }
+    }
+}

@@ -10,23 +10,25 @@ import VireoProcess
 /// libvirt owns the hypervisor processes: they outlive the agent, and a restarted agent finds its
 /// VMs again by the `<metadata>` element Vireo writes into each domain (`recover`). Per VM,
 /// `<state>/<id>/` holds `disk.qcow2` (an overlay on the image's base disk), `serial.log` (the
-/// console, which libvirt appends to) and `run-offset` (where the current run's console output
-/// starts, for the ready marker).
+/// console, which libvirt appends to), `run-offset` (where the current run's console output
+/// starts, for the ready marker) and, for a run started from a snapshot, `run-snapshot` (its tag:
+/// that run prints no ready marker).
 ///
 /// State changes reach the agent from libvirt's domain lifecycle events; a guest becoming ready
 /// shows as its marker in the console log, which the driver watches from start until it appears.
 ///
 /// The C calls are in `LibvirtConnection.swift`, the domain XML and the metadata record in
-/// `LibvirtDomainXML.swift`, the settings in `LibvirtDriverConfiguration.swift`.
+/// `LibvirtDomainXML.swift`, the settings in `LibvirtDriverConfiguration.swift`, pause and
+/// snapshots in `LibvirtSnapshots.swift`.
 public actor LibvirtDriver: HypervisorDriver {
     public nonisolated let name = "libvirt"
-    /// Only what this driver does: the lifecycle, and the serial console.
-    public nonisolated let capabilities: Set<Capability> = [.serialConsole]
+    /// Only what this driver does: the lifecycle, the serial console, pause and snapshots.
+    public nonisolated let capabilities: Set<Capability> = [.serialConsole, .pause, .snapshots]
     public nonisolated let configuration: Configuration
     private let images: @Sendable (String) async throws -> GuestImage
-    private let logger: Logger
+    let logger: Logger
     private var connection: LibvirtConnection?
-    private var instances: [VMID: Instance] = [:]
+    var instances: [VMID: Instance] = [:]
     /// Creates under way, so that a second create of the same VM waits for the first.
     private var creating: [VMID: Task<Void, any Error>] = [:]
     private var stateChanged: @Sendable () -> Void = {}
@@ -37,6 +39,9 @@ public actor LibvirtDriver: HypervisorDriver {
         /// Where this run's output starts in the console log.
         var runOffset: UInt64 = 0
         var ready = false
+        /// The run started from a snapshot (`start(_:fromSnapshot:)`): its guest was ready when the
+        /// snapshot was saved and prints no marker again, so it is ready once libvirt says it runs.
+        var restored = false
         var stopping = false
         /// When this process started the current run; nil for a run it re-adopted.
         var startedAt: ContinuousClock.Instant?
@@ -59,7 +64,7 @@ public actor LibvirtDriver: HypervisorDriver {
     /// The connection, opened on first use and then kept (libvirt connections are long-lived, and
     /// the lifecycle events arrive on it). One that died (libvirtd restarted) is opened again, and
     /// the agent told to look: events may have been missed meanwhile.
-    private func open() throws -> LibvirtConnection {
+    func open() throws -> LibvirtConnection {
         if let connection {
             if virConnectIsAlive(connection.pointer) == 1 { return connection }
             logger.warning("libvirt connection lost; reconnecting", metadata: ["uri": "\(configuration.uri)"])
@@ -113,7 +118,7 @@ public actor LibvirtDriver: HypervisorDriver {
     }
 
     /// The VM's state from libvirt's, and from its console for readiness.
-    private func observe(_ instance: inout Instance, on connection: LibvirtConnection) -> (InstanceState, String?) {
+    func observe(_ instance: inout Instance, on connection: LibvirtConnection) -> (InstanceState, String?) {
         let observed: LibvirtConnection.DomainState
         do {
             observed = try connection.withDomain(instance.uuid) { domain throws in
@@ -126,7 +131,7 @@ public actor LibvirtDriver: HypervisorDriver {
         case VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED:
             if instance.stopping { return (.stopping, nil) }
             if !instance.ready {
-                instance.ready = !configuration.guestsBoot || markerPrinted(instance)
+                instance.ready = !configuration.guestsBoot || instance.restored || markerPrinted(instance)
                 if instance.ready, let startedAt = instance.startedAt {
                     let elapsed = ContinuousClock.now - startedAt
                     instance.bootMs = Int(
@@ -134,7 +139,12 @@ public actor LibvirtDriver: HypervisorDriver {
                 }
             }
             return (instance.ready ? .running : .starting, nil)
-        case VIR_DOMAIN_PAUSED: return (.running, "paused by libvirt (reason \(observed.reason))")
+        case VIR_DOMAIN_PAUSED:
+            // Paused on request (`pause`), or by libvirt itself (an I/O error, a save under way).
+            let why =
+                UInt32(observed.reason) == VIR_DOMAIN_PAUSED_USER.rawValue
+                ? "paused" : "paused by libvirt (reason \(observed.reason))"
+            return (instance.ready || !configuration.guestsBoot ? .running : .starting, why)
         case VIR_DOMAIN_SHUTDOWN: return (.stopping, nil)
         case VIR_DOMAIN_CRASHED: return (.failed, "the guest crashed")
         case VIR_DOMAIN_SHUTOFF:
@@ -236,18 +246,32 @@ public actor LibvirtDriver: HypervisorDriver {
         guard var instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let connection = try open()
         if try Self.isActive(instance.uuid, on: connection) { return }
-        instance.runOffset = Self.size(of: instance.record.serialLog)
-        instance.ready = false
-        instance.stopping = false
-        instance.bootMs = nil
-        instance.startedAt = .now
-        try? String(instance.runOffset).write(toFile: runOffsetPath(id), atomically: true, encoding: .utf8)
+        beginRun(&instance, restoredFrom: nil)
         instances[id] = instance
         let name = instance.record.spec.name
         try connection.withDomain(instance.uuid) { domain throws in
             guard virDomainCreate(domain) == 0 else { throw LibvirtConnection.lastError("starting VM \(name)") }
         }
         if configuration.guestsBoot { watchForReady(id) }
+    }
+
+    /// A new run of the VM begins here: its console output starts at the log's end, and it is not
+    /// ready until its marker shows (or, restored from snapshot `tag`, until it runs). Both are
+    /// written down, for an agent re-adopting the run.
+    func beginRun(_ instance: inout Instance, restoredFrom tag: String?) {
+        let id = instance.record.spec.id
+        instance.runOffset = Self.size(of: instance.record.serialLog)
+        instance.ready = false
+        instance.restored = tag != nil
+        instance.stopping = false
+        instance.bootMs = nil
+        instance.startedAt = .now
+        try? String(instance.runOffset).write(toFile: runOffsetPath(id), atomically: true, encoding: .utf8)
+        if let tag {
+            try? tag.write(toFile: runSnapshotPath(id), atomically: true, encoding: .utf8)
+        } else {
+            try? FileManager.default.removeItem(atPath: runSnapshotPath(id))
+        }
     }
 
     /// Notifies the agent when the guest prints its ready marker: the console is a file, so there
@@ -312,7 +336,12 @@ public actor LibvirtDriver: HypervisorDriver {
                 if virDomainIsActive(domain) == 1, virDomainDestroy(domain) != 0 {
                     throw LibvirtConnection.lastError("destroying VM \(name)")
                 }
-                guard virDomainUndefine(domain) == 0 else { throw LibvirtConnection.lastError("undefining VM \(name)") }
+                // Its snapshots' metadata goes too (libvirt refuses otherwise); their data is in the
+                // overlay, removed with the directory below.
+                let flags = VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA.rawValue
+                guard virDomainUndefineFlags(domain, flags) == 0 else {
+                    throw LibvirtConnection.lastError("undefining VM \(name)")
+                }
             }
         } catch let error as VireoError where error.code == .notFound {
             // Already gone from libvirt: only our files are left.
@@ -332,7 +361,8 @@ public actor LibvirtDriver: HypervisorDriver {
             else { continue }
             let id = record.spec.id
             let offset = (try? String(contentsOfFile: runOffsetPath(id), encoding: .utf8)).flatMap { UInt64($0) } ?? 0
-            found[id] = Instance(record: record, uuid: uuid, runOffset: offset)
+            let restored = FileManager.default.fileExists(atPath: runSnapshotPath(id))
+            found[id] = Instance(record: record, uuid: uuid, runOffset: offset, restored: restored)
         }
         instances = found
         let statuses = try await status()
@@ -350,7 +380,7 @@ public actor LibvirtDriver: HypervisorDriver {
         connection = nil
     }
 
-    private static func isActive(_ uuid: String, on connection: LibvirtConnection) throws -> Bool {
+    static func isActive(_ uuid: String, on connection: LibvirtConnection) throws -> Bool {
         try connection.withDomain(uuid) { domain throws in virDomainIsActive(domain) == 1 }
     }
 
@@ -358,6 +388,7 @@ public actor LibvirtDriver: HypervisorDriver {
 
     private func directory(of id: VMID) -> String { configuration.stateDirectory + "/" + id.rawValue }
     private func runOffsetPath(_ id: VMID) -> String { directory(of: id) + "/run-offset" }
+    private func runSnapshotPath(_ id: VMID) -> String { directory(of: id) + "/run-snapshot" }
 
     private static func size(of path: String) -> UInt64 {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0

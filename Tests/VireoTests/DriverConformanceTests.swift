@@ -149,8 +149,8 @@ struct DriverConformanceTests {
     // MARK: Snapshots
 
     @Test(
-        "snapshots are saved, listed in the order taken, loaded and deleted; the VM runs on", arguments: [DriverFixture.simulated]
-    )
+        "snapshots are saved, listed in the order taken, loaded and deleted; the VM runs on",
+        arguments: [DriverFixture.simulated, .libvirtTest])
     func snapshots(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         #expect(driver.capabilities.contains(.snapshots))
@@ -177,7 +177,7 @@ struct DriverConformanceTests {
 
     @Test(
         "snapshot operations fail saying why: VM not running, tag taken, tag unknown, bad tag, VM unknown",
-        arguments: [DriverFixture.simulated])
+        arguments: [DriverFixture.simulated, .libvirtTest])
     func snapshotErrors(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         let vm = spec("snaperr")
@@ -216,7 +216,9 @@ struct DriverConformanceTests {
         try await driver.delete(vm.id)
     }
 
-    @Test("a stopped VM keeps its snapshots and starts from one instead of booting", arguments: [DriverFixture.simulated])
+    @Test(
+        "a stopped VM keeps its snapshots and starts from one instead of booting",
+        arguments: [DriverFixture.simulated, .libvirtTest])
     func startFromSnapshot(fixture: DriverFixture) async throws {
         let (driver, tick) = try fixture.make()
         let vm = spec("restore")
@@ -333,6 +335,24 @@ extension RealQEMU {
         func deleteRunning() async throws {
             try await LibvirtQEMUTests.ensureDaemons()
             try await tests.deleteRunning(fixture: .libvirtQEMU)
+        }
+
+        @Test("snapshots are saved, listed in the order taken, loaded and deleted; the VM runs on")
+        func snapshots() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.snapshots(fixture: .libvirtQEMU)
+        }
+
+        @Test("snapshot operations fail saying why: VM not running, tag taken, tag unknown, bad tag, VM unknown")
+        func snapshotErrors() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.snapshotErrors(fixture: .libvirtQEMU)
+        }
+
+        @Test("a stopped VM keeps its snapshots and starts from one instead of booting")
+        func startFromSnapshot() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            try await tests.startFromSnapshot(fixture: .libvirtQEMU)
         }
 
         @Test("a display is given where the driver has one and refused at create where it has none")

@@ -152,6 +152,105 @@ struct LibvirtDriverTests {
         try await driver.delete(vm.id)
     }
 
+    @Test("pause and resume act on libvirt's domain; the VM stays running, shown paused; a stopped or unknown VM is refused")
+    func pauseResume() async throws {
+        let driver = TestLibvirt.driver(uri: "test:///default")
+        #expect(driver.capabilities.isSuperset(of: [.pause, .snapshots]))
+        let vm = spec("lv-pause")
+        try await driver.create(vm)
+        let stopped = await #expect(throws: VireoError.self) { try await driver.pause(vm.id) }
+        #expect(stopped?.code == .failedPrecondition && stopped?.message.contains("lv-pause") == true)
+        try await driver.start(vm.id)
+        _ = try await driver.status()
+        try await driver.pause(vm.id)
+        // libvirt's own view, on a connection of the test's: the process shares the test hypervisor.
+        let libvirt = try LibvirtConnection(uri: "test:///default")
+        func libvirtState() throws -> virDomainState {
+            let uuid = try #require(libvirt.uuid(ofDomainNamed: "vireo-lv-pause"))
+            return try libvirt.withDomain(uuid) { domain throws in try LibvirtConnection.state(of: domain).state }
+        }
+        #expect(try libvirtState() == VIR_DOMAIN_PAUSED)
+        let paused = try #require(try await driver.status().first { $0.id == vm.id })
+        #expect(paused.state == .running && paused.message == "paused")
+        try await driver.resume(vm.id)
+        #expect(try libvirtState() == VIR_DOMAIN_RUNNING)
+        let resumed = try #require(try await driver.status().first { $0.id == vm.id })
+        #expect(resumed.state == .running && resumed.message == nil)
+        let unknown = await #expect(throws: VireoError.self) { try await driver.resume(VMID("nope")) }
+        #expect(unknown?.code == .notFound)
+        try await driver.delete(vm.id)
+    }
+
+    @Test("deleting a VM, running or stopped, takes its snapshots with it: the name starts afresh with none")
+    func deleteWithSnapshots() async throws {
+        let state = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let driver = TestLibvirt.driver(uri: "test:///default", stateDirectory: state + "/vms")
+        let libvirt = try LibvirtConnection(uri: "test:///default")
+        for stopFirst in [false, true] {
+            let vm = spec("lv-snapdel")
+            try await driver.create(vm)
+            try await driver.start(vm.id)
+            _ = try await driver.status()
+            _ = try await driver.saveSnapshot(vm.id, tag: "one")
+            _ = try await driver.saveSnapshot(vm.id, tag: "two")
+            if stopFirst { try await driver.stop(vm.id) }
+            #expect(try await driver.snapshots(vm.id) == ["one", "two"])
+            // libvirt refuses to undefine a stopped domain that has snapshots unless told to drop them.
+            try await driver.delete(vm.id)
+            #expect(libvirt.uuid(ofDomainNamed: "vireo-lv-snapdel") == nil, "stopped first: \(stopFirst)")
+            #expect(!FileManager.default.fileExists(atPath: "\(state)/vms/\(vm.id)"))
+            let again = spec("lv-snapdel")
+            try await driver.create(again)
+            #expect(try await driver.snapshots(again.id) == [])
+            try await driver.delete(again.id)
+        }
+    }
+
+    @Test("snapshot errors name the VM and the tag; libvirt's own refusals carry libvirt's message")
+    func snapshotErrorMessages() async throws {
+        let driver = TestLibvirt.driver(uri: "test:///default")
+        let vm = spec("lv-snapmsg")
+        try await driver.create(vm)
+        let stopped = await #expect(throws: VireoError.self) { _ = try await driver.saveSnapshot(vm.id, tag: "a") }
+        #expect(stopped?.message == "VM lv-snapmsg is stopped: only a running VM can save a snapshot")
+        try await driver.start(vm.id)
+        _ = try await driver.status()
+        _ = try await driver.saveSnapshot(vm.id, tag: "a")
+        let taken = await #expect(throws: VireoError.self) { _ = try await driver.saveSnapshot(vm.id, tag: "a") }
+        #expect(taken?.code == .conflict && taken?.message == "VM lv-snapmsg already has a snapshot 'a'")
+        let missing = await #expect(throws: VireoError.self) { _ = try await driver.loadSnapshot(vm.id, tag: "gone") }
+        #expect(missing?.code == .notFound && missing?.message == "VM lv-snapmsg has no snapshot 'gone'")
+        let running = await #expect(throws: VireoError.self) { try await driver.start(vm.id, fromSnapshot: "a") }
+        #expect(running?.code == .failedPrecondition && running?.message.contains("lv-snapmsg is running") == true)
+        // libvirt's own refusal (a snapshot gone between the driver's check and its call): its message.
+        let libvirt = try LibvirtConnection(uri: "test:///default")
+        let uuid = try #require(libvirt.uuid(ofDomainNamed: "vireo-lv-snapmsg"))
+        let error = #expect(throws: VireoError.self) {
+            try libvirt.withDomain(uuid) { domain throws in
+                try LibvirtConnection.revert(domain, to: "gone", doing: "loading snapshot 'gone'")
+            }
+        }
+        #expect(error?.code == .notFound && error?.message.hasPrefix("loading snapshot 'gone': ") == true)
+        print("libvirt test: libvirt's refusal reads \(error?.message ?? "nothing")")
+        try await driver.delete(vm.id)
+    }
+
+    @Test(
+        "snapshots are ordered by libvirt's creation time, then Vireo's sequence within a second; the embedded domain is not read"
+    )
+    func snapshotOrder() {
+        func xml(_ created: Int, _ description: String?) -> String {
+            "<domainsnapshot><name>x</name>" + (description.map { "<description>\($0)</description>" } ?? "")
+                + "<state>running</state><creationTime>\(created)</creationTime>"
+                + "<domain type='qemu'><description>vireo-order 99</description></domain></domainsnapshot>"
+        }
+        let entry = LibvirtConnection.SnapshotEntry(name: "a", xml: xml(1_796_444_615, "vireo-order 7"))
+        #expect(entry.name == "a" && entry.created == 1_796_444_615 && entry.order == 7)
+        #expect(LibvirtConnection.SnapshotEntry(name: "b", xml: xml(5, nil)).order == nil)
+        #expect(LibvirtConnection.SnapshotEntry(name: "c", xml: xml(5, "taken by hand")).order == nil)
+    }
+
     @Test("the host's CPU comes from libvirt's node statistics")
     func hostUsage() async throws {
         let driver = TestLibvirt.driver(uri: "test:///default")
@@ -339,6 +438,94 @@ extension RealQEMU {
             #expect(!domains.contains("vireo-\(vm.name)"), "domain left defined: \(domains)")
             #expect(try await TestLibvirt.driver(uri: "qemu:///system", stateDirectory: state).recover().isEmpty)
             #expect(!FileManager.default.fileExists(atPath: "\(state)/\(vm.id)"))
+        }
+
+        /// A request on a connection of its own: after a snapshot load the guest's TCP state is the
+        /// saved one (and libvirt runs a new QEMU), so a pooled connection could be one it forgot.
+        static func request(_ address: String, _ path: String, post: Bool = false, timeout: TimeAmount = .seconds(15))
+            async throws -> String
+        {
+            var request = HTTPClientRequest(url: "http://\(address)\(path)")
+            request.method = post ? .POST : .GET
+            request.headers.add(name: "Connection", value: "close")
+            let response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            let body = String(buffer: try await response.body.collect(upTo: 1 << 16))
+            try #require(response.status == .ok, "\(path): \(response.status) \(body)")
+            return body
+        }
+
+        static func marks(_ address: String) async throws -> [String: String] {
+            try JSONDecoder().decode([String: String].self, from: Data(try await request(address, "/mark").utf8))
+        }
+
+        static func mark(_ address: String, _ value: String) async throws {
+            _ = try await request(address, "/mark?value=\(value)", post: true)
+        }
+
+        @Test(
+            "a web guest's snapshot brings back its marks in memory, tmpfs and disk; pause holds it; a stopped VM starts from a snapshot; delete leaves nothing"
+        )
+        func webSnapshots() async throws {
+            try await Self.ensureDaemons()
+            let state = temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: state) }
+            let driver = TestLibvirt.driver(uri: "qemu:///system", stateDirectory: state + "/vms")
+            let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(100)) }
+            let vm = InstanceSpec(
+                id: .generate(), name: "lv-snap-\(UUID().uuidString.prefix(6).lowercased())", image: "web", cpus: 1,
+                memoryMiB: 256)
+            try await driver.create(vm)
+            do {
+                try await driver.start(vm.id)
+                let address = try #require(try await settle(driver, vm.id, to: .running, tick: tick).address)
+                let clean = ["disk": "clean", "memory": "clean", "tmpfs": "clean"]
+                try await Self.mark(address, "clean")
+                let saved = try await driver.saveSnapshot(vm.id, tag: "clean")
+                try await Self.mark(address, "later")
+                #expect(try await Self.marks(address) == ["disk": "later", "memory": "later", "tmpfs": "later"])
+                let before = try await driver.consoleOutput(vm.id, from: 0, limit: 1 << 20)
+                let loaded = try await driver.loadSnapshot(vm.id, tag: "clean")
+                print("libvirt test: snapshot save \(saved), load \(loaded) (256 MiB web guest, TCG)")
+                #expect(try await driver.status().first?.state == .running, "the restored guest is ready at once")
+                #expect(try await Self.marks(address) == clean, "after the load")
+                // The new QEMU appends to the same console log: what was read stays where it was.
+                let after = try await driver.consoleOutput(vm.id, from: 0, limit: 1 << 20)
+                #expect(after.text.hasPrefix(before.text) && after.next >= before.next)
+
+                // Paused, the guest answers nothing; resumed, it does.
+                try await driver.pause(vm.id)
+                let paused = try #require(try await driver.status().first)
+                #expect(paused.state == .running && paused.message == "paused")
+                await #expect(throws: (any Error).self, "a paused guest answered") {
+                    _ = try await Self.request(address, "/mark", timeout: .seconds(2))
+                }
+                try await driver.resume(vm.id)
+                #expect(try await Self.marks(address) == clean, "after resume")
+
+                // Stopped, it keeps its snapshots and starts from one without booting.
+                _ = try await driver.saveSnapshot(vm.id, tag: "second")
+                #expect(try await driver.snapshots(vm.id) == ["clean", "second"])
+                try await driver.stop(vm.id)
+                #expect(try await driver.status().first?.state == .stopped)
+                #expect(try await driver.snapshots(vm.id) == ["clean", "second"])
+                try await driver.deleteSnapshot(vm.id, tag: "second")
+                try await driver.start(vm.id, fromSnapshot: "clean")
+                let restored = try #require(try await driver.status().first)
+                #expect(restored.state == .running, "ready without a ready marker in this run")
+                print("libvirt test: start from snapshot in \(restored.bootMs.map { "\($0) ms" } ?? "?")")
+                #expect(try await Self.marks(address) == clean, "after a start from the snapshot")
+                // An agent restarting now finds the restored run ready, though it printed no marker.
+                let restarted = TestLibvirt.driver(uri: "qemu:///system", stateDirectory: state + "/vms")
+                #expect(try await restarted.recover().map(\.state) == [.running])
+                #expect(try await restarted.snapshots(vm.id) == ["clean"])
+            } catch {
+                try? await driver.delete(vm.id)
+                throw error
+            }
+            try await driver.delete(vm.id)
+            let domains = try await HostTool.text("virsh", ["-c", "qemu:///system", "list", "--all", "--name"])
+            #expect(!domains.contains("vireo-\(vm.name)"), "domain left defined: \(domains)")
+            #expect(!FileManager.default.fileExists(atPath: "/var/lib/libvirt/qemu/snapshot/vireo-\(vm.name)"))
         }
     }
 }
