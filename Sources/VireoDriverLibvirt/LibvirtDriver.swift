@@ -24,9 +24,9 @@ public actor LibvirtDriver: HypervisorDriver {
     public nonisolated let capabilities: Set<Capability> = [.serialConsole]
     public nonisolated let configuration: Configuration
     private let images: @Sendable (String) async throws -> GuestImage
-    private let logger: Logger
+    let logger: Logger
     private var connection: LibvirtConnection?
-    private var instances: [VMID: Instance] = [:]
+    var instances: [VMID: Instance] = [:]
     /// Creates under way, so that a second create of the same VM waits for the first.
     private var creating: [VMID: Task<Void, any Error>] = [:]
     private var stateChanged: @Sendable () -> Void = {}
@@ -59,7 +59,7 @@ public actor LibvirtDriver: HypervisorDriver {
     /// The connection, opened on first use and then kept (libvirt connections are long-lived, and
     /// the lifecycle events arrive on it). One that died (libvirtd restarted) is opened again, and
     /// the agent told to look: events may have been missed meanwhile.
-    private func open() throws -> LibvirtConnection {
+    func open() throws -> LibvirtConnection {
         if let connection {
             if virConnectIsAlive(connection.pointer) == 1 { return connection }
             logger.warning("libvirt connection lost; reconnecting", metadata: ["uri": "\(configuration.uri)"])
@@ -91,7 +91,7 @@ public actor LibvirtDriver: HypervisorDriver {
             cpus: facts.cpus, memoryMiB: facts.memoryMiB, driver: name, capabilities: Array(capabilities),
             attributes: [
                 "hypervisor": "\(facts.hypervisor) \(facts.hypervisorVersion)", "libvirt": facts.libvirtVersion,
-                "uri": configuration.uri,
+                "uri": configuration.uri, Self.stateDirectoryAttribute: configuration.stateDirectory,
                 // libvirt moves VMs live only between hosts running the same hypervisor under it.
                 HostFingerprint.migrationFamilyAttribute: "libvirt/\(facts.hypervisor)",
             ])
@@ -99,6 +99,7 @@ public actor LibvirtDriver: HypervisorDriver {
 
     public func status() async throws -> [InstanceStatus] {
         let connection = try open()
+        takeInImported(on: connection)
         var result: [InstanceStatus] = []
         for id in instances.keys.sorted() {
             guard var instance = instances[id] else { continue }
@@ -126,8 +127,8 @@ public actor LibvirtDriver: HypervisorDriver {
         case VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED:
             if instance.stopping { return (.stopping, nil) }
             if !instance.ready {
-                instance.ready = !configuration.guestsBoot || markerPrinted(instance)
-                if instance.ready, let startedAt = instance.startedAt {
+                instance.ready = !configuration.guestsBoot || instance.record.isImported || markerPrinted(instance)
+                if instance.ready, !instance.record.isImported, let startedAt = instance.startedAt {
                     let elapsed = ContinuousClock.now - startedAt
                     instance.bootMs = Int(
                         elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
@@ -179,6 +180,7 @@ public actor LibvirtDriver: HypervisorDriver {
     // MARK: Lifecycle
 
     public func create(_ spec: InstanceSpec) async throws {
+        if spec.image == LibvirtDomainConversion.importedImage { return try createImported(spec) }
         if let existing = instances[spec.id] {
             guard existing.record.spec == spec else {
                 throw VireoError(.conflict, "VM \(spec.id) already exists with a different spec")
@@ -356,10 +358,10 @@ public actor LibvirtDriver: HypervisorDriver {
 
     // MARK: Files
 
-    private func directory(of id: VMID) -> String { configuration.stateDirectory + "/" + id.rawValue }
+    func directory(of id: VMID) -> String { configuration.stateDirectory + "/" + id.rawValue }
     private func runOffsetPath(_ id: VMID) -> String { directory(of: id) + "/run-offset" }
 
-    private static func size(of path: String) -> UInt64 {
+    static func size(of path: String) -> UInt64 {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
     }
 
