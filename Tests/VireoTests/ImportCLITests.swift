@@ -34,6 +34,11 @@ struct ImportCLITests {
         let table = try await vireo(["import", "libvirt", "--uri", Self.uri, "--domain", "test", "--dry-run"], server: server)
         #expect(table.stdout.hasPrefix("DOMAIN") && table.stdout.contains("would import on local"), "\(table.stdout)")
         #expect(try await vms().isEmpty, "a dry run records nothing")
+        // Without --domain: every domain without Vireo's metadata (the CLI's test hypervisor has one).
+        let all = try await vireo(["import", "libvirt", "--uri", Self.uri, "--dry-run", "-o", "json"], server: server)
+        #expect(all.status == 0, "\(all.stderr)")
+        #expect(all.stdout.components(separatedBy: #""domain" : "#).count == 2, "one domain: \(all.stdout)")
+        #expect(all.stdout.contains(#""domain" : "test""#) && all.stdout.contains(#""dryRun" : true"#))
 
         let unknown = try await vireo(["import", "libvirt", "--uri", Self.uri, "--domain", "nope"], server: server)
         #expect(unknown.status == 3, "\(unknown.stderr)")
