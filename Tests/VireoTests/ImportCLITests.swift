@@ -81,9 +81,10 @@ struct ImportCLITests {
 }
 
 extension RealQEMU {
-    /// `vireo import libvirt` end to end on `qemu:///system`: a domain someone defined and started
-    /// with virsh (from a Vireo-built image, booted under TCG) is adopted by a `vireo up` whose agent
-    /// runs the libvirt driver, without a restart, and is then stopped, started and deleted through Vireo.
+    /// `vireo import libvirt` end to end on `qemu:///system`: domains someone defined (and one
+    /// started) with virsh, from a Vireo-built image booted under TCG, are adopted by a `vireo up`
+    /// whose agent runs the libvirt driver, without a restart, then stopped, started and deleted
+    /// through Vireo.
     @Suite("vireo import libvirt (qemu:///system)")
     struct ImportQEMUTests {
         static let uri = "qemu:///system"
@@ -97,16 +98,10 @@ extension RealQEMU {
                 .trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
-        @Test(
-            "a running domain defined with virsh is imported with its UUID, keeps its QEMU process, then stops, starts and is deleted"
-        )
-        func importRunningDomain() async throws {
-            try await LibvirtQEMUTests.ensureDaemons()
-            let image = try await TestLibvirt.realImage("tiny")
-            let directory = temporaryDirectory()
-            let name = "legacy-\(UUID().uuidString.prefix(6).lowercased())"
-            let disk = directory + "/disk.qcow2"
-            let serial = directory + "/serial.log"
+        /// A domain as someone's own tooling would define it: direct kernel boot of a Vireo-built
+        /// image, an overlay disk and a serial file in `directory`, no Vireo metadata.
+        static func defineDomain(_ name: String, image: GuestImage, in directory: String) async throws {
+            let disk = "\(directory)/\(name).qcow2"
             try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", disk])
             let xml = """
                 <domain type='qemu'>
@@ -127,68 +122,95 @@ extension RealQEMU {
                       <source file='\(disk)'/>
                       <target dev='vda' bus='virtio'/>
                     </disk>
-                    <serial type='file'><source path='\(serial)' append='on'/><target port='0'/></serial>
+                    <serial type='file'><source path='\(directory)/\(name).log' append='on'/><target port='0'/></serial>
                     <memballoon model='none'/>
                   </devices>
                 </domain>
                 """
-            try xml.write(toFile: directory + "/domain.xml", atomically: true, encoding: .utf8)
-            _ = try await Self.virsh(["define", directory + "/domain.xml"])
+            try xml.write(toFile: "\(directory)/\(name).xml", atomically: true, encoding: .utf8)
+            _ = try await virsh(["define", "\(directory)/\(name).xml"])
+        }
+
+        @Test(
+            "a running and a defined domain are imported together with their UUIDs, the running one keeping its QEMU process; both stop, start and are deleted through Vireo"
+        )
+        func importDomains() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            let image = try await TestLibvirt.realImage("tiny")
+            let directory = temporaryDirectory()
+            let suffix = UUID().uuidString.prefix(6).lowercased()
+            let names = (running: "legacy-\(suffix)", defined: "legacy-def-\(suffix)")
             var up: UpProcess?
             var failure: (any Error)?
             do {
-                try await run(name: name, serial: serial, disk: disk, image: image) { up = $0 }
+                try await Self.defineDomain(names.running, image: image, in: directory)
+                try await Self.defineDomain(names.defined, image: image, in: directory)
+                try await run(names, directory: directory, image: image) { up = $0 }
             } catch {
                 failure = error
             }
-            // Whatever happened, nothing is left behind: the domain is already gone when Vireo deleted it.
+            // Whatever happened, nothing is left behind (the domains are already gone when Vireo deleted them).
             up?.kill(SIGTERM)
-            _ = try? await HostTool.run("virsh", ["-c", Self.uri, "destroy", name], acceptedStatus: [0, 1])
-            _ = try? await HostTool.run("virsh", ["-c", Self.uri, "undefine", name], acceptedStatus: [0, 1])
+            for name in [names.running, names.defined] {
+                _ = try? await HostTool.run("virsh", ["-c", Self.uri, "destroy", name], acceptedStatus: [0, 1])
+                _ = try? await HostTool.run("virsh", ["-c", Self.uri, "undefine", name], acceptedStatus: [0, 1])
+            }
             try? FileManager.default.removeItem(atPath: directory)
             if let failure { throw failure }
         }
 
         func run(
-            name: String, serial: String, disk: String, image: GuestImage, started: (UpProcess) -> Void
+            _ names: (running: String, defined: String), directory: String, image: GuestImage, started: (UpProcess) -> Void
         ) async throws {
+            let name = names.running
             _ = try await Self.virsh(["start", name])
             let uuid = try await Self.virsh(["domuuid", name]).trimmingCharacters(in: .whitespacesAndNewlines)
+            let definedUUID = try await Self.virsh(["domuuid", names.defined]).trimmingCharacters(in: .whitespacesAndNewlines)
             let pid = try #require(Self.qemuPID(name))
             try await eventually("the guest booted", within: 120) {
-                ((try? String(contentsOfFile: serial, encoding: .utf8)) ?? "").contains(image.readyMarker)
+                ((try? String(contentsOfFile: "\(directory)/\(name).log", encoding: .utf8)) ?? "").contains(image.readyMarker)
             }
 
             let process = try UpProcess(
                 driver: ["--driver", "libvirt", "--driver-opt", "uri=\(Self.uri)", "--driver-opt", "network=none"])
             started(process)
             let server = try await process.ready()
-            let dry = try await vireo(["import", "libvirt", "--uri", Self.uri, "--domain", name, "--dry-run"], server: server)
+            let selection = ["--uri", Self.uri, "--domain", name, "--domain", names.defined]
+            let dry = try await vireo(["import", "libvirt"] + selection + ["--dry-run"], server: server)
             #expect(dry.status == 0 && dry.stdout.contains("would import on local"), "\(dry.stdout)\(dry.stderr)")
-            let imported = try await vireo(["import", "libvirt", "--uri", Self.uri, "--domain", name], server: server)
+            let imported = try await vireo(["import", "libvirt"] + selection, server: server)
             #expect(imported.status == 0, "\(imported.stderr)")
-            print("import test: \(imported.stdout)")
-            try await eventually("the imported VM runs", within: 30) {
-                let list = try await vireo(["vm", "list", "-o", "json"], server: server)
-                return try decodeJSON([VMView].self, list.stdout).first { $0.name == name }?.state == .running
+            print("import test:\n\(imported.stdout)")
+            try await eventually("the imported VMs are reported", within: 30) {
+                let list = try decodeJSON([VMView].self, try await vireo(["vm", "list", "-o", "json"], server: server).stdout)
+                return list.first { $0.name == name }?.state == .running
+                    && list.first { $0.name == names.defined }?.state == .stopped
             }
             let vm = try decodeJSON(VMView.self, try await vireo(["vm", "show", name, "-o", "json"], server: server).stdout)
-            #expect(vm.id.rawValue == uuid && vm.host == "local")
+            #expect(vm.id.rawValue == uuid && vm.host == "local" && vm.intent == .running)
+            let defined = try decodeJSON(
+                VMView.self, try await vireo(["vm", "show", names.defined, "-o", "json"], server: server).stdout)
+            #expect(defined.id.rawValue == definedUUID && defined.intent == .stopped)
+            #expect(try await Self.virsh(["domstate", names.defined]).contains("shut off"), "a defined domain is not started")
             #expect(Self.qemuPID(name) == pid, "the domain's QEMU process is the one it had before the import")
             let logs = try await vireo(["vm", "logs", name], server: server)
             #expect(logs.stdout.contains(image.readyMarker), "the console is the domain's serial file")
+            let again = try await vireo(["import", "libvirt", "--uri", Self.uri, "--domain", name], server: server)
+            #expect(again.status == 4 && again.stderr.contains("already managed"), "\(again.stderr)")
 
             let stop = try await vireo(["vm", "stop", name, "--wait"], server: server)
             #expect(stop.status == 0, "\(stop.stderr)")
             #expect(try await Self.virsh(["domstate", name]).contains("shut off"))
-            let start = try await vireo(["vm", "start", name, "--wait"], server: server)
-            #expect(start.status == 0, "\(start.stderr)")
-            #expect(try await Self.virsh(["domstate", name]).contains("running"))
-            let delete = try await vireo(["vm", "delete", name, "--wait"], server: server)
-            #expect(delete.status == 0, "\(delete.stderr)")
-            let names = try await Self.virsh(["list", "--all", "--name"])
-            #expect(!names.contains(name), "the domain is undefined: \(names)")
-            #expect(FileManager.default.fileExists(atPath: disk), "the disk Vireo did not create stays")
+            for vm in [name, names.defined] {
+                let start = try await vireo(["vm", "start", vm, "--wait"], server: server)
+                #expect(start.status == 0, "\(start.stderr)")
+                #expect(try await Self.virsh(["domstate", vm]).contains("running"))
+                let delete = try await vireo(["vm", "delete", vm, "--wait"], server: server)
+                #expect(delete.status == 0, "\(delete.stderr)")
+            }
+            let listed = try await Self.virsh(["list", "--all", "--name"])
+            #expect(!listed.contains(name) && !listed.contains(names.defined), "the domains are undefined: \(listed)")
+            #expect(FileManager.default.fileExists(atPath: "\(directory)/\(name).qcow2"), "a disk Vireo did not create stays")
         }
     }
 }
