@@ -20,8 +20,11 @@ struct ImportCLITests {
     )
     func importTestDomain() async throws {
         let up = try UpProcess(driver: ["--driver", "libvirt", "--driver-opt", "uri=\(Self.uri)"])
+        defer {
+            up.kill(SIGTERM)
+            try? FileManager.default.removeItem(atPath: up.dataDir)
+        }
         let server = try await up.ready()
-        defer { up.kill(SIGTERM) }
         func vms() async throws -> [VMView] {
             try decodeJSON([VMView].self, try await vireo(["vm", "list", "-o", "json"], server: server).stdout)
         }
@@ -151,6 +154,7 @@ extension RealQEMU {
             }
             // Whatever happened, nothing is left behind (the domains are already gone when Vireo deleted them).
             up?.kill(SIGTERM)
+            if let up { try? FileManager.default.removeItem(atPath: up.dataDir) }
             for name in [names.running, names.defined] {
                 _ = try? await HostTool.run("virsh", ["-c", Self.uri, "destroy", name], acceptedStatus: [0, 1])
                 _ = try? await HostTool.run("virsh", ["-c", Self.uri, "undefine", name], acceptedStatus: [0, 1])

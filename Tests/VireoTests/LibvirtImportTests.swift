@@ -191,12 +191,13 @@ struct LibvirtImportAdoptionTests {
     func lifecycle() async throws {
         let keep = try LibvirtConnection(uri: "test:///default")
         let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let name = "imp-\(UUID().uuidString.prefix(6).lowercased())"
         let uuid = try Self.define(name, disk: directory + "/disk.img", start: true, on: keep)
         let idBefore = try Self.domainID(uuid, on: keep)
         let state = directory + "/vms"
         let driver = TestLibvirt.driver(uri: "test:///default", stateDirectory: state)
-        let other = TestLibvirt.driver(uri: "test:///default")
+        let other = TestLibvirt.driver(uri: "test:///default", stateDirectory: directory + "/other")
         #expect(try await driver.status().isEmpty, "nothing is taken before it is adopted")
 
         let source = try LibvirtImportSource(uri: "test:///default")
@@ -241,6 +242,7 @@ struct LibvirtImportAdoptionTests {
     func released() async throws {
         let keep = try LibvirtConnection(uri: "test:///default")
         let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let name = "imp-\(UUID().uuidString.prefix(6).lowercased())"
         let uuid = try Self.define(name, disk: directory + "/disk.img", start: false, on: keep)
         defer {
@@ -264,6 +266,7 @@ struct LibvirtImportAdoptionTests {
     func refusedImportIsUndone() async throws {
         let keep = try LibvirtConnection(uri: "test:///default")
         let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let names = (0..<2).map { _ in "imp-\(UUID().uuidString.prefix(6).lowercased())" }
         let uuids = try names.enumerated().map { index, name in
             try Self.define(name, disk: directory + "/disk\(index).img", start: index == 0, on: keep)
@@ -306,7 +309,9 @@ struct LibvirtImportAdoptionTests {
 
     @Test("create of an imported VM whose domain is not adopted for this driver says so; nothing is built")
     func missing() async throws {
-        let driver = TestLibvirt.driver(uri: "test:///default")
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let driver = TestLibvirt.driver(uri: "test:///default", stateDirectory: directory + "/vms")
         let spec = InstanceSpec(id: .generate(), name: "gone", image: "imported", cpus: 1, memoryMiB: 128)
         let error = await #expect(throws: VireoError.self) { try await driver.create(spec) }
         #expect(error?.code == .notFound && error?.message.contains("cannot be made again") == true)
