@@ -101,6 +101,13 @@ extension RealQEMU {
                 .trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
+        /// The domain's Vireo metadata element as virsh shows it; empty when it has none.
+        static func vireoMetadata(_ domain: String) async throws -> String {
+            let output = try await HostTool.run(
+                "virsh", ["-c", uri, "metadata", domain, "--uri", "https://vireo.dev/xmlns/libvirt/1"], acceptedStatus: [0, 1])
+            return String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
         /// A domain as someone's own tooling would define it: direct kernel boot of a Vireo-built
         /// image, an overlay disk and a serial file in `directory`, no Vireo metadata.
         static func defineDomain(_ name: String, image: GuestImage, in directory: String) async throws {
@@ -180,11 +187,21 @@ extension RealQEMU {
             started(process)
             let server = try await process.ready()
             let selection = ["--uri", Self.uri, "--domain", name, "--domain", names.defined]
+            // A clash with one domain refuses both, and leaves both domains as they were.
+            #expect(try await vireo(["vm", "create", names.defined, "--host", "nowhere"], server: server).status == 0)
+            let clash = try await vireo(["import", "libvirt"] + selection, server: server)
+            #expect(clash.status == 4 && clash.stderr.contains("a VM named '\(names.defined)' already exists"), "\(clash.stderr)")
+            for domain in [name, names.defined] {
+                #expect(try await Self.vireoMetadata(domain).isEmpty, "no Vireo metadata on \(domain)")
+            }
+            #expect(try await vireo(["vm", "delete", names.defined], server: server).status == 0)
             let dry = try await vireo(["import", "libvirt"] + selection + ["--dry-run"], server: server)
             #expect(dry.status == 0 && dry.stdout.contains("would import on local"), "\(dry.stdout)\(dry.stderr)")
             let imported = try await vireo(["import", "libvirt"] + selection, server: server)
             #expect(imported.status == 0, "\(imported.stderr)")
             print("import test:\n\(imported.stdout)")
+            let written = try await Self.vireoMetadata(names.defined)
+            #expect(written.contains(#""image":"imported""#), "\(written)")
             try await eventually("the imported VMs are reported", within: 30) {
                 let list = try decodeJSON([VMView].self, try await vireo(["vm", "list", "-o", "json"], server: server).stdout)
                 return list.first { $0.name == name }?.state == .running
