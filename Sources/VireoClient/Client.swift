@@ -65,6 +65,11 @@ public struct VireoClient: Sendable {
         try await send(.POST, "/v1/vms", body: try VireoJSON.encoder().encode(JSONValue.object(body)))
     }
 
+    /// Records VMs a host's hypervisor already has (`POST /v1/vms/import`): all of them or none.
+    public func importVMs(_ request: VMImportRequest) async throws -> VMImportResult {
+        try await send(.POST, "/v1/vms/import", body: try VireoJSON.encoder().encode(request))
+    }
+
     public func startVM(_ reference: String) async throws -> VMView {
         try await send(.POST, "/v1/vms/\(escape(reference))/start")
     }

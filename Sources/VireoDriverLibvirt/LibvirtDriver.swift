@@ -96,7 +96,7 @@ public actor LibvirtDriver: HypervisorDriver {
             cpus: facts.cpus, memoryMiB: facts.memoryMiB, driver: name, capabilities: Array(capabilities),
             attributes: [
                 "hypervisor": "\(facts.hypervisor) \(facts.hypervisorVersion)", "libvirt": facts.libvirtVersion,
-                "uri": configuration.uri,
+                "uri": configuration.uri, Self.stateDirectoryAttribute: configuration.stateDirectory,
                 // libvirt moves VMs live only between hosts running the same hypervisor under it.
                 HostFingerprint.migrationFamilyAttribute: "libvirt/\(facts.hypervisor)",
             ])
@@ -104,6 +104,7 @@ public actor LibvirtDriver: HypervisorDriver {
 
     public func status() async throws -> [InstanceStatus] {
         let connection = try open()
+        takeInImported(on: connection)
         var result: [InstanceStatus] = []
         for id in instances.keys.sorted() {
             guard var instance = instances[id] else { continue }
@@ -131,8 +132,10 @@ public actor LibvirtDriver: HypervisorDriver {
         case VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED:
             if instance.stopping { return (.stopping, nil) }
             if !instance.ready {
-                instance.ready = !configuration.guestsBoot || instance.restored || markerPrinted(instance)
-                if instance.ready, let startedAt = instance.startedAt {
+                instance.ready =
+                    !configuration.guestsBoot || instance.restored || instance.record.isImported
+                    || markerPrinted(instance)
+                if instance.ready, !instance.record.isImported, let startedAt = instance.startedAt {
                     let elapsed = ContinuousClock.now - startedAt
                     instance.bootMs = Int(
                         elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
@@ -189,6 +192,7 @@ public actor LibvirtDriver: HypervisorDriver {
     // MARK: Lifecycle
 
     public func create(_ spec: InstanceSpec) async throws {
+        if spec.image == LibvirtDomainConversion.importedImage { return try createImported(spec) }
         if let existing = instances[spec.id] {
             guard existing.record.spec == spec else {
                 throw VireoError(.conflict, "VM \(spec.id) already exists with a different spec")
@@ -386,11 +390,11 @@ public actor LibvirtDriver: HypervisorDriver {
 
     // MARK: Files
 
-    private func directory(of id: VMID) -> String { configuration.stateDirectory + "/" + id.rawValue }
+    func directory(of id: VMID) -> String { configuration.stateDirectory + "/" + id.rawValue }
     private func runOffsetPath(_ id: VMID) -> String { directory(of: id) + "/run-offset" }
     private func runSnapshotPath(_ id: VMID) -> String { directory(of: id) + "/run-snapshot" }
 
-    private static func size(of path: String) -> UInt64 {
+    static func size(of path: String) -> UInt64 {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
     }
 

@@ -87,6 +87,10 @@ public struct VireoServer: Sendable {
             let spec = try VMSpecValidation.fromAPIBody(body)
             return try json(try await controller.createVM(spec), status: .created)
         }
+        router.post("/v1/vms/import") { request, _ in
+            let body = try await readJSONBody(request)
+            return try json(try await controller.importVMs(try VMImport.fromAPIBody(body)), status: .created)
+        }
         router.get("/v1/vms/{vm}") { _, context in
             try json(try await controller.vm(context.parameters.require("vm")))
         }
