@@ -70,7 +70,9 @@ public struct ConsoleReport: Sendable, Codable, Equatable {
 public struct MigrationReport: Sendable, Codable, Equatable {
     public var id: MigrationID
     /// Destination: `ready` (listening on `incomingURI`) or `failed`. Source: `running` (with
-    /// `progress`), `completed` (with `stats`) or `failed`.
+    /// `progress`), `completed` (with `stats`) or `failed`. A cold move turns it round: the source
+    /// reports `ready` (the VM stopped, its disk offered at `incomingURI`), the destination
+    /// `completed` (with `stats`) once the VM is there; both settle.
     public var state: MigrationState
     public var incomingURI: String?
     public var progress: MigrationProgress?
@@ -106,12 +108,16 @@ public struct MigrationOrder: Sendable, Codable, Equatable {
     public var incomingURI: String?
     /// Shared disk, or a copy made during the move (absent: shared).
     public var storage: MigrationStorage?
+    /// Live or cold (absent: live). In a cold move the source gets ready (stops the VM and offers
+    /// its disk at `incomingURI`) and the destination copies it and starts the VM.
+    public var kind: MigrationKind?
 
     public init(
         id: MigrationID, role: Role, state: MigrationState, vm: DesiredVM, guestAddress: String?, incomingURI: String?,
-        storage: MigrationStorage? = nil
+        storage: MigrationStorage? = nil, kind: MigrationKind? = nil
     ) {
         self.storage = storage
+        self.kind = kind
         self.id = id
         self.role = role
         self.state = state

@@ -9,6 +9,8 @@ public struct VMView: Sendable, Codable, Equatable {
     public var image: String
     public var cpus: Int
     public var memoryMiB: Int
+    /// The disk size the VM asked for, in MiB; absent: the image's.
+    public var diskMiB: Int?
     public var state: VMState
     public var intent: PowerIntent
     public var host: String?
@@ -36,6 +38,7 @@ public struct VMView: Sendable, Codable, Equatable {
         image = vm.spec.image
         cpus = vm.spec.cpus
         memoryMiB = vm.spec.memoryMiB
+        diskMiB = vm.spec.diskMiB
         state = vm.state
         intent = vm.intent
         host = hostName
@@ -210,9 +213,12 @@ public struct MigrationView: Sendable, Codable, Equatable {
     public var endedAt: Date?
     /// `shared` (only memory and devices moved) or `copy` (the disk was copied too).
     public var storage: MigrationStorage
+    /// `live`, or `cold` (stopped, disk copied, started again).
+    public var kind: MigrationKind
 
     public init(_ migration: Migration, source: String, destination: String) {
         storage = migration.storage ?? .shared
+        kind = migration.kind ?? .live
         id = migration.id
         vm = migration.vmName
         vmID = migration.vmID

@@ -15,11 +15,111 @@ extension Agent {
         }
         let current = Dictionary(statuses.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         for order in orders {
-            switch order.role {
-            case .destination: await actAsDestination(order, status: current[order.vm.id])
-            case .source: actAsSource(order)
+            switch (order.kind ?? .live, order.role) {
+            case (.live, .destination): await actAsDestination(order, status: current[order.vm.id])
+            case (.live, .source): actAsSource(order)
+            case (.cold, .source): coldSource(order)
+            case (.cold, .destination): coldDestination(order)
             }
         }
+    }
+
+    // MARK: Cold moves
+
+    /// Source of a cold move: stops the VM and offers its disk; once the move has ended, removes
+    /// the VM (completed) or starts it again if it is meant to run (failed).
+    private func coldSource(_ order: MigrationOrder) {
+        let report = state.withLock { $0.migrationReports[order.id] }
+        if report?.settled == true { return }
+        switch order.state {
+        case .pending where report == nil:
+            launch(order) { agent in
+                do {
+                    let uri = try await agent.stopAndExport(order.vm)
+                    return MigrationReport(id: order.id, state: .ready, incomingURI: uri)
+                } catch {
+                    // The VM stays here; if it ran, it runs again.
+                    try? await agent.restartIfWanted(order.vm)
+                    return MigrationReport(id: order.id, state: .failed, message: "\(error)")
+                }
+            }
+        case .completed, .failed:
+            launch(order) { agent in
+                await agent.driver.closeDiskExport(order.vm.id)
+                do {
+                    if order.state == .completed {
+                        try await agent.driver.delete(order.vm.id)
+                    } else {
+                        try await agent.restartIfWanted(order.vm)
+                    }
+                } catch {
+                    agent.logger.error(
+                        "cannot settle a cold move", metadata: ["vm": "\(order.vm.name)", "error": "\(error)"])
+                    return MigrationReport(id: order.id, state: order.state, message: "\(error)")
+                }
+                agent.logger.info(
+                    order.state == .completed ? "moved cold; removed here" : "cold move failed; kept here",
+                    metadata: ["vm": "\(order.vm.name)", "migration": "\(order.id)"])
+                return MigrationReport(id: order.id, state: order.state, settled: true)
+            }
+        default: break
+        }
+    }
+
+    /// Destination of a cold move: makes the VM with a copy of the offered disk and starts it if it
+    /// is meant to run; discards what it made if the move failed.
+    private func coldDestination(_ order: MigrationOrder) {
+        let report = state.withLock { $0.migrationReports[order.id] }
+        if report?.settled == true { return }
+        switch order.state {
+        case .ready where report == nil:
+            guard let uri = order.incomingURI else { return }
+            launch(order) { agent in
+                let started = ContinuousClock.now
+                var spec = order.vm.instanceSpec
+                spec.diskSource = uri
+                do {
+                    try await agent.driver.create(spec)
+                    let copiedMs = Int((ContinuousClock.now - started) / .milliseconds(1))
+                    if order.vm.intent == .running { try await agent.driver.start(order.vm.id) }
+                    let stats = MigrationStats(
+                        totalTimeMs: 0, downtimeMs: 0, transferredBytes: 0, storageBytes: nil, storageTimeMs: copiedMs)
+                    return MigrationReport(id: order.id, state: .completed, stats: stats, settled: true)
+                } catch {
+                    try? await agent.driver.delete(order.vm.id)
+                    return MigrationReport(id: order.id, state: .failed, message: "\(error)", settled: true)
+                }
+            }
+        case .failed:
+            launch(order) { agent in
+                try? await agent.driver.delete(order.vm.id)
+                return MigrationReport(id: order.id, state: .failed, settled: true)
+            }
+        default: break
+        }
+    }
+
+    /// Stops the VM (gracefully, then by force after the driver's grace period) and offers its disk.
+    private func stopAndExport(_ vm: DesiredVM) async throws -> String {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while true {
+            guard let status = try await driver.status().first(where: { $0.id == vm.id }) else {
+                throw VireoError(.notFound, "VM \(vm.name) is not on this host")
+            }
+            if status.state == .stopped || status.state == .failed { break }
+            if status.state != .stopping { try await driver.stop(vm.id) }
+            guard ContinuousClock.now < deadline else { throw VireoError(.unavailable, "VM \(vm.name) did not stop") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return try await driver.exportDisk(vm.id, listenAddress: settings.address ?? "127.0.0.1")
+    }
+
+    private func restartIfWanted(_ vm: DesiredVM) async throws {
+        guard vm.intent == .running,
+            let status = try await driver.status().first(where: { $0.id == vm.id }),
+            status.state == .stopped || status.state == .failed
+        else { return }
+        try await driver.start(vm.id)
     }
 
     private func actAsDestination(_ order: MigrationOrder, status: InstanceStatus?) async {

@@ -80,9 +80,13 @@ public struct VireoClient: Sendable {
         try await send(.DELETE, "/v1/vms/\(escape(reference))")
     }
     /// `copyStorage` nil: the controller copies the disk only when the hosts do not share it.
-    public func migrateVM(_ reference: String, to host: String, copyStorage: Bool? = nil) async throws -> MigrationView {
+    /// `cold`: stop, copy the disk, start on the destination (across hypervisor families too).
+    public func migrateVM(_ reference: String, to host: String, copyStorage: Bool? = nil, cold: Bool = false)
+        async throws -> MigrationView
+    {
         var body: [String: JSONValue] = ["to": .string(host)]
         if let copyStorage { body["copyStorage"] = .bool(copyStorage) }
+        if cold { body["cold"] = .bool(true) }
         return try await send(
             .POST, "/v1/vms/\(escape(reference))/migrate", body: try VireoJSON.encoder().encode(JSONValue.object(body)))
     }

@@ -141,7 +141,10 @@ extension ClusterModel {
     }
 
     func desiredState(for host: HostID) -> DesiredHostState {
-        let vms = (state.vmsByHost[host] ?? []).compactMap { state.vms[$0] }.sorted { $0.name < $1.name }
+        // A VM moving cold is the migration's to stop and hand over, not the host's to keep running.
+        let vms = (state.vmsByHost[host] ?? []).compactMap { state.vms[$0] }
+            .filter { migrations.isEmpty || migrations.active(of: $0.id)?.kind != .cold }
+            .sorted { $0.name < $1.name }
         return DesiredHostState(
             vms: vms.map {
                 DesiredVM(

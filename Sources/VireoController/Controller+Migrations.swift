@@ -18,6 +18,14 @@ extension Controller {
         }
     }
 
+    /// Starts a cold move: the VM stops, its disk is copied to the destination, and it starts there
+    /// if it ran. Any two hosts whose drivers can (`cold-migration`), whatever their hypervisors.
+    public func migrateVMCold(_ reference: String, to hostReference: String, reason: String = "requested") async throws
+        -> MigrationView
+    {
+        try await write { model in model.view(try model.startColdMigration(reference, to: hostReference, reason: reason)) }
+    }
+
     /// Migrations newest first, of one VM if given (also one deleted since): from the store,
     /// with the progress of those under way.
     public func listMigrations(vm reference: String? = nil, limit: Int = 100) async throws -> MigrationList {
@@ -86,6 +94,53 @@ extension ClusterModel {
             requestedAt: time, storage: storage)
         remember(migration)
         events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
+        return migration
+    }
+
+    /// Checks and records a cold move.
+    mutating func startColdMigration(_ reference: String, to hostReference: String, reason: String) throws -> Migration {
+        let vm = try lookupVM(reference)
+        guard let destination = state.host(named: hostReference) ?? state.hosts[HostID(hostReference)] else {
+            throw VireoError.notFound("host", hostReference)
+        }
+        guard let sourceID = vm.hostID, let source = state.hosts[sourceID],
+            [.running, .stopped].contains(vm.state), vm.intent != .deleted
+        else {
+            throw VireoError(
+                .failedPrecondition, "VM '\(vm.name)' is \(vm.state.rawValue); only a running or stopped VM on a host can move")
+        }
+        if let active = migrations.active(of: vm.id) {
+            throw VireoError(.conflict, "VM '\(vm.name)' is already migrating (migration \(active.id))")
+        }
+        guard destination.id != source.id else {
+            throw VireoError(.failedPrecondition, "VM '\(vm.name)' is already on host '\(destination.name)'")
+        }
+        if !ImageCatalogue.builtIn.contains(where: { $0.name == vm.spec.image }) {
+            throw VireoError(
+                .failedPrecondition,
+                "VM '\(vm.name)' runs image '\(vm.spec.image)', which other hosts cannot make: it cannot move cold")
+        }
+        for host in [source, destination] where host.state != .ready {
+            throw VireoError(.unavailable, "host '\(host.name)' is \(host.state.rawValue)")
+        }
+        for host in [source, destination] where !host.fingerprint.capabilities.contains(.coldMigration) {
+            throw VireoError(
+                .failedPrecondition,
+                "host '\(host.name)' (driver \(host.fingerprint.driver)) cannot move VMs cold: it lacks cold-migration")
+        }
+        let cluster = state.placementCluster(settings: settings.placement)
+        if let index = cluster.hosts.firstIndex(where: { $0.id == destination.id }),
+            let reason = InitialPlacement.evaluate(PlacementVM(vm, pinned: false), on: index, in: cluster).filtered
+        {
+            throw VireoError(.failedPrecondition, "host '\(destination.name)' cannot take VM '\(vm.name)': \(reason)")
+        }
+        let time = now()
+        let migration = Migration(
+            vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
+            requestedAt: time, storage: .copy, kind: .cold)
+        remember(migration)
+        events.publish(
+            .migration, name: vm.name, to: migration.state.rawValue, message: "cold, to \(destination.name)", at: time)
         return migration
     }
 
@@ -166,7 +221,8 @@ extension ClusterModel {
     func migrationOrders(for host: HostID) -> [MigrationOrder] {
         migrations.open.compactMap { migration -> MigrationOrder? in
             let role: MigrationOrder.Role
-            if migration.source == host && migration.state.isActive {
+            let cold = migration.kind == .cold
+            if migration.source == host && (migration.state.isActive || (cold && migration.sourceSettled != true)) {
                 role = .source
             } else if migration.destination == host && (migration.state.isActive || !migration.destinationSettled) {
                 role = .destination
@@ -179,7 +235,8 @@ extension ClusterModel {
                 vm: DesiredVM(
                     id: vm.id, name: vm.name, image: vm.spec.image, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB,
                     intent: vm.intent, generation: vm.generation, diskMiB: vm.spec.diskMiB),
-                guestAddress: vm.address, incomingURI: migration.incomingURI, storage: migration.storage)
+                guestAddress: vm.address, incomingURI: migration.incomingURI, storage: migration.storage,
+                kind: migration.kind)
         }.sorted { $0.id < $1.id }
     }
 
@@ -189,7 +246,9 @@ extension ClusterModel {
         for report in heartbeat.migrations ?? [] {
             guard var migration = migrations[report.id] else { continue }
             let before = migration
-            if migration.destination == host {
+            if migration.kind == .cold {
+                if applyColdReport(report, from: host, to: &migration, at: time) { continue }
+            } else if migration.destination == host {
                 switch report.state {
                 case .ready where migration.state == .pending:
                     migration.state = .ready
@@ -222,7 +281,7 @@ extension ClusterModel {
         // destination proves the move happened.
         let incoming = Dictionary(
             migrations.open
-                .filter { $0.destination == host && ($0.state == .running || $0.state == .ready) }
+                .filter { $0.destination == host && ($0.state == .running || $0.state == .ready) && $0.kind != .cold }
                 .map { ($0.vmID, $0) },
             uniquingKeysWith: { a, _ in a })
         for instance in heartbeat.instances where instance.state == .running {
@@ -230,6 +289,43 @@ extension ClusterModel {
             migration.message = "completed as reported by the destination"
             complete(&migration, at: time)
         }
+    }
+
+    /// What a host says about a cold move. Returns true when it has written the migration itself.
+    private mutating func applyColdReport(
+        _ report: MigrationReport, from host: HostID, to migration: inout Migration, at time: Date
+    ) -> Bool {
+        if migration.source == host {
+            switch report.state {
+            case .ready where migration.state == .pending:
+                // The VM is stopped and its disk offered: the destination copies it now.
+                migration.state = .ready
+                migration.startedAt = time
+                migration.incomingURI = report.incomingURI
+            case .failed where migration.state.isActive:
+                migration = failed(migration, "source: \(report.message ?? "failed")", at: time)
+            default: break
+            }
+            if report.settled == true, !migration.state.isActive { migration.sourceSettled = true }
+        } else if migration.destination == host {
+            switch report.state {
+            case .completed where migration.state.isActive:
+                var stats = report.stats ?? MigrationStats(totalTimeMs: 0, downtimeMs: 0, transferredBytes: 0)
+                // The VM was down from the request (the source stopped it) to now.
+                let downMs = Int(time.timeIntervalSince(migration.requestedAt) * 1000)
+                stats.totalTimeMs = downMs
+                stats.downtimeMs = downMs
+                migration.stats = stats
+                migration.destinationSettled = report.settled == true
+                complete(&migration, at: time)
+                return true
+            case .failed where migration.state.isActive:
+                migration = failed(migration, "destination: \(report.message ?? "failed")", at: time)
+            default: break
+            }
+            if report.settled == true { migration.destinationSettled = true }
+        }
+        return false
     }
 
     /// The VM now lives on the destination. Writes the migration and the VM together.
@@ -263,6 +359,7 @@ extension ClusterModel {
     private mutating func save(_ migration: Migration, was before: Migration, at time: Date) {
         // Progress alone is kept in memory: it changes every heartbeat and means nothing after a restart.
         if migration.state != before.state || migration.destinationSettled != before.destinationSettled
+            || migration.sourceSettled != before.sourceSettled
             || migration.stats != before.stats || migration.incomingURI != before.incomingURI
         {
             remember(migration)
@@ -284,13 +381,17 @@ extension ClusterModel {
                 reason = "the VM was deleted"
             } else if let host = [migration.source, migration.destination].first(where: { state.hosts[$0]?.state != .ready }) {
                 reason = "host '\(state.hosts[host]?.name ?? host.rawValue)' is unreachable"
-            } else if migration.state != .running,
-                time.timeIntervalSince(migration.requestedAt) > settings.migrationStartTimeout.seconds
+            } else if migration.state != .running, migration.kind != .cold || migration.state == .pending,
+                // A cold move's source first stops the guest (up to the agent's 120 s).
+                time.timeIntervalSince(migration.requestedAt)
+                    > settings.migrationStartTimeout.seconds + (migration.kind == .cold ? 120 : 0)
             {
                 reason =
-                    migration.state == .pending
-                    ? "the destination did not get ready within \(settings.migrationStartTimeout)"
-                    : "the source did not start sending within \(settings.migrationStartTimeout)"
+                    migration.kind == .cold
+                    ? "the source did not stop the VM and offer its disk in time"
+                    : migration.state == .pending
+                        ? "the destination did not get ready within \(settings.migrationStartTimeout)"
+                        : "the source did not start sending within \(settings.migrationStartTimeout)"
             }
             if let reason { save(failed(migration, reason, at: time), was: migration, at: time) }
         }

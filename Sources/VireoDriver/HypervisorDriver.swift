@@ -15,6 +15,9 @@ public struct InstanceSpec: Sendable, Equatable, Codable {
     public var display: DisplayKind?
     /// The disk's size as the guest sees it, in MiB; nil: the image's.
     public var diskMiB: Int?
+    /// Where the VM's disk comes from when it moves here cold: another host's `exportDisk` URI,
+    /// copied at create instead of a fresh disk made from the image.
+    public var diskSource: String?
 
     public init(
         id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, privateNetwork: String? = nil,
@@ -137,6 +140,14 @@ public protocol HypervisorDriver: Sendable {
     /// shared disk to the source.
     func abortIncoming(_ id: VMID) async throws
 
+    // Cold moves (`cold-migration` capability): the VM stops on the source, its disk is copied to
+    // the destination, and it starts there. Works between any two drivers that have it.
+
+    /// Source: offers the stopped VM's disk read-only on `listenAddress` until `closeDiskExport`;
+    /// returns the URI a destination's `create` copies it from (`InstanceSpec.diskSource`).
+    func exportDisk(_ id: VMID, listenAddress: String) async throws -> String
+    func closeDiskExport(_ id: VMID) async
+
     // Snapshots (`snapshots` capability): the complete state of a running VM — memory, devices
     // and disk — kept on the host under a tag, and brought back in place. A driver keeps a VM's
     // snapshots until they are deleted or the VM is.
@@ -216,6 +227,10 @@ extension HypervisorDriver {
     public func abortIncoming(_ id: VMID) async throws {
         throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
     }
+    public func exportDisk(_ id: VMID, listenAddress: String) async throws -> String {
+        throw VireoError(.unsupported, "driver '\(name)' cannot move VMs cold")
+    }
+    public func closeDiskExport(_ id: VMID) async {}
     public func consoleOutput(_ id: VMID, from offset: UInt64, limit: Int) async throws -> ConsoleChunk {
         ConsoleChunk(offset: offset, next: offset, text: "")
     }

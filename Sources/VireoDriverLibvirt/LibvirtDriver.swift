@@ -23,7 +23,7 @@ import VireoProcess
 public actor LibvirtDriver: HypervisorDriver {
     public nonisolated let name = "libvirt"
     /// Only what this driver does: the lifecycle, the serial console, pause and snapshots.
-    public nonisolated let capabilities: Set<Capability> = [.serialConsole, .pause, .snapshots]
+    public nonisolated let capabilities: Set<Capability> = [.serialConsole, .pause, .snapshots, .coldMigration]
     public nonisolated let configuration: Configuration
     private let images: @Sendable (String) async throws -> GuestImage
     let logger: Logger
@@ -193,6 +193,10 @@ public actor LibvirtDriver: HypervisorDriver {
 
     public func create(_ spec: InstanceSpec) async throws {
         if spec.image == LibvirtDomainConversion.importedImage { return try createImported(spec) }
+        // Where the disk came from is no part of the VM once it is here.
+        let source = spec.diskSource
+        var spec = spec
+        spec.diskSource = nil
         if let existing = instances[spec.id] {
             guard existing.record.spec == spec else {
                 throw VireoError(.conflict, "VM \(spec.id) already exists with a different spec")
@@ -208,14 +212,14 @@ public actor LibvirtDriver: HypervisorDriver {
             try await pending.value
             return try await create(spec)
         }
-        let definition = Task { try await define(spec) }
+        let definition = Task { try await define(spec, diskSource: source) }
         creating[spec.id] = definition
         defer { creating[spec.id] = nil }
         try await definition.value
     }
 
     /// Makes the VM's overlay and defines its domain; on failure leaves nothing behind.
-    private func define(_ spec: InstanceSpec) async throws {
+    private func define(_ spec: InstanceSpec, diskSource: String?) async throws {
         let connection = try open()
         let image = try await images(spec.image)
         let directory = directory(of: spec.id)
@@ -224,8 +228,14 @@ public actor LibvirtDriver: HypervisorDriver {
             serialLog: directory + "/serial.log")
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try await HostTool.run(
-                "qemu-img", ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", record.disk])
+            if let diskSource {
+                try await DiskTransfer.copy(from: diskSource, to: record.disk)
+            } else {
+                try await HostTool.run(
+                    "qemu-img",
+                    ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", record.disk]
+                        + (spec.diskMiB.map { ["\($0)M"] } ?? []))
+            }
             // libvirt would refuse the definition with a generic "operation failed"; say whose it is.
             if let other = connection.uuid(ofDomainNamed: record.domainName) {
                 throw VireoError(
@@ -333,6 +343,7 @@ public actor LibvirtDriver: HypervisorDriver {
 
     public func delete(_ id: VMID) async throws {
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
+        await closeDiskExport(id)
         let connection = try open()
         let name = instance.record.spec.name
         do {

@@ -46,7 +46,7 @@ public actor QEMUDriver: HypervisorDriver {
         self.configuration = configuration
         let local: Set<Capability> = [.snapshots, .pause, .serialConsole, .privateNetworks, .display]
         // Live moves either share the disk (shared-disks) or copy it over NBD while the guest runs.
-        self.capabilities = local.union([.liveMigration, .storageMigration])
+        self.capabilities = local.union([.liveMigration, .storageMigration, .coldMigration])
         self.images = images
         self.logger = logger
         self.runtimeDirectory = "/tmp/vireo-" + Self.shortHash(configuration.stateDirectory)
@@ -86,6 +86,10 @@ public actor QEMUDriver: HypervisorDriver {
     // MARK: Lifecycle
 
     public func create(_ spec: InstanceSpec) async throws {
+        // Where the disk came from is no part of the VM once it is here.
+        let source = spec.diskSource
+        var spec = spec
+        spec.diskSource = nil
         if let existing = instances[spec.id] {
             guard existing.record.spec == spec else {
                 throw VireoError(.conflict, "VM \(spec.id) already exists with a different spec")
@@ -134,10 +138,14 @@ public actor QEMUDriver: HypervisorDriver {
             if let shared = configuration.sharedDisks {
                 try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
             }
-            try await HostTool.run(
-                "qemu-img",
-                ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", disk]
-                    + (spec.diskMiB.map { ["\($0)M"] } ?? []))
+            if let source {
+                try await DiskTransfer.copy(from: source, to: disk)
+            } else {
+                try await HostTool.run(
+                    "qemu-img",
+                    ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", disk]
+                        + (spec.diskMiB.map { ["\($0)M"] } ?? []))
+            }
             try Self.write(record, to: paths.record)
         } catch {
             try? FileManager.default.removeItem(atPath: paths.directory)
@@ -262,6 +270,7 @@ public actor QEMUDriver: HypervisorDriver {
     public func delete(_ id: VMID) async throws {
         guard let instance = instances[id] else { return }
         instances[id]?.stopRequested = true
+        await closeDiskExport(id)
         if let pid = instance.pid {
             _ = try? await instance.qmp?.execute(QMP.Quit(), timeout: .seconds(2))
             if !(await Self.waitForExit(pid, timeout: .seconds(3))) { kill(pid, SIGKILL) }
@@ -280,6 +289,30 @@ public actor QEMUDriver: HypervisorDriver {
         try? FileManager.default.removeItem(atPath: paths.directory)
         await tapRemoval?.value
         await releaseNetwork(of: record)
+    }
+
+    public func exportDisk(_ id: VMID, listenAddress: String) async throws -> String {
+        guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
+        guard instance.state == .stopped || instance.state == .failed else {
+            throw VireoError(
+                .failedPrecondition,
+                "VM \(instance.record.spec.name) is \(instance.state.rawValue); only a stopped VM's disk moves")
+        }
+        let files = (pid: paths(id).directory + "/nbd.pid", uri: paths(id).directory + "/nbd.uri")
+        // Asked again (the order repeats until the destination has it): the same export.
+        if let uri = try? String(contentsOfFile: files.uri, encoding: .utf8), FileManager.default.fileExists(atPath: files.pid) {
+            return uri
+        }
+        let uri = try await DiskTransfer.export(
+            disk: instance.record.disk, on: listenAddress, port: try Self.freePort(on: listenAddress), pidFile: files.pid)
+        try uri.write(toFile: files.uri, atomically: true, encoding: .utf8)
+        return uri
+    }
+
+    public func closeDiskExport(_ id: VMID) async {
+        let directory = paths(id).directory
+        DiskTransfer.stopExport(pidFile: directory + "/nbd.pid")
+        try? FileManager.default.removeItem(atPath: directory + "/nbd.uri")
     }
 
     public func pause(_ id: VMID) async throws {

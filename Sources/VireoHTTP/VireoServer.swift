@@ -116,12 +116,17 @@ public struct VireoServer: Sendable {
         }
         router.post("/v1/vms/{vm}/migrate") { request, context in
             let body = try FieldReader(try await readJSONBody(request), path: "")
-            try body.rejectUnknown(allowed: ["to", "copyStorage"])
+            try body.rejectUnknown(allowed: ["to", "copyStorage", "cold"])
             let destination = try body.requiredString("to")
             let storage = try body.bool("copyStorage").map { $0 ? MigrationStorage.copy : .shared }
-            return try json(
-                try await controller.migrateVM(context.parameters.require("vm"), to: destination, storage: storage),
-                status: .accepted)
+            let vm = try context.parameters.require("vm")
+            if try body.bool("cold") == true {
+                if storage == .shared {
+                    throw VireoError.invalid(field: "copyStorage", value: "false", "a cold move always copies the disk")
+                }
+                return try json(try await controller.migrateVMCold(vm, to: destination), status: .accepted)
+            }
+            return try json(try await controller.migrateVM(vm, to: destination, storage: storage), status: .accepted)
         }
         router.get("/v1/migrations") { request, _ in
             let query = request.uri.queryParameters

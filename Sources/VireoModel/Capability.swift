@@ -13,6 +13,9 @@ public enum Capability: String, Sendable, Codable, CaseIterable, Comparable {
     /// Live migration that copies the VM's disk to the destination while the guest runs, for hosts
     /// that do not share storage (`MigrationStorage.copy`).
     case storageMigration = "storage-migration"
+    /// Cold moves: the stopped VM's disk is exported to, and copied by, another host of any
+    /// driver that has this too.
+    case coldMigration = "cold-migration"
 
     public static func < (a: Capability, b: Capability) -> Bool { a.rawValue < b.rawValue }
 }

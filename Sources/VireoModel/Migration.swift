@@ -58,6 +58,16 @@ public struct MigrationStats: Sendable, Codable, Equatable {
     }
 }
 
+/// How a VM moves.
+public enum MigrationKind: String, Sendable, Codable, Equatable, CaseIterable {
+    /// While the guest runs (memory, devices and, if needed, the disk): between hosts of one
+    /// hypervisor family.
+    case live
+    /// The VM stops, its disk is copied, and it starts on the destination (if it ran): between
+    /// any two hosts whose drivers have `cold-migration`, whatever their hypervisors.
+    case cold
+}
+
 /// Where a live migration's disk comes from on the destination.
 public enum MigrationStorage: String, Sendable, Codable, Equatable, CaseIterable {
     /// Both hosts see the disk (shared storage): only memory and devices move.
@@ -125,15 +135,22 @@ public struct Migration: Sendable, Codable, Equatable {
     public var destinationSettled: Bool
     /// Whether the disk is shared or copied; nil in records from before copies existed (shared).
     public var storage: MigrationStorage?
+    /// Live or cold; nil in records from before cold moves existed (live).
+    public var kind: MigrationKind?
+    /// A cold move's source has removed its copy (completed) or started the VM again (failed).
+    public var sourceSettled: Bool?
 
-    /// Under way, or ended without the destination having settled it yet.
-    public var isOpen: Bool { state.isActive || !destinationSettled }
+    /// Under way, or ended without the destination (or a cold move's source) having settled it yet.
+    public var isOpen: Bool {
+        state.isActive || !destinationSettled || (kind == .cold && sourceSettled != true)
+    }
 
     public init(
         id: MigrationID = .generate(), vmID: VMID, vmName: String, source: HostID, destination: HostID,
-        reason: String, requestedAt: Date, storage: MigrationStorage = .shared
+        reason: String, requestedAt: Date, storage: MigrationStorage = .shared, kind: MigrationKind = .live
     ) {
         self.storage = storage
+        self.kind = kind
         self.id = id
         self.vmID = vmID
         self.vmName = vmName

@@ -32,7 +32,7 @@ struct DriverList: AsyncParsableCommand {
 
     /// Settings that change a driver's capabilities, shown as rows of their own.
     static let variants: [String: [[String: String]]] = [
-        "qemu": [[:], ["shared-disks": "/srv/vireo-disks"]],
+        "qemu": [[:]],
         "libvirt": [["uri": "test:///default"]],
     ]
 

@@ -7,7 +7,7 @@ import VireoModel
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",
-        abstract: "Move a running VM to another host while it keeps running (live migration).",
+        abstract: "Move a VM to another host: live while it keeps running, or cold (--cold).",
         discussion: """
             Both hosts need the live-migration capability and the same hypervisor family. Where both \
             hosts see the VM's disk (shared storage, as in `vireo testbed`) only memory and devices \
@@ -15,7 +15,10 @@ struct Migrate: AsyncParsableCommand {
             storage-migration capability, e.g. the qemu driver), and the source's copy is removed once \
             the guest has moved. --copy-storage copies even between hosts that share storage; \
             --no-copy-storage refuses to copy. Shows the transfer as it goes; at the end prints the \
-            total time, the downtime (how long the guest was paused) and the bytes sent. Under TCG the qemu driver pauses \
+            total time, the downtime (how long the guest was paused) and the bytes sent. \
+            --cold moves a running or stopped VM between any two hosts whose drivers have cold-migration, \
+            whatever their hypervisors (qemu and libvirt): the VM stops, the destination copies its disk \
+            from the source (NBD), the VM starts there if it ran, and the source's copy is removed. Under TCG the qemu driver pauses \
             the guest for the whole copy (its migration-mode auto; docs/migration.md says why), so the \
             downtime is the copy. If the migration fails, the VM keeps running on its current host and the \
             reason is printed (exit code 1).
@@ -28,6 +31,10 @@ struct Migrate: AsyncParsableCommand {
         inversion: .prefixedNo,
         help: "Copy the VM's disk to the destination during the move (default: only when the hosts do not share storage)."
     ) var copyStorage: Bool?
+    @Flag(
+        help:
+            "Move it cold: stop it, copy its disk, start it on the destination (if it ran). Works between hosts of different hypervisors."
+    ) var cold = false
     @Flag(help: "Return once the migration is accepted, without waiting for it to end.") var noWait = false
     @Option(help: ArgumentHelp("Give up waiting after this many seconds.", valueName: "seconds")) var timeout: Double = 300
     @OptionGroup var client: ClientOptions
@@ -35,7 +42,10 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let api = client.client()
-        var migration = try await api.migrateVM(vm, to: to, copyStorage: copyStorage)
+        if cold, copyStorage == false {
+            throw ValidationError("--cold always copies the disk; drop --no-copy-storage")
+        }
+        var migration = try await api.migrateVM(vm, to: to, copyStorage: copyStorage, cold: cold)
         if !noWait {
             let bar = ProgressBar(enabled: output.output == .table && isatty(STDERR_FILENO) != 0)
             let deadline = ContinuousClock.now + .seconds(timeout)
@@ -66,6 +76,10 @@ struct Migrate: AsyncParsableCommand {
 
     func summary(_ m: MigrationView) -> String {
         switch m.state {
+        case .completed where m.kind == .cold:
+            guard let stats = m.stats else { return "\(m.vm) moved cold from \(m.source) to \(m.destination)" }
+            return
+                "\(m.vm) moved cold from \(m.source) to \(m.destination): down \(stats.downtimeMs) ms, disk copied in \(stats.storageTimeMs ?? 0) ms"
         case .completed:
             guard let stats = m.stats else { return "\(m.vm) moved from \(m.source) to \(m.destination)" }
             var line = String(

@@ -68,6 +68,10 @@ struct VMCreate: AsyncParsableCommand {
     @Option(help: "Guest image (see `vireo image list`).") var image: String = "tiny"
     @Option(help: "Virtual CPUs.") var cpus: Int = 1
     @Option(help: ArgumentHelp("Memory, e.g. 256MiB or 1GiB.", valueName: "size")) var memory: String = "128MiB"
+    @Option(
+        help: ArgumentHelp(
+            "Disk size as the guest sees it, e.g. 1GiB (default: the image's 64MiB; kept thin).", valueName: "size"))
+    var disk: String?
     @Option(help: ArgumentHelp("Pin the VM to this host.", valueName: "host")) var host: String?
     @Option(help: ArgumentHelp("The application the VM belongs to.", valueName: "app")) var app: String?
     @OptionGroup var waiting: WaitOptions
@@ -81,6 +85,7 @@ struct VMCreate: AsyncParsableCommand {
         ]
         if let host { body["host"] = .string(host) }
         if let app { body["app"] = .string(app) }
+        if let disk { body["disk"] = .string(disk) }
         let created = try await api.createVM(body)
         let vm = try await waiting.waitFor(created, client: api) { $0?.state == .running } ?? created
         if output.output == .json { return try printJSON(vm) }
@@ -124,6 +129,7 @@ struct VMShow: AsyncParsableCommand {
             ("Wanted", vm.intent.rawValue), ("Host", vm.host ?? "-"), ("Address", vm.address ?? "-"),
             ("Pinned to", vm.pinnedHost ?? "-"),
             ("Image", vm.image), ("CPUs", String(vm.cpus)), ("Memory", ByteSize.format(mib: vm.memoryMiB)),
+            ("Disk", ByteSize.format(mib: vm.diskMiB ?? ImageCatalogue.virtualDiskMiB)),
             ("App", vm.app ?? "-"), ("Message", vm.message ?? "-"),
             ("Created", "\(vm.createdAt) (\(age(since: vm.createdAt)) ago)"),
         ]

@@ -9,7 +9,8 @@ struct BenchCommand: AsyncParsableCommand {
         commandName: "bench",
         abstract: "Measure Vireo: the API, VM boot, live migration, telemetry, contexts (results go to docs/benchmarks.md).",
         subcommands: [
-            BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchIngest.self, BenchEvaluate.self, BenchScrape.self,
+            BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchCopyStorage.self, BenchIngest.self, BenchEvaluate.self,
+            BenchScrape.self,
             BenchMetricsServer.self, BenchContext.self,
         ])
 }

@@ -1,0 +1,108 @@
+import AsyncHTTPClient
+import Foundation
+import Testing
+import VireoAPI
+import VireoAgent
+import VireoController
+import VireoDriver
+import VireoDriverLibvirt
+import VireoDriverQEMU
+import VireoModel
+import VireoStore
+
+/// A mixed cluster in this process: a controller, an agent on the QEMU driver and one on libvirt's
+/// qemu:///system, and a VM moved cold between them (both ways).
+extension RealQEMU {
+    @Suite("Cold moves between hypervisors (real QEMU and libvirt)")
+    struct ColdMigrationTests {
+        func mark(_ address: String, set value: String? = nil) async throws -> JSONValue {
+            var request = HTTPClientRequest(url: "http://\(address)/mark" + (value.map { "?value=\($0)" } ?? ""))
+            if value != nil { request.method = .POST }
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
+        }
+
+        @Test("a VM moves cold from QEMU to libvirt and back, its disk with it; a live move between them is refused")
+        func coldBetweenFamilies() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            // Real hypervisors: libvirt's calls take seconds at times (a destroy, a start).
+            let settings = ControllerSettings(
+                heartbeatInterval: .milliseconds(100), hostTimeout: .seconds(15), tickInterval: .milliseconds(50),
+                migrationStartTimeout: .seconds(30))
+            let controller = try await Controller.open(store: try SQLiteStore(), settings: settings)
+            let loops = Task {
+                while !Task.isCancelled {
+                    try? await controller.checkHostLiveness()
+                    try? await controller.schedulePending()
+                    try? await controller.expireMigrations()
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            let drivers: [(String, any HypervisorDriver)] = [
+                ("qh", TestQEMU.driver(stopTimeout: .seconds(10))), ("lh", TestLibvirt.driver(uri: "qemu:///system")),
+            ]
+            let agents = drivers.map { name, driver in
+                let agent = Agent(
+                    settings: .init(name: name, heartbeatInterval: .milliseconds(100)), driver: driver, link: controller)
+                return Task { try await agent.run() }
+            }
+            defer {
+                loops.cancel()
+                for agent in agents { agent.cancel() }
+            }
+            try await eventually("both agents registered", within: 60) {
+                await controller.listHosts().items.filter { $0.state == .ready }.count == 2
+            }
+            func waitMoved(_ migration: MigrationView) async throws -> MigrationView {
+                try await eventually("migration \(migration.id) ends", within: 180) {
+                    !(try await controller.migration(migration.id.rawValue).state.isActive)
+                }
+                return try await controller.migration(migration.id.rawValue)
+            }
+            do {
+                _ = try await controller.createVM(VMSpec(name: "mover", image: "web", cpus: 1, memoryMiB: 128, host: "qh"))
+                try await eventually("mover runs on qh", within: 120) { try await controller.vm("mover").state == .running }
+                let address = try #require(try await controller.vm("mover").address)
+                _ = try await mark(address, set: "before-the-move")
+
+                // Live is refused across families, and says to move it cold.
+                let live = await #expect(throws: VireoError.self) { try await controller.migrateVM("mover", to: "lh") }
+                #expect(live?.message.contains("cannot take VM 'mover' live") == true, "\(String(describing: live))")
+
+                for (from, to) in [("qh", "lh"), ("lh", "qh")] {
+                    let moved = try await waitMoved(try await controller.migrateVMCold("mover", to: to))
+                    print("cold move \(from) → \(to): \(moved.state) \(moved.message ?? "")")
+                    try #require(moved.state == .completed, "\(moved.message ?? "")")
+                    #expect(moved.kind == .cold)
+                    print(
+                        "cold move \(from) → \(to): down \(moved.stats?.downtimeMs ?? -1) ms, disk copy \(moved.stats?.storageTimeMs ?? -1) ms"
+                    )
+                    try await eventually("mover runs on \(to)", within: 120) {
+                        let vm = try await controller.vm("mover")
+                        return vm.state == .running && vm.host == to && vm.address != nil
+                    }
+                    // The disk came along (the guest rebooted: memory and tmpfs are new).
+                    let marks = try await mark(try #require(try await controller.vm("mover").address))
+                    #expect(marks["disk"] == .string("before-the-move"))
+                    #expect(marks["memory"] == .string(""))
+                    // The source let go of it.
+                    let source = try #require(drivers.first { $0.0 == from }?.1)
+                    try await eventually("\(from) removed its copy", within: 60) {
+                        try await source.status().allSatisfy { $0.name != "mover" }
+                    }
+                    try await eventually("the move is settled on both sides", within: 30) {
+                        try await controller.listMigrations(vm: "mover", limit: 10).items.allSatisfy { !$0.state.isActive }
+                    }
+                }
+                _ = try await controller.deleteVM("mover")
+                try await eventually("mover deleted", within: 60) { await controller.listVMs().items.isEmpty }
+            } catch {
+                _ = try? await controller.deleteVM("mover")
+                for (_, driver) in drivers {
+                    for status in (try? await driver.status()) ?? [] { try? await driver.delete(status.id) }
+                }
+                throw error
+            }
+        }
+    }
+}
