@@ -20,13 +20,17 @@ import VireoProcess
 /// `LibvirtDomainXML.swift`, the settings in `LibvirtDriverConfiguration.swift`.
 public actor LibvirtDriver: HypervisorDriver {
     public nonisolated let name = "libvirt"
-    /// Only what this driver does: the lifecycle, and the serial console.
-    public nonisolated let capabilities: Set<Capability> = [.serialConsole]
+    /// Only what this driver does: the lifecycle and the serial console, and live migration where
+    /// the VMs' disks are on storage every host sees (`shared-disks`).
+    public nonisolated let capabilities: Set<Capability>
     public nonisolated let configuration: Configuration
-    private let images: @Sendable (String) async throws -> GuestImage
-    private let logger: Logger
+    let images: @Sendable (String) async throws -> GuestImage
+    let logger: Logger
     private var connection: LibvirtConnection?
-    private var instances: [VMID: Instance] = [:]
+    var instances: [VMID: Instance] = [:]
+    /// VMs this host expects by live migration (prepared, not yet taken over), with what was
+    /// offered to their source.
+    var incoming: [VMID: LibvirtIncoming] = [:]
     /// Creates under way, so that a second create of the same VM waits for the first.
     private var creating: [VMID: Task<Void, any Error>] = [:]
     private var stateChanged: @Sendable () -> Void = {}
@@ -49,6 +53,7 @@ public actor LibvirtDriver: HypervisorDriver {
         images: @escaping @Sendable (String) async throws -> GuestImage
     ) {
         self.configuration = configuration
+        self.capabilities = configuration.sharedDisks == nil ? [.serialConsole] : [.serialConsole, .liveMigration]
         self.logger = logger
         self.images = images
     }
@@ -59,7 +64,7 @@ public actor LibvirtDriver: HypervisorDriver {
     /// The connection, opened on first use and then kept (libvirt connections are long-lived, and
     /// the lifecycle events arrive on it). One that died (libvirtd restarted) is opened again, and
     /// the agent told to look: events may have been missed meanwhile.
-    private func open() throws -> LibvirtConnection {
+    func open() throws -> LibvirtConnection {
         if let connection {
             if virConnectIsAlive(connection.pointer) == 1 { return connection }
             logger.warning("libvirt connection lost; reconnecting", metadata: ["uri": "\(configuration.uri)"])
@@ -99,7 +104,8 @@ public actor LibvirtDriver: HypervisorDriver {
 
     public func status() async throws -> [InstanceStatus] {
         let connection = try open()
-        var result: [InstanceStatus] = []
+        adoptArrivals(on: connection)
+        var result = incomingStatuses()
         for id in instances.keys.sorted() {
             guard var instance = instances[id] else { continue }
             let (state, message) = observe(&instance, on: connection)
@@ -206,10 +212,14 @@ public actor LibvirtDriver: HypervisorDriver {
         let image = try await images(spec.image)
         let directory = directory(of: spec.id)
         var record = LibvirtRecord(
-            spec: spec, image: image, owner: configuration.stateDirectory, disk: directory + "/disk.qcow2",
+            spec: spec, image: image, owner: configuration.stateDirectory,
+            disk: configuration.sharedDisks.map { "\($0)/\(spec.id).qcow2" } ?? directory + "/disk.qcow2",
             serialLog: directory + "/serial.log")
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            if let shared = configuration.sharedDisks {
+                try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+            }
             try await HostTool.run(
                 "qemu-img", ["create", "-q", "-f", "qcow2", "-b", image.baseDisk, "-F", "qcow2", record.disk])
             // libvirt would refuse the definition with a generic "operation failed"; say whose it is.
@@ -227,6 +237,7 @@ public actor LibvirtDriver: HypervisorDriver {
             let uuid = try connection.define(xml: record.domainXML(type: type))
             instances[spec.id] = Instance(record: record, uuid: uuid)
         } catch {
+            if configuration.sharedDisks != nil { try? FileManager.default.removeItem(atPath: record.disk) }
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
@@ -318,6 +329,9 @@ public actor LibvirtDriver: HypervisorDriver {
             // Already gone from libvirt: only our files are left.
         }
         instances[id] = nil
+        // A disk on shared storage is outside the VM's directory; this host owns it (a VM still
+        // arriving is discarded by `abortIncoming`, which leaves the disk to the source).
+        try? FileManager.default.removeItem(atPath: instance.record.disk)
         try? FileManager.default.removeItem(atPath: directory(of: id))
     }
 
@@ -350,16 +364,16 @@ public actor LibvirtDriver: HypervisorDriver {
         connection = nil
     }
 
-    private static func isActive(_ uuid: String, on connection: LibvirtConnection) throws -> Bool {
+    static func isActive(_ uuid: String, on connection: LibvirtConnection) throws -> Bool {
         try connection.withDomain(uuid) { domain throws in virDomainIsActive(domain) == 1 }
     }
 
     // MARK: Files
 
-    private func directory(of id: VMID) -> String { configuration.stateDirectory + "/" + id.rawValue }
+    func directory(of id: VMID) -> String { configuration.stateDirectory + "/" + id.rawValue }
     private func runOffsetPath(_ id: VMID) -> String { directory(of: id) + "/run-offset" }
 
-    private static func size(of path: String) -> UInt64 {
+    static func size(of path: String) -> UInt64 {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
     }
 

@@ -15,6 +15,17 @@ extension LibvirtDriver {
         /// Whether guests get QEMU user networking with their port 80 forwarded to a loopback port
         /// (`status` then gives it as their address). Not on the test hypervisor, which runs nothing.
         public var userNetwork = true
+        /// A directory every host of the cluster sees at the same path (NFS, a cluster file system),
+        /// where VM disks go (`<dir>/<id>.qcow2`) instead of the state directory. Live migration needs
+        /// it: libvirt moves memory and devices, not disks. Nil: no live migration.
+        public var sharedDisks: String?
+        /// The URI other hosts' libvirtd use to reach this host's, to send it a VM (peer to peer: the
+        /// source's libvirtd connects itself). Nil: `uri` when it names a host or a socket, else
+        /// `qemu+tcp://<the agent's address>/system` (libvirtd's `listen_tcp`).
+        public var peerURI: String?
+        /// How long a migration may take before it is cancelled (the VM then keeps running at the
+        /// source).
+        public var migrationTimeout: Duration = .seconds(120)
 
         public init(uri: String, stateDirectory: String) {
             self.uri = uri
