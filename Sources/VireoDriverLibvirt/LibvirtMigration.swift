@@ -94,29 +94,27 @@ extension LibvirtDriver {
         thread.name = "libvirt-migrate"
         thread.start()
         let deadline = ContinuousClock.now + configuration.migrationTimeout
-        var cancelled = false
-        while true {
-            if let result = outcome.result {
-                if case .failure(let error) = result {
-                    try? connection.resumeIfPaused(uuid)
-                    let reason = cancelled ? "did not finish within \(configuration.migrationTimeout); cancelled" : error.message
-                    throw VireoError(
-                        .unavailable,
-                        "migration of \(instance.record.spec.name) to \(offer.peerURI) failed: \(reason); "
-                            + "the VM keeps running here")
-                }
-                break
-            }
+        var cancelled: String?
+        while outcome.result == nil {
             if let stats = try? connection.jobStats(of: uuid, completed: false),
                 let current = LibvirtJobStatistics.progress(from: stats)
             {
                 progress(current)
             }
-            if !cancelled, ContinuousClock.now > deadline {
-                cancelled = true
+            if ContinuousClock.now > deadline || Task.isCancelled {
+                // libvirt ends the job at once; the VM keeps running here.
+                cancelled = Task.isCancelled ? "cancelled" : "did not finish within \(configuration.migrationTimeout); cancelled"
                 try? connection.abortJob(of: uuid)
+                break
             }
             try? await Task.sleep(for: .milliseconds(50))
+        }
+        if case .failure(let error) = await outcome.finished() {
+            try? connection.resumeIfPaused(uuid)
+            throw VireoError(
+                .unavailable,
+                "migration of \(instance.record.spec.name) to \(offer.peerURI) failed: \(cancelled ?? error.message); "
+                    + "the VM keeps running here")
         }
         let completed = try connection.jobStats(of: uuid, completed: true)
         return LibvirtJobStatistics.stats(from: completed)
@@ -307,9 +305,34 @@ enum LibvirtJobStatistics {
     }
 }
 
-/// Where the migrating thread leaves its result for the driver to find.
+/// Where the migrating thread leaves its result for the driver to find, and wake it.
 private final class MigrationOutcome: Sendable {
-    private let value = Mutex<Result<Void, VireoError>?>(nil)
-    var result: Result<Void, VireoError>? { value.withLock { $0 } }
-    func set(_ result: Result<Void, VireoError>) { value.withLock { $0 = result } }
+    private struct State {
+        var result: Result<Void, VireoError>?
+        var waiter: CheckedContinuation<Result<Void, VireoError>, Never>?
+    }
+    private let state = Mutex(State())
+
+    var result: Result<Void, VireoError>? { state.withLock { $0.result } }
+
+    func set(_ result: Result<Void, VireoError>) {
+        let waiter = state.withLock { state in
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: result)
+    }
+
+    /// The result, once the thread has left it (also in a cancelled task: the migration must end
+    /// before the driver can say where the VM runs).
+    func finished() async -> Result<Void, VireoError> {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state in
+                if state.result == nil { state.waiter = continuation }
+                return state.result
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
 }
