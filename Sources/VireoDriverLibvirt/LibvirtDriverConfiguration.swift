@@ -1,4 +1,5 @@
 import Foundation
+import VireoModel
 
 extension LibvirtDriver {
     public struct Configuration: Sendable {
@@ -26,6 +27,8 @@ extension LibvirtDriver {
         /// How long a migration may take before it is cancelled (the VM then keeps running at the
         /// source).
         public var migrationTimeout: Duration = .seconds(120)
+        /// Whether the guest runs while its memory is copied (see `MigrationMode`).
+        public var migrationMode: MigrationMode = .auto
 
         public init(uri: String, stateDirectory: String) {
             self.uri = uri
@@ -52,5 +55,27 @@ extension LibvirtDriver {
     public enum DomainType: String, Sendable, CaseIterable {
         case qemu
         case kvm
+    }
+
+    /// How this host moves VMs, as the qemu driver's setting of the same name.
+    public enum MigrationMode: String, Sendable, CaseIterable {
+        /// Pre-copy while the guest runs (`VIR_MIGRATE_LIVE`), then a short pause for what it
+        /// dirtied meanwhile.
+        case live
+        /// libvirt pauses the guest, copies its memory and resumes it on the destination: downtime
+        /// is the whole transfer, but nothing depends on QEMU tracking the pages the guest writes.
+        case paused
+        /// `paused` for `qemu` (TCG) domains, where live pre-copy of write-heavy guests was measured
+        /// to lose guests (docs/benchmarks.md, with the same QEMU), `live` for `kvm` ones.
+        case auto
+
+        /// How memory is copied for domains of `type`.
+        public func resolved(for type: DomainType) -> MigrationCopyMode {
+            switch self {
+            case .live: .live
+            case .paused: .paused
+            case .auto: type == .qemu ? .paused : .live
+            }
+        }
     }
 }

@@ -77,10 +77,12 @@ extension LibvirtDriver {
         // UNSAFE: libvirt calls a disk safe to share only on a file system it knows as shared (NFS,
         // GlusterFS...) or with cache='none'; `shared-disks` is the operator saying it is shared. The
         // source domain stays defined (shut off, "migrated") so that its completed job statistics
-        // can be read; `release` undefines it.
+        // can be read; `release` undefines it. Without LIVE libvirt pauses the guest for the copy.
+        let test = try connection.hostFacts().hypervisor == "Test"
+        let mode = configuration.migrationMode.resolved(for: test ? .qemu : configuration.domainType)
         let flags =
-            VIR_MIGRATE_LIVE.rawValue | VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_PERSIST_DEST.rawValue
-            | VIR_MIGRATE_UNSAFE.rawValue
+            (mode == .live ? VIR_MIGRATE_LIVE.rawValue : 0) | VIR_MIGRATE_PEER2PEER.rawValue
+            | VIR_MIGRATE_PERSIST_DEST.rawValue | VIR_MIGRATE_UNSAFE.rawValue
         let outcome = MigrationOutcome()
         // virDomainMigrateToURI3 blocks until the end: on a thread of its own, not the driver's.
         let thread = Thread {
@@ -117,7 +119,14 @@ extension LibvirtDriver {
                     + "the VM keeps running here")
         }
         let completed = try connection.jobStats(of: uuid, completed: true)
-        return LibvirtJobStatistics.stats(from: completed)
+        logger.info(
+            "migration completed",
+            metadata: [
+                "vm": "\(instance.record.spec.name)", "mode": "\(mode)",
+                "libvirt-time-ms": "\(completed[VIR_DOMAIN_JOB_TIME_ELAPSED].map(String.init) ?? "none")",
+                "libvirt-downtime-ms": "\(completed[VIR_DOMAIN_JOB_DOWNTIME].map(String.init) ?? "none")",
+            ])
+        return LibvirtJobStatistics.stats(from: completed, mode: mode)
     }
 
     public func release(_ id: VMID) async throws {
@@ -138,7 +147,7 @@ extension LibvirtDriver {
             // libvirt undefined it already.
         }
         instances[id] = nil
-        // The disk belongs to the destination now; the console history stays here with the directory.
+        // The disk belongs to the destination now; the console history goes with the directory.
         try? FileManager.default.removeItem(atPath: directory(of: id))
     }
 
@@ -296,12 +305,15 @@ enum LibvirtJobStatistics {
 
     /// A completed migration: time elapsed, downtime and memory sent, as the QEMU driver reports
     /// QEMU's (times in milliseconds, bytes of guest memory sent including pages sent again).
-    static func stats(from stats: [String: UInt64]) -> MigrationStats {
+    /// libvirt times the downtime itself, from the guest's pause at the source to its resumption at
+    /// the destination, so it is taken as it is in both modes; the job's time also counts the
+    /// phases before the pause (connecting to the destination, starting its QEMU).
+    static func stats(from stats: [String: UInt64], mode: MigrationCopyMode) -> MigrationStats {
         MigrationStats(
             totalTimeMs: Int(stats[VIR_DOMAIN_JOB_TIME_ELAPSED] ?? 0),
             downtimeMs: Int(stats[VIR_DOMAIN_JOB_DOWNTIME] ?? 0),
             transferredBytes: stats[VIR_DOMAIN_JOB_MEMORY_PROCESSED] ?? stats[VIR_DOMAIN_JOB_DATA_PROCESSED] ?? 0,
-            setupTimeMs: stats[VIR_DOMAIN_JOB_SETUP_TIME].map { Int($0) }, mode: .live)
+            setupTimeMs: stats[VIR_DOMAIN_JOB_SETUP_TIME].map { Int($0) }, mode: mode)
     }
 }
 

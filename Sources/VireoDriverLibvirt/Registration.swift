@@ -7,14 +7,15 @@ import VireoModel
 extension DriverRegistry {
     /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `domain-type`
     /// (auto|qemu|kvm), `network` (user|none), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache
-    /// directory), `shared-disks` (enables live migration), `peer-uri`, `migration-timeout-s`.
+    /// directory), `shared-disks` (enables live migration), `peer-uri`, `migration-timeout-s`,
+    /// `migration-mode` (auto|live|paused).
     public mutating func registerLibvirt(logger: Logger = Logger(label: "vireo.libvirt")) {
         register("libvirt") { options in
             try options.rejectUnknown(
                 driver: "libvirt",
                 allowed: [
                     "uri", "domain-type", "network", "stop-timeout-s", "ready-timeout-s", "images", "shared-disks", "peer-uri",
-                    "migration-timeout-s",
+                    "migration-timeout-s", "migration-mode",
                 ])
             let settings = options.settings
             let uri = settings["uri"] ?? "qemu:///system"
@@ -41,6 +42,12 @@ extension DriverRegistry {
             if let seconds = try options.int("stop-timeout-s") { configuration.stopTimeout = .seconds(seconds) }
             if let seconds = try options.int("ready-timeout-s") { configuration.readyTimeout = .seconds(seconds) }
             if let seconds = try options.int("migration-timeout-s") { configuration.migrationTimeout = .seconds(seconds) }
+            if let mode = settings["migration-mode"] {
+                guard let parsed = LibvirtDriver.MigrationMode(rawValue: mode) else {
+                    throw VireoError.invalid(field: "migration-mode", value: "'\(mode)'", "expected auto, live or paused")
+                }
+                configuration.migrationMode = parsed
+            }
             if let shared = settings["shared-disks"] {
                 guard shared.hasPrefix("/") else {
                     throw VireoError.invalid(field: "shared-disks", value: "'\(shared)'", "expected an absolute directory path")
