@@ -2,9 +2,13 @@ import AsyncHTTPClient
 import CLibvirt
 import Foundation
 import Testing
+import VireoAPI
+import VireoAgent
+import VireoController
 import VireoDriver
 import VireoModel
 import VireoProcess
+import VireoStore
 
 @testable import VireoDriverLibvirt
 
@@ -347,6 +351,93 @@ extension RealQEMU {
             try await source.delete(vm.id)
             let domains = try await HostTool.text("virsh", ["-c", "qemu:///system", "list", "--all", "--name"])
             #expect(!domains.contains("vireo-\(vm.name)"))
+        }
+    }
+}
+
+extension RealQEMU {
+    /// The whole path: the controller orders the move, the agents drive their libvirt drivers.
+    @Suite("libvirt live migration through the controller and agents")
+    struct LibvirtMigrationClusterTests {
+        @Test("the controller moves a web guest between two libvirt hosts; the migration is recorded with its figures")
+        func throughAgents() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            let root = temporaryDirectory()
+            let second = try await SecondLibvirtHost.start()
+            let controller = try await Controller.open(store: try SQLiteStore(), settings: .steady)
+            let loops = Task {
+                while !Task.isCancelled {
+                    try? await controller.checkHostLiveness()
+                    try? await controller.schedulePending()
+                    try? await controller.expireMigrations()
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            let hosts = LibvirtMigrationQEMUTests()
+            var agents: [Task<Void, any Error>] = []
+            func join(_ name: String, uri: String) {
+                let agent = Agent(
+                    settings: .init(name: name, address: "127.0.0.1", heartbeatInterval: .milliseconds(100)),
+                    driver: hosts.driver(uri: uri, root: root, name: name), link: controller)
+                agents.append(Task { try await agent.run() })
+            }
+            let name = "lv-agent-\(UUID().uuidString.prefix(6).lowercased())"
+            do {
+                // Only the system host first, so that the VM starts there: the second daemon cannot
+                // send back to qemu:///system (docs/libvirt-driver.md).
+                join("lv-a", uri: "qemu:///system")
+                try await eventually("lv-a registered", within: 30) {
+                    await controller.listHosts().items.contains { $0.name == "lv-a" && $0.state == .ready }
+                }
+                _ = try await controller.createVM(VMSpec(name: name, image: "web", cpus: 1, memoryMiB: 256))
+                try await eventually("\(name) running", within: 120) { try await controller.vm(name).state == .running }
+                let placed = try await controller.vm(name)
+                #expect(placed.host == "lv-a")
+                let before = try await hosts.status(try #require(placed.address))
+                join("lv-b", uri: second.uri)
+                try await eventually("lv-b registered", within: 30) {
+                    await controller.listHosts().items.contains { $0.name == "lv-b" && $0.state == .ready }
+                }
+                let started = try await controller.migrateVM(name, to: "lv-b")
+                try await eventually("migration settled", within: 120) {
+                    let state = try await controller.migration(started.id.rawValue).state
+                    return state == .completed || state == .failed
+                }
+                let done = try await controller.migration(started.id.rawValue)
+                #expect(done.state == .completed, "\(done.message ?? "")")
+                let stats = try #require(done.stats)
+                print(
+                    "libvirt migration through the agents: \(stats.mode.map { "\($0)" } ?? "?"), total "
+                        + "\(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
+                #expect(stats.downtimeMs > 0 && stats.transferredBytes > 1 << 20)
+                try await eventually("\(name) running on lv-b", within: 30) {
+                    let vm = try await controller.vm(name)
+                    return vm.host == "lv-b" && vm.state == .running && vm.address != placed.address
+                }
+                let moved = try await controller.vm(name)
+                let after = try await hosts.status(try #require(moved.address))
+                #expect(after["bootId"] == before["bootId"])
+                _ = try await controller.deleteVM(name)
+                try await eventually("\(name) deleted", within: 60) {
+                    await controller.listVMs().items.allSatisfy { $0.name != name }
+                }
+            } catch {
+                _ = try? await controller.deleteVM(name)
+                try? await eventually("\(name) deleted", within: 60) {
+                    await controller.listVMs().items.allSatisfy { $0.name != name }
+                }
+                for agent in agents { agent.cancel() }
+                loops.cancel()
+                try? await second.stop()
+                try? FileManager.default.removeItem(atPath: root)
+                throw error
+            }
+            for agent in agents { agent.cancel() }
+            loops.cancel()
+            try await second.stop()
+            try FileManager.default.removeItem(atPath: root)
+            let domains = try await HostTool.text("virsh", ["-c", "qemu:///system", "list", "--all", "--name"])
+            #expect(!domains.contains("vireo-\(name)"))
         }
     }
 }
