@@ -13,6 +13,8 @@ import VireoModel
 /// directory, console log, image and forwarded port, in the Vireo metadata the domain carries). The
 /// source sends the domain with that definition; the destination adopts it once it runs there.
 extension LibvirtDriver {
+    /// `guestAddress` is not needed: under QEMU user networking every guest is 10.0.2.15 behind
+    /// its own forwarded port, and the VM gets this host's port.
     public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
         -> String
     {
