@@ -403,9 +403,15 @@ extension RealQEMU {
                     let state = try await controller.migration(started.id.rawValue).state
                     return state == .completed || state == .failed
                 }
-                let done = try await controller.migration(started.id.rawValue)
-                #expect(done.state == .completed, "\(done.message ?? "")")
-                let stats = try #require(done.stats)
+                let settled = try await controller.migration(started.id.rawValue)
+                #expect(settled.state == .completed, "\(settled.message ?? "")")
+                // The destination's guest runs (libvirt's finish phase) before the source's call returns
+                // (its confirm phase): the controller may complete the move on the destination's word,
+                // and the source's figures follow.
+                try await eventually("the source's figures recorded", within: 15) {
+                    try await controller.migration(started.id.rawValue).stats != nil
+                }
+                let stats = try #require(try await controller.migration(started.id.rawValue).stats)
                 print(
                     "libvirt migration through the agents: \(stats.mode.map { "\($0)" } ?? "?"), total "
                         + "\(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
