@@ -334,3 +334,94 @@ extension LibvirtConnection {
         }
     }
 }
+
+// MARK: Migration
+
+extension LibvirtConnection {
+    /// The domain's definition as libvirt sends it to another host (`VIR_DOMAIN_XML_MIGRATABLE`).
+    func migratableXML(of uuid: String) throws -> String {
+        try withDomain(uuid) { domain throws in
+            guard let text = virDomainGetXMLDesc(domain, UInt32(VIR_DOMAIN_XML_MIGRATABLE.rawValue)) else {
+                throw Self.lastError("reading the definition of domain \(uuid)")
+            }
+            defer { free(text) }
+            return String(cString: text)
+        }
+    }
+
+    /// Sends the running domain `uuid` to the libvirtd at `peerURI` with `virDomainMigrateToURI3`:
+    /// this connection's libvirtd connects there itself (`VIR_MIGRATE_PEER2PEER` must be in `flags`),
+    /// QEMU sends the memory to `migrationURI`, and the destination defines the domain from
+    /// `destinationXML`. Blocks until the migration has completed or failed.
+    func migrate(
+        _ uuid: String, peerURI: String, migrationURI: String, destinationXML: String, flags: UInt32
+    ) throws {
+        var params: UnsafeMutablePointer<virTypedParameter>?
+        var count: Int32 = 0
+        var capacity: Int32 = 0
+        defer { virTypedParamsFree(params, count) }
+        for (name, value) in [
+            (VIR_MIGRATE_PARAM_URI, migrationURI), (VIR_MIGRATE_PARAM_DEST_XML, destinationXML),
+            (VIR_MIGRATE_PARAM_PERSIST_XML, destinationXML),
+        ] {
+            guard virTypedParamsAddString(&params, &count, &capacity, name, value) == 0 else {
+                throw Self.lastError("virTypedParamsAddString \(name)")
+            }
+        }
+        try withDomain(uuid) { domain throws in
+            guard virDomainMigrateToURI3(domain, peerURI, params, UInt32(count), flags) == 0 else {
+                throw Self.lastError("libvirt", fallback: .unavailable)
+            }
+        }
+    }
+
+    /// The numeric fields of the domain's job statistics (`virDomainGetJobStats`): of the job under
+    /// way, or with `completed` of the last one that completed. Empty when there is no job.
+    func jobStats(of uuid: String, completed: Bool) throws -> [String: UInt64] {
+        try withDomain(uuid) { domain throws in
+            var type: Int32 = 0
+            var params: UnsafeMutablePointer<virTypedParameter>?
+            var count: Int32 = 0
+            let flags = completed ? UInt32(VIR_DOMAIN_JOB_STATS_COMPLETED.rawValue) : 0
+            guard virDomainGetJobStats(domain, &type, &params, &count, flags) == 0 else {
+                throw Self.lastError("reading the job statistics of domain \(uuid)")
+            }
+            defer { virTypedParamsFree(params, count) }
+            guard let params else { return [:] }
+            return Self.numbers(in: UnsafeBufferPointer(start: params, count: Int(count)))
+        }
+    }
+
+    /// Cancels the domain's job under way (a migration: the domain keeps running here).
+    func abortJob(of uuid: String) throws {
+        try withDomain(uuid) { domain throws in
+            guard virDomainAbortJob(domain) == 0 else { throw Self.lastError("aborting the job of domain \(uuid)") }
+        }
+    }
+
+    /// Resumes the domain when a failed migration left it paused.
+    func resumeIfPaused(_ uuid: String) throws {
+        try withDomain(uuid) { domain throws in
+            guard try Self.state(of: domain).state == VIR_DOMAIN_PAUSED else { return }
+            guard virDomainResume(domain) == 0 else { throw Self.lastError("resuming domain \(uuid)") }
+        }
+    }
+
+    /// The integer-valued typed parameters by name (strings, doubles and booleans are left out).
+    static func numbers(in params: UnsafeBufferPointer<virTypedParameter>) -> [String: UInt64] {
+        var result: [String: UInt64] = [:]
+        for param in params {
+            let name = withUnsafeBytes(of: param.field) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            switch UInt32(bitPattern: param.type) {
+            case VIR_TYPED_PARAM_INT.rawValue: result[name] = UInt64(max(0, param.value.i))
+            case VIR_TYPED_PARAM_UINT.rawValue: result[name] = UInt64(param.value.ui)
+            case VIR_TYPED_PARAM_LLONG.rawValue: result[name] = UInt64(max(0, param.value.l))
+            case VIR_TYPED_PARAM_ULLONG.rawValue: result[name] = param.value.ul
+            default: continue
+            }
+        }
+        return result
+    }
+}

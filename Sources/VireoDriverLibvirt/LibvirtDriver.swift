@@ -22,13 +22,17 @@ import VireoProcess
 /// snapshots in `LibvirtSnapshots.swift`.
 public actor LibvirtDriver: HypervisorDriver {
     public nonisolated let name = "libvirt"
-    /// Only what this driver does: the lifecycle, the serial console, pause and snapshots.
-    public nonisolated let capabilities: Set<Capability> = [.serialConsole, .pause, .snapshots, .coldMigration]
+    /// Only what this driver does: the lifecycle, the serial console, pause, snapshots, cold
+    /// moves, and live migration where the VMs' disks are on storage every host sees (`shared-disks`).
+    public nonisolated let capabilities: Set<Capability>
     public nonisolated let configuration: Configuration
-    private let images: @Sendable (String) async throws -> GuestImage
+    let images: @Sendable (String) async throws -> GuestImage
     let logger: Logger
     private var connection: LibvirtConnection?
     var instances: [VMID: Instance] = [:]
+    /// VMs this host expects by live migration (prepared, not yet taken over), with what was
+    /// offered to their source.
+    var incoming: [VMID: LibvirtIncoming] = [:]
     /// Creates under way, so that a second create of the same VM waits for the first.
     private var creating: [VMID: Task<Void, any Error>] = [:]
     private var stateChanged: @Sendable () -> Void = {}
@@ -54,6 +58,8 @@ public actor LibvirtDriver: HypervisorDriver {
         images: @escaping @Sendable (String) async throws -> GuestImage
     ) {
         self.configuration = configuration
+        let local: Set<Capability> = [.serialConsole, .pause, .snapshots, .coldMigration]
+        self.capabilities = configuration.sharedDisks == nil ? local : local.union([.liveMigration])
         self.logger = logger
         self.images = images
     }
@@ -99,13 +105,14 @@ public actor LibvirtDriver: HypervisorDriver {
                 "uri": configuration.uri, Self.stateDirectoryAttribute: configuration.stateDirectory,
                 // libvirt moves VMs live only between hosts running the same hypervisor under it.
                 HostFingerprint.migrationFamilyAttribute: "libvirt/\(facts.hypervisor)",
-            ])
+            ].merging(configuration.sharedDisks.map { [HostFingerprint.sharedStorageAttribute: $0] } ?? [:]) { a, _ in a })
     }
 
     public func status() async throws -> [InstanceStatus] {
         let connection = try open()
         takeInImported(on: connection)
-        var result: [InstanceStatus] = []
+        adoptArrivals(on: connection)
+        var result = incomingStatuses()
         for id in instances.keys.sorted() {
             guard var instance = instances[id] else { continue }
             let (state, message) = observe(&instance, on: connection)
@@ -224,10 +231,14 @@ public actor LibvirtDriver: HypervisorDriver {
         let image = try await images(spec.image)
         let directory = directory(of: spec.id)
         var record = LibvirtRecord(
-            spec: spec, image: image, owner: configuration.stateDirectory, disk: directory + "/disk.qcow2",
+            spec: spec, image: image, owner: configuration.stateDirectory,
+            disk: configuration.sharedDisks.map { "\($0)/\(spec.id).qcow2" } ?? directory + "/disk.qcow2",
             serialLog: directory + "/serial.log")
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            if let shared = configuration.sharedDisks {
+                try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+            }
             if let diskSource {
                 try await DiskTransfer.copy(from: diskSource, to: record.disk)
             } else {
@@ -251,6 +262,7 @@ public actor LibvirtDriver: HypervisorDriver {
             let uuid = try connection.define(xml: record.domainXML(type: type))
             instances[spec.id] = Instance(record: record, uuid: uuid)
         } catch {
+            if configuration.sharedDisks != nil { try? FileManager.default.removeItem(atPath: record.disk) }
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
@@ -362,6 +374,10 @@ public actor LibvirtDriver: HypervisorDriver {
             // Already gone from libvirt: only our files are left.
         }
         instances[id] = nil
+        // A disk on shared storage is outside the VM's directory; this host owns it (a VM still
+        // arriving is discarded by `abortIncoming`, which leaves the disk to the source). An
+        // imported domain's disk was never Vireo's: it stays.
+        if !instance.record.isImported { try? FileManager.default.removeItem(atPath: instance.record.disk) }
         try? FileManager.default.removeItem(atPath: directory(of: id))
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import VireoModel
 
 extension LibvirtDriver {
     public struct Configuration: Sendable {
@@ -15,6 +16,19 @@ extension LibvirtDriver {
         /// Whether guests get QEMU user networking with their port 80 forwarded to a loopback port
         /// (`status` then gives it as their address). Not on the test hypervisor, which runs nothing.
         public var userNetwork = true
+        /// A directory every host of the cluster sees at the same path (NFS, a cluster file system),
+        /// where VM disks go (`<dir>/<id>.qcow2`) instead of the state directory. Live migration needs
+        /// it: libvirt moves memory and devices, not disks. Nil: no live migration.
+        public var sharedDisks: String?
+        /// The URI other hosts' libvirtd use to reach this host's, to send it a VM (peer to peer: the
+        /// source's libvirtd connects itself). Nil: `uri` when it names a host or a socket, else
+        /// `qemu+tcp://<the agent's address>/system` (libvirtd's `listen_tcp`).
+        public var peerURI: String?
+        /// How long a migration may take before it is cancelled (the VM then keeps running at the
+        /// source).
+        public var migrationTimeout: Duration = .seconds(120)
+        /// Whether the guest runs while its memory is copied (see `MigrationMode`).
+        public var migrationMode: MigrationMode = .auto
 
         public init(uri: String, stateDirectory: String) {
             self.uri = uri
@@ -41,5 +55,27 @@ extension LibvirtDriver {
     public enum DomainType: String, Sendable, CaseIterable {
         case qemu
         case kvm
+    }
+
+    /// How this host moves VMs, as the qemu driver's setting of the same name.
+    public enum MigrationMode: String, Sendable, CaseIterable {
+        /// Pre-copy while the guest runs (`VIR_MIGRATE_LIVE`), then a short pause for what it
+        /// dirtied meanwhile.
+        case live
+        /// libvirt pauses the guest, copies its memory and resumes it on the destination: downtime
+        /// is the whole transfer, but nothing depends on QEMU tracking the pages the guest writes.
+        case paused
+        /// `paused` for `qemu` (TCG) domains, where live pre-copy of write-heavy guests was measured
+        /// to lose guests (docs/benchmarks.md, with the same QEMU), `live` for `kvm` ones.
+        case auto
+
+        /// How memory is copied for domains of `type`.
+        public func resolved(for type: DomainType) -> MigrationCopyMode {
+            switch self {
+            case .live: .live
+            case .paused: .paused
+            case .auto: type == .qemu ? .paused : .live
+            }
+        }
     }
 }

@@ -6,11 +6,17 @@ import VireoModel
 
 extension DriverRegistry {
     /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `domain-type`
-    /// (auto|qemu|kvm), `network` (user|none), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache directory).
+    /// (auto|qemu|kvm), `network` (user|none), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache
+    /// directory), `shared-disks` (enables live migration), `peer-uri`, `migration-timeout-s`,
+    /// `migration-mode` (auto|live|paused).
     public mutating func registerLibvirt(logger: Logger = Logger(label: "vireo.libvirt")) {
         register("libvirt") { options in
             try options.rejectUnknown(
-                driver: "libvirt", allowed: ["uri", "domain-type", "network", "stop-timeout-s", "ready-timeout-s", "images"])
+                driver: "libvirt",
+                allowed: [
+                    "uri", "domain-type", "network", "stop-timeout-s", "ready-timeout-s", "images", "shared-disks", "peer-uri",
+                    "migration-timeout-s", "migration-mode",
+                ])
             let settings = options.settings
             let uri = settings["uri"] ?? "qemu:///system"
             guard uri.contains(":"), !uri.contains(where: \.isWhitespace) else {
@@ -35,6 +41,26 @@ extension DriverRegistry {
             }
             if let seconds = try options.int("stop-timeout-s") { configuration.stopTimeout = .seconds(seconds) }
             if let seconds = try options.int("ready-timeout-s") { configuration.readyTimeout = .seconds(seconds) }
+            if let seconds = try options.int("migration-timeout-s") { configuration.migrationTimeout = .seconds(seconds) }
+            if let mode = settings["migration-mode"] {
+                guard let parsed = LibvirtDriver.MigrationMode(rawValue: mode) else {
+                    throw VireoError.invalid(field: "migration-mode", value: "'\(mode)'", "expected auto, live or paused")
+                }
+                configuration.migrationMode = parsed
+            }
+            if let shared = settings["shared-disks"] {
+                guard shared.hasPrefix("/") else {
+                    throw VireoError.invalid(field: "shared-disks", value: "'\(shared)'", "expected an absolute directory path")
+                }
+                configuration.sharedDisks = shared
+            }
+            if let peer = settings["peer-uri"] {
+                guard peer.contains(":"), !peer.contains(where: \.isWhitespace) else {
+                    throw VireoError.invalid(
+                        field: "peer-uri", value: "'\(peer)'", "expected a libvirt URI such as qemu+tcp://10.0.0.2/system")
+                }
+                configuration.peerURI = peer
+            }
             let builder = ImageBuilder(
                 cacheDirectory: settings["images"] ?? (options.stateDirectory as NSString).deletingLastPathComponent
                     + "/images")

@@ -33,7 +33,7 @@ struct DriverList: AsyncParsableCommand {
     /// Settings that change a driver's capabilities, shown as rows of their own.
     static let variants: [String: [[String: String]]] = [
         "qemu": [[:]],
-        "libvirt": [["uri": "test:///default"]],
+        "libvirt": [["uri": "test:///default"], ["uri": "test:///default", "shared-disks": "/srv/vireo-disks"]],
     ]
 
     func run() async throws {

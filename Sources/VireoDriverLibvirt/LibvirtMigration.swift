@@ -1,0 +1,352 @@
+import CLibvirt
+import Foundation
+import Synchronization
+import VireoDriver
+import VireoModel
+
+/// Live migration between libvirt hosts, peer to peer: the source's libvirtd connects to the
+/// destination's and the two run the whole handshake (`virDomainMigrateToURI3` with
+/// `VIR_MIGRATE_PEER2PEER`); the agents only exchange what the source needs to know.
+///
+/// The destination prepares nothing in libvirt: it checks that it sees the VM's disk on shared
+/// storage and says how its libvirtd is reached and what the VM is called there (its own state
+/// directory, console log, image and forwarded port, in the Vireo metadata the domain carries). The
+/// source sends the domain with that definition; the destination adopts it once it runs there.
+extension LibvirtDriver {
+    /// `guestAddress` is not needed: under QEMU user networking every guest is 10.0.2.15 behind
+    /// its own forwarded port, and the VM gets this host's port.
+    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
+        -> String
+    {
+        // The order is repeated on every heartbeat until the source starts sending.
+        if let offer = incoming[spec.id] { return try offer.encoded() }
+        if let existing = instances[spec.id] {
+            throw VireoError(.conflict, "VM \(existing.record.spec.name) is already on this host")
+        }
+        if let network = spec.privateNetwork {
+            throw VireoError(.unsupported, "privateNetwork '\(network)': driver 'libvirt' has no private networks")
+        }
+        guard let shared = configuration.sharedDisks else {
+            throw VireoError(.failedPrecondition, "live migration needs shared storage (driver setting shared-disks)")
+        }
+        let disk = "\(shared)/\(spec.id).qcow2"
+        guard FileManager.default.fileExists(atPath: disk) else {
+            throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not visible on this host")
+        }
+        let connection = try open()
+        let domainName = "vireo-\(spec.name)"
+        if let other = connection.uuid(ofDomainNamed: domainName) {
+            throw VireoError(
+                .conflict, "libvirt at \(configuration.uri) already has a domain named \(domainName) (uuid \(other))")
+        }
+        let image = try await images(spec.image)
+        // Another order for the same VM may have prepared it meanwhile.
+        if let offer = incoming[spec.id] { return try offer.encoded() }
+        let directory = directory(of: spec.id)
+        var record = LibvirtRecord(
+            spec: spec, image: image, owner: configuration.stateDirectory, disk: disk,
+            serialLog: directory + "/serial.log")
+        if configuration.userNetwork, try connection.hostFacts().hypervisor != "Test" {
+            let taken = instances.values.compactMap(\.record.hostPort) + incoming.values.compactMap(\.record.hostPort)
+            record.hostPort = try LoopbackPort.free(excluding: Set(taken))
+        }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // QEMU on the destination listens on the agent's address; its libvirtd picks the port.
+        let offer = LibvirtIncoming(
+            peerURI: configuration.peerURI ?? Configuration.defaultPeerURI(uri: configuration.uri, address: listenAddress),
+            migrationURI: "tcp://\(listenAddress)", record: record)
+        incoming[spec.id] = offer
+        logger.info("waiting for incoming migration", metadata: ["vm": "\(spec.name)", "peer": "\(offer.peerURI)"])
+        return try offer.encoded()
+    }
+
+    public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
+        async throws -> MigrationStats
+    {
+        guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
+        let offer = try LibvirtIncoming(decoding: uri)
+        let connection = try open()
+        let uuid = instance.uuid
+        guard try Self.isActive(uuid, on: connection) else {
+            throw VireoError(.failedPrecondition, "VM \(instance.record.spec.name) is not running")
+        }
+        if instance.record.hostPort != nil && offer.record.hostPort == nil {
+            throw VireoError(
+                .failedPrecondition, "the destination gives its guests no network (network=none); this VM has one")
+        }
+        let destinationXML = try offer.record.destinationXML(
+            from: connection.migratableXML(of: uuid), source: instance.record)
+        // UNSAFE: libvirt calls a disk safe to share only on a file system it knows as shared (NFS,
+        // GlusterFS...) or with cache='none'; `shared-disks` is the operator saying it is shared. The
+        // source domain stays defined (shut off, "migrated") so that its completed job statistics
+        // can be read; `release` undefines it. Without LIVE libvirt pauses the guest for the copy.
+        let test = try connection.hostFacts().hypervisor == "Test"
+        let mode = configuration.migrationMode.resolved(for: test ? .qemu : configuration.domainType)
+        let flags =
+            (mode == .live ? VIR_MIGRATE_LIVE.rawValue : 0) | VIR_MIGRATE_PEER2PEER.rawValue
+            | VIR_MIGRATE_PERSIST_DEST.rawValue | VIR_MIGRATE_UNSAFE.rawValue
+        let outcome = MigrationOutcome()
+        // virDomainMigrateToURI3 blocks until the end: on a thread of its own, not the driver's.
+        let thread = Thread {
+            outcome.set(
+                Result {
+                    try connection.migrate(
+                        uuid, peerURI: offer.peerURI, migrationURI: offer.migrationURI,
+                        destinationXML: destinationXML, flags: flags)
+                }.mapError { ($0 as? VireoError) ?? VireoError(.internal, "\($0)") })
+        }
+        thread.name = "libvirt-migrate"
+        thread.start()
+        let deadline = ContinuousClock.now + configuration.migrationTimeout
+        var cancelled: String?
+        while outcome.result == nil {
+            if let stats = try? connection.jobStats(of: uuid, completed: false),
+                let current = LibvirtJobStatistics.progress(from: stats)
+            {
+                progress(current)
+            }
+            if ContinuousClock.now > deadline || Task.isCancelled {
+                // libvirt ends the job at once; the VM keeps running here.
+                cancelled = Task.isCancelled ? "cancelled" : "did not finish within \(configuration.migrationTimeout); cancelled"
+                try? connection.abortJob(of: uuid)
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if case .failure(let error) = await outcome.finished() {
+            try? connection.resumeIfPaused(uuid)
+            throw VireoError(
+                .unavailable,
+                "migration of \(instance.record.spec.name) to \(offer.peerURI) failed: \(cancelled ?? error.message); "
+                    + "the VM keeps running here")
+        }
+        let completed = try connection.jobStats(of: uuid, completed: true)
+        logger.info(
+            "migration completed",
+            metadata: [
+                "vm": "\(instance.record.spec.name)", "mode": "\(mode)",
+                "libvirt-time-ms": "\(completed[VIR_DOMAIN_JOB_TIME_ELAPSED].map(String.init) ?? "none")",
+                "libvirt-downtime-ms": "\(completed[VIR_DOMAIN_JOB_DOWNTIME].map(String.init) ?? "none")",
+            ])
+        return LibvirtJobStatistics.stats(from: completed, mode: mode)
+    }
+
+    public func release(_ id: VMID) async throws {
+        guard let instance = instances[id] else { return }
+        let connection = try open()
+        let name = instance.record.spec.name
+        do {
+            try connection.withDomain(instance.uuid) { domain throws in
+                // After a completed migration it is shut off ("migrated"); the destination runs the VM.
+                if virDomainIsActive(domain) == 1, virDomainDestroy(domain) != 0 {
+                    throw LibvirtConnection.lastError("destroying the migrated VM \(name)")
+                }
+                guard virDomainUndefine(domain) == 0 else {
+                    throw LibvirtConnection.lastError("undefining the migrated VM \(name)")
+                }
+            }
+        } catch let error as VireoError where error.code == .notFound {
+            // libvirt undefined it already.
+        }
+        instances[id] = nil
+        // The disk belongs to the destination now; the console history goes with the directory.
+        try? FileManager.default.removeItem(atPath: directory(of: id))
+    }
+
+    public func finishIncoming(_ id: VMID) async throws {
+        if incoming[id] == nil, instances[id] != nil { return }
+        adoptArrivals(on: try open())
+        guard instances[id] != nil else {
+            throw VireoError(.notFound, "VM \(id) has not arrived on this host (its domain does not run here)")
+        }
+        incoming[id] = nil
+    }
+
+    public func abortIncoming(_ id: VMID) async throws {
+        guard let offer = incoming[id] else {
+            if instances[id] != nil {
+                throw VireoError(.conflict, "VM \(id) is no incoming migration here; not discarding it")
+            }
+            return
+        }
+        let connection = try open()
+        if let uuid = connection.uuid(ofDomainNamed: offer.record.domainName) {
+            do {
+                try connection.withDomain(uuid) { domain throws in
+                    guard
+                        LibvirtConnection.metadata(of: domain, namespace: LibvirtRecord.namespace)
+                            .flatMap(LibvirtRecord.parse(metadata:))?.owner == configuration.stateDirectory
+                    else { return }
+                    if virDomainIsActive(domain) == 1, virDomainDestroy(domain) != 0 {
+                        throw LibvirtConnection.lastError("destroying the half-arrived VM \(offer.record.spec.name)")
+                    }
+                    if virDomainIsPersistent(domain) == 1, virDomainUndefine(domain) != 0 {
+                        throw LibvirtConnection.lastError("undefining the half-arrived VM \(offer.record.spec.name)")
+                    }
+                }
+            } catch let error as VireoError where error.code == .notFound {
+                // Gone meanwhile: a transient incoming domain goes with its failed migration.
+            }
+        }
+        incoming[id] = nil
+        instances[id] = nil
+        // The disk stays: the source still runs the VM on it.
+        try? FileManager.default.removeItem(atPath: directory(of: id))
+    }
+
+    /// Takes over the expected VMs whose domains now run here. Only once they run: during the
+    /// transfer the incoming domain exists paused, and the source may still fail.
+    func adoptArrivals(on connection: LibvirtConnection) {
+        for (id, offer) in incoming where instances[id] == nil {
+            guard let uuid = connection.uuid(ofDomainNamed: offer.record.domainName),
+                let arrived = try? connection.withDomain(
+                    uuid,
+                    { domain throws in
+                        try LibvirtConnection.state(of: domain).state == VIR_DOMAIN_RUNNING
+                            && LibvirtConnection.metadata(of: domain, namespace: LibvirtRecord.namespace)
+                                .flatMap(LibvirtRecord.parse(metadata:)) == offer.record
+                    }), arrived
+            else { continue }
+            // The guest booted at the source: no ready marker will come, and the console log here
+            // starts with this host's part of it.
+            instances[id] = Instance(
+                record: offer.record, uuid: uuid, runOffset: Self.size(of: offer.record.serialLog), ready: true)
+            logger.info("incoming VM arrived", metadata: ["vm": "\(offer.record.spec.name)", "uuid": "\(uuid)"])
+        }
+    }
+
+    /// The expected VMs that have not arrived yet: starting, as the agent expects of a VM that is
+    /// being prepared.
+    func incomingStatuses() -> [InstanceStatus] {
+        incoming.filter { instances[$0.key] == nil }.sorted { $0.key < $1.key }.map { id, offer in
+            InstanceStatus(
+                id: id, name: offer.record.spec.name, state: .starting, message: "waiting for incoming migration",
+                address: offer.record.hostPort.map { "127.0.0.1:\($0)" })
+        }
+    }
+}
+
+/// What the destination tells the source, as the opaque `uri` the controller passes between them.
+struct LibvirtIncoming: Codable, Equatable, Sendable {
+    /// The URI the source's libvirtd connects to, to reach the destination's.
+    var peerURI: String
+    /// Where QEMU sends the guest's state: `tcp://ADDRESS`, the destination's libvirtd picking the port.
+    var migrationURI: String
+    /// The VM's record on the destination: its state directory, console log, image and forwarded port.
+    var record: LibvirtRecord
+
+    static let prefix = "libvirt-p2p:"
+
+    func encoded() throws -> String {
+        // Sorted keys: a repeated order gets the very same string.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return Self.prefix + String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    init(peerURI: String, migrationURI: String, record: LibvirtRecord) {
+        self.peerURI = peerURI
+        self.migrationURI = migrationURI
+        self.record = record
+    }
+
+    init(decoding uri: String) throws {
+        guard uri.hasPrefix(Self.prefix),
+            let decoded = try? JSONDecoder().decode(Self.self, from: Data(uri.dropFirst(Self.prefix.count).utf8))
+        else {
+            throw VireoError.invalid(
+                field: "uri", value: "'\(uri.prefix(80))'", "expected what a libvirt destination's prepareIncoming returns")
+        }
+        self = decoded
+    }
+}
+
+extension LibvirtDriver.Configuration {
+    /// How peers reach libvirtd at `uri`: the URI itself when it names a host or a socket, else
+    /// (`qemu:///system`) over TCP on the agent's address.
+    static func defaultPeerURI(uri: String, address: String) -> String {
+        guard let range = uri.range(of: ":///"), !uri.contains("socket=") else { return uri }
+        let scheme = uri[..<range.lowerBound].split(separator: "+").first.map(String.init) ?? "qemu"
+        return "\(scheme)+tcp://\(address)/\(uri[range.upperBound...])"
+    }
+}
+
+extension LibvirtRecord {
+    /// The source domain's migratable definition `xml` as the destination is to define it: with
+    /// this record in Vireo's metadata, and the source record's host-specific paths (console log,
+    /// kernel, initrd, disk) and forwarded port replaced by this record's.
+    func destinationXML(from xml: String, source: LibvirtRecord) throws -> String {
+        guard let open = xml.range(of: "<\(Self.prefix):vm"),
+            let close = xml.range(of: "</\(Self.prefix):vm>", range: open.upperBound..<xml.endIndex)
+        else { throw VireoError(.internal, "the domain's definition carries no Vireo metadata") }
+        var replacements = [
+            (source.serialLog, serialLog), (source.image.kernel, image.kernel), (source.image.initrd, image.initrd),
+            (source.disk, disk),
+        ].filter { $0.0 != $0.1 }.map { ($0.0.xmlEscaped, $0.1.xmlEscaped) }
+        if let from = source.hostPort, let to = hostPort {
+            replacements.append(("hostfwd=tcp:127.0.0.1:\(from)-", "hostfwd=tcp:127.0.0.1:\(to)-"))
+        }
+        func retarget(_ part: Substring) -> String {
+            replacements.reduce(String(part)) { $0.replacingOccurrences(of: $1.0, with: $1.1) }
+        }
+        return retarget(xml[..<open.lowerBound]) + metadataElement + retarget(xml[close.upperBound...])
+    }
+}
+
+/// libvirt's job statistics (`virDomainGetJobStats`, numeric fields by name) as Vireo's.
+enum LibvirtJobStatistics {
+    /// A migration under way; nil when the statistics have no memory figures (no job, or the
+    /// migration is still being set up: libvirt then reports a total of 0).
+    static func progress(from stats: [String: UInt64]) -> MigrationProgress? {
+        guard let total = stats[VIR_DOMAIN_JOB_MEMORY_TOTAL], total > 0 else { return nil }
+        return MigrationProgress(
+            transferredBytes: stats[VIR_DOMAIN_JOB_MEMORY_PROCESSED] ?? 0,
+            remainingBytes: stats[VIR_DOMAIN_JOB_MEMORY_REMAINING] ?? 0, totalBytes: total,
+            dirtyPagesPerSecond: stats[VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE] ?? 0)
+    }
+
+    /// A completed migration: time elapsed, downtime and memory sent, as the QEMU driver reports
+    /// QEMU's (times in milliseconds, bytes of guest memory sent including pages sent again).
+    /// libvirt times the downtime itself, from the guest's pause at the source to its resumption at
+    /// the destination, so it is taken as it is in both modes; the job's time also counts the
+    /// phases before the pause (connecting to the destination, starting its QEMU).
+    static func stats(from stats: [String: UInt64], mode: MigrationCopyMode) -> MigrationStats {
+        MigrationStats(
+            totalTimeMs: Int(stats[VIR_DOMAIN_JOB_TIME_ELAPSED] ?? 0),
+            downtimeMs: Int(stats[VIR_DOMAIN_JOB_DOWNTIME] ?? 0),
+            transferredBytes: stats[VIR_DOMAIN_JOB_MEMORY_PROCESSED] ?? stats[VIR_DOMAIN_JOB_DATA_PROCESSED] ?? 0,
+            setupTimeMs: stats[VIR_DOMAIN_JOB_SETUP_TIME].map { Int($0) }, mode: mode)
+    }
+}
+
+/// Where the migrating thread leaves its result for the driver to find, and wake it.
+private final class MigrationOutcome: Sendable {
+    private struct State {
+        var result: Result<Void, VireoError>?
+        var waiter: CheckedContinuation<Result<Void, VireoError>, Never>?
+    }
+    private let state = Mutex(State())
+
+    var result: Result<Void, VireoError>? { state.withLock { $0.result } }
+
+    func set(_ result: Result<Void, VireoError>) {
+        let waiter = state.withLock { state in
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: result)
+    }
+
+    /// The result, once the thread has left it (also in a cancelled task: the migration must end
+    /// before the driver can say where the VM runs).
+    func finished() async -> Result<Void, VireoError> {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state in
+                if state.result == nil { state.waiter = continuation }
+                return state.result
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}

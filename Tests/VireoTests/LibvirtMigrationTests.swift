@@ -1,0 +1,449 @@
+import AsyncHTTPClient
+import CLibvirt
+import Foundation
+import Testing
+import VireoAPI
+import VireoAgent
+import VireoController
+import VireoDriver
+import VireoModel
+import VireoProcess
+import VireoStore
+
+@testable import VireoDriverLibvirt
+
+@Suite("libvirt live migration")
+struct LibvirtMigrationTests {
+    func spec(_ name: String) -> InstanceSpec {
+        InstanceSpec(id: .generate(), name: name, image: "tiny", cpus: 1, memoryMiB: 128)
+    }
+
+    @Test("libvirt's job statistics, read from typed parameters, become migration progress and stats")
+    func jobStatistics() throws {
+        // libvirt's calls keep their last error in thread-local storage that virInitialize sets up
+        // (connecting does it too); without it, this test would write into another library's slot.
+        #expect(virInitialize() == 0)
+        var params: UnsafeMutablePointer<virTypedParameter>?
+        var count: Int32 = 0
+        var capacity: Int32 = 0
+        defer { virTypedParamsFree(params, count) }
+        let figures: [(String, UInt64)] = [
+            (VIR_DOMAIN_JOB_TIME_ELAPSED, 1003), (VIR_DOMAIN_JOB_DOWNTIME, 161),
+            (VIR_DOMAIN_JOB_MEMORY_PROCESSED, 68_782_080), (VIR_DOMAIN_JOB_MEMORY_REMAINING, 1_048_576),
+            (VIR_DOMAIN_JOB_MEMORY_TOTAL, 269_230_080), (VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE, 250),
+            (VIR_DOMAIN_JOB_SETUP_TIME, 1),
+        ]
+        for (name, value) in figures {
+            #expect(virTypedParamsAddULLong(&params, &count, &capacity, name, value) == 0)
+        }
+        // What libvirt also puts there and the mapping has no use for.
+        #expect(virTypedParamsAddInt(&params, &count, &capacity, VIR_DOMAIN_JOB_OPERATION, 7) == 0)
+        #expect(virTypedParamsAddString(&params, &count, &capacity, "note", "text") == 0)
+        let numbers = LibvirtConnection.numbers(in: UnsafeBufferPointer(start: try #require(params), count: Int(count)))
+        #expect(numbers.count == figures.count + 1 && numbers["note"] == nil)
+
+        let progress = try #require(LibvirtJobStatistics.progress(from: numbers))
+        #expect(
+            progress
+                == MigrationProgress(
+                    transferredBytes: 68_782_080, remainingBytes: 1_048_576, totalBytes: 269_230_080,
+                    dirtyPagesPerSecond: 250))
+        let stats = LibvirtJobStatistics.stats(from: numbers, mode: .live)
+        #expect(
+            stats
+                == MigrationStats(
+                    totalTimeMs: 1003, downtimeMs: 161, transferredBytes: 68_782_080, setupTimeMs: 1, mode: .live))
+        // libvirt's own downtime (pause to resume) in either mode.
+        let paused = LibvirtJobStatistics.stats(from: numbers, mode: .paused)
+        #expect(paused.downtimeMs == 161 && paused.mode == .paused)
+        // No job (or not started yet): no memory figures, no progress.
+        #expect(LibvirtJobStatistics.progress(from: [:]) == nil)
+        #expect(LibvirtJobStatistics.progress(from: [VIR_DOMAIN_JOB_MEMORY_TOTAL: 0]) == nil)
+    }
+
+    @Test("the destination's definition carries its record, console log and forwarded port; the rest stays the source's")
+    func destinationDefinition() throws {
+        let image = GuestImage(
+            kernel: "/images/vmlinux", initrd: "/images/initrd.gz", baseDisk: "/images/base.qcow2",
+            kernelCommandLine: "console=ttyS0", readyMarker: "VIREO-READY")
+        var source = LibvirtRecord(
+            spec: InstanceSpec(id: VMID("vm-1"), name: "web-1", image: "web", cpus: 1, memoryMiB: 128), image: image,
+            owner: "/a/vms", disk: "/shared/vm-1.qcow2", serialLog: "/a/vms/vm-1/serial.log")
+        source.hostPort = 40001
+        var destination = source
+        destination.owner = "/b/vms"
+        destination.serialLog = "/b/vms/vm-1/serial.log"
+        destination.hostPort = 40002
+        // As libvirt formats a migratable definition: its own quoting and indentation, the metadata
+        // re-serialized.
+        let xml = source.domainXML(type: "qemu").replacingOccurrences(
+            of: "<name>", with: "<uuid>0b6e1f2a-6a39-4bd0-9d1c-2f4d1c7d7a11</uuid>\n  <name>")
+        let moved = try destination.destinationXML(from: xml, source: source)
+        #expect(moved.contains("<source path='/b/vms/vm-1/serial.log' append='on'/>"))
+        #expect(!moved.contains("/a/vms"))
+        #expect(moved.contains("hostfwd=tcp:127.0.0.1:40002-:80") && !moved.contains("40001"))
+        #expect(moved.contains("<uuid>0b6e1f2a-6a39-4bd0-9d1c-2f4d1c7d7a11</uuid>"))
+        #expect(moved.contains("<source file='/shared/vm-1.qcow2'/>"))
+        #expect(moved.contains("<kernel>/images/vmlinux</kernel>"))
+        let metadataStart = try #require(moved.range(of: "<vireo:vm"))
+        let metadataEnd = try #require(moved.range(of: "</vireo:vm>"))
+        #expect(LibvirtRecord.parse(metadata: String(moved[metadataStart.lowerBound..<metadataEnd.upperBound])) == destination)
+
+        let error = #expect(throws: VireoError.self) {
+            _ = try destination.destinationXML(from: "<domain><name>x</name></domain>", source: source)
+        }
+        #expect(error?.message.contains("no Vireo metadata") == true)
+    }
+
+    @Test("peers reach qemu:///system over TCP on the agent's address; a URI naming a host or a socket as it is")
+    func peerURI() {
+        typealias Configuration = LibvirtDriver.Configuration
+        #expect(Configuration.defaultPeerURI(uri: "qemu:///system", address: "10.0.0.2") == "qemu+tcp://10.0.0.2/system")
+        #expect(
+            Configuration.defaultPeerURI(uri: "qemu+unix:///system?socket=/x/libvirt-sock", address: "10.0.0.2")
+                == "qemu+unix:///system?socket=/x/libvirt-sock")
+        #expect(Configuration.defaultPeerURI(uri: "qemu+ssh://h2/system", address: "10.0.0.2") == "qemu+ssh://h2/system")
+    }
+
+    @Test("live migration is declared only with shared disks, whose setting must be an absolute path")
+    func capability() throws {
+        var registry = DriverRegistry()
+        registry.registerLibvirt()
+        let plain = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x"))
+        #expect(!plain.capabilities.contains(.liveMigration))
+        let shared = try registry.make(
+            "libvirt",
+            options: .init(
+                stateDirectory: "/tmp/x",
+                settings: ["shared-disks": "/srv/disks", "peer-uri": "qemu+tcp://10.0.0.2/system", "migration-timeout-s": "30"]))
+        #expect(shared.capabilities == plain.capabilities.union([.liveMigration]))
+        let configuration = try #require((shared as? LibvirtDriver)?.configuration)
+        #expect(configuration.sharedDisks == "/srv/disks" && configuration.peerURI == "qemu+tcp://10.0.0.2/system")
+        #expect(configuration.migrationTimeout == .seconds(30))
+        #expect(configuration.migrationMode == .auto)
+        let live = try registry.make(
+            "libvirt", options: .init(stateDirectory: "/tmp/x", settings: ["migration-mode": "live"]))
+        #expect((live as? LibvirtDriver)?.configuration.migrationMode == .live)
+        // As the qemu driver: paused under TCG, live with hardware virtualization.
+        #expect(LibvirtDriver.MigrationMode.auto.resolved(for: .qemu) == .paused)
+        #expect(LibvirtDriver.MigrationMode.auto.resolved(for: .kvm) == .live)
+        #expect(LibvirtDriver.MigrationMode.live.resolved(for: .qemu) == .live)
+        for (key, value) in [
+            ("shared-disks", "disks"), ("peer-uri", "no uri"), ("migration-timeout-s", "soon"), ("migration-mode", "postcopy"),
+        ] {
+            let error = #expect(throws: VireoError.self) {
+                _ = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x", settings: [key: value]))
+            }
+            #expect(error?.message.contains(key) == true, "\(String(describing: error))")
+        }
+    }
+
+    @Test("the destination prepares only with the VM's disk visible on shared storage; repeated orders get the same offer")
+    func prepareIncoming() async throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let vm = spec("lv-incoming")
+        let unshared = TestLibvirt.driver(uri: "test:///default", stateDirectory: root + "/a")
+        let refused = await #expect(throws: VireoError.self) {
+            _ = try await unshared.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+        }
+        #expect(refused?.code == .failedPrecondition && refused?.message.contains("shared-disks") == true)
+
+        var configuration = LibvirtDriver.Configuration(uri: "test:///default", stateDirectory: root + "/b")
+        configuration.sharedDisks = root + "/disks"
+        let destination = LibvirtDriver(configuration: configuration) { _ in try await TestLibvirt.placeholder.image() }
+        let missing = await #expect(throws: VireoError.self) {
+            _ = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+        }
+        #expect(missing?.code == .failedPrecondition && missing?.message.contains("\(vm.id).qcow2") == true)
+
+        try FileManager.default.createDirectory(atPath: root + "/disks", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: "\(root)/disks/\(vm.id).qcow2", contents: Data())
+        let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+        #expect(try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1") == uri)
+        let offer = try LibvirtIncoming(decoding: uri)
+        // A local URI: peers reach its daemon over TCP on the agent's address.
+        #expect(offer.peerURI == "test+tcp://127.0.0.1/default" && offer.migrationURI == "tcp://127.0.0.1")
+        #expect(offer.record.owner == root + "/b" && offer.record.disk == "\(root)/disks/\(vm.id).qcow2")
+        #expect(offer.record.serialLog == "\(root)/b/\(vm.id)/serial.log")
+        let waiting = try await destination.status()
+        #expect(waiting.map(\.id) == [vm.id] && waiting.first?.state == .starting)
+        // Nothing arrived: it cannot be taken over, and discarding it leaves the disk to the source.
+        let early = await #expect(throws: VireoError.self) { try await destination.finishIncoming(vm.id) }
+        #expect(early?.code == .notFound)
+        try await destination.abortIncoming(vm.id)
+        #expect(try await destination.status().isEmpty)
+        #expect(FileManager.default.fileExists(atPath: "\(root)/disks/\(vm.id).qcow2"))
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/b/\(vm.id)"))
+    }
+
+    @Test("an order that is no libvirt destination's offer is refused before anything is sent")
+    func foreignOffer() async throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let driver = TestLibvirt.driver(uri: "test:///default", stateDirectory: root + "/vms")
+        let vm = spec("lv-foreign")
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        let error = await #expect(throws: VireoError.self) {
+            _ = try await driver.migrate(vm.id, to: "tcp:127.0.0.1:4444") { _ in }
+        }
+        #expect(error?.code == .invalidArgument && error?.message.contains("tcp:127.0.0.1:4444") == true)
+        #expect(try await driver.status().first?.state == .running)
+        try await driver.delete(vm.id)
+    }
+}
+
+/// A second libvirt "host" on this machine (`scripts/libvirt-second-host.sh`): a libvirtd with its
+/// own host UUID and state in a mount namespace, started by the test that needs it and stopped
+/// (its domains destroyed, its directory removed) when the test ends.
+struct SecondLibvirtHost {
+    let directory: String
+    let uri: String
+
+    static var script: String { FileManager.default.currentDirectoryPath + "/scripts/libvirt-second-host.sh" }
+
+    static func start() async throws -> SecondLibvirtHost {
+        // A short path: the daemon's socket path must fit in a sockaddr_un (108 bytes).
+        let directory = "/tmp/vireo-lv2-" + UUID().uuidString.prefix(8).lowercased()
+        let started = ContinuousClock.now
+        let uri = try await HostTool.text("bash", [script, "start", directory])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        print("libvirt migration test: second libvirtd at \(uri) answered after \(ContinuousClock.now - started)")
+        return SecondLibvirtHost(directory: directory, uri: uri)
+    }
+
+    func stop() async throws {
+        try await HostTool.run("bash", [Self.script, "stop", directory])
+    }
+}
+
+extension RealQEMU {
+    /// Two libvirt hosts on one machine: the system libvirtd and a second one of this test's.
+    @Suite("libvirt live migration (qemu:///system and a second libvirtd)")
+    struct LibvirtMigrationQEMUTests {
+        let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
+
+        func driver(uri: String, root: String, name: String, mode: LibvirtDriver.MigrationMode = .auto) -> LibvirtDriver {
+            var configuration = LibvirtDriver.Configuration(uri: uri, stateDirectory: "\(root)/\(name)")
+            configuration.migrationMode = mode
+            configuration.sharedDisks = root + "/disks"
+            configuration.stopTimeout = .seconds(20)
+            return LibvirtDriver(configuration: configuration) { name in try await TestLibvirt.realImage(name) }
+        }
+
+        func status(_ address: String) async throws -> JSONValue {
+            let response = try await HTTPClient.shared.execute(
+                HTTPClientRequest(url: "http://\(address)/status"), timeout: .seconds(10))
+            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
+        }
+
+        func webGuest() -> InstanceSpec {
+            InstanceSpec(
+                id: .generate(), name: "lv-mig-\(UUID().uuidString.prefix(6).lowercased())", image: "web", cpus: 1,
+                memoryMiB: 256)
+        }
+
+        @Test(
+            "a running web guest moves to the other libvirt host and keeps running: same boot, uptime goes on",
+            arguments: [LibvirtDriver.MigrationMode.live, .paused])
+        func migrate(mode: LibvirtDriver.MigrationMode) async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            let root = temporaryDirectory()
+            let second = try await SecondLibvirtHost.start()
+            let source = driver(uri: "qemu:///system", root: root, name: "a", mode: mode)
+            let destination = driver(uri: second.uri, root: root, name: "b", mode: mode)
+            let vm = webGuest()
+            do {
+                try await move(vm, from: source, to: destination, root: root, mode: mode)
+            } catch {
+                try? await source.delete(vm.id)
+                try? await destination.delete(vm.id)
+                try? await second.stop()
+                try? FileManager.default.removeItem(atPath: root)
+                throw error
+            }
+            try await second.stop()
+            try FileManager.default.removeItem(atPath: root)
+        }
+
+        private func move(
+            _ vm: InstanceSpec, from source: LibvirtDriver, to destination: LibvirtDriver, root: String,
+            mode: LibvirtDriver.MigrationMode
+        ) async throws {
+            #expect(source.capabilities.contains(.liveMigration))
+            try await source.create(vm)
+            #expect(FileManager.default.fileExists(atPath: "\(root)/disks/\(vm.id).qcow2"))
+            try await source.start(vm.id)
+            let running = try await settle(source, vm.id, to: .running, tick: tick)
+            let before = try await status(try #require(running.address))
+
+            let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+            #expect(try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1") == uri)
+            #expect(try await destination.status().first?.state == .starting)
+            let seen = ProgressLog()
+            let started = ContinuousClock.now
+            let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
+            let elapsed = ContinuousClock.now - started
+            let last = seen.all.last
+            print(
+                "libvirt \(mode) migration of a 256 MiB web guest (TCG): total \(stats.totalTimeMs) ms, downtime "
+                    + "\(stats.downtimeMs) ms, setup \(stats.setupTimeMs.map(String.init) ?? "?") ms, "
+                    + "\(stats.transferredBytes) bytes sent; migrate() took \(elapsed); \(seen.all.count) progress reports, "
+                    + "last \(last.map { "\($0.transferredBytes)/\($0.totalBytes) bytes" } ?? "none")")
+            #expect(stats.totalTimeMs > 0 && stats.downtimeMs > 0)
+            #expect(stats.transferredBytes > 1 << 20 && stats.transferredBytes < UInt64(vm.memoryMiB + 64) << 20)
+            #expect(stats.mode == mode.resolved(for: .qemu))
+            // A paused copy of an idle guest is over in a few polls (none were seen in it here).
+            if mode == .live { #expect(!seen.all.isEmpty, "no progress was reported while the migration ran") }
+            #expect(seen.all.allSatisfy { $0.totalBytes >= UInt64(vm.memoryMiB) << 20 })
+            try await source.release(vm.id)
+            #expect(try await source.status().isEmpty)
+            let systemDomains = try await HostTool.text("virsh", ["-c", "qemu:///system", "list", "--all", "--name"])
+            #expect(!systemDomains.contains("vireo-\(vm.name)"), "the source still has the domain: \(systemDomains)")
+
+            // The destination adopts the arrived domain (its lifecycle events and listing show it).
+            let arrived = try await settle(destination, vm.id, to: .running, tick: tick)
+            try await destination.finishIncoming(vm.id)
+            let address = try #require(arrived.address)
+            #expect(address != running.address, "the destination forwards its own port")
+            let after = try await status(address)
+            #expect(after["bootId"] == before["bootId"])
+            #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
+            // A restarted destination agent finds it as its own.
+            let recovered = try await driver(uri: destination.configuration.uri, root: root, name: "b").recover()
+            #expect(recovered.map(\.id) == [vm.id])
+            try await destination.delete(vm.id)
+            #expect(!FileManager.default.fileExists(atPath: "\(root)/disks/\(vm.id).qcow2"))
+        }
+
+        @Test("a migration to an unreachable destination fails with libvirt's reason; the VM keeps running at the source")
+        func unreachableDestination() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            let root = temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            let source = driver(uri: "qemu:///system", root: root, name: "a")
+            let vm = webGuest()
+            try await source.create(vm)
+            do {
+                try await source.start(vm.id)
+                let running = try await settle(source, vm.id, to: .running, tick: tick)
+                let before = try await status(try #require(running.address))
+                // What a destination would offer, but its libvirtd is gone.
+                var record = LibvirtRecord(
+                    spec: vm, image: try await TestLibvirt.realImage("web"), owner: root + "/b",
+                    disk: "\(root)/disks/\(vm.id).qcow2", serialLog: "\(root)/b/\(vm.id)/serial.log")
+                record.hostPort = try LoopbackPort.free(excluding: [])
+                let gone = "qemu+unix:///system?socket=\(root)/gone/libvirt-sock"
+                let offer = try LibvirtIncoming(peerURI: gone, migrationURI: "tcp://127.0.0.1", record: record).encoded()
+                let error = await #expect(throws: VireoError.self) { _ = try await source.migrate(vm.id, to: offer) { _ in } }
+                print("libvirt migration test: unreachable destination: \(String(describing: error))")
+                #expect(error?.code == .unavailable)
+                #expect(error?.message.contains(gone) == true && error?.message.contains("keeps running here") == true)
+                #expect(error?.message.contains("libvirt-sock") == true, "libvirt's reason is missing")
+                #expect(try await source.status().first?.state == .running)
+                let after = try await status(try #require(running.address))
+                #expect(after["bootId"] == before["bootId"])
+            } catch {
+                try? await source.delete(vm.id)
+                throw error
+            }
+            try await source.delete(vm.id)
+            let domains = try await HostTool.text("virsh", ["-c", "qemu:///system", "list", "--all", "--name"])
+            #expect(!domains.contains("vireo-\(vm.name)"))
+        }
+    }
+}
+
+extension RealQEMU {
+    /// The whole path: the controller orders the move, the agents drive their libvirt drivers.
+    @Suite("libvirt live migration through the controller and agents")
+    struct LibvirtMigrationClusterTests {
+        @Test("the controller moves a web guest between two libvirt hosts; the migration is recorded with its figures")
+        func throughAgents() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            let root = temporaryDirectory()
+            let second = try await SecondLibvirtHost.start()
+            let controller = try await Controller.open(store: try SQLiteStore(), settings: .steady)
+            let loops = Task {
+                while !Task.isCancelled {
+                    try? await controller.checkHostLiveness()
+                    try? await controller.schedulePending()
+                    try? await controller.expireMigrations()
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            let hosts = LibvirtMigrationQEMUTests()
+            var agents: [Task<Void, any Error>] = []
+            func join(_ name: String, uri: String) {
+                let agent = Agent(
+                    settings: .init(name: name, address: "127.0.0.1", heartbeatInterval: .milliseconds(100)),
+                    driver: hosts.driver(uri: uri, root: root, name: name), link: controller)
+                agents.append(Task { try await agent.run() })
+            }
+            let name = "lv-agent-\(UUID().uuidString.prefix(6).lowercased())"
+            do {
+                // Only the system host first, so that the VM starts there: the second daemon cannot
+                // send back to qemu:///system (docs/libvirt-driver.md).
+                join("lv-a", uri: "qemu:///system")
+                try await eventually("lv-a registered", within: 30) {
+                    await controller.listHosts().items.contains { $0.name == "lv-a" && $0.state == .ready }
+                }
+                _ = try await controller.createVM(VMSpec(name: name, image: "web", cpus: 1, memoryMiB: 256))
+                try await eventually("\(name) running", within: 120) { try await controller.vm(name).state == .running }
+                let placed = try await controller.vm(name)
+                #expect(placed.host == "lv-a")
+                let before = try await hosts.status(try #require(placed.address))
+                join("lv-b", uri: second.uri)
+                try await eventually("lv-b registered", within: 30) {
+                    await controller.listHosts().items.contains { $0.name == "lv-b" && $0.state == .ready }
+                }
+                let started = try await controller.migrateVM(name, to: "lv-b")
+                try await eventually("migration settled", within: 120) {
+                    let state = try await controller.migration(started.id.rawValue).state
+                    return state == .completed || state == .failed
+                }
+                let settled = try await controller.migration(started.id.rawValue)
+                #expect(settled.state == .completed, "\(settled.message ?? "")")
+                // The destination's guest runs (libvirt's finish phase) before the source's call returns
+                // (its confirm phase): the controller may complete the move on the destination's word,
+                // and the source's figures follow.
+                try await eventually("the source's figures recorded", within: 15) {
+                    try await controller.migration(started.id.rawValue).stats != nil
+                }
+                let stats = try #require(try await controller.migration(started.id.rawValue).stats)
+                print(
+                    "libvirt migration through the agents: \(stats.mode.map { "\($0)" } ?? "?"), total "
+                        + "\(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
+                #expect(stats.downtimeMs > 0 && stats.transferredBytes > 1 << 20)
+                try await eventually("\(name) running on lv-b", within: 30) {
+                    let vm = try await controller.vm(name)
+                    return vm.host == "lv-b" && vm.state == .running && vm.address != placed.address
+                }
+                let moved = try await controller.vm(name)
+                let after = try await hosts.status(try #require(moved.address))
+                #expect(after["bootId"] == before["bootId"])
+                _ = try await controller.deleteVM(name)
+                try await eventually("\(name) deleted", within: 60) {
+                    await controller.listVMs().items.allSatisfy { $0.name != name }
+                }
+            } catch {
+                _ = try? await controller.deleteVM(name)
+                try? await eventually("\(name) deleted", within: 60) {
+                    await controller.listVMs().items.allSatisfy { $0.name != name }
+                }
+                for agent in agents { agent.cancel() }
+                loops.cancel()
+                try? await second.stop()
+                try? FileManager.default.removeItem(atPath: root)
+                throw error
+            }
+            for agent in agents { agent.cancel() }
+            loops.cancel()
+            try await second.stop()
+            try FileManager.default.removeItem(atPath: root)
+            let domains = try await HostTool.text("virsh", ["-c", "qemu:///system", "list", "--all", "--name"])
+            #expect(!domains.contains("vireo-\(name)"))
+        }
+    }
+}
