@@ -36,8 +36,9 @@ extension GuestFiles {
     /// `{"connected":false,"error":"…"}` (the worker serving it waits meanwhile). On a host,
     /// `VIREO_WEB_MARK_DISK` and `VIREO_WEB_MARK_TMPFS` name other files for the marks.
     ///
-    /// Disk checks: `POST /fill?mib=N` (1 to 65536) starts a writer that puts N MiB of a fixed
-    /// pseudo-random pattern on the VM's disk past its 64 MiB filesystem, `fdatasync`ing each MiB
+    /// Disk checks: `POST /fill?mib=N[&rate=R]` (N from 1 to 65536) starts a writer that puts N MiB
+    /// of a fixed pseudo-random pattern on the VM's disk past its 64 MiB filesystem, at R MiB/s
+    /// (default: as fast as it can), `fdatasync`ing each MiB
     /// (400 when the disk is too small, 409 while one runs); `GET /fill` answers
     /// `{"mib","writtenMiB","running","checksum","error"}` (the checksum of what it wrote, once done);
     /// `GET /fill?verify=1` reads that region back from the disk with `O_DIRECT` (not from the page

@@ -418,7 +418,7 @@ extension RealQEMU {
                 #expect(stats.downtimeMs > 0 && stats.transferredBytes > 1 << 20)
                 try await eventually("\(name) running on lv-b", within: 30) {
                     let vm = try await controller.vm(name)
-                    return vm.host == "lv-b" && vm.state == .running && vm.address != placed.address
+                    return vm.host == "lv-b" && vm.state == .running && vm.address != nil && vm.address != placed.address
                 }
                 let moved = try await controller.vm(name)
                 let after = try await hosts.status(try #require(moved.address))

@@ -225,12 +225,12 @@ extension RealQEMU {
                 let address = try #require(try await settle(source, vm.id, to: .running, tick: tick).address)
                 let before = try await status(address)
                 let sourceDisk = try #require(await source.instances[vm.id]?.record.disk)
-                // 32 MiB written past the guest's filesystem, each MiB synced to the disk, while it moves.
-                _ = try await guest(address, "/fill?mib=32", post: true)
-
                 let uri = try await destination.prepareIncoming(
                     vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
                 #expect(uri.hasPrefix("tcp:127.0.0.1:") && uri.contains(";disk=nbd:127.0.0.1:"))
+                // 32 MiB written past the guest's filesystem over two seconds, each MiB synced to the
+                // disk: before, during and after the switch-over.
+                _ = try await guest(address, "/fill?mib=32&rate=16", post: true)
                 let seen = ProgressLog()
                 let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
                 print(

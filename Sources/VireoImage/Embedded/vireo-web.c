@@ -297,8 +297,11 @@ static uint64_t fill_fold(uint64_t hash, const uint64_t *words, size_t count) {
     return hash;
 }
 
+static long fill_rate;  /* MiB/s the writer keeps to; 0: as fast as it can */
+
 static void *filler(void *arg) {
-    long mib = (long)(intptr_t)arg;
+    long mib = (long)(intptr_t)arg, rate = fill_rate;
+    double started = now_seconds();
     uint64_t state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)mib, hash = 0xcbf29ce484222325ULL;
     uint64_t *chunk = malloc(FILL_CHUNK);
     int fd = open(fill_device, O_WRONLY | O_CLOEXEC);
@@ -315,6 +318,11 @@ static void *filler(void *arg) {
         pthread_mutex_lock(&fill_lock);
         if (!error[0]) fill_written_mib = i + 1;
         pthread_mutex_unlock(&fill_lock);
+        double ahead = rate > 0 ? started + (double)(i + 1) / rate - now_seconds() : 0;
+        if (ahead > 0) {
+            struct timespec pause = {(time_t)ahead, (long)((ahead - (time_t)ahead) * 1e9)};
+            nanosleep(&pause, NULL);
+        }
     }
     if (fd >= 0) close(fd);
     free(chunk);
@@ -327,7 +335,7 @@ static void *filler(void *arg) {
 }
 
 /* Starts the writer. Returns 0, or -1 with an HTTP status and message. */
-static int start_fill(long mib, int *status, char *error, size_t size) {
+static int start_fill(long mib, long rate, int *status, char *error, size_t size) {
     int fd = open(fill_device, O_RDONLY | O_CLOEXEC);
     off_t disk = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
     if (fd >= 0) close(fd);
@@ -349,7 +357,7 @@ static int start_fill(long mib, int *status, char *error, size_t size) {
         snprintf(error, size, "a fill is already running\n");
         return -1;
     }
-    fill_running = 1; fill_mib = mib; fill_written_mib = 0; fill_checksum = 0; fill_error[0] = 0;
+    fill_running = 1; fill_mib = mib; fill_rate = rate; fill_written_mib = 0; fill_checksum = 0; fill_error[0] = 0;
     pthread_mutex_unlock(&fill_lock);
     pthread_t t;
     if (pthread_create(&t, NULL, filler, (void *)(intptr_t)mib) != 0) {
@@ -709,12 +717,16 @@ static int handle(int fd, char *req, size_t head_len, double arrival) {
             rc = respond(fd, 200, "application/json", body, keep_alive);
         }
     } else if (is_fill) {
-        long mib = 0;
+        long mib = 0, rate = 0;
         int status = 400;
-        if (query_number(query ? query : "", "mib", FILL_MAX_MIB, &mib) != 1 || mib < 1) {
+        const char *q = query ? query : "";
+        if (query_number(q, "mib", FILL_MAX_MIB, &mib) != 1 || mib < 1) {
             rc = respond(fd, 400, "text/plain", "mib: give the MiB to write as a whole number from 1 to 65536\n",
                 keep_alive);
-        } else if (start_fill(mib, &status, body, sizeof body) < 0) {
+        } else if (query_number(q, "rate", 1 << 20, &rate) < 0) {
+            rc = respond(fd, 400, "text/plain",
+                "rate: give MiB/s as a whole number up to 1048576 (0: as fast as it can)\n", keep_alive);
+        } else if (start_fill(mib, rate, &status, body, sizeof body) < 0) {
             rc = respond(fd, status, "text/plain", body, keep_alive);
         } else {
             fill_json(body, sizeof body);

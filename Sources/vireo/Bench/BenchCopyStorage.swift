@@ -13,8 +13,9 @@ struct CopyStorageBenchResult: Codable, Sendable {
     var mode: String
     var diskMiB: Int
     var memoryMiB: Int
-    /// MiB the guest wrote to its disk, starting just before each move.
+    /// MiB the guest wrote to its disk, starting just before each move, and how fast (0: at once).
     var writeMiB: Int
+    var writeRateMiBps: Int
     var runs: [Run]
     var totalMs: MigrationBenchResult.Summary?
     var downtimeMs: MigrationBenchResult.Summary?
@@ -29,8 +30,10 @@ struct CopyStorageBenchResult: Codable, Sendable {
         var diskCopyMs: Int?
         var diskCopiedBytes: UInt64?
         var memorySentBytes: UInt64?
-        /// How much of its write the guest had done when it first answered on the destination:
-        /// less than `writeMiB` means the write went on across the move.
+        /// How much of its write the guest had done when the move started, and when it first
+        /// answered on the destination: less than `writeMiB` there means the write went on across
+        /// the move.
+        var writtenMiBAtStart: Int?
         var writtenMiBOnArrival: Int?
         /// The checksum of what the guest wrote equals the checksum of that region read back
         /// from the destination's disk (bypassing the guest's page cache).
@@ -62,6 +65,11 @@ struct BenchCopyStorage: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Guest memory.", valueName: "size")) var memory: String = "256MiB"
     @Option(help: ArgumentHelp("MiB the guest writes to its disk during the move.", valueName: "MiB"))
     var write: Int = 64
+    @Option(
+        help: ArgumentHelp(
+            "How fast the guest writes, MiB/s (0: as fast as it can). The default spreads the write over two seconds, longer than a move takes, so it goes on across the switch-over.",
+            valueName: "MiB/s"))
+    var writeRate: Int = 32
     @Option(help: "Moves (each with a freshly booted guest).") var runs: Int = 3
     @Option(help: ArgumentHelp("Image cache.", valueName: "dir"))
     var images: String = ServeOptions.defaultDataDirectory() + "/images"
@@ -70,6 +78,9 @@ struct BenchCopyStorage: AsyncParsableCommand {
     func validate() throws {
         guard (1...20).contains(runs) else { throw ValidationError("--runs must be 1...20 (got \(runs))") }
         guard (1...65_536).contains(write) else { throw ValidationError("--write must be 1...65536 MiB (got \(write))") }
+        guard (0...1_048_576).contains(writeRate) else {
+            throw ValidationError("--write-rate must be 0...1048576 MiB/s (got \(writeRate))")
+        }
     }
 
     func run() async throws {
@@ -98,7 +109,7 @@ struct BenchCopyStorage: AsyncParsableCommand {
         var result = CopyStorageBenchResult(
             accelerator: accelerator.rawValue,
             mode: QEMUDriver.MigrationMode.auto.resolved(for: accelerator).rawValue, diskMiB: diskMiB,
-            memoryMiB: memoryMiB, writeMiB: write, runs: [])
+            memoryMiB: memoryMiB, writeMiB: write, writeRateMiBps: writeRate, runs: [])
         defer { try? FileManager.default.removeItem(atPath: directory) }
         for number in 1...runs {
             let spec = InstanceSpec(
@@ -134,9 +145,11 @@ struct BenchCopyStorage: AsyncParsableCommand {
         let address = try await MigrationBench.waitRunning(source, spec.id)
         let before = try await MigrationBench.status(address)
         let sourceDisk = "\(source.configuration.stateDirectory)/\(spec.id)/disk.qcow2"
-        _ = try await MigrationBench.guest(address, post: true, "/fill?mib=\(write)")
         let uri = try await destination.prepareIncoming(
             spec, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
+        // The write starts with the move: the destination is ready, the mirror begins at once.
+        _ = try await MigrationBench.guest(address, post: true, "/fill?mib=\(write)&rate=\(writeRate)")
+        run.writtenMiBAtStart = try await Self.fill(address).writtenMiB
         let stats: MigrationStats
         do {
             stats = try await source.migrate(spec.id, to: uri) { _ in }
@@ -201,9 +214,9 @@ struct BenchCopyStorage: AsyncParsableCommand {
         guard let total = run.totalMs else { return "run \(number): failed: \(run.error ?? "unknown")" }
         return String(
             format:
-                "run %d: total %d ms, downtime %d ms, disk %.0f MiB in %d ms, memory %.0f MiB; %d MiB written on arrival; checksum %@%@",
+                "run %d: total %d ms, downtime %d ms, disk %.0f MiB in %d ms, memory %.0f MiB; written %d MiB at the start, %d on arrival; checksum %@%@",
             number, total, run.downtimeMs ?? 0, Double(run.diskCopiedBytes ?? 0) / 1_048_576, run.diskCopyMs ?? 0,
-            Double(run.memorySentBytes ?? 0) / 1_048_576, run.writtenMiBOnArrival ?? 0,
+            Double(run.memorySentBytes ?? 0) / 1_048_576, run.writtenMiBAtStart ?? 0, run.writtenMiBOnArrival ?? 0,
             run.checksumMatches ? "matches" : "DIFFERS", run.error.map { " (\($0))" } ?? "")
     }
 
@@ -214,7 +227,8 @@ struct BenchCopyStorage: AsyncParsableCommand {
         }
         print(
             "\(result.accelerator), \(result.mode) memory copy, disk \(result.diskMiB) MiB, memory \(result.memoryMiB) MiB, "
-                + "\(result.writeMiB) MiB written during each move; min / median / max:")
+                + "\(result.writeMiB) MiB written at \(result.writeRateMiBps == 0 ? "full speed" : "\(result.writeRateMiBps) MiB/s") "
+                + "from the start of each move; min / median / max:")
         printTable(
             ["RUNS", "TOTAL MS", "DOWNTIME MS", "DISK COPY MS", "DISK MIB", "MEMORY MIB", "CHECKSUM", "SOURCE DISK GONE"],
             [
