@@ -157,3 +157,65 @@ extension LocalCluster {
     func driver(_ host: String) -> SimulatedDriver { agents.first { $0.agent.settings.name == host }!.driver }
     func link(_ host: String) -> CuttableLink { agents.first { $0.agent.settings.name == host }!.link }
 }
+
+@Suite("Migration storage and cold moves: the controller's decisions")
+struct MigrationStorageTests {
+    func host(_ driver: String, _ capabilities: [Capability], shared: String? = nil) -> HostFingerprint {
+        HostFingerprint(
+            cpus: 4, memoryMiB: 4096, driver: driver, capabilities: capabilities,
+            attributes: shared.map { [HostFingerprint.sharedStorageAttribute: $0] } ?? [:])
+    }
+
+    @Test("hosts that name the same shared storage share the disk; others copy it if both can, else neither")
+    func storageDecision() {
+        let copying: [Capability] = [.liveMigration, .storageMigration]
+        #expect(host("qemu", copying, shared: "/d").migrationStorage(to: host("qemu", copying, shared: "/d")) == .shared)
+        #expect(host("qemu", copying, shared: "/d").migrationStorage(to: host("qemu", copying, shared: "/e")) == .copy)
+        #expect(host("qemu", copying).migrationStorage(to: host("qemu", copying)) == .copy)
+        #expect(host("libvirt", [.liveMigration]).migrationStorage(to: host("qemu", copying)) == nil)
+        #expect(
+            host("libvirt", [.liveMigration], shared: "/d").migrationStorage(to: host("libvirt", [.liveMigration], shared: "/d"))
+                == .shared)
+    }
+
+    @Test("copy and cold requests a host cannot carry out are refused naming why, and nothing starts")
+    func refusals() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"], settings: .steady)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        _ = try await c.createVM(VMSpec(name: "m", image: "tiny", cpus: 1, memoryMiB: 128, host: "h1"))
+        _ = try await cluster.waitFor("m", .running)
+        // Simulated hosts share their (simulated) storage: a move shares it, and copying is not theirs to do.
+        let copy = await #expect(throws: VireoError.self) { try await c.migrateVM("m", to: "h2", storage: .copy) }
+        #expect(copy?.code == .failedPrecondition)
+        #expect(copy?.message.contains("cannot copy a disk during a live move") == true, "\(String(describing: copy))")
+        let cold = await #expect(throws: VireoError.self) { try await c.migrateVMCold("m", to: "h2") }
+        #expect(cold?.code == .failedPrecondition)
+        #expect(cold?.message.contains("cannot move VMs cold: it lacks cold-migration") == true, "\(String(describing: cold))")
+        #expect(try await c.listMigrations().items.isEmpty)
+        // A shared move between them goes on as before, recorded as such.
+        let moved = try await c.migrateVM("m", to: "h2")
+        #expect(moved.storage == .shared && moved.kind == .live)
+    }
+
+    @Test("the migrate body: cold with copyStorage false, and unknown fields, are 400 naming the field")
+    func badBodies() async throws {
+        let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
+        try await plane.test { client in
+            _ = try await client.request(.post, "/v1/vms", body: #"{"name":"a","image":"tiny"}"#)
+            let both = try await client.request(
+                .post, "/v1/vms/a/migrate", body: #"{"to":"h2","cold":true,"copyStorage":false}"#)
+            #expect(both.status == 400)
+            #expect(expectEnvelope(both.body, code: .invalidArgument).contains("copyStorage"))
+            let unknown = try await client.request(.post, "/v1/vms/a/migrate", body: #"{"to":"h2","speed":1}"#)
+            #expect(unknown.status == 400)
+            #expect(expectEnvelope(unknown.body, code: .invalidArgument).contains("speed"))
+            let notBool = try await client.request(.post, "/v1/vms/a/migrate", body: #"{"to":"h2","cold":"yes"}"#)
+            #expect(notBool.status == 400)
+            #expect(expectEnvelope(notBool.body, code: .invalidArgument).contains("cold"))
+            // A VM that is not running or stopped on a host (scheduled, no agent here) cannot move cold.
+            let scheduled = try await client.request(.post, "/v1/vms/a/migrate", body: #"{"to":"h2","cold":true}"#)
+            #expect(scheduled.status == 412)
+        }
+    }
+}

@@ -10,11 +10,12 @@ import VireoDriverQEMU
 import VireoModel
 import VireoStore
 
-/// A mixed cluster in this process: a controller, an agent on the QEMU driver and one on libvirt's
-/// qemu:///system, and a VM moved cold between them (both ways).
+/// Clusters in this process on real hypervisors: a controller and in-process agents on the QEMU
+/// driver and on libvirt's qemu:///system; VMs moved cold between families and live between QEMU
+/// hosts that share no storage.
 extension RealQEMU {
-    @Suite("Cold moves between hypervisors (real QEMU and libvirt)")
-    struct ColdMigrationTests {
+    @Suite("Moves through the controller on real hypervisors: cold across families, live without shared storage")
+    struct RealMoveTests {
         func mark(_ address: String, set value: String? = nil) async throws -> JSONValue {
             var request = HTTPClientRequest(url: "http://\(address)/mark" + (value.map { "?value=\($0)" } ?? ""))
             if value != nil { request.method = .POST }
@@ -22,9 +23,10 @@ extension RealQEMU {
             return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
         }
 
-        @Test("a VM moves cold from QEMU to libvirt and back, its disk with it; a live move between them is refused")
-        func coldBetweenFamilies() async throws {
-            try await LibvirtQEMUTests.ensureDaemons()
+        /// A controller and one in-process agent per driver; `body` runs with them, then all stops.
+        func withCluster(
+            _ drivers: [(String, any HypervisorDriver)], _ body: (Controller) async throws -> Void
+        ) async throws {
             // Real hypervisors: libvirt's calls take seconds at times (a destroy, a start).
             let settings = ControllerSettings(
                 heartbeatInterval: .milliseconds(100), hostTimeout: .seconds(15), tickInterval: .milliseconds(50),
@@ -38,9 +40,6 @@ extension RealQEMU {
                     try? await Task.sleep(for: .milliseconds(50))
                 }
             }
-            let drivers: [(String, any HypervisorDriver)] = [
-                ("qh", TestQEMU.driver(stopTimeout: .seconds(10))), ("lh", TestLibvirt.driver(uri: "qemu:///system")),
-            ]
             let agents = drivers.map { name, driver in
                 let agent = Agent(
                     settings: .init(name: name, heartbeatInterval: .milliseconds(100)), driver: driver, link: controller)
@@ -50,16 +49,37 @@ extension RealQEMU {
                 loops.cancel()
                 for agent in agents { agent.cancel() }
             }
-            try await eventually("both agents registered", within: 60) {
-                await controller.listHosts().items.filter { $0.state == .ready }.count == 2
-            }
-            func waitMoved(_ migration: MigrationView) async throws -> MigrationView {
-                try await eventually("migration \(migration.id) ends", within: 180) {
-                    !(try await controller.migration(migration.id.rawValue).state.isActive)
-                }
-                return try await controller.migration(migration.id.rawValue)
+            try await eventually("every agent registered", within: 60) {
+                await controller.listHosts().items.filter { $0.state == .ready }.count == drivers.count
             }
             do {
+                try await body(controller)
+            } catch {
+                _ = try? await controller.deleteVM("mover")
+                for (_, driver) in drivers {
+                    for status in (try? await driver.status()) ?? [] { try? await driver.delete(status.id) }
+                }
+                throw error
+            }
+        }
+
+        func waitMoved(_ controller: Controller, _ migration: MigrationView) async throws -> MigrationView {
+            try await eventually("migration \(migration.id) ends", within: 180) {
+                !(try await controller.migration(migration.id.rawValue).state.isActive)
+            }
+            return try await controller.migration(migration.id.rawValue)
+        }
+
+        @Test("a VM moves cold from QEMU to libvirt and back, its disk with it; a live move between them is refused")
+        func coldBetweenFamilies() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            let drivers: [(String, any HypervisorDriver)] = [
+                ("qh", TestQEMU.driver(stopTimeout: .seconds(10))), ("lh", TestLibvirt.driver(uri: "qemu:///system")),
+            ]
+            try await withCluster(drivers) { controller in
+                func waitMoved(_ migration: MigrationView) async throws -> MigrationView {
+                    try await self.waitMoved(controller, migration)
+                }
                 _ = try await controller.createVM(VMSpec(name: "mover", image: "web", cpus: 1, memoryMiB: 128, host: "qh"))
                 try await eventually("mover runs on qh", within: 120) { try await controller.vm("mover").state == .running }
                 let address = try #require(try await controller.vm("mover").address)
@@ -96,12 +116,37 @@ extension RealQEMU {
                 }
                 _ = try await controller.deleteVM("mover")
                 try await eventually("mover deleted", within: 60) { await controller.listVMs().items.isEmpty }
-            } catch {
-                _ = try? await controller.deleteVM("mover")
-                for (_, driver) in drivers {
-                    for status in (try? await driver.status()) ?? [] { try? await driver.delete(status.id) }
+            }
+        }
+
+        @Test("between QEMU hosts that share no storage the controller copies the disk during the live move")
+        func copyThroughController() async throws {
+            let drivers: [(String, any HypervisorDriver)] = [("q1", TestQEMU.driver()), ("q2", TestQEMU.driver())]
+            try await withCluster(drivers) { controller in
+                _ = try await controller.createVM(
+                    VMSpec(name: "mover", image: "web", cpus: 1, memoryMiB: 128, host: "q1", diskMiB: 256))
+                try await eventually("mover runs on q1", within: 120) { try await controller.vm("mover").state == .running }
+                _ = try await mark(try #require(try await controller.vm("mover").address), set: "local-disk")
+                // The verdicts say q2 can take it live (copying), and the move copies.
+                let verdicts = try #require(try await controller.vm("mover").liveMoves)
+                #expect(verdicts.first { $0.hostName == "q2" }?.filtered == nil)
+                let moved = try await waitMoved(controller, try await controller.migrateVM("mover", to: "q2"))
+                try #require(moved.state == .completed, "\(moved.message ?? "")")
+                #expect(moved.storage == .copy && moved.kind == .live)
+                try await eventually("the source's figures recorded", within: 15) {
+                    try await controller.migration(moved.id.rawValue).stats?.storageBytes != nil
                 }
-                throw error
+                let stats = try #require(try await controller.migration(moved.id.rawValue).stats)
+                #expect((stats.storageBytes ?? 0) >= 64 << 20)
+                try await eventually("mover runs on q2", within: 60) {
+                    let vm = try await controller.vm("mover")
+                    return vm.host == "q2" && vm.state == .running && vm.address != nil
+                }
+                let marks = try await mark(try #require(try await controller.vm("mover").address))
+                // A live move: the memory came too, and the disk with it.
+                #expect(marks["disk"] == .string("local-disk") && marks["memory"] == .string("local-disk"))
+                _ = try await controller.deleteVM("mover")
+                try await eventually("mover deleted", within: 60) { await controller.listVMs().items.isEmpty }
             }
         }
     }
