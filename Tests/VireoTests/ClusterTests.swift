@@ -41,14 +41,7 @@ struct LocalCluster {
         settings: ControllerSettings = .fast, contexts: Bool = false, contextPool: [String: Int] = [:]
     ) async throws -> LocalCluster {
         let controller = try await Controller.open(store: try store ?? SQLiteStore(), settings: settings)
-        let loops = Task {
-            while !Task.isCancelled {
-                try? await controller.checkHostLiveness()
-                try? await controller.schedulePending()
-                try? await controller.expireMigrations()
-                try? await Task.sleep(for: .milliseconds(50))
-            }
-        }
+        let loops = controllerLoops(controller)
         var agents: [(Agent, SimulatedDriver, CuttableLink, Task<Void, Error>)] = []
         for name in hosts {
             let simulated = SimulatedDriver(configuration: driver)

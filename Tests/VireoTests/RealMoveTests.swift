@@ -32,14 +32,7 @@ extension RealQEMU {
                 heartbeatInterval: .milliseconds(100), hostTimeout: .seconds(15), tickInterval: .milliseconds(50),
                 migrationStartTimeout: .seconds(30))
             let controller = try await Controller.open(store: try SQLiteStore(), settings: settings)
-            let loops = Task {
-                while !Task.isCancelled {
-                    try? await controller.checkHostLiveness()
-                    try? await controller.schedulePending()
-                    try? await controller.expireMigrations()
-                    try? await Task.sleep(for: .milliseconds(50))
-                }
-            }
+            let loops = controllerLoops(controller)
             let agents = drivers.map { name, driver in
                 let agent = Agent(
                     settings: .init(name: name, heartbeatInterval: .milliseconds(100)), driver: driver, link: controller)

@@ -124,3 +124,15 @@ func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thro
         Thread { continuation.resume(with: Result { try work() }) }.start()
     }
 }
+
+/// What `vireo controller` runs on its timer, every 50 ms: host liveness, scheduling, migrations.
+func controllerLoops(_ controller: Controller) -> Task<Void, Never> {
+    Task {
+        while !Task.isCancelled {
+            try? await controller.checkHostLiveness()
+            try? await controller.schedulePending()
+            try? await controller.expireMigrations()
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
