@@ -10,7 +10,7 @@ packages=(
   jq               # the demo reads the CLI's -o json
   wrk              # HTTP benchmarks (Benchmarks/, docs/benchmarks.md)
   qemu-system-x86  # the QEMU driver runs real VMs
-  qemu-utils       # qemu-img: qcow2 bases and per-VM overlays
+  qemu-utils       # qemu-img: qcow2 bases and per-VM overlays; qemu-nbd: disks of cold moves
   busybox-static   # the guest images' userland (vireo image build)
   linux-image-cloud-amd64  # the guest kernel and its virtio modules (vireo image build)
   cpio             # packs the guest initramfs

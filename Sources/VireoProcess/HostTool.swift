@@ -8,7 +8,7 @@ public enum HostTool {
     /// Tool name -> the Debian package that provides it.
     public static let packages: [String: String] = [
         "busybox": "busybox-static", "cc": "gcc", "dpkg-query": "dpkg", "gzip": "gzip", "lz4": "lz4",
-        "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "qemu-system-x86_64": "qemu-system-x86",
+        "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "qemu-nbd": "qemu-utils", "qemu-system-x86_64": "qemu-system-x86",
         "sha256sum": "coreutils", "xz": "xz-utils", "zstd": "zstd", "ip": "iproute2",
     ]
 
