@@ -35,7 +35,7 @@ extension Agent {
         case .pending where report == nil:
             launch(order) { agent in
                 do {
-                    let uri = try await agent.stopAndExport(order.vm)
+                    let uri = try await agent.stopAndExport(order.vm, exporting: order.storage != .shared)
                     return MigrationReport(id: order.id, state: .ready, incomingURI: uri)
                 } catch {
                     // The VM stays here; if it ran, it runs again.
@@ -48,7 +48,12 @@ extension Agent {
                 await agent.driver.closeDiskExport(order.vm.id)
                 do {
                     if order.state == .completed {
-                        try await agent.driver.delete(order.vm.id)
+                        // A shared disk is the destination's now: let go of the VM, not of its disk.
+                        if order.storage == .shared {
+                            try await agent.driver.release(order.vm.id)
+                        } else {
+                            try await agent.driver.delete(order.vm.id)
+                        }
                     } else {
                         try await agent.restartIfWanted(order.vm)
                     }
@@ -86,21 +91,31 @@ extension Agent {
                         totalTimeMs: 0, downtimeMs: 0, transferredBytes: 0, storageBytes: nil, storageTimeMs: copiedMs)
                     return MigrationReport(id: order.id, state: .completed, stats: stats, settled: true)
                 } catch {
-                    try? await agent.driver.delete(order.vm.id)
+                    await agent.discardColdArrival(order)
                     return MigrationReport(id: order.id, state: .failed, message: "\(error)", settled: true)
                 }
             }
         case .failed:
             launch(order) { agent in
-                try? await agent.driver.delete(order.vm.id)
+                await agent.discardColdArrival(order)
                 return MigrationReport(id: order.id, state: .failed, settled: true)
             }
         default: break
         }
     }
 
-    /// Stops the VM (gracefully, then by force after the driver's grace period) and offers its disk.
-    private func stopAndExport(_ vm: DesiredVM) async throws -> String {
+    /// Destination of a failed cold move: drops what it made — but a shared disk is the source's.
+    private func discardColdArrival(_ order: MigrationOrder) async {
+        if order.storage == .shared {
+            try? await driver.release(order.vm.id)
+        } else {
+            try? await driver.delete(order.vm.id)
+        }
+    }
+
+    /// Stops the VM (gracefully, then by force after the driver's grace period) and offers its
+    /// disk — or, between hosts sharing storage, says the disk is there (`InstanceSpec.sharedDisk`).
+    private func stopAndExport(_ vm: DesiredVM, exporting: Bool) async throws -> String {
         let deadline = ContinuousClock.now + .seconds(120)
         while true {
             guard let status = try await driver.status().first(where: { $0.id == vm.id }) else {
@@ -111,6 +126,7 @@ extension Agent {
             guard ContinuousClock.now < deadline else { throw VireoError(.unavailable, "VM \(vm.name) did not stop") }
             try await Task.sleep(for: .milliseconds(100))
         }
+        guard exporting else { return InstanceSpec.sharedDisk }
         return try await driver.exportDisk(vm.id, listenAddress: settings.address ?? "127.0.0.1")
     }
 

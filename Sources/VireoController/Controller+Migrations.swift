@@ -134,10 +134,12 @@ extension ClusterModel {
         {
             throw VireoError(.failedPrecondition, "host '\(destination.name)' cannot take VM '\(vm.name)': \(reason)")
         }
+        // Hosts that share storage hand the disk over as it is; others copy it.
+        let shared = source.fingerprint.sharedStorage.map { $0 == destination.fingerprint.sharedStorage } ?? false
         let time = now()
         let migration = Migration(
             vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
-            requestedAt: time, storage: .copy, kind: .cold)
+            requestedAt: time, storage: shared ? .shared : .copy, kind: .cold)
         remember(migration)
         events.publish(
             .migration, name: vm.name, to: migration.state.rawValue, message: "cold, to \(destination.name)", at: time)

@@ -16,8 +16,12 @@ public struct InstanceSpec: Sendable, Equatable, Codable {
     /// The disk's size as the guest sees it, in MiB; nil: the image's.
     public var diskMiB: Int?
     /// Where the VM's disk comes from when it moves here cold: another host's `exportDisk` URI,
-    /// copied at create instead of a fresh disk made from the image.
+    /// copied at create instead of a fresh disk made from the image; or `sharedDisk`: the disk is
+    /// already in the storage this host shares with the source, and is taken as it is.
     public var diskSource: String?
+
+    /// `diskSource` for a cold move between hosts that share storage: nothing is copied.
+    public static let sharedDisk = "shared"
 
     public init(
         id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, privateNetwork: String? = nil,

@@ -239,7 +239,12 @@ public actor LibvirtDriver: HypervisorDriver {
             if let shared = configuration.sharedDisks {
                 try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
             }
-            if let diskSource {
+            if diskSource == InstanceSpec.sharedDisk {
+                // A cold move between hosts sharing storage: the source stopped the VM and left the disk.
+                guard configuration.sharedDisks != nil, FileManager.default.fileExists(atPath: record.disk) else {
+                    throw VireoError(.failedPrecondition, "the VM's disk \(record.disk) is not in this host's shared storage")
+                }
+            } else if let diskSource {
                 try await DiskTransfer.copy(from: diskSource, to: record.disk)
             } else {
                 try await HostTool.run(

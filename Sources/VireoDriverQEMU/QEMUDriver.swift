@@ -138,7 +138,12 @@ public actor QEMUDriver: HypervisorDriver {
             if let shared = configuration.sharedDisks {
                 try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
             }
-            if let source {
+            if source == InstanceSpec.sharedDisk {
+                // A cold move between hosts sharing storage: the source stopped the VM and left the disk.
+                guard configuration.sharedDisks != nil, FileManager.default.fileExists(atPath: disk) else {
+                    throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not in this host's shared storage")
+                }
+            } else if let source {
                 try await DiskTransfer.copy(from: source, to: disk)
             } else {
                 try await HostTool.run(

@@ -112,6 +112,40 @@ extension RealQEMU {
             }
         }
 
+        @Test("a cold move between hosts that share storage hands the disk over as it is, copying nothing")
+        func coldShared() async throws {
+            let shared = temporaryDirectory() + "/disks"
+            func sharing() -> QEMUDriver {
+                var configuration = QEMUDriver.Configuration(
+                    stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 2,
+                    memoryMiB: 4096)
+                configuration.sharedDisks = shared
+                return QEMUDriver(configuration: configuration) { name in try await TestQEMU.images.image(name) }
+            }
+            try await withCluster([("s1", sharing()), ("s2", sharing())]) { controller in
+                _ = try await controller.createVM(VMSpec(name: "mover", image: "web", cpus: 1, memoryMiB: 128, host: "s1"))
+                try await eventually("mover runs on s1", within: 120) { try await controller.vm("mover").state == .running }
+                let id = try await controller.vm("mover").id
+                _ = try await mark(try #require(try await controller.vm("mover").address), set: "shared-disk")
+                let moved = try await waitMoved(controller, try await controller.migrateVMCold("mover", to: "s2"))
+                try #require(moved.state == .completed, "\(moved.message ?? "")")
+                #expect(moved.storage == .shared && moved.kind == .cold)
+                try await eventually("mover runs on s2", within: 120) {
+                    let vm = try await controller.vm("mover")
+                    return vm.host == "s2" && vm.state == .running && vm.address != nil
+                }
+                #expect(try await mark(try #require(try await controller.vm("mover").address))["disk"] == .string("shared-disk"))
+                try await eventually("the move is settled on both sides", within: 30) {
+                    try await controller.listMigrations(vm: "mover", limit: 10).items.allSatisfy { !$0.state.isActive }
+                }
+                // The source let go of the VM and left the disk, which the destination runs on.
+                #expect(FileManager.default.fileExists(atPath: "\(shared)/\(id).qcow2"))
+                _ = try await controller.deleteVM("mover")
+                try await eventually("mover deleted", within: 60) { await controller.listVMs().items.isEmpty }
+                #expect(!FileManager.default.fileExists(atPath: "\(shared)/\(id).qcow2"))
+            }
+        }
+
         @Test("between QEMU hosts that share no storage the controller copies the disk during the live move")
         func copyThroughController() async throws {
             let drivers: [(String, any HypervisorDriver)] = [("q1", TestQEMU.driver()), ("q2", TestQEMU.driver())]
