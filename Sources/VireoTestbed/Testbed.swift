@@ -130,6 +130,8 @@ public struct Testbed: Sendable {
             controllerURL: "http://\(controllerAddress):\(options.controllerPort)", controllerPID: 0,
             adminTokenFile: options.directory + "/controller/admin.token", hosts: [], cgroupParents: [])
         do {
+            // Recorded before each step, so that `down` finds what a crashed `up` left.
+            try Self.save(state, in: options.directory)
             progress("bridge \(bridge) with \(controllerAddress)/16")
             try await ip("link", "add", bridge, "type", "bridge")
             try await ip("addr", "add", "\(controllerAddress)/16", "dev", bridge)
@@ -144,11 +146,13 @@ public struct Testbed: Sendable {
                     "\(controllerAddress):\(options.controllerPort)",
                 ],
                 log: controllerDirectory + "/controller.log", pidFile: controllerDirectory + "/controller.pid")
+            try Self.save(state, in: options.directory)
             try await Self.waitForFile(controllerDirectory + "/join.token", process: state.controllerPID)
             try await Self.waitForFile(controllerDirectory + "/endpoint", process: state.controllerPID)
 
             let cgroups = CgroupTree(name: "\(options.name)-testbed")
             state.cgroupParents = cgroups.parents
+            try Self.save(state, in: options.directory)
             let cpuCount = ProcessInfo.processInfo.activeProcessorCount
             for i in 1...options.hosts {
                 let host = try await makeHost(i, cgroups: cgroups, cpuCount: cpuCount, progress: progress)
@@ -253,24 +257,30 @@ public struct Testbed: Sendable {
                 await TestbedLibvirtd(directory: libvirt).stop { progress("host \(host.name): \($0)") }
             }
             // Whatever still runs in the namespace (QEMUs outlive their agent by design).
-            if let pids = try? await HostTool.text("ip", ["netns", "pids", host.namespace]) {
-                for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
-            }
+            await killAll(inNamespace: host.namespace)
         }
         for daemon in TestbedLibvirtd.all(in: directory) {
             await daemon.stop { progress("leftover \(daemon.directory): \($0)") }
         }
+        await killAll(inNamespace: "\(state.name)-h\(state.hosts.count + 1)")
         if state.controllerPID > 0 {
             progress("controller: stopping")
             terminate(state.controllerPID)
         }
-        await removeByName(state.name, hosts: state.hosts.count)
+        // One more than recorded: the host an `up` was making when it stopped.
+        await removeByName(state.name, hosts: state.hosts.count + 1)
         for host in state.hosts {
             for group in host.cgroups { CgroupTree.remove(group) }
         }
+        for parent in state.cgroupParents { CgroupTree.remove("\(parent)/h\(state.hosts.count + 1)") }
         for parent in state.cgroupParents { CgroupTree.remove(parent) }
         try? FileManager.default.removeItem(atPath: file)
         progress("testbed \(state.name) is down")
+    }
+
+    static func killAll(inNamespace namespace: String) async {
+        guard let pids = try? await HostTool.text("ip", ["netns", "pids", namespace]) else { return }
+        for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
     }
 
     /// Removes the links and namespaces a testbed called `name` would have.

@@ -13,8 +13,9 @@ struct TestbedCommand: AsyncParsableCommand {
             (`--driver qemu` by default; `--driver h2=libvirt` gives h2 a libvirtd of its own, in its namespace), \
             joined by a bridge on 198.18.0.0/16 (RFC 2544 benchmark space), a controller on 198.18.0.1, \
             and per-host cgroups (a CPU each, optionally a quota) so that hosts compete like real ones. \
-            VM disks are kept in DIR/disks, which all hosts see, so VMs can be live-migrated between them. \
-            `down` removes everything `up` created, including the VMs.
+            VM disks are kept in DIR/disks (DIR/libvirt-disks on libvirt hosts), which all hosts of a driver see, \
+            so VMs can be live-migrated between hosts of one driver and moved cold (`vireo migrate --cold`) across. \
+            `down` removes everything `up` created, including the VMs and libvirt hosts' daemons, also after a crashed `up`.
             """,
         subcommands: [TestbedUp.self, TestbedDown.self])
 }
