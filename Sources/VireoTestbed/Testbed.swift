@@ -278,6 +278,7 @@ public struct Testbed: Sendable {
         progress("testbed \(state.name) is down")
     }
 
+    /// SIGKILLs every process in the network namespace `namespace`, if it exists.
     static func killAll(inNamespace namespace: String) async {
         guard let pids = try? await HostTool.text("ip", ["netns", "pids", namespace]) else { return }
         for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
