@@ -4,7 +4,8 @@ import VireoModel
 import VireoProcess
 
 /// Several hosts on one machine: a network namespace per host, joined by a bridge, each with its
-/// own `vireo agent --driver qemu` and, where cgroups allow, its own CPU; a controller outside.
+/// own `vireo agent` (`--driver qemu`, or `libvirt` on a libvirtd of its own) and, where cgroups
+/// allow, its own CPU; a controller outside.
 ///
 /// Layout for `name` = `vireo`, `network` = `198.18`, host i (1-based):
 /// - root namespace: bridge `vireo-br` with 198.18.0.1/16; the controller listens there;
@@ -12,7 +13,12 @@ import VireoProcess
 ///   198.18.i.1/16; guests' taps join `br0` and get 198.18.i.10 and up, so every guest and host
 ///   is on one L2 segment and a guest keeps its address when it migrates;
 /// - cgroup `vireo-testbed/h<i>` (v1 cpu+cpuset, or v2) holding the agent and its QEMUs;
-/// - VM disks in `<dir>/disks`, which every host sees (shared storage, for live migration).
+/// - VM disks in `<dir>/disks` for `qemu` hosts and `<dir>/libvirt-disks` for `libvirt` ones, which
+///   every host of that driver sees (shared storage, for live migration within a hypervisor family;
+///   a cold move between families copies the disk from one directory to the other, which a single
+///   directory would make a copy onto the disk being read);
+/// - for a `libvirt` host, a libvirtd and virtlogd in its namespace and a private mount namespace,
+///   with their state in `<dir>/h<i>/libvirt` (`TestbedLibvirtd`).
 ///
 /// Everything created is recorded in `<dir>/testbed.json`; `down` removes it and, for safety,
 /// anything else carrying the testbed's names.
@@ -34,6 +40,8 @@ public struct Testbed: Sendable {
         public var memoryMiB = 2048
         /// Where guest images are built and kept; nil: `<directory>/images`.
         public var imagesDirectory: String?
+        /// Each host's driver by name (`h2`); hosts not named run `qemu` (see `TestbedDriver.parse`).
+        public var drivers: [String: TestbedDriver] = [:]
 
         public init(hosts: Int, directory: String, executable: String) {
             self.hosts = hosts
@@ -52,6 +60,10 @@ public struct Testbed: Sendable {
             public var agentPID: Int32
             public var cgroups: [String]
             public var log: String
+            /// Absent in state files written before hosts had a choice: `qemu`.
+            public var driver: TestbedDriver?
+            /// The host's own libvirt (`TestbedLibvirtd.directory`), for a `libvirt` host.
+            public var libvirtDirectory: String?
         }
         public var name: String
         public var network: String
@@ -75,6 +87,12 @@ public struct Testbed: Sendable {
         }
         guard ["198.18", "198.19"].contains(options.network) else {
             throw VireoError.invalid(field: "--network", value: "'\(options.network)'", "expected 198.18 or 198.19")
+        }
+        for host in options.drivers.keys {
+            guard host.hasPrefix("h"), let index = Int(host.dropFirst()), (1...options.hosts).contains(index) else {
+                throw VireoError.invalid(
+                    field: "--driver", value: "'\(host)'", "no such host: the testbed has h1...h\(options.hosts)")
+            }
         }
         if let quota = options.cpuQuota, !(quota > 0) {
             throw VireoError.invalid(field: "--cpu-quota", value: "'\(quota)'", "must be a positive number of CPUs")
@@ -103,12 +121,17 @@ public struct Testbed: Sendable {
         try fm.createDirectory(atPath: options.directory + "/disks", withIntermediateDirectories: true)
         // Leftovers of a testbed that was not taken down (e.g. the machine rebooted mid-way).
         await Self.removeByName(options.name, hosts: options.hosts)
+        for daemon in TestbedLibvirtd.all(in: options.directory) {
+            await daemon.stop { progress("leftover \(daemon.directory): \($0)") }
+        }
 
         var state = State(
             name: options.name, network: options.network, bridge: bridge,
             controllerURL: "http://\(controllerAddress):\(options.controllerPort)", controllerPID: 0,
             adminTokenFile: options.directory + "/controller/admin.token", hosts: [], cgroupParents: [])
         do {
+            // Recorded before each step, so that `down` finds what a crashed `up` left.
+            try Self.save(state, in: options.directory)
             progress("bridge \(bridge) with \(controllerAddress)/16")
             try await ip("link", "add", bridge, "type", "bridge")
             try await ip("addr", "add", "\(controllerAddress)/16", "dev", bridge)
@@ -123,11 +146,13 @@ public struct Testbed: Sendable {
                     "\(controllerAddress):\(options.controllerPort)",
                 ],
                 log: controllerDirectory + "/controller.log", pidFile: controllerDirectory + "/controller.pid")
+            try Self.save(state, in: options.directory)
             try await Self.waitForFile(controllerDirectory + "/join.token", process: state.controllerPID)
             try await Self.waitForFile(controllerDirectory + "/endpoint", process: state.controllerPID)
 
             let cgroups = CgroupTree(name: "\(options.name)-testbed")
             state.cgroupParents = cgroups.parents
+            try Self.save(state, in: options.directory)
             let cpuCount = ProcessInfo.processInfo.activeProcessorCount
             for i in 1...options.hosts {
                 let host = try await makeHost(i, cgroups: cgroups, cpuCount: cpuCount, progress: progress)
@@ -169,56 +194,94 @@ public struct Testbed: Sendable {
         let hostDirectory = "\(options.directory)/\(name)"
         try FileManager.default.createDirectory(atPath: hostDirectory, withIntermediateDirectories: true)
         let log = hostDirectory + "/agent.log"
+        let driver = options.drivers[name] ?? .qemu
+        let images = options.imagesDirectory ?? options.directory + "/images"
+        var driverArguments: [String]
+        var libvirtd: TestbedLibvirtd?
+        switch driver {
+        case .qemu:
+            driverArguments = [
+                "--driver", "qemu", "--driver-opt", "network=tap", "--driver-opt", "bridge=br0",
+                "--driver-opt", "pool=\(options.network).\(i).0/24", "--driver-opt", "guest-prefix=16",
+                "--driver-opt", "memory=\(options.memoryMiB)MiB",
+                "--driver-opt",
+                "cpus=\(options.cpuQuota.map { max(1, Int($0.rounded(.up))) } ?? (cpu == nil ? cpuCount : 1))",
+            ]
+        case .libvirt:
+            let daemon = TestbedLibvirtd(directory: hostDirectory + "/libvirt")
+            progress("host \(name): libvirtd in \(ns) and a mount namespace of its own, \(daemon.uri)")
+            try await daemon.start(namespace: ns, cgroups: groups)
+            libvirtd = daemon
+            // Other hosts' libvirtd reach this one through its socket (default `peer-uri`), and
+            // QEMU's migration stream goes to the agent's address on the testbed network.
+            driverArguments = ["--driver", "libvirt", "--driver-opt", "uri=\(daemon.uri)"]
+        }
+        let disks = options.directory + (driver == .qemu ? "/disks" : "/libvirt-disks")
+        try FileManager.default.createDirectory(atPath: disks, withIntermediateDirectories: true)
+        driverArguments += ["--driver-opt", "images=\(images)", "--driver-opt", "shared-disks=\(disks)"]
         // nsenter enters the network namespace only: `ip netns exec` would also remount /sys and
         // hide the cgroup tree the agent measures its host's CPU in.
-        let agent = [
-            "nsenter", "--net=/run/netns/\(ns)", options.executable, "agent",
-            "--controller", "http://\(controllerAddress):\(options.controllerPort)", "--name", name,
-            "--state-dir", hostDirectory + "/vms", "--address", hostAddress(i), "--driver", "qemu",
-            "--driver-opt", "network=tap", "--driver-opt", "bridge=br0",
-            "--driver-opt", "pool=\(options.network).\(i).0/24", "--driver-opt", "guest-prefix=16",
-            "--driver-opt", "images=\(options.imagesDirectory ?? options.directory + "/images")",
-            "--driver-opt", "shared-disks=\(options.directory)/disks",
-            "--driver-opt", "memory=\(options.memoryMiB)MiB",
-            "--driver-opt", "cpus=\(options.cpuQuota.map { max(1, Int($0.rounded(.up))) } ?? (cpu == nil ? cpuCount : 1))",
-        ]
+        let agent =
+            [
+                "nsenter", "--net=/run/netns/\(ns)", options.executable, "agent",
+                "--controller", "http://\(controllerAddress):\(options.controllerPort)", "--name", name,
+                "--state-dir", hostDirectory + "/vms", "--address", hostAddress(i),
+            ] + driverArguments
         let pid = try await Self.spawn(
             agent, log: log, pidFile: hostDirectory + "/agent.pid", cgroups: groups,
             tokenFile: options.directory + "/controller/join.token")
         return State.Host(
             name: name, namespace: ns, veth: veth(i), address: hostAddress(i), agentPID: pid, cgroups: groups,
-            log: log)
+            log: log, driver: driver, libvirtDirectory: libvirtd?.directory)
     }
 
     /// Stops the agents, their QEMUs and the controller, and removes namespaces, links and cgroups.
     /// Safe to run more than once and after a partial `up`.
     public static func down(directory: String, progress: @Sendable (String) -> Void) async {
         let file = stateFile(in: directory)
+        // A host's libvirtd is started before the host is recorded: one whose `up` crashed
+        // meanwhile is found by its directory.
         guard let data = FileManager.default.contents(atPath: file),
             let state = try? JSONDecoder().decode(State.self, from: data)
         else {
+            for daemon in TestbedLibvirtd.all(in: directory) {
+                await daemon.stop { progress("leftover \(daemon.directory): \($0)") }
+            }
             progress("no testbed in \(directory)")
             return
         }
         for host in state.hosts {
             progress("host \(host.name): stopping the agent and its VMs")
             terminate(host.agentPID)
-            // Whatever still runs in the namespace (QEMUs outlive their agent by design).
-            if let pids = try? await HostTool.text("ip", ["netns", "pids", host.namespace]) {
-                for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+            if let libvirt = host.libvirtDirectory {
+                await TestbedLibvirtd(directory: libvirt).stop { progress("host \(host.name): \($0)") }
             }
+            // Whatever still runs in the namespace (QEMUs outlive their agent by design).
+            await killAll(inNamespace: host.namespace)
         }
+        for daemon in TestbedLibvirtd.all(in: directory) {
+            await daemon.stop { progress("leftover \(daemon.directory): \($0)") }
+        }
+        await killAll(inNamespace: "\(state.name)-h\(state.hosts.count + 1)")
         if state.controllerPID > 0 {
             progress("controller: stopping")
             terminate(state.controllerPID)
         }
-        await removeByName(state.name, hosts: state.hosts.count)
+        // One more than recorded: the host an `up` was making when it stopped.
+        await removeByName(state.name, hosts: state.hosts.count + 1)
         for host in state.hosts {
             for group in host.cgroups { CgroupTree.remove(group) }
         }
+        for parent in state.cgroupParents { CgroupTree.remove("\(parent)/h\(state.hosts.count + 1)") }
         for parent in state.cgroupParents { CgroupTree.remove(parent) }
         try? FileManager.default.removeItem(atPath: file)
         progress("testbed \(state.name) is down")
+    }
+
+    /// SIGKILLs every process in the network namespace `namespace`, if it exists.
+    static func killAll(inNamespace namespace: String) async {
+        guard let pids = try? await HostTool.text("ip", ["netns", "pids", namespace]) else { return }
+        for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
     }
 
     /// Removes the links and namespaces a testbed called `name` would have.

@@ -9,11 +9,13 @@ struct TestbedCommand: AsyncParsableCommand {
         commandName: "testbed",
         abstract: "Several hosts on this machine: network namespaces, a bridge, one agent each (root).",
         discussion: """
-            `up N` creates N hosts h1..hN, each a network namespace with its own `vireo agent --driver qemu`, \
+            `up N` creates N hosts h1..hN, each a network namespace with its own `vireo agent` \
+            (`--driver qemu` by default; `--driver h2=libvirt` gives h2 a libvirtd of its own, in its namespace), \
             joined by a bridge on 198.18.0.0/16 (RFC 2544 benchmark space), a controller on 198.18.0.1, \
             and per-host cgroups (a CPU each, optionally a quota) so that hosts compete like real ones. \
-            VM disks are kept in DIR/disks, which all hosts see, so VMs can be live-migrated between them. \
-            `down` removes everything `up` created, including the VMs.
+            VM disks are kept in DIR/disks (DIR/libvirt-disks on libvirt hosts), which all hosts of a driver see, \
+            so VMs can be live-migrated between hosts of one driver and moved cold (`vireo migrate --cold`) across. \
+            `down` removes everything `up` created, including the VMs and libvirt hosts' daemons, also after a crashed `up`.
             """,
         subcommands: [TestbedUp.self, TestbedDown.self])
 }
@@ -40,8 +42,15 @@ struct TestbedUp: AsyncParsableCommand {
     @Flag(help: "Do not give each host its own CPU (cpuset).") var noPin = false
     @Option(help: ArgumentHelp("Memory each host offers to guests.", valueName: "size"))
     var memory: String = "2GiB"
+    @Option(
+        help: ArgumentHelp(
+            "Drivers of named hosts as HOST=DRIVER pairs (qemu or libvirt), e.g. h1=qemu,h2=libvirt; others run qemu.",
+            valueName: "pairs"))
+    var driver: String?
 
     func run() async throws {
+        // Checked before anything is created.
+        let drivers = try driver.map { try TestbedDriver.parse($0, hosts: hosts) } ?? [:]
         var options = Testbed.Options(
             hosts: hosts, directory: testbed.dir, executable: try currentExecutable())
         options.name = name
@@ -49,14 +58,16 @@ struct TestbedUp: AsyncParsableCommand {
         options.controllerPort = port
         options.cpuQuota = cpuQuota
         options.pinCPUs = !noPin
+        options.drivers = drivers
         options.memoryMiB = try ByteSize.parseMiB(memory, field: "--memory")
         let state = try await Testbed(options).up { line in
             FileHandle.standardError.write(Data("testbed: \(line)\n".utf8))
         }
         try await waitForHosts(state)
+        let hostList = state.hosts.map { "\($0.name) (\(($0.driver ?? .qemu).rawValue))" }.joined(separator: ", ")
         print(
             """
-            Testbed \(state.name) is up: \(state.hosts.count) host(s) \(state.hosts.map(\.name).joined(separator: ", ")).
+            Testbed \(state.name) is up: \(state.hosts.count) host(s) \(hostList).
               export VIREO_SERVER=\(state.controllerURL)
               export VIREO_TOKEN=$(cat \(state.adminTokenFile))
               vireo host list
