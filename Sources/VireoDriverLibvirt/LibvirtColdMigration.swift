@@ -13,25 +13,12 @@ extension LibvirtDriver {
         if try Self.isActive(instance.uuid, on: try open()) {
             throw VireoError(.failedPrecondition, "VM \(name) runs; only a stopped VM's disk moves")
         }
-        let files = exportFiles(id)
-        // Asked again (the order repeats until the destination has it): the same export.
-        if let uri = try? String(contentsOfFile: files.uri, encoding: .utf8), FileManager.default.fileExists(atPath: files.pid) {
-            return uri
-        }
-        let uri = try await DiskTransfer.export(
-            disk: instance.record.disk, on: listenAddress, port: try LoopbackPort.free(on: listenAddress),
-            pidFile: files.pid)
-        try uri.write(toFile: files.uri, atomically: true, encoding: .utf8)
-        return uri
+        return try await DiskTransfer.export(
+            disk: instance.record.disk, on: listenAddress, port: { try LoopbackPort.free(on: listenAddress) },
+            in: directory(of: id))
     }
 
     public func closeDiskExport(_ id: VMID) async {
-        let files = exportFiles(id)
-        DiskTransfer.stopExport(pidFile: files.pid)
-        try? FileManager.default.removeItem(atPath: files.uri)
-    }
-
-    private func exportFiles(_ id: VMID) -> (pid: String, uri: String) {
-        (directory(of: id) + "/nbd.pid", directory(of: id) + "/nbd.uri")
+        DiskTransfer.stopExport(in: directory(of: id))
     }
 }

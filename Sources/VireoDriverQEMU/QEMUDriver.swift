@@ -303,21 +303,13 @@ public actor QEMUDriver: HypervisorDriver {
                 .failedPrecondition,
                 "VM \(instance.record.spec.name) is \(instance.state.rawValue); only a stopped VM's disk moves")
         }
-        let files = (pid: paths(id).directory + "/nbd.pid", uri: paths(id).directory + "/nbd.uri")
-        // Asked again (the order repeats until the destination has it): the same export.
-        if let uri = try? String(contentsOfFile: files.uri, encoding: .utf8), FileManager.default.fileExists(atPath: files.pid) {
-            return uri
-        }
-        let uri = try await DiskTransfer.export(
-            disk: instance.record.disk, on: listenAddress, port: try Self.freePort(on: listenAddress), pidFile: files.pid)
-        try uri.write(toFile: files.uri, atomically: true, encoding: .utf8)
-        return uri
+        return try await DiskTransfer.export(
+            disk: instance.record.disk, on: listenAddress, port: { try Self.freePort(on: listenAddress) },
+            in: paths(id).directory)
     }
 
     public func closeDiskExport(_ id: VMID) async {
-        let directory = paths(id).directory
-        DiskTransfer.stopExport(pidFile: directory + "/nbd.pid")
-        try? FileManager.default.removeItem(atPath: directory + "/nbd.uri")
+        DiskTransfer.stopExport(in: paths(id).directory)
     }
 
     public func pause(_ id: VMID) async throws {

@@ -98,7 +98,7 @@ extension QEMUDriver {
 
     /// Destination of a copy-storage move whose guest has arrived: the source ended its mirror (and
     /// its connection) before it sent the last state, so the export and the NBD server go. Once.
-    func closeDiskExport(_ id: VMID, qmp: QMPClient) async {
+    func closeIncomingDiskExport(_ id: VMID, qmp: QMPClient) async {
         guard instances[id]?.incomingDiskExport == true else { return }
         instances[id]?.incomingDiskExport = false
         do {
@@ -321,7 +321,7 @@ extension QEMUDriver {
     }
 
     public func finishIncoming(_ id: VMID) async throws {
-        if let qmp = instances[id]?.qmp { await closeDiskExport(id, qmp: qmp) }
+        if let qmp = instances[id]?.qmp { await closeIncomingDiskExport(id, qmp: qmp) }
         guard var instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         instance.record.ownsDisk = true
         instance.incomingURI = nil

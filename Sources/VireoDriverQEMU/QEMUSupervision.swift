@@ -82,7 +82,7 @@ extension QEMUDriver {
         guard instances[id]?.run == run, instances[id]?.state == .starting else { return }
         // A copied disk is complete before the last state left the source: its export goes before
         // the guest runs here.
-        await closeDiskExport(id, qmp: qmp)
+        await closeIncomingDiskExport(id, qmp: qmp)
         guard let status = try? await qmp.execute(QMP.QueryStatus()), status.status == .paused else { return }
         do {
             try await qmp.execute(QMP.Cont())
