@@ -19,7 +19,9 @@ extension LibvirtDriver {
     /// either the disk shared or copied. UNSAFE with a shared disk: libvirt calls a disk safe to
     /// share only on a file system it knows as shared (NFS, GlusterFS...) or with cache='none';
     /// `shared-disks` is the operator saying it is shared. Without LIVE, libvirt pauses the guest
-    /// for the memory (after a disk copy, which runs with the guest running).
+    /// for the memory (after a disk copy, which runs with the guest running). No UNDEFINE_SOURCE:
+    /// the source domain stays defined (shut off, "migrated") so that its completed job statistics
+    /// can be read; `release` undefines it.
     static func migrationFlags(mode: MigrationCopyMode, storage: MigrationStorage) -> UInt32 {
         var flags = VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_PERSIST_DEST.rawValue
         if mode == .live { flags |= VIR_MIGRATE_LIVE.rawValue }
