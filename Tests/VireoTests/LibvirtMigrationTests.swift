@@ -436,18 +436,18 @@ extension RealQEMU {
         }
 
         @Test(
-            "without shared storage a web guest moves with a copy of its disk, written to during the move; the source's disk goes"
-        )
-        func migrateCopyingDisk() async throws {
+            "without shared storage a web guest moves with a copy of its disk, written to during the move; the source's disk goes",
+            arguments: [LibvirtDriver.MigrationMode.live, .paused])
+        func migrateCopyingDisk(mode: LibvirtDriver.MigrationMode) async throws {
             try await LibvirtQEMUTests.ensureDaemons()
             let root = temporaryDirectory()
             let second = try await SecondLibvirtHost.start()
-            let source = driver(uri: "qemu:///system", root: root, name: "a", mode: .live, sharedDisks: false)
-            let destination = driver(uri: second.uri, root: root, name: "b", mode: .live, sharedDisks: false)
+            let source = driver(uri: "qemu:///system", root: root, name: "a", mode: mode, sharedDisks: false)
+            let destination = driver(uri: second.uri, root: root, name: "b", mode: mode, sharedDisks: false)
             var vm = webGuest()
             vm.diskMiB = 256
             do {
-                try await copyUnderWrites(vm, from: source, to: destination, root: root)
+                try await copyUnderWrites(vm, from: source, to: destination, root: root, mode: mode)
             } catch {
                 // What the destination's libvirtd saw, before the daemon and its logs go.
                 let seen = try? await HostTool.text(
@@ -470,7 +470,8 @@ extension RealQEMU {
         }
 
         private func copyUnderWrites(
-            _ vm: InstanceSpec, from source: LibvirtDriver, to destination: LibvirtDriver, root: String
+            _ vm: InstanceSpec, from source: LibvirtDriver, to destination: LibvirtDriver, root: String,
+            mode: LibvirtDriver.MigrationMode
         ) async throws {
             #expect(source.capabilities.contains(.storageMigration) && destination.configuration.sharedDisks == nil)
             try await source.create(vm)
@@ -489,13 +490,14 @@ extension RealQEMU {
             let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
             let disk = seen.all.last { $0.storageTotalBytes != nil }
             print(
-                "libvirt copy-storage migration of a web guest with a 256 MiB disk (TCG, live): total "
+                "libvirt copy-storage migration of a web guest with a 256 MiB disk (TCG, \(mode)): total "
                     + "\(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, disk \(stats.storageBytes ?? 0) bytes in "
                     + "\(stats.storageTimeMs ?? 0) ms, memory \(stats.transferredBytes) bytes; \(seen.all.count) progress "
                     + "reports, last disk \(disk.map { "\($0.storageCopiedBytes ?? 0)/\($0.storageTotalBytes ?? 0)" } ?? "none")")
             #expect((stats.storageBytes ?? 0) > 64 << 20)
             #expect((stats.storageTimeMs ?? 0) > 0 && stats.totalTimeMs >= stats.storageTimeMs ?? 0)
             #expect(stats.downtimeMs > 0 && stats.transferredBytes > 1 << 20)
+            #expect(stats.mode == mode.resolved(for: .qemu))
             #expect(seen.all.contains { ($0.storageTotalBytes ?? 0) >= UInt64(256) << 20 }, "no disk progress was reported")
 
             let arrived = try #require(try await settle(destination, vm.id, to: .running, tick: tick).address)
