@@ -352,9 +352,11 @@ extension LibvirtConnection {
     /// Sends the running domain `uuid` to the libvirtd at `peerURI` with `virDomainMigrateToURI3`:
     /// this connection's libvirtd connects there itself (`VIR_MIGRATE_PEER2PEER` must be in `flags`),
     /// QEMU sends the memory to `migrationURI`, and the destination defines the domain from
-    /// `destinationXML`. Blocks until the migration has completed or failed.
+    /// `destinationXML`, with further string `parameters` (`VIR_MIGRATE_PARAM_*`). Blocks until the
+    /// migration has completed or failed.
     func migrate(
-        _ uuid: String, peerURI: String, migrationURI: String, destinationXML: String, flags: UInt32
+        _ uuid: String, peerURI: String, migrationURI: String, destinationXML: String,
+        parameters: [(String, String)] = [], flags: UInt32
     ) throws {
         var params: UnsafeMutablePointer<virTypedParameter>?
         var count: Int32 = 0
@@ -363,7 +365,7 @@ extension LibvirtConnection {
         for (name, value) in [
             (VIR_MIGRATE_PARAM_URI, migrationURI), (VIR_MIGRATE_PARAM_DEST_XML, destinationXML),
             (VIR_MIGRATE_PARAM_PERSIST_XML, destinationXML),
-        ] {
+        ] + parameters {
             guard virTypedParamsAddString(&params, &count, &capacity, name, value) == 0 else {
                 throw Self.lastError("virTypedParamsAddString \(name)")
             }

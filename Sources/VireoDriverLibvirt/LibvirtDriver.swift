@@ -23,7 +23,8 @@ import VireoProcess
 public actor LibvirtDriver: HypervisorDriver {
     public nonisolated let name = "libvirt"
     /// Only what this driver does: the lifecycle, the serial console, pause, snapshots, cold
-    /// moves, and live migration where the VMs' disks are on storage every host sees (`shared-disks`).
+    /// moves, and live migration — of memory and devices where the VMs' disks are on storage every
+    /// host sees (`shared-disks`), with a copy of the disk otherwise.
     public nonisolated let capabilities: Set<Capability>
     public nonisolated let configuration: Configuration
     let images: @Sendable (String) async throws -> GuestImage
@@ -35,6 +36,8 @@ public actor LibvirtDriver: HypervisorDriver {
     var incoming: [VMID: LibvirtIncoming] = [:]
     /// Creates under way, so that a second create of the same VM waits for the first.
     private var creating: [VMID: Task<Void, any Error>] = [:]
+    /// Incoming migrations being prepared, so that a repeated order waits for the first.
+    var preparing: [VMID: Task<String, any Error>] = [:]
     private var stateChanged: @Sendable () -> Void = {}
 
     struct Instance {
@@ -51,6 +54,8 @@ public actor LibvirtDriver: HypervisorDriver {
         var startedAt: ContinuousClock.Instant?
         /// From `virDomainCreate` to the ready marker, in milliseconds, for a run this process started.
         var bootMs: Int?
+        /// The last migration copied the disk to the destination (`release` then removes this one).
+        var outgoingDiskCopy = false
     }
 
     public init(
@@ -58,8 +63,8 @@ public actor LibvirtDriver: HypervisorDriver {
         images: @escaping @Sendable (String) async throws -> GuestImage
     ) {
         self.configuration = configuration
-        let local: Set<Capability> = [.serialConsole, .pause, .snapshots, .coldMigration]
-        self.capabilities = configuration.sharedDisks == nil ? local : local.union([.liveMigration])
+        // Live migration with shared disks (`shared-disks`) or, without, copying the disk.
+        self.capabilities = [.serialConsole, .pause, .snapshots, .coldMigration, .liveMigration, .storageMigration]
         self.logger = logger
         self.images = images
     }

@@ -17,8 +17,8 @@ extension LibvirtDriver {
         /// (`status` then gives it as their address). Not on the test hypervisor, which runs nothing.
         public var userNetwork = true
         /// A directory every host of the cluster sees at the same path (NFS, a cluster file system),
-        /// where VM disks go (`<dir>/<id>.qcow2`) instead of the state directory. Live migration needs
-        /// it: libvirt moves memory and devices, not disks. Nil: no live migration.
+        /// where VM disks go (`<dir>/<id>.qcow2`) instead of the state directory: a live migration
+        /// then moves memory and devices only. Nil: a live migration copies the disk as well.
         public var sharedDisks: String?
         /// The URI other hosts' libvirtd use to reach this host's, to send it a VM (peer to peer: the
         /// source's libvirtd connects itself). Nil: `uri` when it names a host or a socket, else

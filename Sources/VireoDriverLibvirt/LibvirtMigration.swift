@@ -9,29 +9,59 @@ import VireoModel
 /// `VIR_MIGRATE_PEER2PEER`); the agents only exchange what the source needs to know.
 ///
 /// The destination prepares nothing in libvirt: it checks that it sees the VM's disk on shared
-/// storage and says how its libvirtd is reached and what the VM is called there (its own state
-/// directory, console log, image and forwarded port, in the Vireo metadata the domain carries). The
-/// source sends the domain with that definition; the destination adopts it once it runs there.
+/// storage — or, for a copy, makes an empty disk of its own that libvirt fills — and says how its
+/// libvirtd is reached and what the VM is called there (its own state directory, console log,
+/// disk, image and forwarded port, in the Vireo metadata the domain carries). The source sends the
+/// domain with that definition; the destination adopts it once it runs there.
 extension LibvirtDriver {
     /// `guestAddress` is not needed: under QEMU user networking every guest is 10.0.2.15 behind
     /// its own forwarded port, and the VM gets this host's port.
     public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
         -> String
     {
-        // The order is repeated on every heartbeat until the source starts sending.
+        try await prepareIncoming(spec, guestAddress: guestAddress, listenAddress: listenAddress, storage: .shared)
+    }
+
+    /// With `.copy` the VM's disk is this host's own `<state>/<id>/disk.qcow2`, made empty here at
+    /// the guest's disk size; the source's libvirtd copies into it (`VIR_MIGRATE_NON_SHARED_DISK`).
+    public func prepareIncoming(
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+    ) async throws -> String {
+        // The order is repeated on every heartbeat until the source starts sending; a repetition
+        // that comes while the first is still being prepared waits for it.
         if let offer = incoming[spec.id] { return try offer.encoded() }
+        if let pending = preparing[spec.id] { return try await pending.value }
+        let preparation = Task { try await prepare(spec, listenAddress: listenAddress, storage: storage) }
+        preparing[spec.id] = preparation
+        defer { preparing[spec.id] = nil }
+        return try await preparation.value
+    }
+
+    private func prepare(_ spec: InstanceSpec, listenAddress: String, storage: MigrationStorage) async throws -> String {
         if let existing = instances[spec.id] {
             throw VireoError(.conflict, "VM \(existing.record.spec.name) is already on this host")
         }
         if let network = spec.privateNetwork {
             throw VireoError(.unsupported, "privateNetwork '\(network)': driver 'libvirt' has no private networks")
         }
-        guard let shared = configuration.sharedDisks else {
-            throw VireoError(.failedPrecondition, "live migration needs shared storage (driver setting shared-disks)")
-        }
-        let disk = "\(shared)/\(spec.id).qcow2"
-        guard FileManager.default.fileExists(atPath: disk) else {
-            throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not visible on this host")
+        let directory = directory(of: spec.id)
+        let disk: String
+        switch storage {
+        case .shared:
+            guard let shared = configuration.sharedDisks else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "live migration with a shared disk needs shared storage (driver setting shared-disks); "
+                        + "this host has none: copy the disk instead (vireo migrate --copy-storage)")
+            }
+            disk = "\(shared)/\(spec.id).qcow2"
+            guard FileManager.default.fileExists(atPath: disk) else {
+                throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not visible on this host")
+            }
+        case .copy:
+            disk = directory + "/disk.qcow2"
+            try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+            try DiskRoom.check(forDiskMiB: spec.diskMiB ?? ImageCatalogue.virtualDiskMiB, in: configuration.stateDirectory)
         }
         let connection = try open()
         let domainName = "vireo-\(spec.name)"
@@ -40,9 +70,6 @@ extension LibvirtDriver {
                 .conflict, "libvirt at \(configuration.uri) already has a domain named \(domainName) (uuid \(other))")
         }
         let image = try await images(spec.image)
-        // Another order for the same VM may have prepared it meanwhile.
-        if let offer = incoming[spec.id] { return try offer.encoded() }
-        let directory = directory(of: spec.id)
         var record = LibvirtRecord(
             spec: spec, image: image, owner: configuration.stateDirectory, disk: disk,
             serialLog: directory + "/serial.log")
@@ -51,12 +78,23 @@ extension LibvirtDriver {
             record.hostPort = try LoopbackPort.free(excluding: Set(taken))
         }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        // QEMU on the destination listens on the agent's address; its libvirtd picks the port.
+        if storage == .copy {
+            do {
+                try await makeEmptyDisk(disk, diskMiB: spec.diskMiB ?? ImageCatalogue.virtualDiskMiB)
+            } catch {
+                try? FileManager.default.removeItem(atPath: directory)
+                throw error
+            }
+        }
+        // QEMU on the destination listens on the agent's address; its libvirtd picks the port (and,
+        // for a copy, its NBD server's on the same address).
         let offer = LibvirtIncoming(
             peerURI: configuration.peerURI ?? Configuration.defaultPeerURI(uri: configuration.uri, address: listenAddress),
-            migrationURI: "tcp://\(listenAddress)", record: record)
+            migrationURI: "tcp://\(listenAddress)", record: record, storage: storage)
         incoming[spec.id] = offer
-        logger.info("waiting for incoming migration", metadata: ["vm": "\(spec.name)", "peer": "\(offer.peerURI)"])
+        logger.info(
+            "waiting for incoming migration",
+            metadata: ["vm": "\(spec.name)", "peer": "\(offer.peerURI)", "storage": "\(storage.rawValue)"])
         return try offer.encoded()
     }
 
@@ -74,17 +112,13 @@ extension LibvirtDriver {
             throw VireoError(
                 .failedPrecondition, "the destination gives its guests no network (network=none); this VM has one")
         }
+        let copy = offer.storage == .copy
         let destinationXML = try offer.record.destinationXML(
-            from: connection.migratableXML(of: uuid), source: instance.record)
-        // UNSAFE: libvirt calls a disk safe to share only on a file system it knows as shared (NFS,
-        // GlusterFS...) or with cache='none'; `shared-disks` is the operator saying it is shared. The
-        // source domain stays defined (shut off, "migrated") so that its completed job statistics
-        // can be read; `release` undefines it. Without LIVE libvirt pauses the guest for the copy.
+            from: connection.migratableXML(of: uuid), source: instance.record, copyingDisk: copy)
         let test = try connection.hostFacts().hypervisor == "Test"
         let mode = configuration.migrationMode.resolved(for: test ? .qemu : configuration.domainType)
-        let flags =
-            (mode == .live ? VIR_MIGRATE_LIVE.rawValue : 0) | VIR_MIGRATE_PEER2PEER.rawValue
-            | VIR_MIGRATE_PERSIST_DEST.rawValue | VIR_MIGRATE_UNSAFE.rawValue
+        let flags = Self.migrationFlags(mode: mode, storage: offer.storage)
+        let parameters = offer.copyParameters
         let outcome = MigrationOutcome()
         // virDomainMigrateToURI3 blocks until the end: on a thread of its own, not the driver's.
         let thread = Thread {
@@ -92,17 +126,22 @@ extension LibvirtDriver {
                 Result {
                     try connection.migrate(
                         uuid, peerURI: offer.peerURI, migrationURI: offer.migrationURI,
-                        destinationXML: destinationXML, flags: flags)
+                        destinationXML: destinationXML, parameters: parameters, flags: flags)
                 }.mapError { ($0 as? VireoError) ?? VireoError(.internal, "\($0)") })
         }
         thread.name = "libvirt-migrate"
         thread.start()
         let deadline = ContinuousClock.now + configuration.migrationTimeout
         var cancelled: String?
+        // libvirt copies the disk before any memory, and says nothing of when the copy was ready:
+        // the first report of memory being sent marks it, to the polling interval.
+        let started = ContinuousClock.now
+        var diskCopied: ContinuousClock.Instant?
         while outcome.result == nil {
             if let stats = try? connection.jobStats(of: uuid, completed: false),
                 let current = LibvirtJobStatistics.progress(from: stats)
             {
+                if copy, diskCopied == nil, current.totalBytes > 0 { diskCopied = .now }
                 progress(current)
             }
             if ContinuousClock.now > deadline || Task.isCancelled {
@@ -120,6 +159,7 @@ extension LibvirtDriver {
                 "migration of \(instance.record.spec.name) to \(offer.peerURI) failed: \(cancelled ?? error.message); "
                     + "the VM keeps running here")
         }
+        if copy { instances[id]?.outgoingDiskCopy = true }
         let completed = try connection.jobStats(of: uuid, completed: true)
         logger.info(
             "migration completed",
@@ -127,8 +167,14 @@ extension LibvirtDriver {
                 "vm": "\(instance.record.spec.name)", "mode": "\(mode)",
                 "libvirt-time-ms": "\(completed[VIR_DOMAIN_JOB_TIME_ELAPSED].map(String.init) ?? "none")",
                 "libvirt-downtime-ms": "\(completed[VIR_DOMAIN_JOB_DOWNTIME].map(String.init) ?? "none")",
+                "libvirt-disk-bytes": "\(completed[VIR_DOMAIN_JOB_DISK_PROCESSED].map(String.init) ?? "none")",
             ])
-        return LibvirtJobStatistics.stats(from: completed, mode: mode)
+        var stats = LibvirtJobStatistics.stats(from: completed, mode: mode)
+        if copy {
+            // Not seen before the end: the whole job was the disk's, to the polling interval.
+            stats.storageTimeMs = Self.milliseconds((diskCopied ?? .now) - started)
+        }
+        return stats
     }
 
     public func release(_ id: VMID) async throws {
@@ -149,7 +195,9 @@ extension LibvirtDriver {
             // libvirt undefined it already.
         }
         instances[id] = nil
-        // The disk belongs to the destination now; the console history goes with the directory.
+        // A disk the destination copied is its own now: this one goes (it may be on shared storage).
+        // A shared disk belongs to the destination now. The console history goes with the directory.
+        if instance.outgoingDiskCopy { try? FileManager.default.removeItem(atPath: instance.record.disk) }
         try? FileManager.default.removeItem(atPath: directory(of: id))
     }
 
@@ -190,7 +238,8 @@ extension LibvirtDriver {
         }
         incoming[id] = nil
         instances[id] = nil
-        // The disk stays: the source still runs the VM on it.
+        // A shared disk stays: the source still runs the VM on it. A half-made copy goes.
+        if offer.storage == .copy { try? FileManager.default.removeItem(atPath: offer.record.disk) }
         try? FileManager.default.removeItem(atPath: directory(of: id))
     }
 
@@ -232,8 +281,11 @@ struct LibvirtIncoming: Codable, Equatable, Sendable {
     var peerURI: String
     /// Where QEMU sends the guest's state: `tcp://ADDRESS`, the destination's libvirtd picking the port.
     var migrationURI: String
-    /// The VM's record on the destination: its state directory, console log, image and forwarded port.
+    /// The VM's record on the destination: its state directory, console log, disk, image and
+    /// forwarded port.
     var record: LibvirtRecord
+    /// `.copy`: the record's disk is the destination's own, empty, for the source to copy into.
+    var storage: MigrationStorage
 
     static let prefix = "libvirt-p2p:"
 
@@ -244,10 +296,11 @@ struct LibvirtIncoming: Codable, Equatable, Sendable {
         return Self.prefix + String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 
-    init(peerURI: String, migrationURI: String, record: LibvirtRecord) {
+    init(peerURI: String, migrationURI: String, record: LibvirtRecord, storage: MigrationStorage = .shared) {
         self.peerURI = peerURI
         self.migrationURI = migrationURI
         self.record = record
+        self.storage = storage
     }
 
     init(decoding uri: String) throws {
@@ -275,7 +328,9 @@ extension LibvirtRecord {
     /// The source domain's migratable definition `xml` as the destination is to define it: with
     /// this record in Vireo's metadata, and the source record's host-specific paths (console log,
     /// kernel, initrd, disk) and forwarded port replaced by this record's.
-    func destinationXML(from xml: String, source: LibvirtRecord) throws -> String {
+    /// `copyingDisk`: the disk is this record's own, a copy that stands alone, without the
+    /// source's backing chain.
+    func destinationXML(from xml: String, source: LibvirtRecord, copyingDisk: Bool = false) throws -> String {
         guard let open = xml.range(of: "<\(Self.prefix):vm"),
             let close = xml.range(of: "</\(Self.prefix):vm>", range: open.upperBound..<xml.endIndex)
         else { throw VireoError(.internal, "the domain's definition carries no Vireo metadata") }
@@ -289,33 +344,8 @@ extension LibvirtRecord {
         func retarget(_ part: Substring) -> String {
             replacements.reduce(String(part)) { $0.replacingOccurrences(of: $1.0, with: $1.1) }
         }
-        return retarget(xml[..<open.lowerBound]) + metadataElement + retarget(xml[close.upperBound...])
-    }
-}
-
-/// libvirt's job statistics (`virDomainGetJobStats`, numeric fields by name) as Vireo's.
-enum LibvirtJobStatistics {
-    /// A migration under way; nil when the statistics have no memory figures (no job, or the
-    /// migration is still being set up: libvirt then reports a total of 0).
-    static func progress(from stats: [String: UInt64]) -> MigrationProgress? {
-        guard let total = stats[VIR_DOMAIN_JOB_MEMORY_TOTAL], total > 0 else { return nil }
-        return MigrationProgress(
-            transferredBytes: stats[VIR_DOMAIN_JOB_MEMORY_PROCESSED] ?? 0,
-            remainingBytes: stats[VIR_DOMAIN_JOB_MEMORY_REMAINING] ?? 0, totalBytes: total,
-            dirtyPagesPerSecond: stats[VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE] ?? 0)
-    }
-
-    /// A completed migration: time elapsed, downtime and memory sent, as the QEMU driver reports
-    /// QEMU's (times in milliseconds, bytes of guest memory sent including pages sent again).
-    /// libvirt times the downtime itself, from the guest's pause at the source to its resumption at
-    /// the destination, so it is taken as it is in both modes; the job's time also counts the
-    /// phases before the pause (connecting to the destination, starting its QEMU).
-    static func stats(from stats: [String: UInt64], mode: MigrationCopyMode) -> MigrationStats {
-        MigrationStats(
-            totalTimeMs: Int(stats[VIR_DOMAIN_JOB_TIME_ELAPSED] ?? 0),
-            downtimeMs: Int(stats[VIR_DOMAIN_JOB_DOWNTIME] ?? 0),
-            transferredBytes: stats[VIR_DOMAIN_JOB_MEMORY_PROCESSED] ?? stats[VIR_DOMAIN_JOB_DATA_PROCESSED] ?? 0,
-            setupTimeMs: stats[VIR_DOMAIN_JOB_SETUP_TIME].map { Int($0) }, mode: mode)
+        let moved = retarget(xml[..<open.lowerBound]) + metadataElement + retarget(xml[close.upperBound...])
+        return copyingDisk ? try Self.withoutBackingChain(moved, disk: disk) : moved
     }
 }
 

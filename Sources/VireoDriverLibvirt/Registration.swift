@@ -7,7 +7,7 @@ import VireoModel
 extension DriverRegistry {
     /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `domain-type`
     /// (auto|qemu|kvm), `network` (user|none), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache
-    /// directory), `shared-disks` (enables live migration), `peer-uri`, `migration-timeout-s`,
+    /// directory), `shared-disks` (live migration without copying the disk), `peer-uri`, `migration-timeout-s`,
     /// `migration-mode` (auto|live|paused).
     public mutating func registerLibvirt(logger: Logger = Logger(label: "vireo.libvirt")) {
         register("libvirt") { options in

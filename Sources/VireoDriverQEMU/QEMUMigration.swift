@@ -41,7 +41,7 @@ extension QEMUDriver {
             // A disk of our own, of the guest's size, that the source's mirror fills.
             disk = paths.directory + "/disk.qcow2"
             try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
-            try Self.checkRoom(forDiskMiB: spec.diskMiB ?? ImageCatalogue.virtualDiskMiB, in: configuration.stateDirectory)
+            try DiskRoom.check(forDiskMiB: spec.diskMiB ?? ImageCatalogue.virtualDiskMiB, in: configuration.stateDirectory)
         }
         let image = try await image(named: spec.image)
         let network: GuestNetwork
@@ -113,22 +113,6 @@ extension QEMUDriver {
     static let diskExport = "vireo-disk-in"
     /// The source's block node for the destination's export, and the mirror job into it.
     static let mirrorNode = "vireo-mirror"
-
-    /// Fails unless the file system holding `directory` has room for a disk of `diskMiB`: a copy
-    /// may grow to the guest's full disk size.
-    static func checkRoom(forDiskMiB diskMiB: Int, in directory: String) throws {
-        var stats = statvfs()
-        guard statvfs(directory, &stats) == 0 else {
-            throw VireoError(.internal, "cannot read the free space of \(directory): \(String(cString: strerror(errno)))")
-        }
-        let freeMiB = Int((UInt64(stats.f_bavail) * UInt64(stats.f_frsize)) >> 20)
-        guard freeMiB >= diskMiB else {
-            throw VireoError(
-                .failedPrecondition,
-                "no room for the VM's disk: it may grow to \(ByteSize.format(mib: diskMiB)) and \(directory) has "
-                    + "\(ByteSize.format(mib: freeMiB)) free")
-        }
-    }
 
     public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
         async throws -> MigrationStats

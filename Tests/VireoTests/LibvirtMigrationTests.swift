@@ -105,18 +105,18 @@ struct LibvirtMigrationTests {
         #expect(Configuration.defaultPeerURI(uri: "qemu+ssh://h2/system", address: "10.0.0.2") == "qemu+ssh://h2/system")
     }
 
-    @Test("live migration is declared only with shared disks, whose setting must be an absolute path")
+    @Test("live migration is declared with or without shared disks (copying the disk), whose setting must be an absolute path")
     func capability() throws {
         var registry = DriverRegistry()
         registry.registerLibvirt()
         let plain = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x"))
-        #expect(!plain.capabilities.contains(.liveMigration))
+        #expect(plain.capabilities.isSuperset(of: [.liveMigration, .storageMigration, .coldMigration]))
         let shared = try registry.make(
             "libvirt",
             options: .init(
                 stateDirectory: "/tmp/x",
                 settings: ["shared-disks": "/srv/disks", "peer-uri": "qemu+tcp://10.0.0.2/system", "migration-timeout-s": "30"]))
-        #expect(shared.capabilities == plain.capabilities.union([.liveMigration]))
+        #expect(shared.capabilities == plain.capabilities)
         let configuration = try #require((shared as? LibvirtDriver)?.configuration)
         #expect(configuration.sharedDisks == "/srv/disks" && configuration.peerURI == "qemu+tcp://10.0.0.2/system")
         #expect(configuration.migrationTimeout == .seconds(30))
@@ -177,6 +177,110 @@ struct LibvirtMigrationTests {
         #expect(!FileManager.default.fileExists(atPath: "\(root)/b/\(vm.id)"))
     }
 
+    @Test(
+        "a copy offer sends the disk too: libvirt's non-shared-disk copy of the VM's disk into the destination's own, standing alone"
+    )
+    func copyOffer() throws {
+        let image = GuestImage(
+            kernel: "/images/vmlinux", initrd: "/images/initrd.gz", baseDisk: "/images/base.qcow2",
+            kernelCommandLine: "console=ttyS0", readyMarker: "VIREO-READY")
+        let source = LibvirtRecord(
+            spec: InstanceSpec(id: VMID("vm-1"), name: "web-1", image: "web", cpus: 1, memoryMiB: 128, diskMiB: 256),
+            image: image, owner: "/a/vms", disk: "/a/vms/vm-1/disk.qcow2", serialLog: "/a/vms/vm-1/serial.log")
+        var destination = source
+        destination.owner = "/b/vms"
+        destination.disk = "/b/vms/vm-1/disk.qcow2"
+        destination.serialLog = "/b/vms/vm-1/serial.log"
+        // As libvirt shows a running domain's disk: with the backing chain it found.
+        let xml = source.domainXML(type: "qemu").replacingOccurrences(
+            of: "<target dev='vda' bus='virtio'/>",
+            with: """
+                <backingStore type='file' index='1'>
+                        <format type='qcow2'/>
+                        <source file='/images/base.qcow2'/>
+                        <backingStore/>
+                      </backingStore>
+                      <target dev='vda' bus='virtio'/>
+                """)
+        let copied = try destination.destinationXML(from: xml, source: source, copyingDisk: true)
+        #expect(copied.contains("<source file='/b/vms/vm-1/disk.qcow2'/>") && !copied.contains("/a/vms"))
+        let diskElement = try #require(copied.range(of: "<disk")).lowerBound..<#require(copied.range(of: "</disk>")).upperBound
+        #expect(!copied[diskElement].contains("base.qcow2") && copied.components(separatedBy: "<backingStore").count == 2)
+        #expect(copied.contains("<backingStore/>\n      <target dev='vda' bus='virtio'/>"))
+        // A shared disk keeps its chain; a definition without the disk is refused.
+        #expect(try destination.destinationXML(from: xml, source: source).contains("<source file='/images/base.qcow2'/>"))
+        let missing = #expect(throws: VireoError.self) {
+            _ = try LibvirtRecord.withoutBackingChain(xml, disk: "/elsewhere/disk.qcow2")
+        }
+        #expect(missing?.message.contains("/elsewhere/disk.qcow2") == true)
+
+        let copy = LibvirtDriver.migrationFlags(mode: .live, storage: .copy)
+        #expect(copy & VIR_MIGRATE_NON_SHARED_DISK.rawValue != 0 && copy & VIR_MIGRATE_UNSAFE.rawValue == 0)
+        #expect(copy & VIR_MIGRATE_NON_SHARED_INC.rawValue == 0 && copy & VIR_MIGRATE_LIVE.rawValue != 0)
+        #expect(copy & VIR_MIGRATE_PEER2PEER.rawValue != 0 && copy & VIR_MIGRATE_PERSIST_DEST.rawValue != 0)
+        let shared = LibvirtDriver.migrationFlags(mode: .paused, storage: .shared)
+        #expect(shared & VIR_MIGRATE_NON_SHARED_DISK.rawValue == 0 && shared & VIR_MIGRATE_UNSAFE.rawValue != 0)
+        #expect(shared & VIR_MIGRATE_LIVE.rawValue == 0)
+
+        let offer = LibvirtIncoming(
+            peerURI: "qemu+tcp://10.0.0.2/system", migrationURI: "tcp://10.0.0.2", record: destination, storage: .copy)
+        #expect(try LibvirtIncoming(decoding: try offer.encoded()) == offer)
+        #expect(offer.copyParameters.map { "\($0)=\($1)" } == ["migrate_disks=vda", "listen_address=10.0.0.2"])
+        var sharedOffer = offer
+        sharedOffer.storage = .shared
+        #expect(sharedOffer.copyParameters.isEmpty)
+
+        // While the disk is copied no memory is sent yet; the completed job counts the disk's bytes.
+        let copying = try #require(
+            LibvirtJobStatistics.progress(from: [
+                VIR_DOMAIN_JOB_DISK_TOTAL: 256 << 20, VIR_DOMAIN_JOB_DISK_PROCESSED: 100 << 20, VIR_DOMAIN_JOB_MEMORY_TOTAL: 0,
+            ]))
+        #expect(
+            copying
+                == MigrationProgress(
+                    transferredBytes: 0, remainingBytes: 0, totalBytes: 0, storageCopiedBytes: 100 << 20,
+                    storageTotalBytes: 256 << 20))
+        let stats = LibvirtJobStatistics.stats(
+            from: [
+                VIR_DOMAIN_JOB_TIME_ELAPSED: 5000, VIR_DOMAIN_JOB_DOWNTIME: 90, VIR_DOMAIN_JOB_MEMORY_PROCESSED: 40 << 20,
+                VIR_DOMAIN_JOB_DISK_TOTAL: 256 << 20, VIR_DOMAIN_JOB_DISK_PROCESSED: 256 << 20,
+            ], mode: .live)
+        #expect(stats.storageBytes == 256 << 20 && stats.transferredBytes == 40 << 20)
+    }
+
+    @Test(
+        "a copy is prepared as an empty disk of the guest's size in the destination's own directory, refused without room, discarded with its disk"
+    )
+    func prepareCopy() async throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let destination = TestLibvirt.driver(uri: "test:///default", stateDirectory: root + "/b")
+        var huge = spec("lv-huge")
+        huge.diskMiB = 1 << 30
+        let refused = await #expect(throws: VireoError.self) {
+            _ = try await destination.prepareIncoming(huge, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
+        }
+        #expect(refused?.code == .failedPrecondition)
+        #expect(refused?.message.contains("no room for the VM's disk") == true, "\(String(describing: refused))")
+        #expect(try await destination.status().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/b/\(huge.id)"))
+
+        let vm = spec("lv-copy")
+        let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
+        #expect(
+            try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy) == uri)
+        let offer = try LibvirtIncoming(decoding: uri)
+        let disk = "\(root)/b/\(vm.id)/disk.qcow2"
+        #expect(offer.storage == .copy && offer.record.disk == disk)
+        let info = try await HostTool.text("qemu-img", ["info", "--output=json", disk])
+        #expect(info.contains("\"virtual-size\": \(ImageCatalogue.virtualDiskMiB << 20)"), "\(info)")
+        #expect(!info.contains("backing-filename"))
+        #expect(try await destination.status().map(\.state) == [.starting])
+        try await destination.abortIncoming(vm.id)
+        #expect(try await destination.status().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/b/\(vm.id)"))
+    }
+
     @Test("an order that is no libvirt destination's offer is refused before anything is sent")
     func foreignOffer() async throws {
         let root = temporaryDirectory()
@@ -224,10 +328,12 @@ extension RealQEMU {
     struct LibvirtMigrationQEMUTests {
         let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
 
-        func driver(uri: String, root: String, name: String, mode: LibvirtDriver.MigrationMode = .auto) -> LibvirtDriver {
+        func driver(
+            uri: String, root: String, name: String, mode: LibvirtDriver.MigrationMode = .auto, sharedDisks: Bool = true
+        ) -> LibvirtDriver {
             var configuration = LibvirtDriver.Configuration(uri: uri, stateDirectory: "\(root)/\(name)")
             configuration.migrationMode = mode
-            configuration.sharedDisks = root + "/disks"
+            configuration.sharedDisks = sharedDisks ? root + "/disks" : nil
             configuration.stopTimeout = .seconds(20)
             return LibvirtDriver(configuration: configuration) { name in try await TestLibvirt.realImage(name) }
         }
@@ -315,6 +421,110 @@ extension RealQEMU {
             #expect(recovered.map(\.id) == [vm.id])
             try await destination.delete(vm.id)
             #expect(!FileManager.default.fileExists(atPath: "\(root)/disks/\(vm.id).qcow2"))
+        }
+
+        /// The web guest's answer to `path` (its `/fill` writer and checker).
+        func guest(_ address: String, _ path: String, post: Bool = false) async throws -> JSONValue {
+            var request = HTTPClientRequest(url: "http://\(address)\(path)")
+            if post { request.method = .POST }
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            let body = try await response.body.collect(upTo: 1 << 16)
+            guard response.status == .ok else {
+                throw VireoError(.internal, "\(path): HTTP \(response.status.code): \(String(buffer: body))")
+            }
+            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
+        }
+
+        @Test(
+            "without shared storage a web guest moves with a copy of its disk, written to during the move; the source's disk goes",
+            arguments: [LibvirtDriver.MigrationMode.live, .paused])
+        func migrateCopyingDisk(mode: LibvirtDriver.MigrationMode) async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            let root = temporaryDirectory()
+            let second = try await SecondLibvirtHost.start()
+            let source = driver(uri: "qemu:///system", root: root, name: "a", mode: mode, sharedDisks: false)
+            let destination = driver(uri: second.uri, root: root, name: "b", mode: mode, sharedDisks: false)
+            var vm = webGuest()
+            vm.diskMiB = 256
+            do {
+                try await copyUnderWrites(vm, from: source, to: destination, root: root, mode: mode)
+            } catch {
+                // What the destination's libvirtd saw, before the daemon and its logs go.
+                let seen = try? await HostTool.text(
+                    "bash",
+                    [
+                        "-c",
+                        "virsh -c '\(second.uri)' list --all; virsh -c '\(second.uri)' domstate --reason vireo-\(vm.name); "
+                            + "tail -20 \(second.directory)/log/qemu/*.log",
+                    ])
+                print("libvirt copy-storage test failed; the destination's libvirtd: \(seen ?? "unreadable")")
+                try? await source.delete(vm.id)
+                try? await destination.abortIncoming(vm.id)
+                try? await destination.delete(vm.id)
+                try? await second.stop()
+                try? FileManager.default.removeItem(atPath: root)
+                throw error
+            }
+            try await second.stop()
+            try FileManager.default.removeItem(atPath: root)
+        }
+
+        private func copyUnderWrites(
+            _ vm: InstanceSpec, from source: LibvirtDriver, to destination: LibvirtDriver, root: String,
+            mode: LibvirtDriver.MigrationMode
+        ) async throws {
+            #expect(source.capabilities.contains(.storageMigration) && destination.configuration.sharedDisks == nil)
+            try await source.create(vm)
+            let sourceDisk = "\(root)/a/\(vm.id)/disk.qcow2"
+            #expect(FileManager.default.fileExists(atPath: sourceDisk))
+            try await source.start(vm.id)
+            let running = try #require(try await settle(source, vm.id, to: .running, tick: tick).address)
+            let before = try await status(running)
+
+            let uri = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
+            #expect(FileManager.default.fileExists(atPath: "\(root)/b/\(vm.id)/disk.qcow2"))
+            // 32 MiB written past the guest's filesystem over two seconds, each MiB synced to the disk:
+            // while the disk is copied, and on until the memory goes.
+            _ = try await guest(running, "/fill?mib=32&rate=16", post: true)
+            let seen = ProgressLog()
+            let stats = try await source.migrate(vm.id, to: uri) { seen.append($0) }
+            let disk = seen.all.last { $0.storageTotalBytes != nil }
+            print(
+                "libvirt copy-storage migration of a web guest with a 256 MiB disk (TCG, \(mode)): total "
+                    + "\(stats.totalTimeMs) ms, downtime \(stats.downtimeMs) ms, disk \(stats.storageBytes ?? 0) bytes in "
+                    + "\(stats.storageTimeMs ?? 0) ms, memory \(stats.transferredBytes) bytes; \(seen.all.count) progress "
+                    + "reports, last disk \(disk.map { "\($0.storageCopiedBytes ?? 0)/\($0.storageTotalBytes ?? 0)" } ?? "none")")
+            #expect((stats.storageBytes ?? 0) > 64 << 20)
+            #expect((stats.storageTimeMs ?? 0) > 0 && stats.totalTimeMs >= stats.storageTimeMs ?? 0)
+            #expect(stats.downtimeMs > 0 && stats.transferredBytes > 1 << 20)
+            #expect(stats.mode == mode.resolved(for: .qemu))
+            #expect(seen.all.contains { ($0.storageTotalBytes ?? 0) >= UInt64(256) << 20 }, "no disk progress was reported")
+
+            let arrived = try #require(try await settle(destination, vm.id, to: .running, tick: tick).address)
+            try await destination.finishIncoming(vm.id)
+            try await source.release(vm.id)
+            #expect(try await source.status().isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: sourceDisk), "the source's copy of the disk is removed")
+            let systemDomains = try await HostTool.text("virsh", ["-c", "qemu:///system", "list", "--all", "--name"])
+            #expect(!systemDomains.contains("vireo-\(vm.name)"), "the source still has the domain: \(systemDomains)")
+
+            let after = try await status(arrived)
+            #expect(after["bootId"] == before["bootId"])
+            #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
+            try await eventually("the writer finishes on the destination", within: 120) {
+                try await guest(arrived, "/fill")["running"] == .bool(false)
+            }
+            let written = try await guest(arrived, "/fill")
+            #expect(written["error"] == .string(""))
+            #expect(written["writtenMiB"] == .number(32))
+            let readBack = try await guest(arrived, "/fill?verify=1")
+            #expect(readBack["error"] == .string(""))
+            #expect(readBack["checksum"] == written["checksum"], "what the guest wrote is what its disk holds")
+            // The copy stands alone at the destination, in its own directory.
+            let info = try await HostTool.text("qemu-img", ["info", "-U", "--output=json", "\(root)/b/\(vm.id)/disk.qcow2"])
+            #expect(!info.contains("backing-filename"), "\(info)")
+            try await destination.delete(vm.id)
+            #expect(!FileManager.default.fileExists(atPath: "\(root)/b/\(vm.id)"))
         }
 
         @Test("a migration to an unreachable destination fails with libvirt's reason; the VM keeps running at the source")
