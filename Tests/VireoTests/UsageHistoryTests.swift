@@ -26,6 +26,8 @@ struct HistoryScene {
 
     static func settings(retention: Duration = .seconds(3_600)) -> ControllerSettings {
         var settings = ControllerSettings.fast
+        // The scene's clock is virtual: its hosts go silent after 1 s of it (the loops test counts on that).
+        settings.hostTimeout = .seconds(1)
         settings.historyStep = .seconds(10)
         settings.historyRetention = retention
         return settings
