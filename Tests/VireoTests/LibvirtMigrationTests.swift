@@ -576,14 +576,7 @@ extension RealQEMU {
             let root = temporaryDirectory()
             let second = try await SecondLibvirtHost.start()
             let controller = try await Controller.open(store: try SQLiteStore(), settings: .steady)
-            let loops = Task {
-                while !Task.isCancelled {
-                    try? await controller.checkHostLiveness()
-                    try? await controller.schedulePending()
-                    try? await controller.expireMigrations()
-                    try? await Task.sleep(for: .milliseconds(50))
-                }
-            }
+            let loops = controllerLoops(controller)
             let hosts = LibvirtMigrationQEMUTests()
             var agents: [Task<Void, any Error>] = []
             func join(_ name: String, uri: String) {
