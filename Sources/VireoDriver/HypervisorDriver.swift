@@ -121,11 +121,10 @@ public protocol HypervisorDriver: Sendable {
     // prepares, the source sends, then the source releases and the destination takes over.
 
     /// Destination: defines the VM and starts it waiting for its state on `listenAddress`. The VM
-    /// keeps its guest `address` (from the source). Returns the URI the source sends to.
-    func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws -> String
-    /// The same, for a disk that is `storage`: with `.copy` (`storage-migration` capability) the
-    /// destination makes an empty disk of its own and offers it for the source to copy into; the
-    /// returned URI says where (it is opaque outside the driver).
+    /// keeps its guest `address` (from the source). With `storage` `.shared` the destination opens
+    /// the disk both hosts see; with `.copy` (`storage-migration` capability) it makes an empty disk
+    /// of its own and offers it for the source to copy into. Returns the URI the source sends to
+    /// (opaque outside the driver).
     func prepareIncoming(
         _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
     ) async throws -> String
@@ -204,18 +203,16 @@ extension HypervisorDriver {
     public func usage(_ id: VMID) async -> ResourceUsage? { nil }
     public func hostUsage() async -> HostCPUUsage? { nil }
     public func onStateChange(_ handler: @escaping @Sendable () -> Void) async {}
-    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
-        -> String
-    {
-        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
-    }
     public func prepareIncoming(
         _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
     ) async throws -> String {
-        guard storage == .shared else {
-            throw VireoError(.unsupported, "driver '\(name)' cannot copy a VM's disk during live migration")
-        }
-        return try await prepareIncoming(spec, guestAddress: guestAddress, listenAddress: listenAddress)
+        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+    }
+    /// A move whose disk both hosts see.
+    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
+        -> String
+    {
+        try await prepareIncoming(spec, guestAddress: guestAddress, listenAddress: listenAddress, storage: .shared)
     }
     public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
         async throws -> MigrationStats

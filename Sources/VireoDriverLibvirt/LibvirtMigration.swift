@@ -15,15 +15,9 @@ import VireoModel
 /// domain with that definition; the destination adopts it once it runs there.
 extension LibvirtDriver {
     /// `guestAddress` is not needed: under QEMU user networking every guest is 10.0.2.15 behind
-    /// its own forwarded port, and the VM gets this host's port.
-    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
-        -> String
-    {
-        try await prepareIncoming(spec, guestAddress: guestAddress, listenAddress: listenAddress, storage: .shared)
-    }
-
-    /// With `.copy` the VM's disk is this host's own `<state>/<id>/disk.qcow2`, made empty here at
-    /// the guest's disk size; the source's libvirtd copies into it (`VIR_MIGRATE_NON_SHARED_DISK`).
+    /// its own forwarded port, and the VM gets this host's port. With `.copy` the VM's disk is this
+    /// host's own `<state>/<id>/disk.qcow2`, made empty here at the guest's disk size; the source's
+    /// libvirtd copies into it (`VIR_MIGRATE_NON_SHARED_DISK`).
     public func prepareIncoming(
         _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
     ) async throws -> String {

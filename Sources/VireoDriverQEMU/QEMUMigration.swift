@@ -4,12 +4,6 @@ import VireoModel
 import VireoProcess
 
 extension QEMUDriver {
-    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
-        -> String
-    {
-        try await prepareIncoming(spec, guestAddress: guestAddress, listenAddress: listenAddress, storage: .shared)
-    }
-
     public func prepareIncoming(
         _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
     ) async throws -> String {

@@ -283,9 +283,13 @@ public final class SimulatedDriver: HypervisorDriver {
     public static let migrationBandwidth: UInt64 = 1 << 30
     public static let migrationDowntimeMs = 20
 
-    public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
-        -> String
-    {
+    public func prepareIncoming(
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+    ) async throws -> String {
+        // A simulated VM has no disk: there is nothing to copy.
+        guard storage == .shared else {
+            throw VireoError(.unsupported, "driver '\(name)' cannot copy a VM's disk during live migration")
+        }
         let uri = "sim://\(listenAddress)/\(spec.id)"
         try state.withLock { (s: inout State) throws(VireoError) in
             if let existing = s.instances[spec.id] {
