@@ -423,18 +423,6 @@ extension RealQEMU {
             #expect(!FileManager.default.fileExists(atPath: "\(root)/disks/\(vm.id).qcow2"))
         }
 
-        /// The web guest's answer to `path` (its `/fill` writer and checker).
-        func guest(_ address: String, _ path: String, post: Bool = false) async throws -> JSONValue {
-            var request = HTTPClientRequest(url: "http://\(address)\(path)")
-            if post { request.method = .POST }
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
-            let body = try await response.body.collect(upTo: 1 << 16)
-            guard response.status == .ok else {
-                throw VireoError(.internal, "\(path): HTTP \(response.status.code): \(String(buffer: body))")
-            }
-            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
-        }
-
         @Test(
             "without shared storage a web guest moves with a copy of its disk, written to during the move; the source's disk goes",
             arguments: [LibvirtDriver.MigrationMode.live, .paused])

@@ -192,17 +192,6 @@ extension RealQEMU {
             try await guest(address, "/status")
         }
 
-        func guest(_ address: String, _ path: String, post: Bool = false) async throws -> JSONValue {
-            var request = HTTPClientRequest(url: "http://\(address)\(path)")
-            if post { request.method = .POST }
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
-            let body = try await response.body.collect(upTo: 1 << 16)
-            guard response.status == .ok else {
-                throw VireoError(.internal, "\(path): HTTP \(response.status.code): \(String(buffer: body))")
-            }
-            return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
-        }
-
         /// Two "hosts" that share nothing: each keeps its VMs' disks in its own state directory.
         func localPair() -> (QEMUDriver, QEMUDriver) {
             func make() -> QEMUDriver {

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -137,4 +138,17 @@ func controllerLoops(_ controller: Controller) -> Task<Void, Never> {
             try? await Task.sleep(for: .milliseconds(50))
         }
     }
+}
+
+/// A `web` guest's JSON answer to `path` at `address` (`/status`, `/fill`, `/mark`), or an error
+/// naming the path and the status when it is not 200.
+func guest(_ address: String, _ path: String, post: Bool = false) async throws -> JSONValue {
+    var request = HTTPClientRequest(url: "http://\(address)\(path)")
+    if post { request.method = .POST }
+    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+    let body = try await response.body.collect(upTo: 1 << 16)
+    guard response.status == .ok else {
+        throw VireoError(.internal, "\(path): HTTP \(response.status.code): \(String(buffer: body))")
+    }
+    return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
 }
