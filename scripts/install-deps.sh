@@ -16,6 +16,7 @@ packages=(
   cpio             # packs the guest initramfs
   lz4              # extracts an uncompressed vmlinux for PVH boot
   iproute2         # network namespaces, bridges, taps (vireo testbed)
+  iptables         # iptables/ebtables (nf_tables): guests kept off the hosts' services (docs/security.md)
   e2fsprogs        # mkfs.ext4 for guest base disks
   zlib1g-dev       # compress-nio links zlib (gzip for the initramfs and traces)
   gcc              # compiles the web image's guest service (static)

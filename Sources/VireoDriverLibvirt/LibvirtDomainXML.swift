@@ -87,7 +87,7 @@ extension LibvirtRecord {
     var userNetwork: String {
         guard let hostPort else { return "" }
         let arguments = [
-            "-netdev", "user,id=vireonet0,hostfwd=tcp:127.0.0.1:\(hostPort)-:80",
+            "-netdev", "user,id=vireonet0,restrict=on,hostfwd=tcp:127.0.0.1:\(hostPort)-:80",
             // libvirt puts these arguments before its own devices, which it gives the low PCI slots
             // explicitly: the card takes one at the far end of the bus.
             "-device", "virtio-net-pci,netdev=vireonet0,mac=\(Self.mac(for: spec.id)),bus=pci.0,addr=0x1e",

@@ -64,9 +64,12 @@ enum PrivateNetwork {
         try await HostTool.run("ip", ["-n", namespace, "link", "set", bridge, "up"])
     }
 
-    /// Creates a tap in the host's namespace for QEMU to open; one left behind is reused.
-    static func createTap(_ device: String) async throws {
-        try await HostTool.run("ip", ["tuntap", "add", "dev", device, "mode", "tap"], acceptedStatus: [0, 1, 2])
+    /// Creates a tap in the host's namespace for QEMU (uid `owner`) to open; the caller removes
+    /// one left behind first.
+    static func createTap(_ device: String, owner: UInt32?) async throws {
+        try await HostTool.run(
+            "ip", ["tuntap", "add", "dev", device, "mode", "tap"] + TapNetwork.ownerArguments(owner),
+            acceptedStatus: [0, 1, 2])
     }
 
     /// Moves a tap QEMU holds open into the namespace and onto its bridge.
@@ -138,13 +141,13 @@ extension QEMUDriver {
 
     /// Prepares a private VM's network before QEMU starts: the namespace (made again after a host
     /// reboot), no tap of an earlier run left in it, a tap in the host's namespace for QEMU.
-    func preparePrivateTap(_ device: String, address: String, namespace: String) async throws {
+    func preparePrivateTap(_ device: String, address: String, namespace: String, owner: UInt32?) async throws {
         guard let subnet = PrivateNetwork.subnet(of: address) else {
             throw VireoError(.internal, "the private guest address \(address) is not in \(PrivateNetwork.prefix).0.0/16")
         }
         try await PrivateNetwork.ensure(namespace, subnet: subnet)
         await PrivateNetwork.removeTap(device, namespace: namespace)
-        try await PrivateNetwork.createTap(device)
+        try await PrivateNetwork.createTap(device, owner: owner)
     }
 
     /// After a VM is forgotten: its tap goes, and a private network's namespace with its last VM.

@@ -62,7 +62,6 @@ public struct QEMUInvocation: Sendable, Equatable {
     public var network: GuestNetwork
     public var qmpSocket: String
     public var serialLog: String
-    public var pidFile: String
     /// `tcp:ADDR:PORT` to wait for an incoming migration instead of booting.
     public var incoming: String?
     /// A snapshot in the disk to run from instead of booting (`-loadvm`).
@@ -70,14 +69,14 @@ public struct QEMUInvocation: Sendable, Equatable {
     /// The loopback TCP port (5900 or above) of a VNC server showing the VM's screen; nil: no
     /// display at all.
     public var vncPort: Int?
-    /// False for the plain foreground command a person would type (no QMP, pidfile, daemonizing):
+    /// False for the plain foreground command a person would type (no QMP, no sandbox):
     /// what `vireo bench boot` compares the driver against.
     public var managed = true
 
     public init(
         name: String, id: VMID, accelerator: Accelerator, cpus: Int, memoryMiB: Int, kernel: String, initrd: String,
         kernelCommandLine: String, disk: String, mac: String, network: GuestNetwork, qmpSocket: String,
-        serialLog: String, pidFile: String, incoming: String? = nil, loadSnapshot: String? = nil, vncPort: Int? = nil,
+        serialLog: String, incoming: String? = nil, loadSnapshot: String? = nil, vncPort: Int? = nil,
         managed: Bool = true
     ) {
         self.name = name
@@ -93,7 +92,6 @@ public struct QEMUInvocation: Sendable, Equatable {
         self.network = network
         self.qmpSocket = qmpSocket
         self.serialLog = serialLog
-        self.pidFile = pidFile
         self.incoming = incoming
         self.loadSnapshot = loadSnapshot
         self.vncPort = vncPort
@@ -138,14 +136,19 @@ public struct QEMUInvocation: Sendable, Equatable {
             "-no-reboot",
         ]
         if managed {
-            arguments += ["-qmp", "unix:\(qmpSocket),server=on,wait=off", "-pidfile", pidFile, "-daemonize"]
+            // No -daemonize: the seccomp filter forbids its fork; the driver starts QEMU detached.
+            arguments += [
+                "-qmp", "unix:\(qmpSocket),server=on,wait=off", "-sandbox", QEMUConfinement.sandbox,
+            ]
         }
         if accelerator == .kvm { arguments += ["-cpu", "host"] }
         switch network {
         case .none: break
         case .user(let hostPort):
             arguments += [
-                "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(hostPort)-:80",
+                // restrict=on: the guest reaches nothing outside (not the host's loopback services
+                // at 10.0.2.2, not the world); the forwarded port still reaches it.
+                "-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:\(hostPort)-:80",
                 "-device", "virtio-net-pci,netdev=net0,mac=\(mac)",
             ]
         case .tap(let device, _, _):

@@ -5,7 +5,7 @@ import VireoImage
 import VireoModel
 import VireoProcess
 
-/// Runs each VM as a QEMU process, daemonized so that it outlives the agent, and drives it over QMP.
+/// Runs each VM as a confined QEMU process, detached so that it outlives the agent, and drives it over QMP.
 ///
 /// Per VM, `<state>/<id>/` holds `vm.json` (what to run), `disk.qcow2` (an overlay on the image's
 /// base, which also holds the VM's snapshots), `serial.log` (the console), `qemu.pid` and
@@ -25,6 +25,9 @@ public actor QEMUDriver: HypervisorDriver {
     let logger: Logger
     let runtimeDirectory: String
     private let hostMeter = HostCPUMeter.detect()
+    /// How each QEMU is confined: its uid, and the cgroups its VM's groups go under (nil: none).
+    let confinement = QEMUConfinement.forCurrentProcess()
+    let cgroupParent = VMCgroup.Parent.detect()
     /// Guest addresses, private subnets (with the number of creates holding each) and VNC ports
     /// given to VMs still being created.
     var reservedAddresses: Set<String> = []
@@ -37,6 +40,9 @@ public actor QEMUDriver: HypervisorDriver {
     private var imageResolutions: [String: Task<GuestImage, any Error>] = [:]
     /// Set by `detach`: QMP connections closing from now on do not mean QEMU exited.
     var detached = false
+    /// Installing the guest firewall in this host's namespace (before the first tap guest starts);
+    /// concurrent launches wait for the one installation.
+    private var guestFirewall: Task<Void, any Error>?
     var stateChanged: @Sendable () -> Void = {}
 
     public init(
@@ -61,9 +67,19 @@ public actor QEMUDriver: HypervisorDriver {
         return HostFingerprint(
             cpus: configuration.cpus, memoryMiB: configuration.memoryMiB, driver: name,
             capabilities: Array(capabilities),
-            attributes: ["accelerator": configuration.accelerator.rawValue, "hypervisor": version].merging(
+            attributes: [
+                "accelerator": configuration.accelerator.rawValue, "hypervisor": version,
+                "confinement": confinementSummary,
+            ].merging(
                 configuration.sharedDisks.map { [HostFingerprint.sharedStorageAttribute: $0] } ?? [:]
             ) { a, _ in a })
+    }
+
+    /// How QEMU runs here, for the fingerprint: `uid-per-vm` or `agent-uid`, `seccomp`, and the
+    /// cgroup layout VMs get (`cgroup-v1`, `cgroup-v2`) or `no-cgroup`.
+    var confinementSummary: String {
+        [confinement.uids != nil ? "uid-per-vm" : "agent-uid", "seccomp", cgroupParent?.description ?? "no-cgroup"]
+            .joined(separator: ",")
     }
 
     public func status() async throws -> [InstanceStatus] {
@@ -186,46 +202,57 @@ public actor QEMUDriver: HypervisorDriver {
     }
 
     /// Starts QEMU for the VM's record (booting it, running it from `snapshot`, or waiting for a
-    /// migration on `incoming`) and attaches to it. On failure the VM is `failed` with QEMU's
-    /// message.
+    /// migration on `incoming`), confined (`QEMUConfinement`), and attaches to it. On failure the
+    /// VM is `failed` with QEMU's message.
     func launch(_ id: VMID, run: Int, incoming: String? = nil, snapshot: String? = nil) async throws {
         // The previous run's tap must be gone before this run makes its own of the same name.
         await instances[id]?.tapRemoval?.value
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let paths = paths(id)
+        var launched: Int32?
         do {
-            try FileManager.default.createDirectory(atPath: runtimeDirectory, withIntermediateDirectories: true)
+            let record = try confine(id)
+            let cgroup = try cgroupParent.map {
+                try VMCgroup.create(
+                    cgroupName(id), under: $0, cpus: record.spec.cpus, memoryMiB: record.spec.memoryMiB)
+            }
+            instances[id]?.cgroup = cgroup
             try? FileManager.default.removeItem(atPath: paths.qmp)
             try? FileManager.default.removeItem(atPath: paths.pid)
             let offset = (try? FileManager.default.attributesOfItem(atPath: paths.serial)[.size] as? UInt64) ?? 0
-            let record = instance.record
+            let logOffset = (try? FileManager.default.attributesOfItem(atPath: paths.log)[.size] as? UInt64) ?? 0
             let invocation = QEMUInvocation(
                 name: record.spec.name, id: id, accelerator: configuration.accelerator, cpus: record.spec.cpus,
                 memoryMiB: record.spec.memoryMiB, kernel: record.image.kernel, initrd: record.image.initrd,
                 kernelCommandLine: record.image.kernelCommandLine, disk: record.disk, mac: record.mac,
-                network: record.network, qmpSocket: paths.qmp, serialLog: paths.serial, pidFile: paths.pid,
+                network: record.network, qmpSocket: paths.qmp, serialLog: paths.serial,
                 incoming: incoming, loadSnapshot: snapshot, vncPort: record.vncPort)
             let namespace = privateNamespace(of: record)
             if case .tap(let device, let address, _) = record.network {
                 if let namespace {
-                    try await preparePrivateTap(device, address: address, namespace: namespace)
+                    try await preparePrivateTap(device, address: address, namespace: namespace, owner: record.uid)
                 } else if case .tap(let tap) = configuration.network {
-                    try await TapNetwork.create(device, bridge: tap.bridge)
+                    try await ensureGuestFirewall()
+                    try await TapNetwork.create(device, bridge: tap.bridge, owner: record.uid)
                 }
             }
-            // With -daemonize, QEMU returns once the VM is set up (or has failed to be), and the VM
-            // process is no child of ours: it survives the agent.
+            // QEMU runs detached (a session of its own, no child of ours): it survives the agent.
             let launchedAt = ContinuousClock.now
             instances[id]?.launchedAt = launchedAt
-            try await HostTool.run(configuration.binary, invocation.arguments)
-            let daemonized = ContinuousClock.now
-            let pid = try await Self.awaitPID(paths.pid)
+            let pid = try await HostTool.spawnDetached(
+                QEMUConfinement.command(binary: configuration.binary, arguments: invocation.arguments, uid: record.uid),
+                log: paths.log, pidFile: paths.pid, cgroups: cgroup?.directories ?? [], umask: "077")
+            launched = pid
             try Self.write(RunInfo(pid: pid, serialOffset: offset, startedAt: Date(), snapshot: snapshot), to: paths.run)
+            // QMP answers once QEMU has set the VM up (a snapshot loaded, memory preallocated).
+            let qmp = try await Self.connectQMP(
+                paths.qmp, pid: pid, log: paths.log, logOffset: logOffset,
+                timeout: snapshot != nil ? configuration.snapshotTimeout : .seconds(60))
+            let started = ContinuousClock.now
             if case .tap(let device, _, _) = record.network, let namespace {
                 // QEMU has the tap open: now it goes where the VM's network is.
                 try await PrivateNetwork.attach(device, to: namespace)
             }
-            let qmp = try await QMPClient.connect(path: paths.qmp)
             if incoming != nil {
                 // MIGRATION events tell this side when the guest has arrived (a paused one is continued).
                 try await qmp.execute(QMP.MigrateSetCapabilities([.events: true]))
@@ -236,18 +263,32 @@ public actor QEMUDriver: HypervisorDriver {
             logger.debug(
                 "QEMU started",
                 metadata: [
-                    "vm": "\(instance.record.spec.name)", "pid": "\(pid)",
-                    "daemonize-ms": "\(Self.milliseconds(daemonized - launchedAt))",
-                    "qmp-ms": "\(Self.milliseconds(ContinuousClock.now - daemonized))",
+                    "vm": "\(instance.record.spec.name)", "pid": "\(pid)", "uid": "\(record.uid.map(String.init) ?? "agent")",
+                    "qmp-ms": "\(Self.milliseconds(started - launchedAt))",
                 ])
         } catch {
-            if let pid = try? Self.readPID(paths.pid) { kill(pid, SIGKILL) }
+            if let pid = launched ?? (try? Self.readPID(paths.pid)), Self.isQEMU(pid, running: id) { kill(pid, SIGKILL) }
             if instances[id]?.run == run {
                 instances[id]?.state = .failed
                 instances[id]?.message = "\(error)"
                 instances[id]?.qmp = nil
             }
             throw error
+        }
+    }
+
+    /// Installs the guest firewall (`GuestFirewall`) in this host's namespace, once per driver: no
+    /// guest on a tap starts without it.
+    private func ensureGuestFirewall() async throws {
+        let installation = guestFirewall ?? Task { try await GuestFirewall.install() }
+        guestFirewall = installation
+        do {
+            try await installation.value
+        } catch {
+            if guestFirewall == installation { guestFirewall = nil }  // the next launch tries again
+            throw VireoError(
+                .failedPrecondition, "cannot install the guest firewall (docs/security.md), so no guest starts on a tap: \(error)"
+            )
         }
     }
 
@@ -286,10 +327,11 @@ public actor QEMUDriver: HypervisorDriver {
     /// Drops the VM, its local files (and its disk, with its snapshots, when it is ours to remove)
     /// and its network: its tap, and a private network's namespace with the network's last VM.
     func forget(_ id: VMID, _ record: Record, removingDisk: Bool) async {
+        await releaseCgroup(id)
         let tapRemoval = instances[id]?.tapRemoval
         instances[id] = nil
         let paths = paths(id)
-        try? FileManager.default.removeItem(atPath: paths.qmp)
+        try? FileManager.default.removeItem(atPath: paths.runtime)
         if removingDisk { try? FileManager.default.removeItem(atPath: record.disk) }
         try? FileManager.default.removeItem(atPath: paths.directory)
         await tapRemoval?.value

@@ -17,6 +17,8 @@ extension QEMUDriver {
         /// The loopback port of the VM's VNC display (`spec.display == .vnc`), chosen at create and
         /// kept, so the display is found at the same place after every start.
         var vncPort: Int?
+        /// The uid (and gid) QEMU runs as (`QEMUConfinement`); absent when it runs as the agent.
+        var uid: UInt32?
     }
 
     /// What is stored about a running QEMU, to re-adopt it after an agent restart.
@@ -60,6 +62,8 @@ extension QEMUDriver {
         /// When this run's QEMU was launched, and how long it took the guest to be ready.
         var launchedAt: ContinuousClock.Instant?
         var bootMs: Int?
+        /// The VM's cgroup while its QEMU runs.
+        var cgroup: VMCgroup?
         /// Removing the tap device of the last run (its QEMU exited); the next launch waits for it,
         /// so it cannot remove the new run's tap.
         var tapRemoval: Task<Void, Never>?
@@ -74,18 +78,18 @@ extension QEMUDriver {
         }
     }
 
-    /// Where a VM's files are: its directory in the state directory, and its QMP socket in the
-    /// short runtime directory.
+    /// Where a VM's files are: its directory in the state directory (QEMU's output in
+    /// `qemu.log`), and its QMP socket in a directory of its own in the short runtime directory.
     struct Paths {
-        var directory, record, serial, pid, run, qmp: String
+        var directory, record, serial, pid, run, log, runtime, qmp: String
     }
 
     func paths(_ id: VMID) -> Paths {
         let directory = "\(configuration.stateDirectory)/\(id)"
+        let runtime = "\(runtimeDirectory)/\(id)"
         return Paths(
             directory: directory, record: directory + "/vm.json", serial: directory + "/serial.log", pid: directory + "/qemu.pid",
-            run: directory + "/run.json",
-            qmp: "\(runtimeDirectory)/\(id).qmp")
+            run: directory + "/run.json", log: directory + "/qemu.log", runtime: runtime, qmp: runtime + "/qmp")
     }
 
     /// The address a VM's service is reached at: the forwarded loopback port, or the tap address.

@@ -10,7 +10,7 @@ import VireoProcess
 /// snapshot with `-loadvm`.
 ///
 /// Crash safety. QEMU runs a job on its own: an agent killed in the middle of one leaves QEMU
-/// (daemonized) to finish it, and the job then waits, concluded, to be dismissed. The next agent
+/// (detached from the agent) to finish it, and the job then waits, concluded, to be dismissed. The next agent
 /// re-adopting the VM (`recover`) and every snapshot operation first wait for snapshot jobs still
 /// running and dismiss concluded ones (`settleSnapshotJobs`). A save that did not finish leaves
 /// no snapshot behind: QEMU writes the memory state first and adds the snapshot to the qcow2's

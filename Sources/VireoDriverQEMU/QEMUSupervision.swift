@@ -122,6 +122,7 @@ extension QEMUDriver {
         stateChanged()
         try? FileManager.default.removeItem(atPath: paths(id).run)
         try? FileManager.default.removeItem(atPath: paths(id).pid)
+        Task { await self.releaseCgroup(id) }
         if case .tap(let device, _, _) = instance.record.network {
             let namespace = privateNamespace(of: instance.record)
             instances[id]?.tapRemoval = Task { await PrivateNetwork.removeTap(device, namespace: namespace) }
@@ -165,6 +166,7 @@ extension QEMUDriver {
                 // one an earlier agent started completes once it has ended.
                 let qmp = try await QMPClient.connect(path: paths.qmp, timeout: configuration.snapshotTimeout)
                 instances[id]?.state = .starting
+                instances[id]?.cgroup = cgroupParent.flatMap { VMCgroup.existing(cgroupName(id), under: $0) }
                 attach(
                     id, run: 1, pid: info.pid, qmp: qmp, serialOffset: info.serialOffset,
                     readiness: info.snapshot == nil ? .marker : .restored)
@@ -252,17 +254,6 @@ extension QEMUDriver {
             return false
         }
         return String(decoding: cmdline, as: UTF8.self).contains("process=vireo-\(id)")
-    }
-
-    /// The daemonized QEMU's pid. The file is normally there when `-daemonize` returns; on a
-    /// loaded machine it has been seen to appear a moment later, so wait for it briefly.
-    static func awaitPID(_ path: String, timeout: Duration = .seconds(2)) async throws -> Int32 {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let pid = try? readPID(path) { return pid }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return try readPID(path)
     }
 
     static func readPID(_ path: String) throws -> Int32 {

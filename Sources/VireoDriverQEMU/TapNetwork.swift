@@ -32,15 +32,24 @@ public struct TapNetwork: Sendable, Equatable {
         throw VireoError(.unavailable, "no free guest address left in \(pool)")
     }
 
-    /// The tap device of a VM: stable, unique per VM, within Linux's 15-character limit.
+    /// The tap device of a VM: stable, unique per VM, within Linux's 15-character limit. The
+    /// prefix `vt.` is how the guest firewall knows guests' taps (`GuestFirewall.guestTaps`): no
+    /// other interface Vireo makes has a dot (testbed names are letters and digits).
     static func device(for id: VMID) -> String {
-        "vt" + String(QEMUDriver.shortHash(id.rawValue).prefix(10))
+        "vt." + String(QEMUDriver.shortHash(id.rawValue).prefix(10))
     }
 
-    static func create(_ device: String, bridge: String) async throws {
-        // A tap left behind by a QEMU that was killed is reused.
-        _ = try await HostTool.run("ip", ["tuntap", "add", "dev", device, "mode", "tap"], acceptedStatus: [0, 1, 2])
+    /// Makes the tap (owned by `owner`, QEMU's uid, so that QEMU opens it without privileges)
+    /// and puts it on `bridge`. One a killed QEMU left behind is made anew: its owner may differ.
+    static func create(_ device: String, bridge: String, owner: UInt32?) async throws {
+        await remove(device)
+        try await HostTool.run("ip", ["tuntap", "add", "dev", device, "mode", "tap"] + ownerArguments(owner))
         try await HostTool.run("ip", ["link", "set", device, "master", bridge, "up"])
+    }
+
+    /// `ip tuntap` arguments that give a tap to `owner` (user and group of that number).
+    static func ownerArguments(_ owner: UInt32?) -> [String] {
+        owner.map { ["user", "\($0)", "group", "\($0)"] } ?? []
     }
 
     static func remove(_ device: String) async {

@@ -8,7 +8,8 @@ import VireoProcess
 /// allow, its own CPU; a controller outside.
 ///
 /// Layout for `name` = `vireo`, `network` = `198.18`, host i (1-based):
-/// - root namespace: bridge `vireo-br` with 198.18.0.1/16; the controller listens there;
+/// - root namespace: bridge `vireo-br` with 198.18.0.1/16; the controller listens there, behind
+///   the guest firewall (`GuestFirewall`, as each host's agent installs in its namespace);
 /// - namespace `vireo-h<i>`: veth `eth0` (peer `vireo-v<i>` on `vireo-br`) in bridge `br0` with
 ///   198.18.i.1/16; guests' taps join `br0` and get 198.18.i.10 and up, so every guest and host
 ///   is on one L2 segment and a guest keeps its address when it migrates;
@@ -136,6 +137,10 @@ public struct Testbed: Sendable {
             try await ip("link", "add", bridge, "type", "bridge")
             try await ip("addr", "add", "\(controllerAddress)/16", "dev", bridge)
             try await ip("link", "set", bridge, "up")
+            // Guests reach the controller over this bridge: keep them off it, as each host's agent
+            // keeps them off its host (docs/security.md).
+            progress("guest firewall in the controller's namespace")
+            try await GuestFirewall.install()
 
             let controllerDirectory = options.directory + "/controller"
             try fm.createDirectory(atPath: controllerDirectory, withIntermediateDirectories: true)
@@ -291,34 +296,24 @@ public struct Testbed: Sendable {
             _ = try? await HostTool.run("ip", ["link", "del", "\(name)-v\(i)"], acceptedStatus: [0, 1, 2])
         }
         _ = try? await HostTool.run("ip", ["link", "del", "\(name)-br"], acceptedStatus: [0, 1, 2])
+        // The controller's namespace keeps its guest firewall while another testbed's bridge is up.
+        let bridges = (try? await HostTool.text("ip", ["-o", "link", "show", "type", "bridge"])) ?? ""
+        let others = bridges.split(separator: "\n").contains { line in
+            line.split(separator: ":").dropFirst().first.map { $0.trimmingCharacters(in: .whitespaces).hasSuffix("-br") } ?? false
+        }
+        if !others { await GuestFirewall.remove() }
     }
 
     private func ip(_ arguments: String...) async throws {
         try await HostTool.run("ip", arguments)
     }
 
-    /// Starts `command` in its own session (it outlives this process), with output to `log`.
-    /// The shell writes its pid and joins the cgroups before `exec`, so every child is inside.
+    /// Starts `command` in its own session (it outlives this process), with output to `log`,
+    /// inside `cgroups` (see `HostTool.spawnDetached`).
     static func spawn(
         _ command: [String], log: String, pidFile: String, cgroups: [String] = [], tokenFile: String? = nil
     ) async throws -> Int32 {
-        func quoted(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
-        var script = "echo $$ > \(quoted(pidFile)); "
-        for group in cgroups { script += "echo $$ > \(quoted(group + "/cgroup.procs")); " }
-        // The token goes through the environment, not the command line that `ps` shows.
-        if let tokenFile { script += "VIREO_TOKEN=$(cat \(quoted(tokenFile))); export VIREO_TOKEN; " }
-        script += "exec " + command.map(quoted).joined(separator: " ") + " >> \(quoted(log)) 2>&1 < /dev/null"
-        try? FileManager.default.removeItem(atPath: pidFile)
-        try await HostTool.run("setsid", ["-f", "sh", "-c", script])
-        for _ in 0..<100 {
-            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
-                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
-            {
-                return pid
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw VireoError(.internal, "\(command[0]) did not start (see \(log))")
+        try await HostTool.spawnDetached(command, log: log, pidFile: pidFile, cgroups: cgroups, tokenFile: tokenFile)
     }
 
     static func waitForFile(_ path: String, process pid: Int32, timeout: Duration = .seconds(30)) async throws {

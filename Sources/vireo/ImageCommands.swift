@@ -15,7 +15,7 @@ struct ImageCacheOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
             "Data directory, as for `vireo up`; images are cached in its images/ directory "
-                + "(default: $XDG_DATA_HOME/vireo or ~/.local/share/vireo).",
+                + "(default: $XDG_DATA_HOME/vireo, as root /var/lib/vireo, else ~/.local/share/vireo).",
             valueName: "dir"))
     var dataDir: String?
 

@@ -60,9 +60,12 @@ struct ServeOptions: ParsableArguments {
         try settings.validateHistory(stepField: "--history-step", retentionField: "--history-retention")
     }
 
+    /// `$XDG_DATA_HOME/vireo`, else `/var/lib/vireo` for root (QEMU runs as other uids, which
+    /// cannot enter root's home: docs/security.md), else `~/.local/share/vireo`.
     static func defaultDataDirectory() -> String {
         let env = ProcessInfo.processInfo.environment
         if let xdg = env["XDG_DATA_HOME"], !xdg.isEmpty { return xdg + "/vireo" }
+        if getuid() == 0 { return "/var/lib/vireo" }
         return (env["HOME"] ?? ".") + "/.local/share/vireo"
     }
 }

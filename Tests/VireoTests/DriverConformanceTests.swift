@@ -2,10 +2,11 @@ import Foundation
 import Testing
 import VireoDriver
 import VireoDriverLibvirt
-import VireoDriverQEMU
 import VireoDriverSimulated
 import VireoImage
 import VireoModel
+
+@testable import VireoDriverQEMU
 
 /// A driver under test and a way to let its time pass: virtual time for the simulated driver,
 /// waiting for real ones.
@@ -39,10 +40,19 @@ struct DriverFixture: Sendable, CustomTestStringConvertible {
 }
 
 /// Real QEMU for tests: the accelerator this machine supports (probed, as the product does) and
-/// images built once per test run into `.build/test-images`.
+/// images built once per test run into `.build/test-images`, or into the temporary directory when
+/// the checkout is where QEMU's unprivileged uids cannot reach it (a clone in /root).
 enum TestQEMU {
     static let accelerator = try! Accelerator.resolve("auto")
-    static let builder = ImageBuilder(cacheDirectory: FileManager.default.currentDirectoryPath + "/.build/test-images")
+    static let builder = ImageBuilder(cacheDirectory: imageDirectory)
+
+    static var imageDirectory: String {
+        let build = FileManager.default.currentDirectoryPath + "/.build"
+        let local = build + "/test-images"
+        let reachable =
+            (try? QEMUConfinement.checkReachable(build, by: QEMUConfinement.defaultUIDs.lowerBound, access: 0o1)) != nil
+        return reachable ? local : NSTemporaryDirectory() + "vireo-test-images"
+    }
 
     static func driver(stateDirectory: String = temporaryDirectory() + "/vms", stopTimeout: Duration? = nil) -> QEMUDriver {
         var configuration = QEMUDriver.Configuration(

@@ -139,9 +139,12 @@ extension RealQEMU {
             var configuration = QEMUDriver.Configuration(
                 stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 1, memoryMiB: 1024)
             configuration.binary = "qemu-system-x86_64"
+            // A kernel QEMU can read but not boot: QEMU exits while starting, and says why.
+            let bogus = temporaryDirectory() + "/vmlinux"
+            try Data("not a kernel".utf8).write(to: URL(fileURLWithPath: bogus))
             let driver = QEMUDriver(configuration: configuration) { name in
                 var image = try await TestQEMU.images.image(name)
-                image.kernel = "/nonexistent/vmlinux"
+                image.kernel = bogus
                 return image
             }
             let vm = spec("broken")
@@ -149,7 +152,19 @@ extension RealQEMU {
             await #expect(throws: VireoError.self) { try await driver.start(vm.id) }
             let status = try #require(try await driver.status().first)
             #expect(status.state == .failed)
-            #expect(status.message?.contains("/nonexistent/vmlinux") == true)
+            #expect(status.message?.contains("QEMU exited while starting") == true)
+            #expect(status.message?.contains("linux kernel too old to load a ram disk") == true)
+            // A kernel QEMU's uid cannot even reach is refused before QEMU runs, naming the file.
+            let hidden = QEMUDriver(configuration: configuration) { name in
+                var image = try await TestQEMU.images.image(name)
+                image.kernel = "/nonexistent/vmlinux"
+                return image
+            }
+            let other = spec("unreachable")
+            try await hidden.create(other)
+            await #expect(throws: VireoError.self) { try await hidden.start(other.id) }
+            #expect(try await hidden.status().first?.message?.contains("/nonexistent/vmlinux") == true)
+            try await hidden.delete(other.id)
             try await driver.delete(vm.id)
         }
 

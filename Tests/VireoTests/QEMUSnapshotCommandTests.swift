@@ -27,7 +27,7 @@ struct QEMUSnapshotCommandTests {
             name: "ctx", id: id, accelerator: .tcg, cpus: 1, memoryMiB: 256, kernel: "/i/vmlinux", initrd: "/i/initrd",
             kernelCommandLine: "console=ttyS0", disk: "/s/disk.qcow2", mac: QEMUInvocation.mac(for: id),
             network: .tap(device: "vt0123456789", address: "198.19.1.10/24", gateway: nil), qmpSocket: "/r/q.sock",
-            serialLog: "/s/serial.log", pidFile: "/s/qemu.pid")
+            serialLog: "/s/serial.log")
         let plain = invocation.arguments
         #expect(plain.contains("driver=qcow2,node-name=vireo-disk,discard=unmap,file.driver=file,file.filename=/s/disk.qcow2"))
         #expect(plain.contains("virtio-blk-pci,drive=vireo-disk"))

@@ -196,7 +196,7 @@ struct QEMUCommandLineTests {
             name: "web-1", id: id, accelerator: .tcg, cpus: 2, memoryMiB: 256, kernel: "/i/vmlinux",
             initrd: "/i/initramfs.cpio.gz", kernelCommandLine: "console=ttyS0", disk: "/s/disk.qcow2",
             mac: QEMUInvocation.mac(for: id), network: .user(hostPort: 18080), qmpSocket: "/r/q.sock",
-            serialLog: "/s/serial.log", pidFile: "/s/qemu.pid")
+            serialLog: "/s/serial.log")
         let arguments = invocation.arguments
         func value(after flag: String) -> String? {
             arguments.firstIndex(of: flag).map { arguments[$0 + 1] }
@@ -205,8 +205,10 @@ struct QEMUCommandLineTests {
         #expect(value(after: "-m") == "256")
         #expect(value(after: "-smp") == "2")
         #expect(value(after: "-append") == "console=ttyS0 vireo.name=web-1 vireo.ip=10.0.2.15/24 vireo.gw=10.0.2.2")
-        #expect(value(after: "-netdev") == "user,id=net0,hostfwd=tcp:127.0.0.1:18080-:80")
-        #expect(arguments.contains("-daemonize"))
+        #expect(value(after: "-netdev") == "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18080-:80")
+        // Confined: QEMU's seccomp filter with every deny set, and no -daemonize (a fork it forbids).
+        #expect(value(after: "-sandbox") == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+        #expect(!arguments.contains("-daemonize"))
         #expect(!arguments.contains("-incoming"))
         #expect(!arguments.contains("-mem-prealloc"))
         // A migration's destination waits for the stream with its memory already allocated, so

@@ -152,3 +152,25 @@ func guest(_ address: String, _ path: String, post: Bool = false) async throws -
     }
     return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
 }
+
+/// True when a TCP connection to `host`:`port` opens within `timeoutMs` (then it is closed).
+func tcpConnects(_ host: String, _ port: Int, timeoutMs: Int32 = 2000) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr(host)
+    address.sin_port = UInt16(port).bigEndian
+    let started = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    if started == 0 { return true }
+    guard errno == EINPROGRESS else { return false }
+    var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+    guard poll(&descriptor, 1, timeoutMs) == 1 else { return false }
+    var error: Int32 = 0
+    var length = socklen_t(MemoryLayout<Int32>.size)
+    return getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0
+}

@@ -77,6 +77,35 @@ extension RealQEMU {
             let listed = try await vireo(["migration", "list", "--vm", "w"], server: server, token: token)
             #expect(listed.stdout.contains("completed"))
 
+            // The guest firewall (docs/security.md): a service listening on each host's address
+            // answers the controller's namespace but not the guest (now on h2), and neither does
+            // the controller; another guest (on h1) it does reach.
+            var services: [Process] = []
+            defer { for service in services { service.terminate() } }
+            for host in ["h1", "h2"] {
+                let service = Process()
+                service.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+                service.arguments = ["--net=/run/netns/vtest-\(host)", "busybox", "nc", "-ll", "-p", "7999", "-e", "/bin/true"]
+                try service.run()
+                services.append(service)
+            }
+            try await eventually("the services in h1 and h2 listen", within: 10) {
+                tcpConnects("198.19.1.1", 7999) && tcpConnects("198.19.2.1", 7999)
+            }
+            let peer = try await vireo(
+                ["vm", "create", "w2", "--image", "web", "--memory", "192MiB", "--host", "h1", "--wait", "--timeout", "90"],
+                server: server, token: token)
+            #expect(peer.status == 0, "\(peer.stderr)")
+            let peerAddress = try #require(try await vmView("w2", server: server, token: token).address)
+            for (target, reachable) in [
+                ("198.19.2.1:7999", false), ("198.19.0.1:7480", false), ("198.19.1.1:7999", false),
+                ("\(peerAddress):80", true),
+            ] {
+                let probe = try await guestJSON(address, "/connect?to=\(target)&timeoutMs=2000")
+                #expect(probe["connected"] == .bool(reachable), "guest → \(target): \(probe)")
+            }
+            #expect(tcpConnects("198.19.1.1", 7999) && tcpConnects("198.19.2.1", 7999), "the controller's namespace reaches both")
+
             // Down removes what up created: namespaces, links, the QEMUs.
             let down = try await vireo(["testbed", "down", "--dir", directory])
             #expect(down.status == 0)

@@ -110,7 +110,7 @@ struct BenchBoot: AsyncParsableCommand {
             name: "hand-\(run)", id: id, accelerator: accelerator, cpus: 1, memoryMiB: memoryMiB,
             kernel: image.kernel, initrd: image.initrd, kernelCommandLine: image.kernelCommandLine, disk: disk,
             mac: QEMUInvocation.mac(for: id), network: .user(hostPort: try QEMUDriver.freePort(on: "127.0.0.1")), qmpSocket: "",
-            serialLog: directory + "/serial.log", pidFile: "", managed: false)
+            serialLog: directory + "/serial.log", managed: false)
         let serial = directory + "/serial.log"
         let marker = Data(image.readyMarker.utf8)
         let result = try await Subprocess.run(
