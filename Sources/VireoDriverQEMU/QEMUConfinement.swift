@@ -141,14 +141,37 @@ extension QEMUDriver {
         "vireo-\(Self.shortHash(configuration.stateDirectory).prefix(8))-\(id)"
     }
 
-    /// Removes the cgroup of VM `id`'s last run, once its QEMU is gone.
-    func releaseCgroup(_ id: VMID) async {
+    /// Removes the cgroup of VM `id`'s last run once its QEMU has left it (in the background: a
+    /// large QEMU takes a moment to wind down).
+    func releaseCgroup(_ id: VMID) {
         guard let cgroup = instances[id]?.cgroup else { return }
         instances[id]?.cgroup = nil
-        if let peak = cgroup.memoryPeakBytes {
-            logger.debug("cgroup released", metadata: ["vm": "\(id)", "memory-peak-mib": "\(peak >> 20)"])
+        let logger = logger
+        Task {
+            if let peak = cgroup.memoryPeakBytes {
+                logger.debug("cgroup released", metadata: ["vm": "\(id)", "memory-peak-mib": "\(peak >> 20)"])
+            }
+            await cgroup.remove()
         }
-        await cgroup.remove()
+    }
+
+    /// Removes the groups of this driver's VMs that no QEMU runs in (an agent that crashed, or
+    /// a VM deleted while its QEMU wound down), at recovery.
+    func removeStaleCgroups() async {
+        guard let parent = cgroupParent else { return }
+        let prefix = "vireo-\(Self.shortHash(configuration.stateDirectory).prefix(8))-"
+        let inUse = Set(instances.keys.filter { instances[$0]?.pid != nil }.map(cgroupName))
+        let parents: [String] =
+            switch parent.layout {
+            case .v1(let cpu, let memory): [cpu, memory]
+            case .v2(let directory): [directory]
+            }
+        for directory in parents {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            for entry in entries where entry.hasPrefix(prefix) && !inUse.contains(entry) {
+                await VMCgroup(directories: ["\(directory)/\(entry)"]).remove()
+            }
+        }
     }
 
     /// Connects to a starting QEMU's QMP socket; it answers once the VM is set up. Fails with

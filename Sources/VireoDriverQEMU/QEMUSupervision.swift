@@ -122,7 +122,7 @@ extension QEMUDriver {
         stateChanged()
         try? FileManager.default.removeItem(atPath: paths(id).run)
         try? FileManager.default.removeItem(atPath: paths(id).pid)
-        Task { await self.releaseCgroup(id) }
+        releaseCgroup(id)
         if case .tap(let device, _, _) = instance.record.network {
             let namespace = privateNamespace(of: instance.record)
             instances[id]?.tapRemoval = Task { await PrivateNetwork.removeTap(device, namespace: namespace) }
@@ -185,6 +185,7 @@ extension QEMUDriver {
                 instances[id]?.message = "QEMU pid \(info.pid) is running but does not answer QMP: \(error)"
             }
         }
+        await removeStaleCgroups()
         return try await status()
     }
 

@@ -145,13 +145,14 @@ struct VMCgroup: Sendable, Equatable {
         return nil
     }
 
-    /// Removes the groups; the kernel refuses while a process is in one, so a QEMU still winding
-    /// down is waited for briefly.
+    /// Removes the groups once no process is left in them (a QEMU winding down is waited for up
+    /// to 30 s; one still there then keeps its group, which the next recovery removes).
     func remove() async {
         for directory in directories {
-            for _ in 0..<50 {
-                if rmdir(directory) == 0 || errno == ENOENT { break }
-                try? await Task.sleep(for: .milliseconds(20))
+            for _ in 0..<300 {
+                guard let procs = try? String(contentsOfFile: directory + "/cgroup.procs", encoding: .utf8) else { break }
+                if procs.isEmpty, rmdir(directory) == 0 || errno == ENOENT { break }
+                try? await Task.sleep(for: .milliseconds(100))
             }
         }
     }
