@@ -11,6 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(swift build --show-bin-path)/vireo"
 data="${VIREO_DEMO_DIR:-$PWD/.demo-data}"
+# As root, QEMU runs as other uids (docs/security.md) that must reach the data directory: a
+# checkout they cannot enter (one under /root) keeps the demo's data in /var/lib/vireo/demo.
+if [ -z "${VIREO_DEMO_DIR:-}" ] && [ "$(id -u)" -eq 0 ] \
+  && ! setpriv --reuid=1073741824 --regid=1073741824 --clear-groups test -x "$PWD" 2>/dev/null; then
+  data=/var/lib/vireo/demo
+fi
 listen="${VIREO_DEMO_LISTEN:-127.0.0.1:7480}"
 export VIREO_SERVER="http://$listen"
 

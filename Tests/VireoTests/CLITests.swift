@@ -475,6 +475,12 @@ extension RealQEMU {
             let vm = try decodeJSON(VMView.self, created.stdout)
             let address = try #require(vm.address)
             let before = try await guestStatus(address)
+            // The guest cannot reach the API of the `vireo up` that runs it (on the host's
+            // loopback, 10.0.2.2 from the guest's side): docs/security.md.
+            let apiPort = try #require(server.split(separator: ":").last.map(String.init))
+            let toAPI = try await guest(address, "/connect?to=10.0.2.2:\(apiPort)&timeoutMs=2000")
+            #expect(toAPI["connected"] == .bool(false), "guest → vireo up's API: \(toAPI)")
+            #expect(tcpConnects("127.0.0.1", Int(apiPort) ?? 0), "the API listens on the host's loopback")
             let pidFile = "\(dataDir)/vms/\(vm.id)/qemu.pid"
             let pid = try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
 
