@@ -117,20 +117,6 @@ struct VMCgroup: Sendable, Equatable {
         return present.isEmpty ? nil : VMCgroup(directories: present)
     }
 
-    /// The memory limit in force, in bytes.
-    var memoryLimitBytes: Int? {
-        for directory in directories {
-            for file in ["memory.limit_in_bytes", "memory.max"] {
-                if let text = try? String(contentsOfFile: "\(directory)/\(file)", encoding: .utf8),
-                    let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-                {
-                    return value
-                }
-            }
-        }
-        return nil
-    }
-
     /// The most memory the group has held (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
     var memoryPeakBytes: Int? {
         for directory in directories {
