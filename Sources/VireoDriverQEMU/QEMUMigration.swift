@@ -92,7 +92,9 @@ extension QEMUDriver {
                         QMP.BlockExportAdd(id: Self.diskExport, nodeName: QEMUInvocation.diskNode, writable: true))
                     instances[spec.id]?.incomingDiskExport = true
                 }
-                if let tls, let authz { try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: tls, tlsAuthz: authz)) }
+                if let tls, let authz {
+                    try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: tls, tlsAuthz: authz))
+                }
                 try await qmp.execute(QMP.MigrateIncoming(uri: migrationURI))
             } else {
                 try await launch(spec.id, run: 1, incoming: migrationURI)
