@@ -42,6 +42,7 @@ struct MigrationCredentialsTests {
     func ordersCarryCredentials() async throws {
         let authority = try MigrationAuthority()
         let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let controller = try await Controller.open(
             store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))
         let loops = controllerLoops(controller)
@@ -94,6 +95,7 @@ struct MigrationCredentialsTests {
     @Test("after a controller restart a live move that had not begun fails saying why; it never goes plain")
     func restartLosesCredentials() async throws {
         let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let authority = try MigrationAuthority(directory: directory + "/migration-ca")
         let cluster = try await LocalCluster.start(
             hosts: ["h1", "h2"], store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))

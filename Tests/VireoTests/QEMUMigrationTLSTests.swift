@@ -210,3 +210,32 @@ extension RealQEMU {
         }
     }
 }
+
+@Suite("QEMU migration credentials on disk")
+struct QEMUTLSFilesTests {
+    @Test("credentials are written in QEMU's x509 layout, private to the owner of the VM's directory")
+    func layoutAndOwner() throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let vmDirectory = root + "/vm"
+        try FileManager.default.createDirectory(atPath: vmDirectory, withIntermediateDirectories: true)
+        // The VM's directory belongs to the user QEMU runs as (here: nobody).
+        #expect(chown(vmDirectory, 65534, 65534) == 0)
+        let credentials = try MigrationAuthority().issue(migration: .generate(), role: .destination, address: "127.0.0.1")
+        for endpoint in [QMP.TLSEndpoint.server, .client] {
+            let directory = vmDirectory + "/tls"
+            try QEMUDriver.writeTLSFiles(credentials, endpoint: endpoint, into: directory, ownedLike: vmDirectory)
+            let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+            #expect(names == ["ca-cert.pem", "\(endpoint.rawValue)-cert.pem", "\(endpoint.rawValue)-key.pem"])
+            for (path, mode) in [(directory, 0o700)] + names.map({ (directory + "/" + $0, 0o600) }) {
+                let attributes = try FileManager.default.attributesOfItem(atPath: path)
+                #expect(attributes[.posixPermissions] as? Int == mode, "\(path)")
+                #expect(attributes[.ownerAccountID] as? UInt == 65534, "\(path)")
+                #expect(attributes[.groupOwnerAccountID] as? UInt == 65534, "\(path)")
+            }
+            #expect(
+                try String(contentsOfFile: directory + "/\(endpoint.rawValue)-key.pem", encoding: .utf8)
+                    == credentials.privateKey)
+        }
+    }
+}
