@@ -60,11 +60,14 @@ extension QEMUDriver {
         }
         try? files.removeItem(atPath: directory)
         try files.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-        let contents = [
+        var contents = [
             "ca-cert.pem": credentials.caCertificate,
             "\(endpoint.rawValue)-cert.pem": credentials.certificate,
             "\(endpoint.rawValue)-key.pem": credentials.privateKey,
         ]
+        // Without them a server's QEMU generates Diffie-Hellman parameters when the object is
+        // added: 40-420 ms here (QEMU 7.2), against 2 ms with the file.
+        if endpoint == .server { contents["dh-params.pem"] = Self.diffieHellmanParameters }
         for (name, text) in contents {
             let path = directory + "/" + name
             guard files.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
@@ -77,4 +80,17 @@ extension QEMUDriver {
             throw VireoError(.internal, "cannot hand \(directory) to uid \(info.st_uid): \(String(cString: strerror(errno)))")
         }
     }
+
+    /// The ffdhe2048 group of RFC 7919 (a published constant, PKCS #3 PEM), for the rare peer
+    /// that negotiates finite-field Diffie-Hellman.
+    static let diffieHellmanParameters = """
+        -----BEGIN DH PARAMETERS-----
+        MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
+        +8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+        87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+        YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+        7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+        ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+        -----END DH PARAMETERS-----
+        """
 }
