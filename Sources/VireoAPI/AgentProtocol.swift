@@ -111,11 +111,16 @@ public struct MigrationOrder: Sendable, Codable, Equatable {
     /// Live or cold (absent: live). In a cold move the source gets ready (stops the VM and offers
     /// its disk at `incomingURI`) and the destination copies it and starts the VM.
     public var kind: MigrationKind?
+    /// A live move's TLS credentials for this host's end, while it is under way: the destination
+    /// admits only the source they name, the source sends only to that destination. Absent: the
+    /// controller secures no migrations (`--migration-tls off`), and the move is plain TCP.
+    public var credentials: MigrationCredentials?
 
     public init(
         id: MigrationID, role: Role, state: MigrationState, vm: DesiredVM, guestAddress: String?, incomingURI: String?,
-        storage: MigrationStorage? = nil, kind: MigrationKind? = nil
+        storage: MigrationStorage? = nil, kind: MigrationKind? = nil, credentials: MigrationCredentials? = nil
     ) {
+        self.credentials = credentials
         self.storage = storage
         self.kind = kind
         self.id = id

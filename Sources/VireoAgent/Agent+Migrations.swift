@@ -148,7 +148,7 @@ extension Agent {
                 do {
                     let uri = try await agent.driver.prepareIncoming(
                         spec, guestAddress: order.guestAddress, listenAddress: agent.settings.address ?? "127.0.0.1",
-                        storage: order.storage ?? .shared)
+                        storage: order.storage ?? .shared, credentials: order.credentials)
                     return MigrationReport(id: order.id, state: .ready, incomingURI: uri)
                 } catch {
                     // prepareIncoming leaves nothing behind when it fails.
@@ -195,7 +195,8 @@ extension Agent {
         launch(order) { agent in
             let id = order.id
             do {
-                let stats = try await agent.driver.migrate(order.vm.id, to: uri) { progress in
+                let stats = try await agent.driver.migrate(order.vm.id, to: uri, credentials: order.credentials) {
+                    progress in
                     agent.state.withLock {
                         $0.migrationReports[id] = MigrationReport(id: id, state: .running, progress: progress)
                     }

@@ -129,6 +129,12 @@ struct ClusterModel {
         commit(migrations: [migration])
     }
 
+    /// Keeps a live migration's TLS credentials in memory only: they are secrets, and a migration
+    /// that has not begun by a restart is failed rather than run without them.
+    mutating func keepCredentials(_ pair: MigrationCredentialPair, for id: MigrationID) {
+        apply { $0.migrations.keep(pair, for: id) }
+    }
+
     /// Keeps a migration's progress in memory only: it changes every heartbeat and means nothing
     /// after a restart.
     mutating func rememberProgress(_ migration: Migration) {

@@ -92,7 +92,9 @@ extension ClusterModel {
         let migration = Migration(
             vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
             requestedAt: time, storage: storage)
+        let credentials = try issueCredentials(for: migration, destinationAddress: destination.address)
         remember(migration)
+        if let credentials { keepCredentials(credentials, for: migration.id) }
         events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
         return migration
     }
@@ -145,6 +147,34 @@ extension ClusterModel {
             .migration, name: vm.name, to: migration.state.rawValue, message: "cold, to \(destination.name)", at: time)
         return migration
     }
+
+    /// Both ends' TLS credentials for a live migration, when the controller has an authority. The
+    /// destination's certificate names the address it listens on (its agent's address, else
+    /// loopback, as the agent chooses).
+    private func issueCredentials(for migration: Migration, destinationAddress: String?) throws
+        -> MigrationCredentialPair?
+    {
+        guard let authority = settings.migrationAuthority else { return nil }
+        do {
+            return MigrationCredentialPair(
+                source: try authority.issue(migration: migration.id, role: .source, address: nil),
+                destination: try authority.issue(
+                    migration: migration.id, role: .destination, address: destinationAddress ?? "127.0.0.1"))
+        } catch {
+            throw VireoError(.internal, "cannot issue the migration's TLS credentials: \(error)")
+        }
+    }
+
+    /// A live migration that should be encrypted but whose credentials this controller does not
+    /// hold (it restarted since they were issued: they live in memory only).
+    func lacksCredentials(_ migration: Migration) -> Bool {
+        settings.migrationAuthority != nil && migration.kind != .cold && migration.state.isActive
+            && migrations.credentials[migration.id] == nil
+    }
+
+    static let lostCredentials =
+        "the controller restarted before this migration began and no longer holds its TLS credentials "
+        + "(they are kept in memory only); nothing was sent: migrate the VM again"
 
     /// How the disk goes in a move between the two hosts, given what was asked for.
     static func storage(_ requested: MigrationStorage?, from source: HostRecord, to destination: HostRecord) throws
@@ -232,13 +262,22 @@ extension ClusterModel {
                 return nil
             }
             guard let vm = state.vms[migration.vmID] else { return nil }
+            // Never plain instead: a destination that would prepare, or a source that would send,
+            // without credentials hears nothing until the migration fails.
+            let credentials = migrations.credentials[migration.id]
+            if lacksCredentials(migration),
+                (role == .destination && migration.state == .pending) || (role == .source && migration.state == .ready)
+            {
+                return nil
+            }
             return MigrationOrder(
                 id: migration.id, role: role, state: migration.state,
                 vm: DesiredVM(
                     id: vm.id, name: vm.name, image: vm.spec.image, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB,
                     intent: vm.intent, generation: vm.generation, diskMiB: vm.spec.diskMiB),
                 guestAddress: vm.address, incomingURI: migration.incomingURI, storage: migration.storage,
-                kind: migration.kind)
+                kind: migration.kind,
+                credentials: migration.state.isActive ? (role == .source ? credentials?.source : credentials?.destination) : nil)
         }.sorted { $0.id < $1.id }
     }
 
@@ -381,6 +420,8 @@ extension ClusterModel {
             var reason: String?
             if state.vms[migration.vmID] == nil {
                 reason = "the VM was deleted"
+            } else if lacksCredentials(migration) && migration.state == .pending {
+                reason = Self.lostCredentials
             } else if let host = [migration.source, migration.destination].first(where: { state.hosts[$0]?.state != .ready }) {
                 reason = "host '\(state.hosts[host]?.name ?? host.rawValue)' is unreachable"
             } else if migration.state != .running, migration.kind != .cold || migration.state == .pending,
@@ -389,11 +430,13 @@ extension ClusterModel {
                     > settings.migrationStartTimeout.seconds + (migration.kind == .cold ? 120 : 0)
             {
                 reason =
-                    migration.kind == .cold
-                    ? "the source did not stop the VM and offer its disk in time"
-                    : migration.state == .pending
-                        ? "the destination did not get ready within \(settings.migrationStartTimeout)"
-                        : "the source did not start sending within \(settings.migrationStartTimeout)"
+                    lacksCredentials(migration)
+                    ? Self.lostCredentials
+                    : migration.kind == .cold
+                        ? "the source did not stop the VM and offer its disk in time"
+                        : migration.state == .pending
+                            ? "the destination did not get ready within \(settings.migrationStartTimeout)"
+                            : "the source did not start sending within \(settings.migrationStartTimeout)"
             }
             if let reason { save(failed(migration, reason, at: time), was: migration, at: time) }
         }

@@ -1,5 +1,6 @@
 import VireoModel
 import VireoPlacement
+import VireoSecurity
 
 public struct ControllerSettings: Sendable {
     /// How often agents should heartbeat.
@@ -21,14 +22,18 @@ public struct ControllerSettings: Sendable {
     public var historyStep: Duration
     /// How long the usage history keeps a step.
     public var historyRetention: Duration
+    /// Issues each live migration's TLS credentials, so that only its two hosts can use its
+    /// channel; nil: live migrations go over plain TCP (`vireo server --migration-tls off`).
+    public var migrationAuthority: MigrationAuthority?
 
     public init(
         heartbeatInterval: Duration = .seconds(1), hostTimeout: Duration = .seconds(5),
         tickInterval: Duration = .milliseconds(500), placement: PlacementSettings = .init(),
         migrationStartTimeout: Duration = .seconds(60), rebalance: RebalanceSettings? = nil,
         migrationLinkMiBPerSecond: Double = 1_024, historyStep: Duration = .seconds(60),
-        historyRetention: Duration = .seconds(7 * 86_400)
+        historyRetention: Duration = .seconds(7 * 86_400), migrationAuthority: MigrationAuthority? = nil
     ) {
+        self.migrationAuthority = migrationAuthority
         self.historyStep = historyStep
         self.historyRetention = historyRetention
         self.rebalance = rebalance

@@ -15,6 +15,9 @@ struct MigrationBook {
     private var finished: [MigrationID] = []
     /// Each VM's last completed migration.
     private(set) var lastCompleted: [VMID: Migration] = [:]
+    /// The TLS credentials of live migrations under way, for each end: in memory only, never in
+    /// the store, and gone once the migration ends.
+    private(set) var credentials: [MigrationID: MigrationCredentialPair] = [:]
 
     init() {}
 
@@ -39,7 +42,13 @@ struct MigrationBook {
         {
             lastCompleted[migration.vmID] = migration
         }
+        if !migration.state.isActive { credentials[migration.id] = nil }
         trim()
+    }
+
+    mutating func keep(_ pair: MigrationCredentialPair, for id: MigrationID) {
+        guard byID[id]?.state.isActive == true else { return }
+        credentials[id] = pair
     }
 
     /// Forgets a deleted VM's last move.
@@ -57,4 +66,10 @@ struct MigrationBook {
         for id in finished.prefix(drop) where !openIDs.contains(id) { byID[id] = nil }
         finished.removeFirst(drop)
     }
+}
+
+/// Both ends' credentials of one live migration.
+struct MigrationCredentialPair: Sendable, Equatable {
+    var source: MigrationCredentials
+    var destination: MigrationCredentials
 }

@@ -125,15 +125,25 @@ public protocol HypervisorDriver: Sendable {
     /// the disk both hosts see; with `.copy` (`storage-migration` capability) it makes an empty disk
     /// of its own and offers it for the source to copy into. Returns the URI the source sends to
     /// (opaque outside the driver).
+    ///
+    /// With `credentials` (the destination's, from the controller's migration authority) the
+    /// migration stream — and a copied disk's — is TLS: only a source presenting the certificate
+    /// named `credentials.peer` can complete it; anything else that connects is refused and the
+    /// destination keeps waiting. Without, it is plain TCP. A driver that cannot secure its
+    /// channel this way says so in its own documentation.
     func prepareIncoming(
-        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage,
+        credentials: MigrationCredentials?
     ) async throws -> String
     /// Source: sends the running VM to `uri`, reporting progress; returns when QEMU (or the
     /// hypervisor) reports the migration complete, or throws with the reason it failed — in which
     /// case the VM keeps running here. A URI from a `.copy` preparation makes it copy the disk
-    /// first; `release` then removes the source's disk.
-    func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
-        async throws -> MigrationStats
+    /// first; `release` then removes the source's disk. `credentials` (the source's): send over
+    /// TLS, to a destination presenting the certificate `credentials.peer` names.
+    func migrate(
+        _ id: VMID, to uri: String, credentials: MigrationCredentials?,
+        progress: @escaping @Sendable (MigrationProgress) -> Void
+    ) async throws -> MigrationStats
     /// Source, after a completed migration: forgets the VM and stops its (paused) old process
     /// without touching what the destination now owns (the shared disk).
     func release(_ id: VMID) async throws
@@ -204,20 +214,36 @@ extension HypervisorDriver {
     public func hostUsage() async -> HostCPUUsage? { nil }
     public func onStateChange(_ handler: @escaping @Sendable () -> Void) async {}
     public func prepareIncoming(
-        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage,
+        credentials: MigrationCredentials?
     ) async throws -> String {
         throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
     }
-    /// A move whose disk both hosts see.
+    /// A move over plain TCP.
+    public func prepareIncoming(
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+    ) async throws -> String {
+        try await prepareIncoming(
+            spec, guestAddress: guestAddress, listenAddress: listenAddress, storage: storage, credentials: nil)
+    }
+    /// A move over plain TCP whose disk both hosts see.
     public func prepareIncoming(_ spec: InstanceSpec, guestAddress: String?, listenAddress: String) async throws
         -> String
     {
-        try await prepareIncoming(spec, guestAddress: guestAddress, listenAddress: listenAddress, storage: .shared)
+        try await prepareIncoming(
+            spec, guestAddress: guestAddress, listenAddress: listenAddress, storage: .shared, credentials: nil)
     }
+    public func migrate(
+        _ id: VMID, to uri: String, credentials: MigrationCredentials?,
+        progress: @escaping @Sendable (MigrationProgress) -> Void
+    ) async throws -> MigrationStats {
+        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+    }
+    /// A move over plain TCP.
     public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
         async throws -> MigrationStats
     {
-        throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
+        try await migrate(id, to: uri, credentials: nil, progress: progress)
     }
     public func release(_ id: VMID) async throws {
         throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")

@@ -18,8 +18,13 @@ extension LibvirtDriver {
     /// its own forwarded port, and the VM gets this host's port. With `.copy` the VM's disk is this
     /// host's own `<state>/<id>/disk.qcow2`, made empty here at the guest's disk size; the source's
     /// libvirtd copies into it (`VIR_MIGRATE_NON_SHARED_DISK`).
+    ///
+    /// `credentials` are accepted and not used: libvirt secures its migrations with its own
+    /// `migrate_tls` setting (qemu.conf) and certificates, which Vireo does not manage yet — a
+    /// libvirt migration runs over plain TCP.
     public func prepareIncoming(
-        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage,
+        credentials: MigrationCredentials?
     ) async throws -> String {
         // The order is repeated on every heartbeat until the source starts sending; a repetition
         // that comes while the first is still being prepared waits for it.
@@ -92,9 +97,11 @@ extension LibvirtDriver {
         return try offer.encoded()
     }
 
-    public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
-        async throws -> MigrationStats
-    {
+    /// `credentials` are not used (see `prepareIncoming`): libvirt's own `migrate_tls` would secure it.
+    public func migrate(
+        _ id: VMID, to uri: String, credentials: MigrationCredentials?,
+        progress: @escaping @Sendable (MigrationProgress) -> Void
+    ) async throws -> MigrationStats {
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let offer = try LibvirtIncoming(decoding: uri)
         let connection = try open()

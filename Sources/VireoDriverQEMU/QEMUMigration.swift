@@ -4,8 +4,14 @@ import VireoModel
 import VireoProcess
 
 extension QEMUDriver {
+    /// With `credentials`, QEMU starts with `-incoming defer`, loads them (its x509 server
+    /// credentials, and the source's name as the only peer it admits) and only then listens: a
+    /// connection without a certificate of this migration's source fails its TLS handshake, and
+    /// QEMU keeps waiting for the right one (QEMU 7.2). A copied disk's NBD export takes the same
+    /// credentials and the same peer.
     public func prepareIncoming(
-        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage,
+        credentials: MigrationCredentials?
     ) async throws -> String {
         if let existing = instances[spec.id] {
             // The order is repeated on every heartbeat until the source starts sending.
@@ -68,13 +74,27 @@ extension QEMUDriver {
             if let target = endpoint.disk {
                 let size = "\(spec.diskMiB ?? ImageCatalogue.virtualDiskMiB)M"
                 try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", disk, size])
-                // QEMU waits for the migration only once its disk is offered to the source.
+            }
+            if endpoint.disk != nil || credentials != nil {
+                // QEMU waits for the migration only once its credentials are loaded and its disk
+                // is offered to the source.
                 try await launch(spec.id, run: 1, incoming: "defer")
                 let qmp = try running(spec.id)
-                try await qmp.execute(QMP.NBDServerStart(host: target.host, port: target.port))
-                try await qmp.execute(
-                    QMP.BlockExportAdd(id: Self.diskExport, nodeName: QEMUInvocation.diskNode, writable: true))
-                instances[spec.id]?.incomingDiskExport = true
+                if let credentials {
+                    try await addTLS(spec.id, qmp: qmp, credentials: credentials, endpoint: .server)
+                }
+                let tls = credentials == nil ? nil : Self.incomingTLS
+                let authz = credentials == nil ? nil : Self.incomingAuthz
+                if let target = endpoint.disk {
+                    try await qmp.execute(
+                        QMP.NBDServerStart(host: target.host, port: target.port, tlsCreds: tls, tlsAuthz: authz))
+                    try await qmp.execute(
+                        QMP.BlockExportAdd(id: Self.diskExport, nodeName: QEMUInvocation.diskNode, writable: true))
+                    instances[spec.id]?.incomingDiskExport = true
+                }
+                if let tls, let authz {
+                    try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: tls, tlsAuthz: authz))
+                }
                 try await qmp.execute(QMP.MigrateIncoming(uri: migrationURI))
             } else {
                 try await launch(spec.id, run: 1, incoming: migrationURI)
@@ -86,7 +106,10 @@ extension QEMUDriver {
         }
         logger.info(
             "waiting for incoming migration",
-            metadata: ["vm": "\(spec.name)", "uri": "\(endpoint)", "storage": "\(storage.rawValue)"])
+            metadata: [
+                "vm": "\(spec.name)", "uri": "\(endpoint)", "storage": "\(storage.rawValue)",
+                "tls": "\(credentials.map { "peer \($0.peer)" } ?? "off")",
+            ])
         return endpoint.description
     }
 
@@ -108,14 +131,45 @@ extension QEMUDriver {
     /// The source's block node for the destination's export, and the mirror job into it.
     static let mirrorNode = "vireo-mirror"
 
-    public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
-        async throws -> MigrationStats
-    {
+    /// With `credentials`, the memory stream and a copied disk's mirror go over TLS, to a
+    /// destination whose certificate (from the same authority) names the address in `uri`. The
+    /// credentials leave QEMU again when the migration ends, however it ends.
+    public func migrate(
+        _ id: VMID, to uri: String, credentials: MigrationCredentials?,
+        progress: @escaping @Sendable (MigrationProgress) -> Void
+    ) async throws -> MigrationStats {
         let qmp = try running(id)
         guard instances[id]?.state == .running else {
             throw VireoError(.failedPrecondition, "VM \(id) is not running")
         }
         let endpoint = try IncomingEndpoint(parsing: uri)
+        guard let credentials else {
+            // A QEMU that arrived here by an encrypted migration still has its parameters.
+            try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: "", tlsAuthz: ""))
+            return try await send(id, qmp: qmp, to: endpoint, tls: nil, progress: progress)
+        }
+        do {
+            try await addTLS(id, qmp: qmp, credentials: credentials, endpoint: .client)
+            try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: Self.outgoingTLS, tlsAuthz: ""))
+        } catch {
+            await removeOutgoingTLS(qmp)
+            throw VireoError(.unavailable, "cannot load the migration's TLS credentials: \(error); the VM keeps running here")
+        }
+        do {
+            let stats = try await send(id, qmp: qmp, to: endpoint, tls: Self.outgoingTLS, progress: progress)
+            await removeOutgoingTLS(qmp)
+            return stats
+        } catch {
+            await removeOutgoingTLS(qmp)
+            throw error
+        }
+    }
+
+    /// Sends the VM to `endpoint` (over TLS with the `tls` credentials object, if given).
+    private func send(
+        _ id: VMID, qmp: QMPClient, to endpoint: IncomingEndpoint, tls: String?,
+        progress: @escaping @Sendable (MigrationProgress) -> Void
+    ) async throws -> MigrationStats {
         // Converge even when the guest dirties memory quickly: no bandwidth cap below the link's,
         // throttle the vCPUs when needed, and accept up to the downtime the SLOs can take. A copied
         // disk's mirror is finished in `pre-switchover`, with the guest paused, before the last
@@ -134,7 +188,7 @@ extension QEMUDriver {
         if let target = endpoint.disk {
             instances[id]?.outgoingDiskCopy = true
             do {
-                mirrored = try await mirrorDisk(qmp, to: target, progress: progress)
+                mirrored = try await mirrorDisk(qmp, to: target, tls: tls, progress: progress)
             } catch {
                 await dropMirror(qmp)
                 instances[id]?.outgoingDiskCopy = false
@@ -218,12 +272,14 @@ extension QEMUDriver {
     /// Opens the destination's export and mirrors the disk into it until the mirror is ready (both
     /// copies hold the same data). Returns the bytes copied and how long it took.
     private func mirrorDisk(
-        _ qmp: QMPClient, to target: IncomingEndpoint.Disk, progress: @escaping @Sendable (MigrationProgress) -> Void
+        _ qmp: QMPClient, to target: IncomingEndpoint.Disk, tls: String?,
+        progress: @escaping @Sendable (MigrationProgress) -> Void
     ) async throws -> (bytes: UInt64, ms: Int) {
         let started = ContinuousClock.now
         try await qmp.execute(
             QMP.BlockdevAddNBD(
-                nodeName: Self.mirrorNode, host: target.host, port: target.port, export: QEMUInvocation.diskNode))
+                nodeName: Self.mirrorNode, host: target.host, port: target.port, export: QEMUInvocation.diskNode,
+                tlsCreds: tls))
         try await qmp.execute(
             QMP.BlockdevMirror(jobID: Self.mirrorNode, device: QEMUInvocation.diskNode, target: Self.mirrorNode))
         let deadline = started + configuration.migrationTimeout
@@ -299,7 +355,10 @@ extension QEMUDriver {
     }
 
     public func finishIncoming(_ id: VMID) async throws {
-        if let qmp = instances[id]?.qmp { await closeIncomingDiskExport(id, qmp: qmp) }
+        if let qmp = instances[id]?.qmp {
+            await closeIncomingDiskExport(id, qmp: qmp)
+            await removeIncomingTLS(qmp)
+        }
         guard var instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         instance.record.ownsDisk = true
         instance.incomingURI = nil

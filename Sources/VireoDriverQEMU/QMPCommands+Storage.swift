@@ -25,6 +25,15 @@ extension QMP {
         public static let name = "nbd-server-start"
         public struct Arguments: Encodable, Sendable, Equatable {
             public var addr: LegacyAddress
+            /// TLS with this `tls-creds-x509` object (server end), and only for the client that
+            /// `authz-simple` object `tlsAuthz` names.
+            public var tlsCreds: String?
+            public var tlsAuthz: String?
+            enum CodingKeys: String, CodingKey {
+                case addr
+                case tlsCreds = "tls-creds"
+                case tlsAuthz = "tls-authz"
+            }
         }
         public struct LegacyAddress: Encodable, Sendable, Equatable {
             public var type = "inet"
@@ -35,8 +44,10 @@ extension QMP {
             public var port: String
         }
         public var arguments: Arguments
-        public init(host: String, port: Int) {
-            arguments = Arguments(addr: LegacyAddress(data: InetData(host: host, port: String(port))))
+        public init(host: String, port: Int, tlsCreds: String? = nil, tlsAuthz: String? = nil) {
+            arguments = Arguments(
+                addr: LegacyAddress(data: InetData(host: host, port: String(port))), tlsCreds: tlsCreds,
+                tlsAuthz: tlsAuthz)
         }
     }
 
@@ -95,14 +106,19 @@ extension QMP {
             public var nodeName: String
             public var server: InetAddress
             public var export: String
+            /// TLS with this `tls-creds-x509` object (client end); QEMU checks the server's
+            /// certificate against `server.host`.
+            public var tlsCreds: String?
             enum CodingKeys: String, CodingKey {
                 case driver, server, export
                 case nodeName = "node-name"
+                case tlsCreds = "tls-creds"
             }
         }
         public var arguments: Arguments
-        public init(nodeName: String, host: String, port: Int, export: String) {
-            arguments = Arguments(nodeName: nodeName, server: InetAddress(host: host, port: port), export: export)
+        public init(nodeName: String, host: String, port: Int, export: String, tlsCreds: String? = nil) {
+            arguments = Arguments(
+                nodeName: nodeName, server: InetAddress(host: host, port: port), export: export, tlsCreds: tlsCreds)
         }
     }
 

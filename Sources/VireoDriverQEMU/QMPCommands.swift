@@ -138,24 +138,30 @@ public enum QMP {
             /// auto-converge's first vCPU throttle and its step per pass, in percent.
             public var cpuThrottleInitialPercent: Int?
             public var cpuThrottleIncrementPercent: Int?
+            /// The id of a `tls-creds-x509` object: the stream goes over TLS with it; "" for plain TCP.
+            public var tlsCreds: String?
+            /// Destination: the id of an `authz-simple` object naming the only source accepted; "" for any.
+            public var tlsAuthz: String?
 
             enum CodingKeys: String, CodingKey {
                 case maxBandwidth = "max-bandwidth"
                 case downtimeLimitMs = "downtime-limit"
                 case cpuThrottleInitialPercent = "cpu-throttle-initial"
                 case cpuThrottleIncrementPercent = "cpu-throttle-increment"
+                case tlsCreds = "tls-creds"
+                case tlsAuthz = "tls-authz"
             }
         }
         public var arguments: Arguments
 
         public init(
             maxBandwidth: UInt64? = nil, downtimeLimitMs: Int? = nil, cpuThrottleInitialPercent: Int? = nil,
-            cpuThrottleIncrementPercent: Int? = nil
+            cpuThrottleIncrementPercent: Int? = nil, tlsCreds: String? = nil, tlsAuthz: String? = nil
         ) {
             arguments = Arguments(
                 maxBandwidth: maxBandwidth, downtimeLimitMs: downtimeLimitMs,
                 cpuThrottleInitialPercent: cpuThrottleInitialPercent,
-                cpuThrottleIncrementPercent: cpuThrottleIncrementPercent)
+                cpuThrottleIncrementPercent: cpuThrottleIncrementPercent, tlsCreds: tlsCreds, tlsAuthz: tlsAuthz)
         }
     }
 

@@ -283,8 +283,10 @@ public final class SimulatedDriver: HypervisorDriver {
     public static let migrationBandwidth: UInt64 = 1 << 30
     public static let migrationDowntimeMs = 20
 
+    /// `credentials` are accepted and ignored: a simulated migration has no channel to secure.
     public func prepareIncoming(
-        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage
+        _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage,
+        credentials: MigrationCredentials?
     ) async throws -> String {
         // A simulated VM has no disk: there is nothing to copy.
         guard storage == .shared else {
@@ -310,9 +312,10 @@ public final class SimulatedDriver: HypervisorDriver {
         return uri
     }
 
-    public func migrate(_ id: VMID, to uri: String, progress: @escaping @Sendable (MigrationProgress) -> Void)
-        async throws -> MigrationStats
-    {
+    public func migrate(
+        _ id: VMID, to uri: String, credentials: MigrationCredentials?,
+        progress: @escaping @Sendable (MigrationProgress) -> Void
+    ) async throws -> MigrationStats {
         let now = time.now()
         let memoryMiB = try state.withLock { (s: inout State) throws(VireoError) -> Int in
             settle(&s, now: now)

@@ -162,3 +162,40 @@ public struct Migration: Sendable, Codable, Equatable {
         self.destinationSettled = false
     }
 }
+
+/// Which end of a migration a set of credentials is for.
+public enum MigrationRole: String, Sendable, Codable, Equatable, CaseIterable {
+    case source
+    case destination
+}
+
+/// One host's TLS credentials for one live migration, issued by the controller's migration
+/// authority: the two ends authenticate each other with them and encrypt the stream (QEMU's
+/// `tls-creds-x509`). Issued fresh for each migration and kept in memory only.
+///
+/// Its `description` never shows the private key: credentials can be logged as a whole.
+public struct MigrationCredentials: Sendable, Codable, Equatable, CustomStringConvertible,
+    CustomDebugStringConvertible, CustomReflectable
+{
+    /// The authority's certificate (PEM): the only issuer either end trusts.
+    public var caCertificate: String
+    /// This host's certificate for this migration (PEM).
+    public var certificate: String
+    /// This host's private key (PEM, PKCS #8).
+    public var privateKey: String
+    /// The distinguished name the other end must present, as QEMU's `authz-simple` compares it
+    /// (GnuTLS's form: the certificate's name parts in order, e.g. `O=Vireo,CN=vireo-migration-…`).
+    public var peer: String
+
+    public init(caCertificate: String, certificate: String, privateKey: String, peer: String) {
+        self.caCertificate = caCertificate
+        self.certificate = certificate
+        self.privateKey = privateKey
+        self.peer = peer
+    }
+
+    public var description: String { "MigrationCredentials(peer: \(peer), privateKey: <redacted>)" }
+    public var debugDescription: String { description }
+    /// `dump` and test failure messages show the peer, not the key.
+    public var customMirror: Mirror { Mirror(self, children: ["peer": peer, "privateKey": "<redacted>"]) }
+}

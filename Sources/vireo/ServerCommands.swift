@@ -15,6 +15,7 @@ import VireoDriverQEMU
 import VireoDriverSimulated
 import VireoHTTP
 import VireoModel
+import VireoSecurity
 import VireoStore
 import VireoTelemetry
 import VireoTelemetryStore
@@ -46,6 +47,14 @@ struct ServeOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("How long the usage history is kept.", valueName: "duration"))
     var historyRetention: String = "7d"
+
+    @Option(
+        help: ArgumentHelp(
+            "Live migrations over TLS with certificates issued per migration, so only its two hosts can use "
+                + "its channel (on), or over plain TCP (off). The certificate authority is kept in "
+                + "<data-dir>/migration-ca. QEMU hosts only; libvirt hosts migrate plain.",
+            valueName: "on|off"))
+    var migrationTLS: String = "on"
 
     /// `--history-step` and `--history-retention` in the controller's settings.
     func history(into settings: inout ControllerSettings) throws {
@@ -136,6 +145,11 @@ struct ControlPlane {
         }
         try options.history(into: &settings)
         try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
+        switch options.migrationTLS.lowercased() {
+        case "on": settings.migrationAuthority = try MigrationAuthority(directory: options.dataDir + "/migration-ca")
+        case "off": settings.migrationAuthority = nil
+        default: throw VireoError.invalid(field: "--migration-tls", value: "'\(options.migrationTLS)'", "expected on or off")
+        }
         let registry = PrometheusCollectorRegistry()
         let store = try SQLiteStore(path: options.dataDir + "/vireo.db")
         let controller = try await Controller.open(

@@ -66,4 +66,16 @@ struct PackageGraphTests {
         let graph = try await Self.graph()
         #expect(graph["VireoPlacement"] == ["VireoModel"])
     }
+
+    @Test("the migration authority depends on the model and the crypto libraries alone; drivers and agents not at all")
+    func securityIsSmall() async throws {
+        let graph = try await Self.graph()
+        #expect(
+            Set(graph["VireoSecurity"] ?? [])
+                == ["VireoModel", "swift-certificates/X509", "swift-crypto/Crypto", "swift-asn1/SwiftASN1"])
+        // Hosts get credentials, never the authority's key.
+        for target in ["VireoDriver", "VireoDriverQEMU", "VireoAgent", "VireoAPI"] {
+            #expect(!Self.closure(of: target, in: graph).contains("VireoSecurity"), "\(target) reaches VireoSecurity")
+        }
+    }
 }

@@ -167,6 +167,62 @@ struct QMPCommandTests {
             ])
     }
 
+    @Test("TLS objects are added with QEMU's type and member names, and removed by id")
+    func tlsObjects() throws {
+        let credentials = try request(
+            QMP.ObjectAddTLSCredentials(id: "vireo-tls", directory: "/var/lib/vireo/vm/tls", endpoint: .server))
+        #expect(
+            credentials.json
+                == .object([
+                    "execute": .string("object-add"), "id": .number(1),
+                    "arguments": .object([
+                        "qom-type": .string("tls-creds-x509"), "id": .string("vireo-tls"),
+                        "dir": .string("/var/lib/vireo/vm/tls"), "endpoint": .string("server"),
+                        "verify-peer": .bool(true),
+                    ]),
+                ]))
+        let client = try request(QMP.ObjectAddTLSCredentials(id: "t", directory: "/d", endpoint: .client))
+        #expect(client.json["arguments"]?["endpoint"] == .string("client"))
+        let authz = try request(QMP.ObjectAddAuthzSimple(id: "vireo-authz", identity: "O=Vireo,CN=vireo-migration-m-source"))
+        #expect(
+            authz.json["arguments"]
+                == .object([
+                    "qom-type": .string("authz-simple"), "id": .string("vireo-authz"),
+                    "identity": .string("O=Vireo,CN=vireo-migration-m-source"),
+                ]))
+        let delete = try request(QMP.ObjectDel(id: "vireo-tls"))
+        #expect(delete.json["execute"] == .string("object-del"))
+        #expect(delete.json["arguments"] == .object(["id": .string("vireo-tls")]))
+    }
+
+    @Test("migration and NBD take TLS credentials only when given; an empty name turns TLS off")
+    func tlsParameters() throws {
+        let on = try request(QMP.MigrateSetParameters(tlsCreds: "vireo-tls", tlsAuthz: "vireo-authz"))
+        #expect(on.json["arguments"] == .object(["tls-creds": .string("vireo-tls"), "tls-authz": .string("vireo-authz")]))
+        let off = try request(QMP.MigrateSetParameters(tlsCreds: "", tlsAuthz: ""))
+        #expect(off.json["arguments"] == .object(["tls-creds": .string(""), "tls-authz": .string("")]))
+
+        let server = try request(QMP.NBDServerStart(host: "127.0.0.1", port: 10809, tlsCreds: "t", tlsAuthz: "a"))
+        #expect(
+            server.json["arguments"]
+                == .object([
+                    "addr": .object([
+                        "type": .string("inet"),
+                        "data": .object(["host": .string("127.0.0.1"), "port": .string("10809")]),
+                    ]),
+                    "tls-creds": .string("t"), "tls-authz": .string("a"),
+                ]))
+        let plainServer = try request(QMP.NBDServerStart(host: "127.0.0.1", port: 10809))
+        #expect(plainServer.json["arguments"]?.objectValue?.keys.sorted() == ["addr"])
+
+        let client = try request(
+            QMP.BlockdevAddNBD(nodeName: "vireo-mirror", host: "127.0.0.1", port: 10809, export: "disk0", tlsCreds: "t"))
+        #expect(client.json["arguments"]?["tls-creds"] == .string("t"))
+        #expect(client.json["arguments"]?["server"]?["host"] == .string("127.0.0.1"))
+        let plainClient = try request(QMP.BlockdevAddNBD(nodeName: "n", host: "h", port: 1, export: "e"))
+        #expect(plainClient.json["arguments"]?["tls-creds"] == nil)
+    }
+
     @Test("events the driver acts on decode from what QEMU sends; others keep their name")
     func events() {
         let event = { (name: String, data: JSONValue) in QMP.Event(QMPEvent(name: name, data: data)) }

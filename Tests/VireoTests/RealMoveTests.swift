@@ -8,6 +8,7 @@ import VireoDriver
 import VireoDriverLibvirt
 import VireoDriverQEMU
 import VireoModel
+import VireoSecurity
 import VireoStore
 
 /// Clusters in this process on real hypervisors: a controller and in-process agents on the QEMU
@@ -28,9 +29,10 @@ extension RealQEMU {
             _ drivers: [(String, any HypervisorDriver)], _ body: (Controller) async throws -> Void
         ) async throws {
             // Real hypervisors: libvirt's calls take seconds at times (a destroy, a start).
+            // Live moves over TLS, as `vireo server` makes them by default.
             let settings = ControllerSettings(
                 heartbeatInterval: .milliseconds(100), hostTimeout: .seconds(15), tickInterval: .milliseconds(50),
-                migrationStartTimeout: .seconds(30))
+                migrationStartTimeout: .seconds(30), migrationAuthority: try MigrationAuthority())
             let controller = try await Controller.open(store: try SQLiteStore(), settings: settings)
             let loops = controllerLoops(controller)
             let agents = drivers.map { name, driver in

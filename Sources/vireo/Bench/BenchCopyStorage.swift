@@ -5,6 +5,7 @@ import VireoDriver
 import VireoDriverQEMU
 import VireoImage
 import VireoModel
+import VireoSecurity
 
 /// Result of `vireo bench copy-storage`.
 struct CopyStorageBenchResult: Codable, Sendable {
@@ -16,6 +17,8 @@ struct CopyStorageBenchResult: Codable, Sendable {
     /// MiB the guest wrote to its disk, starting just before each move, and how fast (0: at once).
     var writeMiB: Int
     var writeRateMiBps: Int
+    /// Memory and disk over TLS with per-migration certificates, as the controller moves them.
+    var tls: Bool = false
     var runs: [Run]
     var totalMs: MigrationBenchResult.Summary?
     var downtimeMs: MigrationBenchResult.Summary?
@@ -58,7 +61,8 @@ struct BenchCopyStorage: AsyncParsableCommand {
             disk copied (the destination exports an empty disk over NBD, the source mirrors into it while \
             the guest runs, then the memory follows). Once the write has finished on b, the guest reads the \
             region back from the disk itself and the checksums are compared. Prints the total time, the \
-            downtime, the disk copy's time and bytes, and the memory sent.
+            downtime, the disk copy's time and bytes, and the memory sent. --tls on moves memory and disk \
+            over TLS with fresh certificates for each move, as the controller does.
             """)
 
     @Option(help: ArgumentHelp("The guest's disk size.", valueName: "size")) var disk: String = "1GiB"
@@ -71,12 +75,17 @@ struct BenchCopyStorage: AsyncParsableCommand {
             valueName: "MiB/s"))
     var writeRate: Int = 32
     @Option(help: "Moves (each with a freshly booted guest).") var runs: Int = 3
+    @Option(
+        help: ArgumentHelp(
+            "off (plain TCP) or on (memory and disk over TLS with per-migration certificates).", valueName: "off|on"))
+    var tls: String = "off"
     @Option(help: ArgumentHelp("Image cache.", valueName: "dir"))
     var images: String = ServeOptions.defaultDataDirectory() + "/images"
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
         guard (1...20).contains(runs) else { throw ValidationError("--runs must be 1...20 (got \(runs))") }
+        guard ["off", "on"].contains(tls) else { throw ValidationError("--tls must be off or on (got '\(tls)')") }
         guard (1...65_536).contains(write) else { throw ValidationError("--write must be 1...65536 MiB (got \(write))") }
         guard (0...1_048_576).contains(writeRate) else {
             throw ValidationError("--write-rate must be 0...1048576 MiB/s (got \(writeRate))")
@@ -109,7 +118,8 @@ struct BenchCopyStorage: AsyncParsableCommand {
         var result = CopyStorageBenchResult(
             accelerator: accelerator.rawValue,
             mode: QEMUDriver.MigrationMode.auto.resolved(for: accelerator).rawValue, diskMiB: diskMiB,
-            memoryMiB: memoryMiB, writeMiB: write, writeRateMiBps: writeRate, runs: [])
+            memoryMiB: memoryMiB, writeMiB: write, writeRateMiBps: writeRate, tls: tls == "on", runs: [])
+        let authority = tls == "on" ? try MigrationAuthority() : nil
         defer { try? FileManager.default.removeItem(atPath: directory) }
         for number in 1...runs {
             let spec = InstanceSpec(
@@ -117,7 +127,7 @@ struct BenchCopyStorage: AsyncParsableCommand {
                 diskMiB: diskMiB)
             var run = CopyStorageBenchResult.Run(checksumMatches: false, keptRunning: false, sourceDiskRemoved: false)
             do {
-                run = try await move(spec, from: hosts[0], to: hosts[1])
+                run = try await move(spec, from: hosts[0], to: hosts[1], authority: authority)
             } catch {
                 run.error = "\(error)"
             }
@@ -136,23 +146,30 @@ struct BenchCopyStorage: AsyncParsableCommand {
     }
 
     /// Boots the guest on `source`, starts its disk write and moves it with its disk to `destination`.
-    func move(_ spec: InstanceSpec, from source: QEMUDriver, to destination: QEMUDriver) async throws
-        -> CopyStorageBenchResult.Run
-    {
+    func move(
+        _ spec: InstanceSpec, from source: QEMUDriver, to destination: QEMUDriver, authority: MigrationAuthority?
+    ) async throws -> CopyStorageBenchResult.Run {
         var run = CopyStorageBenchResult.Run(checksumMatches: false, keptRunning: false, sourceDiskRemoved: false)
         try await source.create(spec)
         try await source.start(spec.id)
         let address = try await MigrationBench.waitRunning(source, spec.id)
         let before = try await MigrationBench.status(address)
         let sourceDisk = "\(source.configuration.stateDirectory)/\(spec.id)/disk.qcow2"
+        let migration = MigrationID.generate()
+        let credentials = try authority.map {
+            (
+                source: try $0.issue(migration: migration, role: .source, address: nil),
+                destination: try $0.issue(migration: migration, role: .destination, address: "127.0.0.1")
+            )
+        }
         let uri = try await destination.prepareIncoming(
-            spec, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy)
+            spec, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy, credentials: credentials?.destination)
         // The write starts with the move: the destination is ready, the mirror begins at once.
         _ = try await MigrationBench.guest(address, post: true, "/fill?mib=\(write)&rate=\(writeRate)")
         run.writtenMiBAtStart = try await Self.fill(address).writtenMiB
         let stats: MigrationStats
         do {
-            stats = try await source.migrate(spec.id, to: uri) { _ in }
+            stats = try await source.migrate(spec.id, to: uri, credentials: credentials?.source) { _ in }
         } catch {
             try? await destination.abortIncoming(spec.id)
             throw error
@@ -228,7 +245,7 @@ struct BenchCopyStorage: AsyncParsableCommand {
         print(
             "\(result.accelerator), \(result.mode) memory copy, disk \(result.diskMiB) MiB, memory \(result.memoryMiB) MiB, "
                 + "\(result.writeMiB) MiB written at \(result.writeRateMiBps == 0 ? "full speed" : "\(result.writeRateMiBps) MiB/s") "
-                + "from the start of each move; min / median / max:")
+                + "from the start of each move\(result.tls ? ", over TLS" : ""); min / median / max:")
         printTable(
             ["RUNS", "TOTAL MS", "DOWNTIME MS", "DISK COPY MS", "DISK MIB", "MEMORY MIB", "CHECKSUM", "SOURCE DISK GONE"],
             [

@@ -8,6 +8,7 @@ import VireoDriver
 import VireoDriverQEMU
 import VireoImage
 import VireoModel
+import VireoSecurity
 
 /// Result of `vireo bench migrate`.
 struct MigrationBenchResult: Codable, Sendable {
@@ -26,6 +27,8 @@ struct MigrationBenchResult: Codable, Sendable {
     struct Combination: Codable, Sendable {
         var memoryMiB: Int
         var dirtyMiB: Int
+        /// Over TLS with per-migration certificates (as `vireo server` migrates by default).
+        var tls: Bool = false
         /// Why the combination was not measured.
         var skipped: String?
         var runs: [Run] = []
@@ -95,7 +98,9 @@ struct BenchMigrate: AsyncParsableCommand {
             combinations with D ≥ memory − 64 MiB are skipped (the guest needs the rest). Each run checks \
             that the guest kept running (the same boot id and a larger uptime on the other side) and, with a \
             load, that its memory arrived intact (the load found every page as it had last written it). \
-            --mode picks live pre-copy or a paused copy (docs/migration.md).
+            --mode picks live pre-copy or a paused copy (docs/migration.md). --tls on sends each migration \
+            over TLS with fresh certificates from an in-memory authority, as the controller does; --tls both \
+            measures each combination both ways, plain first.
             """)
 
     @Option(help: ArgumentHelp("Guest memory sizes, comma-separated.", valueName: "sizes"))
@@ -119,6 +124,11 @@ struct BenchMigrate: AsyncParsableCommand {
             "live (pre-copy while the guest runs), paused (guest paused for the whole copy), or auto: paused under TCG.",
             valueName: "mode"))
     var mode: String = "auto"
+    @Option(
+        help: ArgumentHelp(
+            "off (plain TCP), on (TLS with per-migration certificates, as the controller migrates), or both.",
+            valueName: "off|on|both"))
+    var tls: String = "off"
     @Option(help: ArgumentHelp("Cancel a migration after this long.", valueName: "seconds"))
     var timeout: Int = 60
     @Option(help: ArgumentHelp("Image cache.", valueName: "dir"))
@@ -132,6 +142,7 @@ struct BenchMigrate: AsyncParsableCommand {
         }
         guard (0...1_048_576).contains(rate) else { throw ValidationError("--rate must be 0...1048576 MiB/s (got \(rate))") }
         guard (1...3600).contains(timeout) else { throw ValidationError("--timeout must be 1...3600 s (got \(timeout))") }
+        guard ["off", "on", "both"].contains(tls) else { throw ValidationError("--tls must be off, on or both (got '\(tls)')") }
         for (name, value) in [("--throttle-initial", throttleInitial), ("--throttle-increment", throttleIncrement)] {
             if let value, !(1...99).contains(value) { throw ValidationError("\(name) must be 1...99 percent (got \(value))") }
         }
@@ -153,7 +164,8 @@ struct BenchMigrate: AsyncParsableCommand {
             kernel: built.kernel, initrd: built.initrd, baseDisk: built.baseDisk,
             kernelCommandLine: built.kernelCommandLine, readyMarker: built.readyMarker)
         let bench = MigrationBench(
-            accelerator: accelerator, image: guest, tuning: tuning, runs: runs, dirtyRateMiBps: rate)
+            accelerator: accelerator, image: guest, tuning: tuning, runs: runs, dirtyRateMiBps: rate,
+            tls: tls == "both" ? [false, true] : [tls == "on"], authority: tls == "off" ? nil : try MigrationAuthority())
 
         // Ctrl-C or SIGTERM cancel the runs; the VMs are still deleted.
         let work = Task { try await bench.measure(memories: memories, dirties: dirties) }
@@ -194,19 +206,21 @@ struct BenchMigrate: AsyncParsableCommand {
             "\(result.accelerator), \(result.mode) migration, \(result.runs) runs each, downtime-limit \(result.downtimeLimitMs) ms, "
                 + "max-bandwidth \(result.bandwidthBytesPerSecond >> 20) MiB/s; min / median / max:")
         printTable(
-            ["MEMORY", "DIRTY", "COMPLETED", "TOTAL MS", "DOWNTIME MS", "SENT MIB", "KEPT RUNNING", "MEMORY INTACT"],
+            ["MEMORY", "DIRTY", "TLS", "COMPLETED", "TOTAL MS", "DOWNTIME MS", "SENT MIB", "KEPT RUNNING", "MEMORY INTACT"],
             result.combinations.map { c in
-                if c.skipped != nil { return ["\(c.memoryMiB)MiB", "\(c.dirtyMiB)MiB", "skipped"] }
+                let tls = c.tls ? "on" : "off"
+                if c.skipped != nil { return ["\(c.memoryMiB)MiB", "\(c.dirtyMiB)MiB", tls, "skipped"] }
                 return [
-                    "\(c.memoryMiB)MiB", "\(c.dirtyMiB)MiB", "\(c.completed)/\(c.runs.count)", triple(c.totalMs, "%.0f"),
+                    "\(c.memoryMiB)MiB", "\(c.dirtyMiB)MiB", tls, "\(c.completed)/\(c.runs.count)", triple(c.totalMs, "%.0f"),
                     triple(c.downtimeMs, "%.0f"), triple(c.transferredMiB, "%.1f"), "\(c.keptRunning)/\(c.runs.count)",
                     c.dirtyMiB == 0 ? "-" : "\(c.memoryIntact)/\(c.memoryChecked)",
                 ]
             })
         for c in result.combinations {
-            if let skipped = c.skipped { print("\(c.memoryMiB)MiB dirty \(c.dirtyMiB)MiB skipped: \(skipped)") }
+            let tls = c.tls ? " tls" : ""
+            if let skipped = c.skipped { print("\(c.memoryMiB)MiB dirty \(c.dirtyMiB)MiB\(tls) skipped: \(skipped)") }
             for (i, run) in c.runs.enumerated() where run.error != nil {
-                print("\(c.memoryMiB)MiB dirty \(c.dirtyMiB)MiB run \(i + 1): \(run.error!)")
+                print("\(c.memoryMiB)MiB dirty \(c.dirtyMiB)MiB\(tls) run \(i + 1): \(run.error!)")
             }
         }
     }
@@ -231,6 +245,10 @@ struct MigrationBench: Sendable {
     let tuning: MigrationTuning
     let runs: Int
     let dirtyRateMiBps: Int
+    /// Each combination is measured once per entry: plain (false), over TLS (true).
+    var tls: [Bool] = [false]
+    /// Issues each TLS migration's credentials.
+    var authority: MigrationAuthority?
 
     /// What the `web` guest's `GET /status` says.
     struct GuestStatus: Decodable {
@@ -256,10 +274,16 @@ struct MigrationBench: Sendable {
                     if dirty > 0, dirty >= memory - 64 {
                         let reason = "dirty \(dirty) MiB ≥ memory \(memory) MiB − 64 MiB"
                         stderr("\(memory) MiB, dirty \(dirty) MiB: skipped (\(reason))")
-                        result.combinations.append(.init(memoryMiB: memory, dirtyMiB: dirty, skipped: reason))
+                        for secured in tls {
+                            result.combinations.append(
+                                .init(memoryMiB: memory, dirtyMiB: dirty, tls: secured, skipped: reason))
+                        }
                         continue
                     }
-                    result.combinations.append(try await combination(memory: memory, dirty: dirty, hosts: hosts))
+                    for secured in tls {
+                        result.combinations.append(
+                            try await combination(memory: memory, dirty: dirty, tls: secured, hosts: hosts))
+                    }
                 }
             }
         } catch {
@@ -289,11 +313,13 @@ struct MigrationBench: Sendable {
     }
 
     /// Boots one guest on a, starts its load, and migrates it `runs` times back and forth.
-    func combination(memory: Int, dirty: Int, hosts: [QEMUDriver]) async throws -> MigrationBenchResult.Combination {
-        let label = "\(memory) MiB, dirty \(dirty) MiB"
+    func combination(memory: Int, dirty: Int, tls: Bool, hosts: [QEMUDriver]) async throws
+        -> MigrationBenchResult.Combination
+    {
+        let label = "\(memory) MiB, dirty \(dirty) MiB" + (tls ? ", TLS" : "")
         let spec = InstanceSpec(
             id: .generate(), name: "bench-migrate-\(memory)-\(dirty)", image: "web", cpus: 1, memoryMiB: memory)
-        var combination = MigrationBenchResult.Combination(memoryMiB: memory, dirtyMiB: dirty)
+        var combination = MigrationBenchResult.Combination(memoryMiB: memory, dirtyMiB: dirty, tls: tls)
         var here = 0
         do {
             try await hosts[0].create(spec)
@@ -319,9 +345,22 @@ struct MigrationBench: Sendable {
                 let before = try await Self.status(address)
                 let peak = Mutex<UInt64>(0)
                 var record = MigrationBenchResult.Run(direction: direction, keptRunning: false, loadKept: false)
-                let uri = try await destination.prepareIncoming(spec, guestAddress: nil, listenAddress: "127.0.0.1")
+                // Fresh credentials for every migration, as the controller issues them (issuing
+                // is not timed: the controller does it when the move is requested).
+                let migration = MigrationID.generate()
+                let credentials =
+                    try authority.map { authority in
+                        tls
+                            ? (
+                                source: try authority.issue(migration: migration, role: .source, address: nil),
+                                destination: try authority.issue(migration: migration, role: .destination, address: "127.0.0.1")
+                            ) : nil
+                    } ?? nil
+                let uri = try await destination.prepareIncoming(
+                    spec, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared,
+                    credentials: credentials?.destination)
                 do {
-                    let stats = try await source.migrate(spec.id, to: uri) { progress in
+                    let stats = try await source.migrate(spec.id, to: uri, credentials: credentials?.source) { progress in
                         peak.withLock { $0 = max($0, progress.dirtyPagesPerSecond) }
                     }
                     record.totalMs = stats.totalTimeMs

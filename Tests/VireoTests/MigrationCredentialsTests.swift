@@ -1,0 +1,122 @@
+import Foundation
+import Synchronization
+import Testing
+import VireoAPI
+import VireoAgent
+import VireoController
+import VireoDriverSimulated
+import VireoModel
+import VireoSecurity
+import VireoStore
+import X509
+
+/// A link that keeps every migration order the controller sent its agent.
+final class OrderRecordingLink: ControllerLink {
+    let target: any ControllerLink
+    let orders = Mutex<[MigrationOrder]>([])
+    init(_ target: any ControllerLink) { self.target = target }
+
+    func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
+        try await target.register(registration)
+    }
+    func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        let desired = try await target.heartbeat(heartbeat)
+        orders.withLock { $0 += desired.migrations ?? [] }
+        return desired
+    }
+    func deliver(_ samples: AgentSamples) async throws { try await target.deliver(samples) }
+}
+
+/// The controller's side of securing live migrations: who gets which credentials, and what
+/// happens to a move whose credentials a restart has lost. QEMU's use of them is in
+/// QEMUMigrationTLSTests.
+@Suite("Migration credentials")
+struct MigrationCredentialsTests {
+    static func settings(_ authority: MigrationAuthority) -> ControllerSettings {
+        var settings = ControllerSettings.steady
+        settings.migrationAuthority = authority
+        return settings
+    }
+
+    @Test("each end of a live move gets its own credentials naming the other; they stay out of the store")
+    func ordersCarryCredentials() async throws {
+        let authority = try MigrationAuthority()
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let controller = try await Controller.open(
+            store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))
+        let loops = controllerLoops(controller)
+        let hosts = ["h1", "h2"].map { name in
+            let link = OrderRecordingLink(controller)
+            let agent = Agent(
+                settings: .init(name: name, heartbeatInterval: .milliseconds(50)),
+                driver: SimulatedDriver(configuration: .init(bootDelay: .milliseconds(100))), link: link)
+            return (name: name, link: link, task: Task { try await agent.run() })
+        }
+        defer {
+            loops.cancel()
+            for host in hosts { host.task.cancel() }
+        }
+        try await eventually("both agents registered") {
+            await controller.listHosts().items.filter { $0.state == .ready }.count == 2
+        }
+        _ = try await controller.createVM(VMSpec(name: "m", image: "tiny", cpus: 1, memoryMiB: 256))
+        try await eventually("m runs") { try await controller.vm("m").state == .running }
+        let source = try #require(try await controller.vm("m").host)
+        let destination = source == "h1" ? "h2" : "h1"
+        let migration = try await controller.migrateVM("m", to: destination)
+        try await eventually("moved") { try await controller.migration(migration.id.rawValue).state == .completed }
+
+        func orders(_ host: String) -> [MigrationOrder] {
+            hosts.first { $0.name == host }!.link.orders.withLock { $0 }.filter { $0.id == migration.id }
+        }
+        let prepare = try #require(orders(destination).first { $0.state == .pending })
+        let send = try #require(orders(source).first { $0.state == .ready })
+        let (incoming, outgoing) = (try #require(prepare.credentials), try #require(send.credentials))
+        #expect(incoming.peer == MigrationAuthority.peerName(migration: migration.id, role: .source))
+        #expect(outgoing.peer == MigrationAuthority.peerName(migration: migration.id, role: .destination))
+        #expect(incoming.caCertificate == authority.certificatePEM && outgoing.caCertificate == authority.certificatePEM)
+        #expect(incoming.privateKey != outgoing.privateKey)
+        #expect(try Certificate(pemEncoded: incoming.certificate).subject.description.contains("-destination"))
+        // Every order for this migration carries the same credentials while it runs, and none once it ended.
+        #expect(orders(destination).filter(\.state.isActive).allSatisfy { $0.credentials == incoming })
+        #expect(orders(source).filter { $0.state == .ready }.allSatisfy { $0.credentials == outgoing })
+        #expect(orders(destination).filter { !$0.state.isActive }.allSatisfy { $0.credentials == nil })
+
+        loops.cancel()
+        let stored = try Data(contentsOf: URL(fileURLWithPath: directory + "/vireo.db"))
+        let wal = (try? Data(contentsOf: URL(fileURLWithPath: directory + "/vireo.db-wal"))) ?? Data()
+        for bytes in [stored, wal] {
+            #expect(bytes.range(of: Data("PRIVATE KEY".utf8)) == nil, "a key in the store")
+            #expect(bytes.range(of: Data("BEGIN CERTIFICATE".utf8)) == nil, "a certificate in the store")
+        }
+    }
+
+    @Test("after a controller restart a live move that had not begun fails saying why; it never goes plain")
+    func restartLosesCredentials() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let authority = try MigrationAuthority(directory: directory + "/migration-ca")
+        let cluster = try await LocalCluster.start(
+            hosts: ["h1", "h2"], store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))
+        _ = try await cluster.controller.createVM(VMSpec(name: "m", image: "tiny", cpus: 1, memoryMiB: 256))
+        let vm = try await cluster.waitFor("m", .running)
+        let source = try #require(vm.host)
+        let destination = source == "h1" ? "h2" : "h1"
+        // The destination does not hear of it before the restart.
+        cluster.link(destination).cut.withLock { $0 = true }
+        let migration = try await cluster.controller.migrateVM("m", to: destination)
+        #expect(try await cluster.controller.migration(migration.id.rawValue).state == .pending)
+        cluster.stop()
+
+        let reopened = try await Controller.open(
+            store: try SQLiteStore(path: directory + "/vireo.db"),
+            settings: Self.settings(try MigrationAuthority(directory: directory + "/migration-ca")))
+        try await reopened.expireMigrations()
+        let failed = try await reopened.migration(migration.id.rawValue)
+        #expect(failed.state == .failed)
+        #expect(failed.message?.contains("no longer holds its TLS credentials") == true, "\(failed.message ?? "")")
+        #expect(try await reopened.vm("m").host == source)
+        #expect(try await cluster.driver(destination).status().isEmpty, "the destination prepared nothing")
+    }
+}
