@@ -40,13 +40,18 @@ struct DriverFixture: Sendable, CustomTestStringConvertible {
 }
 
 /// Real QEMU for tests: the accelerator this machine supports (probed, as the product does) and
-/// images built once per test run into `.build/test-images`, or into the temporary directory when
-/// the checkout is where QEMU's unprivileged uids cannot reach it (a clone in /root).
+/// images built once per test run into `$VIREO_TEST_IMAGES` (`make test` builds them there before
+/// the run), else `.build/test-images`, or the temporary directory when the checkout is where
+/// QEMU's unprivileged uids cannot reach it (a clone in /root).
 enum TestQEMU {
     static let accelerator = try! Accelerator.resolve("auto")
     static let builder = ImageBuilder(cacheDirectory: imageDirectory)
 
     static var imageDirectory: String {
+        // `make test` builds them there before the run.
+        if let directory = ProcessInfo.processInfo.environment["VIREO_TEST_IMAGES"], !directory.isEmpty {
+            return directory
+        }
         let build = FileManager.default.currentDirectoryPath + "/.build"
         let local = build + "/test-images"
         let reachable =
