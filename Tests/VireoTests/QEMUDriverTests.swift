@@ -289,9 +289,7 @@ extension RealQEMU {
                 let compare = try await HostTool.text("qemu-img", ["compare", "-U", disks.0, disks.1])
                 #expect(compare.contains("Images are identical"), "\(compare)")
                 try await destination.resume(vm.id)
-                try await destination.finishIncoming(vm.id)
-                try await source.release(vm.id)
-                let arrived = try #require(try await settle(destination, vm.id, to: .running, tick: tick).address)
+                let arrived = try await takeOver(vm.id, from: source, to: destination, tick: tick)
                 #expect(try await guest(arrived, "/mark")["disk"] == .string("copied"))
                 try await destination.delete(vm.id)
             } catch {

@@ -56,10 +56,7 @@ extension RealQEMU {
                         + "downtime \(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
                 #expect(stats.transferredBytes > 1 << 20)
                 #expect(!FileManager.default.fileExists(atPath: await source.paths(vm.id).directory + "/tls"))
-                try await source.release(vm.id)
-                try await destination.finishIncoming(vm.id)
-                let after = try await plain.status(
-                    try #require(try await settle(destination, vm.id, to: .running, tick: tick).address))
+                let after = try await plain.status(try await takeOver(vm.id, from: source, to: destination, tick: tick))
                 #expect(after["bootId"] == before["bootId"])
 
                 // The arrived QEMU keeps its server credentials; a later move out of it, plain or
@@ -98,9 +95,7 @@ extension RealQEMU {
                         + "downtime \(stats.downtimeMs) ms, disk \(stats.storageBytes ?? 0) bytes in \(stats.storageTimeMs ?? 0) ms"
                 )
                 #expect((stats.storageBytes ?? 0) >= 64 << 20)
-                try await destination.finishIncoming(vm.id)
-                try await source.release(vm.id)
-                let arrived = try #require(try await settle(destination, vm.id, to: .running, tick: tick).address)
+                let arrived = try await takeOver(vm.id, from: source, to: destination, tick: tick)
                 #expect(try await guest(arrived, "/mark")["disk"] == .string("sealed"))
                 try await destination.delete(vm.id)
             } catch {
@@ -161,10 +156,7 @@ extension RealQEMU {
                 // The legitimate source, after all that, completes the migration.
                 let stats = try await source.migrate(vm.id, to: uri, credentials: sourceCredentials) { _ in }
                 #expect(stats.transferredBytes > 1 << 20)
-                try await source.release(vm.id)
-                try await destination.finishIncoming(vm.id)
-                let after = try await plain.status(
-                    try #require(try await settle(destination, vm.id, to: .running, tick: tick).address))
+                let after = try await plain.status(try await takeOver(vm.id, from: source, to: destination, tick: tick))
                 #expect(after["bootId"] == before["bootId"], "the destination runs the source's guest, not the rogue's")
                 try await destination.delete(vm.id)
                 try await rogueHost.delete(rogue.id)

@@ -8,6 +8,7 @@ import Synchronization
 import Testing
 import VireoAPI
 import VireoController
+import VireoDriver
 import VireoHTTP
 import VireoModel
 import VireoStore
@@ -173,4 +174,15 @@ func tcpConnects(_ host: String, _ port: Int, timeoutMs: Int32 = 2000) -> Bool {
     var error: Int32 = 0
     var length = socklen_t(MemoryLayout<Int32>.size)
     return getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0
+}
+
+/// A move between two drivers in this process has completed: the destination takes the VM over
+/// and the source lets go of its copy. Returns the guest's address once it runs on the destination.
+func takeOver(
+    _ id: VMID, from source: any HypervisorDriver, to destination: any HypervisorDriver,
+    tick: @Sendable () async -> Void
+) async throws -> String {
+    try await destination.finishIncoming(id)
+    try await source.release(id)
+    return try #require(try await settle(destination, id, to: .running, tick: tick).address)
 }
