@@ -44,24 +44,9 @@ extension LibvirtDriver {
             throw VireoError(.unsupported, "privateNetwork '\(network)': driver 'libvirt' has no private networks")
         }
         let directory = directory(of: spec.id)
-        let disk: String
-        switch storage {
-        case .shared:
-            guard let shared = configuration.sharedDisks else {
-                throw VireoError(
-                    .failedPrecondition,
-                    "live migration with a shared disk needs shared storage (driver setting shared-disks); "
-                        + "this host has none: copy the disk instead (vireo migrate --copy-storage)")
-            }
-            disk = "\(shared)/\(spec.id).qcow2"
-            guard FileManager.default.fileExists(atPath: disk) else {
-                throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not visible on this host")
-            }
-        case .copy:
-            disk = directory + "/disk.qcow2"
-            try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
-            try DiskRoom.check(forDiskMiB: spec.diskMiB ?? ImageCatalogue.virtualDiskMiB, in: configuration.stateDirectory)
-        }
+        let disk = try DiskRoom.incomingDisk(
+            for: spec, storage: storage, sharedDisks: configuration.sharedDisks, vmDirectory: directory,
+            stateDirectory: configuration.stateDirectory)
         let connection = try open()
         let domainName = "vireo-\(spec.name)"
         if let other = connection.uuid(ofDomainNamed: domainName) {

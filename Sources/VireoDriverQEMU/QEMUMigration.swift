@@ -24,25 +24,9 @@ extension QEMUDriver {
                 .unsupported, "privateNetwork '\(network)': VMs on private networks cannot be live-migrated")
         }
         let paths = paths(spec.id)
-        let disk: String
-        switch storage {
-        case .shared:
-            guard let shared = configuration.sharedDisks else {
-                throw VireoError(
-                    .failedPrecondition,
-                    "live migration with a shared disk needs shared storage (driver setting shared-disks); "
-                        + "this host has none: copy the disk instead (vireo migrate --copy-storage)")
-            }
-            disk = "\(shared)/\(spec.id).qcow2"
-            guard FileManager.default.fileExists(atPath: disk) else {
-                throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not visible on this host")
-            }
-        case .copy:
-            // A disk of our own, of the guest's size, that the source's mirror fills.
-            disk = paths.directory + "/disk.qcow2"
-            try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
-            try DiskRoom.check(forDiskMiB: spec.diskMiB ?? ImageCatalogue.virtualDiskMiB, in: configuration.stateDirectory)
-        }
+        let disk = try DiskRoom.incomingDisk(
+            for: spec, storage: storage, sharedDisks: configuration.sharedDisks, vmDirectory: paths.directory,
+            stateDirectory: configuration.stateDirectory)
         let image = try await image(named: spec.image)
         let network: GuestNetwork
         switch configuration.network {
@@ -71,7 +55,7 @@ extension QEMUDriver {
         instance.incomingURI = endpoint.description
         instances[spec.id] = instance
         do {
-            if let target = endpoint.disk {
+            if endpoint.disk != nil {
                 let size = "\(spec.diskMiB ?? ImageCatalogue.virtualDiskMiB)M"
                 try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", disk, size])
             }

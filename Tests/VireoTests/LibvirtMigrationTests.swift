@@ -344,6 +344,17 @@ extension RealQEMU {
             return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: try await response.body.collect(upTo: 1 << 16)))
         }
 
+        /// After a failed move: the VM goes from both hosts (a half-made incoming copy included),
+        /// then the second libvirtd and the test's directory.
+        func discard(_ vm: InstanceSpec, on drivers: [LibvirtDriver], second: SecondLibvirtHost, root: String) async {
+            for driver in drivers {
+                try? await driver.abortIncoming(vm.id)
+                try? await driver.delete(vm.id)
+            }
+            try? await second.stop()
+            try? FileManager.default.removeItem(atPath: root)
+        }
+
         func webGuest() -> InstanceSpec {
             InstanceSpec(
                 id: .generate(), name: "lv-mig-\(UUID().uuidString.prefix(6).lowercased())", image: "web", cpus: 1,
@@ -363,10 +374,7 @@ extension RealQEMU {
             do {
                 try await move(vm, from: source, to: destination, root: root, mode: mode)
             } catch {
-                try? await source.delete(vm.id)
-                try? await destination.delete(vm.id)
-                try? await second.stop()
-                try? FileManager.default.removeItem(atPath: root)
+                await discard(vm, on: [source, destination], second: second, root: root)
                 throw error
             }
             try await second.stop()
@@ -446,11 +454,7 @@ extension RealQEMU {
                             + "tail -20 \(second.directory)/log/qemu/*.log",
                     ])
                 print("libvirt copy-storage test failed; the destination's libvirtd: \(seen ?? "unreadable")")
-                try? await source.delete(vm.id)
-                try? await destination.abortIncoming(vm.id)
-                try? await destination.delete(vm.id)
-                try? await second.stop()
-                try? FileManager.default.removeItem(atPath: root)
+                await discard(vm, on: [source, destination], second: second, root: root)
                 throw error
             }
             try await second.stop()
@@ -500,15 +504,7 @@ extension RealQEMU {
             let after = try await status(arrived)
             #expect(after["bootId"] == before["bootId"])
             #expect((after["uptimeSeconds"]?.doubleValue ?? 0) > (before["uptimeSeconds"]?.doubleValue ?? .infinity))
-            try await eventually("the writer finishes on the destination", within: 120) {
-                try await guest(arrived, "/fill")["running"] == .bool(false)
-            }
-            let written = try await guest(arrived, "/fill")
-            #expect(written["error"] == .string(""))
-            #expect(written["writtenMiB"] == .number(32))
-            let readBack = try await guest(arrived, "/fill?verify=1")
-            #expect(readBack["error"] == .string(""))
-            #expect(readBack["checksum"] == written["checksum"], "what the guest wrote is what its disk holds")
+            try await expectDiskWrites(at: arrived, mib: 32)
             // The copy stands alone at the destination, in its own directory.
             let info = try await HostTool.text("qemu-img", ["info", "-U", "--output=json", "\(root)/b/\(vm.id)/disk.qcow2"])
             #expect(!info.contains("backing-filename"), "\(info)")

@@ -251,15 +251,7 @@ extension RealQEMU {
                 #expect(!FileManager.default.fileExists(atPath: sourceDisk), "the source's copy of the disk is removed")
 
                 #expect(try await status(arrived)["bootId"] == before["bootId"])
-                try await eventually("the writer finishes on the destination", within: 120) {
-                    try await guest(arrived, "/fill")["running"] == .bool(false)
-                }
-                let written = try await guest(arrived, "/fill")
-                #expect(written["error"] == .string(""))
-                #expect(written["writtenMiB"] == .number(32))
-                let readBack = try await guest(arrived, "/fill?verify=1")
-                #expect(readBack["error"] == .string(""))
-                #expect(readBack["checksum"] == written["checksum"], "what the guest wrote is what its disk holds")
+                try await expectDiskWrites(at: arrived, mib: 32)
                 try await destination.delete(vm.id)
             } catch {
                 try? await source.delete(vm.id)

@@ -186,3 +186,20 @@ func takeOver(
     try await source.release(id)
     return try #require(try await settle(destination, id, to: .running, tick: tick).address)
 }
+
+/// The web guest at `address` finishes the disk writer a test started (`POST /fill?mib=…`) without
+/// error, having written `mib` MiB, and reading them back from its disk (`O_DIRECT`) gives the
+/// checksum of what it wrote.
+func expectDiskWrites(at address: String, mib: Int, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    try await eventually("the writer finishes on the destination", within: 120) {
+        try await guest(address, "/fill")["running"] == .bool(false)
+    }
+    let written = try await guest(address, "/fill")
+    #expect(written["error"] == .string(""), sourceLocation: sourceLocation)
+    #expect(written["writtenMiB"] == .number(Double(mib)), sourceLocation: sourceLocation)
+    let readBack = try await guest(address, "/fill?verify=1")
+    #expect(readBack["error"] == .string(""), sourceLocation: sourceLocation)
+    #expect(
+        readBack["checksum"] == written["checksum"], "what the guest wrote is what its disk holds",
+        sourceLocation: sourceLocation)
+}
