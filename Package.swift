@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Value types only: IDs, hosts, VM specs and their state machine, the image catalogue,
@@ -35,7 +36,7 @@ let package = Package(
             name: "VireoProcess",
             dependencies: ["VireoModel", .product(name: "Subprocess", package: "swift-subprocess")]
         ),
-        // The migration certificate authority: per-migration TLS credentials for QEMU's channel.
+        // The migration certificate authority: per-migration TLS credentials (controller only).
         .target(
             name: "VireoSecurity",
             dependencies: [
@@ -43,6 +44,20 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
+        // The TLS tunnel that carries a live migration's memory stream between two hosts, with
+        // the credentials the authority issued for that migration.
+        .target(
+            name: "VireoTunnel",
+            dependencies: [
+                "VireoModel",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The hypervisor driver protocol and what a driver can do.
@@ -53,7 +68,7 @@ let package = Package(
         .target(
             name: "VireoDriverQEMU",
             dependencies: [
-                "VireoModel", "VireoDriver", "VireoImage", "VireoProcess",
+                "VireoModel", "VireoDriver", "VireoImage", "VireoProcess", "VireoTunnel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -168,6 +183,7 @@ let package = Package(
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoDriverLibvirt", "VireoStore", "VireoImage",
                 "VireoPlacement",
                 "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess", "VireoSecurity",
+                "VireoTunnel",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -184,7 +200,10 @@ let package = Package(
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoDriverLibvirt", "VireoStore", "VireoImage",
                 "VireoPlacement",
                 "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess", "VireoSecurity",
+                "VireoTunnel",
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

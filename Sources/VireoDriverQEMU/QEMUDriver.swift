@@ -327,6 +327,7 @@ public actor QEMUDriver: HypervisorDriver {
     /// Drops the VM, its local files (and its disk, with its snapshots, when it is ours to remove)
     /// and its network: its tap, and a private network's namespace with the network's last VM.
     func forget(_ id: VMID, _ record: Record, removingDisk: Bool) async {
+        await instances[id]?.incomingTunnel?.close()
         releaseCgroup(id)
         let tapRemoval = instances[id]?.tapRemoval
         instances[id] = nil

@@ -1,6 +1,7 @@
 import Foundation
 import VireoDriver
 import VireoModel
+import VireoTunnel
 
 extension QEMUDriver {
     /// What is stored about a VM: enough to start it again after any restart.
@@ -59,6 +60,8 @@ extension QEMUDriver {
         var outgoingDiskCopy = false
         /// Receiving a copy-storage migration: the disk's NBD export is open.
         var incomingDiskExport = false
+        /// Receiving an encrypted migration: the tunnel that admits its source.
+        var incomingTunnel: IncomingMigrationTunnel?
         /// When this run's QEMU was launched, and how long it took the guest to be ready.
         var launchedAt: ContinuousClock.Instant?
         var bootMs: Int?
@@ -79,9 +82,13 @@ extension QEMUDriver {
     }
 
     /// Where a VM's files are: its directory in the state directory (QEMU's output in
-    /// `qemu.log`), and its QMP socket in a directory of its own in the short runtime directory.
+    /// `qemu.log`), and its sockets in a directory of its own in the short runtime directory: QMP,
+    /// and an encrypted migration's local ends (`incoming`, where a destination's QEMU waits;
+    /// `outgoing`, where a source's QEMU sends).
     struct Paths {
         var directory, record, serial, pid, run, log, runtime, qmp: String
+        var incoming: String { runtime + "/incoming" }
+        var outgoing: String { runtime + "/outgoing" }
     }
 
     func paths(_ id: VMID) -> Paths {

@@ -2,13 +2,14 @@ import Foundation
 import VireoDriver
 import VireoModel
 import VireoProcess
+import VireoTunnel
 
 extension QEMUDriver {
-    /// With `credentials`, QEMU starts with `-incoming defer`, loads them (its x509 server
-    /// credentials, and the source's name as the only peer it admits) and only then listens: a
-    /// connection without a certificate of this migration's source fails its TLS handshake, and
-    /// QEMU keeps waiting for the right one (QEMU 7.2). A copied disk's NBD export takes the same
-    /// credentials and the same peer.
+    /// With `credentials`, the migration's port is an `IncomingMigrationTunnel`: only a peer with
+    /// this migration's source certificate gets through, to QEMU waiting on a unix socket private
+    /// to the VM; anyone else is refused without QEMU hearing of it. A copied disk's NBD export is
+    /// QEMU's own, with the same credentials and the same admitted peer (`tls-creds-x509`,
+    /// `authz-simple`): QEMU starts with `-incoming defer` and loads them first.
     public func prepareIncoming(
         _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage,
         credentials: MigrationCredentials?
@@ -45,43 +46,45 @@ extension QEMUDriver {
         record.vncPort = spec.display == .vnc ? try allocateDisplayPort() : nil
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         try Self.write(record, to: paths.record)
-        let migrationURI = "tcp:\(listenAddress):\(try Self.freePort(on: listenAddress))"
-        var endpoint = IncomingEndpoint(migrationURI: migrationURI)
-        if storage == .copy {
-            endpoint.disk = .init(host: listenAddress, port: try Self.freePort(on: listenAddress))
+        let diskPort = storage == .copy ? try Self.freePort(on: listenAddress) : nil
+        var tunnel: IncomingMigrationTunnel?
+        if let credentials {
+            tunnel = try await IncomingMigrationTunnel(
+                host: listenAddress, credentials: credentials, deliveringTo: paths.incoming, logger: logger)
         }
+        let migrationURI = "tcp:\(listenAddress):\(try tunnel?.port ?? Self.freePort(on: listenAddress))"
+        // Where QEMU itself waits: the migration's port, or the tunnel's end on this host.
+        let qemuURI = tunnel == nil ? migrationURI : "unix:\(paths.incoming)"
+        var endpoint = IncomingEndpoint(migrationURI: migrationURI)
+        endpoint.disk = diskPort.map { .init(host: listenAddress, port: $0) }
         var instance = Instance(record: record, state: .starting)
         instance.run = 1
         instance.incomingURI = endpoint.description
+        instance.incomingTunnel = tunnel
         instances[spec.id] = instance
         do {
             if endpoint.disk != nil {
                 let size = "\(spec.diskMiB ?? ImageCatalogue.virtualDiskMiB)M"
                 try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", disk, size])
             }
-            if endpoint.disk != nil || credentials != nil {
-                // QEMU waits for the migration only once its credentials are loaded and its disk
-                // is offered to the source.
+            if let target = endpoint.disk {
+                // QEMU waits for the migration only once its disk is offered to the source (with
+                // the credentials loaded first, if any).
                 try await launch(spec.id, run: 1, incoming: "defer")
                 let qmp = try running(spec.id)
                 if let credentials {
                     try await addTLS(spec.id, qmp: qmp, credentials: credentials, endpoint: .server)
                 }
-                let tls = credentials == nil ? nil : Self.incomingTLS
-                let authz = credentials == nil ? nil : Self.incomingAuthz
-                if let target = endpoint.disk {
-                    try await qmp.execute(
-                        QMP.NBDServerStart(host: target.host, port: target.port, tlsCreds: tls, tlsAuthz: authz))
-                    try await qmp.execute(
-                        QMP.BlockExportAdd(id: Self.diskExport, nodeName: QEMUInvocation.diskNode, writable: true))
-                    instances[spec.id]?.incomingDiskExport = true
-                }
-                if let tls, let authz {
-                    try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: tls, tlsAuthz: authz))
-                }
-                try await qmp.execute(QMP.MigrateIncoming(uri: migrationURI))
+                try await qmp.execute(
+                    QMP.NBDServerStart(
+                        host: target.host, port: target.port, tlsCreds: credentials == nil ? nil : Self.incomingTLS,
+                        tlsAuthz: credentials == nil ? nil : Self.incomingAuthz))
+                try await qmp.execute(
+                    QMP.BlockExportAdd(id: Self.diskExport, nodeName: QEMUInvocation.diskNode, writable: true))
+                instances[spec.id]?.incomingDiskExport = true
+                try await qmp.execute(QMP.MigrateIncoming(uri: qemuURI))
             } else {
-                try await launch(spec.id, run: 1, incoming: migrationURI)
+                try await launch(spec.id, run: 1, incoming: qemuURI)
             }
         } catch {
             if let pid = instances[spec.id]?.pid { kill(pid, SIGKILL) }
@@ -115,9 +118,10 @@ extension QEMUDriver {
     /// The source's block node for the destination's export, and the mirror job into it.
     static let mirrorNode = "vireo-mirror"
 
-    /// With `credentials`, the memory stream and a copied disk's mirror go over TLS, to a
-    /// destination whose certificate (from the same authority) names the address in `uri`. The
-    /// credentials leave QEMU again when the migration ends, however it ends.
+    /// With `credentials`, the memory stream goes through an `OutgoingMigrationTunnel` (QEMU sends
+    /// to a unix socket of the VM's; the tunnel seals it for a destination whose certificate is
+    /// this migration's and names the address in `uri`), and a copied disk's mirror over QEMU's
+    /// own TLS. Tunnel and credentials go again when the migration ends, however it ends.
     public func migrate(
         _ id: VMID, to uri: String, credentials: MigrationCredentials?,
         progress: @escaping @Sendable (MigrationProgress) -> Void
@@ -128,30 +132,38 @@ extension QEMUDriver {
         }
         let endpoint = try IncomingEndpoint(parsing: uri)
         guard let credentials else {
-            // A QEMU that arrived here by an encrypted migration still has its parameters.
-            try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: "", tlsAuthz: ""))
-            return try await send(id, qmp: qmp, to: endpoint, tls: nil, progress: progress)
+            return try await send(id, qmp: qmp, to: endpoint, via: endpoint.migrationURI, tls: nil, progress: progress)
         }
+        let tunnel: OutgoingMigrationTunnel
         do {
-            try await addTLS(id, qmp: qmp, credentials: credentials, endpoint: .client)
-            try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: Self.outgoingTLS, tlsAuthz: ""))
+            if endpoint.disk != nil { try await addTLS(id, qmp: qmp, credentials: credentials, endpoint: .client) }
+            let (host, port) = try endpoint.tcpAddress()
+            tunnel = try await OutgoingMigrationTunnel(
+                host: host, port: port, credentials: credentials, listeningAt: paths(id).outgoing,
+                owner: instances[id]?.record.uid)
         } catch {
             await removeOutgoingTLS(qmp)
-            throw VireoError(.unavailable, "cannot load the migration's TLS credentials: \(error); the VM keeps running here")
+            throw VireoError(
+                .unavailable, "cannot open the encrypted channel to \(endpoint): \(error); the VM keeps running here")
         }
         do {
-            let stats = try await send(id, qmp: qmp, to: endpoint, tls: Self.outgoingTLS, progress: progress)
+            let stats = try await send(
+                id, qmp: qmp, to: endpoint, via: "unix:\(tunnel.socketPath)",
+                tls: endpoint.disk == nil ? nil : Self.outgoingTLS, progress: progress)
+            await tunnel.close()
             await removeOutgoingTLS(qmp)
             return stats
         } catch {
+            await tunnel.close()
             await removeOutgoingTLS(qmp)
             throw error
         }
     }
 
-    /// Sends the VM to `endpoint` (over TLS with the `tls` credentials object, if given).
+    /// Sends the VM to `endpoint`, its memory stream to `streamURI` (the endpoint's, or a tunnel's
+    /// local end), a copied disk's mirror over TLS with the `tls` credentials object, if given.
     private func send(
-        _ id: VMID, qmp: QMPClient, to endpoint: IncomingEndpoint, tls: String?,
+        _ id: VMID, qmp: QMPClient, to endpoint: IncomingEndpoint, via streamURI: String, tls: String?,
         progress: @escaping @Sendable (MigrationProgress) -> Void
     ) async throws -> MigrationStats {
         // Converge even when the guest dirties memory quickly: no bandwidth cap below the link's,
@@ -196,7 +208,7 @@ extension QEMUDriver {
             return VireoError(.unavailable, "migration to \(endpoint) failed: \(reason); the VM keeps running here")
         }
         do {
-            try await qmp.execute(QMP.Migrate(uri: endpoint.migrationURI))
+            try await qmp.execute(QMP.Migrate(uri: streamURI))
         } catch {
             throw try await failed("\(error)")
         }
@@ -339,6 +351,8 @@ extension QEMUDriver {
     }
 
     public func finishIncoming(_ id: VMID) async throws {
+        await instances[id]?.incomingTunnel?.close()
+        instances[id]?.incomingTunnel = nil
         if let qmp = instances[id]?.qmp {
             await closeIncomingDiskExport(id, qmp: qmp)
             await removeIncomingTLS(qmp)
@@ -390,4 +404,13 @@ struct IncomingEndpoint: CustomStringConvertible, Equatable {
     }
 
     var description: String { disk.map { "\(migrationURI);disk=\($0)" } ?? migrationURI }
+
+    /// The host and port of the migration URI (`tcp:HOST:PORT`, `tcp:[V6]:PORT`).
+    func tcpAddress() throws -> (host: String, port: Int) {
+        guard migrationURI.hasPrefix("tcp:"), let colon = migrationURI.lastIndex(of: ":"),
+            let port = Int(migrationURI[migrationURI.index(after: colon)...]), (1...65535).contains(port)
+        else { throw VireoError.invalid(field: "incomingURI", value: "'\(migrationURI)'", "expected tcp:ADDR:PORT") }
+        let host = migrationURI[migrationURI.index(migrationURI.startIndex, offsetBy: 4)..<colon]
+        return (String(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))), port)
+    }
 }

@@ -1,17 +1,20 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import Testing
 import VireoDriver
 import VireoModel
 import VireoSecurity
+import VireoTunnel
 
 @testable import VireoDriverQEMU
 
 extension RealQEMU {
     /// The migration channel secured with per-migration certificates, against real QEMU 7.2 on
-    /// loopback. What these tests found: a connection that fails the destination's TLS handshake
-    /// (no TLS, an unknown issuer, or a certificate of another migration, which `authz-simple`
-    /// denies) ends that connection only; the destination's QEMU stays `inmigrate`, listening, and
-    /// the legitimate source can still complete the migration.
+    /// loopback: the memory stream through the agents' TLS tunnel, a copied disk over QEMU's own
+    /// TLS. A connection that is not this migration's source (no TLS, an unknown issuer, or a
+    /// certificate of another migration) is refused by the tunnel; the destination's QEMU never
+    /// hears of it, stays `inmigrate`, and the legitimate source can still complete the migration.
     @Suite("QEMU live migration over TLS (real QEMU)")
     struct QEMUMigrationTLSTests {
         let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
@@ -125,23 +128,29 @@ extension RealQEMU {
                     vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared, credentials: destinationCredentials)
                 let destinationPID = try #require(await destination.instances[vm.id]?.pid)
 
-                // A certificate of another authority — its source trusts both authorities, so that
-                // its QEMU accepts its own certificate and our destination's (our CA certificate is
-                // no secret): the destination is the one that refuses it — and a valid certificate
-                // of ours for another migration.
+                // A certificate of another authority, and a valid certificate of ours for another
+                // migration. The rogue knows our destination's name and trusts our authority (its
+                // certificate is no secret), so that the destination is the one that refuses it.
                 let foreign = try MigrationAuthority(name: "Rogue authority").issue(
                     migration: .generate(), role: .source, address: nil)
+                let ours = try credentials(authority).source
                 let attempts: [(String, MigrationCredentials?)] = [
                     ("no TLS", nil),
                     (
                         "another authority's certificate",
                         MigrationCredentials(
-                            caCertificate: authority.certificatePEM + foreign.caCertificate, certificate: foreign.certificate,
-                            privateKey: foreign.privateKey, peer: foreign.peer)
+                            caCertificate: authority.certificatePEM, certificate: foreign.certificate,
+                            privateKey: foreign.privateKey, peer: sourceCredentials.peer)
                     ),
-                    ("another migration's certificate", try credentials(authority).source),
+                    (
+                        "another migration's certificate",
+                        MigrationCredentials(
+                            caCertificate: ours.caCertificate, certificate: ours.certificate, privateKey: ours.privateKey,
+                            peer: sourceCredentials.peer)
+                    ),
                 ]
-                for (what, rogueCredentials) in attempts {
+                let tunnel = try #require(await destination.instances[vm.id]?.incomingTunnel)
+                for (index, (what, rogueCredentials)) in attempts.enumerated() {
                     let error = await #expect(throws: VireoError.self, "\(what)") {
                         _ = try await rogueHost.migrate(rogue.id, to: uri, credentials: rogueCredentials) { _ in }
                     }
@@ -151,7 +160,9 @@ extension RealQEMU {
                     try await expectWaiting(destination, vm.id, "after a rogue source with \(what)")
                     #expect(await destination.instances[vm.id]?.pid == destinationPID, "\(what): same QEMU")
                     #expect(QEMUDriver.isQEMU(destinationPID, running: vm.id))
+                    #expect(tunnel.refusals.count == index + 1, "\(what): refused by the destination's tunnel")
                 }
+                print("the destination's tunnel refused:\n" + tunnel.refusals.joined(separator: "\n"))
 
                 // The legitimate source, after all that, completes the migration.
                 let stats = try await source.migrate(vm.id, to: uri, credentials: sourceCredentials) { _ in }
@@ -185,6 +196,7 @@ extension RealQEMU {
                     vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared,
                     credentials: try credentials(authority).destination)
                 let pid = try #require(await destination.instances[vm.id]?.pid)
+                let port = try #require(await destination.instances[vm.id]?.incomingTunnel?.port)
                 await #expect(throws: VireoError.self) {
                     _ = try await rogueHost.migrate(rogue.id, to: uri, credentials: try credentials(authority).source) { _ in }
                 }
@@ -193,6 +205,10 @@ extension RealQEMU {
                 #expect(try await destination.status().isEmpty)
                 #expect(!QEMUDriver.isQEMU(pid, running: vm.id), "the waiting QEMU is gone")
                 #expect(!FileManager.default.fileExists(atPath: await destination.paths(vm.id).directory))
+                await #expect(throws: (any Error).self, "the migration's port is closed") {
+                    try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                        .connect(host: "127.0.0.1", port: port).get().close()
+                }
                 try await rogueHost.delete(rogue.id)
                 try await source.delete(vm.id)
             } catch {
