@@ -147,7 +147,7 @@ extension QEMUDriver {
         guard let cgroup = instances[id]?.cgroup else { return }
         instances[id]?.cgroup = nil
         let logger = logger
-        Task {
+        instances[id]?.cgroupRemoval = Task {
             if let peak = cgroup.memoryPeakBytes {
                 logger.debug("cgroup released", metadata: ["vm": "\(id)", "memory-peak-mib": "\(peak >> 20)"])
             }

@@ -205,8 +205,10 @@ public actor QEMUDriver: HypervisorDriver {
     /// migration on `incoming`), confined (`QEMUConfinement`), and attaches to it. On failure the
     /// VM is `failed` with QEMU's message.
     func launch(_ id: VMID, run: Int, incoming: String? = nil, snapshot: String? = nil) async throws {
-        // The previous run's tap must be gone before this run makes its own of the same name.
+        // The previous run's tap and cgroup must be gone before this run makes its own of the
+        // same names.
         await instances[id]?.tapRemoval?.value
+        await instances[id]?.cgroupRemoval?.value
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let paths = paths(id)
         var launched: Int32?
@@ -328,7 +330,18 @@ public actor QEMUDriver: HypervisorDriver {
     /// and its network: its tap, and a private network's namespace with the network's last VM.
     func forget(_ id: VMID, _ record: Record, removingDisk: Bool) async {
         await instances[id]?.incomingTunnel?.close()
+        // Its QEMU has exited (or been killed): the group goes now, not after this process has
+        // ended (a process that exits right after a delete would leave it behind). A QEMU slow to
+        // wind down is not waited for long; the group then goes in the background.
         releaseCgroup(id)
+        if let removal = instances[id]?.cgroupRemoval {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await removal.value }
+                group.addTask { try? await Task.sleep(for: .seconds(3)) }
+                await group.next()
+                group.cancelAll()
+            }
+        }
         let tapRemoval = instances[id]?.tapRemoval
         instances[id] = nil
         let paths = paths(id)

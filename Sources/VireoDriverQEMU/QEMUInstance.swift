@@ -65,8 +65,9 @@ extension QEMUDriver {
         /// When this run's QEMU was launched, and how long it took the guest to be ready.
         var launchedAt: ContinuousClock.Instant?
         var bootMs: Int?
-        /// The VM's cgroup while its QEMU runs.
+        /// The VM's cgroup while its QEMU runs, and its removal once QEMU has exited.
         var cgroup: VMCgroup?
+        var cgroupRemoval: Task<Void, Never>?
         /// Removing the tap device of the last run (its QEMU exited); the next launch waits for it,
         /// so it cannot remove the new run's tap.
         var tapRemoval: Task<Void, Never>?
