@@ -34,7 +34,7 @@ final class Splice: ChannelDuplexHandler {
     /// A migration moves hundreds of MiB: reads of up to 1 MiB, up to 4 MiB queued for the
     /// partner before this side stops reading, and a 4 MiB socket send buffer. With NIO's
     /// defaults (64 KiB) the two sides took turns: a paused move of 512 MiB dirtying 256 MiB was
-    /// down 363 ms (median of 5), against about 300 ms with these.
+    /// down 363 ms (median of 5), against 284–330 ms with these (docs/benchmarks.md).
     static let readSizes = AdaptiveRecvByteBufferAllocator(minimum: 64 << 10, initial: 256 << 10, maximum: 1 << 20)
     static let waterMarks = ChannelOptions.Types.WriteBufferWaterMark(low: 1 << 20, high: 4 << 20)
 
