@@ -62,6 +62,10 @@ extension QEMUDriver {
         var incomingDiskExport = false
         /// Receiving an encrypted migration: the tunnel that admits its source.
         var incomingTunnel: IncomingMigrationTunnel?
+        /// A paused migration's source: when the guest was paused for it. A destination: when the
+        /// guest that arrived resumed. Between the two, the guest ran nowhere.
+        var migrationPausedAt: ContinuousClock.Instant?
+        var arrivedResumedAt: ContinuousClock.Instant?
         /// When this run's QEMU was launched, and how long it took the guest to be ready.
         var launchedAt: ContinuousClock.Instant?
         var bootMs: Int?

@@ -166,6 +166,9 @@ extension QEMUDriver {
         _ id: VMID, qmp: QMPClient, to endpoint: IncomingEndpoint, via streamURI: String, tls: String?,
         progress: @escaping @Sendable (MigrationProgress) -> Void
     ) async throws -> MigrationStats {
+        // QEMU's own TLS never carries the memory stream (the tunnel does, if any); a QEMU that
+        // arrived by an encrypted migration may still name its credentials.
+        try await qmp.execute(QMP.MigrateSetParameters(tlsCreds: "", tlsAuthz: ""))
         // Converge even when the guest dirties memory quickly: no bandwidth cap below the link's,
         // throttle the vCPUs when needed, and accept up to the downtime the SLOs can take. A copied
         // disk's mirror is finished in `pre-switchover`, with the guest paused, before the last
@@ -196,7 +199,10 @@ extension QEMUDriver {
         let mode = configuration.migrationMode.resolved(for: configuration.accelerator)
         let paused = mode == .paused
         let pausedAt = ContinuousClock.now
-        if paused { try await qmp.execute(QMP.Stop()) }
+        if paused {
+            try await qmp.execute(QMP.Stop())
+            instances[id]?.migrationPausedAt = pausedAt
+        }
         let migrateAt = ContinuousClock.now
         /// Undoes what this migration set up and says why it failed; the guest runs on here.
         func failed(_ reason: String) async throws -> VireoError {
@@ -348,6 +354,13 @@ extension QEMUDriver {
         // The console history stays with the VM: the destination appends to what the source had.
         // A disk the destination copied is its own now: this one goes (it may be in shared storage).
         await forget(id, instance.record, removingDisk: instance.outgoingDiskCopy)
+    }
+
+    /// When the guest paused here for its last paused migration, and when a guest that arrived
+    /// here resumed: from one host's first to the other's second the guest ran nowhere (both
+    /// hosts' drivers in one process, as in `vireo bench migrate`, read the same clock).
+    public func migrationInstants(_ id: VMID) -> (paused: ContinuousClock.Instant?, resumed: ContinuousClock.Instant?) {
+        (instances[id]?.migrationPausedAt, instances[id]?.arrivedResumedAt)
     }
 
     public func finishIncoming(_ id: VMID) async throws {

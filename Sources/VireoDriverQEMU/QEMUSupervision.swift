@@ -43,7 +43,7 @@ extension QEMUDriver {
                     for await event in qmp.events {
                         switch QMP.Event(event) {
                         case .shutdown(let guest): await self.shutdownEvent(id, run: run, guest: guest)
-                        case .resume where incoming: await self.becameReady(id, run: run)
+                        case .resume where incoming: await self.becameReady(id, run: run, arrived: true)
                         case .migration(.completed) where incoming: await self.continueArrived(id, run: run, qmp: qmp)
                         default: break
                         }
@@ -63,8 +63,9 @@ extension QEMUDriver {
         instances[id]?.run == run && instances[id]?.pid == pid
     }
 
-    private func becameReady(_ id: VMID, run: Int) {
+    private func becameReady(_ id: VMID, run: Int, arrived: Bool = false) {
         guard instances[id]?.run == run, instances[id]?.state == .starting else { return }
+        if arrived { instances[id]?.arrivedResumedAt = .now }
         instances[id]?.state = .running
         stateChanged()
         if let launchedAt = instances[id]?.launchedAt {

@@ -28,13 +28,15 @@ public enum MigrationTunnel {
         let certificates = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificate.utf8))
         let key = try NIOSSLPrivateKey(bytes: Array(credentials.privateKey.utf8), format: .pem)
         let authorities = try NIOSSLCertificate.fromPEMBytes(Array(credentials.caCertificate.utf8))
+        let chain = certificates.map { NIOSSLCertificateSource.certificate($0) }
         var configuration =
             server
-            ? TLSConfiguration.makeServerConfiguration(
-                certificateChain: certificates.map { .certificate($0) }, privateKey: .privateKey(key))
+            ? TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             : TLSConfiguration.makeClientConfiguration()
-        configuration.certificateChain = certificates.map { .certificate($0) }
-        configuration.privateKey = .privateKey(key)
+        if !server {
+            configuration.certificateChain = chain
+            configuration.privateKey = .privateKey(key)
+        }
         configuration.trustRoots = .certificates(authorities)
         configuration.minimumTLSVersion = .tlsv13
         // A server checks (and requires) the client's certificate; a client also checks that the
@@ -82,9 +84,15 @@ public final class IncomingMigrationTunnel: Sendable {
         let logger: Logger
         init(logger: Logger) { self.logger = logger }
 
+        /// Kept: the latest refusals (a peer may try many times; the log has them all).
+        static let refusalsKept = 64
+
         func refuse(_ remote: SocketAddress?, _ reason: String) {
             let text = "\(remote.map { "\($0)" } ?? "a peer"): \(reason)"
-            state.withLock { $0.refusals.append(text) }
+            state.withLock { state in
+                state.refusals.append(text)
+                if state.refusals.count > Self.refusalsKept { state.refusals.removeFirst() }
+            }
             logger.warning("refused a connection to the migration's port", metadata: ["reason": "\(text)"])
         }
 
@@ -130,7 +138,7 @@ public final class IncomingMigrationTunnel: Sendable {
         self.port = listener.localAddress?.port ?? 0
     }
 
-    /// Why connections were refused, in order ("ADDRESS: reason").
+    /// Why connections were refused, in order ("ADDRESS: reason"), the latest 64.
     public var refusals: [String] { shared.state.withLock { $0.refusals } }
 
     /// Whether the source has connected (from then on, nobody else can).
@@ -213,7 +221,7 @@ public final class IncomingMigrationTunnel: Sendable {
                 return
             }
             passed = true
-            channel.setOption(.autoRead, value: false).whenComplete { _ in }
+            try? channel.syncOptions?.setOption(.autoRead, value: false)
             deliver(context: context)
         }
 
@@ -252,7 +260,7 @@ public final class IncomingMigrationTunnel: Sendable {
                             unix.close(promise: nil)
                             return
                         }
-                        channel.setOption(.autoRead, value: true).whenComplete { _ in }
+                        try? channel.syncOptions?.setOption(.autoRead, value: true)
                     }
                 }
         }
@@ -336,7 +344,10 @@ public final class OutgoingMigrationTunnel: Sendable {
                 .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true).get()
             guard chmod(socketPath, 0o600) == 0, owner.map({ chown(socketPath, $0, gid_t(bitPattern: -1)) == 0 }) ?? true
             else {
-                throw VireoError(.internal, "cannot hand \(socketPath) to QEMU: \(String(cString: strerror(errno)))")
+                let reason = String(cString: strerror(errno))
+                try? await listener.close()
+                unlink(socketPath)
+                throw VireoError(.internal, "cannot hand \(socketPath) to QEMU: \(reason)")
             }
         } catch let error as VireoError {
             try? await network.close()

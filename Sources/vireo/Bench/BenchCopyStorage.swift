@@ -22,6 +22,7 @@ struct CopyStorageBenchResult: Codable, Sendable {
     var runs: [Run]
     var totalMs: MigrationBenchResult.Summary?
     var downtimeMs: MigrationBenchResult.Summary?
+    var guestDownMs: MigrationBenchResult.Summary?
     var diskCopyMs: MigrationBenchResult.Summary?
     var diskCopiedMiB: MigrationBenchResult.Summary?
     var memorySentMiB: MigrationBenchResult.Summary?
@@ -29,6 +30,8 @@ struct CopyStorageBenchResult: Codable, Sendable {
     struct Run: Codable, Sendable {
         var totalMs: Int?
         var downtimeMs: Int?
+        /// From the guest's pause on the source to its resumption on the destination.
+        var guestDownMs: Int?
         /// The disk mirror, until source and destination were in step.
         var diskCopyMs: Int?
         var diskCopiedBytes: UInt64?
@@ -61,7 +64,8 @@ struct BenchCopyStorage: AsyncParsableCommand {
             disk copied (the destination exports an empty disk over NBD, the source mirrors into it while \
             the guest runs, then the memory follows). Once the write has finished on b, the guest reads the \
             region back from the disk itself and the checksums are compared. Prints the total time, the \
-            downtime, the disk copy's time and bytes, and the memory sent. --tls on moves memory and disk \
+            downtime (QEMU's, to the source's last byte, and the guest's, from its pause on the source to its \
+            resumption on the destination), the disk copy's time and bytes, and the memory sent. --tls on moves memory and disk \
             over TLS with fresh certificates for each move, as the controller does.
             """)
 
@@ -138,6 +142,7 @@ struct BenchCopyStorage: AsyncParsableCommand {
         let done = result.runs.filter { $0.totalMs != nil }
         result.totalMs = .init(done.compactMap { $0.totalMs.map(Double.init) })
         result.downtimeMs = .init(done.compactMap { $0.downtimeMs.map(Double.init) })
+        result.guestDownMs = .init(done.compactMap { $0.guestDownMs.map(Double.init) })
         result.diskCopyMs = .init(done.compactMap { $0.diskCopyMs.map(Double.init) })
         result.diskCopiedMiB = .init(done.compactMap { $0.diskCopiedBytes.map { Double($0) / 1_048_576 } })
         result.memorySentMiB = .init(done.compactMap { $0.memorySentBytes.map { Double($0) / 1_048_576 } })
@@ -179,8 +184,10 @@ struct BenchCopyStorage: AsyncParsableCommand {
         run.diskCopyMs = stats.storageTimeMs
         run.diskCopiedBytes = stats.storageBytes
         run.memorySentBytes = stats.transferredBytes
+        let paused = await source.migrationInstants(spec.id).paused
         try await destination.finishIncoming(spec.id)
         let arrived = try await MigrationBench.waitRunning(destination, spec.id)
+        run.guestDownMs = MigrationBench.milliseconds(from: paused, to: await destination.migrationInstants(spec.id).resumed)
         try await source.release(spec.id)
         run.sourceDiskRemoved = !FileManager.default.fileExists(atPath: sourceDisk)
         var fill = try await Self.fill(arrived)
@@ -231,8 +238,9 @@ struct BenchCopyStorage: AsyncParsableCommand {
         guard let total = run.totalMs else { return "run \(number): failed: \(run.error ?? "unknown")" }
         return String(
             format:
-                "run %d: total %d ms, downtime %d ms, disk %.0f MiB in %d ms, memory %.0f MiB; written %d MiB at the start, %d on arrival; checksum %@%@",
-            number, total, run.downtimeMs ?? 0, Double(run.diskCopiedBytes ?? 0) / 1_048_576, run.diskCopyMs ?? 0,
+                "run %d: total %d ms, downtime %d ms (guest down %d ms), disk %.0f MiB in %d ms, memory %.0f MiB; written %d MiB at the start, %d on arrival; checksum %@%@",
+            number, total, run.downtimeMs ?? 0, run.guestDownMs ?? 0, Double(run.diskCopiedBytes ?? 0) / 1_048_576,
+            run.diskCopyMs ?? 0,
             Double(run.memorySentBytes ?? 0) / 1_048_576, run.writtenMiBAtStart ?? 0, run.writtenMiBOnArrival ?? 0,
             run.checksumMatches ? "matches" : "DIFFERS", run.error.map { " (\($0))" } ?? "")
     }
@@ -247,11 +255,14 @@ struct BenchCopyStorage: AsyncParsableCommand {
                 + "\(result.writeMiB) MiB written at \(result.writeRateMiBps == 0 ? "full speed" : "\(result.writeRateMiBps) MiB/s") "
                 + "from the start of each move\(result.tls ? ", over TLS" : ""); min / median / max:")
         printTable(
-            ["RUNS", "TOTAL MS", "DOWNTIME MS", "DISK COPY MS", "DISK MIB", "MEMORY MIB", "CHECKSUM", "SOURCE DISK GONE"],
+            [
+                "RUNS", "TOTAL MS", "DOWNTIME MS", "GUEST DOWN MS", "DISK COPY MS", "DISK MIB", "MEMORY MIB", "CHECKSUM",
+                "SOURCE DISK GONE",
+            ],
             [
                 [
                     "\(result.runs.filter { $0.totalMs != nil }.count)/\(result.runs.count)", triple(result.totalMs, "%.0f"),
-                    triple(result.downtimeMs, "%.0f"), triple(result.diskCopyMs, "%.0f"),
+                    triple(result.downtimeMs, "%.0f"), triple(result.guestDownMs, "%.0f"), triple(result.diskCopyMs, "%.0f"),
                     triple(result.diskCopiedMiB, "%.0f"), triple(result.memorySentMiB, "%.0f"),
                     "\(result.runs.filter(\.checksumMatches).count)/\(result.runs.count) match",
                     "\(result.runs.filter(\.sourceDiskRemoved).count)/\(result.runs.count)",

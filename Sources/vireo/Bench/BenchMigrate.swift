@@ -35,6 +35,7 @@ struct MigrationBenchResult: Codable, Sendable {
         /// Over the runs that completed.
         var totalMs: Summary?
         var downtimeMs: Summary?
+        var guestDownMs: Summary?
         var transferredMiB: Summary?
         /// Migrations QEMU completed (whether or not the guest survived them).
         var completed: Int { runs.filter { $0.totalMs != nil }.count }
@@ -51,6 +52,11 @@ struct MigrationBenchResult: Codable, Sendable {
         /// switch-over until the last byte was sent), from the pause to the last byte in a paused one.
         var totalMs: Int?
         var downtimeMs: Int?
+        /// A paused migration: from the guest's pause on the source to its resumption on the
+        /// destination (QEMU's RESUME event there) — the whole time it ran nowhere, with the end of
+        /// the stream still in flight and the destination's load of it. QEMU's figures stop at the
+        /// source's last byte.
+        var guestDownMs: Int?
         var transferredBytes: UInt64?
         /// QEMU's `setup-time`: from the migrate command to the first page sent (in `totalMs`).
         var setupMs: Int?
@@ -100,7 +106,9 @@ struct BenchMigrate: AsyncParsableCommand {
             load, that its memory arrived intact (the load found every page as it had last written it). \
             --mode picks live pre-copy or a paused copy (docs/migration.md). --tls on sends each migration \
             over TLS with fresh certificates from an in-memory authority, as the controller does; --tls both \
-            measures each combination both ways, plain first.
+            measures each combination both ways, plain first. DOWNTIME is QEMU's figure, which ends with the \
+            source's last byte; GUEST DOWN (paused copies) runs from the guest's pause on the source to its \
+            resumption on the destination, the stream's tail and the destination's load included.
             """)
 
     @Option(help: ArgumentHelp("Guest memory sizes, comma-separated.", valueName: "sizes"))
@@ -206,13 +214,17 @@ struct BenchMigrate: AsyncParsableCommand {
             "\(result.accelerator), \(result.mode) migration, \(result.runs) runs each, downtime-limit \(result.downtimeLimitMs) ms, "
                 + "max-bandwidth \(result.bandwidthBytesPerSecond >> 20) MiB/s; min / median / max:")
         printTable(
-            ["MEMORY", "DIRTY", "TLS", "COMPLETED", "TOTAL MS", "DOWNTIME MS", "SENT MIB", "KEPT RUNNING", "MEMORY INTACT"],
+            [
+                "MEMORY", "DIRTY", "TLS", "COMPLETED", "TOTAL MS", "DOWNTIME MS", "GUEST DOWN MS", "SENT MIB", "KEPT RUNNING",
+                "MEMORY INTACT",
+            ],
             result.combinations.map { c in
                 let tls = c.tls ? "on" : "off"
                 if c.skipped != nil { return ["\(c.memoryMiB)MiB", "\(c.dirtyMiB)MiB", tls, "skipped"] }
                 return [
                     "\(c.memoryMiB)MiB", "\(c.dirtyMiB)MiB", tls, "\(c.completed)/\(c.runs.count)", triple(c.totalMs, "%.0f"),
-                    triple(c.downtimeMs, "%.0f"), triple(c.transferredMiB, "%.1f"), "\(c.keptRunning)/\(c.runs.count)",
+                    triple(c.downtimeMs, "%.0f"), triple(c.guestDownMs, "%.0f"), triple(c.transferredMiB, "%.1f"),
+                    "\(c.keptRunning)/\(c.runs.count)",
                     c.dirtyMiB == 0 ? "-" : "\(c.memoryIntact)/\(c.memoryChecked)",
                 ]
             })
@@ -367,11 +379,14 @@ struct MigrationBench: Sendable {
                     record.downtimeMs = stats.downtimeMs
                     record.transferredBytes = stats.transferredBytes
                     record.setupMs = stats.setupTimeMs
+                    let paused = await source.migrationInstants(spec.id).paused
                     // The source is let go only once the guest runs on the destination, which has
                     // then read the whole stream.
                     try await destination.finishIncoming(spec.id)
                     here = 1 - here
                     address = try await Self.waitRunning(destination, spec.id)
+                    record.guestDownMs = Self.milliseconds(
+                        from: paused, to: await destination.migrationInstants(spec.id).resumed)
                     try await source.release(spec.id)
                 } catch {
                     if Task.isCancelled { throw error }
@@ -418,8 +433,16 @@ struct MigrationBench: Sendable {
         let done = combination.runs.filter { $0.totalMs != nil }
         combination.totalMs = .init(done.compactMap { $0.totalMs.map(Double.init) })
         combination.downtimeMs = .init(done.compactMap { $0.downtimeMs.map(Double.init) })
+        combination.guestDownMs = .init(done.compactMap { $0.guestDownMs.map(Double.init) })
         combination.transferredMiB = .init(done.compactMap { $0.transferredBytes.map { Double($0) / 1_048_576 } })
         return combination
+    }
+
+    /// How long the guest ran nowhere: from its pause on the source to its resumption on the
+    /// destination (both drivers in this process, on one clock).
+    static func milliseconds(from paused: ContinuousClock.Instant?, to resumed: ContinuousClock.Instant?) -> Int? {
+        guard let paused, let resumed else { return nil }
+        return Int(((resumed - paused) / .milliseconds(1)).rounded())
     }
 
     static func describe(_ run: MigrationBenchResult.Run, label: String, run number: Int) -> String {
@@ -427,9 +450,9 @@ struct MigrationBench: Sendable {
             run.totalMs == nil
             ? "migration failed"
             : String(
-                format: "total %d ms (setup %d), downtime %d ms, %.1f MiB sent", run.totalMs ?? 0, run.setupMs ?? 0,
-                run.downtimeMs ?? 0,
-                Double(run.transferredBytes ?? 0) / 1_048_576)
+                format: "total %d ms (setup %d), downtime %d ms, ", run.totalMs ?? 0, run.setupMs ?? 0, run.downtimeMs ?? 0)
+                + (run.guestDownMs.map { "guest down \($0) ms, " } ?? "")
+                + String(format: "%.1f MiB sent", Double(run.transferredBytes ?? 0) / 1_048_576)
         if let error = run.error { outcome += " (\(error))" }
         let peak = run.peakDirtyMiBps.map { String(format: ", peak dirty rate %.0f MiB/s", $0) } ?? ""
         let lost = run.lostWrites.map { $0 == 0 ? "; memory intact" : "; \($0) LOST WRITES" } ?? ""
