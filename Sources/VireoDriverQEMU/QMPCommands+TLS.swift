@@ -1,14 +1,12 @@
 import Foundation
+import VireoProcess
 
 /// The objects an encrypted, authenticated migration needs: QEMU's x509 credentials (read from a
 /// directory when the object is added) and the list of peers the destination lets in.
 extension QMP {
     /// Which side of a TLS connection a `tls-creds-x509` object is for: it decides which files
-    /// QEMU reads from its directory (`server-cert.pem`/`server-key.pem` or `client-…`).
-    public enum TLSEndpoint: String, Encodable, Sendable, Equatable {
-        case server
-        case client
-    }
+    /// QEMU reads from its directory.
+    public typealias TLSEndpoint = QEMUTLSFiles.Endpoint
 
     /// Adds a `tls-creds-x509` object `id` from the files in `directory` (`ca-cert.pem` and the
     /// endpoint's certificate and key, read now). `verifyPeer`: a server asks the client for a

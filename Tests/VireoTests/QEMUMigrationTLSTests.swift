@@ -4,6 +4,7 @@ import NIOPosix
 import Testing
 import VireoDriver
 import VireoModel
+import VireoProcess
 import VireoSecurity
 import VireoTunnel
 
@@ -234,7 +235,7 @@ struct QEMUTLSFilesTests {
         let credentials = try MigrationAuthority().issue(migration: .generate(), role: .destination, address: "127.0.0.1")
         for endpoint in [QMP.TLSEndpoint.server, .client] {
             let directory = vmDirectory + "/tls"
-            try QEMUDriver.writeTLSFiles(credentials, endpoint: endpoint, into: directory, ownedLike: vmDirectory)
+            try QEMUTLSFiles.write(credentials, endpoint: endpoint, into: directory, ownedLike: vmDirectory)
             let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
             let expected = ["ca-cert.pem", "\(endpoint.rawValue)-cert.pem", "\(endpoint.rawValue)-key.pem"]
             #expect(Set(names) == Set(expected + (endpoint == .server ? ["dh-params.pem"] : [])))
