@@ -326,6 +326,8 @@ public final class OutgoingMigrationTunnel: Sendable {
             let localBound = try await loop.submit {
                 let (networkEnd, localEnd) = Splice.pair()
                 try network.pipeline.syncOperations.addHandler(networkEnd)
+                // Closed before its end was there: it would not see the channel go inactive.
+                guard network.isActive else { throw ChannelError.ioOnClosedChannel }
                 return NIOLoopBound(localEnd, eventLoop: loop)
             }.get()
             listener = try await ServerBootstrap(group: loop)

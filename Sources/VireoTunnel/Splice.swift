@@ -15,6 +15,9 @@ final class Splice: ChannelDuplexHandler {
     private var readPending = false
     /// The last write handed to this side; it completes after every earlier one.
     private var lastWrite: EventLoopFuture<Void>?
+    /// What the partner read before this side's channel was there to write it (a read NIO had
+    /// asked for before the partner's end was added).
+    private var queued: [ByteBuffer] = []
     /// The partner's channel has closed.
     private var partnerGone = false
     /// Bytes this side has read (and handed to its partner).
@@ -45,6 +48,9 @@ final class Splice: ChannelDuplexHandler {
             try? options.setOption(.writeBufferWaterMark, value: Self.waterMarks)
             try? options.setOption(.socketOption(.so_sndbuf), value: 4 << 20)
         }
+        for buffer in queued { partnerWrite(buffer) }
+        if !queued.isEmpty { context.flush() }
+        queued = []
         if partnerGone, context.channel.isActive { context.close(promise: nil) }
         // The partner's channel may have wanted to read before this side was there to take it.
         partner?.partnerCanTakeMore()
@@ -55,8 +61,11 @@ final class Splice: ChannelDuplexHandler {
         context.fireChannelActive()
     }
 
+    /// Also when the end is added to a channel that has already closed (it then never sees the
+    /// channel go inactive): the partner must end either way.
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        partner?.partnerEnded()
         partner = nil
     }
 
@@ -93,7 +102,10 @@ final class Splice: ChannelDuplexHandler {
     }
 
     private func partnerWrite(_ buffer: ByteBuffer) {
-        guard let context else { return }
+        guard let context else {
+            queued.append(buffer)
+            return
+        }
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.write(wrapOutboundOut(buffer), promise: promise)
         lastWrite = promise.futureResult

@@ -165,7 +165,19 @@ struct MigrationTunnelTests {
                 let tunnel = try await OutgoingMigrationTunnel(
                     host: "127.0.0.1", port: incoming.port, credentials: rogue,
                     listeningAt: directory + "/rogue-\(index)", owner: nil)
-                let echoed = try? await roundTrip(Array("QEVM".utf8), through: tunnel.socketPath)
+                // The stream ends at once (it used to hang when the destination closed before the
+                // source's end of the splice was in place).
+                let started = ContinuousClock.now
+                let echoed = try? await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+                    group.addTask { try? await roundTrip(Array("QEVM".utf8), through: tunnel.socketPath) }
+                    group.addTask {
+                        try await Task.sleep(for: .seconds(10))
+                        return nil
+                    }
+                    defer { group.cancelAll() }
+                    return try await group.next() ?? nil
+                }
+                #expect(ContinuousClock.now - started < .seconds(10), "rogue \(index): the source's socket stayed open")
                 #expect(echoed?.isEmpty ?? true, "rogue \(index) got an answer")
                 await tunnel.close()
             } catch {
