@@ -35,7 +35,8 @@ extension Agent {
         case .pending where report == nil:
             launch(order) { agent in
                 do {
-                    let uri = try await agent.stopAndExport(order.vm, exporting: order.storage != .shared)
+                    let uri = try await agent.stopAndExport(
+                        order.vm, exporting: order.storage != .shared, credentials: order.credentials)
                     return MigrationReport(id: order.id, state: .ready, incomingURI: uri)
                 } catch {
                     // The VM stays here; if it ran, it runs again.
@@ -84,7 +85,7 @@ extension Agent {
                 var spec = order.vm.instanceSpec
                 spec.diskSource = uri
                 do {
-                    try await agent.driver.create(spec)
+                    try await agent.driver.create(spec, diskCredentials: order.credentials)
                     let copiedMs = Int((ContinuousClock.now - started) / .milliseconds(1))
                     if order.vm.intent == .running { try await agent.driver.start(order.vm.id) }
                     let stats = MigrationStats(
@@ -114,8 +115,11 @@ extension Agent {
     }
 
     /// Stops the VM (gracefully, then by force after the driver's grace period) and offers its
-    /// disk — or, between hosts sharing storage, says the disk is there (`InstanceSpec.sharedDisk`).
-    private func stopAndExport(_ vm: DesiredVM, exporting: Bool) async throws -> String {
+    /// disk (over TLS with the move's `credentials`, if any) — or, between hosts sharing storage,
+    /// says the disk is there (`InstanceSpec.sharedDisk`).
+    private func stopAndExport(_ vm: DesiredVM, exporting: Bool, credentials: MigrationCredentials?) async throws
+        -> String
+    {
         let deadline = ContinuousClock.now + .seconds(120)
         while true {
             guard let status = try await driver.status().first(where: { $0.id == vm.id }) else {
@@ -127,7 +131,12 @@ extension Agent {
             try await Task.sleep(for: .milliseconds(100))
         }
         guard exporting else { return InstanceSpec.sharedDisk }
-        return try await driver.exportDisk(vm.id, listenAddress: settings.address ?? "127.0.0.1")
+        let uri = try await driver.exportDisk(
+            vm.id, listenAddress: settings.address ?? "127.0.0.1", credentials: credentials)
+        logger.info(
+            "offering the disk for a cold move",
+            metadata: ["vm": "\(vm.name)", "uri": "\(uri)", "tls": "\(credentials.map { "peer \($0.peer)" } ?? "off")"])
+        return uri
     }
 
     private func restartIfWanted(_ vm: DesiredVM) async throws {

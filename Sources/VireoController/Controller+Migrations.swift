@@ -92,7 +92,7 @@ extension ClusterModel {
         let migration = Migration(
             vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
             requestedAt: time, storage: storage)
-        let credentials = try issueCredentials(for: migration, destinationAddress: destination.address)
+        let credentials = try issueCredentials(for: migration, listenerAddress: destination.address)
         remember(migration)
         if let credentials { keepCredentials(credentials, for: migration.id) }
         events.publish(.migration, name: vm.name, to: migration.state.rawValue, message: "to \(destination.name)", at: time)
@@ -142,34 +142,48 @@ extension ClusterModel {
         let migration = Migration(
             vmID: vm.id, vmName: vm.name, source: source.id, destination: destination.id, reason: reason,
             requestedAt: time, storage: shared ? .shared : .copy, kind: .cold)
+        // A disk that is copied goes over TLS; one left in shared storage does not travel.
+        let credentials = shared ? nil : try issueCredentials(for: migration, listenerAddress: source.address)
         remember(migration)
+        if let credentials { keepCredentials(credentials, for: migration.id) }
         events.publish(
             .migration, name: vm.name, to: migration.state.rawValue, message: "cold, to \(destination.name)", at: time)
         return migration
     }
 
-    /// Both ends' TLS credentials for a live migration, when the controller has an authority. The
-    /// destination's certificate names the address it listens on (its agent's address, else
-    /// loopback, as the agent chooses).
-    private func issueCredentials(for migration: Migration, destinationAddress: String?) throws
+    /// Both ends' TLS credentials for a move, when the controller has an authority. The end that
+    /// listens — the destination of a live move, the source of a cold one (it serves the disk) —
+    /// gets a certificate naming the address it listens on (its agent's address, else loopback,
+    /// as the agent chooses).
+    private func issueCredentials(for migration: Migration, listenerAddress: String?) throws
         -> MigrationCredentialPair?
     {
         guard let authority = settings.migrationAuthority else { return nil }
+        let listener: MigrationRole = migration.kind == .cold ? .source : .destination
+        let address = listenerAddress ?? "127.0.0.1"
         do {
             return MigrationCredentialPair(
-                source: try authority.issue(migration: migration.id, role: .source, address: nil),
+                source: try authority.issue(
+                    migration: migration.id, role: .source, address: listener == .source ? address : nil),
                 destination: try authority.issue(
-                    migration: migration.id, role: .destination, address: destinationAddress ?? "127.0.0.1"))
+                    migration: migration.id, role: .destination, address: listener == .destination ? address : nil))
         } catch {
             throw VireoError(.internal, "cannot issue the migration's TLS credentials: \(error)")
         }
     }
 
-    /// A live migration that should be encrypted but whose credentials this controller does not
-    /// hold (it restarted since they were issued: they live in memory only).
+    /// A move that should be encrypted — a live one, or a cold one that copies the disk — but
+    /// whose credentials this controller does not hold (it restarted since they were issued: they
+    /// live in memory only).
     func lacksCredentials(_ migration: Migration) -> Bool {
-        settings.migrationAuthority != nil && migration.kind != .cold && migration.state.isActive
-            && migrations.credentials[migration.id] == nil
+        settings.migrationAuthority != nil && (migration.kind != .cold || migration.storage == .copy)
+            && migration.state.isActive && migrations.credentials[migration.id] == nil
+    }
+
+    /// Whether a move lacking its credentials is still to begin sending: then it fails rather than
+    /// go plain (a live move before its destination is ready, a cold one before its disk is copied).
+    func notYetSent(_ migration: Migration) -> Bool {
+        migration.state == .pending || (migration.kind == .cold && migration.state == .ready)
     }
 
     static let lostCredentials =
@@ -265,11 +279,12 @@ extension ClusterModel {
             // Never plain instead: a destination that would prepare, or a source that would send,
             // without credentials hears nothing until the migration fails.
             let credentials = migrations.credentials[migration.id]
-            if lacksCredentials(migration),
-                (role == .destination && migration.state == .pending) || (role == .source && migration.state == .ready)
-            {
-                return nil
-            }
+            // (A cold move's source serves in `pending`, its destination copies in `ready`.)
+            let acts: Bool =
+                cold
+                ? (role == .source && migration.state == .pending) || (role == .destination && migration.state == .ready)
+                : (role == .destination && migration.state == .pending) || (role == .source && migration.state == .ready)
+            if lacksCredentials(migration), acts { return nil }
             return MigrationOrder(
                 id: migration.id, role: role, state: migration.state,
                 vm: DesiredVM(
@@ -420,7 +435,7 @@ extension ClusterModel {
             var reason: String?
             if state.vms[migration.vmID] == nil {
                 reason = "the VM was deleted"
-            } else if lacksCredentials(migration) && migration.state == .pending {
+            } else if lacksCredentials(migration) && notYetSent(migration) {
                 reason = Self.lostCredentials
             } else if let host = [migration.source, migration.destination].first(where: { state.hosts[$0]?.state != .ready }) {
                 reason = "host '\(state.hosts[host]?.name ?? host.rawValue)' is unreachable"

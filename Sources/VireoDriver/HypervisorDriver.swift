@@ -97,6 +97,10 @@ public protocol HypervisorDriver: Sendable {
 
     /// Defines the VM (disk, configuration) without starting it. Idempotent for the same spec.
     func create(_ spec: InstanceSpec) async throws
+    /// `create` for a VM arriving cold: its disk is copied from `spec.diskSource` over TLS with
+    /// `diskCredentials` (the move's destination's), if given. Kept out of the spec, which a
+    /// driver stores.
+    func create(_ spec: InstanceSpec, diskCredentials: MigrationCredentials?) async throws
     /// Starts a defined VM; returns once the process is started (readiness shows in `status`).
     func start(_ id: VMID) async throws
     /// Stops gracefully, then forcefully after the driver's grace period.
@@ -156,9 +160,10 @@ public protocol HypervisorDriver: Sendable {
     // Cold moves (`cold-migration` capability): the VM stops on the source, its disk is copied to
     // the destination, and it starts there. Works between any two drivers that have it.
 
-    /// Source: offers the stopped VM's disk read-only on `listenAddress` until `closeDiskExport`;
+    /// Source: offers the stopped VM's disk read-only on `listenAddress` until `closeDiskExport`
+    /// (TLS-only with the move's source `credentials`, admitting only its destination, if given);
     /// returns the URI a destination's `create` copies it from (`InstanceSpec.diskSource`).
-    func exportDisk(_ id: VMID, listenAddress: String) async throws -> String
+    func exportDisk(_ id: VMID, listenAddress: String, credentials: MigrationCredentials?) async throws -> String
     func closeDiskExport(_ id: VMID) async
 
     // Snapshots (`snapshots` capability): the complete state of a running VM — memory, devices
@@ -254,8 +259,12 @@ extension HypervisorDriver {
     public func abortIncoming(_ id: VMID) async throws {
         throw VireoError(.unsupported, "driver '\(name)' cannot live-migrate VMs")
     }
-    public func exportDisk(_ id: VMID, listenAddress: String) async throws -> String {
+    public func exportDisk(_ id: VMID, listenAddress: String, credentials: MigrationCredentials?) async throws -> String {
         throw VireoError(.unsupported, "driver '\(name)' cannot move VMs cold")
+    }
+    /// A driver that copies no disks creates as always.
+    public func create(_ spec: InstanceSpec, diskCredentials: MigrationCredentials?) async throws {
+        try await create(spec)
     }
     public func closeDiskExport(_ id: VMID) async {}
     public func consoleOutput(_ id: VMID, from offset: UInt64, limit: Int) async throws -> ConsoleChunk {

@@ -204,6 +204,10 @@ public actor LibvirtDriver: HypervisorDriver {
     // MARK: Lifecycle
 
     public func create(_ spec: InstanceSpec) async throws {
+        try await create(spec, diskCredentials: nil)
+    }
+
+    public func create(_ spec: InstanceSpec, diskCredentials: MigrationCredentials?) async throws {
         if spec.image == LibvirtDomainConversion.importedImage { return try createImported(spec) }
         // Where the disk came from is no part of the VM once it is here.
         let source = spec.diskSource
@@ -222,16 +226,16 @@ public actor LibvirtDriver: HypervisorDriver {
         // Creates interleave at their awaits: a second create of the same VM waits for the first.
         if let pending = creating[spec.id] {
             try await pending.value
-            return try await create(spec)
+            return try await create(spec, diskCredentials: diskCredentials)
         }
-        let definition = Task { try await define(spec, diskSource: source) }
+        let definition = Task { try await define(spec, diskSource: source, diskCredentials: diskCredentials) }
         creating[spec.id] = definition
         defer { creating[spec.id] = nil }
         try await definition.value
     }
 
     /// Makes the VM's overlay and defines its domain; on failure leaves nothing behind.
-    private func define(_ spec: InstanceSpec, diskSource: String?) async throws {
+    private func define(_ spec: InstanceSpec, diskSource: String?, diskCredentials: MigrationCredentials?) async throws {
         let connection = try open()
         let image = try await images(spec.image)
         let directory = directory(of: spec.id)
@@ -250,7 +254,7 @@ public actor LibvirtDriver: HypervisorDriver {
                     throw VireoError(.failedPrecondition, "the VM's disk \(record.disk) is not in this host's shared storage")
                 }
             } else if let diskSource {
-                try await DiskTransfer.copy(from: diskSource, to: record.disk)
+                try await DiskTransfer.copy(from: diskSource, to: record.disk, credentials: diskCredentials)
             } else {
                 try await HostTool.run(
                     "qemu-img",

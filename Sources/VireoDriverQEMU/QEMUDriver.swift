@@ -102,6 +102,10 @@ public actor QEMUDriver: HypervisorDriver {
     // MARK: Lifecycle
 
     public func create(_ spec: InstanceSpec) async throws {
+        try await create(spec, diskCredentials: nil)
+    }
+
+    public func create(_ spec: InstanceSpec, diskCredentials: MigrationCredentials?) async throws {
         // Where the disk came from is no part of the VM once it is here.
         let source = spec.diskSource
         var spec = spec
@@ -160,7 +164,7 @@ public actor QEMUDriver: HypervisorDriver {
                     throw VireoError(.failedPrecondition, "the VM's disk \(disk) is not in this host's shared storage")
                 }
             } else if let source {
-                try await DiskTransfer.copy(from: source, to: disk)
+                try await DiskTransfer.copy(from: source, to: disk, credentials: diskCredentials)
             } else {
                 try await HostTool.run(
                     "qemu-img",
@@ -352,7 +356,7 @@ public actor QEMUDriver: HypervisorDriver {
         await releaseNetwork(of: record)
     }
 
-    public func exportDisk(_ id: VMID, listenAddress: String) async throws -> String {
+    public func exportDisk(_ id: VMID, listenAddress: String, credentials: MigrationCredentials?) async throws -> String {
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         guard instance.state == .stopped || instance.state == .failed else {
             throw VireoError(
@@ -361,7 +365,7 @@ public actor QEMUDriver: HypervisorDriver {
         }
         return try await DiskTransfer.export(
             disk: instance.record.disk, on: listenAddress, port: { try Self.freePort(on: listenAddress) },
-            in: paths(id).directory)
+            in: paths(id).directory, credentials: credentials)
     }
 
     public func closeDiskExport(_ id: VMID) async {

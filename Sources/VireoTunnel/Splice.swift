@@ -20,8 +20,6 @@ final class Splice: ChannelDuplexHandler {
     private var queued: [ByteBuffer] = []
     /// The partner's channel has closed.
     private var partnerGone = false
-    /// Bytes this side has read (and handed to its partner).
-    private(set) var bytesRead = 0
 
     /// Two ends that feed each other; add one to each channel's pipeline.
     static func pair() -> (Splice, Splice) {
@@ -71,7 +69,6 @@ final class Splice: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        bytesRead += buffer.readableBytes
         partner?.partnerWrite(buffer)
     }
 

@@ -50,9 +50,10 @@ struct ServeOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Live migrations over TLS with certificates issued per migration, so only its two hosts can use "
-                + "its channel (on), or over plain TCP (off). The certificate authority is kept in "
-                + "<data-dir>/migration-ca. QEMU hosts only; libvirt hosts migrate plain.",
+            "Moves over TLS with certificates issued per move, so only its two hosts can use its channel "
+                + "(on), or over plain TCP (off): live moves between QEMU hosts, and the disk of any cold move "
+                + "that copies it. The certificate authority is kept in <data-dir>/migration-ca. libvirt hosts' "
+                + "live moves go plain.",
             valueName: "on|off"))
     var migrationTLS: String = "on"
 
