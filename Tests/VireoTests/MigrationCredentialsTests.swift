@@ -4,6 +4,7 @@ import Testing
 import VireoAPI
 import VireoAgent
 import VireoController
+import VireoDriver
 import VireoDriverSimulated
 import VireoModel
 import VireoSecurity
@@ -25,6 +26,41 @@ final class OrderRecordingLink: ControllerLink {
         return desired
     }
     func deliver(_ samples: AgentSamples) async throws { try await target.deliver(samples) }
+}
+
+/// The simulated driver, made to move VMs cold: it records the credentials a cold move hands it
+/// (exporting and copying nothing — the real copy is in DiskTransferTests and RealMoveTests).
+final class ColdRecordingDriver: HypervisorDriver {
+    let inner: SimulatedDriver
+    let exported = Mutex<[MigrationCredentials?]>([])
+    let copied = Mutex<[MigrationCredentials?]>([])
+    init(_ inner: SimulatedDriver) { self.inner = inner }
+
+    var name: String { inner.name }
+    var capabilities: Set<Capability> { inner.capabilities.union([.coldMigration]) }
+    func fingerprint() async throws -> HostFingerprint {
+        var fingerprint = try await inner.fingerprint()
+        fingerprint.capabilities.append(.coldMigration)
+        // Hosts of their own storage: a cold move copies the disk.
+        fingerprint.attributes[HostFingerprint.sharedStorageAttribute] = nil
+        return fingerprint
+    }
+    func recover() async throws -> [InstanceStatus] { try await inner.recover() }
+    func create(_ spec: InstanceSpec) async throws { try await inner.create(spec) }
+    func create(_ spec: InstanceSpec, diskCredentials: MigrationCredentials?) async throws {
+        if spec.diskSource != nil { copied.withLock { $0.append(diskCredentials) } }
+        var spec = spec
+        spec.diskSource = nil
+        try await inner.create(spec)
+    }
+    func exportDisk(_ id: VMID, listenAddress: String, credentials: MigrationCredentials?) async throws -> String {
+        exported.withLock { $0.append(credentials) }
+        return "nbd://\(listenAddress):10809"
+    }
+    func start(_ id: VMID) async throws { try await inner.start(id) }
+    func stop(_ id: VMID) async throws { try await inner.stop(id) }
+    func delete(_ id: VMID) async throws { try await inner.delete(id) }
+    func status() async throws -> [InstanceStatus] { try await inner.status() }
 }
 
 /// The controller's side of securing live migrations: who gets which credentials, and what
@@ -118,5 +154,52 @@ struct MigrationCredentialsTests {
         #expect(failed.message?.contains("no longer holds its TLS credentials") == true, "\(failed.message ?? "")")
         #expect(try await reopened.vm("m").host == source)
         #expect(try await cluster.driver(destination).status().isEmpty, "the destination prepared nothing")
+    }
+
+    @Test(
+        "a cold move that copies the disk gets credentials too: the source, which serves, with a certificate naming its address")
+    func coldMoveCredentials() async throws {
+        let authority = try MigrationAuthority()
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let controller = try await Controller.open(
+            store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))
+        let loops = controllerLoops(controller)
+        let hosts = ["h1", "h2"].map { name in
+            let driver = ColdRecordingDriver(SimulatedDriver(configuration: .init(bootDelay: .milliseconds(100))))
+            let agent = Agent(
+                settings: .init(name: name, heartbeatInterval: .milliseconds(50)), driver: driver, link: controller)
+            return (name: name, driver: driver, task: Task { try await agent.run() })
+        }
+        defer {
+            loops.cancel()
+            for host in hosts { host.task.cancel() }
+        }
+        try await eventually("both agents registered") {
+            await controller.listHosts().items.filter { $0.state == .ready }.count == 2
+        }
+        _ = try await controller.createVM(VMSpec(name: "c", image: "tiny", cpus: 1, memoryMiB: 256))
+        try await eventually("c runs") { try await controller.vm("c").state == .running }
+        let source = try #require(try await controller.vm("c").host)
+        let destination = source == "h1" ? "h2" : "h1"
+        let migration = try await controller.migrateVMCold("c", to: destination)
+        try await eventually("moved cold") { try await controller.migration(migration.id.rawValue).state == .completed }
+
+        func driver(_ name: String) -> ColdRecordingDriver { hosts.first { $0.name == name }!.driver }
+        let exported = driver(source).exported.withLock { $0 }
+        let copied = driver(destination).copied.withLock { $0 }
+        #expect(exported.count == 1 && copied.count == 1)
+        let served = try #require(exported.first ?? nil, "the source offered its disk without credentials")
+        let reader = try #require(copied.first ?? nil, "the destination copied without credentials")
+        #expect(served.peer == MigrationAuthority.peerName(migration: migration.id, role: .destination))
+        #expect(reader.peer == MigrationAuthority.peerName(migration: migration.id, role: .source))
+        // The source's certificate names the address it serves on (loopback here), so that the
+        // destination's check of the host it connects to passes; the destination's names none.
+        let servedNames = try Certificate(pemEncoded: served.certificate).extensions.subjectAlternativeNames
+        let readerNames = try Certificate(pemEncoded: reader.certificate).extensions.subjectAlternativeNames
+        #expect(
+            "\(servedNames.map { "\($0)" } ?? "none")".contains("IPAddress([127, 0, 0, 1])"), "\(String(describing: servedNames))"
+        )
+        #expect(readerNames == nil)
     }
 }
