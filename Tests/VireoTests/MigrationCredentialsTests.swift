@@ -74,37 +74,60 @@ struct MigrationCredentialsTests {
         return settings
     }
 
+    /// A controller with `authority` (store in `directory`), its loops, and agents h1 and h2 with
+    /// the given drivers and links, running VM `vm` on one of them: which is the source of a move.
+    static func twoHosts(
+        _ authority: MigrationAuthority, in directory: String, vm: String,
+        driver: (String) -> any HypervisorDriver, link: (Controller) -> any ControllerLink
+    ) async throws -> (controller: Controller, source: String, destination: String, stop: () -> Void) {
+        let controller = try await Controller.open(
+            store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))
+        let loops = controllerLoops(controller)
+        let agents = ["h1", "h2"].map { name in
+            let agent = Agent(
+                settings: .init(name: name, heartbeatInterval: .milliseconds(50)), driver: driver(name),
+                link: link(controller))
+            return Task { try await agent.run() }
+        }
+        let stop = {
+            loops.cancel()
+            for agent in agents { agent.cancel() }
+        }
+        do {
+            try await eventually("both agents registered") {
+                await controller.listHosts().items.filter { $0.state == .ready }.count == 2
+            }
+            _ = try await controller.createVM(VMSpec(name: vm, image: "tiny", cpus: 1, memoryMiB: 256))
+            try await eventually("\(vm) runs") { try await controller.vm(vm).state == .running }
+            let source = try #require(try await controller.vm(vm).host)
+            return (controller, source, source == "h1" ? "h2" : "h1", stop)
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
     @Test("each end of a live move gets its own credentials naming the other; they stay out of the store")
     func ordersCarryCredentials() async throws {
         let authority = try MigrationAuthority()
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let controller = try await Controller.open(
-            store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))
-        let loops = controllerLoops(controller)
-        let hosts = ["h1", "h2"].map { name in
-            let link = OrderRecordingLink(controller)
-            let agent = Agent(
-                settings: .init(name: name, heartbeatInterval: .milliseconds(50)),
-                driver: SimulatedDriver(configuration: .init(bootDelay: .milliseconds(100))), link: link)
-            return (name: name, link: link, task: Task { try await agent.run() })
-        }
-        defer {
-            loops.cancel()
-            for host in hosts { host.task.cancel() }
-        }
-        try await eventually("both agents registered") {
-            await controller.listHosts().items.filter { $0.state == .ready }.count == 2
-        }
-        _ = try await controller.createVM(VMSpec(name: "m", image: "tiny", cpus: 1, memoryMiB: 256))
-        try await eventually("m runs") { try await controller.vm("m").state == .running }
-        let source = try #require(try await controller.vm("m").host)
-        let destination = source == "h1" ? "h2" : "h1"
+        let links = Mutex<[OrderRecordingLink]>([])
+        let (controller, source, destination, stop) = try await Self.twoHosts(
+            authority, in: directory, vm: "m",
+            driver: { _ in SimulatedDriver(configuration: .init(bootDelay: .milliseconds(100))) },
+            link: { controller in
+                let link = OrderRecordingLink(controller)
+                links.withLock { $0.append(link) }
+                return link
+            })
+        defer { stop() }
         let migration = try await controller.migrateVM("m", to: destination)
         try await eventually("moved") { try await controller.migration(migration.id.rawValue).state == .completed }
 
+        // The links in the order of the hosts, h1 then h2.
         func orders(_ host: String) -> [MigrationOrder] {
-            hosts.first { $0.name == host }!.link.orders.withLock { $0 }.filter { $0.id == migration.id }
+            links.withLock { $0 }[host == "h1" ? 0 : 1].orders.withLock { $0 }.filter { $0.id == migration.id }
         }
         let prepare = try #require(orders(destination).first { $0.state == .pending })
         let send = try #require(orders(source).first { $0.state == .ready })
@@ -119,7 +142,7 @@ struct MigrationCredentialsTests {
         #expect(orders(source).filter { $0.state == .ready }.allSatisfy { $0.credentials == outgoing })
         #expect(orders(destination).filter { !$0.state.isActive }.allSatisfy { $0.credentials == nil })
 
-        loops.cancel()
+        stop()
         let stored = try Data(contentsOf: URL(fileURLWithPath: directory + "/vireo.db"))
         let wal = (try? Data(contentsOf: URL(fileURLWithPath: directory + "/vireo.db-wal"))) ?? Data()
         for bytes in [stored, wal] {
@@ -162,30 +185,16 @@ struct MigrationCredentialsTests {
         let authority = try MigrationAuthority()
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let controller = try await Controller.open(
-            store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))
-        let loops = controllerLoops(controller)
-        let hosts = ["h1", "h2"].map { name in
-            let driver = ColdRecordingDriver(SimulatedDriver(configuration: .init(bootDelay: .milliseconds(100))))
-            let agent = Agent(
-                settings: .init(name: name, heartbeatInterval: .milliseconds(50)), driver: driver, link: controller)
-            return (name: name, driver: driver, task: Task { try await agent.run() })
+        let drivers = ["h1", "h2"].map { _ in
+            ColdRecordingDriver(SimulatedDriver(configuration: .init(bootDelay: .milliseconds(100))))
         }
-        defer {
-            loops.cancel()
-            for host in hosts { host.task.cancel() }
-        }
-        try await eventually("both agents registered") {
-            await controller.listHosts().items.filter { $0.state == .ready }.count == 2
-        }
-        _ = try await controller.createVM(VMSpec(name: "c", image: "tiny", cpus: 1, memoryMiB: 256))
-        try await eventually("c runs") { try await controller.vm("c").state == .running }
-        let source = try #require(try await controller.vm("c").host)
-        let destination = source == "h1" ? "h2" : "h1"
+        let (controller, source, destination, stop) = try await Self.twoHosts(
+            authority, in: directory, vm: "c", driver: { drivers[$0 == "h1" ? 0 : 1] }, link: { $0 })
+        defer { stop() }
         let migration = try await controller.migrateVMCold("c", to: destination)
         try await eventually("moved cold") { try await controller.migration(migration.id.rawValue).state == .completed }
 
-        func driver(_ name: String) -> ColdRecordingDriver { hosts.first { $0.name == name }!.driver }
+        func driver(_ name: String) -> ColdRecordingDriver { drivers[name == "h1" ? 0 : 1] }
         let exported = driver(source).exported.withLock { $0 }
         let copied = driver(destination).copied.withLock { $0 }
         #expect(exported.count == 1 && copied.count == 1)
