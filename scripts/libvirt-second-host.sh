@@ -7,6 +7,8 @@
 #   qemu+unix:///system?socket=DIR/sock/libvirt-sock
 #
 #   scripts/libvirt-second-host.sh start DIR   # prints that URI once the daemon answers
+#
+# Its migration certificates (migrate_tls_x509_cert_dir) are DIR/tls.
 #   scripts/libvirt-second-host.sh stop DIR    # destroys its domains, ends both daemons, removes DIR
 #
 # Needs root and libvirt-daemon-system. The system daemon (qemu:///system) is not touched.
@@ -32,6 +34,12 @@ EOF
     # No cgroups: both daemons would name their domains' cgroups machine/qemu-<id>-<name>, and a
     # migrated domain keeps its name while its new id can be the one it had at the source.
     echo 'cgroup_controllers = [ ]' >>"$dir/etc/qemu.conf"
+    # Migration certificates: the agent's migration-tls-dir. QEMU runs as libvirt-qemu here, and
+    # reads the key through the directory's group.
+    mkdir -p "$dir/tls"
+    chgrp "$(id -g libvirt-qemu)" "$dir/tls"
+    chmod 0750 "$dir/tls"
+    echo "migrate_tls_x509_cert_dir = \"$dir/tls\"" >>"$dir/etc/qemu.conf"
     unshare --mount --propagation private bash -euc '
         dir=$1
         mount --bind "$dir/run" /run/libvirt

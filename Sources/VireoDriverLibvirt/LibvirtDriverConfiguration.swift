@@ -29,6 +29,12 @@ extension LibvirtDriver {
         public var migrationTimeout: Duration = .seconds(120)
         /// Whether the guest runs while its memory is copied (see `MigrationMode`).
         public var migrationMode: MigrationMode = .auto
+        /// The directory this host's libvirtd loads migration certificates from: its
+        /// `migrate_tls_x509_cert_dir` (qemu.conf), given to Vireo alone. A move that comes with
+        /// credentials (the controller's `--migration-tls on`) puts them there and asks libvirt
+        /// for QEMU's TLS (`VIR_MIGRATE_TLS`); without this directory such a move is refused
+        /// rather than sent in the clear.
+        public var migrationTLSDirectory: String?
 
         public init(uri: String, stateDirectory: String) {
             self.uri = uri

@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import VireoDriver
 import VireoModel
+import VireoProcess
 
 /// Live migration between libvirt hosts, peer to peer: the source's libvirtd connects to the
 /// destination's and the two run the whole handshake (`virDomainMigrateToURI3` with
@@ -19,9 +20,13 @@ extension LibvirtDriver {
     /// host's own `<state>/<id>/disk.qcow2`, made empty here at the guest's disk size; the source's
     /// libvirtd copies into it (`VIR_MIGRATE_NON_SHARED_DISK`).
     ///
-    /// `credentials` are accepted and not used: libvirt secures its migrations with its own
-    /// `migrate_tls` setting (qemu.conf) and certificates, which Vireo does not manage yet — a
-    /// libvirt migration runs over plain TCP.
+    /// With `credentials` the move goes over QEMU's TLS: they go into this host's
+    /// `migration-tls-dir` (libvirtd's `migrate_tls_x509_cert_dir`) as the server's files, for the
+    /// QEMU libvirtd starts to receive the guest; the source verifies that certificate (it names
+    /// this host's address) and this end, libvirt's `migrate_tls_x509_verify` being on by default,
+    /// admits only a client certificate from the same authority. libvirt sets no `tls-authz` on
+    /// its migrations, so unlike the qemu driver's channel it cannot narrow that to this move's
+    /// source (docs/security.md).
     public func prepareIncoming(
         _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage,
         credentials: MigrationCredentials?
@@ -30,16 +35,21 @@ extension LibvirtDriver {
         // that comes while the first is still being prepared waits for it.
         if let offer = incoming[spec.id] { return try offer.encoded() }
         if let pending = preparing[spec.id] { return try await pending.value }
-        let preparation = Task { try await prepare(spec, listenAddress: listenAddress, storage: storage) }
+        let preparation = Task {
+            try await prepare(spec, listenAddress: listenAddress, storage: storage, credentials: credentials)
+        }
         preparing[spec.id] = preparation
         defer { preparing[spec.id] = nil }
         return try await preparation.value
     }
 
-    private func prepare(_ spec: InstanceSpec, listenAddress: String, storage: MigrationStorage) async throws -> String {
+    private func prepare(
+        _ spec: InstanceSpec, listenAddress: String, storage: MigrationStorage, credentials: MigrationCredentials?
+    ) async throws -> String {
         if let existing = instances[spec.id] {
             throw VireoError(.conflict, "VM \(existing.record.spec.name) is already on this host")
         }
+        if let credentials { try installMigrationCredentials(credentials, endpoint: .server) }
         if let network = spec.privateNetwork {
             throw VireoError(.unsupported, "privateNetwork '\(network)': driver 'libvirt' has no private networks")
         }
@@ -74,21 +84,34 @@ extension LibvirtDriver {
         // for a copy, its NBD server's on the same address).
         let offer = LibvirtIncoming(
             peerURI: configuration.peerURI ?? Configuration.defaultPeerURI(uri: configuration.uri, address: listenAddress),
-            migrationURI: "tcp://\(listenAddress)", record: record, storage: storage)
+            migrationURI: "tcp://\(listenAddress)", record: record, storage: storage, tls: credentials != nil)
         incoming[spec.id] = offer
         logger.info(
             "waiting for incoming migration",
-            metadata: ["vm": "\(spec.name)", "peer": "\(offer.peerURI)", "storage": "\(storage.rawValue)"])
+            metadata: [
+                "vm": "\(spec.name)", "peer": "\(offer.peerURI)", "storage": "\(storage.rawValue)",
+                "tls": "\(credentials.map { "admitting a certificate from the authority, as \($0.peer)" } ?? "off")",
+            ])
         return try offer.encoded()
     }
 
-    /// `credentials` are not used (see `prepareIncoming`): libvirt's own `migrate_tls` would secure it.
+    /// With `credentials` (the destination then prepared with its own) the source's QEMU sends
+    /// over TLS: they go into `migration-tls-dir` as the client's files and libvirt is asked for
+    /// `VIR_MIGRATE_TLS`; QEMU checks that the destination's certificate names the address in the
+    /// migration URI.
     public func migrate(
         _ id: VMID, to uri: String, credentials: MigrationCredentials?,
         progress: @escaping @Sendable (MigrationProgress) -> Void
     ) async throws -> MigrationStats {
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let offer = try LibvirtIncoming(decoding: uri)
+        guard offer.tls == (credentials != nil) else {
+            throw VireoError(
+                .failedPrecondition,
+                offer.tls
+                    ? "the destination waits for this move over TLS and this host was given no credentials for it"
+                    : "this host was given TLS credentials for the move, but the destination prepared it without TLS")
+        }
         let connection = try open()
         let uuid = instance.uuid
         guard try Self.isActive(uuid, on: connection) else {
@@ -98,12 +121,13 @@ extension LibvirtDriver {
             throw VireoError(
                 .failedPrecondition, "the destination gives its guests no network (network=none); this VM has one")
         }
+        if let credentials { try installMigrationCredentials(credentials, endpoint: .client) }
         let copy = offer.storage == .copy
         let destinationXML = try offer.record.destinationXML(
             from: connection.migratableXML(of: uuid), source: instance.record, copyingDisk: copy)
         let test = try connection.hostFacts().hypervisor == "Test"
         let mode = configuration.migrationMode.resolved(for: test ? .qemu : configuration.domainType)
-        let flags = Self.migrationFlags(mode: mode, storage: offer.storage)
+        let flags = Self.migrationFlags(mode: mode, storage: offer.storage, tls: offer.tls)
         let parameters = offer.copyParameters
         let outcome = MigrationOutcome()
         // virDomainMigrateToURI3 blocks until the end: on a thread of its own, not the driver's.
@@ -154,6 +178,20 @@ extension LibvirtDriver {
         // libvirt reports the disk's bytes but not when its copy ended, and its reports come too
         // seldom to time it from outside: `storageTimeMs` stays unknown (nil) rather than guessed.
         return stats
+    }
+
+    /// This end's files in `migration-tls-dir`, or a refusal that says what to set up: a move the
+    /// controller secures never goes in the clear.
+    private func installMigrationCredentials(_ credentials: MigrationCredentials, endpoint: QEMUTLSFiles.Endpoint) throws {
+        guard let directory = configuration.migrationTLSDirectory else {
+            throw VireoError(
+                .failedPrecondition,
+                "the controller secures migrations with TLS and this libvirt host has no migration-tls-dir: set "
+                    + "migrate_tls_x509_cert_dir in libvirtd's qemu.conf to a directory for Vireo alone and give the "
+                    + "agent --driver-opt migration-tls-dir=DIR (docs/libvirt-driver.md), or run the controller "
+                    + "with --migration-tls off")
+        }
+        try QEMUTLSFiles.install(credentials, endpoint: endpoint, in: directory)
     }
 
     public func release(_ id: VMID) async throws {
@@ -265,6 +303,9 @@ struct LibvirtIncoming: Codable, Equatable, Sendable {
     var record: LibvirtRecord
     /// `.copy`: the record's disk is the destination's own, empty, for the source to copy into.
     var storage: MigrationStorage
+    /// Whether the destination holds TLS credentials for the move: the source then sends over
+    /// QEMU's TLS, and must have its own.
+    var tls: Bool
 
     static let prefix = "libvirt-p2p:"
 
@@ -275,11 +316,14 @@ struct LibvirtIncoming: Codable, Equatable, Sendable {
         return Self.prefix + String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 
-    init(peerURI: String, migrationURI: String, record: LibvirtRecord, storage: MigrationStorage = .shared) {
+    init(
+        peerURI: String, migrationURI: String, record: LibvirtRecord, storage: MigrationStorage = .shared, tls: Bool = false
+    ) {
         self.peerURI = peerURI
         self.migrationURI = migrationURI
         self.record = record
         self.storage = storage
+        self.tls = tls
     }
 
     init(decoding uri: String) throws {

@@ -22,9 +22,11 @@ extension LibvirtDriver {
     /// for the memory (after a disk copy, which runs with the guest running). No UNDEFINE_SOURCE:
     /// the source domain stays defined (shut off, "migrated") so that its completed job statistics
     /// can be read; `release` undefines it.
-    static func migrationFlags(mode: MigrationCopyMode, storage: MigrationStorage) -> UInt32 {
+    static func migrationFlags(mode: MigrationCopyMode, storage: MigrationStorage, tls: Bool = false) -> UInt32 {
         var flags = VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_PERSIST_DEST.rawValue
         if mode == .live { flags |= VIR_MIGRATE_LIVE.rawValue }
+        // QEMU's TLS for the memory stream and, in a copy, for the disk's NBD connection too.
+        if tls { flags |= VIR_MIGRATE_TLS.rawValue }
         switch storage {
         case .shared: flags |= VIR_MIGRATE_UNSAFE.rawValue
         case .copy: flags |= VIR_MIGRATE_NON_SHARED_DISK.rawValue

@@ -8,14 +8,14 @@ extension DriverRegistry {
     /// Registers `libvirt`. Settings: `uri` (default `qemu:///system`), `domain-type`
     /// (auto|qemu|kvm), `network` (user|none), `stop-timeout-s`, `ready-timeout-s`, `images` (image cache
     /// directory), `shared-disks` (live migration without copying the disk), `peer-uri`, `migration-timeout-s`,
-    /// `migration-mode` (auto|live|paused).
+    /// `migration-mode` (auto|live|paused), `migration-tls-dir` (libvirtd's `migrate_tls_x509_cert_dir`).
     public mutating func registerLibvirt(logger: Logger = Logger(label: "vireo.libvirt")) {
         register("libvirt") { options in
             try options.rejectUnknown(
                 driver: "libvirt",
                 allowed: [
                     "uri", "domain-type", "network", "stop-timeout-s", "ready-timeout-s", "images", "shared-disks", "peer-uri",
-                    "migration-timeout-s", "migration-mode",
+                    "migration-timeout-s", "migration-mode", "migration-tls-dir",
                 ])
             let settings = options.settings
             let uri = settings["uri"] ?? "qemu:///system"
@@ -53,6 +53,14 @@ extension DriverRegistry {
                     throw VireoError.invalid(field: "shared-disks", value: "'\(shared)'", "expected an absolute directory path")
                 }
                 configuration.sharedDisks = shared
+            }
+            if let directory = settings["migration-tls-dir"] {
+                guard directory.hasPrefix("/") else {
+                    throw VireoError.invalid(
+                        field: "migration-tls-dir", value: "'\(directory)'",
+                        "expected an absolute directory path (libvirtd's migrate_tls_x509_cert_dir)")
+                }
+                configuration.migrationTLSDirectory = directory
             }
             if let peer = settings["peer-uri"] {
                 guard peer.contains(":"), !peer.contains(where: \.isWhitespace) else {

@@ -219,7 +219,10 @@ public struct Testbed: Sendable {
             libvirtd = daemon
             // Other hosts' libvirtd reach this one through its socket (default `peer-uri`), and
             // QEMU's migration stream goes to the agent's address on the testbed network.
-            driverArguments = ["--driver", "libvirt", "--driver-opt", "uri=\(daemon.uri)"]
+            driverArguments = [
+                "--driver", "libvirt", "--driver-opt", "uri=\(daemon.uri)",
+                "--driver-opt", "migration-tls-dir=\(daemon.tlsDirectory)",
+            ]
         }
         let disks = options.directory + (driver == .qemu ? "/disks" : "/libvirt-disks")
         try FileManager.default.createDirectory(atPath: disks, withIntermediateDirectories: true)

@@ -21,6 +21,8 @@ struct TestbedLibvirtd: Sendable {
     var socket: String { directory + "/sock/libvirt-sock" }
     var uri: String { "qemu+unix:///system?socket=\(socket)" }
     var log: String { directory + "/libvirtd.log" }
+    /// Where its libvirtd loads migration certificates from (`migrate_tls_x509_cert_dir`).
+    var tlsDirectory: String { directory + "/tls" }
     static let daemons = ["libvirtd", "virtlogd"]
 
     /// Writes the daemon's configuration, starts both daemons in `namespace` and waits until
@@ -52,8 +54,12 @@ struct TestbedLibvirtd: Sendable {
         // Each daemon would otherwise name a migrated domain's cgroup machine/qemu-<id>-<name>.
         // QEMU runs as root, as the qemu hosts' does: the testbed's directories (by default under
         // root's home, mode 0700) are then readable to it without relabelling.
+        // Migration certificates: the agent's `migration-tls-dir`, put there for each move.
+        try fm.createDirectory(
+            atPath: tlsDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try append(
-            "\ncgroup_controllers = [ ]\nuser = \"+0\"\ngroup = \"+0\"\n", to: directory + "/etc/qemu.conf")
+            "\ncgroup_controllers = [ ]\nuser = \"+0\"\ngroup = \"+0\"\nmigrate_tls_x509_cert_dir = \"\(tlsDirectory)\"\n",
+            to: directory + "/etc/qemu.conf")
 
         func quoted(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
         var script = ""

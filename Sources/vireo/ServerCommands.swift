@@ -95,7 +95,9 @@ struct DriverSelection: ParsableArguments {
                 + "(user|none|tap), bridge, pool, guest-prefix, gateway (tap), shared-disks (enables live "
                 + "migration), migration-mode (auto|live|paused; auto is paused under TCG, see docs/migration.md), "
                 + "stop-timeout-s, ready-timeout-s, images, binary. libvirt: uri (default qemu:///system; "
-                + "test:///default runs no guests), domain-type (auto|qemu|kvm), network (user|none), stop-timeout-s, ready-timeout-s, images. simulated: cpus, memory, "
+                + "test:///default runs no guests), domain-type (auto|qemu|kvm), network (user|none), stop-timeout-s, ready-timeout-s, images, "
+                + "shared-disks, peer-uri, migration-timeout-s, migration-mode, migration-tls-dir (libvirtd's "
+                + "migrate_tls_x509_cert_dir; docs/libvirt-driver.md). simulated: cpus, memory, "
                 + "boot-delay-ms, stop-delay-ms, fail-probability, seed.",
             valueName: "key=value"))
     var driverOptions: [String] = []

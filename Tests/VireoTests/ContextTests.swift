@@ -126,7 +126,8 @@ struct ContextTests {
     func pool() async throws {
         let (contexts, driver) = try Self.manager(pool: ["web": 1])
         await contexts.start(onChange: {})
-        try await eventually("the pool is ready") { try await contexts.listContexts().pools.first?.ready == 1 }
+        // A 20 ms boot; 30 s for a machine the parallel suite (or a build beside it) saturates.
+        try await eventually("the pool is ready", within: 30) { try await contexts.listContexts().pools.first?.ready == 1 }
         let pooled = try await driver.status().map(\.id)
         let opened = try await contexts.openContext(Self.request("browser", wait: false))
         #expect(opened.fromPool)
@@ -137,7 +138,7 @@ struct ContextTests {
         var bigger = Self.request("big")
         bigger.spec.memoryMiB = 512
         #expect(try await contexts.openContext(bigger).fromPool == false)
-        try await eventually("the pool refilled") { try await contexts.listContexts().pools.first?.ready == 1 }
+        try await eventually("the pool refilled", within: 30) { try await contexts.listContexts().pools.first?.ready == 1 }
         let list = try await contexts.listContexts()
         #expect(list.items.map(\.name) == ["big", "browser"])
         #expect(try await driver.status().count == 3)

@@ -8,6 +8,7 @@ import VireoController
 import VireoDriver
 import VireoModel
 import VireoProcess
+import VireoSecurity
 import VireoStore
 
 @testable import VireoDriverLibvirt
@@ -124,12 +125,17 @@ struct LibvirtMigrationTests {
         let live = try registry.make(
             "libvirt", options: .init(stateDirectory: "/tmp/x", settings: ["migration-mode": "live"]))
         #expect((live as? LibvirtDriver)?.configuration.migrationMode == .live)
+        let secured = try registry.make(
+            "libvirt", options: .init(stateDirectory: "/tmp/x", settings: ["migration-tls-dir": "/etc/pki/vireo-migrate"]))
+        #expect((secured as? LibvirtDriver)?.configuration.migrationTLSDirectory == "/etc/pki/vireo-migrate")
+        #expect(configuration.migrationTLSDirectory == nil)
         // As the qemu driver: paused under TCG, live with hardware virtualization.
         #expect(LibvirtDriver.MigrationMode.auto.resolved(for: .qemu) == .paused)
         #expect(LibvirtDriver.MigrationMode.auto.resolved(for: .kvm) == .live)
         #expect(LibvirtDriver.MigrationMode.live.resolved(for: .qemu) == .live)
         for (key, value) in [
             ("shared-disks", "disks"), ("peer-uri", "no uri"), ("migration-timeout-s", "soon"), ("migration-mode", "postcopy"),
+            ("migration-tls-dir", "pki"),
         ] {
             let error = #expect(throws: VireoError.self) {
                 _ = try registry.make("libvirt", options: .init(stateDirectory: "/tmp/x", settings: [key: value]))
@@ -281,6 +287,85 @@ struct LibvirtMigrationTests {
         #expect(!FileManager.default.fileExists(atPath: "\(root)/b/\(vm.id)"))
     }
 
+    @Test(
+        "with credentials the destination puts its server files in migration-tls-dir and offers TLS; without that directory it refuses, leaving nothing"
+    )
+    func prepareOverTLS() async throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let vm = spec("lv-tls")
+        let authority = try MigrationAuthority()
+        let move = MigrationID.generate()
+        let credentials = try authority.issue(migration: move, role: .destination, address: "127.0.0.1")
+        try FileManager.default.createDirectory(atPath: root + "/disks", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: "\(root)/disks/\(vm.id).qcow2", contents: Data())
+
+        var configuration = LibvirtDriver.Configuration(uri: "test:///default", stateDirectory: root + "/b")
+        configuration.sharedDisks = root + "/disks"
+        let unconfigured = LibvirtDriver(configuration: configuration) { _ in try await TestLibvirt.placeholder.image() }
+        let refused = await #expect(throws: VireoError.self) {
+            _ = try await unconfigured.prepareIncoming(
+                vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared, credentials: credentials)
+        }
+        #expect(refused?.code == .failedPrecondition, "\(String(describing: refused))")
+        #expect(
+            refused?.message.contains("migration-tls-dir") == true && refused?.message.contains("--migration-tls off") == true)
+        #expect(try await unconfigured.status().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/b/\(vm.id)"))
+
+        // The directory is libvirtd's: what else is in it (the source's files of another move) stays.
+        let tls = root + "/tls"
+        try FileManager.default.createDirectory(atPath: tls, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: tls + "/client-cert.pem", contents: Data("other".utf8))
+        configuration.migrationTLSDirectory = tls
+        let destination = LibvirtDriver(configuration: configuration) { _ in try await TestLibvirt.placeholder.image() }
+        let uri = try await destination.prepareIncoming(
+            vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared, credentials: credentials)
+        let offer = try LibvirtIncoming(decoding: uri)
+        #expect(offer.tls && offer.migrationURI == "tcp://127.0.0.1")
+        #expect(try String(contentsOfFile: tls + "/server-cert.pem", encoding: .utf8) == credentials.certificate)
+        #expect(try String(contentsOfFile: tls + "/server-key.pem", encoding: .utf8) == credentials.privateKey)
+        #expect(try String(contentsOfFile: tls + "/ca-cert.pem", encoding: .utf8) == credentials.caCertificate)
+        #expect(try String(contentsOfFile: tls + "/client-cert.pem", encoding: .utf8) == "other")
+        // The key is readable to the directory's group (libvirt's QEMU user), not to others.
+        let key = try FileManager.default.attributesOfItem(atPath: tls + "/server-key.pem")
+        #expect((key[.posixPermissions] as? Int) == 0o640)
+        let files = try FileManager.default.contentsOfDirectory(atPath: tls)
+        #expect(!files.contains { $0.hasSuffix(".vireo-new") }, "\(files)")
+        try await destination.abortIncoming(vm.id)
+    }
+
+    @Test("the source refuses a move whose TLS does not match the destination's offer, before anything is sent")
+    func tlsMismatch() async throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var configuration = LibvirtDriver.Configuration(uri: "test:///default", stateDirectory: root + "/a")
+        configuration.migrationTLSDirectory = root
+        let driver = LibvirtDriver(configuration: configuration) { _ in try await TestLibvirt.placeholder.image() }
+        let vm = spec("lv-tls-mismatch")
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        let record = LibvirtRecord(
+            spec: vm, image: try await TestLibvirt.placeholder.image(), owner: root + "/b", disk: root + "/disk.qcow2",
+            serialLog: root + "/b/serial.log")
+        let credentials = try MigrationAuthority().issue(migration: .generate(), role: .source, address: nil)
+        for (tls, given) in [(true, nil), (false, credentials)] {
+            let offer = try LibvirtIncoming(
+                peerURI: "test+tcp://127.0.0.1/default", migrationURI: "tcp://127.0.0.1", record: record, tls: tls
+            ).encoded()
+            let error = await #expect(throws: VireoError.self) {
+                _ = try await driver.migrate(vm.id, to: offer, credentials: given) { _ in }
+            }
+            #expect(error?.code == .failedPrecondition && error?.message.contains("TLS") == true, "\(String(describing: error))")
+        }
+        #expect(!FileManager.default.fileExists(atPath: root + "/client-key.pem"))
+        #expect(try await driver.status().first?.state == .running)
+        #expect(
+            LibvirtDriver.migrationFlags(mode: .live, storage: .copy, tls: true) & VIR_MIGRATE_TLS.rawValue != 0
+                && LibvirtDriver.migrationFlags(mode: .live, storage: .copy) & VIR_MIGRATE_TLS.rawValue == 0)
+        try await driver.delete(vm.id)
+    }
+
     @Test("an order that is no libvirt destination's offer is refused before anything is sent")
     func foreignOffer() async throws {
         let root = temporaryDirectory()
@@ -320,6 +405,9 @@ struct SecondLibvirtHost {
     func stop() async throws {
         try await HostTool.run("bash", [Self.script, "stop", directory])
     }
+
+    /// Its libvirtd's `migrate_tls_x509_cert_dir`.
+    var tlsDirectory: String { directory + "/tls" }
 }
 
 extension RealQEMU {
@@ -329,10 +417,12 @@ extension RealQEMU {
         let tick: @Sendable () async -> Void = { try? await Task.sleep(for: .milliseconds(250)) }
 
         func driver(
-            uri: String, root: String, name: String, mode: LibvirtDriver.MigrationMode = .auto, sharedDisks: Bool = true
+            uri: String, root: String, name: String, mode: LibvirtDriver.MigrationMode = .auto, sharedDisks: Bool = true,
+            tlsDirectory: String? = nil
         ) -> LibvirtDriver {
             var configuration = LibvirtDriver.Configuration(uri: uri, stateDirectory: "\(root)/\(name)")
             configuration.migrationMode = mode
+            configuration.migrationTLSDirectory = tlsDirectory
             configuration.sharedDisks = sharedDisks ? root + "/disks" : nil
             configuration.stopTimeout = .seconds(20)
             return LibvirtDriver(configuration: configuration) { name in try await TestLibvirt.realImage(name) }
@@ -510,6 +600,94 @@ extension RealQEMU {
             #expect(!info.contains("backing-filename"), "\(info)")
             try await destination.delete(vm.id)
             #expect(!FileManager.default.fileExists(atPath: "\(root)/b/\(vm.id)"))
+        }
+
+        @Test(
+            "over QEMU's TLS between two libvirt hosts: a source whose certificate the move's authority did not issue cannot send the guest, which keeps running; the move's own credentials can"
+        )
+        func migrateOverTLS() async throws {
+            try await LibvirtQEMUTests.ensureDaemons()
+            let root = temporaryDirectory()
+            // Two daemons of the test's own: each is given its certificates through its own directory.
+            let first = try await SecondLibvirtHost.start()
+            let second: SecondLibvirtHost
+            do { second = try await SecondLibvirtHost.start() } catch {
+                try? await first.stop()
+                throw error
+            }
+            let source = driver(uri: first.uri, root: root, name: "a", tlsDirectory: first.tlsDirectory)
+            let destination = driver(uri: second.uri, root: root, name: "b", tlsDirectory: second.tlsDirectory)
+            let vm = webGuest()
+            do {
+                try await source.create(vm)
+                try await source.start(vm.id)
+                let running = try await settle(source, vm.id, to: .running, tick: tick)
+                let before = try await status(try #require(running.address))
+                let authority = try MigrationAuthority()
+
+                // A rogue source: it trusts the authority and knows the destination's name, but its
+                // own certificate is another authority's (which it trusts too: QEMU checks its own
+                // certificate when the object is made). The destination's QEMU refuses it.
+                let refusedMove = MigrationID.generate()
+                let waiting = try await destination.prepareIncoming(
+                    vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared,
+                    credentials: try authority.issue(migration: refusedMove, role: .destination, address: "127.0.0.1"))
+                #expect(try LibvirtIncoming(decoding: waiting).tls)
+                let stranger = try MigrationAuthority(name: "Rogue authority").issue(
+                    migration: refusedMove, role: .source, address: nil)
+                let rogue = MigrationCredentials(
+                    caCertificate: authority.certificatePEM + "\n" + stranger.caCertificate, certificate: stranger.certificate,
+                    privateKey: stranger.privateKey, peer: stranger.peer)
+                let refused = await #expect(throws: VireoError.self) {
+                    _ = try await source.migrate(vm.id, to: waiting, credentials: rogue) { _ in }
+                }
+                print("libvirt TLS migration with a rogue source certificate: \(refused?.message ?? "no error")")
+                #expect(refused?.code == .unavailable && refused?.message.contains("keeps running here") == true)
+                #expect(refused?.message.contains("TLS") == true, "the stream was TLS: \(refused?.message ?? "")")
+                // It differs from the move below only in its own certificate (its QEMU accepted
+                // that certificate and the destination's): the destination's QEMU ended the TLS
+                // session when it saw it. (That QEMU logs no reason; libvirt then removes it.)
+                let stayed = try await status(try #require(running.address))
+                #expect(stayed["bootId"] == before["bootId"])
+                #expect(try await source.status().first { $0.id == vm.id }?.state == .running)
+                try await destination.abortIncoming(vm.id)
+                let leftover = try await HostTool.text("virsh", ["-c", second.uri, "list", "--all", "--name"])
+                #expect(!leftover.contains("vireo-\(vm.name)"), "the destination kept a domain: \(leftover)")
+
+                // The move's own credentials: the guest moves, its TLS files in each daemon's directory.
+                let move = MigrationID.generate()
+                let offer = try await destination.prepareIncoming(
+                    vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared,
+                    credentials: try authority.issue(migration: move, role: .destination, address: "127.0.0.1"))
+                let stats = try await source.migrate(
+                    vm.id, to: offer,
+                    credentials: try authority.issue(migration: move, role: .source, address: nil)
+                ) { _ in }
+                print(
+                    "libvirt migration over TLS (256 MiB web guest, TCG): total \(stats.totalTimeMs) ms, downtime "
+                        + "\(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")
+                #expect(stats.transferredBytes > 1 << 20)
+                #expect(FileManager.default.fileExists(atPath: first.tlsDirectory + "/client-key.pem"))
+                #expect(FileManager.default.fileExists(atPath: second.tlsDirectory + "/server-key.pem"))
+                try await source.release(vm.id)
+                let arrived = try await settle(destination, vm.id, to: .running, tick: tick)
+                try await destination.finishIncoming(vm.id)
+                let after = try await status(try #require(arrived.address))
+                #expect(after["bootId"] == before["bootId"])
+                try await destination.delete(vm.id)
+            } catch {
+                for driver in [source, destination] {
+                    try? await driver.abortIncoming(vm.id)
+                    try? await driver.delete(vm.id)
+                }
+                try? await first.stop()
+                try? await second.stop()
+                try? FileManager.default.removeItem(atPath: root)
+                throw error
+            }
+            try await first.stop()
+            try await second.stop()
+            try FileManager.default.removeItem(atPath: root)
         }
 
         @Test("a migration to an unreachable destination fails with libvirt's reason; the VM keeps running at the source")
