@@ -90,7 +90,8 @@ extension LibvirtDriver {
             "waiting for incoming migration",
             metadata: [
                 "vm": "\(spec.name)", "peer": "\(offer.peerURI)", "storage": "\(storage.rawValue)",
-                "tls": "\(credentials.map { "admitting a certificate from the authority, as \($0.peer)" } ?? "off")",
+                "tls":
+                    "\(credentials.map { "on, admitting the authority's certificates (this move's source: \($0.peer))" } ?? "off")",
             ])
         return try offer.encoded()
     }
