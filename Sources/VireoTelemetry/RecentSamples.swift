@@ -78,6 +78,9 @@ public struct RecentSamples: Sendable {
         for i in series.indices { series[i].trim(before: t) }
     }
 
+    /// The series named `name`, as indices.
+    func indices(named name: String) -> [Int] { byName[name] ?? [] }
+
     func matching(_ name: String, _ selector: SeriesSelector) -> [Int] {
         (byName[name] ?? []).filter { selector.matches(series[$0].labels) }
     }

@@ -1,0 +1,264 @@
+/// What a PromQL expression evaluates to at one instant.
+public enum PromQLValue: Sendable, Equatable {
+    case scalar(Double)
+    case vector([PromQLSample])
+}
+
+/// One element of an instant vector.
+public struct PromQLSample: Sendable, Equatable {
+    /// The metric name: kept by a plain selector, dropped by functions, aggregations and arithmetic.
+    public var name: String?
+    public var labels: Labels
+    public var value: Double
+
+    public init(name: String? = nil, labels: Labels, value: Double) {
+        self.name = name
+        self.labels = labels
+        self.value = value
+    }
+}
+
+/// The series an evaluation reads.
+public protocol PromQLSeriesSource {
+    /// Calls `body` with every series named `name`: its labels and its samples (times in
+    /// milliseconds since the epoch, oldest first) in [from, to].
+    func forEachSeries(
+        named name: String, from: Int64, to: Int64,
+        _ body: (Labels, ArraySlice<Int64>, ArraySlice<Double>) -> Void)
+}
+
+/// Evaluates the PromQL subset of `PromQLExpression` at one instant, with Prometheus 2's
+/// semantics: an instant selector takes each series' last sample in the 5 minutes up to the
+/// instant, a range selector the samples in [t - range, t]; `rate` and `increase` extrapolate to
+/// the range's ends as Prometheus does, and count a drop as a counter reset;
+/// `histogram_quantile` interpolates linearly within the bucket.
+public struct PromQLEvaluator<Source: PromQLSeriesSource> {
+    /// How far back an instant selector looks for a series' last sample.
+    public static var lookbackMs: Int64 { 300_000 }
+
+    let source: Source
+    let time: Int64
+
+    public init(source: Source, time: Int64) {
+        self.source = source
+        self.time = time
+    }
+
+    public func evaluate(_ expression: PromQLExpression) throws(PromQLError) -> PromQLValue {
+        switch expression {
+        case .number(let value):
+            return .scalar(value)
+        case .selector(let selector):
+            var samples: [PromQLSample] = []
+            source.forEachSeries(named: selector.name, from: time - Self.lookbackMs, to: time) { labels, _, values in
+                guard let last = values.last, selector.matches(labels) else { return }
+                samples.append(PromQLSample(name: selector.name, labels: labels, value: last))
+            }
+            return .vector(samples)
+        case .range(let selector, _):
+            throw PromQLError(column: 0, "\(selector) with a range is a range vector: give it to rate, irate or increase")
+        case .negate(let operand):
+            switch try evaluate(operand) {
+            case .scalar(let value): return .scalar(-value)
+            case .vector(let samples): return .vector(samples.map { PromQLSample(labels: $0.labels, value: -$0.value) })
+            }
+        case .binary(let op, let lhs, let rhs):
+            return try binary(op, try evaluate(lhs), try evaluate(rhs), expression)
+        case .aggregate(let op, let grouping, let argument):
+            guard case .vector(let samples) = try evaluate(argument) else {
+                throw PromQLError(column: 0, "\(op.rawValue) needs a vector, and \(argument) is a scalar")
+            }
+            return .vector(Self.aggregate(op, grouping, samples))
+        case .call(let function, let arguments):
+            switch function {
+            case .rate, .irate, .increase:
+                guard case .range(let selector, let rangeMs) = arguments.first else {
+                    throw PromQLError(column: 0, "\(function.rawValue) needs a range vector")
+                }
+                var samples: [PromQLSample] = []
+                source.forEachSeries(named: selector.name, from: time - rangeMs, to: time) { labels, times, values in
+                    guard selector.matches(labels) else { return }
+                    let value =
+                        function == .irate
+                        ? Self.instantRate(times, values)
+                        : Self.extrapolatedIncrease(
+                            times, values, from: time - rangeMs, to: time, perSecond: function == .rate)
+                    if let value { samples.append(PromQLSample(labels: labels, value: value)) }
+                }
+                return .vector(samples)
+            case .histogramQuantile:
+                guard case .scalar(let quantile) = try evaluate(arguments[0]) else {
+                    throw PromQLError(column: 0, "histogram_quantile's first argument must be a number, not \(arguments[0])")
+                }
+                guard case .vector(let buckets) = try evaluate(arguments[1]) else {
+                    throw PromQLError(column: 0, "histogram_quantile's second argument must be a vector of buckets")
+                }
+                return .vector(Self.histogramQuantile(quantile, buckets))
+            }
+        }
+    }
+
+    private func binary(
+        _ op: PromQLOperator, _ lhs: PromQLValue, _ rhs: PromQLValue, _ expression: PromQLExpression
+    ) throws(PromQLError) -> PromQLValue {
+        switch (lhs, rhs) {
+        case (.scalar(let a), .scalar(let b)):
+            return .scalar(op.apply(a, b))
+        case (.vector(let samples), .scalar(let b)):
+            return .vector(samples.map { PromQLSample(labels: $0.labels, value: op.apply($0.value, b)) })
+        case (.scalar(let a), .vector(let samples)):
+            return .vector(samples.map { PromQLSample(labels: $0.labels, value: op.apply(a, $0.value)) })
+        case (.vector(let left), .vector(let right)):
+            // One to one, on all labels (the metric name aside). Within the subset no vector has
+            // two series with the same labels (selectors pick one name, groupings are unique);
+            // the checks guard that should it grow.
+            var byLabels: [Labels: Double] = [:]
+            for sample in right {
+                guard byLabels.updateValue(sample.value, forKey: sample.labels) == nil else {
+                    throw PromQLError(
+                        column: 0, "in \(expression), the right side has several series with the labels \(sample.labels)")
+                }
+            }
+            var seen = Set<Labels>()
+            var result: [PromQLSample] = []
+            for sample in left {
+                guard let other = byLabels[sample.labels] else { continue }
+                guard seen.insert(sample.labels).inserted else {
+                    throw PromQLError(
+                        column: 0, "in \(expression), the left side has several series with the labels \(sample.labels)")
+                }
+                result.append(PromQLSample(labels: sample.labels, value: op.apply(sample.value, other)))
+            }
+            return .vector(result)
+        }
+    }
+
+    static func aggregate(_ op: PromQLAggregation, _ grouping: PromQLGrouping?, _ samples: [PromQLSample]) -> [PromQLSample] {
+        var order: [Labels] = []
+        var groups: [Labels: [Double]] = [:]
+        for sample in samples {
+            let key: Labels
+            if let grouping {
+                let names = Set(grouping.labels)
+                key = Labels(
+                    sample.labels.pairs.filter { names.contains($0.name) != grouping.without }.map { ($0.name, $0.value) })
+            } else {
+                key = Labels()
+            }
+            if groups[key] == nil { order.append(key) }
+            groups[key, default: []].append(sample.value)
+        }
+        return order.map { key in
+            let values = groups[key]!
+            let value: Double =
+                switch op {
+                case .sum: values.reduce(0, +)
+                case .avg: values.reduce(0, +) / Double(values.count)
+                case .min: values.min()!
+                case .max: values.max()!
+                case .count: Double(values.count)
+                }
+            return PromQLSample(labels: key, value: value)
+        }
+    }
+
+    /// Prometheus's extrapolated delta of a counter over [from, to]: the growth between the first
+    /// and last samples (a drop counted as a reset), stretched towards the range's ends — all the
+    /// way where the samples come within 110 % of their average interval of an end, half an
+    /// interval otherwise, and never below a counter's zero. Per second with `perSecond`.
+    static func extrapolatedIncrease(
+        _ times: ArraySlice<Int64>, _ values: ArraySlice<Double>, from: Int64, to: Int64, perSecond: Bool
+    ) -> Double? {
+        guard times.count >= 2, let firstValue = values.first, let lastValue = values.last,
+            let firstTime = times.first, let lastTime = times.last
+        else { return nil }
+        var growth = lastValue - firstValue
+        var previous = firstValue
+        for value in values.dropFirst() {
+            if value < previous { growth += previous }
+            previous = value
+        }
+        let sampled = Double(lastTime - firstTime) / 1000
+        let average = sampled / Double(times.count - 1)
+        var toStart = Double(firstTime - from) / 1000
+        let toEnd = Double(to - lastTime) / 1000
+        if growth > 0, firstValue >= 0 {
+            // Where the counter would have been zero, were it growing at the same pace.
+            toStart = min(toStart, sampled * (firstValue / growth))
+        }
+        let threshold = average * 1.1
+        var interval = sampled
+        interval += toStart < threshold ? toStart : average / 2
+        interval += toEnd < threshold ? toEnd : average / 2
+        let increase = growth * (interval / sampled)
+        return perSecond ? increase / (Double(to - from) / 1000) : increase
+    }
+
+    /// The per-second rate between the last two samples (the last alone after a reset).
+    static func instantRate(_ times: ArraySlice<Int64>, _ values: ArraySlice<Double>) -> Double? {
+        guard times.count >= 2 else { return nil }
+        let last = values[values.endIndex - 1]
+        let before = values[values.endIndex - 2]
+        let seconds = Double(times[times.endIndex - 1] - times[times.endIndex - 2]) / 1000
+        guard seconds > 0 else { return nil }
+        return (last < before ? last : last - before) / seconds
+    }
+
+    /// The φ-quantile of each histogram in `buckets` (series that differ only in `le`), as
+    /// Prometheus computes it: the bucket where the rank falls, interpolated linearly; the upper
+    /// bound of the last finite bucket when the rank falls in +Inf; NaN without a +Inf bucket or
+    /// observations; counts that decrease with `le` (a scrape between two buckets) made monotonic.
+    static func histogramQuantile(_ quantile: Double, _ buckets: [PromQLSample]) -> [PromQLSample] {
+        var order: [Labels] = []
+        var histograms: [Labels: [(upper: Double, count: Double)]] = [:]
+        for bucket in buckets {
+            guard let le = bucket.labels["le"], let upper = parseValue(le) else { continue }
+            let key = bucket.labels.removing("le")
+            if histograms[key] == nil { order.append(key) }
+            histograms[key, default: []].append((upper, bucket.value))
+        }
+        return order.map { key in
+            PromQLSample(labels: key, value: bucketQuantile(quantile, histograms[key]!))
+        }
+    }
+
+    static func bucketQuantile(_ quantile: Double, _ unsorted: [(upper: Double, count: Double)]) -> Double {
+        if quantile.isNaN { return .nan }
+        if quantile < 0 { return -.infinity }
+        if quantile > 1 { return .infinity }
+        var buckets = unsorted.sorted { $0.upper < $1.upper }
+        guard buckets.count >= 2, buckets[buckets.count - 1].upper == .infinity else { return .nan }
+        for i in buckets.indices.dropFirst() where buckets[i].count < buckets[i - 1].count {
+            buckets[i].count = buckets[i - 1].count
+        }
+        let observations = buckets[buckets.count - 1].count
+        guard observations > 0 else { return .nan }
+        var rank = quantile * observations
+        let b = buckets.firstIndex { $0.count >= rank } ?? buckets.count - 1
+        if b == buckets.count - 1 { return buckets[buckets.count - 2].upper }
+        if b == 0, buckets[0].upper <= 0 { return buckets[0].upper }
+        var start = 0.0
+        var count = buckets[b].count
+        if b > 0 {
+            start = buckets[b - 1].upper
+            count -= buckets[b - 1].count
+            rank -= buckets[b - 1].count
+        }
+        return start + (buckets[b].upper - start) * (rank / count)
+    }
+}
+
+extension RecentSamples: PromQLSeriesSource {
+    public func forEachSeries(
+        named name: String, from: Int64, to: Int64,
+        _ body: (Labels, ArraySlice<Int64>, ArraySlice<Double>) -> Void
+    ) {
+        for i in indices(named: name) {
+            let s = series[i]
+            guard let end = s.lastIndex(atOrBefore: to) else { continue }
+            let first = s.lastIndex(atOrBefore: from - 1).map { $0 + 1 } ?? s.start
+            guard first <= end else { continue }
+            body(s.labels, s.times[first...end], s.values[first...end])
+        }
+    }
+}
