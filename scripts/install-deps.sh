@@ -24,6 +24,7 @@ packages=(
   libvirt-dev      # the libvirt driver links libvirt's C API (pkg-config libvirt)
   libvirt-daemon-system  # libvirtd and virtlogd for the libvirt driver on qemu:///system
   libvirt-clients  # virsh, to inspect by hand what the libvirt driver defined
+  prometheus       # promtool: the PromQL evaluator's answers checked against Prometheus's own (tests)
 )
 
 if ! command -v swift >/dev/null 2>&1; then

@@ -190,8 +190,10 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
         var interval = sampled
         interval += toStart < threshold ? toStart : average / 2
         interval += toEnd < threshold ? toEnd : average / 2
-        let increase = growth * (interval / sampled)
-        return perSecond ? increase / (Double(to - from) / 1000) : increase
+        // One factor, then one multiplication: Prometheus's order, to its last bit.
+        var factor = interval / sampled
+        if perSecond { factor /= Double(to - from) / 1000 }
+        return growth * factor
     }
 
     /// The per-second rate between the last two samples (the last alone after a reset).

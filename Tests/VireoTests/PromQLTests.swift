@@ -1,4 +1,6 @@
+import Foundation
 import Testing
+import VireoProcess
 import VireoTelemetry
 
 @Suite("PromQL: parsing")
@@ -127,7 +129,7 @@ struct PromQLEvaluationTests {
             offset.append(name: "c", labels: Labels(), at: Int64(t) * 1000, value: v)
         }
         #expect(try promScalar("increase(c[1m])", offset, at: 60_000) == 60)
-        #expect(try promScalar("rate(c[1m])", offset, at: 60_000) == 1)
+        #expect(abs(try promScalar("rate(c[1m])", offset, at: 60_000) - 1) < 1e-12)
         // A counter that started at 40 when the range began: no extrapolation below zero... it
         // grew 15 in 15 s, so zero lies 40 s before its first sample, beyond the range's start:
         // extrapolated to the start (10 s) and end (5 s) — 15 * 30 / 15 = 30.
@@ -266,4 +268,108 @@ func promScalar(_ text: String, _ samples: RecentSamples, at time: Int64) throws
         return .nan
     }
     return result[0].value
+}
+
+/// Vireo's evaluator against Prometheus's own: `promtool test rules` (Debian's `prometheus`)
+/// evaluates the same expressions over the same series and must find exactly what Vireo found.
+@Suite("PromQL: the same answers as Prometheus")
+struct PromQLPrometheusTests {
+    /// Series in promtool's notation (`start+step x count`, one sample per 15 s from 0) and the
+    /// same samples for Vireo.
+    static let series: [(name: String, labels: [String: String], values: [Double])] = {
+        var series: [(name: String, labels: [String: String], values: [Double])] = []
+        for (instance, perStep) in [("a", 15.0), ("b", 30)] {
+            series.append(("http_requests_total", ["instance": instance, "code": "200"], (0...8).map { Double($0) * perStep }))
+        }
+        series.append(("http_requests_total", ["instance": "b", "code": "503"], (0...8).map { Double($0) * 7.5 }))
+        // A counter that resets after its fourth sample.
+        series.append(("restarts_total", ["instance": "a"], [3, 9, 14, 20, 2, 8, 11, 17, 30]))
+        // Request durations of two instances: a fast, b spread over the buckets.
+        for (instance, shares) in [("a", [0.9, 1.0, 1.0, 1.0]), ("b", [0.1, 0.5, 0.95, 1.0])] {
+            for (le, share) in zip(["0.1", "0.5", "1", "+Inf"], shares) {
+                series.append(
+                    (
+                        "http_request_duration_seconds_bucket", ["instance": instance, "le": le],
+                        (0...8).map { (Double($0) * 40 * share).rounded() }
+                    ))
+            }
+        }
+        series.append(("queue_depth", ["instance": "a"], [4, 8, 2, 9, 1, 7, 3, 5, 6]))
+        return series
+    }()
+
+    static let expressions = [
+        "http_requests_total",
+        #"rate(http_requests_total{code="200"}[1m])"#,
+        "sum by (instance) (rate(http_requests_total[1m]))",
+        #"sum(rate(http_requests_total{code=~"5.."}[2m])) / sum(rate(http_requests_total[2m]))"#,
+        "increase(http_requests_total[45s])",
+        "irate(http_requests_total[1m])",
+        "rate(restarts_total[2m])",
+        "increase(restarts_total[100s])",
+        "irate(restarts_total[1m])",
+        "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[1m])))",
+        "histogram_quantile(0.5, sum by (le, instance) (rate(http_request_duration_seconds_bucket[2m])))",
+        "histogram_quantile(0.9, http_request_duration_seconds_bucket)",
+        "avg without (code) (rate(http_requests_total[1m]))",
+        "max(queue_depth) - min(queue_depth)",
+        "count by (code) (http_requests_total) * 2",
+        "1 - sum without (code) (rate(http_requests_total{code!=\"200\"}[1m])) / sum without (code) (rate(http_requests_total[1m]))",
+        "queue_depth % 4 + 2 ^ 3",
+        "-queue_depth",
+    ]
+
+    @Test(
+        "promtool evaluates each expression to exactly Vireo's samples, at several instants",
+        .enabled(
+            if: FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool"),
+            "needs promtool (Debian's prometheus package; scripts/install-deps.sh installs it)"))
+    func sameAsPrometheus() async throws {
+        var samples = RecentSamples()
+        for s in Self.series {
+            for (i, value) in s.values.enumerated() {
+                samples.append(name: s.name, labels: promLabels(s.labels), at: Int64(i) * 15_000, value: value)
+            }
+        }
+        var yaml = "tests:\n  - interval: 15s\n    input_series:\n"
+        for s in Self.series {
+            let text = s.name + Labels(s.labels.map { (name: $0.key, value: $0.value) }).description
+            yaml += "      - series: '\(text)'\n        values: '\(s.values.map { Self.goFloat($0) }.joined(separator: " "))'\n"
+        }
+        yaml += "    promql_expr_test:\n"
+        var compared = 0
+        for expression in Self.expressions {
+            for seconds in [60, 105, 120] {
+                let value = try promEvaluate(expression, samples, at: Int64(seconds) * 1000)
+                guard case .vector(let result) = value else {
+                    Issue.record("\(expression) is a scalar")
+                    continue
+                }
+                yaml += "      - expr: '\(expression.replacingOccurrences(of: "'", with: "''"))'\n"
+                yaml += "        eval_time: \(seconds)s\n"
+                yaml += result.isEmpty ? "        exp_samples: []\n" : "        exp_samples:\n"
+                for sample in result {
+                    let labels = (sample.name ?? "") + sample.labels.description
+                    yaml += "          - labels: '\(labels)'\n            value: \(Self.goFloat(sample.value))\n"
+                    compared += 1
+                }
+            }
+        }
+        let file = temporaryDirectory() + "/promql-test.yml"
+        try FileManager.default.createDirectory(
+            atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        let output = String(
+            decoding: try await HostTool.run("promtool", ["test", "rules", file], acceptedStatus: [0, 1]), as: UTF8.self)
+        print("promtool compared \(compared) samples of \(Self.expressions.count) expressions at 3 instants")
+        #expect(output.contains("SUCCESS"), "promtool disagrees:\n\(output)\n(test file: \(file))")
+        #expect(compared > 50)
+    }
+
+    /// A float as Go's `strconv.ParseFloat` reads it back exactly.
+    static func goFloat(_ value: Double) -> String {
+        if value.isNaN { return "NaN" }
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
+        return "\(value)"
+    }
 }
