@@ -127,16 +127,30 @@ public enum ApplicationValidation {
             }
             objective = Objective(name: name, kind: .ratio, metric: goodMetric, totalMetric: totalMetric, target: min)
         } else if let min {
-            var sli = try fields.requiredString("sli")
+            let text = try fields.requiredString("sli")
+            var sli = text
             // `rate(x)` says what the objective does to the counter; `x` means the same.
             if sli.hasPrefix("rate("), sli.hasSuffix(")") { sli = String(sli.dropFirst(5).dropLast()) }
-            let metric = try selector(fields, "sli", text: sli, expecting: [.counter], telemetry: telemetry)
             try positive(min, fields.field("min"))
-            objective = Objective(name: name, kind: .throughput, metric: metric, target: min)
+            if (try? SeriesSelector(parsing: sli)) == nil, let query = try query(fields, text, telemetry: telemetry) {
+                // A quotient is a ratio (good over total); anything else a throughput.
+                let kind: Objective.Kind = if case .binary(.divide, _, _) = query { .ratio } else { .throughput }
+                objective = Objective(name: name, kind: kind, metric: text, target: min, language: .promql)
+            } else {
+                let metric = try selector(fields, "sli", text: sli, expecting: [.counter], telemetry: telemetry)
+                objective = Objective(name: name, kind: .throughput, metric: metric, target: min)
+            }
         } else if let max {
-            let metric = try selector(fields, "sli", expecting: [.gauge, .untyped], telemetry: telemetry)
+            let text = try fields.requiredString("sli")
             try positive(max, fields.field("max"))
-            objective = Objective(name: name, kind: .capacity, metric: metric, target: max)
+            if let query = try query(fields, text, telemetry: telemetry) {
+                let kind: Objective.Kind =
+                    if case .call(.histogramQuantile, _) = query { .responseTime } else { .capacity }
+                objective = Objective(name: name, kind: kind, metric: text, target: max, language: .promql)
+            } else {
+                let metric = try selector(fields, "sli", expecting: [.gauge, .untyped], telemetry: telemetry)
+                objective = Objective(name: name, kind: .capacity, metric: metric, target: max)
+            }
         } else {
             throw VireoError(
                 .invalidArgument,
@@ -149,6 +163,41 @@ public enum ApplicationValidation {
         }
         try timing(&objective, fields)
         return objective
+    }
+
+    /// `sli` as a PromQL expression, when it is not a plain selector (nil: read it as one): it
+    /// must parse and be a number or an instant vector; the error names the column.
+    static func query(_ fields: FieldReader, _ text: String, telemetry: TelemetrySpec) throws(VireoError)
+        -> PromQLExpression?
+    {
+        if (try? SeriesSelector(parsing: text)) != nil { return nil }
+        let expression: PromQLExpression
+        do {
+            expression = try PromQLExpression(parsing: text)
+            // Whether a part is a number or a vector does not depend on the data: no samples tell.
+            _ = try PromQLEvaluator(source: RecentSamples(), time: 0).evaluate(expression)
+        } catch {
+            throw VireoError.invalid(
+                field: fields.field("sli"), value: "'\(text)'",
+                "is neither a metric selector nor a PromQL expression Vireo evaluates: \(error.description)")
+        }
+        // Only declared metrics (and Vireo's own) are kept: a series of another would have no data.
+        let known = telemetry.metrics + MetricCatalogue.builtIn
+        for selector in expression.selectors {
+            let name = selector.name
+            let isKnown = known.contains { declared in
+                name == declared.name || name == declared.name + "_total"
+                    || (declared.type == .histogram && ["_bucket", "_sum", "_count"].contains { name == declared.name + $0 })
+            }
+            guard isKnown else {
+                let names = telemetry.metrics.map(\.name)
+                throw VireoError.invalid(
+                    field: fields.field("sli"), value: "'\(name)'",
+                    "unknown metric: declare it under spec.telemetry.metrics"
+                        + (names.isEmpty ? " (none declared)" : " (declared: \(names.joined(separator: ", ")))"))
+            }
+        }
+        return expression
     }
 
     /// window, goal, period and burn-rate alerts, shared by both manifest kinds.
@@ -212,6 +261,8 @@ public enum ApplicationValidation {
     /// Checks that an objective from elsewhere (an OpenSLO document) uses metrics the
     /// application declares, with types it can use.
     public static func checkMetrics(_ objective: Objective, telemetry: TelemetrySpec, field: String) throws(VireoError) {
+        // OpenSLO documents give selectors; a PromQL indicator was checked where it was parsed.
+        guard objective.language == nil else { return }
         let types: [MetricType]
         switch objective.kind {
         case .responseTime: types = [.histogram]

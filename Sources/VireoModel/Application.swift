@@ -110,8 +110,13 @@ public struct Objective: Sendable, Codable, Equatable {
 
     public var name: String
     public var kind: Kind
-    /// Metric selector: a name with optional label matchers, `name{label="value"}`.
+    /// Metric selector: a name with optional label matchers, `name{label="value"}` — or, with
+    /// `language` `.promql`, a PromQL expression.
     public var metric: String
+    /// How `metric` is read. Nil: a selector, over whose series each window computes what `kind`
+    /// says (a quantile, a rate, a maximum, a ratio). `.promql`: an expression whose value at each
+    /// window's end is the indicator (`kind` then gives its direction and meaning).
+    public var language: SLILanguage?
     /// For `ratio`: the selector that counts all events.
     public var totalMetric: String?
     /// For `responseTime`: the quantile, in (0, 1).
@@ -125,8 +130,9 @@ public struct Objective: Sendable, Codable, Equatable {
     public init(
         name: String, kind: Kind, metric: String, totalMetric: String? = nil, quantile: Double? = nil, target: Double,
         windowSeconds: Double = 60, goal: Double = 0.99, periodSeconds: Double = 30 * 86_400,
-        burnRateAlerts: [BurnRateAlert] = BurnRateAlert.defaults
+        burnRateAlerts: [BurnRateAlert] = BurnRateAlert.defaults, language: SLILanguage? = nil
     ) {
+        self.language = language
         self.name = name
         self.kind = kind
         self.metric = metric
@@ -141,6 +147,12 @@ public struct Objective: Sendable, Codable, Equatable {
 
     /// The fraction of windows that may be bad.
     public var errorBudget: Double { 1 - goal }
+}
+
+/// The language of an objective's indicator.
+public enum SLILanguage: String, Sendable, Codable, Equatable {
+    /// A PromQL expression (Vireo's subset; docs/apps.md, "PromQL").
+    case promql
 }
 
 /// Multi-window burn-rate alerting: the objective is breaching when the budget burns faster than

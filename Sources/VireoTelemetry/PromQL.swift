@@ -43,6 +43,30 @@ public indirect enum PromQLExpression: Sendable, Equatable, CustomStringConverti
         }
     }
 
+    /// Every selector in the expression, ranges' included, in order.
+    public var selectors: [PromQLSelector] {
+        switch self {
+        case .number: []
+        case .selector(let selector), .range(let selector, _): [selector]
+        case .call(_, let arguments): arguments.flatMap(\.selectors)
+        case .aggregate(_, _, let argument), .negate(let argument): argument.selectors
+        case .binary(_, let lhs, let rhs): lhs.selectors + rhs.selectors
+        }
+    }
+
+    /// How far back the expression reads: its longest range, and an instant selector's 5
+    /// minutes of lookback.
+    public var lookbackMs: Int64 {
+        switch self {
+        case .number: 0
+        case .selector: 300_000
+        case .range(_, let rangeMs): rangeMs
+        case .call(_, let arguments): arguments.map(\.lookbackMs).max() ?? 0
+        case .aggregate(_, _, let argument), .negate(let argument): argument.lookbackMs
+        case .binary(_, let lhs, let rhs): max(lhs.lookbackMs, rhs.lookbackMs)
+        }
+    }
+
     static func format(_ value: Double) -> String {
         if value.isNaN { return "NaN" }
         if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }

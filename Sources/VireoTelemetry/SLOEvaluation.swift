@@ -26,6 +26,25 @@ public enum Indicator {
         }
     }
 
+    /// The value of a PromQL indicator at `time`: a number, or the worst of the series the
+    /// expression gives (every series must meet the objective: the largest where it sets a
+    /// maximum, the smallest where a minimum). Nil without data, or where the evaluation fails.
+    public static func value(
+        _ objective: Objective, query: PromQLExpression, in samples: RecentSamples, at time: Int64
+    ) -> Double? {
+        let values: [Double]
+        switch try? PromQLEvaluator(source: samples, time: time).evaluate(query) {
+        case .scalar(let value)?: values = [value]
+        case .vector(let series)?: values = series.map(\.value)
+        case nil: return nil
+        }
+        let judged = values.filter { !$0.isNaN }
+        switch objective.kind {
+        case .responseTime, .capacity: return judged.max()
+        case .throughput, .ratio: return judged.min()
+        }
+    }
+
     /// Whether a window with indicator `value` is good.
     public static func isGood(_ objective: Objective, _ value: Double) -> Bool {
         switch objective.kind {
@@ -66,9 +85,14 @@ public enum Indicator {
 /// verdicts of the period, and derives the error budget, the burn rates and the state.
 public struct ObjectiveTracker: Sendable {
     public let objective: Objective
-    let selector: SeriesSelector
-    let totalSelector: SeriesSelector?
+    let indicator: Source
     let windowMs: Int64
+
+    /// What the indicator is computed from.
+    enum Source: Sendable {
+        case selectors(SeriesSelector, total: SeriesSelector?)
+        case query(PromQLExpression)
+    }
     /// Verdicts of the period, oldest first, from `first`; with running counts so a burn rate
     /// over any lookback is two subtractions.
     private var ends: [Int64] = []
@@ -95,11 +119,21 @@ public struct ObjectiveTracker: Sendable {
         return String(hash, radix: 16)
     }
 
-    /// Fails when a selector of the objective does not parse (validation has checked them).
+    /// Fails when a selector or expression of the objective does not parse (validation has
+    /// checked them).
     public init(_ objective: Objective) throws(SelectorError) {
         self.objective = objective
-        selector = try SeriesSelector(parsing: objective.metric)
-        totalSelector = try objective.totalMetric.map { (text) throws(SelectorError) in try SeriesSelector(parsing: text) }
+        if objective.language == .promql {
+            do {
+                indicator = .query(try PromQLExpression(parsing: objective.metric))
+            } catch {
+                throw SelectorError(error.description)
+            }
+        } else {
+            indicator = .selectors(
+                try SeriesSelector(parsing: objective.metric),
+                total: try objective.totalMetric.map { (text) throws(SelectorError) in try SeriesSelector(parsing: text) })
+        }
         windowMs = max(1, Int64((objective.windowSeconds * 1000).rounded()))
         fingerprint = Self.fingerprint(of: objective)
     }
@@ -127,8 +161,23 @@ public struct ObjectiveTracker: Sendable {
         return before
     }
 
+    /// How much history judging a window needs, in milliseconds: the window, or what the
+    /// expression reads back from its end when that is longer.
+    public var horizonMs: Int64 {
+        switch indicator {
+        case .selectors: windowMs
+        case .query(let query): max(windowMs, query.lookbackMs)
+        }
+    }
+
     private mutating func judge(_ samples: RecentSamples, end: Int64) {
-        let sli = Indicator.value(objective, selector, total: totalSelector, in: samples, from: end - windowMs, to: end)
+        let sli: Double? =
+            switch indicator {
+            case .selectors(let selector, let total):
+                Indicator.value(objective, selector, total: total, in: samples, from: end - windowMs, to: end)
+            case .query(let query):
+                Indicator.value(objective, query: query, in: samples, at: end)
+            }
         record(end: end, sli: sli)
         unsaved.append(WindowVerdict(end: end, sli: sli, state: state))
     }

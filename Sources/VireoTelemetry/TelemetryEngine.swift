@@ -60,7 +60,7 @@ public actor TelemetryEngine {
                 return try? ObjectiveTracker(objective)
             }
             state.spec = spec
-            let longest = spec.objectives.map(\.windowSeconds).max() ?? 60
+            let longest = state.trackers.map { Double($0.horizonMs) / 1000 }.max() ?? 60
             let scrape = max(spec.telemetry.scrape?.intervalSeconds ?? 0, spec.telemetry.probe?.intervalSeconds ?? 0)
             state.horizonMs = Int64((2 * longest + scrape + 5) * 1000)
             next[spec.name] = state

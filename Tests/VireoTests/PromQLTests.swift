@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import VireoAPI
+import VireoModel
 import VireoProcess
 import VireoTelemetry
 
@@ -371,5 +373,98 @@ struct PromQLPrometheusTests {
         if value.isNaN { return "NaN" }
         if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
         return "\(value)"
+    }
+}
+
+@Suite("PromQL objectives")
+struct PromQLObjectiveTests {
+    static let manifest = shopManifest.replacingOccurrences(
+        of: "- { name: capacity, sli: queue_depth, max: 100 }",
+        with: """
+            - { name: capacity, sli: queue_depth, max: 100 }
+                - { name: p99, sli: "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[10s])))", max: 0.05, window: 10s, goal: 0.9, burnRates: [{ long: 40s, short: 10s, factor: 2 }] }
+                - { name: served, sli: "sum(rate(http_requests_total{code=~'2..'}[10s]))", min: 5, window: 10s }
+                - { name: good, sli: "sum(rate(http_requests_total{code='200'}[10s])) / sum(rate(http_requests_total[10s]))", min: 0.99 }
+            """)
+
+    static func application(_ text: String = manifest) throws -> ApplicationSpec {
+        try #require(ManifestParser.parse(text).compactMap { if case .application(let a) = $0 { a } else { nil } }.first)
+    }
+
+    @Test("an sli that is no plain selector is a PromQL expression; its kind follows from its form and min or max")
+    func parsed() throws {
+        let objectives = try Self.application().objectives
+        #expect(objectives.map(\.language) == [nil, nil, nil, .promql, .promql, .promql])
+        #expect(objectives[3].kind == .responseTime && objectives[3].target == 0.05)
+        #expect(objectives[4].kind == .throughput && objectives[4].target == 5)
+        #expect(objectives[5].kind == .ratio && objectives[5].target == 0.99)
+        #expect(objectives[3].metric.hasPrefix("histogram_quantile(0.99"))
+        // Plain selectors read as before, `rate(x)` included.
+        #expect(objectives[1].metric == "http_requests_total" && objectives[1].language == nil)
+    }
+
+    @Test(
+        "an expression that does not parse, or is no number or instant vector, is refused naming the field and the column",
+        arguments: [
+            ("sum(rate(http_requests_total[10s])", ["spec.objectives[3].sli", "at column", "expected ')'"]),
+            ("sum(5)", ["spec.objectives[3].sli", "needs a vector"]),
+            ("http_requests_total[10s]", ["spec.objectives[3].sli", "range vector"]),
+            ("topk(1, queue_depth)", ["spec.objectives[3].sli", "'topk' is not supported"]),
+            ("max(nope_seconds)", ["spec.objectives[3].sli", "nope_seconds", "unknown metric"]),
+        ])
+    func refused(sli: String, mentions: [String]) throws {
+        let text = Self.manifest.replacingOccurrences(
+            of: "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[10s])))", with: sli)
+        do {
+            _ = try ManifestParser.parse(text)
+            Issue.record("accepted: \(sli)")
+        } catch {
+            #expect(error.code == .invalidArgument)
+            for word in mentions { #expect(error.message.contains(word), "\(error.message)") }
+        }
+    }
+
+    @Test("a PromQL objective judges the same breach as the selector one beside it, window by window")
+    func judged() throws {
+        let objectives = try Self.application().objectives
+        var classic = try ObjectiveTracker(objectives[0])
+        var query = try ObjectiveTracker(objectives[3])
+        #expect(query.horizonMs == 10_000)
+        var samples = RecentSamples()
+        var requests = 0
+        var ms: Int64 = 1_800_000_000_000
+        var classicStates: [SLOState] = []
+        var queryStates: [SLOState] = []
+        // 60 s fast (20 ms), 30 s slow (200 ms), 30 s fast; a scrape every 2 s.
+        for step in 0..<60 {
+            requests += 20
+            let latency = (30..<45).contains(step) ? 0.2 : 0.02
+            for family in try PrometheusText.parse(shopExposition(requests: requests, latency: latency, queue: 3, at: ms)) {
+                for s in family.samples {
+                    samples.append(name: s.name, labels: Labels(s.labels), at: s.timestampMs!, value: s.value)
+                }
+            }
+            ms += 2_000
+            classic.evaluate(samples, now: ms, delayMs: 0)
+            query.evaluate(samples, now: ms, delayMs: 0)
+            classicStates.append(classic.state)
+            queryStates.append(query.state)
+        }
+        #expect(queryStates[34...38].contains(.breaching), "\(queryStates)")
+        #expect(queryStates.last == .ok)
+        let a = classic.status()
+        let b = query.status()
+        print(
+            "selector objective: \(a.goodWindows) good, \(a.badWindows) bad; PromQL: \(b.goodWindows) good, \(b.badWindows) bad")
+        #expect(b.badWindows >= 2 && b.badWindows <= 4, "\(b)")
+        #expect(b.goodWindows >= 6)
+        #expect(b.sli.map { $0 < 0.05 } == true)
+        // The 5xx-free ratio and the throughput over the same samples.
+        let rate = Indicator.value(
+            objectives[4], query: try PromQLExpression(parsing: objectives[4].metric), in: samples, at: ms - 2_000)
+        #expect(rate.map { abs($0 - 10) < 1e-9 } == true, "\(String(describing: rate))")
+        let ratio = Indicator.value(
+            objectives[5], query: try PromQLExpression(parsing: objectives[5].metric), in: samples, at: ms - 2_000)
+        #expect(ratio == 1)
     }
 }
