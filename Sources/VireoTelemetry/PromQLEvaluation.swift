@@ -134,29 +134,27 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
     }
 
     static func aggregate(_ op: PromQLAggregation, _ grouping: PromQLGrouping?, _ samples: [PromQLSample]) -> [PromQLSample] {
-        var order: [Labels] = []
-        var groups: [Labels: [Double]] = [:]
+        let names = grouping.map { Set($0.labels) }
+        let without = grouping?.without ?? false
+        var keys = GroupKeys()
+        var groups: [AggregationGroup] = []
         for sample in samples {
-            let key: Labels
-            if let grouping {
-                let names = Set(grouping.labels)
-                key = Labels(
-                    sample.labels.pairs.filter { names.contains($0.name) != grouping.without }.map { ($0.name, $0.value) })
-            } else {
-                key = Labels()
-            }
-            if groups[key] == nil { order.append(key) }
-            groups[key, default: []].append(sample.value)
+            let key = names.map { names in sample.labels.filter { names.contains($0) != without } } ?? Labels()
+            let slot = keys.slot(of: key)
+            if slot == groups.count { groups.append(AggregationGroup()) }
+            groups[slot].sum += sample.value
+            groups[slot].count += 1
+            groups[slot].min = Swift.min(groups[slot].min, sample.value)
+            groups[slot].max = Swift.max(groups[slot].max, sample.value)
         }
-        return order.map { key in
-            let values = groups[key]!
+        return zip(keys.keys, groups).map { key, group in
             let value: Double =
                 switch op {
-                case .sum: values.reduce(0, +)
-                case .avg: values.reduce(0, +) / Double(values.count)
-                case .min: values.min()!
-                case .max: values.max()!
-                case .count: Double(values.count)
+                case .sum: group.sum
+                case .avg: group.sum / Double(group.count)
+                case .min: group.min
+                case .max: group.max
+                case .count: Double(group.count)
                 }
             return PromQLSample(labels: key, value: value)
         }
@@ -211,16 +209,16 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
     /// bound of the last finite bucket when the rank falls in +Inf; NaN without a +Inf bucket or
     /// observations; counts that decrease with `le` (a scrape between two buckets) made monotonic.
     static func histogramQuantile(_ quantile: Double, _ buckets: [PromQLSample]) -> [PromQLSample] {
-        var order: [Labels] = []
-        var histograms: [Labels: [(upper: Double, count: Double)]] = [:]
+        var keys = GroupKeys()
+        var histograms: [[(upper: Double, count: Double)]] = []
         for bucket in buckets {
             guard let le = bucket.labels["le"], let upper = parseValue(le) else { continue }
-            let key = bucket.labels.removing("le")
-            if histograms[key] == nil { order.append(key) }
-            histograms[key, default: []].append((upper, bucket.value))
+            let slot = keys.slot(of: bucket.labels, without: "le")
+            if slot == histograms.count { histograms.append([]) }
+            histograms[slot].append((upper, bucket.value))
         }
-        return order.map { key in
-            PromQLSample(labels: key, value: bucketQuantile(quantile, histograms[key]!))
+        return zip(keys.keys, histograms).map { key, histogram in
+            PromQLSample(labels: key, value: bucketQuantile(quantile, histogram))
         }
     }
 
@@ -248,6 +246,45 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
         }
         return start + (buckets[b].upper - start) * (rank / count)
     }
+}
+
+/// The distinct label sets of an aggregation's groups, in the order they were first seen. Few
+/// groups (the usual case: `by (le)` gives a dozen) are found by comparing, which is cheaper than
+/// hashing their strings; past 16 a dictionary takes over.
+struct GroupKeys {
+    private(set) var keys: [Labels] = []
+    private var index: [Labels: Int]?
+
+    /// The slot of `labels` without the label `name` (a histogram's buckets without `le`), made
+    /// only when it is new.
+    mutating func slot(of labels: Labels, without name: String) -> Int {
+        if index == nil, let slot = keys.firstIndex(where: { $0.equals(labels, without: name) }) { return slot }
+        return slot(of: labels.removing(name))
+    }
+
+    /// The slot of `key`: an existing one, or `keys.count` before it was added.
+    mutating func slot(of key: Labels) -> Int {
+        if let index {
+            if let slot = index[key] { return slot }
+        } else if let slot = keys.firstIndex(of: key) {
+            return slot
+        }
+        keys.append(key)
+        if index != nil {
+            index?[key] = keys.count - 1
+        } else if keys.count > 16 {
+            index = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, $0) })
+        }
+        return keys.count - 1
+    }
+}
+
+/// One group's running figures in an aggregation.
+struct AggregationGroup {
+    var sum = 0.0
+    var count = 0
+    var min = Double.infinity
+    var max = -Double.infinity
 }
 
 extension RecentSamples: PromQLSeriesSource {

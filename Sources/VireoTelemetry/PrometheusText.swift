@@ -129,7 +129,9 @@ func parseValue(_ text: String) -> Double? {
         guard let first = text.utf8.first,
             first == UInt8(ascii: "-") || first == UInt8(ascii: "+")
                 || first == UInt8(ascii: ".") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first),
-            !text.contains("x"), !text.contains("X")
+            // Bytes, not `contains(_:)` on a String: that goes through Foundation's string search,
+            // which was most of the time `histogram_quantile` spent.
+            !text.utf8.contains(where: { $0 == UInt8(ascii: "x") || $0 == UInt8(ascii: "X") })
         else { return nil }
         return Double(text)
     }

@@ -108,6 +108,25 @@ public struct Labels: Sendable, Hashable, CustomStringConvertible {
 
     public subscript(name: String) -> String? { pairs.first { $0.name == name }?.value }
 
+    /// Whether these labels are `other`'s once its label `name` is left out.
+    func equals(_ other: Labels, without name: String) -> Bool {
+        var i = 0
+        for pair in other.pairs where pair.name != name {
+            guard i < pairs.count, pairs[i] == pair else { return false }
+            i += 1
+        }
+        return i == pairs.count
+    }
+
+    /// The labels whose names `keep` accepts, in their order.
+    public func filter(_ keep: (String) -> Bool) -> Labels {
+        // Most often every label stays (`by (le)` of buckets labelled `le` alone): no copy then.
+        guard pairs.contains(where: { !keep($0.name) }) else { return self }
+        var copy = self
+        copy.pairs.removeAll { !keep($0.name) }
+        return copy
+    }
+
     /// The labels without `name` (e.g. without `le` to group a histogram's buckets).
     public func removing(_ name: String) -> Labels {
         var copy = self

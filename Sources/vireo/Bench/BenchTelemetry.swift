@@ -113,10 +113,16 @@ struct BenchEvaluate: AsyncParsableCommand {
         commandName: "evaluate", abstract: "Time SLO evaluation: every objective judges one window per round.")
     @Option(help: "Objectives (a quarter of each kind).") var objectives: Int = 10_000
     @Option(help: "Rounds to time.") var rounds: Int = 20
+    @Flag(
+        help: ArgumentHelp(
+            "Every objective a PromQL one: histogram_quantile(Q, sum by (le) (rate(…_bucket[1m]))), Q 0.5, 0.9, 0.99 "
+                + "and 0.999 per application."))
+    var promql = false
     @OptionGroup var output: OutputOptions
 
     struct Result: Codable {
         var objectives: Int
+        var promql: Bool
         var rounds: Int
         var samplesInMemory: Int
         var p50Ms: Double
@@ -131,7 +137,19 @@ struct BenchEvaluate: AsyncParsableCommand {
         let store = try SeriesStore()
         let engine = TelemetryEngine(store: store, flushThreshold: .max, judgeDelayMs: 0)
         var specs: [ApplicationSpec] = []
-        for a in 0..<apps {
+        let quantiles = [0.5, 0.9, 0.99, 0.999]
+        for a in 0..<apps where promql {
+            specs.append(
+                ApplicationSpec(
+                    name: "app-\(a)", telemetry: TelemetrySpec(metrics: webMetricDeclarations),
+                    objectives: quantiles.map { q in
+                        Objective(
+                            name: "p\(Int(q * 1000))", kind: .responseTime,
+                            metric: "histogram_quantile(\(q), sum by (le) (rate(vireo_web_request_duration_seconds_bucket[1m])))",
+                            target: 0.05, windowSeconds: window, language: .promql)
+                    }))
+        }
+        for a in 0..<apps where !promql {
             specs.append(
                 ApplicationSpec(
                     name: "app-\(a)", telemetry: TelemetrySpec(metrics: webMetricDeclarations),
@@ -167,7 +185,8 @@ struct BenchEvaluate: AsyncParsableCommand {
             }
             try await engine.flush()
         }
-        try await feed(10)
+        // A minute of samples first: what a PromQL objective's rate(…[1m]) reads.
+        try await feed(promql ? 30 : 10)
         _ = await engine.evaluate(now: ms)  // starts the trackers' windows
         for round in 0..<rounds {
             try await feed(5)
@@ -180,12 +199,12 @@ struct BenchEvaluate: AsyncParsableCommand {
         let status = await engine.status(app: "app-0")
         let sorted = timings.sorted()
         let result = Result(
-            objectives: apps * 4, rounds: rounds, samplesInMemory: (status?.current.count ?? 0) * apps,
+            objectives: apps * 4, promql: promql, rounds: rounds, samplesInMemory: (status?.current.count ?? 0) * apps,
             p50Ms: sorted[sorted.count / 2], p99Ms: sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))],
             maxMs: sorted.last ?? 0, judged: status?.objectives.reduce(0) { $0 + $1.goodWindows + $1.badWindows } ?? 0)
         if output.output == .json { return try printJSON(result) }
         print(
-            "evaluated \(result.objectives) objectives, one window each, \(rounds) rounds: p50 \(String(format: "%.1f", result.p50Ms)) ms, "
+            "evaluated \(result.objectives)\(promql ? " PromQL" : "") objectives, one window each, \(rounds) rounds: p50 \(String(format: "%.1f", result.p50Ms)) ms, "
                 + "p99 \(String(format: "%.1f", result.p99Ms)) ms, max \(String(format: "%.1f", result.maxMs)) ms")
     }
 }
