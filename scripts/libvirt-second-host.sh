@@ -7,9 +7,9 @@
 #   qemu+unix:///system?socket=DIR/sock/libvirt-sock
 #
 #   scripts/libvirt-second-host.sh start DIR   # prints that URI once the daemon answers
-#
-# Its migration certificates (migrate_tls_x509_cert_dir) are DIR/tls.
 #   scripts/libvirt-second-host.sh stop DIR    # destroys its domains, ends both daemons, removes DIR
+#
+# Its migration certificates (migrate_tls_x509_cert_dir) go in DIR/tls.
 #
 # Needs root and libvirt-daemon-system. The system daemon (qemu:///system) is not touched.
 set -euo pipefail

@@ -132,12 +132,15 @@ struct PromQLEvaluationTests {
         }
         #expect(try promScalar("increase(c[1m])", offset, at: 60_000) == 60)
         #expect(abs(try promScalar("rate(c[1m])", offset, at: 60_000) - 1) < 1e-12)
-        // A counter that started at 40 when the range began: no extrapolation below zero... it
-        // grew 15 in 15 s, so zero lies 40 s before its first sample, beyond the range's start:
-        // extrapolated to the start (10 s) and end (5 s) — 15 * 30 / 15 = 30.
+        // A counter at 40 in its first sample, growing 1/s: at that pace it was zero 40 s
+        // earlier, beyond the range's start, so it is extrapolated to both ends (10 s and 5 s).
         var late = RecentSamples()
         for (t, v) in [(10, 40.0), (25, 55)] { late.append(name: "c", labels: Labels(), at: Int64(t) * 1000, value: v) }
         #expect(try promScalar("increase(c[30s])", late, at: 30_000) == 15 * (15 + 10 + 5) / 15)
+        // At 5 in its first sample it was zero 5 s earlier: extrapolated back 5 s only, not 10.
+        var fresh = RecentSamples()
+        for (t, v) in [(10, 5.0), (25, 20)] { fresh.append(name: "c", labels: Labels(), at: Int64(t) * 1000, value: v) }
+        #expect(try promScalar("increase(c[30s])", fresh, at: 30_000) == 15 * (15 + 5 + 5) / 15)
         // Gaps beyond 110 % of the interval are extrapolated by half an interval only.
         var sparse = RecentSamples()
         for (t, v) in [(30, 30.0), (40, 40)] { sparse.append(name: "c", labels: Labels(), at: Int64(t) * 1000, value: v) }
