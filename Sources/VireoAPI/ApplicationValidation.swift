@@ -182,20 +182,10 @@ public enum ApplicationValidation {
                 "is neither a metric selector nor a PromQL expression Vireo evaluates: \(error.description)")
         }
         // Only declared metrics (and Vireo's own) are kept: a series of another would have no data.
-        let known = telemetry.metrics + MetricCatalogue.builtIn
+        // An expression names a histogram's series themselves (`_bucket`, `_sum`, `_count`).
         for selector in expression.selectors {
-            let name = selector.name
-            let isKnown = known.contains { declared in
-                name == declared.name || name == declared.name + "_total"
-                    || (declared.type == .histogram && ["_bucket", "_sum", "_count"].contains { name == declared.name + $0 })
-            }
-            guard isKnown else {
-                let names = telemetry.metrics.map(\.name)
-                throw VireoError.invalid(
-                    field: fields.field("sli"), value: "'\(name)'",
-                    "unknown metric: declare it under spec.telemetry.metrics"
-                        + (names.isEmpty ? " (none declared)" : " (declared: \(names.joined(separator: ", ")))"))
-            }
+            _ = try declaration(
+                of: selector.name, field: fields.field("sli"), declared: telemetry.metrics, histogramSeries: true)
         }
         return expression
     }
@@ -286,19 +276,33 @@ public enum ApplicationValidation {
         } catch {
             throw VireoError.invalid(field: field, value: "'\(text)'", "not a metric selector: \(error.message)")
         }
-        let known = declared + MetricCatalogue.builtIn
-        guard let declaration = known.first(where: { $0.name == selector.name || $0.name + "_total" == selector.name }) else {
-            let names = declared.map(\.name)
-            throw VireoError.invalid(
-                field: field, value: "'\(selector.name)'",
-                "unknown metric: declare it under spec.telemetry.metrics"
-                    + (names.isEmpty ? " (none declared)" : " (declared: \(names.joined(separator: ", ")))"))
-        }
+        let declaration = try declaration(of: selector.name, field: field, declared: declared, histogramSeries: false)
         guard types.contains(declaration.type) else {
             throw VireoError.invalid(
                 field: field, value: "'\(selector.name)'",
                 "is a \(declaration.type.rawValue); this objective needs a \(types.map(\.rawValue).joined(separator: " or "))")
         }
         return selector.description
+    }
+
+    /// The declaration (or Vireo's own metric) that `name` refers to — by its name or with
+    /// `_total`, and with `histogramSeries` also a histogram's `_bucket`, `_sum` or `_count` — or
+    /// an error naming the field and what is declared.
+    static func declaration(of name: String, field: String, declared: [MetricDeclaration], histogramSeries: Bool)
+        throws(VireoError) -> MetricDeclaration
+    {
+        let found = (declared + MetricCatalogue.builtIn).first { metric in
+            name == metric.name || name == metric.name + "_total"
+                || (histogramSeries && metric.type == .histogram
+                    && ["_bucket", "_sum", "_count"].contains { name == metric.name + $0 })
+        }
+        guard let found else {
+            let names = declared.map(\.name)
+            throw VireoError.invalid(
+                field: field, value: "'\(name)'",
+                "unknown metric: declare it under spec.telemetry.metrics"
+                    + (names.isEmpty ? " (none declared)" : " (declared: \(names.joined(separator: ", ")))"))
+        }
+        return found
     }
 }

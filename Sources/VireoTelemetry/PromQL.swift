@@ -54,12 +54,15 @@ public indirect enum PromQLExpression: Sendable, Equatable, CustomStringConverti
         }
     }
 
+    /// How far back an instant selector looks for a series' last sample (Prometheus's 5 minutes).
+    public static let instantLookbackMs: Int64 = 300_000
+
     /// How far back the expression reads: its longest range, and an instant selector's 5
     /// minutes of lookback.
     public var lookbackMs: Int64 {
         switch self {
         case .number: 0
-        case .selector: 300_000
+        case .selector: Self.instantLookbackMs
         case .range(_, let rangeMs): rangeMs
         case .call(_, let arguments): arguments.map(\.lookbackMs).max() ?? 0
         case .aggregate(_, _, let argument), .negate(let argument): argument.lookbackMs
@@ -468,7 +471,9 @@ struct PromQLParser {
             advance()
             let inner = try parseBinary(minimumPrecedence: 1)
             try expect(")", "')'")
-            return try rangeSuffix(inner, at: token.column)
+            // `(expr)[5m]` would be a subquery.
+            if isPunctuation("[") { throw PromQLError(column: current.column, "subqueries are not supported") }
+            return inner
         case .punctuation("{"):
             throw PromQLError(column: token.column, "a selector needs a metric name before '{'")
         case .identifier(let word):
@@ -519,12 +524,6 @@ struct PromQLParser {
         case .punctuation:
             throw unexpected("an expression")
         }
-    }
-
-    /// `(expr)[5m]` would be a subquery.
-    private func rangeSuffix(_ inner: PromQLExpression, at column: Int) throws(PromQLError) -> PromQLExpression {
-        if isPunctuation("[") { throw PromQLError(column: current.column, "subqueries are not supported") }
-        return inner
     }
 
     private var isGroupingKeyword: Bool {

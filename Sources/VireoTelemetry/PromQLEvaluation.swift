@@ -33,9 +33,6 @@ public protocol PromQLSeriesSource {
 /// the range's ends as Prometheus does, and count a drop as a counter reset;
 /// `histogram_quantile` interpolates linearly within the bucket.
 public struct PromQLEvaluator<Source: PromQLSeriesSource> {
-    /// How far back an instant selector looks for a series' last sample.
-    public static var lookbackMs: Int64 { 300_000 }
-
     let source: Source
     let time: Int64
 
@@ -50,7 +47,8 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
             return .scalar(value)
         case .selector(let selector):
             var samples: [PromQLSample] = []
-            source.forEachSeries(named: selector.name, from: time - Self.lookbackMs, to: time) { labels, _, values in
+            source.forEachSeries(named: selector.name, from: time - PromQLExpression.instantLookbackMs, to: time) {
+                labels, _, values in
                 guard let last = values.last, selector.matches(labels) else { return }
                 samples.append(PromQLSample(name: selector.name, labels: labels, value: last))
             }

@@ -128,11 +128,7 @@ public struct Labels: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The labels without `name` (e.g. without `le` to group a histogram's buckets).
-    public func removing(_ name: String) -> Labels {
-        var copy = self
-        copy.pairs.removeAll { $0.name == name }
-        return copy
-    }
+    public func removing(_ name: String) -> Labels { filter { $0 != name } }
 
     public var description: String {
         "{" + pairs.map { "\($0.name)=\"\(escape($0.value))\"" }.joined(separator: ",") + "}"
