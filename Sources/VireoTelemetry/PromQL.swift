@@ -178,6 +178,9 @@ public struct PromQLGrouping: Sendable, Equatable, CustomStringConvertible {
         self.labels = labels
     }
 
+    /// Whether the label `name` is part of a group's key.
+    func keeps(_ name: String) -> Bool { labels.contains(name) != without }
+
     public var description: String { "\(without ? "without" : "by") (\(labels.joined(separator: ", ")))" }
 }
 

@@ -20,6 +20,9 @@ public struct PromQLSample: Sendable, Equatable {
 
 /// The series an evaluation reads.
 public protocol PromQLSeriesSource {
+    /// How many series are named `name` (to make room for them at once).
+    func seriesCount(named name: String) -> Int
+
     /// Calls `body` with every series named `name`: its labels and its samples (times in
     /// milliseconds since the epoch, oldest first) in [from, to].
     func forEachSeries(
@@ -47,6 +50,7 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
             return .scalar(value)
         case .selector(let selector):
             var samples: [PromQLSample] = []
+            samples.reserveCapacity(source.seriesCount(named: selector.name))
             source.forEachSeries(named: selector.name, from: time - PromQLExpression.instantLookbackMs, to: time) {
                 labels, _, values in
                 guard let last = values.last, selector.matches(labels) else { return }
@@ -74,6 +78,7 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
                     throw PromQLError(column: 0, "\(function.rawValue) needs a range vector")
                 }
                 var samples: [PromQLSample] = []
+                samples.reserveCapacity(source.seriesCount(named: selector.name))
                 source.forEachSeries(named: selector.name, from: time - rangeMs, to: time) { labels, times, values in
                     guard selector.matches(labels) else { return }
                     let value =
@@ -132,13 +137,12 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
     }
 
     static func aggregate(_ op: PromQLAggregation, _ grouping: PromQLGrouping?, _ samples: [PromQLSample]) -> [PromQLSample] {
-        let names = grouping.map { Set($0.labels) }
-        let without = grouping?.without ?? false
-        var keys = GroupKeys()
+        var keys = GroupKeys(capacity: min(samples.count, 16))
         var groups: [AggregationGroup] = []
+        groups.reserveCapacity(min(samples.count, 16))
         for sample in samples {
-            let key = names.map { names in sample.labels.filter { names.contains($0) != without } } ?? Labels()
-            let slot = keys.slot(of: key)
+            // Without a grouping every sample falls in the one group with no labels.
+            let slot = keys.slot(of: sample.labels) { grouping?.keeps($0) ?? false }
             if slot == groups.count { groups.append(AggregationGroup()) }
             groups[slot].sum += sample.value
             groups[slot].count += 1
@@ -207,12 +211,15 @@ public struct PromQLEvaluator<Source: PromQLSeriesSource> {
     /// bound of the last finite bucket when the rank falls in +Inf; NaN without a +Inf bucket or
     /// observations; counts that decrease with `le` (a scrape between two buckets) made monotonic.
     static func histogramQuantile(_ quantile: Double, _ buckets: [PromQLSample]) -> [PromQLSample] {
-        var keys = GroupKeys()
+        var keys = GroupKeys(capacity: 1)
         var histograms: [[(upper: Double, count: Double)]] = []
         for bucket in buckets {
             guard let le = bucket.labels["le"], let upper = parseValue(le) else { continue }
-            let slot = keys.slot(of: bucket.labels, without: "le")
-            if slot == histograms.count { histograms.append([]) }
+            let slot = keys.slot(of: bucket.labels) { $0 != "le" }
+            if slot == histograms.count {
+                histograms.append([])
+                histograms[slot].reserveCapacity(buckets.count)
+            }
             histograms[slot].append((upper, bucket.value))
         }
         return zip(keys.keys, histograms).map { key, histogram in
@@ -253,11 +260,13 @@ struct GroupKeys {
     private(set) var keys: [Labels] = []
     private var index: [Labels: Int]?
 
-    /// The slot of `labels` without the label `name` (a histogram's buckets without `le`), made
-    /// only when it is new.
-    mutating func slot(of labels: Labels, without name: String) -> Int {
-        if index == nil, let slot = keys.firstIndex(where: { $0.equals(labels, without: name) }) { return slot }
-        return slot(of: labels.removing(name))
+    init(capacity: Int) { keys.reserveCapacity(capacity) }
+
+    /// The slot of the labels of `labels` that `keep` accepts (a group's key, or a histogram's
+    /// buckets without `le`); the key is made only when it is new.
+    mutating func slot(of labels: Labels, keeping keep: (String) -> Bool) -> Int {
+        if index == nil, let slot = keys.firstIndex(where: { $0.equals(labels, keeping: keep) }) { return slot }
+        return slot(of: labels.filter(keep))
     }
 
     /// The slot of `key`: an existing one, or `keys.count` before it was added.
@@ -286,6 +295,8 @@ struct AggregationGroup {
 }
 
 extension RecentSamples: PromQLSeriesSource {
+    public func seriesCount(named name: String) -> Int { indices(named: name).count }
+
     public func forEachSeries(
         named name: String, from: Int64, to: Int64,
         _ body: (Labels, ArraySlice<Int64>, ArraySlice<Double>) -> Void

@@ -120,6 +120,7 @@ public struct Histogram: Sendable, Equatable {
 
 /// A sample value: a decimal or hex-free float, `NaN`, `+Inf`, `-Inf`.
 func parseValue(_ text: String) -> Double? {
+    if let value = plainDecimal(text.utf8) { return value }
     switch text {
     case "+Inf", "Inf", "+inf", "inf": return .infinity
     case "-Inf", "-inf": return -.infinity
@@ -136,6 +137,46 @@ func parseValue(_ text: String) -> Double? {
         return Double(text)
     }
 }
+
+/// A plain decimal ("0.25", "-3", "1024") of at most 15 significant digits and 22 decimals: the
+/// usual sample value and bucket bound, read without `strtod`. Its digits make an integer below
+/// 2^53 and 10^22 is the largest exact power of ten, so the one division rounds exactly as
+/// `strtod` does (Clinger's fast path). Nil for anything else (exponents, more digits).
+func plainDecimal(_ utf8: String.UTF8View) -> Double? {
+    utf8.withContiguousStorageIfAvailable { bytes -> Double? in
+        var mantissa: UInt64 = 0
+        var significant = 0
+        var decimals = 0
+        var digits = 0
+        var point = false
+        var i = 0
+        let negative = bytes.first == UInt8(ascii: "-")
+        if negative || bytes.first == UInt8(ascii: "+") { i = 1 }
+        while i < bytes.count {
+            let byte = bytes[i]
+            i += 1
+            if byte == UInt8(ascii: ".") {
+                guard !point else { return nil }
+                point = true
+                continue
+            }
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            mantissa = mantissa * 10 + UInt64(byte - UInt8(ascii: "0"))
+            if mantissa != 0 { significant += 1 }
+            if point { decimals += 1 }
+            digits += 1
+            guard significant <= 15, decimals <= 22 else { return nil }
+        }
+        guard digits > 0 else { return nil }
+        let value = Double(mantissa) / exactPowersOfTen[decimals]
+        return negative ? -value : value
+    } ?? nil
+}
+
+private let exactPowersOfTen: [Double] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+]
 
 private struct Parser {
     private var declared: [String: (type: MetricType, help: String?)] = [:]

@@ -108,10 +108,10 @@ public struct Labels: Sendable, Hashable, CustomStringConvertible {
 
     public subscript(name: String) -> String? { pairs.first { $0.name == name }?.value }
 
-    /// Whether these labels are `other`'s once its label `name` is left out.
-    func equals(_ other: Labels, without name: String) -> Bool {
+    /// Whether these labels are those of `other` that `keep` accepts.
+    func equals(_ other: Labels, keeping keep: (String) -> Bool) -> Bool {
         var i = 0
-        for pair in other.pairs where pair.name != name {
+        for pair in other.pairs where keep(pair.name) {
             guard i < pairs.count, pairs[i] == pair else { return false }
             i += 1
         }
@@ -126,9 +126,6 @@ public struct Labels: Sendable, Hashable, CustomStringConvertible {
         copy.pairs.removeAll { !keep($0.name) }
         return copy
     }
-
-    /// The labels without `name` (e.g. without `le` to group a histogram's buckets).
-    public func removing(_ name: String) -> Labels { filter { $0 != name } }
 
     public var description: String {
         "{" + pairs.map { "\($0.name)=\"\(escape($0.value))\"" }.joined(separator: ",") + "}"

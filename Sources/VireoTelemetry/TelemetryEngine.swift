@@ -10,6 +10,38 @@ public struct SLOChange: Sendable, Equatable {
     public var status: ObjectiveStatus
 }
 
+/// Calls `body` on every element of `elements`, in place, on every core when there are enough
+/// elements to be worth it, and returns what the calls gave, in order. Each call may change only
+/// its own element.
+func updateInParallel<Element, Result>(_ elements: inout [Element], _ body: @Sendable (Int, inout Element) -> Result)
+    -> [Result]
+{
+    let count = elements.count
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    guard cores > 1, count >= 64 else { return elements.indices.map { body($0, &elements[$0]) } }
+    var results = [Result?](repeating: nil, count: count)
+    elements.withUnsafeMutableBufferPointer { elements in
+        results.withUnsafeMutableBufferPointer { results in
+            // Threads write disjoint elements of the two buffers: no element is shared.
+            let shared = DisjointElements(elements: elements, results: results)
+            // Contiguous runs (neighbours written by one thread), several per core so that one
+            // slow run does not leave a core idle.
+            let runs = min(count, cores * 8)
+            DispatchQueue.concurrentPerform(iterations: runs) { run in
+                for i in (count * run / runs)..<(count * (run + 1) / runs) {
+                    shared.results[i] = body(i, &shared.elements[i])
+                }
+            }
+        }
+    }
+    return results.map { $0! }
+}
+
+private struct DisjointElements<Element, Result>: @unchecked Sendable {
+    let elements: UnsafeMutableBufferPointer<Element>
+    let results: UnsafeMutableBufferPointer<Result?>
+}
+
 /// Takes in every application's samples, keeps what evaluation needs in memory, writes them to
 /// the series store in batches, and judges each objective window by window.
 ///
@@ -135,30 +167,47 @@ public actor TelemetryEngine {
 
     /// Judges every window that has ended, drops samples evaluation no longer needs, and returns
     /// the objectives whose state changed.
+    ///
+    /// Applications are judged on every core: each reads only its own samples and changes only its
+    /// own trackers.
     public func evaluate(now: Int64) -> [SLOChange] {
+        let names = apps.keys.sorted()
+        // Taken out of the dictionary so each is uniquely owned: mutating a copy would copy every
+        // series buffer.
+        var states = names.map { apps.removeValue(forKey: $0)! }
+        let delayMs = judgeDelayMs
+        let judged = updateInParallel(&states) { i, state in Self.judge(&state, app: names[i], now: now, delayMs: delayMs) }
         var changes: [SLOChange] = []
-        for name in apps.keys.sorted() {
-            // Taken out of the dictionary so it is uniquely owned: mutating a copy would copy
-            // every series buffer.
-            guard var state = apps.removeValue(forKey: name) else { continue }
-            for i in state.trackers.indices {
-                if let from = state.trackers[i].evaluate(state.samples, now: now, delayMs: judgeDelayMs) {
-                    let tracker = state.trackers[i]
-                    changes.append(
-                        SLOChange(
-                            app: name, objective: tracker.objective.name, from: from, to: tracker.state, status: tracker.status())
-                    )
-                }
-                let verdicts = state.trackers[i].takeUnsaved()
-                statusVersion += verdicts.count
-                for verdict in verdicts {
-                    pendingVerdicts.append((name, state.trackers[i].objective.name, state.trackers[i].fingerprint, verdict))
-                }
-            }
-            state.samples.trim(before: now - state.horizonMs)
-            apps[name] = state
+        for (i, name) in names.enumerated() {
+            changes += judged[i].changes
+            statusVersion += judged[i].verdicts.count
+            pendingVerdicts += judged[i].verdicts
+            apps[name] = states[i]
         }
         return changes
+    }
+
+    /// What judging one application gave.
+    struct Judged {
+        var changes: [SLOChange] = []
+        var verdicts: [(app: String, objective: String, fingerprint: String, verdict: WindowVerdict)] = []
+    }
+
+    static func judge(_ state: inout AppState, app: String, now: Int64, delayMs: Int64) -> Judged {
+        var judged = Judged()
+        for i in state.trackers.indices {
+            if let from = state.trackers[i].evaluate(state.samples, now: now, delayMs: delayMs) {
+                let tracker = state.trackers[i]
+                judged.changes.append(
+                    SLOChange(
+                        app: app, objective: tracker.objective.name, from: from, to: tracker.state, status: tracker.status()))
+            }
+            for verdict in state.trackers[i].takeUnsaved() {
+                judged.verdicts.append((app, state.trackers[i].objective.name, state.trackers[i].fingerprint, verdict))
+            }
+        }
+        state.samples.trim(before: now - state.horizonMs)
+        return judged
     }
 
     public struct AppStatus: Sendable, Codable, Equatable {

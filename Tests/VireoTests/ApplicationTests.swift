@@ -228,6 +228,44 @@ struct SLOEvaluationTests {
         #expect(empty == nil)
     }
 
+    @Test("many applications are judged on every core alike: each as alone, changes in application order")
+    func manyApplications() async throws {
+        let shop = try #require(
+            ManifestParser.parse(shopManifest).compactMap { if case .application(let a) = $0 { a } else { nil } }.first)
+        // 100 applications (past the threshold for judging in parallel): odd ones slow.
+        let names = (0..<100).map { String(format: "shop-%03d", $0) }
+        let engine = TelemetryEngine(store: try SeriesStore(), judgeDelayMs: 0)
+        await engine.configure(
+            names.map {
+                var app = shop; app.name = $0; return app
+            })
+        var alone = try shop.objectives.map { try ObjectiveTracker($0) }
+        var aloneSamples = RecentSamples()
+        var changes: [SLOChange] = []
+        var ms: Int64 = 1_800_000_000_000
+        for step in 0..<40 {
+            for (k, name) in names.enumerated() {
+                let text = shopExposition(requests: 20 * (step + 1), latency: k % 2 == 1 ? 0.2 : 0.02, queue: 3, at: ms)
+                let samples = try PrometheusText.parse(text).flatMap(\.samples).map {
+                    ($0.name, Labels($0.labels), $0.timestampMs!, $0.value)
+                }
+                try await engine.ingest(app: name, samples)
+                if k == 1 { for s in samples { aloneSamples.append(name: s.0, labels: s.1, at: s.2, value: s.3) } }
+            }
+            ms += 2_000
+            changes += await engine.evaluate(now: ms)
+            for i in alone.indices { alone[i].evaluate(aloneSamples, now: ms, delayMs: 0) }
+        }
+        let breached = Set(changes.filter { $0.to == .breaching }.map(\.app))
+        #expect(breached == Set(names.enumerated().filter { $0.offset % 2 == 1 }.map(\.element)))
+        // Within one evaluation, changes come in the applications' order.
+        let firstRound = changes.filter { $0.from == .unknown }
+        #expect(firstRound.map(\.app) == firstRound.map(\.app).sorted())
+        let odd = try #require(await engine.status(app: names[1]))
+        #expect(odd.objectives == alone.map { $0.status() })
+        #expect(await engine.status(app: names[0])?.objectives.first?.state == .ok)
+    }
+
     @Test("counter resets count as growth from zero")
     func counterReset() {
         var samples = RecentSamples()

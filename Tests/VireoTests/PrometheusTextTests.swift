@@ -169,6 +169,29 @@ struct PrometheusTextTests {
         }
     }
 
+    @Test("plain decimals read to the same bits strtod gives: every length, sign and position of the point")
+    func decimalsExactly() throws {
+        var generator = SystemRandomNumberGenerator()
+        var text = ""
+        var expected: [Double] = []
+        for i in 0..<20_000 {
+            var digits = String(
+                (0..<Int.random(in: 1...19, using: &generator)).map { _ in "0123456789".randomElement(using: &generator)! })
+            if Bool.random(using: &generator) {
+                digits.insert(
+                    ".", at: digits.index(digits.startIndex, offsetBy: Int.random(in: 0...digits.count, using: &generator)))
+            }
+            let value = ["", "-", "+"].randomElement(using: &generator)! + digits
+            guard let double = Double(value) else { continue }
+            text += "m{i=\"\(i)\"} \(value)\n"
+            expected.append(double)
+        }
+        let read = try #require(PrometheusText.parse(text).first).samples.map(\.value)
+        #expect(read.count == expected.count)
+        let differing = zip(read, expected).filter { $0.bitPattern != $1.bitPattern }
+        #expect(differing.isEmpty, "\(differing.prefix(5))")
+    }
+
     @Test("a real exporter's scrape: Debian's prometheus-node-exporter 1.5.0, captured on this kind of machine")
     func nodeExporter() throws {
         // Captured with: apt-get download prometheus-node-exporter; dpkg-deb -x …; run it with
