@@ -137,6 +137,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoStore", "VireoPlacement", "VireoTelemetry", "VireoTelemetryStore",
                 "VireoSecurity",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

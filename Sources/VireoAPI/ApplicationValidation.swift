@@ -6,7 +6,7 @@ import VireoTelemetry
 /// wrong, naming the field path and the value.
 public enum ApplicationValidation {
     static let specFields: Set<String> = ["vms", "telemetry", "objectives"]
-    static let telemetryFields: Set<String> = ["scrape", "probe", "metrics"]
+    static let telemetryFields: Set<String> = ["scrape", "probe", "metrics", "source"]
     static let targetFields: Set<String> = ["port", "path", "interval", "timeout"]
     static let objectiveFields: Set<String> = [
         "name", "sli", "quantile", "target", "min", "max", "good", "total", "window", "goal", "period", "burnRates",
@@ -67,7 +67,39 @@ public enum ApplicationValidation {
             }
             telemetry.metrics.append(MetricDeclaration(name: name, type: type))
         }
+        if let source = try fields.object("source") {
+            telemetry.source = try self.source(source)
+            // Prometheus reads the guests: Vireo reading them too would only double the load.
+            for (key, value) in [("scrape", telemetry.scrape != nil), ("probe", telemetry.probe != nil)] where value {
+                throw VireoError(
+                    .invalidArgument,
+                    "\(fields.field(key)): is not read when telemetry.source is set (the source has the metrics); remove one of them"
+                )
+            }
+        }
         return telemetry
+    }
+
+    static func source(_ fields: FieldReader) throws(VireoError) -> TelemetrySource {
+        try fields.rejectUnknown(allowed: ["prometheus"])
+        guard let server = try fields.object("prometheus") else {
+            throw VireoError(.invalidArgument, "\(fields.field("prometheus")): is required (the one source Vireo reads)")
+        }
+        try server.rejectUnknown(allowed: ["url", "timeout"])
+        let url = try server.requiredString("url")
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            parsed.host?.isEmpty == false, parsed.query == nil, parsed.fragment == nil
+        else {
+            throw VireoError.invalid(
+                field: server.field("url"), value: "'\(url)'",
+                "must be an http:// or https:// URL with a host and no query, e.g. http://127.0.0.1:9090")
+        }
+        let timeout = try server.duration("timeout") ?? 5
+        guard timeout >= 0.1, timeout <= 60 else {
+            throw VireoError.invalid(
+                field: server.field("timeout"), value: DurationText.format(timeout), "must be from 100ms to 1m")
+        }
+        return TelemetrySource(prometheus: PrometheusServer(url: url, timeoutSeconds: timeout))
     }
 
     static func endpoint(_ fields: FieldReader, defaultPath: String) throws(VireoError) -> TelemetryEndpoint {
@@ -134,7 +166,7 @@ public enum ApplicationValidation {
             try positive(min, fields.field("min"))
             if (try? SeriesSelector(parsing: sli)) == nil, let query = try query(fields, text, telemetry: telemetry) {
                 // A quotient is a ratio (good over total); anything else a throughput.
-                let kind: Objective.Kind = if case .binary(.divide, _, _) = query { .ratio } else { .throughput }
+                let kind: Objective.Kind = query.isQuotient ? .ratio : .throughput
                 objective = Objective(name: name, kind: kind, metric: text, target: min, language: .promql)
             } else {
                 let metric = try selector(fields, "sli", text: sli, expecting: [.counter], telemetry: telemetry)
@@ -144,8 +176,7 @@ public enum ApplicationValidation {
             let text = try fields.requiredString("sli")
             try positive(max, fields.field("max"))
             if let query = try query(fields, text, telemetry: telemetry) {
-                let kind: Objective.Kind =
-                    if case .call(.histogramQuantile, _) = query { .responseTime } else { .capacity }
+                let kind: Objective.Kind = query.isQuantile ? .responseTime : .capacity
                 objective = Objective(name: name, kind: kind, metric: text, target: max, language: .promql)
             } else {
                 let metric = try selector(fields, "sli", expecting: [.gauge, .untyped], telemetry: telemetry)
@@ -166,10 +197,9 @@ public enum ApplicationValidation {
     }
 
     /// `sli` as a PromQL expression, when it is not a plain selector (nil: read it as one): it
-    /// must parse and be a number or an instant vector; the error names the column.
-    static func query(_ fields: FieldReader, _ text: String, telemetry: TelemetrySpec) throws(VireoError)
-        -> PromQLExpression?
-    {
+    /// must parse and be a number or an instant vector; the error names the column. With a
+    /// Prometheus source, Prometheus evaluates it: any PromQL is taken, and any metric.
+    static func query(_ fields: FieldReader, _ text: String, telemetry: TelemetrySpec) throws(VireoError) -> SLIQuery? {
         if (try? SeriesSelector(parsing: text)) != nil { return nil }
         let expression: PromQLExpression
         do {
@@ -177,17 +207,61 @@ public enum ApplicationValidation {
             // Whether a part is a number or a vector does not depend on the data: no samples tell.
             _ = try PromQLEvaluator(source: RecentSamples(), time: 0).evaluate(expression)
         } catch {
+            if telemetry.source != nil { return .prometheus(text) }
             throw VireoError.invalid(
                 field: fields.field("sli"), value: "'\(text)'",
                 "is neither a metric selector nor a PromQL expression Vireo evaluates: \(error.description)")
         }
         // Only declared metrics (and Vireo's own) are kept: a series of another would have no data.
         // An expression names a histogram's series themselves (`_bucket`, `_sum`, `_count`).
-        for selector in expression.selectors {
+        for selector in expression.selectors where telemetry.source == nil {
             _ = try declaration(
                 of: selector.name, field: fields.field("sli"), declared: telemetry.metrics, histogramSeries: true)
         }
-        return expression
+        return .native(expression)
+    }
+
+    /// A PromQL indicator: one Vireo evaluates, or one only the Prometheus source can.
+    enum SLIQuery {
+        case native(PromQLExpression)
+        case prometheus(String)
+
+        /// Whether its value is a quantile of a histogram (a response time where it has a maximum).
+        var isQuantile: Bool {
+            switch self {
+            case .native(let expression): if case .call(.histogramQuantile, _) = expression { true } else { false }
+            case .prometheus(let text): text.drop(while: \.isWhitespace).hasPrefix("histogram_quantile")
+            }
+        }
+
+        /// Whether it is a quotient (good over total: a ratio where it has a minimum).
+        var isQuotient: Bool {
+            switch self {
+            case .native(let expression): if case .binary(.divide, _, _) = expression { true } else { false }
+            case .prometheus(let text): Self.dividesAtTop(text)
+            }
+        }
+
+        /// Whether `text` has a `/` outside every bracket and string.
+        static func dividesAtTop(_ text: String) -> Bool {
+            var depth = 0
+            var quote: Character?
+            var escaped = false
+            for c in text {
+                if let q = quote {
+                    if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == q { quote = nil }
+                    continue
+                }
+                switch c {
+                case "\"", "'", "`": quote = c
+                case "(", "[", "{": depth += 1
+                case ")", "]", "}": depth -= 1
+                case "/" where depth == 0: return true
+                default: break
+                }
+            }
+            return false
+        }
     }
 
     /// window, goal, period and burn-rate alerts, shared by both manifest kinds.

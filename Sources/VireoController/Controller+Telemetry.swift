@@ -92,7 +92,18 @@ extension Controller {
     /// every objective's budget and burn rates as gauges.
     public func evaluateSLOs() async {
         let time = now()
-        let changes = await telemetry.evaluate(now: Int64((time.timeIntervalSince1970 * 1000).rounded()))
+        publish(await telemetry.evaluate(now: Int64((time.timeIntervalSince1970 * 1000).rounded())), at: time)
+        await askSources()
+        // The gauges change only when a window was judged or the applications changed: not every tick.
+        let version = await telemetry.statusVersion
+        if version != gaugedStatusVersion {
+            gaugedStatusVersion = version
+            sloGauges.update(await telemetry.allStatuses())
+        }
+    }
+
+    /// Publishes objectives' state changes as events and logs.
+    func publish(_ changes: [SLOChange], at time: Date) {
         for change in changes {
             let sli = change.status.sli.map { String(format: "%.4g", $0) } ?? "no data"
             events.publish(
@@ -105,12 +116,6 @@ extension Controller {
                 metadata: [
                     "app": "\(change.app)", "objective": "\(change.objective)", "from": "\(change.from)", "to": "\(change.to)",
                 ])
-        }
-        // The gauges change only when a window was judged or the applications changed: not every tick.
-        let version = await telemetry.statusVersion
-        if version != gaugedStatusVersion {
-            gaugedStatusVersion = version
-            sloGauges.update(await telemetry.allStatuses())
         }
     }
 }

@@ -39,6 +39,10 @@ public actor Controller {
     var lastRebalanceAt: Date?
     /// `TelemetryEngine.statusVersion` when the SLO gauges were last set.
     var gaugedStatusVersion = -1
+    /// Asks the applications' Prometheus sources.
+    let prometheus = PrometheusQueryClient()
+    /// The questions to Prometheus sources under way, by application.
+    var sourceRounds: [String: Task<Void, Never>] = [:]
     private let publishedVersion: Mutex<Int>
     /// The cluster's usage, step by step.
     let history: any UsageArchive

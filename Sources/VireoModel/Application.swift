@@ -30,11 +30,36 @@ public struct TelemetrySpec: Sendable, Codable, Equatable {
     /// The metrics the application exports, with their types: objectives may only use these
     /// and Vireo's own (`MetricCatalogue.builtIn`).
     public var metrics: [MetricDeclaration]
+    /// Where the indicators are read instead, when not from Vireo's own scrapes: an existing
+    /// Prometheus server, asked through its HTTP query API.
+    public var source: TelemetrySource?
 
-    public init(scrape: ScrapeTarget? = nil, probe: ProbeTarget? = nil, metrics: [MetricDeclaration] = []) {
+    public init(
+        scrape: ScrapeTarget? = nil, probe: ProbeTarget? = nil, metrics: [MetricDeclaration] = [], source: TelemetrySource? = nil
+    ) {
         self.scrape = scrape
         self.probe = probe
         self.metrics = metrics
+        self.source = source
+    }
+}
+
+/// A system that already has an application's metrics, read in place of Vireo's scrapes.
+public struct TelemetrySource: Sendable, Codable, Equatable {
+    public var prometheus: PrometheusServer
+
+    public init(prometheus: PrometheusServer) { self.prometheus = prometheus }
+}
+
+/// A Prometheus server's HTTP API: each window's indicator is an instant query at the window's end.
+public struct PrometheusServer: Sendable, Codable, Equatable {
+    /// The server's base URL (`http://host:9090`, or with a path prefix).
+    public var url: String
+    public var timeoutSeconds: Double
+
+    public init(url: String, timeoutSeconds: Double = 5) {
+        self.url = url
+        self.timeoutSeconds = timeoutSeconds
     }
 }
 

@@ -32,16 +32,41 @@ public enum Indicator {
     public static func value(
         _ objective: Objective, query: PromQLExpression, in samples: RecentSamples, at time: Int64
     ) -> Double? {
-        let values: [Double]
         switch try? PromQLEvaluator(source: samples, time: time).evaluate(query) {
-        case .scalar(let value)?: values = [value]
-        case .vector(let series)?: values = series.map(\.value)
-        case nil: return nil
+        case .scalar(let value)?: worst(objective, [value])
+        case .vector(let series)?: worst(objective, series.map(\.value))
+        case nil: nil
         }
+    }
+
+    /// The worst of the values an expression gave (NaN left out): every series must meet the
+    /// objective. Nil when none is left.
+    public static func worst(_ objective: Objective, _ values: [Double]) -> Double? {
         let judged = values.filter { !$0.isNaN }
         switch objective.kind {
         case .responseTime, .capacity: return judged.max()
         case .throughput, .ratio: return judged.min()
+        }
+    }
+
+    /// The PromQL that asks a Prometheus server, at a window's end, for what Vireo computes from
+    /// its own samples over that window: the quantile of the observations made in it (buckets
+    /// summed by bound), the counter's rate, the gauge's highest value, good over total.
+    public static func promQL(
+        _ objective: Objective, _ selector: SeriesSelector, total: SeriesSelector?, windowMs: Int64
+    ) -> String {
+        let range = "[\(windowMs)ms]"
+        switch objective.kind {
+        case .responseTime:
+            let buckets = SeriesSelector(name: selector.name + "_bucket", matchers: selector.matchers)
+            return "histogram_quantile(\(objective.quantile ?? 0.99), sum by (le) (increase(\(buckets.promQL)\(range))))"
+        case .throughput:
+            return "sum(rate(\(selector.promQL)\(range)))"
+        case .capacity:
+            return "max(max_over_time(\(selector.promQL)\(range)))"
+        case .ratio:
+            let total = total ?? selector
+            return "clamp_max(sum(increase(\(selector.promQL)\(range))) / sum(increase(\(total.promQL)\(range))), 1)"
         }
     }
 
@@ -92,6 +117,8 @@ public struct ObjectiveTracker: Sendable {
     enum Source: Sendable {
         case selectors(SeriesSelector, total: SeriesSelector?)
         case query(PromQLExpression)
+        /// A query a Prometheus source answers (`promQL`); Vireo's own samples have no part.
+        case prometheus(String)
     }
     /// Verdicts of the period, oldest first, from `first`; with running counts so a burn rate
     /// over any lookback is two subtractions.
@@ -120,9 +147,24 @@ public struct ObjectiveTracker: Sendable {
     }
 
     /// Fails when a selector or expression of the objective does not parse (validation has
-    /// checked them).
-    public init(_ objective: Objective) throws(SelectorError) {
+    /// checked them). With `source`, the indicator is a query to that Prometheus server.
+    public init(_ objective: Objective, source: TelemetrySource? = nil) throws(SelectorError) {
         self.objective = objective
+        windowMs = max(1, Int64((objective.windowSeconds * 1000).rounded()))
+        fingerprint = Self.fingerprint(of: objective)
+        if source != nil {
+            if objective.language == .promql {
+                indicator = .prometheus(objective.metric)
+            } else {
+                indicator = .prometheus(
+                    Indicator.promQL(
+                        objective, try SeriesSelector(parsing: objective.metric),
+                        total: try objective.totalMetric.map { (text) throws(SelectorError) in try SeriesSelector(parsing: text)
+                        },
+                        windowMs: windowMs))
+            }
+            return
+        }
         if objective.language == .promql {
             do {
                 indicator = .query(try PromQLExpression(parsing: objective.metric))
@@ -134,8 +176,11 @@ public struct ObjectiveTracker: Sendable {
                 try SeriesSelector(parsing: objective.metric),
                 total: try objective.totalMetric.map { (text) throws(SelectorError) in try SeriesSelector(parsing: text) })
         }
-        windowMs = max(1, Int64((objective.windowSeconds * 1000).rounded()))
-        fingerprint = Self.fingerprint(of: objective)
+    }
+
+    /// The query a Prometheus source answers for each window, when the indicator is read from one.
+    public var prometheusQuery: String? {
+        if case .prometheus(let query) = indicator { query } else { nil }
     }
 
     /// Windows in the period.
@@ -145,17 +190,44 @@ public struct ObjectiveTracker: Sendable {
     /// multiples of their length since the epoch). Returns the state it left, when it changed.
     @discardableResult
     public mutating func evaluate(_ samples: RecentSamples, now: Int64, delayMs: Int64 = 1_000) -> SLOState? {
+        let before = state
+        for end in dueEnds(now: now, delayMs: delayMs) {
+            let sli: Double? =
+                switch indicator {
+                case .selectors(let selector, let total):
+                    Indicator.value(objective, selector, total: total, in: samples, from: end - windowMs, to: end)
+                case .query(let query):
+                    Indicator.value(objective, query: query, in: samples, at: end)
+                case .prometheus:
+                    nil
+                }
+            judge(end: end, sli: sli)
+        }
+        return changed(from: before, now: now)
+    }
+
+    /// The ends of the windows to judge at `now`, oldest first: those that ended at least
+    /// `delayMs` before it and are not judged yet.
+    public mutating func dueEnds(now: Int64, delayMs: Int64 = 1_000) -> StrideThrough<Int64> {
         let ready = now - delayMs
         // The first window judged is the first one that starts after tracking began.
         var end = nextEnd ?? ((ready / windowMs) + 2) * windowMs
         // After a long pause (a restart), judge at most the last hundred windows.
         if ready - end > 100 * windowMs { end = (ready / windowMs - 99) * windowMs }
-        let before = state
-        while end <= ready {
-            judge(samples, end: end)
-            end += windowMs
-        }
         nextEnd = end
+        return stride(from: end, through: ready, by: Int(windowMs))
+    }
+
+    /// Judges windows whose indicators were read elsewhere (a Prometheus source), oldest first;
+    /// windows already judged are passed over. Returns the state it left, when it changed.
+    @discardableResult
+    public mutating func judge(_ results: [(end: Int64, sli: Double?)], now: Int64) -> SLOState? {
+        let before = state
+        for result in results where result.end >= (nextEnd ?? .min) { judge(end: result.end, sli: result.sli) }
+        return changed(from: before, now: now)
+    }
+
+    private mutating func changed(from before: SLOState, now: Int64) -> SLOState? {
         guard state != before else { return nil }
         stateChangedAt = now
         return before
@@ -165,21 +237,15 @@ public struct ObjectiveTracker: Sendable {
     /// expression reads back from its end when that is longer.
     public var horizonMs: Int64 {
         switch indicator {
-        case .selectors: windowMs
+        case .selectors, .prometheus: windowMs
         case .query(let query): max(windowMs, query.lookbackMs)
         }
     }
 
-    private mutating func judge(_ samples: RecentSamples, end: Int64) {
-        let sli: Double? =
-            switch indicator {
-            case .selectors(let selector, let total):
-                Indicator.value(objective, selector, total: total, in: samples, from: end - windowMs, to: end)
-            case .query(let query):
-                Indicator.value(objective, query: query, in: samples, at: end)
-            }
+    private mutating func judge(end: Int64, sli: Double?) {
         record(end: end, sli: sli)
         unsaved.append(WindowVerdict(end: end, sli: sli, state: state))
+        nextEnd = end + windowMs
     }
 
     /// Takes back the verdicts of an earlier run (oldest first), as if they had been judged here:

@@ -80,6 +80,13 @@ public struct SeriesSelector: Sendable, Equatable, CustomStringConvertible {
         matchers.allSatisfy { m in (labels[m.label] ?? "") == m.value ? m.equal : !m.equal }
     }
 
+    /// The selector as PromQL writes it: label values quoted and escaped.
+    public var promQL: String {
+        guard !matchers.isEmpty else { return name }
+        let matchers = matchers.map { "\($0.label)\($0.equal ? "=" : "!=")\"\(escapeLabelValue($0.value))\"" }
+        return name + "{" + matchers.joined(separator: ",") + "}"
+    }
+
     public var description: String {
         matchers.isEmpty
             ? name
@@ -128,16 +135,17 @@ public struct Labels: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String {
-        "{" + pairs.map { "\($0.name)=\"\(escape($0.value))\"" }.joined(separator: ",") + "}"
+        "{" + pairs.map { "\($0.name)=\"\(escapeLabelValue($0.value))\"" }.joined(separator: ",") + "}"
     }
+}
 
-    private func escape(_ s: String) -> String {
-        guard s.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else {
-            return s
-        }
-        return s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
+/// A label value as it goes between quotes in the text format and in PromQL.
+func escapeLabelValue(_ s: String) -> String {
+    guard s.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else {
+        return s
     }
+    return s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        .replacingOccurrences(of: "\n", with: "\\n")
 }
 
 extension String {

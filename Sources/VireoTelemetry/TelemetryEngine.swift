@@ -56,6 +56,8 @@ public actor TelemetryEngine {
         /// Last time a sample arrived, and the last error scraping or pushing it.
         var lastSampleAt: Int64?
         var lastError: String?
+        /// After a source failed to answer, not asked again before this time.
+        var askAgainAt: Int64 = 0
     }
 
     public let store: any SeriesArchive
@@ -86,10 +88,11 @@ public actor TelemetryEngine {
         var next: [String: AppState] = [:]
         for spec in specs {
             var state = apps[spec.name] ?? AppState(spec: spec, trackers: [], horizonMs: 0)
-            let old = state.trackers
+            // Judged windows are kept while the objective and where its indicator comes from are.
+            let old = state.spec.telemetry.source == spec.telemetry.source ? state.trackers : []
             state.trackers = spec.objectives.compactMap { objective in
                 if let kept = old.first(where: { $0.objective == objective }) { return kept }
-                return try? ObjectiveTracker(objective)
+                return try? ObjectiveTracker(objective, source: spec.telemetry.source)
             }
             state.spec = spec
             let longest = state.trackers.map { Double($0.horizonMs) / 1000 }.max() ?? 60
@@ -195,7 +198,8 @@ public actor TelemetryEngine {
 
     static func judge(_ state: inout AppState, app: String, now: Int64, delayMs: Int64) -> Judged {
         var judged = Judged()
-        for i in state.trackers.indices {
+        // A Prometheus source's windows are judged as its answers arrive (`judge(_:now:)`).
+        for i in state.trackers.indices where state.spec.telemetry.source == nil {
             if let from = state.trackers[i].evaluate(state.samples, now: now, delayMs: delayMs) {
                 let tracker = state.trackers[i]
                 judged.changes.append(
@@ -208,6 +212,62 @@ public actor TelemetryEngine {
         }
         state.samples.trim(before: now - state.horizonMs)
         return judged
+    }
+
+    /// The windows of objectives read from a Prometheus source that are due at `now`, one query
+    /// per objective: ask the source, then hand the answers to `judge(_:now:)`. A window is asked
+    /// for again until it is judged.
+    public func dueQueries(now: Int64) -> [SourceQuery] {
+        var queries: [SourceQuery] = []
+        for name in apps.keys.sorted() {
+            guard let server = apps[name]?.spec.telemetry.source?.prometheus, apps[name]!.askAgainAt <= now else { continue }
+            for i in apps[name]!.trackers.indices {
+                // The oldest ten: a source that was away is caught up with a few rounds.
+                let ends = Array(apps[name]!.trackers[i].dueEnds(now: now, delayMs: judgeDelayMs).prefix(10))
+                let tracker = apps[name]!.trackers[i]
+                guard !ends.isEmpty, let query = tracker.prometheusQuery else { continue }
+                queries.append(
+                    SourceQuery(
+                        app: name, objective: tracker.objective, fingerprint: tracker.fingerprint, server: server, query: query,
+                        ends: ends))
+            }
+        }
+        return queries
+    }
+
+    /// Judges the windows a source answered for: each answer's values are the series its query
+    /// gave at a window's end, the worst of them the indicator (none: no data). An answer that
+    /// failed judges nothing; its error is the application's last one. Answers for objectives
+    /// that changed meanwhile are dropped. Returns the objectives whose state changed.
+    public func judge(_ answers: [SourceAnswer], now: Int64) -> [SLOChange] {
+        var changes: [SLOChange] = []
+        for answer in answers {
+            guard var state = apps.removeValue(forKey: answer.app) else { continue }
+            defer { apps[answer.app] = state }
+            guard let i = state.trackers.firstIndex(where: { $0.fingerprint == answer.fingerprint }) else { continue }
+            switch answer.result {
+            case .failure(let error):
+                state.lastError = "\(answer.objective): \(error.message)"
+                state.askAgainAt = now + 5_000
+                continue
+            case .success(let windows):
+                state.lastError = nil
+                state.lastSampleAt = now
+                let results = windows.map { (end: $0.end, sli: Indicator.worst(state.trackers[i].objective, $0.values)) }
+                if let from = state.trackers[i].judge(results, now: now) {
+                    let tracker = state.trackers[i]
+                    changes.append(
+                        SLOChange(
+                            app: answer.app, objective: tracker.objective.name, from: from, to: tracker.state,
+                            status: tracker.status()))
+                }
+                for verdict in state.trackers[i].takeUnsaved() {
+                    statusVersion += 1
+                    pendingVerdicts.append((answer.app, answer.objective, answer.fingerprint, verdict))
+                }
+            }
+        }
+        return changes
     }
 
     public struct AppStatus: Sendable, Codable, Equatable {
@@ -238,4 +298,37 @@ public actor TelemetryEngine {
     public func allStatuses() -> [String: [ObjectiveStatus]] {
         apps.mapValues { $0.trackers.map { $0.status() } }
     }
+}
+
+/// One objective's windows to ask a Prometheus source about.
+public struct SourceQuery: Sendable {
+    public var app: String
+    public var objective: Objective
+    public var fingerprint: String
+    public var server: PrometheusServer
+    /// The PromQL, asked at each window's end.
+    public var query: String
+    /// The windows' ends, in milliseconds since the epoch, oldest first.
+    public var ends: [Int64]
+}
+
+/// What a source answered for a `SourceQuery`: each window's values, or why it could not say.
+public struct SourceAnswer: Sendable {
+    public var app: String
+    public var objective: String
+    public var fingerprint: String
+    public var result: Result<[(end: Int64, values: [Double])], SourceError>
+
+    public init(_ query: SourceQuery, _ result: Result<[(end: Int64, values: [Double])], SourceError>) {
+        app = query.app
+        objective = query.objective.name
+        fingerprint = query.fingerprint
+        self.result = result
+    }
+}
+
+public struct SourceError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
 }
