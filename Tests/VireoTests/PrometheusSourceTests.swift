@@ -147,26 +147,11 @@ struct PrometheusSourceTests {
             \.element.line)
         try (lines.joined(separator: "\n") + "\n# EOF\n").write(toFile: dir + "/history.om", atomically: true, encoding: .utf8)
         _ = try await HostTool.run("promtool", ["tsdb", "create-blocks-from", "openmetrics", dir + "/history.om", dir + "/data"])
-        try "global: { scrape_interval: 15s }\n".write(toFile: dir + "/prometheus.yml", atomically: true, encoding: .utf8)
-        let port = try LoopbackPort.free()
-        let prometheus = Process()
-        prometheus.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
-        prometheus.arguments = [
-            "--config.file=\(dir)/prometheus.yml", "--storage.tsdb.path=\(dir)/data", "--web.listen-address=127.0.0.1:\(port)",
-        ]
-        prometheus.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        FileManager.default.createFile(atPath: dir + "/prometheus.log", contents: nil)
-        prometheus.standardError = FileHandle(forWritingAtPath: dir + "/prometheus.log")
-        try prometheus.run()
-        defer { prometheus.terminate() }
-        try await eventually("Prometheus ready on port \(port)", within: 30) {
-            let response = try? await HTTPClient.shared.execute(
-                HTTPClientRequest(url: "http://127.0.0.1:\(port)/-/ready"), timeout: .seconds(2))
-            return response?.status == .ok
-        }
+        let prometheus = try await TestPrometheus.start(dir: dir, config: "global: { scrape_interval: 15s }\n")
+        defer { prometheus.stop() }
 
         let plane = try await TestControlPlane.make(now: { clock.now })
-        let url = "http://127.0.0.1:\(port)"
+        let url = prometheus.url
         let peak = "    - { name: peak, sli: 'max(max_over_time(queue_depth[10s]))', max: 100, window: 10s }"
         let documents =
             Self.manifest("native", telemetry: "scrape: { port: 80 }") + "\n---\n"
@@ -254,5 +239,42 @@ struct HistogramCounts {
         text += "http_requests_total{code=\"500\"} \(failed) \(ms)\n"
         text += "# TYPE queue_depth gauge\nqueue_depth \(queue) \(ms)\n"
         return text
+    }
+}
+
+/// Debian's Prometheus server, on a loopback port of its own, with its data under `dir`.
+struct TestPrometheus {
+    let process: Process
+    let url: String
+
+    static func start(dir: String, config: String) async throws -> TestPrometheus {
+        try config.write(toFile: dir + "/prometheus.yml", atomically: true, encoding: .utf8)
+        let port = try LoopbackPort.free()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
+        process.arguments = [
+            "--config.file=\(dir)/prometheus.yml", "--storage.tsdb.path=\(dir)/data", "--web.listen-address=127.0.0.1:\(port)",
+        ]
+        FileManager.default.createFile(atPath: dir + "/prometheus.log", contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: dir + "/prometheus.log")
+        try process.run()
+        let prometheus = TestPrometheus(process: process, url: "http://127.0.0.1:\(port)")
+        do {
+            try await eventually("Prometheus ready on port \(port) (log: \(dir)/prometheus.log)", within: 30) {
+                let response = try? await HTTPClient.shared.execute(
+                    HTTPClientRequest(url: prometheus.url + "/-/ready"), timeout: .seconds(2))
+                return response?.status == .ok
+            }
+        } catch {
+            prometheus.stop()
+            throw error
+        }
+        return prometheus
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
     }
 }

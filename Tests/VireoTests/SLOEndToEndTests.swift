@@ -4,7 +4,9 @@ import Synchronization
 import Testing
 import VireoAPI
 import VireoModel
+import VireoTelemetryStore
 
+@testable import VireoTelemetry
 @testable import VireoTestbed
 
 extension RealQEMU {
@@ -63,6 +65,31 @@ extension RealQEMU {
                         in: .whitespacesAndNewlines)))
             // `vireo up` leaves its guests running when it stops: a failed test must not leave one behind.
             defer { kill(pid, SIGKILL) }
+
+            // A Prometheus server of the test's own scrapes the same guest, and a twin application
+            // with the same objective reads it from there (telemetry.source).
+            try #require(
+                FileManager.default.isExecutableFile(atPath: "/usr/bin/prometheus"),
+                "needs Debian's prometheus (scripts/install-deps.sh installs it)")
+            let prometheus = try await TestPrometheus.start(
+                dir: dataDir,
+                config: """
+                    scrape_configs:
+                      - job_name: web
+                        scrape_interval: 1s
+                        scrape_timeout: 1s
+                        static_configs: [{ targets: ['\(address)'] }]
+                    """)
+            defer { prometheus.stop() }
+            let twin = Self.manifest.replacingOccurrences(of: "metadata: { name: web }", with: "metadata: { name: web-prom }")
+                .replacingOccurrences(of: "  vms: [{ name: web-1, image: web, cpus: 1, memory: 128MiB }]\n", with: "")
+                .replacingOccurrences(
+                    of:
+                        "    scrape: { port: 80, path: /metrics, interval: 1s, timeout: 1s }\n    probe: { port: 80, path: /, interval: 1s, timeout: 1s }",
+                    with: "    source: { prometheus: { url: '\(prometheus.url)' } }")
+            try twin.write(toFile: dataDir + "/web-prom.yaml", atomically: true, encoding: .utf8)
+            let twinApplied = try await vireo(["apply", "-f", dataDir + "/web-prom.yaml"], server: server)
+            #expect(twinApplied.status == 0, "\(twinApplied.stderr)")
 
             // Load: two clients on loopback, each pausing 25 ms after each answer (about 60 requests/s
             // in all: enough to measure, not so much that the guest's CPU is full); bounded in time and count.
@@ -150,6 +177,31 @@ extension RealQEMU {
             let recovery = try #require(try await entered(.ok, since: releasedAt)).timeIntervalSince(releasedAt)
             print("ok \(recovery) s after releasing; \(gauge.sent.withLock { $0 }) requests sent")
             #expect(recovery <= bound, "back to ok within two evaluation windows (\(recovery) s)")
+
+            // Prometheus, scraping on its own schedule, judges the windows as Vireo's own scrapes do
+            // (four more windows of the load first, so there are enough to compare).
+            try await Task.sleep(for: .seconds(4 * Self.window + 2))
+            let objective = try #require(
+                try ManifestParser.parse(Self.manifest).compactMap { if case .application(let a) = $0 { a } else { nil } }.first?
+                    .objectives.first)
+            let store = try SeriesStore(path: dataDir + "/telemetry.db")
+            let fingerprint = ObjectiveTracker.fingerprint(of: objective)
+            let native = try await store.verdicts(app: "web", objective: "latency", fingerprint: fingerprint, since: 0)
+            let fromPrometheus = Dictionary(
+                try await store.verdicts(app: "web-prom", objective: "latency", fingerprint: fingerprint, since: 0).map {
+                    ($0.end, $0)
+                }, uniquingKeysWith: { a, _ in a })
+            let both = native.compactMap { a in fromPrometheus[a.end].flatMap { b in a.sli != nil && b.sli != nil ? (a, b) : nil }
+            }
+            let alike = both.filter { Indicator.isGood(objective, $0.0.sli!) == Indicator.isGood(objective, $0.1.sli!) }
+            let bad = both.filter { !Indicator.isGood(objective, $0.0.sli!) }
+            print(
+                "Prometheus source: \(both.count) windows judged by both, \(alike.count) alike, \(bad.count) bad; "
+                    + both.map { String(format: "%.3f/%.3f", $0.0.sli!, $0.1.sli!) }.joined(separator: " "))
+            #expect(both.count >= 5 && !bad.isEmpty, "windows to compare: \(both.count), bad \(bad.count)")
+            // Windows where the starving begins or ends may fall either side: the two read the guest
+            // at different instants.
+            #expect(both.count - alike.count <= 2, "\(both.count - alike.count) of \(both.count) windows judged differently")
 
             // The changes are events, the state and budget are gauges, and Vireo's own signals are kept.
             let events = try await vireo(["events", "-o", "json"], server: server).stdout
