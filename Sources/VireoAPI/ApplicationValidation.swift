@@ -164,7 +164,9 @@ public enum ApplicationValidation {
             // `rate(x)` says what the objective does to the counter; `x` means the same.
             if sli.hasPrefix("rate("), sli.hasSuffix(")") { sli = String(sli.dropFirst(5).dropLast()) }
             try positive(min, fields.field("min"))
-            if (try? SeriesSelector(parsing: sli)) == nil, let query = try query(fields, text, telemetry: telemetry) {
+            if (try? SeriesSelector(parsing: sli)) == nil,
+                let query = try query(field: fields.field("sli"), text, telemetry: telemetry)
+            {
                 // A quotient is a ratio (good over total); anything else a throughput.
                 let kind: Objective.Kind = query.isQuotient ? .ratio : .throughput
                 objective = Objective(name: name, kind: kind, metric: text, target: min, language: .promql)
@@ -175,7 +177,7 @@ public enum ApplicationValidation {
         } else if let max {
             let text = try fields.requiredString("sli")
             try positive(max, fields.field("max"))
-            if let query = try query(fields, text, telemetry: telemetry) {
+            if let query = try query(field: fields.field("sli"), text, telemetry: telemetry) {
                 let kind: Objective.Kind = query.isQuantile ? .responseTime : .capacity
                 objective = Objective(name: name, kind: kind, metric: text, target: max, language: .promql)
             } else {
@@ -199,7 +201,7 @@ public enum ApplicationValidation {
     /// `sli` as a PromQL expression, when it is not a plain selector (nil: read it as one): it
     /// must parse and be a number or an instant vector; the error names the column. With a
     /// Prometheus source, Prometheus evaluates it: any PromQL is taken, and any metric.
-    static func query(_ fields: FieldReader, _ text: String, telemetry: TelemetrySpec) throws(VireoError) -> SLIQuery? {
+    static func query(field: String, _ text: String, telemetry: TelemetrySpec) throws(VireoError) -> SLIQuery? {
         if (try? SeriesSelector(parsing: text)) != nil { return nil }
         let expression: PromQLExpression
         do {
@@ -209,14 +211,14 @@ public enum ApplicationValidation {
         } catch {
             if telemetry.source != nil { return .prometheus(text) }
             throw VireoError.invalid(
-                field: fields.field("sli"), value: "'\(text)'",
+                field: field, value: "'\(text)'",
                 "is neither a metric selector nor a PromQL expression Vireo evaluates: \(error.description)")
         }
         // Only declared metrics (and Vireo's own) are kept: a series of another would have no data.
         // An expression names a histogram's series themselves (`_bucket`, `_sum`, `_count`).
         for selector in expression.selectors where telemetry.source == nil {
             _ = try declaration(
-                of: selector.name, field: fields.field("sli"), declared: telemetry.metrics, histogramSeries: true)
+                of: selector.name, field: field, declared: telemetry.metrics, histogramSeries: true)
         }
         return .native(expression)
     }
@@ -325,8 +327,16 @@ public enum ApplicationValidation {
     /// Checks that an objective from elsewhere (an OpenSLO document) uses metrics the
     /// application declares, with types it can use.
     public static func checkMetrics(_ objective: Objective, telemetry: TelemetrySpec, field: String) throws(VireoError) {
-        // OpenSLO documents give selectors; a PromQL indicator was checked where it was parsed.
-        guard objective.language == nil else { return }
+        if objective.language == .promql {
+            // What Vireo evaluates itself must be within its PromQL and read declared metrics.
+            if let selector = try? SeriesSelector(parsing: objective.metric) {
+                guard telemetry.source == nil else { return }
+                _ = try declaration(of: selector.name, field: field, declared: telemetry.metrics, histogramSeries: true)
+            } else {
+                _ = try query(field: field, objective.metric, telemetry: telemetry)
+            }
+            return
+        }
         let types: [MetricType]
         switch objective.kind {
         case .responseTime: types = [.histogram]

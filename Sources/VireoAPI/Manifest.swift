@@ -11,6 +11,9 @@ public enum ManifestDocument: Sendable, Equatable {
     /// A desktop context, opened on the host its `spec.host` names (or one the controller chooses)
     /// unless open already.
     case context(ContextOpenRequest)
+    /// An OpenSLO v1 Service: a Vireo application of that name, which must exist (or be in the
+    /// same manifest).
+    case service(String)
 
     public var kind: String {
         switch self {
@@ -18,6 +21,7 @@ public enum ManifestDocument: Sendable, Equatable {
         case .application: "Application"
         case .slo: "SLO"
         case .context: "Context"
+        case .service: "Service"
         }
     }
 
@@ -27,6 +31,7 @@ public enum ManifestDocument: Sendable, Equatable {
         case .application(let spec): spec.name
         case .slo(let document): document.name
         case .context(let request): request.spec.name
+        case .service(let name): name
         }
     }
 }
@@ -41,40 +46,75 @@ public enum ManifestParser {
     public static let kinds = ["VirtualMachine", "Application", "SLO", "Context"]
     /// OpenSLO documents keep their own version.
     public static let openSLOVersion = "openslo/v1"
+    public static let openSLOKinds = [
+        "Service", "SLI", "SLO", "DataSource", "AlertPolicy", "AlertCondition", "AlertNotificationTarget",
+    ]
     /// Deeper documents are rejected rather than recursed into.
     static let maxDepth = 64
     static let maxDocuments = 10_000
 
     public static func parse(_ text: String) throws(VireoError) -> [ManifestDocument] {
-        let values = try loadYAMLDocuments(text)
+        // A YAML list of documents (as OpenSLO's examples are written) counts as its documents.
+        let values = try loadYAMLDocuments(text).flatMap { value -> [JSONValue] in
+            if case .array(let list) = value { list } else { [value] }
+        }
         guard !values.isEmpty else { throw VireoError(.invalidArgument, "manifest: contains no documents") }
-        var documents: [ManifestDocument] = []
+        func prefix(_ index: Int) -> String { values.count > 1 ? "document \(index + 1): " : "" }
+        // First the OpenSLO documents that SLOs name, wherever they are in the manifest.
+        var library = OpenSLOLibrary()
         var seen: Set<String> = []
+        var headers: [(kind: String, name: String, spec: FieldReader)] = []
         for (index, value) in values.enumerated() {
-            let prefix = values.count > 1 ? "document \(index + 1): " : ""
             do throws(VireoError) {
-                let document = try parseDocument(value)
-                guard seen.insert("\(document.kind)/\(document.name)").inserted else {
-                    throw VireoError.invalid(
-                        field: "metadata.name", value: "'\(document.name)'", "appears twice in the manifest")
+                let header = try self.header(value)
+                guard seen.insert("\(header.kind)/\(header.name)").inserted else {
+                    throw VireoError.invalid(field: "metadata.name", value: "'\(header.name)'", "appears twice in the manifest")
                 }
-                documents.append(document)
+                try library.collect(kind: header.kind, name: header.name, spec: header.spec)
+                headers.append(header)
             } catch {
-                throw VireoError(error.code, prefix + error.message)
+                throw VireoError(error.code, prefix(index) + error.message)
             }
+        }
+        var documents: [ManifestDocument] = []
+        for (index, header) in headers.enumerated() {
+            do throws(VireoError) {
+                if let document = try parseDocument(header, library: &library) { documents.append(document) }
+            } catch {
+                throw VireoError(error.code, prefix(index) + error.message)
+            }
+        }
+        for (index, header) in headers.enumerated()
+        where ["SLI", "DataSource"].contains(header.kind) && !library.used.contains("\(header.kind)/\(header.name)") {
+            throw VireoError(
+                .invalidArgument,
+                prefix(index)
+                    + "\(header.kind) '\(header.name)' is used by no SLO of this manifest: Vireo keeps it only as part of the SLOs that use it"
+            )
         }
         return documents
     }
 
-    static func parseDocument(_ value: JSONValue) throws(VireoError) -> ManifestDocument {
+    /// A document's kind, name and spec, with its version checked.
+    static func header(_ value: JSONValue) throws(VireoError) -> (kind: String, name: String, spec: FieldReader) {
         let root = try FieldReader(value, path: "")
         try root.rejectUnknown(allowed: ["apiVersion", "kind", "metadata", "spec"])
         let version = try root.requiredString("apiVersion")
         let kind = try root.requiredString("kind")
-        guard version == apiVersion || (version == openSLOVersion && kind == "SLO") else {
+        if version == openSLOVersion {
+            guard openSLOKinds.contains(kind) else {
+                throw VireoError.invalid(
+                    field: "kind", value: "'\(kind)'",
+                    "unknown OpenSLO kind; expected one of: \(openSLOKinds.joined(separator: ", "))")
+            }
+        } else if version == apiVersion {
+            guard kinds.contains(kind) else {
+                throw VireoError.invalid(
+                    field: "kind", value: "'\(kind)'", "unknown kind; expected one of: \(kinds.joined(separator: ", "))")
+            }
+        } else {
             throw VireoError.invalid(
-                field: "apiVersion", value: "'\(version)'",
-                "unsupported; expected \(apiVersion) (or \(openSLOVersion) for kind SLO)")
+                field: "apiVersion", value: "'\(version)'", "unsupported; expected \(apiVersion) or \(openSLOVersion)")
         }
         guard let metadata = try root.object("metadata") else {
             throw VireoError(.invalidArgument, "metadata: is required")
@@ -82,13 +122,29 @@ public enum ManifestParser {
         try metadata.rejectUnknown(allowed: ["name", "labels", "displayName", "annotations"])
         let name = try metadata.requiredString("name")
         guard let spec = try root.object("spec") else { throw VireoError(.invalidArgument, "spec: is required") }
+        return (kind, name, spec)
+    }
+
+    /// The document, or nil for an OpenSLO SLI or DataSource (kept as parts of the SLOs).
+    static func parseDocument(
+        _ header: (kind: String, name: String, spec: FieldReader), library: inout OpenSLOLibrary
+    ) throws(VireoError) -> ManifestDocument? {
+        let (kind, name, spec) = header
         switch kind {
         case "VirtualMachine":
             return .virtualMachine(try VMSpecValidation.fromManifest(name: name, nameField: "metadata.name", spec: spec))
         case "Application":
             return .application(try ApplicationValidation.fromManifest(name: name, spec: spec))
         case "SLO":
-            return .slo(try OpenSLODocument.parse(name: name, spec: spec))
+            return .slo(try OpenSLODocument.parse(name: name, spec: spec, library: &library))
+        case "SLI", "DataSource":
+            return nil
+        case "Service":
+            try ResourceName.validate(name, field: "metadata.name")
+            try spec.rejectUnknown(allowed: ["description"])
+            return .service(name)
+        case "AlertPolicy", "AlertCondition", "AlertNotificationTarget":
+            throw VireoError.invalid(field: "kind", value: "'\(kind)'", OpenSLOLibrary.noAlerts)
         case "Context":
             return .context(try ContextValidation.fromManifest(name: name, nameField: "metadata.name", spec: spec))
         default:

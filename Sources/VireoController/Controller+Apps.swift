@@ -143,12 +143,20 @@ extension ClusterModel {
         }
         var manifestApps: [ApplicationSpec] = []
         var slos: [OpenSLODocument] = []
+        var services: [String] = []
         for document in documents {
             switch document {
             case .application(let spec): manifestApps.append(spec)
             case .slo(let slo): slos.append(slo)
+            case .service(let name): services.append(name)
             case .virtualMachine, .context: break
             }
+        }
+        // An OpenSLO Service is a Vireo application: it says nothing more, but must name one.
+        for name in services where apps[name] == nil && !manifestApps.contains(where: { $0.name == name }) {
+            throw VireoError.invalid(
+                field: "Service '\(name)': metadata.name", value: "'\(name)'",
+                "no such application; a Service is a Vireo application: apply its Application first (or in the same manifest)")
         }
         let applications = try mergeSLOs(slos, into: manifestApps)
         var differences: [String: [String]] = [:]
@@ -171,6 +179,7 @@ extension ClusterModel {
             appsChanged = appsChanged || item.action != .unchanged
             items.append(item)
         }
+        items += services.map { .init(kind: "Service", name: $0, action: .unchanged) }
         return (ApplyResult(items: items), appsChanged)
     }
 

@@ -43,6 +43,19 @@ public indirect enum PromQLExpression: Sendable, Equatable, CustomStringConverti
         }
     }
 
+    /// The expression with every instant selector read as its increase over `rangeMs`: a query
+    /// over raw counters made into their growth in a window. Ranges are left as they are.
+    public func increases(overMs rangeMs: Int64) -> PromQLExpression {
+        switch self {
+        case .selector(let selector): .call(.increase, [.range(selector, rangeMs: rangeMs)])
+        case .number, .range: self
+        case .call(let function, let arguments): .call(function, arguments.map { $0.increases(overMs: rangeMs) })
+        case .aggregate(let op, let grouping, let argument): .aggregate(op, grouping, argument.increases(overMs: rangeMs))
+        case .binary(let op, let lhs, let rhs): .binary(op, lhs.increases(overMs: rangeMs), rhs.increases(overMs: rangeMs))
+        case .negate(let operand): .negate(operand.increases(overMs: rangeMs))
+        }
+    }
+
     /// Every selector in the expression, ranges' included, in order.
     public var selectors: [PromQLSelector] {
         switch self {
