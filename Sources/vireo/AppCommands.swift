@@ -53,6 +53,9 @@ struct AppShow: AsyncParsableCommand {
         if let scrape = app.spec.telemetry.scrape {
             print("Scrape:      :\(scrape.port)\(scrape.path) every \(DurationText.format(scrape.intervalSeconds))")
         }
+        if let server = app.spec.telemetry.source?.prometheus {
+            print("Source:      Prometheus at \(server.url)")
+        }
         if let probe = app.spec.telemetry.probe {
             print("Probe:       GET :\(probe.port)\(probe.path) every \(DurationText.format(probe.intervalSeconds))")
         }
@@ -191,4 +194,37 @@ func formatNumber(_ value: Double) -> String {
     guard value.isFinite else { return "\(value)" }
     if value == value.rounded(), abs(value) < 1e12 { return String(Int64(value)) }
     return String(format: "%.4g", value)
+}
+
+struct SLOCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "slo", abstract: "Service-level objectives as OpenSLO v1 documents.", subcommands: [SLOExport.self])
+}
+
+struct SLOExport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write an application's objectives as OpenSLO v1 documents.",
+        discussion: """
+            Prints a Service, a DataSource where the application reads a Prometheus server, and one SLO per objective \
+            (Timeslices: the objective's window, goal and period). `vireo apply -f` takes them back beside the \
+            application; response-time and throughput objectives then come back as PromQL objectives of the query \
+            shown. Burn-rate alerts are Vireo's own and are not written. See docs/apps.md, "OpenSLO".
+            """)
+    @Argument(help: "Application name.") var app: String
+    @OptionGroup var client: ClientOptions
+    @Option(name: .shortAndLong, help: "Output format: yaml (documents separated by ---) or json (a list).")
+    var output: Format = .yaml
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case yaml, json
+    }
+
+    func run() async throws {
+        let spec = try await client.client().app(app).spec
+        switch output {
+        case .yaml: print(try OpenSLOExport.yaml(for: spec), terminator: "")
+        case .json: try printJSON(OpenSLOExport.documents(for: spec))
+        }
+    }
 }

@@ -187,4 +187,43 @@ struct OpenSLOTests {
             #expect(objective.sli.map { abs($0 - 10.0 / 11) < 1e-9 } == true, "\(name): \(String(describing: objective.sli))")
         }
     }
+
+    @Test("slo export writes an application's objectives as OpenSLO that apply takes back as the same objectives")
+    func exportRoundTrip() async throws {
+        let up = try UpProcess()
+        let server = try await up.ready()
+        let manifest =
+            PrometheusSourceTests.manifest("shop", telemetry: "scrape: { port: 80 }")
+            + "\n    - { name: p99, sli: 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[1m])))', max: 0.5, window: 30s, period: 7d, goal: 0.95 }"
+        #expect(try await vireo(["apply", "-f", "-"], server: server, stdin: manifest).status == 0)
+        let before = try decodeJSON(AppView.self, try await vireo(["app", "show", "shop", "-o", "json"], server: server).stdout)
+        #expect(before.spec.objectives.count == 5)
+
+        let exported = try await vireo(["slo", "export", "shop"], server: server)
+        #expect(exported.status == 0, "\(exported.stderr)")
+        let documents = try ManifestParser.parse(exported.stdout)
+        #expect(documents.map(\.kind) == ["Service"] + Array(repeating: "SLO", count: 5), "\(exported.stdout)")
+        let json = try await vireo(["slo", "export", "shop", "-o", "json"], server: server)
+        let list = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
+        #expect(list?.count == 6 && list?.allSatisfy { $0["apiVersion"] as? String == "openslo/v1" } == true)
+
+        // Applied back, every objective keeps its name, kind, target, window, goal and period.
+        let applied = try await vireo(["apply", "-f", "-"], server: server, stdin: exported.stdout)
+        #expect(applied.status == 0, "\(applied.stderr)")
+        let after = try decodeJSON(AppView.self, try await vireo(["app", "show", "shop", "-o", "json"], server: server).stdout)
+        func shape(_ o: Objective) -> String { "\(o.name) \(o.kind) \(o.target) \(o.windowSeconds) \(o.goal) \(o.periodSeconds)" }
+        #expect(after.spec.objectives.map(shape) == before.spec.objectives.map(shape))
+        // Ratio, capacity and PromQL objectives come back exactly; response time and throughput
+        // as the PromQL of what Vireo computed from the selector.
+        let unchanged = ["good", "capacity", "p99"]
+        #expect(
+            after.spec.objectives.filter { unchanged.contains($0.name) }
+                == before.spec.objectives.filter { unchanged.contains($0.name) })
+        #expect(
+            after.spec.objectives.first { $0.name == "latency" }?.metric
+                == "histogram_quantile(0.9, sum by (le) (increase(http_request_duration_seconds_bucket[10000ms])))")
+        #expect(after.spec.objectives.first { $0.name == "throughput" }?.metric == "sum(rate(http_requests_total[10000ms]))")
+        let missing = try await vireo(["slo", "export", "nope"], server: server)
+        #expect(missing.status == 3 && missing.stderr.contains("nope"), "\(missing)")
+    }
 }
