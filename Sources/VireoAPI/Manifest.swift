@@ -85,7 +85,7 @@ public enum ManifestParser {
             }
         }
         for (index, header) in headers.enumerated()
-        where ["SLI", "DataSource"].contains(header.kind) && !library.used.contains("\(header.kind)/\(header.name)") {
+        where OpenSLOLibrary.referenced.contains(header.kind) && !library.used.contains("\(header.kind)/\(header.name)") {
             throw VireoError(
                 .invalidArgument,
                 prefix(index)
@@ -125,7 +125,7 @@ public enum ManifestParser {
         return (kind, name, spec)
     }
 
-    /// The document, or nil for an OpenSLO SLI or DataSource (kept as parts of the SLOs).
+    /// The document, or nil for the OpenSLO documents SLOs name (kept as parts of them).
     static func parseDocument(
         _ header: (kind: String, name: String, spec: FieldReader), library: inout OpenSLOLibrary
     ) throws(VireoError) -> ManifestDocument? {
@@ -137,14 +137,12 @@ public enum ManifestParser {
             return .application(try ApplicationValidation.fromManifest(name: name, spec: spec))
         case "SLO":
             return .slo(try OpenSLODocument.parse(name: name, spec: spec, library: &library))
-        case "SLI", "DataSource":
+        case "SLI", "DataSource", "AlertPolicy", "AlertCondition", "AlertNotificationTarget":
             return nil
         case "Service":
             try ResourceName.validate(name, field: "metadata.name")
             try spec.rejectUnknown(allowed: ["description"])
             return .service(name)
-        case "AlertPolicy", "AlertCondition", "AlertNotificationTarget":
-            throw VireoError.invalid(field: "kind", value: "'\(kind)'", OpenSLOLibrary.noAlerts)
         case "Context":
             return .context(try ContextValidation.fromManifest(name: name, nameField: "metadata.name", spec: spec))
         default:

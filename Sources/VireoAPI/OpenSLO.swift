@@ -21,6 +21,8 @@ public struct OpenSLODocument: Sendable, Equatable {
     public var name: String
     public var service: String
     public var objectives: [Objective]
+    /// The burn-rate alerts of its alert policies, on each of its objectives.
+    public var alerts: [AlertRule] = []
 
     static let specFields: Set<String> = [
         "description", "service", "indicator", "indicatorRef", "timeWindow", "budgetingMethod", "objectives", "alertPolicies",
@@ -31,9 +33,6 @@ public struct OpenSLODocument: Sendable, Equatable {
         try spec.rejectUnknown(allowed: specFields)
         let service = try spec.requiredString("service")
         try ResourceName.validate(service, field: spec.field("service"))
-        if let policies = try spec.array("alertPolicies"), !policies.isEmpty {
-            throw VireoError(.invalidArgument, "\(spec.field("alertPolicies")): \(OpenSLOLibrary.noAlerts)")
-        }
         let method = try spec.string("budgetingMethod") ?? "Occurrences"
         guard ["Occurrences", "Timeslices", "RatioTimeslices"].contains(method) else {
             throw VireoError.invalid(
@@ -85,7 +84,14 @@ public struct OpenSLODocument: Sendable, Equatable {
             objective.windowSeconds = window
             result.append(objective)
         }
-        return OpenSLODocument(name: name, service: service, objectives: result)
+        var alerts: [AlertRule] = []
+        for (path, value) in try spec.array("alertPolicies") ?? [] {
+            let policy = try library.resolve(try FieldReader(value, path: path), kind: "AlertPolicy", reference: "alertPolicyRef")
+            for objective in result {
+                alerts += try library.alertRules(policy.spec, name: policy.name, objective: objective.name)
+            }
+        }
+        return OpenSLODocument(name: name, service: service, objectives: result, alerts: alerts)
     }
 
     /// OpenSLO's calendar units, as rolling lengths: a month of 30 days, a quarter of 91, a year
@@ -228,12 +234,18 @@ struct OpenSLOLibrary {
     /// `Kind/name` of those an SLO used.
     var used: Set<String> = []
 
-    static let noAlerts =
-        "OpenSLO alerting (AlertPolicy, AlertCondition, AlertNotificationTarget) is not supported yet; remove it"
+    /// Alert documents, by `Kind/name`.
+    var alertDocuments: [String: FieldReader] = [:]
 
-    /// Takes in an SLI or DataSource document (`prefix` names it in errors).
+    /// The kinds that are only ever named by others.
+    static let referenced: Set<String> = ["SLI", "DataSource", "AlertPolicy", "AlertCondition", "AlertNotificationTarget"]
+
+    /// Takes in a document others name.
     mutating func collect(kind: String, name: String, spec: FieldReader) throws(VireoError) {
         switch kind {
+        case "AlertPolicy", "AlertCondition", "AlertNotificationTarget":
+            try ResourceName.validate(name, field: "metadata.name")
+            alertDocuments["\(kind)/\(name)"] = spec
         case "SLI":
             try ResourceName.validate(name, field: "metadata.name")
             try spec.rejectUnknown(allowed: ["description", "ratioMetric", "thresholdMetric"])
@@ -275,5 +287,95 @@ struct OpenSLOLibrary {
         }
         try spec.rejectUnknown(allowed: ["description", "ratioMetric", "thresholdMetric"])
         return spec
+    }
+}
+
+extension OpenSLOLibrary {
+    /// An entry naming a document of `kind` (`{reference: name}`) or holding one inline
+    /// (`{kind, metadata: {name}, spec}`): its name and spec.
+    mutating func resolve(_ entry: FieldReader, kind: String, reference: String) throws(VireoError) -> (
+        name: String, spec: FieldReader
+    ) {
+        if let name = try entry.string(reference) {
+            try entry.rejectUnknown(allowed: [reference])
+            guard let spec = alertDocuments["\(kind)/\(name)"] else {
+                throw VireoError.invalid(
+                    field: entry.field(reference), value: "'\(name)'", "no \(kind) of that name in this manifest")
+            }
+            used.insert("\(kind)/\(name)")
+            return (name, spec)
+        }
+        try entry.rejectUnknown(allowed: ["apiVersion", "kind", "metadata", "spec"])
+        let found = try entry.string("kind")
+        guard found == kind else {
+            throw VireoError.invalid(
+                field: entry.field("kind"), value: "'\(found ?? "")'", "expected \(kind) inline, or \(reference) naming one")
+        }
+        guard let metadata = try entry.object("metadata"), let spec = try entry.object("spec") else {
+            throw VireoError(.invalidArgument, "\(entry.path): an inline \(kind) needs metadata and spec")
+        }
+        let name = try metadata.requiredString("name")
+        try ResourceName.validate(name, field: metadata.field("name"))
+        return (name, spec)
+    }
+
+    /// The rules an alert policy sets on `objective`: its condition, when it notifies, and where.
+    mutating func alertRules(_ policy: FieldReader, name: String, objective: String) throws(VireoError) -> [AlertRule] {
+        try policy.rejectUnknown(allowed: [
+            "description", "alertWhenNoData", "alertWhenResolved", "alertWhenBreaching", "conditions", "notificationTargets",
+        ])
+        guard let conditions = try policy.array("conditions"), conditions.count == 1,
+            let (conditionPath, conditionValue) = conditions.first
+        else {
+            throw VireoError(.invalidArgument, "\(policy.field("conditions")): needs exactly one condition (OpenSLO v1)")
+        }
+        let condition = try resolve(
+            try FieldReader(conditionValue, path: conditionPath), kind: "AlertCondition", reference: "conditionRef")
+        try condition.spec.rejectUnknown(allowed: ["description", "severity", "condition"])
+        let severity = try condition.spec.requiredString("severity")
+        guard let rule = try condition.spec.object("condition") else {
+            throw VireoError(.invalidArgument, "\(condition.spec.field("condition")): is required")
+        }
+        try rule.rejectUnknown(allowed: ["kind", "op", "threshold", "lookbackWindow", "alertAfter"])
+        let kind = try rule.requiredString("kind")
+        guard kind.lowercased() == "burnrate" else {
+            throw VireoError.invalid(field: rule.field("kind"), value: "'\(kind)'", "only burnrate conditions can be evaluated")
+        }
+        let op = try rule.requiredString("op")
+        guard ["gte", "gt", "lte", "lt"].contains(op) else {
+            throw VireoError.invalid(field: rule.field("op"), value: "'\(op)'", "expected gte, gt, lte or lt")
+        }
+        guard let threshold = try rule.double("threshold"), threshold.isFinite, threshold >= 0 else {
+            throw VireoError(.invalidArgument, "\(rule.field("threshold")): is required: a burn rate, 0 or more")
+        }
+        guard let lookback = try rule.duration("lookbackWindow"), lookback >= 1 else {
+            throw VireoError(.invalidArgument, "\(rule.field("lookbackWindow")): is required: a duration of 1s or more")
+        }
+        let alertAfter = try rule.duration("alertAfter") ?? 0
+        var targets: [AlertTarget] = []
+        for (path, value) in try policy.array("notificationTargets") ?? [] {
+            let target = try resolve(try FieldReader(value, path: path), kind: "AlertNotificationTarget", reference: "targetRef")
+            try target.spec.rejectUnknown(allowed: ["description", "target"])
+            let url = try target.spec.requiredString("target")
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme?.lowercased()),
+                parsed.host?.isEmpty == false
+            else {
+                throw VireoError.invalid(
+                    field: target.spec.field("target"), value: "'\(url)'",
+                    "Vireo notifies webhooks in Alertmanager's format: give the receiver's URL (http://…)")
+            }
+            targets.append(AlertTarget(name: target.name, url: url))
+        }
+        guard !targets.isEmpty else {
+            throw VireoError(.invalidArgument, "\(policy.field("notificationTargets")): needs at least one target")
+        }
+        return [
+            AlertRule(
+                objective: objective, name: name, severity: severity, op: op, threshold: threshold, lookbackSeconds: lookback,
+                alertAfterSeconds: alertAfter, whenBreaching: try policy.bool("alertWhenBreaching") ?? true,
+                whenResolved: try policy.bool("alertWhenResolved") ?? true,
+                whenNoData: try policy.bool("alertWhenNoData") ?? false,
+                targets: targets)
+        ]
     }
 }

@@ -398,3 +398,72 @@ public struct RebalanceStatus: Sendable, Codable, Equatable {
         self.lastPlan = lastPlan
     }
 }
+
+/// An alert firing now (`GET /v1/alerts`).
+public struct ActiveAlert: Sendable, Codable, Equatable {
+    public var app: String
+    public var objective: String
+    /// The alert policy's name.
+    public var name: String
+    public var severity: String
+    public var since: Date
+    /// Why the condition holds.
+    public var reason: String
+
+    public init(app: String, objective: String, name: String, severity: String, since: Date, reason: String) {
+        self.app = app
+        self.objective = objective
+        self.name = name
+        self.severity = severity
+        self.since = since
+        self.reason = reason
+    }
+}
+
+/// One notification to one target, and how its delivery went.
+public struct AlertDelivery: Sendable, Codable, Equatable {
+    public enum State: String, Sendable, Codable { case pending, delivered, failed }
+    public var id: Int
+    public var time: Date
+    public var app: String
+    public var objective: String
+    public var alert: String
+    /// `firing` or `resolved`, as in Alertmanager's format.
+    public var status: String
+    public var target: String
+    public var url: String
+    public var state: State
+    public var attempts: Int
+    /// The receiver's last HTTP status, if it answered.
+    public var httpStatus: Int?
+    public var error: String?
+
+    public init(
+        id: Int, time: Date, app: String, objective: String, alert: String, status: String, target: String, url: String,
+        state: State = .pending, attempts: Int = 0, httpStatus: Int? = nil, error: String? = nil
+    ) {
+        self.id = id
+        self.time = time
+        self.app = app
+        self.objective = objective
+        self.alert = alert
+        self.status = status
+        self.target = target
+        self.url = url
+        self.state = state
+        self.attempts = attempts
+        self.httpStatus = httpStatus
+        self.error = error
+    }
+}
+
+/// `GET /v1/alerts`: what fires now, and the latest deliveries, newest first.
+public struct AlertList: Sendable, Codable, Equatable {
+    public var active: [ActiveAlert]
+    public var deliveries: [AlertDelivery]
+
+    public init(active: [ActiveAlert], deliveries: [AlertDelivery]) {
+        self.active = active
+        self.deliveries = deliveries
+    }
+}

@@ -120,6 +120,7 @@ public struct VireoClient: Sendable {
     }
     /// Remembered events after `seq`, without following.
     public func apps() async throws -> AppList { try await get("/v1/apps") }
+    public func alerts() async throws -> AlertList { try await get("/v1/alerts") }
     public func app(_ name: String) async throws -> AppView { try await get("/v1/apps/\(escape(name))") }
     public func deleteApp(_ name: String, vms: String) async throws -> AppDeletion {
         try await send(.DELETE, "/v1/apps/\(escape(name))?vms=\(escape(vms))")

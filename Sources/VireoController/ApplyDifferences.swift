@@ -30,6 +30,10 @@ enum ApplicationDifference {
             let names = { (m: [MetricDeclaration]) in m.map { "\($0.name) (\($0.type.rawValue))" }.joined(separator: ", ") }
             lines.append("telemetry.metrics: [\(names(a.telemetry.metrics))] → [\(names(b.telemetry.metrics))]")
         }
+        if a.telemetry.source != b.telemetry.source {
+            let url = { (s: TelemetrySource?) in s.map { "prometheus \($0.prometheus.url)" } ?? "none" }
+            lines.append("telemetry.source: \(url(a.telemetry.source)) → \(url(b.telemetry.source))")
+        }
         for objective in a.objectives where b.objective(named: objective.name) == nil {
             lines.append("objective \(objective.name): removed")
         }
@@ -58,6 +62,13 @@ enum ApplicationDifference {
             }
             if old.burnRateAlerts != objective.burnRateAlerts { parts.append("burn-rate alerts changed") }
             lines.append("objective \(objective.name): " + parts.joined(separator: ", "))
+        }
+        let alerts = { (spec: ApplicationSpec) in
+            Dictionary((spec.alerts ?? []).map { ("\($0.objective)/\($0.name)", $0) }, uniquingKeysWith: { a, _ in a })
+        }
+        let (before, after) = (alerts(a), alerts(b))
+        for key in Set(before.keys).union(after.keys).sorted() where before[key] != after[key] {
+            lines.append("alert \(key): \(before[key] == nil ? "added" : after[key] == nil ? "removed" : "changed")")
         }
         return lines
     }

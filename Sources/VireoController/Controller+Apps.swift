@@ -225,6 +225,9 @@ extension ClusterModel {
                     field: "SLO '\(document.name)': spec.service", value: "'\(document.service)'",
                     "no such application; apply its Application first (or in the same manifest)")
             }
+            let names = Set(document.objectives.map(\.name))
+            let alerts = (spec.alerts ?? []).filter { !names.contains($0.objective) } + document.alerts
+            spec.alerts = alerts.isEmpty ? nil : alerts
             for objective in document.objectives {
                 try ApplicationValidation.checkMetrics(
                     objective, telemetry: spec.telemetry, field: "SLO '\(document.name)': spec.indicator")

@@ -94,6 +94,7 @@ extension Controller {
         let time = now()
         publish(await telemetry.evaluate(now: Int64((time.timeIntervalSince1970 * 1000).rounded())), at: time)
         await askSources()
+        await evaluateAlerts(at: time)
         // The gauges change only when a window was judged or the applications changed: not every tick.
         let version = await telemetry.statusVersion
         if version != gaugedStatusVersion {

@@ -41,6 +41,8 @@ public actor Controller {
     var gaugedStatusVersion = -1
     /// Asks the applications' Prometheus sources.
     let prometheus = PrometheusQueryClient()
+    /// Alert rules' states and the notifications sent.
+    var alertBook = AlertBook()
     /// The questions to Prometheus sources under way, by application.
     var sourceRounds: [String: Task<Void, Never>] = [:]
     private let publishedVersion: Mutex<Int>

@@ -25,6 +25,8 @@ public struct ControllerSettings: Sendable {
     /// Issues each live migration's TLS credentials, so that only its two hosts can use its
     /// channel; nil: live migrations go over plain TCP (`vireo server --migration-tls off`).
     public var migrationAuthority: MigrationAuthority?
+    /// The wait before an alert notification's first retry; each next one waits twice as long.
+    public var alertRetryDelay: Duration = .seconds(1)
 
     public init(
         heartbeatInterval: Duration = .seconds(1), hostTimeout: Duration = .seconds(5),

@@ -4,20 +4,21 @@ import NIOCore
 import VireoModel
 import VireoTelemetry
 
+/// The controller's client for the servers it calls (Prometheus sources, alert receivers): it
+/// gives up on a refused connection at once (a stopped server is an answer, not something to
+/// retry until the timeout) and follows no redirect.
+public let outboundHTTP: HTTPClient = {
+    var configuration = HTTPClient.Configuration()
+    configuration.redirectConfiguration = .disallow
+    configuration.connectionPool.retryConnectionEstablishment = false
+    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+}()
+
 /// Asks a Prometheus server instant queries through its HTTP API (`POST /api/v1/query`).
 public struct PrometheusQueryClient: Sendable {
     let http: HTTPClient
 
-    public init(http: HTTPClient = Self.http) { self.http = http }
-
-    /// A client that gives up on a refused connection at once (a stopped server is an answer,
-    /// not something to retry until the timeout), and follows no redirect.
-    public static let http: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.connectionPool.retryConnectionEstablishment = false
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+    public init(http: HTTPClient = outboundHTTP) { self.http = http }
 
     /// The values `query` gives at `time` (milliseconds since the epoch): one per series of a
     /// vector, or the one number of a scalar. Fails with Prometheus's own message when it refuses

@@ -62,6 +62,7 @@ public struct VireoServer: Sendable {
     func addHostRoutes(_ router: Router<BasicRequestContext>) {
         let controller = self.controller
         router.get("/v1/hosts") { _, _ in try json(await controller.listHosts()) }
+        router.get("/v1/alerts") { _, _ in try json(await controller.alerts()) }
         router.get("/v1/hosts/{host}") { _, context in
             try json(try await controller.host(context.parameters.require("host")))
         }

@@ -10,12 +10,18 @@ public struct ApplicationSpec: Sendable, Codable, Equatable {
     public var vms: [VMSpec]
     public var telemetry: TelemetrySpec
     public var objectives: [Objective]
+    /// Burn-rate alerts on the objectives (from OpenSLO alert policies); nil: none.
+    public var alerts: [AlertRule]?
 
-    public init(name: String, vms: [VMSpec] = [], telemetry: TelemetrySpec = TelemetrySpec(), objectives: [Objective] = []) {
+    public init(
+        name: String, vms: [VMSpec] = [], telemetry: TelemetrySpec = TelemetrySpec(), objectives: [Objective] = [],
+        alerts: [AlertRule]? = nil
+    ) {
         self.name = name
         self.vms = vms
         self.telemetry = telemetry
         self.objectives = objectives
+        self.alerts = alerts
     }
 
     public func objective(named name: String) -> Objective? { objectives.first { $0.name == name } }
@@ -335,5 +341,67 @@ public struct ObjectiveStatus: Sendable, Codable, Equatable {
         self.errorBudgetRemaining = errorBudgetRemaining
         self.burnRates = burnRates
         self.lastWindowEnd = lastWindowEnd
+    }
+}
+
+/// A burn-rate alert on one objective: an OpenSLO `AlertPolicy` with its `AlertCondition` and
+/// notification targets.
+public struct AlertRule: Sendable, Codable, Equatable {
+    /// The objective it watches.
+    public var objective: String
+    /// The alert policy's name.
+    public var name: String
+    public var severity: String
+    /// How the burn rate over the lookback compares with `threshold` while the condition holds:
+    /// `gte`, `gt`, `lte` or `lt`.
+    public var op: String
+    public var threshold: Double
+    public var lookbackSeconds: Double
+    /// How long the condition must hold before the alert fires.
+    public var alertAfterSeconds: Double
+    /// Whether the condition firing notifies (OpenSLO `alertWhenBreaching`), its end notifies
+    /// (`alertWhenResolved`), and a lookback without judged windows fires (`alertWhenNoData`).
+    public var whenBreaching: Bool
+    public var whenResolved: Bool
+    public var whenNoData: Bool
+    public var targets: [AlertTarget]
+
+    public init(
+        objective: String, name: String, severity: String, op: String, threshold: Double, lookbackSeconds: Double,
+        alertAfterSeconds: Double, whenBreaching: Bool = true, whenResolved: Bool = true, whenNoData: Bool = false,
+        targets: [AlertTarget]
+    ) {
+        self.objective = objective
+        self.name = name
+        self.severity = severity
+        self.op = op
+        self.threshold = threshold
+        self.lookbackSeconds = lookbackSeconds
+        self.alertAfterSeconds = alertAfterSeconds
+        self.whenBreaching = whenBreaching
+        self.whenResolved = whenResolved
+        self.whenNoData = whenNoData
+        self.targets = targets
+    }
+
+    /// Whether `rate` meets the condition.
+    public func holds(_ rate: Double) -> Bool {
+        switch op {
+        case "gt": rate > threshold
+        case "lte": rate <= threshold
+        case "lt": rate < threshold
+        default: rate >= threshold
+        }
+    }
+}
+
+/// Where an alert's notifications go: a webhook that takes Alertmanager's format.
+public struct AlertTarget: Sendable, Codable, Equatable {
+    public var name: String
+    public var url: String
+
+    public init(name: String, url: String) {
+        self.name = name
+        self.url = url
     }
 }

@@ -294,6 +294,11 @@ public struct ObjectiveTracker: Sendable {
         return (bad, judged)
     }
 
+    /// How many windows of the last `seconds` were judged (not empty).
+    public func judgedWindows(overSeconds seconds: Double) -> Int {
+        counts(lastWindows: max(1, Int((seconds * 1000 / Double(windowMs)).rounded()))).judged
+    }
+
     /// The budget burn rate over the last `seconds`: the bad fraction of judged windows divided
     /// by the budget's fraction.
     public func burnRate(overSeconds seconds: Double) -> Double {

@@ -270,6 +270,13 @@ public actor TelemetryEngine {
         return changes
     }
 
+    /// An objective's budget burn rate over the last `seconds` and how many windows were judged
+    /// in them; nil for an objective the engine does not follow.
+    public func burnRate(app: String, objective: String, overSeconds seconds: Double) -> (rate: Double, judged: Int)? {
+        guard let tracker = apps[app]?.trackers.first(where: { $0.objective.name == objective }) else { return nil }
+        return (tracker.burnRate(overSeconds: seconds), tracker.judgedWindows(overSeconds: seconds))
+    }
+
     public struct AppStatus: Sendable, Codable, Equatable {
         public var objectives: [ObjectiveStatus]
         public var lastSampleAt: Date?

@@ -228,3 +228,40 @@ struct SLOExport: AsyncParsableCommand {
         }
     }
 }
+
+struct AlertCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "alert", abstract: "Burn-rate alerts on objectives and their notifications.",
+        subcommands: [AlertListCommand.self])
+}
+
+struct AlertListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List the alerts firing now and the latest notifications, with how each delivery went.",
+        discussion: """
+            Alerts come from OpenSLO alert policies applied with an application's SLOs (docs/apps.md, "Alerts"). \
+            Each notification goes to each of the policy's targets in Alertmanager's webhook format, tried five \
+            times in all; the controller keeps the latest 1,000 in memory.
+            """)
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let alerts = try await client.client().alerts()
+        if output.output == .json { return try printJSON(alerts) }
+        print("Firing:")
+        printTable(
+            ["APP", "OBJECTIVE", "ALERT", "SEVERITY", "SINCE", "REASON"],
+            alerts.active.map { [$0.app, $0.objective, $0.name, $0.severity, age(since: $0.since) + " ago", $0.reason] })
+        print("\nDeliveries:")
+        printTable(
+            ["ID", "TIME", "APP", "OBJECTIVE", "ALERT", "STATUS", "TARGET", "STATE", "ATTEMPTS", "LAST"],
+            alerts.deliveries.map { d in
+                [
+                    "\(d.id)", age(since: d.time) + " ago", d.app, d.objective, d.alert, d.status, d.target, d.state.rawValue,
+                    "\(d.attempts)", d.error ?? d.httpStatus.map { "HTTP \($0)" } ?? "-",
+                ]
+            })
+    }
+}

@@ -111,7 +111,7 @@ struct OpenSLOTests {
             "metricSourceRef: thanos, spec: { query: 'sum(http_requests_total)'", ["metricSourceRef", "thanos"]
         ),
         ("type: Prometheus, connectionDetails", "type: Datadog, connectionDetails", ["spec.type", "Datadog", "Prometheus"]),
-        ("kind: Service", "kind: AlertPolicy", ["AlertPolicy", "not supported yet"]),
+        ("kind: Service", "kind: AlertPolicy", ["AlertPolicy 'shop' is used by no SLO"]),
         ("kind: Service", "kind: Dashboard", ["kind", "Dashboard", "AlertNotificationTarget"]),
         (
             "budgetingMethod: Timeslices\n    objectives:\n      - { op: lte",
