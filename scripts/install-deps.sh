@@ -24,8 +24,16 @@ packages=(
   libvirt-dev      # the libvirt driver links libvirt's C API (pkg-config libvirt)
   libvirt-daemon-system  # libvirtd and virtlogd for the libvirt driver on qemu:///system
   libvirt-clients  # virsh, to inspect by hand what the libvirt driver defined
-  prometheus       # promtool: the PromQL evaluator's answers checked against Prometheus's own (tests)
+  prometheus       # promtool, and a server the tests start as an SLO source (telemetry.source)
+  nginx            # the nginx pack's software (tests run it on loopback)
+  prometheus-nginx-exporter  # the nginx pack's exporter
+  redis-server     # the Redis pack's software, and redis-benchmark (redis-tools) for its load
+  prometheus-redis-exporter  # the Redis pack's exporter
 )
+
+# Daemons the tests start on loopback ports of their own: Debian starts each as a service when it
+# installs it, which nothing here needs.
+services=(prometheus nginx redis-server prometheus-nginx-exporter prometheus-redis-exporter)
 
 if ! command -v swift >/dev/null 2>&1; then
   if [ -x /opt/swift/usr/bin/swift ]; then
@@ -48,4 +56,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -d /run/systemd/system ]; then
+    for service in "${services[@]}"; do
+      # Only those just installed: a service the machine ran before is left as it was.
+      if printf '%s\n' "${missing[@]}" | grep -qx "$service"; then
+        $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+      fi
+    done
+  fi
 fi

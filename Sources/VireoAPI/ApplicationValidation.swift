@@ -9,7 +9,7 @@ public enum ApplicationValidation {
     static let telemetryFields: Set<String> = ["scrape", "probe", "metrics", "source"]
     static let targetFields: Set<String> = ["port", "path", "interval", "timeout"]
     static let objectiveFields: Set<String> = [
-        "name", "sli", "quantile", "target", "min", "max", "good", "total", "window", "goal", "period", "burnRates",
+        "name", "sli", "quantile", "target", "min", "max", "good", "total", "window", "goal", "period", "burnRates", "kind",
     ]
 
     public static func fromManifest(name: String, spec: FieldReader) throws(VireoError) -> ApplicationSpec {
@@ -193,6 +193,24 @@ public enum ApplicationValidation {
         if let target, objective.kind != .responseTime {
             throw VireoError.invalid(
                 field: fields.field("target"), value: "\(target)", "is for response-time objectives; use min or max")
+        }
+        if let text = try fields.string("kind") {
+            // A PromQL indicator's kind may be given where its form does not tell (a mean latency
+            // is a quotient); a selector objective's kind follows from its fields.
+            guard let kind = Objective.Kind(rawValue: text) else {
+                throw VireoError.invalid(
+                    field: fields.field("kind"), value: "'\(text)'",
+                    "expected one of: \(Objective.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let upper: Set<Objective.Kind> = [.responseTime, .capacity]
+            guard objective.language == .promql ? upper.contains(kind) == (max != nil) : kind == objective.kind else {
+                throw VireoError.invalid(
+                    field: fields.field("kind"), value: "'\(text)'",
+                    objective.language == .promql
+                        ? "does not fit \(max != nil ? "max" : "min"): responseTime and capacity take max, throughput and ratio min"
+                        : "a selector objective is \(objective.kind.rawValue) by its fields; kind is for PromQL indicators")
+            }
+            objective.kind = kind
         }
         try timing(&objective, fields)
         return objective

@@ -121,6 +121,11 @@ public struct VireoClient: Sendable {
     /// Remembered events after `seq`, without following.
     public func apps() async throws -> AppList { try await get("/v1/apps") }
     public func alerts() async throws -> AlertList { try await get("/v1/alerts") }
+    public func packs() async throws -> PackList { try await get("/v1/packs") }
+    public func pack(_ name: String) async throws -> PackView { try await get("/v1/packs/\(escape(name))") }
+    public func applyPack(_ name: String, to app: String) async throws -> ApplyResult {
+        try await send(.POST, "/v1/apps/\(escape(app))/packs/\(escape(name))")
+    }
     public func app(_ name: String) async throws -> AppView { try await get("/v1/apps/\(escape(name))") }
     public func deleteApp(_ name: String, vms: String) async throws -> AppDeletion {
         try await send(.DELETE, "/v1/apps/\(escape(name))?vms=\(escape(vms))")

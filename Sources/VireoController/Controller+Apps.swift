@@ -270,3 +270,13 @@ extension ClusterModel {
         return members
     }
 }
+
+extension Controller {
+    /// Adds a built-in management pack to an application (its exporter scraped, its metrics and
+    /// objectives added), through the same checks and change record as an apply.
+    public func applyPack(_ name: String, to app: String) async throws -> ApplyResult {
+        guard let pack = Pack.builtIn(named: name) else { throw VireoError.notFound("pack", name) }
+        guard let spec = model.apps[app]?.spec else { throw VireoError.notFound("application", app) }
+        return try await apply([.application(try pack.apply(to: spec))])
+    }
+}

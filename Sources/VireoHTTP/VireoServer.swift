@@ -160,6 +160,16 @@ public struct VireoServer: Sendable {
             }
             return try json(try await controller.deleteApp(context.parameters.require("app"), vms: disposition))
         }
+        router.post("/v1/apps/{app}/packs/{pack}") { _, context in
+            try json(
+                try await controller.applyPack(context.parameters.require("pack"), to: context.parameters.require("app")))
+        }
+        router.get("/v1/packs") { _, _ in try json(PackList(items: Pack.builtIn.map(PackView.init))) }
+        router.get("/v1/packs/{pack}") { _, context in
+            let name = try context.parameters.require("pack")
+            guard let pack = Pack.builtIn(named: name) else { throw VireoError.notFound("pack", name) }
+            return try json(PackView(pack))
+        }
         router.post("/v1/apps/{app}/samples") { request, context in
             let text = try await readText(request)
             return try json(

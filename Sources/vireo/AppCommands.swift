@@ -265,3 +265,90 @@ struct AlertListCommand: AsyncParsableCommand {
             })
     }
 }
+
+struct PackCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pack",
+        abstract: "Management packs: what server software's own metrics say about its SLOs (docs/packs.md).",
+        subcommands: [PackListCommand.self, PackShow.self, PackApply.self, PackLint.self])
+}
+
+struct PackListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the packs that come with Vireo.")
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let packs = try await client.client().packs().items
+        if output.output == .json { return try printJSON(packs) }
+        printTable(
+            ["NAME", "EXPORTER", "PORT", "OBJECTIVES", "DESCRIPTION"],
+            packs.map {
+                [
+                    $0.name, $0.exporter.package, "\($0.exporter.port)", $0.objectives.map(\.name).joined(separator: ","),
+                    $0.description,
+                ]
+            })
+    }
+}
+
+struct PackShow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Show a pack: its metrics and objectives, and why each is there (-o json), or its YAML.")
+    @Argument(help: "Pack name (vireo pack list).") var pack: String
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let pack = try await client.client().pack(pack)
+        if output.output == .json { return try printJSON(pack) }
+        print(pack.text, terminator: pack.text.hasSuffix("\n") ? "" : "\n")
+    }
+}
+
+struct PackApply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Add a pack to an application.",
+        discussion: """
+            Vireo then scrapes the pack's exporter in the application's VMs (unless a Prometheus source reads the \
+            application), knows its metrics, and judges its objectives (replacing objectives of the same names). \
+            The change is checked and listed as an apply's is; applying the application's own manifest again \
+            removes what the pack added.
+            """)
+    @Argument(help: "Pack name (vireo pack list).") var pack: String
+    @Option(help: "The application to add it to.") var app: String
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let result = try await client.client().applyPack(pack, to: app)
+        if output.output == .json { return try printJSON(result) }
+        for item in result.items {
+            print("\(item.kind)/\(item.name) \(item.action.rawValue)")
+            for change in item.changes ?? [] { print("  \(change)") }
+        }
+    }
+}
+
+struct PackLint: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lint",
+        abstract: "Check a pack file: every field as an application's, and a reason (why) for each metric and objective.",
+        discussion: "Needs no server. Exits 0 when the pack is sound, 2 with the field and value at fault otherwise.")
+    @Argument(help: "The pack's YAML file, or - for standard input.") var file: String
+
+    func run() async throws {
+        let text: String
+        if file == "-" {
+            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw VireoError(.invalidArgument, "\(file): cannot read it")
+            }
+            text = String(decoding: data, as: UTF8.self)
+        }
+        let pack = try Pack.parse(text)
+        print("pack \(pack.name): \(pack.metrics.count) metrics, \(pack.objectives.count) objectives, each with a reason")
+    }
+}

@@ -16,7 +16,7 @@ struct Vireo: AsyncParsableCommand {
         version: VireoVersion.current,
         subcommands: [
             Up.self, ControllerCommand.self, AgentCommand.self, HostCommand.self, VMCommand.self, AppCommand.self,
-            SLOCommand.self, Apply.self,
+            SLOCommand.self, AlertCommand.self, PackCommand.self, Apply.self,
             Migrate.self, MigrationCommand.self, ImageCommand.self, ImportCommand.self, EventsCommand.self, TestbedCommand.self,
             PlanCommand.self, RebalanceCommand.self, ContextCommandGroup.self, DriverCommand.self, DemoCommand.self,
             BenchCommand.self,

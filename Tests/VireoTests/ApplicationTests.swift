@@ -63,6 +63,8 @@ struct ApplicationManifestTests {
         ("type: gauge", "type: meter", ["spec.telemetry.metrics[2].type", "meter"]),
         ("min: 5, window", "min: -5, window", ["spec.objectives[1].min", "-5"]),
         ("max: 100", "max: 100, colour: red", ["spec.objectives[2].colour"]),
+        ("max: 100", "max: 100, kind: throughput", ["spec.objectives[2].kind", "capacity by its fields"]),
+        ("max: 100", "max: 100, kind: fast", ["spec.objectives[2].kind", "fast", "response-time"]),
         ("{ long: 40s, short: 10s", "{ long: 5s, short: 10s", ["burnRates[0].long", "5s"]),
     ]
 
