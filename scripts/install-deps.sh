@@ -29,11 +29,17 @@ packages=(
   prometheus-nginx-exporter  # the nginx pack's exporter
   redis-server     # the Redis pack's software, and redis-benchmark (redis-tools) for its load
   prometheus-redis-exporter  # the Redis pack's exporter
+  postgresql-15    # the PostgreSQL pack's software, and pgbench for its load
+  prometheus-postgres-exporter  # the PostgreSQL pack's exporter
+  haproxy          # the HAProxy pack's software (its Prometheus endpoint is built in)
 )
 
 # Daemons the tests start on loopback ports of their own: Debian starts each as a service when it
 # installs it, which nothing here needs.
-services=(prometheus nginx redis-server prometheus-nginx-exporter prometheus-redis-exporter)
+services=(
+  prometheus nginx redis-server prometheus-nginx-exporter prometheus-redis-exporter postgresql prometheus-postgres-exporter
+  haproxy
+)
 
 if ! command -v swift >/dev/null 2>&1; then
   if [ -x /opt/swift/usr/bin/swift ]; then
@@ -59,7 +65,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ -d /run/systemd/system ]; then
     for service in "${services[@]}"; do
       # Only those just installed: a service the machine ran before is left as it was.
-      if printf '%s\n' "${missing[@]}" | grep -qx "$service"; then
+      if printf '%s\n' "${missing[@]}" | grep -qx "$service" \
+        || { [ "$service" = postgresql ] && printf '%s\n' "${missing[@]}" | grep -qx postgresql-15; }; then
         $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
       fi
     done

@@ -130,7 +130,9 @@ public struct Pack: Sendable, Equatable {
     }
 
     /// The packs that come with Vireo.
-    public static let builtIn: [Pack] = [Embedded.packNginxYaml, Embedded.packRedisYaml].map { text in
+    public static let builtIn: [Pack] = [
+        Embedded.packNginxYaml, Embedded.packRedisYaml, Embedded.packPostgresqlYaml, Embedded.packHaproxyYaml,
+    ].map { text in
         do {
             return try Pack.parse(text)
         } catch {

@@ -14,7 +14,7 @@ import VireoProcess
 struct PackTests {
     @Test("the built-in packs parse, give a reason for every metric and objective, and cover the three kinds")
     func builtIn() {
-        #expect(Pack.builtIn.map(\.name) == ["nginx", "redis"])
+        #expect(Pack.builtIn.map(\.name) == ["nginx", "redis", "postgresql", "haproxy"])
         for pack in Pack.builtIn {
             #expect(pack.reasons.count == pack.metrics.count + pack.objectives.count, "\(pack.name)")
             #expect(pack.reasons.values.allSatisfy { $0.count > 20 }, "\(pack.name): reasons say something")
@@ -89,45 +89,19 @@ struct PackTests {
     }
 
     @Test(
-        "nginx and Redis with their Debian exporters on loopback: the packs' objectives are judged from their live figures",
+        "nginx behind HAProxy, and Redis, with their exporters from Debian on loopback: the packs' objectives are judged from their live figures",
         .enabled(
-            if: ["nginx", "prometheus-nginx-exporter", "redis-server", "prometheus-redis-exporter", "redis-benchmark"].allSatisfy
-            {
-                FileManager.default.isExecutableFile(atPath: "/usr/sbin/\($0)")
-                    || FileManager.default.isExecutableFile(atPath: "/usr/bin/\($0)")
-            },
-            "needs nginx, redis-server, redis-benchmark and their Prometheus exporters (scripts/install-deps.sh installs them)"))
+            if: ["nginx", "prometheus-nginx-exporter", "haproxy", "redis-server", "prometheus-redis-exporter", "redis-benchmark"]
+                .allSatisfy(installed),
+            "needs nginx, haproxy, redis-server, redis-benchmark and the exporters (scripts/install-deps.sh installs them)"))
     func liveSoftware() async throws {
         let dir = temporaryDirectory()
-        var processes: [Process] = []
-        defer {
-            // SIGTERM first, so nginx takes its workers down; then SIGKILL, because a child started
-            // from a test thread inherits its blocked SIGTERM and redis-server does not unblock it.
-            // Reaped here: Foundation's waitUntilExit has been seen to spin on an nginx that exited.
-            for process in processes {
-                let pid = process.processIdentifier
-                var status: Int32 = 0
-                kill(pid, SIGTERM)
-                for _ in 0..<100 where waitpid(pid, &status, WNOHANG) == 0 { usleep(20_000) }
-                if kill(pid, 0) == 0 {
-                    kill(pid, SIGKILL)
-                    _ = waitpid(pid, &status, 0)
-                }
-            }
-        }
-        func start(_ path: String, _ arguments: [String]) throws {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: path)
-            process.arguments = arguments
-            FileManager.default.createFile(atPath: "\(dir)/\(processes.count).log", contents: nil)
-            process.standardOutput = FileHandle(forWritingAtPath: "\(dir)/\(processes.count).log")
-            process.standardError = process.standardOutput
-            try process.run()
-            processes.append(process)
-        }
+        let processes = Daemons(dir: dir)
+        defer { processes.stop() }
         let (site, nginxExporter, redis, redisExporter) = (
             try LoopbackPort.free(), try LoopbackPort.free(), try LoopbackPort.free(), try LoopbackPort.free()
         )
+        let (proxy, proxyMetrics) = (try LoopbackPort.free(), try LoopbackPort.free())
         try """
         worker_processes 1;
         pid \(dir)/nginx.pid;
@@ -144,68 +118,195 @@ struct PackTests {
           }
         }
         """.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-        try start("/usr/sbin/nginx", ["-c", dir + "/nginx.conf", "-g", "daemon off;"])
-        try start(
+        try """
+        global
+          maxconn 1000
+        defaults
+          mode http
+          timeout connect 2s
+          timeout client 5s
+          timeout server 5s
+        frontend metrics
+          bind 127.0.0.1:\(proxyMetrics)
+          http-request use-service prometheus-exporter if { path /metrics }
+        frontend web
+          bind 127.0.0.1:\(proxy)
+          maxconn 500
+          default_backend site
+        backend site
+          server nginx 127.0.0.1:\(site)
+
+        """.write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)  // HAProxy wants the last line ended
+        try processes.start("/usr/sbin/nginx", ["-c", dir + "/nginx.conf", "-g", "daemon off;"])
+        try processes.start("/usr/sbin/haproxy", ["-f", dir + "/haproxy.cfg", "-db"])
+        try processes.start(
             "/usr/bin/prometheus-nginx-exporter",
-            ["-nginx.scrape-uri", "http://127.0.0.1:\(site)/stub_status", "-web.listen-address", "127.0.0.1:\(nginxExporter)"])
-        try start("/usr/bin/redis-server", ["--port", "\(redis)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        try start(
+            [
+                "-nginx.scrape-uri", "http://127.0.0.1:\(site)/stub_status", "-web.listen-address", "127.0.0.1:\(nginxExporter)",
+                // It gives up at once when nginx is not listening yet, unless told to retry.
+                "-nginx.retries", "20", "-nginx.retry-interval", "500ms",
+            ])
+        try processes.start(
+            "/usr/bin/redis-server", ["--port", "\(redis)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        try processes.start(
             "/usr/bin/prometheus-redis-exporter",
             ["-redis.addr", "redis://127.0.0.1:\(redis)", "-web.listen-address", "127.0.0.1:\(redisExporter)"])
-        func scrape(_ port: Int) async throws -> String {
-            let response = try await HTTPClient.shared.execute(
-                HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5))
-            return String(buffer: try await response.body.collect(upTo: 1 << 22))
-        }
-        try await eventually("both exporters reach their servers (logs in \(dir))", within: 30) {
+        try await eventually("the exporters reach their servers (logs in \(dir))", within: 30) {
             let nginx = try? await scrape(nginxExporter)
             let redisText = try? await scrape(redisExporter)
+            let haproxy = try? await scrape(proxyMetrics)
             return nginx?.contains("nginx_up 1") == true && redisText?.contains("redis_up 1") == true
+                && haproxy?.contains("haproxy_frontend_http_requests_total") == true
         }
 
         let clock = ManualClock()
         let plane = try await TestControlPlane.make(now: { clock.now })
         let c = plane.controller
-        for app in ["site", "cache"] {
+        for (app, pack) in [("site", "nginx"), ("proxy", "haproxy"), ("cache", "redis")] {
             _ = try await c.apply(
                 try ManifestParser.parse(
                     "{apiVersion: vireo/v1, kind: Application, metadata: {name: \(app)}, spec: {telemetry: {metrics: []}}}"))
+            _ = try await c.applyPack(pack, to: app)
         }
-        _ = try await c.applyPack("nginx", to: "site")
-        _ = try await c.applyPack("redis", to: "cache")
-        // Each round: real requests and commands, then each exporter's real answer, taken in as a
-        // scrape. The controller's clock moves 10 s a round so that 1-minute windows end within
-        // the test; rates are per the controller's seconds.
+        // Each round: real requests (through HAProxy to nginx) and Redis commands, then each
+        // exporter's real answer, taken in as a scrape. The controller's clock moves 10 s a round
+        // so that 1-minute windows end within the test; rates are per the controller's seconds.
         for _ in 0..<30 {
             for _ in 0..<20 {
-                _ = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(site)/"), timeout: .seconds(5))
+                _ = try await HTTPClient.shared.execute(
+                    HTTPClientRequest(url: "http://127.0.0.1:\(proxy)/"), timeout: .seconds(5))
             }
             _ = try await HostTool.run("redis-benchmark", ["-p", "\(redis)", "-n", "200", "-c", "2", "-q", "-t", "set,get"])
             _ = try await c.ingest(app: "site", exposition: try await scrape(nginxExporter), at: clock.now)
+            _ = try await c.ingest(app: "proxy", exposition: try await scrape(proxyMetrics), at: clock.now)
             _ = try await c.ingest(app: "cache", exposition: try await scrape(redisExporter), at: clock.now)
             clock.advance(10)
             await c.evaluateSLOs()
         }
-        for (app, judged, empty) in [
-            ("site", ["nginx-throughput", "nginx-connections", "nginx-handled"], ["nginx-latency"]),
-            ("cache", ["redis-throughput", "redis-latency", "redis-clients"], []),
-        ] {
-            let objectives = try await c.app(app).objectives
-            for name in judged {
-                let objective = try #require(objectives.first { $0.name == name })
-                print("\(app)/\(name): sli \(objective.sli ?? .nan), \(objective.goodWindows) good, \(objective.badWindows) bad")
-                #expect(objective.goodWindows >= 1 && objective.badWindows == 0, "\(app)/\(name): \(objective)")
-            }
-            // The probe runs in an agent beside a VM: none here, so no data, and no verdict.
-            for name in empty {
-                #expect(objectives.first { $0.name == name }.map { $0.goodWindows + $0.badWindows } == 0)
+        try await Self.expectJudged(
+            c, "site", ["nginx-throughput", "nginx-connections", "nginx-handled"], empty: ["nginx-latency"])
+        try await Self.expectJudged(
+            c, "proxy", ["haproxy-throughput", "haproxy-sessions", "haproxy-success", "haproxy-latency"], empty: [])
+        try await Self.expectJudged(c, "cache", ["redis-throughput", "redis-latency", "redis-clients"], empty: [])
+        let latency = try #require(try await c.app("cache").objectives.first { $0.name == "redis-latency" }?.sli)
+        #expect(latency > 0 && latency < 0.001, "a Redis command takes microseconds: \(latency) s")
+        #expect(try await c.app("site").objectives.first { $0.name == "nginx-handled" }?.sli == 1)
+        #expect(try await c.app("proxy").objectives.first { $0.name == "haproxy-success" }?.sli == 1)
+    }
+
+    @Test(
+        "PostgreSQL with its exporter from Debian on loopback: the pack's objectives are judged from its live figures",
+        .enabled(
+            if: getuid() == 0 && ["prometheus-postgres-exporter", "pgbench", "setpriv"].allSatisfy(installed)
+                && FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/15/bin/postgres"),
+            "needs root (PostgreSQL runs as the postgres user), PostgreSQL 15, pgbench and prometheus-postgres-exporter"))
+    func livePostgreSQL() async throws {
+        let dir = temporaryDirectory()
+        let data = dir + "/pg"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        _ = try await HostTool.run("chown", ["postgres", data])
+        let asPostgres = ["--reuid", "postgres", "--regid", "postgres", "--init-groups", "--"]
+        _ = try await HostTool.run(
+            "setpriv", asPostgres + ["/usr/lib/postgresql/15/bin/initdb", "-D", data, "-A", "trust", "-U", "postgres"])
+        let (port, exporter) = (try LoopbackPort.free(), try LoopbackPort.free())
+        let processes = Daemons(dir: dir)
+        defer { processes.stop() }
+        try processes.start(
+            "/usr/bin/setpriv",
+            asPostgres + [
+                "/usr/lib/postgresql/15/bin/postgres", "-D", data, "-p", "\(port)", "-k", data, "-c",
+                "listen_addresses=127.0.0.1",
+            ])
+        try processes.start(
+            "/usr/bin/prometheus-postgres-exporter", ["--web.listen-address=127.0.0.1:\(exporter)"],
+            environment: ["DATA_SOURCE_NAME": "postgresql://postgres@127.0.0.1:\(port)/postgres?sslmode=disable"])
+        try await eventually("the exporter reaches PostgreSQL (logs in \(dir))", within: 60) {
+            (try? await scrape(exporter))?.contains("pg_up 1") == true
+        }
+        let pgbench = ["-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres"]
+        _ = try await HostTool.run("pgbench", ["-i", "-q"] + pgbench + ["postgres"])
+
+        let clock = ManualClock()
+        let plane = try await TestControlPlane.make(now: { clock.now })
+        let c = plane.controller
+        _ = try await c.apply(
+            try ManifestParser.parse(
+                "{apiVersion: vireo/v1, kind: Application, metadata: {name: db}, spec: {telemetry: {metrics: []}}}"))
+        _ = try await c.applyPack("postgresql", to: "db")
+        for _ in 0..<30 {
+            _ = try await HostTool.run("pgbench", ["-c", "2", "-t", "20", "-n"] + pgbench + ["postgres"])
+            _ = try await c.ingest(app: "db", exposition: try await scrape(exporter), at: clock.now)
+            clock.advance(10)
+            await c.evaluateSLOs()
+        }
+        try await Self.expectJudged(
+            c, "db", ["postgresql-throughput", "postgresql-connections", "postgresql-commits", "postgresql-latency"], empty: [])
+        let throughput = try #require(try await c.app("db").objectives.first { $0.name == "postgresql-throughput" }?.sli)
+        #expect(throughput >= 4, "pgbench commits 40 transactions a round of 10 s: \(throughput)/s")
+    }
+
+    /// Each of `judged` has good windows and no bad one; each of `empty` has no verdict.
+    static func expectJudged(_ c: Controller, _ app: String, _ judged: [String], empty: [String]) async throws {
+        let objectives = try await c.app(app).objectives
+        for name in judged {
+            let objective = try #require(objectives.first { $0.name == name })
+            print("\(app)/\(name): sli \(objective.sli ?? .nan), \(objective.goodWindows) good, \(objective.badWindows) bad")
+            #expect(objective.goodWindows >= 1 && objective.badWindows == 0, "\(app)/\(name): \(objective)")
+        }
+        // The probe runs in an agent beside a VM: none here, so no data, and no verdict.
+        for name in empty {
+            #expect(objectives.first { $0.name == name }.map { $0.goodWindows + $0.badWindows } == 0)
+        }
+    }
+}
+
+func installed(_ tool: String) -> Bool {
+    ["/usr/sbin/", "/usr/bin/"].contains { FileManager.default.isExecutableFile(atPath: $0 + tool) }
+}
+
+/// An exporter's answer, from loopback.
+func scrape(_ port: Int) async throws -> String {
+    let response = try await HTTPClient.shared.execute(
+        HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(5))
+    return String(buffer: try await response.body.collect(upTo: 1 << 22))
+}
+
+/// Servers a test runs in the foreground, each logging to a file of `dir`, stopped together.
+final class Daemons: @unchecked Sendable {
+    let dir: String
+    private var processes: [Process] = []
+
+    init(dir: String) { self.dir = dir }
+
+    func start(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        let log = "\(dir)/\(URL(fileURLWithPath: path).lastPathComponent)-\(processes.count).log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = process.standardOutput
+        try process.run()
+        processes.append(process)
+    }
+
+    /// SIGTERM first, so nginx takes its workers down and PostgreSQL shuts down cleanly; then
+    /// SIGKILL, because a child started from a test thread inherits its blocked SIGTERM and
+    /// redis-server does not unblock it. Reaped here: Foundation's waitUntilExit has been seen to
+    /// spin on an nginx that had exited.
+    func stop() {
+        for process in processes.reversed() {
+            let pid = process.processIdentifier
+            var status: Int32 = 0
+            kill(pid, SIGTERM)
+            for _ in 0..<150 where waitpid(pid, &status, WNOHANG) == 0 { usleep(20_000) }
+            if kill(pid, 0) == 0 {
+                kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
             }
         }
-        let cache = try await c.app("cache").objectives
-        let latency = try #require(cache.first { $0.name == "redis-latency" }?.sli)
-        #expect(latency > 0 && latency < 0.001, "a Redis command takes microseconds: \(latency) s")
-        let siteObjectives = try await c.app("site").objectives
-        #expect(siteObjectives.first { $0.name == "nginx-handled" }?.sli == 1)
+        processes.removeAll()
     }
 }
 
