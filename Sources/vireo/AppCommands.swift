@@ -339,16 +339,7 @@ struct PackLint: AsyncParsableCommand {
     @Argument(help: "The pack's YAML file, or - for standard input.") var file: String
 
     func run() async throws {
-        let text: String
-        if file == "-" {
-            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        } else {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw VireoError(.invalidArgument, "\(file): cannot read it")
-            }
-            text = String(decoding: data, as: UTF8.self)
-        }
-        let pack = try Pack.parse(text)
+        let pack = try Pack.parse(try readInput(file, option: "file"))
         print("pack \(pack.name): \(pack.metrics.count) metrics, \(pack.objectives.count) objectives, each with a reason")
     }
 }
