@@ -190,7 +190,10 @@ struct PackTests {
         try await Self.expectJudged(c, "cache", ["redis-throughput", "redis-latency", "redis-clients"], empty: [])
         let latency = try #require(try await c.app("cache").objectives.first { $0.name == "redis-latency" }?.sli)
         #expect(latency > 0 && latency < 0.001, "a Redis command takes microseconds: \(latency) s")
-        #expect(try await c.app("site").objectives.first { $0.name == "nginx-handled" }?.sli == 1)
+        // HAProxy keeps its connection to nginx open, so a window may see no new connection: no
+        // data then, not a bad window.
+        let handled = try await c.app("site").objectives.first { $0.name == "nginx-handled" }?.sli
+        #expect(handled == nil || handled == 1, "\(String(describing: handled))")
         #expect(try await c.app("proxy").objectives.first { $0.name == "haproxy-success" }?.sli == 1)
     }
 
