@@ -167,9 +167,8 @@ public enum ApplicationValidation {
             if (try? SeriesSelector(parsing: sli)) == nil,
                 let query = try query(field: fields.field("sli"), text, telemetry: telemetry)
             {
-                // A quotient is a ratio (good over total); anything else a throughput.
-                let kind: Objective.Kind = query.isQuotient ? .ratio : .throughput
-                objective = Objective(name: name, kind: kind, metric: text, target: min, language: .promql)
+                objective = Objective(
+                    name: name, kind: query.kind(hasMaximum: false), metric: text, target: min, language: .promql)
             } else {
                 let metric = try selector(fields, "sli", text: sli, expecting: [.counter], telemetry: telemetry)
                 objective = Objective(name: name, kind: .throughput, metric: metric, target: min)
@@ -178,8 +177,8 @@ public enum ApplicationValidation {
             let text = try fields.requiredString("sli")
             try positive(max, fields.field("max"))
             if let query = try query(field: fields.field("sli"), text, telemetry: telemetry) {
-                let kind: Objective.Kind = query.isQuantile ? .responseTime : .capacity
-                objective = Objective(name: name, kind: kind, metric: text, target: max, language: .promql)
+                objective = Objective(
+                    name: name, kind: query.kind(hasMaximum: true), metric: text, target: max, language: .promql)
             } else {
                 let metric = try selector(fields, "sli", expecting: [.gauge, .untyped], telemetry: telemetry)
                 objective = Objective(name: name, kind: .capacity, metric: metric, target: max)
@@ -245,6 +244,13 @@ public enum ApplicationValidation {
     enum SLIQuery {
         case native(PromQLExpression)
         case prometheus(String)
+
+        /// The objective's kind, from the form: with a maximum, a response time when it is a
+        /// histogram's quantile and a capacity otherwise; with a minimum, a ratio when it is a
+        /// quotient (good over total) and a throughput otherwise.
+        func kind(hasMaximum: Bool) -> Objective.Kind {
+            hasMaximum ? (isQuantile ? .responseTime : .capacity) : (isQuotient ? .ratio : .throughput)
+        }
 
         /// Whether its value is a quantile of a histogram (a response time where it has a maximum).
         var isQuantile: Bool {

@@ -175,9 +175,7 @@ public struct OpenSLODocument: Sendable, Equatable {
         guard upper || !form.isQuantile else {
             throw VireoError.invalid(field: fields.field("op"), value: "'\(op)'", "a latency quantile needs lte or lt")
         }
-        let kind: Objective.Kind =
-            upper ? (form.isQuantile ? .responseTime : .capacity) : (form.isQuotient ? .ratio : .throughput)
-        return Objective(name: name, kind: kind, metric: source.text, target: value, language: .promql)
+        return Objective(name: name, kind: form.kind(hasMaximum: upper), metric: source.text, target: value, language: .promql)
     }
 
     static func isSelector(_ text: String) -> Bool { (try? SeriesSelector(parsing: text)) != nil }

@@ -54,7 +54,7 @@ public struct Pack: Sendable, Equatable {
         }
         let package = try exporterFields.requiredString("package")
         let endpoint = try ApplicationValidation.endpoint(
-            try FieldReader(exporterFields.object.filter { $0.key != "package" }.jsonValue, path: exporterFields.path),
+            try FieldReader(.object(exporterFields.object.filter { $0.key != "package" }), path: exporterFields.path),
             defaultPath: "/metrics")
         let probe = try spec.object("probe").map { (f) throws(VireoError) in
             try ApplicationValidation.endpoint(f, defaultPath: "/")
@@ -71,7 +71,7 @@ public struct Pack: Sendable, Equatable {
                     throw VireoError(.invalidArgument, "\(fields.field("why")): is required: say why the pack reads this")
                 }
                 reasons["\(label) \(try fields.requiredString("name"))"] = why
-                entries.append(fields.object.filter { $0.key != "why" }.jsonValue)
+                entries.append(.object(fields.object.filter { $0.key != "why" }))
             }
             return .array(entries)
         }
@@ -142,10 +142,6 @@ public struct Pack: Sendable, Equatable {
     }
 
     public static func builtIn(named name: String) -> Pack? { builtIn.first { $0.name == name } }
-}
-
-extension Dictionary where Key == String, Value == JSONValue {
-    var jsonValue: JSONValue { .object(self) }
 }
 
 /// A pack as the API shows it (`GET /v1/packs`, `/v1/packs/{pack}`).

@@ -29,7 +29,9 @@ extension Controller {
     /// rule's targets.
     func evaluateAlerts(at time: Date) async {
         var live: Set<String> = []
-        for app in model.apps.values.sorted(by: { $0.spec.name < $1.spec.name }) {
+        // Called every tick: only applications with alert rules are looked at.
+        let alerted = model.apps.values.filter { $0.spec.alerts != nil }.sorted { $0.spec.name < $1.spec.name }
+        for app in alerted {
             for rule in app.spec.alerts ?? [] {
                 let key = "\(app.spec.name)/\(rule.objective)/\(rule.name)"
                 live.insert(key)

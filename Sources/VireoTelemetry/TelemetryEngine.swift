@@ -219,8 +219,12 @@ public actor TelemetryEngine {
     /// for again until it is judged.
     public func dueQueries(now: Int64) -> [SourceQuery] {
         var queries: [SourceQuery] = []
-        for name in apps.keys.sorted() {
-            guard let server = apps[name]?.spec.telemetry.source?.prometheus, apps[name]!.askAgainAt <= now else { continue }
+        // Called every tick: only applications read from a source are looked at, and the names
+        // are taken out first so that changing a tracker does not copy the dictionary.
+        let due = apps.compactMap { name, state in
+            state.askAgainAt <= now ? state.spec.telemetry.source.map { (name, $0.prometheus) } : nil
+        }
+        for (name, server) in due {
             for i in apps[name]!.trackers.indices {
                 // The oldest ten: a source that was away is caught up with a few rounds.
                 let ends = Array(apps[name]!.trackers[i].dueEnds(now: now, delayMs: judgeDelayMs).prefix(10))

@@ -244,24 +244,19 @@ struct HistogramCounts {
 
 /// Debian's Prometheus server, on a loopback port of its own, with its data under `dir`.
 struct TestPrometheus {
-    let process: Process
+    let daemon: Daemons
     let url: String
 
     static func start(dir: String, config: String) async throws -> TestPrometheus {
         try config.write(toFile: dir + "/prometheus.yml", atomically: true, encoding: .utf8)
         let port = try LoopbackPort.free()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
-        process.arguments = [
-            "--config.file=\(dir)/prometheus.yml", "--storage.tsdb.path=\(dir)/data", "--web.listen-address=127.0.0.1:\(port)",
-        ]
-        FileManager.default.createFile(atPath: dir + "/prometheus.log", contents: nil)
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: dir + "/prometheus.log")
-        try process.run()
-        let prometheus = TestPrometheus(process: process, url: "http://127.0.0.1:\(port)")
+        let daemon = Daemons(dir: dir)
+        try daemon.start(
+            "/usr/bin/prometheus",
+            ["--config.file=\(dir)/prometheus.yml", "--storage.tsdb.path=\(dir)/data", "--web.listen-address=127.0.0.1:\(port)"])
+        let prometheus = TestPrometheus(daemon: daemon, url: "http://127.0.0.1:\(port)")
         do {
-            try await eventually("Prometheus ready on port \(port) (log: \(dir)/prometheus.log)", within: 30) {
+            try await eventually("Prometheus ready on port \(port) (log: \(dir)/prometheus-0.log)", within: 30) {
                 let response = try? await HTTPClient.shared.execute(
                     HTTPClientRequest(url: prometheus.url + "/-/ready"), timeout: .seconds(2))
                 return response?.status == .ok
@@ -273,8 +268,5 @@ struct TestPrometheus {
         return prometheus
     }
 
-    func stop() {
-        process.terminate()
-        process.waitUntilExit()
-    }
+    func stop() { daemon.stop() }
 }
