@@ -60,6 +60,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Headless Chromium over the DevTools protocol on a pipe: the web console checked and timed
+        // in a real browser (tests, `vireo bench console`).
+        .target(name: "VireoBrowser", dependencies: ["VireoModel"]),
         // The hypervisor driver protocol and what a driver can do.
         .target(name: "VireoDriver", dependencies: ["VireoModel"]),
         // Deterministic in-memory hypervisor with injectable time.
@@ -143,7 +146,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // Hummingbird routes, auth, error mapping, metrics endpoint.
+        // Hummingbird routes, auth, error mapping, metrics endpoint, the web console (its page, script
+        // and style in Embedded/).
         .target(
             name: "VireoHTTP",
             dependencies: [
@@ -152,7 +156,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            exclude: ["Embedded"],
+            plugins: ["EmbedFiles"]
         ),
         // HTTP client for the CLI, the agent and tests.
         .target(
@@ -184,7 +190,7 @@ let package = Package(
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoDriverLibvirt", "VireoStore", "VireoImage",
                 "VireoPlacement",
                 "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess", "VireoSecurity",
-                "VireoTunnel",
+                "VireoTunnel", "VireoBrowser",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -201,13 +207,14 @@ let package = Package(
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoDriverLibvirt", "VireoStore", "VireoImage",
                 "VireoPlacement",
                 "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess", "VireoSecurity",
-                "VireoTunnel",
+                "VireoTunnel", "VireoBrowser",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             // Captured expositions the tests read by path.
             exclude: ["Fixtures"]

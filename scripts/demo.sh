@@ -135,7 +135,7 @@ else
   echo "(desktop contexts need root for their networks: run as root to see them; docs/contexts.md)"
 fi
 echo
-echo "Vireo is running at $VIREO_SERVER with data in $data."
+echo "Vireo is running at $VIREO_SERVER with data in $data; its web console is at $VIREO_SERVER/ (docs/console.md)."
 echo "Try: export VIREO_SERVER=$VIREO_SERVER; $bin vm list; $bin events"
 echo "Rebalancing on two hosts, real guests (root): sudo $bin demo noisy-neighbour --policy slo"
 if [ -n "${DEMO_SECONDS:-}" ]; then

@@ -32,6 +32,8 @@ packages=(
   postgresql-15    # the PostgreSQL pack's software, and pgbench for its load
   prometheus-postgres-exporter  # the PostgreSQL pack's exporter
   haproxy          # the HAProxy pack's software (its Prometheus endpoint is built in)
+  libjs-chart.js   # Chart.js, which the web console loads from /usr/share/javascript
+  chromium         # headless, the browser the web console is tested and timed in
 )
 
 # Daemons the tests start on loopback ports of their own: Debian starts each as a service when it

@@ -47,6 +47,25 @@ extension Controller {
         return IngestResult(accepted: accepted)
     }
 
+    /// The indicator of each window of `objective` that ended from `from` to `to`, as the series
+    /// `vireo_slo_sli{objective="…"}` (windows without data have no point; the latest 11,000
+    /// windows at most), for charts of an objective against its target.
+    public func objectiveSeries(app name: String, objective: String, from: Date, to: Date) async throws -> SeriesResponse {
+        guard let app = model.apps[name] else { throw VireoError.notFound("application", name) }
+        guard app.spec.objectives.contains(where: { $0.name == objective }) else {
+            throw VireoError.notFound("objective", "\(name)/\(objective)")
+        }
+        let ms = { (d: Date) in Int64((d.timeIntervalSince1970 * 1000).rounded()) }
+        let windows = try await telemetry.windows(app: name, objective: objective, from: ms(from), to: ms(to)) ?? []
+        let points = windows.suffix(Self.maxObjectivePoints).compactMap { w in
+            w.sli.map { SeriesData.Point(t: Date(timeIntervalSince1970: Double(w.end) / 1000), v: $0) }
+        }
+        return SeriesResponse(
+            app: name, metric: "vireo_slo_sli{objective=\"\(objective)\"}", from: from, to: to,
+            series: [SeriesData(name: "vireo_slo_sli", labels: ["objective": objective], resolution: "window", points: points)])
+    }
+    static let maxObjectivePoints = 11_000
+
     /// Stored points of `metric` (a selector) for charts.
     public func series(app name: String, metric: String, from: Date, to: Date) async throws -> SeriesResponse {
         guard model.apps[name] != nil else { throw VireoError.notFound("application", name) }

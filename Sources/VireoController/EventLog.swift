@@ -10,6 +10,7 @@ public final class EventLog: Sendable {
         var history: [ClusterEvent] = []
         var subscribers: [Int: AsyncStream<ClusterEvent>.Continuation] = [:]
         var nextSubscriber = 0
+        var closed = false
     }
     private let state = Mutex(State())
     private let capacity: Int
@@ -40,16 +41,32 @@ public final class EventLog: Sendable {
     /// A live stream, starting with the remembered events after `seq` (if given).
     public func subscribe(after seq: Int? = nil) -> AsyncStream<ClusterEvent> {
         let (stream, continuation) = AsyncStream.makeStream(of: ClusterEvent.self, bufferingPolicy: .bufferingNewest(10_000))
-        let id = state.withLock { s in
+        let id: Int? = state.withLock { s in
             if let seq { for event in s.history where event.seq > seq { continuation.yield(event) } }
+            guard !s.closed else { return nil }
             let id = s.nextSubscriber
             s.nextSubscriber += 1
             s.subscribers[id] = continuation
             return id
         }
+        guard let id else {
+            continuation.finish()
+            return stream
+        }
         continuation.onTermination = { [weak self] _ in
             _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
         }
         return stream
+    }
+
+    /// Ends every live stream, and those subscribed from now on after their remembered events
+    /// (at shutdown, so clients that follow the stream let the server stop).
+    public func close() {
+        let open = state.withLock { s in
+            s.closed = true
+            defer { s.subscribers.removeAll() }
+            return Array(s.subscribers.values)
+        }
+        for continuation in open { continuation.finish() }
     }
 }

@@ -37,7 +37,8 @@ public struct AccessTokens: Sendable, Equatable {
     }
 }
 
-/// Checks the bearer token on every request except `/healthz` and `/openapi.json`.
+/// Checks the bearer token on every request except `/healthz`, `/openapi.json` and the console's
+/// files (`/`, `/console/…`).
 /// Never logs a token.
 struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let tokens: AccessTokens
@@ -45,7 +46,9 @@ struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
     {
         let path = request.uri.path
-        if path == "/healthz" || path == "/openapi.json" { return try await next(request, context) }
+        if path == "/healthz" || path == "/openapi.json" || ConsoleFiles.isPublic(path) {
+            return try await next(request, context)
+        }
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
             throw VireoError(.unauthorized, "missing bearer token; pass --token or set VIREO_TOKEN")
         }

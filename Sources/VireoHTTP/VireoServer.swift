@@ -14,6 +14,7 @@ public struct VireoServer: Sendable {
     public let controller: Controller
     public let tokens: AccessTokens?
     public let registry: PrometheusCollectorRegistry
+    public let consoleFiles: ConsoleFiles
     /// Largest request body accepted, in bytes.
     public static let maxBodyBytes = 1 << 20
 
@@ -23,10 +24,14 @@ public struct VireoServer: Sendable {
     /// pass it as `after` to get only what comes next.
     public static let logPositionHeader = "Vireo-Log-Position"
 
-    public init(controller: Controller, tokens: AccessTokens?, registry: PrometheusCollectorRegistry) {
+    public init(
+        controller: Controller, tokens: AccessTokens?, registry: PrometheusCollectorRegistry,
+        consoleFiles: ConsoleFiles = ConsoleFiles()
+    ) {
         self.controller = controller
         self.tokens = tokens
         self.registry = registry
+        self.consoleFiles = consoleFiles
     }
 
     public func router() -> Router<BasicRequestContext> {
@@ -56,6 +61,7 @@ public struct VireoServer: Sendable {
         addEventRoutes(router)
         addHistoryRoutes(router)
         addContextRoutes(router, service: controller)
+        addConsoleRoutes(router)
         return router
     }
 
@@ -178,8 +184,13 @@ public struct VireoServer: Sendable {
         }
         router.get("/v1/apps/{app}/series") { request, context in
             let query = request.uri.queryParameters
-            guard let metric = query.get("metric") else {
-                throw VireoError(.invalidArgument, "metric: is required (a metric selector)")
+            let metric = query.get("metric")
+            let objective = query.get("objective")
+            guard (metric == nil) != (objective == nil) else {
+                throw VireoError(
+                    .invalidArgument,
+                    "metric, objective: give exactly one (a metric selector, or the name of an objective for its indicator per window)"
+                )
             }
             let now = controller.now()
             let to = try timeParameter(query.get("to"), name: "to", now: now) ?? now
@@ -187,8 +198,11 @@ public struct VireoServer: Sendable {
             guard from <= to else {
                 throw VireoError.invalid(field: "from", value: "'\(query.get("from") ?? "")'", "must not be after to")
             }
-            return try json(
-                try await controller.series(app: context.parameters.require("app"), metric: metric, from: from, to: to))
+            let app = try context.parameters.require("app")
+            if let objective {
+                return try json(try await controller.objectiveSeries(app: app, objective: objective, from: from, to: to))
+            }
+            return try json(try await controller.series(app: app, metric: metric!, from: from, to: to))
         }
     }
 

@@ -147,6 +147,26 @@ public struct HostVerdict: Sendable, Codable, Equatable {
         self.score = score
     }
 
+    private enum CodingKeys: String, CodingKey { case hostID, hostName, filtered, score, summary }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hostID = try c.decode(HostID.self, forKey: .hostID)
+        hostName = try c.decode(String.self, forKey: .hostName)
+        filtered = try c.decodeIfPresent(FilterReason.self, forKey: .filtered)
+        score = try c.decodeIfPresent(HostScore.self, forKey: .score)
+    }
+
+    /// Also writes `summary`, the verdict as a sentence, for clients that show it as it is.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(hostID, forKey: .hostID)
+        try c.encode(hostName, forKey: .hostName)
+        try c.encodeIfPresent(filtered, forKey: .filtered)
+        try c.encodeIfPresent(score, forKey: .score)
+        try c.encode(summary, forKey: .summary)
+    }
+
     public var summary: String {
         if let filtered { return "filtered: \(filtered)" }
         if let score {

@@ -114,7 +114,8 @@ public actor TelemetryEngine {
                 let since = now - Int64(tracker.objective.periodSeconds * 1000)
                 perTracker.append(
                     try await store.verdicts(
-                        app: name, objective: tracker.objective.name, fingerprint: tracker.fingerprint, since: since))
+                        app: name, objective: tracker.objective.name, fingerprint: tracker.fingerprint, since: since,
+                        until: .max))
             }
             found[name] = perTracker
         }
@@ -303,6 +304,15 @@ public actor TelemetryEngine {
             objectives: state.trackers.map { $0.status() },
             lastSampleAt: state.lastSampleAt.map { Date(timeIntervalSince1970: Double($0) / 1000) }, lastError: state.lastError,
             current: current)
+    }
+
+    /// The windows of `objective` of `app` that ended from `from` to `to` (milliseconds), as
+    /// judged under its current definition; nil when the engine follows no such objective.
+    public func windows(app: String, objective: String, from: Int64, to: Int64) async throws -> [WindowVerdict]? {
+        guard let tracker = apps[app]?.trackers.first(where: { $0.objective.name == objective }) else { return nil }
+        try await flush()
+        return try await store.verdicts(
+            app: app, objective: objective, fingerprint: tracker.fingerprint, since: from, until: to)
     }
 
     /// Every objective's status, by application (for gauges).

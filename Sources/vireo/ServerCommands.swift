@@ -177,7 +177,7 @@ struct ControlPlane {
                 let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(actualPort)"
                 // Tests and scripts read the URL from here when they asked for port 0.
                 try? Data((url + "\n").utf8).write(to: URL(fileURLWithPath: dataDir + "/endpoint"))
-                print("Vireo \(VireoVersion.current) API on \(url) (data in \(dataDir))")
+                print("Vireo \(VireoVersion.current) API on \(url), web console at \(url)/ (data in \(dataDir))")
                 fflush(nil)  // seen at once even when standard output is a pipe
             },
             logger: logger)

@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import Logging
+import ServiceLifecycle
 import Testing
 import VireoAPI
 import VireoController
@@ -252,6 +254,26 @@ struct APITests {
         let event = await iterator.next()
         #expect(event?.kind == .vmState)
         #expect(event?.to == "stopping")
+    }
+
+    @Test("at graceful shutdown the controller's loops end every event stream, so a console left open lets the server stop")
+    func eventStreamsEndAtShutdown() async throws {
+        let plane = try await TestControlPlane.make()
+        let group = ServiceGroup(
+            services: [ControllerLoops(controller: plane.controller)], logger: Logger(label: "test"))
+        let running = Task { try await group.run() }
+        let open = plane.controller.events.subscribe()
+        let ended = Task {
+            for await _ in open {}
+            return true
+        }
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(await ended.value)
+        // One that subscribes afterwards gets what is remembered, then the end.
+        var late: [ClusterEvent] = []
+        for await event in plane.controller.events.subscribe(after: 0) { late.append(event) }
+        #expect(late.map(\.kind) == [.hostRegistered])
     }
 
     @Test("concurrent creates of one name: exactly one wins, the rest are 409")

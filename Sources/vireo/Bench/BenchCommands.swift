@@ -7,11 +7,12 @@ import VireoModel
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure Vireo: the API, VM boot, live migration, telemetry, contexts (results go to docs/benchmarks.md).",
+        abstract:
+            "Measure Vireo: the API, VM boot, live migration, telemetry, contexts, the web console (results go to docs/benchmarks.md).",
         subcommands: [
             BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchCopyStorage.self, BenchIngest.self, BenchEvaluate.self,
             BenchScrape.self,
-            BenchMetricsServer.self, BenchContext.self,
+            BenchMetricsServer.self, BenchContext.self, BenchConsole.self,
         ])
 }
 

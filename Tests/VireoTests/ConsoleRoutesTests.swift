@@ -1,0 +1,108 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Prometheus
+import Testing
+import VireoAPI
+import VireoController
+import VireoHTTP
+import VireoModel
+
+/// What the controller serves for the web console, and the API it relies on for its charts.
+/// (The console itself is checked in a real browser in `BrowserConsoleTests`.)
+@Suite("Web console files and chart data")
+struct ConsoleRoutesTests {
+    @Test("the page, its script and style are served without a token; the data still needs one")
+    func files() async throws {
+        let plane = try await TestControlPlane.make(tokens: AccessTokens(admin: "a", join: "j"))
+        try await plane.test { client in
+            let page = try await client.execute(uri: "/", method: .get) { $0 }
+            #expect(page.status == .ok)
+            #expect(page.headers[.contentType] == "text/html; charset=utf-8")
+            #expect(String(buffer: page.body).contains(#"<script src="/console/console.js""#))
+            let script = try await client.request(.get, "/console/console.js")
+            #expect(script.status == 200 && script.body.contains("/v1/events"))
+            let style = try await client.request(.get, "/console/console.css")
+            #expect(style.status == 200 && style.body.contains("@media"))
+            let hosts = try await client.request(.get, "/v1/hosts")
+            #expect(hosts.status == 401)
+            expectEnvelope(hosts.body, code: .unauthorized)
+            #expect(try await client.request(.get, "/console/other.js").status == 401, "only the console's own paths are open")
+        }
+    }
+
+    @Test("browser libraries come from Debian's package; a missing one is a 404 that names the package")
+    func libraries() async throws {
+        let plane = try await TestControlPlane.make()
+        let directory = temporaryDirectory()
+        func server(_ files: ConsoleFiles) -> Application<RouterResponder<BasicRequestContext>> {
+            Application(
+                router: VireoServer(
+                    controller: plane.controller, tokens: nil, registry: PrometheusCollectorRegistry(), consoleFiles: files
+                )
+                .router())
+        }
+        try await server(ConsoleFiles(javascriptDirectory: directory)).test(.router) { client in
+            let missing = try await client.request(.get, "/console/lib/chart.js")
+            #expect(missing.status == 404)
+            let message = expectEnvelope(missing.body, code: .notFound)
+            #expect(message.contains("libjs-chart.js") && message.contains("\(directory)/chart.js/chart.min.js"), "\(message)")
+            try FileManager.default.createDirectory(atPath: directory + "/chart.js", withIntermediateDirectories: true)
+            try "/* chart */".write(toFile: directory + "/chart.js/chart.min.js", atomically: true, encoding: .utf8)
+            let found = try await client.request(.get, "/console/lib/chart.js")
+            #expect(found.status == 200 && found.body == "/* chart */")
+            let unknown = try await client.request(.get, "/console/lib/jquery")
+            #expect(unknown.status == 404)
+            #expect(expectEnvelope(unknown.body, code: .notFound).contains("jquery"))
+        }
+    }
+
+    @Test("an objective's indicator per judged window, for its chart")
+    func objectiveSeries() async throws {
+        let clock = ManualClock()
+        let plane = try await TestControlPlane.make(now: { clock.now })
+        let c = plane.controller
+        _ = try await c.apply(
+            try ManifestParser.parse(
+                """
+                apiVersion: vireo/v1
+                kind: Application
+                metadata: { name: shop }
+                spec:
+                  telemetry: { metrics: [{ name: requests_total, type: counter }] }
+                  objectives:
+                    - { name: served, sli: "rate(requests_total)", min: 5, window: 10s }
+                """))
+        // 1 request a second for 30 s, then 10 a second for 30 s: three bad windows, then three good.
+        var total = 0.0
+        for second in 0..<62 {
+            total += second < 30 ? 1 : 10
+            _ = try await c.ingest(
+                app: "shop", exposition: "# TYPE requests_total counter\nrequests_total \(total)\n", at: clock.now)
+            clock.advance(1)
+            await c.evaluateSLOs()
+        }
+        let status = try #require(try await c.app("shop").objectives.first)
+        try await plane.test { client in
+            let answer = try await client.request(.get, "/v1/apps/shop/series?objective=served&from=-5m")
+            #expect(answer.status == 200)
+            let series = try decodeJSON(SeriesResponse.self, answer.body)
+            #expect(series.metric == #"vireo_slo_sli{objective="served"}"#)
+            let points = try #require(series.series.first).points
+            #expect(points.count == status.goodWindows + status.badWindows)
+            #expect(points.filter { $0.v < 5 }.count == status.badWindows && status.badWindows >= 2)
+            #expect(points.last?.v == status.sli)
+            #expect(points.map(\.t) == points.map(\.t).sorted())
+
+            let both = try await client.request(.get, "/v1/apps/shop/series?objective=served&metric=requests_total")
+            #expect(both.status == 400)
+            #expect(expectEnvelope(both.body, code: .invalidArgument).hasPrefix("metric, objective: give exactly one"))
+            #expect(try await client.request(.get, "/v1/apps/shop/series").status == 400)
+            let unknown = try await client.request(.get, "/v1/apps/shop/series?objective=nope")
+            #expect(unknown.status == 404)
+            #expect(expectEnvelope(unknown.body, code: .notFound).contains("shop/nope"))
+            let raw = try await client.request(.get, "/v1/apps/shop/series?metric=requests_total&from=-5m")
+            #expect(try decodeJSON(SeriesResponse.self, raw.body).series.first?.points.count == 62)
+        }
+    }
+}
