@@ -34,6 +34,7 @@ packages=(
   haproxy          # the HAProxy pack's software (its Prometheus endpoint is built in)
   libjs-chart.js   # Chart.js, which the web console loads from /usr/share/javascript
   chromium         # headless, the browser the web console is tested and timed in
+  novnc            # noVNC, with which the web console shows contexts' displays
 )
 
 # Daemons the tests start on loopback ports of their own: Debian starts each as a service when it

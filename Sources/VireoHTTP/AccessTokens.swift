@@ -54,14 +54,14 @@ struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         let presented = String(header.dropFirst("Bearer ".count))
         let isAgentPath = path.hasPrefix("/v1/agent/")
-        guard constantTimeEqual(presented, tokens.admin) || (isAgentPath && constantTimeEqual(presented, tokens.join))
+        guard Self.constantTimeEqual(presented, tokens.admin) || (isAgentPath && Self.constantTimeEqual(presented, tokens.join))
         else {
             throw VireoError(.unauthorized, "invalid token")
         }
         return try await next(request, context)
     }
 
-    private func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
         let x = Array(a.utf8)
         let y = Array(b.utf8)
         guard x.count == y.count else { return false }

@@ -8,9 +8,12 @@ import VireoModel
 public struct ConsoleFiles: Sendable {
     /// Where Debian installs browser libraries.
     public var javascriptDirectory: String
+    /// Where Debian's `novnc` installs noVNC, which shows contexts' displays.
+    public var novncDirectory: String
 
-    public init(javascriptDirectory: String = "/usr/share/javascript") {
+    public init(javascriptDirectory: String = "/usr/share/javascript", novncDirectory: String = "/usr/share/novnc") {
         self.javascriptDirectory = javascriptDirectory
+        self.novncDirectory = novncDirectory
     }
 
     /// The libraries the console loads, by the name it asks for: the file under
@@ -23,6 +26,7 @@ public struct ConsoleFiles: Sendable {
     /// ask for a token.
     static func isPublic(_ path: String) -> Bool {
         path == "/" || path == "/console/console.js" || path == "/console/console.css" || path.hasPrefix("/console/lib/")
+            || path.hasPrefix("/console/novnc/")
     }
 }
 
@@ -42,6 +46,19 @@ extension VireoServer {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw VireoError(
                     .notFound, "console library \(name): \(path) is missing; install Debian's \(library.package)")
+            }
+            return Self.file(ByteBuffer(data: data), type: "text/javascript; charset=utf-8")
+        }
+        // noVNC's modules (core/rfb.js and what it imports), from Debian's novnc: scripts only.
+        let novnc = consoleFiles.novncDirectory
+        router.get("/console/novnc/**") { _, context in
+            let parts = context.parameters.getCatchAll()
+            let relative = parts.joined(separator: "/")
+            guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && !$0.hasPrefix(".") }), relative.hasSuffix(".js") else {
+                throw VireoError.notFound("noVNC file", relative)
+            }
+            guard let data = FileManager.default.contents(atPath: novnc + "/" + relative) else {
+                throw VireoError(.notFound, "noVNC file \(relative): not in \(novnc); install Debian's novnc")
             }
             return Self.file(ByteBuffer(data: data), type: "text/javascript; charset=utf-8")
         }

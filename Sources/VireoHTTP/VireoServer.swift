@@ -15,6 +15,9 @@ public struct VireoServer: Sendable {
     public let tokens: AccessTokens?
     public let registry: PrometheusCollectorRegistry
     public let consoleFiles: ConsoleFiles
+    /// Hosts whose contexts' displays listen on this machine's loopback (the host of `vireo up`):
+    /// the console shows those through `/v1/contexts/{context}/display`.
+    public let displayHosts: Set<String>
     /// Largest request body accepted, in bytes.
     public static let maxBodyBytes = 1 << 20
 
@@ -26,12 +29,13 @@ public struct VireoServer: Sendable {
 
     public init(
         controller: Controller, tokens: AccessTokens?, registry: PrometheusCollectorRegistry,
-        consoleFiles: ConsoleFiles = ConsoleFiles()
+        consoleFiles: ConsoleFiles = ConsoleFiles(), displayHosts: Set<String> = []
     ) {
         self.controller = controller
         self.tokens = tokens
         self.registry = registry
         self.consoleFiles = consoleFiles
+        self.displayHosts = displayHosts
     }
 
     public func router() -> Router<BasicRequestContext> {
@@ -40,6 +44,7 @@ public struct VireoServer: Sendable {
         router.add(
             middleware: RequestMetricsMiddleware(metrics: RequestMetrics(factory: PrometheusMetricsFactory(registry: registry))))
         router.add(middleware: ErrorEnvelopeMiddleware())
+        router.add(middleware: SameOriginMiddleware())
         if let tokens { router.add(middleware: TokenAuthMiddleware(tokens: tokens)) }
 
         let health = ByteBuffer(data: try! VireoJSON.encoder().encode(Health(status: "ok", version: VireoVersion.current)))
@@ -62,6 +67,7 @@ public struct VireoServer: Sendable {
         addHistoryRoutes(router)
         addContextRoutes(router, service: controller)
         addConsoleRoutes(router)
+        addDisplayRoutes(router)
         return router
     }
 

@@ -8,6 +8,7 @@ public struct VireoError: Error, Sendable, Equatable, Codable, CustomStringConve
         case notFound = "not_found"
         case conflict = "conflict"
         case unauthorized = "unauthorized"
+        case forbidden = "forbidden"
         case failedPrecondition = "failed_precondition"
         case unsupported = "unsupported"
         case unavailable = "unavailable"
@@ -25,6 +26,7 @@ public struct VireoError: Error, Sendable, Equatable, Codable, CustomStringConve
             switch self {
             case .invalidArgument: 400
             case .unauthorized: 401
+            case .forbidden: 403
             case .notFound: 404
             case .conflict: 409
             case .failedPrecondition: 412

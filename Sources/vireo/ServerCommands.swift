@@ -138,7 +138,8 @@ struct ControlPlane {
     let services: [any Service]
     let url: String
 
-    static func start(_ options: ServeOptions, logger: Logger) async throws -> ControlPlane {
+    /// `displayHosts`: hosts whose contexts' displays are on this machine's loopback (`up`'s own).
+    static func start(_ options: ServeOptions, logger: Logger, displayHosts: Set<String> = []) async throws -> ControlPlane {
         let (host, port) = try parseListen(options.listen)
         var settings = ControllerSettings()
         if let policy = options.rebalance {
@@ -167,10 +168,11 @@ struct ControlPlane {
                 "Listening beyond loopback: API token \(created ? "created" : "kept") in \(options.dataDir)/admin.token, "
                     + "agent join token in \(options.dataDir)/join.token (mode 0600).")
         }
-        let server = VireoServer(controller: controller, tokens: tokens, registry: registry)
+        let server = VireoServer(controller: controller, tokens: tokens, registry: registry, displayHosts: displayHosts)
         let dataDir = options.dataDir
         let app = Application(
             router: server.router(),
+            server: server.httpServer(),
             configuration: .init(address: .hostname(host, port: port), serverName: "vireo"),
             onServerRunning: { channel in
                 let actualPort = channel.localAddress?.port ?? port
@@ -286,7 +288,7 @@ struct Up: AsyncParsableCommand {
         let contexts = try contextOptions.manager(
             directory: serve.dataDir + "/contexts", host: name, driver: driver, logger: logger)
         let local = try contextOptions.localService(contexts, logger: logger)
-        let plane = try await ControlPlane.start(serve, logger: logger)
+        let plane = try await ControlPlane.start(serve, logger: logger, displayHosts: [name])
         let agent = Agent(
             settings: .init(name: name, heartbeatInterval: plane.controller.settings.heartbeatInterval), driver: driver,
             link: plane.controller, contexts: contexts, logger: logger)

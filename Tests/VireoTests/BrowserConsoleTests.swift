@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -54,7 +55,9 @@ struct BrowserConsoleTests {
         let cluster = try await LocalCluster.start(hosts: ["h1", "h2", "h3"], contexts: true)
         defer { cluster.stop() }
         let server = VireoServer(controller: cluster.controller, tokens: tokens, registry: PrometheusCollectorRegistry())
-        let app = Application(router: server.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        let app = Application(
+            router: server.router(), server: server.httpServer(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await app.test(.live) { client in
             let base = "http://127.0.0.1:\(try #require(client.port))"
             let browser = try HeadlessChromium()
@@ -222,6 +225,50 @@ struct BrowserConsoleTests {
                 #expect(width <= 400, "#/\(route) is \(width) px wide at 400: \(widest)")
                 try await save(page, "\(name)-400px")
             }
+        }
+    }
+
+    @Test("a page of another origin cannot make the browser change state through the API (no token on loopback)")
+    func crossSiteRequests() async throws {
+        try await withConsole { cluster, base, browser in
+            _ = try await cluster.controller.createVM(VMSpec(name: "target", image: "tiny", cpus: 1, memoryMiB: 128))
+            _ = try await cluster.waitFor("target", .running)
+            // Another site, as the user might have open in another tab: it tries a fetch that
+            // needs no permission to be sent, and a form posted into a hidden frame.
+            let router = Router()
+            router.get("/") { _, _ in
+                Response(
+                    status: .ok, headers: [.contentType: "text/html"],
+                    body: .init(
+                        byteBuffer: ByteBuffer(
+                            string: """
+                                <iframe name="sink"></iframe>
+                                <form id="f" method="post" target="sink" action="\(base)/v1/vms/target/stop"></form>
+                                <script>
+                                fetch("\(base)/v1/vms", {method: "POST", mode: "no-cors", body: '{"name":"planted","image":"tiny"}'})
+                                  .finally(() => document.getElementById("f").submit());
+                                </script>
+                                """)))
+            }
+            let other = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+            try await other.test(.live) { client in
+                let page = try await browser.newPage()
+                try await page.navigate("http://127.0.0.1:\(try #require(client.port))/")
+                // Both reach the API, which refuses them.
+                try await eventually("the fetch and the form refused with 403", within: 10) {
+                    let metrics = try await HTTPClient.shared.execute(
+                        HTTPClientRequest(url: base + "/metrics"), timeout: .seconds(5))
+                    let text = String(buffer: try await metrics.body.collect(upTo: 1 << 20))
+                    let refused = text.split(separator: "\n").filter {
+                        $0.hasPrefix("vireo_http_requests_total{") && $0.contains(#"method="POST""#)
+                            && $0.contains(#"status="403""#)
+                    }
+                    return refused.compactMap { line in line.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +) == 2
+                }
+            }
+            let c = cluster.controller
+            #expect(try await c.vm("target").intent == .running, "the forged stop was refused")
+            #expect(await c.listVMs().items.map(\.name) == ["target"], "the forged create was refused")
         }
     }
 

@@ -31,6 +31,53 @@ struct ConsoleRoutesTests {
         }
     }
 
+    @Test("a state change from a page of another origin is refused with 403; without Origin (CLI, agents) it goes through")
+    func crossOrigin() async throws {
+        let plane = try await TestControlPlane.make()
+        try await plane.test { client in
+            let body = #"{"name":"a","image":"tiny"}"#
+            let forged = try await client.request(.post, "/v1/vms", body: body, headers: [.origin: "http://127.0.0.1:9"])
+            #expect(forged.status == 403)
+            #expect(expectEnvelope(forged.body, code: .forbidden).contains("http://127.0.0.1:9"))
+            #expect(await plane.controller.listVMs().items.isEmpty, "nothing was created")
+            let reading = try await client.request(.get, "/v1/vms", headers: [.origin: "http://127.0.0.1:9"])
+            #expect(reading.status == 200, "reads are left to the browser's own rule (no CORS: the page cannot read them)")
+            #expect(try await client.request(.post, "/v1/vms", body: body).status == 201)
+        }
+    }
+
+    @Test("the display endpoint says why it cannot show a display; noVNC's scripts are served, nothing else")
+    func displayReasons() async throws {
+        let cluster = try await LocalCluster.start(contexts: true)
+        defer { cluster.stop() }
+        _ = try await cluster.controller.openContext(
+            ContextOpenRequest(
+                spec: ContextSpec(name: "plain", kind: .disposable, image: "web", cpus: 1, memoryMiB: 128, network: .isolated),
+                wait: true))
+        let novnc = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: novnc + "/core", withIntermediateDirectories: true)
+        try "export default 1;".write(toFile: novnc + "/core/rfb.js", atomically: true, encoding: .utf8)
+        try "secret".write(toFile: novnc + "/core/notes.txt", atomically: true, encoding: .utf8)
+        let server = VireoServer(
+            controller: cluster.controller, tokens: nil, registry: PrometheusCollectorRegistry(),
+            consoleFiles: ConsoleFiles(novncDirectory: novnc), displayHosts: ["h1"])
+        try await Application(router: server.router()).test(.router) { client in
+            let none = try await client.request(.get, "/v1/contexts/plain/display")
+            #expect(none.status == 412)
+            #expect(expectEnvelope(none.body, code: .failedPrecondition).contains("opened without --display vnc"))
+            let unknown = try await client.request(.get, "/v1/contexts/nope/display")
+            #expect(unknown.status == 404)
+            let foreign = try await client.request(
+                .get, "/v1/contexts/plain/display", headers: [.origin: "http://127.0.0.1:9"])
+            #expect(foreign.status == 403)
+            expectEnvelope(foreign.body, code: .forbidden)
+
+            #expect(try await client.request(.get, "/console/novnc/core/rfb.js").body == "export default 1;")
+            #expect(try await client.request(.get, "/console/novnc/core/notes.txt").status == 404, "scripts only")
+            #expect(try await client.request(.get, "/console/novnc/core/../core/rfb.js").status == 404)
+        }
+    }
+
     @Test("browser libraries come from Debian's package; a missing one is a 404 that names the package")
     func libraries() async throws {
         let plane = try await TestControlPlane.make()

@@ -1033,6 +1033,55 @@
       return b;
     };
     const path = (c, verb) => `/v1/contexts/${encodeURIComponent(c.name)}${verb ? "/" + verb : ""}?host=${encodeURIComponent(c.host)}`;
+
+    // A context's display, through the controller's WebSocket bridge, drawn by noVNC (Debian's novnc).
+    const displayPanel = h("section", { class: "panel", id: "display-panel", hidden: true, "aria-labelledby": "display-title" });
+    let shown = null;
+    function closeDisplay() {
+      if (shown) shown.rfb?.disconnect();
+      shown = null;
+      displayPanel.hidden = true;
+      displayPanel.replaceChildren();
+      delete displayPanel.dataset.state;
+    }
+    async function showDisplay(c) {
+      closeDisplay();
+      const status = h("p", { class: "small muted", id: "display-status", "aria-live": "polite" }, "connecting…");
+      const screen = h("div", { class: "screen", "aria-label": `Display of ${c.name}` });
+      displayPanel.replaceChildren(
+        h("h2", { id: "display-title" }, `Display of ${c.name}`),
+        status,
+        screen,
+        h("p", {}, h("button", { type: "button", onclick: closeDisplay }, "Close display"))
+      );
+      displayPanel.hidden = false;
+      displayPanel.dataset.context = c.name;
+      shown = { name: c.name };
+      let RFB;
+      try {
+        RFB = (await import("/console/novnc/core/rfb.js")).default;
+      } catch (error) {
+        status.textContent = "Showing a display needs Debian's novnc on the controller (" + error.message + ").";
+        return;
+      }
+      const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path(c, "display")}`;
+      const rfb = new RFB(screen, url, { wsProtocols: ["binary"].concat(token ? ["vireo-token." + token] : []) });
+      rfb.scaleViewport = true;
+      shown.rfb = rfb;
+      rfb.addEventListener("connect", () => {
+        displayPanel.dataset.state = "connected";
+        status.textContent = `Connected to ${c.display} on ${c.host}. Click the screen to type into it.`;
+      });
+      rfb.addEventListener("desktopname", (event) => { displayPanel.dataset.desktop = event.detail.name; });
+      rfb.addEventListener("disconnect", async (event) => {
+        displayPanel.dataset.state = "disconnected";
+        if (event.detail.clean) { status.textContent = "Disconnected."; return; }
+        // The same address over plain HTTP answers with the reason.
+        try { await get(path(c, "display")); } catch (error) { status.textContent = error.message; return; }
+        status.textContent = "The display could not be reached.";
+      });
+    }
+
     return {
       title: "Contexts",
       node: h(
@@ -1041,9 +1090,11 @@
         h("h1", {}, "Contexts"),
         h("p", { class: "muted" }, "One VM per trust domain: a disposable context goes back to clean in a fraction of a second; a persistent one keeps what is done in it."),
         h("section", { class: "panel", "aria-labelledby": "ctx-open" }, h("h2", { id: "ctx-open" }, "Open a context"), form),
-        list
+        list,
+        displayPanel
       ),
       relevant: (e) => e.kind === "context",
+      dispose: closeDisplay,
       async update() {
         const contexts = (await get("/v1/contexts")).items;
         list.show(contexts, () =>
@@ -1059,7 +1110,16 @@
                 h("td", {}, c.host),
                 h("td", { class: "num" }, c.resets),
                 h("td", { class: "num reset-ms" }, c.resetMs !== undefined && c.resetMs !== null ? `${c.resetMs} ms` : ""),
-                h("td", { class: "optional" }, c.display ? `VNC at ${c.display} (on ${c.host})` : ""),
+                h(
+                  "td",
+                  { class: "optional" },
+                  c.display
+                    ? [
+                        h("span", { class: "small muted" }, `VNC ${c.display} `),
+                        c.state === "running" ? contextAction(c, "Display", "", async () => showDisplay(c)) : null,
+                      ]
+                    : ""
+                ),
                 h(
                   "td",
                   { class: "actions" },

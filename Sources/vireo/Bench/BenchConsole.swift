@@ -157,8 +157,9 @@ struct BenchConsole: AsyncParsableCommand {
     /// Serves the API and the console on a free loopback port; returns the port and the server's task.
     static func serve(_ controller: Controller) async throws -> (Int, Task<Void, any Error>) {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let server = VireoServer(controller: controller, tokens: nil, registry: PrometheusCollectorRegistry())
         let app = Application(
-            router: VireoServer(controller: controller, tokens: nil, registry: PrometheusCollectorRegistry()).router(),
+            router: server.router(), server: server.httpServer(),
             configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in
                 continuation.yield(channel.localAddress?.port ?? 0)
