@@ -17,7 +17,7 @@ public final class HeadlessChromium: Sendable {
     let pid: pid_t
     let commands: Int32
     let answers: Int32
-    /// The browser's profile and its log (`chromium.log`).
+    /// The browser's profile and its log (`chromium.log`), removed by `close()`.
     public let directory: String
     private let state = Mutex(Pending())
 
@@ -140,6 +140,7 @@ public final class HeadlessChromium: Sendable {
                 if let value = try? JSONDecoder().decode(JSONValue.self, from: message) { handle(value) }
             }
         }
+        Glibc.close(answers)
         let waiting = state.withLock { s in
             s.closed = true
             defer { s.waiting.removeAll() }
@@ -201,13 +202,13 @@ public final class HeadlessChromium: Sendable {
         return page
     }
 
-    /// Ends the browser and every process it started, and removes its profile.
+    /// Ends the browser and every process it started, and removes its directory.
     public func close() {
         kill(-pid, SIGKILL)
         var status: Int32 = 0
         _ = waitpid(pid, &status, 0)
         Glibc.close(commands)
-        try? FileManager.default.removeItem(atPath: "\(directory)/profile")
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }
 

@@ -54,7 +54,9 @@ extension VireoServer {
         router.get("/console/novnc/**") { _, context in
             let parts = context.parameters.getCatchAll()
             let relative = parts.joined(separator: "/")
-            guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && !$0.hasPrefix(".") }), relative.hasSuffix(".js") else {
+            // No hidden file, no way up or across (a component decoded from %2F could hold a slash).
+            let plain = parts.allSatisfy { !$0.isEmpty && !$0.hasPrefix(".") && !$0.contains("/") && !$0.contains("..") }
+            guard !parts.isEmpty, plain, relative.hasSuffix(".js") else {
                 throw VireoError.notFound("noVNC file", relative)
             }
             guard let data = FileManager.default.contents(atPath: novnc + "/" + relative) else {

@@ -75,7 +75,7 @@ extension VireoServer {
 
     /// The loopback port of the context's display, or why the controller cannot show it.
     func displayPort(context name: String, host: String?, origin: String?, authority: String?) async throws -> Int {
-        if let origin, origin != "http://\(authority ?? "")" && origin != "https://\(authority ?? "")" {
+        if let origin, !SameOriginMiddleware<BasicRequestContext>.isOwn(origin, authority: authority) {
             throw VireoError(.forbidden, "a display is shown only to pages this server serves, not to \(origin)")
         }
         let context = try await controller.context(name, host: host)

@@ -11,7 +11,7 @@ struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
     {
         if request.method != .get && request.method != .head, let origin = request.headers[.origin] {
             let authority = request.head.authority ?? ""
-            guard !authority.isEmpty, origin == "http://\(authority)" || origin == "https://\(authority)" else {
+            guard Self.isOwn(origin, authority: authority) else {
                 throw VireoError(
                     .forbidden,
                     "\(request.method) from a page of \(origin) refused: only pages this server serves (its console, \(authority.isEmpty ? "its own address" : "http://\(authority)")) may change state from a browser"
@@ -19,5 +19,11 @@ struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    /// Whether a browser's `Origin` is this server's own, as the request addressed it.
+    static func isOwn(_ origin: String, authority: String?) -> Bool {
+        guard let authority, !authority.isEmpty else { return false }
+        return origin == "http://\(authority)" || origin == "https://\(authority)"
     }
 }

@@ -75,6 +75,7 @@ struct ConsoleRoutesTests {
             #expect(try await client.request(.get, "/console/novnc/core/rfb.js").body == "export default 1;")
             #expect(try await client.request(.get, "/console/novnc/core/notes.txt").status == 404, "scripts only")
             #expect(try await client.request(.get, "/console/novnc/core/../core/rfb.js").status == 404)
+            #expect(try await client.request(.get, "/console/novnc/x%2F..%2Fcore%2Frfb.js").status == 404)
         }
     }
 
