@@ -55,20 +55,7 @@ struct BrowserConsoleTests {
         let cluster = try await LocalCluster.start(hosts: ["h1", "h2", "h3"], contexts: true)
         defer { cluster.stop() }
         let server = VireoServer(controller: cluster.controller, tokens: tokens, registry: PrometheusCollectorRegistry())
-        let app = Application(
-            router: server.router(), server: server.httpServer(),
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)))
-        try await app.test(.live) { client in
-            let base = "http://127.0.0.1:\(try #require(client.port))"
-            let browser = try HeadlessChromium()
-            defer {
-                browser.close()
-                // As `ControllerLoops` does at shutdown: the server then need not wait for them.
-                cluster.controller.events.close()
-            }
-            try await body(cluster, base, browser)
-            #expect(browser.exceptions.isEmpty, "uncaught script errors: \(browser.exceptions)")
-        }
+        try await withServedConsole(server) { base, browser in try await body(cluster, base, browser) }
     }
 
     /// Goes to `url` and waits until its page has shown its data. Within the console only the
@@ -291,5 +278,26 @@ struct BrowserConsoleTests {
             try await page.waitFor("document.querySelectorAll('tr[data-host]').length === 3", "the hosts listed")
             try await page.waitFor("document.getElementById('live').textContent === 'live'", "the event stream followed")
         }
+    }
+}
+
+/// Serves `server` (its API, console and display WebSocket) on a loopback port and runs `body` with
+/// its base URL and a headless browser; then closes the browser and the event streams (as
+/// `ControllerLoops` does at shutdown, so the server need not wait for them) and checks that no
+/// page had an uncaught script error.
+func withServedConsole(
+    _ server: VireoServer, _ body: @Sendable (_ base: String, _ browser: HeadlessChromium) async throws -> Void
+) async throws {
+    let app = Application(
+        router: server.router(), server: server.httpServer(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+    try await app.test(.live) { client in
+        let base = "http://127.0.0.1:\(try #require(client.port))"
+        let browser = try HeadlessChromium()
+        defer {
+            browser.close()
+            server.controller.events.close()
+        }
+        try await body(base, browser)
+        #expect(browser.exceptions.isEmpty, "uncaught script errors: \(browser.exceptions)")
     }
 }

@@ -401,6 +401,16 @@
     return node;
   }
 
+  /** A button that runs `work` (after `confirmText` is confirmed, when given); errors name `label` and `target`. */
+  function actionButton(label, cls, work, target, confirmText) {
+    const b = h("button", { type: "button", class: cls, dataset: { action: label.toLowerCase() } }, label);
+    b.addEventListener("click", () => {
+      if (confirmText && !window.confirm(confirmText)) return;
+      act(b, work, `${label} ${target}`);
+    });
+    return b;
+  }
+
   async function act(button, work, context) {
     button.disabled = true;
     try {
@@ -600,14 +610,7 @@
     let vm = null;
     const path = "/v1/vms/" + encodeURIComponent(name);
 
-    const button = (label, cls, work, confirmText) => {
-      const b = h("button", { type: "button", class: cls, dataset: { action: label.toLowerCase() } }, label);
-      b.addEventListener("click", () => {
-        if (confirmText && !window.confirm(confirmText)) return;
-        act(b, work, `${label} ${name}`);
-      });
-      return b;
-    };
+    const button = (label, cls, work, confirmText) => actionButton(label, cls, work, name, confirmText);
     const moveButton = button("Migrate", "", async () => {
       if (!hostSelect.value) throw new Error("Choose a host to move to.");
       await api("POST", path + "/migrate", { to: hostSelect.value });
@@ -1024,14 +1027,7 @@
       h("label", { for: "ctx-kind" }, "Kind", kind),
       open
     );
-    const contextAction = (c, label, cls, work, confirmText) => {
-      const b = h("button", { type: "button", class: cls, dataset: { action: label.toLowerCase() } }, label);
-      b.addEventListener("click", () => {
-        if (confirmText && !window.confirm(confirmText)) return;
-        act(b, work, `${label} ${c.name}`);
-      });
-      return b;
-    };
+    const contextAction = (c, label, cls, work, confirmText) => actionButton(label, cls, work, c.name, confirmText);
     const path = (c, verb) => `/v1/contexts/${encodeURIComponent(c.name)}${verb ? "/" + verb : ""}?host=${encodeURIComponent(c.host)}`;
 
     // A context's display, through the controller's WebSocket bridge, drawn by noVNC (Debian's novnc).
