@@ -52,6 +52,8 @@ public enum LocalAPI {
     public static func router(contexts: any ContextService) -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: ErrorEnvelopeMiddleware())
+        // It listens on loopback only and has no tokens: as the controller's API on loopback.
+        router.add(middleware: SameOriginMiddleware(loopbackOnly: true))
         let health = ByteBuffer(data: try! VireoJSON.encoder().encode(Health(status: "ok", version: VireoVersion.current)))
         router.get("/healthz") { _, _ in jsonResponse(health) }
         addContextRoutes(router, service: contexts)

@@ -78,6 +78,9 @@ extension VireoServer {
         if let origin, !SameOriginMiddleware<BasicRequestContext>.isOwn(origin, authority: authority) {
             throw VireoError(.forbidden, "a display is shown only to pages this server serves, not to \(origin)")
         }
+        if tokens == nil, let authority, !SameOriginMiddleware<BasicRequestContext>.namesLoopback(authority) {
+            throw VireoError(.forbidden, "Host \(authority) refused: a display without tokens is shown only on loopback")
+        }
         let context = try await controller.context(name, host: host)
         guard context.state == .running, let display = context.display else {
             throw VireoError(

@@ -1,14 +1,28 @@
 import Hummingbird
 import VireoModel
 
-/// Refuses a request that would change state when a browser sends it from a page of another
-/// origin (cross-site request forgery). On loopback the API asks for no token, so without this any
-/// web page the user opens could make the browser POST to it (a form or a `no-cors` fetch needs no
-/// permission to be sent, only to be read). Browsers send `Origin` with such requests; the CLI,
-/// agents and scripts send none, and the console's own requests carry this server's origin.
+/// Keeps web pages of other sites off an API that a browser can reach.
+///
+/// - A request that would change state is refused when a browser sends it from a page of another
+///   origin (cross-site request forgery). On loopback the API asks for no token, so without this
+///   any web page the user opens could make the browser POST to it (a form or a `no-cors` fetch
+///   needs no permission to be sent, only to be read). Browsers send `Origin` with such requests;
+///   the CLI, agents and scripts send none, and the console's own requests carry this server's
+///   origin.
+/// - With `loopbackOnly` (an API without tokens, listening on loopback), every request must name
+///   the server by a loopback address. A site that points a name of its own at 127.0.0.1 (DNS
+///   rebinding) would otherwise be this server's origin in the browser's eyes, and read and write.
 struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
+    let loopbackOnly: Bool
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
     {
+        if loopbackOnly, let authority = request.head.authority, !Self.namesLoopback(authority) {
+            throw VireoError(
+                .forbidden,
+                "Host \(authority) refused: this API has no tokens because it listens on loopback, and it answers only to a loopback address (127.0.0.1, localhost, [::1])"
+            )
+        }
         if request.method != .get && request.method != .head, let origin = request.headers[.origin] {
             let authority = request.head.authority ?? ""
             guard Self.isOwn(origin, authority: authority) else {
@@ -19,6 +33,19 @@ struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    /// Whether a `Host` (`127.0.0.1:7480`, `localhost`, `[::1]:7480`) names a loopback address.
+    static func namesLoopback(_ authority: String) -> Bool {
+        let host: Substring
+        if authority.hasPrefix("[") {
+            host = authority.prefix { $0 != "]" }.dropFirst()
+        } else {
+            host = authority.split(separator: ":", maxSplits: 1).first ?? ""
+        }
+        if host == "localhost" || host == "::1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
     }
 
     /// Whether a browser's `Origin` is this server's own, as the request addressed it.

@@ -44,7 +44,7 @@ public struct VireoServer: Sendable {
         router.add(
             middleware: RequestMetricsMiddleware(metrics: RequestMetrics(factory: PrometheusMetricsFactory(registry: registry))))
         router.add(middleware: ErrorEnvelopeMiddleware())
-        router.add(middleware: SameOriginMiddleware())
+        router.add(middleware: SameOriginMiddleware(loopbackOnly: tokens == nil))
         if let tokens { router.add(middleware: TokenAuthMiddleware(tokens: tokens)) }
 
         let health = ByteBuffer(data: try! VireoJSON.encoder().encode(Health(status: "ok", version: VireoVersion.current)))

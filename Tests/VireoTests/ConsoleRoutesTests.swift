@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -43,6 +44,24 @@ struct ConsoleRoutesTests {
             let reading = try await client.request(.get, "/v1/vms", headers: [.origin: "http://127.0.0.1:9"])
             #expect(reading.status == 200, "reads are left to the browser's own rule (no CORS: the page cannot read them)")
             #expect(try await client.request(.post, "/v1/vms", body: body).status == 201)
+        }
+        // A site that points its own name at 127.0.0.1 (DNS rebinding) is its page's origin;
+        // without tokens, the API answers only to loopback names (the Host of a real request).
+        let app = Application(router: plane.server.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await app.test(.live) { client in
+            let url = "http://127.0.0.1:\(try #require(client.port))/v1/vms"
+            func status(host: String) async throws -> (Int, String) {
+                var request = HTTPClientRequest(url: url)
+                request.headers.replaceOrAdd(name: "Host", value: host)
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+                return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+            }
+            let rebound = try await status(host: "evil.example:7480")
+            #expect(rebound.0 == 403)
+            #expect(expectEnvelope(rebound.1, code: .forbidden).contains("Host evil.example:7480"))
+            for host in ["127.0.0.1:7480", "localhost:7480", "[::1]:7480", "127.1.2.3"] {
+                #expect(try await status(host: host).0 == 200, "\(host)")
+            }
         }
     }
 
