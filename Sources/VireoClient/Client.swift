@@ -134,11 +134,15 @@ public struct VireoClient: Sendable {
     public func pushSamples(app: String, exposition: String) async throws -> IngestResult {
         try await send(.POST, "/v1/apps/\(escape(app))/samples", body: Data(exposition.utf8), contentType: "text/plain")
     }
-    public func series(app: String, metric: String, from: String? = nil, to: String? = nil) async throws -> SeriesResponse {
-        var path = "/v1/apps/\(escape(app))/series?metric=\(escape(metric))"
-        if let from { path += "&from=\(escape(from))" }
-        if let to { path += "&to=\(escape(to))" }
-        return try await get(path)
+    /// A metric's stored points, or with `objective` that objective's indicator per judged window.
+    public func series(
+        app: String, metric: String? = nil, objective: String? = nil, from: String? = nil, to: String? = nil
+    ) async throws -> SeriesResponse {
+        let query = [
+            metric.map { "metric=\(escape($0))" }, objective.map { "objective=\(escape($0))" },
+            from.map { "from=\(escape($0))" }, to.map { "to=\(escape($0))" },
+        ].compactMap { $0 }
+        return try await get("/v1/apps/\(escape(app))/series?" + query.joined(separator: "&"))
     }
 
     /// What the cluster recorded over the last `since` (seconds or a duration, default 24h) in

@@ -141,17 +141,30 @@ struct AppDelete: AsyncParsableCommand {
 struct AppSeries: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "series",
-        abstract: "Print a metric's stored points (raw, or rolled up per minute once older than the raw retention).")
+        abstract:
+            "Print a metric's stored points (raw, or rolled up per minute once older than the raw retention), or an objective's indicator per judged window."
+    )
     @Argument(help: "Application name.") var app: String
     @Option(help: ArgumentHelp("Metric selector, e.g. 'vireo_web_requests_total{vm=\"web-1\"}'.", valueName: "selector"))
-    var metric: String
+    var metric: String?
+    @Option(
+        help: ArgumentHelp(
+            "An objective of the application: its indicator at the end of each judged window that had data (what the console charts).",
+            valueName: "name"))
+    var objective: String?
     @Option(help: "Start: RFC 3339, seconds since the epoch, or -DURATION (default -1h).") var from: String?
     @Option(help: "End: as --from (default now).") var to: String?
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
 
+    func validate() throws {
+        guard (metric == nil) != (objective == nil) else {
+            throw ValidationError("give --metric SELECTOR or --objective NAME (one of them)")
+        }
+    }
+
     func run() async throws {
-        let result = try await client.client().series(app: app, metric: metric, from: from, to: to)
+        let result = try await client.client().series(app: app, metric: metric, objective: objective, from: from, to: to)
         if output.output == .json { return try printJSON(result) }
         for series in result.series {
             let labels = series.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\($0.value)\"" }.joined(separator: ",")

@@ -220,6 +220,16 @@ extension RealQEMU {
             let series = try await vireo(
                 ["app", "series", "web", "--metric", "vireo_web_requests_total", "--from=-5m", "-o", "json"], server: server)
             #expect(try decodeJSON(SeriesResponse.self, series.stdout).series.first.map { $0.points.count > 10 } == true)
+            // The latency objective's indicator per judged window, as the console charts it.
+            let judged = try await vireo(
+                ["app", "series", "web", "--objective", "latency", "--from=-1h", "-o", "json"], server: server)
+            let windows = try #require(try decodeJSON(SeriesResponse.self, judged.stdout).series.first).points
+            let latency = try #require(
+                try decodeJSON(AppView.self, try await vireo(["app", "show", "web", "-o", "json"], server: server).stdout)
+                    .objectives.first { $0.name == "latency" })
+            #expect(windows.count >= latency.goodWindows + latency.badWindows - 1 && !windows.isEmpty, "\(windows.count)")
+            let neither = try await vireo(["app", "series", "web"], server: server)
+            #expect(neither.status == 2 && neither.stderr.contains("--metric SELECTOR or --objective NAME"))
             gauge.stop.withLock { $0 = true }
             await load.value
             let deleted = try await vireo(["app", "delete", "web", "--delete-vms"], server: server)
