@@ -55,9 +55,11 @@ extension Controller {
         guard app.spec.objectives.contains(where: { $0.name == objective }) else {
             throw VireoError.notFound("objective", "\(name)/\(objective)")
         }
-        let ms = { (d: Date) in Int64((d.timeIntervalSince1970 * 1000).rounded()) }
-        let windows = try await telemetry.windows(app: name, objective: objective, from: ms(from), to: ms(to)) ?? []
-        let points = windows.suffix(Self.maxObjectivePoints).compactMap { w in
+        let windows =
+            try await telemetry.windows(
+                app: name, objective: objective, from: Self.milliseconds(from), to: Self.milliseconds(to),
+                latest: Self.maxObjectivePoints) ?? []
+        let points = windows.compactMap { w in
             w.sli.map { SeriesData.Point(t: Date(timeIntervalSince1970: Double(w.end) / 1000), v: $0) }
         }
         return SeriesResponse(
@@ -65,6 +67,9 @@ extension Controller {
             series: [SeriesData(name: "vireo_slo_sli", labels: ["objective": objective], resolution: "window", points: points)])
     }
     static let maxObjectivePoints = 11_000
+
+    /// A time as the telemetry engine and its store count it: milliseconds since the epoch.
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
 
     /// Stored points of `metric` (a selector) for charts.
     public func series(app name: String, metric: String, from: Date, to: Date) async throws -> SeriesResponse {
@@ -76,9 +81,8 @@ extension Controller {
             throw VireoError.invalid(field: "metric", value: "'\(metric)'", "not a metric selector: \(error.message)")
         }
         try await telemetry.flush()
-        let ms = { (d: Date) in Int64((d.timeIntervalSince1970 * 1000).rounded()) }
         let found = try await telemetry.store.query(
-            app: name, name: selector.name, selector: selector, from: ms(from), to: ms(to))
+            app: name, name: selector.name, selector: selector, from: Self.milliseconds(from), to: Self.milliseconds(to))
         return SeriesResponse(
             app: name, metric: selector.description, from: from, to: to,
             series: found.map { s in
@@ -95,7 +99,7 @@ extension Controller {
         of families: [MetricFamily], declared: [MetricDeclaration], vm: String?, at time: Date
     ) -> [(name: String, labels: Labels, time: Int64, value: Double)] {
         let known = Set((declared + MetricCatalogue.builtIn).map(\.name))
-        let ms = Int64((time.timeIntervalSince1970 * 1000).rounded())
+        let ms = milliseconds(time)
         var result: [(name: String, labels: Labels, time: Int64, value: Double)] = []
         for family in families where known.contains(family.name) || known.contains(family.name + "_total") {
             for sample in family.samples {
@@ -111,7 +115,7 @@ extension Controller {
     /// every objective's budget and burn rates as gauges.
     public func evaluateSLOs() async {
         let time = now()
-        publish(await telemetry.evaluate(now: Int64((time.timeIntervalSince1970 * 1000).rounded())), at: time)
+        publish(await telemetry.evaluate(now: Self.milliseconds(time)), at: time)
         await askSources()
         await evaluateAlerts(at: time)
         // The gauges change only when a window was judged or the applications changed: not every tick.

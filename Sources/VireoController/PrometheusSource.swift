@@ -121,7 +121,7 @@ extension Controller {
     /// judges those windows and publishes the changes. An application still being asked when the
     /// next tick comes is left to finish.
     func askSources() async {
-        let due = await telemetry.dueQueries(now: Int64((now().timeIntervalSince1970 * 1000).rounded()))
+        let due = await telemetry.dueQueries(now: Self.milliseconds(now()))
         let client = prometheus
         for (app, queries) in Dictionary(grouping: due, by: \.app) where sourceRounds[app] == nil {
             sourceRounds[app] = Task {
@@ -131,7 +131,7 @@ extension Controller {
                 }
                 let time = self.now()
                 self.publish(
-                    await self.telemetry.judge(answers, now: Int64((time.timeIntervalSince1970 * 1000).rounded())), at: time)
+                    await self.telemetry.judge(answers, now: Self.milliseconds(time)), at: time)
                 self.sourceRounds[app] = nil
             }
         }

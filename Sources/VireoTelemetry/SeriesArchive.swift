@@ -8,10 +8,10 @@ public protocol SeriesArchive: Sendable {
     /// Writes `samples` in one transaction.
     func ingest(_ samples: [IngestSample]) async throws
     func recordVerdicts(_ verdicts: [(app: String, objective: String, fingerprint: String, verdict: WindowVerdict)]) async throws
-    /// The windows of `objective` that ended from `since` to `until` (milliseconds), oldest
-    /// first, for an objective whose definition still has `fingerprint`.
-    func verdicts(app: String, objective: String, fingerprint: String, since: Int64, until: Int64) async throws
-        -> [WindowVerdict]
+    /// The windows of `objective` that ended from `since` to `until` (milliseconds), the `latest`
+    /// of them at most, oldest first, for an objective whose definition still has `fingerprint`.
+    func verdicts(app: String, objective: String, fingerprint: String, since: Int64, until: Int64, latest: Int)
+        async throws -> [WindowVerdict]
     /// The series of `app` named `name` whose labels `selector` matches, between `from` and `to`
     /// (milliseconds since the epoch).
     func query(app: String, name: String, selector: SeriesSelector, from: Int64, to: Int64, maxPoints: Int) async throws
@@ -28,7 +28,7 @@ extension SeriesArchive {
     public func verdicts(app: String, objective: String, fingerprint: String, since: Int64) async throws
         -> [WindowVerdict]
     {
-        try await verdicts(app: app, objective: objective, fingerprint: fingerprint, since: since, until: .max)
+        try await verdicts(app: app, objective: objective, fingerprint: fingerprint, since: since, until: .max, latest: .max)
     }
 
     public func query(app: String, name: String, selector: SeriesSelector, from: Int64, to: Int64) async throws

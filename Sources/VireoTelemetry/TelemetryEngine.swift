@@ -114,8 +114,7 @@ public actor TelemetryEngine {
                 let since = now - Int64(tracker.objective.periodSeconds * 1000)
                 perTracker.append(
                     try await store.verdicts(
-                        app: name, objective: tracker.objective.name, fingerprint: tracker.fingerprint, since: since,
-                        until: .max))
+                        app: name, objective: tracker.objective.name, fingerprint: tracker.fingerprint, since: since))
             }
             found[name] = perTracker
         }
@@ -306,13 +305,16 @@ public actor TelemetryEngine {
             current: current)
     }
 
-    /// The windows of `objective` of `app` that ended from `from` to `to` (milliseconds), as
-    /// judged under its current definition; nil when the engine follows no such objective.
-    public func windows(app: String, objective: String, from: Int64, to: Int64) async throws -> [WindowVerdict]? {
+    /// The windows of `objective` of `app` that ended from `from` to `to` (milliseconds), the
+    /// `latest` of them at most, as judged under its current definition; nil when the engine
+    /// follows no such objective.
+    public func windows(app: String, objective: String, from: Int64, to: Int64, latest: Int) async throws
+        -> [WindowVerdict]?
+    {
         guard let tracker = apps[app]?.trackers.first(where: { $0.objective.name == objective }) else { return nil }
         try await flush()
         return try await store.verdicts(
-            app: app, objective: objective, fingerprint: tracker.fingerprint, since: from, until: to)
+            app: app, objective: objective, fingerprint: tracker.fingerprint, since: from, until: to, latest: latest)
     }
 
     /// Every objective's status, by application (for gauges).

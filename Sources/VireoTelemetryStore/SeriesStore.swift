@@ -101,17 +101,18 @@ public final class SeriesStore: SeriesArchive {
         }
     }
 
-    /// The verdicts of an objective under one definition from `since` to `until`, oldest first.
-    public func verdicts(app: String, objective: String, fingerprint: String, since: Int64, until: Int64) async throws
-        -> [WindowVerdict]
+    /// The verdicts of an objective under one definition from `since` to `until`, the `latest` of
+    /// them at most, oldest first.
+    public func verdicts(app: String, objective: String, fingerprint: String, since: Int64, until: Int64, latest: Int)
+        async throws -> [WindowVerdict]
     {
         try await writer.read { db in
             try Row.fetchAll(
                 db,
                 sql:
-                    "SELECT end, sli, state FROM slo_windows WHERE app = ? AND objective = ? AND fingerprint = ? AND end >= ? AND end <= ? ORDER BY end",
-                arguments: [app, objective, fingerprint, since, until]
-            ).map { WindowVerdict(end: $0["end"], sli: $0["sli"], state: SLOState(rawValue: $0["state"]) ?? .unknown) }
+                    "SELECT end, sli, state FROM slo_windows WHERE app = ? AND objective = ? AND fingerprint = ? AND end >= ? AND end <= ? ORDER BY end DESC LIMIT ?",
+                arguments: [app, objective, fingerprint, since, until, Int64(clamping: latest)]
+            ).reversed().map { WindowVerdict(end: $0["end"], sli: $0["sli"], state: SLOState(rawValue: $0["state"]) ?? .unknown) }
         }
     }
 
