@@ -59,18 +59,12 @@ extension VireoServer {
 
     /// `/v1/contexts/NAME/display[?host=H]` → (NAME, H).
     static func displayRequest(_ target: String) -> (name: String, host: String?)? {
-        let parts = target.split(separator: "?", maxSplits: 1)
-        let path = parts[0].split(separator: "/", omittingEmptySubsequences: false)
+        let uri = URI(target)
+        let path = uri.path.split(separator: "/", omittingEmptySubsequences: false)
         guard path.count == 5, path[0].isEmpty, path[1] == "v1", path[2] == "contexts", path[4] == "display",
             let name = String(path[3]).removingPercentEncoding, !name.isEmpty
         else { return nil }
-        var host: String?
-        if parts.count == 2 {
-            for pair in parts[1].split(separator: "&") where pair.hasPrefix("host=") {
-                host = String(pair.dropFirst(5)).removingPercentEncoding
-            }
-        }
-        return (name, host)
+        return (name, uri.queryParameters.get("host"))
     }
 
     /// The loopback port of the context's display, or why the controller cannot show it.

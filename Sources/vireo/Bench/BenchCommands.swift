@@ -82,10 +82,10 @@ struct BenchCreate: AsyncParsableCommand {
         for case (_, let code?) in results { failed[code, default: 0] += 1 }
         let created = results.count - failed.values.reduce(0, +)
         let present = Set(try await api.allVMs().map(\.name))
-        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
         let result = CreateBenchResult(
             requested: count, created: created, failed: failed, concurrency: concurrency, seconds: seconds,
-            createsPerSecond: Double(created) / seconds, latencyP50Ms: percentile(0.5), latencyP99Ms: percentile(0.99),
+            createsPerSecond: Double(created) / seconds, latencyP50Ms: percentile(latencies, 0.5),
+            latencyP99Ms: percentile(latencies, 0.99),
             latencyMaxMs: latencies.last ?? 0, verified: names.filter(present.contains).count)
         if output.output == .json { return try printJSON(result) }
         print(
@@ -97,6 +97,11 @@ struct BenchCreate: AsyncParsableCommand {
         if !failed.isEmpty { print("failures: \(failed)") }
         if result.verified != created { throw VireoError(.internal, "lost \(created - result.verified) VMs") }
     }
+}
+
+/// The value at fraction `p` of `sorted` (ascending; 0 when empty).
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
 }
 
 /// Hands out indexes to the workers, once each.

@@ -135,8 +135,8 @@ struct BenchConsole: AsyncParsableCommand {
             render.sort()
             pages.append(
                 .init(
-                    route: "#/\(check.route)", readyP50Ms: Self.percentile(ready, 0.5), readyP99Ms: Self.percentile(ready, 0.99),
-                    readyMaxMs: ready.last ?? 0, renderP50Ms: Self.percentile(render, 0.5), shown: shown))
+                    route: "#/\(check.route)", readyP50Ms: percentile(ready, 0.5), readyP99Ms: percentile(ready, 0.99),
+                    readyMaxMs: ready.last ?? 0, renderP50Ms: percentile(render, 0.5), shown: shown))
         }
         if !browser.exceptions.isEmpty { throw VireoError(.internal, "script errors: \(browser.exceptions)") }
         let result = ConsoleBenchResult(hosts: hosts, vms: vms, rounds: rounds, browser: version, pages: pages)
@@ -148,10 +148,6 @@ struct BenchConsole: AsyncParsableCommand {
                     format: "  %-8@ ready p50 %6.0f ms, p99 %6.0f ms, max %6.0f ms (script part p50 %5.0f ms), %d shown",
                     p.route, p.readyP50Ms, p.readyP99Ms, p.readyMaxMs, p.renderP50Ms, p.shown))
         }
-    }
-
-    static func percentile(_ sorted: [Double], _ p: Double) -> Double {
-        sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
     }
 
     /// Serves the API and the console on a free loopback port; returns the port and the server's task.
