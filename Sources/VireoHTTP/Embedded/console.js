@@ -29,6 +29,11 @@
     }
   }
 
+  /** A section titled by its heading, which names it for assistive technology. */
+  function panel(id, title, ...children) {
+    return h("section", { class: "panel", "aria-labelledby": id }, h("h2", { id }, title), children);
+  }
+
   function badge(state) {
     return h("span", { class: "badge " + String(state || "unknown").replace(/[^a-z-]/gi, "") }, state || "unknown");
   }
@@ -436,15 +441,15 @@
       "div",
       {},
       h("h1", {}, "Overview"),
-      h("section", { class: "panel", "aria-labelledby": "o-hosts" }, h("h2", { id: "o-hosts" }, "Hosts"), hostsRegion),
+      panel("o-hosts", "Hosts", hostsRegion),
       h(
         "div",
         { class: "grid" },
-        h("section", { class: "panel", "aria-labelledby": "o-vms" }, h("h2", { id: "o-vms" }, "VMs by state"), vmsRegion),
-        h("section", { class: "panel", "aria-labelledby": "o-apps" }, h("h2", { id: "o-apps" }, "Applications by SLO state"), appsRegion),
-        h("section", { class: "panel", "aria-labelledby": "o-contexts" }, h("h2", { id: "o-contexts" }, "Contexts"), contextsRegion)
+        panel("o-vms", "VMs by state", vmsRegion),
+        panel("o-apps", "Applications by SLO state", appsRegion),
+        panel("o-contexts", "Contexts", contextsRegion)
       ),
-      h("section", { class: "panel", "aria-labelledby": "o-events" }, h("h2", { id: "o-events" }, "Latest events"), eventsRegion)
+      panel("o-events", "Latest events", eventsRegion)
     );
     const showEvents = () => eventsRegion.show(events.recent.slice(0, 30).map((e) => e.seq), () => eventList(events.recent.slice(0, 30)));
     return {
@@ -655,10 +660,10 @@
         {},
         h("h1", {}, h("span", {}, name), h("span", { id: "vm-state-badge" })),
         head,
-        h("section", { class: "panel", "aria-labelledby": "vm-actions" }, h("h2", { id: "vm-actions" }, "Actions"), actions, progress),
-        h("section", { class: "panel", "aria-labelledby": "vm-placement" }, h("h2", { id: "vm-placement" }, "Why it runs where it runs"), placement),
-        h("section", { class: "panel", "aria-labelledby": "vm-migrations" }, h("h2", { id: "vm-migrations" }, "Migrations"), migrations),
-        h("section", { class: "panel", "aria-labelledby": "vm-log" }, h("h2", { id: "vm-log" }, "Serial console (following)"), log)
+        panel("vm-actions", "Actions", actions, progress),
+        panel("vm-placement", "Why it runs where it runs", placement),
+        panel("vm-migrations", "Migrations", migrations),
+        panel("vm-log", "Serial console (following)", log)
       ),
       relevant: (e) => e.name === name || e.kind.startsWith("host."),
       dispose() { clearTimeout(logTimer); },
@@ -881,7 +886,7 @@
         head,
         h("div", { class: "toolbar" }, h("label", { for: "range" }, "Charts over", range)),
         h("section", { class: "objectives", "aria-label": "Objectives" }, objectivesNode),
-        h("section", { class: "panel", "aria-labelledby": "app-touched" }, h("h2", { id: "app-touched" }, "Plans and migrations that touched it"), touched)
+        panel("app-touched", "Plans and migrations that touched it", touched)
       ),
       dispose() { for (const chart of charts.values()) chart.destroy(); },
       async update() {
@@ -983,8 +988,8 @@
         "div",
         {},
         h("h1", {}, "Plans"),
-        h("section", { class: "panel", "aria-labelledby": "plan-new" }, h("h2", { id: "plan-new" }, "Plan now"), h("div", { class: "actions" }, h("label", { for: "policy" }, "Policy", policy), dryRun, execute), h("p", { class: "small muted" }, "A dry run moves nothing. Executing plans again with the same policy and starts its moves (2 per cluster, 1 per host at a time)."), result),
-        h("section", { class: "panel", "aria-labelledby": "plan-list" }, h("h2", { id: "plan-list" }, "Executed plans"), list)
+        panel("plan-new", "Plan now", h("div", { class: "actions" }, h("label", { for: "policy" }, "Policy", policy), dryRun, execute), h("p", { class: "small muted" }, "A dry run moves nothing. Executing plans again with the same policy and starts its moves (2 per cluster, 1 per host at a time)."), result),
+        panel("plan-list", "Executed plans", list)
       ),
       relevant: (e) => e.kind === "plan" || e.kind === "migration",
       async update() {
@@ -1085,7 +1090,7 @@
         {},
         h("h1", {}, "Contexts"),
         h("p", { class: "muted" }, "One VM per trust domain: a disposable context goes back to clean in a fraction of a second; a persistent one keeps what is done in it."),
-        h("section", { class: "panel", "aria-labelledby": "ctx-open" }, h("h2", { id: "ctx-open" }, "Open a context"), form),
+        panel("ctx-open", "Open a context", form),
         list,
         displayPanel
       ),
