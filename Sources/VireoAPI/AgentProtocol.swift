@@ -286,10 +286,14 @@ public struct DesiredHostState: Sendable, Codable, Equatable {
     public var contextCommands: [ContextCommand]?
     /// The last journal entry the controller has recorded: the host may forget it and those before.
     public var contextJournalAck: Int?
+    /// The host's generation this answer reflects: the agent waits for it to move
+    /// (`ControllerLink.watch`) between heartbeats. Absent from controllers without watches.
+    public var generation: Int?
     public init(
         vms: [DesiredVM], migrations: [MigrationOrder]? = nil, contextCommands: [ContextCommand]? = nil,
-        contextJournalAck: Int? = nil
+        contextJournalAck: Int? = nil, generation: Int? = nil
     ) {
+        self.generation = generation
         self.vms = vms
         self.migrations = migrations
         self.contextCommands = contextCommands
@@ -305,6 +309,18 @@ public protocol ControllerLink: Sendable {
     func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState
     /// Application samples gathered on the host.
     func deliver(_ samples: AgentSamples) async throws
+    /// Returns the host's generation once it differs from `known` (what the host should do has
+    /// changed: heartbeat now), or after about `timeout` (then it may equal `known`).
+    func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int
+}
+
+/// The answer to `GET /v1/agent/watch`.
+public struct AgentWatch: Sendable, Codable, Equatable {
+    public var generation: Int
+    public init(generation: Int) { self.generation = generation }
+
+    /// The longest wait a watch may ask for.
+    public static let maximumWaitMs = 60_000
 }
 
 /// Application samples an agent scraped or measured on its host: `POST /v1/agent/samples`.

@@ -44,6 +44,10 @@ public final class Agent: Service {
         var migrationReports: [MigrationID: MigrationReport] = [:]
         /// Migrations with a driver operation (prepare, send) under way.
         var migrationTasks: Set<MigrationID> = []
+        /// `run` watches the controller's generation for this host between heartbeats; the watch
+        /// starts after the first answer (it needs the host ID and a generation).
+        var watchWanted = false
+        var watch: Task<Void, Never>?
     }
 
     /// Console output sent per VM and per heartbeat at most, in bytes: a chatty guest must not
@@ -74,10 +78,6 @@ public final class Agent: Service {
         self.collector = TelemetryCollector(driver: driver, logger: logger)
     }
 
-    /// Runs a round now instead of at the next interval: the in-process controller calls this
-    /// when the desired state changed, so a new VM starts without waiting for a heartbeat.
-    public func wake() { wakeSignal.signal() }
-
     /// The host ID the controller gave this agent, once registered.
     public var hostID: HostID? { state.withLock { $0.hostID } }
 
@@ -88,6 +88,7 @@ public final class Agent: Service {
             logger.info("re-adopted VMs", metadata: ["count": "\(recovered.count)"])
         }
         await contexts?.start(onChange: { [wakeSignal] in wakeSignal.signal() })
+        state.withLock { $0.watchWanted = true }
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.cycle()
@@ -95,6 +96,12 @@ public final class Agent: Service {
                 await self.wakeSignal.wait(timeout: interval)
             }
         }
+        let watch = state.withLock { s in
+            s.watchWanted = false
+            return s.watch
+        }
+        watch?.cancel()
+        await watch?.value
         await contexts?.stop()
         await shutDown()
         await driver.detach()
@@ -165,6 +172,7 @@ public final class Agent: Service {
                 return !s.controllerReachable
             }
             if recovered { logger.info("controller reachable again") }
+            startWatching()
             await contexts?.take(desired.contextCommands ?? [], journalAck: desired.contextJournalAck)
             reconcile(desired, statuses: statuses)
             await handleMigrations(desired.migrations ?? [], statuses: statuses, sent: migrationReports)
@@ -176,6 +184,38 @@ public final class Agent: Service {
             }
             if first {
                 logger.warning("controller unreachable; keeping VMs as they are", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Starts the watch of the controller's generation for this host, once, if `run` wants it.
+    private func startWatching() {
+        state.withLock { s in
+            guard s.watchWanted, s.watch == nil else { return }
+            s.watch = Task { await self.watchDesiredState() }
+        }
+    }
+
+    /// Between heartbeats, waits on the controller's generation for this host and runs a round as
+    /// soon as it moves: a VM created, stopped or moved reaches the host in milliseconds, not at
+    /// the next heartbeat. Heartbeats stay the source of truth (level-triggered); a lost watch
+    /// only delays a change to the next one.
+    private func watchDesiredState() async {
+        var known: Int?
+        while !Task.isCancelled {
+            let (host, interval, answered) = state.withLock { ($0.hostID, $0.interval, $0.lastDesired?.generation) }
+            guard let host else { return }
+            // First from the last answer, so a change made since it wakes the loop at once.
+            let after = known ?? answered ?? -1
+            do {
+                let generation = try await link.watch(host: host, after: after, timeout: interval)
+                if generation != after { wakeSignal.signal() }
+                known = generation
+            } catch {
+                // The controller is away (heartbeats say so) or has no watches: wait a round, then
+                // start again from the next answer.
+                known = nil
+                try? await Task.sleep(for: interval)
             }
         }
     }

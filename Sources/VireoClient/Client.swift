@@ -182,10 +182,12 @@ public struct VireoClient: Sendable {
 
     func get<T: Decodable>(_ path: String) async throws -> T { try await send(.GET, path) }
 
-    func send<T: Decodable>(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json")
-        async throws -> T
-    {
-        let (_, data) = try await raw(method, path, body: body, contentType: contentType)
+    /// `timeout`: this request's, instead of the client's.
+    func send<T: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json",
+        timeout: TimeAmount? = nil
+    ) async throws -> T {
+        let (_, _, data) = try await exchange(method, path, body: body, contentType: contentType, timeout: timeout)
         do {
             return try VireoJSON.decoder().decode(T.self, from: data)
         } catch {
@@ -202,9 +204,10 @@ public struct VireoClient: Sendable {
     }
 
     /// `raw`, with the response headers.
-    func exchange(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json")
-        async throws -> (Int, HTTPHeaders, Data)
-    {
+    func exchange(
+        _ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json",
+        timeout: TimeAmount? = nil
+    ) async throws -> (Int, HTTPHeaders, Data) {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
@@ -215,7 +218,7 @@ public struct VireoClient: Sendable {
         let response: HTTPClientResponse
         let data: Data
         do {
-            response = try await http.execute(request, timeout: timeout)
+            response = try await http.execute(request, timeout: timeout ?? self.timeout)
             let buffer = try await response.body.collect(upTo: 256 << 20)
             data = Data(buffer.readableBytesView)
         } catch {
@@ -253,6 +256,13 @@ extension VireoClient: ControllerLink {
     }
     public func deliver(_ samples: AgentSamples) async throws {
         let _: IngestResult = try await send(.POST, "/v1/agent/samples", body: try VireoJSON.encoder().encode(samples))
+    }
+    public func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        let waitMs = min(max(0, Int(timeout / .milliseconds(1))), AgentWatch.maximumWaitMs)
+        let answer: AgentWatch = try await send(
+            .GET, "/v1/agent/watch?host=\(escape(host.rawValue))&after=\(known)&waitMs=\(waitMs)",
+            timeout: .milliseconds(Int64(waitMs)) + self.timeout)
+        return answer.generation
     }
 }
 

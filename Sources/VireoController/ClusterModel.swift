@@ -87,9 +87,15 @@ struct ClusterModel {
         vms: [VirtualMachine] = [], deleting: [VMID] = [], hosts: [HostRecord] = [], migrations: [Migration] = []
     ) {
         for host in hosts { changes.hosts[host.id] = host }
-        for vm in vms { changes.put(vm) }
+        for vm in vms {
+            noteDesiredChange(vm, was: state.vms[vm.id])
+            changes.put(vm)
+        }
         for id in deleting { changes.delete(id) }
-        for migration in migrations { changes.migrations[migration.id] = migration }
+        for migration in migrations {
+            noteDesiredChange(migration)
+            changes.migrations[migration.id] = migration
+        }
         apply { model in
             for host in hosts { model.state.put(host) }
             for vm in vms { model.state.put(vm, replacing: vm.id) }
@@ -108,6 +114,7 @@ struct ClusterModel {
 
     /// A new VM.
     mutating func insert(_ vm: VirtualMachine) {
+        noteDesiredChange(vm, was: nil)
         changes.insert(vm)
         apply { $0.state.put(vm, replacing: vm.id) }
     }
@@ -124,6 +131,39 @@ struct ClusterModel {
         apply { $0.state.setContextHold(hold, on: host) }
     }
 
+    // MARK: Which hosts' desired state changes
+
+    /// Notes the hosts whose desired state a VM's new record changes (placed, moved, started,
+    /// stopped, deleted, respecified), for `DesiredStateWatch`. What the agents report (state,
+    /// address) changes nothing they are asked to do.
+    private mutating func noteDesiredChange(_ vm: VirtualMachine, was old: VirtualMachine?) {
+        if let old, old.hostID == vm.hostID, old.intent == vm.intent, old.generation == vm.generation,
+            old.spec == vm.spec
+        {
+            return
+        }
+        for host in [old?.hostID, vm.hostID] { if let host { changes.wake.insert(host) } }
+    }
+
+    /// A migration's two hosts, when what they are told about it changes (not its progress).
+    private mutating func noteDesiredChange(_ migration: Migration) {
+        let old = migrations[migration.id]
+        if let old, old.state == migration.state, old.incomingURI == migration.incomingURI,
+            old.destinationSettled == migration.destinationSettled, old.sourceSettled == migration.sourceSettled
+        {
+            return
+        }
+        changes.wake.insert(migration.source)
+        changes.wake.insert(migration.destination)
+    }
+
+    /// The hosts of an application's VMs: how to read its signals is part of their desired state.
+    private mutating func noteDesiredChange(app name: String) {
+        for vm in state.vms.values where vm.spec.app == name {
+            if let host = vm.hostID { changes.wake.insert(host) }
+        }
+    }
+
     /// Records a migration in memory and in the batch.
     mutating func remember(_ migration: Migration) {
         commit(migrations: [migration])
@@ -138,16 +178,19 @@ struct ClusterModel {
     /// Keeps a migration's progress in memory only: it changes every heartbeat and means nothing
     /// after a restart.
     mutating func rememberProgress(_ migration: Migration) {
+        noteDesiredChange(migration)
         changes.visible = true
         apply { $0.migrations.put(migration, vmExists: $0.state.vms[migration.vmID] != nil) }
     }
 
     mutating func put(_ app: AppRecord) {
+        noteDesiredChange(app: app.name)
         changes.apps[app.name] = .some(app)
         apply { $0.apps[app.name] = app }
     }
 
     mutating func deleteApp(_ name: String) {
+        noteDesiredChange(app: name)
         changes.apps[name] = .some(nil)
         apply { $0.apps[name] = nil }
     }
@@ -227,6 +270,8 @@ struct PendingChanges {
     /// Something readers see changed without a record to write (a plan's or a migration's
     /// progress). Liveness alone (a heartbeat's time) is not: it must not invalidate caches.
     var visible = false
+    /// Hosts whose desired state changed: `DesiredStateWatch` wakes them once this is committed.
+    var wake: Set<HostID> = []
 
     mutating func insert(_ vm: VirtualMachine) {
         vms[vm.id] = .insert(vm)

@@ -28,7 +28,7 @@ final class ContextDesk: Sendable {
     struct State {
         var hosts: [HostID: HostEntry] = [:]
         var waiting: [String: Waiting] = [:]
-        var wake: [@Sendable () -> Void] = []
+        var wake: [@Sendable (HostID) -> Void] = []
     }
 
     private let state = Mutex(State())
@@ -100,7 +100,7 @@ final class ContextDesk: Sendable {
                         s.waiting[command.id] = Waiting(host: host, command: command, continuation: continuation)
                         return s.wake
                     }
-                    for call in wake { call() }
+                    for call in wake { call(host) }
                 }
             }
             group.addTask {
@@ -123,9 +123,9 @@ final class ContextDesk: Sendable {
         }
     }
 
-    /// Calls `wake` whenever a command is waiting to be sent (an agent in the same process acts at
-    /// once instead of at its next heartbeat).
-    func onCommand(_ wake: @escaping @Sendable () -> Void) {
+    /// Calls `wake` with the host whenever a command is waiting to be sent to it (its agent, told
+    /// through `DesiredStateWatch`, acts at once instead of at its next heartbeat).
+    func onCommand(_ wake: @escaping @Sendable (HostID) -> Void) {
         state.withLock { $0.wake.append(wake) }
     }
 }

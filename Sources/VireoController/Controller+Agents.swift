@@ -27,7 +27,10 @@ extension Controller: ControllerLink {
     public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
         let host = try await write { try $0.record(heartbeat) }
         if let console = heartbeat.console, !console.isEmpty { await takeIn(console, from: host) }
+        // Read before the state it describes: a change made in between moves it again.
+        let generation = desiredWatch.generation(of: host)
         var desired = model.desiredState(for: host)
+        desired.generation = generation
         takeContexts(heartbeat.contexts, from: host, into: &desired)
         return desired
     }
@@ -44,6 +47,10 @@ extension Controller: ControllerLink {
         } catch {
             logger.error("cannot store console output", metadata: ["error": "\(error)"])
         }
+    }
+
+    public nonisolated func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        try await desiredWatch.wait(host: host, after: known, timeout: min(timeout, .milliseconds(AgentWatch.maximumWaitMs)))
     }
 
     /// Marks hosts that stopped heartbeating as unreachable. Their VMs are left as they are:

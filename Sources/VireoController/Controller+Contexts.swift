@@ -105,11 +105,6 @@ extension Controller: ContextService {
         desired.contextJournalAck = contextDesk.recordedSeq(of: host)
     }
 
-    /// Calls `wake` when a context verb waits to be sent: `vireo up` wakes its agent with it.
-    public nonisolated func onContextCommand(_ wake: @escaping @Sendable () -> Void) {
-        contextDesk.onCommand(wake)
-    }
-
     // MARK: Helpers
 
     private func pass(_ action: ContextCommand.Action, _ name: String, host: String?, force: Bool? = nil) async throws

@@ -52,6 +52,8 @@ public actor Controller {
     var historyStepStart: Int64
     /// The hosts' desktop contexts and the verbs on their way to them.
     let contextDesk = ContextDesk()
+    /// A generation per host that agents wait on between heartbeats.
+    public nonisolated let desiredWatch = DesiredStateWatch()
 
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
@@ -74,6 +76,7 @@ public actor Controller {
         self.model = model
         self.draft = model
         self.publishedVersion = Mutex(model.state.version)
+        contextDesk.onCommand { [desiredWatch] host in desiredWatch.bump([host]) }
     }
 
     /// Loads the store (which migrates its schema on open) and returns a controller over it.
@@ -177,6 +180,7 @@ public actor Controller {
             for e in committed.events.list {
                 events.publish(e.kind, name: e.name, from: e.from, to: e.to, message: e.message, at: e.time)
             }
+            if !committed.wake.isEmpty { desiredWatch.bump(committed.wake) }
             for entry in decided { entry.resume() }
         }
         writing = false

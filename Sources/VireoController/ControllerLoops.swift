@@ -4,7 +4,7 @@ import ServiceLifecycle
 
 /// The controller's background work: places pending VMs, watches host liveness, judges objectives,
 /// rebalances and records the usage history, every tick, until graceful shutdown; then it ends the
-/// event streams, so the HTTP server (shut down after it) can finish their responses. Ticks are paced
+/// event streams and the agents' watches, so the HTTP server (shut down after it) can finish their responses. Ticks are paced
 /// by `clock`; the time each step decides with is the controller's own injected `now`.
 public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
     let controller: Controller
@@ -45,8 +45,10 @@ public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
         }
         // Samples taken in but not yet written are written before the process ends.
         try? await controller.telemetry.flush()
-        // Event streams never end on their own: a console left open would hold the HTTP server's
-        // graceful shutdown (it waits for every response to finish) for ever.
+        // Event streams never end on their own, and watches end with their wait: a console left
+        // open would hold the HTTP server's graceful shutdown (it waits for every response to
+        // finish) for ever, and each agent's watch for up to a heartbeat interval.
         controller.events.close()
+        controller.desiredWatch.close()
     }
 }

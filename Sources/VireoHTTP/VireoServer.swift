@@ -254,6 +254,20 @@ public struct VireoServer: Sendable {
             let heartbeat = try await decode(AgentHeartbeat.self, from: request)
             return try json(try await controller.heartbeat(heartbeat))
         }
+        // Held open until the host's desired state changes or the wait is over: between heartbeats
+        // an agent hears of a change at once (docs/api.md).
+        router.get("/v1/agent/watch") { request, _ in
+            let query = request.uri.queryParameters
+            guard let host = query.get("host"), !host.isEmpty else {
+                throw VireoError.invalid(field: "host", value: "''", "the host ID the agent registered as is required")
+            }
+            guard let after = try intParameter(query.get("after"), name: "after", range: Int.min...Int.max) else {
+                throw VireoError.invalid(field: "after", value: "''", "the generation of the last answer is required")
+            }
+            let wait = try intParameter(query.get("waitMs"), name: "waitMs", range: 0...AgentWatch.maximumWaitMs) ?? 10_000
+            let generation = try await controller.watch(host: HostID(host), after: after, timeout: .milliseconds(wait))
+            return try json(AgentWatch(generation: generation))
+        }
     }
 }
 

@@ -50,6 +50,20 @@ struct ServeOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
+            "How often agents heartbeat. Between heartbeats each agent waits on the controller and hears "
+                + "of a change to its host at once, so a longer interval costs no latency, only how soon a "
+                + "lost host is noticed.",
+            valueName: "duration"))
+    var heartbeat: String = "1s"
+
+    @Option(
+        help: ArgumentHelp(
+            "A host that has not heartbeated for this long is unreachable (default: three heartbeats, at least 5s).",
+            valueName: "duration"))
+    var hostTimeout: String?
+
+    @Option(
+        help: ArgumentHelp(
             "Moves over TLS with certificates issued per move, so only its two hosts can use its channel "
                 + "(on), or over plain TCP (off): live moves between QEMU hosts, and the disk of any cold move "
                 + "that copies it. The certificate authority is kept in <data-dir>/migration-ca. libvirt hosts' "
@@ -57,8 +71,9 @@ struct ServeOptions: ParsableArguments {
             valueName: "on|off"))
     var migrationTLS: String = "on"
 
-    /// `--history-step` and `--history-retention` in the controller's settings.
-    func history(into settings: inout ControllerSettings) throws {
+    /// `--history-step`, `--history-retention`, `--heartbeat` and `--host-timeout` in the
+    /// controller's settings.
+    func timing(into settings: inout ControllerSettings) throws {
         func duration(_ text: String, _ flag: String) throws -> Duration {
             guard let seconds = DurationText.seconds(text) else {
                 throw VireoError.invalid(field: flag, value: "'\(text)'", "not a duration: give e.g. 30s, 5m, 7d")
@@ -68,6 +83,18 @@ struct ServeOptions: ParsableArguments {
         settings.historyStep = try duration(historyStep, "--history-step")
         settings.historyRetention = try duration(historyRetention, "--history-retention")
         try settings.validateHistory(stepField: "--history-step", retentionField: "--history-retention")
+        settings.heartbeatInterval = try duration(heartbeat, "--heartbeat")
+        guard settings.heartbeatInterval >= .milliseconds(10), settings.heartbeatInterval <= .seconds(600) else {
+            throw VireoError.invalid(field: "--heartbeat", value: "'\(heartbeat)'", "must be from 10ms to 10m")
+        }
+        settings.hostTimeout =
+            try hostTimeout.map { try duration($0, "--host-timeout") }
+            ?? max(.seconds(5), settings.heartbeatInterval * 3)
+        guard settings.hostTimeout > settings.heartbeatInterval else {
+            throw VireoError.invalid(
+                field: "--host-timeout", value: "'\(hostTimeout ?? "")'",
+                "must be longer than the heartbeat (\(heartbeat)): hosts would be unreachable between heartbeats")
+        }
     }
 
     /// `$XDG_DATA_HOME/vireo`, else `/var/lib/vireo` for root (QEMU runs as other uids, which
@@ -147,7 +174,7 @@ struct ControlPlane {
             if let name { _ = try Controller.policy(name, field: "--rebalance") }
             settings.rebalance = RebalanceSettings(policy: name)
         }
-        try options.history(into: &settings)
+        try options.timing(into: &settings)
         try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
         switch options.migrationTLS.lowercased() {
         case "on": settings.migrationAuthority = try MigrationAuthority(directory: options.dataDir + "/migration-ca")
@@ -292,25 +319,7 @@ struct Up: AsyncParsableCommand {
         let agent = Agent(
             settings: .init(name: name, heartbeatInterval: plane.controller.settings.heartbeatInterval), driver: driver,
             link: plane.controller, contexts: contexts, logger: logger)
-        plane.controller.onContextCommand { agent.wake() }
-        try await runServices(
-            plane.services + [agent, AgentWakeup(events: plane.controller.events, agent: agent)] + [local].compactMap { $0 },
-            logger: logger)
-    }
-}
-
-/// Wakes the in-process agent whenever a VM changes, so `vireo up` acts on a request at once.
-struct AgentWakeup: Service {
-    let events: EventLog
-    let agent: Agent
-
-    func run() async throws {
-        let changes = events.subscribe()
-        await cancelWhenGracefulShutdown {
-            for await event in changes where event.kind != .hostState && event.kind != .hostRegistered {
-                agent.wake()
-            }
-        }
+        try await runServices(plane.services + [agent] + [local].compactMap { $0 }, logger: logger)
     }
 }
 

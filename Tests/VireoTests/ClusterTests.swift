@@ -27,6 +27,10 @@ final class CuttableLink: ControllerLink {
         if cut.withLock({ $0 }) { throw VireoError(.unavailable, "link cut") }
         try await target.deliver(samples)
     }
+    func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        if cut.withLock({ $0 }) { throw VireoError(.unavailable, "link cut") }
+        return try await target.watch(host: host, after: known, timeout: timeout)
+    }
 }
 
 /// A controller and agents with simulated drivers, all in this process, on real (short) time.
@@ -193,6 +197,9 @@ final class CapturingLink: ControllerLink {
         return try await target.heartbeat(heartbeat)
     }
     func deliver(_ samples: AgentSamples) async throws { try await target.deliver(samples) }
+    func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        try await target.watch(host: host, after: known, timeout: timeout)
+    }
 }
 
 @Suite("Agent usage reports")

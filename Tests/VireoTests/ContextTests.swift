@@ -408,6 +408,9 @@ final class SwitchableLink: ControllerLink {
     }
     func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState { try await current().heartbeat(heartbeat) }
     func deliver(_ samples: AgentSamples) async throws { try await current().deliver(samples) }
+    func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        try await current().watch(host: host, after: known, timeout: timeout)
+    }
 }
 
 /// A driver that can hold snapshot loads until released, to catch a context in the middle of a

@@ -26,6 +26,9 @@ final class OrderRecordingLink: ControllerLink {
         return desired
     }
     func deliver(_ samples: AgentSamples) async throws { try await target.deliver(samples) }
+    func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        try await target.watch(host: host, after: known, timeout: timeout)
+    }
 }
 
 /// The simulated driver, made to move VMs cold: it records the credentials a cold move hands it

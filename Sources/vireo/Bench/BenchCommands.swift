@@ -8,11 +8,11 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract:
-            "Measure Vireo: the API, VM boot, live migration, telemetry, contexts, the web console (results go to docs/benchmarks.md).",
+            "Measure Vireo: the API, VM boot, live migration, telemetry, contexts, the web console, control-plane scale (results go to docs/benchmarks.md).",
         subcommands: [
             BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchCopyStorage.self, BenchIngest.self, BenchEvaluate.self,
             BenchScrape.self,
-            BenchMetricsServer.self, BenchContext.self, BenchConsole.self,
+            BenchMetricsServer.self, BenchContext.self, BenchConsole.self, BenchCluster.self,
         ])
 }
 
@@ -102,6 +102,18 @@ struct BenchCreate: AsyncParsableCommand {
 /// The value at fraction `p` of `sorted` (ascending; 0 when empty).
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
     sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+/// Returns once `condition` holds, asking every `pause`; throws naming `what` after `seconds`.
+func benchWait(
+    _ what: String, within seconds: Double, every pause: Duration = .milliseconds(50),
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else { throw VireoError(.unavailable, "\(what): not within \(seconds) s") }
+        try await Task.sleep(for: pause)
+    }
 }
 
 /// Hands out indexes to the workers, once each.

@@ -76,7 +76,7 @@ struct BenchConsole: AsyncParsableCommand {
             for agent in agents { agent.cancel() }
             loops.cancel()
         }
-        try await waitFor("\(hosts) hosts ready", within: 60) {
+        try await benchWait("\(hosts) hosts ready", within: 60) {
             await controller.listHosts().items.filter { $0.state == .ready }.count == hosts
         }
         for i in 0..<vms {
@@ -84,7 +84,7 @@ struct BenchConsole: AsyncParsableCommand {
                 VMSpec(name: String(format: "vm-%05d", i), image: "tiny", cpus: 1, memoryMiB: 64))
             if i % 1000 == 999 { stderr("created \(i + 1)/\(vms) VMs") }
         }
-        try await waitFor("\(vms) VMs running", within: 300) {
+        try await benchWait("\(vms) VMs running", within: 300) {
             var running = 0
             var after: String?
             repeat {
@@ -165,13 +165,5 @@ struct BenchConsole: AsyncParsableCommand {
         for await port in ports where port > 0 { return (port, task) }
         task.cancel()
         throw VireoError(.internal, "the console's server did not start")
-    }
-
-    func waitFor(_ what: String, within seconds: Double, _ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        while try await !condition() {
-            guard ContinuousClock.now < deadline else { throw VireoError(.unavailable, "\(what): not within \(seconds) s") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
     }
 }

@@ -1,0 +1,476 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Logging
+import Synchronization
+import VireoAPI
+import VireoAgent
+import VireoClient
+import VireoDriverSimulated
+import VireoModel
+import VireoProcess
+
+/// Result of `vireo bench cluster`.
+struct ClusterBenchResult: Codable {
+    var hosts: Int
+    var vms: Int
+    var heartbeatSeconds: Double
+    var durationSeconds: Double
+    var store: String
+    /// From the first agent's start to every host registered and ready.
+    var registerSeconds: Double
+    /// Creating the VMs before the steady run, through the API, and their rate.
+    var createSeconds: Double
+    var createsPerSecond: Double
+    /// From the last create to every VM running.
+    var settleSeconds: Double
+    /// Heartbeats of the steady run (round trips as the agents see them, HTTP included).
+    var heartbeats: Int
+    var heartbeatsPerSecond: Double
+    var heartbeatP50Ms: Double
+    var heartbeatP99Ms: Double
+    var heartbeatMaxMs: Double
+    var heartbeatFailures: Int
+    /// VMs created one by one during the steady run: from the request to the controller recording
+    /// the VM running (its `vm.state` event).
+    var probes: Int
+    var createToRunningP50Ms: Double
+    var createToRunningP99Ms: Double
+    var createToRunningMaxMs: Double
+    /// The controller process's CPU during the steady run, in cores.
+    var controllerCores: Double
+    /// Its resident memory at the end of the steady run, and its peak (VmHWM).
+    var controllerRSSMiB: Double
+    var controllerPeakRSSMiB: Double
+    /// From `kill -9` of the controller to every agent's heartbeat answered by its successor.
+    var reattachSeconds: Double
+    /// VMs the controller lacks or that no host runs (`missing`), that two hosts run
+    /// (`duplicated`), or that run elsewhere than the controller records (`misplaced`).
+    var missing: Int
+    var duplicated: Int
+    var misplaced: Int
+    /// missing + duplicated + misplaced: must be 0.
+    var lost: Int
+}
+
+struct BenchCluster: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Measure one controller with many agents: heartbeats, creates, CPU, memory, restart.",
+        discussion: """
+            Starts `vireo controller` as its own process (a fresh SQLite store in a temporary \
+            directory, on a loopback port) and runs --hosts agents in this process, each its own host \
+            with a simulated hypervisor, its own heartbeat loop and its own watch, talking to the \
+            controller over the real HTTP API. Then it creates --vms VMs through the API and waits \
+            until all run; measures --duration of steady running (heartbeat round trips, the \
+            controller's CPU and memory, and VMs created one at a time from request to running); \
+            kills the controller with SIGKILL, starts it again on the same store and port, and times \
+            until every agent is back in sync; and finally checks every VM against every host: none \
+            may be missing, duplicated or misplaced. Progress goes to standard error.
+            """)
+
+    @Option(help: "Simulated hosts, each with its own agent.") var hosts: Int = 1000
+    @Option(help: "VMs to create and run, spread over the hosts.") var vms: Int = 10_000
+    @Option(help: ArgumentHelp("How often agents heartbeat.", valueName: "duration")) var heartbeat: String = "10s"
+    @Option(help: ArgumentHelp("How long to measure steady running.", valueName: "duration")) var duration: String =
+        "120s"
+    @Option(help: ArgumentHelp("The controller's store: sqlite (a new file).", valueName: "store")) var store: String =
+        "sqlite"
+    @Option(help: "VMs created one at a time during the steady run to time create-to-running.") var probes: Int = 100
+    @Option(help: "Create requests in flight at once before the steady run.") var concurrency: Int = 32
+    @Option(help: ArgumentHelp("The vireo binary to run the controller with (default: this one).", valueName: "path"))
+    var vireo: String?
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard (1...20_000).contains(hosts) else { throw ValidationError("--hosts must be 1...20000 (got \(hosts))") }
+        guard (0...1_000_000).contains(vms) else { throw ValidationError("--vms must be 0...1000000 (got \(vms))") }
+        guard let h = DurationText.seconds(heartbeat), h >= 0.1, h <= 600 else {
+            throw ValidationError("--heartbeat must be a duration from 100ms to 10m, e.g. 10s (got '\(heartbeat)')")
+        }
+        guard let d = DurationText.seconds(duration), d >= 1, d <= 86_400 else {
+            throw ValidationError("--duration must be a duration from 1s to 1d, e.g. 120s (got '\(duration)')")
+        }
+        guard store == "sqlite" else {
+            throw ValidationError("--store: only sqlite is available in this build (got '\(store)')")
+        }
+        guard (1...vms).contains(probes) || (vms == 0 && probes == 0) else {
+            throw ValidationError("--probes must be 1...--vms (got \(probes))")
+        }
+        guard (1...1024).contains(concurrency) else {
+            throw ValidationError("--concurrency must be 1...1024 (got \(concurrency))")
+        }
+    }
+
+    func run() async throws {
+        let interval = DurationText.seconds(heartbeat)!
+        let steady = DurationText.seconds(duration)!
+        // Each agent holds a watch open: two sockets per host across the two processes, and more.
+        raiseOpenFileLimit()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-bench-cluster-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let executable = try vireo ?? currentExecutable()
+        var controller = try await BenchController.start(
+            executable: executable, directory: directory, listen: "127.0.0.1:0", heartbeat: heartbeat)
+        defer { controller.kill() }
+        stderr("controller pid \(controller.pid) on \(controller.url)")
+
+        let agentHTTP = Self.httpClient(connections: 128)
+        let watchHTTP = Self.httpClient(connections: hosts + 64)
+        let apiHTTP = Self.httpClient(connections: concurrency + 8)
+        let book = HeartbeatBook(agents: hosts)
+        let api = VireoClient(server: controller.url, timeout: .seconds(60), http: apiHTTP)
+
+        // Agents: room for their share of the VMs, started spread over one heartbeat interval as
+        // a fleet that came up over time would be.
+        let perHost = max(1, (vms + hosts - 1) / hosts)
+        let hostConfiguration = SimulatedDriver.Configuration(
+            cpus: max(64, perHost * 2), memoryMiB: max(262_144, perHost * 128), bootDelay: .zero, stopDelay: .zero)
+        var agentLogger = Logger(label: "vireo.agent")
+        agentLogger.logLevel = .error
+        let drivers = (0..<hosts).map { _ in SimulatedDriver(configuration: hostConfiguration) }
+        let started = ContinuousClock.now
+        let agentTasks = (0..<hosts).map { i in
+            let link = BenchLink(
+                index: i, book: book,
+                heartbeats: VireoClient(server: controller.url, timeout: .seconds(5), http: agentHTTP),
+                watches: VireoClient(server: controller.url, timeout: .seconds(5), http: watchHTTP))
+            let agent = Agent(
+                settings: .init(name: String(format: "host-%05d", i), heartbeatInterval: .seconds(interval)),
+                driver: drivers[i], link: link, logger: agentLogger)
+            let delay = Duration.seconds(interval * Double(i) / Double(hosts))
+            return Task {
+                try? await Task.sleep(for: delay)
+                try await agent.run()
+            }
+        }
+        defer { for task in agentTasks { task.cancel() } }
+
+        try await benchWait("\(hosts) hosts ready", within: 120 + interval, every: .seconds(1)) {
+            let ready = try await controller.gauge("vireo_hosts", state: "ready")
+            stderr("hosts ready: \(ready)/\(hosts)")
+            return ready == hosts
+        }
+        let registerSeconds = (ContinuousClock.now - started).secondsValue
+
+        // The bulk of the VMs, as fast as the API takes them.
+        let bulk = vms - probes
+        let names = (0..<vms).map { String(format: "vm-%06d", $0) }
+        let createStart = ContinuousClock.now
+        let next = NextIndex()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    while let i = await next.take(below: bulk) {
+                        _ = try await api.createVM([
+                            "name": .string(names[i]), "image": .string("tiny"), "memory": .string("64MiB"),
+                        ])
+                        if (i + 1) % max(1, bulk / 10) == 0 { stderr("created \(i + 1)/\(bulk)") }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let createSeconds = (ContinuousClock.now - createStart).secondsValue
+        let settleStart = ContinuousClock.now
+        try await benchWait("\(bulk) VMs running", within: 600, every: .seconds(1)) {
+            let running = try await controller.gauge("vireo_vms", state: "running")
+            stderr("running: \(running)/\(bulk)")
+            return running == bulk
+        }
+        let settleSeconds = (ContinuousClock.now - settleStart).secondsValue
+
+        // Steady running: heartbeats timed, the controller's CPU read before and after, and VMs
+        // created one at a time, evenly over the run, timed to running from the controller's events.
+        stderr("steady run of \(duration)")
+        let cpuBefore = try controller.cpuSeconds()
+        book.startWindow()
+        let windowStart = ContinuousClock.now
+        var seq = try await api.events(after: 0).last?.seq ?? 0
+        var asked: [String: Date] = [:]
+        var ran: [String: Date] = [:]
+        for p in 0..<probes {
+            let due = windowStart + .seconds(steady * Double(p) / Double(probes))
+            try await Self.sleep(until: due)
+            let name = names[bulk + p]
+            asked[name] = Date()
+            _ = try await api.createVM(["name": .string(name), "image": .string("tiny"), "memory": .string("64MiB")])
+            for event in try await api.events(after: seq) {
+                seq = event.seq
+                if event.kind == .vmState, event.to == VMState.running.rawValue, asked[event.name] != nil {
+                    ran[event.name] = event.time
+                }
+            }
+        }
+        try await Self.sleep(until: windowStart + .seconds(steady))
+        let window = (ContinuousClock.now - windowStart).secondsValue
+        let cpuAfter = try controller.cpuSeconds()
+        let memory = try controller.memory()
+        let latencies = book.stopWindow()
+        try await benchWait("every probe VM running", within: 60, every: .milliseconds(100)) {
+            for event in try await api.events(after: seq) {
+                seq = event.seq
+                if event.kind == .vmState, event.to == VMState.running.rawValue, asked[event.name] != nil {
+                    ran[event.name] = event.time
+                }
+            }
+            return ran.count == asked.count
+        }
+        let toRunning = asked.compactMap { name, at in ran[name].map { $0.timeIntervalSince(at) * 1000 } }.sorted()
+
+        // SIGKILL, then the same store and port again: time until every agent is answered again.
+        let port = controller.port
+        stderr("kill -9 \(controller.pid)")
+        let killedAt = ContinuousClock.now
+        controller.kill()
+        controller = try await BenchController.start(
+            executable: executable, directory: directory, listen: "127.0.0.1:\(port)", heartbeat: heartbeat)
+        stderr("controller restarted, pid \(controller.pid)")
+        try await benchWait("every agent back in sync", within: 300 + 3 * interval, every: .milliseconds(200)) {
+            let synced = book.answered(since: killedAt)
+            stderr("agents answered since the restart: \(synced)/\(hosts)")
+            return synced == hosts
+        }
+        let reattachSeconds = (ContinuousClock.now - killedAt).secondsValue
+
+        // Every VM once, where the controller says, and running.
+        try await benchWait("every VM running", within: 120, every: .seconds(1)) {
+            try await controller.gauge("vireo_vms", state: "running") == vms
+        }
+        let recorded = try await api.allVMs()
+        var runningOn: [VMID: [String]] = [:]
+        for (i, driver) in drivers.enumerated() {
+            for status in try await driver.status() where status.state == .running {
+                runningOn[status.id, default: []].append(String(format: "host-%05d", i))
+            }
+        }
+        let byName = Dictionary(recorded.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var missing = 0
+        var duplicated = 0
+        var misplaced = 0
+        for name in names {
+            guard let vm = byName[name], let hostsRunning = runningOn[vm.id], !hostsRunning.isEmpty else {
+                missing += 1
+                continue
+            }
+            if hostsRunning.count > 1 { duplicated += 1 } else if hostsRunning.first != vm.host { misplaced += 1 }
+        }
+
+        let result = ClusterBenchResult(
+            hosts: hosts, vms: vms, heartbeatSeconds: interval, durationSeconds: window, store: store,
+            registerSeconds: registerSeconds, createSeconds: createSeconds,
+            createsPerSecond: createSeconds > 0 ? Double(bulk) / createSeconds : 0, settleSeconds: settleSeconds,
+            heartbeats: latencies.count, heartbeatsPerSecond: Double(latencies.count) / window,
+            heartbeatP50Ms: percentile(latencies.sorted(), 0.5), heartbeatP99Ms: percentile(latencies.sorted(), 0.99),
+            heartbeatMaxMs: latencies.max() ?? 0, heartbeatFailures: book.failures, probes: toRunning.count,
+            createToRunningP50Ms: percentile(toRunning, 0.5), createToRunningP99Ms: percentile(toRunning, 0.99),
+            createToRunningMaxMs: toRunning.last ?? 0, controllerCores: (cpuAfter - cpuBefore) / window,
+            controllerRSSMiB: memory.rss, controllerPeakRSSMiB: memory.peak, reattachSeconds: reattachSeconds,
+            missing: missing, duplicated: duplicated, misplaced: misplaced, lost: missing + duplicated + misplaced)
+        for task in agentTasks { task.cancel() }
+        for task in agentTasks { _ = try? await task.value }
+        for client in [agentHTTP, watchHTTP, apiHTTP] { try? await client.shutdown() }
+        if output.output == .json { return try printJSON(result) }
+        print(
+            """
+            \(hosts) hosts heartbeating every \(heartbeat), \(vms) VMs, \(store) store:
+              registered in \(String(format: "%.1f", registerSeconds)) s; \(bulk) VMs created in \
+            \(String(format: "%.1f", createSeconds)) s (\(Int(result.createsPerSecond))/s), all running \
+            \(String(format: "%.1f", settleSeconds)) s later
+              steady \(Int(window)) s: \(result.heartbeats) heartbeats (\(Int(result.heartbeatsPerSecond))/s), \
+            p50 \(String(format: "%.1f", result.heartbeatP50Ms)) ms, p99 \(String(format: "%.1f", result.heartbeatP99Ms)) ms, \
+            max \(String(format: "%.1f", result.heartbeatMaxMs)) ms, \(result.heartbeatFailures) failed
+              create to running (\(result.probes) VMs): p50 \(String(format: "%.0f", result.createToRunningP50Ms)) ms, \
+            p99 \(String(format: "%.0f", result.createToRunningP99Ms)) ms
+              controller: \(String(format: "%.2f", result.controllerCores)) cores, \
+            \(Int(result.controllerRSSMiB)) MiB resident (peak \(Int(result.controllerPeakRSSMiB)) MiB)
+              after kill -9: every agent in sync in \(String(format: "%.1f", reattachSeconds)) s
+              lost: \(result.lost) (missing \(missing), duplicated \(duplicated), misplaced \(misplaced))
+            """)
+    }
+
+    static func httpClient(connections: Int) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(5)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    static func sleep(until instant: ContinuousClock.Instant) async throws {
+        let left = instant - ContinuousClock.now
+        if left > .zero { try await Task.sleep(for: left) }
+    }
+
+    /// Open files up to the hard limit: each host's watch holds a socket open.
+    func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        let needed = rlim_t(hosts + 1024)
+        if limit.rlim_max < needed {
+            stderr("warning: \(limit.rlim_max) open files at most; \(hosts) hosts want about \(needed) (ulimit -n)")
+        }
+    }
+}
+
+/// `vireo controller` run by the bench as a process of its own, so that its CPU and memory are
+/// its own and it can be killed.
+struct BenchController {
+    let pid: Int32
+    let url: String
+    let port: Int
+    let client: VireoClient
+
+    static func start(executable: String, directory: String, listen: String, heartbeat: String) async throws
+        -> BenchController
+    {
+        let endpoint = directory + "/endpoint"
+        try? FileManager.default.removeItem(atPath: endpoint)
+        let pid = try await HostTool.spawnDetached(
+            [
+                executable, "controller", "--data-dir", directory, "--listen", listen, "--heartbeat", heartbeat,
+                "--migration-tls", "off", "--log-level", "warning",
+            ], log: directory + "/controller.log", pidFile: directory + "/controller.pid")
+        let deadline = ContinuousClock.now + .seconds(300)
+        while ContinuousClock.now < deadline {
+            if let text = try? String(contentsOfFile: endpoint, encoding: .utf8),
+                let url = text.split(separator: "\n").first.map(String.init),
+                let port = url.split(separator: ":").last.flatMap({ Int($0) })
+            {
+                return BenchController(pid: pid, url: url, port: port, client: VireoClient(server: url))
+            }
+            guard Foundation.kill(pid, 0) == 0 else {
+                let log = (try? String(contentsOfFile: directory + "/controller.log", encoding: .utf8)) ?? ""
+                throw VireoError(.internal, "the controller exited at start: \(log.suffix(2000))")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw VireoError(.unavailable, "the controller did not listen within 300 s (see \(directory)/controller.log)")
+    }
+
+    func kill() {
+        _ = Foundation.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        // Detached (not our child): wait for it to be gone.
+        for _ in 0..<500 where Foundation.kill(pid, 0) == 0 {
+            usleep(10_000)
+            _ = waitpid(pid, &status, WNOHANG)
+        }
+    }
+
+    /// A `vireo_hosts` or `vireo_vms` gauge's value for one state, from `/metrics`.
+    func gauge(_ name: String, state: String) async throws -> Int {
+        let text = try await client.metrics()
+        let prefix = "\(name){state=\"\(state)\"} "
+        for line in text.split(separator: "\n") where line.hasPrefix(prefix) {
+            return Int(Double(line.dropFirst(prefix.count).trimmingCharacters(in: .whitespaces)) ?? -1)
+        }
+        return 0
+    }
+
+    /// User and system CPU time the process has used, seconds.
+    func cpuSeconds() throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        // Fields after the command's closing parenthesis: state is the 3rd field, utime the 14th.
+        guard let close = stat.lastIndex(of: ")") else { throw VireoError(.internal, "unreadable /proc/\(pid)/stat") }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else {
+            throw VireoError(.internal, "unreadable /proc/\(pid)/stat")
+        }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Resident memory now and at its peak, MiB.
+    func memory() throws -> (rss: Double, peak: Double) {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        func kib(_ key: String) -> Double {
+            for line in status.split(separator: "\n") where line.hasPrefix(key + ":") {
+                return Double(line.dropFirst(key.count + 1).split(whereSeparator: \.isWhitespace).first ?? "") ?? 0
+            }
+            return 0
+        }
+        return (kib("VmRSS") / 1024, kib("VmHWM") / 1024)
+    }
+}
+
+/// The heartbeats the agents sent: round trips of the steady window, failures, and when each
+/// agent was last answered.
+final class HeartbeatBook: Sendable {
+    private struct State {
+        var recording = false
+        var latencies: [Double] = []
+        var failures = 0
+        var lastAnswered: [ContinuousClock.Instant?]
+    }
+    private let state: Mutex<State>
+
+    init(agents: Int) { state = Mutex(State(lastAnswered: Array(repeating: nil, count: agents))) }
+
+    func record(agent: Int, milliseconds: Double, at time: ContinuousClock.Instant) {
+        state.withLock { s in
+            if s.recording { s.latencies.append(milliseconds) }
+            s.lastAnswered[agent] = time
+        }
+    }
+
+    func fail() { state.withLock { s in if s.recording { s.failures += 1 } } }
+
+    func startWindow() {
+        state.withLock { s in
+            s.recording = true
+            s.latencies = []
+            s.failures = 0
+        }
+    }
+
+    func stopWindow() -> [Double] {
+        state.withLock { s in
+            s.recording = false
+            return s.latencies
+        }
+    }
+
+    var failures: Int { state.withLock { $0.failures } }
+
+    /// Agents whose heartbeat was answered after `time`.
+    func answered(since time: ContinuousClock.Instant) -> Int {
+        state.withLock { s in s.lastAnswered.reduce(0) { $0 + (($1.map { $0 > time } ?? false) ? 1 : 0) } }
+    }
+}
+
+/// An agent's link to the controller over HTTP that times its heartbeats; watches go over a
+/// client of their own, since each holds a connection open.
+struct BenchLink: ControllerLink {
+    let index: Int
+    let book: HeartbeatBook
+    let heartbeats: VireoClient
+    let watches: VireoClient
+
+    func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
+        try await heartbeats.register(registration)
+    }
+
+    func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        let start = ContinuousClock.now
+        do {
+            let desired = try await heartbeats.heartbeat(heartbeat)
+            let end = ContinuousClock.now
+            book.record(agent: index, milliseconds: (end - start).secondsValue * 1000, at: end)
+            return desired
+        } catch {
+            book.fail()
+            throw error
+        }
+    }
+
+    func deliver(_ samples: AgentSamples) async throws { try await heartbeats.deliver(samples) }
+
+    func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        try await watches.watch(host: host, after: known, timeout: timeout)
+    }
+}
