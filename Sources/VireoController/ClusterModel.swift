@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import VireoAPI
 import VireoModel
+import VireoPlacement
 import VireoStore
 
 /// Everything the controller knows about the cluster, as one value: hosts and VMs with their
@@ -110,6 +111,12 @@ struct ClusterModel {
                 model.migrations.put(migration, vmExists: model.state.vms[migration.vmID] != nil)
             }
         }
+    }
+
+    /// Placement's view of the hosts, kept in the state between decisions (derived, so it is made
+    /// outside `apply`: the committed model builds its own when it needs one).
+    mutating func keptPlacementCluster() -> PlacementCluster {
+        state.keptPlacementCluster(settings: settings.placement)
     }
 
     /// A new VM.

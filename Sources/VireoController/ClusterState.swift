@@ -23,6 +23,12 @@ struct ClusterState {
     /// placement counts it as taken.
     private(set) var contextHold: [HostID: Allocation] = [:]
     private(set) var vmCountByState: [VMState: Int] = [:]
+    private(set) var hostCountByState: [HostState: Int] = [:]
+    /// Placement's view of the hosts, kept between decisions: built at the first placement after
+    /// a host joined or changed (its state, its fingerprint), and one host's reserved capacity
+    /// changed in place as VMs come and go, so that placing a VM costs one pass over the hosts,
+    /// not a sort and a copy of them.
+    private var placement: (settings: PlacementSettings, cluster: PlacementCluster, index: [HostID: Int])?
     /// Bumped on every change; lets readers cache what they derived from the state.
     private(set) var version = 0
 
@@ -60,7 +66,13 @@ struct ClusterState {
     }
 
     mutating func put(_ host: HostRecord) {
-        if let old = hosts[host.id], old.name != host.name { hostIDByName[old.name] = nil }
+        let old = hosts[host.id]
+        if let old, old.name != host.name { hostIDByName[old.name] = nil }
+        if old?.name != host.name || old?.state != host.state || old?.fingerprint != host.fingerprint {
+            placement = nil
+        }
+        if let old { hostCountByState[old.state, default: 0] -= 1 }
+        hostCountByState[host.state, default: 0] += 1
         hosts[host.id] = host
         hostIDByName[host.name] = host.id
         version += 1
@@ -76,24 +88,53 @@ struct ClusterState {
             a.memoryMiB += sign * vm.spec.memoryMiB
         }
         allocation[host] = a
+        updateReserved(host)
     }
 
     mutating func setContextHold(_ hold: Allocation, on host: HostID) {
         contextHold[host] = hold.vms == 0 ? nil : hold
+        updateReserved(host)
         version += 1
+    }
+
+    /// What VMs and contexts hold on `host`, in the kept placement view.
+    private mutating func updateReserved(_ host: HostID) {
+        guard let i = placement?.index[host] else { return }
+        let (vcpus, memoryMiB) = reserved(on: host)
+        placement?.cluster.setReserved(host: i, vcpus: vcpus, memoryMiB: Double(memoryMiB))
+    }
+
+    private func reserved(on host: HostID) -> (cpus: Int, memoryMiB: Int) {
+        let a = allocation[host] ?? Allocation()
+        let held = contextHold[host] ?? Allocation()
+        return (a.cpus + held.cpus, a.memoryMiB + held.memoryMiB)
+    }
+
+    /// `placementCluster(settings:)`, kept for the next decision.
+    mutating func keptPlacementCluster(settings: PlacementSettings) -> PlacementCluster {
+        if let placement, placement.settings == settings { return placement.cluster }
+        let cluster = builtPlacementCluster(settings: settings)
+        placement = (
+            settings, cluster, Dictionary(uniqueKeysWithValues: cluster.hosts.enumerated().map { ($1.id, $0) })
+        )
+        return cluster
     }
 
     /// Placement's view of every host (the VMs' allocations and the contexts' hold reserved
     /// capacity), sorted by name so ties break the same way every time.
     func placementCluster(settings: PlacementSettings) -> PlacementCluster {
+        if let placement, placement.settings == settings { return placement.cluster }
+        return builtPlacementCluster(settings: settings)
+    }
+
+    /// `placementCluster(settings:)` made from the records, ignoring the one kept.
+    func builtPlacementCluster(settings: PlacementSettings) -> PlacementCluster {
         let hosts = hosts.values.sorted { $0.name < $1.name }.map { host in
-            let a = allocation[host.id] ?? Allocation()
-            let held = contextHold[host.id] ?? Allocation()
+            let (cpus, memoryMiB) = reserved(on: host.id)
             return PlacementHost(
                 id: host.id, name: host.name, state: host.state, cores: host.fingerprint.cpus,
                 memoryMiB: Double(host.fingerprint.memoryMiB), capabilities: CapabilitySet(host.fingerprint.capabilities),
-                reservedVCPUs: a.cpus + held.cpus, reservedMemoryMiB: Double(a.memoryMiB + held.memoryMiB),
-                family: host.fingerprint.migrationFamily)
+                reservedVCPUs: cpus, reservedMemoryMiB: Double(memoryMiB), family: host.fingerprint.migrationFamily)
         }
         return PlacementCluster(settings: settings, hosts: hosts)
     }

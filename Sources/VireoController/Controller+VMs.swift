@@ -33,7 +33,9 @@ extension Controller {
 
     /// Places every pending VM that wants to run, oldest first.
     public func schedulePending() async throws {
-        guard model.state.vms.values.contains(where: { $0.state == .pending && $0.intent == .running }) else { return }
+        guard model.state.vmCountByState[.pending, default: 0] > 0,
+            model.state.vms.values.contains(where: { $0.state == .pending && $0.intent == .running })
+        else { return }
         try await write { $0.schedulePending() }
     }
 }
@@ -126,7 +128,7 @@ extension ClusterModel {
     @discardableResult
     mutating func place(_ vm: inout VirtualMachine, at time: Date, publish: Bool) -> Bool {
         let decision = InitialPlacement.place(
-            PlacementVM(vm, pinned: true), in: state.placementCluster(settings: settings.placement))
+            PlacementVM(vm, pinned: true), in: keptPlacementCluster())
         vm.placement = decision.explanation(decidedAt: time)
         guard let chosen = decision.chosen else {
             let message = Self.unplacedMessage(decision, pinned: vm.spec.host)

@@ -284,9 +284,7 @@ struct StateGauges: Sendable {
 
     func update(_ state: ClusterState) {
         for (s, gauge) in vms { gauge.record(state.vmCountByState[s] ?? 0) }
-        var hostCounts: [HostState: Int] = [:]
-        for host in state.hosts.values { hostCounts[host.state, default: 0] += 1 }
-        for (s, gauge) in hosts { gauge.record(hostCounts[s] ?? 0) }
+        for (s, gauge) in hosts { gauge.record(state.hostCountByState[s] ?? 0) }
     }
 }
 

@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 import VireoModel
-import VireoPlacement
+
+@testable import VireoPlacement
 
 @Suite("Initial placement")
 struct PlacementTests {
@@ -86,6 +87,40 @@ struct PlacementTests {
         let first = InitialPlacement.place(vm, in: snapshot)
         #expect(first.chosen == HostID("h0-id"))
         for _ in 0..<5 { #expect(InitialPlacement.place(vm, in: snapshot) == first) }
+    }
+
+    @Test("the kept verdicts are the first of a full sort (chosen, then by score, filtered last, ties by name)")
+    func keptVerdictsMatchASort() {
+        var random = SystemRandomNumberGenerator()
+        for round in 0..<50 {
+            // Few distinct scores, so ties (broken by name) are common.
+            let verdicts = (0..<(20 + round * 7)).map { i -> HostVerdict in
+                let id = HostID("h\(i)")
+                if Int.random(in: 0..<4, using: &random) == 0 {
+                    return HostVerdict(hostID: id, hostName: "h\(i)", filtered: .hostNotReady(state: .unreachable))
+                }
+                let total = Double(Int.random(in: 0..<5, using: &random)) / 4
+                return HostVerdict(
+                    hostID: id, hostName: "h\(i)", score: HostScore(cpuFreeAfter: total, memoryFreeAfter: total, total: total))
+            }
+            let chosen = verdicts.filter { $0.score != nil }.randomElement(using: &random)?.hostID
+            let decision = PlacementDecision(chosen: chosen, verdicts: verdicts.shuffled(using: &random))
+            let sorted = verdicts.sorted { a, b in
+                if a.hostID == chosen { return b.hostID != chosen }
+                if b.hostID == chosen { return false }
+                switch (a.score, b.score) {
+                case (let x?, let y?): return x.total != y.total ? x.total > y.total : a.hostName < b.hostName
+                case (.some, nil): return true
+                case (nil, .some): return false
+                case (nil, nil): return a.hostName < b.hostName
+                }
+            }
+            let explanation = decision.explanation(decidedAt: Date(timeIntervalSince1970: 0), keep: 16)
+            #expect(explanation.verdicts == Array(sorted.prefix(16)), "round \(round)")
+            var omitted: [String: Int] = [:]
+            for verdict in sorted.dropFirst(16) { omitted[verdict.filtered?.kind ?? "scored", default: 0] += 1 }
+            #expect(explanation.omitted == omitted, "round \(round)")
+        }
     }
 
     @Test("explanations of large clusters keep the chosen host, the best alternatives and counts")

@@ -163,7 +163,14 @@ public struct PlacementCluster: Sendable {
     /// Seconds between history samples (between decision points in a simulation).
     public var interval: Double
     public var settings: PlacementSettings { didSet { table = HostTable(hosts, settings) } }
-    public var hosts: [PlacementHost] { didSet { table = HostTable(hosts, settings) } }
+    public var hosts: [PlacementHost] {
+        get { storedHosts }
+        set {
+            storedHosts = newValue
+            table = HostTable(newValue, settings)
+        }
+    }
+    private var storedHosts: [PlacementHost]
     /// The hosts' constants as flat arrays, kept with the hosts, so that every plan and placement
     /// shares them instead of building them again.
     public private(set) var table: HostTable
@@ -204,7 +211,7 @@ public struct PlacementCluster: Sendable {
         self.now = now
         self.interval = interval
         self.settings = settings
-        self.hosts = hosts
+        storedHosts = hosts
         table = HostTable(hosts, settings)
         self.vms = vms
         self.applications = applications
@@ -221,7 +228,16 @@ public struct PlacementCluster: Sendable {
     }
 
     public var vmCount: Int { vms.count }
-    public var hostCount: Int { hosts.count }
+    public var hostCount: Int { storedHosts.count }
+
+    /// Sets what VMs the cluster does not list hold on `host`, in place: a long-lived cluster
+    /// (the controller's, kept between decisions) changes one host without building its table again.
+    public mutating func setReserved(host: Int, vcpus: Int, memoryMiB: Double) {
+        storedHosts[host].reservedVCPUs = vcpus
+        storedHosts[host].reservedMemoryMiB = memoryMiB
+        table.reservedVCPUs[host] = vcpus
+        table.reservedMemoryMiB[host] = memoryMiB
+    }
 
     /// Puts a VM that runs nowhere on `host`.
     public mutating func start(_ vm: Int, on host: Int) {
@@ -333,8 +349,8 @@ public struct HostTable: Sendable {
     public let liveMigration: [Bool]
     public let capabilities: [CapabilitySet]
     public let linkMiBPerSecond: [Double]
-    public let reservedVCPUs: [Int]
-    public let reservedMemoryMiB: [Double]
+    public internal(set) var reservedVCPUs: [Int]
+    public internal(set) var reservedMemoryMiB: [Double]
     /// Each host's hypervisor family as a small number: equal numbers, one family.
     public let family: [Int]
     /// Power tables, 11 points per host, where some host has a power curve (a simulated data
