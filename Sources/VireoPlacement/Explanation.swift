@@ -6,12 +6,9 @@ extension PlacementDecision {
     /// for large ones the chosen host, the `keep` best alternatives and the filtered hosts
     /// counted by reason.
     public func explanation(decidedAt: Date, keep: Int = 16) -> PlacementExplanation {
-        let chosen = self.chosen
-        let chosenName = chosenVerdict?.hostName
-        /// The chosen host first, then by score (best first), then the filtered; ties by name.
+        let chosenIndex = chosenVerdictIndex
+        /// By score (best first), then the filtered; ties by name. The chosen host goes before all.
         func precedes(_ a: HostVerdict, _ b: HostVerdict) -> Bool {
-            if a.hostID == chosen { return b.hostID != chosen }
-            if b.hostID == chosen { return false }
             switch (a.score, b.score) {
             case (let x?, let y?): return x.total != y.total ? x.total > y.total : a.hostName < b.hostName
             case (.some, nil): return true
@@ -19,16 +16,15 @@ extension PlacementDecision {
             case (nil, nil): return a.hostName < b.hostName
             }
         }
-        guard verdicts.count > keep else {
-            return PlacementExplanation(chosenHost: chosenName, decidedAt: decidedAt, verdicts: verdicts.sorted(by: precedes))
-        }
-        // The first `keep` in that order, in one pass instead of a sort of every host: placing a VM
-        // in a cluster of 10,000 hosts must not cost a sort of 10,000 verdicts.
+        let chosen = chosenIndex.map { [verdicts[$0]] } ?? []
+        let room = keep - chosen.count
+        // The first `room` of the others in that order, in one pass instead of a sort of every
+        // host: placing a VM in a cluster of 10,000 hosts must not cost a sort of 10,000 verdicts.
         var best: [HostVerdict] = []
-        best.reserveCapacity(keep + 1)
+        best.reserveCapacity(max(0, room) + 1)
         var omitted: [String: Int] = [:]
-        for verdict in verdicts {
-            if best.count == keep, let last = best.last, !precedes(verdict, last) {
+        for (index, verdict) in verdicts.enumerated() where index != chosenIndex {
+            if best.count >= room, best.last.map({ !precedes(verdict, $0) }) ?? true {
                 omitted[verdict.filtered?.kind ?? "scored", default: 0] += 1
                 continue
             }
@@ -39,11 +35,13 @@ extension PlacementDecision {
                 if precedes(verdict, best[mid]) { high = mid } else { low = mid + 1 }
             }
             best.insert(verdict, at: low)
-            if best.count > keep {
+            if best.count > room {
                 let out = best.removeLast()
                 omitted[out.filtered?.kind ?? "scored", default: 0] += 1
             }
         }
-        return PlacementExplanation(chosenHost: chosenName, decidedAt: decidedAt, verdicts: best, omitted: omitted)
+        return PlacementExplanation(
+            chosenHost: chosenIndex.map { verdicts[$0].hostName }, decidedAt: decidedAt, verdicts: chosen + best,
+            omitted: omitted)
     }
 }

@@ -5,11 +5,25 @@ public struct PlacementDecision: Sendable, Equatable {
     public var chosen: HostID?
     /// One verdict per host of the cluster, in cluster order.
     public var verdicts: [HostVerdict]
+    /// Where the chosen host's verdict is in `verdicts`, when the placement that made it knows.
+    var chosenIndex: Int?
 
-    public var chosenVerdict: HostVerdict? {
-        guard let chosen else { return nil }
-        return verdicts.first { $0.hostID == chosen }
+    init(chosen: HostID?, verdicts: [HostVerdict], chosenIndex: Int? = nil) {
+        self.chosen = chosen
+        self.verdicts = verdicts
+        self.chosenIndex = chosenIndex
     }
+
+    /// The index of the chosen host's verdict, nil if none was chosen.
+    var chosenVerdictIndex: Int? {
+        guard let chosen else { return nil }
+        if let chosenIndex, verdicts.indices.contains(chosenIndex), verdicts[chosenIndex].hostID == chosen {
+            return chosenIndex
+        }
+        return verdicts.firstIndex { $0.hostID == chosen }
+    }
+
+    public var chosenVerdict: HostVerdict? { chosenVerdictIndex.map { verdicts[$0] } }
 }
 
 /// Initial placement of a live cluster's new VM: the feasibility chain, then the spread scorer.
@@ -33,7 +47,8 @@ public enum InitialPlacement {
             }
             verdicts.append(verdict)
         }
-        return PlacementDecision(chosen: best.map { verdicts[$0.index].hostID }, verdicts: verdicts)
+        return PlacementDecision(
+            chosen: best.map { verdicts[$0.index].hostID }, verdicts: verdicts, chosenIndex: best?.index)
     }
 
     /// The verdict for one host: the first filter it fails, or its score.
@@ -42,10 +57,12 @@ public enum InitialPlacement {
     }
 
     static func evaluate(_ vm: Candidate, on host: Int, _ loads: HostLoads, _ chain: FeasibilityChain) -> HostVerdict {
-        let spec = loads.cluster.hosts[host]
+        let table = loads.cluster.table
         switch chain.check(vm, on: host, loads) {
-        case .filtered(let reason): return HostVerdict(hostID: spec.id, hostName: spec.name, filtered: reason)
-        case .fits: return HostVerdict(hostID: spec.id, hostName: spec.name, score: Scorers.spread(vm, on: host, loads))
+        case .filtered(let reason): return HostVerdict(hostID: table.ids[host], hostName: table.names[host], filtered: reason)
+        case .fits:
+            return HostVerdict(
+                hostID: table.ids[host], hostName: table.names[host], score: Scorers.spread(vm, on: host, loads))
         }
     }
 }

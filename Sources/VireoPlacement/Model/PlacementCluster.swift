@@ -341,6 +341,8 @@ public enum CPUHistory {
 /// Each host's constants as flat arrays (capacity, cores, limits under the cluster's settings,
 /// state, capabilities, link, what unlisted VMs hold), read by the filters' hot loops.
 public struct HostTable: Sendable {
+    public let ids: [HostID]
+    public let names: [String]
     public let capacity: [Double]
     public let coreCapacity: [Double]
     public let vcpuLimit: [Int]
@@ -395,6 +397,8 @@ public struct HostTable: Sendable {
         self.reservedVCPUs = reservedVCPUs
         reservedMemoryMiB = reservedMemory
         watts = hosts.contains { $0.power != nil } ? Self.watts(hosts) : []
+        ids = hosts.map(\.id)
+        names = hosts.map(\.name)
         var families: [String: Int] = [:]
         family = hosts.map { host in
             if let number = families[host.family] { return number }
