@@ -50,7 +50,11 @@ extension Controller: ControllerLink {
     }
 
     public nonisolated func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
-        try await desiredWatch.wait(host: host, after: known, timeout: min(timeout, .milliseconds(AgentWatch.maximumWaitMs)))
+        let wait = min(timeout, .milliseconds(AgentWatch.maximumWaitMs))
+        guard let generation = await desiredWatch.wait(host: host, after: known, timeout: wait) else {
+            throw VireoError(.unavailable, "the controller is shutting down")
+        }
+        return generation
     }
 
     /// Marks hosts that stopped heartbeating as unreachable. Their VMs are left as they are:

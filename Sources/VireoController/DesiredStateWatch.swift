@@ -48,7 +48,7 @@ public final class DesiredStateWatch: Sendable {
         for (waiter, generation) in answers { waiter.resume(returning: generation) }
     }
 
-    /// Ends every wait, now and from now on, with `unavailable`: the controller is stopping, and
+    /// Ends every wait, now and from now on, with nil: the controller is stopping, and
     /// its HTTP server waits for every response to finish before it stops.
     public func close() {
         let waiters = state.withLock { s in
@@ -60,13 +60,13 @@ public final class DesiredStateWatch: Sendable {
     }
 
     /// Returns the host's generation once it differs from `known`, or after `timeout` (then it
-    /// may equal `known`), or at cancellation. Throws `unavailable` once the watch is closed.
-    public func wait(host: HostID, after known: Int, timeout: Duration) async throws(VireoError) -> Int {
+    /// may equal `known`), or at cancellation; nil once the watch is closed.
+    public func wait(host: HostID, after known: Int, timeout: Duration) async -> Int? {
         let (current, closed, id) = state.withLock { s in
             s.nextWaiter += 1
             return (base + (s.hosts[host]?.generation ?? 0), s.closed, s.nextWaiter)
         }
-        if closed { throw VireoError(.unavailable, "the controller is shutting down") }
+        if closed { return nil }
         guard current == known else { return current }
         enum Outcome: Sendable {
             case answered(Int?)
@@ -101,8 +101,7 @@ public final class DesiredStateWatch: Sendable {
             return first
         }
         switch outcome {
-        case .answered(nil): throw VireoError(.unavailable, "the controller is shutting down")
-        case .answered(let generation?): return generation
+        case .answered(let generation): return generation
         case .timedOut: return generation(of: host)
         }
     }
