@@ -127,11 +127,13 @@ extension ClusterModel {
     /// Runs placement for a pending VM. Returns whether it found a host.
     @discardableResult
     mutating func place(_ vm: inout VirtualMachine, at time: Date, publish: Bool) -> Bool {
-        let decision = InitialPlacement.place(
-            PlacementVM(vm, pinned: true), in: keptPlacementCluster())
-        vm.placement = decision.explanation(decidedAt: time)
-        guard let chosen = decision.chosen else {
-            let message = Self.unplacedMessage(decision, pinned: vm.spec.host)
+        let cluster = keptPlacementCluster()
+        let request = PlacementVM(vm, pinned: true)
+        let (chosen, explanation) = InitialPlacement.placeExplained(request, in: cluster, decidedAt: time)
+        vm.placement = explanation
+        guard let chosen else {
+            // Why no host fits, from every host's verdict (only now: placing builds none).
+            let message = Self.unplacedMessage(InitialPlacement.place(request, in: cluster), pinned: vm.spec.host)
             if vm.message != message { vm.message = message }
             return false
         }

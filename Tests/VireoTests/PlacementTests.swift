@@ -123,6 +123,31 @@ struct PlacementTests {
         }
     }
 
+    @Test("placing with its explanation at once decides and explains exactly as placing, then explaining")
+    func placeExplainedMatches() {
+        var random = SystemRandomNumberGenerator()
+        for round in 0..<40 {
+            // Equal loads make ties; some hosts full, unreachable, or lacking a capability.
+            let hosts = (0..<(5 + round * 5)).map { i in
+                host(
+                    "h\(String(format: "%03d", (i * 37) % 1000))", cpus: 8, memoryMiB: 8192,
+                    state: Int.random(in: 0..<6, using: &random) == 0 ? .unreachable : .ready,
+                    usedCPUs: 4 * Int.random(in: 0..<3, using: &random), usedMiB: 2048 * Int.random(in: 0..<5, using: &random),
+                    capabilities: Bool.random(using: &random) ? [.liveMigration] : [])
+            }
+            let cluster = PlacementCluster(hosts: hosts)
+            let vm = request(
+                cpus: Int.random(in: 1...8, using: &random), memoryMiB: 1024 * Int.random(in: 1...8, using: &random),
+                pinnedHost: round % 10 == 9 ? hosts.randomElement(using: &random)?.name : nil,
+                requiredCapabilities: round % 4 == 3 ? [.liveMigration] : [])
+            let time = Date(timeIntervalSince1970: 1_800_000_000)
+            let decision = InitialPlacement.place(vm, in: cluster)
+            let (chosen, explanation) = InitialPlacement.placeExplained(vm, in: cluster, decidedAt: time, keep: 16)
+            #expect(chosen == decision.chosen, "round \(round)")
+            #expect(explanation == decision.explanation(decidedAt: time, keep: 16), "round \(round)")
+        }
+    }
+
     @Test("explanations of large clusters keep the chosen host, the best alternatives and counts")
     func condensedExplanation() {
         var hosts = (0..<100).map { host("h\($0)", usedMiB: $0 * 10) }
