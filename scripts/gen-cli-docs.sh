@@ -9,7 +9,7 @@ commands=(
   "vm logs" "app list" "app show" "app delete" "app series" "app push" "slo export" "alert list" "pack list" "pack show" "pack apply" "pack lint" migrate "migration list" "migration show" "plan make" "plan list" "plan show" "rebalance show" "rebalance set" "demo noisy-neighbour" "demo misleading-counters"
   apply "image build" "image list" "import libvirt" events
   "testbed up" "testbed down" "bench create" "bench boot" "bench migrate" "bench ingest" "bench evaluate"
-  "bench scrape" "bench console" sim
+  "bench scrape" "bench console" "bench cluster" sim
 )
 {
   echo "# vireo command reference"

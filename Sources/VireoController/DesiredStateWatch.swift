@@ -10,23 +10,43 @@ import VireoModel
 ///
 /// Generations live in memory. A controller that restarts starts them again, so a waiting agent
 /// sees a different number and heartbeats once more, which is what it should do after a restart.
+///
+/// Every agent of the cluster waits here at once (10,000 in `vireo bench cluster`), so a wait is
+/// one continuation and a deadline: one reaper task, not a timer per wait, ends those that expire.
 public final class DesiredStateWatch: Sendable {
+    private struct Waiter {
+        var host: HostID
+        /// Answered with the generation, or nil once the watch is closed.
+        var continuation: CheckedContinuation<Int?, Never>
+        var deadline: ContinuousClock.Instant
+    }
     private struct Entry {
         var generation = 0
-        /// Answered with the generation, or nil once the watch is closed.
-        var waiters: [Int: CheckedContinuation<Int?, Never>] = [:]
+        var waiters: Set<Int> = []
     }
     private struct State {
         var hosts: [HostID: Entry] = [:]
+        var waiters: [Int: Waiter] = [:]
         var nextWaiter = 0
         var closed = false
+        var reaper: Task<Void, Never>?
+
+        mutating func remove(_ id: Int) -> Waiter? {
+            guard let waiter = waiters.removeValue(forKey: id) else { return nil }
+            hosts[waiter.host]?.waiters.remove(id)
+            return waiter
+        }
     }
     private let state = Mutex(State())
     /// Generations start here, so that those of a restarted controller are unlikely to equal what
     /// an agent saw before the restart.
     private let base: Int
+    /// How often the reaper looks for expired waits: how late a wait may end past its timeout.
+    static let reapInterval = Duration.milliseconds(250)
 
     init(base: Int = Int.random(in: 1..<(1 << 40))) { self.base = base }
+
+    deinit { state.withLock { $0.reaper?.cancel() } }
 
     /// The host's generation now.
     public func generation(of host: HostID) -> Int {
@@ -40,27 +60,37 @@ public final class DesiredStateWatch: Sendable {
             for host in hosts {
                 var entry = s.hosts[host] ?? Entry()
                 entry.generation += 1
-                for waiter in entry.waiters.values { answers.append((waiter, base + entry.generation)) }
-                entry.waiters = [:]
+                for id in entry.waiters {
+                    if let waiter = s.waiters.removeValue(forKey: id) {
+                        answers.append((waiter.continuation, base + entry.generation))
+                    }
+                }
+                entry.waiters = []
                 s.hosts[host] = entry
             }
         }
         for (waiter, generation) in answers { waiter.resume(returning: generation) }
     }
 
-    /// Ends every wait, now and from now on, with nil: the controller is stopping, and
-    /// its HTTP server waits for every response to finish before it stops.
+    /// Ends every wait, now and from now on, with nil: the controller is stopping, and its HTTP
+    /// server waits for every response to finish before it stops.
     public func close() {
         let waiters = state.withLock { s in
             s.closed = true
-            defer { for host in s.hosts.keys { s.hosts[host]?.waiters = [:] } }
-            return s.hosts.values.flatMap(\.waiters.values)
+            s.reaper?.cancel()
+            s.reaper = nil
+            defer {
+                s.waiters = [:]
+                for host in s.hosts.keys { s.hosts[host]?.waiters = [] }
+            }
+            return s.waiters.values.map(\.continuation)
         }
         for waiter in waiters { waiter.resume(returning: nil) }
     }
 
     /// Returns the host's generation once it differs from `known`, or after `timeout` (then it
-    /// may equal `known`), or at cancellation; nil once the watch is closed.
+    /// may equal `known`; up to `reapInterval` late), or at cancellation; nil once the watch is
+    /// closed.
     public func wait(host: HostID, after known: Int, timeout: Duration) async -> Int? {
         let (current, closed, id) = state.withLock { s in
             s.nextWaiter += 1
@@ -68,53 +98,53 @@ public final class DesiredStateWatch: Sendable {
         }
         if closed { return nil }
         guard current == known else { return current }
-        enum Outcome: Sendable {
-            case answered(Int?)
-            case timedOut
-        }
-        let outcome = await withTaskGroup(of: Outcome.self) { group in
-            group.addTask {
-                await withTaskCancellationHandler {
-                    let answer = await withCheckedContinuation { (continuation: CheckedContinuation<Int?, Never>) in
-                        let now = self.state.withLock { s -> Int?? in
-                            let entry = s.hosts[host] ?? Entry()
-                            if s.closed { return .some(nil) }
-                            if self.base + entry.generation != known || Task.isCancelled {
-                                return self.base + entry.generation
-                            }
-                            s.hosts[host, default: Entry()].waiters[id] = continuation
-                            return .none
-                        }
-                        if let now { continuation.resume(returning: now) }
-                    }
-                    return .answered(answer)
-                } onCancel: {
-                    self.release(id, of: host)
+        let deadline = ContinuousClock.now + timeout
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Int?, Never>) in
+                let now = state.withLock { s -> Int?? in
+                    let generation = base + (s.hosts[host]?.generation ?? 0)
+                    if s.closed { return .some(nil) }
+                    if generation != known || Task.isCancelled { return generation }
+                    s.hosts[host, default: Entry()].waiters.insert(id)
+                    s.waiters[id] = Waiter(host: host, continuation: continuation, deadline: deadline)
+                    if s.reaper == nil { s.reaper = Task { [weak self] in await self?.reap() } }
+                    return .none
                 }
+                if let now { continuation.resume(returning: now) }
             }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return .timedOut
-            }
-            let first = await group.next() ?? .timedOut
-            group.cancelAll()
-            return first
-        }
-        switch outcome {
-        case .answered(let generation): return generation
-        case .timedOut: return generation(of: host)
+        } onCancel: {
+            self.end(id, of: host)
         }
     }
 
-    /// Answers the waiter `id` now with the current generation (its wait ended another way).
-    private func release(_ id: Int, of host: HostID) {
+    /// Ends, with the current generation, the waits whose deadline passed; until none is left.
+    private func reap() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: Self.reapInterval)
+            let now = ContinuousClock.now
+            let (expired, done) = state.withLock { s -> ([(CheckedContinuation<Int?, Never>, Int)], Bool) in
+                var expired: [(CheckedContinuation<Int?, Never>, Int)] = []
+                for (id, waiter) in s.waiters where waiter.deadline <= now {
+                    _ = s.remove(id)
+                    expired.append((waiter.continuation, base + (s.hosts[waiter.host]?.generation ?? 0)))
+                }
+                if s.waiters.isEmpty { s.reaper = nil }
+                return (expired, s.waiters.isEmpty)
+            }
+            for (waiter, generation) in expired { waiter.resume(returning: generation) }
+            if done { return }
+        }
+    }
+
+    /// Answers the waiter `id` now with the current generation (its request was cancelled).
+    private func end(_ id: Int, of host: HostID) {
         let found = state.withLock { s -> (CheckedContinuation<Int?, Never>, Int)? in
-            guard let waiter = s.hosts[host]?.waiters.removeValue(forKey: id) else { return nil }
-            return (waiter, base + (s.hosts[host]?.generation ?? 0))
+            guard let waiter = s.remove(id) else { return nil }
+            return (waiter.continuation, base + (s.hosts[host]?.generation ?? 0))
         }
         if let (waiter, generation) = found { waiter.resume(returning: generation) }
     }
 
     /// Agents waiting now (for tests and the bench).
-    public var waiting: Int { state.withLock { $0.hosts.values.reduce(0) { $0 + $1.waiters.count } } }
+    public var waiting: Int { state.withLock { $0.waiters.count } }
 }

@@ -49,7 +49,11 @@ public enum InitialPlacement {
         let table = cluster.table
         let (kept, omitted) = PlacementDecision.first(
             keep, of: findings.count, chosen: best,
-            precedes: { findings[$0].precedes(findings[$1], table.names[$0], table.names[$1]) },
+            precedes: {
+                table.sortedByName
+                    ? findings[$0].precedes(findings[$1], $0, $1)
+                    : findings[$0].precedes(findings[$1], table.names[$0], table.names[$1])
+            },
             kind: { findings[$0].filtered?.kind ?? "scored" })
         let explanation = PlacementExplanation(
             chosenHost: best.map { table.names[$0] }, decidedAt: decidedAt,
@@ -103,8 +107,9 @@ struct HostFinding {
         HostVerdict(hostID: id, hostName: name, filtered: filtered, score: score)
     }
 
-    /// The explanation's order: by score (best first), then the filtered; ties by name.
-    func precedes(_ other: HostFinding, _ name: String, _ otherName: String) -> Bool {
+    /// The explanation's order: by score (best first), then the filtered; ties by name (or by
+    /// anything in the order of names).
+    func precedes<Name: Comparable>(_ other: HostFinding, _ name: Name, _ otherName: Name) -> Bool {
         switch (score, other.score) {
         case (let x?, let y?): return x.total != y.total ? x.total > y.total : name < otherName
         case (.some, nil): return true

@@ -341,6 +341,15 @@ struct CLITests {
         )
         let badRetention = try await vireo(["controller", "--data-dir", unopened, "--history-retention", "30s"])
         #expect(badRetention.status == 2 && badRetention.stderr.contains("--history-retention"), "\(badRetention.stderr)")
+        // So are the heartbeat's: an interval out of range, a timeout a host would miss between heartbeats.
+        let badHeartbeat = try await vireo(["controller", "--data-dir", unopened, "--heartbeat", "5ms"])
+        #expect(badHeartbeat.status == 2 && badHeartbeat.stderr.contains("--heartbeat"), "\(badHeartbeat.stderr)")
+        let badTimeout = try await vireo([
+            "controller", "--data-dir", unopened, "--heartbeat", "10s", "--host-timeout", "5s",
+        ])
+        #expect(
+            badTimeout.status == 2 && badTimeout.stderr.contains("--host-timeout") && badTimeout.stderr.contains("10s"),
+            "\(badTimeout.stderr)")
         #expect(!FileManager.default.fileExists(atPath: unopened))
         let help = try await vireo(["vm", "create", "--help"])
         #expect(help.status == 0)

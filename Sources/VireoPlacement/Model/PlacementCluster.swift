@@ -343,6 +343,9 @@ public enum CPUHistory {
 public struct HostTable: Sendable {
     public let ids: [HostID]
     public let names: [String]
+    /// The hosts are in order of name (the controller's are): then ties break by index, which
+    /// compares no strings.
+    public let sortedByName: Bool
     public let capacity: [Double]
     public let coreCapacity: [Double]
     public let vcpuLimit: [Int]
@@ -399,6 +402,7 @@ public struct HostTable: Sendable {
         watts = hosts.contains { $0.power != nil } ? Self.watts(hosts) : []
         ids = hosts.map(\.id)
         names = hosts.map(\.name)
+        sortedByName = zip(names, names.dropFirst()).allSatisfy { $0 < $1 }
         var families: [String: Int] = [:]
         family = hosts.map { host in
             if let number = families[host.family] { return number }

@@ -117,7 +117,7 @@ struct BenchCluster: AsyncParsableCommand {
         defer { controller.kill() }
         stderr("controller pid \(controller.pid) on \(controller.url)")
 
-        let agentHTTP = Self.httpClient(connections: 128)
+        let agentHTTP = Self.httpClient(connections: min(hosts, 512))
         let watchHTTP = Self.httpClient(connections: hosts + 64)
         let apiHTTP = Self.httpClient(connections: concurrency + 8)
         let book = HeartbeatBook(agents: hosts)
