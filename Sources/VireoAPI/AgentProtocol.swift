@@ -144,10 +144,15 @@ public struct AgentHeartbeat: Sendable, Codable, Equatable {
     public var hostCPU: HostCPUUsage?
     /// The host's desktop contexts (absent from an agent that keeps none of its own).
     public var contexts: HostContexts?
+    /// The `revision` of the desired state the agent holds: if the host's is still that one, the
+    /// answer says `unchanged` instead of repeating it.
+    public var known: Int?
     public init(
         hostID: HostID, instances: [InstanceReport], console: [ConsoleReport]? = nil,
-        migrations: [MigrationReport]? = nil, hostCPU: HostCPUUsage? = nil, contexts: HostContexts? = nil
+        migrations: [MigrationReport]? = nil, hostCPU: HostCPUUsage? = nil, contexts: HostContexts? = nil,
+        known: Int? = nil
     ) {
+        self.known = known
         self.hostID = hostID
         self.instances = instances
         self.console = console
@@ -289,10 +294,17 @@ public struct DesiredHostState: Sendable, Codable, Equatable {
     /// The host's generation this answer reflects: the agent waits for it to move
     /// (`ControllerLink.watch`) between heartbeats. Absent from controllers without watches.
     public var generation: Int?
+    /// Names this desired state's content; the agent sends it back as `AgentHeartbeat.known`.
+    public var revision: Int?
+    /// True: the desired state is still the one the agent holds (`known`), and the rest of this
+    /// answer is empty. A heartbeat that changes nothing costs no encoding of the host's VMs.
+    public var unchanged: Bool?
     public init(
         vms: [DesiredVM], migrations: [MigrationOrder]? = nil, contextCommands: [ContextCommand]? = nil,
-        contextJournalAck: Int? = nil, generation: Int? = nil
+        contextJournalAck: Int? = nil, generation: Int? = nil, revision: Int? = nil, unchanged: Bool? = nil
     ) {
+        self.revision = revision
+        self.unchanged = unchanged
         self.generation = generation
         self.vms = vms
         self.migrations = migrations

@@ -152,13 +152,22 @@ public final class Agent: Service {
             let console = await consoleReports(for: statuses)
             let migrationReports = state.withLock { Array($0.migrationReports.values) }
             let contextReport = await contexts?.report(statuses: everything)
-            let desired: DesiredHostState
+            var desired: DesiredHostState
+            let held = state.withLock { $0.lastDesired }
             do {
                 desired = try await link.heartbeat(
                     AgentHeartbeat(
                         hostID: hostID, instances: reports, console: console.isEmpty ? nil : console,
                         migrations: migrationReports.isEmpty ? nil : migrationReports, hostCPU: hostCPU,
-                        contexts: contextReport))
+                        contexts: contextReport, known: held?.revision))
+                // Unchanged: what this host should do is still what it holds.
+                if desired.unchanged == true {
+                    guard var held, held.revision == desired.revision else {
+                        throw VireoError(.internal, "the controller answered 'unchanged' to a state this host does not hold")
+                    }
+                    held.generation = desired.generation
+                    desired = held
+                }
             } catch let error as VireoError where error.code == .notFound {
                 // The controller forgot us (new store): register again next round.
                 state.withLock { $0.hostID = nil }

@@ -30,8 +30,15 @@ extension Controller: ControllerLink {
         // Read before the state it describes: a change made in between moves it again.
         let generation = desiredWatch.generation(of: host)
         var desired = model.desiredState(for: host)
-        desired.generation = generation
         takeContexts(heartbeat.contexts, from: host, into: &desired)
+        // Only what changed travels: the same desired state as last time is answered by its
+        // revision alone, which the agent already holds.
+        let revision = sentDesired.revision(of: desired, for: host)
+        desired.generation = generation
+        desired.revision = revision
+        if heartbeat.known == revision {
+            return DesiredHostState(vms: [], generation: generation, revision: revision, unchanged: true)
+        }
         return desired
     }
 

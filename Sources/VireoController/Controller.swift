@@ -54,6 +54,8 @@ public actor Controller {
     let contextDesk = ContextDesk()
     /// A generation per host that agents wait on between heartbeats.
     public nonisolated let desiredWatch = DesiredStateWatch()
+    /// The desired state last sent to each host, by revision.
+    var sentDesired = SentDesiredStates()
 
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,

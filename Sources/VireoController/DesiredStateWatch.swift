@@ -1,4 +1,5 @@
 import Synchronization
+import VireoAPI
 import VireoModel
 
 /// A generation per host that moves whenever what the host should do changes (a VM placed on it,
@@ -147,4 +148,20 @@ public final class DesiredStateWatch: Sendable {
 
     /// Agents waiting now (for tests and the bench).
     public var waiting: Int { state.withLock { $0.waiters.count } }
+}
+
+/// The desired state last sent to each host, named by a revision: a heartbeat from an agent that
+/// holds that revision is answered `unchanged`. Revisions start from a random number, so an agent
+/// never takes a restarted controller's revision for the one it holds.
+struct SentDesiredStates {
+    private var sent: [HostID: (revision: Int, state: DesiredHostState)] = [:]
+    private var next = Int.random(in: 1..<(1 << 40))
+
+    /// The revision of `state` for `host`: the one sent last if `state` equals it, else a new one.
+    mutating func revision(of state: DesiredHostState, for host: HostID) -> Int {
+        if let last = sent[host], last.state == state { return last.revision }
+        next += 1
+        sent[host] = (next, state)
+        return next
+    }
 }

@@ -81,6 +81,32 @@ struct WatchTests {
         #expect(marks().1 == before.1)
     }
 
+    @Test("a heartbeat from an agent holding the current desired state is answered 'unchanged', without its VMs")
+    func unchangedAnswers() async throws {
+        let plane = try await TestControlPlane.make(hosts: ["h1"])
+        let c = plane.controller
+        let h1 = try #require(await c.listHosts().items.first?.id)
+        let vm = try await c.createVM(VMSpec(name: "a", image: "tiny", cpus: 1, memoryMiB: 128))
+        let report = [InstanceReport(id: vm.id, state: .running, generation: vm.generation)]
+        let first = try await c.heartbeat(AgentHeartbeat(hostID: h1, instances: report))
+        #expect(first.vms.map(\.name) == ["a"])
+        #expect(first.unchanged == nil)
+        let revision = try #require(first.revision)
+
+        let again = try await c.heartbeat(AgentHeartbeat(hostID: h1, instances: report, known: revision))
+        #expect(again.unchanged == true)
+        #expect(again.vms.isEmpty)
+        #expect(again.revision == revision)
+        // An agent that does not say what it holds gets it all.
+        #expect(try await c.heartbeat(AgentHeartbeat(hostID: h1, instances: report)).vms.count == 1)
+
+        _ = try await c.stopVM("a")
+        let changed = try await c.heartbeat(AgentHeartbeat(hostID: h1, instances: report, known: revision))
+        #expect(changed.unchanged == nil)
+        #expect(changed.revision != revision)
+        #expect(changed.vms.first?.intent == .stopped)
+    }
+
     @Test("an agent that heartbeats every 30 s starts, stops and deletes VMs at once over HTTP, waiting on the watch")
     func agentOverHTTP() async throws {
         var settings = ControllerSettings.fast
