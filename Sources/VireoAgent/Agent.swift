@@ -217,7 +217,10 @@ public final class Agent: Service {
             // First from the last answer, so a change made since it wakes the loop at once.
             let after = known ?? answered ?? -1
             do {
-                let generation = try await link.watch(host: host, after: after, timeout: interval)
+                // Several heartbeats long: an agent's open watch costs the controller nothing while
+                // it waits, and each one ended only to be asked again is a request for nothing.
+                let wait = min(interval * 6, .milliseconds(AgentWatch.maximumWaitMs - 5_000))
+                let generation = try await link.watch(host: host, after: after, timeout: max(interval, wait))
                 if generation != after { wakeSignal.signal() }
                 known = generation
             } catch {
