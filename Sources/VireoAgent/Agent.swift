@@ -213,7 +213,12 @@ public final class Agent: Service {
         var known: Int?
         while !Task.isCancelled {
             let (host, interval, answered) = state.withLock { ($0.hostID, $0.interval, $0.lastDesired?.generation) }
-            guard let host else { return }
+            guard let host else {
+                // Registering again (the controller forgot this host): the next answer names it.
+                known = nil
+                try? await Task.sleep(for: interval)
+                continue
+            }
             // First from the last answer, so a change made since it wakes the loop at once.
             let after = known ?? answered ?? -1
             do {
