@@ -9,6 +9,7 @@ import VireoClient
 import VireoDriverSimulated
 import VireoModel
 import VireoProcess
+import VireoTelemetry
 
 /// Result of `vireo bench cluster`.
 struct ClusterBenchResult: Codable {
@@ -191,12 +192,8 @@ struct BenchCluster: AsyncParsableCommand {
         var seq = try await api.events(after: 0).last?.seq ?? 0
         var asked: [String: Date] = [:]
         var ran: [String: Date] = [:]
-        for p in 0..<probes {
-            let due = windowStart + .seconds(steady * Double(p) / Double(probes))
-            try await Self.sleep(until: due)
-            let name = names[bulk + p]
-            asked[name] = Date()
-            _ = try await api.createVM(["name": .string(name), "image": .string("tiny"), "memory": .string("64MiB")])
+        /// Notes when each probe VM was recorded running, from the events since the last look.
+        func readEvents() async throws {
             for event in try await api.events(after: seq) {
                 seq = event.seq
                 if event.kind == .vmState, event.to == VMState.running.rawValue, asked[event.name] != nil {
@@ -204,18 +201,21 @@ struct BenchCluster: AsyncParsableCommand {
                 }
             }
         }
+        for p in 0..<probes {
+            let due = windowStart + .seconds(steady * Double(p) / Double(probes))
+            try await Self.sleep(until: due)
+            let name = names[bulk + p]
+            asked[name] = Date()
+            _ = try await api.createVM(["name": .string(name), "image": .string("tiny"), "memory": .string("64MiB")])
+            try await readEvents()
+        }
         try await Self.sleep(until: windowStart + .seconds(steady))
         let window = (ContinuousClock.now - windowStart).secondsValue
         let cpuAfter = try controller.cpuSeconds()
         let memory = try controller.memory()
         let latencies = book.stopWindow()
         try await benchWait("every probe VM running", within: 60, every: .milliseconds(100)) {
-            for event in try await api.events(after: seq) {
-                seq = event.seq
-                if event.kind == .vmState, event.to == VMState.running.rawValue, asked[event.name] != nil {
-                    ran[event.name] = event.time
-                }
-            }
+            try await readEvents()
             return ran.count == asked.count
         }
         let toRunning = asked.compactMap { name, at in ran[name].map { $0.timeIntervalSince(at) * 1000 } }.sorted()
@@ -365,12 +365,9 @@ struct BenchController {
 
     /// A `vireo_hosts` or `vireo_vms` gauge's value for one state, from `/metrics`.
     func gauge(_ name: String, state: String) async throws -> Int {
-        let text = try await client.metrics()
-        let prefix = "\(name){state=\"\(state)\"} "
-        for line in text.split(separator: "\n") where line.hasPrefix(prefix) {
-            return Int(Double(line.dropFirst(prefix.count).trimmingCharacters(in: .whitespaces)) ?? -1)
-        }
-        return 0
+        let families = try PrometheusText.parse(try await client.metrics())
+        let sample = families.first { $0.name == name }?.samples.first { $0.label("state") == state }
+        return Int(sample?.value ?? 0)
     }
 
     /// User and system CPU time the process has used, seconds.
