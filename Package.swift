@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         // Value types only: IDs, hosts, VM specs and their state machine, the image catalogue,
@@ -128,6 +129,17 @@ let package = Package(
             name: "VireoStore",
             dependencies: ["VireoModel", .product(name: "GRDB", package: "GRDB.swift")]
         ),
+        // The store of a highly available control plane: PostgreSQL through postgres-nio, passing
+        // the same conformance suite; and a private PostgreSQL server for tests and benchmarks.
+        .target(
+            name: "VireoStorePostgres",
+            dependencies: [
+                "VireoModel", "VireoStore", "VireoProcess",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // DTOs shared by server and client, manifest parsing, the OpenAPI document (Embedded/).
         .target(
             name: "VireoAPI",
@@ -193,7 +205,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoDriverLibvirt", "VireoStore", "VireoImage",
-                "VireoPlacement",
+                "VireoPlacement", "VireoStorePostgres",
                 "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess", "VireoSecurity",
                 "VireoTunnel", "VireoBrowser",
                 .product(name: "Subprocess", package: "swift-subprocess"),
@@ -210,7 +222,7 @@ let package = Package(
             dependencies: [
                 "VireoModel", "VireoAPI", "VireoClient", "VireoController", "VireoHTTP", "VireoAgent",
                 "VireoDriver", "VireoDriverSimulated", "VireoDriverQEMU", "VireoDriverLibvirt", "VireoStore", "VireoImage",
-                "VireoPlacement",
+                "VireoPlacement", "VireoStorePostgres",
                 "VireoTestbed", "VireoTelemetry", "VireoTelemetryStore", "VireoSim", "VireoProcess", "VireoSecurity",
                 "VireoTunnel", "VireoBrowser",
                 .product(name: "X509", package: "swift-certificates"),

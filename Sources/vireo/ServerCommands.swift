@@ -17,6 +17,7 @@ import VireoHTTP
 import VireoModel
 import VireoSecurity
 import VireoStore
+import VireoStorePostgres
 import VireoTelemetry
 import VireoTelemetryStore
 
@@ -27,6 +28,15 @@ struct ServeOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Address and port to listen on. Beyond loopback, tokens are required.", valueName: "addr:port"))
     var listen: String = "127.0.0.1:7480"
+
+    @Option(
+        help: ArgumentHelp(
+            "Where the cluster's records are kept: sqlite (<data-dir>/vireo.db) or a PostgreSQL database, "
+                + "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require] (the password "
+                + "may come from PGPASSWORD instead). The schema is created or migrated on start. Telemetry and "
+                + "the usage history stay in <data-dir>.",
+            valueName: "sqlite|url"))
+    var store: String = "sqlite"
 
     @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error.", valueName: "level"))
     var logLevel: String = "info"
@@ -95,6 +105,26 @@ struct ServeOptions: ParsableArguments {
                 field: "--host-timeout", value: "'\(hostTimeout ?? "")'",
                 "must be longer than the heartbeat (\(heartbeat)): hosts would be unreachable between heartbeats")
         }
+    }
+
+    /// Where `--store` says the records are; checked before anything is opened.
+    func storeLocation() throws -> PostgresLocation? {
+        if store == "sqlite" { return nil }
+        guard PostgresLocation.isURL(store) else {
+            throw VireoError.invalid(
+                field: "--store", value: "'\(PostgresLocation.redacted(store))'", "expected sqlite or a postgres:// URL")
+        }
+        var location = try PostgresLocation(url: store)
+        if location.password == nil { location.password = ProcessInfo.processInfo.environment["PGPASSWORD"] }
+        return location
+    }
+
+    /// Opens the store `--store` names (`location`: from `storeLocation()`).
+    func openStore(_ location: PostgresLocation?, logger: Logger) async throws -> any ClusterStore {
+        guard let location else { return try SQLiteStore(path: dataDir + "/vireo.db") }
+        var postgresLogger = Logger(label: "vireo.postgres")
+        postgresLogger.logLevel = max(logger.logLevel, .warning)
+        return try await PostgresStore.open(location, logger: postgresLogger)
     }
 
     /// `$XDG_DATA_HOME/vireo`, else `/var/lib/vireo` for root (QEMU runs as other uids, which
@@ -175,6 +205,7 @@ struct ControlPlane {
             settings.rebalance = RebalanceSettings(policy: name)
         }
         try options.timing(into: &settings)
+        let storeLocation = try options.storeLocation()
         try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
         switch options.migrationTLS.lowercased() {
         case "on": settings.migrationAuthority = try MigrationAuthority(directory: options.dataDir + "/migration-ca")
@@ -182,7 +213,7 @@ struct ControlPlane {
         default: throw VireoError.invalid(field: "--migration-tls", value: "'\(options.migrationTLS)'", "expected on or off")
         }
         let registry = PrometheusCollectorRegistry()
-        let store = try SQLiteStore(path: options.dataDir + "/vireo.db")
+        let store = try await options.openStore(storeLocation, logger: logger)
         let controller = try await Controller.open(
             store: store, settings: settings, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry),
             telemetry: TelemetryEngine(store: SeriesStore(path: options.dataDir + "/telemetry.db")),

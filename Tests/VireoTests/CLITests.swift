@@ -350,6 +350,15 @@ struct CLITests {
         #expect(
             badTimeout.status == 2 && badTimeout.stderr.contains("--host-timeout") && badTimeout.stderr.contains("10s"),
             "\(badTimeout.stderr)")
+        // And the store's: a URL that is not one, a bad parameter, with the password never shown.
+        for (store, says) in [
+            ("mysql://db/vireo", "expected sqlite or a postgres:// URL"), ("postgres://u:pw@db/x?pool=2", "pool"),
+        ] {
+            let badStore = try await vireo(["controller", "--data-dir", unopened, "--store", store])
+            #expect(
+                badStore.status == 2 && badStore.stderr.contains("--store") && badStore.stderr.contains(says)
+                    && !badStore.stderr.contains("pw"), "\(badStore.stderr)")
+        }
         #expect(!FileManager.default.fileExists(atPath: unopened))
         let help = try await vireo(["vm", "create", "--help"])
         #expect(help.status == 0)

@@ -3,13 +3,13 @@ import Testing
 import VireoModel
 import VireoStore
 
-/// A store under test. The PostgreSQL store joins this list when it lands.
+/// An SQLite store under test (the PostgreSQL store's suite makes its own, one database a test).
 struct StoreFixture: Sendable, CustomTestStringConvertible {
     let name: String
     let make: @Sendable () throws -> any ClusterStore
     var testDescription: String { name }
 
-    static let all: [StoreFixture] = [
+    static let sqlite: [StoreFixture] = [
         StoreFixture(name: "sqlite-memory") { try SQLiteStore() },
         StoreFixture(name: "sqlite-file") { try SQLiteStore(path: temporaryDirectory() + "/vireo.db") },
     ]
@@ -36,168 +36,193 @@ func sampleHost(_ name: String) -> HostRecord {
         address: nil, registeredAt: t, lastHeartbeatAt: t, stateChangedAt: t)
 }
 
+/// What every store must do, each check run against every store: the SQLite ones here, the
+/// PostgreSQL one in `PostgresStoreTests`.
+struct StoreCheck: Sendable, CustomTestStringConvertible {
+    let name: String
+    let run: @Sendable (any ClusterStore) async throws -> Void
+    var testDescription: String { name }
+
+    init(_ name: String, _ run: @escaping @Sendable (any ClusterStore) async throws -> Void) {
+        self.name = name
+        self.run = run
+    }
+
+    static let all: [StoreCheck] = [
+        StoreCheck("records round-trip exactly") { store in
+            let host = sampleHost("h1")
+            var vm = sampleVM("a", host: host.id, state: .scheduled)
+            vm.placement = PlacementExplanation(
+                chosenHost: "h1", decidedAt: vm.createdAt,
+                verdicts: [
+                    HostVerdict(
+                        hostID: host.id, hostName: "h1", score: HostScore(cpuFreeAfter: 0.5, memoryFreeAfter: 0.25, total: 0.3))
+                ])
+            vm.address = "127.0.0.1:40419"
+            try await store.upsertHost(host)
+            try await store.insertVM(vm)
+            let loaded = try await store.load()
+            #expect(loaded.hosts == [host])
+            #expect(loaded.vms == [vm])
+        },
+        StoreCheck("a duplicate name is a conflict and leaves the stored VM untouched") { store in
+            let original = sampleVM("a")
+            try await store.insertVM(original)
+            var duplicate = sampleVM("a")
+            duplicate.spec.cpus = 8
+            let error = await #expect(throws: VireoError.self) { try await store.insertVM(duplicate) }
+            #expect(error?.code == .conflict)
+            #expect(try await store.load().vms == [original])
+        },
+        StoreCheck("a batch is all or nothing") { store in
+            var a = sampleVM("a")
+            try await store.insertVM(a)
+            a.state = .failed
+            let missing = sampleVM("ghost")
+            let error = await #expect(throws: VireoError.self) {
+                try await store.commit(StoreBatch(updatedVMs: [a, missing], hosts: [sampleHost("h")]))
+            }
+            #expect(error?.code == .notFound)
+            let loaded = try await store.load()
+            #expect(loaded.vms.first?.state == .pending)
+            #expect(loaded.hosts.isEmpty)
+        },
+        StoreCheck("updates and deletes of unknown VMs are not found") { store in
+            await #expect(throws: VireoError.self) { try await store.updateVM(sampleVM("x")) }
+            await #expect(throws: VireoError.self) { try await store.deleteVM(VMID("x")) }
+        },
+        StoreCheck("a host re-registered under the same ID is replaced, not duplicated") { store in
+            var host = sampleHost("h")
+            try await store.upsertHost(host)
+            host.state = .unreachable
+            try await store.upsertHost(host)
+            #expect(try await store.load().hosts == [host])
+        },
+        StoreCheck("console output is kept trimmed per VM and goes with its VM") { store in
+            let a = sampleVM("a")
+            let b = sampleVM("b")
+            try await store.insertVM(a)
+            try await store.insertVM(b)
+            #expect(try await store.consoleTail(of: a.id) == nil)
+            let ghost = VMID.generate()
+            let offsets = try await store.appendConsole(
+                [a.id: ConsoleChunk(offset: 0, next: 6, text: "hello\n"), ghost: ConsoleChunk(offset: 0, next: 1, text: "x")],
+                retaining: 8)
+            #expect(offsets == [a.id: 6], "output of a VM that does not exist is dropped")
+            _ = try await store.appendConsole([a.id: ConsoleChunk(offset: 6, next: 12, text: "world\n")], retaining: 8)
+            #expect(try await store.consoleTail(of: a.id) == ConsoleTail(text: "o\nworld\n", next: 12, written: 12))
+            _ = try await store.appendConsole([b.id: ConsoleChunk(offset: 0, next: 3, text: "b!\n")], retaining: 8)
+            #expect(try await store.consoleOffsets() == [a.id: 12, b.id: 3])
+            try await store.deleteVM(a.id)
+            #expect(try await store.consoleTail(of: a.id) == nil)
+            #expect(try await store.consoleOffsets() == [b.id: 3])
+        },
+        StoreCheck("history is read newest first, and a recent load keeps what is open plus the newest") { store in
+            let a = sampleVM("a")
+            let b = sampleVM("b")
+            let (h1, h2) = (sampleHost("h1"), sampleHost("h2"))
+            try await store.commit(StoreBatch(insertedVMs: [a, b], hosts: [h1, h2]))
+            let t0 = Date(timeIntervalSince1970: 1_700_000_000)
+            var migrations: [Migration] = []
+            for i in 0..<30 {
+                var m = Migration(
+                    vmID: i % 2 == 0 ? a.id : b.id, vmName: i % 2 == 0 ? "a" : "b", source: h1.id, destination: h2.id,
+                    reason: "test \(i)", requestedAt: t0.addingTimeInterval(Double(i)))
+                // The oldest one is still running: a recent load keeps it whatever its age.
+                m.state = i == 0 ? .running : .completed
+                migrations.append(m)
+            }
+            let plans = (0..<12).map { i in
+                Plan(
+                    id: "p\(i)", policy: "slo", trigger: .manual, state: .completed, createdAt: t0.addingTimeInterval(Double(i)),
+                    actions: [], considered: [], notes: [])
+            }
+            try await store.commit(StoreBatch(migrations: migrations, plans: plans))
+
+            let recent = try await store.load(recent: 5)
+            #expect(recent.migrations.map(\.reason) == ["test 0", "test 25", "test 26", "test 27", "test 28", "test 29"])
+            #expect(recent.plans.map(\.id) == ["p7", "p8", "p9", "p10", "p11"])
+            #expect(try await store.load().migrations.count == 30)
+
+            #expect(try await store.migrations(of: nil, limit: 3).map(\.reason) == ["test 29", "test 28", "test 27"])
+            #expect(try await store.migrations(of: b.id, limit: 2).map(\.reason) == ["test 29", "test 27"])
+            #expect(try await store.migration(migrations[3].id) == migrations[3])
+            #expect(try await store.migration(MigrationID("nope")) == nil)
+            #expect(try await store.plans(limit: 2).map(\.id) == ["p11", "p10"])
+            #expect(try await store.plan("p3") == plans[3])
+            #expect(try await store.plan("nope") == nil)
+        },
+        StoreCheck("migrations and plans of a time window are read oldest first, the window's end excluded") { store in
+            let a = sampleVM("a")
+            let (h1, h2) = (sampleHost("h1"), sampleHost("h2"))
+            try await store.commit(StoreBatch(insertedVMs: [a], hosts: [h1, h2]))
+            let t0 = Date(timeIntervalSince1970: 1_700_000_000)
+            // Stored newest first, so the order read back is the query's, not the insertion's.
+            let migrations = (0..<10).reversed().map { i in
+                Migration(
+                    vmID: a.id, vmName: "a", source: h1.id, destination: h2.id, reason: "move \(i)",
+                    requestedAt: t0.addingTimeInterval(Double(i) * 60))
+            }
+            let plans = (0..<10).reversed().map { i in
+                Plan(
+                    id: "p\(i)", policy: "slo", trigger: .automatic, state: .completed,
+                    createdAt: t0.addingTimeInterval(Double(i) * 60), actions: [], considered: [], notes: [])
+            }
+            try await store.commit(StoreBatch(migrations: migrations, plans: plans))
+            let from = t0.addingTimeInterval(120)
+            let to = t0.addingTimeInterval(300)
+            #expect(try await store.migrations(requestedFrom: from, to: to).map(\.reason) == ["move 2", "move 3", "move 4"])
+            #expect(try await store.plans(createdFrom: from, to: to).map(\.id) == ["p2", "p3", "p4"])
+            #expect(try await store.migrations(requestedFrom: to, to: to).isEmpty)
+            #expect(try await store.plans(createdFrom: t0.addingTimeInterval(-600), to: t0).isEmpty)
+            let found = try await store.migrations(requestedFrom: from, to: to)
+            #expect(found.first == migrations.first { $0.reason == "move 2" }, "the whole record")
+        },
+        StoreCheck("10,000 VMs are stored and loaded without loss") { store in
+            for i in 0..<10_000 { try await store.insertVM(sampleVM("vm-\(i)")) }
+            let loaded = try await store.load()
+            #expect(loaded.vms.count == 10_000)
+            #expect(Set(loaded.vms.map(\.name)).count == 10_000)
+        },
+        StoreCheck("applications and settings are replaced by name; an unknown one is not found") { store in
+            let t = Date(timeIntervalSince1970: 1_700_000_000)
+            var shop = AppRecord(spec: ApplicationSpec(name: "shop"), createdAt: t, updatedAt: t)
+            let blog = AppRecord(spec: ApplicationSpec(name: "blog"), createdAt: t, updatedAt: t)
+            try await store.commit(StoreBatch(apps: [shop, blog], rebalance: RebalanceSettings(policy: "slo")))
+            shop.generation = 2
+            try await store.commit(StoreBatch(apps: [shop], rebalance: RebalanceSettings(policy: nil, intervalSeconds: 5)))
+            var loaded = try await store.load()
+            #expect(loaded.apps == [blog, shop], "ordered by name, the newest of each")
+            #expect(loaded.rebalance == RebalanceSettings(policy: nil, intervalSeconds: 5))
+            let error = await #expect(throws: VireoError.self) {
+                try await store.commit(StoreBatch(deletedApps: ["blog", "nope"]))
+            }
+            #expect(error?.code == .notFound)
+            #expect(try await store.load().apps == [blog, shop], "the batch is undone: blog is still there")
+            try await store.commit(StoreBatch(deletedApps: ["blog"]))
+            loaded = try await store.load()
+            #expect(loaded.apps == [shop])
+        },
+        StoreCheck("a second host with a taken name is a conflict, and nothing of its batch is written") { store in
+            let first = sampleHost("h")
+            try await store.upsertHost(first)
+            let vm = sampleVM("a")
+            let error = await #expect(throws: VireoError.self) {
+                try await store.commit(StoreBatch(insertedVMs: [vm], hosts: [sampleHost("h")]))
+            }
+            #expect(error?.code == .conflict)
+            let loaded = try await store.load()
+            #expect(loaded.hosts == [first])
+            #expect(loaded.vms.isEmpty)
+        },
+    ]
+}
+
 @Suite("Store conformance")
 struct StoreConformanceTests {
-    @Test("records round-trip exactly", arguments: StoreFixture.all)
-    func roundTrip(fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        let host = sampleHost("h1")
-        var vm = sampleVM("a", host: host.id, state: .scheduled)
-        vm.placement = PlacementExplanation(
-            chosenHost: "h1", decidedAt: vm.createdAt,
-            verdicts: [
-                HostVerdict(
-                    hostID: host.id, hostName: "h1", score: HostScore(cpuFreeAfter: 0.5, memoryFreeAfter: 0.25, total: 0.3))
-            ])
-        vm.address = "127.0.0.1:40419"
-        try await store.upsertHost(host)
-        try await store.insertVM(vm)
-        let loaded = try await store.load()
-        #expect(loaded.hosts == [host])
-        #expect(loaded.vms == [vm])
-    }
-
-    @Test("a duplicate name is a conflict and leaves the stored VM untouched", arguments: StoreFixture.all)
-    func duplicateName(fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        let original = sampleVM("a")
-        try await store.insertVM(original)
-        var duplicate = sampleVM("a")
-        duplicate.spec.cpus = 8
-        let error = await #expect(throws: VireoError.self) { try await store.insertVM(duplicate) }
-        #expect(error?.code == .conflict)
-        #expect(try await store.load().vms == [original])
-    }
-
-    @Test("a batch is all or nothing", arguments: StoreFixture.all)
-    func atomicBatch(fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        var a = sampleVM("a")
-        try await store.insertVM(a)
-        a.state = .failed
-        let missing = sampleVM("ghost")
-        let error = await #expect(throws: VireoError.self) {
-            try await store.commit(StoreBatch(updatedVMs: [a, missing], hosts: [sampleHost("h")]))
-        }
-        #expect(error?.code == .notFound)
-        let loaded = try await store.load()
-        #expect(loaded.vms.first?.state == .pending)
-        #expect(loaded.hosts.isEmpty)
-    }
-
-    @Test("updates and deletes of unknown VMs are not found", arguments: StoreFixture.all)
-    func unknown(fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        await #expect(throws: VireoError.self) { try await store.updateVM(sampleVM("x")) }
-        await #expect(throws: VireoError.self) { try await store.deleteVM(VMID("x")) }
-    }
-
-    @Test("a host re-registered under the same ID is replaced, not duplicated", arguments: StoreFixture.all)
-    func hostUpsert(fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        var host = sampleHost("h")
-        try await store.upsertHost(host)
-        host.state = .unreachable
-        try await store.upsertHost(host)
-        #expect(try await store.load().hosts == [host])
-    }
-
-    @Test("console output is kept trimmed per VM and goes with its VM", arguments: StoreFixture.all)
-    func console(fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        let a = sampleVM("a")
-        let b = sampleVM("b")
-        try await store.insertVM(a)
-        try await store.insertVM(b)
-        #expect(try await store.consoleTail(of: a.id) == nil)
-        let ghost = VMID.generate()
-        let offsets = try await store.appendConsole(
-            [a.id: ConsoleChunk(offset: 0, next: 6, text: "hello\n"), ghost: ConsoleChunk(offset: 0, next: 1, text: "x")],
-            retaining: 8)
-        #expect(offsets == [a.id: 6], "output of a VM that does not exist is dropped")
-        _ = try await store.appendConsole([a.id: ConsoleChunk(offset: 6, next: 12, text: "world\n")], retaining: 8)
-        #expect(try await store.consoleTail(of: a.id) == ConsoleTail(text: "o\nworld\n", next: 12, written: 12))
-        _ = try await store.appendConsole([b.id: ConsoleChunk(offset: 0, next: 3, text: "b!\n")], retaining: 8)
-        #expect(try await store.consoleOffsets() == [a.id: 12, b.id: 3])
-        try await store.deleteVM(a.id)
-        #expect(try await store.consoleTail(of: a.id) == nil)
-        #expect(try await store.consoleOffsets() == [b.id: 3])
-    }
-
-    @Test("history is read newest first, and a recent load keeps what is open plus the newest", arguments: StoreFixture.all)
-    func history(_ fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        let a = sampleVM("a")
-        let b = sampleVM("b")
-        let (h1, h2) = (sampleHost("h1"), sampleHost("h2"))
-        try await store.commit(StoreBatch(insertedVMs: [a, b], hosts: [h1, h2]))
-        let t0 = Date(timeIntervalSince1970: 1_700_000_000)
-        var migrations: [Migration] = []
-        for i in 0..<30 {
-            var m = Migration(
-                vmID: i % 2 == 0 ? a.id : b.id, vmName: i % 2 == 0 ? "a" : "b", source: h1.id, destination: h2.id,
-                reason: "test \(i)", requestedAt: t0.addingTimeInterval(Double(i)))
-            // The oldest one is still running: a recent load keeps it whatever its age.
-            m.state = i == 0 ? .running : .completed
-            migrations.append(m)
-        }
-        let plans = (0..<12).map { i in
-            Plan(
-                id: "p\(i)", policy: "slo", trigger: .manual, state: .completed, createdAt: t0.addingTimeInterval(Double(i)),
-                actions: [], considered: [], notes: [])
-        }
-        try await store.commit(StoreBatch(migrations: migrations, plans: plans))
-
-        let recent = try await store.load(recent: 5)
-        #expect(recent.migrations.map(\.reason) == ["test 0", "test 25", "test 26", "test 27", "test 28", "test 29"])
-        #expect(recent.plans.map(\.id) == ["p7", "p8", "p9", "p10", "p11"])
-        #expect(try await store.load().migrations.count == 30)
-
-        #expect(try await store.migrations(of: nil, limit: 3).map(\.reason) == ["test 29", "test 28", "test 27"])
-        #expect(try await store.migrations(of: b.id, limit: 2).map(\.reason) == ["test 29", "test 27"])
-        #expect(try await store.migration(migrations[3].id) == migrations[3])
-        #expect(try await store.migration(MigrationID("nope")) == nil)
-        #expect(try await store.plans(limit: 2).map(\.id) == ["p11", "p10"])
-        #expect(try await store.plan("p3") == plans[3])
-        #expect(try await store.plan("nope") == nil)
-    }
-
-    @Test("migrations and plans of a time window are read oldest first, the window's end excluded", arguments: StoreFixture.all)
-    func window(_ fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        let a = sampleVM("a")
-        let (h1, h2) = (sampleHost("h1"), sampleHost("h2"))
-        try await store.commit(StoreBatch(insertedVMs: [a], hosts: [h1, h2]))
-        let t0 = Date(timeIntervalSince1970: 1_700_000_000)
-        // Stored newest first, so the order read back is the query's, not the insertion's.
-        let migrations = (0..<10).reversed().map { i in
-            Migration(
-                vmID: a.id, vmName: "a", source: h1.id, destination: h2.id, reason: "move \(i)",
-                requestedAt: t0.addingTimeInterval(Double(i) * 60))
-        }
-        let plans = (0..<10).reversed().map { i in
-            Plan(
-                id: "p\(i)", policy: "slo", trigger: .automatic, state: .completed,
-                createdAt: t0.addingTimeInterval(Double(i) * 60), actions: [], considered: [], notes: [])
-        }
-        try await store.commit(StoreBatch(migrations: migrations, plans: plans))
-        let from = t0.addingTimeInterval(120)
-        let to = t0.addingTimeInterval(300)
-        #expect(try await store.migrations(requestedFrom: from, to: to).map(\.reason) == ["move 2", "move 3", "move 4"])
-        #expect(try await store.plans(createdFrom: from, to: to).map(\.id) == ["p2", "p3", "p4"])
-        #expect(try await store.migrations(requestedFrom: to, to: to).isEmpty)
-        #expect(try await store.plans(createdFrom: t0.addingTimeInterval(-600), to: t0).isEmpty)
-        let found = try await store.migrations(requestedFrom: from, to: to)
-        #expect(found.first == migrations.first { $0.reason == "move 2" }, "the whole record")
-    }
-
-    @Test("10,000 VMs are stored and loaded without loss", arguments: StoreFixture.all)
-    func many(fixture: StoreFixture) async throws {
-        let store = try fixture.make()
-        for i in 0..<10_000 { try await store.insertVM(sampleVM("vm-\(i)")) }
-        let loaded = try await store.load()
-        #expect(loaded.vms.count == 10_000)
-        #expect(Set(loaded.vms.map(\.name)).count == 10_000)
+    @Test("every store check on SQLite", arguments: StoreFixture.sqlite, StoreCheck.all)
+    func sqlite(fixture: StoreFixture, check: StoreCheck) async throws {
+        try await check.run(try fixture.make())
     }
 }
 

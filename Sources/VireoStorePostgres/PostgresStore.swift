@@ -1,0 +1,468 @@
+import Foundation
+import Logging
+import NIOSSL
+import PostgresNIO
+import VireoModel
+import VireoStore
+
+/// The store of a control plane that outlives one machine: PostgreSQL through postgres-nio.
+///
+/// The same tables as `SQLiteStore`: records are JSON documents (`jsonb`, so an operator can query
+/// them with `->>`) beside the columns that need indexes or uniqueness. The schema is migrated on
+/// open, under an advisory lock, so controllers starting together on one database migrate it
+/// once. Every write is one transaction.
+public final class PostgresStore: ClusterStore {
+    public let location: PostgresLocation
+    private let client: PostgresClient
+    private let running: Task<Void, Never>
+    private let started: AsyncStream<Void>
+    private let logger: Logger
+    private let encoder = JSONEncoder()
+    private let decoder = JSONDecoder()
+
+    /// Connects to `location` (a pool of at most `connections`), creates or migrates the schema,
+    /// and returns once the database answered.
+    public static func open(
+        _ location: PostgresLocation, connections: Int = 8, logger: Logger = Logger(label: "vireo.postgres")
+    ) async throws -> PostgresStore {
+        try await probe(location, logger: logger)
+        let store = PostgresStore(location, connections: connections, logger: logger)
+        // The pool serves leases once its run() is under way (else it warns that it has not been
+        // started): wait for the task to begin it.
+        await store.started.first { _ in true }
+        do {
+            try await store.migrate()
+        } catch {
+            store.close()
+            throw error
+        }
+        return store
+    }
+
+    private init(_ location: PostgresLocation, connections: Int, logger: Logger) {
+        self.location = location
+        self.logger = logger
+        let tls: PostgresClient.Configuration.TLS =
+            switch location.tls {
+            case .disable: .disable
+            case .prefer: .prefer(.makeClientConfiguration())
+            case .require: .require(.makeClientConfiguration())
+            }
+        var configuration =
+            if let socket = location.socketDirectory {
+                PostgresClient.Configuration(
+                    unixSocketPath: "\(socket)/.s.PGSQL.\(location.port)", username: location.user,
+                    password: location.password, database: location.database)
+            } else {
+                PostgresClient.Configuration(
+                    host: location.host, port: location.port, username: location.user, password: location.password,
+                    database: location.database, tls: tls)
+            }
+        configuration.options.maximumConnections = max(1, connections)
+        configuration.options.connectTimeout = .seconds(5)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.client = client
+        let (started, begun) = AsyncStream.makeStream(of: Void.self)
+        self.started = started
+        running = Task {
+            begun.finish()
+            await client.run()
+        }
+    }
+
+    deinit { running.cancel() }
+
+    /// One connection, opened and closed: a server that is not there, or refuses these
+    /// credentials or this database, is an error now rather than a pool that retries for a minute.
+    private static func probe(_ location: PostgresLocation, logger: Logger) async throws {
+        var configuration: PostgresConnection.Configuration
+        if let socket = location.socketDirectory {
+            configuration = PostgresConnection.Configuration(
+                unixSocketPath: "\(socket)/.s.PGSQL.\(location.port)", username: location.user, password: location.password,
+                database: location.database)
+        } else {
+            let tls: PostgresConnection.Configuration.TLS =
+                switch location.tls {
+                case .disable: .disable
+                case .prefer: .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+                case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+                }
+            configuration = PostgresConnection.Configuration(
+                host: location.host, port: location.port, username: location.user, password: location.password,
+                database: location.database, tls: tls)
+        }
+        configuration.options.connectTimeout = .seconds(5)
+        do {
+            let connection = try await PostgresConnection.connect(
+                on: PostgresClient.defaultEventLoopGroup.next(), configuration: configuration, id: 0, logger: logger)
+            try await connection.close()
+        } catch {
+            throw unavailable(error, location)
+        }
+    }
+
+    /// Closes the pool; later calls fail.
+    public func close() { running.cancel() }
+
+    // MARK: Schema
+
+    /// The schema's changes in order, each a name and its statements: the same steps, under the
+    /// same names, as the SQLite store's.
+    static let migrations: [(name: String, statements: [String])] = [
+        (
+            "v1: hosts and vms",
+            [
+                "CREATE TABLE hosts (id text PRIMARY KEY, name text NOT NULL UNIQUE, body jsonb NOT NULL)",
+                """
+                CREATE TABLE vms (id text PRIMARY KEY, name text NOT NULL UNIQUE, host_id text, state text NOT NULL,
+                    body jsonb NOT NULL)
+                """,
+                "CREATE INDEX vms_host_id ON vms (host_id)",
+            ]
+        ),
+        (
+            "v2: console output",
+            [
+                """
+                CREATE TABLE consoles (vm_id text PRIMARY KEY REFERENCES vms (id) ON DELETE CASCADE,
+                    next bigint NOT NULL, written bigint NOT NULL, text bytea NOT NULL)
+                """
+            ]
+        ),
+        (
+            "v3: migrations",
+            [
+                """
+                CREATE TABLE migrations (id text PRIMARY KEY, vm_id text NOT NULL, state text NOT NULL,
+                    requested_at double precision NOT NULL, body jsonb NOT NULL)
+                """,
+                "CREATE INDEX migrations_vm_id ON migrations (vm_id)",
+            ]
+        ),
+        ("v4: applications", ["CREATE TABLE apps (name text PRIMARY KEY, body jsonb NOT NULL)"]),
+        (
+            "v5: rebalancing plans and settings",
+            [
+                "CREATE TABLE plans (id text PRIMARY KEY, created_at double precision NOT NULL, body jsonb NOT NULL)",
+                "CREATE INDEX plans_created_at ON plans (created_at)",
+                "CREATE TABLE settings (key text PRIMARY KEY, body jsonb NOT NULL)",
+            ]
+        ),
+        ("v6: migrations by request time", ["CREATE INDEX migrations_requested_at ON migrations (requested_at)"]),
+    ]
+
+    /// Any number for `pg_advisory_xact_lock`, the same in every Vireo: "vireo" in ASCII.
+    static let schemaLock: Int64 = 0x76_69_72_65_6f
+
+    private func migrate() async throws {
+        try await transaction { c in
+            try await c.query("SELECT pg_advisory_xact_lock(\(Self.schemaLock))", logger: self.logger)
+            try await c.query(
+                "CREATE TABLE IF NOT EXISTS vireo_schema (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                logger: self.logger)
+            var applied: Set<String> = []
+            for try await name in try await c.query("SELECT name FROM vireo_schema", logger: self.logger).decode(String.self) {
+                applied.insert(name)
+            }
+            let unknown = applied.subtracting(Self.migrations.map(\.name))
+            guard unknown.isEmpty else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "the database \(self.location) has schema changes this Vireo does not know "
+                        + "(\(unknown.sorted().joined(separator: ", "))): a newer Vireo wrote it")
+            }
+            for (name, statements) in Self.migrations where !applied.contains(name) {
+                for statement in statements { try await c.query(PostgresQuery(unsafeSQL: statement), logger: self.logger) }
+                try await c.query("INSERT INTO vireo_schema (name) VALUES (\(name))", logger: self.logger)
+            }
+        }
+    }
+
+    /// Names of the schema changes applied, oldest first.
+    public func appliedMigrations() async throws -> [String] {
+        try await rows("SELECT name FROM vireo_schema ORDER BY applied_at, name", String.self)
+    }
+
+    // MARK: Reading
+
+    public func load(recent: Int) async throws -> StoredCluster {
+        // LIMIT NULL is no limit.
+        let limit: Int? = recent == .max ? nil : recent
+        return try await connection { c in
+            StoredCluster(
+                hosts: try await self.documents(c, "SELECT body::text FROM hosts ORDER BY name"),
+                vms: try await self.documents(c, "SELECT body::text FROM vms ORDER BY name"),
+                migrations: try await self.documents(
+                    c,
+                    """
+                    SELECT body::text FROM migrations
+                    WHERE state NOT IN ('completed', 'failed')
+                        OR id IN (SELECT id FROM migrations ORDER BY requested_at DESC, id DESC LIMIT \(limit))
+                    ORDER BY requested_at, id
+                    """),
+                apps: try await self.documents(c, "SELECT body::text FROM apps ORDER BY name"),
+                plans: try await self.documents(
+                    c,
+                    """
+                    SELECT body::text FROM (SELECT body, created_at, id FROM plans ORDER BY created_at DESC, id DESC
+                        LIMIT \(limit)) AS newest ORDER BY created_at, id
+                    """),
+                rebalance: (try await self.documents(c, "SELECT body::text FROM settings WHERE key = 'rebalance'")
+                    as [RebalanceSettings]).first)
+        }
+    }
+
+    public func migrations(of vm: VMID?, limit: Int) async throws -> [Migration] {
+        if let vm {
+            return try await documents(
+                "SELECT body::text FROM migrations WHERE vm_id = \(vm.rawValue) ORDER BY requested_at DESC, id DESC LIMIT \(limit)"
+            )
+        }
+        return try await documents("SELECT body::text FROM migrations ORDER BY requested_at DESC, id DESC LIMIT \(limit)")
+    }
+
+    public func migration(_ id: MigrationID) async throws -> Migration? {
+        (try await documents("SELECT body::text FROM migrations WHERE id = \(id.rawValue)") as [Migration]).first
+    }
+
+    public func migrations(requestedFrom from: Date, to: Date) async throws -> [Migration] {
+        try await documents(
+            """
+            SELECT body::text FROM migrations WHERE requested_at >= \(from.timeIntervalSince1970)
+                AND requested_at < \(to.timeIntervalSince1970) ORDER BY requested_at, id
+            """)
+    }
+
+    public func plans(limit: Int) async throws -> [Plan] {
+        try await documents("SELECT body::text FROM plans ORDER BY created_at DESC, id DESC LIMIT \(limit)")
+    }
+
+    public func plan(_ id: String) async throws -> Plan? {
+        (try await documents("SELECT body::text FROM plans WHERE id = \(id)") as [Plan]).first
+    }
+
+    public func plans(createdFrom from: Date, to: Date) async throws -> [Plan] {
+        try await documents(
+            """
+            SELECT body::text FROM plans WHERE created_at >= \(from.timeIntervalSince1970)
+                AND created_at < \(to.timeIntervalSince1970) ORDER BY created_at, id
+            """)
+    }
+
+    // MARK: Writing
+
+    public func insertVM(_ vm: VirtualMachine) async throws {
+        try await commit(StoreBatch(insertedVMs: [vm]))
+    }
+
+    public func commit(_ batch: StoreBatch) async throws {
+        guard !batch.isEmpty else { return }
+        let inserted = try batch.insertedVMs.map { ($0, try text($0)) }
+        let updated = try batch.updatedVMs.map { ($0, try text($0)) }
+        let hosts = try batch.hosts.map { ($0, try text($0)) }
+        let migrations = try batch.migrations.map { ($0, try text($0)) }
+        let apps = try batch.apps.map { ($0, try text($0)) }
+        let plans = try batch.plans.map { ($0, try text($0)) }
+        let rebalance = try batch.rebalance.map { try text($0) }
+        try await transaction { c in
+            for (vm, body) in inserted {
+                try await self.unique("a VM named '\(vm.name)' already exists") {
+                    try await c.query(
+                        """
+                        INSERT INTO vms (id, name, host_id, state, body)
+                        VALUES (\(vm.id.rawValue), \(vm.name), \(vm.hostID?.rawValue), \(vm.state.rawValue), \(body)::jsonb)
+                        """, logger: self.logger)
+                }
+            }
+            for (vm, body) in updated {
+                let changed = try await self.count(
+                    c,
+                    """
+                    UPDATE vms SET name = \(vm.name), host_id = \(vm.hostID?.rawValue), state = \(vm.state.rawValue),
+                        body = \(body)::jsonb WHERE id = \(vm.id.rawValue) RETURNING 1
+                    """)
+                if changed == 0 { throw VireoError.notFound("VM", vm.name) }
+            }
+            for id in batch.deletedVMs {
+                // The consoles' foreign key cascades.
+                if try await self.count(c, "DELETE FROM vms WHERE id = \(id.rawValue) RETURNING 1") == 0 {
+                    throw VireoError.notFound("VM", id.rawValue)
+                }
+            }
+            for (host, body) in hosts {
+                try await self.unique("a host named '\(host.name)' already exists") {
+                    try await c.query(
+                        """
+                        INSERT INTO hosts (id, name, body) VALUES (\(host.id.rawValue), \(host.name), \(body)::jsonb)
+                        ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body
+                        """, logger: self.logger)
+                }
+            }
+            for (app, body) in apps {
+                try await c.query(
+                    """
+                    INSERT INTO apps (name, body) VALUES (\(app.name), \(body)::jsonb)
+                    ON CONFLICT (name) DO UPDATE SET body = excluded.body
+                    """, logger: self.logger)
+            }
+            for (plan, body) in plans {
+                try await c.query(
+                    """
+                    INSERT INTO plans (id, created_at, body) VALUES (\(plan.id), \(plan.createdAt.timeIntervalSince1970), \(body)::jsonb)
+                    ON CONFLICT (id) DO UPDATE SET body = excluded.body
+                    """, logger: self.logger)
+            }
+            if let rebalance {
+                try await c.query(
+                    """
+                    INSERT INTO settings (key, body) VALUES ('rebalance', \(rebalance)::jsonb)
+                    ON CONFLICT (key) DO UPDATE SET body = excluded.body
+                    """, logger: self.logger)
+            }
+            for name in batch.deletedApps {
+                if try await self.count(c, "DELETE FROM apps WHERE name = \(name) RETURNING 1") == 0 {
+                    throw VireoError.notFound("application", name)
+                }
+            }
+            for (migration, body) in migrations {
+                try await c.query(
+                    """
+                    INSERT INTO migrations (id, vm_id, state, requested_at, body)
+                    VALUES (\(migration.id.rawValue), \(migration.vmID.rawValue), \(migration.state.rawValue),
+                        \(migration.requestedAt.timeIntervalSince1970), \(body)::jsonb)
+                    ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body
+                    """, logger: self.logger)
+            }
+        }
+    }
+
+    // MARK: Console output
+
+    public func appendConsole(_ chunks: [VMID: ConsoleChunk], retaining: Int) async throws -> [VMID: UInt64] {
+        guard !chunks.isEmpty else { return [:] }
+        return try await transaction { c in
+            var offsets: [VMID: UInt64] = [:]
+            for (id, chunk) in chunks {
+                // Locks the VM's row: a delete waits until this append is written, or the append
+                // sees no VM.
+                guard try await self.count(c, "SELECT 1 FROM vms WHERE id = \(id.rawValue) FOR UPDATE") > 0 else { continue }
+                var tail = try await self.consoleTail(c, id) ?? ConsoleTail()
+                tail.append(chunk, retaining: retaining)
+                try await c.query(
+                    """
+                    INSERT INTO consoles (vm_id, next, written, text)
+                    VALUES (\(id.rawValue), \(Int64(bitPattern: tail.next)), \(Int64(bitPattern: tail.written)), \(Data(tail.text.utf8)))
+                    ON CONFLICT (vm_id) DO UPDATE SET next = excluded.next, written = excluded.written, text = excluded.text
+                    """, logger: self.logger)
+                offsets[id] = tail.next
+            }
+            return offsets
+        }
+    }
+
+    public func consoleTail(of vm: VMID) async throws -> ConsoleTail? {
+        try await connection { c in try await self.consoleTail(c, vm) }
+    }
+
+    public func consoleOffsets() async throws -> [VMID: UInt64] {
+        try await connection { c in
+            var offsets: [VMID: UInt64] = [:]
+            let rows = try await c.query("SELECT vm_id, next FROM consoles", logger: self.logger)
+            for try await (id, next) in rows.decode((String, Int64).self) {
+                offsets[VMID(id)] = UInt64(bitPattern: next)
+            }
+            return offsets
+        }
+    }
+
+    private func consoleTail(_ c: PostgresConnection, _ vm: VMID) async throws -> ConsoleTail? {
+        let rows = try await c.query(
+            "SELECT next, written, text FROM consoles WHERE vm_id = \(vm.rawValue)", logger: logger)
+        for try await (next, written, text) in rows.decode((Int64, Int64, Data).self) {
+            return ConsoleTail(
+                text: String(decoding: text, as: UTF8.self), next: UInt64(bitPattern: next),
+                written: UInt64(bitPattern: written))
+        }
+        return nil
+    }
+
+    // MARK: Plumbing
+
+    private func text(_ value: some Encodable) throws -> String {
+        String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    /// The JSON documents the query's single column holds, decoded.
+    private func documents<T: Decodable>(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> [T] {
+        var values: [T] = []
+        for try await body in try await c.query(query, logger: logger).decode(String.self) {
+            values.append(try decoder.decode(T.self, from: Data(body.utf8)))
+        }
+        return values
+    }
+
+    private func documents<T: Decodable & Sendable>(_ query: PostgresQuery) async throws -> [T] {
+        try await connection { c in try await self.documents(c, query) }
+    }
+
+    private func rows<T: PostgresDecodable & Sendable>(_ query: PostgresQuery, _ type: T.Type) async throws -> [T] {
+        try await connection { c in
+            var values: [T] = []
+            for try await value in try await c.query(query, logger: self.logger).decode(T.self) { values.append(value) }
+            return values
+        }
+    }
+
+    /// How many rows the query returned (a write's `RETURNING 1`: how many it changed).
+    private func count(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> Int {
+        try await c.query(query, logger: logger).collect().count
+    }
+
+    /// Runs `write`; a unique violation is a conflict, `message`.
+    private func unique(_ message: String, _ write: () async throws -> Void) async throws {
+        do {
+            try await write()
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+            throw VireoError(.conflict, message)
+        }
+    }
+
+    private func connection<T: Sendable>(_ work: (PostgresConnection) async throws -> T) async throws -> T {
+        do {
+            return try await client.withConnection { try await work($0) }
+        } catch let error as VireoError {
+            throw error
+        } catch {
+            throw Self.unavailable(error, location)
+        }
+    }
+
+    /// `work` in one transaction, committed if it returns and rolled back if it throws; its error
+    /// is the one thrown.
+    private func transaction<T: Sendable>(_ work: (PostgresConnection) async throws -> T) async throws -> T {
+        try await connection { c in
+            try await c.query("BEGIN", logger: self.logger)
+            let value: T
+            do {
+                value = try await work(c)
+            } catch {
+                _ = try? await c.query("ROLLBACK", logger: self.logger)
+                throw error
+            }
+            try await c.query("COMMIT", logger: self.logger)
+            return value
+        }
+    }
+
+    /// A driver, pool or server error as Vireo's: what the server said, or why it was not reached.
+    private static func unavailable(_ error: any Error, _ location: PostgresLocation) -> VireoError {
+        guard let error = error as? PSQLError else {
+            return VireoError(.unavailable, "PostgreSQL at \(location) cannot be reached: \(error)")
+        }
+        if let message = error.serverInfo?[.message] {
+            return VireoError(.unavailable, "PostgreSQL at \(location): \(message)")
+        }
+        let reason = error.underlying.map { String(describing: $0) } ?? "\(error.code)"
+        return VireoError(.unavailable, "PostgreSQL at \(location) cannot be reached: \(reason)")
+    }
+}

@@ -1,0 +1,194 @@
+import Foundation
+import Testing
+import VireoDriver
+import VireoModel
+import VireoProcess
+import VireoStore
+import VireoStorePostgres
+
+extension Tag {
+    /// Tests that run a real PostgreSQL server (Debian's `postgresql`), all in suites whose names
+    /// start with "PostgreSQL": `swift test --skip PostgreSQL` leaves them out.
+    @Tag static var database: Self
+}
+
+/// A private PostgreSQL server for the length of a suite: started in a temporary directory on a
+/// loopback port before its first test, stopped after its last.
+struct PostgresServerScope: SuiteTrait, TestScoping {
+    @TaskLocal static var server: PostgresServer?
+
+    func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
+        let directory = temporaryDirectory()
+        let server = try await PostgresServer.start(in: directory, port: try LoopbackPort.free())
+        do {
+            try await Self.$server.withValue(server) { try await function() }
+        } catch {
+            try? await server.stop()
+            throw error
+        }
+        try await server.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// The suite's server.
+    static func current() throws -> PostgresServer {
+        try #require(server, "the suite runs inside PostgresServerScope")
+    }
+
+    /// A new, empty database on the suite's server.
+    static func freshDatabase() async throws -> PostgresLocation {
+        try await current().createDatabase(
+            "t" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: ""))
+    }
+}
+
+extension Trait where Self == PostgresServerScope {
+    static var postgresServer: Self { PostgresServerScope() }
+}
+
+let postgresInstalled = PostgresServer.installedBinaries() != nil
+
+@Suite(
+    "PostgreSQL store", .tags(.database),
+    .enabled(if: postgresInstalled, "needs PostgreSQL (Debian's postgresql, which `make test` installs)"),
+    .postgresServer)
+struct PostgresStoreTests {
+    @Test("every store check on PostgreSQL", arguments: StoreCheck.all)
+    func conformance(check: StoreCheck) async throws {
+        let store = try await PostgresStore.open(try await PostgresServerScope.freshDatabase())
+        defer { store.close() }
+        try await check.run(store)
+    }
+
+    @Test("data survives closing and reopening; controllers opening one database together migrate it once")
+    func reopen() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let vm = sampleVM("durable")
+        // Four at once: the advisory lock lets one create the schema, the others find it made.
+        let stores = try await withThrowingTaskGroup { group in
+            for _ in 0..<4 { group.addTask { try await PostgresStore.open(database) } }
+            return try await group.reduce(into: [PostgresStore]()) { $0.append($1) }
+        }
+        try await stores[0].insertVM(vm)
+        for store in stores {
+            #expect(try await store.load().vms == [vm])
+            store.close()
+        }
+        let reopened = try await PostgresStore.open(database)
+        defer { reopened.close() }
+        #expect(try await reopened.load().vms == [vm])
+        #expect(
+            try await reopened.appliedMigrations() == [
+                "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
+                "v5: rebalancing plans and settings", "v6: migrations by request time",
+            ])
+        #expect(try await reopened.appliedMigrations() == (try SQLiteStore().appliedMigrations()), "the same steps as SQLite")
+    }
+
+    @Test("a database a newer Vireo wrote is refused, naming what it does not know, and left as it was")
+    func newerSchema() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let vm = sampleVM("kept")
+        do {
+            let store = try await PostgresStore.open(database)
+            try await store.insertVM(vm)
+            store.close()
+        }
+        try await psql(database, "INSERT INTO vireo_schema (name) VALUES ('v99: from the future')")
+        let error = await #expect(throws: VireoError.self) { try await PostgresStore.open(database) }
+        #expect(error?.code == .failedPrecondition)
+        #expect(error?.message.contains("v99: from the future") == true, "\(String(describing: error))")
+        try await psql(database, "DELETE FROM vireo_schema WHERE name = 'v99: from the future'")
+        let store = try await PostgresStore.open(database)
+        defer { store.close() }
+        #expect(try await store.load().vms == [vm])
+    }
+
+    @Test("records are jsonb an operator can query")
+    func operatorQuery() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = try await PostgresStore.open(database)
+        defer { store.close() }
+        try await store.insertVM(sampleVM("web-1"))
+        let out = try await psql(database, "SELECT body->'spec'->>'name' FROM vms")
+        #expect(out.trimmingCharacters(in: .whitespacesAndNewlines) == "web-1")
+    }
+
+    @Test("vireo up --store postgres:// keeps the cluster in PostgreSQL, not in the data directory, across a kill -9")
+    func controllerOnPostgres() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let url = "postgres://postgres@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        let dataDir = temporaryDirectory()
+        var up = try UpProcess(dataDir: dataDir, extra: ["--store", url])
+        var server = try await up.ready()
+        #expect(try await vireo(["vm", "create", "pg-1", "--memory", "64MiB"], server: server).status == 0)
+        try await eventually("pg-1 running", within: 30) {
+            try await vireo(["vm", "show", "pg-1", "-o", "json"], server: server).stdout.contains("\"running\"")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dataDir + "/vireo.db"), "the records are not in SQLite")
+        #expect(try await psql(database, "SELECT state FROM vms WHERE name = 'pg-1'").contains("running"))
+        up.kill()
+        up = try UpProcess(dataDir: dataDir, extra: ["--store", url])
+        server = try await up.ready()
+        let list = try await vireo(["vm", "list", "-o", "json"], server: server)
+        #expect(list.status == 0 && list.stdout.contains("pg-1"), "\(list.stdout) \(up.logText)")
+        up.kill(SIGTERM)
+    }
+
+    /// Runs `sql` with Debian's psql; returns its unaligned output.
+    @discardableResult
+    func psql(_ database: PostgresLocation, _ sql: String) async throws -> String {
+        try await HostTool.text(
+            "psql",
+            ["-h", database.host, "-p", "\(database.port)", "-U", database.user, "-d", database.database, "-At", "-c", sql])
+    }
+}
+
+@Suite("PostgreSQL locations")
+struct PostgresLocationTests {
+    @Test("a postgres:// URL is read as libpq reads it")
+    func parse() throws {
+        let full = try PostgresLocation(url: "postgres://vireo:s%40cret@db.example:6543/cluster?sslmode=require")
+        #expect(
+            full
+                == PostgresLocation(
+                    host: "db.example", port: 6543, user: "vireo", password: "s@cret", database: "cluster", tls: .require))
+        #expect(try PostgresLocation(url: "postgresql://127.0.0.1/vireo") == PostgresLocation(database: "vireo"))
+        let socket = try PostgresLocation(url: "postgres:///vireo?host=/run/postgresql")
+        #expect(socket.socketDirectory == "/run/postgresql")
+        #expect(socket.database == "vireo")
+        #expect(try PostgresLocation(url: "postgres://[::1]:5433/x").host == "::1")
+        #expect(full.description == "postgres://vireo@db.example:6543/cluster", "no password")
+    }
+
+    @Test(
+        "a bad URL is refused naming the flag and the value, never the password",
+        arguments: [
+            ("mysql://h/db", "expected postgres://"),
+            ("postgres://u:pw@h/db?sslmode=maybe", "sslmode"),
+            ("postgres://u:pw@h/db?pool=3", "unknown parameter 'pool'"),
+            ("postgres://u:pw@h/a/b", "one path segment"),
+            ("postgres://u:pw@h/db?host=relative", "socket directory"),
+        ])
+    func invalid(url: String, says: String) throws {
+        let error = #expect(throws: VireoError.self) { try PostgresLocation(url: url) }
+        #expect(error?.code == .invalidArgument)
+        let message = error?.message ?? ""
+        #expect(message.contains("--store") && message.contains(says), "\(message)")
+        #expect(!message.contains("pw"), "the password is hidden: \(message)")
+    }
+
+    @Test("a server that is not there is a clear error, soon")
+    func unreachable() async throws {
+        let port = try LoopbackPort.free()
+        let started = ContinuousClock.now
+        let error = await #expect(throws: VireoError.self) {
+            try await PostgresStore.open(PostgresLocation(port: port, database: "vireo", tls: .disable))
+        }
+        #expect(error?.code == .unavailable)
+        #expect(error?.message.contains("127.0.0.1:\(port)") == true, "\(String(describing: error))")
+        #expect(ContinuousClock.now - started < .seconds(30))
+    }
+}
