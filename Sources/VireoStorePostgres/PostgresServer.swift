@@ -48,7 +48,17 @@ public struct PostgresServer: Sendable {
         return server
     }
 
-    var dataDirectory: String { directory + "/data" }
+    public var dataDirectory: String { directory + "/data" }
+
+    /// The server's main process (the first line of `postmaster.pid`); its children serve the
+    /// connections.
+    public func mainProcess() throws -> Int32 {
+        let text = try String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8)
+        guard let pid = text.split(separator: "\n").first.flatMap({ Int32($0) }) else {
+            throw VireoError(.internal, "unreadable \(dataDirectory)/postmaster.pid")
+        }
+        return pid
+    }
 
     /// Stops the server (fast shutdown: open sessions are ended).
     public func stop() async throws {

@@ -137,6 +137,41 @@ struct PostgresStoreTests {
         up.kill(SIGTERM)
     }
 
+    @Test("vireo bench cluster --store postgres runs its own server, measures it beside the controller, and loses nothing")
+    func bench() async throws {
+        struct Result: Decodable {
+            var hosts: Int
+            var vms: Int
+            var heartbeats: Int
+            var lost: Int
+            var databaseCores: Double?
+            var databasePSSMiB: Double?
+        }
+        let run = try await vireo([
+            "bench", "cluster", "--hosts", "8", "--vms", "40", "--heartbeat", "500ms", "--duration", "2s", "--probes", "4",
+            "--store", "postgres", "-o", "json",
+        ])
+        #expect(run.status == 0, "\(run.stderr)")
+        let result = try JSONDecoder().decode(Result.self, from: Data(run.stdout.utf8))
+        #expect(result.hosts == 8 && result.vms == 40 && result.heartbeats > 0)
+        #expect(result.lost == 0)
+        #expect((result.databaseCores ?? 0) > 0 && (result.databasePSSMiB ?? 0) > 0, "\(run.stdout)")
+    }
+
+    @Test("vireo bench cluster refuses a database that already holds a cluster, and leaves it as it was")
+    func benchRefusesUsedDatabase() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = try await PostgresStore.open(database)
+        defer { store.close() }
+        let vm = sampleVM("precious")
+        try await store.insertVM(vm)
+        let url = "postgres://postgres@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        let run = try await vireo(["bench", "cluster", "--hosts", "2", "--vms", "2", "--probes", "1", "--store", url])
+        #expect(run.status != 0)
+        #expect(run.stderr.contains("holds 0 hosts and 1 VMs"), "\(run.stderr)")
+        #expect(try await store.load().vms == [vm])
+    }
+
     /// Runs `sql` with Debian's psql; returns its unaligned output.
     @discardableResult
     func psql(_ database: PostgresLocation, _ sql: String) async throws -> String {

@@ -6,9 +6,11 @@ import Synchronization
 import VireoAPI
 import VireoAgent
 import VireoClient
+import VireoDriver
 import VireoDriverSimulated
 import VireoModel
 import VireoProcess
+import VireoStorePostgres
 import VireoTelemetry
 
 /// Result of `vireo bench cluster`.
@@ -43,6 +45,11 @@ struct ClusterBenchResult: Codable {
     /// Its resident memory at the end of the steady run, and its peak (VmHWM).
     var controllerRSSMiB: Double
     var controllerPeakRSSMiB: Double
+    /// The PostgreSQL server's CPU during the steady run (its main process and every connection's
+    /// process), in cores, and its memory (proportional set size: shared buffers counted once),
+    /// when the bench ran the server itself (`--store postgres`); nil otherwise.
+    var databaseCores: Double?
+    var databasePSSMiB: Double?
     /// From `kill -9` of the controller to every agent's heartbeat answered by its successor.
     var reattachSeconds: Double
     /// VMs the controller lacks or that no host runs (`missing`), that two hosts run
@@ -59,8 +66,9 @@ struct BenchCluster: AsyncParsableCommand {
         commandName: "cluster",
         abstract: "Measure one controller with many agents: heartbeats, creates, CPU, memory, restart.",
         discussion: """
-            Starts `vireo controller` as its own process (a fresh SQLite store in a temporary \
-            directory, on a loopback port) and runs --hosts agents in this process, each its own host \
+            Starts `vireo controller` as its own process (on a loopback port, with a fresh store: \
+            SQLite in a temporary directory, a private PostgreSQL server there with --store postgres, \
+            or an empty PostgreSQL database you name) and runs --hosts agents in this process, each its own host \
             with a simulated hypervisor, its own heartbeat loop and its own watch, talking to the \
             controller over the real HTTP API. Then it creates --vms VMs through the API and waits \
             until all run; measures --duration of steady running (heartbeat round trips, the \
@@ -75,8 +83,13 @@ struct BenchCluster: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How often agents heartbeat.", valueName: "duration")) var heartbeat: String = "10s"
     @Option(help: ArgumentHelp("How long to measure steady running.", valueName: "duration")) var duration: String =
         "120s"
-    @Option(help: ArgumentHelp("The controller's store: sqlite (a new file).", valueName: "store")) var store: String =
-        "sqlite"
+    @Option(
+        help: ArgumentHelp(
+            "The controller's store: sqlite (a new file), postgres (a private server from Debian's postgresql, "
+                + "started in the temporary directory, its CPU and memory measured too) or a postgres:// URL of an "
+                + "empty database.",
+            valueName: "store"))
+    var store: String = "sqlite"
     @Option(help: "VMs created one at a time during the steady run to time create-to-running.") var probes: Int = 100
     @Option(help: "Create requests in flight at once before the steady run.") var concurrency: Int = 32
     @Option(help: ArgumentHelp("The vireo binary to run the controller with (default: this one).", valueName: "path"))
@@ -92,9 +105,11 @@ struct BenchCluster: AsyncParsableCommand {
         guard let d = DurationText.seconds(duration), d >= 1, d <= 86_400 else {
             throw ValidationError("--duration must be a duration from 1s to 1d, e.g. 120s (got '\(duration)')")
         }
-        guard store == "sqlite" else {
-            throw ValidationError("--store: only sqlite is available in this build (got '\(store)')")
+        guard store == "sqlite" || store == "postgres" || PostgresLocation.isURL(store) else {
+            throw ValidationError(
+                "--store must be sqlite, postgres or a postgres:// URL (got '\(PostgresLocation.redacted(store))')")
         }
+        if PostgresLocation.isURL(store) { _ = try PostgresLocation(url: store) }
         guard (1...vms).contains(probes) || (vms == 0 && probes == 0) else {
             throw ValidationError("--probes must be 1...--vms (got \(probes))")
         }
@@ -104,8 +119,6 @@ struct BenchCluster: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let interval = DurationText.seconds(heartbeat)!
-        let steady = DurationText.seconds(duration)!
         // Each agent holds a watch open: two sockets per host across the two processes, and more.
         raiseOpenFileLimit()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-bench-cluster-\(getpid())").path
@@ -113,8 +126,48 @@ struct BenchCluster: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let executable = try vireo ?? currentExecutable()
+        let database = try await Self.database(store, in: directory)
+        do {
+            try await measure(executable: executable, directory: directory, database: database)
+        } catch {
+            try? await database.server?.stop()
+            throw error
+        }
+        try await database.server?.stop()
+    }
+
+    /// What `--store` names: nothing (SQLite), a private server started here, or a database that
+    /// must hold no cluster yet.
+    static func database(_ store: String, in directory: String) async throws -> (
+        url: String?, server: PostgresServer?
+    ) {
+        switch store {
+        case "sqlite":
+            return (nil, nil)
+        case "postgres":
+            stderr("starting a private PostgreSQL server in \(directory)/postgres")
+            let server = try await PostgresServer.start(in: directory + "/postgres", port: try LoopbackPort.free())
+            let location = try await server.createDatabase("vireo")
+            return ("postgres://\(location.user)@\(location.host):\(location.port)/\(location.database)?sslmode=disable", server)
+        default:
+            let location = try PostgresLocation(url: store)
+            let existing = try await PostgresStore.open(location)
+            defer { existing.close() }
+            let cluster = try await existing.load(recent: 0)
+            guard cluster.hosts.isEmpty && cluster.vms.isEmpty else {
+                throw ValidationError(
+                    "--store: \(location) holds \(cluster.hosts.count) hosts and \(cluster.vms.count) VMs; "
+                        + "the bench needs an empty database and changes nothing in one that is not")
+            }
+            return (store, nil)
+        }
+    }
+
+    func measure(executable: String, directory: String, database: (url: String?, server: PostgresServer?)) async throws {
+        let interval = DurationText.seconds(heartbeat)!
+        let steady = DurationText.seconds(duration)!
         var controller = try await BenchController.start(
-            executable: executable, directory: directory, listen: "127.0.0.1:0", heartbeat: heartbeat)
+            executable: executable, directory: directory, listen: "127.0.0.1:0", heartbeat: heartbeat, store: database.url)
         defer { controller.kill() }
         stderr("controller pid \(controller.pid) on \(controller.url)")
 
@@ -187,6 +240,7 @@ struct BenchCluster: AsyncParsableCommand {
         // created one at a time, evenly over the run, timed to running from the controller's events.
         stderr("steady run of \(duration)")
         let cpuBefore = try controller.cpuSeconds()
+        let databaseCPUBefore = try database.server.map { try processTreeCPUSeconds(try $0.mainProcess()) }
         book.startWindow()
         let windowStart = ContinuousClock.now
         var seq = try await api.events(after: 0).last?.seq ?? 0
@@ -213,6 +267,8 @@ struct BenchCluster: AsyncParsableCommand {
         let window = (ContinuousClock.now - windowStart).secondsValue
         let cpuAfter = try controller.cpuSeconds()
         let memory = try controller.memory()
+        let databaseCPUAfter = try database.server.map { try processTreeCPUSeconds(try $0.mainProcess()) }
+        let databasePSS = try database.server.map { try processTreePSSMiB(try $0.mainProcess()) }
         let latencies = book.stopWindow()
         try await benchWait("every probe VM running", within: 60, every: .milliseconds(100)) {
             try await readEvents()
@@ -226,7 +282,8 @@ struct BenchCluster: AsyncParsableCommand {
         let killedAt = ContinuousClock.now
         controller.kill()
         controller = try await BenchController.start(
-            executable: executable, directory: directory, listen: "127.0.0.1:\(port)", heartbeat: heartbeat)
+            executable: executable, directory: directory, listen: "127.0.0.1:\(port)", heartbeat: heartbeat,
+            store: database.url)
         stderr("controller restarted, pid \(controller.pid)")
         try await benchWait("every agent back in sync", within: 300 + 3 * interval, every: .milliseconds(200)) {
             let synced = book.answered(since: killedAt)
@@ -259,7 +316,8 @@ struct BenchCluster: AsyncParsableCommand {
         }
 
         let result = ClusterBenchResult(
-            hosts: hosts, vms: vms, heartbeatSeconds: interval, durationSeconds: window, store: store,
+            hosts: hosts, vms: vms, heartbeatSeconds: interval, durationSeconds: window,
+            store: PostgresLocation.isURL(store) ? PostgresLocation.redacted(store) : store,
             registerSeconds: registerSeconds, createSeconds: createSeconds,
             createsPerSecond: createSeconds > 0 ? Double(bulk) / createSeconds : 0, settleSeconds: settleSeconds,
             heartbeats: latencies.count, heartbeatsPerSecond: Double(latencies.count) / window,
@@ -267,7 +325,9 @@ struct BenchCluster: AsyncParsableCommand {
             heartbeatMaxMs: latencies.max() ?? 0, heartbeatFailures: book.failures, probes: toRunning.count,
             createToRunningP50Ms: percentile(toRunning, 0.5), createToRunningP99Ms: percentile(toRunning, 0.99),
             createToRunningMaxMs: toRunning.last ?? 0, controllerCores: (cpuAfter - cpuBefore) / window,
-            controllerRSSMiB: memory.rss, controllerPeakRSSMiB: memory.peak, reattachSeconds: reattachSeconds,
+            controllerRSSMiB: memory.rss, controllerPeakRSSMiB: memory.peak,
+            databaseCores: databaseCPUBefore.flatMap { before in databaseCPUAfter.map { ($0 - before) / window } },
+            databasePSSMiB: databasePSS, reattachSeconds: reattachSeconds,
             missing: missing, duplicated: duplicated, misplaced: misplaced, lost: missing + duplicated + misplaced)
         for task in agentTasks { task.cancel() }
         for task in agentTasks { _ = try? await task.value }
@@ -285,7 +345,9 @@ struct BenchCluster: AsyncParsableCommand {
               create to running (\(result.probes) VMs): p50 \(String(format: "%.0f", result.createToRunningP50Ms)) ms, \
             p99 \(String(format: "%.0f", result.createToRunningP99Ms)) ms
               controller: \(String(format: "%.2f", result.controllerCores)) cores, \
-            \(Int(result.controllerRSSMiB)) MiB resident (peak \(Int(result.controllerPeakRSSMiB)) MiB)
+            \(Int(result.controllerRSSMiB)) MiB resident (peak \(Int(result.controllerPeakRSSMiB)) MiB)\
+            \(result.databaseCores.map { String(format: "\n  PostgreSQL: %.2f cores, ", $0) } ?? "")\
+            \(result.databasePSSMiB.map { "\(Int($0)) MiB (PSS)" } ?? "")
               after kill -9: every agent in sync in \(String(format: "%.1f", reattachSeconds)) s
               lost: \(result.lost) (missing \(missing), duplicated \(duplicated), misplaced \(misplaced))
             """)
@@ -326,8 +388,8 @@ struct BenchController {
     let port: Int
     let client: VireoClient
 
-    static func start(executable: String, directory: String, listen: String, heartbeat: String) async throws
-        -> BenchController
+    static func start(executable: String, directory: String, listen: String, heartbeat: String, store: String?)
+        async throws -> BenchController
     {
         let endpoint = directory + "/endpoint"
         try? FileManager.default.removeItem(atPath: endpoint)
@@ -335,7 +397,7 @@ struct BenchController {
             [
                 executable, "controller", "--data-dir", directory, "--listen", listen, "--heartbeat", heartbeat,
                 "--migration-tls", "off", "--log-level", "warning",
-            ], log: directory + "/controller.log", pidFile: directory + "/controller.pid")
+            ] + (store.map { ["--store", $0] } ?? []), log: directory + "/controller.log", pidFile: directory + "/controller.pid")
         let deadline = ContinuousClock.now + .seconds(300)
         while ContinuousClock.now < deadline {
             if let text = try? String(contentsOfFile: endpoint, encoding: .utf8),
@@ -371,18 +433,8 @@ struct BenchController {
     }
 
     /// User and system CPU time the process has used, seconds.
-    func cpuSeconds() throws -> Double {
-        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
-        // Fields after the command's closing parenthesis: state is the 3rd field, utime the 14th.
-        guard let close = stat.lastIndex(of: ")") else { throw VireoError(.internal, "unreadable /proc/\(pid)/stat") }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else {
-            throw VireoError(.internal, "unreadable /proc/\(pid)/stat")
-        }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
+    func cpuSeconds() throws -> Double { try processStat(pid).cpu }
 
-    /// Resident memory now and at its peak, MiB.
     func memory() throws -> (rss: Double, peak: Double) {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         func kib(_ key: String) -> Double {
@@ -393,6 +445,47 @@ struct BenchController {
         }
         return (kib("VmRSS") / 1024, kib("VmHWM") / 1024)
     }
+}
+
+/// From `/proc/PID/stat`: the parent, the CPU time used (user + system, seconds), and the CPU
+/// time of the children it has reaped.
+func processStat(_ pid: Int32) throws -> (parent: Int32, cpu: Double, reaped: Double) {
+    let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    // Fields after the command's closing parenthesis: the state is the 3rd field, ppid the 4th,
+    // utime the 14th, stime, cutime, cstime the next.
+    guard let close = stat.lastIndex(of: ")") else { throw VireoError(.internal, "unreadable /proc/\(pid)/stat") }
+    let fields = stat[stat.index(after: close)...].split(separator: " ").map(String.init)
+    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    guard fields.count > 14, let parent = Int32(fields[1]), let user = Double(fields[11]), let system = Double(fields[12]),
+        let childUser = Double(fields[13]), let childSystem = Double(fields[14])
+    else { throw VireoError(.internal, "unreadable /proc/\(pid)/stat") }
+    return (parent, (user + system) / ticks, (childUser + childSystem) / ticks)
+}
+
+/// The processes whose parent is `pid`.
+func childProcesses(of pid: Int32) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { Int32($0) }.filter { (try? processStat($0).parent) == pid }
+}
+
+/// CPU seconds of a server and its children: its own, its reaped children's, and its live
+/// children's (PostgreSQL runs a process per connection).
+func processTreeCPUSeconds(_ pid: Int32) throws -> Double {
+    let main = try processStat(pid)
+    return main.cpu + main.reaped + childProcesses(of: pid).reduce(0) { $0 + ((try? processStat($1).cpu) ?? 0) }
+}
+
+/// Proportional set size of a server and its children, MiB: memory they share (PostgreSQL's
+/// shared buffers) counted once.
+func processTreePSSMiB(_ pid: Int32) throws -> Double {
+    func pss(_ pid: Int32) -> Double {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("Pss:") {
+            return Double(line.dropFirst(4).split(whereSeparator: \.isWhitespace).first ?? "") ?? 0
+        }
+        return 0
+    }
+    return ([pid] + childProcesses(of: pid)).reduce(0) { $0 + pss($1) } / 1024
 }
 
 /// The heartbeats the agents sent: round trips of the steady window, failures, and when each
