@@ -21,7 +21,8 @@ struct PostgresServerScope: SuiteTrait, TestScoping {
         for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
     ) async throws {
         let directory = temporaryDirectory()
-        let server = try await PostgresServer.start(in: directory, port: try LoopbackPort.free())
+        // Not durable: what the tests check does not need the disk flushed at each commit.
+        let server = try await PostgresServer.start(in: directory, port: try LoopbackPort.free(), durable: false)
         do {
             try await Self.$server.withValue(server) { try await function() }
         } catch {
@@ -51,7 +52,7 @@ extension Trait where Self == PostgresServerScope {
 let postgresInstalled = PostgresServer.installedBinaries() != nil
 
 @Suite(
-    "PostgreSQL store", .tags(.database),
+    "PostgreSQL store", .tags(.database), .serialized,
     .enabled(if: postgresInstalled, "needs PostgreSQL (Debian's postgresql, which `make test` installs)"),
     .postgresServer)
 struct PostgresStoreTests {
@@ -125,7 +126,7 @@ struct PostgresStoreTests {
         var server = try await up.ready()
         #expect(try await vireo(["vm", "create", "pg-1", "--memory", "64MiB"], server: server).status == 0)
         try await eventually("pg-1 running", within: 30) {
-            try await vireo(["vm", "show", "pg-1", "-o", "json"], server: server).stdout.contains("\"running\"")
+            try await vireo(["vm", "show", "pg-1", "-o", "json"], server: server).stdout.contains("\"state\" : \"running\"")
         }
         #expect(!FileManager.default.fileExists(atPath: dataDir + "/vireo.db"), "the records are not in SQLite")
         #expect(try await psql(database, "SELECT state FROM vms WHERE name = 'pg-1'").contains("running"))
@@ -155,7 +156,8 @@ struct PostgresStoreTests {
         let result = try JSONDecoder().decode(Result.self, from: Data(run.stdout.utf8))
         #expect(result.hosts == 8 && result.vms == 40 && result.heartbeats > 0)
         #expect(result.lost == 0)
-        #expect((result.databaseCores ?? 0) > 0 && (result.databasePSSMiB ?? 0) > 0, "\(run.stdout)")
+        // Measured (a 2 s run may take less CPU than one clock tick shows: at least 0).
+        #expect((result.databaseCores ?? -1) >= 0 && (result.databasePSSMiB ?? 0) > 0, "\(run.stdout)")
     }
 
     @Test("vireo bench cluster refuses a database that already holds a cluster, and leaves it as it was")

@@ -13,6 +13,15 @@ import VireoProcess
 import VireoStorePostgres
 import VireoTelemetry
 
+/// The heartbeats answered within one second of the steady run.
+struct SecondOfHeartbeats: Codable {
+    /// Seconds since the steady run began.
+    var second: Int
+    var heartbeats: Int
+    var p99Ms: Double
+    var maxMs: Double
+}
+
 /// Result of `vireo bench cluster`.
 struct ClusterBenchResult: Codable {
     var hosts: Int
@@ -34,6 +43,14 @@ struct ClusterBenchResult: Codable {
     var heartbeatP99Ms: Double
     var heartbeatMaxMs: Double
     var heartbeatFailures: Int
+    /// The same heartbeats as the controller timed them (its `vireo_http_request_duration_seconds`
+    /// histogram, from the request's arrival to its answer, interpolated within buckets): the
+    /// difference from the agents' figure is time in sockets and in the agents' own process.
+    var heartbeatServerP50Ms: Double?
+    var heartbeatServerP99Ms: Double?
+    /// The seconds of the steady run with the slowest heartbeats (p99 within the second), worst
+    /// first: whether the tail is spread out or comes in bursts, and when.
+    var heartbeatWorstSeconds: [SecondOfHeartbeats]
     /// VMs created one by one during the steady run: from the request to the controller recording
     /// the VM running (its `vm.state` event).
     var probes: Int
@@ -42,6 +59,9 @@ struct ClusterBenchResult: Codable {
     var createToRunningMaxMs: Double
     /// The controller process's CPU during the steady run, in cores.
     var controllerCores: Double
+    /// This process's CPU during the steady run, in cores: the agents' side (their heartbeats,
+    /// watches, HTTP clients and simulated hypervisors), on the same cores as the controller.
+    var agentsCores: Double
     /// Its resident memory at the end of the steady run, and its peak (VmHWM).
     var controllerRSSMiB: Double
     var controllerPeakRSSMiB: Double
@@ -240,6 +260,8 @@ struct BenchCluster: AsyncParsableCommand {
         // created one at a time, evenly over the run, timed to running from the controller's events.
         stderr("steady run of \(duration)")
         let cpuBefore = try controller.cpuSeconds()
+        let agentsCPUBefore = try processStat(getpid()).cpu
+        let serverBefore = try await controller.heartbeatHistogram()
         let databaseCPUBefore = try database.server.map { try processTreeCPUSeconds(try $0.mainProcess()) }
         book.startWindow()
         let windowStart = ContinuousClock.now
@@ -266,10 +288,20 @@ struct BenchCluster: AsyncParsableCommand {
         try await Self.sleep(until: windowStart + .seconds(steady))
         let window = (ContinuousClock.now - windowStart).secondsValue
         let cpuAfter = try controller.cpuSeconds()
+        let agentsCPUAfter = try processStat(getpid()).cpu
         let memory = try controller.memory()
         let databaseCPUAfter = try database.server.map { try processTreeCPUSeconds(try $0.mainProcess()) }
         let databasePSS = try database.server.map { try processTreePSSMiB(try $0.mainProcess()) }
-        let latencies = book.stopWindow()
+        let serverTimes = try await controller.heartbeatHistogram().flatMap { after in serverBefore.flatMap { after.since($0) } }
+        let timed = book.stopWindow()
+        let latencies = timed.map(\.ms)
+        let worstSeconds = Dictionary(grouping: timed) { Int(($0.at - windowStart).secondsValue) }
+            .map { second, beats in
+                let sorted = beats.map(\.ms).sorted()
+                return SecondOfHeartbeats(
+                    second: second, heartbeats: sorted.count, p99Ms: percentile(sorted, 0.99), maxMs: sorted.last ?? 0)
+            }
+            .sorted { $0.p99Ms > $1.p99Ms }.prefix(5)
         try await benchWait("every probe VM running", within: 60, every: .milliseconds(100)) {
             try await readEvents()
             return ran.count == asked.count
@@ -322,9 +354,13 @@ struct BenchCluster: AsyncParsableCommand {
             createsPerSecond: createSeconds > 0 ? Double(bulk) / createSeconds : 0, settleSeconds: settleSeconds,
             heartbeats: latencies.count, heartbeatsPerSecond: Double(latencies.count) / window,
             heartbeatP50Ms: percentile(latencies.sorted(), 0.5), heartbeatP99Ms: percentile(latencies.sorted(), 0.99),
-            heartbeatMaxMs: latencies.max() ?? 0, heartbeatFailures: book.failures, probes: toRunning.count,
+            heartbeatMaxMs: latencies.max() ?? 0, heartbeatFailures: book.failures,
+            heartbeatServerP50Ms: serverTimes?.quantile(0.5).map { $0 * 1000 },
+            heartbeatServerP99Ms: serverTimes?.quantile(0.99).map { $0 * 1000 }, heartbeatWorstSeconds: Array(worstSeconds),
+            probes: toRunning.count,
             createToRunningP50Ms: percentile(toRunning, 0.5), createToRunningP99Ms: percentile(toRunning, 0.99),
             createToRunningMaxMs: toRunning.last ?? 0, controllerCores: (cpuAfter - cpuBefore) / window,
+            agentsCores: (agentsCPUAfter - agentsCPUBefore) / window,
             controllerRSSMiB: memory.rss, controllerPeakRSSMiB: memory.peak,
             databaseCores: databaseCPUBefore.flatMap { before in databaseCPUAfter.map { ($0 - before) / window } },
             databasePSSMiB: databasePSS, reattachSeconds: reattachSeconds,
@@ -341,11 +377,15 @@ struct BenchCluster: AsyncParsableCommand {
             \(String(format: "%.1f", settleSeconds)) s later
               steady \(Int(window)) s: \(result.heartbeats) heartbeats (\(Int(result.heartbeatsPerSecond))/s), \
             p50 \(String(format: "%.1f", result.heartbeatP50Ms)) ms, p99 \(String(format: "%.1f", result.heartbeatP99Ms)) ms, \
-            max \(String(format: "%.1f", result.heartbeatMaxMs)) ms, \(result.heartbeatFailures) failed
+            max \(String(format: "%.1f", result.heartbeatMaxMs)) ms, \(result.heartbeatFailures) failed; \
+            at the controller p50 \(result.heartbeatServerP50Ms.map { String(format: "%.1f", $0) } ?? "?") ms, \
+            p99 \(result.heartbeatServerP99Ms.map { String(format: "%.1f", $0) } ?? "?") ms
+              slowest seconds (p99): \(result.heartbeatWorstSeconds.map { "\($0.second) s: \(String(format: "%.0f", $0.p99Ms)) ms" }.joined(separator: ", "))
               create to running (\(result.probes) VMs): p50 \(String(format: "%.0f", result.createToRunningP50Ms)) ms, \
             p99 \(String(format: "%.0f", result.createToRunningP99Ms)) ms
               controller: \(String(format: "%.2f", result.controllerCores)) cores, \
-            \(Int(result.controllerRSSMiB)) MiB resident (peak \(Int(result.controllerPeakRSSMiB)) MiB)\
+            \(Int(result.controllerRSSMiB)) MiB resident (peak \(Int(result.controllerPeakRSSMiB)) MiB); \
+            agents: \(String(format: "%.2f", result.agentsCores)) cores\
             \(result.databaseCores.map { String(format: "\n  PostgreSQL: %.2f cores, ", $0) } ?? "")\
             \(result.databasePSSMiB.map { "\(Int($0)) MiB (PSS)" } ?? "")
               after kill -9: every agent in sync in \(String(format: "%.1f", reattachSeconds)) s
@@ -432,6 +472,13 @@ struct BenchController {
         return Int(sample?.value ?? 0)
     }
 
+    /// The controller's histogram of heartbeat requests, as it stands.
+    func heartbeatHistogram() async throws -> Histogram? {
+        let families = try PrometheusText.parse(try await client.metrics())
+        return families.first { $0.name == "vireo_http_request_duration_seconds" }?
+            .histogram(matching: ["route": "/v1/agent/heartbeat"])
+    }
+
     /// User and system CPU time the process has used, seconds.
     func cpuSeconds() throws -> Double { try processStat(pid).cpu }
 
@@ -493,7 +540,7 @@ func processTreePSSMiB(_ pid: Int32) throws -> Double {
 final class HeartbeatBook: Sendable {
     private struct State {
         var recording = false
-        var latencies: [Double] = []
+        var latencies: [(at: ContinuousClock.Instant, ms: Double)] = []
         var failures = 0
         var lastAnswered: [ContinuousClock.Instant?]
     }
@@ -503,7 +550,7 @@ final class HeartbeatBook: Sendable {
 
     func record(agent: Int, milliseconds: Double, at time: ContinuousClock.Instant) {
         state.withLock { s in
-            if s.recording { s.latencies.append(milliseconds) }
+            if s.recording { s.latencies.append((time, milliseconds)) }
             s.lastAnswered[agent] = time
         }
     }
@@ -518,7 +565,8 @@ final class HeartbeatBook: Sendable {
         }
     }
 
-    func stopWindow() -> [Double] {
+    /// The round trips of the window, each with when it was answered.
+    func stopWindow() -> [(at: ContinuousClock.Instant, ms: Double)] {
         state.withLock { s in
             s.recording = false
             return s.latencies
