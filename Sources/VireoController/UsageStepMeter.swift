@@ -105,8 +105,12 @@ struct UsageStepMeter {
     /// Starts the next step: means from zero, the last readings kept as where they count from,
     /// and VMs and hosts not heard of during the step forgotten.
     mutating func startStep() {
-        vms = vms.filter(\.value.fresh).mapValues(Self.restarted)
-        hosts = hosts.filter(\.value.fresh).mapValues(Self.restarted)
+        // The forgotten ones removed one by one and the rest restarted in place (mapValues keeps
+        // the table): filtering built a new table, hashing every VM's ID again, on the actor.
+        for id in vms.compactMap({ $0.value.fresh ? nil : $0.key }) { vms[id] = nil }
+        for id in hosts.compactMap({ $0.value.fresh ? nil : $0.key }) { hosts[id] = nil }
+        vms = vms.mapValues(Self.restarted)
+        hosts = hosts.mapValues(Self.restarted)
     }
 
     private static func restarted(_ readings: Readings) -> Readings {
