@@ -10,7 +10,7 @@ public enum HostTool {
         "busybox": "busybox-static", "cc": "gcc", "dpkg-query": "dpkg", "gzip": "gzip", "lz4": "lz4",
         "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "qemu-nbd": "qemu-utils", "qemu-system-x86_64": "qemu-system-x86",
         "sha256sum": "coreutils", "xz": "xz-utils", "zstd": "zstd", "ip": "iproute2", "iptables": "iptables",
-        "ip6tables": "iptables", "ebtables": "iptables", "setpriv": "util-linux", "setsid": "util-linux",
+        "ip6tables": "iptables", "ebtables": "iptables", "setpriv": "util-linux", "setsid": "util-linux", "nice": "coreutils",
     ]
 
     /// The absolute path of `tool`, searched in PATH and the sbin directories (mkfs.ext4 lives

@@ -2,10 +2,16 @@ import Foundation
 import VireoModel
 
 /// Where a PostgreSQL database is, from a `postgres://` URL:
-/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require]`, or a Unix
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require|verify-full]`, or a Unix
 /// socket's directory as `?host=/run/postgresql`. As libpq reads it, less what Vireo has no use for.
 public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
-    public enum TLSMode: String, Sendable { case disable, prefer, require }
+    /// As libpq's: `prefer` and `require` encrypt without checking the server's certificate
+    /// (`prefer` also takes a server without TLS); `verify-full` checks it against the system's
+    /// trusted authorities and the host name.
+    public enum TLSMode: String, Sendable {
+        case disable, prefer, require
+        case verifyFull = "verify-full"
+    }
 
     public var host: String
     public var port: Int
@@ -59,7 +65,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
             switch item.name {
             case "sslmode":
                 guard let mode = TLSMode(rawValue: value) else {
-                    throw invalid("sslmode must be disable, prefer or require, not '\(value)'")
+                    throw invalid("sslmode must be disable, prefer, require or verify-full, not '\(value)'")
                 }
                 tls = mode
             case "host":

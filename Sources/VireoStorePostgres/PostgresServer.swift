@@ -12,6 +12,8 @@ public struct PostgresServer: Sendable {
     public let directory: String
     public let port: Int
     let binaries: String
+    /// The niceness its programs run at (0: as this process).
+    let niceness: Int
 
     /// The server's `postgres` database.
     public var location: PostgresLocation { database("postgres") }
@@ -31,12 +33,16 @@ public struct PostgresServer: Sendable {
 
     /// Creates a cluster in `directory` (which must not hold one) and starts it on `port`; returns
     /// when it accepts connections. `durable: false` (tests) turns off fsync: a commit survives
-    /// the server's crash but not the machine's, and costs no disk flush.
-    public static func start(in directory: String, port: Int, durable: Bool = true) async throws -> PostgresServer {
+    /// the server's crash but not the machine's, and costs no disk flush. `niceness` above 0 runs
+    /// `initdb` and the server below this process's priority (tests: the server is a helper, and
+    /// its start-up must not take the CPU from clusters running beside it).
+    public static func start(
+        in directory: String, port: Int, durable: Bool = true, niceness: Int = 0
+    ) async throws -> PostgresServer {
         guard let binaries = installedBinaries() else {
             throw VireoError(.failedPrecondition, "PostgreSQL is not installed: install the Debian package postgresql")
         }
-        let server = PostgresServer(directory: directory, port: port, binaries: binaries)
+        let server = PostgresServer(directory: directory, port: port, binaries: binaries, niceness: niceness)
         let data = server.dataDirectory
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         if getuid() == 0 { try await HostTool.run("chown", ["-R", "postgres:postgres", directory]) }
@@ -72,14 +78,11 @@ public struct PostgresServer: Sendable {
         return database(name)
     }
 
-    /// One of the server's programs, as `postgres` when this process is root.
+    /// One of the server's programs, as `postgres` when this process is root, at `niceness`.
     private func run(_ program: String, _ arguments: [String]) async throws {
-        let path = "\(binaries)/\(program)"
-        if getuid() == 0 {
-            try await HostTool.run(
-                "setpriv", ["--reuid", "postgres", "--regid", "postgres", "--init-groups", "--", path] + arguments)
-        } else {
-            try await HostTool.run(path, arguments)
-        }
+        var command = ["\(binaries)/\(program)"] + arguments
+        if getuid() == 0 { command = ["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups", "--"] + command }
+        if niceness > 0 { command = ["nice", "-n", "\(niceness)"] + command }
+        try await HostTool.run(command[0], Array(command.dropFirst()))
     }
 }

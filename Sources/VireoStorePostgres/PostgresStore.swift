@@ -45,8 +45,8 @@ public final class PostgresStore: ClusterStore {
         let tls: PostgresClient.Configuration.TLS =
             switch location.tls {
             case .disable: .disable
-            case .prefer: .prefer(.makeClientConfiguration())
-            case .require: .require(.makeClientConfiguration())
+            case .prefer: .prefer(Self.tlsConfiguration(location.tls))
+            case .require, .verifyFull: .require(Self.tlsConfiguration(location.tls))
             }
         var configuration =
             if let socket = location.socketDirectory {
@@ -72,6 +72,13 @@ public final class PostgresStore: ClusterStore {
 
     deinit { running.cancel() }
 
+    /// The client's TLS: the server's certificate checked only for `verify-full`, as libpq does.
+    private static func tlsConfiguration(_ mode: PostgresLocation.TLSMode) -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if mode != .verifyFull { configuration.certificateVerification = .none }
+        return configuration
+    }
+
     /// One connection, opened and closed: a server that is not there, or refuses these
     /// credentials or this database, is an error now rather than a pool that retries for a minute.
     private static func probe(_ location: PostgresLocation, logger: Logger) async throws {
@@ -84,8 +91,8 @@ public final class PostgresStore: ClusterStore {
             let tls: PostgresConnection.Configuration.TLS =
                 switch location.tls {
                 case .disable: .disable
-                case .prefer: .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
-                case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+                case .prefer: .prefer(try NIOSSLContext(configuration: tlsConfiguration(location.tls)))
+                case .require, .verifyFull: .require(try NIOSSLContext(configuration: tlsConfiguration(location.tls)))
                 }
             configuration = PostgresConnection.Configuration(
                 host: location.host, port: location.port, username: location.user, password: location.password,

@@ -32,7 +32,7 @@ struct ServeOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
             "Where the cluster's records are kept: sqlite (<data-dir>/vireo.db) or a PostgreSQL database, "
-                + "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require] (the password "
+                + "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require|verify-full] (the password "
                 + "may come from PGPASSWORD instead). The schema is created or migrated on start. Telemetry and "
                 + "the usage history stay in <data-dir>.",
             valueName: "sqlite|url"))
