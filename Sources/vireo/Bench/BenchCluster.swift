@@ -62,7 +62,7 @@ struct ClusterBenchResult: Codable {
     /// This process's CPU during the steady run, in cores: the agents' side (their heartbeats,
     /// watches, HTTP clients and simulated hypervisors), on the same cores as the controller.
     var agentsCores: Double
-    /// Its resident memory at the end of the steady run, and its peak (VmHWM).
+    /// The controller's resident memory at the end of the steady run, and its peak (VmHWM).
     var controllerRSSMiB: Double
     var controllerPeakRSSMiB: Double
     /// The PostgreSQL server's CPU during the steady run (its main process and every connection's
