@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
@@ -154,6 +155,7 @@ let package = Package(
                 "VireoModel", "VireoAPI", "VireoStore", "VireoPlacement", "VireoTelemetry", "VireoTelemetryStore",
                 "VireoSecurity",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -256,6 +258,13 @@ if Context.environment["VIREO_BENCHMARKS"] == "1" {
             name: "RebalanceBenchmark",
             dependencies: ["VireoModel", "VireoPlacement", .product(name: "Benchmark", package: "benchmark")],
             path: "Benchmarks/RebalanceBenchmark",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ))
+    package.targets.append(
+        .executableTarget(
+            name: "UsageArchiveBenchmark",
+            dependencies: ["VireoModel", "VireoStore", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/UsageArchiveBenchmark",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ))
 }

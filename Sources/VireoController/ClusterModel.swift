@@ -248,7 +248,7 @@ struct ClusterModel {
         }
     }
 
-    /// Starts the next usage-history step (the one that ended has been read with `usageStep`).
+    /// Starts the next usage-history step (the one that ended has been taken with `usageStepSource`).
     mutating func startNextUsageStep() {
         apply { $0.stepUsage.startStep() }
     }

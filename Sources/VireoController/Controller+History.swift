@@ -21,14 +21,16 @@ extension Controller {
         historyStepStart = current
         let start = Date(timeIntervalSince1970: Double(current - stepMs) / 1000)
         let objectives = await telemetry.allStatuses()
-        let unsorted = try await write { model in
-            let step = model.unsortedUsageStep(start: start, seconds: Double(stepMs) / 1000, objectives: objectives)
+        let source = try await write { model in
+            let source = model.usageStepSource
             model.startNextUsageStep()
-            return step
+            return source
         }
-        // Sorted off the actor: at 100,000 VMs sorting them by name held every heartbeat up for a
-        // few hundred milliseconds once a step.
-        let step = await Task.detached { unsorted.sortedByName() }.value
+        // Made and sorted off the actor: at 100,000 VMs going through them held every heartbeat
+        // up for a few hundred milliseconds once a step.
+        let step = await Task.detached {
+            source.step(start: start, seconds: Double(stepMs) / 1000, objectives: objectives)
+        }.value
         try await history.record(step, deletingBefore: now().addingTimeInterval(-settings.historyRetention.seconds))
     }
 
@@ -40,32 +42,40 @@ extension Controller {
     }
 }
 
-extension ClusterModel {
-    /// The step under way as it stands: every host, every VM that runs or was reported running
-    /// during it (where it is now), every application with the state of its worst objective.
-    func usageStep(start: Date, seconds: Double, objectives: [String: [ObjectiveStatus]]) -> UsageStep {
-        unsortedUsageStep(start: start, seconds: seconds, objectives: objectives).sortedByName()
-    }
+/// What a usage-history step is made from, taken at its end in one decision. The tables are the
+/// model's own, shared until the model next changes them, so taking them costs nothing on the
+/// actor and the step is made off it.
+struct UsageStepSource: Sendable {
+    let hosts: [HostID: HostRecord]
+    let vms: [VMID: VirtualMachine]
+    let apps: [String: AppRecord]
+    let meter: UsageStepMeter
 
-    /// The step under way, its hosts, VMs and applications in no particular order.
-    func unsortedUsageStep(start: Date, seconds: Double, objectives: [String: [ObjectiveStatus]]) -> UsageStep {
-        let hosts = state.hosts.values.map { host in
-            UsageStep.Host(
-                id: host.id, name: host.name, fingerprint: host.fingerprint, cpuLoad: stepUsage.cpuLoad(of: host.id))
+    /// The step: every host, every VM that runs or was reported running during it (where it is
+    /// now), every application with the state of its worst objective; each in order of name.
+    func step(start: Date, seconds: Double, objectives: [String: [ObjectiveStatus]]) -> UsageStep {
+        let hosts = self.hosts.values.map { host in
+            UsageStep.Host(id: host.id, name: host.name, fingerprint: host.fingerprint, cpuLoad: meter.cpuLoad(of: host.id))
         }
-        let vms = state.vms.values.compactMap { vm -> UsageStep.VM? in
-            guard let host = vm.hostID, state.hosts[host] != nil, vm.state == .running || stepUsage.wasReported(vm.id)
+        let vms = self.vms.values.compactMap { vm -> UsageStep.VM? in
+            guard let host = vm.hostID, self.hosts[host] != nil, vm.state == .running || meter.wasReported(vm.id)
             else { return nil }
             return UsageStep.VM(
                 id: vm.id, name: vm.name, app: vm.spec.app, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB, host: host,
-                cpuCores: stepUsage.cpuCores(of: vm.id), residentMiB: stepUsage.residentMiB(of: vm.id))
+                cpuCores: meter.cpuCores(of: vm.id), residentMiB: meter.residentMiB(of: vm.id))
         }
         let applications = apps.values.map { app in
             UsageStep.Application(
-                name: app.name, objectives: app.spec.objectives,
-                state: SLOState.worst((objectives[app.name] ?? []).map(\.state)))
+                name: app.name, objectives: app.spec.objectives, state: SLOState.worst((objectives[app.name] ?? []).map(\.state)))
         }
-        return UsageStep(start: start, seconds: seconds, hosts: hosts, vms: vms, applications: applications)
+        return UsageStep(start: start, seconds: seconds, hosts: hosts, vms: vms, applications: applications).sortedByName()
+    }
+}
+
+extension ClusterModel {
+    /// The step under way as it stands.
+    var usageStepSource: UsageStepSource {
+        UsageStepSource(hosts: state.hosts, vms: state.vms, apps: apps, meter: stepUsage)
     }
 }
 

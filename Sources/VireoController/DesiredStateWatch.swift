@@ -1,3 +1,4 @@
+import HeapModule
 import Synchronization
 import VireoAPI
 import VireoModel
@@ -13,21 +14,29 @@ import VireoModel
 /// sees a different number and heartbeats once more, which is what it should do after a restart.
 ///
 /// Every agent of the cluster waits here at once (10,000 in `vireo bench cluster`), so a wait is
-/// one continuation and a deadline: one reaper task, not a timer per wait, ends those that expire.
+/// one continuation and a deadline: one reaper task, not a timer per wait, ends those that expire,
+/// taking them from a heap ordered by deadline (looking at every wait four times a second cost
+/// 6 % of the controller at 10,000 agents, and held the lock each heartbeat takes).
 public final class DesiredStateWatch: Sendable {
     private struct Waiter {
         var host: HostID
         /// Answered with the generation, or nil once the watch is closed.
         var continuation: CheckedContinuation<Int?, Never>
-        var deadline: ContinuousClock.Instant
     }
     private struct Entry {
         var generation = 0
         var waiters: Set<Int> = []
     }
+    private struct Deadline: Comparable {
+        var at: ContinuousClock.Instant
+        var waiter: Int
+        static func < (a: Deadline, b: Deadline) -> Bool { (a.at, a.waiter) < (b.at, b.waiter) }
+    }
     private struct State {
         var hosts: [HostID: Entry] = [:]
         var waiters: [Int: Waiter] = [:]
+        /// Every wait's deadline, including those of waits answered since (skipped when reached).
+        var deadlines = Heap<Deadline>()
         var nextWaiter = 0
         var closed = false
         var reaper: Task<Void, Never>?
@@ -82,6 +91,7 @@ public final class DesiredStateWatch: Sendable {
             s.reaper = nil
             defer {
                 s.waiters = [:]
+                s.deadlines = Heap()
                 for host in s.hosts.keys { s.hosts[host]?.waiters = [] }
             }
             return s.waiters.values.map(\.continuation)
@@ -107,7 +117,8 @@ public final class DesiredStateWatch: Sendable {
                     if s.closed { return .some(nil) }
                     if generation != known || Task.isCancelled { return generation }
                     s.hosts[host, default: Entry()].waiters.insert(id)
-                    s.waiters[id] = Waiter(host: host, continuation: continuation, deadline: deadline)
+                    s.waiters[id] = Waiter(host: host, continuation: continuation)
+                    s.deadlines.insert(Deadline(at: deadline, waiter: id))
                     if s.reaper == nil { s.reaper = Task { [weak self] in await self?.reap() } }
                     return .none
                 }
@@ -125,11 +136,15 @@ public final class DesiredStateWatch: Sendable {
             let now = ContinuousClock.now
             let (expired, done) = state.withLock { s -> ([(CheckedContinuation<Int?, Never>, Int)], Bool) in
                 var expired: [(CheckedContinuation<Int?, Never>, Int)] = []
-                for (id, waiter) in s.waiters where waiter.deadline <= now {
-                    _ = s.remove(id)
+                while let next = s.deadlines.min, next.at <= now {
+                    s.deadlines.removeMin()
+                    guard let waiter = s.remove(next.waiter) else { continue }
                     expired.append((waiter.continuation, base + (s.hosts[waiter.host]?.generation ?? 0)))
                 }
-                if s.waiters.isEmpty { s.reaper = nil }
+                if s.waiters.isEmpty {
+                    s.reaper = nil
+                    s.deadlines = Heap()
+                }
                 return (expired, s.waiters.isEmpty)
             }
             for (waiter, generation) in expired { waiter.resume(returning: generation) }

@@ -50,17 +50,34 @@ struct UsageStepMeter {
         var cpu: Counter?
         var residentBytes = 0.0
         var residentCount = 0
-        /// Read during the step under way: what was not is forgotten when it closes.
-        var fresh = true
+        /// The step the means belong to: readings of an earlier step count for nothing now.
+        var step: Int
     }
 
+    /// The step under way. Closing it only moves this: each VM's and host's readings start the
+    /// next step at their next report (closing a step touched every one of 100,000 VMs on the
+    /// controller's actor, once per step, holding every heartbeat up).
+    private(set) var step = 0
     private(set) var vms: [VMID: Readings] = [:]
     private(set) var hosts: [HostID: Readings] = [:]
 
+    /// The readings to add a report to: those of the step under way; those of the step before,
+    /// restarted from their last reading; or new ones, when there was no report during a whole
+    /// step (what was counted from is forgotten).
+    private func current(_ existing: Readings?) -> Readings {
+        guard var readings = existing, readings.step >= step - 1 else { return Readings(step: step) }
+        if readings.step != step {
+            readings.cpu?.startStep()
+            readings.residentBytes = 0
+            readings.residentCount = 0
+            readings.step = step
+        }
+        return readings
+    }
+
     /// A running VM's report from the host it lives on.
     mutating func take(vm id: VMID, on host: HostID, cpuSeconds: Double?, residentBytes: UInt64?, at time: Double) {
-        var readings = vms[id] ?? Readings()
-        readings.fresh = true
+        var readings = current(vms[id])
         if let cpuSeconds {
             if readings.cpu == nil {
                 readings.cpu = Counter(source: host, time: time, value: cpuSeconds)
@@ -77,8 +94,7 @@ struct UsageStepMeter {
 
     /// A host's busy CPU seconds out of `capacity` CPUs.
     mutating func take(host id: HostID, busySeconds: Double, capacity: Double, at time: Double) {
-        var readings = hosts[id] ?? Readings()
-        readings.fresh = true
+        var readings = current(hosts[id])
         if readings.cpu == nil {
             readings.cpu = Counter(source: id, time: time, value: busySeconds)
         } else {
@@ -88,39 +104,25 @@ struct UsageStepMeter {
     }
 
     /// Mean CPU use over the step, cores.
-    func cpuCores(of vm: VMID) -> Double? { vms[vm]?.cpu?.rate }
+    func cpuCores(of vm: VMID) -> Double? { thisStep(vms[vm])?.cpu?.rate }
 
     /// Mean resident memory over the step, MiB.
     func residentMiB(of vm: VMID) -> Double? {
-        guard let readings = vms[vm], readings.residentCount > 0 else { return nil }
+        guard let readings = thisStep(vms[vm]), readings.residentCount > 0 else { return nil }
         return readings.residentBytes / Double(readings.residentCount) / 1_048_576
     }
 
     /// Mean busy fraction of the host's CPUs over the step.
-    func cpuLoad(of host: HostID) -> Double? { hosts[host]?.cpu?.rate }
+    func cpuLoad(of host: HostID) -> Double? { thisStep(hosts[host])?.cpu?.rate }
 
     /// Whether the VM was reported during the step.
-    func wasReported(_ vm: VMID) -> Bool { vms[vm]?.fresh ?? false }
+    func wasReported(_ vm: VMID) -> Bool { thisStep(vms[vm]) != nil }
+
+    private func thisStep(_ readings: Readings?) -> Readings? { readings?.step == step ? readings : nil }
 
     /// Starts the next step: means from zero, the last readings kept as where they count from,
-    /// and VMs and hosts not heard of during the step forgotten.
-    mutating func startStep() {
-        // The forgotten ones removed one by one and the rest restarted in place (mapValues keeps
-        // the table): filtering built a new table, hashing every VM's ID again, on the actor.
-        for id in vms.compactMap({ $0.value.fresh ? nil : $0.key }) { vms[id] = nil }
-        for id in hosts.compactMap({ $0.value.fresh ? nil : $0.key }) { hosts[id] = nil }
-        vms = vms.mapValues(Self.restarted)
-        hosts = hosts.mapValues(Self.restarted)
-    }
-
-    private static func restarted(_ readings: Readings) -> Readings {
-        var next = readings
-        next.cpu?.startStep()
-        next.residentBytes = 0
-        next.residentCount = 0
-        next.fresh = false
-        return next
-    }
+    /// and VMs and hosts not heard of during the step forgotten (each as it is next reported).
+    mutating func startStep() { step += 1 }
 
     mutating func forget(vm: VMID) { vms[vm] = nil }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import VireoModel
+import VireoProcess
 
 /// Busy CPU time of the host an agent stands for, and the CPUs it may use.
 ///
@@ -96,7 +97,7 @@ struct HostCPUMeter: Sendable {
             guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
                 let busy = Self.busyTicks(procStat: text)
             else { return nil }
-            return HostCPUUsage(busySeconds: busy / ProcessUsage.ticksPerSecond, capacity: capacity)
+            return HostCPUUsage(busySeconds: busy / ProcessStat.ticksPerSecond, capacity: capacity)
         }
     }
 

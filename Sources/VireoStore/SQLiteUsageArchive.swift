@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import VireoModel
 
 /// The usage history in SQLite (GRDB), in its own file beside the cluster's (`history.db`), so a
@@ -55,12 +56,46 @@ public final class SQLiteUsageArchive: UsageArchive {
 
     static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
 
+    /// What the archive holds about each host and VM, as last written: a step whose hosts and
+    /// VMs are as they were writes only their step rows (at 100,000 VMs, upserting every VM's
+    /// record each step was most of a step's cost).
+    struct Known {
+        struct Host {
+            var key: Int64
+            var name: String
+            var fingerprint: HostFingerprint
+            var lastSeen: Int64
+        }
+        struct VM {
+            var key: Int64
+            var name: String
+            var app: String?
+            var cpus: Int
+            var memoryMiB: Int
+            var lastSeen: Int64
+        }
+        var hosts: [HostID: Host] = [:]
+        var vms: [VMID: VM] = [:]
+    }
+
+    /// Loaded at the first step, taken out for each write and put back only when it committed
+    /// (a write that fails leaves it unloaded, to be read again).
+    private let known = Mutex<Known?>(nil)
+
+    /// How stale a record's `last_seen` may be: it is written again only once it is older than
+    /// this (a span per key between one and two times it, so the records of a cluster that came
+    /// up at once are not all written in the same step). Retention and reads allow for it.
+    static let lastSeenRefresh: Int64 = 10 * 60 * 1000
+    static func isStale(_ lastSeen: Int64, key: Int64, at t: Int64) -> Bool {
+        t - lastSeen >= lastSeenRefresh + lastSeenRefresh * (key & 15) / 16
+    }
+
     public func record(_ step: UsageStep, deletingBefore cutoff: Date) async throws {
         let t = Self.milliseconds(step.start)
         let horizon = Self.milliseconds(cutoff)
-        let hosts = try step.hosts.map { ($0, try encoder.encode($0.fingerprint)) }
         let apps = try step.applications.map { ($0, try encoder.encode($0.objectives)) }
         try await writer.write { db in
+            var known = try self.known.withLock { $0.take() } ?? Self.load(db)
             try db.execute(
                 sql: "INSERT OR REPLACE INTO steps (t, seconds) VALUES (?, ?)", arguments: [t, step.seconds])
             // A step recorded again replaces the first one entirely.
@@ -74,13 +109,23 @@ public final class SQLiteUsageArchive: UsageArchive {
                     INSERT INTO hosts (id, name, fingerprint, last_seen) VALUES (?, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET name = excluded.name, fingerprint = excluded.fingerprint,
                         last_seen = max(last_seen, excluded.last_seen)
-                    RETURNING key
+                    RETURNING key, last_seen
                     """)
             let insertHostStep = try db.cachedStatement(sql: "INSERT INTO host_steps (t, host, cpu_load) VALUES (?, ?, ?)")
             var hostKeys: [HostID: Int64] = [:]
-            for (host, fingerprint) in hosts {
-                guard let key = try Int64.fetchOne(upsertHost, arguments: [host.id.rawValue, host.name, fingerprint, t])
-                else { continue }
+            for host in step.hosts {
+                let key: Int64
+                if let record = known.hosts[host.id], record.name == host.name, record.fingerprint == host.fingerprint,
+                    !Self.isStale(record.lastSeen, key: record.key, at: t)
+                {
+                    key = record.key
+                } else {
+                    let fingerprint = try self.encoder.encode(host.fingerprint)
+                    guard let row = try Row.fetchOne(upsertHost, arguments: [host.id.rawValue, host.name, fingerprint, t])
+                    else { continue }
+                    key = row[0]
+                    known.hosts[host.id] = .init(key: key, name: host.name, fingerprint: host.fingerprint, lastSeen: row[1])
+                }
                 hostKeys[host.id] = key
                 try insertHostStep.execute(arguments: [t, key, host.cpuLoad])
             }
@@ -89,7 +134,7 @@ public final class SQLiteUsageArchive: UsageArchive {
                     INSERT INTO vms (id, name, app, cpus, memory_mib, last_seen) VALUES (?, ?, ?, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET name = excluded.name, app = excluded.app, cpus = excluded.cpus,
                         memory_mib = excluded.memory_mib, last_seen = max(last_seen, excluded.last_seen)
-                    RETURNING key
+                    RETURNING key, last_seen
                     """)
             let insertVMStep = try db.cachedStatement(
                 sql: "INSERT INTO vm_steps (t, vm, host, cpu_cores, resident_mib) VALUES (?, ?, ?, ?, ?)")
@@ -97,10 +142,20 @@ public final class SQLiteUsageArchive: UsageArchive {
                 guard let host = hostKeys[vm.host] else {
                     throw VireoError(.invalidArgument, "VM '\(vm.name)' runs on host \(vm.host), which the step does not list")
                 }
-                guard
-                    let key = try Int64.fetchOne(
-                        upsertVM, arguments: [vm.id.rawValue, vm.name, vm.app, vm.cpus, vm.memoryMiB, t])
-                else { continue }
+                let key: Int64
+                if let record = known.vms[vm.id], record.name == vm.name, record.app == vm.app, record.cpus == vm.cpus,
+                    record.memoryMiB == vm.memoryMiB, !Self.isStale(record.lastSeen, key: record.key, at: t)
+                {
+                    key = record.key
+                } else {
+                    guard
+                        let row = try Row.fetchOne(
+                            upsertVM, arguments: [vm.id.rawValue, vm.name, vm.app, vm.cpus, vm.memoryMiB, t])
+                    else { continue }
+                    key = row[0]
+                    known.vms[vm.id] = .init(
+                        key: key, name: vm.name, app: vm.app, cpus: vm.cpus, memoryMiB: vm.memoryMiB, lastSeen: row[1])
+                }
                 try insertVMStep.execute(arguments: [t, key, host, vm.cpuCores, vm.residentMiB])
             }
             for (app, objectives) in apps {
@@ -114,14 +169,37 @@ public final class SQLiteUsageArchive: UsageArchive {
                 try db.execute(
                     sql: "INSERT INTO app_steps (t, app, state) VALUES (?, ?, ?)", arguments: [t, app.name, app.state.rawValue])
             }
-            // Retention: steps first, then what no step kept refers to.
+            // Retention: steps first, then what no step kept refers to (allowing for a
+            // `last_seen` that was not written again yet).
             for table in ["steps", "host_steps", "vm_steps", "app_steps"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE t < ?", arguments: [horizon])
             }
-            for table in ["hosts", "vms", "apps"] {
-                try db.execute(sql: "DELETE FROM \(table) WHERE last_seen < ?", arguments: [horizon])
-            }
+            let forgotten = horizon - 2 * Self.lastSeenRefresh
+            try db.execute(sql: "DELETE FROM apps WHERE last_seen < ?", arguments: [horizon])
+            try db.execute(sql: "DELETE FROM hosts WHERE last_seen < ?", arguments: [forgotten])
+            if db.changesCount > 0 { known.hosts = known.hosts.filter { $0.value.lastSeen >= forgotten } }
+            try db.execute(sql: "DELETE FROM vms WHERE last_seen < ?", arguments: [forgotten])
+            if db.changesCount > 0 { known.vms = known.vms.filter { $0.value.lastSeen >= forgotten } }
+            // Put back once committed, before the next write can read it.
+            db.afterNextTransaction { [known] _ in self.known.withLock { $0 = known } }
         }
+    }
+
+    /// The hosts and VMs recorded so far.
+    private static func load(_ db: Database) throws -> Known {
+        var known = Known()
+        let decoder = JSONDecoder()
+        for row in try Row.fetchAll(db, sql: "SELECT key, id, name, fingerprint, last_seen FROM hosts") {
+            known.hosts[HostID(row[1] as String)] = .init(
+                key: row[0], name: row[2], fingerprint: try decoder.decode(HostFingerprint.self, from: row[3] as Data),
+                lastSeen: row[4])
+        }
+        let vms = try Row.fetchCursor(db, sql: "SELECT key, id, name, app, cpus, memory_mib, last_seen FROM vms")
+        while let row = try vms.next() {
+            known.vms[VMID(row[1] as String)] = .init(
+                key: row[0], name: row[2], app: row[3], cpus: row[4], memoryMiB: row[5], lastSeen: row[6])
+        }
+        return known
     }
 
     public func recording(from: Date, stepSeconds: Double, count: Int) async throws -> UsageRecording {
@@ -170,7 +248,8 @@ public final class SQLiteUsageArchive: UsageArchive {
         var hostIDs: [Int64: HostID] = [:]
         var hosts: [UsageRecording.HostSeries] = []
         for row in try Row.fetchAll(
-            db, sql: "SELECT key, id, name, fingerprint FROM hosts WHERE last_seen >= ?", arguments: [seenSince])
+            db, sql: "SELECT key, id, name, fingerprint FROM hosts WHERE last_seen >= ?",
+            arguments: [seenSince - 2 * Self.lastSeenRefresh])
         {
             let key: Int64 = row[0]
             let id = HostID(row[1] as String)
@@ -183,7 +262,8 @@ public final class SQLiteUsageArchive: UsageArchive {
         }
         var vms: [UsageRecording.VMSeries] = []
         for row in try Row.fetchAll(
-            db, sql: "SELECT key, id, name, app, cpus, memory_mib FROM vms WHERE last_seen >= ?", arguments: [seenSince])
+            db, sql: "SELECT key, id, name, app, cpus, memory_mib FROM vms WHERE last_seen >= ?",
+            arguments: [seenSince - 2 * Self.lastSeenRefresh])
         {
             guard let series = folding.vms[row[0] as Int64] else { continue }
             vms.append(

@@ -260,7 +260,7 @@ struct BenchCluster: AsyncParsableCommand {
         // created one at a time, evenly over the run, timed to running from the controller's events.
         stderr("steady run of \(duration)")
         let cpuBefore = try controller.cpuSeconds()
-        let agentsCPUBefore = try processStat(getpid()).cpu
+        let agentsCPUBefore = try ProcessStat.read(pid: getpid()).cpuSeconds
         let serverBefore = try await controller.heartbeatHistogram()
         let databaseCPUBefore = try database.server.map { try processTreeCPUSeconds(try $0.mainProcess()) }
         book.startWindow()
@@ -288,7 +288,7 @@ struct BenchCluster: AsyncParsableCommand {
         try await Self.sleep(until: windowStart + .seconds(steady))
         let window = (ContinuousClock.now - windowStart).secondsValue
         let cpuAfter = try controller.cpuSeconds()
-        let agentsCPUAfter = try processStat(getpid()).cpu
+        let agentsCPUAfter = try ProcessStat.read(pid: getpid()).cpuSeconds
         let memory = try controller.memory()
         let databaseCPUAfter = try database.server.map { try processTreeCPUSeconds(try $0.mainProcess()) }
         let databasePSS = try database.server.map { try processTreePSSMiB(try $0.mainProcess()) }
@@ -480,7 +480,7 @@ struct BenchController {
     }
 
     /// User and system CPU time the process has used, seconds.
-    func cpuSeconds() throws -> Double { try processStat(pid).cpu }
+    func cpuSeconds() throws -> Double { try ProcessStat.read(pid: pid).cpuSeconds }
 
     func memory() throws -> (rss: Double, peak: Double) {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
@@ -494,32 +494,12 @@ struct BenchController {
     }
 }
 
-/// From `/proc/PID/stat`: the parent, the CPU time used (user + system, seconds), and the CPU
-/// time of the children it has reaped.
-func processStat(_ pid: Int32) throws -> (parent: Int32, cpu: Double, reaped: Double) {
-    let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
-    // Fields after the command's closing parenthesis: the state is the 3rd field, ppid the 4th,
-    // utime the 14th, stime, cutime, cstime the next.
-    guard let close = stat.lastIndex(of: ")") else { throw VireoError(.internal, "unreadable /proc/\(pid)/stat") }
-    let fields = stat[stat.index(after: close)...].split(separator: " ").map(String.init)
-    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-    guard fields.count > 14, let parent = Int32(fields[1]), let user = Double(fields[11]), let system = Double(fields[12]),
-        let childUser = Double(fields[13]), let childSystem = Double(fields[14])
-    else { throw VireoError(.internal, "unreadable /proc/\(pid)/stat") }
-    return (parent, (user + system) / ticks, (childUser + childSystem) / ticks)
-}
-
-/// The processes whose parent is `pid`.
-func childProcesses(of pid: Int32) -> [Int32] {
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.compactMap { Int32($0) }.filter { (try? processStat($0).parent) == pid }
-}
-
 /// CPU seconds of a server and its children: its own, its reaped children's, and its live
 /// children's (PostgreSQL runs a process per connection).
 func processTreeCPUSeconds(_ pid: Int32) throws -> Double {
-    let main = try processStat(pid)
-    return main.cpu + main.reaped + childProcesses(of: pid).reduce(0) { $0 + ((try? processStat($1).cpu) ?? 0) }
+    let main = try ProcessStat.read(pid: pid)
+    return main.cpuSeconds + main.reapedChildrenCPUSeconds
+        + ProcessStat.children(of: pid).reduce(0) { $0 + ((try? ProcessStat.read(pid: $1).cpuSeconds) ?? 0) }
 }
 
 /// Proportional set size of a server and its children, MiB: memory they share (PostgreSQL's
@@ -532,7 +512,7 @@ func processTreePSSMiB(_ pid: Int32) throws -> Double {
         }
         return 0
     }
-    return ([pid] + childProcesses(of: pid)).reduce(0) { $0 + pss($1) } / 1024
+    return ([pid] + ProcessStat.children(of: pid)).reduce(0) { $0 + pss($1) } / 1024
 }
 
 /// The heartbeats the agents sent: round trips of the steady window, failures, and when each
