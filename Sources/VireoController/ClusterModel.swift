@@ -240,15 +240,17 @@ struct ClusterModel {
             }
             for report in heartbeat.instances where report.state == .running {
                 // During a move both hosts report the VM: only the one it lives on counts.
-                guard model.state.vms[report.id]?.hostID == host else { continue }
+                guard let vm = model.state.vms[report.id], vm.hostID == host else { continue }
                 if let cpu = report.cpuSeconds { model.vmUsage.record(report.id, value: cpu, at: seconds) }
                 model.stepUsage.take(
-                    vm: report.id, on: host, cpuSeconds: report.cpuSeconds, residentBytes: report.residentBytes, at: seconds)
+                    vm: report.id,
+                    facts: .init(name: vm.name, app: vm.spec.app, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB, host: host),
+                    cpuSeconds: report.cpuSeconds, residentBytes: report.residentBytes, at: seconds)
             }
         }
     }
 
-    /// Starts the next usage-history step (the one that ended has been taken with `usageStepSource`).
+    /// Starts the next usage-history step (the one that ended is then read from `stepUsage.closed`).
     mutating func startNextUsageStep() {
         apply { $0.stepUsage.startStep() }
     }

@@ -22,9 +22,8 @@ extension Controller {
         let start = Date(timeIntervalSince1970: Double(current - stepMs) / 1000)
         let objectives = await telemetry.allStatuses()
         let source = try await write { model in
-            let source = model.usageStepSource
             model.startNextUsageStep()
-            return source
+            return model.closedUsageStep
         }
         // Made and sorted off the actor: at 100,000 VMs going through them held every heartbeat
         // up for a few hundred milliseconds once a step.
@@ -42,27 +41,28 @@ extension Controller {
     }
 }
 
-/// What a usage-history step is made from, taken at its end in one decision. The tables are the
-/// model's own, shared until the model next changes them, so taking them costs nothing on the
-/// actor and the step is made off it.
+/// What a usage-history step is made from, taken once the step is closed: the closed step's
+/// readings, which nothing changes any more, and the hosts and applications (small tables, copied
+/// if the model changes them meanwhile), so the step is made off the actor.
 struct UsageStepSource: Sendable {
     let hosts: [HostID: HostRecord]
-    let vms: [VMID: VirtualMachine]
     let apps: [String: AppRecord]
-    let meter: UsageStepMeter
+    /// The closed step's readings only: the meter's tables of the step under way change with
+    /// every heartbeat, and holding them here would copy them.
+    let readings: (vms: [VMID: UsageStepMeter.Readings], hosts: [HostID: UsageStepMeter.Readings])
 
-    /// The step: every host, every VM that runs or was reported running during it (where it is
-    /// now), every application with the state of its worst objective; each in order of name.
+    /// The step: every host, every VM reported running during it (where it lives), every
+    /// application with the state of its worst objective; each in order of name.
     func step(start: Date, seconds: Double, objectives: [String: [ObjectiveStatus]]) -> UsageStep {
         let hosts = self.hosts.values.map { host in
-            UsageStep.Host(id: host.id, name: host.name, fingerprint: host.fingerprint, cpuLoad: meter.cpuLoad(of: host.id))
+            UsageStep.Host(
+                id: host.id, name: host.name, fingerprint: host.fingerprint, cpuLoad: readings.hosts[host.id]?.cpuRate)
         }
-        let vms = self.vms.values.compactMap { vm -> UsageStep.VM? in
-            guard let host = vm.hostID, self.hosts[host] != nil, vm.state == .running || meter.wasReported(vm.id)
-            else { return nil }
+        let vms = readings.vms.compactMap { id, readings -> UsageStep.VM? in
+            guard let vm = readings.vm, self.hosts[vm.host] != nil else { return nil }
             return UsageStep.VM(
-                id: vm.id, name: vm.name, app: vm.spec.app, cpus: vm.spec.cpus, memoryMiB: vm.spec.memoryMiB, host: host,
-                cpuCores: meter.cpuCores(of: vm.id), residentMiB: meter.residentMiB(of: vm.id))
+                id: id, name: vm.name, app: vm.app, cpus: vm.cpus, memoryMiB: vm.memoryMiB, host: vm.host,
+                cpuCores: readings.cpuRate, residentMiB: readings.residentMiB)
         }
         let applications = apps.values.map { app in
             UsageStep.Application(
@@ -73,9 +73,9 @@ struct UsageStepSource: Sendable {
 }
 
 extension ClusterModel {
-    /// The step under way as it stands.
-    var usageStepSource: UsageStepSource {
-        UsageStepSource(hosts: state.hosts, vms: state.vms, apps: apps, meter: stepUsage)
+    /// The step closed last (by `startNextUsageStep`).
+    var closedUsageStep: UsageStepSource {
+        UsageStepSource(hosts: state.hosts, apps: apps, readings: stepUsage.closed)
     }
 }
 

@@ -46,43 +46,58 @@ struct UsageStepMeter {
         }
     }
 
-    struct Readings {
+    /// What the step records of a VM besides its readings, as of its last report.
+    struct VMFacts: Sendable {
+        var name: String
+        var app: String?
+        var cpus: Int
+        var memoryMiB: Int
+        /// The host it lives on, which reported it.
+        var host: HostID
+    }
+
+    struct Readings: Sendable {
         var cpu: Counter?
         var residentBytes = 0.0
         var residentCount = 0
-        /// The step the means belong to: readings of an earlier step count for nothing now.
-        var step: Int
+        var vm: VMFacts?
+
+        /// Mean CPU over the step: cores for a VM, a fraction of its capacity for a host.
+        var cpuRate: Double? { cpu?.rate }
+
+        /// Mean resident memory over the step, MiB.
+        var residentMiB: Double? { residentCount > 0 ? residentBytes / Double(residentCount) / 1_048_576 : nil }
+
+        /// The same counter, starting a new step from its last reading.
+        func restarted() -> Readings {
+            var next = Readings(cpu: cpu, vm: vm)
+            next.cpu?.startStep()
+            return next
+        }
     }
 
-    /// The step under way. Closing it only moves this: each VM's and host's readings start the
-    /// next step at their next report (closing a step touched every one of 100,000 VMs on the
-    /// controller's actor, once per step, holding every heartbeat up).
-    private(set) var step = 0
+    /// The step under way: the VMs and hosts reported during it.
     private(set) var vms: [VMID: Readings] = [:]
     private(set) var hosts: [HostID: Readings] = [:]
+    /// The step closed last, as it ended. Closing a step moves the tables here and starts empty
+    /// ones, so it costs nothing on the controller's actor (restarting 100,000 VMs' counters in
+    /// place held every heartbeat up), and the closed step is read off the actor while the
+    /// model goes on: nothing changes these tables until the next step closes.
+    private(set) var closed: (vms: [VMID: Readings], hosts: [HostID: Readings]) = ([:], [:])
 
-    /// The readings to add a report to: those of the step under way; those of the step before,
-    /// restarted from their last reading; or new ones, when there was no report during a whole
-    /// step (what was counted from is forgotten).
-    private func current(_ existing: Readings?) -> Readings {
-        guard var readings = existing, readings.step >= step - 1 else { return Readings(step: step) }
-        if readings.step != step {
-            readings.cpu?.startStep()
-            readings.residentBytes = 0
-            readings.residentCount = 0
-            readings.step = step
-        }
-        return readings
-    }
-
-    /// A running VM's report from the host it lives on.
-    mutating func take(vm id: VMID, on host: HostID, cpuSeconds: Double?, residentBytes: UInt64?, at time: Double) {
-        var readings = current(vms[id])
+    /// A running VM's report from the host it lives on. A VM reported during the step before
+    /// counts from its last reading there; one not reported during the whole step before starts
+    /// again (what it counted from is forgotten).
+    mutating func take(
+        vm id: VMID, facts: VMFacts, cpuSeconds: Double?, residentBytes: UInt64?, at time: Double
+    ) {
+        var readings = vms[id] ?? closed.vms[id]?.restarted() ?? Readings()
+        readings.vm = facts
         if let cpuSeconds {
             if readings.cpu == nil {
-                readings.cpu = Counter(source: host, time: time, value: cpuSeconds)
+                readings.cpu = Counter(source: facts.host, time: time, value: cpuSeconds)
             } else {
-                readings.cpu?.take(cpuSeconds, at: time, from: host)
+                readings.cpu?.take(cpuSeconds, at: time, from: facts.host)
             }
         }
         if let residentBytes {
@@ -94,7 +109,7 @@ struct UsageStepMeter {
 
     /// A host's busy CPU seconds out of `capacity` CPUs.
     mutating func take(host id: HostID, busySeconds: Double, capacity: Double, at time: Double) {
-        var readings = current(hosts[id])
+        var readings = hosts[id] ?? closed.hosts[id]?.restarted() ?? Readings()
         if readings.cpu == nil {
             readings.cpu = Counter(source: id, time: time, value: busySeconds)
         } else {
@@ -103,26 +118,14 @@ struct UsageStepMeter {
         hosts[id] = readings
     }
 
-    /// Mean CPU use over the step, cores.
-    func cpuCores(of vm: VMID) -> Double? { thisStep(vms[vm])?.cpu?.rate }
-
-    /// Mean resident memory over the step, MiB.
-    func residentMiB(of vm: VMID) -> Double? {
-        guard let readings = thisStep(vms[vm]), readings.residentCount > 0 else { return nil }
-        return readings.residentBytes / Double(readings.residentCount) / 1_048_576
+    /// Closes the step under way and starts the next: means from zero, the last readings kept
+    /// as where they count from (until the end of the next step).
+    mutating func startStep() {
+        closed = (vms, hosts)
+        vms = Dictionary(minimumCapacity: closed.vms.count)
+        hosts = Dictionary(minimumCapacity: closed.hosts.count)
     }
 
-    /// Mean busy fraction of the host's CPUs over the step.
-    func cpuLoad(of host: HostID) -> Double? { thisStep(hosts[host])?.cpu?.rate }
-
-    /// Whether the VM was reported during the step.
-    func wasReported(_ vm: VMID) -> Bool { thisStep(vms[vm]) != nil }
-
-    private func thisStep(_ readings: Readings?) -> Readings? { readings?.step == step ? readings : nil }
-
-    /// Starts the next step: means from zero, the last readings kept as where they count from,
-    /// and VMs and hosts not heard of during the step forgotten (each as it is next reported).
-    mutating func startStep() { step += 1 }
-
+    /// A deleted VM: not part of the step under way.
     mutating func forget(vm: VMID) { vms[vm] = nil }
 }
