@@ -54,6 +54,25 @@ struct WatchTests {
         await #expect(throws: VireoError.self) { try await controller.watch(host: b, after: -1, timeout: .seconds(60)) }
     }
 
+    @Test("waits end in the order of their deadlines, not of their start, and one answered early is not ended again")
+    func deadlines() async throws {
+        let watch = DesiredStateWatch()
+        let (a, b, c) = (HostID("a"), HostID("b"), HostID("c"))
+        let long = Task { await watch.wait(host: a, after: watch.generation(of: a), timeout: .seconds(60)) }
+        let bumped = Task { await watch.wait(host: b, after: watch.generation(of: b), timeout: .milliseconds(100)) }
+        try await eventually("both waits are registered") { watch.waiting == 2 }
+        watch.bump([b])
+        #expect(await bumped.value == watch.generation(of: b))
+        // Started after the long wait, ends first; the bumped wait's deadline passes meanwhile.
+        let quiet = watch.generation(of: c)
+        #expect(await watch.wait(host: c, after: quiet, timeout: .milliseconds(200)) == quiet)
+        try await Task.sleep(for: DesiredStateWatch.reapInterval * 2)
+        #expect(watch.waiting == 1, "the 60 s wait still waits")
+        watch.bump([a])
+        #expect(await long.value == watch.generation(of: a))
+        #expect(watch.waiting == 0)
+    }
+
     @Test("what moves a host's generation: its VMs' requests and moves, not what the agent reports")
     func whatMoves() async throws {
         let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
