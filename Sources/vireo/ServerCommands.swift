@@ -206,14 +206,21 @@ struct ControlPlane {
         }
         try options.timing(into: &settings)
         let storeLocation = try options.storeLocation()
-        try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
+        let migrationTLS: Bool
         switch options.migrationTLS.lowercased() {
-        case "on": settings.migrationAuthority = try MigrationAuthority(directory: options.dataDir + "/migration-ca")
-        case "off": settings.migrationAuthority = nil
+        case "on": migrationTLS = true
+        case "off": migrationTLS = false
         default: throw VireoError.invalid(field: "--migration-tls", value: "'\(options.migrationTLS)'", "expected on or off")
         }
+        // A PostgreSQL store is opened before anything is made in the data directory, so a server
+        // that cannot be reached, or a database that is not there, leaves nothing behind.
+        var postgres: (any ClusterStore)?
+        if let storeLocation { postgres = try await options.openStore(storeLocation, logger: logger) }
+        try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
+        if migrationTLS { settings.migrationAuthority = try MigrationAuthority(directory: options.dataDir + "/migration-ca") }
         let registry = PrometheusCollectorRegistry()
-        let store = try await options.openStore(storeLocation, logger: logger)
+        let store: any ClusterStore
+        if let postgres { store = postgres } else { store = try await options.openStore(nil, logger: logger) }
         let controller = try await Controller.open(
             store: store, settings: settings, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry),
             telemetry: TelemetryEngine(store: SeriesStore(path: options.dataDir + "/telemetry.db")),

@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import Testing
 import VireoAPI
+import VireoDriver
 import VireoModel
 
 /// The built `vireo` binary (`make test` builds it first; VIREO_BIN overrides).
@@ -359,6 +360,12 @@ struct CLITests {
                 badStore.status == 2 && badStore.stderr.contains("--store") && badStore.stderr.contains(says)
                     && !badStore.stderr.contains("pw"), "\(badStore.stderr)")
         }
+        // A PostgreSQL server that is not there: exit 5 naming it, and still no data directory.
+        let port = try LoopbackPort.free()
+        let noServer = try await vireo([
+            "controller", "--data-dir", unopened, "--store", "postgres://vireo@127.0.0.1:\(port)/vireo?sslmode=disable",
+        ])
+        #expect(noServer.status == 5 && noServer.stderr.contains("127.0.0.1:\(port)"), "\(noServer.stderr)")
         #expect(!FileManager.default.fileExists(atPath: unopened))
         let help = try await vireo(["vm", "create", "--help"])
         #expect(help.status == 0)
