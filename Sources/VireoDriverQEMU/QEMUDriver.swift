@@ -95,8 +95,10 @@ public actor QEMUDriver: HypervisorDriver {
     public func hostUsage() async -> HostCPUUsage? { hostMeter.read() }
 
     public func usage(_ id: VMID) async -> ResourceUsage? {
-        guard let instance = instances[id], instance.state == .running, let pid = instance.pid else { return nil }
-        return ProcessUsage.read(pid: pid)
+        guard let instance = instances[id], instance.state == .running, let pid = instance.pid,
+            let stat = try? ProcessStat.read(pid: pid), let resident = ProcessStat.residentBytes(pid: pid)
+        else { return nil }
+        return ResourceUsage(cpuSeconds: stat.cpuSeconds, memoryBytes: resident)
     }
 
     // MARK: Lifecycle

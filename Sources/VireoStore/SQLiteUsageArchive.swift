@@ -89,6 +89,9 @@ public final class SQLiteUsageArchive: UsageArchive {
     static func isStale(_ lastSeen: Int64, key: Int64, at t: Int64) -> Bool {
         t - lastSeen >= lastSeenRefresh + lastSeenRefresh * (key & 15) / 16
     }
+    /// How far a stored `last_seen` may lag the last step that saw the record (`isStale` writes
+    /// it again before this).
+    static let lastSeenLag = 2 * lastSeenRefresh
 
     public func record(_ step: UsageStep, deletingBefore cutoff: Date) async throws {
         let t = Self.milliseconds(step.start)
@@ -174,7 +177,7 @@ public final class SQLiteUsageArchive: UsageArchive {
             for table in ["steps", "host_steps", "vm_steps", "app_steps"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE t < ?", arguments: [horizon])
             }
-            let forgotten = horizon - 2 * Self.lastSeenRefresh
+            let forgotten = horizon - Self.lastSeenLag
             try db.execute(sql: "DELETE FROM apps WHERE last_seen < ?", arguments: [horizon])
             try db.execute(sql: "DELETE FROM hosts WHERE last_seen < ?", arguments: [forgotten])
             if db.changesCount > 0 { known.hosts = known.hosts.filter { $0.value.lastSeen >= forgotten } }
@@ -249,7 +252,7 @@ public final class SQLiteUsageArchive: UsageArchive {
         var hosts: [UsageRecording.HostSeries] = []
         for row in try Row.fetchAll(
             db, sql: "SELECT key, id, name, fingerprint FROM hosts WHERE last_seen >= ?",
-            arguments: [seenSince - 2 * Self.lastSeenRefresh])
+            arguments: [seenSince - Self.lastSeenLag])
         {
             let key: Int64 = row[0]
             let id = HostID(row[1] as String)
@@ -263,7 +266,7 @@ public final class SQLiteUsageArchive: UsageArchive {
         var vms: [UsageRecording.VMSeries] = []
         for row in try Row.fetchAll(
             db, sql: "SELECT key, id, name, app, cpus, memory_mib FROM vms WHERE last_seen >= ?",
-            arguments: [seenSince - 2 * Self.lastSeenRefresh])
+            arguments: [seenSince - Self.lastSeenLag])
         {
             guard let series = folding.vms[row[0] as Int64] else { continue }
             vms.append(
