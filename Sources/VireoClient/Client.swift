@@ -115,6 +115,21 @@ public struct VireoClient: Sendable {
         return try await send(.PUT, "/v1/rebalance", body: try VireoJSON.encoder().encode(JSONValue.object(body)))
     }
 
+    public func createToken(_ request: TokenRequest) async throws -> TokenCreated {
+        var body: [String: JSONValue] = ["name": .string(request.name), "role": .string(request.role.rawValue)]
+        if !request.apps.isEmpty { body["apps"] = .array(request.apps.map(JSONValue.string)) }
+        if let expiresAt = request.expiresAt { body["expiresAt"] = .string(expiresAt.formatted(.iso8601)) }
+        return try await send(.POST, "/v1/tokens", body: try VireoJSON.encoder().encode(JSONValue.object(body)))
+    }
+    public func tokens() async throws -> TokenList { try await get("/v1/tokens") }
+    public func revokeToken(_ name: String) async throws -> TokenView { try await send(.DELETE, "/v1/tokens/\(escape(name))") }
+    /// The newest `limit` audit entries at or after `since` (as `GET /v1/audit` takes it), oldest first.
+    public func audit(since: String?, limit: Int) async throws -> AuditList {
+        var path = "/v1/audit?limit=\(limit)"
+        if let since { path += "&since=\(escape(since))" }
+        return try await get(path)
+    }
+
     public func apply(manifest: String) async throws -> ApplyResult {
         try await send(.POST, "/v1/apply", body: Data(manifest.utf8), contentType: "application/yaml")
     }

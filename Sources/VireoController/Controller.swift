@@ -56,12 +56,15 @@ public actor Controller {
     public nonisolated let desiredWatch = DesiredStateWatch()
     /// The desired state last sent to each host, by revision.
     var sentDesired = SentDesiredStates()
+    /// The API tokens, checked on every request without the actor.
+    let accessBook: AccessBook
 
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
         now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory, telemetry: TelemetryEngine,
-        history: any UsageArchive
+        history: any UsageArchive, tokens: [AccessToken] = []
     ) {
+        self.accessBook = AccessBook(tokens)
         let model = ClusterModel(
             settings: settings, now: now, logger: logger, loaded: loaded, consoleOffsets: consoleOffsets)
         self.history = history
@@ -91,6 +94,7 @@ public actor Controller {
         try settings.validateHistory()
         let loaded = try await store.load(recent: MigrationBook.recentCapacity)
         let consoleOffsets = try await store.consoleOffsets()
+        let tokens = try await store.tokens()
         if let rebalance = settings.rebalance, rebalance != loaded.rebalance {
             // Given at start (`--rebalance`): it is what the cluster does from now on.
             try await store.commit(StoreBatch(rebalance: rebalance))
@@ -100,7 +104,7 @@ public actor Controller {
         try await engine.restore(now: Int64(now().timeIntervalSince1970 * 1000))
         return Controller(
             store: store, loaded: loaded, consoleOffsets: consoleOffsets, settings: settings, now: now, logger: logger,
-            metricsFactory: metricsFactory, telemetry: engine, history: try history ?? SQLiteUsageArchive())
+            metricsFactory: metricsFactory, telemetry: engine, history: try history ?? SQLiteUsageArchive(), tokens: tokens)
     }
 
     /// Changes whenever anything visible through the API changes; readable without waiting for

@@ -1,9 +1,13 @@
 import Foundation
 import Hummingbird
+import HummingbirdAuth
+import VireoAPI
+import VireoController
 import VireoModel
 
-/// Bearer tokens required when the API listens beyond loopback. `admin` may do everything;
-/// `join` lets an agent register and heartbeat, nothing else.
+/// The controller's own two tokens, in files of its data directory, made when it first listens
+/// beyond loopback: `admin` may do everything; `join` lets an agent register and heartbeat,
+/// nothing else. Tokens of other roles are made with `vireo token create` and kept in the store.
 public struct AccessTokens: Sendable, Equatable {
     public var admin: String
     public var join: String
@@ -37,36 +41,116 @@ public struct AccessTokens: Sendable, Equatable {
     }
 }
 
-/// Checks the bearer token on every request except `/healthz`, `/openapi.json` and the console's
-/// files (`/`, `/console/…`).
-/// Never logs a token.
-struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
-    let tokens: AccessTokens
+/// The context of every request: Hummingbird's, and who is asking (`identity`).
+public struct VireoRequestContext: AuthRequestContext, RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// Set by `CallerAuthenticator`; nil only on the public paths (and in a router without it).
+    public var identity: Caller?
+
+    public init(source: Source) {
+        coreContext = .init(source: source)
+        identity = nil
+    }
+}
+
+/// What is served to anyone: health, the API's description, and the console's files.
+func isPublicPath(_ path: String) -> Bool {
+    path == "/healthz" || path == "/openapi.json" || ConsoleFiles.isPublic(path)
+}
+
+/// Who presents this secret: the controller's own admin or join token, or a token of the store
+/// that is active. Never logs a token.
+func caller(presenting secret: String, tokens: AccessTokens?, controller: Controller) -> Caller? {
+    if let tokens {
+        if constantTimeEqual(secret, tokens.admin) { return Caller(name: "admin", role: .admin) }
+        if constantTimeEqual(secret, tokens.join) { return Caller(name: "join", role: .agent) }
+    }
+    return controller.authenticate(secret: secret).map(Caller.init)
+}
+
+func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8)
+    let y = Array(b.utf8)
+    guard x.count == y.count else { return false }
+    var difference: UInt8 = 0
+    for i in 0..<x.count { difference |= x[i] ^ y[i] }
+    return difference == 0
+}
+
+/// Finds who is asking from the bearer token. A request that presents a token is held to that
+/// token's role, on loopback too; one without a token is `loopback`, an admin, when the API
+/// listens on loopback only, and nobody otherwise.
+struct CallerAuthenticator: AuthenticatorMiddleware {
+    typealias Context = VireoRequestContext
+    let tokens: AccessTokens?
+    let controller: Controller
+    let loopbackOnly: Bool
+
+    func authenticate(request: Request, context: Context) async throws -> Caller? {
+        if isPublicPath(request.uri.path) { return nil }
+        if let bearer = request.headers.bearer {
+            guard let caller = caller(presenting: bearer.token, tokens: tokens, controller: controller) else {
+                throw VireoError(.unauthorized, "invalid token: unknown, expired or revoked")
+            }
+            return caller
+        }
+        return loopbackOnly ? .loopback : nil
+    }
+}
+
+/// Holds every request to its caller's role (`AccessPolicy`), and writes each mutating request
+/// to the audit trail with its answer's status — refusals included. Agents' traffic and
+/// applications' samples are not audited: they are data, not changes an operator makes.
+struct AccessMiddleware: RouterMiddleware {
+    typealias Context = VireoRequestContext
+    let controller: Controller
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
     {
         let path = request.uri.path
-        if path == "/healthz" || path == "/openapi.json" || ConsoleFiles.isPublic(path) {
-            return try await next(request, context)
-        }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+        if isPublicPath(path) { return try await next(request, context) }
+        guard let caller = context.identity else {
             throw VireoError(.unauthorized, "missing bearer token; pass --token or set VIREO_TOKEN")
         }
-        let presented = String(header.dropFirst("Bearer ".count))
-        let isAgentPath = path.hasPrefix("/v1/agent/")
-        guard Self.constantTimeEqual(presented, tokens.admin) || (isAgentPath && Self.constantTimeEqual(presented, tokens.join))
-        else {
-            throw VireoError(.unauthorized, "invalid token")
+        let method = request.method.rawValue
+        guard Self.isAudited(method: method, path: path) else {
+            try await authorize(caller, method: method, path: path)
+            return try await next(request, context)
         }
-        return try await next(request, context)
+        do {
+            try await authorize(caller, method: method, path: path)
+            let response = try await next(request, context)
+            await audit(caller, request, context, status: Int(response.status.code), error: nil)
+            return response
+        } catch {
+            let refusal = ErrorEnvelopeMiddleware<Context>.vireoError(from: error)
+            await audit(caller, request, context, status: refusal.code.httpStatus, error: refusal.message)
+            throw error
+        }
     }
 
-    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8)
-        let y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        var difference: UInt8 = 0
-        for i in 0..<x.count { difference |= x[i] ^ y[i] }
-        return difference == 0
+    func authorize(_ caller: Caller, method: String, path: String) async throws {
+        var decision = AccessPolicy.decide(caller, method: method, path: path)
+        if case .ownerOfVM(let vm) = decision {
+            // No such VM: the route answers 404.
+            guard let app = await controller.application(ofVM: vm.removingPercentEncoding ?? vm) else { return }
+            decision = AccessPolicy.decideOwnerOfVM(caller, method: method, path: path, app: app)
+        }
+        if case .deny(let reason) = decision { throw VireoError(.forbidden, reason) }
+    }
+
+    static func isAudited(method: String, path: String) -> Bool {
+        if method == "GET" || method == "HEAD" || method == "OPTIONS" { return false }
+        if path.hasPrefix("/v1/agent/") { return false }
+        let parts = path.split(separator: "/")
+        return !(parts.count == 4 && parts[1] == "apps" && parts[3] == "samples")
+    }
+
+    private func audit(_ caller: Caller, _ request: Request, _ context: Context, status: Int, error: String?) async {
+        let query = request.uri.query.map { "?\($0)" } ?? ""
+        await controller.recordAudit(
+            AuditEntry(
+                at: controller.now(), who: caller.name, role: caller.role, method: request.method.rawValue,
+                path: request.uri.path + query, status: status, requestId: context.id, error: error))
     }
 }

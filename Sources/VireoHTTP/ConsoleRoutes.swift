@@ -31,7 +31,7 @@ public struct ConsoleFiles: Sendable {
 }
 
 extension VireoServer {
-    func addConsoleRoutes(_ router: Router<BasicRequestContext>) {
+    func addConsoleRoutes(_ router: Router<VireoRequestContext>) {
         let page = ByteBuffer(string: Embedded.indexHtml)
         let script = ByteBuffer(string: Embedded.consoleJs)
         let style = ByteBuffer(string: Embedded.consoleCss)

@@ -6,7 +6,7 @@ import VireoModel
 /// The context verbs under `/v1/contexts`, over whoever serves them: the controller (every host)
 /// or an agent's local API (its own host, also while the controller is away). Same paths, bodies
 /// and errors in both, so the CLI does not care which it talks to.
-func addContextRoutes(_ router: Router<BasicRequestContext>, service: any ContextService) {
+func addContextRoutes(_ router: Router<VireoRequestContext>, service: any ContextService) {
     router.get("/v1/contexts") { _, _ in try json(try await service.listContexts()) }
     router.post("/v1/contexts") { request, _ in
         let body = try await readJSONBody(request)
@@ -49,8 +49,8 @@ private func hostParameter(_ request: Request) throws -> String? {
 /// An agent's local API: the context verbs for its own host, on loopback only, with no token —
 /// for the person at the machine, also while the controller is unreachable (`--local-api`).
 public enum LocalAPI {
-    public static func router(contexts: any ContextService) -> Router<BasicRequestContext> {
-        let router = Router()
+    public static func router(contexts: any ContextService) -> Router<VireoRequestContext> {
+        let router = Router(context: VireoRequestContext.self)
         router.add(middleware: ErrorEnvelopeMiddleware())
         // It listens on loopback only and has no tokens: as the controller's API on loopback.
         router.add(middleware: SameOriginMiddleware(loopbackOnly: true))

@@ -34,12 +34,15 @@ extension VireoServer {
             $0.trimmingCharacters(in: .whitespaces)
         }
         do {
-            if let tokens {
-                let presented = offered.first { $0.hasPrefix(Self.tokenProtocolPrefix) }?.dropFirst(
-                    Self.tokenProtocolPrefix.count)
-                guard let presented, TokenAuthMiddleware<BasicRequestContext>.constantTimeEqual(String(presented), tokens.admin)
-                else { return .dontUpgrade }
-            }
+            // As the router holds requests: a token presented is held to its role, on loopback too.
+            let presented = offered.first { $0.hasPrefix(Self.tokenProtocolPrefix) }?.dropFirst(
+                Self.tokenProtocolPrefix.count)
+            let caller =
+                if let presented { VireoHTTP.caller(presenting: String(presented), tokens: tokens, controller: controller) } else
+                { tokens == nil ? Caller.loopback : nil }
+            guard let caller,
+                AccessPolicy.decide(caller, method: "GET", path: target.split(separator: "?")[0].description) == .allow
+            else { return .dontUpgrade }
             let port = try await displayPort(
                 context: name, host: host, origin: request.headerFields[.origin], authority: request.authority)
             var headers = HTTPFields()
@@ -69,10 +72,10 @@ extension VireoServer {
 
     /// The loopback port of the context's display, or why the controller cannot show it.
     func displayPort(context name: String, host: String?, origin: String?, authority: String?) async throws -> Int {
-        if let origin, !SameOriginMiddleware<BasicRequestContext>.isOwn(origin, authority: authority) {
+        if let origin, !SameOriginMiddleware<VireoRequestContext>.isOwn(origin, authority: authority) {
             throw VireoError(.forbidden, "a display is shown only to pages this server serves, not to \(origin)")
         }
-        if tokens == nil, let authority, !SameOriginMiddleware<BasicRequestContext>.namesLoopback(authority) {
+        if tokens == nil, let authority, !SameOriginMiddleware<VireoRequestContext>.namesLoopback(authority) {
             throw VireoError(.forbidden, "Host \(authority) refused: a display without tokens is shown only on loopback")
         }
         let context = try await controller.context(name, host: host)
@@ -116,7 +119,7 @@ extension VireoServer {
         }
     }
 
-    func addDisplayRoutes(_ router: Router<BasicRequestContext>) {
+    func addDisplayRoutes(_ router: Router<VireoRequestContext>) {
         router.get("/v1/contexts/{context}/display") { request, context -> Response in
             _ = try await displayPort(
                 context: context.parameters.require("context"), host: request.uri.queryParameters.get("host"),

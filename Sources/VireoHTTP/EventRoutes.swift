@@ -7,7 +7,7 @@ import VireoModel
 extension VireoServer {
     /// `GET /v1/events`: server-sent events of state changes. `Last-Event-ID` (or `?after=`)
     /// resumes after a sequence number; `?follow=false` returns the remembered events and ends.
-    func addEventRoutes(_ router: Router<BasicRequestContext>) {
+    func addEventRoutes(_ router: Router<VireoRequestContext>) {
         let events = controller.events
         router.get("/v1/events") { request, _ in
             let query = request.uri.queryParameters

@@ -5,7 +5,7 @@ import VireoController
 extension VireoServer {
     /// `GET /v1/history?since=24h&step=60`: what the cluster recorded over the window, for
     /// replaying it (`ClusterHistory`). Bad parameters are refused naming them.
-    func addHistoryRoutes(_ router: Router<BasicRequestContext>) {
+    func addHistoryRoutes(_ router: Router<VireoRequestContext>) {
         let controller = self.controller
         router.get("/v1/history") { request, _ in
             let parameters = request.uri.queryParameters

@@ -38,14 +38,15 @@ public struct VireoServer: Sendable {
         self.displayHosts = displayHosts
     }
 
-    public func router() -> Router<BasicRequestContext> {
-        let router = Router()
+    public func router() -> Router<VireoRequestContext> {
+        let router = Router(context: VireoRequestContext.self)
         // Middleware must be added before routes, outermost first.
         router.add(
             middleware: RequestMetricsMiddleware(metrics: RequestMetrics(factory: PrometheusMetricsFactory(registry: registry))))
         router.add(middleware: ErrorEnvelopeMiddleware())
+        router.add(middleware: CallerAuthenticator(tokens: tokens, controller: controller, loopbackOnly: tokens == nil))
+        router.add(middleware: AccessMiddleware(controller: controller))
         router.add(middleware: SameOriginMiddleware(loopbackOnly: tokens == nil))
-        if let tokens { router.add(middleware: TokenAuthMiddleware(tokens: tokens)) }
 
         let health = ByteBuffer(data: try! VireoJSON.encoder().encode(Health(status: "ok", version: VireoVersion.current)))
         router.get("/healthz") { _, _ in jsonResponse(health) }
@@ -68,10 +69,11 @@ public struct VireoServer: Sendable {
         addContextRoutes(router, service: controller)
         addConsoleRoutes(router)
         addDisplayRoutes(router)
+        addAccessRoutes(router)
         return router
     }
 
-    func addHostRoutes(_ router: Router<BasicRequestContext>) {
+    func addHostRoutes(_ router: Router<VireoRequestContext>) {
         let controller = self.controller
         router.get("/v1/hosts") { _, _ in try json(await controller.listHosts()) }
         router.get("/v1/alerts") { _, _ in try json(await controller.alerts()) }
@@ -80,7 +82,7 @@ public struct VireoServer: Sendable {
         }
     }
 
-    func addVMRoutes(_ router: Router<BasicRequestContext>) {
+    func addVMRoutes(_ router: Router<VireoRequestContext>) {
         let controller = self.controller
         let cache = listCache
         router.get("/v1/vms") { request, _ in
@@ -95,14 +97,17 @@ public struct VireoServer: Sendable {
             cache.put(key, buffer, version: version)
             return jsonResponse(buffer)
         }
-        router.post("/v1/vms") { request, _ in
+        router.post("/v1/vms") { request, context in
             let body = try await readJSONBody(request)
             let spec = try VMSpecValidation.fromAPIBody(body)
+            try AccessPolicy.permit(context.identity, [.vm(app: spec.app)])
             return try json(try await controller.createVM(spec), status: .created)
         }
-        router.post("/v1/vms/import") { request, _ in
+        router.post("/v1/vms/import") { request, context in
             let body = try await readJSONBody(request)
-            return try json(try await controller.importVMs(try VMImport.fromAPIBody(body)), status: .created)
+            let vms = try VMImport.fromAPIBody(body)
+            try AccessPolicy.permit(context.identity, vms.vms.map { .vm(app: $0.spec.app) })
+            return try json(try await controller.importVMs(vms), status: .created)
         }
         router.get("/v1/vms/{vm}") { _, context in
             try json(try await controller.vm(context.parameters.require("vm")))
@@ -149,14 +154,24 @@ public struct VireoServer: Sendable {
         router.get("/v1/migrations/{migration}") { _, context in
             try json(try await controller.migration(context.parameters.require("migration")))
         }
-        router.post("/v1/apply") { request, _ in
+        router.post("/v1/apply") { request, context in
             let text = try await readText(request)
             let documents = try ManifestParser.parse(text)
+            if let caller = context.identity, caller.role != .admin {
+                // An owner may not take a VM out of another's application by naming it in its own.
+                let current =
+                    caller.role == .owner
+                    ? await controller.applications(
+                        ofVMsNamed: documents.compactMap {
+                            if case .virtualMachine(let spec) = $0 { spec.name } else { nil }
+                        }) : [:]
+                try AccessPolicy.permit(caller, AccessPolicy.changes(of: documents) { current[$0] })
+            }
             return try json(try await controller.apply(documents))
         }
     }
 
-    func addAppRoutes(_ router: Router<BasicRequestContext>) {
+    func addAppRoutes(_ router: Router<VireoRequestContext>) {
         let controller = self.controller
         router.get("/v1/apps") { _, _ in try json(await controller.listApps()) }
         router.get("/v1/apps/{app}") { _, context in
@@ -212,12 +227,13 @@ public struct VireoServer: Sendable {
         }
     }
 
-    func addPlanRoutes(_ router: Router<BasicRequestContext>) {
+    func addPlanRoutes(_ router: Router<VireoRequestContext>) {
         let controller = self.controller
-        router.post("/v1/plans") { request, _ in
+        router.post("/v1/plans") { request, context in
             let body = try FieldReader(try await readJSONBody(request, emptyAs: .object([:])), path: "")
             try body.rejectUnknown(allowed: ["policy", "execute"])
             let execute = try body.bool("execute") ?? false
+            if execute { try AccessPolicy.permit(context.identity, [.executePlan]) }
             let plan = try await controller.plan(policy: try body.string("policy"), execute: execute)
             return try json(plan, status: execute ? .created : .ok)
         }
@@ -240,7 +256,7 @@ public struct VireoServer: Sendable {
         }
     }
 
-    func addAgentRoutes(_ router: Router<BasicRequestContext>) {
+    func addAgentRoutes(_ router: Router<VireoRequestContext>) {
         let controller = self.controller
         router.post("/v1/agent/samples") { request, _ in
             let delivery = try await decode(AgentSamples.self, from: request)
@@ -314,7 +330,7 @@ func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws ->
     do {
         return try VireoJSON.decoder().decode(type, from: Data(text.utf8))
     } catch let error as DecodingError {
-        throw VireoError(.invalidArgument, ErrorEnvelopeMiddleware<BasicRequestContext>.describe(error))
+        throw VireoError(.invalidArgument, ErrorEnvelopeMiddleware<VireoRequestContext>.describe(error))
     }
 }
 

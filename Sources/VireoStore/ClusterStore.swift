@@ -98,6 +98,17 @@ public protocol ClusterStore: Sendable {
     func consoleTail(of vm: VMID) async throws -> ConsoleTail?
     /// How far each VM's console has been taken in (`ConsoleTail.next`), for VMs that have output.
     func consoleOffsets() async throws -> [VMID: UInt64]
+
+    /// Every API token, revoked and expired ones included, by name.
+    func tokens() async throws -> [AccessToken]
+    /// Stores a new token; `.conflict` if its name or secret is taken (also by a revoked one).
+    func insertToken(_ token: AccessToken) async throws
+    /// Replaces a token (to revoke it); `.notFound` if there is none of that name.
+    func updateToken(_ token: AccessToken) async throws
+    /// Appends to the audit trail; returns the entry with its `seq`.
+    func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry
+    /// The newest `limit` entries at or after `since` (all if nil), oldest first.
+    func audit(since: Date?, limit: Int) async throws -> [AuditEntry]
 }
 
 extension ClusterStore {

@@ -81,6 +81,20 @@ public final class SQLiteStore: ClusterStore {
             // The usage history asks for the migrations of a window.
             try db.create(index: "migrations_requested_at", on: "migrations", columns: ["requested_at"])
         }
+        migrator.registerMigration("v7: access tokens and audit") { db in
+            try db.create(table: "tokens") { t in
+                t.primaryKey("name", .text)
+                t.column("secret_hash", .text).notNull().unique()
+                t.column("body", .blob).notNull()
+            }
+            // AUTOINCREMENT: a sequence number is never used again, also after the newest entry
+            // is deleted.
+            try db.create(table: "audit") { t in
+                t.autoIncrementedPrimaryKey("seq")
+                t.column("at", .double).notNull().indexed()
+                t.column("body", .blob).notNull()
+            }
+        }
         return migrator
     }
 
@@ -310,6 +324,63 @@ public final class SQLiteStore: ClusterStore {
                 offsets[VMID(row["vm_id"] as String)] = UInt64(bitPattern: row["next"] as Int64)
             }
             return offsets
+        }
+    }
+
+    // MARK: Access tokens and audit
+
+    public func tokens() async throws -> [AccessToken] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT body FROM tokens ORDER BY name").map {
+                try self.decoder.decode(AccessToken.self, from: $0["body"] as Data)
+            }
+        }
+    }
+
+    public func insertToken(_ token: AccessToken) async throws {
+        let body = try encoder.encode(token)
+        do {
+            try await writer.write { db in
+                try db.execute(
+                    sql: "INSERT INTO tokens (name, secret_hash, body) VALUES (?, ?, ?)",
+                    arguments: [token.name, token.secretHash, body])
+            }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw VireoError(.conflict, "a token named '\(token.name)' already exists (names of revoked tokens are not reused)")
+        }
+    }
+
+    public func updateToken(_ token: AccessToken) async throws {
+        let body = try encoder.encode(token)
+        try await writer.write { db in
+            try db.execute(
+                sql: "UPDATE tokens SET secret_hash = ?, body = ? WHERE name = ?",
+                arguments: [token.secretHash, body, token.name])
+            if db.changesCount == 0 { throw VireoError.notFound("token", token.name) }
+        }
+    }
+
+    public func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry {
+        let body = try encoder.encode(entry)
+        return try await writer.write { db in
+            try db.execute(sql: "INSERT INTO audit (at, body) VALUES (?, ?)", arguments: [entry.at.timeIntervalSince1970, body])
+            var stored = entry
+            stored.seq = db.lastInsertedRowID
+            return stored
+        }
+    }
+
+    public func audit(since: Date?, limit: Int) async throws -> [AuditEntry] {
+        try await writer.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT seq, body FROM (SELECT seq, body FROM audit WHERE at >= ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                arguments: [since?.timeIntervalSince1970 ?? -Double.greatestFiniteMagnitude, limit]
+            ).map { row in
+                var entry = try self.decoder.decode(AuditEntry.self, from: row["body"] as Data)
+                entry.seq = row["seq"]
+                return entry
+            }
         }
     }
 

@@ -156,6 +156,14 @@ public final class PostgresStore: ClusterStore {
             ]
         ),
         ("v6: migrations by request time", ["CREATE INDEX migrations_requested_at ON migrations (requested_at)"]),
+        (
+            "v7: access tokens and audit",
+            [
+                "CREATE TABLE tokens (name text PRIMARY KEY, secret_hash text NOT NULL UNIQUE, body jsonb NOT NULL)",
+                "CREATE TABLE audit (seq bigserial PRIMARY KEY, at double precision NOT NULL, body jsonb NOT NULL)",
+                "CREATE INDEX audit_at ON audit (at)",
+            ]
+        ),
     ]
 
     /// Any number for `pg_advisory_xact_lock`, the same in every Vireo: "vireo" in ASCII.
@@ -379,6 +387,62 @@ public final class PostgresStore: ClusterStore {
                 offsets[VMID(id)] = UInt64(bitPattern: next)
             }
             return offsets
+        }
+    }
+
+    // MARK: Access tokens and audit
+
+    public func tokens() async throws -> [AccessToken] {
+        try await documents("SELECT body::text FROM tokens ORDER BY name")
+    }
+
+    public func insertToken(_ token: AccessToken) async throws {
+        let body = try text(token)
+        try await connection { c in
+            try await self.unique("a token named '\(token.name)' already exists (names of revoked tokens are not reused)") {
+                try await c.query(
+                    "INSERT INTO tokens (name, secret_hash, body) VALUES (\(token.name), \(token.secretHash), \(body)::jsonb)",
+                    logger: self.logger)
+            }
+        }
+    }
+
+    public func updateToken(_ token: AccessToken) async throws {
+        let body = try text(token)
+        let changed = try await connection { c in
+            try await self.count(
+                c,
+                """
+                UPDATE tokens SET secret_hash = \(token.secretHash), body = \(body)::jsonb WHERE name = \(token.name)
+                RETURNING 1
+                """)
+        }
+        if changed == 0 { throw VireoError.notFound("token", token.name) }
+    }
+
+    public func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry {
+        let body = try text(entry)
+        let seqs = try await rows(
+            "INSERT INTO audit (at, body) VALUES (\(entry.at.timeIntervalSince1970), \(body)::jsonb) RETURNING seq", Int64.self)
+        var stored = entry
+        stored.seq = seqs[0]
+        return stored
+    }
+
+    public func audit(since: Date?, limit: Int) async throws -> [AuditEntry] {
+        try await connection { c in
+            let rows = try await c.query(
+                """
+                SELECT seq, body::text FROM (SELECT seq, body FROM audit WHERE at >= \(since?.timeIntervalSince1970 ?? -Double.greatestFiniteMagnitude)
+                    ORDER BY seq DESC LIMIT \(limit)) AS newest ORDER BY seq
+                """, logger: self.logger)
+            var entries: [AuditEntry] = []
+            for try await (seq, body) in rows.decode((Int64, String).self) {
+                var entry = try self.decoder.decode(AuditEntry.self, from: Data(body.utf8))
+                entry.seq = seq
+                entries.append(entry)
+            }
+            return entries
         }
     }
 

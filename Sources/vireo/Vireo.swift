@@ -18,7 +18,8 @@ struct Vireo: AsyncParsableCommand {
             Up.self, ControllerCommand.self, AgentCommand.self, HostCommand.self, VMCommand.self, AppCommand.self,
             SLOCommand.self, AlertCommand.self, PackCommand.self, Apply.self,
             Migrate.self, MigrationCommand.self, ImageCommand.self, ImportCommand.self, EventsCommand.self, TestbedCommand.self,
-            PlanCommand.self, RebalanceCommand.self, ContextCommandGroup.self, DriverCommand.self, DemoCommand.self,
+            PlanCommand.self, RebalanceCommand.self, ContextCommandGroup.self, DriverCommand.self, TokenCommand.self,
+            AuditCommand.self, DemoCommand.self,
             BenchCommand.self,
             SimCommand.self,
         ]

@@ -459,7 +459,7 @@ struct CLITests {
         second.kill()
     }
 
-    @Test("beyond loopback a token is required, kept in 0600 files and never logged")
+    @Test("beyond loopback a token is required, kept in 0600 files and never logged; tokens with a role and the audit trail")
     func tokens() async throws {
         let up = try UpProcess(listen: "0.0.0.0:0")
         let server = try await up.ready()
@@ -477,6 +477,32 @@ struct CLITests {
         let join = try String(contentsOfFile: up.dataDir + "/join.token", encoding: .utf8).trimmingCharacters(
             in: .whitespacesAndNewlines)
         #expect(try await vireo(["vm", "list"], server: server, token: join).status == 1, "the join token is for agents only")
+
+        // Tokens with a role: the secret alone on standard output, held to its role, audited, revoked.
+        let made = try await vireo(
+            ["token", "create", "dash", "--role", "viewer", "--expires", "1d"], server: server, token: token)
+        #expect(made.status == 0, "\(made.stderr)")
+        let viewer = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(viewer.count == 64 && made.stderr.contains("shown this once"))
+        #expect(try await vireo(["vm", "list"], server: server, token: viewer).status == 0)
+        let refused = try await vireo(["vm", "stop", "a"], server: server, token: viewer)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("token 'dash' (viewer)"), "\(refused.stderr)")
+        let badRole = try await vireo(["token", "create", "x", "--role", "root"], server: server, token: token)
+        #expect(badRole.status == 2 && badRole.stderr.contains("--role"))
+        let badApps = try await vireo(["token", "create", "x", "--role", "owner"], server: server, token: token)
+        #expect(badApps.status == 2 && badApps.stderr.contains("apps"))
+        let list = try await vireo(["token", "list"], server: server, token: token)
+        #expect(list.stdout.contains("dash") && list.stdout.contains("viewer") && list.stdout.contains("active"))
+        #expect(!list.stdout.contains(viewer))
+        let audit = try await vireo(["audit", "--since", "1h", "-o", "json"], server: server, token: token)
+        let entries = try decodeJSON([AuditEntry].self, audit.stdout)
+        #expect(entries.contains { $0.who == "dash" && $0.path == "/v1/vms/a/stop" && $0.status == 403 })
+        #expect(entries.contains { $0.who == "admin" && $0.path == "/v1/vms" && $0.status == 201 })
+        #expect(try await vireo(["audit"], server: server, token: viewer).status == 1, "the audit trail is admin's")
+        #expect(try await vireo(["token", "revoke", "dash"], server: server, token: token).status == 0)
+        #expect(try await vireo(["vm", "list"], server: server, token: viewer).status == 1)
+        #expect(try await vireo(["token", "revoke", "nope"], server: server, token: token).status == 3)
         up.kill(SIGTERM)
         #expect(!up.logText.contains(token))
         #expect(!up.logText.contains(join))

@@ -55,7 +55,7 @@ struct ConsoleTailTests {
 @Suite("VM address and console through agents")
 struct AgentReportTests {
     /// The cluster's controller behind its HTTP routes, in process.
-    func api(_ controller: Controller) -> Application<RouterResponder<BasicRequestContext>> {
+    func api(_ controller: Controller) -> Application<RouterResponder<VireoRequestContext>> {
         let server = VireoServer(controller: controller, tokens: nil, registry: PrometheusCollectorRegistry())
         return Application(router: server.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     }

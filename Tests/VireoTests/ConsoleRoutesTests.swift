@@ -102,7 +102,7 @@ struct ConsoleRoutesTests {
     func libraries() async throws {
         let plane = try await TestControlPlane.make()
         let directory = temporaryDirectory()
-        func server(_ files: ConsoleFiles) -> Application<RouterResponder<BasicRequestContext>> {
+        func server(_ files: ConsoleFiles) -> Application<RouterResponder<VireoRequestContext>> {
             Application(
                 router: VireoServer(
                     controller: plane.controller, tokens: nil, registry: PrometheusCollectorRegistry(), consoleFiles: files

@@ -41,6 +41,11 @@ final class CountingStore: ClusterStore {
     }
     func plans(createdFrom from: Date, to: Date) async throws -> [Plan] { try await inner.plans(createdFrom: from, to: to) }
     func insertVM(_ vm: VirtualMachine) async throws { try await inner.insertVM(vm) }
+    func tokens() async throws -> [AccessToken] { try await inner.tokens() }
+    func insertToken(_ token: AccessToken) async throws { try await inner.insertToken(token) }
+    func updateToken(_ token: AccessToken) async throws { try await inner.updateToken(token) }
+    func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry { try await inner.appendAudit(entry) }
+    func audit(since: Date?, limit: Int) async throws -> [AuditEntry] { try await inner.audit(since: since, limit: limit) }
     func commit(_ batch: StoreBatch) async throws {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let wait = state.withLock { s in

@@ -59,11 +59,13 @@ struct OpenAPITests {
         let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
         let checker = ResponseChecker(openAPI: self)
         try await plane.test { client in
-            func call(_ method: HTTPRequest.Method, _ uri: String, route: String, body: String? = nil, expect status: Int)
-                async throws -> String
-            {
+            func call(
+                _ method: HTTPRequest.Method, _ uri: String, route: String, body: String? = nil, token: String? = nil,
+                expect status: Int
+            ) async throws -> String {
                 let response = try await client.execute(
-                    uri: uri, method: method, body: body.map { ByteBuffer(string: $0) }
+                    uri: uri, method: method, headers: token.map { [.authorization: "Bearer \($0)"] } ?? [:],
+                    body: body.map { ByteBuffer(string: $0) }
                 ) { (Int($0.status.code), $0.headers[.contentType] ?? "", String(buffer: $0.body)) }
                 #expect(response.0 == status, "\(method) \(uri): \(response.2.prefix(300))")
                 checker.check(method: method, route: route, status: response.0, contentType: response.1, body: response.2)
@@ -235,6 +237,25 @@ struct OpenAPITests {
             _ = try await call(.delete, "/v1/contexts/browser", route: "/v1/contexts/{context}", expect: 200)
             _ = try await call(.delete, "/v1/contexts/browser", route: "/v1/contexts/{context}", expect: 404)
             _ = try await call(.get, "/v1/events?follow=false", route: "/v1/events", expect: 200)
+            let made = try await call(
+                .post, "/v1/tokens", route: "/v1/tokens", body: #"{"name":"shop-team","role":"owner","apps":["shop"]}"#,
+                expect: 201)
+            let secret = try decodeJSON(TokenCreated.self, made).secret
+            _ = try await call(
+                .post, "/v1/tokens", route: "/v1/tokens",
+                body: #"{"name":"brief","role":"viewer","expiresAt":"2999-01-01T00:00:00Z"}"#,
+                expect: 201)
+            _ = try await call(.post, "/v1/tokens", route: "/v1/tokens", body: #"{"name":"brief","role":"viewer"}"#, expect: 409)
+            _ = try await call(.post, "/v1/tokens", route: "/v1/tokens", body: #"{"name":"x","role":"root"}"#, expect: 400)
+            _ = try await call(.get, "/v1/tokens", route: "/v1/tokens", expect: 200)
+            _ = try await call(.delete, "/v1/tokens/brief", route: "/v1/tokens/{token}", expect: 200)
+            _ = try await call(.delete, "/v1/tokens/nope", route: "/v1/tokens/{token}", expect: 404)
+            _ = try await call(.get, "/v1/tokens", route: "/v1/tokens", token: secret, expect: 403)
+            _ = try await call(.post, "/v1/vms/a/stop", route: "/v1/vms/{vm}/stop", token: secret, expect: 403)
+            _ = try await call(.get, "/v1/vms", route: "/v1/vms", token: "wrong", expect: 401)
+            _ = try await call(.get, "/v1/audit?limit=5", route: "/v1/audit", expect: 200)
+            _ = try await call(.get, "/v1/audit?since=-1h", route: "/v1/audit", expect: 200)
+            _ = try await call(.get, "/v1/audit?limit=0", route: "/v1/audit", expect: 400)
         }
         #expect(checker.checked.count > 30)
         #expect(checker.failures == [])

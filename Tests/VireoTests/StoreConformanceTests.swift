@@ -215,6 +215,48 @@ struct StoreCheck: Sendable, CustomTestStringConvertible {
             #expect(loaded.hosts == [first])
             #expect(loaded.vms.isEmpty)
         },
+        StoreCheck("tokens round-trip, a taken name or secret is a conflict, and revoking replaces the record") { store in
+            let t = Date(timeIntervalSince1970: 1_700_000_000)
+            let ci = AccessToken(name: "ci", role: .operator, createdAt: t, secretHash: String(repeating: "a", count: 64))
+            let shop = AccessToken(
+                name: "shop-team", role: .owner, apps: ["shop", "shop-db"], createdAt: t, expiresAt: t.addingTimeInterval(3_600),
+                secretHash: String(repeating: "b", count: 64))
+            try await store.insertToken(shop)
+            try await store.insertToken(ci)
+            #expect(try await store.tokens() == [ci, shop], "by name")
+            var sameName = ci
+            sameName.secretHash = String(repeating: "c", count: 64)
+            #expect(await #expect(throws: VireoError.self) { try await store.insertToken(sameName) }?.code == .conflict)
+            var sameSecret = ci
+            sameSecret.name = "other"
+            #expect(await #expect(throws: VireoError.self) { try await store.insertToken(sameSecret) }?.code == .conflict)
+            var revoked = ci
+            revoked.revokedAt = t.addingTimeInterval(60)
+            try await store.updateToken(revoked)
+            #expect(try await store.tokens() == [revoked, shop])
+            var missing = ci
+            missing.name = "nope"
+            #expect(await #expect(throws: VireoError.self) { try await store.updateToken(missing) }?.code == .notFound)
+            #expect(try await store.tokens() == [revoked, shop], "a failed update changes nothing")
+        },
+        StoreCheck("the audit trail numbers its entries in order and returns the newest, oldest first") { store in
+            let t = Date(timeIntervalSince1970: 1_700_000_000)
+            var stored: [AuditEntry] = []
+            for i in 0..<5 {
+                let entry = AuditEntry(
+                    at: t.addingTimeInterval(Double(i) * 10), who: i.isMultiple(of: 2) ? "ci" : "loopback",
+                    role: i.isMultiple(of: 2) ? .operator : .admin, method: "POST", path: "/v1/vms/a\(i)/stop",
+                    status: i == 3 ? 403 : 202, requestId: "r\(i)", error: i == 3 ? "no" : nil)
+                stored.append(try await store.appendAudit(entry))
+            }
+            #expect(stored.map(\.seq) == stored.map(\.seq).sorted() && Set(stored.map(\.seq)).count == 5, "increasing")
+            #expect(stored.allSatisfy { $0.seq > 0 })
+            #expect(try await store.audit(since: nil, limit: 100) == stored)
+            #expect(try await store.audit(since: nil, limit: 2) == Array(stored[3...]), "the newest two, oldest first")
+            #expect(
+                try await store.audit(since: t.addingTimeInterval(20), limit: 100) == Array(stored[2...]), "at or after since")
+            #expect(try await store.audit(since: t.addingTimeInterval(41), limit: 100) == [])
+        },
     ]
 }
 
@@ -241,7 +283,7 @@ struct SQLiteStoreTests {
         #expect(
             try reopened.appliedMigrations() == [
                 "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
-                "v5: rebalancing plans and settings", "v6: migrations by request time",
+                "v5: rebalancing plans and settings", "v6: migrations by request time", "v7: access tokens and audit",
             ])
     }
 }

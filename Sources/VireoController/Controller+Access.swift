@@ -1,0 +1,107 @@
+import Crypto
+import Foundation
+import Synchronization
+import VireoAPI
+import VireoModel
+
+/// The API tokens by the SHA-256 of their secrets, so a request's token is checked with one hash
+/// and one lookup, without the controller's actor. Changed only after the store has the change.
+final class AccessBook: Sendable {
+    private let byHash: Mutex<[String: AccessToken]>
+
+    init(_ tokens: [AccessToken]) {
+        byHash = Mutex(Dictionary(tokens.map { ($0.secretHash, $0) }, uniquingKeysWith: { a, _ in a }))
+    }
+
+    func token(secret: String) -> AccessToken? {
+        let hash = Self.hash(secret)
+        return byHash.withLock { $0[hash] }
+    }
+
+    func put(_ token: AccessToken) { byHash.withLock { $0[token.secretHash] = token } }
+
+    /// Lowercase hex SHA-256.
+    static func hash(_ secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// 32 random bytes from the system's generator, as hex.
+    static func newSecret() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+}
+
+extension Controller {
+    /// The token whose secret this is, if it is active (not expired, not revoked).
+    public nonisolated func authenticate(secret: String) -> AccessToken? {
+        guard let token = accessBook.token(secret: secret), token.status(at: now()) == .active else { return nil }
+        return token
+    }
+
+    /// Makes a token; its secret is in the answer and nowhere else.
+    public nonisolated func createToken(_ request: TokenRequest) async throws -> TokenCreated {
+        let secret = AccessBook.newSecret()
+        let token = AccessToken(
+            name: request.name, role: request.role, apps: request.apps, createdAt: now(), expiresAt: request.expiresAt,
+            secretHash: AccessBook.hash(secret))
+        try await store.insertToken(token)
+        accessBook.put(token)
+        logger.info("token created", metadata: ["token": "\(token.name)", "role": "\(token.role.rawValue)"])
+        return TokenCreated(token: TokenView(token, now: now()), secret: secret)
+    }
+
+    public nonisolated func listTokens() async throws -> TokenList {
+        let now = now()
+        return TokenList(items: try await store.tokens().map { TokenView($0, now: now) })
+    }
+
+    /// Revokes a token: refused from now on. Revoking a revoked token changes nothing.
+    public nonisolated func revokeToken(_ name: String) async throws -> TokenView {
+        guard var token = try await store.tokens().first(where: { $0.name == name }) else {
+            throw VireoError.notFound("token", name)
+        }
+        if token.revokedAt == nil {
+            token.revokedAt = now()
+            try await store.updateToken(token)
+            accessBook.put(token)
+            logger.info("token revoked", metadata: ["token": "\(token.name)"])
+        }
+        return TokenView(token, now: now())
+    }
+
+    /// Appends to the audit trail. A store that refuses is logged with the entry: the request
+    /// it records has already happened.
+    public nonisolated func recordAudit(_ entry: AuditEntry) async {
+        do {
+            _ = try await store.appendAudit(entry)
+        } catch {
+            logger.error(
+                "audit entry not stored",
+                metadata: [
+                    "error": "\(error)", "who": "\(entry.who)", "method": "\(entry.method)", "path": "\(entry.path)",
+                    "status": "\(entry.status)", "request": "\(entry.requestId)",
+                ])
+        }
+    }
+
+    public nonisolated func auditTrail(since: Date?, limit: Int) async throws -> AuditList {
+        AuditList(items: try await store.audit(since: since, limit: limit))
+    }
+
+    /// The application of a VM (by name or ID): `.some(nil)` if it is in none, nil if there is no
+    /// such VM.
+    public func application(ofVM reference: String) -> String?? {
+        guard let vm = try? model.lookupVM(reference) else { return nil }
+        return .some(vm.spec.app)
+    }
+
+    /// The application of each VM of these names that exists.
+    public func applications(ofVMsNamed names: [String]) -> [String: String?] {
+        var apps: [String: String?] = [:]
+        for name in names {
+            if let vm = try? model.lookupVM(name) { apps[name] = .some(vm.spec.app) }
+        }
+        return apps
+    }
+}
