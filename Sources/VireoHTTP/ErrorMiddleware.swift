@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Synchronization
 import VireoAPI
 import VireoModel
 
@@ -26,7 +27,7 @@ struct ErrorEnvelopeMiddleware<Context: RequestContext>: RouterMiddleware {
         case let error as HTTPError:
             switch error.status.code {
             case 404: return VireoError(.notFound, "no such endpoint")
-            case 405: return VireoError(.invalidArgument, "method not allowed on this endpoint")
+            case 405: return VireoError(.methodNotAllowed, "method not allowed on this endpoint")
             case 413: return VireoError(.payloadTooLarge, "request body is too large")
             case 401: return VireoError(.unauthorized, error.body ?? "unauthorized")
             case 400..<500: return VireoError(.invalidArgument, error.body ?? "bad request")
@@ -61,5 +62,65 @@ struct ErrorEnvelopeMiddleware<Context: RequestContext>: RouterMiddleware {
         return Response(
             status: HTTPResponse.Status(code: error.code.httpStatus), headers: headers,
             body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
+    }
+}
+
+/// The methods each route path has, to answer a known path asked with another method: 405 with
+/// `Allow`, rather than the router's 404. Filled once the router has its routes.
+final class RouteMethods: Sendable {
+    private struct Pattern {
+        /// nil: a parameter, which matches any one component.
+        var parts: [Substring?]
+        /// A trailing `**`: matches any rest.
+        var rest: Bool
+        var methods: Set<String>
+    }
+    private let patterns = Mutex<[Pattern]>([])
+
+    func set(_ routes: [(method: String, path: String)]) {
+        var byPath: [String: Set<String>] = [:]
+        for route in routes { byPath[route.path, default: []].insert(route.method) }
+        patterns.withLock {
+            $0 = byPath.map { path, methods in
+                var parts = path.split(separator: "/").map { $0.hasPrefix("{") || $0 == "*" ? nil : $0 }
+                let rest = parts.last == "**"
+                if rest { parts.removeLast() }
+                return Pattern(parts: parts, rest: rest, methods: methods)
+            }
+        }
+    }
+
+    /// The methods `path` has, sorted, when it has some but not `method`.
+    func allowed(_ path: String, besides method: String) -> [String]? {
+        let parts = path.split(separator: "/")
+        return patterns.withLock { patterns in
+            var methods: Set<String> = []
+            for pattern in patterns where pattern.rest ? parts.count > pattern.parts.count : parts.count == pattern.parts.count {
+                guard zip(pattern.parts, parts).allSatisfy({ $0 == nil || $0 == $1 }) else { continue }
+                if pattern.methods.contains(method) { return nil }
+                methods.formUnion(pattern.methods)
+            }
+            return methods.isEmpty ? nil : methods.sorted()
+        }
+    }
+}
+
+/// Answers a known path asked with a method it does not have: 405 with `Allow`, before anyone is
+/// identified (nothing can change, so nothing is audited).
+struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+    let routes: RouteMethods
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
+    {
+        guard let allowed = routes.allowed(request.uri.path, besides: request.method.rawValue) else {
+            return try await next(request, context)
+        }
+        var response = ErrorEnvelopeMiddleware<Context>.response(
+            for: VireoError(
+                .methodNotAllowed,
+                "\(request.method.rawValue) is not a method of \(request.uri.path): it has \(allowed.joined(separator: ", "))"),
+            requestID: context.id)
+        response.headers[.allow] = allowed.joined(separator: ", ")
+        return response
     }
 }

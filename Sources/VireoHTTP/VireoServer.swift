@@ -44,6 +44,8 @@ public struct VireoServer: Sendable {
         router.add(
             middleware: RequestMetricsMiddleware(metrics: RequestMetrics(factory: PrometheusMetricsFactory(registry: registry))))
         router.add(middleware: ErrorEnvelopeMiddleware())
+        let routeMethods = RouteMethods()
+        router.add(middleware: MethodNotAllowedMiddleware(routes: routeMethods))
         router.add(middleware: CallerAuthenticator(tokens: tokens, controller: controller, loopbackOnly: tokens == nil))
         router.add(middleware: AccessMiddleware(controller: controller))
         router.add(middleware: SameOriginMiddleware(loopbackOnly: tokens == nil))
@@ -55,7 +57,7 @@ public struct VireoServer: Sendable {
             registry.emit(into: &buffer)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
+                body: ResponseBody(byteBuffer: ByteBuffer(string: MetricHelp.addHelp(to: buffer))))
         }
         let openAPI = ByteBuffer(string: OpenAPIDocument.json)
         router.get("/openapi.json") { _, _ in jsonResponse(openAPI) }
@@ -70,6 +72,7 @@ public struct VireoServer: Sendable {
         addConsoleRoutes(router)
         addDisplayRoutes(router)
         addAccessRoutes(router)
+        routeMethods.set(router.routes.map { ($0.method.rawValue, $0.path.description) })
         return router
     }
 

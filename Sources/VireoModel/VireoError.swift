@@ -13,6 +13,8 @@ public struct VireoError: Error, Sendable, Equatable, Codable, CustomStringConve
         case unsupported = "unsupported"
         case unavailable = "unavailable"
         case payloadTooLarge = "payload_too_large"
+        /// A known path asked with a method it does not have; the answer's `Allow` lists those it has.
+        case methodNotAllowed = "method_not_allowed"
         case `internal` = "internal"
         case unknown = "unknown"
 
@@ -28,6 +30,7 @@ public struct VireoError: Error, Sendable, Equatable, Codable, CustomStringConve
             case .unauthorized: 401
             case .forbidden: 403
             case .notFound: 404
+            case .methodNotAllowed: 405
             case .conflict: 409
             case .failedPrecondition: 412
             case .payloadTooLarge: 413

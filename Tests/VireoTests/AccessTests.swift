@@ -7,6 +7,7 @@ import Testing
 import VireoAPI
 import VireoHTTP
 import VireoModel
+import VireoProcess
 import VireoStore
 
 @Suite("Access policy")
@@ -282,6 +283,63 @@ struct AccessAPITests {
             #expect(try await client.request(.get, "/v1/vms", headers: Self.bearer(secrets[0])).status == 200)
             #expect(try await client.request(.get, "/v1/vms", headers: Self.bearer(secrets[1])).status == 401)
             #expect(try await client.request(.post, "/v1/tokens", body: #"{"name":"old","role":"viewer"}"#).status == 409)
+        }
+    }
+}
+
+@Suite("Methods a path does not have")
+struct MethodNotAllowedTests {
+    @Test("a known path asked with another method answers 405 with Allow, before any token is checked, and is not audited")
+    func allow() async throws {
+        let plane = try await TestControlPlane.make()
+        try await plane.test { client in
+            for (method, path, allow) in [
+                (HTTPRequest.Method.delete, "/v1/hosts", "GET"), (.post, "/v1/vms/a", "DELETE, GET"),
+                (.get, "/v1/vms/a/stop", "POST"), (.put, "/v1/vms", "GET, POST"), (.post, "/console/novnc/core/rfb.js", "GET"),
+                (.patch, "/v1/tokens/ci", "DELETE"),
+            ] {
+                let answer = try await client.execute(uri: path, method: method, headers: [.authorization: "Bearer wrong"]) {
+                    ($0.status.code, $0.headers[.allow], String(buffer: $0.body))
+                }
+                #expect(answer.0 == 405, "\(method) \(path)")
+                #expect(answer.1 == allow, "\(method) \(path)")
+                #expect(expectEnvelope(answer.2, code: .methodNotAllowed).contains(allow))
+            }
+            #expect(try await client.request(.get, "/v1/nope").status == 404)
+            #expect(try await client.request(.post, "/v1/vms/a/nope").status == 404)
+            let trail = try await plane.store.audit(since: nil, limit: 100)
+            #expect(trail.map { "\($0.method) \($0.path) \($0.status)" } == ["POST /v1/vms/a/nope 404"], "only the unknown path")
+        }
+    }
+}
+
+@Suite("Metrics exposition")
+struct MetricsExpositionTests {
+    @Test(
+        "/metrics passes promtool check metrics, with requests, VMs, hosts and an application's objectives in it",
+        .enabled(
+            if: FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool"),
+            "needs promtool (Debian's prometheus package; scripts/install-deps.sh installs it)"))
+    func promtool() async throws {
+        let clock = ManualClock()
+        let plane = try await TestControlPlane.make(hosts: ["h1", "h2"], now: { clock.now })
+        try await plane.test { client in
+            #expect(try await client.request(.post, "/v1/apply", body: shopManifest).status == 200)
+            #expect(
+                try await client.request(.post, "/v1/vms", body: #"{"name":"a","image":"tiny","app":"shop"}"#).status == 201)
+            #expect(try await client.request(.get, "/v1/vms/nope").status == 404)
+            for step in 1...5 {
+                let text = shopExposition(requests: 20 * step, latency: 0.2, queue: 3, at: clock.ms)
+                #expect(try await client.request(.post, "/v1/apps/shop/samples", body: text).status == 202)
+                clock.advance(2)
+                await plane.controller.evaluateSLOs()
+            }
+            let metrics = try await client.request(.get, "/metrics").body
+            #expect(metrics.contains("vireo_slo_burn_rate{") && metrics.contains("vireo_http_requests_total{"))
+            // promtool exits non-zero, with the problems on standard error, when the exposition is
+            // not valid or breaks Prometheus's naming conventions; HostTool throws with them.
+            let lint = try await HostTool.run("promtool", ["check", "metrics"], input: Data(metrics.utf8))
+            #expect(String(decoding: lint, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "")
         }
     }
 }
