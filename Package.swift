@@ -70,7 +70,9 @@ let package = Package(
         // The hypervisor driver protocol and what a driver can do.
         .target(name: "VireoDriver", dependencies: ["VireoModel"]),
         // Deterministic in-memory hypervisor with injectable time.
-        .target(name: "VireoDriverSimulated", dependencies: ["VireoModel", "VireoDriver"]),
+        .target(
+            name: "VireoDriverSimulated",
+            dependencies: ["VireoModel", "VireoDriver", .product(name: "HeapModule", package: "swift-collections")]),
         // Real VMs: QEMU processes driven over QMP.
         .target(
             name: "VireoDriverQEMU",

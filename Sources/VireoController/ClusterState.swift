@@ -13,7 +13,7 @@ struct ClusterState {
     private(set) var vms: [VMID: VirtualMachine] = [:]
     private(set) var vmIDByName: [String: VMID] = [:]
     /// VM names in order, for stable pagination.
-    private(set) var sortedNames: [String] = []
+    private(set) var sortedNames = SortedNames()
     private(set) var hosts: [HostID: HostRecord] = [:]
     private(set) var hostIDByName: [String: HostID] = [:]
     private(set) var vmsByHost: [HostID: Set<VMID>] = [:]
@@ -47,7 +47,7 @@ struct ClusterState {
             account(old, sign: -1)
             if new == nil || new!.name != old.name {
                 vmIDByName[old.name] = nil
-                if let i = index(of: old.name) { sortedNames.remove(at: i) }
+                sortedNames.remove(old.name)
             }
             if let host = old.hostID { vmsByHost[host]?.remove(id) }
         }
@@ -55,7 +55,7 @@ struct ClusterState {
             vms[id] = new
             if old?.name != new.name {
                 vmIDByName[new.name] = id
-                sortedNames.insert(new.name, at: insertionIndex(of: new.name))
+                sortedNames.insert(new.name)
             }
             if let host = new.hostID { vmsByHost[host, default: []].insert(id) }
             account(new, sign: 1)
@@ -137,27 +137,5 @@ struct ClusterState {
                 reservedVCPUs: cpus, reservedMemoryMiB: Double(memoryMiB), family: host.fingerprint.migrationFamily)
         }
         return PlacementCluster(settings: settings, hosts: hosts)
-    }
-
-    /// VM names after `cursor` (exclusive), at most `limit`.
-    func names(after cursor: String?, limit: Int) -> ArraySlice<String> {
-        let start = cursor.map { insertionIndex(of: $0, after: true) } ?? 0
-        return sortedNames[start..<min(sortedNames.count, start + limit)]
-    }
-
-    private func index(of name: String) -> Int? {
-        let i = insertionIndex(of: name)
-        return i < sortedNames.count && sortedNames[i] == name ? i : nil
-    }
-
-    /// Binary search: the first index whose name is >= `name` (or > `name` when `after`).
-    private func insertionIndex(of name: String, after: Bool = false) -> Int {
-        var low = 0
-        var high = sortedNames.count
-        while low < high {
-            let mid = (low + high) / 2
-            if sortedNames[mid] < name || (after && sortedNames[mid] == name) { low = mid + 1 } else { high = mid }
-        }
-        return low
     }
 }

@@ -58,6 +58,8 @@ public actor Controller {
     var sentDesired = SentDesiredStates()
     /// The API tokens, checked on every request without the actor.
     let accessBook: AccessBook
+    /// The VM listing, read without the actor.
+    let vmList: VMListIndex
 
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
@@ -80,6 +82,7 @@ public actor Controller {
         gauges.update(model.state)
         self.model = model
         self.draft = model
+        self.vmList = VMListIndex(model)
         self.publishedVersion = Mutex(model.state.version)
         contextDesk.onCommand { [desiredWatch] host in desiredWatch.bump([host]) }
     }
@@ -182,6 +185,9 @@ public actor Controller {
             let committed = draft.changes
             draft.changes = PendingChanges()
             model.replay(committed.replay)
+            if !committed.vms.isEmpty || !committed.hosts.isEmpty {
+                vmList.apply(vms: committed.vms.keys, hosts: committed.hosts.values, model: model)
+            }
             if !batch.isEmpty || committed.visible { didChange() }
             for e in committed.events.list {
                 events.publish(e.kind, name: e.name, from: e.from, to: e.to, message: e.message, at: e.time)
@@ -206,8 +212,9 @@ public actor Controller {
 
     // MARK: Reads
 
-    public func listVMs(after cursor: String? = nil, limit: Int = 100) -> VMPage {
-        model.listVMs(after: cursor, limit: limit)
+    /// A page of VMs by name, from the listing the writer keeps: no turn on the actor.
+    public nonisolated func listVMs(after cursor: String? = nil, limit: Int = 100) -> VMPage {
+        vmList.page(after: cursor, limit: limit)
     }
 
     public func vm(_ reference: String) throws -> VMView {
@@ -230,11 +237,9 @@ public actor Controller {
 
 extension ClusterModel {
     func listVMs(after cursor: String?, limit: Int) -> VMPage {
-        let names = state.names(after: cursor, limit: limit)
+        let (names, next) = state.sortedNames.page(after: cursor, limit: limit)
         // Listings are summaries: the placement explanation is on the VM's own resource.
-        let items = names.compactMap { state.vm(named: $0).map { view($0, withPlacement: false) } }
-        let next = names.count == limit && names.last != state.sortedNames.last ? names.last : nil
-        return VMPage(items: items, next: next)
+        return VMPage(items: names.compactMap { state.vm(named: $0).map { view($0, withPlacement: false) } }, next: next)
     }
 
     func lookupVM(_ reference: String) throws(VireoError) -> VirtualMachine {

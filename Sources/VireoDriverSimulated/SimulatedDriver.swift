@@ -1,3 +1,4 @@
+import HeapModule
 import Synchronization
 import VireoDriver
 import VireoModel
@@ -92,9 +93,11 @@ public final class SimulatedDriver: HypervisorDriver {
         private(set) var instances: [VMID: Instance] = [:]
         /// Memory of the instances that are running or starting (incoming ones included).
         private(set) var usedMemoryMiB = 0
-        /// Instances starting or stopping on their own (not incoming): what `settle` looks at, so
-        /// that a call costs what is in transition, not every instance.
-        private(set) var transitioning: Set<VMID> = []
+        /// When each start or stop of an instance on its own (not incoming) ends, earliest first:
+        /// `settle` takes only those due, so a call costs what has ended, not what is in
+        /// transition (called for every VM at each of its agent's heartbeats). An entry whose
+        /// instance has changed since is dropped when it comes up.
+        private(set) var transitions = Heap<Transition>()
         var created = 0
         /// Private network name → its subnet number (the third octet), in the order first used.
         var privateSubnets: [String: Int] = [:]
@@ -104,6 +107,8 @@ public final class SimulatedDriver: HypervisorDriver {
         var random: SeededGenerator
 
         init(random: SeededGenerator) { self.random = random }
+
+        mutating func popTransition() { _ = transitions.popMin() }
 
         /// Replaces (or with nil removes) an instance, keeping the memory in use and the set of
         /// transitions up to date.
@@ -117,8 +122,8 @@ public final class SimulatedDriver: HypervisorDriver {
             if instance.state == .running || instance.state == .starting {
                 usedMemoryMiB += (added ? 1 : -1) * instance.spec.memoryMiB
             }
-            if (instance.state == .starting || instance.state == .stopping) && !instance.incoming {
-                if added { transitioning.insert(id) } else { transitioning.remove(id) }
+            if added && (instance.state == .starting || instance.state == .stopping) && !instance.incoming {
+                transitions.insert(Transition(endsAt: instance.transitionEndsAt, id: id))
             }
         }
     }
@@ -375,11 +380,19 @@ public final class SimulatedDriver: HypervisorDriver {
             offset: UInt64(start), next: UInt64(end), text: String(decoding: console[start..<end], as: UTF8.self))
     }
 
+    struct Transition: Comparable {
+        var endsAt: Duration
+        var id: VMID
+        static func < (a: Transition, b: Transition) -> Bool { a.endsAt < b.endsAt }
+        static func == (a: Transition, b: Transition) -> Bool { a.endsAt == b.endsAt && a.id == b.id }
+    }
+
     /// Finishes the transitions whose time has come.
     func settle(_ s: inout State, now: Duration) {
-        let due = s.transitioning.filter { s.instances[$0].map { $0.transitionEndsAt <= now } ?? false }
-        for id in due {
-            guard var instance = s.instances[id] else { continue }
+        while let next = s.transitions.min, next.endsAt <= now {
+            s.popTransition()
+            guard var instance = s.instances[next.id], instance.transitionEndsAt == next.endsAt, !instance.incoming
+            else { continue }
             switch instance.state {
             case .starting:
                 instance.state = .running
@@ -390,7 +403,7 @@ public final class SimulatedDriver: HypervisorDriver {
                 instance.console += "[simulated] \(instance.spec.name) powered off\n"
             default: continue
             }
-            s.set(id, instance)
+            s.set(next.id, instance)
         }
     }
 }

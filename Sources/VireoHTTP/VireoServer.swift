@@ -22,6 +22,7 @@ public struct VireoServer: Sendable {
     public static let maxBodyBytes = 1 << 20
 
     let listCache = ResponseCache()
+    let listEncoder = VMListEncoder()
 
     /// Response header of `GET /v1/vms/{vm}/logs`: the position just past the returned output;
     /// pass it as `after` to get only what comes next.
@@ -88,6 +89,7 @@ public struct VireoServer: Sendable {
     func addVMRoutes(_ router: Router<VireoRequestContext>) {
         let controller = self.controller
         let cache = listCache
+        let encoder = listEncoder
         router.get("/v1/vms") { request, _ in
             let query = request.uri.queryParameters
             let limit = try intParameter(query.get("limit"), name: "limit", range: 1...1000) ?? 100
@@ -95,8 +97,8 @@ public struct VireoServer: Sendable {
             let key = "\(limit)|\(after ?? "")"
             let version = controller.version
             if let cached = cache.get(key, version: version) { return jsonResponse(cached) }
-            let page = await controller.listVMs(after: after, limit: limit)
-            let buffer = ByteBuffer(data: try VireoJSON.encoder().encode(page))
+            let page = controller.listVMs(after: after, limit: limit)
+            let buffer = try encoder.encode(page)
             cache.put(key, buffer, version: version)
             return jsonResponse(buffer)
         }

@@ -155,7 +155,7 @@ struct AccessAPITests {
             #expect(try await client.request(.post, "/v1/apply", body: takeover, headers: Self.bearer(owner)).status == 403)
             #expect(try await plane.controller.vm("a").app == nil, "nothing changed")
             #expect(try await plane.controller.vm("a").intent == .stopped, "the owner's start was refused")
-            #expect(await plane.controller.listVMs().items.map(\.name).sorted() == ["a", "web"])
+            #expect(plane.controller.listVMs().items.map(\.name).sorted() == ["a", "web"])
 
             // Plans: a dry run is a question anyone may ask; executing one is an operator's.
             #expect(try await client.request(.post, "/v1/plans", body: "{}", headers: Self.bearer(viewer)).status == 200)

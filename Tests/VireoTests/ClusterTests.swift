@@ -165,7 +165,7 @@ struct ClusterTests {
         }
         _ = try await first.waitFor("vm-19", .running)
         first.loops.cancel()
-        let before = await first.controller.listVMs().items.map(\.id)
+        let before = first.controller.listVMs().items.map(\.id)
         // A new controller over the same file, with the old agent now talking to it.
         let second = try await Controller.open(store: try SQLiteStore(path: path), settings: .fast)
         #expect(await second.listVMs().items.map(\.id) == before)

@@ -791,12 +791,12 @@ extension RealQEMU {
                 #expect(after["bootId"] == before["bootId"])
                 _ = try await controller.deleteVM(name)
                 try await eventually("\(name) deleted", within: 60) {
-                    await controller.listVMs().items.allSatisfy { $0.name != name }
+                    controller.listVMs().items.allSatisfy { $0.name != name }
                 }
             } catch {
                 _ = try? await controller.deleteVM(name)
                 try? await eventually("\(name) deleted", within: 60) {
-                    await controller.listVMs().items.allSatisfy { $0.name != name }
+                    controller.listVMs().items.allSatisfy { $0.name != name }
                 }
                 for agent in agents { agent.cancel() }
                 loops.cancel()

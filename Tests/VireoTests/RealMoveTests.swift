@@ -110,7 +110,7 @@ extension RealQEMU {
                     }
                 }
                 _ = try await controller.deleteVM("mover")
-                try await eventually("mover deleted", within: 60) { await controller.listVMs().items.isEmpty }
+                try await eventually("mover deleted", within: 60) { controller.listVMs().items.isEmpty }
             }
         }
 
@@ -143,7 +143,7 @@ extension RealQEMU {
                 // The source let go of the VM and left the disk, which the destination runs on.
                 #expect(FileManager.default.fileExists(atPath: "\(shared)/\(id).qcow2"))
                 _ = try await controller.deleteVM("mover")
-                try await eventually("mover deleted", within: 60) { await controller.listVMs().items.isEmpty }
+                try await eventually("mover deleted", within: 60) { controller.listVMs().items.isEmpty }
                 #expect(!FileManager.default.fileExists(atPath: "\(shared)/\(id).qcow2"))
             }
         }
@@ -175,7 +175,7 @@ extension RealQEMU {
                 // A live move: the memory came too, and the disk with it.
                 #expect(marks["disk"] == .string("local-disk") && marks["memory"] == .string("local-disk"))
                 _ = try await controller.deleteVM("mover")
-                try await eventually("mover deleted", within: 60) { await controller.listVMs().items.isEmpty }
+                try await eventually("mover deleted", within: 60) { controller.listVMs().items.isEmpty }
             }
         }
     }

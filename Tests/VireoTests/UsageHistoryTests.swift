@@ -66,7 +66,7 @@ struct HistoryScene {
         for host in ["h1", "h2"] {
             // Who runs where is asked just before each host reports: a move ends in the first one.
             var instances: [InstanceReport] = []
-            for vm in await controller.listVMs().items where vm.host == host {
+            for vm in controller.listVMs().items where vm.host == host {
                 var cpuSeconds: Double?
                 if let cores = usage[vm.name] {
                     // A VM on another host than before runs in a new process there.

@@ -59,14 +59,19 @@ struct WatchTests {
         let watch = DesiredStateWatch()
         let (a, b, c) = (HostID("a"), HostID("b"), HostID("c"))
         let long = Task { await watch.wait(host: a, after: watch.generation(of: a), timeout: .seconds(60)) }
-        let bumped = Task { await watch.wait(host: b, after: watch.generation(of: b), timeout: .milliseconds(100)) }
+        // Long enough to be registered beside the other on a busy machine, short enough to pass
+        // within the test once answered.
+        let bumpedTimeout = Duration.seconds(2)
+        let bumpedAt = ContinuousClock.now
+        let bumped = Task { await watch.wait(host: b, after: watch.generation(of: b), timeout: bumpedTimeout) }
         try await eventually("both waits are registered") { watch.waiting == 2 }
         watch.bump([b])
         #expect(await bumped.value == watch.generation(of: b))
-        // Started after the long wait, ends first; the bumped wait's deadline passes meanwhile.
+        // Started after the long wait, ends first.
         let quiet = watch.generation(of: c)
         #expect(await watch.wait(host: c, after: quiet, timeout: .milliseconds(200)) == quiet)
-        try await Task.sleep(for: DesiredStateWatch.reapInterval * 2)
+        // The bumped wait's deadline passes: it was answered already and is not ended again.
+        try await Task.sleep(until: bumpedAt + bumpedTimeout + DesiredStateWatch.reapInterval * 2)
         #expect(watch.waiting == 1, "the 60 s wait still waits")
         watch.bump([a])
         #expect(await long.value == watch.generation(of: a))

@@ -1,0 +1,86 @@
+import Foundation
+import NIOCore
+import Testing
+import VireoAPI
+import VireoModel
+
+@testable import VireoController
+@testable import VireoHTTP
+
+@Suite("VM list encoding")
+struct VMListEncoderTests {
+    @Test("a page made of kept VM fragments is byte for byte what the JSON encoder makes, as VMs change")
+    func sameBytes() async throws {
+        let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
+        for i in 0..<7 {
+            _ = try await plane.controller.createVM(
+                VMSpec(name: "vm-\(i)", image: "tiny", cpus: 1, memoryMiB: 128, app: i.isMultiple(of: 2) ? "shop" : nil))
+        }
+        let encoder = VMListEncoder()
+        func check(_ page: VMPage) throws {
+            let made = try encoder.encode(page)
+            #expect(Array(made.readableBytesView) == Array(try VireoJSON.encoder().encode(page)))
+            let decoded = try VireoJSON.decoder().decode(VMPage.self, from: Data(made.readableBytesView))
+            #expect(decoded.items.map(\.name) == page.items.map(\.name) && decoded.next == page.next)
+        }
+        try check(plane.controller.listVMs(after: nil, limit: 100))
+        try check(plane.controller.listVMs(after: nil, limit: 3))  // with a next cursor
+        try check(plane.controller.listVMs(after: "vm-6", limit: 3))  // empty
+        // One VM changes: its fragment is made again, the others' are kept.
+        _ = try await plane.controller.stopVM("vm-3")
+        _ = try await plane.controller.deleteVM("vm-5")
+        try check(plane.controller.listVMs(after: nil, limit: 100))
+        #expect(try plane.controller.listVMs(after: nil, limit: 100).items.first { $0.name == "vm-3" }?.intent == .stopped)
+        // Past its capacity the encoder starts again, and still encodes right.
+        let small = VMListEncoder(capacity: 2)
+        let page = plane.controller.listVMs(after: nil, limit: 100)
+        for _ in 0..<2 {
+            #expect(Array(try small.encode(page).readableBytesView) == Array(try VireoJSON.encoder().encode(page)))
+        }
+    }
+}
+
+@Suite("VM listing without the actor")
+struct VMListIndexTests {
+    @Test(
+        "the writer's listing shows exactly what the model lists, page by page, through creates, runs, stops, moves and deletes")
+    func sameAsModel() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"])
+        defer { cluster.stop() }
+        let controller = cluster.controller
+        func expectSame(_ what: String) async {
+            var cursor: String?
+            var pages = 0
+            repeat {
+                let index = controller.listVMs(after: cursor, limit: 7)
+                let model = await controller.modelListVMs(after: cursor, limit: 7)
+                #expect(index == model, "\(what): page \(pages)")
+                cursor = model.next
+                pages += 1
+            } while cursor != nil && pages < 100
+        }
+        for i in 0..<20 {
+            _ = try await controller.createVM(
+                VMSpec(name: "vm-\(String(format: "%02d", 19 - i))", image: "tiny", cpus: 1, memoryMiB: 64))
+        }
+        await expectSame("created")
+        try await eventually("all running") { controller.listVMs(limit: 100).items.allSatisfy { $0.state == .running } }
+        await expectSame("running")
+        for name in ["vm-03", "vm-07"] { _ = try await controller.stopVM(name) }
+        for name in ["vm-00", "vm-19", "vm-10"] { _ = try await controller.deleteVM(name) }
+        let moving = controller.listVMs(limit: 100).items.first { $0.state == .running }!
+        _ = try await controller.migrateVM(moving.name, to: moving.host == "h1" ? "h2" : "h1")
+        try await eventually("settled") {
+            let items = controller.listVMs(limit: 100).items
+            return items.count == 17 && items.filter { $0.state == .stopped }.count == 2
+                && items.first { $0.name == moving.name }?.host != moving.host
+        }
+        await expectSame("after stops, deletes and a move")
+        #expect(controller.listVMs(after: "vm-18", limit: 10) == VMPage(items: [], next: nil))
+    }
+}
+
+extension Controller {
+    /// The page the model itself lists, on the actor: what the listing must match.
+    func modelListVMs(after cursor: String?, limit: Int) -> VMPage { model.listVMs(after: cursor, limit: limit) }
+}
