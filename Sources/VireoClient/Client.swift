@@ -2,6 +2,8 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
+import Synchronization
 import VireoAPI
 import VireoModel
 
@@ -18,12 +20,44 @@ public struct VireoClient: Sendable {
     /// One client for the process's lifetime (never shut down, so never deinitialised). It fails
     /// a request at once when the controller refuses the connection instead of retrying until
     /// the deadline: a CLI user wants "unreachable" now, and the agent retries on its own.
-    public static let sharedHTTPClient: HTTPClient = {
+    public static let sharedHTTPClient = makeHTTPClient(trusting: nil)
+
+    /// An HTTP client as `sharedHTTPClient` that trusts for `https://` only the certificate
+    /// authority in the PEM file at `caFile` (a controller with its own CA: `--ca-cert`). One per
+    /// file for the process's lifetime, as the shared one (a client must be shut down before it
+    /// goes, and these never go).
+    public static func httpClient(trusting caFile: String) -> HTTPClient {
+        trustingClients.withLock { clients in
+            if let client = clients[caFile] { return client }
+            let client = makeHTTPClient(trusting: caFile)
+            clients[caFile] = client
+            return client
+        }
+    }
+    private static let trustingClients = Mutex<[String: HTTPClient]>([:])
+
+    private static func makeHTTPClient(trusting caFile: String?) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(5)
+        if let caFile {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(caFile)
+            configuration.tlsConfiguration = tls
+        }
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }()
+    }
+
+    /// Checks a `--ca-cert` file before any request: a missing or unreadable file is named now,
+    /// not as a TLS failure of the first request.
+    public static func checkCAFile(_ path: String, field: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw VireoError.invalid(field: field, value: "'\(path)'", "cannot read the file")
+        }
+        guard text.contains("-----BEGIN CERTIFICATE-----") else {
+            throw VireoError.invalid(field: field, value: "'\(path)'", "not a PEM certificate")
+        }
+    }
 
     public init(
         server: String, token: String? = nil, timeout: TimeAmount = .seconds(30), http: HTTPClient = sharedHTTPClient
@@ -253,6 +287,12 @@ public struct VireoClient: Sendable {
         let text = String(describing: error)
         if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
         if text.contains("deadlineExceeded") || text.contains("readTimeout") { return "timed out" }
+        if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            return "its TLS certificate is not trusted (pass --ca-cert with the certificate of the authority that issued it)"
+        }
+        if text.contains("remoteConnectionClosed") {
+            return "it closed the connection (if it serves https, use an https:// URL)"
+        }
         return text
     }
 

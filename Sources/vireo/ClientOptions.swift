@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import VireoClient
+import VireoModel
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case table, json
@@ -17,13 +18,30 @@ struct ClientOptions: ParsableArguments {
     )
     var token: String?
 
-    func client() -> VireoClient {
-        VireoClient(server: server, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"])
+    @Option(
+        name: .customLong("ca-cert"),
+        help: ArgumentHelp(
+            "For an https:// controller with its own certificate authority: the CA's certificate (PEM) to trust instead of the system's (env VIREO_CA_CERT).",
+            valueName: "file"))
+    var caCert: String?
+
+    func validate() throws {
+        do {
+            if let file = caFile { try VireoClient.checkCAFile(file, field: "--ca-cert") }
+        } catch let error as VireoError {
+            throw ValidationError(error.message)
+        }
     }
+
+    var caFile: String? { caCert ?? ProcessInfo.processInfo.environment["VIREO_CA_CERT"] }
+
+    func client() -> VireoClient { client(timeout: .seconds(30)) }
 
     /// A client whose requests may take up to `timeout` (a context that boots before answering).
     func client(timeout: TimeAmount) -> VireoClient {
-        VireoClient(server: server, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: timeout)
+        VireoClient(
+            server: server, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: timeout,
+            http: caFile.map { VireoClient.httpClient(trusting: $0) } ?? VireoClient.sharedHTTPClient)
     }
 }
 
@@ -39,10 +57,10 @@ extension ClientOptions {
         var leading: [String] = []
         var rest = arguments[...]
         while let first = rest.first {
-            if first == "--server" || first == "--token", rest.count >= 2 {
+            if first == "--server" || first == "--token" || first == "--ca-cert", rest.count >= 2 {
                 leading += rest.prefix(2)
                 rest = rest.dropFirst(2)
-            } else if first.hasPrefix("--server=") || first.hasPrefix("--token=") {
+            } else if first.hasPrefix("--server=") || first.hasPrefix("--token=") || first.hasPrefix("--ca-cert=") {
                 leading.append(first)
                 rest = rest.dropFirst()
             } else {

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import HummingbirdTLS
 import Logging
 import Metrics
+import NIOSSL
 import Prometheus
 import ServiceLifecycle
 import VireoAPI
@@ -40,6 +42,16 @@ struct ServeOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error.", valueName: "level"))
     var logLevel: String = "info"
+
+    @Option(
+        help: ArgumentHelp(
+            "Serve the API over TLS (https://) with this certificate chain (PEM, the server's certificate first); "
+                + "with --tls-key. Clients that do not trust its issuer pass --ca-cert.",
+            valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("The private key (PEM) of --tls-cert.", valueName: "file"))
+    var tlsKey: String?
 
     @Option(
         help: ArgumentHelp(
@@ -206,6 +218,7 @@ struct ControlPlane {
         }
         try options.timing(into: &settings)
         let storeLocation = try options.storeLocation()
+        let tls = try options.serverTLS()
         let migrationTLS: Bool
         switch options.migrationTLS.lowercased() {
         case "on": migrationTLS = true
@@ -235,13 +248,14 @@ struct ControlPlane {
         }
         let server = VireoServer(controller: controller, tokens: tokens, registry: registry, displayHosts: displayHosts)
         let dataDir = options.dataDir
+        let scheme = tls == nil ? "http" : "https"
         let app = Application(
             router: server.router(),
-            server: server.httpServer(),
+            server: try tls.map { try .tls(server.httpServer(), tlsConfiguration: $0) } ?? server.httpServer(),
             configuration: .init(address: .hostname(host, port: port), serverName: "vireo"),
             onServerRunning: { channel in
                 let actualPort = channel.localAddress?.port ?? port
-                let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(actualPort)"
+                let url = "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(actualPort)"
                 // Tests and scripts read the URL from here when they asked for port 0.
                 try? Data((url + "\n").utf8).write(to: URL(fileURLWithPath: dataDir + "/endpoint"))
                 print("Vireo \(VireoVersion.current) API on \(url), web console at \(url)/ (data in \(dataDir))")
@@ -250,7 +264,7 @@ struct ControlPlane {
             logger: logger)
         return ControlPlane(
             controller: controller, services: [app, ControllerLoops(controller: controller, logger: logger)],
-            url: "http://\(host):\(port)")
+            url: "\(scheme)://\(host):\(port)")
     }
 
     static func parseListen(_ text: String) throws -> (String, Int) {
@@ -385,6 +399,12 @@ struct AgentCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "Join token (env VIREO_TOKEN), needed when the controller listens beyond loopback.", valueName: "token"))
     var token: String?
+    @Option(
+        name: .customLong("ca-cert"),
+        help: ArgumentHelp(
+            "For an https:// controller with its own certificate authority: the CA's certificate (PEM) to trust (env VIREO_CA_CERT).",
+            valueName: "file"))
+    var caCert: String?
     @Option(help: ArgumentHelp("Directory for this host's VM files.", valueName: "dir")) var stateDir: String?
     @Option(help: ArgumentHelp("Address other hosts reach this one at.", valueName: "addr")) var address: String?
     @Option(help: ArgumentHelp("Log level.", valueName: "level")) var logLevel: String = "info"
@@ -395,15 +415,57 @@ struct AgentCommand: AsyncParsableCommand {
         LoggingSystem.bootstrapStandardError()
         let logger = try makeLogger("vireo.agent", level: logLevel)
         try ResourceName.validate(name, field: "--name")
+        let caFile = caCert ?? ProcessInfo.processInfo.environment["VIREO_CA_CERT"]
+        if let caFile { try VireoClient.checkCAFile(caFile, field: "--ca-cert") }
         let directory = stateDir ?? ServeOptions.defaultDataDirectory() + "/agent-\(name)"
         let driver = try drivers.makeDriver(stateDirectory: directory, logger: logger)
         let contexts = try contextOptions.manager(
             directory: directory + "/contexts", host: name, driver: driver, logger: logger)
         let local = try contextOptions.localService(contexts, logger: logger)
         let link = VireoClient(
-            server: controller, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: .seconds(5))
+            server: controller, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: .seconds(5),
+            http: caFile.map { VireoClient.httpClient(trusting: $0) } ?? VireoClient.sharedHTTPClient)
         let agent = Agent(
             settings: .init(name: name, address: address), driver: driver, link: link, contexts: contexts, logger: logger)
         try await runServices([agent] + [local].compactMap { $0 }, logger: logger)
+    }
+}
+
+extension ServeOptions {
+    /// The API's TLS from `--tls-cert` and `--tls-key` (both or neither), checked before anything
+    /// starts: a missing file, or a key that is not the certificate's, is named now.
+    func serverTLS() throws -> TLSConfiguration? {
+        switch (tlsCert, tlsKey) {
+        case (nil, nil): return nil
+        case (nil, _?): throw VireoError.invalid(field: "--tls-cert", value: "none", "is required with --tls-key")
+        case (_?, nil): throw VireoError.invalid(field: "--tls-key", value: "none", "is required with --tls-cert")
+        case (let certPath?, let keyPath?):
+            let chain: [NIOSSLCertificate]
+            do {
+                chain = try NIOSSLCertificate.fromPEMFile(certPath)
+            } catch {
+                throw VireoError.invalid(field: "--tls-cert", value: "'\(certPath)'", "cannot read a PEM certificate: \(error)")
+            }
+            guard !chain.isEmpty else {
+                throw VireoError.invalid(field: "--tls-cert", value: "'\(certPath)'", "holds no certificate")
+            }
+            let key: NIOSSLPrivateKey
+            do {
+                key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            } catch {
+                throw VireoError.invalid(field: "--tls-key", value: "'\(keyPath)'", "cannot read a PEM private key: \(error)")
+            }
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+            configuration.minimumTLSVersion = .tlsv12
+            // A key that is not the certificate's fails here, not at the first handshake.
+            do {
+                _ = try NIOSSLContext(configuration: configuration)
+            } catch {
+                throw VireoError.invalid(
+                    field: "--tls-key", value: "'\(keyPath)'", "does not go with the certificate in \(certPath): \(error)")
+            }
+            return configuration
+        }
     }
 }

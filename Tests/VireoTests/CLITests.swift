@@ -5,6 +5,7 @@ import Testing
 import VireoAPI
 import VireoDriver
 import VireoModel
+import VireoSecurity
 
 /// The built `vireo` binary (`make test` builds it first; VIREO_BIN overrides).
 let vireoBinary: String = {
@@ -507,6 +508,73 @@ struct CLITests {
         #expect(!up.logText.contains(token))
         #expect(!up.logText.contains(join))
         #expect(up.logText.contains("admin.token"), "says where the token is")
+    }
+}
+
+@Suite("The API over TLS", .serialized)
+struct APITLSTests {
+    @Test("--tls-cert/--tls-key serve https; the CLI and an agent trust it with --ca-cert, and nothing without it")
+    func https() async throws {
+        let dir = temporaryDirectory()
+        // A certificate authority and a certificate for 127.0.0.1 it signed.
+        let authority = try MigrationAuthority(name: "test API authority")
+        let issued = try authority.issue(migration: .generate(), role: .destination, address: "127.0.0.1")
+        let (ca, cert, key) = (dir + "/ca.pem", dir + "/api.pem", dir + "/api-key.pem")
+        try authority.certificatePEM.write(toFile: ca, atomically: true, encoding: .utf8)
+        try issued.certificate.write(toFile: cert, atomically: true, encoding: .utf8)
+        try issued.privateKey.write(toFile: key, atomically: true, encoding: .utf8)
+        let otherKey = dir + "/other-key.pem"
+        try (try MigrationAuthority().issue(migration: .generate(), role: .source, address: nil)).privateKey.write(
+            toFile: otherKey, atomically: true, encoding: .utf8)
+
+        // Bad TLS settings are refused before anything starts, naming the option.
+        let noKey = try await vireo(["up", "--data-dir", dir + "/bad", "--listen", "127.0.0.1:0", "--tls-cert", cert])
+        #expect(noKey.status == 2 && noKey.stderr.contains("--tls-key"), "\(noKey.stderr)")
+        let wrongKey = try await vireo([
+            "up", "--data-dir", dir + "/bad", "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", otherKey,
+        ])
+        #expect(wrongKey.status == 2 && wrongKey.stderr.contains("does not go with the certificate"), "\(wrongKey.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/bad/vireo.db"))
+
+        try FileManager.default.createDirectory(atPath: dir + "/up", withIntermediateDirectories: true)
+        let up = try UpProcess(dataDir: dir + "/up", extra: ["--tls-cert", cert, "--tls-key", key])
+        defer { up.kill() }
+        var url = ""
+        try await eventually("vireo up serving https", within: 30) {
+            guard up.process.isRunning else { throw VireoError(.internal, "vireo up exited: \(up.logText)") }
+            guard let text = try? String(contentsOfFile: up.dataDir + "/endpoint", encoding: .utf8) else { return false }
+            url = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            return try await vireo(["host", "list", "--ca-cert", ca], server: url).stdout.contains("ready")
+        }
+        #expect(url.hasPrefix("https://127.0.0.1:"))
+        let created = try await vireo(["vm", "create", "a", "--wait", "--ca-cert", ca], server: url)
+        #expect(created.status == 0, "\(created.stderr)")
+        // Not trusted without the authority; not spoken to in plain HTTP.
+        let untrusted = try await vireo(["vm", "list"], server: url)
+        #expect(untrusted.status == 5 && untrusted.stderr.contains("not trusted"), "\(untrusted.stderr)")
+        let plain = try await vireo(["vm", "list"], server: url.replacingOccurrences(of: "https://", with: "http://"))
+        #expect(plain.status != 0)
+        let missingCA = try await vireo(["vm", "list", "--ca-cert", dir + "/nope.pem"], server: url)
+        #expect(missingCA.status == 2 && missingCA.stderr.contains("--ca-cert"), "\(missingCA.stderr)")
+
+        // An agent on another host joins over TLS, trusting the same authority.
+        let agent = Process()
+        agent.executableURL = URL(fileURLWithPath: vireoBinary)
+        agent.arguments = [
+            "agent", "--controller", url, "--name", "h2", "--ca-cert", ca, "--state-dir", dir + "/h2", "--driver", "simulated",
+            "--log-level", "warning",
+        ]
+        agent.standardOutput = FileHandle.nullDevice
+        agent.standardError = FileHandle.nullDevice
+        try agent.run()
+        defer {
+            agent.terminate()
+            agent.waitUntilExit()
+        }
+        try await eventually("h2 joined over TLS", within: 30) {
+            let hosts = try await vireo(["host", "list", "-o", "json", "--ca-cert", ca], server: url).stdout
+            return (try? decodeJSON([HostView].self, hosts))?.contains { $0.name == "h2" && $0.state == .ready } == true
+        }
     }
 }
 
