@@ -302,22 +302,29 @@ public final class Agent: Service {
     /// Starts one driver operation per VM that differs from what is desired.
     func reconcile(_ desired: DesiredHostState, statuses: [InstanceStatus]) {
         let current = Dictionary(statuses.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        // VMs with a move to or from here under way: a paused one is the move's to resume.
+        let moving = Set((desired.migrations ?? []).map(\.vm.id))
         for vm in desired.vms {
-            guard let operation = operation(for: vm, current: current[vm.id]) else { continue }
+            guard let operation = operation(for: vm, current: current[vm.id], moving: moving.contains(vm.id)) else { continue }
             let claimed = state.withLock { s in s.inFlight.insert(vm.id).inserted }
             guard claimed else { continue }
             Task { await self.perform(operation, on: vm) }
         }
     }
 
-    enum Operation: Equatable { case createAndStart, start, stop, delete, recordOnly }
+    enum Operation: Equatable { case createAndStart, start, stop, delete, resume, recordOnly }
 
-    func operation(for vm: DesiredVM, current: InstanceStatus?) -> Operation? {
+    /// What to do about `vm`; `moving`: a migration of it to or from this host is under way.
+    func operation(for vm: DesiredVM, current: InstanceStatus?, moving: Bool = false) -> Operation? {
         let acted = state.withLock { $0.acted[vm.id] }
         switch vm.intent {
         case .running:
             guard let current else { return .createAndStart }
             switch current.state {
+            case .running where current.paused == true && !moving:
+                // Meant to run here and no move of it under way: a guest left paused (the source
+                // of a paused migration that ended while this agent was away) runs again.
+                return .resume
             case .running, .starting:
                 return acted == vm.generation ? nil : .recordOnly
             case .stopping:
@@ -349,6 +356,10 @@ public final class Agent: Service {
             case .start: try await driver.start(vm.id)
             case .stop: try await driver.stop(vm.id)
             case .delete: try await driver.delete(vm.id)
+            case .resume:
+                try await driver.resume(vm.id)
+                logger.notice(
+                    "resumed a guest left paused, which no move of it here explains", metadata: ["vm": "\(vm.name)"])
             case .recordOnly: break
             }
             if operation != .recordOnly {

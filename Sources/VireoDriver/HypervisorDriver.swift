@@ -64,9 +64,13 @@ public struct InstanceStatus: Sendable, Equatable, Codable {
     /// Where the VM's display is served (`127.0.0.1:PORT` for VNC), when it has one and runs.
     public var display: String?
 
+    /// A running guest whose vCPUs are stopped (`pause`, or a paused migration's source);
+    /// nil when it is not, or the driver does not say.
+    public var paused: Bool?
+
     public init(
         id: VMID, name: String, state: InstanceState, message: String? = nil, address: String? = nil,
-        bootMs: Int? = nil, display: String? = nil
+        bootMs: Int? = nil, display: String? = nil, paused: Bool? = nil
     ) {
         self.id = id
         self.name = name
@@ -75,6 +79,7 @@ public struct InstanceStatus: Sendable, Equatable, Codable {
         self.address = address
         self.bootMs = bootMs
         self.display = display
+        self.paused = paused
     }
 }
 

@@ -87,7 +87,8 @@ public actor QEMUDriver: HypervisorDriver {
             InstanceStatus(
                 id: id, name: instance.record.spec.name, state: instance.state, message: instance.message,
                 address: Self.address(of: instance.record.network), bootMs: instance.bootMs,
-                display: instance.state == .running ? instance.record.vncPort.map { "127.0.0.1:\($0)" } : nil)
+                display: instance.state == .running ? instance.record.vncPort.map { "127.0.0.1:\($0)" } : nil,
+                paused: instance.state == .running && instance.paused ? true : nil)
         }.sorted { $0.id < $1.id }
     }
 
@@ -376,10 +377,12 @@ public actor QEMUDriver: HypervisorDriver {
 
     public func pause(_ id: VMID) async throws {
         try await running(id).execute(QMP.Stop())
+        instances[id]?.paused = true
     }
 
     public func resume(_ id: VMID) async throws {
         try await running(id).execute(QMP.Cont())
+        instances[id]?.paused = false
     }
 
     /// The QMP connection of a VM whose QEMU is up; fails naming the VM otherwise.

@@ -65,6 +65,9 @@ extension QEMUDriver {
         /// A paused migration's source: when the guest was paused for it. A destination: when the
         /// guest that arrived resumed. Between the two, the guest ran nowhere.
         var migrationPausedAt: ContinuousClock.Instant?
+        /// Its vCPUs stopped by `pause`, or found stopped when re-adopted (a paused migration's
+        /// source whose move ended while no agent watched it).
+        var paused = false
         var arrivedResumedAt: ContinuousClock.Instant?
         /// When this run's QEMU was launched, and how long it took the guest to be ready.
         var launchedAt: ContinuousClock.Instant?
@@ -82,6 +85,7 @@ extension QEMUDriver {
             message = nil
             stopRequested = false
             guestPoweredOff = false
+            paused = false
             run += 1
         }
     }

@@ -172,6 +172,15 @@ extension QEMUDriver {
                     id, run: 1, pid: info.pid, qmp: qmp, serialOffset: info.serialOffset,
                     readiness: info.snapshot == nil ? .marker : .restored)
                 logger.info("re-adopted QEMU", metadata: ["vm": "\(record.spec.name)", "pid": "\(info.pid)"])
+                // Stopped vCPUs: paused on purpose, or the source of a paused migration that ended
+                // while no agent watched; the agent resumes it if no move of it is under way.
+                if let status = try? await qmp.execute(QMP.QueryStatus()),
+                    status.status == .paused || status.status == .postmigrate
+                {
+                    instances[id]?.paused = true
+                    logger.notice(
+                        "re-adopted guest is paused", metadata: ["vm": "\(record.spec.name)", "status": "\(status.status)"])
+                }
                 // Snapshot jobs the previous agent did not see to their end are waited for and
                 // dismissed; should that fail, the next snapshot operation tries again.
                 do {

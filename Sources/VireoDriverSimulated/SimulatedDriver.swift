@@ -56,6 +56,8 @@ public final class SimulatedDriver: HypervisorDriver {
         var console = ""
         /// Waiting for a live migration: it runs when the source hands over (`finishIncoming`).
         var incoming = false
+        /// Running with its vCPUs stopped (`pause`).
+        var paused = false
         /// What the guest does (`setLoad`); nil: the instance reports no usage.
         var workload: Workload?
         /// CPU time its process has used up to `accruedTo`: from zero at each start, as a new
@@ -277,8 +279,30 @@ public final class SimulatedDriver: HypervisorDriver {
             return s.instances.values.map {
                 InstanceStatus(
                     id: $0.spec.id, name: $0.spec.name, state: $0.state, message: $0.message,
-                    address: $0.state == .running ? $0.privateAddress ?? Self.address(serial: $0.serial) : nil)
+                    address: $0.state == .running ? $0.privateAddress ?? Self.address(serial: $0.serial) : nil,
+                    paused: $0.state == .running && $0.paused ? true : nil)
             }.sorted { $0.name < $1.name }
+        }
+    }
+
+    /// Stops the guest's vCPUs: it stays running, paused, until `resume`.
+    public func pause(_ id: VMID) async throws { try setPaused(id, true) }
+
+    public func resume(_ id: VMID) async throws { try setPaused(id, false) }
+
+    private func setPaused(_ id: VMID, _ paused: Bool) throws {
+        let now = time.now()
+        try state.withLock { s in
+            settle(&s, now: now)
+            guard var instance = s.instances[id], !instance.incoming else { throw VireoError.notFound("VM", id.rawValue) }
+            guard instance.state == .running else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "VM \(instance.spec.name) is \(instance.state.rawValue), not running: it cannot be \(paused ? "paused" : "resumed")"
+                )
+            }
+            instance.paused = paused
+            s.set(id, instance)
         }
     }
 
@@ -396,6 +420,7 @@ public final class SimulatedDriver: HypervisorDriver {
             switch instance.state {
             case .starting:
                 instance.state = .running
+                instance.paused = false
                 instance.restartAccounting(at: instance.transitionEndsAt)
                 instance.console += "[simulated] \(instance.spec.name) ready\n"
             case .stopping:

@@ -124,6 +124,37 @@ struct MigrationTests {
         _ = try await c.stopVM("m")
     }
 
+    @Test("a migration that fails while its source's agent is away leaves no guest paused: the agent resumes it on return")
+    func pausedSourceResumed() async throws {
+        let settings = ControllerSettings(
+            heartbeatInterval: .milliseconds(50), hostTimeout: .seconds(30), tickInterval: .milliseconds(50),
+            migrationStartTimeout: .seconds(2))
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"], settings: settings)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let vm = try await runningVM(cluster)
+        let source = try #require(vm.host)
+        let destination = source == "h1" ? "h2" : "h1"
+        // The destination never gets ready, so the move fails; meanwhile the source has paused the
+        // guest (as a paused migration's source does) and its agent is cut off.
+        cluster.link(destination).cut.withLock { $0 = true }
+        let migration = try await c.migrateVM("m", to: destination)
+        try await cluster.driver(source).pause(vm.id)
+        func paused() async throws -> Bool? { try await cluster.driver(source).status().first { $0.id == vm.id }?.paused }
+        // While the move is under way the paused guest is the move's: left alone.
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await paused() == true, "not resumed while its move is under way")
+        cluster.link(source).cut.withLock { $0 = true }
+        try await eventually("migration failed", within: 20) { try await c.migration(migration.id.rawValue).state == .failed }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await paused() == true, "the agent, cut off, has not heard")
+        // The agent is back: the VM is meant to run here and no move explains the pause.
+        cluster.link(source).cut.withLock { $0 = false }
+        try await eventually("the guest resumed") { try await paused() == nil }
+        #expect(try await c.vm("m").host == source)
+        #expect(try await c.vm("m").state == .running)
+    }
+
     @Test("migrations survive a controller restart")
     func persisted() async throws {
         let directory = temporaryDirectory()

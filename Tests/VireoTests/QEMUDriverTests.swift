@@ -108,7 +108,7 @@ extension RealQEMU {
             try await driver.delete(vm.id)
         }
 
-        @Test("a new driver on the same state re-adopts the running QEMU instead of starting another")
+        @Test("a new driver on the same state re-adopts the running QEMU instead of starting another, paused if it was")
         func readopt() async throws {
             let state = temporaryDirectory() + "/vms"
             let first = TestQEMU.driver(stateDirectory: state)
@@ -130,7 +130,20 @@ extension RealQEMU {
             try await second.start(vm.id)  // already running: no second QEMU
             let again = try await get(address, "/status").body
             #expect(again.components(separatedBy: "\"bootId\"").last == bootID.components(separatedBy: "\"bootId\"").last)
-            try await second.delete(vm.id)
+
+            // A guest paused when its agent went (a paused migration's source) is re-adopted as
+            // paused, for the agent to resume.
+            try await second.pause(vm.id)
+            #expect(try await second.status().first { $0.id == vm.id }?.paused == true)
+            await second.detach()
+            let third = TestQEMU.driver(stateDirectory: state)
+            _ = try await third.recover()
+            let pausedStatus = try await settle(third, vm.id, to: .running, tick: tick)
+            #expect(pausedStatus.paused == true)
+            try await third.resume(vm.id)
+            #expect(try await third.status().first { $0.id == vm.id }?.paused == nil)
+            #expect(try await get(address, "/status").status == 200, "the guest answers again")
+            try await third.delete(vm.id)
             #expect(kill(pid, 0) != 0)
         }
 
