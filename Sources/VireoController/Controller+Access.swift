@@ -24,12 +24,6 @@ final class AccessBook: Sendable {
     static func hash(_ secret: String) -> String {
         SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
     }
-
-    /// 32 random bytes from the system's generator, as hex.
-    static func newSecret() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-    }
 }
 
 extension Controller {
@@ -41,7 +35,7 @@ extension Controller {
 
     /// Makes a token; its secret is in the answer and nowhere else.
     public nonisolated func createToken(_ request: TokenRequest) async throws -> TokenCreated {
-        let secret = AccessBook.newSecret()
+        let secret = AccessToken.newSecret()
         let token = AccessToken(
             name: request.name, role: request.role, apps: request.apps, createdAt: now(), expiresAt: request.expiresAt,
             secretHash: AccessBook.hash(secret))

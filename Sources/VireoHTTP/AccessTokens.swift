@@ -29,8 +29,7 @@ public struct AccessTokens: Sendable, Equatable {
                 let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
                 if !value.isEmpty { return value }
             }
-            var generator = SystemRandomNumberGenerator()
-            let value = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+            let value = AccessToken.newSecret()
             guard fm.createFile(atPath: path, contents: Data((value + "\n").utf8), attributes: [.posixPermissions: 0o600])
             else { throw VireoError(.internal, "cannot write \(path)") }
             created = true

@@ -49,6 +49,12 @@ public struct AccessToken: Sendable, Codable, Equatable {
 
     public enum Status: String, Sendable, Codable { case active, expired, revoked }
 
+    /// A new secret: 32 bytes from the system's random generator, as 64 hex digits.
+    public static func newSecret() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
     public func status(at now: Date) -> Status {
         if revokedAt != nil { return .revoked }
         if let expiresAt, expiresAt <= now { return .expired }

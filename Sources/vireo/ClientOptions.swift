@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
 import NIOCore
 import VireoClient
@@ -18,12 +19,28 @@ struct ClientOptions: ParsableArguments {
     )
     var token: String?
 
+    @OptionGroup var trust: TrustOptions
+
+    func client() -> VireoClient { client(timeout: .seconds(30)) }
+
+    /// A client whose requests may take up to `timeout` (a context that boots before answering).
+    func client(timeout: TimeAmount) -> VireoClient {
+        VireoClient(
+            server: server, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: timeout,
+            http: trust.http)
+    }
+}
+
+/// `--ca-cert`: which certificate authority an `https://` controller's certificate must come from.
+struct TrustOptions: ParsableArguments {
     @Option(
         name: .customLong("ca-cert"),
         help: ArgumentHelp(
             "For an https:// controller with its own certificate authority: the CA's certificate (PEM) to trust instead of the system's (env VIREO_CA_CERT).",
             valueName: "file"))
     var caCert: String?
+
+    var caFile: String? { caCert ?? ProcessInfo.processInfo.environment["VIREO_CA_CERT"] }
 
     func validate() throws {
         do {
@@ -33,16 +50,8 @@ struct ClientOptions: ParsableArguments {
         }
     }
 
-    var caFile: String? { caCert ?? ProcessInfo.processInfo.environment["VIREO_CA_CERT"] }
-
-    func client() -> VireoClient { client(timeout: .seconds(30)) }
-
-    /// A client whose requests may take up to `timeout` (a context that boots before answering).
-    func client(timeout: TimeAmount) -> VireoClient {
-        VireoClient(
-            server: server, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: timeout,
-            http: caFile.map { VireoClient.httpClient(trusting: $0) } ?? VireoClient.sharedHTTPClient)
-    }
+    /// The HTTP client that trusts that authority (or the system's roots).
+    var http: HTTPClient { caFile.map { VireoClient.httpClient(trusting: $0) } ?? VireoClient.sharedHTTPClient }
 }
 
 struct OutputOptions: ParsableArguments {

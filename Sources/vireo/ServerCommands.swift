@@ -399,12 +399,7 @@ struct AgentCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "Join token (env VIREO_TOKEN), needed when the controller listens beyond loopback.", valueName: "token"))
     var token: String?
-    @Option(
-        name: .customLong("ca-cert"),
-        help: ArgumentHelp(
-            "For an https:// controller with its own certificate authority: the CA's certificate (PEM) to trust (env VIREO_CA_CERT).",
-            valueName: "file"))
-    var caCert: String?
+    @OptionGroup var trust: TrustOptions
     @Option(help: ArgumentHelp("Directory for this host's VM files.", valueName: "dir")) var stateDir: String?
     @Option(help: ArgumentHelp("Address other hosts reach this one at.", valueName: "addr")) var address: String?
     @Option(help: ArgumentHelp("Log level.", valueName: "level")) var logLevel: String = "info"
@@ -415,8 +410,6 @@ struct AgentCommand: AsyncParsableCommand {
         LoggingSystem.bootstrapStandardError()
         let logger = try makeLogger("vireo.agent", level: logLevel)
         try ResourceName.validate(name, field: "--name")
-        let caFile = caCert ?? ProcessInfo.processInfo.environment["VIREO_CA_CERT"]
-        if let caFile { try VireoClient.checkCAFile(caFile, field: "--ca-cert") }
         let directory = stateDir ?? ServeOptions.defaultDataDirectory() + "/agent-\(name)"
         let driver = try drivers.makeDriver(stateDirectory: directory, logger: logger)
         let contexts = try contextOptions.manager(
@@ -424,7 +417,7 @@ struct AgentCommand: AsyncParsableCommand {
         let local = try contextOptions.localService(contexts, logger: logger)
         let link = VireoClient(
             server: controller, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: .seconds(5),
-            http: caFile.map { VireoClient.httpClient(trusting: $0) } ?? VireoClient.sharedHTTPClient)
+            http: trust.http)
         let agent = Agent(
             settings: .init(name: name, address: address), driver: driver, link: link, contexts: contexts, logger: logger)
         try await runServices([agent] + [local].compactMap { $0 }, logger: logger)
