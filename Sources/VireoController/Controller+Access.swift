@@ -79,6 +79,14 @@ extension Controller {
         }
     }
 
+    /// Deletes audit entries older than the retention (`ControllerSettings.auditRetention`).
+    @discardableResult
+    public nonisolated func pruneAudit() async throws -> Int {
+        let pruned = try await store.pruneAudit(before: now().addingTimeInterval(-settings.auditRetention.seconds))
+        if pruned > 0 { logger.info("audit entries past their retention deleted", metadata: ["count": "\(pruned)"]) }
+        return pruned
+    }
+
     public nonisolated func auditTrail(since: Date?, limit: Int) async throws -> AuditList {
         AuditList(items: try await store.audit(since: since, limit: limit))
     }

@@ -20,6 +20,7 @@ public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
     public func run() async throws {
         let interval = controller.settings.tickInterval
         var lastCompaction = clock.now
+        var lastAuditPrune: C.Instant?
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 try await controller.checkHostLiveness()
@@ -32,6 +33,11 @@ public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
                 if lastCompaction.duration(to: clock.now) > .seconds(60) {
                     lastCompaction = clock.now
                     try await controller.telemetry.store.compact(now: Int64(controller.now().timeIntervalSince1970 * 1000))
+                }
+                // At start, then hourly: the audit trail keeps what its retention says.
+                if lastAuditPrune.map({ $0.duration(to: clock.now) > .seconds(3_600) }) ?? true {
+                    lastAuditPrune = clock.now
+                    try await controller.pruneAudit()
                 }
             } catch {
                 logger.error("controller tick failed", metadata: ["error": "\(error)"])

@@ -27,6 +27,8 @@ public struct ControllerSettings: Sendable {
     public var migrationAuthority: MigrationAuthority?
     /// The wait before an alert notification's first retry; each next one waits twice as long.
     public var alertRetryDelay: Duration = .seconds(1)
+    /// How long the audit trail keeps an entry (`--audit-retention`).
+    public var auditRetention: Duration = .seconds(90 * 86_400)
 
     public init(
         heartbeatInterval: Duration = .seconds(1), hostTimeout: Duration = .seconds(5),

@@ -109,6 +109,8 @@ public protocol ClusterStore: Sendable {
     func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry
     /// The newest `limit` entries at or after `since` (all if nil), oldest first.
     func audit(since: Date?, limit: Int) async throws -> [AuditEntry]
+    /// Deletes the entries from before `before`; returns how many.
+    func pruneAudit(before: Date) async throws -> Int
 }
 
 extension ClusterStore {

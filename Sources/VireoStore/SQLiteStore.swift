@@ -384,6 +384,13 @@ public final class SQLiteStore: ClusterStore {
         }
     }
 
+    public func pruneAudit(before: Date) async throws -> Int {
+        try await writer.write { db in
+            try db.execute(sql: "DELETE FROM audit WHERE at < ?", arguments: [before.timeIntervalSince1970])
+            return db.changesCount
+        }
+    }
+
     private static func consoleTail(_ db: Database, _ vm: VMID) throws -> ConsoleTail? {
         guard
             let row = try Row.fetchOne(

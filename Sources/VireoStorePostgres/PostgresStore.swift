@@ -446,6 +446,12 @@ public final class PostgresStore: ClusterStore {
         }
     }
 
+    public func pruneAudit(before: Date) async throws -> Int {
+        try await connection { c in
+            try await self.count(c, "DELETE FROM audit WHERE at < \(before.timeIntervalSince1970) RETURNING 1")
+        }
+    }
+
     private func consoleTail(_ c: PostgresConnection, _ vm: VMID) async throws -> ConsoleTail? {
         let rows = try await c.query(
             "SELECT next, written, text FROM consoles WHERE vm_id = \(vm.rawValue)", logger: logger)

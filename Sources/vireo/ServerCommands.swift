@@ -72,6 +72,11 @@ struct ServeOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
+            "How long the audit trail (vireo audit) keeps an entry; older ones are deleted hourly.", valueName: "duration"))
+    var auditRetention: String = "90d"
+
+    @Option(
+        help: ArgumentHelp(
             "How often agents heartbeat. Between heartbeats each agent waits on the controller and hears "
                 + "of a change to its host at once, so a longer interval costs no latency, only how soon a "
                 + "lost host is noticed.",
@@ -93,7 +98,7 @@ struct ServeOptions: ParsableArguments {
             valueName: "on|off"))
     var migrationTLS: String = "on"
 
-    /// `--history-step`, `--history-retention`, `--heartbeat` and `--host-timeout` in the
+    /// `--history-step`, `--history-retention`, `--audit-retention`, `--heartbeat` and `--host-timeout` in the
     /// controller's settings.
     func timing(into settings: inout ControllerSettings) throws {
         func duration(_ text: String, _ flag: String) throws -> Duration {
@@ -104,6 +109,10 @@ struct ServeOptions: ParsableArguments {
         }
         settings.historyStep = try duration(historyStep, "--history-step")
         settings.historyRetention = try duration(historyRetention, "--history-retention")
+        settings.auditRetention = try duration(auditRetention, "--audit-retention")
+        guard settings.auditRetention >= .seconds(3_600) else {
+            throw VireoError.invalid(field: "--audit-retention", value: "'\(auditRetention)'", "must be at least 1h")
+        }
         try settings.validateHistory(stepField: "--history-step", retentionField: "--history-retention")
         settings.heartbeatInterval = try duration(heartbeat, "--heartbeat")
         guard settings.heartbeatInterval >= .milliseconds(10), settings.heartbeatInterval <= .seconds(600) else {

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdTesting
 import Testing
 import VireoAPI
+import VireoController
 import VireoHTTP
 import VireoModel
 import VireoProcess
@@ -265,6 +266,24 @@ struct AccessAPITests {
             #expect(try await client.request(.get, "/v1/audit?since=yesterday").status == 400)
             #expect(
                 try decodeJSON(AuditList.self, try await client.request(.get, "/v1/audit?since=-1h").body).items.count == 4)
+        }
+    }
+
+    @Test("the audit trail keeps its retention: older entries go, newer ones stay")
+    func retention() async throws {
+        let clock = ManualClock()
+        var settings = ControllerSettings.fast
+        settings.auditRetention = .seconds(86_400)
+        let plane = try await TestControlPlane.make(settings: settings, now: { clock.now })
+        try await plane.test { client in
+            #expect(try await client.request(.post, "/v1/vms", body: #"{"name":"old","image":"tiny"}"#).status == 201)
+            clock.advance(86_400 - 60)
+            #expect(try await client.request(.post, "/v1/vms", body: #"{"name":"new","image":"tiny"}"#).status == 201)
+            clock.advance(120)
+            #expect(try await plane.controller.pruneAudit() == 1)
+            let trail = try decodeJSON(AuditList.self, try await client.request(.get, "/v1/audit").body).items
+            #expect(trail.map(\.path) == ["/v1/vms"] && trail.count == 1)
+            #expect(trail.first?.at == clock.now.addingTimeInterval(-120), "the newer create")
         }
     }
 

@@ -46,6 +46,7 @@ final class CountingStore: ClusterStore {
     func updateToken(_ token: AccessToken) async throws { try await inner.updateToken(token) }
     func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry { try await inner.appendAudit(entry) }
     func audit(since: Date?, limit: Int) async throws -> [AuditEntry] { try await inner.audit(since: since, limit: limit) }
+    func pruneAudit(before: Date) async throws -> Int { try await inner.pruneAudit(before: before) }
     func commit(_ batch: StoreBatch) async throws {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let wait = state.withLock { s in

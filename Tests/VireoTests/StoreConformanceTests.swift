@@ -256,6 +256,12 @@ struct StoreCheck: Sendable, CustomTestStringConvertible {
             #expect(
                 try await store.audit(since: t.addingTimeInterval(20), limit: 100) == Array(stored[2...]), "at or after since")
             #expect(try await store.audit(since: t.addingTimeInterval(41), limit: 100) == [])
+            // Pruning deletes what is older than its bound, and nothing numbered is numbered again.
+            #expect(try await store.pruneAudit(before: t.addingTimeInterval(20)) == 2)
+            #expect(try await store.audit(since: nil, limit: 100) == Array(stored[2...]))
+            #expect(try await store.pruneAudit(before: t) == 0)
+            let next = try await store.appendAudit(stored[0])
+            #expect(next.seq > stored[4].seq)
         },
     ]
 }

@@ -52,8 +52,7 @@ struct VMListIndexTests {
             var cursor: String?
             var pages = 0
             repeat {
-                let index = controller.listVMs(after: cursor, limit: 7)
-                let model = await controller.modelListVMs(after: cursor, limit: 7)
+                let (index, model) = await controller.bothListings(after: cursor, limit: 7)
                 #expect(index == model, "\(what): page \(pages)")
                 cursor = model.next
                 pages += 1
@@ -81,6 +80,9 @@ struct VMListIndexTests {
 }
 
 extension Controller {
-    /// The page the model itself lists, on the actor: what the listing must match.
-    func modelListVMs(after cursor: String?, limit: Int) -> VMPage { model.listVMs(after: cursor, limit: limit) }
+    /// The page of the writer's listing and the page the model itself lists, at one instant: the
+    /// writer changes both within one turn on the actor, so this turn sees them between commits.
+    func bothListings(after cursor: String?, limit: Int) -> (index: VMPage, model: VMPage) {
+        (listVMs(after: cursor, limit: limit), model.listVMs(after: cursor, limit: limit))
+    }
 }
