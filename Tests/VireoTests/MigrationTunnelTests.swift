@@ -140,7 +140,9 @@ struct MigrationTunnelTests {
         // Plain TCP, as a QEMU without TLS would send its stream.
         let plain = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connect(host: "127.0.0.1", port: incoming.port).get()
-        try await plain.writeAndFlush(ByteBuffer(string: "QEVM\u{0}\u{0}\u{0}\u{3}"))
+        // The destination may have closed it before this write goes out (it waits for a TLS hello,
+        // and on a busy machine judges the connection first): the write failing is a refusal too.
+        try? await plain.writeAndFlush(ByteBuffer(string: "QEVM\u{0}\u{0}\u{0}\u{3}"))
         try await plain.closeFuture.get()
         #expect(try await refusals(incoming, reach: 1).count == 1)
 
