@@ -12,8 +12,6 @@ struct ClusterState {
 
     private(set) var vms: [VMID: VirtualMachine] = [:]
     private(set) var vmIDByName: [String: VMID] = [:]
-    /// VM names in order, for stable pagination.
-    private(set) var sortedNames = SortedNames()
     private(set) var hosts: [HostID: HostRecord] = [:]
     private(set) var hostIDByName: [String: HostID] = [:]
     private(set) var vmsByHost: [HostID: Set<VMID>] = [:]
@@ -45,18 +43,12 @@ struct ClusterState {
         let old = vms[id]
         if let old {
             account(old, sign: -1)
-            if new == nil || new!.name != old.name {
-                vmIDByName[old.name] = nil
-                sortedNames.remove(old.name)
-            }
+            if new == nil || new!.name != old.name { vmIDByName[old.name] = nil }
             if let host = old.hostID { vmsByHost[host]?.remove(id) }
         }
         if let new {
             vms[id] = new
-            if old?.name != new.name {
-                vmIDByName[new.name] = id
-                sortedNames.insert(new.name)
-            }
+            if old?.name != new.name { vmIDByName[new.name] = id }
             if let host = new.hostID { vmsByHost[host, default: []].insert(id) }
             account(new, sign: 1)
         } else {

@@ -236,12 +236,6 @@ public actor Controller {
 }
 
 extension ClusterModel {
-    func listVMs(after cursor: String?, limit: Int) -> VMPage {
-        let (names, next) = state.sortedNames.page(after: cursor, limit: limit)
-        // Listings are summaries: the placement explanation is on the VM's own resource.
-        return VMPage(items: names.compactMap { state.vm(named: $0).map { view($0, withPlacement: false) } }, next: next)
-    }
-
     func lookupVM(_ reference: String) throws(VireoError) -> VirtualMachine {
         if let vm = state.vm(named: reference) ?? state.vms[VMID(reference)] { return vm }
         throw VireoError.notFound("VM", reference)

@@ -37,7 +37,7 @@ struct SortedNames {
 /// takes a lock for a page, not a turn on the controller's actor: a heartbeat from a host with
 /// thousands of VMs holds the actor for milliseconds, and every list request queued behind it
 /// waited as long. Changed only after a commit, with the VMs and hosts it changed, so it shows
-/// exactly what `ClusterModel.listVMs` would.
+/// exactly the committed model's VMs, by name. It is the only ordered index of VM names.
 final class VMListIndex: Sendable {
     private struct Index {
         var names = SortedNames()

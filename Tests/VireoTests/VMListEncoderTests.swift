@@ -83,6 +83,11 @@ extension Controller {
     /// The page of the writer's listing and the page the model itself lists, at one instant: the
     /// writer changes both within one turn on the actor, so this turn sees them between commits.
     func bothListings(after cursor: String?, limit: Int) -> (index: VMPage, model: VMPage) {
-        (listVMs(after: cursor, limit: limit), model.listVMs(after: cursor, limit: limit))
+        // The model's page, made here from its VMs: every VM by name, after the cursor, as a summary.
+        let all = model.state.vms.values.sorted { $0.name < $1.name }
+        let rest = all.filter { cursor == nil || $0.name > cursor! }
+        let page = rest.prefix(limit).map { model.view($0, withPlacement: false) }
+        let next = rest.count > limit ? page.last?.name : nil
+        return (listVMs(after: cursor, limit: limit), VMPage(items: Array(page), next: next))
     }
 }
