@@ -97,107 +97,109 @@ struct PackTests {
     func liveSoftware() async throws {
         let dir = temporaryDirectory()
         let processes = Daemons(dir: dir)
-        defer { processes.stop() }
-        let (site, nginxExporter, redis, redisExporter) = (
-            try LoopbackPort.free(), try LoopbackPort.free(), try LoopbackPort.free(), try LoopbackPort.free()
-        )
-        let (proxy, proxyMetrics) = (try LoopbackPort.free(), try LoopbackPort.free())
-        try """
-        worker_processes 1;
-        pid \(dir)/nginx.pid;
-        error_log \(dir)/nginx-error.log;
-        events { worker_connections 64; }
-        http {
-          access_log off;
-          client_body_temp_path \(dir)/body; proxy_temp_path \(dir)/proxy; fastcgi_temp_path \(dir)/fcgi;
-          uwsgi_temp_path \(dir)/uwsgi; scgi_temp_path \(dir)/scgi;
-          server {
-            listen 127.0.0.1:\(site);
-            location = /stub_status { stub_status; }
-            location / { return 200 "hello\\n"; }
-          }
-        }
-        """.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-        try """
-        global
-          maxconn 1000
-        defaults
-          mode http
-          timeout connect 2s
-          timeout client 5s
-          timeout server 5s
-        frontend metrics
-          bind 127.0.0.1:\(proxyMetrics)
-          http-request use-service prometheus-exporter if { path /metrics }
-        frontend web
-          bind 127.0.0.1:\(proxy)
-          maxconn 500
-          default_backend site
-        backend site
-          server nginx 127.0.0.1:\(site)
-
-        """.write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)  // HAProxy wants the last line ended
-        try processes.start("/usr/sbin/nginx", ["-c", dir + "/nginx.conf", "-g", "daemon off;"])
-        try processes.start("/usr/sbin/haproxy", ["-f", dir + "/haproxy.cfg", "-db"])
-        try processes.start(
-            "/usr/bin/prometheus-nginx-exporter",
-            [
-                "-nginx.scrape-uri", "http://127.0.0.1:\(site)/stub_status", "-web.listen-address", "127.0.0.1:\(nginxExporter)",
-                // It gives up at once when nginx is not listening yet, unless told to retry.
-                "-nginx.retries", "20", "-nginx.retry-interval", "500ms",
-            ])
-        try processes.start(
-            "/usr/bin/redis-server", ["--port", "\(redis)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        try processes.start(
-            "/usr/bin/prometheus-redis-exporter",
-            ["-redis.addr", "redis://127.0.0.1:\(redis)", "-web.listen-address", "127.0.0.1:\(redisExporter)"])
-        try await eventually("the exporters reach their servers (logs in \(dir))", within: 30) {
-            let nginx = try? await scrape(nginxExporter)
-            let redisText = try? await scrape(redisExporter)
-            let haproxy = try? await scrape(proxyMetrics)
-            return nginx?.contains("nginx_up 1") == true && redisText?.contains("redis_up 1") == true
-                && haproxy?.contains("haproxy_frontend_http_requests_total") == true
-        }
-
-        let clock = ManualClock()
-        let plane = try await TestControlPlane.make(now: { clock.now })
-        let c = plane.controller
-        for (app, pack) in [("site", "nginx"), ("proxy", "haproxy"), ("cache", "redis")] {
-            _ = try await c.apply(
-                try ManifestParser.parse(
-                    "{apiVersion: vireo/v1, kind: Application, metadata: {name: \(app)}, spec: {telemetry: {metrics: []}}}"))
-            _ = try await c.applyPack(pack, to: app)
-        }
-        // Each round: real requests (through HAProxy to nginx) and Redis commands, then each
-        // exporter's real answer, taken in as a scrape. The controller's clock moves 10 s a round
-        // so that 1-minute windows end within the test; rates are per the controller's seconds.
-        for _ in 0..<30 {
-            for _ in 0..<20 {
-                _ = try await HTTPClient.shared.execute(
-                    HTTPClientRequest(url: "http://127.0.0.1:\(proxy)/"), timeout: .seconds(5))
+        try await processes.running {
+            let (site, nginxExporter, redis, redisExporter) = (
+                try LoopbackPort.free(), try LoopbackPort.free(), try LoopbackPort.free(), try LoopbackPort.free()
+            )
+            let (proxy, proxyMetrics) = (try LoopbackPort.free(), try LoopbackPort.free())
+            try """
+            worker_processes 1;
+            pid \(dir)/nginx.pid;
+            error_log \(dir)/nginx-error.log;
+            events { worker_connections 64; }
+            http {
+              access_log off;
+              client_body_temp_path \(dir)/body; proxy_temp_path \(dir)/proxy; fastcgi_temp_path \(dir)/fcgi;
+              uwsgi_temp_path \(dir)/uwsgi; scgi_temp_path \(dir)/scgi;
+              server {
+                listen 127.0.0.1:\(site);
+                location = /stub_status { stub_status; }
+                location / { return 200 "hello\\n"; }
+              }
             }
-            // HAProxy and the exporter keep their connections to nginx open: one client that
-            // comes and goes gives nginx a connection to accept (and handle) in every window.
-            var direct = HTTPClientRequest(url: "http://127.0.0.1:\(site)/")
-            direct.headers.add(name: "Connection", value: "close")
-            _ = try await HTTPClient.shared.execute(direct, timeout: .seconds(5))
-            _ = try await HostTool.run("redis-benchmark", ["-p", "\(redis)", "-n", "200", "-c", "2", "-q", "-t", "set,get"])
-            _ = try await c.ingest(app: "site", exposition: try await scrape(nginxExporter), at: clock.now)
-            _ = try await c.ingest(app: "proxy", exposition: try await scrape(proxyMetrics), at: clock.now)
-            _ = try await c.ingest(app: "cache", exposition: try await scrape(redisExporter), at: clock.now)
-            clock.advance(10)
-            await c.evaluateSLOs()
+            """.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
+            try """
+            global
+              maxconn 1000
+            defaults
+              mode http
+              timeout connect 2s
+              timeout client 5s
+              timeout server 5s
+            frontend metrics
+              bind 127.0.0.1:\(proxyMetrics)
+              http-request use-service prometheus-exporter if { path /metrics }
+            frontend web
+              bind 127.0.0.1:\(proxy)
+              maxconn 500
+              default_backend site
+            backend site
+              server nginx 127.0.0.1:\(site)
+
+            """.write(toFile: dir + "/haproxy.cfg", atomically: true, encoding: .utf8)  // HAProxy wants the last line ended
+            try processes.start("/usr/sbin/nginx", ["-c", dir + "/nginx.conf", "-g", "daemon off;"])
+            try processes.start("/usr/sbin/haproxy", ["-f", dir + "/haproxy.cfg", "-db"])
+            try processes.start(
+                "/usr/bin/prometheus-nginx-exporter",
+                [
+                    "-nginx.scrape-uri", "http://127.0.0.1:\(site)/stub_status", "-web.listen-address",
+                    "127.0.0.1:\(nginxExporter)",
+                    // It gives up at once when nginx is not listening yet, unless told to retry.
+                    "-nginx.retries", "20", "-nginx.retry-interval", "500ms",
+                ])
+            try processes.start(
+                "/usr/bin/redis-server", ["--port", "\(redis)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            try processes.start(
+                "/usr/bin/prometheus-redis-exporter",
+                ["-redis.addr", "redis://127.0.0.1:\(redis)", "-web.listen-address", "127.0.0.1:\(redisExporter)"])
+            try await eventually("the exporters reach their servers (logs in \(dir))", within: 30) {
+                let nginx = try? await scrape(nginxExporter)
+                let redisText = try? await scrape(redisExporter)
+                let haproxy = try? await scrape(proxyMetrics)
+                return nginx?.contains("nginx_up 1") == true && redisText?.contains("redis_up 1") == true
+                    && haproxy?.contains("haproxy_frontend_http_requests_total") == true
+            }
+
+            let clock = ManualClock()
+            let plane = try await TestControlPlane.make(now: { clock.now })
+            let c = plane.controller
+            for (app, pack) in [("site", "nginx"), ("proxy", "haproxy"), ("cache", "redis")] {
+                _ = try await c.apply(
+                    try ManifestParser.parse(
+                        "{apiVersion: vireo/v1, kind: Application, metadata: {name: \(app)}, spec: {telemetry: {metrics: []}}}"))
+                _ = try await c.applyPack(pack, to: app)
+            }
+            // Each round: real requests (through HAProxy to nginx) and Redis commands, then each
+            // exporter's real answer, taken in as a scrape. The controller's clock moves 10 s a round
+            // so that 1-minute windows end within the test; rates are per the controller's seconds.
+            for _ in 0..<30 {
+                for _ in 0..<20 {
+                    _ = try await HTTPClient.shared.execute(
+                        HTTPClientRequest(url: "http://127.0.0.1:\(proxy)/"), timeout: .seconds(5))
+                }
+                // HAProxy and the exporter keep their connections to nginx open: one client that
+                // comes and goes gives nginx a connection to accept (and handle) in every window.
+                var direct = HTTPClientRequest(url: "http://127.0.0.1:\(site)/")
+                direct.headers.add(name: "Connection", value: "close")
+                _ = try await HTTPClient.shared.execute(direct, timeout: .seconds(5))
+                _ = try await HostTool.run("redis-benchmark", ["-p", "\(redis)", "-n", "200", "-c", "2", "-q", "-t", "set,get"])
+                _ = try await c.ingest(app: "site", exposition: try await scrape(nginxExporter), at: clock.now)
+                _ = try await c.ingest(app: "proxy", exposition: try await scrape(proxyMetrics), at: clock.now)
+                _ = try await c.ingest(app: "cache", exposition: try await scrape(redisExporter), at: clock.now)
+                clock.advance(10)
+                await c.evaluateSLOs()
+            }
+            try await Self.expectJudged(
+                c, "site", ["nginx-throughput", "nginx-connections", "nginx-handled"], empty: ["nginx-latency"])
+            try await Self.expectJudged(
+                c, "proxy", ["haproxy-throughput", "haproxy-sessions", "haproxy-success", "haproxy-latency"], empty: [])
+            try await Self.expectJudged(c, "cache", ["redis-throughput", "redis-latency", "redis-clients"], empty: [])
+            let latency = try #require(try await c.app("cache").objectives.first { $0.name == "redis-latency" }?.sli)
+            #expect(latency > 0 && latency < 0.001, "a Redis command takes microseconds: \(latency) s")
+            let handled = try await c.app("site").objectives.first { $0.name == "nginx-handled" }?.sli
+            #expect(handled == 1, "\(String(describing: handled))")
+            #expect(try await c.app("proxy").objectives.first { $0.name == "haproxy-success" }?.sli == 1)
         }
-        try await Self.expectJudged(
-            c, "site", ["nginx-throughput", "nginx-connections", "nginx-handled"], empty: ["nginx-latency"])
-        try await Self.expectJudged(
-            c, "proxy", ["haproxy-throughput", "haproxy-sessions", "haproxy-success", "haproxy-latency"], empty: [])
-        try await Self.expectJudged(c, "cache", ["redis-throughput", "redis-latency", "redis-clients"], empty: [])
-        let latency = try #require(try await c.app("cache").objectives.first { $0.name == "redis-latency" }?.sli)
-        #expect(latency > 0 && latency < 0.001, "a Redis command takes microseconds: \(latency) s")
-        let handled = try await c.app("site").objectives.first { $0.name == "nginx-handled" }?.sli
-        #expect(handled == 1, "\(String(describing: handled))")
-        #expect(try await c.app("proxy").objectives.first { $0.name == "haproxy-success" }?.sli == 1)
     }
 
     @Test(
@@ -216,39 +218,41 @@ struct PackTests {
             "setpriv", asPostgres + ["/usr/lib/postgresql/15/bin/initdb", "-D", data, "-A", "trust", "-U", "postgres"])
         let (port, exporter) = (try LoopbackPort.free(), try LoopbackPort.free())
         let processes = Daemons(dir: dir)
-        defer { processes.stop() }
-        try processes.start(
-            "/usr/bin/setpriv",
-            asPostgres + [
-                "/usr/lib/postgresql/15/bin/postgres", "-D", data, "-p", "\(port)", "-k", data, "-c",
-                "listen_addresses=127.0.0.1",
-            ])
-        try processes.start(
-            "/usr/bin/prometheus-postgres-exporter", ["--web.listen-address=127.0.0.1:\(exporter)"],
-            environment: ["DATA_SOURCE_NAME": "postgresql://postgres@127.0.0.1:\(port)/postgres?sslmode=disable"])
-        try await eventually("the exporter reaches PostgreSQL (logs in \(dir))", within: 60) {
-            (try? await scrape(exporter))?.contains("pg_up 1") == true
-        }
-        let pgbench = ["-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres"]
-        _ = try await HostTool.run("pgbench", ["-i", "-q"] + pgbench + ["postgres"])
+        try await processes.running {
+            try processes.start(
+                "/usr/bin/setpriv",
+                asPostgres + [
+                    "/usr/lib/postgresql/15/bin/postgres", "-D", data, "-p", "\(port)", "-k", data, "-c",
+                    "listen_addresses=127.0.0.1",
+                ])
+            try processes.start(
+                "/usr/bin/prometheus-postgres-exporter", ["--web.listen-address=127.0.0.1:\(exporter)"],
+                environment: ["DATA_SOURCE_NAME": "postgresql://postgres@127.0.0.1:\(port)/postgres?sslmode=disable"])
+            try await eventually("the exporter reaches PostgreSQL (logs in \(dir))", within: 60) {
+                (try? await scrape(exporter))?.contains("pg_up 1") == true
+            }
+            let pgbench = ["-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres"]
+            _ = try await HostTool.run("pgbench", ["-i", "-q"] + pgbench + ["postgres"])
 
-        let clock = ManualClock()
-        let plane = try await TestControlPlane.make(now: { clock.now })
-        let c = plane.controller
-        _ = try await c.apply(
-            try ManifestParser.parse(
-                "{apiVersion: vireo/v1, kind: Application, metadata: {name: db}, spec: {telemetry: {metrics: []}}}"))
-        _ = try await c.applyPack("postgresql", to: "db")
-        for _ in 0..<30 {
-            _ = try await HostTool.run("pgbench", ["-c", "2", "-t", "20", "-n"] + pgbench + ["postgres"])
-            _ = try await c.ingest(app: "db", exposition: try await scrape(exporter), at: clock.now)
-            clock.advance(10)
-            await c.evaluateSLOs()
+            let clock = ManualClock()
+            let plane = try await TestControlPlane.make(now: { clock.now })
+            let c = plane.controller
+            _ = try await c.apply(
+                try ManifestParser.parse(
+                    "{apiVersion: vireo/v1, kind: Application, metadata: {name: db}, spec: {telemetry: {metrics: []}}}"))
+            _ = try await c.applyPack("postgresql", to: "db")
+            for _ in 0..<30 {
+                _ = try await HostTool.run("pgbench", ["-c", "2", "-t", "20", "-n"] + pgbench + ["postgres"])
+                _ = try await c.ingest(app: "db", exposition: try await scrape(exporter), at: clock.now)
+                clock.advance(10)
+                await c.evaluateSLOs()
+            }
+            try await Self.expectJudged(
+                c, "db", ["postgresql-throughput", "postgresql-connections", "postgresql-commits", "postgresql-latency"],
+                empty: [])
+            let throughput = try #require(try await c.app("db").objectives.first { $0.name == "postgresql-throughput" }?.sli)
+            #expect(throughput >= 4, "pgbench commits 40 transactions a round of 10 s: \(throughput)/s")
         }
-        try await Self.expectJudged(
-            c, "db", ["postgresql-throughput", "postgresql-connections", "postgresql-commits", "postgresql-latency"], empty: [])
-        let throughput = try #require(try await c.app("db").objectives.first { $0.name == "postgresql-throughput" }?.sli)
-        #expect(throughput >= 4, "pgbench commits 40 transactions a round of 10 s: \(throughput)/s")
     }
 
     /// Each of `judged` has good windows and no bad one; each of `empty` has no verdict.
@@ -301,7 +305,25 @@ final class Daemons: @unchecked Sendable {
     /// SIGKILL, because a child started from a test thread inherits its blocked SIGTERM and
     /// redis-server does not unblock it. Reaped here: Foundation's waitUntilExit has been seen to
     /// spin on an nginx that had exited.
-    func stop() {
+    /// Runs `body`, then stops every server it started, whether it threw or not.
+    func running<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            let result = try await body()
+            await stop()
+            return result
+        } catch {
+            await stop()
+            throw error
+        }
+    }
+
+    /// Waits for the servers to go on a thread of its own (up to 3 s each): blocking one of the test
+    /// process's few pool threads that long would stall the other suites' in-process clusters.
+    func stop() async {
+        _ = try? await offPool { self.stopBlocking() }
+    }
+
+    private func stopBlocking() {
         for process in processes.reversed() {
             let pid = process.processIdentifier
             var status: Int32 = 0

@@ -148,65 +148,68 @@ struct PrometheusSourceTests {
         try (lines.joined(separator: "\n") + "\n# EOF\n").write(toFile: dir + "/history.om", atomically: true, encoding: .utf8)
         _ = try await HostTool.run("promtool", ["tsdb", "create-blocks-from", "openmetrics", dir + "/history.om", dir + "/data"])
         let prometheus = try await TestPrometheus.start(dir: dir, config: "global: { scrape_interval: 15s }\n")
-        defer { prometheus.stop() }
+        try await prometheus.daemon.running {
 
-        let plane = try await TestControlPlane.make(now: { clock.now })
-        let url = prometheus.url
-        let peak = "    - { name: peak, sli: 'max(max_over_time(queue_depth[10s]))', max: 100, window: 10s }"
-        let documents =
-            Self.manifest("native", telemetry: "scrape: { port: 80 }") + "\n---\n"
-            + Self.manifest("prom", telemetry: "source: { prometheus: { url: '\(url)' } }", extra: peak) + "\n---\n"
-            + Self.manifest(
-                "refused", telemetry: "source: { prometheus: { url: '\(url)' } }",
-                extra: "    - { name: odd, sli: 'max(no_such_function(queue_depth))', max: 100, window: 10s }") + "\n---\n"
-            + Self.manifest("away", telemetry: "source: { prometheus: { url: 'http://127.0.0.1:\(try LoopbackPort.free())' } }")
-        let parsed = try ManifestParser.parse(documents)
-        let specs = Dictionary(
-            uniqueKeysWithValues: parsed.compactMap { if case .application(let a) = $0 { (a.name, a) } else { nil } })
-        _ = try await plane.controller.apply(parsed)
-        for text in expositions {
-            _ = try await plane.controller.ingest(app: "native", exposition: text, at: clock.now)
-            clock.advance(1)
-            await plane.controller.evaluateSLOs()
-            await plane.controller.sourcesAnswered()
-        }
-        try await plane.controller.telemetry.flush()
-
-        var compared = 0
-        for (objective, twin) in [
-            ("latency", "latency"), ("throughput", "throughput"), ("capacity", "capacity"), ("good", "good"),
-            ("capacity", "peak"),
-        ] {
-            let spec = try #require(specs["native"]?.objective(named: objective))
-            let native = try await verdicts(plane, "native", spec)
-            let prom = try await verdicts(plane, "prom", try #require(specs["prom"]?.objective(named: twin)))
-            #expect(native.count >= 10, "\(objective): \(native.count) windows")
-            #expect(native.map(\.end) == prom.map(\.end), "\(twin): the same windows")
-            for (a, b) in zip(native, prom) {
-                let same =
-                    a.sli.flatMap { x in b.sli.map { y in abs(x - y) <= 1e-9 * max(1, abs(x)) } }
-                    ?? (a.sli == nil && b.sli == nil)
-                #expect(
-                    same,
-                    "\(twin) window ending \(a.end - start) ms: Vireo \(String(describing: a.sli)), Prometheus \(String(describing: b.sli))"
-                )
-                compared += 1
+            let plane = try await TestControlPlane.make(now: { clock.now })
+            let url = prometheus.url
+            let peak = "    - { name: peak, sli: 'max(max_over_time(queue_depth[10s]))', max: 100, window: 10s }"
+            let documents =
+                Self.manifest("native", telemetry: "scrape: { port: 80 }") + "\n---\n"
+                + Self.manifest("prom", telemetry: "source: { prometheus: { url: '\(url)' } }", extra: peak) + "\n---\n"
+                + Self.manifest(
+                    "refused", telemetry: "source: { prometheus: { url: '\(url)' } }",
+                    extra: "    - { name: odd, sli: 'max(no_such_function(queue_depth))', max: 100, window: 10s }") + "\n---\n"
+                + Self.manifest(
+                    "away", telemetry: "source: { prometheus: { url: 'http://127.0.0.1:\(try LoopbackPort.free())' } }")
+            let parsed = try ManifestParser.parse(documents)
+            let specs = Dictionary(
+                uniqueKeysWithValues: parsed.compactMap { if case .application(let a) = $0 { (a.name, a) } else { nil } })
+            _ = try await plane.controller.apply(parsed)
+            for text in expositions {
+                _ = try await plane.controller.ingest(app: "native", exposition: text, at: clock.now)
+                clock.advance(1)
+                await plane.controller.evaluateSLOs()
+                await plane.controller.sourcesAnswered()
             }
-            // Each objective has both good and bad windows: the comparison says something.
-            let bad = native.filter { $0.sli.map { !Indicator.isGood(spec, $0) } ?? false }
-            #expect(!bad.isEmpty && bad.count < native.count, "\(objective): \(bad.count) bad of \(native.count)")
-        }
-        print("Prometheus and Vireo compared on \(compared) windows")
+            try await plane.controller.telemetry.flush()
 
-        let refused = try #require(await plane.controller.telemetry.status(app: "refused"))
-        #expect(
-            refused.lastError?.contains("odd: Prometheus at \(url) refused") == true, "\(String(describing: refused.lastError))")
-        #expect(refused.lastError?.contains("no_such_function") == true)
-        // The other objectives of that application are judged all the same.
-        #expect(refused.objectives.first { $0.name == "latency" }.map { $0.goodWindows + $0.badWindows } ?? 0 >= 10)
-        let away = try #require(await plane.controller.telemetry.status(app: "away"))
-        #expect(away.lastError?.contains("cannot ask Prometheus") == true, "\(String(describing: away.lastError))")
-        #expect(away.objectives.allSatisfy { $0.goodWindows + $0.badWindows == 0 })
+            var compared = 0
+            for (objective, twin) in [
+                ("latency", "latency"), ("throughput", "throughput"), ("capacity", "capacity"), ("good", "good"),
+                ("capacity", "peak"),
+            ] {
+                let spec = try #require(specs["native"]?.objective(named: objective))
+                let native = try await verdicts(plane, "native", spec)
+                let prom = try await verdicts(plane, "prom", try #require(specs["prom"]?.objective(named: twin)))
+                #expect(native.count >= 10, "\(objective): \(native.count) windows")
+                #expect(native.map(\.end) == prom.map(\.end), "\(twin): the same windows")
+                for (a, b) in zip(native, prom) {
+                    let same =
+                        a.sli.flatMap { x in b.sli.map { y in abs(x - y) <= 1e-9 * max(1, abs(x)) } }
+                        ?? (a.sli == nil && b.sli == nil)
+                    #expect(
+                        same,
+                        "\(twin) window ending \(a.end - start) ms: Vireo \(String(describing: a.sli)), Prometheus \(String(describing: b.sli))"
+                    )
+                    compared += 1
+                }
+                // Each objective has both good and bad windows: the comparison says something.
+                let bad = native.filter { $0.sli.map { !Indicator.isGood(spec, $0) } ?? false }
+                #expect(!bad.isEmpty && bad.count < native.count, "\(objective): \(bad.count) bad of \(native.count)")
+            }
+            print("Prometheus and Vireo compared on \(compared) windows")
+
+            let refused = try #require(await plane.controller.telemetry.status(app: "refused"))
+            #expect(
+                refused.lastError?.contains("odd: Prometheus at \(url) refused") == true,
+                "\(String(describing: refused.lastError))")
+            #expect(refused.lastError?.contains("no_such_function") == true)
+            // The other objectives of that application are judged all the same.
+            #expect(refused.objectives.first { $0.name == "latency" }.map { $0.goodWindows + $0.badWindows } ?? 0 >= 10)
+            let away = try #require(await plane.controller.telemetry.status(app: "away"))
+            #expect(away.lastError?.contains("cannot ask Prometheus") == true, "\(String(describing: away.lastError))")
+            #expect(away.objectives.allSatisfy { $0.goodWindows + $0.badWindows == 0 })
+        }
     }
 
     func verdicts(_ plane: TestControlPlane, _ app: String, _ objective: Objective) async throws -> [WindowVerdict] {
@@ -262,11 +265,11 @@ struct TestPrometheus {
                 return response?.status == .ok
             }
         } catch {
-            prometheus.stop()
+            await prometheus.stop()
             throw error
         }
         return prometheus
     }
 
-    func stop() { daemon.stop() }
+    func stop() async { await daemon.stop() }
 }

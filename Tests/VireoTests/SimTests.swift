@@ -299,15 +299,20 @@ struct SimPlanetLabTests {
 
     static let secondDay = planetLabDirectory + "/20110306.csv.gz"
 
+    /// A day's replay takes seconds to tens of seconds of CPU: it runs on a thread of its own
+    /// (`offPool`), or it would hold one of the test process's few pool threads all that time and
+    /// starve the in-process clusters' heartbeats that other suites run meanwhile.
     static func run(
         _ policy: String, day: String = day, model: SimulationModel = .cloudsim, duration: Double = 86_400
     ) async throws -> SimulationResult {
-        let trace = try TraceFile.load(day)
-        let fleet = CloudSimFleet.fleet(hosts: 800, trace: trace)
-        return try Simulator(
-            fleet: fleet, trace: trace, policy: try Policies.make(policy),
-            settings: SimulationSettings(duration: duration, model: model)
-        ).run().0
+        try await offPool {
+            let trace = try TraceFile.load(day)
+            let fleet = CloudSimFleet.fleet(hosts: 800, trace: trace)
+            return try Simulator(
+                fleet: fleet, trace: trace, policy: try Policies.make(policy),
+                settings: SimulationSettings(duration: duration, model: model)
+            ).run().0
+        }
     }
 
     // CloudSim 3.0.3's published energy (kWh) and migrations for 20110303.
