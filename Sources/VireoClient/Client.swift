@@ -12,10 +12,20 @@ import VireoModel
 /// Every failure is a `VireoError`: the server's envelope when it answered, `.unavailable`
 /// when it could not be reached.
 public struct VireoClient: Sendable {
+    /// The controller's URL, or several separated by commas (controllers sharing one database):
+    /// a request goes to the one that answered last, and on to the next when it cannot be reached
+    /// or is a standby. A standby given alone redirects to the leader.
     public let server: String
     public let token: String?
     public let timeout: TimeAmount
     private let http: HTTPClient
+    private let servers: [String]
+    private let answering: Answering
+
+    /// The index in `servers` of the controller that answered last.
+    private final class Answering: Sendable {
+        let index = Mutex(0)
+    }
 
     /// One client for the process's lifetime (never shut down, so never deinitialised). It fails
     /// a request at once when the controller refuses the connection instead of retrying until
@@ -62,7 +72,12 @@ public struct VireoClient: Sendable {
     public init(
         server: String, token: String? = nil, timeout: TimeAmount = .seconds(30), http: HTTPClient = sharedHTTPClient
     ) {
-        self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
+        servers = server.split(separator: ",").map { url in
+            let url = url.trimmingCharacters(in: .whitespaces)
+            return url.hasSuffix("/") ? String(url.dropLast()) : url
+        }
+        self.server = servers.joined(separator: ",")
+        answering = Answering()
         self.token = token
         self.timeout = timeout
         self.http = http
@@ -252,10 +267,36 @@ public struct VireoClient: Sendable {
         return (status, data)
     }
 
-    /// `raw`, with the response headers.
+    /// `raw`, with the response headers: from the controller that answered last, else from the
+    /// next one of `servers` that can be reached and leads.
     func exchange(
         _ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json",
         timeout: TimeAmount? = nil
+    ) async throws -> (Int, HTTPHeaders, Data) {
+        let first = answering.index.withLock { $0 }
+        var lastError: VireoError?
+        for offset in servers.indices {
+            let index = (first + offset) % servers.count
+            do {
+                let answer = try await exchange(
+                    servers[index], method, path, body: body, contentType: contentType, timeout: timeout)
+                if index != first { answering.index.withLock { $0 = index } }
+                return answer
+            } catch let error as VireoError where servers.count > 1 && Self.tryNext(error) {
+                lastError = error
+            }
+        }
+        throw lastError ?? VireoError(.unavailable, "no controller URL given")
+    }
+
+    /// Another controller may answer: this one could not be reached, or stands by.
+    private static func tryNext(_ error: VireoError) -> Bool {
+        error.code == .unavailable
+            && (error.message.hasPrefix("cannot reach the controller") || error.message.contains("is a standby"))
+    }
+
+    private func exchange(
+        _ server: String, _ method: HTTPMethod, _ path: String, body: Data?, contentType: String, timeout: TimeAmount?
     ) async throws -> (Int, HTTPHeaders, Data) {
         var request = HTTPClientRequest(url: server + path)
         request.method = method

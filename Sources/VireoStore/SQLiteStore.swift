@@ -95,6 +95,17 @@ public final class SQLiteStore: ClusterStore {
                 t.column("body", .blob).notNull()
             }
         }
+        // The same steps as the PostgreSQL store's. One controller owns a SQLite file, so the
+        // lease is never taken here; the table keeps the two schemas alike.
+        migrator.registerMigration("v8: leader lease") { db in
+            try db.create(table: "leader_lease") { t in
+                t.primaryKey("id", .integer).check { $0 == 1 }
+                t.column("holder", .text).notNull()
+                t.column("url", .text).notNull()
+                t.column("term", .integer).notNull()
+                t.column("expires_at", .double).notNull()
+            }
+        }
         return migrator
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOSSL
 import PostgresNIO
+import Synchronization
 import VireoModel
 import VireoStore
 
@@ -16,9 +17,14 @@ public final class PostgresStore: ClusterStore {
     private let client: PostgresClient
     private let running: Task<Void, Never>
     private let started: AsyncStream<Void>
-    private let logger: Logger
+    let logger: Logger
     private let encoder = JSONEncoder()
     private let decoder = JSONDecoder()
+    private let fenceBox = Mutex<StoreFence?>(nil)
+
+    /// From now on every write checks, in its transaction, that `fence` still holds the leader
+    /// lease (`LeaderLease`), and is refused if not: the writes of a deposed leader never land.
+    public func fence(_ fence: StoreFence?) { fenceBox.withLock { $0 = fence } }
 
     /// Connects to `location` (a pool of at most `connections`), creates or migrates the schema,
     /// and returns once the database answered.
@@ -162,6 +168,13 @@ public final class PostgresStore: ClusterStore {
                 "CREATE TABLE tokens (name text PRIMARY KEY, secret_hash text NOT NULL UNIQUE, body jsonb NOT NULL)",
                 "CREATE TABLE audit (seq bigserial PRIMARY KEY, at double precision NOT NULL, body jsonb NOT NULL)",
                 "CREATE INDEX audit_at ON audit (at)",
+            ]
+        ),
+        (
+            "v8: leader lease",
+            [
+                "CREATE TABLE leader_lease (id int PRIMARY KEY CHECK (id = 1), holder text NOT NULL, url text NOT NULL, "
+                    + "term bigint NOT NULL, expires_at timestamptz NOT NULL)"
             ]
         ),
     ]
@@ -398,7 +411,7 @@ public final class PostgresStore: ClusterStore {
 
     public func insertToken(_ token: AccessToken) async throws {
         let body = try text(token)
-        try await connection { c in
+        try await transaction { c in
             try await self.unique("a token named '\(token.name)' already exists (names of revoked tokens are not reused)") {
                 try await c.query(
                     "INSERT INTO tokens (name, secret_hash, body) VALUES (\(token.name), \(token.secretHash), \(body)::jsonb)",
@@ -409,7 +422,7 @@ public final class PostgresStore: ClusterStore {
 
     public func updateToken(_ token: AccessToken) async throws {
         let body = try text(token)
-        let changed = try await connection { c in
+        let changed = try await transaction { c in
             try await self.count(
                 c,
                 """
@@ -422,10 +435,15 @@ public final class PostgresStore: ClusterStore {
 
     public func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry {
         let body = try text(entry)
-        let seqs = try await rows(
-            "INSERT INTO audit (at, body) VALUES (\(entry.at.timeIntervalSince1970), \(body)::jsonb) RETURNING seq", Int64.self)
+        let seq = try await transaction { c in
+            let query: PostgresQuery =
+                "INSERT INTO audit (at, body) VALUES (\(entry.at.timeIntervalSince1970), \(body)::jsonb) RETURNING seq"
+            var seqs: [Int64] = []
+            for try await seq in try await c.query(query, logger: self.logger).decode(Int64.self) { seqs.append(seq) }
+            return seqs[0]
+        }
         var stored = entry
-        stored.seq = seqs[0]
+        stored.seq = seq
         return stored
     }
 
@@ -447,7 +465,7 @@ public final class PostgresStore: ClusterStore {
     }
 
     public func pruneAudit(before: Date) async throws -> Int {
-        try await connection { c in
+        try await transaction { c in
             try await self.count(c, "DELETE FROM audit WHERE at < \(before.timeIntervalSince1970) RETURNING 1")
         }
     }
@@ -504,7 +522,7 @@ public final class PostgresStore: ClusterStore {
         }
     }
 
-    private func connection<T: Sendable>(_ work: (PostgresConnection) async throws -> T) async throws -> T {
+    func connection<T: Sendable>(_ work: (PostgresConnection) async throws -> T) async throws -> T {
         do {
             return try await client.withConnection { try await work($0) }
         } catch let error as VireoError {
@@ -517,10 +535,12 @@ public final class PostgresStore: ClusterStore {
     /// `work` in one transaction, committed if it returns and rolled back if it throws; its error
     /// is the one thrown.
     private func transaction<T: Sendable>(_ work: (PostgresConnection) async throws -> T) async throws -> T {
-        try await connection { c in
+        let fence = fenceBox.withLock { $0 }
+        return try await connection { c in
             try await c.query("BEGIN", logger: self.logger)
             let value: T
             do {
+                if let fence { try await self.checkFence(fence, c) }
                 value = try await work(c)
             } catch {
                 _ = try? await c.query("ROLLBACK", logger: self.logger)

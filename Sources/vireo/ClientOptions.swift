@@ -11,7 +11,11 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 
 /// Options every command that talks to a controller takes.
 struct ClientOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Controller URL (env VIREO_SERVER).", valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "Controller URL (env VIREO_SERVER); several, separated by commas, for controllers sharing one "
+                + "database: requests go to whichever leads.",
+            valueName: "url[,url...]"))
     var server: String = ProcessInfo.processInfo.environment["VIREO_SERVER"] ?? "http://127.0.0.1:7480"
 
     @Option(

@@ -40,6 +40,21 @@ struct ServeOptions: ParsableArguments {
             valueName: "sqlite|url"))
     var store: String = "sqlite"
 
+    @Option(
+        help: ArgumentHelp(
+            "With a PostgreSQL --store, several controllers may share the database: one leads and the others "
+                + "stand by, redirecting clients to it, and one of them takes over when the leader has not renewed "
+                + "its lease for this long.",
+            valueName: "duration"))
+    var leaseTTL: String = "5s"
+
+    @Option(
+        help: ArgumentHelp(
+            "The URL clients and agents reach this controller at, which standbys redirect to while it leads "
+                + "(default: from --listen).",
+            valueName: "url"))
+    var advertise: String?
+
     @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error.", valueName: "level"))
     var logLevel: String = "info"
 
@@ -126,6 +141,14 @@ struct ServeOptions: ParsableArguments {
                 field: "--host-timeout", value: "'\(hostTimeout ?? "")'",
                 "must be longer than the heartbeat (\(heartbeat)): hosts would be unreachable between heartbeats")
         }
+    }
+
+    /// `--lease-ttl`: from 1s to 1m.
+    func leaseDuration() throws -> Duration {
+        guard let seconds = DurationText.seconds(leaseTTL), seconds >= 1, seconds <= 60 else {
+            throw VireoError.invalid(field: "--lease-ttl", value: "'\(leaseTTL)'", "expected a duration from 1s to 1m")
+        }
+        return .seconds(seconds)
     }
 
     /// Where `--store` says the records are; checked before anything is opened.
@@ -226,6 +249,10 @@ struct ControlPlane {
             settings.rebalance = RebalanceSettings(policy: name)
         }
         try options.timing(into: &settings)
+        _ = try options.leaseDuration()
+        if let advertise = options.advertise, !(advertise.hasPrefix("http://") || advertise.hasPrefix("https://")) {
+            throw VireoError.invalid(field: "--advertise", value: "'\(advertise)'", "expected an http:// or https:// URL")
+        }
         let storeLocation = try options.storeLocation()
         let tls = try options.serverTLS()
         let migrationTLS: Bool
@@ -238,6 +265,16 @@ struct ControlPlane {
         // that cannot be reached, or a database that is not there, leaves nothing behind.
         var postgres: (any ClusterStore)?
         if let storeLocation { postgres = try await options.openStore(storeLocation, logger: logger) }
+        let scheme = tls == nil ? "http" : "https"
+        var leaseKeeper: LeaseKeeper?
+        if let shared = postgres as? PostgresStore {
+            let leadership = Leadership(
+                store: shared, holder: "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
+                url: options.advertise ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)",
+                ttl: try options.leaseDuration(), logger: logger)
+            let lease = try await leadership.standBy(host: host, port: port, tls: tls)
+            leaseKeeper = LeaseKeeper(leadership: leadership, term: lease.term)
+        }
         try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
         if migrationTLS { settings.migrationAuthority = try MigrationAuthority(directory: options.dataDir + "/migration-ca") }
         let registry = PrometheusCollectorRegistry()
@@ -257,7 +294,6 @@ struct ControlPlane {
         }
         let server = VireoServer(controller: controller, tokens: tokens, registry: registry, displayHosts: displayHosts)
         let dataDir = options.dataDir
-        let scheme = tls == nil ? "http" : "https"
         let app = Application(
             router: server.router(),
             server: try tls.map { try .tls(server.httpServer(), tlsConfiguration: $0) } ?? server.httpServer(),
@@ -272,7 +308,8 @@ struct ControlPlane {
             },
             logger: logger)
         return ControlPlane(
-            controller: controller, services: [app, ControllerLoops(controller: controller, logger: logger)],
+            controller: controller,
+            services: [app, ControllerLoops(controller: controller, logger: logger)] + [leaseKeeper].compactMap { $0 },
             url: "\(scheme)://\(host):\(port)")
     }
 
@@ -402,7 +439,12 @@ struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent", abstract: "Run an agent: one per host; it keeps its VMs running when the controller is away.")
 
-    @Option(help: ArgumentHelp("Controller URL.", valueName: "url")) var controller: String
+    @Option(
+        help: ArgumentHelp(
+            "Controller URL; several, separated by commas, for controllers sharing one database: the agent "
+                + "follows whichever leads.",
+            valueName: "url[,url...]"))
+    var controller: String
     @Option(help: ArgumentHelp("Host name (unique in the cluster).", valueName: "name")) var name: String
     @Option(
         help: ArgumentHelp(

@@ -290,6 +290,7 @@ struct SQLiteStoreTests {
             try reopened.appliedMigrations() == [
                 "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
                 "v5: rebalancing plans and settings", "v6: migrations by request time", "v7: access tokens and audit",
+                "v8: leader lease",
             ])
     }
 }

@@ -1,0 +1,147 @@
+import Foundation
+import Hummingbird
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+import VireoAPI
+import VireoModel
+import VireoStorePostgres
+
+/// Controllers that share one PostgreSQL database: one leads — it holds the lease in the
+/// database, serves the API and runs the loops — and the others stand by. A standby answers
+/// every request with a redirect (307) to the leader, and `/healthz` with 503, so a load balancer
+/// sends traffic to the leader only; it takes the lease when the leader's runs out (`--lease-ttl`
+/// after its last renewal), loads the cluster from the store and serves. The lease's term fences
+/// the store: a deposed leader's writes are refused (`StoreFence`), and it exits.
+struct Leadership: Sendable {
+    let store: PostgresStore
+    /// This controller's identity in the lease: its name and a random part, new at every start.
+    let holder: String
+    /// Where this controller serves the API, for standbys to send clients to.
+    let url: String
+    let ttl: Duration
+    let logger: Logger
+
+    /// How often a standby looks at the lease, and a leader renews it.
+    var poll: Duration { min(.milliseconds(500), ttl / 5) }
+
+    /// Serves as a standby on `host`:`port` until this controller takes the lease; returns the
+    /// lease it took, with the store fenced by its term.
+    func standBy(host: String, port: Int, tls: TLSConfiguration?) async throws -> LeaderLease {
+        let first = try await store.claimLease(holder: holder, url: url, ttl: ttl)
+        if first.holder == holder { return try taken(first) }
+        let leader = LeaderURL(first.live ? first.url : nil)
+        logger.notice("standing by: the leader is \(first.holder) at \(first.url)")
+        let responder = CallbackResponder<BasicRequestContext> { request, _ in
+            Self.standbyAnswer(request, leader: leader.value.withLock { $0 })
+        }
+        let app = Application(
+            responder: responder,
+            server: try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
+            configuration: .init(address: .hostname(host, port: port), serverName: "vireo"), logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        return try await withThrowingTaskGroup(of: LeaderLease?.self) { tasks in
+            tasks.addTask {
+                try await group.run()
+                return nil
+            }
+            tasks.addTask {
+                while true {
+                    try await Task.sleep(for: self.poll)
+                    let lease: LeaderLease
+                    do {
+                        lease = try await store.claimLease(holder: holder, url: url, ttl: ttl)
+                    } catch {
+                        logger.warning("cannot read the leader lease: \(error)")
+                        continue
+                    }
+                    if lease.holder == holder {
+                        await group.triggerGracefulShutdown()
+                        return lease
+                    }
+                    leader.value.withLock { $0 = lease.live ? lease.url : nil }
+                }
+            }
+            // The server ends only when asked to stop (a signal: then no lease is taken) or
+            // once the lease is taken.
+            var taken: LeaderLease?
+            for try await result in tasks {
+                if let result { taken = result } else if taken == nil { tasks.cancelAll() }
+            }
+            guard let taken else { throw CancellationError() }
+            return try self.taken(taken)
+        }
+    }
+
+    private func taken(_ lease: LeaderLease) throws -> LeaderLease {
+        store.fence(StoreFence(holder: holder, term: lease.term))
+        logger.notice("leading in term \(lease.term) (lease \(ttl), renewed every \(poll))")
+        return lease
+    }
+
+    /// A standby's answer: `/healthz` 503; anything else a redirect to the leader, or 503 while
+    /// no controller leads.
+    static func standbyAnswer(_ request: Request, leader: String?) -> Response {
+        let path = request.uri.string
+        if let leader, request.uri.path != "/healthz" {
+            return Response(status: .temporaryRedirect, headers: [.location: leader + path])
+        }
+        let message =
+            leader.map { "this controller is a standby; the leader is at \($0)" }
+            ?? "this controller is a standby and no controller leads yet; try again shortly"
+        let envelope = ErrorEnvelope(code: .unavailable, message: message, requestId: UUID().uuidString)
+        let body = (try? VireoJSON.encoder().encode(envelope)) ?? Data()
+        return Response(
+            status: .serviceUnavailable, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// The leader's URL as a standby last read it, for its responder.
+final class LeaderURL: Sendable {
+    let value: Mutex<String?>
+    init(_ url: String?) { value = Mutex(url) }
+}
+
+/// The leader's side: renews the lease every `poll`; when the lease is lost (another controller
+/// took it, or it could not be renewed before it ran out) the controller stops, with an error —
+/// its writes are already refused by the fence. On a clean stop it gives the lease up, so a
+/// standby takes over at once.
+struct LeaseKeeper: Service {
+    let leadership: Leadership
+    let term: Int64
+
+    func run() async throws {
+        let store = leadership.store
+        var renewed = ContinuousClock.now
+        while !Task.isShuttingDownGracefully {
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: leadership.poll) }
+            } catch {
+                break
+            }
+            do {
+                let lease = try await store.claimLease(holder: leadership.holder, url: leadership.url, ttl: leadership.ttl)
+                guard lease.holder == leadership.holder, lease.term == term else {
+                    throw VireoError(
+                        .unavailable, "lost the leader lease to \(lease.holder) (term \(lease.term)); this controller stops")
+                }
+                renewed = .now
+            } catch let error as VireoError where error.code == .unavailable && error.message.hasPrefix("lost") {
+                leadership.logger.critical("\(error.message)")
+                throw error
+            } catch {
+                leadership.logger.warning("cannot renew the leader lease: \(error)")
+                if ContinuousClock.now - renewed >= leadership.ttl {
+                    leadership.logger.critical("the leader lease ran out unrenewed; this controller stops")
+                    throw VireoError(.unavailable, "the leader lease ran out unrenewed: \(error)")
+                }
+            }
+        }
+        try? await store.releaseLease(holder: leadership.holder)
+    }
+}

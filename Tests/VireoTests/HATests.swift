@@ -1,0 +1,170 @@
+import Foundation
+import Testing
+import VireoDriver
+import VireoModel
+import VireoStore
+import VireoStorePostgres
+
+/// Controllers sharing one PostgreSQL database: one leader by a lease, with its term fencing the
+/// store; standbys redirect; a standby takes over when the leader dies; clients and agents given
+/// every controller's URL follow the leader.
+@Suite(
+    "PostgreSQL HA: the leader lease and failover", .tags(.database), .serialized,
+    .enabled(if: postgresInstalled, "needs PostgreSQL (Debian's postgresql, which `make test` installs)"),
+    .postgresServer)
+struct HATests {
+    @Test("one holder at a time; a new holder raises the term, and the old one's writes are refused and change nothing")
+    func fencing() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let a = try await PostgresStore.open(database)
+        let b = try await PostgresStore.open(database)
+        defer {
+            a.close()
+            b.close()
+        }
+        #expect(try await a.currentLease() == nil)
+        let first = try await a.claimLease(holder: "a", url: "http://a", ttl: .seconds(1))
+        #expect(first == LeaderLease(holder: "a", url: "http://a", term: 1, live: true))
+        a.fence(StoreFence(holder: "a", term: 1))
+        // While a's lease runs, b cannot take it, and learns where the leader is.
+        #expect(try await b.claimLease(holder: "b", url: "http://b", ttl: .seconds(1)).holder == "a")
+        let one = sampleVM("one")
+        try await a.insertVM(one)
+        // a renews: the same term.
+        #expect(try await a.claimLease(holder: "a", url: "http://a", ttl: .milliseconds(300)).term == 1)
+        try await Task.sleep(for: .milliseconds(400))
+        let second = try await b.claimLease(holder: "b", url: "http://b", ttl: .seconds(30))
+        #expect(second == LeaderLease(holder: "b", url: "http://b", term: 2, live: true))
+        b.fence(StoreFence(holder: "b", term: 2))
+        // The deposed leader's writes are refused, naming why, and change nothing.
+        let two = sampleVM("two")
+        let refused = await #expect(throws: VireoError.self) { try await a.insertVM(two) }
+        #expect(refused?.code == .unavailable)
+        #expect(refused?.message.contains("no longer leads") == true, "\(refused?.message ?? "")")
+        await #expect(throws: VireoError.self) {
+            try await a.appendAudit(
+                AuditEntry(at: Date(), who: "x", role: .admin, method: "POST", path: "/", status: 200, requestId: "r"))
+        }
+        #expect(try await b.load().vms == [one])
+        // Nor can it take the lease back while b holds it.
+        #expect(try await a.claimLease(holder: "a", url: "http://a", ttl: .seconds(1)).holder == "b")
+        try await b.insertVM(two)
+        #expect(try await b.load().vms.map(\.name).sorted() == ["one", "two"])
+        // A clean stop hands the lease over at once, with a new term.
+        try await b.releaseLease(holder: "b")
+        #expect(try await a.claimLease(holder: "a2", url: "http://a", ttl: .seconds(1)).term == 3)
+    }
+
+    @Test(
+        "two controllers: the standby redirects; after kill -9 of the leader it takes over, and the CLI and an agent given both URLs follow"
+    )
+    func failover() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
+        let (urlA, urlB) = ("http://127.0.0.1:\(portA)", "http://127.0.0.1:\(portB)")
+        let both = "\(urlA),\(urlB)"
+        func controller(_ port: Int) throws -> BackgroundVireo {
+            try BackgroundVireo([
+                "controller", "--data-dir", temporaryDirectory(), "--listen", "127.0.0.1:\(port)", "--store", store,
+                "--lease-ttl", "2s", "--heartbeat", "500ms", "--log-level", "notice",
+            ])
+        }
+        let a = try controller(portA)
+        defer { a.kill() }
+        try await eventually("controller A leads", within: 30) {
+            try await vireo(["host", "list"], server: urlA).status == 0
+        }
+        let b = try controller(portB)
+        defer { b.kill() }
+        try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
+        let health = try await vireo(["vm", "list"], server: urlB)
+        #expect(health.status == 0, "B redirects a read to A: \(health.stderr)")
+
+        let agent = try BackgroundVireo([
+            "agent", "--controller", both, "--name", "h1", "--state-dir", temporaryDirectory(), "--driver", "simulated",
+            "--driver-opt", "boot-delay-ms=50",
+        ])
+        defer { agent.kill() }
+        try await eventually("h1 joined", within: 30) {
+            try await vireo(["host", "list"], server: both).stdout.contains("ready")
+        }
+        // A write sent to the standby alone is redirected to the leader.
+        let created = try await vireo(["vm", "create", "web-1", "--image", "tiny", "--memory", "64MiB"], server: urlB)
+        #expect(created.status == 0, "\(created.stderr)")
+
+        a.kill()
+        let killed = ContinuousClock.now
+        try await eventually("a write succeeds after the leader died", within: 30) {
+            try await vireo(["vm", "create", "web-2", "--image", "tiny", "--memory", "64MiB"], server: both).status == 0
+        }
+        print("failover: a write succeeded \(ContinuousClock.now - killed) after kill -9 of the leader (lease 2s)")
+        #expect(b.logText.contains("leading in term 2"), "\(b.logText)")
+        try await eventually("both VMs run on h1 under the new leader", within: 30) {
+            let list = try await vireo(["vm", "list", "-o", "json"], server: urlB).stdout
+            return list.contains("web-1") && list.contains("web-2") && !list.contains("pending")
+                && !list.contains("\"starting\"")
+        }
+        #expect(try await vireo(["host", "list"], server: both).stdout.contains("ready"))
+    }
+}
+
+extension HATests {
+    @Test("a leader frozen past its lease wakes deposed: it exits, and the cluster it left is the successor's")
+    func frozenLeader() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
+        let (urlA, urlB) = ("http://127.0.0.1:\(portA)", "http://127.0.0.1:\(portB)")
+        func controller(_ port: Int) throws -> BackgroundVireo {
+            try BackgroundVireo([
+                "controller", "--data-dir", temporaryDirectory(), "--listen", "127.0.0.1:\(port)", "--store", store,
+                "--lease-ttl", "2s", "--log-level", "notice",
+            ])
+        }
+        let a = try controller(portA)
+        defer { a.kill() }
+        try await eventually("controller A leads", within: 30) { try await vireo(["vm", "list"], server: urlA).status == 0 }
+        let b = try controller(portB)
+        defer { b.kill() }
+        try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
+        #expect(try await vireo(["vm", "create", "before", "--image", "tiny"], server: urlA).status == 0)
+
+        kill(a.process.processIdentifier, SIGSTOP)
+        try await eventually("B takes the lease while A is frozen", within: 30) { b.logText.contains("leading in term 2") }
+        #expect(try await vireo(["vm", "create", "after", "--image", "tiny"], server: urlB).status == 0)
+        kill(a.process.processIdentifier, SIGCONT)
+        try await eventually("A stops once it finds the lease gone", within: 30) { !a.process.isRunning }
+        #expect(a.process.terminationStatus == 5, "\(a.logText)")
+        #expect(a.logText.contains("lost the leader lease") || a.logText.contains("ran out"), "\(a.logText)")
+        let names = try await vireo(["vm", "list", "-o", "json"], server: urlB).stdout
+        #expect(names.contains("\"before\"") && names.contains("\"after\""), "\(names)")
+    }
+}
+
+/// A `vireo` command left running (a controller, an agent), logging to a file.
+final class BackgroundVireo {
+    let process = Process()
+    let log: String
+
+    init(_ arguments: [String]) throws {
+        log = temporaryDirectory() + "/vireo.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.executableURL = URL(fileURLWithPath: vireoBinary)
+        process.arguments = arguments
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// SIGKILL, reaped.
+    func kill() {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
