@@ -142,6 +142,28 @@ extension HATests {
     }
 }
 
+extension HATests {
+    @Test("vireo bench failover kills the leader, times the takeover and finds nothing lost")
+    func benchFailover() async throws {
+        let result = try await vireo([
+            "bench", "failover", "--rounds", "2", "--hosts", "2", "--vms", "3", "--lease-ttl", "1s", "-o", "json",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect(json["rounds"] as? Int == 2)
+        #expect(json["lost"] as? Int == 0)
+        let each = try #require(json["each"] as? [[String: Any]])
+        #expect(each.count == 2)
+        for round in each {
+            let write = try #require(round["writeSeconds"] as? Double)
+            let agents = try #require(round["agentsSeconds"] as? Double)
+            #expect(write > 0 && agents >= write, "\(round)")
+        }
+        let bad = try await vireo(["bench", "failover", "--lease-ttl", "0s"])
+        #expect(bad.status == 2 && bad.stderr.contains("--lease-ttl"), "\(bad.stderr)")
+    }
+}
+
 /// A `vireo` command left running (a controller, an agent), logging to a file.
 final class BackgroundVireo {
     let process = Process()

@@ -12,7 +12,7 @@ struct BenchCommand: AsyncParsableCommand {
         subcommands: [
             BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchCopyStorage.self, BenchIngest.self, BenchEvaluate.self,
             BenchScrape.self,
-            BenchMetricsServer.self, BenchContext.self, BenchConsole.self, BenchCluster.self,
+            BenchMetricsServer.self, BenchContext.self, BenchConsole.self, BenchCluster.self, BenchFailover.self,
         ])
 }
 
