@@ -332,11 +332,32 @@ final class ResponseChecker: @unchecked Sendable {
     }
 
     /// The subset of JSON Schema the document uses: $ref, type, enum, required, properties,
-    /// additionalProperties, items, oneOf, minimum, maximum.
+    /// additionalProperties, items, minItems, oneOf, allOf, not, minimum, maximum, minLength,
+    /// maxLength, pattern.
     func validate(_ value: JSONValue, against schema: JSONValue, at path: String) -> [String] {
         if case .string(let ref)? = schema["$ref"] {
             guard let target = openAPI.resolve(ref) else { return ["\(path): unresolved \(ref)"] }
             return validate(value, against: target, at: path)
+        }
+        if case .array(let all)? = schema["allOf"] {
+            let problems = all.flatMap { validate(value, against: $0, at: path) }
+            if !problems.isEmpty { return problems }
+        }
+        if let excluded = schema["not"], validate(value, against: excluded, at: path).isEmpty {
+            return ["\(path): \(value) matches what is excluded: \(excluded)"]
+        }
+        if case .string(let text) = value {
+            let length = text.count
+            if case .number(let min)? = schema["minLength"], Double(length) < min { return ["\(path): shorter than \(min)"] }
+            if case .number(let max)? = schema["maxLength"], Double(length) > max { return ["\(path): longer than \(max)"] }
+            if case .string(let pattern)? = schema["pattern"],
+                text.range(of: pattern, options: .regularExpression) == nil
+            {
+                return ["\(path): '\(text)' does not match \(pattern)"]
+            }
+        }
+        if case .array(let items) = value, case .number(let min)? = schema["minItems"], Double(items.count) < min {
+            return ["\(path): fewer than \(min) items"]
         }
         if case .array(let options)? = schema["oneOf"] {
             let matching = options.filter { validate(value, against: $0, at: path).isEmpty }.count
