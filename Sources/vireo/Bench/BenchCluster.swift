@@ -147,10 +147,11 @@ struct BenchCluster: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let executable = try vireo ?? currentExecutable()
         let database = try await Self.database(store, in: directory)
+        // Ctrl-C or SIGTERM stop the run; the private PostgreSQL server is still stopped.
         do {
-            try await measure(executable: executable, directory: directory, database: database)
+            try await cancellableBySignals { try await measure(executable: executable, directory: directory, database: database) }
         } catch {
-            try? await database.server?.stop()
+            await uncancelled { try? await database.server?.stop() }
             throw error
         }
         try await database.server?.stop()
@@ -393,14 +394,20 @@ struct BenchCluster: AsyncParsableCommand {
             """)
     }
 
+    /// A client for `connections` at once. Kept for the life of the process: a run that fails or
+    /// is interrupted ends without shutting its clients down, and a client dropped before it is
+    /// shut down stops the process.
     static func httpClient(connections: Int) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(
             idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(5)
-        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        kept.withLock { $0.append(client) }
+        return client
     }
+    private static let kept = Mutex<[HTTPClient]>([])
 
     static func sleep(until instant: ContinuousClock.Instant) async throws {
         let left = instant - ContinuousClock.now

@@ -125,3 +125,30 @@ actor NextIndex {
         return value
     }
 }
+
+/// Runs `work` in a task that Ctrl-C or SIGTERM cancel, so that its own cleanup still runs
+/// (deleting its VMs, stopping its private PostgreSQL server: `pg_ctl` puts the server in a
+/// session of its own, out of reach of the terminal's Ctrl-C).
+func cancellableBySignals<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    let task = Task { try await work() }
+    let sources = [SIGINT, SIGTERM].map { number in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number)
+        source.setEventHandler { task.cancel() }
+        source.resume()
+        return source
+    }
+    defer { for source in sources { source.cancel() } }
+    do {
+        return try await task.value
+    } catch is CancellationError where task.isCancelled {
+        stderr("interrupted")
+        throw ExitCode(130)
+    }
+}
+
+/// Runs `cleanup` to its end even when the current task was cancelled (a Ctrl-C): a cancelled
+/// task's child processes would be stopped before they finished.
+func uncancelled(_ cleanup: @escaping @Sendable () async -> Void) async {
+    await Task.detached { await cleanup() }.value
+}

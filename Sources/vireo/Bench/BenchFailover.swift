@@ -70,11 +70,12 @@ struct BenchFailover: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let database = try await BenchCluster.database("postgres", in: directory)
         let children = Children()
+        // Ctrl-C or SIGTERM stop the run; the private PostgreSQL server is still stopped.
         do {
-            try await measure(directory: directory, store: database.url!, children: children)
+            try await cancellableBySignals { try await measure(directory: directory, store: database.url!, children: children) }
         } catch {
             children.killAll()
-            try? await database.server?.stop()
+            await uncancelled { try? await database.server?.stop() }
             throw error
         }
         children.killAll()

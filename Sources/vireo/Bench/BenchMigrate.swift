@@ -176,16 +176,7 @@ struct BenchMigrate: AsyncParsableCommand {
             tls: tls == "both" ? [false, true] : [tls == "on"], authority: tls == "off" ? nil : try MigrationAuthority())
 
         // Ctrl-C or SIGTERM cancel the runs; the VMs are still deleted.
-        let work = Task { try await bench.measure(memories: memories, dirties: dirties) }
-        let signals = [SIGINT, SIGTERM].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler { work.cancel() }
-            source.resume()
-            return source
-        }
-        defer { for source in signals { source.cancel() } }
-        let result = try await work.value
+        let result = try await cancellableBySignals { try await bench.measure(memories: memories, dirties: dirties) }
         if output.output == .json { return try printJSON(result) }
         Self.printSummary(result)
     }
