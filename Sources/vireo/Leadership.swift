@@ -107,41 +107,56 @@ final class LeaderURL: Sendable {
     init(_ url: String?) { value = Mutex(url) }
 }
 
-/// The leader's side: renews the lease every `poll`; when the lease is lost (another controller
-/// took it, or it could not be renewed before it ran out) the controller stops, with an error —
-/// its writes are already refused by the fence. On a clean stop it gives the lease up, so a
-/// standby takes over at once.
-struct LeaseKeeper: Service {
+/// The leader's side: renews the lease every `poll` from the moment it was taken (loading a large
+/// cluster may take longer than the lease). When the lease is lost — another controller took it,
+/// or it could not be renewed before it ran out — the service ends with an error and the
+/// controller stops; its writes are already refused by the fence. On a clean stop it gives the
+/// lease up, so a standby takes over at once.
+final class LeaseKeeper: Service, Sendable {
     let leadership: Leadership
-    let term: Int64
+    private let renewing: Task<Void, any Error>
+
+    init(leadership: Leadership, term: Int64) {
+        self.leadership = leadership
+        renewing = Task { try await Self.renew(leadership, term: term) }
+    }
 
     func run() async throws {
+        try await withTaskCancellationOrGracefulShutdownHandler {
+            try await renewing.value
+        } onCancelOrGracefulShutdown: {
+            self.renewing.cancel()
+        }
+    }
+
+    /// Renews until cancelled (then gives the lease up), or throws once the lease is lost.
+    private static func renew(_ leadership: Leadership, term: Int64) async throws {
         let store = leadership.store
         var renewed = ContinuousClock.now
-        while !Task.isShuttingDownGracefully {
+        while true {
             do {
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: leadership.poll) }
+                try await Task.sleep(for: leadership.poll)
             } catch {
-                break
+                await uncancelled { try? await store.releaseLease(holder: leadership.holder) }
+                return
             }
+            let lease: LeaderLease
             do {
-                let lease = try await store.claimLease(holder: leadership.holder, url: leadership.url, ttl: leadership.ttl)
-                guard lease.holder == leadership.holder, lease.term == term else {
-                    throw VireoError(
-                        .unavailable, "lost the leader lease to \(lease.holder) (term \(lease.term)); this controller stops")
-                }
-                renewed = .now
-            } catch let error as VireoError where error.code == .unavailable && error.message.hasPrefix("lost") {
-                leadership.logger.critical("\(error.message)")
-                throw error
+                lease = try await store.claimLease(holder: leadership.holder, url: leadership.url, ttl: leadership.ttl)
             } catch {
                 leadership.logger.warning("cannot renew the leader lease: \(error)")
-                if ContinuousClock.now - renewed >= leadership.ttl {
+                guard ContinuousClock.now - renewed < leadership.ttl else {
                     leadership.logger.critical("the leader lease ran out unrenewed; this controller stops")
                     throw VireoError(.unavailable, "the leader lease ran out unrenewed: \(error)")
                 }
+                continue
             }
+            guard lease.holder == leadership.holder, lease.term == term else {
+                let message = "lost the leader lease to \(lease.holder) (term \(lease.term)); this controller stops"
+                leadership.logger.critical("\(message)")
+                throw VireoError(.unavailable, message)
+            }
+            renewed = .now
         }
-        try? await store.releaseLease(holder: leadership.holder)
     }
 }

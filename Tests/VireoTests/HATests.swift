@@ -56,7 +56,7 @@ struct HATests {
     }
 
     @Test(
-        "two controllers: the standby redirects; after kill -9 of the leader it takes over, and the CLI and an agent given both URLs follow"
+        "two controllers: the standby redirects; after kill -9 of the leader it takes over, the CLI and an agent given both URLs follow, and a clean stop hands the lease over"
     )
     func failover() async throws {
         let database = try await PostgresServerScope.freshDatabase()
@@ -106,6 +106,16 @@ struct HATests {
                 && !list.contains("\"starting\"")
         }
         #expect(try await vireo(["host", "list"], server: both).stdout.contains("ready"))
+
+        // A restarted controller stands by; the leader stopped cleanly gives the lease up to it.
+        let again = try controller(portA)
+        defer { again.kill() }
+        try await eventually("the restarted A stands by", within: 30) { again.logText.contains("standing by") }
+        b.process.terminate()
+        b.process.waitUntilExit()
+        #expect(b.process.terminationStatus == 0, "\(b.logText)")
+        try await eventually("A leads again", within: 30) { again.logText.contains("leading in term 3") }
+        #expect(try await vireo(["vm", "list"], server: both).stdout.contains("web-2"))
     }
 }
 
