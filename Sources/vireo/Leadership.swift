@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Hummingbird
 import HummingbirdTLS
@@ -32,7 +33,7 @@ struct Leadership: Sendable {
     /// lease it took, with the store fenced by its term.
     func standBy(host: String, port: Int, tls: TLSConfiguration?) async throws -> LeaderLease {
         let first = try await store.claimLease(holder: holder, url: url, ttl: ttl)
-        if first.holder == holder { return try taken(first) }
+        if first.holder == holder { return taken(first) }
         let leader = LeaderURL(first.live ? first.url : nil)
         logger.notice("standing by: the leader is \(first.holder) at \(first.url)")
         let responder = CallbackResponder<BasicRequestContext> { request, _ in
@@ -51,7 +52,11 @@ struct Leadership: Sendable {
             }
             tasks.addTask {
                 while true {
-                    try await Task.sleep(for: self.poll)
+                    do {
+                        try await Task.sleep(for: self.poll)
+                    } catch {
+                        return nil  // stopped by a signal while standing by
+                    }
                     let lease: LeaderLease
                     do {
                         lease = try await store.claimLease(holder: holder, url: url, ttl: ttl)
@@ -66,18 +71,21 @@ struct Leadership: Sendable {
                     leader.value.withLock { $0 = lease.live ? lease.url : nil }
                 }
             }
-            // The server ends only when asked to stop (a signal: then no lease is taken) or
-            // once the lease is taken.
+            // The server ends only when asked to stop (a signal: then no lease is taken, and
+            // the controller exits with success) or once the lease is taken.
             var taken: LeaderLease?
             for try await result in tasks {
                 if let result { taken = result } else if taken == nil { tasks.cancelAll() }
             }
-            guard let taken else { throw CancellationError() }
-            return try self.taken(taken)
+            guard let taken else {
+                logger.notice("stopped while standing by")
+                throw ExitCode.success
+            }
+            return self.taken(taken)
         }
     }
 
-    private func taken(_ lease: LeaderLease) throws -> LeaderLease {
+    private func taken(_ lease: LeaderLease) -> LeaderLease {
         store.fence(StoreFence(holder: holder, term: lease.term))
         logger.notice("leading in term \(lease.term) (lease \(ttl), renewed every \(poll))")
         return lease

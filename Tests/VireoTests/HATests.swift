@@ -116,6 +116,13 @@ struct HATests {
         #expect(b.process.terminationStatus == 0, "\(b.logText)")
         try await eventually("A leads again", within: 30) { again.logText.contains("leading in term 3") }
         #expect(try await vireo(["vm", "list"], server: both).stdout.contains("web-2"))
+        // A standby stopped with SIGTERM exits with success.
+        let standby = try controller(portB)
+        defer { standby.kill() }
+        try await eventually("B stands by again", within: 30) { standby.logText.contains("standing by") }
+        standby.process.terminate()
+        standby.process.waitUntilExit()
+        #expect(standby.process.terminationStatus == 0, "\(standby.logText)")
     }
 }
 
