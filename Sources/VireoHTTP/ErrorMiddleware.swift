@@ -55,14 +55,20 @@ struct ErrorEnvelopeMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     static func response(for error: VireoError, requestID: String) -> Response {
-        let envelope = ErrorEnvelope(code: error.code, message: error.message, requestId: requestID)
-        let data = (try? VireoJSON.encoder().encode(envelope)) ?? Data("{}".utf8)
-        var headers: HTTPFields = [.contentType: "application/json"]
-        if error.code == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
-        return Response(
-            status: HTTPResponse.Status(code: error.code.httpStatus), headers: headers,
-            body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
+        errorResponse(error, requestID: requestID)
     }
+}
+
+/// An error as the API answers it: the envelope, with the status its code maps to (and, for 401,
+/// `WWW-Authenticate`). Also what a standby controller answers with.
+public func errorResponse(_ error: VireoError, requestID: String) -> Response {
+    let envelope = ErrorEnvelope(code: error.code, message: error.message, requestId: requestID)
+    let data = (try? VireoJSON.encoder().encode(envelope)) ?? Data("{}".utf8)
+    var headers: HTTPFields = [.contentType: "application/json"]
+    if error.code == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+    return Response(
+        status: HTTPResponse.Status(code: error.code.httpStatus), headers: headers,
+        body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
 }
 
 /// The methods each route path has, to answer a known path asked with another method: 405 with

@@ -3,11 +3,11 @@ import Foundation
 import Hummingbird
 import HummingbirdTLS
 import Logging
-import NIOCore
 import NIOSSL
 import ServiceLifecycle
 import Synchronization
 import VireoAPI
+import VireoHTTP
 import VireoModel
 import VireoStorePostgres
 
@@ -101,11 +101,7 @@ struct Leadership: Sendable {
         let message =
             leader.map { "this controller is a standby; the leader is at \($0)" }
             ?? "this controller is a standby and no controller leads yet; try again shortly"
-        let envelope = ErrorEnvelope(code: .unavailable, message: message, requestId: UUID().uuidString)
-        let body = (try? VireoJSON.encoder().encode(envelope)) ?? Data()
-        return Response(
-            status: .serviceUnavailable, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        return errorResponse(VireoError(.unavailable, message), requestID: UUID().uuidString)
     }
 }
 

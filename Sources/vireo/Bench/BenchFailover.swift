@@ -198,10 +198,6 @@ struct BenchFailover: AsyncParsableCommand {
         let vms = try await api.allVMs()
         return vms.count == count && vms.allSatisfy { $0.state == .running }
     }
-
-    func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 }
 
 /// The bench's child processes, killed together at the end (and, as children of this process's
