@@ -37,10 +37,17 @@ struct CgroupTree {
         return resolve("\(root)/cpuacct") != resolve("\(root)/cpu")
     }
 
+    /// v1 with a `memory` hierarchy: hosts get a group there (without a limit) for their VMs' groups.
+    var memoryHierarchy: Bool {
+        version == .v1 && FileManager.default.fileExists(atPath: "\(root)/memory/memory.limit_in_bytes")
+    }
+
     /// The directories above the hosts' groups, removed last.
     var parents: [String] {
         switch version {
-        case .v1: ["\(root)/cpu/\(name)", "\(root)/cpuset/\(name)"] + (separateCPUAccounting ? ["\(root)/cpuacct/\(name)"] : [])
+        case .v1:
+            ["\(root)/cpu/\(name)", "\(root)/cpuset/\(name)"] + (memoryHierarchy ? ["\(root)/memory/\(name)"] : [])
+                + (separateCPUAccounting ? ["\(root)/cpuacct/\(name)"] : [])
         case .v2: ["\(root)/\(name)"]
         case .unavailable: []
         }
@@ -75,11 +82,19 @@ struct CgroupTree {
             } else {
                 try copy("cpuset.cpus", from: parent, to: cpusetGroup)
             }
+            // No limit, but the host's VMs' memory groups go below it, so the testbed removes them
+            // with it (a killed QEMU leaves its group).
+            var groups = [cpuGroup, cpusetGroup]
+            if memoryHierarchy {
+                groups.append("\(root)/memory/\(name)/\(host)")
+                try make(groups[groups.count - 1])
+            }
             // The host's agent measures its CPU time in its own accounting group.
-            guard separateCPUAccounting else { return [cpuGroup, cpusetGroup] }
-            let accountingGroup = "\(root)/cpuacct/\(name)/\(host)"
-            try make(accountingGroup)
-            return [cpuGroup, cpusetGroup, accountingGroup]
+            if separateCPUAccounting {
+                groups.append("\(root)/cpuacct/\(name)/\(host)")
+                try make(groups[groups.count - 1])
+            }
+            return groups
         case .v2:
             let parent = "\(root)/\(name)"
             try write("+cpu +cpuset", to: "\(root)/cgroup.subtree_control")
@@ -94,8 +109,14 @@ struct CgroupTree {
         }
     }
 
-    /// Removes a group; the kernel refuses while processes are in it, so wait for them briefly.
+    /// Removes a group and the groups below it (its VMs' groups, which outlive a killed QEMU); the
+    /// kernel refuses while processes are in one, so wait for them briefly.
     static func remove(_ path: String) {
+        var isDirectory: ObjCBool = false
+        for child in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        where FileManager.default.fileExists(atPath: path + "/" + child, isDirectory: &isDirectory) && isDirectory.boolValue {
+            remove(path + "/" + child)
+        }
         for _ in 0..<50 {
             if rmdir(path) == 0 || errno == ENOENT { return }
             usleep(100_000)

@@ -17,17 +17,23 @@ final class LoadGenerator: Sendable {
     private let stopped = Mutex(false)
     private let counts = Mutex(Counts())
     private let inFlight = Mutex(0)
+    private let rate: Mutex<Double>
 
-    init(url: String) { self.url = url }
+    /// `rate`: requests a second; `setRate` changes it while the load runs.
+    init(url: String, rate: Double) {
+        self.url = url
+        self.rate = Mutex(rate)
+    }
 
     var sent: Int { counts.withLock { $0.sent } }
     var snapshot: Counts { counts.withLock { $0 } }
     func stop() { stopped.withLock { $0 = true } }
+    var currentRate: Double { rate.withLock { $0 } }
+    func setRate(_ newRate: Double) { rate.withLock { $0 = newRate } }
 
-    func run(rate: Double, maxInFlight: Int, limit: Duration, maxRequests: Int = 100_000) async {
+    func run(maxInFlight: Int, limit: Duration, maxRequests: Int = 100_000) async {
         let clock = ContinuousClock()
         let deadline = clock.now + limit
-        let interval = Duration.seconds(1 / rate)
         var due = clock.now
         await withDiscardingTaskGroup { group in
             while !stopped.withLock({ $0 }), clock.now < deadline, sent < maxRequests, !Task.isCancelled {
@@ -45,7 +51,7 @@ final class LoadGenerator: Sendable {
                 } else {
                     counts.withLock { $0.skipped += 1 }
                 }
-                due += interval
+                due += .seconds(1 / currentRate)
                 if clock.now - due > .seconds(1) { due = clock.now }
                 try? await Task.sleep(until: due, clock: clock)
             }
