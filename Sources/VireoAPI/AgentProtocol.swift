@@ -17,9 +17,16 @@ public struct AgentRegistrationResponse: Sendable, Codable, Equatable {
     public var hostID: HostID
     /// How often the controller expects a heartbeat, in milliseconds.
     public var heartbeatIntervalMs: Int
-    public init(hostID: HostID, heartbeatIntervalMs: Int) {
+    /// How long the agent may keep the VMs that restart elsewhere (`restartPolicy: always`)
+    /// running without an answer from the controller, in milliseconds, counted from the sending of
+    /// its last answered heartbeat; then it stops them at once (it fences itself), because the
+    /// controller starts them on other hosts soon after. Absent: never (controllers that do not
+    /// restart VMs elsewhere).
+    public var fenceAfterMs: Int?
+    public init(hostID: HostID, heartbeatIntervalMs: Int, fenceAfterMs: Int? = nil) {
         self.hostID = hostID
         self.heartbeatIntervalMs = heartbeatIntervalMs
+        self.fenceAfterMs = fenceAfterMs
     }
 }
 
@@ -264,10 +271,19 @@ public struct DesiredVM: Sendable, Codable, Equatable {
     public var telemetry: TelemetrySpec?
     /// The disk size the VM asked for (absent: the image's).
     public var diskMiB: Int?
+    /// True: the controller starts the VM on another host if this one is lost, so this host stops
+    /// it once cut off for longer than `AgentRegistrationResponse.fenceAfterMs`.
+    public var restartsElsewhere: Bool?
+    /// True: restarted here after its host was lost; its disk is in the storage both hosts share,
+    /// and this host takes it as it is rather than making a fresh one.
+    public var takesSharedDisk: Bool?
     public init(
         id: VMID, name: String, image: String, cpus: Int, memoryMiB: Int, intent: PowerIntent, generation: Int,
-        consoleOffset: UInt64? = nil, app: String? = nil, telemetry: TelemetrySpec? = nil, diskMiB: Int? = nil
+        consoleOffset: UInt64? = nil, app: String? = nil, telemetry: TelemetrySpec? = nil, diskMiB: Int? = nil,
+        restartsElsewhere: Bool? = nil, takesSharedDisk: Bool? = nil
     ) {
+        self.restartsElsewhere = restartsElsewhere
+        self.takesSharedDisk = takesSharedDisk
         self.diskMiB = diskMiB
         self.app = app
         self.telemetry = telemetry
@@ -299,10 +315,16 @@ public struct DesiredHostState: Sendable, Codable, Equatable {
     /// True: the desired state is still the one the agent holds (`known`), and the rest of this
     /// answer is empty. A heartbeat that changes nothing costs no encoding of the host's VMs.
     public var unchanged: Bool?
+    /// VMs the host reported that the cluster has since started on another host (this one was
+    /// lost): stop each at once, as pulling its power would, and forget it, leaving its disk —
+    /// before anything else. Absent when there are none.
+    public var release: [VMID]?
     public init(
         vms: [DesiredVM], migrations: [MigrationOrder]? = nil, contextCommands: [ContextCommand]? = nil,
-        contextJournalAck: Int? = nil, generation: Int? = nil, revision: Int? = nil, unchanged: Bool? = nil
+        contextJournalAck: Int? = nil, generation: Int? = nil, revision: Int? = nil, unchanged: Bool? = nil,
+        release: [VMID]? = nil
     ) {
+        self.release = release
         self.revision = revision
         self.unchanged = unchanged
         self.generation = generation

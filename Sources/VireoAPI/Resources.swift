@@ -11,6 +11,8 @@ public struct VMView: Sendable, Codable, Equatable {
     public var memoryMiB: Int
     /// The disk size the VM asked for, in MiB; absent: the image's.
     public var diskMiB: Int?
+    /// What happens when its host is lost (absent: `never`).
+    public var restartPolicy: RestartPolicy?
     public var state: VMState
     public var intent: PowerIntent
     public var host: String?
@@ -39,6 +41,7 @@ public struct VMView: Sendable, Codable, Equatable {
         cpus = vm.spec.cpus
         memoryMiB = vm.spec.memoryMiB
         diskMiB = vm.spec.diskMiB
+        restartPolicy = vm.spec.restartPolicy
         state = vm.state
         intent = vm.intent
         host = hostName

@@ -7,9 +7,9 @@ public enum VMSpecValidation {
     public static let maxDiskMiB = 16 * 1024 * 1024
 
     /// Fields of the flat form used by `POST /v1/vms`.
-    static let apiFields: Set<String> = ["name", "image", "cpus", "memory", "disk", "host", "app"]
+    static let apiFields: Set<String> = ["name", "image", "cpus", "memory", "disk", "host", "app", "restartPolicy"]
     /// Fields of a manifest's `spec` (the name lives in `metadata`).
-    static let manifestFields: Set<String> = ["image", "cpus", "memory", "disk", "host", "app"]
+    static let manifestFields: Set<String> = ["image", "cpus", "memory", "disk", "host", "app", "restartPolicy"]
 
     /// Validates the body of `POST /v1/vms`.
     public static func fromAPIBody(_ body: JSONValue) throws(VireoError) -> VMSpec {
@@ -43,9 +43,18 @@ public enum VMSpecValidation {
                 throw VireoError.invalid(field: fields.field("disk"), value: ByteSize.format(mib: diskMiB), "is too large")
             }
         }
+        let restartPolicy = try fields.string("restartPolicy").map { text throws(VireoError) in
+            guard let policy = RestartPolicy(rawValue: text) else {
+                throw VireoError.invalid(
+                    field: fields.field("restartPolicy"), value: "'\(text)'",
+                    "must be one of: \(RestartPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return policy
+        }
         return VMSpec(
             name: name, image: sizing.image, cpus: sizing.cpus, memoryMiB: sizing.memoryMiB, host: host, app: app,
-            diskMiB: diskMiB)
+            // `never` is the default: kept as no policy, so that saying it changes no spec.
+            diskMiB: diskMiB, restartPolicy: restartPolicy == .never ? nil : restartPolicy)
     }
 
     /// A VM's `image`, `cpus` and `memory` (default: `defaultMemoryMiB`, or the image's minimum

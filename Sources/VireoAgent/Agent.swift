@@ -48,6 +48,13 @@ public final class Agent: Service {
         /// starts after the first answer (it needs the host ID and a generation).
         var watchWanted = false
         var watch: Task<Void, Never>?
+        /// How long this host may keep its VMs that restart elsewhere without an answer from the
+        /// controller (`AgentRegistrationResponse.fenceAfterMs`); nil: for ever.
+        var fenceAfter: Duration?
+        /// When the last heartbeat the controller answered was sent.
+        var answeredHeartbeatSentAt: ContinuousClock.Instant?
+        /// Whether this host has fenced itself since that answer.
+        var fenced = false
     }
 
     /// Console output sent per VM and per heartbeat at most, in bytes: a chatty guest must not
@@ -90,6 +97,9 @@ public final class Agent: Service {
         await contexts?.start(onChange: { [wakeSignal] in wakeSignal.signal() })
         state.withLock { $0.watchWanted = true }
         await cancelWhenGracefulShutdown {
+            // Fencing keeps its own time: a heartbeat stuck on a dead connection must not delay it.
+            let fencing = Task { await self.fenceWhenCutOff() }
+            defer { fencing.cancel() }
             while !Task.isCancelled {
                 await self.cycle()
                 let interval = self.state.withLock { $0.transitioning ? min($0.interval, .milliseconds(100)) : $0.interval }
@@ -113,8 +123,67 @@ public final class Agent: Service {
         await collector.shutdown()
     }
 
+    /// Checks often whether this host has been cut off from the controller for longer than it may
+    /// keep its VMs that restart elsewhere, and fences it then.
+    private func fenceWhenCutOff() async {
+        while !Task.isCancelled {
+            await fenceIfCutOff()
+            let step = state.withLock { $0.fenceAfter.map { min(.milliseconds(100), $0 / 20) } } ?? .milliseconds(100)
+            try? await Task.sleep(for: step)
+        }
+    }
+
+    /// Fencing: once no heartbeat has been answered for `fenceAfter` since it was sent, stops at
+    /// once (`powerOff`, no guest shutdown) every VM the controller would start on another host
+    /// if this one were lost — it will be, soon — so that no VM ever runs on two hosts. A host
+    /// frozen and thawed does this first, before it talks to the controller again. The VMs stay
+    /// defined: if the controller still places them here when it answers again, they start again.
+    func fenceIfCutOff(now: ContinuousClock.Instant = .now) async {
+        let due = state.withLock { s -> (ids: [VMID], names: [String], silence: Duration)? in
+            guard let fenceAfter = s.fenceAfter, let sent = s.answeredHeartbeatSentAt, !s.fenced,
+                sent.duration(to: now) > fenceAfter
+            else { return nil }
+            s.fenced = true
+            let vms = (s.lastDesired?.vms ?? []).filter { $0.restartsElsewhere == true }
+            // Forgotten as acted on, so that they start again if they are still this host's.
+            for vm in vms { s.acted[vm.id] = nil }
+            return (vms.map(\.id), vms.map(\.name), sent.duration(to: now))
+        }
+        guard let due, !due.ids.isEmpty else { return }
+        logger.warning(
+            "fencing: no answer from the controller; stopping at once the VMs it restarts elsewhere",
+            metadata: ["silent": "\(due.silence)", "vms": "\(due.names.joined(separator: ","))"])
+        for id in due.ids {
+            do {
+                try await driver.powerOff(id)
+            } catch let error as VireoError where error.code == .notFound {
+                continue  // not made here yet
+            } catch {
+                logger.error("cannot power the VM off", metadata: ["vm": "\(id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Stops and forgets, before anything else, the VMs the controller started on another host
+    /// while this one was lost: the disk stays (another host may be using it).
+    private func release(_ ids: [VMID]) async {
+        for id in ids {
+            do {
+                try await driver.powerOff(id)
+                try await driver.release(id)
+                state.withLock { $0.acted[id] = nil }
+                logger.notice(
+                    "released a VM the cluster restarted on another host while this one was lost", metadata: ["vm": "\(id)"])
+            } catch {
+                logger.error("cannot release a VM restarted elsewhere", metadata: ["vm": "\(id)", "error": "\(error)"])
+            }
+        }
+    }
+
     /// One round: make sure we are registered, report, and act on the answer.
     public func cycle() async {
+        // A host thawed after a freeze fences itself before it reports anything.
+        await fenceIfCutOff()
         do {
             let hostID = try await registeredHostID()
             // Contexts are this host's own business: the controller hears of them apart.
@@ -128,7 +197,7 @@ public final class Agent: Service {
                     "the hypervisor cannot say what it runs; not reporting this round", metadata: ["error": "\(error)"])
                 return
             }
-            let statuses = everything.filter { contexts?.owns($0.id) != true }
+            var statuses = everything.filter { contexts?.owns($0.id) != true }
             // CPU time and resident memory of each running VM, and the host's CPU: the controller's
             // rebalancing and usage history read them.
             var usage: [VMID: ResourceUsage] = [:]
@@ -154,6 +223,7 @@ public final class Agent: Service {
             let contextReport = await contexts?.report(statuses: everything)
             var desired: DesiredHostState
             let held = state.withLock { $0.lastDesired }
+            let sentAt = ContinuousClock.now
             do {
                 desired = try await link.heartbeat(
                     AgentHeartbeat(
@@ -177,10 +247,16 @@ public final class Agent: Service {
                 defer {
                     s.controllerReachable = true
                     s.lastDesired = desired
+                    s.answeredHeartbeatSentAt = sentAt
+                    s.fenced = false
                 }
                 return !s.controllerReachable
             }
             if recovered { logger.info("controller reachable again") }
+            if let release = desired.release, !release.isEmpty {
+                await self.release(release)
+                statuses.removeAll { release.contains($0.id) }
+            }
             startWatching()
             await contexts?.take(desired.contextCommands ?? [], journalAck: desired.contextJournalAck)
             reconcile(desired, statuses: statuses)
@@ -294,6 +370,7 @@ public final class Agent: Service {
         state.withLock {
             $0.hostID = response.hostID
             $0.interval = .milliseconds(max(10, response.heartbeatIntervalMs))
+            $0.fenceAfter = response.fenceAfterMs.map { .milliseconds($0) }
         }
         logger.info("registered", metadata: ["host": "\(settings.name)", "id": "\(response.hostID)"])
         return response.hostID
@@ -428,6 +505,8 @@ final class WakeSignal: Sendable {
 extension DesiredVM {
     /// What the driver is asked to run for this VM.
     var instanceSpec: InstanceSpec {
-        InstanceSpec(id: id, name: name, image: image, cpus: cpus, memoryMiB: memoryMiB, diskMiB: diskMiB)
+        var spec = InstanceSpec(id: id, name: name, image: image, cpus: cpus, memoryMiB: memoryMiB, diskMiB: diskMiB)
+        if takesSharedDisk == true { spec.diskSource = InstanceSpec.sharedDisk }
+        return spec
     }
 }

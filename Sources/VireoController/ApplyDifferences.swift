@@ -11,6 +11,14 @@ enum VMSpecDifference {
         }
         if a.host != b.host { parts.append("host \(a.host ?? "-") → \(b.host ?? "-")") }
         if a.app != b.app { parts.append("app \(a.app ?? "-") → \(b.app ?? "-")") }
+        if a.diskMiB != b.diskMiB {
+            let size = { (mib: Int?) in mib.map { ByteSize.format(mib: $0) } ?? "the image's" }
+            parts.append("disk \(size(a.diskMiB)) → \(size(b.diskMiB))")
+        }
+        if a.restartPolicy != b.restartPolicy {
+            let policy = { (p: RestartPolicy?) in (p ?? .never).rawValue }
+            parts.append("restartPolicy \(policy(a.restartPolicy)) → \(policy(b.restartPolicy))")
+        }
         return parts.joined(separator: ", ")
     }
 }

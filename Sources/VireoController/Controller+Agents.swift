@@ -20,7 +20,8 @@ extension Controller: ControllerLink {
         contextDesk.restart(host.id)
         logger.info("host registered", metadata: ["host": "\(host.name)", "driver": "\(host.fingerprint.driver)"])
         return AgentRegistrationResponse(
-            hostID: host.id, heartbeatIntervalMs: Int(settings.heartbeatInterval.seconds * 1000))
+            hostID: host.id, heartbeatIntervalMs: Int(settings.heartbeatInterval.seconds * 1000),
+            fenceAfterMs: Int(settings.fenceAfter.seconds * 1000))
     }
 
     /// Records what an agent reports and answers with the complete desired state of its host.
@@ -36,7 +37,10 @@ extension Controller: ControllerLink {
         let revision = sentDesired.revision(of: desired, for: host)
         desired.generation = generation
         desired.revision = revision
-        if heartbeat.known == revision {
+        // Copies of VMs restarted elsewhere while this host was lost: the agent stops them first.
+        let pending = Set(model.state.hosts[host]?.releasePending ?? [])
+        desired.release = heartbeat.instances.map(\.id).filter { pending.contains($0) }.nilIfEmpty
+        if heartbeat.known == revision, desired.release == nil {
             return DesiredHostState(vms: [], generation: generation, revision: revision, unchanged: true)
         }
         return desired
@@ -64,13 +68,24 @@ extension Controller: ControllerLink {
         return generation
     }
 
-    /// Marks hosts that stopped heartbeating as unreachable. Their VMs are left as they are:
-    /// the agent keeps running them without the controller.
+    /// Marks hosts that stopped heartbeating as unreachable: their VMs are left as they are (the
+    /// agent keeps running them without the controller). Hosts silent for `hostLostAfter` are
+    /// lost: their VMs with `restartPolicy: always` start on other hosts.
     public func checkHostLiveness() async throws {
         let time = now()
-        guard !model.overdueHosts(at: time).isEmpty else { return }
-        let changed = try await write { $0.markUnreachable(at: time) }
-        for host in changed { logger.warning("host unreachable", metadata: ["host": "\(host.name)"]) }
+        if !model.overdueHosts(at: time).isEmpty {
+            let changed = try await write { $0.markUnreachable(at: time) }
+            for host in changed { logger.warning("host unreachable", metadata: ["host": "\(host.name)"]) }
+        }
+        if model.state.vmCountByState[.failed, default: 0] > 0, !model.failedToRestart(at: time).isEmpty {
+            try await write { $0.restartFailed(at: time) }
+        }
+        if !model.hostsToDeclareLost(at: time).isEmpty || model.state.hosts.values.contains(where: { $0.state == .lost }) {
+            let restarted = try await write { $0.restartFromLostHosts(at: time) }
+            for (vm, host) in restarted {
+                logger.warning("restarting a VM from a lost host", metadata: ["vm": "\(vm)", "host": "\(host)"])
+            }
+        }
     }
 }
 
@@ -134,6 +149,14 @@ extension ClusterModel {
             holdForContexts(hold, on: host.id)
         }
         let reports = Dictionary(heartbeat.instances.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        if let pending = host.releasePending {
+            // Released: the host no longer reports them.
+            let left = pending.filter { reports[$0] != nil }
+            if left != pending {
+                host.releasePending = left.nilIfEmpty
+                if hostChanges.isEmpty { hostChanges.append(host) } else { hostChanges[0] = host }
+            }
+        }
         var updated: [VirtualMachine] = []
         var removed: [VirtualMachine] = []
         for id in state.vmsByHost[host.id] ?? [] {
@@ -163,12 +186,15 @@ extension ClusterModel {
         let vms = (state.vmsByHost[host] ?? []).compactMap { state.vms[$0] }
             .filter { migrations.isEmpty || migrations.active(of: $0.id)?.kind != .cold }
             .sorted { $0.name < $1.name }
+        let storage = state.hosts[host]?.fingerprint.sharedStorage
         return DesiredHostState(
             vms: vms.map {
                 DesiredVM(
                     id: $0.id, name: $0.name, image: $0.spec.image, cpus: $0.spec.cpus, memoryMiB: $0.spec.memoryMiB,
                     intent: $0.intent, generation: $0.generation, consoleOffset: consoleOffsets[$0.id], app: $0.spec.app,
-                    telemetry: telemetrySpec(of: $0), diskMiB: $0.spec.diskMiB)
+                    telemetry: telemetrySpec(of: $0), diskMiB: $0.spec.diskMiB,
+                    restartsElsewhere: $0.spec.restartsElsewhere ? true : nil,
+                    takesSharedDisk: $0.diskInSharedStorage.map { $0 == storage } == true ? true : nil)
             },
             migrations: migrations.isEmpty ? nil : migrationOrders(for: host).nilIfEmpty)
     }
@@ -187,6 +213,11 @@ extension ClusterModel {
             case .running, .starting, .stopping: transition(&vm, to: .stopping, message: nil, at: time)
             }
         case .running:
+            // Its new host has it: the disk it took over is its own now.
+            if report != nil, vm.diskInSharedStorage != nil {
+                vm.diskInSharedStorage = nil
+                vm.updatedAt = time
+            }
             guard let report else {
                 if vm.state == .running || vm.state == .stopping {
                     transition(&vm, to: .scheduled, message: "the host no longer reports this VM; starting it again", at: time)
@@ -243,6 +274,78 @@ extension ClusterModel {
                 message: "no heartbeat for \(Int(timeout)) s", at: time)
         }
         return changed
+    }
+
+    /// How long a failed VM with `restartPolicy: always` stays failed before it is started again.
+    static let restartDelay: TimeInterval = 5
+
+    /// Failed VMs with `restartPolicy: always` on a ready host, failed for `restartDelay`.
+    func failedToRestart(at time: Date) -> [VirtualMachine] {
+        state.vms.values.filter {
+            $0.state == .failed && $0.intent == .running && $0.spec.restartsElsewhere
+                && time.timeIntervalSince($0.stateChangedAt) >= Self.restartDelay
+                && $0.hostID.flatMap { state.hosts[$0]?.state } == .ready
+        }
+    }
+
+    /// Starts again, on their host, the VMs that `restartPolicy: always` keeps running: a start
+    /// that failed (for one restarted from a lost host, because the lost host's frozen hypervisor
+    /// still held the disk's lock) is tried every `restartDelay`.
+    mutating func restartFailed(at time: Date) {
+        for var vm in failedToRestart(at: time) {
+            vm.generation += 1
+            vm.updatedAt = time
+            let why = vm.message.map { ": \($0)" } ?? ""
+            transition(&vm, to: .starting, message: "restarting (restartPolicy: always) after a failure\(why)", at: time)
+            commit(vms: [vm])
+        }
+    }
+
+    /// Unreachable hosts silent for longer than `hostLostAfter`.
+    func hostsToDeclareLost(at time: Date) -> [HostRecord] {
+        state.hosts.values.filter {
+            $0.state == .unreachable && time.timeIntervalSince($0.lastHeartbeatAt) > settings.hostLostAfter.seconds
+        }
+    }
+
+    /// Declares silent hosts lost, and starts the VMs on lost hosts that restart elsewhere
+    /// (`restartPolicy: always`, meant to run, not moving) on other hosts: placed at once where
+    /// one can take them, else `pending` until one can. Their lost host's agent fenced itself
+    /// before this (`ControllerSettings.fenceAfter`); if it returns it is told to release its
+    /// copies. Returns the VMs restarted, with the host each left.
+    mutating func restartFromLostHosts(at time: Date) -> [(vm: String, host: String)] {
+        for var host in hostsToDeclareLost(at: time) {
+            host.state = .lost
+            host.stateChangedAt = time
+            commit(hosts: [host])
+            events.publish(
+                .hostState, name: host.name, from: HostState.unreachable.rawValue, to: HostState.lost.rawValue,
+                message: "no heartbeat for \(Int(time.timeIntervalSince(host.lastHeartbeatAt))) s; its agent, if it runs, "
+                    + "stopped its VMs that restart elsewhere after \(DurationText.format(settings.fenceAfter.seconds)) cut off",
+                at: time)
+        }
+        var restarted: [(vm: String, host: String)] = []
+        for var host in state.hosts.values where host.state == .lost {
+            let leaving = (state.vmsByHost[host.id] ?? []).compactMap { state.vms[$0] }.filter {
+                // A VM pinned to the lost host has nowhere else to go: it waits for the host.
+                $0.spec.restartsElsewhere && $0.spec.host != host.name && $0.intent == .running
+                    && migrations.active(of: $0.id) == nil
+            }
+            guard !leaving.isEmpty else { continue }
+            for var vm in leaving.sorted(by: { $0.createdAt < $1.createdAt }) {
+                vm.hostID = nil
+                vm.generation += 1
+                vm.updatedAt = time
+                vm.diskInSharedStorage = host.fingerprint.sharedStorage
+                transition(&vm, to: .pending, message: "host \(host.name) was lost; starting elsewhere", at: time)
+                _ = place(&vm, at: time, publish: true)
+                commit(vms: [vm])
+                restarted.append((vm.name, host.name))
+            }
+            host.releasePending = Set(host.releasePending ?? []).union(leaving.map(\.id)).sorted()
+            commit(hosts: [host])
+        }
+        return restarted
     }
 }
 

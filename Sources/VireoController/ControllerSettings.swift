@@ -7,6 +7,9 @@ public struct ControllerSettings: Sendable {
     public var heartbeatInterval: Duration
     /// A host that has not heartbeated for this long becomes `unreachable`.
     public var hostTimeout: Duration
+    /// A host that has not heartbeated for this long is `lost`: its VMs with `restartPolicy:
+    /// always` start on other hosts. Its agent stops them itself after `fenceAfter`, sooner.
+    public var hostLostAfter: Duration = .seconds(15)
     /// How often the controller retries pending VMs and checks host liveness.
     public var tickInterval: Duration
     public var placement: PlacementSettings
@@ -51,6 +54,12 @@ public struct ControllerSettings: Sendable {
 }
 
 extension ControllerSettings {
+    /// How long an agent cut off from the controller keeps the VMs that restart elsewhere: two
+    /// thirds of `hostLostAfter`, so that it has stopped them well before the controller starts
+    /// them on another host (the third left covers the kill, a heartbeat in flight and clocks
+    /// that run at slightly different rates).
+    public var fenceAfter: Duration { hostLostAfter * 2 / 3 }
+
     /// The usage-history step in milliseconds.
     var historyStepMs: Int64 { max(1, Int64((historyStep.seconds * 1000).rounded())) }
 

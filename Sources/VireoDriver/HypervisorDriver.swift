@@ -110,6 +110,9 @@ public protocol HypervisorDriver: Sendable {
     func start(_ id: VMID) async throws
     /// Stops gracefully, then forcefully after the driver's grace period.
     func stop(_ id: VMID) async throws
+    /// Stops the VM at once, as pulling its power would: no guest shutdown, nothing more written
+    /// to its disk. It stays defined (stopped). A host fencing itself uses it.
+    func powerOff(_ id: VMID) async throws
     /// Stops if needed and removes everything the driver created for the VM.
     func delete(_ id: VMID) async throws
     /// Every VM this driver knows about, with its current state.
@@ -219,6 +222,8 @@ public struct ResourceUsage: Sendable, Equatable {
 }
 
 extension HypervisorDriver {
+    /// Without a way of its own, the driver's `stop` (graceful first).
+    public func powerOff(_ id: VMID) async throws { try await stop(id) }
     public func detach() async {}
     public func usage(_ id: VMID) async -> ResourceUsage? { nil }
     public func hostUsage() async -> HostCPUUsage? { nil }

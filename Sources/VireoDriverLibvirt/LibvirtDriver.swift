@@ -367,6 +367,18 @@ public actor LibvirtDriver: HypervisorDriver {
         }
     }
 
+    /// `virDomainDestroy`: the domain ends at once.
+    public func powerOff(_ id: VMID) async throws {
+        guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
+        let connection = try open()
+        guard try Self.isActive(instance.uuid, on: connection) else { return }
+        try connection.withDomain(instance.uuid) { domain throws in
+            guard virDomainDestroy(domain) == 0 else {
+                throw LibvirtConnection.lastError("destroying VM \(instance.record.spec.name)")
+            }
+        }
+    }
+
     public func delete(_ id: VMID) async throws {
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         await closeDiskExport(id)

@@ -322,6 +322,17 @@ public actor QEMUDriver: HypervisorDriver {
         Task { await self.escalate(id, run: run, after: timeout) }
     }
 
+    /// SIGKILLs QEMU (a frozen one too) and waits for it to be gone.
+    public func powerOff(_ id: VMID) async throws {
+        guard var instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
+        guard let pid = instance.pid, [.starting, .running, .stopping].contains(instance.state) else { return }
+        instance.state = .stopping
+        instance.stopRequested = true
+        instances[id] = instance
+        if Self.isQEMU(pid, running: id) { kill(pid, SIGKILL) }
+        _ = await Self.waitForExit(pid, timeout: .seconds(2))
+    }
+
     public func delete(_ id: VMID) async throws {
         guard let instance = instances[id] else { return }
         instances[id]?.stopRequested = true

@@ -268,6 +268,18 @@ public final class SimulatedDriver: HypervisorDriver {
         }
     }
 
+    public func powerOff(_ id: VMID) async throws {
+        let now = time.now()
+        try state.withLock { (s: inout State) throws(VireoError) in
+            settle(&s, now: now)
+            guard var instance = s.instances[id] else { throw VireoError.notFound("instance", id.rawValue) }
+            guard [.starting, .running, .stopping].contains(instance.state) else { return }
+            instance.accrue(to: now)
+            instance.state = .stopped
+            s.set(id, instance)
+        }
+    }
+
     public func delete(_ id: VMID) async throws {
         state.withLock { $0.set(id, nil) }
     }

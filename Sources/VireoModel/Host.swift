@@ -49,6 +49,10 @@ public enum HostState: String, Sendable, Codable, CaseIterable {
     case ready
     /// Missed its heartbeats. Its VMs are left alone (the agent keeps running them offline).
     case unreachable
+    /// Missed its heartbeats for longer than the controller's `--host-lost-after`: its agent has
+    /// fenced itself (stopped the VMs that restart elsewhere), and those VMs were started on other
+    /// hosts. Ready again when it heartbeats.
+    case lost
 }
 
 public struct HostRecord: Sendable, Codable, Equatable, Identifiable {
@@ -61,6 +65,10 @@ public struct HostRecord: Sendable, Codable, Equatable, Identifiable {
     public var registeredAt: Date
     public var lastHeartbeatAt: Date
     public var stateChangedAt: Date
+    /// VMs the cluster started on other hosts while this one was lost, which its agent may still
+    /// have: it is told to stop and forget them when it returns, and each leaves this list once
+    /// the host no longer reports it.
+    public var releasePending: [VMID]?
 
     public init(
         id: HostID, name: String, state: HostState, fingerprint: HostFingerprint, address: String?,

@@ -14,10 +14,12 @@ public struct VMSpec: Sendable, Codable, Equatable {
     /// (`ImageCatalogue.virtualDiskMiB`). Real drivers keep it thin: it takes host space as the
     /// guest writes.
     public var diskMiB: Int?
+    /// What the cluster does when the VM's host is lost (nil: `never`).
+    public var restartPolicy: RestartPolicy?
 
     public init(
         name: String, image: String, cpus: Int, memoryMiB: Int, host: String? = nil, app: String? = nil,
-        diskMiB: Int? = nil
+        diskMiB: Int? = nil, restartPolicy: RestartPolicy? = nil
     ) {
         self.name = name
         self.image = image
@@ -26,7 +28,24 @@ public struct VMSpec: Sendable, Codable, Equatable {
         self.host = host
         self.app = app
         self.diskMiB = diskMiB
+        self.restartPolicy = restartPolicy
     }
+
+    /// Whether the cluster starts the VM on another host when its host is lost.
+    public var restartsElsewhere: Bool { restartPolicy == .always }
+}
+
+/// What happens to a running VM whose host is lost (stopped heartbeating for the controller's
+/// `--host-lost-after`).
+public enum RestartPolicy: String, Sendable, Codable, CaseIterable {
+    /// It stays on its host, and runs again when the host returns (the agent kept it running
+    /// unless the host itself went down).
+    case never
+    /// The controller starts it on another host once the lost host is fenced: that host's agent
+    /// stops it when it has been cut off from the controller for longer than it may run alone,
+    /// and again, before anything else, if it returns. Its disk is taken along where the hosts
+    /// share storage; elsewhere it starts from a fresh disk of its image.
+    case always
 }
 
 /// The controller's record of a VM: the spec, what the user wants, and what is true now.
@@ -49,6 +68,10 @@ public struct VirtualMachine: Sendable, Codable, Equatable, Identifiable {
     /// How long its last start took on its host, from launching the hypervisor process to the
     /// guest being ready (milliseconds), when the driver measures it.
     public var lastBootMs: Int?
+    /// The shared storage (`HostFingerprint.sharedStorage`) holding the VM's disk, set when its
+    /// host was lost and it is started elsewhere: a host that sees the same storage takes that
+    /// disk rather than making a fresh one. Cleared once the new host reports the VM.
+    public var diskInSharedStorage: String?
     public var createdAt: Date
     public var updatedAt: Date
     public var stateChangedAt: Date

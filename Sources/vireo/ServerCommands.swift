@@ -106,6 +106,15 @@ struct ServeOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
+            "A host that has not heartbeated for this long is lost, and its VMs with restartPolicy: always start on "
+                + "other hosts. Its agent, if it is only cut off, stops those VMs itself after two thirds of this, "
+                + "so that a VM never runs on two hosts (default: 15s; at least three times --host-timeout's "
+                + "heartbeat and longer than --host-timeout).",
+            valueName: "duration"))
+    var hostLostAfter: String = "15s"
+
+    @Option(
+        help: ArgumentHelp(
             "Moves over TLS with certificates issued per move, so only its two hosts can use its channel "
                 + "(on), or over plain TCP (off): live moves between QEMU hosts, and the disk of any cold move "
                 + "that copies it. The certificate authority is kept in <data-dir>/migration-ca. libvirt hosts' "
@@ -113,8 +122,8 @@ struct ServeOptions: ParsableArguments {
             valueName: "on|off"))
     var migrationTLS: String = "on"
 
-    /// `--history-step`, `--history-retention`, `--audit-retention`, `--heartbeat` and `--host-timeout` in the
-    /// controller's settings.
+    /// `--history-step`, `--history-retention`, `--audit-retention`, `--heartbeat`, `--host-timeout` and
+    /// `--host-lost-after` in the controller's settings.
     func timing(into settings: inout ControllerSettings) throws {
         func duration(_ text: String, _ flag: String) throws -> Duration {
             guard let seconds = DurationText.seconds(text) else {
@@ -140,6 +149,13 @@ struct ServeOptions: ParsableArguments {
             throw VireoError.invalid(
                 field: "--host-timeout", value: "'\(hostTimeout ?? "")'",
                 "must be longer than the heartbeat (\(heartbeat)): hosts would be unreachable between heartbeats")
+        }
+        settings.hostLostAfter = try duration(hostLostAfter, "--host-lost-after")
+        guard settings.hostLostAfter > settings.hostTimeout, settings.hostLostAfter >= settings.heartbeatInterval * 3 else {
+            throw VireoError.invalid(
+                field: "--host-lost-after", value: "'\(hostLostAfter)'",
+                "must be longer than --host-timeout (\(DurationText.format(seconds(settings.hostTimeout)))) and at least "
+                    + "three heartbeats: an agent must be able to miss a heartbeat without fencing itself")
         }
     }
 

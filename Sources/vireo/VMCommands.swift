@@ -74,6 +74,12 @@ struct VMCreate: AsyncParsableCommand {
     var disk: String?
     @Option(help: ArgumentHelp("Pin the VM to this host.", valueName: "host")) var host: String?
     @Option(help: ArgumentHelp("The application the VM belongs to.", valueName: "app")) var app: String?
+    @Option(
+        help: ArgumentHelp(
+            "When its host is lost: never (it waits for the host) or always (it starts on another host once the lost "
+                + "host has fenced itself; with its disk where the hosts share storage, else from a fresh disk of its "
+                + "image). Default: never.", valueName: "policy"))
+    var restartPolicy: String?
     @OptionGroup var waiting: WaitOptions
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
@@ -86,6 +92,7 @@ struct VMCreate: AsyncParsableCommand {
         if let host { body["host"] = .string(host) }
         if let app { body["app"] = .string(app) }
         if let disk { body["disk"] = .string(disk) }
+        if let restartPolicy { body["restartPolicy"] = .string(restartPolicy) }
         let created = try await api.createVM(body)
         let vm = try await waiting.waitFor(created, client: api) { $0?.state == .running } ?? created
         if output.output == .json { return try printJSON(vm) }
@@ -127,7 +134,7 @@ struct VMShow: AsyncParsableCommand {
             ("Name", vm.name), ("ID", vm.id.rawValue),
             ("State", "\(vm.state.rawValue) (for \(age(since: vm.stateChangedAt)))"),
             ("Wanted", vm.intent.rawValue), ("Host", vm.host ?? "-"), ("Address", vm.address ?? "-"),
-            ("Pinned to", vm.pinnedHost ?? "-"),
+            ("Pinned to", vm.pinnedHost ?? "-"), ("Restart", vm.restartPolicy?.rawValue ?? RestartPolicy.never.rawValue),
             ("Image", vm.image), ("CPUs", String(vm.cpus)), ("Memory", ByteSize.format(mib: vm.memoryMiB)),
             ("Disk", ByteSize.format(mib: vm.diskMiB ?? ImageCatalogue.virtualDiskMiB)),
             ("App", vm.app ?? "-"), ("Message", vm.message ?? "-"),

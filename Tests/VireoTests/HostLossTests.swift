@@ -1,0 +1,162 @@
+import Foundation
+import Testing
+import VireoAPI
+import VireoController
+import VireoDriver
+import VireoModel
+
+/// Host loss without split brain, with simulated drivers: a host cut off from the controller
+/// fences itself (powers off its VMs that restart elsewhere) before the controller declares it
+/// lost and starts those VMs on another host; when it returns it releases its copies first.
+@Suite("Host loss: fencing and restartPolicy")
+struct HostLossTests {
+    /// Heartbeats every 50 ms; unreachable after 2 s, lost after 6 s, so fenced after 4 s: long
+    /// enough that a starved test machine does not lose a host by chance.
+    static var settings: ControllerSettings {
+        var settings = ControllerSettings(
+            heartbeatInterval: .milliseconds(50), hostTimeout: .seconds(2), tickInterval: .milliseconds(50),
+            migrationStartTimeout: .seconds(5))
+        settings.hostLostAfter = .seconds(6)
+        return settings
+    }
+
+    /// The hosts whose driver has the VM running or starting.
+    func runningOn(_ cluster: LocalCluster, _ id: VMID) async throws -> [String] {
+        var hosts: [String] = []
+        for agent in cluster.agents {
+            let status = try await agent.driver.status().first { $0.id == id }
+            if let status, status.state == .running || status.state == .starting { hosts.append(agent.agent.settings.name) }
+        }
+        return hosts
+    }
+
+    @Test(
+        "a lost host's VM with restartPolicy always starts on the other host only after its host fenced itself; on return the copy is released"
+    )
+    func restartElsewhere() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"], settings: Self.settings)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let ha = try await c.createVM(VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
+        let lostName = try #require(ha.host)
+        let otherName = lostName == "h1" ? "h2" : "h1"
+        // Pinned to the same host, without a restart policy: it stays with its host.
+        _ = try await c.createVM(VMSpec(name: "stays", image: "tiny", cpus: 1, memoryMiB: 128, host: lostName))
+        _ = try await cluster.waitFor("ha", .running)
+        _ = try await cluster.waitFor("stays", .running)
+        let lost = cluster.driver(lostName)
+        let stays = try await c.vm("stays").id
+
+        cluster.link(lostName).cut.withLock { $0 = true }
+        let cutAt = ContinuousClock.now
+        // Fenced: the cut-off agent powered ha off; stays runs on (offline, as promised).
+        try await eventually("the cut-off host fenced ha", within: 10) {
+            try await lost.status().first { $0.id == ha.id }?.state == .stopped
+        }
+        let fencedAfter = cutAt.duration(to: .now)
+        #expect(try await lost.status().first { $0.id == stays }?.state == .running)
+        #expect(try await c.host(lostName).state != .lost, "fenced before the controller gave up on the host")
+        try await eventually("\(lostName) lost", within: 10) { try await c.host(lostName).state == .lost }
+        let restarted = try await cluster.waitFor("ha", .running, within: 10)
+        let restartedAfter = cutAt.duration(to: .now)
+        #expect(restarted.host == otherName)
+        #expect(try await runningOn(cluster, ha.id) == [otherName], "ha runs on one host only")
+        #expect(try await c.vm("stays").host == lostName)
+        let why = c.events.events(after: 0).first { $0.kind == .hostState && $0.to == "lost" }?.message ?? ""
+        #expect(why.contains("no heartbeat"), "\(why)")
+        print("host loss: fenced after \(fencedAfter), restarted elsewhere after \(restartedAfter) (lost after 6 s)")
+
+        // The host returns: its copy of ha is released (gone from its driver), stays keeps running.
+        cluster.link(lostName).cut.withLock { $0 = false }
+        try await eventually("\(lostName) ready again") { try await c.host(lostName).state == .ready }
+        try await eventually("the returning host released ha") {
+            try await lost.status().contains { $0.id == ha.id } == false
+        }
+        #expect(try await runningOn(cluster, ha.id) == [otherName])
+        #expect(try await c.vm("ha").state == .running)
+        #expect(try await lost.status().first { $0.id == stays }?.state == .running)
+        #expect(try await c.vm("stays").state == .running)
+    }
+
+    @Test("a cut shorter than the loss: the fenced VM starts again on its own host when the link returns")
+    func fencedThenBack() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let ha = try await c.createVM(VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
+        _ = try await cluster.waitFor("ha", .running)
+        cluster.link("h1").cut.withLock { $0 = true }
+        try await eventually("h1 fenced ha", within: 10) {
+            try await cluster.driver("h1").status().first { $0.id == ha.id }?.state == .stopped
+        }
+        cluster.link("h1").cut.withLock { $0 = false }
+        try await eventually("ha runs again on h1") {
+            let hosts = try await runningOn(cluster, ha.id)
+            let state = try await c.vm("ha").state
+            return hosts == ["h1"] && state == .running
+        }
+        #expect(try await c.host("h1").state == .ready)
+        #expect(!c.events.events(after: 0).contains { $0.kind == .hostState && $0.to == "lost" })
+    }
+
+    @Test("a VM pinned to the lost host, or without a restart policy, waits for it")
+    func pinnedWaits() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1", "h2"], settings: Self.settings)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        _ = try await c.createVM(
+            VMSpec(name: "pinned", image: "tiny", cpus: 1, memoryMiB: 128, host: "h1", restartPolicy: .always))
+        _ = try await c.createVM(VMSpec(name: "plain", image: "tiny", cpus: 1, memoryMiB: 128, host: "h1"))
+        _ = try await cluster.waitFor("pinned", .running)
+        _ = try await cluster.waitFor("plain", .running)
+        cluster.link("h1").cut.withLock { $0 = true }
+        try await eventually("h1 lost", within: 15) { try await c.host("h1").state == .lost }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await c.vm("pinned").host == "h1")
+        #expect(try await c.vm("plain").host == "h1")
+        #expect(try await cluster.driver("h2").status().isEmpty)
+        cluster.link("h1").cut.withLock { $0 = false }
+        try await eventually("both run on h1 again") {
+            let pinned = try await c.vm("pinned").state, plain = try await c.vm("plain").state
+            let statuses = try await cluster.driver("h1").status()
+            return pinned == .running && plain == .running && statuses.allSatisfy { $0.state == .running }
+        }
+    }
+
+    @Test("a VM with restartPolicy always whose start failed is started again after a delay; one without stays failed")
+    func restartAfterFailure() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        cluster.driver("h1").injectStartFailure(vmNamed: "flaky")
+        cluster.driver("h1").injectStartFailure(vmNamed: "plain")
+        _ = try await c.createVM(VMSpec(name: "flaky", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
+        _ = try await c.createVM(VMSpec(name: "plain", image: "tiny", cpus: 1, memoryMiB: 128))
+        _ = try await cluster.waitFor("flaky", .failed)
+        _ = try await cluster.waitFor("plain", .failed)
+        let running = try await cluster.waitFor("flaky", .running, within: 15)
+        #expect(running.host == "h1")
+        // By the controller's own clock (its events), not this test's polling.
+        let events = c.events.events(after: 0).filter { $0.name == "flaky" }
+        let failed = try #require(events.first { $0.to == "failed" })
+        let restarting = try #require(
+            events.first { $0.to == "starting" && ($0.message ?? "").contains("restartPolicy: always") })
+        #expect(restarting.time.timeIntervalSince(failed.time) >= 5, "not before the delay")
+        #expect(try await c.vm("plain").state == .failed)
+    }
+
+    @Test("restartPolicy is checked: an unknown value names the field")
+    func validation() throws {
+        let body: JSONValue = .object([
+            "name": .string("a"), "image": .string("tiny"), "restartPolicy": .string("sometimes"),
+        ])
+        #expect {
+            _ = try VMSpecValidation.fromAPIBody(body)
+        } throws: { error in
+            "\(error)".contains("restartPolicy") && "\(error)".contains("sometimes")
+        }
+        let spec = try VMSpecValidation.fromAPIBody(
+            .object(["name": .string("a"), "image": .string("tiny"), "restartPolicy": .string("always")]))
+        #expect(spec.restartPolicy == .always)
+    }
+}
