@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -18,10 +19,16 @@ public final class Agent: Service {
         public var address: String?
         /// Heartbeat interval until the controller says otherwise.
         public var heartbeatInterval: Duration
-        public init(name: String, address: String? = nil, heartbeatInterval: Duration = .seconds(1)) {
+        /// Where the agent keeps what it needs to fence itself after a restart (`FenceRecord`);
+        /// nil: in memory only, so an agent restarted while cut off does not fence.
+        public var fenceFile: String?
+        public init(
+            name: String, address: String? = nil, heartbeatInterval: Duration = .seconds(1), fenceFile: String? = nil
+        ) {
             self.name = name
             self.address = address
             self.heartbeatInterval = heartbeatInterval
+            self.fenceFile = fenceFile
         }
     }
 
@@ -55,6 +62,23 @@ public final class Agent: Service {
         var answeredHeartbeatSentAt: ContinuousClock.Instant?
         /// Whether this host has fenced itself since that answer.
         var fenced = false
+        /// VMs a fence powered off that have not been started again (or released) since.
+        var fencedVMs: Set<VMID> = []
+        /// The VMs the controller starts elsewhere if this host is lost, by ID, with their names.
+        var restartsElsewhere: [VMID: String] = [:]
+        /// When `fenceFile` was last written, and whether what it says has changed since.
+        var fenceRecordWrittenAt: ContinuousClock.Instant?
+        var fenceRecordDirty = false
+    }
+
+    /// What an agent keeps on disk to fence itself after a restart while cut off: how long it may
+    /// keep the VMs that restart elsewhere, which they are, and when (by the wall clock, since a
+    /// restart loses the monotonic one) its last answered heartbeat was sent — at most a second
+    /// old, so never later than the truth.
+    struct FenceRecord: Codable, Equatable {
+        var fenceAfterMs: Int
+        var restartsElsewhere: [String: String]
+        var answeredHeartbeatSentAt: Date
     }
 
     /// Console output sent per VM and per heartbeat at most, in bytes: a chatty guest must not
@@ -90,6 +114,7 @@ public final class Agent: Service {
 
     public func run() async throws {
         await driver.onStateChange { [wakeSignal] in wakeSignal.signal() }
+        loadFenceRecord()
         let recovered = try await driver.recover()
         if !recovered.isEmpty {
             logger.info("re-adopted VMs", metadata: ["count": "\(recovered.count)"])
@@ -144,10 +169,13 @@ public final class Agent: Service {
                 sent.duration(to: now) > fenceAfter
             else { return nil }
             s.fenced = true
-            let vms = (s.lastDesired?.vms ?? []).filter { $0.restartsElsewhere == true }
-            // Forgotten as acted on, so that they start again if they are still this host's.
-            for vm in vms { s.acted[vm.id] = nil }
-            return (vms.map(\.id), vms.map(\.name), sent.duration(to: now))
+            let vms = s.restartsElsewhere.sorted { $0.value < $1.value }
+            // Started again if they are still this host's when the controller answers.
+            for (id, _) in vms {
+                s.acted[id] = nil
+                s.fencedVMs.insert(id)
+            }
+            return (vms.map(\.key), vms.map(\.value), sent.duration(to: now))
         }
         guard let due, !due.ids.isEmpty else { return }
         logger.warning(
@@ -164,6 +192,47 @@ public final class Agent: Service {
         }
     }
 
+    /// Takes in the fencing record of a previous run, if any: the silence it left off at carries
+    /// on, so an agent restarted while cut off still fences in time.
+    private func loadFenceRecord() {
+        guard let path = settings.fenceFile, let data = FileManager.default.contents(atPath: path),
+            let record = try? JSONDecoder().decode(FenceRecord.self, from: data)
+        else { return }
+        let silence = max(0, Date().timeIntervalSince(record.answeredHeartbeatSentAt))
+        state.withLock { s in
+            s.fenceAfter = .milliseconds(record.fenceAfterMs)
+            s.restartsElsewhere = Dictionary(
+                uniqueKeysWithValues: record.restartsElsewhere.map { (VMID($0.key), $0.value) })
+            s.answeredHeartbeatSentAt = ContinuousClock.now - .seconds(silence)
+        }
+        logger.info(
+            "fencing record taken in", metadata: ["vms": "\(record.restartsElsewhere.count)", "silent-s": "\(Int(silence))"])
+    }
+
+    /// Keeps the fencing record on disk after an answered heartbeat: at once when what it says
+    /// changed (the VMs, the time allowed), else at most once a second.
+    private func saveFenceRecord() {
+        guard let path = settings.fenceFile else { return }
+        let record = state.withLock { s -> FenceRecord? in
+            guard let fenceAfter = s.fenceAfter, let sent = s.answeredHeartbeatSentAt else { return nil }
+            let record = FenceRecord(
+                fenceAfterMs: Int(fenceAfter.secondsValue * 1000),
+                restartsElsewhere: Dictionary(uniqueKeysWithValues: s.restartsElsewhere.map { ($0.key.rawValue, $0.value) }),
+                answeredHeartbeatSentAt: Date() - sent.duration(to: .now).secondsValue)
+            let due = s.fenceRecordWrittenAt.map { $0.duration(to: .now) >= .seconds(1) } ?? true
+            guard due || s.fenceRecordDirty else { return nil }
+            s.fenceRecordWrittenAt = .now
+            s.fenceRecordDirty = false
+            return record
+        }
+        guard let record, let data = try? JSONEncoder().encode(record) else { return }
+        do {
+            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            logger.warning("cannot keep the fencing record", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+
     /// Stops and forgets, before anything else, the VMs the controller started on another host
     /// while this one was lost: the disk stays (another host may be using it).
     private func release(_ ids: [VMID]) async {
@@ -171,7 +240,10 @@ public final class Agent: Service {
             do {
                 try await driver.powerOff(id)
                 try await driver.release(id)
-                state.withLock { $0.acted[id] = nil }
+                state.withLock {
+                    $0.acted[id] = nil
+                    $0.fencedVMs.remove(id)
+                }
                 logger.notice(
                     "released a VM the cluster restarted on another host while this one was lost", metadata: ["vm": "\(id)"])
             } catch {
@@ -249,9 +321,17 @@ public final class Agent: Service {
                     s.lastDesired = desired
                     s.answeredHeartbeatSentAt = sentAt
                     s.fenced = false
+                    let restarting = Dictionary(
+                        desired.vms.filter { $0.restartsElsewhere == true }.map { ($0.id, $0.name) },
+                        uniquingKeysWith: { a, _ in a })
+                    if restarting != s.restartsElsewhere {
+                        s.restartsElsewhere = restarting
+                        s.fenceRecordDirty = true
+                    }
                 }
                 return !s.controllerReachable
             }
+            saveFenceRecord()
             if recovered { logger.info("controller reachable again") }
             if let release = desired.release, !release.isEmpty {
                 await self.release(release)
@@ -370,7 +450,9 @@ public final class Agent: Service {
         state.withLock {
             $0.hostID = response.hostID
             $0.interval = .milliseconds(max(10, response.heartbeatIntervalMs))
-            $0.fenceAfter = response.fenceAfterMs.map { .milliseconds($0) }
+            let fenceAfter = response.fenceAfterMs.map { Duration.milliseconds($0) }
+            if $0.fenceAfter != fenceAfter { $0.fenceRecordDirty = true }
+            $0.fenceAfter = fenceAfter
         }
         logger.info("registered", metadata: ["host": "\(settings.name)", "id": "\(response.hostID)"])
         return response.hostID
@@ -393,10 +475,13 @@ public final class Agent: Service {
 
     /// What to do about `vm`; `moving`: a migration of it to or from this host is under way.
     func operation(for vm: DesiredVM, current: InstanceStatus?, moving: Bool = false) -> Operation? {
-        let acted = state.withLock { $0.acted[vm.id] }
+        let (acted, fenced) = state.withLock { ($0.acted[vm.id], $0.fencedVMs.contains(vm.id)) }
         switch vm.intent {
         case .running:
             guard let current else { return .createAndStart }
+            // Powered off by a fence, perhaps after `current` was read: started again (a start of
+            // one still running changes nothing).
+            if fenced { return .start }
             switch current.state {
             case .running where current.paused == true && !moving:
                 // Meant to run here and no move of it under way: a guest left paused (the source
@@ -448,6 +533,7 @@ public final class Agent: Service {
         state.withLock { s in
             s.inFlight.remove(vm.id)
             if operation == .delete { s.acted[vm.id] = nil } else { s.acted[vm.id] = vm.generation }
+            if operation == .start || operation == .createAndStart || operation == .delete { s.fencedVMs.remove(vm.id) }
         }
         wakeSignal.signal()
     }

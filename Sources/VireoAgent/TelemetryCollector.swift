@@ -161,7 +161,7 @@ actor TelemetryCollector {
         let response = try await http.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
         let body = try await response.body.collect(upTo: 1 << 20)
         let elapsed = ContinuousClock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.secondsValue
         return (Int(response.status.code), String(buffer: body), seconds)
     }
 

@@ -38,8 +38,13 @@ extension Controller: ControllerLink {
         desired.generation = generation
         desired.revision = revision
         // Copies of VMs restarted elsewhere while this host was lost: the agent stops them first.
+        // One placed here again since (a pinned VM, or the host was the only one) is not released:
+        // its copy here is the one to run.
         let pending = Set(model.state.hosts[host]?.releasePending ?? [])
-        desired.release = heartbeat.instances.map(\.id).filter { pending.contains($0) }.nilIfEmpty
+        desired.release =
+            heartbeat.instances.map(\.id).filter {
+                pending.contains($0) && model.state.vms[$0]?.hostID != host
+            }.nilIfEmpty
         if heartbeat.known == revision, desired.release == nil {
             return DesiredHostState(vms: [], generation: generation, revision: revision, unchanged: true)
         }
@@ -80,7 +85,9 @@ extension Controller: ControllerLink {
         if model.state.vmCountByState[.failed, default: 0] > 0, !model.failedToRestart(at: time).isEmpty {
             try await write { $0.restartFailed(at: time) }
         }
-        if !model.hostsToDeclareLost(at: time).isEmpty || model.state.hosts.values.contains(where: { $0.state == .lost }) {
+        if !model.hostsToDeclareLost(at: time).isEmpty
+            || model.state.hosts.values.contains(where: { $0.state == .lost && !model.leaving($0).isEmpty })
+        {
             let restarted = try await write { $0.restartFromLostHosts(at: time) }
             for (vm, host) in restarted {
                 logger.warning("restarting a VM from a lost host", metadata: ["vm": "\(vm)", "host": "\(host)"])
@@ -150,8 +157,8 @@ extension ClusterModel {
         }
         let reports = Dictionary(heartbeat.instances.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         if let pending = host.releasePending {
-            // Released: the host no longer reports them.
-            let left = pending.filter { reports[$0] != nil }
+            // Done with: released (the host no longer reports them), or placed here again.
+            let left = pending.filter { reports[$0] != nil && state.vms[$0]?.hostID != host.id }
             if left != pending {
                 host.releasePending = left.nilIfEmpty
                 if hostChanges.isEmpty { hostChanges.append(host) } else { hostChanges[0] = host }
@@ -308,6 +315,15 @@ extension ClusterModel {
         }
     }
 
+    /// The VMs on `host` that start elsewhere once it is lost: `restartPolicy: always`, meant to
+    /// run, not moving, and not pinned to it (such a VM has nowhere else to go: it waits).
+    func leaving(_ host: HostRecord) -> [VirtualMachine] {
+        (state.vmsByHost[host.id] ?? []).compactMap { state.vms[$0] }.filter {
+            $0.spec.restartsElsewhere && $0.spec.host != host.name && $0.intent == .running
+                && migrations.active(of: $0.id) == nil
+        }
+    }
+
     /// Declares silent hosts lost, and starts the VMs on lost hosts that restart elsewhere
     /// (`restartPolicy: always`, meant to run, not moving) on other hosts: placed at once where
     /// one can take them, else `pending` until one can. Their lost host's agent fenced itself
@@ -326,11 +342,7 @@ extension ClusterModel {
         }
         var restarted: [(vm: String, host: String)] = []
         for var host in state.hosts.values where host.state == .lost {
-            let leaving = (state.vmsByHost[host.id] ?? []).compactMap { state.vms[$0] }.filter {
-                // A VM pinned to the lost host has nowhere else to go: it waits for the host.
-                $0.spec.restartsElsewhere && $0.spec.host != host.name && $0.intent == .running
-                    && migrations.active(of: $0.id) == nil
-            }
+            let leaving = leaving(host)
             guard !leaving.isEmpty else { continue }
             for var vm in leaving.sorted(by: { $0.createdAt < $1.createdAt }) {
                 vm.hostID = nil

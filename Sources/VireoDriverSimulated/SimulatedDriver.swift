@@ -1,3 +1,4 @@
+import Foundation
 import HeapModule
 import Synchronization
 import VireoDriver
@@ -23,6 +24,10 @@ public final class SimulatedDriver: HypervisorDriver {
         /// never sleeps).
         public var snapshotSaveTime: Duration
         public var snapshotLoadTime: Duration
+        /// A file the driver writes what it runs to at each change, and takes over from when it
+        /// starts: its VMs outlive the agent process as QEMUs do (`vireo chaos` kills agents with
+        /// `kill -9`). Nil: in memory only.
+        public var persistPath: String?
 
         public init(
             cpus: Int = 32, memoryMiB: Int = 131_072, bootDelay: Duration = .milliseconds(300),
@@ -118,6 +123,61 @@ public final class SimulatedDriver: HypervisorDriver {
             if let old = instances[id] { account(id, old, added: false) }
             instances[id] = new
             if let new { account(id, new, added: true) }
+            if let persistPath { persist(to: persistPath) }
+        }
+
+        /// Where each change is written (`Configuration.persistPath`).
+        var persistPath: String?
+
+        /// What a new driver process takes over: every instance but one waiting for a migration
+        /// (a real destination's waiting QEMU dies with its migration), in a settled state.
+        struct Persisted: Codable {
+            struct Instance: Codable {
+                var spec: InstanceSpec
+                var state: InstanceState
+                var paused: Bool
+                var serial: Int
+                var privateAddress: String?
+                var message: String?
+                var snapshots: [String]
+            }
+            var instances: [Instance]
+            var created: Int
+        }
+
+        /// Writes what runs, whole and atomically, so that a `kill -9` leaves the last change or
+        /// the one before, never half of one.
+        func persist(to path: String) {
+            let persisted = Persisted(
+                instances: instances.values.filter { !$0.incoming }.sorted { $0.serial < $1.serial }.map {
+                    let state: InstanceState =
+                        switch $0.state {
+                        case .starting: .running
+                        case .stopping: .stopped
+                        default: $0.state
+                        }
+                    return Persisted.Instance(
+                        spec: $0.spec, state: state, paused: $0.paused, serial: $0.serial, privateAddress: $0.privateAddress,
+                        message: $0.message, snapshots: $0.snapshots)
+                }, created: created)
+            guard let data = try? JSONEncoder().encode(persisted) else { return }
+            try? data.write(to: URL(fileURLWithPath: path), options: .atomic)
+        }
+
+        /// Takes over what a previous driver process wrote to `path`, if anything.
+        mutating func load(from path: String) {
+            guard let data = FileManager.default.contents(atPath: path),
+                let persisted = try? JSONDecoder().decode(Persisted.self, from: data)
+            else { return }
+            created = persisted.created
+            for saved in persisted.instances {
+                var instance = Instance(
+                    spec: saved.spec, state: saved.state, transitionEndsAt: .zero, message: saved.message, serial: saved.serial,
+                    privateAddress: saved.privateAddress)
+                instance.snapshots = saved.snapshots
+                instance.paused = saved.paused
+                set(saved.spec.id, instance)
+            }
         }
 
         private mutating func account(_ id: VMID, _ instance: Instance, added: Bool) {
@@ -140,7 +200,12 @@ public final class SimulatedDriver: HypervisorDriver {
     public init(configuration: Configuration = .init(), time: any SimulatedTime = WallTime()) {
         self.configuration = configuration
         self.time = time
-        self.state = Mutex(State(random: SeededGenerator(seed: configuration.seed)))
+        var state = State(random: SeededGenerator(seed: configuration.seed))
+        if let path = configuration.persistPath {
+            state.load(from: path)
+            state.persistPath = path
+        }
+        self.state = Mutex(state)
     }
 
     /// Gives the VM called `name` a workload from now on: it keeps `cores` CPUs busy and its
@@ -447,7 +512,8 @@ public final class SimulatedDriver: HypervisorDriver {
 
 extension DriverRegistry {
     /// Registers the simulated driver. Settings: `cpus`, `memory` (a size), `boot-delay-ms`,
-    /// `stop-delay-ms`, `fail-probability`, `seed`, `snapshot-save-ms`, `snapshot-load-ms`.
+    /// `stop-delay-ms`, `fail-probability`, `seed`, `snapshot-save-ms`, `snapshot-load-ms`, `persist`
+    /// (`on`: what it runs is kept in `<state-dir>/simulated.json` and outlives the process).
     public mutating func registerSimulated() {
         register("simulated") { options in
             var config = SimulatedDriver.Configuration()
@@ -456,7 +522,7 @@ extension DriverRegistry {
                 driver: "simulated",
                 allowed: [
                     "cpus", "memory", "boot-delay-ms", "stop-delay-ms", "seed", "fail-probability", "snapshot-save-ms",
-                    "snapshot-load-ms",
+                    "snapshot-load-ms", "persist",
                 ])
             let int = options.int
             if let cpus = try int("cpus") { config.cpus = cpus }
@@ -471,6 +537,13 @@ extension DriverRegistry {
                     throw VireoError.invalid(field: "fail-probability", value: "'\(text)'", "must be in [0, 1]")
                 }
                 config.startFailureProbability = p
+            }
+            switch settings["persist"] {
+            case nil, "off": break
+            case "on":
+                try FileManager.default.createDirectory(atPath: options.stateDirectory, withIntermediateDirectories: true)
+                config.persistPath = options.stateDirectory + "/simulated.json"
+            case let other?: throw VireoError.invalid(field: "persist", value: "'\(other)'", "must be on or off")
             }
             return SimulatedDriver(configuration: config)
         }

@@ -257,6 +257,11 @@ public struct AppRecord: Sendable, Codable, Equatable {
 }
 
 /// Durations as people write them: `500ms`, `5s`, `5m`, `1h`, `7d`, `1h30m`, or a number of seconds.
+extension Duration {
+    /// The duration in seconds, as a `Double`.
+    public var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
 public enum DurationText {
     static let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3_600), ("d", 86_400), ("w", 604_800)]
 

@@ -20,9 +20,10 @@ public enum VMState: String, Sendable, Codable, CaseIterable, Comparable {
     private static let successors: [VMState: Set<VMState>] = [
         .pending: [.scheduled, .stopped, .failed],
         .scheduled: [.pending, .starting, .running, .stopping, .stopped, .failed],
-        .starting: [.running, .stopping, .stopped, .failed],
-        .running: [.scheduled, .starting, .stopping, .stopped, .failed],
-        .stopping: [.scheduled, .starting, .running, .stopped, .failed],
+        // → pending: its host was lost and it restarts elsewhere, where no host can take it yet.
+        .starting: [.pending, .running, .stopping, .stopped, .failed],
+        .running: [.pending, .scheduled, .starting, .stopping, .stopped, .failed],
+        .stopping: [.pending, .scheduled, .starting, .running, .stopped, .failed],
         .stopped: [.pending, .starting, .running, .stopping, .failed],
         .failed: [.pending, .starting, .running, .stopped],
         .deleting: [],

@@ -485,8 +485,10 @@ struct AgentCommand: AsyncParsableCommand {
         let link = VireoClient(
             server: controller, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: .seconds(5),
             http: trust.http)
+        // The fencing record survives a restart of this process, which may happen while cut off.
         let agent = Agent(
-            settings: .init(name: name, address: address), driver: driver, link: link, contexts: contexts, logger: logger)
+            settings: .init(name: name, address: address, fenceFile: directory + "/fence.json"), driver: driver, link: link,
+            contexts: contexts, logger: logger)
         try await runServices([agent] + [local].compactMap { $0 }, logger: logger)
     }
 }

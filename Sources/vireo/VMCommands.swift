@@ -53,12 +53,6 @@ struct WaitOptions: ParsableArguments {
     }
 }
 
-extension Duration {
-    var secondsValue: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}
-
 struct VMCreate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create", abstract: "Create a VM and start it on the best host.",

@@ -19,7 +19,7 @@ struct Vireo: AsyncParsableCommand {
             SLOCommand.self, AlertCommand.self, PackCommand.self, Apply.self,
             Migrate.self, MigrationCommand.self, ImageCommand.self, ImportCommand.self, EventsCommand.self, TestbedCommand.self,
             PlanCommand.self, RebalanceCommand.self, ContextCommandGroup.self, DriverCommand.self, TokenCommand.self,
-            AuditCommand.self, DemoCommand.self,
+            AuditCommand.self, DemoCommand.self, ChaosCommand.self,
             BenchCommand.self,
             SimCommand.self,
         ]

@@ -42,7 +42,8 @@ struct LocalCluster {
     static func start(
         hosts: [String] = ["h1"], store: (any ClusterStore)? = nil,
         driver: SimulatedDriver.Configuration = .init(bootDelay: .milliseconds(100), stopDelay: .milliseconds(50)),
-        settings: ControllerSettings = .fast, contexts: Bool = false, contextPool: [String: Int] = [:]
+        settings: ControllerSettings = .fast, contexts: Bool = false, contextPool: [String: Int] = [:],
+        fenceDirectory: String? = nil
     ) async throws -> LocalCluster {
         let controller = try await Controller.open(store: try store ?? SQLiteStore(), settings: settings)
         let loops = controllerLoops(controller)
@@ -56,8 +57,9 @@ struct LocalCluster {
                     settings: .init(directory: temporaryDirectory() + "/contexts", hostName: name, pool: contextPool),
                     driver: simulated) : nil
             let agent = Agent(
-                settings: .init(name: name, heartbeatInterval: .milliseconds(50)), driver: simulated, link: link,
-                contexts: manager)
+                settings: .init(
+                    name: name, heartbeatInterval: .milliseconds(50), fenceFile: fenceDirectory.map { "\($0)/\(name).json" }),
+                driver: simulated, link: link, contexts: manager)
             agents.append((agent, simulated, link, Task { try await agent.run() }))
         }
         let cluster = LocalCluster(controller: controller, loops: loops, agents: agents)

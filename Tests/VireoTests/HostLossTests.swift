@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VireoAPI
+import VireoAgent
 import VireoController
 import VireoDriver
 import VireoModel
@@ -10,13 +11,14 @@ import VireoModel
 /// lost and starts those VMs on another host; when it returns it releases its copies first.
 @Suite("Host loss: fencing and restartPolicy")
 struct HostLossTests {
-    /// Heartbeats every 50 ms; unreachable after 2 s, lost after 6 s, so fenced after 4 s: long
-    /// enough that a starved test machine does not lose a host by chance.
+    /// Heartbeats every 50 ms; unreachable after 3 s, lost after 9 s, so fenced after 6 s: long
+    /// enough that a test machine starved for seconds (the suite's first moments) does not lose a
+    /// host by chance.
     static var settings: ControllerSettings {
         var settings = ControllerSettings(
-            heartbeatInterval: .milliseconds(50), hostTimeout: .seconds(2), tickInterval: .milliseconds(50),
+            heartbeatInterval: .milliseconds(50), hostTimeout: .seconds(3), tickInterval: .milliseconds(50),
             migrationStartTimeout: .seconds(5))
-        settings.hostLostAfter = .seconds(6)
+        settings.hostLostAfter = .seconds(9)
         return settings
     }
 
@@ -50,21 +52,21 @@ struct HostLossTests {
         cluster.link(lostName).cut.withLock { $0 = true }
         let cutAt = ContinuousClock.now
         // Fenced: the cut-off agent powered ha off; stays runs on (offline, as promised).
-        try await eventually("the cut-off host fenced ha", within: 10) {
+        try await eventually("the cut-off host fenced ha", within: 20) {
             try await lost.status().first { $0.id == ha.id }?.state == .stopped
         }
         let fencedAfter = cutAt.duration(to: .now)
         #expect(try await lost.status().first { $0.id == stays }?.state == .running)
         #expect(try await c.host(lostName).state != .lost, "fenced before the controller gave up on the host")
-        try await eventually("\(lostName) lost", within: 10) { try await c.host(lostName).state == .lost }
-        let restarted = try await cluster.waitFor("ha", .running, within: 10)
+        try await eventually("\(lostName) lost", within: 20) { try await c.host(lostName).state == .lost }
+        let restarted = try await cluster.waitFor("ha", .running, within: 20)
         let restartedAfter = cutAt.duration(to: .now)
         #expect(restarted.host == otherName)
         #expect(try await runningOn(cluster, ha.id) == [otherName], "ha runs on one host only")
         #expect(try await c.vm("stays").host == lostName)
         let why = c.events.events(after: 0).first { $0.kind == .hostState && $0.to == "lost" }?.message ?? ""
         #expect(why.contains("no heartbeat"), "\(why)")
-        print("host loss: fenced after \(fencedAfter), restarted elsewhere after \(restartedAfter) (lost after 6 s)")
+        print("host loss: fenced after \(fencedAfter), restarted elsewhere after \(restartedAfter) (lost after 9 s)")
 
         // The host returns: its copy of ha is released (gone from its driver), stays keeps running.
         cluster.link(lostName).cut.withLock { $0 = false }
@@ -86,7 +88,7 @@ struct HostLossTests {
         let ha = try await c.createVM(VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
         _ = try await cluster.waitFor("ha", .running)
         cluster.link("h1").cut.withLock { $0 = true }
-        try await eventually("h1 fenced ha", within: 10) {
+        try await eventually("h1 fenced ha", within: 20) {
             try await cluster.driver("h1").status().first { $0.id == ha.id }?.state == .stopped
         }
         cluster.link("h1").cut.withLock { $0 = false }
@@ -97,6 +99,31 @@ struct HostLossTests {
         }
         #expect(try await c.host("h1").state == .ready)
         #expect(!c.events.events(after: 0).contains { $0.kind == .hostState && $0.to == "lost" })
+    }
+
+    @Test("the only host lost and back: its VM with restartPolicy always runs there again, and stays running")
+    func onlyHostBack() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let ha = try await c.createVM(VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
+        _ = try await cluster.waitFor("ha", .running)
+        cluster.link("h1").cut.withLock { $0 = true }
+        try await eventually("h1 lost", within: 20) { try await c.host("h1").state == .lost }
+        // Nowhere else to go: it waits, placed nowhere.
+        try await eventually("ha pending") { try await c.vm("ha").state == .pending }
+        cluster.link("h1").cut.withLock { $0 = false }
+        try await eventually("ha runs on h1 again") {
+            let vm = try await c.vm("ha")
+            let hosts = try await runningOn(cluster, ha.id)
+            return vm.state == .running && vm.host == "h1" && hosts == ["h1"]
+        }
+        // Placed back here, its copy is not released again and again.
+        let settled = c.events.events(after: 0).last?.seq ?? 0
+        try await Task.sleep(for: .seconds(1))
+        let again = c.events.events(after: settled).filter { $0.name == "ha" }.map { "\($0.kind.rawValue) \($0.to ?? "")" }
+        #expect(again.isEmpty, "\(again)")
+        #expect(try await runningOn(cluster, ha.id) == ["h1"])
     }
 
     @Test("a VM pinned to the lost host, or without a restart policy, waits for it")
@@ -110,7 +137,7 @@ struct HostLossTests {
         _ = try await cluster.waitFor("pinned", .running)
         _ = try await cluster.waitFor("plain", .running)
         cluster.link("h1").cut.withLock { $0 = true }
-        try await eventually("h1 lost", within: 15) { try await c.host("h1").state == .lost }
+        try await eventually("h1 lost", within: 20) { try await c.host("h1").state == .lost }
         try await Task.sleep(for: .milliseconds(300))
         #expect(try await c.vm("pinned").host == "h1")
         #expect(try await c.vm("plain").host == "h1")
@@ -134,7 +161,7 @@ struct HostLossTests {
         _ = try await c.createVM(VMSpec(name: "plain", image: "tiny", cpus: 1, memoryMiB: 128))
         _ = try await cluster.waitFor("flaky", .failed)
         _ = try await cluster.waitFor("plain", .failed)
-        let running = try await cluster.waitFor("flaky", .running, within: 15)
+        let running = try await cluster.waitFor("flaky", .running, within: 20)
         #expect(running.host == "h1")
         // By the controller's own clock (its events), not this test's polling.
         let events = c.events.events(after: 0).filter { $0.name == "flaky" }
@@ -143,6 +170,40 @@ struct HostLossTests {
             events.first { $0.to == "starting" && ($0.message ?? "").contains("restartPolicy: always") })
         #expect(restarting.time.timeIntervalSince(failed.time) >= 5, "not before the delay")
         #expect(try await c.vm("plain").state == .failed)
+    }
+
+    @Test("an agent restarted while cut off still fences in time: it takes in the silence its last run left off at")
+    func restartedAgentFences() async throws {
+        let directory = temporaryDirectory()
+        let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings, fenceDirectory: directory)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let ha = try await c.createVM(VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
+        _ = try await cluster.waitFor("ha", .running)
+        try await eventually("the fencing record names ha") {
+            let data = FileManager.default.contents(atPath: directory + "/h1.json") ?? Data()
+            return String(decoding: data, as: UTF8.self).contains(ha.id.rawValue)
+        }
+        // Cut off, and the agent process "dies" (its task ends; the simulated guest runs on, as a
+        // QEMU outlives its agent); a new agent over the same driver and record starts, still cut off.
+        let link = cluster.link("h1")
+        link.cut.withLock { $0 = true }
+        let cutAt = ContinuousClock.now
+        cluster.agents[0].task.cancel()
+        _ = await cluster.agents[0].task.result
+        #expect(try await cluster.driver("h1").status().first { $0.id == ha.id }?.state == .running)
+        let again = Agent(
+            settings: .init(name: "h1", heartbeatInterval: .milliseconds(50), fenceFile: directory + "/h1.json"),
+            driver: cluster.driver("h1"), link: link)
+        let task = Task { try await again.run() }
+        defer { task.cancel() }
+        try await eventually("the new agent fenced ha while still cut off", within: 20) {
+            try await cluster.driver("h1").status().first { $0.id == ha.id }?.state == .stopped
+        }
+        // Without the record the new agent would never fence: it has no answered heartbeat to count from.
+        print("restarted agent fenced \(cutAt.duration(to: .now)) after the cut (fence after 6 s)")
+        link.cut.withLock { $0 = false }
+        _ = try await cluster.waitFor("ha", .running)
     }
 
     @Test("restartPolicy is checked: an unknown value names the field")

@@ -207,7 +207,8 @@ final class Children: @unchecked Sendable {
     private let lock = NSLock()
 
     func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        // Appended to: a process started again in the same place adds to its predecessor's log.
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         handle.seekToEndOfFile()
         let process = Process()

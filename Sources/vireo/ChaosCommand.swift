@@ -1,0 +1,400 @@
+import ArgumentParser
+import Foundation
+import VireoAPI
+import VireoClient
+import VireoDriver
+import VireoDriverSimulated
+import VireoModel
+
+struct ChaosCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chaos",
+        abstract:
+            "Kill -9 the controller or an agent in the middle of random operations, and check after each round that nothing was lost.",
+        discussion: """
+            Starts a controller (SQLite) and two agents as processes of their own on loopback. Each \
+            round starts an operation — a create (half of them with restartPolicy: always), a delete, \
+            a stop or start, a live migration, an application applied, a rebalancing plan executed — \
+            and, 0 to 500 ms later (half the time within 20 ms, while the request may still be in \
+            flight), kills the controller (4 rounds in 10) or an agent with SIGKILL and starts it again \
+            (an agent is sometimes kept down past --host-lost-after, so its host is lost). Then, \
+            within 30 s, the invariants must hold: no VM lost or appeared from nowhere, each running \
+            VM running on exactly one host — its own — and nothing running that the controller does \
+            not place there, every migration ended (a failed one with its reason), no guest left \
+            paused. A round whose invariants do not hold within 30 s is a violation, named. \
+            The simulated driver keeps what it runs in a file (--driver-opt persist=on), so its VMs \
+            outlive a killed agent as QEMUs do.
+            Exit status: 0 when there was no violation, 1 otherwise.
+            Example: vireo chaos --rounds 50 -o json
+            """)
+
+    @Option(help: ArgumentHelp("Rounds: one fault each.", valueName: "n")) var rounds: Int = 50
+    @Option(help: ArgumentHelp("Seed of the random choices (default: random; printed).", valueName: "n")) var seed: UInt64?
+    @Option(
+        help: ArgumentHelp(
+            "Hypervisor driver of the agents: simulated. (qemu is not built yet: its guests take seconds to boot "
+                + "under TCG, and a round must wait for them.)", valueName: "driver"))
+    var driver: String = "simulated"
+    @Option(help: ArgumentHelp("Directory for the processes' data and logs (default: a new temporary one).", valueName: "dir"))
+    var dir: String?
+    @Flag(help: "Keep the directory afterwards.") var keep = false
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard (1...10_000).contains(rounds) else { throw ValidationError("--rounds: give 1 to 10000 (got \(rounds))") }
+        guard driver == "simulated" else {
+            throw ValidationError("--driver: '\(driver)' is not supported; only simulated is built so far")
+        }
+    }
+
+    func run() async throws {
+        let directory = dir ?? FileManager.default.temporaryDirectory.path + "/vireo-chaos-\(UUID().uuidString.prefix(8))"
+        let seed = seed ?? UInt64.random(in: 1...UInt64(UInt32.max))
+        let chaos = Chaos(directory: directory, rounds: rounds, seed: seed) { line in
+            if output.output == .table { FileHandle.standardError.write(Data("chaos: \(line)\n".utf8)) }
+        }
+        let result = try await cancellableBySignals { try await chaos.run() }
+        if !keep { try? FileManager.default.removeItem(atPath: directory) }
+        if output.output == .json {
+            try printJSON(result)
+        } else {
+            print(
+                "\(result.rounds) rounds, \(result.faults) faults (controller \(result.faultsByTarget["controller"] ?? 0), "
+                    + "agents \(result.faultsByTarget["agent"] ?? 0), \(result.hostsLost) kept down until their host was lost), "
+                    + "\(result.violations) violation(s) in \(result.seconds) s (seed \(result.seed))")
+            print(
+                "operations: "
+                    + result.operations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            for line in result.details { print("  violation: \(line)") }
+        }
+        if result.violations > 0 { throw ExitCode.failure }
+    }
+}
+
+/// What a chaos run did and found.
+struct ChaosResult: Codable, Equatable {
+    var rounds: Int
+    var faults: Int
+    var violations: Int
+    var seed: UInt64
+    /// Faults by what was killed: `controller` or `agent`.
+    var faultsByTarget: [String: Int]
+    /// Agents kept down past `--host-lost-after`.
+    var hostsLost: Int
+    /// Operations started, by kind, and how many of them failed (their request got an error).
+    var operations: [String: Int]
+    var operationsFailed: Int
+    /// VMs at the end.
+    var vms: Int
+    /// Each violation: the round and what did not hold.
+    var details: [String]
+    /// How long the rounds took to settle after their fault: the longest, in seconds.
+    var settleMaxSeconds: Double
+    var seconds: Double
+}
+
+/// One chaos run: the processes, the rounds, the checks.
+final class Chaos: @unchecked Sendable {
+    let directory: String
+    let rounds: Int
+    let seed: UInt64
+    let progress: @Sendable (String) -> Void
+    let children = Children()
+    let hosts = ["h1", "h2"]
+    var random: SeededGenerator
+    var controller: Process?
+    var agents: [String: Process] = [:]
+    var port = 0
+    /// VMs whose create was answered and that have not been deleted since.
+    var expected: Set<String> = []
+    /// VMs whose create or delete got no answer (the fault cut it): either outcome is right, and
+    /// the round's settled state says which it was.
+    var uncertain: Set<String> = []
+
+    /// Short times, so that a round settles in seconds: heartbeats every 200 ms, unreachable after
+    /// 1 s, lost after 3 s (an agent cut off fences after 2 s).
+    static let controllerTiming = ["--heartbeat", "200ms", "--host-timeout", "1s", "--host-lost-after", "3s"]
+    static let settleWithin: Double = 30
+
+    init(directory: String, rounds: Int, seed: UInt64, progress: @escaping @Sendable (String) -> Void) {
+        self.directory = directory
+        self.rounds = rounds
+        self.seed = seed
+        self.random = SeededGenerator(seed: seed)
+        self.progress = progress
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+    var api: VireoClient { VireoClient(server: url, timeout: .seconds(5)) }
+
+    func run() async throws -> ChaosResult {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { children.killAll() }
+        port = try LoopbackPort.free()
+        try startController()
+        try await benchWait("the controller answers", within: 60) { (try? await api.health()) != nil }
+        for host in hosts { try startAgent(host) }
+        try await benchWait("\(hosts.count) hosts ready", within: 60) {
+            try await api.hosts().items.filter { $0.state == .ready }.count == hosts.count
+        }
+        progress("controller on \(url), agents \(hosts.joined(separator: ", ")); \(rounds) rounds, seed \(seed); in \(directory)")
+        let start = ContinuousClock.now
+        var result = ChaosResult(
+            rounds: 0, faults: 0, violations: 0, seed: seed, faultsByTarget: [:], hostsLost: 0, operations: [:],
+            operationsFailed: 0, vms: 0, details: [], settleMaxSeconds: 0, seconds: 0)
+        for round in 1...rounds {
+            try Task.checkCancellation()
+            let planned = await prepare(round: round)
+            let kind = planned.kind
+            result.operations[kind, default: 0] += 1
+            // Until it is answered, either outcome of a create or delete is right.
+            if let name = planned.decides { uncertain.insert(name) }
+            let api = self.api
+            let operation = Task { try await Self.perform(planned, api: api) }
+            // Half the faults land within 20 ms, while the request itself may still be in flight;
+            // the others during what it set going (a boot, a migration's steps, a plan's moves).
+            let delay =
+                Bool.random(using: &random) ? Int.random(in: 0..<20, using: &random) : Int.random(in: 0...500, using: &random)
+            try await Task.sleep(for: .milliseconds(delay))
+            let target = Int.random(in: 0..<10, using: &random) < 4 ? "controller" : hosts.randomElement(using: &random)!
+            let keepDown = target != "controller" && Int.random(in: 0..<5, using: &random) == 0
+            try await fault(target, keepDown: keepDown)
+            result.faults += 1
+            result.faultsByTarget[target == "controller" ? "controller" : "agent", default: 0] += 1
+            if keepDown { result.hostsLost += 1 }
+            switch await operation.result {
+            case .success:
+                if let name = planned.decides {
+                    uncertain.remove(name)
+                    if case .delete = planned { expected.remove(name) } else { expected.insert(name) }
+                }
+            case .failure: result.operationsFailed += 1
+            }
+            let settleStart = ContinuousClock.now
+            let problems = await settle()
+            // Settled (or given up on): what was uncertain is whatever the controller now says.
+            let names = Set(((try? await self.api.allVMs()) ?? []).map(\.name))
+            for name in uncertain { if names.contains(name) { expected.insert(name) } else { expected.remove(name) } }
+            uncertain.removeAll()
+            result.settleMaxSeconds = max(result.settleMaxSeconds, settleStart.duration(to: .now).secondsValue)
+            result.rounds = round
+            for problem in problems { result.details.append("round \(round) (\(kind), kill -9 \(target)): \(problem)") }
+            result.violations = result.details.count
+            progress(
+                "round \(round): \(kind), \(delay) ms later kill -9 \(target)\(keepDown ? " (kept down until lost)" : ""): "
+                    + (problems.isEmpty
+                        ? "invariants hold" : "\(problems.count) violation(s): \(problems.joined(separator: "; "))"))
+        }
+        result.vms = (try? await api.allVMs().count) ?? -1
+        result.seconds = (start.duration(to: .now).secondsValue * 10).rounded() / 10
+        result.settleMaxSeconds = (result.settleMaxSeconds * 10).rounded() / 10
+        return result
+    }
+
+    // MARK: Processes
+
+    func startController() throws {
+        controller = try children.start(
+            try currentExecutable(),
+            [
+                "controller", "--data-dir", directory + "/controller", "--listen", "127.0.0.1:\(port)", "--migration-tls", "off",
+                "--log-level", "notice",
+            ] + Self.controllerTiming, log: directory + "/controller.log")
+    }
+
+    func startAgent(_ host: String) throws {
+        agents[host] = try children.start(
+            try currentExecutable(),
+            [
+                "agent", "--controller", url, "--name", host, "--state-dir", directory + "/" + host, "--driver", "simulated",
+                "--driver-opt", "boot-delay-ms=50", "--driver-opt", "stop-delay-ms=20", "--driver-opt", "persist=on",
+                "--log-level", "notice",
+            ], log: directory + "/\(host).log")
+    }
+
+    /// SIGKILL, then a new process in its place: at once, or for an agent kept down, once the
+    /// controller has declared its host lost.
+    func fault(_ target: String, keepDown: Bool) async throws {
+        let process = target == "controller" ? controller : agents[target]
+        if let process, process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        if keepDown {
+            try? await benchWait("\(target) lost", within: 15, every: .milliseconds(100)) {
+                try await api.host(target).state == .lost
+            }
+        }
+        if target == "controller" { try startController() } else { try startAgent(target) }
+    }
+
+    // MARK: Operations
+
+    /// An operation with its random choices made: `perform` only sends it, so that nothing but
+    /// the rounds' own loop touches the generator and the bookkeeping.
+    enum Operation {
+        case create(String, always: Bool)
+        case apply(String, app: String)
+        case delete(String)
+        case stop(String)
+        case start(String)
+        case migrate(String, to: String)
+        case plan
+        case nothing
+
+        var kind: String {
+            switch self {
+            case .create: "create"
+            case .apply: "apply"
+            case .delete: "delete"
+            case .stop, .start: "stop-start"
+            case .migrate: "migrate"
+            case .plan: "plan"
+            case .nothing: "nothing"
+            }
+        }
+
+        /// The VM whose existence the operation decides, if any.
+        var decides: String? {
+            switch self {
+            case .create(let name, _), .apply(let name, _), .delete(let name): name
+            default: nil
+            }
+        }
+    }
+
+    /// Picks the round's operation: creates while there are few VMs, deletes when there are many.
+    func prepare(round: Int) async -> Operation {
+        let kinds =
+            expected.count < 3
+            ? ["create", "create", "apply"]
+            : expected.count > 12
+                ? ["delete", "delete", "stop-start", "migrate", "plan"]
+                : ["create", "delete", "stop-start", "migrate", "migrate", "apply", "plan"]
+        let known = expected.sorted()
+        switch kinds.randomElement(using: &random)! {
+        case "create": return .create("c-\(round)", always: Bool.random(using: &random))
+        case "apply": return .apply("a-\(round)", app: "app-\(round)")
+        case "delete": return known.randomElement(using: &random).map { .delete($0) } ?? .nothing
+        case "stop-start":
+            guard let name = known.randomElement(using: &random), let vm = try? await api.vm(name) else { return .nothing }
+            return vm.intent == .running ? .stop(name) : .start(name)
+        case "migrate":
+            let running = ((try? await api.allVMs()) ?? []).filter { $0.state == .running && expected.contains($0.name) }
+            guard let vm = running.randomElement(using: &random), let host = vm.host else { return .nothing }
+            return .migrate(vm.name, to: host == "h1" ? "h2" : "h1")
+        default: return .plan
+        }
+    }
+
+    /// Sends one operation through the API.
+    static func perform(_ operation: Operation, api: VireoClient) async throws {
+        switch operation {
+        case .create(let name, let always):
+            var body: [String: JSONValue] = ["name": .string(name), "image": .string("tiny"), "memory": .string("64MiB")]
+            if always { body["restartPolicy"] = .string("always") }
+            _ = try await api.createVM(body)
+        case .apply(let name, let app):
+            _ = try await api.apply(
+                manifest: """
+                    apiVersion: vireo/v1
+                    kind: Application
+                    metadata: { name: \(app) }
+                    spec:
+                      vms: [{ name: \(name), image: tiny, memory: 64MiB, restartPolicy: always }]
+                    """)
+        case .delete(let name): _ = try await api.deleteVM(name)
+        case .stop(let name): _ = try await api.stopVM(name)
+        case .start(let name): _ = try await api.startVM(name)
+        case .migrate(let name, let host): _ = try await api.migrateVM(name, to: host)
+        case .plan: _ = try await api.plan(policy: "threshold", execute: true)
+        case .nothing: return
+        }
+    }
+
+    // MARK: Invariants
+
+    /// Waits until the invariants hold, up to `settleWithin`; returns what still does not hold.
+    func settle() async -> [String] {
+        let deadline = ContinuousClock.now + .seconds(Self.settleWithin)
+        var problems: [String] = []
+        repeat {
+            problems = await check()
+            if problems.isEmpty { return [] }
+            try? await Task.sleep(for: .milliseconds(200))
+        } while ContinuousClock.now < deadline
+        return problems
+    }
+
+    /// What does not hold now; empty when everything does.
+    func check() async -> [String] {
+        let api = self.api
+        let vms: [VMView]
+        let hostList: [HostView]
+        let migrations: [MigrationView]
+        do {
+            vms = try await api.allVMs()
+            hostList = try await api.hosts().items
+            migrations = try await api.migrations(limit: 1000).items
+        } catch {
+            return ["the controller does not answer: \(error)"]
+        }
+        var problems: [String] = []
+        for host in hostList where host.state != .ready { problems.append("host \(host.name) is \(host.state.rawValue)") }
+        let names = Set(vms.map(\.name))
+        for name in expected.subtracting(names).subtracting(uncertain).sorted() { problems.append("VM \(name) lost") }
+        for name in names.subtracting(expected).subtracting(uncertain).sorted() {
+            problems.append("VM \(name) appeared, created by nobody")
+        }
+        for migration in migrations {
+            if migration.state.isActive {
+                problems.append("migration of \(migration.vm) still \(migration.state.rawValue)")
+            } else if migration.state == .failed, (migration.message ?? "").isEmpty {
+                problems.append("migration of \(migration.vm) failed without a reason")
+            }
+        }
+        // What each host's simulated driver runs, from the file it keeps.
+        var running: [String: [String]] = [:]  // VM name → hosts running it
+        for host in hosts {
+            guard let data = FileManager.default.contents(atPath: "\(directory)/\(host)/simulated.json"),
+                let persisted = try? JSONDecoder().decode(ChaosDriverFile.self, from: data)
+            else { continue }
+            for instance in persisted.instances {
+                let owner = vms.first { $0.id == instance.spec.id }
+                if owner == nil || owner?.host != host {
+                    problems.append(
+                        "\(host) keeps \(instance.spec.name) (\(instance.state)), placed \(owner?.host.map { "on \($0)" } ?? "nowhere")"
+                    )
+                }
+                if instance.paused { problems.append("\(instance.spec.name) is left paused on \(host)") }
+                if instance.state == "running" { running[instance.spec.name, default: []].append(host) }
+            }
+        }
+        for vm in vms {
+            let on = running[vm.name] ?? []
+            switch (vm.intent, vm.state) {
+            case (.running, .running):
+                if on != [vm.host ?? "-"] {
+                    problems.append(
+                        "\(vm.name) runs on \(on.isEmpty ? "no host" : on.joined(separator: " and ")), placed on \(vm.host ?? "-")"
+                    )
+                }
+            case (.stopped, .stopped):
+                if !on.isEmpty { problems.append("\(vm.name) is stopped, yet runs on \(on.joined(separator: " and "))") }
+            default:
+                problems.append("\(vm.name) is \(vm.state.rawValue) (wanted \(vm.intent.rawValue))")
+            }
+        }
+        return problems
+    }
+}
+
+/// The simulated driver's file as `vireo chaos` reads it (`SimulatedDriver.Configuration.persistPath`).
+struct ChaosDriverFile: Decodable {
+    struct Instance: Decodable {
+        var spec: InstanceSpec
+        var state: String
+        var paused: Bool
+    }
+    var instances: [Instance]
+}
