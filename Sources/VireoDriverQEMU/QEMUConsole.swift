@@ -24,6 +24,9 @@ extension QEMUDriver {
         let size = (try? handle.seekToEnd()) ?? 0
         try? handle.seek(toOffset: size > 4096 ? size - 4096 : 0)
         let text = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
-        return text.split(whereSeparator: \.isNewline).last.map { String($0.prefix(200)) }
+        let lines = text.split(whereSeparator: \.isNewline)
+        // A kernel panic says why above its stack trace: that line, rather than the trace's last.
+        let line = lines.last { $0.contains("Kernel panic") } ?? lines.last
+        return line.map { String($0.prefix(200)) }
     }
 }

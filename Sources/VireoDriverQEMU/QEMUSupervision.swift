@@ -111,11 +111,15 @@ extension QEMUDriver {
         let pid = instance.pid
         instance.qmp = nil
         instance.pid = nil
+        let lastLine = Self.lastLine(of: paths(id).serial).map { "; last console line: \($0)" } ?? ""
         if instance.message == nil, !instance.stopRequested, !instance.guestPoweredOff {
             instance.state = .failed
-            instance.message =
-                "QEMU (pid \(pid.map(String.init) ?? "?")) exited unexpectedly"
-                + (Self.lastLine(of: paths(id).serial).map { "; last console line: \($0)" } ?? "")
+            instance.message = "QEMU (pid \(pid.map(String.init) ?? "?")) exited unexpectedly" + lastLine
+        } else if instance.message == nil, !instance.stopRequested, instance.state == .starting {
+            // Off before it was ready, and nobody asked: a guest panicking at boot resets, and
+            // `-no-reboot` turns the reset into this.
+            instance.state = .failed
+            instance.message = "the guest went off while booting" + lastLine
         } else {
             instance.state = instance.message == nil ? .stopped : .failed
         }

@@ -152,8 +152,10 @@ struct AppSeries: AsyncParsableCommand {
             "An objective of the application: its indicator at the end of each judged window that had data (what the console charts).",
             valueName: "name"))
     var objective: String?
-    @Option(help: "Start: RFC 3339, seconds since the epoch, or -DURATION (default -1h).") var from: String?
-    @Option(help: "End: as --from (default now).") var to: String?
+    // `.unconditional`: `--from -5m` is a value, not an unknown option.
+    @Option(parsing: .unconditional, help: "Start: RFC 3339, seconds since the epoch, or -DURATION (default -1h).")
+    var from: String?
+    @Option(parsing: .unconditional, help: "End: as --from (default now).") var to: String?
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
 

@@ -330,6 +330,13 @@ struct CLITests {
         #expect(invalid.status == 2)
         #expect(invalid.stderr.contains("cpus"))
         #expect(try await vireo(["vm", "create", "b", "--memory", "5x"], server: server).stderr.contains("5x"))
+        let badPolicy = try await vireo(["vm", "create", "b", "--restart-policy", "sometimes"], server: server)
+        #expect(
+            badPolicy.status == 2 && badPolicy.stderr.contains("restartPolicy") && badPolicy.stderr.contains("sometimes"),
+            "\(badPolicy.stderr)")
+        // A relative time that starts with '-' is a value, not an option.
+        let relative = try await vireo(["app", "series", "nope", "--objective", "latency", "--from", "-5m"], server: server)
+        #expect(relative.status == 3 && relative.stderr.contains("nope"), "\(relative.stderr)")
         #expect(try await vireo(["vm", "list", "--bogus"], server: server).status == 2)
         #expect(try await vireo(["vm", "list", "-o", "yaml"], server: server).status == 2)
         // The demo's options are checked before anything is set up (it needs no server or root for that).
@@ -352,6 +359,11 @@ struct CLITests {
         #expect(
             badTimeout.status == 2 && badTimeout.stderr.contains("--host-timeout") && badTimeout.stderr.contains("10s"),
             "\(badTimeout.stderr)")
+        // A host lost before it could miss a heartbeat unnoticed.
+        let badLost = try await vireo(["controller", "--data-dir", unopened, "--host-lost-after", "3s"])
+        #expect(
+            badLost.status == 2 && badLost.stderr.contains("--host-lost-after") && badLost.stderr.contains("3s"),
+            "\(badLost.stderr)")
         // And the store's: a URL that is not one, a bad parameter, with the password never shown.
         for (store, says) in [
             ("mysql://db/vireo", "expected sqlite or a postgres:// URL"), ("postgres://u:pw@db/x?pool=2", "pool"),

@@ -51,9 +51,8 @@ extension RealQEMU.TestbedTests {
         let otherHost = frozenHost == "h1" ? "h2" : "h1"
         let address = try #require(first.address)
         // A mark on the guest's disk (written and fsynced): it must come along.
-        var mark = HTTPClientRequest(url: "http://\(address)/mark?value=before-loss")
-        mark.method = .POST
-        let marked = try await HTTPClient.shared.execute(mark, timeout: .seconds(10))
+        let marked = try await HTTPClient.shared.execute(
+            guestRequest("http://\(address)/mark?value=before-loss", method: .POST), timeout: .seconds(10))
         #expect(marked.status == .ok)
 
         // Freeze the host: its agent and its QEMU stop where they are, holding the disk's lock.

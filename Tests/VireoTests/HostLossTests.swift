@@ -22,6 +22,13 @@ struct HostLossTests {
         return settings
     }
 
+    /// Creates `ha` (restartPolicy: always) and waits for it to run.
+    func runningHA(_ cluster: LocalCluster) async throws -> VMView {
+        _ = try await cluster.controller.createVM(
+            VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
+        return try await cluster.waitFor("ha", .running)
+    }
+
     /// The hosts whose driver has the VM running or starting.
     func runningOn(_ cluster: LocalCluster, _ id: VMID) async throws -> [String] {
         var hosts: [String] = []
@@ -85,8 +92,7 @@ struct HostLossTests {
         let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings)
         defer { cluster.stop() }
         let c = cluster.controller
-        let ha = try await c.createVM(VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
-        _ = try await cluster.waitFor("ha", .running)
+        let ha = try await runningHA(cluster)
         cluster.link("h1").cut.withLock { $0 = true }
         try await eventually("h1 fenced ha", within: 20) {
             try await cluster.driver("h1").status().first { $0.id == ha.id }?.state == .stopped
@@ -106,8 +112,7 @@ struct HostLossTests {
         let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings)
         defer { cluster.stop() }
         let c = cluster.controller
-        let ha = try await c.createVM(VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
-        _ = try await cluster.waitFor("ha", .running)
+        let ha = try await runningHA(cluster)
         cluster.link("h1").cut.withLock { $0 = true }
         try await eventually("h1 lost", within: 20) { try await c.host("h1").state == .lost }
         // Nowhere else to go: it waits, placed nowhere.
@@ -178,8 +183,7 @@ struct HostLossTests {
         let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings, fenceDirectory: directory)
         defer { cluster.stop() }
         let c = cluster.controller
-        let ha = try await c.createVM(VMSpec(name: "ha", image: "tiny", cpus: 1, memoryMiB: 128, restartPolicy: .always))
-        _ = try await cluster.waitFor("ha", .running)
+        let ha = try await runningHA(cluster)
         try await eventually("the fencing record names ha") {
             let data = FileManager.default.contents(atPath: directory + "/h1.json") ?? Data()
             return String(decoding: data, as: UTF8.self).contains(ha.id.rawValue)

@@ -92,6 +92,25 @@ extension RealQEMU {
             try await driver.delete(vm.id)
         }
 
+        @Test("a guest whose kernel panics while booting is reported failed with the panic's line, not stopped")
+        func panicAtBoot() async throws {
+            // The tiny image with no init to run: the kernel panics, resets, and -no-reboot ends QEMU.
+            let configuration = QEMUDriver.Configuration(
+                stateDirectory: temporaryDirectory() + "/vms", accelerator: TestQEMU.accelerator, cpus: 2, memoryMiB: 4096)
+            let driver = QEMUDriver(configuration: configuration) { name in
+                var image = try await TestQEMU.images.image(name)
+                image.kernelCommandLine += " rdinit=/nonexistent init=/nonexistent"
+                return image
+            }
+            let vm = spec("panics")
+            try await driver.create(vm)
+            try await driver.start(vm.id)
+            let failed = try await settle(driver, vm.id, to: .failed, tick: tick)
+            #expect(failed.message?.hasPrefix("the guest went off while booting") == true, "\(failed.message ?? "-")")
+            #expect(failed.message?.contains("Kernel panic") == true, "\(failed.message ?? "-")")
+            try await driver.delete(vm.id)
+        }
+
         @Test("a QEMU killed from outside is reported failed with the reason; starting again recovers")
         func crash() async throws {
             let driver = TestQEMU.driver()
