@@ -44,7 +44,8 @@ public enum RestartPolicy: String, Sendable, Codable, CaseIterable {
     /// The controller starts it on another host once the lost host is fenced: that host's agent
     /// stops it when it has been cut off from the controller for longer than it may run alone,
     /// and again, before anything else, if it returns. Its disk is taken along where the hosts
-    /// share storage; elsewhere it starts from a fresh disk of its image.
+    /// share storage; elsewhere it starts from a fresh disk of its image. A start that fails is
+    /// tried again every 5 s.
     case always
 }
 

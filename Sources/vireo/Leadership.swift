@@ -26,6 +26,10 @@ struct Leadership: Sendable {
     let ttl: Duration
     let logger: Logger
 
+    /// The standby's signal sources, kept for the life of the process. Written only by `standBy`,
+    /// which runs once, before anything else reads or writes it.
+    nonisolated(unsafe) static var signalSources: [any DispatchSourceSignal] = []
+
     /// How often a standby looks at the lease, and a leader renews it.
     var poll: Duration { min(.milliseconds(500), ttl / 5) }
 
@@ -35,7 +39,6 @@ struct Leadership: Sendable {
         let first = try await store.claimLease(holder: holder, url: url, ttl: ttl)
         if first.holder == holder { return taken(first) }
         let leader = LeaderURL(first.live ? first.url : nil)
-        logger.notice("standing by: the leader is \(first.holder) at \(first.url)")
         let responder = CallbackResponder<BasicRequestContext> { request, _ in
             Self.standbyAnswer(request, leader: leader.value.withLock { $0 })
         }
@@ -43,8 +46,18 @@ struct Leadership: Sendable {
             responder: responder,
             server: try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
             configuration: .init(address: .hostname(host, port: port), serverName: "vireo"), logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(configuration: .init(services: [.init(service: app)], logger: logger))
+        // SIGTERM and SIGINT are taken before this controller says it stands by, not once the
+        // group runs: one sent in between ended the process by the signal's default (seen in a
+        // full run of HATests). They stay taken: the leader's own services take them too.
+        for number in [SIGTERM, SIGINT] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { Task { await group.triggerGracefulShutdown() } }
+            source.resume()
+            Self.signalSources.append(source)
+        }
+        logger.notice("standing by: the leader is \(first.holder) at \(first.url)")
         return try await withThrowingTaskGroup(of: LeaderLease?.self) { tasks in
             tasks.addTask {
                 try await group.run()
