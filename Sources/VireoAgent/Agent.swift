@@ -321,12 +321,15 @@ public final class Agent: Service {
                     s.lastDesired = desired
                     s.answeredHeartbeatSentAt = sentAt
                     s.fenced = false
-                    let restarting = Dictionary(
-                        desired.vms.filter { $0.restartsElsewhere == true }.map { ($0.id, $0.name) },
-                        uniquingKeysWith: { a, _ in a })
-                    if restarting != s.restartsElsewhere {
-                        s.restartsElsewhere = restarting
-                        s.fenceRecordDirty = true
+                    // Looked at only when the desired state changed: most answers are `unchanged`.
+                    if held?.revision == nil || held?.revision != desired.revision {
+                        let restarting = Dictionary(
+                            desired.vms.filter { $0.restartsElsewhere == true }.map { ($0.id, $0.name) },
+                            uniquingKeysWith: { a, _ in a })
+                        if restarting != s.restartsElsewhere {
+                            s.restartsElsewhere = restarting
+                            s.fenceRecordDirty = true
+                        }
                     }
                 }
                 return !s.controllerReachable

@@ -129,22 +129,6 @@ public final class SimulatedDriver: HypervisorDriver {
         /// Where each change is written (`Configuration.persistPath`).
         var persistPath: String?
 
-        /// What a new driver process takes over: every instance but one waiting for a migration
-        /// (a real destination's waiting QEMU dies with its migration), in a settled state.
-        struct Persisted: Codable {
-            struct Instance: Codable {
-                var spec: InstanceSpec
-                var state: InstanceState
-                var paused: Bool
-                var serial: Int
-                var privateAddress: String?
-                var message: String?
-                var snapshots: [String]
-            }
-            var instances: [Instance]
-            var created: Int
-        }
-
         /// Writes what runs, whole and atomically, so that a `kill -9` leaves the last change or
         /// the one before, never half of one.
         func persist(to path: String) {
@@ -166,9 +150,7 @@ public final class SimulatedDriver: HypervisorDriver {
 
         /// Takes over what a previous driver process wrote to `path`, if anything.
         mutating func load(from path: String) {
-            guard let data = FileManager.default.contents(atPath: path),
-                let persisted = try? JSONDecoder().decode(Persisted.self, from: data)
-            else { return }
+            guard let persisted = Persisted.read(from: path) else { return }
             created = persisted.created
             for saved in persisted.instances {
                 var instance = Instance(
@@ -479,6 +461,28 @@ public final class SimulatedDriver: HypervisorDriver {
         let end = min(console.count, start + max(0, limit))
         return ConsoleChunk(
             offset: UInt64(start), next: UInt64(end), text: String(decoding: console[start..<end], as: UTF8.self))
+    }
+
+    /// What a new driver process takes over (`Configuration.persistPath`): every instance but one
+    /// waiting for a migration (a real destination's waiting QEMU dies with its migration), in a
+    /// settled state. `vireo chaos` reads it to see what each host runs.
+    public struct Persisted: Codable, Sendable {
+        public struct Instance: Codable, Sendable {
+            public var spec: InstanceSpec
+            public var state: InstanceState
+            public var paused: Bool
+            var serial: Int
+            var privateAddress: String?
+            var message: String?
+            var snapshots: [String]
+        }
+        public var instances: [Instance]
+        var created: Int
+
+        /// The file at `path`, if there is one that reads.
+        public static func read(from path: String) -> Persisted? {
+            FileManager.default.contents(atPath: path).flatMap { try? JSONDecoder().decode(Persisted.self, from: $0) }
+        }
     }
 
     struct Transition: Comparable {

@@ -356,9 +356,7 @@ final class Chaos: @unchecked Sendable {
         // What each host's simulated driver runs, from the file it keeps.
         var running: [String: [String]] = [:]  // VM name → hosts running it
         for host in hosts {
-            guard let data = FileManager.default.contents(atPath: "\(directory)/\(host)/simulated.json"),
-                let persisted = try? JSONDecoder().decode(ChaosDriverFile.self, from: data)
-            else { continue }
+            guard let persisted = SimulatedDriver.Persisted.read(from: "\(directory)/\(host)/simulated.json") else { continue }
             for instance in persisted.instances {
                 let owner = vms.first { $0.id == instance.spec.id }
                 if owner == nil || owner?.host != host {
@@ -367,7 +365,7 @@ final class Chaos: @unchecked Sendable {
                     )
                 }
                 if instance.paused { problems.append("\(instance.spec.name) is left paused on \(host)") }
-                if instance.state == "running" { running[instance.spec.name, default: []].append(host) }
+                if instance.state == .running { running[instance.spec.name, default: []].append(host) }
             }
         }
         for vm in vms {
@@ -387,14 +385,4 @@ final class Chaos: @unchecked Sendable {
         }
         return problems
     }
-}
-
-/// The simulated driver's file as `vireo chaos` reads it (`SimulatedDriver.Configuration.persistPath`).
-struct ChaosDriverFile: Decodable {
-    struct Instance: Decodable {
-        var spec: InstanceSpec
-        var state: String
-        var paused: Bool
-    }
-    var instances: [Instance]
 }
