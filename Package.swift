@@ -170,7 +170,7 @@ let package = Package(
         .target(
             name: "VireoHTTP",
             dependencies: [
-                "VireoModel", "VireoAPI", "VireoController",
+                "VireoModel", "VireoAPI", "VireoController", "VireoSecurity",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
                 .product(name: "Logging", package: "swift-log"),
@@ -180,6 +180,7 @@ let package = Package(
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             exclude: ["Embedded"],
             plugins: ["EmbedFiles"]
@@ -188,8 +189,9 @@ let package = Package(
         .target(
             name: "VireoClient",
             dependencies: [
-                "VireoModel", "VireoAPI",
+                "VireoModel", "VireoAPI", "VireoSecurity",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -19,10 +19,21 @@ public struct Caller: Sendable, Equatable {
         self.init(name: token.name, role: token.role, apps: Set(token.apps))
     }
 
+    /// An agent that presented the certificate the cluster authority issued to `host`.
+    public init(agentHost host: String) {
+        self.init(name: "host:\(host)", role: .agent)
+        self.agentHost = host
+    }
+
+    /// For an agent known by its certificate: the host it may speak for, and no other.
+    public var agentHost: String?
+
     /// A request without a token to an API on loopback: the all-in-one's user, an admin.
     public static let loopback = Caller(name: "loopback", role: .admin)
 
-    var described: String { "token '\(name)' (\(role.rawValue))" }
+    var described: String {
+        agentHost.map { "the certificate of host '\($0)'" } ?? "token '\(name)' (\(role.rawValue))"
+    }
 }
 
 /// What each role may do, in one place (docs/security.md has it as a table).

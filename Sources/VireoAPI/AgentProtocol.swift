@@ -30,6 +30,51 @@ public struct AgentRegistrationResponse: Sendable, Codable, Equatable {
     }
 }
 
+/// `POST /v1/agent/certificate`: an agent that joins a controller with its own certificate
+/// authority (`--tls-auto`) asks, with the join token, for a client certificate for its host.
+public struct AgentCertificateRequest: Sendable, Codable, Equatable {
+    /// The host the certificate names: the agent's `--name`.
+    public var host: String
+    /// A PEM certificate signing request for the agent's key; its subject is not used.
+    public var csr: String
+
+    public init(host: String, csr: String) {
+        self.host = host
+        self.csr = csr
+    }
+
+    /// Largest CSR accepted, in bytes (one for a P-256 key is under 1 KiB).
+    public static let maxCSRBytes = 16 * 1024
+
+    /// Validates a request body, naming the field at fault.
+    public static func fromAPIBody(_ body: JSONValue) throws(VireoError) -> AgentCertificateRequest {
+        let fields = try FieldReader(body, path: "")
+        try fields.rejectUnknown(allowed: ["host", "csr"])
+        let host = try fields.requiredString("host")
+        try ResourceName.validate(host, field: "host")
+        let csr = try fields.requiredString("csr")
+        guard csr.utf8.count <= maxCSRBytes else {
+            throw VireoError.invalid(field: "csr", value: "(\(csr.utf8.count) bytes)", "is longer than \(maxCSRBytes) bytes")
+        }
+        return AgentCertificateRequest(host: host, csr: csr)
+    }
+}
+
+/// The answer to `POST /v1/agent/certificate`.
+public struct AgentCertificate: Sendable, Codable, Equatable {
+    /// The agent's client certificate (PEM), naming its host.
+    public var certificate: String
+    /// The certificate of the authority that issued it, and the controller's (PEM).
+    public var caCertificate: String
+    public var expiresAt: Date
+
+    public init(certificate: String, caCertificate: String, expiresAt: Date) {
+        self.certificate = certificate
+        self.caCertificate = caCertificate
+        self.expiresAt = expiresAt
+    }
+}
+
 /// What an agent reports about one VM it runs.
 public struct InstanceReport: Sendable, Codable, Equatable {
     public enum State: String, Sendable, Codable { case stopped, starting, running, stopping, failed }

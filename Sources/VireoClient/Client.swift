@@ -6,6 +6,7 @@ import NIOSSL
 import Synchronization
 import VireoAPI
 import VireoModel
+import VireoSecurity
 
 /// The HTTP client used by the CLI, remote agents and tests.
 ///
@@ -57,6 +58,30 @@ public struct VireoClient: Sendable {
         }
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
+
+    /// An HTTP client as `httpClient(trusting:)` that presents `identity` (an agent's certificate
+    /// and key) to the servers it connects to. One per file and certificate for the process's
+    /// lifetime, as the others: an agent has one, and one more each time it renews (yearly).
+    public static func httpClient(trusting caFile: String, identity: AgentIdentity) throws -> HTTPClient {
+        try identityClients.withLock { clients in
+            let key = caFile + "\n" + identity.certificate
+            if let client = clients[key] { return client }
+            var configuration = HTTPClient.Configuration()
+            configuration.connectionPool.retryConnectionEstablishment = false
+            configuration.timeout.connect = .seconds(5)
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(caFile)
+            tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(identity.certificate.utf8)).map {
+                .certificate($0)
+            }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(identity.privateKey.utf8), format: .pem))
+            configuration.tlsConfiguration = tls
+            let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+            clients[key] = client
+            return client
+        }
+    }
+    private static let identityClients = Mutex<[String: HTTPClient]>([:])
 
     /// Checks a `--ca-cert` file before any request: a missing or unreadable file is named now,
     /// not as a TLS failure of the first request.
@@ -340,6 +365,13 @@ public struct VireoClient: Sendable {
     private func escape(_ component: String) -> String {
         component.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/", "?", "&", "#", "=", "+"]))
             ?? component
+    }
+}
+
+extension VireoClient {
+    /// `POST /v1/agent/certificate`: a client certificate for the agent's host, with the join token.
+    public func agentCertificate(_ request: AgentCertificateRequest) async throws -> AgentCertificate {
+        try await send(.POST, "/v1/agent/certificate", body: try VireoJSON.encoder().encode(request))
     }
 }
 

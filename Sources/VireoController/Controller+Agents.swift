@@ -24,6 +24,24 @@ extension Controller: ControllerLink {
             fenceAfterMs: Int(settings.fenceAfter.seconds * 1000))
     }
 
+    /// For an agent known by its certificate (`certifiedAs`): refuses a host that is not the one
+    /// its certificate names. An unknown host is `notFound`, as for any agent: it registers again.
+    public func checkAgent(_ host: HostID, certifiedAs name: String) throws(VireoError) {
+        guard let record = model.state.hosts[host] else {
+            throw VireoError(.notFound, "host \(host) is not registered; register again")
+        }
+        guard record.name == name else {
+            throw VireoError(.forbidden, "the certificate of host '\(name)' may not speak for host '\(record.name)'")
+        }
+    }
+
+    /// A heartbeat of an agent known by its certificate, when `certifiedAs` is given: checked
+    /// against it, then as any heartbeat.
+    public func heartbeat(_ heartbeat: AgentHeartbeat, certifiedAs name: String?) async throws -> DesiredHostState {
+        if let name { try checkAgent(heartbeat.hostID, certifiedAs: name) }
+        return try await self.heartbeat(heartbeat)
+    }
+
     /// Records what an agent reports and answers with the complete desired state of its host.
     public func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
         let host = try await write { try $0.record(heartbeat) }

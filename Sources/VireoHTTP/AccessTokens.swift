@@ -1,9 +1,12 @@
 import Foundation
 import Hummingbird
 import HummingbirdAuth
+import NIOCore
+import NIOSSL
 import VireoAPI
 import VireoController
 import VireoModel
+import VireoSecurity
 
 /// The controller's own two tokens, in files of its data directory, made when it first listens
 /// beyond loopback: `admin` may do everything; `join` lets an agent register and heartbeat,
@@ -45,10 +48,22 @@ public struct VireoRequestContext: AuthRequestContext, RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by `CallerAuthenticator`; nil only on the public paths (and in a router without it).
     public var identity: Caller?
+    /// The connection: its TLS handshake tells which agent's certificate the peer presented.
+    let channel: any Channel
 
     public init(source: Source) {
         coreContext = .init(source: source)
         identity = nil
+        channel = source.channel
+    }
+
+    /// The host named by the client certificate the peer presented, if it presented one that
+    /// `ClusterAuthority` issued to an agent (the handshake verified it against that authority).
+    func agentCertificateHost() async -> String? {
+        guard let certificate = try? await channel.nioSSL_peerCertificate().get(),
+            let bytes = try? certificate.toDERBytes()
+        else { return nil }
+        return ClusterAuthority.agentHost(certificateDER: bytes)
     }
 }
 
@@ -76,7 +91,8 @@ func constantTimeEqual(_ a: String, _ b: String) -> Bool {
     return difference == 0
 }
 
-/// Finds who is asking from the bearer token. A request that presents a token is held to that
+/// Finds who is asking: on `/v1/agent/` of a controller that verifies agents, from the agent's
+/// certificate; otherwise from the bearer token. A request that presents a token is held to that
 /// token's role, on loopback too; one without a token is `loopback`, an admin, when the API
 /// listens on loopback only, and nobody otherwise.
 struct CallerAuthenticator: AuthenticatorMiddleware {
@@ -84,9 +100,15 @@ struct CallerAuthenticator: AuthenticatorMiddleware {
     let tokens: AccessTokens?
     let controller: Controller
     let loopbackOnly: Bool
+    /// The API's TLS admits agents' certificates of the cluster authority.
+    let agentCertificates: Bool
 
     func authenticate(request: Request, context: Context) async throws -> Caller? {
-        if isPublicPath(request.uri.path) { return nil }
+        let path = request.uri.path
+        if isPublicPath(path) { return nil }
+        if agentCertificates, path.hasPrefix("/v1/agent/"), let host = await context.agentCertificateHost() {
+            return Caller(agentHost: host)
+        }
         if let bearer = request.headers.bearer {
             guard let caller = caller(presenting: bearer.token, tokens: tokens, controller: controller) else {
                 throw VireoError(.unauthorized, "invalid token: unknown, expired or revoked")
@@ -140,6 +162,8 @@ struct AccessMiddleware: RouterMiddleware {
 
     static func isAudited(method: String, path: String) -> Bool {
         if method == "GET" || method == "HEAD" || method == "OPTIONS" { return false }
+        // An agent's certificate is a credential issued: who asked for it is recorded.
+        if path == "/v1/agent/certificate" { return true }
         if path.hasPrefix("/v1/agent/") { return false }
         let parts = path.split(separator: "/")
         return !(parts.count == 4 && parts[1] == "apps" && parts[3] == "samples")

@@ -7,6 +7,7 @@ import Synchronization
 import VireoAPI
 import VireoController
 import VireoModel
+import VireoSecurity
 
 /// Builds the HTTP API over a controller. Routes are thin: they decode, validate at the edge,
 /// call the controller, and encode.
@@ -18,6 +19,9 @@ public struct VireoServer: Sendable {
     /// Hosts whose contexts' displays listen on this machine's loopback (the host of `vireo up`):
     /// the console shows those through `/v1/contexts/{context}/display`.
     public let displayHosts: Set<String>
+    /// The cluster's own certificate authority (`--tls-auto`): it issues agents' certificates, and
+    /// `/v1/agent/` then answers only to those.
+    public let authority: ClusterAuthority?
     /// Largest request body accepted, in bytes.
     public static let maxBodyBytes = 1 << 20
 
@@ -30,8 +34,9 @@ public struct VireoServer: Sendable {
 
     public init(
         controller: Controller, tokens: AccessTokens?, registry: PrometheusCollectorRegistry,
-        consoleFiles: ConsoleFiles = ConsoleFiles(), displayHosts: Set<String> = []
+        consoleFiles: ConsoleFiles = ConsoleFiles(), displayHosts: Set<String> = [], authority: ClusterAuthority? = nil
     ) {
+        self.authority = authority
         self.controller = controller
         self.tokens = tokens
         self.registry = registry
@@ -47,7 +52,9 @@ public struct VireoServer: Sendable {
         router.add(middleware: ErrorEnvelopeMiddleware())
         let routeMethods = RouteMethods()
         router.add(middleware: MethodNotAllowedMiddleware(routes: routeMethods))
-        router.add(middleware: CallerAuthenticator(tokens: tokens, controller: controller, loopbackOnly: tokens == nil))
+        router.add(
+            middleware: CallerAuthenticator(
+                tokens: tokens, controller: controller, loopbackOnly: tokens == nil, agentCertificates: authority != nil))
         router.add(middleware: AccessMiddleware(controller: controller))
         router.add(middleware: SameOriginMiddleware(loopbackOnly: tokens == nil))
 
@@ -263,21 +270,43 @@ public struct VireoServer: Sendable {
 
     func addAgentRoutes(_ router: Router<VireoRequestContext>) {
         let controller = self.controller
-        router.post("/v1/agent/samples") { request, _ in
+        let authority = self.authority
+        // With the cluster's authority, only a certificate it issued speaks here (the join token
+        // only buys one), and for its own host only: the host it names.
+        @Sendable func certifiedHost(_ context: VireoRequestContext) throws -> String? {
+            guard authority != nil else { return nil }
+            guard let host = context.identity?.agentHost else {
+                throw VireoError(
+                    .forbidden,
+                    "this controller admits agents by the certificate its authority issued them: start the agent "
+                        + "with the join token (--token) and the controller's CA certificate (--ca-cert), and it gets one")
+            }
+            return host
+        }
+        router.post("/v1/agent/samples") { request, context in
+            let certified = try certifiedHost(context)
             let delivery = try await decode(AgentSamples.self, from: request)
+            if let certified { try await controller.checkAgent(delivery.hostID, certifiedAs: certified) }
             return try json(try await controller.ingest(delivery), status: .accepted)
         }
-        router.post("/v1/agent/register") { request, _ in
+        router.post("/v1/agent/register") { request, context in
+            let certified = try certifiedHost(context)
             let registration = try await decode(AgentRegistration.self, from: request)
+            if let certified, registration.name != certified {
+                throw VireoError(
+                    .forbidden, "the certificate of host '\(certified)' may not register host '\(registration.name)'")
+            }
             return try json(try await controller.register(registration))
         }
-        router.post("/v1/agent/heartbeat") { request, _ in
+        router.post("/v1/agent/heartbeat") { request, context in
+            let certified = try certifiedHost(context)
             let heartbeat = try await decode(AgentHeartbeat.self, from: request)
-            return try json(try await controller.heartbeat(heartbeat))
+            return try json(try await controller.heartbeat(heartbeat, certifiedAs: certified))
         }
         // Held open until the host's desired state changes or the wait is over: between heartbeats
         // an agent hears of a change at once (docs/api.md).
-        router.get("/v1/agent/watch") { request, _ in
+        router.get("/v1/agent/watch") { request, context in
+            let certified = try certifiedHost(context)
             let query = request.uri.queryParameters
             guard let host = query.get("host"), !host.isEmpty else {
                 throw VireoError.invalid(field: "host", value: "''", "the host ID the agent registered as is required")
@@ -286,8 +315,29 @@ public struct VireoServer: Sendable {
                 throw VireoError.invalid(field: "after", value: "''", "the generation of the last answer is required")
             }
             let wait = try intParameter(query.get("waitMs"), name: "waitMs", range: 0...AgentWatch.maximumWaitMs) ?? 10_000
+            if let certified { try await controller.checkAgent(HostID(host), certifiedAs: certified) }
             let generation = try await controller.watch(host: HostID(host), after: after, timeout: .milliseconds(wait))
             return try json(AgentWatch(generation: generation))
+        }
+        // An agent joining with the join token gets its client certificate here (or renews it
+        // with the one it has, for its own host).
+        router.post("/v1/agent/certificate") { request, context in
+            guard let authority else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "this controller has no certificate authority of its own (it was not started with --tls-auto): "
+                        + "agents join with the join token alone")
+            }
+            let asked = try AgentCertificateRequest.fromAPIBody(try await readJSONBody(request))
+            if let own = context.identity?.agentHost, own != asked.host {
+                throw VireoError(.forbidden, "the certificate of host '\(own)' may not ask for one of host '\(asked.host)'")
+            }
+            let issued = try authority.signAgent(request: asked.csr, host: asked.host)
+            context.logger.notice(
+                "issued an agent certificate", metadata: ["host": "\(asked.host)", "expires": "\(issued.expiresAt)"])
+            return try json(
+                AgentCertificate(
+                    certificate: issued.certificate, caCertificate: authority.certificatePEM, expiresAt: issued.expiresAt))
         }
     }
 }

@@ -68,6 +68,23 @@ struct ServeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The private key (PEM) of --tls-cert.", valueName: "file"))
     var tlsKey: String?
 
+    @Flag(
+        help: ArgumentHelp(
+            "Serve the API over TLS with a certificate of the controller's own certificate authority, made on "
+                + "first start in <data-dir>/tls (ca-cert.pem is what clients and agents trust, with --ca-cert), "
+                + "and admit to the agents' API only the certificates it issues: an agent gets one when it joins "
+                + "with the join token. Controllers sharing a database share the authority: copy ca-key.pem and "
+                + "ca-cert.pem into each one's <data-dir>/tls before it first starts."))
+    var tlsAuto = false
+
+    @Option(
+        help: ArgumentHelp(
+            "With --tls-auto: more names (DNS names or IP addresses) clients and agents reach this controller "
+                + "by, for its certificate. Always named: the --listen address, the --advertise URL's host, this "
+                + "machine's host name, localhost, 127.0.0.1 and ::1.",
+            valueName: "name[,name...]"))
+    var tlsName: String?
+
     @Option(
         help: ArgumentHelp(
             "Rebalance the cluster on its own with this policy (slo, threshold, threshold-<fraction>, off); "
@@ -271,7 +288,7 @@ struct ControlPlane {
             throw VireoError.invalid(field: "--advertise", value: "'\(advertise)'", "expected an http:// or https:// URL")
         }
         let storeLocation = try options.storeLocation()
-        let tls = try options.serverTLS()
+        var tls = try options.serverTLS()
         let migrationTLS: Bool
         switch options.migrationTLS.lowercased() {
         case "on": migrationTLS = true
@@ -282,6 +299,14 @@ struct ControlPlane {
         // that cannot be reached, or a database that is not there, leaves nothing behind.
         var postgres: (any ClusterStore)?
         if let storeLocation { postgres = try await options.openStore(storeLocation, logger: logger) }
+        var authority: ClusterAuthority?
+        if options.tlsAuto {
+            let made = try options.clusterTLS(host: host)
+            (tls, authority) = (made.configuration, made.authority)
+            print(
+                "TLS by the cluster's own authority: clients and agents trust \(options.dataDir)/tls/ca-cert.pem "
+                    + "(--ca-cert); agents get their certificates by joining with the join token.")
+        }
         let scheme = tls == nil ? "http" : "https"
         var leaseKeeper: LeaseKeeper?
         if let shared = postgres as? PostgresStore {
@@ -309,7 +334,8 @@ struct ControlPlane {
                 "Listening beyond loopback: API token \(created ? "created" : "kept") in \(options.dataDir)/admin.token, "
                     + "agent join token in \(options.dataDir)/join.token (mode 0600).")
         }
-        let server = VireoServer(controller: controller, tokens: tokens, registry: registry, displayHosts: displayHosts)
+        let server = VireoServer(
+            controller: controller, tokens: tokens, registry: registry, displayHosts: displayHosts, authority: authority)
         let dataDir = options.dataDir
         let app = Application(
             router: server.router(),
@@ -465,7 +491,10 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Host name (unique in the cluster).", valueName: "name")) var name: String
     @Option(
         help: ArgumentHelp(
-            "Join token (env VIREO_TOKEN), needed when the controller listens beyond loopback.", valueName: "token"))
+            "Join token (env VIREO_TOKEN), needed when the controller listens beyond loopback. With the --ca-cert of "
+                + "a controller started with --tls-auto, it gets this host a certificate from the controller's "
+                + "authority (kept in <state-dir>/tls), which the agent speaks with from then on.",
+            valueName: "token"))
     var token: String?
     @OptionGroup var trust: TrustOptions
     @Option(help: ArgumentHelp("Directory for this host's VM files.", valueName: "dir")) var stateDir: String?
@@ -483,9 +512,21 @@ struct AgentCommand: AsyncParsableCommand {
         let contexts = try contextOptions.manager(
             directory: directory + "/contexts", host: name, driver: driver, logger: logger)
         let local = try contextOptions.localService(contexts, logger: logger)
-        let link = VireoClient(
-            server: controller, token: token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"], timeout: .seconds(5),
-            http: trust.http)
+        let joinToken = token ?? ProcessInfo.processInfo.environment["VIREO_TOKEN"]
+        // Over https with the controller's own authority, the agent speaks with the certificate
+        // that authority issues to this host (kept in <state-dir>/tls), got with the join token.
+        let link: any ControllerLink =
+            if let caFile = trust.caFile,
+                controller.split(separator: ",").allSatisfy({
+                    $0.trimmingCharacters(in: .whitespaces).hasPrefix("https://")
+                })
+            {
+                CertifiedAgentLink(
+                    server: controller, token: joinToken, caFile: caFile, host: name, directory: directory + "/tls",
+                    timeout: .seconds(5), logger: logger)
+            } else {
+                VireoClient(server: controller, token: joinToken, timeout: .seconds(5), http: trust.http)
+            }
         // The fencing record survives a restart of this process, which may happen while cut off.
         let agent = Agent(
             settings: .init(name: name, address: address, fenceFile: directory + "/fence.json"), driver: driver, link: link,
@@ -498,6 +539,14 @@ extension ServeOptions {
     /// The API's TLS from `--tls-cert` and `--tls-key` (both or neither), checked before anything
     /// starts: a missing file, or a key that is not the certificate's, is named now.
     func serverTLS() throws -> TLSConfiguration? {
+        if tlsAuto, tlsCert != nil || tlsKey != nil {
+            throw VireoError.invalid(
+                field: "--tls-auto", value: "set",
+                "is either/or with --tls-cert and --tls-key: the certificate is the authority's")
+        }
+        if tlsName != nil, !tlsAuto {
+            throw VireoError.invalid(field: "--tls-name", value: "'\(tlsName ?? "")'", "is for --tls-auto's certificate")
+        }
         switch (tlsCert, tlsKey) {
         case (nil, nil): return nil
         case (nil, _?): throw VireoError.invalid(field: "--tls-cert", value: "none", "is required with --tls-key")
@@ -530,5 +579,35 @@ extension ServeOptions {
             }
             return configuration
         }
+    }
+
+    /// `--tls-auto`: the cluster authority of `<data-dir>/tls` (made on first start), and a TLS
+    /// configuration that serves a certificate it issues now for this controller's names and
+    /// verifies the client certificates presented against it (those who present none — the CLI,
+    /// the console — are held to their tokens as before).
+    func clusterTLS(host: String) throws -> (configuration: TLSConfiguration, authority: ClusterAuthority) {
+        let authority = try ClusterAuthority(directory: dataDir + "/tls")
+        var names = ["localhost", "127.0.0.1", "::1", ProcessInfo.processInfo.hostName]
+        if host != "0.0.0.0", host != "::" { names.append(host) }
+        if let advertise, let advertised = URLComponents(string: advertise)?.host, !advertised.isEmpty {
+            names.append(advertised.trimmingCharacters(in: CharacterSet(charactersIn: "[]")))
+        }
+        for name in (tlsName ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            guard !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0 == "/" }) else {
+                throw VireoError.invalid(
+                    field: "--tls-name", value: "'\(tlsName ?? "")'", "expected DNS names or IP addresses, separated by commas")
+            }
+            names.append(name)
+        }
+        var unique: [String] = []
+        for name in names where !unique.contains(name) { unique.append(name) }
+        let issued = try authority.serverCredentials(names: unique)
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(issued.certificate.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(issued.privateKey.utf8), format: .pem)))
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.certificateVerification = .optionalVerification
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(authority.certificatePEM.utf8)))
+        return (configuration, authority)
     }
 }
