@@ -325,6 +325,9 @@ public struct VireoClient: Sendable {
     ) async throws -> (Int, HTTPHeaders, Data) {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
+        // A standby serves reads from a snapshot up to a second old; this client reads what it
+        // has just changed, so it reads from the leader (a standby redirects it there).
+        request.headers.add(name: "Vireo-Consistency", value: "leader")
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         if let body {
             request.headers.add(name: "Content-Type", value: contentType)

@@ -12,9 +12,10 @@ import VireoModel
 import VireoStorePostgres
 
 /// Controllers that share one PostgreSQL database: one leads — it holds the lease in the
-/// database, serves the API and runs the loops — and the others stand by. A standby answers
-/// every request with a redirect (307) to the leader, and `/healthz` with 503, so a load balancer
-/// sends traffic to the leader only; it takes the lease when the leader's runs out (`--lease-ttl`
+/// database, serves the API and runs the loops — and the others stand by. A standby serves reads
+/// of the cluster's records from the database (`StandbyReads`), answers everything else with a
+/// redirect (307) to the leader, and `/healthz` with 503, so a load balancer's health check picks
+/// the leader; it takes the lease when the leader's runs out (`--lease-ttl`
 /// after its last renewal), loads the cluster from the store and serves. The lease's term fences
 /// the store: a deposed leader's writes are refused (`StoreFence`), and it exits.
 struct Leadership: Sendable {
@@ -35,12 +36,14 @@ struct Leadership: Sendable {
 
     /// Serves as a standby on `host`:`port` until this controller takes the lease; returns the
     /// lease it took, with the store fenced by its term.
-    func standBy(host: String, port: Int, tls: TLSConfiguration?) async throws -> LeaderLease {
+    func standBy(host: String, port: Int, tls: TLSConfiguration?, reads: StandbyReads) async throws -> LeaderLease {
         let first = try await store.claimLease(holder: holder, url: url, ttl: ttl)
         if first.holder == holder { return taken(first) }
         let leader = LeaderURL(first.live ? first.url : nil)
-        let responder = CallbackResponder<BasicRequestContext> { request, _ in
-            Self.standbyAnswer(request, leader: leader.value.withLock { $0 })
+        let responder = CallbackResponder<VireoRequestContext> { request, context in
+            let leading = leader.value.withLock { $0 }
+            if let served = try await reads.answer(request, context: context, leader: leading) { return served }
+            return Self.standbyAnswer(request, leader: leading)
         }
         let app = Application(
             responder: responder,
@@ -58,6 +61,9 @@ struct Leadership: Sendable {
             Self.signalSources.append(source)
         }
         logger.notice("standing by: the leader is \(first.holder) at \(first.url)")
+        // Snapshots for the reads it serves, until it stops standing by.
+        let refreshing = Task { await reads.keepFresh() }
+        defer { refreshing.cancel() }
         return try await withThrowingTaskGroup(of: LeaderLease?.self) { tasks in
             tasks.addTask {
                 try await group.run()
@@ -115,6 +121,74 @@ struct Leadership: Sendable {
             leader.map { "this controller is a standby; the leader is at \($0)" }
             ?? "this controller is a standby and no controller leads yet; try again shortly"
         return errorResponse(VireoError(.unavailable, message), requestID: UUID().uuidString)
+    }
+}
+
+/// What a standby serves itself: reads of the cluster's records — hosts, VMs, migrations, plans,
+/// the rebalancing settings, packs, tokens and the audit trail, and the API's description — from
+/// a snapshot of the database it loads every `refresh` (a controller over the store that never
+/// writes). Everything else is the leader's: changes, the agents' API, and what lives in the
+/// leader's memory or data directory (applications' objectives and telemetry, alerts, the usage
+/// history, contexts, the event stream, metrics, the console).
+///
+/// A served answer says where it came from: `Vireo-Standby` (the leader's URL) and
+/// `Vireo-Snapshot-Age-Ms` (how old the snapshot is). A client that must read what it has just
+/// changed sends `Vireo-Consistency: leader` and is redirected, as the CLI and agents do.
+final class StandbyReads: Sendable {
+    typealias Responder = RouterResponder<VireoRequestContext>
+    static let refresh: Duration = .seconds(1)
+    /// A snapshot older than this (the database has not answered for a while) is not served.
+    static let maximumAge: Duration = .seconds(5)
+    static let consistencyHeader = HTTPFields.Element.Name("Vireo-Consistency")!
+    static let standbyHeader = HTTPFields.Element.Name("Vireo-Standby")!
+    static let ageHeader = HTTPFields.Element.Name("Vireo-Snapshot-Age-Ms")!
+
+    private let load: @Sendable () async throws -> Responder
+    private let snapshot = Mutex<(responder: Responder, loadedAt: ContinuousClock.Instant)?>(nil)
+
+    init(load: @escaping @Sendable () async throws -> Responder) { self.load = load }
+
+    /// Whether a standby answers `method` `path` itself.
+    static func serves(method: HTTPRequest.Method, path: String) -> Bool {
+        guard method == .get || method == .head else { return false }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        if path == "/openapi.json" { return true }
+        guard parts.count >= 2, parts.first == "v1" else { return false }
+        switch (parts.count, parts.dropFirst().first ?? "") {
+        case (2, "hosts"), (2, "vms"), (2, "migrations"), (2, "plans"), (2, "rebalance"), (2, "packs"), (2, "tokens"),
+            (2, "audit"):
+            return true
+        case (3, "hosts"), (3, "vms"), (3, "migrations"), (3, "plans"), (3, "packs"):
+            return !(parts.last ?? "").isEmpty
+        case (4, "vms"):
+            return parts.last == "logs"
+        default:
+            return false
+        }
+    }
+
+    /// The snapshot's answer to `request`, or nil when the leader must answer it.
+    func answer(_ request: Request, context: VireoRequestContext, leader: String?) async throws -> Response? {
+        guard Self.serves(method: request.method, path: request.uri.path),
+            request.headers[Self.consistencyHeader]?.lowercased() != "leader",
+            let (responder, loadedAt) = snapshot.withLock({ $0 }),
+            ContinuousClock.now - loadedAt <= Self.maximumAge
+        else { return nil }
+        var response = try await responder.respond(to: request, context: context)
+        response.headers[Self.standbyHeader] = leader ?? "none"
+        let age = ContinuousClock.now - loadedAt
+        response.headers[Self.ageHeader] = "\(age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000)"
+        return response
+    }
+
+    /// Loads a snapshot now and every `refresh` until cancelled. One that cannot be loaded leaves
+    /// the last one in place, served until it is `maximumAge` old.
+    func keepFresh() async {
+        while !Task.isCancelled {
+            let started = ContinuousClock.now
+            if let responder = try? await load() { snapshot.withLock { $0 = (responder, started) } }
+            try? await Task.sleep(for: Self.refresh)
+        }
     }
 }
 

@@ -43,7 +43,7 @@ struct ServeOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
             "With a PostgreSQL --store, several controllers may share the database: one leads and the others "
-                + "stand by, redirecting clients to it, and one of them takes over when the leader has not renewed "
+                + "stand by (serving reads of the cluster's records from the database, redirecting the rest to it), and one of them takes over when the leader has not renewed "
                 + "its lease for this long.",
             valueName: "duration"))
     var leaseTTL: String = "5s"
@@ -307,6 +307,14 @@ struct ControlPlane {
                 "TLS by the cluster's own authority: clients and agents trust \(options.dataDir)/tls/ca-cert.pem "
                     + "(--ca-cert); agents get their certificates by joining with the join token.")
         }
+        var tokens: AccessTokens?
+        if !isLoopback(host) {
+            let (loaded, created) = try AccessTokens.loadOrCreate(in: options.dataDir)
+            tokens = loaded
+            print(
+                "Listening beyond loopback: API token \(created ? "created" : "kept") in \(options.dataDir)/admin.token, "
+                    + "agent join token in \(options.dataDir)/join.token (mode 0600).")
+        }
         let scheme = tls == nil ? "http" : "https"
         var leaseKeeper: LeaseKeeper?
         if let shared = postgres as? PostgresStore {
@@ -314,7 +322,18 @@ struct ControlPlane {
                 store: shared, holder: "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
                 url: options.advertise ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)",
                 ttl: try options.leaseDuration(), logger: logger)
-            let lease = try await leadership.standBy(host: host, port: port, tls: tls)
+            // While it stands by, it serves reads of the cluster's records from the database.
+            var readSettings = settings
+            readSettings.rebalance = nil
+            let reads = StandbyReads { [tokens, readSettings] in
+                let registry = PrometheusCollectorRegistry()
+                let snapshot = try await Controller.open(
+                    store: shared, settings: readSettings,
+                    logger: Logger(label: "vireo.standby", factory: { _ in SwiftLogNoOpLogHandler() }),
+                    metricsFactory: PrometheusMetricsFactory(registry: registry))
+                return VireoServer(controller: snapshot, tokens: tokens, registry: registry).router().buildResponder()
+            }
+            let lease = try await leadership.standBy(host: host, port: port, tls: tls, reads: reads)
             leaseKeeper = LeaseKeeper(leadership: leadership, term: lease.term)
         }
         try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
@@ -326,14 +345,6 @@ struct ControlPlane {
             store: store, settings: settings, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry),
             telemetry: TelemetryEngine(store: SeriesStore(path: options.dataDir + "/telemetry.db")),
             history: SQLiteUsageArchive(path: options.dataDir + "/history.db"))
-        var tokens: AccessTokens?
-        if !isLoopback(host) {
-            let (loaded, created) = try AccessTokens.loadOrCreate(in: options.dataDir)
-            tokens = loaded
-            print(
-                "Listening beyond loopback: API token \(created ? "created" : "kept") in \(options.dataDir)/admin.token, "
-                    + "agent join token in \(options.dataDir)/join.token (mode 0600).")
-        }
         let server = VireoServer(
             controller: controller, tokens: tokens, registry: registry, displayHosts: displayHosts, authority: authority)
         let dataDir = options.dataDir

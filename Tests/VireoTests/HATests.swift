@@ -1,5 +1,9 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOHTTP1
 import Testing
+import VireoAPI
 import VireoDriver
 import VireoModel
 import VireoStore
@@ -160,6 +164,80 @@ extension HATests {
 }
 
 extension HATests {
+    @Test(
+        "a standby serves reads of the cluster's records from the database, marked as its own and at most seconds old; writes, reads that ask for the leader and what only the leader knows go to the leader"
+    )
+    func standbyReads() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
+        let (urlA, urlB) = ("http://127.0.0.1:\(portA)", "http://127.0.0.1:\(portB)")
+        func controller(_ port: Int) throws -> BackgroundVireo {
+            try BackgroundVireo([
+                "controller", "--data-dir", temporaryDirectory(), "--listen", "127.0.0.1:\(port)", "--store", store,
+                "--lease-ttl", "2s", "--log-level", "notice",
+            ])
+        }
+        let a = try controller(portA)
+        defer { a.kill() }
+        try await eventually("controller A leads", within: 30) { try await vireo(["vm", "list"], server: urlA).status == 0 }
+        let b = try controller(portB)
+        defer { b.kill() }
+        try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
+        #expect(try await vireo(["vm", "create", "web-1", "--image", "tiny"], server: urlA).status == 0)
+
+        // Redirects are seen, not followed.
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        func get(_ path: String, method: HTTPMethod = .GET, headers: [(String, String)] = []) async throws -> (
+            status: Int, headers: HTTPHeaders, body: String
+        ) {
+            var request = HTTPClientRequest(url: urlB + path)
+            request.method = method
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            if method == .POST { request.body = .bytes(ByteBuffer(string: #"{"name":"x","image":"tiny"}"#)) }
+            let response = try await http.execute(request, timeout: .seconds(10))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            return (Int(response.status.code), response.headers, String(buffer: body))
+        }
+        do {
+            try await eventually("B serves the VM list itself", within: 10) {
+                let list = try await get("/v1/vms")
+                return list.status == 200 && list.body.contains("web-1")
+            }
+            let list = try await get("/v1/vms")
+            #expect(list.headers.first(name: "Vireo-Standby") == urlA)
+            let age = try #require(Int(list.headers.first(name: "Vireo-Snapshot-Age-Ms") ?? ""))
+            #expect(age >= 0 && age <= 5000)
+            let one = try await get("/v1/vms/web-1")
+            #expect(one.status == 200)
+            #expect(try decodeJSON(VMView.self, one.body).name == "web-1")
+            #expect(try await get("/v1/vms/nope").status == 404)
+            #expect(try await get("/v1/hosts").status == 200)
+            #expect(try await get("/openapi.json").status == 200)
+            // What changes reaches it within a refresh or two.
+            #expect(try await vireo(["vm", "create", "web-2", "--image", "tiny"], server: urlA).status == 0)
+            try await eventually("B sees web-2", within: 10) { try await get("/v1/vms").body.contains("web-2") }
+
+            // The leader's: changes, reads that ask for it, and what lives in its memory.
+            let write = try await get("/v1/vms", method: .POST)
+            #expect(write.status == 307 && write.headers.first(name: "Location") == urlA + "/v1/vms")
+            let strict = try await get("/v1/vms", headers: [("Vireo-Consistency", "leader")])
+            #expect(strict.status == 307)
+            #expect(try await get("/v1/apps").status == 307)
+            #expect(try await get("/v1/agent/watch?host=x&after=0").status == 307)
+            #expect(try await get("/healthz").status == 503)
+            // The CLI reads what it changed: it is sent to the leader.
+            let shown = try await vireo(["vm", "show", "web-2", "-o", "json"], server: urlB)
+            #expect(shown.status == 0, "\(shown.stderr)")
+        } catch {
+            try await http.shutdown()
+            throw error
+        }
+        try await http.shutdown()
+    }
+
     @Test("vireo bench failover kills the leader, times the takeover and finds nothing lost")
     func benchFailover() async throws {
         let result = try await vireo([
