@@ -40,6 +40,35 @@ public enum ByteSize {
         return try mib(fromBytes: bytes, field: field, shown: "'\(text)'")
     }
 
+    /// Parses a size as the API and manifests take it, exactly as `/openapi.json` states it: a
+    /// whole number without leading zeros followed by `Mi`, `MiB`, `Gi`, `GiB`, `Ti` or `TiB`
+    /// (no spaces; other spellings are the command line's, which sends them as MiB). Errors name
+    /// `field`.
+    public static func parseAPIMiB(_ text: String, field: String) throws(VireoError) -> Int {
+        let digits = text.prefix { $0.isASCII && $0.isNumber }
+        let unit = text.dropFirst(digits.count)
+        let shift: Int? =
+            switch unit {
+            case "Mi", "MiB": 0
+            case "Gi", "GiB": 10
+            case "Ti", "TiB": 20
+            default: nil
+            }
+        guard let shift, let first = digits.first, first != "0", digits.count <= 12, let value = Int(digits) else {
+            throw VireoError.invalid(
+                field: field, value: "'\(text)'", "not a size; write a whole number of MiB, GiB or TiB (256MiB, 1GiB) or of bytes"
+            )
+        }
+        return value << shift
+    }
+
+    /// A size as a person wrote it (`1073741824`, `1024KiB`, `1G`), as the API takes it: `<n>MiB`
+    /// when it is a whole number of MiB, else as written (for the API to refuse, naming it).
+    public static func apiForm(_ text: String) -> String {
+        guard let bytes = parseBytes(text), bytes > 0, bytes % mebibyte == 0 else { return text }
+        return "\(bytes / mebibyte)MiB"
+    }
+
     public static func mib(fromBytes bytes: UInt64, field: String, shown: String) throws(VireoError) -> Int {
         guard bytes > 0 else { throw VireoError.invalid(field: field, value: shown, "size must be positive") }
         guard bytes % mebibyte == 0 else {

@@ -146,7 +146,7 @@ public struct FieldReader {
     public func sizeMiB(_ key: String) throws(VireoError) -> Int? {
         switch object[key] {
         case nil, .null: return nil
-        case .string(let s): return try ByteSize.parseMiB(s, field: field(key))
+        case .string(let s): return try ByteSize.parseAPIMiB(s, field: field(key))
         case .number(let n):
             guard n == n.rounded(), n >= 0, n < 1.8e19 else {
                 throw VireoError.invalid(field: field(key), value: JSONValue.number(n).shown, "not a size")

@@ -65,7 +65,7 @@ struct ContextOpen: AsyncParsableCommand {
     func run() async throws {
         var body: [String: JSONValue] = [
             "name": .string(name), "kind": .string(disposable ? "disposable" : "persistent"), "image": .string(image),
-            "cpus": .number(Double(cpus)), "memory": .string(memory), "network": .string(network),
+            "cpus": .number(Double(cpus)), "memory": .string(ByteSize.apiForm(memory)), "network": .string(network),
             "display": .string(display), "wait": .bool(wait),
         ]
         if let host { body["host"] = .string(host) }

@@ -81,11 +81,12 @@ struct VMCreate: AsyncParsableCommand {
     func run() async throws {
         let api = client.client()
         var body: [String: JSONValue] = [
-            "name": .string(name), "image": .string(image), "cpus": .number(Double(cpus)), "memory": .string(memory),
+            "name": .string(name), "image": .string(image), "cpus": .number(Double(cpus)),
+            "memory": .string(ByteSize.apiForm(memory)),
         ]
         if let host { body["host"] = .string(host) }
         if let app { body["app"] = .string(app) }
-        if let disk { body["disk"] = .string(disk) }
+        if let disk { body["disk"] = .string(ByteSize.apiForm(disk)) }
         if let restartPolicy { body["restartPolicy"] = .string(restartPolicy) }
         let created = try await api.createVM(body)
         let vm = try await waiting.waitFor(created, client: api) { $0?.state == .running } ?? created

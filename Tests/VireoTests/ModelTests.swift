@@ -29,6 +29,23 @@ struct ModelTests {
         #expect(throws: VireoError.self) { try ByteSize.parseMiB("0", field: "memory") }
     }
 
+    @Test("the API takes sizes in one spelling, as its schema states; the command line sends the others as MiB")
+    func apiSizes() throws {
+        #expect(try ByteSize.parseAPIMiB("256MiB", field: "memory") == 256)
+        #expect(try ByteSize.parseAPIMiB("2Gi", field: "memory") == 2048)
+        #expect(try ByteSize.parseAPIMiB("1TiB", field: "memory") == 1 << 20)
+        for text in ["064MiB", " 64MiB", "64 MiB", "64mib", "1024KiB", "67108864", "1G", "", "MiB", "1.5GiB", "9999999999999MiB"]
+        {
+            let error = #expect(throws: VireoError.self) { try ByteSize.parseAPIMiB(text, field: "spec.memory") }
+            #expect(error?.message.contains("spec.memory") == true && error?.message.contains("'\(text)'") == true)
+        }
+        #expect(ByteSize.apiForm("1073741824") == "1024MiB")
+        #expect(ByteSize.apiForm("1024KiB") == "1MiB")
+        #expect(ByteSize.apiForm("512 MiB") == "512MiB")
+        #expect(ByteSize.apiForm("1G") == "1G", "not a whole MiB: left for the API to refuse, as written")
+        #expect(ByteSize.apiForm("lots") == "lots")
+    }
+
     @Test("sizes are formatted for people")
     func formatting() {
         #expect(ByteSize.format(mib: 256) == "256MiB")

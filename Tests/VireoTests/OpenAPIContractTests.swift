@@ -31,7 +31,21 @@ struct OpenAPIContractTests {
         let names = Self.names.map(JSONValue.string)
         let images: [JSONValue] = [.string("tiny"), .string("web"), .string("nope"), .string(""), .number(1)]
         let cpus: [JSONValue] = [.number(0), .number(1), .number(512), .number(513), .number(-1), .number(1.5), .string("2")]
+        // Sizes at and beyond each unit's bounds (memory from the image's minimum, 64MiB or
+        // 96MiB, disk from 64MiB, both to 16TiB), and spellings only the command line takes.
+        let mib: Double = 1_048_576
+        let sizes: [JSONValue] =
+            [
+                "63MiB", "64MiB", "64Mi", "95MiB", "96MiB", "128MiB", "1GiB", "1Gi", "16384GiB", "16385GiB", "16TiB", "16Ti",
+                "17TiB", "16777216MiB", "16777217MiB", "064MiB", " 64MiB", "64MiB ", "64 MiB", "1024KiB", "67108864", "1G",
+                "64mib", "MiB", "", "1.5GiB", "-64MiB", "99999999999999999999MiB",
+            ].map(JSONValue.string)
+            + [
+                63 * mib, 64 * mib, 96 * mib, 16_777_216 * mib, 16_777_217 * mib, 64 * mib + 1, 0, -64 * mib, 1.5, 1e30,
+            ].map(JSONValue.number) + [.bool(true)]
         let vm: [String: JSONValue] = ["name": .string("x"), "image": .string("tiny")]
+        let webVM: [String: JSONValue] = ["name": .string("x"), "image": .string("web")]
+        let tinyContext: [String: JSONValue] = ["name": .string("x"), "kind": .string("disposable"), "image": .string("tiny")]
         let context: [String: JSONValue] = ["name": .string("x"), "kind": .string("disposable"), "image": .string("tiny")]
         let token: [String: JSONValue] = ["name": .string("x"), "role": .string("viewer")]
         return [
@@ -40,6 +54,14 @@ struct OpenAPIContractTests {
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "app", candidates: names),
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "image", candidates: images),
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "cpus", candidates: cpus),
+            Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "memory", candidates: sizes),
+            Case(route: "/v1/vms", schema: "VMCreate", base: webVM, unique: "name", field: "memory", candidates: sizes),
+            Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "disk", candidates: sizes),
+            Case(
+                route: "/v1/contexts", schema: "ContextOpen", base: context, unique: "name", field: "memory", candidates: sizes),
+            Case(
+                route: "/v1/contexts", schema: "ContextOpen", base: tinyContext, unique: "name", field: "memory",
+                candidates: sizes),
             Case(route: "/v1/contexts", schema: "ContextOpen", base: context, unique: nil, field: "name", candidates: names),
             Case(route: "/v1/contexts", schema: "ContextOpen", base: context, unique: "name", field: "host", candidates: names),
             Case(
@@ -112,5 +134,30 @@ struct OpenAPIContractTests {
         let catalogue = JSONValue.array(ImageCatalogue.builtIn.map { .string($0.name) })
         #expect(schemas["VMCreate"]?["properties"]?["image"]?["enum"] == catalogue)
         #expect(schemas["ContextOpen"]?["properties"]?["image"]?["enum"] == catalogue)
+    }
+
+    @Test("the memory each image needs, as the schemas state it, is the catalogue's")
+    func imageMinimumsAreTheCatalogues() throws {
+        let schemas = try #require(try OpenAPITests().document["components"]?["schemas"])
+        func minimumMiB(_ reference: JSONValue?) -> Int? {
+            guard case .string(let ref)? = reference?["$ref"], let name = ref.split(separator: "/").last,
+                case .number(let bytes)? = schemas[String(name)]?["oneOf"]?[1]?["minimum"]
+            else { return nil }
+            return Int(bytes) >> 20
+        }
+        let tiny = try #require(ImageCatalogue.builtIn.first { $0.name == "tiny" }).minimumMemoryMiB
+        let web = try #require(ImageCatalogue.builtIn.first { $0.name == "web" }).minimumMemoryMiB
+        #expect(ImageCatalogue.builtIn.count == 2, "the schemas name tiny and web; another image needs its own rule")
+        #expect(minimumMiB(schemas["VMCreate"]?["properties"]?["memory"]?["allOf"]?[0]) == tiny)
+        #expect(minimumMiB(schemas["VMCreate"]?["allOf"]?[0]?["then"]?["properties"]?["memory"]) == web)
+        #expect(minimumMiB(schemas["ContextOpen"]?["allOf"]?[0]?["else"]?["properties"]?["memory"]) == web)
+        #expect(minimumMiB(schemas["VMCreate"]?["properties"]?["disk"]?["allOf"]?[0]) == ImageCatalogue.virtualDiskMiB)
+    }
+}
+
+extension JSONValue {
+    /// The element `index` of an array; nil for other values and beyond the end.
+    fileprivate subscript(index: Int) -> JSONValue? {
+        if case .array(let items) = self, items.indices.contains(index) { items[index] } else { nil }
     }
 }

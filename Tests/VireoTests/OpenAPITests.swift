@@ -346,6 +346,14 @@ final class ResponseChecker: @unchecked Sendable {
         if let excluded = schema["not"], validate(value, against: excluded, at: path).isEmpty {
             return ["\(path): \(value) matches what is excluded: \(excluded)"]
         }
+        if let condition = schema["if"] {
+            let branch = validate(value, against: condition, at: path).isEmpty ? schema["then"] : schema["else"]
+            if let branch {
+                let problems = validate(value, against: branch, at: path)
+                if !problems.isEmpty { return problems }
+            }
+        }
+        if let constant = schema["const"], value != constant { return ["\(path): \(value) is not \(constant)"] }
         if case .string(let text) = value {
             let length = text.count
             if case .number(let min)? = schema["minLength"], Double(length) < min { return ["\(path): shorter than \(min)"] }
@@ -374,6 +382,9 @@ final class ResponseChecker: @unchecked Sendable {
                 if type == "integer" && n != n.rounded() { problems.append("\(path): \(n) is not an integer") }
                 if case .number(let min)? = schema["minimum"], n < min { problems.append("\(path): \(n) < \(min)") }
                 if case .number(let max)? = schema["maximum"], n > max { problems.append("\(path): \(n) > \(max)") }
+                if case .number(let step)? = schema["multipleOf"], n.truncatingRemainder(dividingBy: step) != 0 {
+                    problems.append("\(path): \(n) is not a multiple of \(step)")
+                }
             default: return ["\(path): expected \(type), got \(value)"]
             }
         }
