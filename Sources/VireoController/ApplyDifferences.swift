@@ -2,6 +2,14 @@ import VireoModel
 
 /// One line per difference between two VM specs.
 enum VMSpecDifference {
+    /// Whether `b` is `a` with another restart policy: a change `apply` makes in place (the VM
+    /// runs on; its host hears of it with its desired state). Any other difference means a new VM.
+    static func onlyRestartPolicy(_ a: VMSpec, _ b: VMSpec) -> Bool {
+        var same = a
+        same.restartPolicy = b.restartPolicy
+        return a != b && same == b
+    }
+
     static func describe(_ a: VMSpec, _ b: VMSpec) -> String {
         var parts: [String] = []
         if a.image != b.image { parts.append("image \(a.image) → \(b.image)") }
@@ -27,7 +35,13 @@ enum VMSpecDifference {
 enum ApplicationDifference {
     static func describe(_ a: ApplicationSpec, _ b: ApplicationSpec) -> [String] {
         var lines: [String] = []
-        for vm in b.vms where !a.vms.contains(where: { $0.name == vm.name }) { lines.append("vm \(vm.name): added") }
+        for vm in b.vms {
+            guard let old = a.vms.first(where: { $0.name == vm.name }) else {
+                lines.append("vm \(vm.name): added")
+                continue
+            }
+            if old != vm { lines.append("vm \(vm.name): \(VMSpecDifference.describe(old, vm))") }
+        }
         if a.telemetry.scrape != b.telemetry.scrape {
             lines.append("telemetry.scrape: \(describe(a.telemetry.scrape)) → \(describe(b.telemetry.scrape))")
         }

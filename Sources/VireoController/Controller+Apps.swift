@@ -103,11 +103,14 @@ extension ClusterModel {
             if let owner = existing.spec.app, owner != spec.name {
                 throw VireoError(.conflict, "Application '\(spec.name)': VM '\(vm.name)' belongs to application '\(owner)'")
             }
-            // A VM created on its own (no app) is adopted when the rest of its spec matches.
+            // A VM created on its own (no app) is adopted when the rest of its spec matches; its
+            // restart policy is changed in place.
             var have = existing.spec
             var want = vm
             have.app = nil
             want.app = nil
+            have.restartPolicy = nil
+            want.restartPolicy = nil
             if have != want {
                 throw VireoError(
                     .conflict,
@@ -134,7 +137,9 @@ extension ClusterModel {
     /// any application changed.
     mutating func apply(_ documents: [ManifestDocument]) throws -> (ApplyResult, Bool) {
         for case .virtualMachine(let spec) in documents {
-            if let existing = state.vm(named: spec.name), existing.spec != spec {
+            if let existing = state.vm(named: spec.name), existing.spec != spec,
+                !VMSpecDifference.onlyRestartPolicy(existing.spec, spec)
+            {
                 throw VireoError(
                     .conflict,
                     "VirtualMachine '\(spec.name)' exists with a different spec (\(VMSpecDifference.describe(existing.spec, spec))); "
@@ -166,8 +171,14 @@ extension ClusterModel {
         var items: [ApplyResult.Item] = []
         for document in documents {
             guard case .virtualMachine(let spec) = document else { continue }
-            if state.vm(named: spec.name) != nil {
-                items.append(.init(kind: document.kind, name: spec.name, action: .unchanged))
+            if let existing = state.vm(named: spec.name) {
+                if existing.spec == spec {
+                    items.append(.init(kind: document.kind, name: spec.name, action: .unchanged))
+                } else {
+                    let change = VMSpecDifference.describe(existing.spec, spec)
+                    setRestartPolicy(spec.restartPolicy, of: existing)
+                    items.append(.init(kind: document.kind, name: spec.name, action: .updated, changes: [change]))
+                }
             } else {
                 _ = try createVM(spec)
                 items.append(.init(kind: document.kind, name: spec.name, action: .created))
@@ -181,6 +192,15 @@ extension ClusterModel {
         }
         items += services.map { .init(kind: "Service", name: $0, action: .unchanged) }
         return (ApplyResult(items: items), appsChanged)
+    }
+
+    /// Changes a VM's restart policy in place: its record, and the desired state of its host
+    /// (whose agent fences the VMs that restart elsewhere).
+    mutating func setRestartPolicy(_ policy: RestartPolicy?, of vm: VirtualMachine) {
+        var changed = vm
+        changed.spec.restartPolicy = policy
+        changed.updatedAt = now()
+        commit(vms: [changed])
     }
 
     /// Creates or replaces an application after `planApply` accepted it, creating the VMs it
@@ -206,6 +226,7 @@ extension ClusterModel {
                     existing.updatedAt = time
                     commit(vms: [existing])
                 }
+                if existing.spec.restartPolicy != vm.restartPolicy { setRestartPolicy(vm.restartPolicy, of: existing) }
             } else {
                 _ = try createVM(vm)
             }

@@ -210,6 +210,40 @@ struct HostLossTests {
         _ = try await cluster.waitFor("ha", .running)
     }
 
+    @Test(
+        "apply changes a VM's restartPolicy in place: the VM runs on, and its host fences it from then on; another change is still refused"
+    )
+    func applyChangesPolicy() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        func manifest(_ policy: String, cpus: Int = 1) -> String {
+            """
+            apiVersion: vireo/v1
+            kind: VirtualMachine
+            metadata: {name: x}
+            spec: {image: tiny, cpus: \(cpus), memory: 128MiB, restartPolicy: \(policy)}
+            """
+        }
+        _ = try await c.apply(try ManifestParser.parse(manifest("never")))
+        let before = try await cluster.waitFor("x", .running)
+        let changed = try await c.apply(try ManifestParser.parse(manifest("always")))
+        #expect(changed.items.map(\.action) == [.updated])
+        #expect(changed.items.first?.changes == ["restartPolicy never → always"])
+        let after = try await c.vm("x")
+        #expect(after.id == before.id && after.state == .running && after.restartPolicy == .always)
+        #expect(try await c.apply(try ManifestParser.parse(manifest("always"))).items.map(\.action) == [.unchanged])
+        let refused = await #expect(throws: VireoError.self) {
+            _ = try await c.apply(try ManifestParser.parse(manifest("always", cpus: 2)))
+        }
+        #expect(refused?.code == .conflict && refused?.message.contains("cpus 1 → 2") == true)
+        // The agent heard: cut off, it powers the VM off (fences it) as for any VM that restarts elsewhere.
+        cluster.link("h1").cut.withLock { $0 = true }
+        try await eventually("h1 fenced x", within: 20) {
+            try await cluster.driver("h1").status().first { $0.id == before.id }?.state == .stopped
+        }
+    }
+
     @Test("restartPolicy is checked: an unknown value names the field")
     func validation() throws {
         let body: JSONValue = .object([
