@@ -63,25 +63,10 @@ struct HATests {
         "two controllers: the standby redirects; after kill -9 of the leader it takes over, the CLI and an agent given both URLs follow, and a clean stop hands the lease over"
     )
     func failover() async throws {
-        let database = try await PostgresServerScope.freshDatabase()
-        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
-        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
-        let (urlA, urlB) = ("http://127.0.0.1:\(portA)", "http://127.0.0.1:\(portB)")
+        let pair = try await ControllerPair.start(extra: ["--heartbeat", "500ms"])
+        defer { pair.stop() }
+        let (a, b, urlA, urlB) = (pair.a, pair.b, pair.urlA, pair.urlB)
         let both = "\(urlA),\(urlB)"
-        func controller(_ port: Int) throws -> BackgroundVireo {
-            try BackgroundVireo([
-                "controller", "--data-dir", temporaryDirectory(), "--listen", "127.0.0.1:\(port)", "--store", store,
-                "--lease-ttl", "2s", "--heartbeat", "500ms", "--log-level", "notice",
-            ])
-        }
-        let a = try controller(portA)
-        defer { a.kill() }
-        try await eventually("controller A leads", within: 30) {
-            try await vireo(["host", "list"], server: urlA).status == 0
-        }
-        let b = try controller(portB)
-        defer { b.kill() }
-        try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
         let health = try await vireo(["vm", "list"], server: urlB)
         #expect(health.status == 0, "B redirects a read to A: \(health.stderr)")
 
@@ -112,7 +97,7 @@ struct HATests {
         #expect(try await vireo(["host", "list"], server: both).stdout.contains("ready"))
 
         // A restarted controller stands by; the leader stopped cleanly gives the lease up to it.
-        let again = try controller(portA)
+        let again = try pair.controller(pair.portA)
         defer { again.kill() }
         try await eventually("the restarted A stands by", within: 30) { again.logText.contains("standing by") }
         b.process.terminate()
@@ -121,7 +106,7 @@ struct HATests {
         try await eventually("A leads again", within: 30) { again.logText.contains("leading in term 3") }
         #expect(try await vireo(["vm", "list"], server: both).stdout.contains("web-2"))
         // A standby stopped with SIGTERM exits with success.
-        let standby = try controller(portB)
+        let standby = try pair.controller(pair.portB)
         defer { standby.kill() }
         try await eventually("B stands by again", within: 30) { standby.logText.contains("standing by") }
         standby.process.terminate()
@@ -133,22 +118,9 @@ struct HATests {
 extension HATests {
     @Test("a leader frozen past its lease wakes deposed: it exits, and the cluster it left is the successor's")
     func frozenLeader() async throws {
-        let database = try await PostgresServerScope.freshDatabase()
-        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
-        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
-        let (urlA, urlB) = ("http://127.0.0.1:\(portA)", "http://127.0.0.1:\(portB)")
-        func controller(_ port: Int) throws -> BackgroundVireo {
-            try BackgroundVireo([
-                "controller", "--data-dir", temporaryDirectory(), "--listen", "127.0.0.1:\(port)", "--store", store,
-                "--lease-ttl", "2s", "--log-level", "notice",
-            ])
-        }
-        let a = try controller(portA)
-        defer { a.kill() }
-        try await eventually("controller A leads", within: 30) { try await vireo(["vm", "list"], server: urlA).status == 0 }
-        let b = try controller(portB)
-        defer { b.kill() }
-        try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
+        let pair = try await ControllerPair.start()
+        defer { pair.stop() }
+        let (a, b, urlA, urlB) = (pair.a, pair.b, pair.urlA, pair.urlB)
         #expect(try await vireo(["vm", "create", "before", "--image", "tiny"], server: urlA).status == 0)
 
         kill(a.process.processIdentifier, SIGSTOP)
@@ -168,22 +140,9 @@ extension HATests {
         "a standby serves reads of the cluster's records from the database, marked as its own and at most seconds old; writes, reads that ask for the leader and what only the leader knows go to the leader"
     )
     func standbyReads() async throws {
-        let database = try await PostgresServerScope.freshDatabase()
-        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
-        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
-        let (urlA, urlB) = ("http://127.0.0.1:\(portA)", "http://127.0.0.1:\(portB)")
-        func controller(_ port: Int) throws -> BackgroundVireo {
-            try BackgroundVireo([
-                "controller", "--data-dir", temporaryDirectory(), "--listen", "127.0.0.1:\(port)", "--store", store,
-                "--lease-ttl", "2s", "--log-level", "notice",
-            ])
-        }
-        let a = try controller(portA)
-        defer { a.kill() }
-        try await eventually("controller A leads", within: 30) { try await vireo(["vm", "list"], server: urlA).status == 0 }
-        let b = try controller(portB)
-        defer { b.kill() }
-        try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
+        let pair = try await ControllerPair.start()
+        defer { pair.stop() }
+        let (urlA, urlB) = (pair.urlA, pair.urlB)
         #expect(try await vireo(["vm", "create", "web-1", "--image", "tiny"], server: urlA).status == 0)
 
         // Redirects are seen, not followed.
@@ -256,6 +215,52 @@ extension HATests {
         }
         let bad = try await vireo(["bench", "failover", "--lease-ttl", "0s"])
         #expect(bad.status == 2 && bad.stderr.contains("--lease-ttl"), "\(bad.stderr)")
+    }
+}
+
+/// Two `vireo controller`s on a fresh database, with a lease of 2 s: A leads, then B stands by.
+struct ControllerPair {
+    let store: String
+    let portA: Int
+    let portB: Int
+    let extra: [String]
+    let a: BackgroundVireo
+    let b: BackgroundVireo
+    var urlA: String { "http://127.0.0.1:\(portA)" }
+    var urlB: String { "http://127.0.0.1:\(portB)" }
+
+    static func start(extra: [String] = []) async throws -> ControllerPair {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
+        let a = try controller(store: store, port: portA, extra: extra)
+        do {
+            try await eventually("controller A leads", within: 30) {
+                try await vireo(["vm", "list"], server: "http://127.0.0.1:\(portA)").status == 0
+            }
+            let b = try controller(store: store, port: portB, extra: extra)
+            try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
+            return ControllerPair(store: store, portA: portA, portB: portB, extra: extra, a: a, b: b)
+        } catch {
+            a.kill()
+            throw error
+        }
+    }
+
+    static func controller(store: String, port: Int, extra: [String]) throws -> BackgroundVireo {
+        try BackgroundVireo(
+            [
+                "controller", "--data-dir", temporaryDirectory(), "--listen", "127.0.0.1:\(port)", "--store", store,
+                "--lease-ttl", "2s", "--log-level", "notice",
+            ] + extra)
+    }
+
+    /// Another controller on the database, on `port` (one of the pair's, once its first is gone).
+    func controller(_ port: Int) throws -> BackgroundVireo { try Self.controller(store: store, port: port, extra: extra) }
+
+    func stop() {
+        a.kill()
+        b.kill()
     }
 }
 
