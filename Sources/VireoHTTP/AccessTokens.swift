@@ -10,7 +10,8 @@ import VireoSecurity
 
 /// The controller's own two tokens, in files of its data directory, made when it first listens
 /// beyond loopback: `admin` may do everything; `join` lets an agent register and heartbeat,
-/// nothing else. Tokens of other roles are made with `vireo token create` and kept in the store.
+/// nothing else (with `--tls-auto`, only get its host's certificate, which it then speaks with).
+/// Tokens of other roles are made with `vireo token create` and kept in the store.
 public struct AccessTokens: Sendable, Equatable {
     public var admin: String
     public var join: String

@@ -558,6 +558,7 @@ extension ServeOptions {
         if tlsName != nil, !tlsAuto {
             throw VireoError.invalid(field: "--tls-name", value: "'\(tlsName ?? "")'", "is for --tls-auto's certificate")
         }
+        _ = try extraTLSNames()
         switch (tlsCert, tlsKey) {
         case (nil, nil): return nil
         case (nil, _?): throw VireoError.invalid(field: "--tls-cert", value: "none", "is required with --tls-key")
@@ -592,6 +593,19 @@ extension ServeOptions {
         }
     }
 
+    /// `--tls-name`'s names, checked.
+    func extraTLSNames() throws -> [String] {
+        guard let tlsName else { return [] }
+        return try tlsName.split(separator: ",", omittingEmptySubsequences: false).map {
+            let name = $0.trimmingCharacters(in: .whitespaces)
+            guard !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0 == "/" }) else {
+                throw VireoError.invalid(
+                    field: "--tls-name", value: "'\(tlsName)'", "expected DNS names or IP addresses, separated by commas")
+            }
+            return name
+        }
+    }
+
     /// `--tls-auto`: the cluster authority of `<data-dir>/tls` (made on first start), and a TLS
     /// configuration that serves a certificate it issues now for this controller's names and
     /// verifies the client certificates presented against it (those who present none — the CLI,
@@ -603,13 +617,7 @@ extension ServeOptions {
         if let advertise, let advertised = URLComponents(string: advertise)?.host, !advertised.isEmpty {
             names.append(advertised.trimmingCharacters(in: CharacterSet(charactersIn: "[]")))
         }
-        for name in (tlsName ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            guard !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0 == "/" }) else {
-                throw VireoError.invalid(
-                    field: "--tls-name", value: "'\(tlsName ?? "")'", "expected DNS names or IP addresses, separated by commas")
-            }
-            names.append(name)
-        }
+        names += try extraTLSNames()
         var unique: [String] = []
         for name in names where !unique.contains(name) { unique.append(name) }
         let issued = try authority.serverCredentials(names: unique)

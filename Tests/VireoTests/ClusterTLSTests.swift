@@ -269,6 +269,11 @@ struct ClusterTLSTests {
         let mixed = try await vireo(["controller", "--data-dir", dataDir + "/bad", "--tls-auto", "--tls-cert", plane.ca])
         #expect(mixed.status == 2 && mixed.stderr.contains("--tls-auto"), "\(mixed.stderr)")
         let nameAlone = try await vireo(["controller", "--data-dir", dataDir + "/bad", "--tls-name", "x.test"])
+        let badName = try await vireo([
+            "controller", "--data-dir", dataDir + "/bad", "--tls-auto", "--tls-name", "a.test,,b test",
+        ])
+        #expect(badName.status == 2 && badName.stderr.contains("--tls-name"), "\(badName.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dataDir + "/bad/tls"))
         #expect(nameAlone.status == 2 && nameAlone.stderr.contains("--tls-name"), "\(nameAlone.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dataDir + "/bad/vireo.db"))
     }

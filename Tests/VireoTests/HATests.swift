@@ -125,7 +125,12 @@ extension HATests {
 
         kill(a.process.processIdentifier, SIGSTOP)
         try await eventually("B takes the lease while A is frozen", within: 30) { b.logText.contains("leading in term 2") }
-        #expect(try await vireo(["vm", "create", "after", "--image", "tiny"], server: urlB).status == 0)
+        // Between its standby's server and its own, for as long as loading the cluster takes, B's
+        // port is closed: a client given B alone waits for it to serve (one given both URLs would
+        // try the other).
+        try await eventually("B serves as the leader", within: 30) { b.logText.contains("API on") }
+        let after = try await vireo(["vm", "create", "after", "--image", "tiny"], server: urlB)
+        #expect(after.status == 0, "\(after.stderr)")
         kill(a.process.processIdentifier, SIGCONT)
         try await eventually("A stops once it finds the lease gone", within: 30) { !a.process.isRunning }
         #expect(a.process.terminationStatus == 5, "\(a.logText)")

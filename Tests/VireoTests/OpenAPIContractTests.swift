@@ -21,7 +21,8 @@ struct OpenAPIContractTests {
         var schema: String
         var base: [String: JSONValue]
         /// The field that names the body's own resource, made unique per request (a second
-        /// create of one name is a conflict, not what is checked here).
+        /// create of one name is a conflict, not what is checked here). Fields are paths:
+        /// `spec.memory` is `memory` in `spec`.
         var unique: String?
         var field: String
         var candidates: [JSONValue]
@@ -48,6 +49,14 @@ struct OpenAPIContractTests {
         let tinyContext: [String: JSONValue] = ["name": .string("x"), "kind": .string("disposable"), "image": .string("tiny")]
         let context: [String: JSONValue] = ["name": .string("x"), "kind": .string("disposable"), "image": .string("tiny")]
         let token: [String: JSONValue] = ["name": .string("x"), "role": .string("viewer")]
+        let vmDocument: [String: JSONValue] = [
+            "apiVersion": .string("vireo/v1"), "kind": .string("VirtualMachine"), "metadata": .object(["name": .string("x")]),
+            "spec": .object(["image": .string("tiny")]),
+        ]
+        let contextDocument: [String: JSONValue] = [
+            "apiVersion": .string("vireo/v1"), "kind": .string("Context"), "metadata": .object(["name": .string("x")]),
+            "spec": .object(["kind": .string("disposable"), "image": .string("tiny")]),
+        ]
         return [
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: nil, field: "name", candidates: names),
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "host", candidates: names),
@@ -74,6 +83,52 @@ struct OpenAPIContractTests {
             Case(
                 route: "/v1/contexts", schema: "ContextOpen", base: context, unique: "name", field: "display",
                 candidates: ["vnc", "none", "spice"].map(JSONValue.string)),
+            // Manifests as JSON (a document each): VirtualMachine and Context documents.
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: nil, field: "metadata.name",
+                candidates: names),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name", field: "spec.memory",
+                candidates: sizes),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name", field: "spec.disk",
+                candidates: sizes),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name", field: "spec.cpus",
+                candidates: cpus),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name", field: "spec.image",
+                candidates: images),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name", field: "spec.host",
+                candidates: names),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name",
+                field: "spec.restartPolicy",
+                candidates: ["never", "always", "sometimes", ""].map(JSONValue.string)),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name", field: "spec.name",
+                candidates: [.string("x")]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name", field: "apiVersion",
+                candidates: ["vireo/v1", "vireo/v2", ""].map(JSONValue.string)),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: vmDocument, unique: "metadata.name", field: "kind",
+                candidates: ["VirtualMachine", "Machine", "Service", ""].map(JSONValue.string)),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: contextDocument, unique: nil, field: "metadata.name",
+                candidates: names),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: contextDocument, unique: "metadata.name",
+                field: "spec.memory", candidates: sizes),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: contextDocument, unique: "metadata.name",
+                field: "spec.kind",
+                candidates: ["disposable", "persistent", "temporary", ""].map(JSONValue.string)),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: contextDocument, unique: "metadata.name",
+                field: "spec.wait",
+                candidates: [.bool(true)]),
             Case(
                 route: "/v1/tokens", schema: "TokenRequest", base: token, unique: nil, field: "name",
                 candidates: names + ["admin", "join", "loopback"].map(JSONValue.string)),
@@ -83,7 +138,9 @@ struct OpenAPIContractTests {
         ]
     }
 
-    @Test("each constrained field of VM create, context open and token create: the schema's verdict is the server's")
+    @Test(
+        "each constrained field of VM create, context open, token create and VirtualMachine and Context documents: the schema's verdict is the server's"
+    )
     func schemaIsTheServersRule() async throws {
         let openAPI = try OpenAPITests()
         let checker = ResponseChecker(openAPI: openAPI)
@@ -95,11 +152,11 @@ struct OpenAPIContractTests {
                 let schema = try #require(openAPI.document["components"]?["schemas"]?[item.schema])
                 for candidate in item.candidates {
                     serial += 1
-                    var body = item.base
-                    if let unique = item.unique { body[unique] = .string("u\(serial)") }
-                    body[item.field] = candidate
-                    let problems = checker.validate(.object(body), against: schema, at: "$")
-                    let text = String(decoding: try VireoJSON.encoder().encode(JSONValue.object(body)), as: UTF8.self)
+                    var body = JSONValue.object(item.base)
+                    if let unique = item.unique { body = body.setting(.string("u\(serial)"), at: unique) }
+                    body = body.setting(candidate, at: item.field)
+                    let problems = checker.validate(body, against: schema, at: "$")
+                    let text = String(decoding: try VireoJSON.encoder().encode(body), as: UTF8.self)
                     let response = try await client.request(.post, item.route, body: text)
                     let what = "\(item.route) \(item.field)=\(candidate)"
                     var mismatch: String?
@@ -156,6 +213,14 @@ struct OpenAPIContractTests {
 }
 
 extension JSONValue {
+    /// This object with `value` at `path` (`spec.memory`: `memory` in `spec`), made as needed.
+    fileprivate func setting(_ value: JSONValue, at path: String) -> JSONValue {
+        let keys = path.split(separator: ".", maxSplits: 1).map(String.init)
+        var object = objectValue ?? [:]
+        object[keys[0]] = keys.count == 1 ? value : (object[keys[0]] ?? .object([:])).setting(value, at: keys[1])
+        return .object(object)
+    }
+
     /// The element `index` of an array; nil for other values and beyond the end.
     fileprivate subscript(index: Int) -> JSONValue? {
         if case .array(let items) = self, items.indices.contains(index) { items[index] } else { nil }
