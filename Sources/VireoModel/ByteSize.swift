@@ -56,7 +56,8 @@ public enum ByteSize {
             }
         guard let shift, let first = digits.first, first != "0", digits.count <= 12, let value = Int(digits) else {
             throw VireoError.invalid(
-                field: field, value: "'\(text)'", "not a size; write a whole number of MiB, GiB or TiB (256MiB, 1GiB) or of bytes"
+                field: field, value: "'\(text)'",
+                "not a size; write a whole number of MiB, GiB or TiB (256MiB, 1GiB), or of bytes as a number, unquoted"
             )
         }
         return value << shift
