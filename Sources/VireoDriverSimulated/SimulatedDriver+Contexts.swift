@@ -3,11 +3,12 @@ import VireoModel
 
 /// What desktop contexts need, modelled. Snapshots: a VM's tags in the order they were taken, with
 /// the same rules and errors as the QEMU driver's; a save and a load report `snapshotSaveTime` and
-/// `snapshotLoadTime`; a start from a snapshot is running at once, without the boot delay. Private
+/// `snapshotLoadTime` (and take it, with `snapshotsTakeTime`); a start from a snapshot is running at once, without the boot delay. Private
 /// networks: addresses as the QEMU driver gives them (there is no network to isolate).
 extension SimulatedDriver {
     public func saveSnapshot(_ id: VMID, tag: String) async throws -> Duration {
         try SnapshotTag.validate(tag)
+        if configuration.snapshotsTakeTime { try await Task.sleep(for: configuration.snapshotSaveTime) }
         let now = time.now()
         try state.withLock { (s: inout State) throws(VireoError) in
             settle(&s, now: now)
@@ -24,6 +25,7 @@ extension SimulatedDriver {
 
     public func loadSnapshot(_ id: VMID, tag: String) async throws -> Duration {
         try SnapshotTag.validate(tag)
+        if configuration.snapshotsTakeTime { try await Task.sleep(for: configuration.snapshotLoadTime) }
         let now = time.now()
         try state.withLock { (s: inout State) throws(VireoError) in
             settle(&s, now: now)

@@ -24,6 +24,10 @@ public final class SimulatedDriver: HypervisorDriver {
         /// never sleeps).
         public var snapshotSaveTime: Duration
         public var snapshotLoadTime: Duration
+        /// Whether a save and a load also take that long on the wall clock before they are done
+        /// (`snapshot-wait=on`): `vireo chaos` asks for it, so that a kill can land in the middle
+        /// of a context's reset or keep, as it can on QEMU.
+        public var snapshotsTakeTime = false
         /// A file the driver writes what it runs to at each change, and takes over from when it
         /// starts: its VMs outlive the agent process as QEMUs do (`vireo chaos` kills agents with
         /// `kill -9`). Nil: in memory only.
@@ -474,7 +478,7 @@ public final class SimulatedDriver: HypervisorDriver {
             var serial: Int
             var privateAddress: String?
             var message: String?
-            var snapshots: [String]
+            public var snapshots: [String]
         }
         public var instances: [Instance]
         var created: Int
@@ -516,7 +520,8 @@ public final class SimulatedDriver: HypervisorDriver {
 
 extension DriverRegistry {
     /// Registers the simulated driver. Settings: `cpus`, `memory` (a size), `boot-delay-ms`,
-    /// `stop-delay-ms`, `fail-probability`, `seed`, `snapshot-save-ms`, `snapshot-load-ms`, `persist`
+    /// `stop-delay-ms`, `fail-probability`, `seed`, `snapshot-save-ms`, `snapshot-load-ms`,
+    /// `snapshot-wait` (`on`: a save and a load take those times on the wall clock), `persist`
     /// (`on`: what it runs is kept in `<state-dir>/simulated.json` and outlives the process).
     public mutating func registerSimulated() {
         register("simulated") { options in
@@ -526,7 +531,7 @@ extension DriverRegistry {
                 driver: "simulated",
                 allowed: [
                     "cpus", "memory", "boot-delay-ms", "stop-delay-ms", "seed", "fail-probability", "snapshot-save-ms",
-                    "snapshot-load-ms", "persist",
+                    "snapshot-load-ms", "snapshot-wait", "persist",
                 ])
             let int = options.int
             if let cpus = try int("cpus") { config.cpus = cpus }
@@ -541,6 +546,11 @@ extension DriverRegistry {
                     throw VireoError.invalid(field: "fail-probability", value: "'\(text)'", "must be in [0, 1]")
                 }
                 config.startFailureProbability = p
+            }
+            switch settings["snapshot-wait"] {
+            case nil, "off": break
+            case "on": config.snapshotsTakeTime = true
+            case let other?: throw VireoError.invalid(field: "snapshot-wait", value: "'\(other)'", "must be on or off")
             }
             switch settings["persist"] {
             case nil, "off": break

@@ -14,14 +14,15 @@ struct ChaosCommand: AsyncParsableCommand {
         discussion: """
             Starts a controller (SQLite) and two agents as processes of their own on loopback. Each \
             round starts an operation — a create (half of them with restartPolicy: always), a delete, \
-            a stop or start, a live migration, an application applied, a rebalancing plan executed — \
-            and, 0 to 500 ms later (half the time within 20 ms, while the request may still be in \
+            a stop or start, a live migration, an application applied, a rebalancing plan executed, a \
+            desktop context opened, reset, kept or closed — and, 0 to 500 ms later (half the time within 20 ms, while the request may still be in \
             flight), kills the controller (4 rounds in 10) or an agent with SIGKILL and starts it again \
             (an agent is sometimes kept down past --host-lost-after, so its host is lost). Then, \
             within 30 s, the invariants must hold: no VM lost or appeared from nowhere, each running \
             VM running on exactly one host — its own — and nothing running that the controller does \
             not place there, every migration ended (a failed one with its reason), no guest left \
-            paused. A round whose invariants do not hold within 30 s is a violation, named. \
+            paused; every context opened and not closed running on its own host alone from the one \
+            clean state its host names, with nothing left half done. A round whose invariants do not hold within 30 s is a violation, named. \
             The simulated driver keeps what it runs in a file (--driver-opt persist=on), so its VMs \
             outlive a killed agent as QEMUs do.
             Exit status: 0 when there was no violation, 1 otherwise.
@@ -110,6 +111,12 @@ final class Chaos: @unchecked Sendable {
     /// VMs whose create or delete got no answer (the fault cut it): either outcome is right, and
     /// the round's settled state says which it was.
     var uncertain: Set<String> = []
+    /// Contexts whose open was answered and that have not been closed since; those whose open or
+    /// close got no answer; and, by context, the resets its last answered reset counted (a context
+    /// may not count fewer later: a reset that was answered is not undone).
+    var contexts: Set<String> = []
+    var uncertainContexts: Set<String> = []
+    var resetsAnswered: [String: Int] = [:]
 
     /// Short times, so that a round settles in seconds: heartbeats every 200 ms, unreachable after
     /// 1 s, lost after 3 s (an agent cut off fences after 2 s).
@@ -149,6 +156,7 @@ final class Chaos: @unchecked Sendable {
             result.operations[kind, default: 0] += 1
             // Until it is answered, either outcome of a create or delete is right.
             if let name = planned.decides { uncertain.insert(name) }
+            if let name = planned.decidesContext { uncertainContexts.insert(name) }
             let api = self.api
             let operation = Task { try await Self.perform(planned, api: api) }
             // Half the faults land within 20 ms, while the request itself may still be in flight;
@@ -163,11 +171,16 @@ final class Chaos: @unchecked Sendable {
             result.faultsByTarget[target == "controller" ? "controller" : "agent", default: 0] += 1
             if keepDown { result.hostsLost += 1 }
             switch await operation.result {
-            case .success:
+            case .success(let context):
                 if let name = planned.decides {
                     uncertain.remove(name)
                     if case .delete = planned { expected.remove(name) } else { expected.insert(name) }
                 }
+                if let name = planned.decidesContext {
+                    uncertainContexts.remove(name)
+                    if case .closeContext = planned { contexts.remove(name) } else { contexts.insert(name) }
+                }
+                if case .resetContext(let name, _) = planned, let context { resetsAnswered[name] = context.resets }
             case .failure: result.operationsFailed += 1
             }
             let settleStart = ContinuousClock.now
@@ -176,6 +189,11 @@ final class Chaos: @unchecked Sendable {
             let names = Set(((try? await self.api.allVMs()) ?? []).map(\.name))
             for name in uncertain { if names.contains(name) { expected.insert(name) } else { expected.remove(name) } }
             uncertain.removeAll()
+            let contextNames = Set(((try? await self.api.listContexts().items) ?? []).map(\.name))
+            for name in uncertainContexts {
+                if contextNames.contains(name) { contexts.insert(name) } else { contexts.remove(name) }
+            }
+            uncertainContexts.removeAll()
             result.settleMaxSeconds = max(result.settleMaxSeconds, settleStart.duration(to: .now).secondsValue)
             result.rounds = round
             for problem in problems { result.details.append("round \(round) (\(kind), kill -9 \(target)): \(problem)") }
@@ -208,6 +226,10 @@ final class Chaos: @unchecked Sendable {
             [
                 "agent", "--controller", url, "--name", host, "--state-dir", directory + "/" + host, "--driver", "simulated",
                 "--driver-opt", "boot-delay-ms=50", "--driver-opt", "stop-delay-ms=20", "--driver-opt", "persist=on",
+                // A context's clean state takes as long to save and load as a small guest's on QEMU,
+                // so that a kill lands in the middle of a reset or keep.
+                "--driver-opt", "snapshot-save-ms=200", "--driver-opt", "snapshot-load-ms=100", "--driver-opt",
+                "snapshot-wait=on",
                 "--log-level", "notice",
             ], log: directory + "/\(host).log")
     }
@@ -240,6 +262,10 @@ final class Chaos: @unchecked Sendable {
         case start(String)
         case migrate(String, to: String)
         case plan
+        case openContext(String, disposable: Bool)
+        case resetContext(String, force: Bool)
+        case keepContext(String)
+        case closeContext(String)
         case nothing
 
         var kind: String {
@@ -250,6 +276,10 @@ final class Chaos: @unchecked Sendable {
             case .stop, .start: "stop-start"
             case .migrate: "migrate"
             case .plan: "plan"
+            case .openContext: "context-open"
+            case .resetContext: "context-reset"
+            case .keepContext: "context-keep"
+            case .closeContext: "context-close"
             case .nothing: "nothing"
             }
         }
@@ -261,18 +291,27 @@ final class Chaos: @unchecked Sendable {
             default: nil
             }
         }
+
+        /// The context whose existence the operation decides, if any.
+        var decidesContext: String? {
+            switch self {
+            case .openContext(let name, _), .closeContext(let name): name
+            default: nil
+            }
+        }
     }
 
     /// Picks the round's operation: creates while there are few VMs, deletes when there are many.
     func prepare(round: Int) async -> Operation {
         let kinds =
             expected.count < 3
-            ? ["create", "create", "apply"]
+            ? ["create", "create", "apply", "context"]
             : expected.count > 12
-                ? ["delete", "delete", "stop-start", "migrate", "plan"]
-                : ["create", "delete", "stop-start", "migrate", "migrate", "apply", "plan"]
+                ? ["delete", "delete", "stop-start", "migrate", "plan", "context"]
+                : ["create", "delete", "stop-start", "migrate", "migrate", "apply", "plan", "context", "context"]
         let known = expected.sorted()
         switch kinds.randomElement(using: &random)! {
+        case "context": return await prepareContext(round: round)
         case "create": return .create("c-\(round)", always: Bool.random(using: &random))
         case "apply": return .apply("a-\(round)", app: "app-\(round)")
         case "delete": return known.randomElement(using: &random).map { .delete($0) } ?? .nothing
@@ -287,8 +326,25 @@ final class Chaos: @unchecked Sendable {
         }
     }
 
-    /// Sends one operation through the API.
-    static func perform(_ operation: Operation, api: VireoClient) async throws {
+    /// A context verb: opens while there are few contexts, then resets, keeps and closes them.
+    func prepareContext(round: Int) async -> Operation {
+        let open = contexts.sorted()
+        let verbs =
+            open.isEmpty ? ["open"] : open.count < 3 ? ["open", "reset", "reset", "keep", "close"] : ["reset", "keep", "close"]
+        let verb = verbs.randomElement(using: &random)!
+        if verb == "open" { return .openContext("x-\(round)", disposable: Bool.random(using: &random)) }
+        let name = open.randomElement(using: &random)!
+        switch verb {
+        case "reset":
+            let kind = try? await api.context(name, host: nil).kind
+            return .resetContext(name, force: kind == .persistent)
+        case "keep": return .keepContext(name)
+        default: return .closeContext(name)
+        }
+    }
+
+    /// Sends one operation through the API; the answer's context, for a context verb.
+    static func perform(_ operation: Operation, api: VireoClient) async throws -> Context? {
         switch operation {
         case .create(let name, let always):
             var body: [String: JSONValue] = ["name": .string(name), "image": .string("tiny"), "memory": .string("64MiB")]
@@ -308,8 +364,16 @@ final class Chaos: @unchecked Sendable {
         case .start(let name): _ = try await api.startVM(name)
         case .migrate(let name, let host): _ = try await api.migrateVM(name, to: host)
         case .plan: _ = try await api.plan(policy: "threshold", execute: true)
-        case .nothing: return
+        case .openContext(let name, let disposable):
+            let spec = ContextSpec(
+                name: name, kind: disposable ? .disposable : .persistent, image: "tiny", cpus: 1, memoryMiB: 64)
+            return try await api.openContext(ContextOpenRequest(spec: spec, wait: true))
+        case .resetContext(let name, let force): return try await api.resetContext(name, host: nil, force: force)
+        case .keepContext(let name): return try await api.keepContext(name, host: nil)
+        case .closeContext(let name): return try await api.closeContext(name, host: nil)
+        case .nothing: break
         }
+        return nil
     }
 
     // MARK: Invariants
@@ -332,10 +396,12 @@ final class Chaos: @unchecked Sendable {
         let vms: [VMView]
         let hostList: [HostView]
         let migrations: [MigrationView]
+        let contextList: [Context]
         do {
             vms = try await api.allVMs()
             hostList = try await api.hosts().items
             migrations = try await api.migrations(limit: 1000).items
+            contextList = try await api.listContexts().items
         } catch {
             return ["the controller does not answer: \(error)"]
         }
@@ -353,11 +419,23 @@ final class Chaos: @unchecked Sendable {
                 problems.append("migration of \(migration.vm) failed without a reason")
             }
         }
-        // What each host's simulated driver runs, from the file it keeps.
+        // What each host's simulated driver runs, from the file it keeps, and the contexts its
+        // agent keeps (their VMs are the host's own, not the controller's).
         var running: [String: [String]] = [:]  // VM name → hosts running it
+        var snapshots: [VMID: [String]] = [:]
+        var books: [String: [HostContextBook.Record]] = [:]
         for host in hosts {
             guard let persisted = SimulatedDriver.Persisted.read(from: "\(directory)/\(host)/simulated.json") else { continue }
+            let book = HostContextBook.read(from: "\(directory)/\(host)/contexts/contexts.json")
+            books[host] = book
+            let contextVMs = Set(book.map(\.vm))
             for instance in persisted.instances {
+                if instance.state == .running { snapshots[instance.spec.id] = instance.snapshots }
+                if contextVMs.contains(instance.spec.id) {
+                    if instance.paused { problems.append("context \(instance.spec.name) is left paused on \(host)") }
+                    if instance.state == .running { running[instance.spec.name, default: []].append(host) }
+                    continue
+                }
                 let owner = vms.first { $0.id == instance.spec.id }
                 if owner == nil || owner?.host != host {
                     problems.append(
@@ -383,6 +461,81 @@ final class Chaos: @unchecked Sendable {
                 problems.append("\(vm.name) is \(vm.state.rawValue) (wanted \(vm.intent.rawValue))")
             }
         }
+        problems += checkContexts(contextList, books: books, running: running, snapshots: snapshots)
         return problems
+    }
+
+    /// The contexts' invariants: each open one (and no other) runs on its host alone from a clean
+    /// state its host keeps, with no operation left half done and no reset that was answered undone.
+    func checkContexts(
+        _ listed: [Context], books: [String: [HostContextBook.Record]], running: [String: [String]],
+        snapshots: [VMID: [String]]
+    ) -> [String] {
+        var problems: [String] = []
+        let names = Set(listed.map(\.name))
+        for name in contexts.subtracting(names).subtracting(uncertainContexts).sorted() {
+            problems.append("context \(name) lost")
+        }
+        for name in names.subtracting(contexts).subtracting(uncertainContexts).sorted() {
+            problems.append("context \(name) appeared, opened by nobody")
+        }
+        for (host, book) in books.sorted(by: { $0.key < $1.key }) {
+            for record in book where !record.pooled {
+                if let pending = record.pending?.keys.sorted().joined(separator: ", ") {
+                    problems.append("context \(record.name) on \(host) has its \(pending) left half done")
+                }
+                if !listed.contains(where: { $0.vm == record.vm && $0.host == host }) {
+                    problems.append("\(host) keeps context \(record.name), which the controller does not list there")
+                }
+            }
+        }
+        for context in listed {
+            if context.state != .running {
+                problems.append("context \(context.name) is \(context.state.rawValue)\(context.message.map { ": \($0)" } ?? "")")
+            }
+            let on = running[context.name] ?? []
+            if on != [context.host] {
+                problems.append(
+                    "context \(context.name) runs on \(on.isEmpty ? "no host" : on.joined(separator: " and ")), kept on \(context.host)"
+                )
+            }
+            if let answered = resetsAnswered[context.name], context.resets < answered {
+                problems.append(
+                    "context \(context.name) counts \(context.resets) resets, after a reset answered with \(answered)")
+            }
+            guard let record = books[context.host]?.first(where: { $0.vm == context.vm }) else {
+                problems.append("context \(context.name) is not in \(context.host)'s book")
+                continue
+            }
+            let tags = snapshots[context.vm] ?? []
+            if record.cleanTag == nil || tags != [record.cleanTag!] {
+                problems.append(
+                    "context \(context.name)'s clean state is \(record.cleanTag ?? "none"), its VM has snapshots [\(tags.joined(separator: ", "))]"
+                )
+            }
+        }
+        return problems
+    }
+}
+
+/// The contexts an agent keeps (`<state-dir>/contexts/contexts.json`), as much of it as the checks
+/// read.
+struct HostContextBook: Decodable {
+    struct Record: Decodable {
+        struct Spec: Decodable { var name: String }
+        var spec: Spec
+        var vm: VMID
+        var pooled: Bool
+        var cleanTag: String?
+        /// The operation under way (`{"reset": {}}`, ...), named by its key.
+        var pending: [String: JSONValue]?
+
+        var name: String { spec.name }
+    }
+    var contexts: [Record]
+
+    /// The records in the file at `path`; none when there is no file yet.
+    static func read(from path: String) -> [Record] {
+        FileManager.default.contents(atPath: path).flatMap { try? JSONDecoder().decode(Self.self, from: $0) }?.contexts ?? []
     }
 }

@@ -232,7 +232,8 @@ struct DriverSelection: ParsableArguments {
                 + "test:///default runs no guests), domain-type (auto|qemu|kvm), network (user|none), stop-timeout-s, ready-timeout-s, images, "
                 + "shared-disks, peer-uri, migration-timeout-s, migration-mode, migration-tls-dir (libvirtd's "
                 + "migrate_tls_x509_cert_dir; docs/libvirt-driver.md). simulated: cpus, memory, "
-                + "boot-delay-ms, stop-delay-ms, fail-probability, seed, persist (on: what it runs is kept in "
+                + "boot-delay-ms, stop-delay-ms, fail-probability, seed, snapshot-save-ms, snapshot-load-ms, "
+                + "snapshot-wait (on: saves and loads take those times), persist (on: what it runs is kept in "
                 + "<state-dir>/simulated.json and outlives the agent, as QEMUs do).",
             valueName: "key=value"))
     var driverOptions: [String] = []

@@ -30,6 +30,8 @@ struct ChaosTests {
         #expect(result.violations == 0, "\(result.details)")
         #expect(result.details.isEmpty)
         #expect(result.operations.values.reduce(0, +) == 8)
+        // Seed 11 opens, keeps and closes contexts among its operations.
+        #expect(result.operations.keys.filter { $0.hasPrefix("context-") }.count >= 2, "\(result.operations)")
         print("chaos, 8 rounds (seed 11): faults \(result.faultsByTarget), operations \(result.operations)")
     }
 
