@@ -104,7 +104,7 @@ let package = Package(
             dependencies: ["VireoModel", "VireoTelemetry", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         // Several hosts on one machine: namespaces, a bridge, cgroups, an agent each.
-        .target(name: "VireoTestbed", dependencies: ["VireoModel", "VireoImage", "VireoProcess"]),
+        .target(name: "VireoTestbed", dependencies: ["VireoModel", "VireoImage", "VireoProcess", "VireoDriverQEMU"]),
         // Builds guest images on the host from Debian packages. The guest's own files (init, the
         // web service's C source) are in Embedded/.
         .target(

@@ -238,14 +238,19 @@ public final class Agent: Service {
     private func release(_ ids: [VMID]) async {
         for id in ids {
             do {
-                try await driver.powerOff(id)
-                try await driver.release(id)
+                do {
+                    try await driver.powerOff(id)
+                    try await driver.release(id)
+                    logger.notice(
+                        "released a VM the cluster restarted on another host while this one was lost", metadata: ["vm": "\(id)"])
+                } catch let error as VireoError where error.code == .notFound {
+                    // Gone already (a delete or an earlier release got there first): released.
+                    logger.info("a VM to release is no longer on this host", metadata: ["vm": "\(id)"])
+                }
                 state.withLock {
                     $0.acted[id] = nil
                     $0.fencedVMs.remove(id)
                 }
-                logger.notice(
-                    "released a VM the cluster restarted on another host while this one was lost", metadata: ["vm": "\(id)"])
             } catch {
                 logger.error("cannot release a VM restarted elsewhere", metadata: ["vm": "\(id)", "error": "\(error)"])
             }

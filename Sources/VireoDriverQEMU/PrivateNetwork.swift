@@ -30,7 +30,22 @@ enum PrivateNetwork {
 
     /// The namespace of private network `network` of the driver whose state is in `stateDirectory`.
     static func namespace(stateDirectory: String, network: String) -> String {
-        "vireo-\(QEMUDriver.shortHash(stateDirectory).prefix(8))-\(QEMUDriver.shortHash(network).prefix(8))"
+        namespacePrefix(stateDirectory: stateDirectory) + String(QEMUDriver.shortHash(network).prefix(8))
+    }
+
+    /// What the names of the private networks of the driver whose state is in `stateDirectory` begin with.
+    static func namespacePrefix(stateDirectory: String) -> String {
+        "vireo-\(QEMUDriver.shortHash(stateDirectory).prefix(8))-"
+    }
+
+    /// Deletes every private network of the driver whose state is in `stateDirectory`, for one
+    /// whose host is being taken down with its VMs killed (`vireo testbed down`): nothing deletes
+    /// their VMs, so nothing would delete their networks. Returns the namespaces deleted.
+    static func removeAll(stateDirectory: String) async -> [String] {
+        let prefix = namespacePrefix(stateDirectory: stateDirectory)
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix(prefix) }
+        for name in names { _ = try? await HostTool.run("ip", ["netns", "del", name], acceptedStatus: [0, 1]) }
+        return names.sorted()
     }
 
     /// Where `ip netns` keeps a namespace: what `nsenter --net=PATH` and `setns` open.

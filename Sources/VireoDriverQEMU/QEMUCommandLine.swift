@@ -120,7 +120,7 @@ public struct QEMUInvocation: Sendable, Equatable {
 
     public var arguments: [String] {
         var arguments = [
-            "-name", "vireo-\(name),process=vireo-\(id)",
+            "-name", "vireo-\(name),process=vireo-\(id),debug-threads=on",
             "-machine", "pc", "-accel", accelerator.rawValue,
             "-nodefaults", "-no-user-config", "-display", "none",
             "-m", "\(memoryMiB)", "-smp", "\(cpus)",

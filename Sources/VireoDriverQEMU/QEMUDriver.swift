@@ -252,7 +252,10 @@ public actor QEMUDriver: HypervisorDriver {
                 QEMUConfinement.command(binary: configuration.binary, arguments: invocation.arguments, uid: record.uid),
                 log: paths.log, pidFile: paths.pid, cgroups: cgroup?.directories ?? [], umask: "077")
             launched = pid
-            try Self.write(RunInfo(pid: pid, serialOffset: offset, startedAt: Date(), snapshot: snapshot), to: paths.run)
+            try Self.write(
+                RunInfo(
+                    pid: pid, serialOffset: offset, startedAt: Date(), snapshot: snapshot, incoming: incoming != nil ? true : nil),
+                to: paths.run)
             // QMP answers once QEMU has set the VM up (a snapshot loaded, memory preallocated).
             let qmp = try await Self.connectQMP(
                 paths.qmp, pid: pid, log: paths.log, logOffset: logOffset,
@@ -451,6 +454,12 @@ public actor QEMUDriver: HypervisorDriver {
 
     /// A TCP port free on `host` now (the kernel picks it; QEMU binds it moments later).
     public static func freePort(on host: String) throws -> Int { try LoopbackPort.free(on: host) }
+
+    /// Deletes the private networks of the driver whose state is in `stateDirectory`, once its
+    /// agent and QEMUs are gone for good (`vireo testbed down`); returns their namespaces.
+    public static func removePrivateNetworks(stateDirectory: String) async -> [String] {
+        await PrivateNetwork.removeAll(stateDirectory: stateDirectory)
+    }
 
     static func milliseconds(_ duration: Duration) -> Int {
         Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)

@@ -31,6 +31,13 @@ extension QEMUDriver {
         /// The snapshot this run started from (`-loadvm`): its guest printed no ready marker in
         /// this run, so a driver re-adopting it asks QEMU whether it runs instead.
         var snapshot: String?
+        /// Whether this run was a migration's destination: its guest printed its marker on the
+        /// source, so a driver re-adopting it asks QEMU too. (Without it, a guest that had arrived
+        /// waited for a marker that never came, and was failed after the ready timeout.)
+        var incoming: Bool?
+
+        /// What tells a driver re-adopting this run that its guest is ready.
+        var readiness: Readiness { snapshot != nil || incoming == true ? .restored : .marker }
     }
 
     /// What tells that a run's guest is ready.

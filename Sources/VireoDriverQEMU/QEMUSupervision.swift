@@ -96,7 +96,7 @@ extension QEMUDriver {
         guard instances[id]?.run == run, instances[id]?.state == .starting, let qmp = instances[id]?.qmp else { return }
         instances[id]?.message =
             restored
-            ? "the guest restored from its snapshot did not run within \(timeout)"
+            ? "the guest restored from its snapshot (or moved here) did not run within \(timeout)"
             : "the guest printed no ready marker within \(timeout)"
         _ = try? await qmp.execute(QMP.Quit(), timeout: .seconds(2))
     }
@@ -172,9 +172,7 @@ extension QEMUDriver {
                 let qmp = try await QMPClient.connect(path: paths.qmp, timeout: configuration.snapshotTimeout)
                 instances[id]?.state = .starting
                 instances[id]?.cgroup = cgroupParent.flatMap { VMCgroup.existing(cgroupName(id), under: $0) }
-                attach(
-                    id, run: 1, pid: info.pid, qmp: qmp, serialOffset: info.serialOffset,
-                    readiness: info.snapshot == nil ? .marker : .restored)
+                attach(id, run: 1, pid: info.pid, qmp: qmp, serialOffset: info.serialOffset, readiness: info.readiness)
                 logger.info("re-adopted QEMU", metadata: ["vm": "\(record.spec.name)", "pid": "\(info.pid)"])
                 // Stopped vCPUs: paused on purpose, or the source of a paused migration that ended
                 // while no agent watched; the agent resumes it if no move of it is under way.

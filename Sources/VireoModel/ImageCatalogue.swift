@@ -21,7 +21,7 @@ public enum ImageCatalogue {
     public static let builtIn: [ImageInfo] = [
         ImageInfo(
             name: "tiny", description: "Linux kernel + busybox initramfs; boots to a ready marker, brings up virtio-net",
-            diskMiB: 16, minimumMemoryMiB: 64),
+            diskMiB: 16, minimumMemoryMiB: 80),
         ImageInfo(
             name: "web",
             description: "tiny + an HTTP service whose latency depends on its CPU, with Prometheus metrics",

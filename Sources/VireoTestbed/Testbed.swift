@@ -1,4 +1,5 @@
 import Foundation
+import VireoDriverQEMU
 import VireoImage
 import VireoModel
 import VireoProcess
@@ -43,6 +44,8 @@ public struct Testbed: Sendable {
         public var imagesDirectory: String?
         /// Each host's driver by name (`h2`); hosts not named run `qemu` (see `TestbedDriver.parse`).
         public var drivers: [String: TestbedDriver] = [:]
+        /// More arguments for `vireo controller` (e.g. `--heartbeat 500ms`).
+        public var controllerArguments: [String] = []
 
         public init(hosts: Int, directory: String, executable: String) {
             self.hosts = hosts
@@ -65,6 +68,8 @@ public struct Testbed: Sendable {
             public var driver: TestbedDriver?
             /// The host's own libvirt (`TestbedLibvirtd.directory`), for a `libvirt` host.
             public var libvirtDirectory: String?
+            /// How its agent was started, so that it can be started again (`restartAgent`).
+            public var command: [String]?
         }
         public var name: String
         public var network: String
@@ -74,6 +79,8 @@ public struct Testbed: Sendable {
         public var adminTokenFile: String
         public var hosts: [Host]
         public var cgroupParents: [String]
+        /// How the controller was started, so that it can be started again (`restartController`).
+        public var controllerCommand: [String]?
     }
 
     public let options: Options
@@ -145,12 +152,14 @@ public struct Testbed: Sendable {
             let controllerDirectory = options.directory + "/controller"
             try fm.createDirectory(atPath: controllerDirectory, withIntermediateDirectories: true)
             progress("controller on \(state.controllerURL)")
-            state.controllerPID = try await Self.spawn(
+            state.controllerCommand =
                 [
                     options.executable, "controller", "--data-dir", controllerDirectory, "--listen",
                     "\(controllerAddress):\(options.controllerPort)",
-                ],
-                log: controllerDirectory + "/controller.log", pidFile: controllerDirectory + "/controller.pid")
+                ] + options.controllerArguments
+            state.controllerPID = try await Self.spawn(
+                state.controllerCommand!, log: controllerDirectory + "/controller.log",
+                pidFile: controllerDirectory + "/controller.pid")
             try Self.save(state, in: options.directory)
             try await Self.waitForFile(controllerDirectory + "/join.token", process: state.controllerPID)
             try await Self.waitForFile(controllerDirectory + "/endpoint", process: state.controllerPID)
@@ -240,7 +249,39 @@ public struct Testbed: Sendable {
             tokenFile: options.directory + "/controller/join.token")
         return State.Host(
             name: name, namespace: ns, veth: veth(i), address: hostAddress(i), agentPID: pid, cgroups: groups,
-            log: log, driver: driver, libvirtDirectory: libvirtd?.directory)
+            log: log, driver: driver, libvirtDirectory: libvirtd?.directory, command: agent)
+    }
+
+    // MARK: Faults
+
+    /// Kills process `pid` with SIGKILL, as a crash would (a host's QEMUs run on), and waits
+    /// until it is gone.
+    public static func crash(_ pid: Int32) async {
+        guard pid > 0, kill(pid, SIGKILL) == 0 else { return }
+        while kill(pid, 0) == 0 { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    /// Starts the agent of host `name` again as `up` started it, in its namespace and cgroups,
+    /// after a crash; records its new PID.
+    public static func restartAgent(_ name: String, in state: inout State, directory: String) async throws {
+        guard let index = state.hosts.firstIndex(where: { $0.name == name }), let command = state.hosts[index].command else {
+            throw VireoError(.notFound, "the testbed in \(directory) has no host \(name) it can restart")
+        }
+        let host = state.hosts[index]
+        state.hosts[index].agentPID = try await spawn(
+            command, log: host.log, pidFile: "\(directory)/\(name)/agent.pid", cgroups: host.cgroups,
+            tokenFile: directory + "/controller/join.token")
+        try save(state, in: directory)
+    }
+
+    /// Starts the controller again as `up` started it, after a crash; records its new PID.
+    public static func restartController(in state: inout State, directory: String) async throws {
+        guard let command = state.controllerCommand else {
+            throw VireoError(.notFound, "the testbed in \(directory) does not say how its controller was started")
+        }
+        state.controllerPID = try await spawn(
+            command, log: directory + "/controller/controller.log", pidFile: directory + "/controller/controller.pid")
+        try save(state, in: directory)
     }
 
     /// Stops the agents, their QEMUs and the controller, and removes namespaces, links and cgroups.
@@ -264,8 +305,11 @@ public struct Testbed: Sendable {
             if let libvirt = host.libvirtDirectory {
                 await TestbedLibvirtd(directory: libvirt).stop { progress("host \(host.name): \($0)") }
             }
-            // Whatever still runs in the namespace (QEMUs outlive their agent by design).
+            // Whatever still runs in the namespace (QEMUs outlive their agent by design), and the
+            // private networks its contexts' QEMUs were on.
             await killAll(inNamespace: host.namespace)
+            let networks = await QEMUDriver.removePrivateNetworks(stateDirectory: "\(directory)/\(host.name)/vms")
+            if !networks.isEmpty { progress("host \(host.name): private networks \(networks.joined(separator: ", ")) removed") }
         }
         for daemon in TestbedLibvirtd.all(in: directory) {
             await daemon.stop { progress("leftover \(daemon.directory): \($0)") }

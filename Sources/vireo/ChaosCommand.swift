@@ -12,30 +12,42 @@ struct ChaosCommand: AsyncParsableCommand {
         abstract:
             "Kill -9 the controller or an agent in the middle of random operations, and check after each round that nothing was lost.",
         discussion: """
-            Starts a controller (SQLite) and two agents as processes of their own on loopback. Each \
-            round starts an operation — a create (half of them with restartPolicy: always), a delete, \
-            a stop or start, a live migration, an application applied, a rebalancing plan executed, a \
-            desktop context opened, reset, kept or closed — and, 0 to 500 ms later (half the time within 20 ms, while the request may still be in \
-            flight), kills the controller (4 rounds in 10) or an agent with SIGKILL and starts it again \
-            (an agent is sometimes kept down past --host-lost-after, so its host is lost). Then, \
-            within 30 s, the invariants must hold: no VM lost or appeared from nowhere, each running \
-            VM running on exactly one host — its own — and nothing running that the controller does \
-            not place there, every migration ended (a failed one with its reason), no guest left \
-            paused; every context opened and not closed running on its own host alone from the one \
-            clean state its host names, with nothing left half done. A round whose invariants do not hold within 30 s is a violation, named. \
-            The simulated driver keeps what it runs in a file (--driver-opt persist=on), so its VMs \
-            outlive a killed agent as QEMUs do.
+            Starts a controller (SQLite) and two agents, and round after round starts an operation — a \
+            create (half of them with restartPolicy: always), a delete, a stop or start, a live \
+            migration, an application applied, a rebalancing plan executed, a desktop context opened, \
+            reset, kept or closed — and, 0 to 500 ms later (half the time within 20 ms, while the \
+            request may still be in flight), kills the controller (4 rounds in 10) or an agent with \
+            SIGKILL and starts it again (an agent is sometimes kept down past --host-lost-after, so its \
+            host is lost). Then the invariants must hold: no VM lost or appeared from nowhere, each \
+            running VM running on exactly one host — its own — and nothing running that the \
+            controller does not place there, every migration ended (a failed one with its reason), no \
+            guest left paused; every context opened and not closed running on its own host alone from \
+            the one clean state its host names, with nothing left half done. A round whose invariants \
+            do not hold in time (30 s; 120 s with qemu) is a violation, named.
+            --driver simulated (the default): processes on loopback; the driver keeps what it runs in \
+            a file (--driver-opt persist=on), so its VMs outlive a killed agent as QEMUs do.
+            --driver qemu (root): a two-host testbed (`vireo testbed`: network namespaces \
+            vchaos-h1/-h2 on 198.19.0.0/16, shared disk storage) taken down at the end; what each host \
+            runs is read from the QEMU processes in its namespace (one per running VM), whether a \
+            guest is paused from its vCPU threads, a context's snapshots from its disk.
             Exit status: 0 when there was no violation, 1 otherwise.
-            Example: vireo chaos --rounds 50 -o json
+            Examples: vireo chaos --rounds 50 -o json
+                      sudo vireo chaos --driver qemu --rounds 50 -o json
             """)
 
     @Option(help: ArgumentHelp("Rounds: one fault each.", valueName: "n")) var rounds: Int = 50
     @Option(help: ArgumentHelp("Seed of the random choices (default: random; printed).", valueName: "n")) var seed: UInt64?
     @Option(
         help: ArgumentHelp(
-            "Hypervisor driver of the agents: simulated. (qemu is not built yet: its guests take seconds to boot "
-                + "under TCG, and a round must wait for them.)", valueName: "driver"))
+            "Hypervisor driver of the agents: simulated (processes on loopback), or qemu (a two-host testbed of "
+                + "network namespaces on 198.19.0.0/16 with shared disk storage; root; rounds take seconds, as guests boot "
+                + "under TCG).", valueName: "driver"))
     var driver: String = "simulated"
+    @Option(
+        help: ArgumentHelp(
+            "With --driver qemu: where guest images are built and kept (default: in the run's directory, built on the first create).",
+            valueName: "dir"))
+    var images: String?
     @Option(help: ArgumentHelp("Directory for the processes' data and logs (default: a new temporary one).", valueName: "dir"))
     var dir: String?
     @Flag(help: "Keep the directory afterwards.") var keep = false
@@ -43,16 +55,23 @@ struct ChaosCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...10_000).contains(rounds) else { throw ValidationError("--rounds: give 1 to 10000 (got \(rounds))") }
-        guard driver == "simulated" else {
-            throw ValidationError("--driver: '\(driver)' is not supported; only simulated is built so far")
+        guard ["simulated", "qemu"].contains(driver) else {
+            throw ValidationError("--driver: '\(driver)' is not a chaos driver; give simulated or qemu")
         }
+        if driver == "qemu", getuid() != 0 {
+            throw ValidationError("--driver qemu: the testbed creates network namespaces, bridges and cgroups: run it as root")
+        }
+        if images != nil, driver != "qemu" { throw ValidationError("--images: only with --driver qemu") }
     }
 
     func run() async throws {
         let directory = dir ?? FileManager.default.temporaryDirectory.path + "/vireo-chaos-\(UUID().uuidString.prefix(8))"
         let seed = seed ?? UInt64.random(in: 1...UInt64(UInt32.max))
-        let chaos = Chaos(directory: directory, rounds: rounds, seed: seed) { line in
-            if output.output == .table { FileHandle.standardError.write(Data("chaos: \(line)\n".utf8)) }
+        let cluster: any ChaosCluster =
+            driver == "qemu"
+            ? TestbedChaosCluster(directory: directory, images: images) : LoopbackChaosCluster(directory: directory)
+        let chaos = Chaos(cluster: cluster, directory: directory, rounds: rounds, seed: seed) { line in
+            FileHandle.standardError.write(Data("chaos: \(line)\n".utf8))
         }
         let result = try await cancellableBySignals { try await chaos.run() }
         if !keep { try? FileManager.default.removeItem(atPath: directory) }
@@ -100,12 +119,9 @@ final class Chaos: @unchecked Sendable {
     let rounds: Int
     let seed: UInt64
     let progress: @Sendable (String) -> Void
-    let children = Children()
-    let hosts = ["h1", "h2"]
+    let cluster: any ChaosCluster
+    var hosts: [String] { cluster.hosts }
     var random: SeededGenerator
-    var controller: Process?
-    var agents: [String: Process] = [:]
-    var port = 0
     /// VMs whose create was answered and that have not been deleted since.
     var expected: Set<String> = []
     /// VMs whose create or delete got no answer (the fault cut it): either outcome is right, and
@@ -118,12 +134,10 @@ final class Chaos: @unchecked Sendable {
     var uncertainContexts: Set<String> = []
     var resetsAnswered: [String: Int] = [:]
 
-    /// Short times, so that a round settles in seconds: heartbeats every 200 ms, unreachable after
-    /// 1 s, lost after 3 s (an agent cut off fences after 2 s).
-    static let controllerTiming = ["--heartbeat", "200ms", "--host-timeout", "1s", "--host-lost-after", "3s"]
-    static let settleWithin: Double = 30
-
-    init(directory: String, rounds: Int, seed: UInt64, progress: @escaping @Sendable (String) -> Void) {
+    init(
+        cluster: any ChaosCluster, directory: String, rounds: Int, seed: UInt64, progress: @escaping @Sendable (String) -> Void
+    ) {
+        self.cluster = cluster
         self.directory = directory
         self.rounds = rounds
         self.seed = seed
@@ -131,17 +145,25 @@ final class Chaos: @unchecked Sendable {
         self.progress = progress
     }
 
-    var url: String { "http://127.0.0.1:\(port)" }
-    var api: VireoClient { VireoClient(server: url, timeout: .seconds(5)) }
+    var url: String { cluster.url }
+    var api: VireoClient { VireoClient(server: url, token: cluster.token, timeout: .seconds(5)) }
 
     func run() async throws -> ChaosResult {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { children.killAll() }
-        port = try LoopbackPort.free()
-        try startController()
+        do {
+            let result = try await rounds()
+            await cluster.tearDown()
+            return result
+        } catch {
+            await cluster.tearDown()
+            throw error
+        }
+    }
+
+    func rounds() async throws -> ChaosResult {
+        try await cluster.start(progress: progress)
         try await benchWait("the controller answers", within: 60) { (try? await api.health()) != nil }
-        for host in hosts { try startAgent(host) }
-        try await benchWait("\(hosts.count) hosts ready", within: 60) {
+        try await benchWait("\(hosts.count) hosts ready", within: 120) {
             try await api.hosts().items.filter { $0.state == .ready }.count == hosts.count
         }
         progress("controller on \(url), agents \(hosts.joined(separator: ", ")); \(rounds) rounds, seed \(seed); in \(directory)")
@@ -209,45 +231,18 @@ final class Chaos: @unchecked Sendable {
         return result
     }
 
-    // MARK: Processes
-
-    func startController() throws {
-        controller = try children.start(
-            try currentExecutable(),
-            [
-                "controller", "--data-dir", directory + "/controller", "--listen", "127.0.0.1:\(port)", "--migration-tls", "off",
-                "--log-level", "notice",
-            ] + Self.controllerTiming, log: directory + "/controller.log")
-    }
-
-    func startAgent(_ host: String) throws {
-        agents[host] = try children.start(
-            try currentExecutable(),
-            [
-                "agent", "--controller", url, "--name", host, "--state-dir", directory + "/" + host, "--driver", "simulated",
-                "--driver-opt", "boot-delay-ms=50", "--driver-opt", "stop-delay-ms=20", "--driver-opt", "persist=on",
-                // A context's clean state takes as long to save and load as a small guest's on QEMU,
-                // so that a kill lands in the middle of a reset or keep.
-                "--driver-opt", "snapshot-save-ms=200", "--driver-opt", "snapshot-load-ms=100", "--driver-opt",
-                "snapshot-wait=on",
-                "--log-level", "notice",
-            ], log: directory + "/\(host).log")
-    }
+    // MARK: Faults
 
     /// SIGKILL, then a new process in its place: at once, or for an agent kept down, once the
     /// controller has declared its host lost.
     func fault(_ target: String, keepDown: Bool) async throws {
-        let process = target == "controller" ? controller : agents[target]
-        if let process, process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        await cluster.crash(target)
         if keepDown {
-            try? await benchWait("\(target) lost", within: 15, every: .milliseconds(100)) {
+            try? await benchWait("\(target) lost", within: 30, every: .milliseconds(100)) {
                 try await api.host(target).state == .lost
             }
         }
-        if target == "controller" { try startController() } else { try startAgent(target) }
+        try await cluster.restart(target)
     }
 
     // MARK: Operations
@@ -304,9 +299,9 @@ final class Chaos: @unchecked Sendable {
     /// Picks the round's operation: creates while there are few VMs, deletes when there are many.
     func prepare(round: Int) async -> Operation {
         let kinds =
-            expected.count < 3
+            expected.count < cluster.vmRange.low
             ? ["create", "create", "apply", "context"]
-            : expected.count > 12
+            : expected.count > cluster.vmRange.high
                 ? ["delete", "delete", "stop-start", "migrate", "plan", "context"]
                 : ["create", "delete", "stop-start", "migrate", "migrate", "apply", "plan", "context", "context"]
         let known = expected.sorted()
@@ -347,7 +342,7 @@ final class Chaos: @unchecked Sendable {
     static func perform(_ operation: Operation, api: VireoClient) async throws -> Context? {
         switch operation {
         case .create(let name, let always):
-            var body: [String: JSONValue] = ["name": .string(name), "image": .string("tiny"), "memory": .string("64MiB")]
+            var body: [String: JSONValue] = ["name": .string(name), "image": .string("tiny"), "memory": .string("80MiB")]
             if always { body["restartPolicy"] = .string("always") }
             _ = try await api.createVM(body)
         case .apply(let name, let app):
@@ -357,7 +352,7 @@ final class Chaos: @unchecked Sendable {
                     kind: Application
                     metadata: { name: \(app) }
                     spec:
-                      vms: [{ name: \(name), image: tiny, memory: 64MiB, restartPolicy: always }]
+                      vms: [{ name: \(name), image: tiny, memory: 80MiB, restartPolicy: always }]
                     """)
         case .delete(let name): _ = try await api.deleteVM(name)
         case .stop(let name): _ = try await api.stopVM(name)
@@ -366,7 +361,7 @@ final class Chaos: @unchecked Sendable {
         case .plan: _ = try await api.plan(policy: "threshold", execute: true)
         case .openContext(let name, let disposable):
             let spec = ContextSpec(
-                name: name, kind: disposable ? .disposable : .persistent, image: "tiny", cpus: 1, memoryMiB: 64)
+                name: name, kind: disposable ? .disposable : .persistent, image: "tiny", cpus: 1, memoryMiB: 80)
             return try await api.openContext(ContextOpenRequest(spec: spec, wait: true))
         case .resetContext(let name, let force): return try await api.resetContext(name, host: nil, force: force)
         case .keepContext(let name): return try await api.keepContext(name, host: nil)
@@ -380,12 +375,12 @@ final class Chaos: @unchecked Sendable {
 
     /// Waits until the invariants hold, up to `settleWithin`; returns what still does not hold.
     func settle() async -> [String] {
-        let deadline = ContinuousClock.now + .seconds(Self.settleWithin)
+        let deadline = ContinuousClock.now + .seconds(cluster.settleWithin)
         var problems: [String] = []
         repeat {
             problems = await check()
             if problems.isEmpty { return [] }
-            try? await Task.sleep(for: .milliseconds(200))
+            try? await Task.sleep(for: .milliseconds(cluster.settleWithin > 30 ? 1000 : 200))
         } while ContinuousClock.now < deadline
         return problems
     }
@@ -419,31 +414,30 @@ final class Chaos: @unchecked Sendable {
                 problems.append("migration of \(migration.vm) failed without a reason")
             }
         }
-        // What each host's simulated driver runs, from the file it keeps, and the contexts its
-        // agent keeps (their VMs are the host's own, not the controller's).
+        // What each host runs, seen from outside its agent, and the contexts its agent keeps (their
+        // VMs are the host's own, not the controller's).
         var running: [String: [String]] = [:]  // VM name → hosts running it
         var snapshots: [VMID: [String]] = [:]
         var books: [String: [HostContextBook.Record]] = [:]
         for host in hosts {
-            guard let persisted = SimulatedDriver.Persisted.read(from: "\(directory)/\(host)/simulated.json") else { continue }
-            let book = HostContextBook.read(from: "\(directory)/\(host)/contexts/contexts.json")
-            books[host] = book
-            let contextVMs = Set(book.map(\.vm))
-            for instance in persisted.instances {
-                if instance.state == .running { snapshots[instance.spec.id] = instance.snapshots }
-                if contextVMs.contains(instance.spec.id) {
-                    if instance.paused { problems.append("context \(instance.spec.name) is left paused on \(host)") }
-                    if instance.state == .running { running[instance.spec.name, default: []].append(host) }
-                    continue
+            let observed = await cluster.observe(host)
+            books[host] = observed.contexts
+            snapshots.merge(observed.snapshots) { a, _ in a }
+            let contextVMs = Set(observed.contexts.map(\.vm))
+            for instance in observed.instances {
+                let isContext = contextVMs.contains(instance.id)
+                if !isContext {
+                    let owner = vms.first { $0.id == instance.id }
+                    if owner == nil || owner?.host != host {
+                        problems.append(
+                            "\(host) keeps \(instance.name) (\(instance.running ? "running" : "not running")), placed "
+                                + (owner?.host.map { "on \($0)" } ?? "nowhere"))
+                    }
                 }
-                let owner = vms.first { $0.id == instance.spec.id }
-                if owner == nil || owner?.host != host {
-                    problems.append(
-                        "\(host) keeps \(instance.spec.name) (\(instance.state)), placed \(owner?.host.map { "on \($0)" } ?? "nowhere")"
-                    )
+                if instance.paused == true {
+                    problems.append("\(isContext ? "context " : "")\(instance.name) is left paused on \(host)")
                 }
-                if instance.paused { problems.append("\(instance.spec.name) is left paused on \(host)") }
-                if instance.state == .running { running[instance.spec.name, default: []].append(host) }
+                if instance.running { running[instance.name, default: []].append(host) }
             }
         }
         for vm in vms {
@@ -458,7 +452,8 @@ final class Chaos: @unchecked Sendable {
             case (.stopped, .stopped):
                 if !on.isEmpty { problems.append("\(vm.name) is stopped, yet runs on \(on.joined(separator: " and "))") }
             default:
-                problems.append("\(vm.name) is \(vm.state.rawValue) (wanted \(vm.intent.rawValue))")
+                problems.append(
+                    "\(vm.name) is \(vm.state.rawValue) (wanted \(vm.intent.rawValue))\(vm.message.map { ": \($0)" } ?? "")")
             }
         }
         problems += checkContexts(contextList, books: books, running: running, snapshots: snapshots)
@@ -507,7 +502,10 @@ final class Chaos: @unchecked Sendable {
                 problems.append("context \(context.name) is not in \(context.host)'s book")
                 continue
             }
-            let tags = snapshots[context.vm] ?? []
+            guard let tags = snapshots[context.vm] else {
+                problems.append("context \(context.name)'s snapshots cannot be read on \(context.host)")
+                continue
+            }
             if record.cleanTag == nil || tags != [record.cleanTag!] {
                 problems.append(
                     "context \(context.name)'s clean state is \(record.cleanTag ?? "none"), its VM has snapshots [\(tags.joined(separator: ", "))]"

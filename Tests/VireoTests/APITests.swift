@@ -111,7 +111,7 @@ struct APITests {
         let plane = try await TestControlPlane.make()
         for i in 0..<250 {
             _ = try await plane.controller.createVM(
-                VMSpec(name: String(format: "vm-%03d", 249 - i), image: "tiny", cpus: 1, memoryMiB: 64))
+                VMSpec(name: String(format: "vm-%03d", 249 - i), image: "tiny", cpus: 1, memoryMiB: 80))
         }
         try await plane.test { client in
             var names: [String] = []

@@ -37,9 +37,12 @@ struct ChaosTests {
 
     @Test("vireo chaos refuses what it cannot do, naming the option")
     func refusals() async throws {
-        let qemu = try await vireo(["chaos", "--driver", "qemu"])
-        #expect(qemu.status != 0)
-        #expect(qemu.stderr.contains("--driver") && qemu.stderr.contains("qemu"), "\(qemu.stderr)")
+        let libvirt = try await vireo(["chaos", "--driver", "libvirt"])
+        #expect(libvirt.status != 0)
+        #expect(libvirt.stderr.contains("--driver") && libvirt.stderr.contains("libvirt"), "\(libvirt.stderr)")
+        let images = try await vireo(["chaos", "--images", "/tmp"])
+        #expect(images.status != 0)
+        #expect(images.stderr.contains("--images") && images.stderr.contains("--driver qemu"), "\(images.stderr)")
         let none = try await vireo(["chaos", "--rounds", "0"])
         #expect(none.status != 0)
         #expect(none.stderr.contains("--rounds"), "\(none.stderr)")
@@ -68,5 +71,29 @@ struct ChaosTests {
         try await second.delete(a)
         let third = SimulatedDriver(configuration: configuration)
         #expect(try await third.recover().map(\.name) == ["b"])
+    }
+}
+
+extension RealQEMU {
+    /// The same rounds over real QEMU: a two-host testbed (network namespaces, shared disks), each
+    /// running VM checked to be exactly one QEMU process in its own host's namespace, and its
+    /// vCPUs seen running.
+    @Suite("Chaos with real QEMU")
+    struct ChaosQEMUTests {
+        @Test(
+            "six rounds of kill -9 over a QEMU testbed: every invariant holds after each",
+            .enabled(if: getuid() == 0, "needs root: the testbed creates namespaces, bridges and cgroups"))
+        func qemuRounds() async throws {
+            let run = try await vireo([
+                "chaos", "--driver", "qemu", "--images", TestQEMU.builder.cacheDirectory, "--rounds", "6", "--seed", "3",
+                "--dir", temporaryDirectory() + "/chaos", "-o", "json",
+            ])
+            let result = try decodeJSON(ChaosTests.Result.self, run.stdout)
+            #expect(run.status == 0, "\(result.details)\n\(run.stderr)")
+            #expect(result.rounds == 6 && result.faults == 6)
+            #expect(result.violations == 0, "\(result.details)")
+            #expect(result.operations.values.reduce(0, +) == 6)
+            print("chaos over QEMU, 6 rounds (seed 3): faults \(result.faultsByTarget), operations \(result.operations)")
+        }
     }
 }

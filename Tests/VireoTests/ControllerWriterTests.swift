@@ -75,7 +75,7 @@ final class CountingStore: ClusterStore {
 /// written together, and seen only once durable.
 @Suite("Controller writer")
 struct ControllerWriterTests {
-    static func spec(_ name: String) -> VMSpec { VMSpec(name: name, image: "tiny", cpus: 1, memoryMiB: 64) }
+    static func spec(_ name: String) -> VMSpec { VMSpec(name: name, image: "tiny", cpus: 1, memoryMiB: 80) }
 
     @Test("concurrent creates of one name: exactly one wins, the others are refused as conflicts")
     func oneNameOneVM() async throws {

@@ -79,13 +79,13 @@ struct HATests {
             try await vireo(["host", "list"], server: both).stdout.contains("ready")
         }
         // A write sent to the standby alone is redirected to the leader.
-        let created = try await vireo(["vm", "create", "web-1", "--image", "tiny", "--memory", "64MiB"], server: urlB)
+        let created = try await vireo(["vm", "create", "web-1", "--image", "tiny", "--memory", "80MiB"], server: urlB)
         #expect(created.status == 0, "\(created.stderr)")
 
         a.kill()
         let killed = ContinuousClock.now
         try await eventually("a write succeeds after the leader died", within: 30) {
-            try await vireo(["vm", "create", "web-2", "--image", "tiny", "--memory", "64MiB"], server: both).status == 0
+            try await vireo(["vm", "create", "web-2", "--image", "tiny", "--memory", "80MiB"], server: both).status == 0
         }
         print("failover: a write succeeded \(ContinuousClock.now - killed) after kill -9 of the leader (lease 2s)")
         #expect(b.logText.contains("leading in term 2"), "\(b.logText)")

@@ -128,7 +128,7 @@ struct PostgresStoreTests {
         let dataDir = temporaryDirectory()
         var up = try UpProcess(dataDir: dataDir, extra: ["--store", url])
         var server = try await up.ready()
-        #expect(try await vireo(["vm", "create", "pg-1", "--memory", "64MiB"], server: server).status == 0)
+        #expect(try await vireo(["vm", "create", "pg-1", "--memory", "80MiB"], server: server).status == 0)
         try await eventually("pg-1 running", within: 30) {
             try await vireo(["vm", "show", "pg-1", "-o", "json"], server: server).stdout.contains("\"state\" : \"running\"")
         }

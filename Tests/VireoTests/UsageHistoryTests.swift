@@ -46,7 +46,7 @@ struct HistoryScene {
             _ = try await controller.apply(try ManifestParser.parse(shopManifest))
             let other = try await controller.vm("shop-1").host == "h1" ? "h2" : "h1"
             _ = try await controller.createVM(VMSpec(name: "batch", image: "tiny", cpus: 2, memoryMiB: 512, host: other))
-            _ = try await controller.createVM(VMSpec(name: "idle", image: "tiny", cpus: 1, memoryMiB: 64, host: other))
+            _ = try await controller.createVM(VMSpec(name: "idle", image: "tiny", cpus: 1, memoryMiB: 80, host: other))
         }
         var hosts: [String: HostID] = [:]
         for name in ["h1", "h2"] { hosts[name] = try await controller.host(name).id }

@@ -60,7 +60,7 @@ struct VMListIndexTests {
         }
         for i in 0..<20 {
             _ = try await controller.createVM(
-                VMSpec(name: "vm-\(String(format: "%02d", 19 - i))", image: "tiny", cpus: 1, memoryMiB: 64))
+                VMSpec(name: "vm-\(String(format: "%02d", 19 - i))", image: "tiny", cpus: 1, memoryMiB: 80))
         }
         await expectSame("created")
         try await eventually("all running") { controller.listVMs(limit: 100).items.allSatisfy { $0.state == .running } }

@@ -240,7 +240,7 @@ struct BenchCluster: AsyncParsableCommand {
                 group.addTask {
                     while let i = await next.take(below: bulk) {
                         _ = try await api.createVM([
-                            "name": .string(names[i]), "image": .string("tiny"), "memory": .string("64MiB"),
+                            "name": .string(names[i]), "image": .string("tiny"), "memory": .string("80MiB"),
                         ])
                         if (i + 1) % max(1, bulk / 10) == 0 { stderr("created \(i + 1)/\(bulk)") }
                     }
@@ -283,7 +283,7 @@ struct BenchCluster: AsyncParsableCommand {
             try await Self.sleep(until: due)
             let name = names[bulk + p]
             asked[name] = Date()
-            _ = try await api.createVM(["name": .string(name), "image": .string("tiny"), "memory": .string("64MiB")])
+            _ = try await api.createVM(["name": .string(name), "image": .string("tiny"), "memory": .string("80MiB")])
             try await readEvents()
         }
         try await Self.sleep(until: windowStart + .seconds(steady))

@@ -63,7 +63,7 @@ struct BenchCreate: AsyncParsableCommand {
                         var failure: String?
                         do {
                             _ = try await api.createVM([
-                                "name": .string(names[i]), "image": .string("tiny"), "memory": .string("64MiB"),
+                                "name": .string(names[i]), "image": .string("tiny"), "memory": .string("80MiB"),
                             ])
                         } catch let error as VireoError {
                             failure = error.code.rawValue

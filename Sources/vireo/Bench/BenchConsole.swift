@@ -81,7 +81,7 @@ struct BenchConsole: AsyncParsableCommand {
         }
         for i in 0..<vms {
             _ = try await controller.createVM(
-                VMSpec(name: String(format: "vm-%05d", i), image: "tiny", cpus: 1, memoryMiB: 64))
+                VMSpec(name: String(format: "vm-%05d", i), image: "tiny", cpus: 1, memoryMiB: 80))
             if i % 1000 == 999 { stderr("created \(i + 1)/\(vms) VMs") }
         }
         try await benchWait("\(vms) VMs running", within: 300) {

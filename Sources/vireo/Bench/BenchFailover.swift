@@ -112,7 +112,7 @@ struct BenchFailover: AsyncParsableCommand {
             try await api.hosts().items.filter { $0.state == .ready }.count == hosts
         }
         for vm in 0..<vms {
-            _ = try await api.createVM(["name": .string("vm-\(vm)"), "image": .string("tiny"), "memory": .string("64MiB")])
+            _ = try await api.createVM(["name": .string("vm-\(vm)"), "image": .string("tiny"), "memory": .string("80MiB")])
         }
         try await benchWait("\(vms) VMs running", within: 120) { try await allRunning(api, count: vms) }
         stderr("2 controllers, \(hosts) agents, \(vms) VMs running; killing the leader \(rounds) times")
@@ -127,7 +127,7 @@ struct BenchFailover: AsyncParsableCommand {
             let name = "failover-\(round)"
             try await benchWait("a write after kill -9 of the leader", within: 120, every: .milliseconds(20)) {
                 do {
-                    _ = try await api.createVM(["name": .string(name), "image": .string("tiny"), "memory": .string("64MiB")])
+                    _ = try await api.createVM(["name": .string(name), "image": .string("tiny"), "memory": .string("80MiB")])
                     return true
                 } catch let error as VireoError where error.code == .unavailable {
                     return false
