@@ -59,7 +59,102 @@ struct OpenAPIContractTests {
             "apiVersion": .string("vireo/v1"), "kind": .string("Context"), "metadata": .object(["name": .string("x")]),
             "spec": .object(["kind": .string("disposable"), "image": .string("tiny")]),
         ]
-        return [
+        // Application documents: each constrained field the schema states exactly. (Durations'
+        // ranges and the rules across an objective's fields are the server's alone: the schema
+        // says them in words.)
+        let metrics: JSONValue = [
+            ["name": "latency_seconds", "type": "histogram"], ["name": "requests_total", "type": "counter"],
+            ["name": "queue", "type": "gauge"],
+        ]
+        let appDocument: [String: JSONValue] = [
+            "apiVersion": "vireo/v1", "kind": "Application", "metadata": ["name": "x"],
+            "spec": ["telemetry": ["metrics": metrics]],
+        ]
+        let scrapedApp = JSONValue.object(appDocument).setting(["port": 80], at: "spec.telemetry.scrape").objectValue ?? [:]
+        let sourcedApp =
+            JSONValue.object(appDocument).setting(
+                ["prometheus": ["url": "http://127.0.0.1:9090"]], at: "spec.telemetry.source"
+            ).objectValue ?? [:]
+        func objectives(_ objects: [String: JSONValue]...) -> JSONValue { .array(objects.map(JSONValue.object)) }
+        let latency: [String: JSONValue] = ["name": "latency", "sli": "latency_seconds", "quantile": 0.99, "target": 0.05]
+        let applicationCases = [
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: appDocument, unique: nil, field: "metadata.name",
+                candidates: names),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: appDocument, unique: "metadata.name",
+                field: "spec.telemetry.scrape.port", candidates: [0, 1, 80, 65_535, 65_536, -1, 1.5, "80", .null]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: scrapedApp, unique: "metadata.name",
+                field: "spec.telemetry.scrape.path", candidates: ["/", "/metrics", "/a?b=1", "metrics", "", "/a b", 1]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: scrapedApp, unique: "metadata.name",
+                field: "spec.telemetry.scrape.interval",
+                candidates: ["5s", "500ms", "1m", "1m30s", "2.5s", "10", 5, "5x", "", "s", "-5s", "5 s", -1, true]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: appDocument, unique: "metadata.name",
+                field: "spec.telemetry.metrics",
+                candidates: [
+                    [["name": "a_b:c", "type": "counter"]], [["name": "up", "type": "gauge"]],
+                    [["name": "x", "type": "summary"]],
+                    [["name": "x", "type": "untyped"]], [["name": "x", "type": "weird"]], [["name": "1x", "type": "gauge"]],
+                    [["name": "a-b", "type": "gauge"]], [["name": "x"]], [["type": "gauge"]],
+                    [["name": "x", "type": "gauge", "help": "?"]], "x", [],
+                ]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: appDocument, unique: "metadata.name",
+                field: "spec.telemetry.source",
+                candidates: [
+                    ["prometheus": ["url": "http://127.0.0.1:9090"]], ["prometheus": ["url": "https://prom.example:9090/api/"]],
+                    ["prometheus": ["url": "HTTP://127.0.0.1:9090"]], ["prometheus": ["url": "ftp://127.0.0.1"]],
+                    ["prometheus": ["url": "http://"]], ["prometheus": ["url": "http://h:9090?x=1"]],
+                    ["prometheus": ["url": "127.0.0.1:9090"]], ["prometheus": [:]], [:],
+                    ["prometheus": ["url": "http://h", "user": "x"]],
+                ]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: sourcedApp, unique: "metadata.name",
+                field: "spec.telemetry.scrape", candidates: [["port": 80]]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: sourcedApp, unique: "metadata.name",
+                field: "spec.telemetry.probe", candidates: [["port": 80]]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: appDocument, unique: "metadata.name",
+                field: "spec.objectives",
+                candidates: [
+                    objectives(latency), objectives(latency.merging(["quantile": 0.5]) { $1 }),
+                    objectives(latency.merging(["quantile": 1]) { $1 }), objectives(latency.merging(["quantile": 0]) { $1 }),
+                    objectives(latency.merging(["target": 0]) { $1 }), objectives(latency.merging(["target": -1]) { $1 }),
+                    objectives(latency.merging(["goal": 0.999]) { $1 }), objectives(latency.merging(["goal": 1]) { $1 }),
+                    objectives(latency.merging(["goal": 0]) { $1 }),
+                    objectives(latency.merging(["kind": "response-time"]) { $1 }),
+                    objectives(latency.merging(["kind": "fast"]) { $1 }), objectives(latency.merging(["name": "Latency"]) { $1 }),
+                    objectives(latency.merging(["colour": "red"]) { $1 }), objectives(latency.filter { $0.key != "name" }),
+                    objectives(
+                        latency.merging(["burnRates": [["long": "1h", "short": "5m", "factor": 14.4]]]) { $1 }),
+                    objectives(latency.merging(["burnRates": [["long": "1h", "short": "5m", "factor": 0]]]) { $1 }),
+                    objectives(latency.merging(["burnRates": [["long": "1h", "short": "5m"]]]) { $1 }),
+                    objectives(["name": "rate", "sli": "requests_total", "min": 5]),
+                    objectives(["name": "rate", "sli": "requests_total", "min": 0]),
+                    objectives(["name": "rate", "sli": "requests_total", "min": "5"]),
+                    objectives(["name": "depth", "sli": "queue", "max": 8]),
+                    objectives(["name": "depth", "sli": "queue", "max": -8]),
+                    objectives(["name": "ok", "good": "requests_total{code=\"200\"}", "total": "requests_total", "min": 0.999]),
+                    objectives(["name": "ok", "good": "requests_total{code=\"200\"}", "total": "requests_total", "min": 1]),
+                    objectives(["name": "ok", "good": "requests_total{code=\"200\"}", "total": "requests_total", "min": 1.5]),
+                ]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: appDocument, unique: "metadata.name",
+                field: "spec.vms",
+                candidates: [
+                    [["name": "app-vm-1", "image": "tiny"]], [["name": "app-vm-2", "image": "web", "memory": "96MiB"]],
+                    [["name": "app-vm-3", "image": "tiny", "memory": "64MiB"]], [["image": "tiny"]], [["name": "app-vm-4"]],
+                    [["name": "App", "image": "tiny"]], [["name": "app-vm-5", "image": "tiny", "colour": "red"]],
+                ]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: appDocument, unique: "metadata.name", field: "spec.colour",
+                candidates: ["red"]),
+        ]
+        return applicationCases + [
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: nil, field: "name", candidates: names),
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "host", candidates: names),
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "app", candidates: names),
@@ -141,7 +236,7 @@ struct OpenAPIContractTests {
     }
 
     @Test(
-        "each constrained field of VM create, context open, token create and VirtualMachine and Context documents: the schema's verdict is the server's"
+        "each constrained field of VM create, context open, token create and VirtualMachine, Context and Application documents: the schema's verdict is the server's"
     )
     func schemaIsTheServersRule() async throws {
         let openAPI = try OpenAPITests()
@@ -227,5 +322,20 @@ extension JSONValue {
     /// The element `index` of an array; nil for other values and beyond the end.
     fileprivate subscript(index: Int) -> JSONValue? {
         if case .array(let items) = self, items.indices.contains(index) { items[index] } else { nil }
+    }
+}
+
+/// Literals for the contract's JSON bodies.
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
+    ExpressibleByFloatLiteral, ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral,
+    ExpressibleByDictionaryLiteral
+{
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int) { self = .number(Double(value)) }
+    public init(floatLiteral value: Double) { self = .number(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last }))
     }
 }

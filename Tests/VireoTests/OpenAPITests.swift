@@ -332,8 +332,8 @@ final class ResponseChecker: @unchecked Sendable {
     }
 
     /// The subset of JSON Schema the document uses: $ref, type, enum, required, properties,
-    /// additionalProperties, items, minItems, oneOf, allOf, not, minimum, maximum, minLength,
-    /// maxLength, pattern.
+    /// additionalProperties, items, minItems, oneOf, allOf, not, if/then/else, const, minimum,
+    /// maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, minLength, maxLength, pattern.
     func validate(_ value: JSONValue, against schema: JSONValue, at path: String) -> [String] {
         if case .string(let ref)? = schema["$ref"] {
             guard let target = openAPI.resolve(ref) else { return ["\(path): unresolved \(ref)"] }
@@ -382,6 +382,8 @@ final class ResponseChecker: @unchecked Sendable {
                 if type == "integer" && n != n.rounded() { problems.append("\(path): \(n) is not an integer") }
                 if case .number(let min)? = schema["minimum"], n < min { problems.append("\(path): \(n) < \(min)") }
                 if case .number(let max)? = schema["maximum"], n > max { problems.append("\(path): \(n) > \(max)") }
+                if case .number(let min)? = schema["exclusiveMinimum"], n <= min { problems.append("\(path): \(n) ≤ \(min)") }
+                if case .number(let max)? = schema["exclusiveMaximum"], n >= max { problems.append("\(path): \(n) ≥ \(max)") }
                 if case .number(let step)? = schema["multipleOf"], n.truncatingRemainder(dividingBy: step) != 0 {
                     problems.append("\(path): \(n) is not a multiple of \(step)")
                 }
