@@ -81,19 +81,21 @@ extension RealQEMU {
     @Suite("Chaos with real QEMU")
     struct ChaosQEMUTests {
         @Test(
-            "six rounds of kill -9 over a QEMU testbed: every invariant holds after each",
+            "eight rounds of kill -9 over a QEMU testbed: every invariant holds after each",
             .enabled(if: getuid() == 0, "needs root: the testbed creates namespaces, bridges and cgroups"))
         func qemuRounds() async throws {
             let run = try await vireo([
-                "chaos", "--driver", "qemu", "--images", TestQEMU.builder.cacheDirectory, "--rounds", "6", "--seed", "3",
+                "chaos", "--driver", "qemu", "--images", TestQEMU.builder.cacheDirectory, "--rounds", "8", "--seed", "7",
                 "--dir", temporaryDirectory() + "/chaos", "-o", "json",
             ])
             let result = try decodeJSON(ChaosTests.Result.self, run.stdout)
             #expect(run.status == 0, "\(result.details)\n\(run.stderr)")
-            #expect(result.rounds == 6 && result.faults == 6)
+            #expect(result.rounds == 8 && result.faults == 8)
             #expect(result.violations == 0, "\(result.details)")
-            #expect(result.operations.values.reduce(0, +) == 6)
-            print("chaos over QEMU, 6 rounds (seed 3): faults \(result.faultsByTarget), operations \(result.operations)")
+            #expect(result.operations.values.reduce(0, +) == 8)
+            // Seed 7 opened and reset a context and moved VMs here (its choices follow what the cluster
+            // answers, so they may differ under load).
+            print("chaos over QEMU, 8 rounds (seed 7): faults \(result.faultsByTarget), operations \(result.operations)")
         }
     }
 }
