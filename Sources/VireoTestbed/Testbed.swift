@@ -255,10 +255,18 @@ public struct Testbed: Sendable {
     // MARK: Faults
 
     /// Kills process `pid` with SIGKILL, as a crash would (a host's QEMUs run on), and waits
-    /// until it is gone.
+    /// until it is gone (or a zombie nobody has reaped yet), for at most 10 s.
     public static func crash(_ pid: Int32) async {
         guard pid > 0, kill(pid, SIGKILL) == 0 else { return }
-        while kill(pid, 0) == 0 { try? await Task.sleep(for: .milliseconds(5)) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while kill(pid, 0) == 0, ContinuousClock.now < deadline {
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            // The state follows the command's closing parenthesis: `Z` is dead, not yet reaped.
+            if let end = stat.lastIndex(of: ")"), stat[end...].dropFirst().trimmingCharacters(in: .whitespaces).hasPrefix("Z") {
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     /// Starts the agent of host `name` again as `up` started it, in its namespace and cgroups,
