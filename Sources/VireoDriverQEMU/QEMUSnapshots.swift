@@ -202,9 +202,10 @@ extension QEMUDriver {
         return disk.image.snapshotTags
     }
 
-    /// The snapshots in a qcow2 file no QEMU has open, in the order they were taken. `-U`: reading
-    /// needs no lock, so a QEMU starting meanwhile is not disturbed.
-    static func storedSnapshots(_ disk: String) async throws -> [String] {
+    /// The snapshots in a qcow2 file, in the order they were taken. `-U`: reading needs no lock,
+    /// so a QEMU that has the file open, or is starting on it, is not disturbed (a QEMU writing a
+    /// snapshot meanwhile may show the list before or after it).
+    public static func storedSnapshots(_ disk: String) async throws -> [String] {
         let info = try await HostTool.run("qemu-img", ["info", "-U", "--output=json", disk])
         do {
             return try JSONDecoder().decode(QMP.ImageInfo.self, from: info).snapshotTags

@@ -152,13 +152,14 @@ public struct Testbed: Sendable {
             let controllerDirectory = options.directory + "/controller"
             try fm.createDirectory(atPath: controllerDirectory, withIntermediateDirectories: true)
             progress("controller on \(state.controllerURL)")
-            state.controllerCommand =
+            let controllerCommand =
                 [
                     options.executable, "controller", "--data-dir", controllerDirectory, "--listen",
                     "\(controllerAddress):\(options.controllerPort)",
                 ] + options.controllerArguments
+            state.controllerCommand = controllerCommand
             state.controllerPID = try await Self.spawn(
-                state.controllerCommand!, log: controllerDirectory + "/controller.log",
+                controllerCommand, log: controllerDirectory + "/controller.log",
                 pidFile: controllerDirectory + "/controller.pid")
             try Self.save(state, in: options.directory)
             try await Self.waitForFile(controllerDirectory + "/join.token", process: state.controllerPID)

@@ -1,5 +1,7 @@
 import Foundation
+import VireoAgent
 import VireoDriver
+import VireoDriverQEMU
 import VireoDriverSimulated
 import VireoModel
 import VireoProcess
@@ -17,9 +19,23 @@ struct HostObservation {
     }
     var instances: [Instance]
     /// The contexts its agent keeps.
-    var contexts: [HostContextBook.Record]
+    var contexts: [ContextBookView]
+    /// Why its agent's context book could not be read, when it could not.
+    var unreadableBook: String?
     /// The snapshots of its contexts' VMs, by VM.
     var snapshots: [VMID: [String]]
+
+    /// An observation that starts from the agent's context book at `path`.
+    init(book path: String) {
+        instances = []
+        snapshots = [:]
+        do {
+            contexts = try ContextBookView.read(from: path)
+        } catch {
+            contexts = []
+            unreadableBook = "\(error)"
+        }
+    }
 }
 
 /// The processes of a chaos run: a controller and two agents, each killed and started again at
@@ -99,9 +115,8 @@ final class LoopbackChaosCluster: ChaosCluster, @unchecked Sendable {
     }
 
     func observe(_ host: String) async -> HostObservation {
-        let book = HostContextBook.read(from: "\(directory)/\(host)/contexts/contexts.json")
+        var observation = HostObservation(book: "\(directory)/\(host)/contexts/contexts.json")
         let persisted = SimulatedDriver.Persisted.read(from: "\(directory)/\(host)/simulated.json")
-        var observation = HostObservation(instances: [], contexts: book, snapshots: [:])
         for instance in persisted?.instances ?? [] {
             observation.instances.append(
                 .init(
@@ -173,8 +188,7 @@ final class TestbedChaosCluster: ChaosCluster, @unchecked Sendable {
     /// snapshots.
     func observe(_ host: String) async -> HostObservation {
         let stateDirectory = "\(directory)/testbed/\(host)/vms"
-        let book = HostContextBook.read(from: stateDirectory + "/contexts/contexts.json")
-        var observation = HostObservation(instances: [], contexts: book, snapshots: [:])
+        var observation = HostObservation(book: stateDirectory + "/contexts/contexts.json")
         let pids = ((try? await HostTool.text("ip", ["netns", "pids", "vchaos-\(host)"])) ?? "")
             .split(separator: "\n").compactMap { Int32($0) }
         var qemus: [(pid: Int32, id: VMID, name: String, ran: UInt64?)] = []
@@ -195,9 +209,9 @@ final class TestbedChaosCluster: ChaosCluster, @unchecked Sendable {
             let alive = kill(qemu.pid, 0) == 0
             observation.instances.append(.init(id: qemu.id, name: qemu.name, running: alive, paused: paused))
         }
-        for record in book {
+        for record in observation.contexts {
             guard let disk = Self.disk(of: record.vm, in: stateDirectory) else { continue }
-            observation.snapshots[record.vm] = await Self.snapshots(of: disk)
+            observation.snapshots[record.vm] = try? await QEMUDriver.storedSnapshots(disk)
         }
         return observation
     }
@@ -238,15 +252,4 @@ final class TestbedChaosCluster: ChaosCluster, @unchecked Sendable {
             .flatMap { try? JSONDecoder().decode(Record.self, from: $0) }?.disk
     }
 
-    /// The snapshots in a qcow2 disk, read without its lock (its QEMU holds it).
-    static func snapshots(of disk: String) async -> [String]? {
-        struct Info: Decodable {
-            struct Snapshot: Decodable { var name: String }
-            var snapshots: [Snapshot]?
-        }
-        guard let text = try? await HostTool.text("qemu-img", ["info", "-U", "--output=json", disk]),
-            let info = try? JSONDecoder().decode(Info.self, from: Data(text.utf8))
-        else { return nil }
-        return (info.snapshots ?? []).map(\.name)
-    }
 }

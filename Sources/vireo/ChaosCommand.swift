@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VireoAPI
+import VireoAgent
 import VireoClient
 import VireoDriver
 import VireoDriverSimulated
@@ -418,10 +419,11 @@ final class Chaos: @unchecked Sendable {
         // VMs are the host's own, not the controller's).
         var running: [String: [String]] = [:]  // VM name → hosts running it
         var snapshots: [VMID: [String]] = [:]
-        var books: [String: [HostContextBook.Record]] = [:]
+        var books: [String: [ContextBookView]] = [:]
         for host in hosts {
             let observed = await cluster.observe(host)
             books[host] = observed.contexts
+            if let unreadable = observed.unreadableBook { problems.append("\(host)'s context book: \(unreadable)") }
             snapshots.merge(observed.snapshots) { a, _ in a }
             let contextVMs = Set(observed.contexts.map(\.vm))
             for instance in observed.instances {
@@ -463,7 +465,7 @@ final class Chaos: @unchecked Sendable {
     /// The contexts' invariants: each open one (and no other) runs on its host alone from a clean
     /// state its host keeps, with no operation left half done and no reset that was answered undone.
     func checkContexts(
-        _ listed: [Context], books: [String: [HostContextBook.Record]], running: [String: [String]],
+        _ listed: [Context], books: [String: [ContextBookView]], running: [String: [String]],
         snapshots: [VMID: [String]]
     ) -> [String] {
         var problems: [String] = []
@@ -476,7 +478,7 @@ final class Chaos: @unchecked Sendable {
         }
         for (host, book) in books.sorted(by: { $0.key < $1.key }) {
             for record in book where !record.pooled {
-                if let pending = record.pending?.keys.sorted().joined(separator: ", ") {
+                if let pending = record.pending {
                     problems.append("context \(record.name) on \(host) has its \(pending) left half done")
                 }
                 if !listed.contains(where: { $0.vm == record.vm && $0.host == host }) {
@@ -513,27 +515,5 @@ final class Chaos: @unchecked Sendable {
             }
         }
         return problems
-    }
-}
-
-/// The contexts an agent keeps (`<state-dir>/contexts/contexts.json`), as much of it as the checks
-/// read.
-struct HostContextBook: Decodable {
-    struct Record: Decodable {
-        struct Spec: Decodable { var name: String }
-        var spec: Spec
-        var vm: VMID
-        var pooled: Bool
-        var cleanTag: String?
-        /// The operation under way (`{"reset": {}}`, ...), named by its key.
-        var pending: [String: JSONValue]?
-
-        var name: String { spec.name }
-    }
-    var contexts: [Record]
-
-    /// The records in the file at `path`; none when there is no file yet.
-    static func read(from path: String) -> [Record] {
-        FileManager.default.contents(atPath: path).flatMap { try? JSONDecoder().decode(Self.self, from: $0) }?.contexts ?? []
     }
 }

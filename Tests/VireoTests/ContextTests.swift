@@ -162,6 +162,16 @@ struct ContextTests {
         book.set(b.vm, pending: ["keep": ["tag": "clean-2"]], nextTag: 3)  // b: the save never completed
         book.set(c.vm, pending: ["reset": [:]], nextTag: 2)
         try JSONEncoder.iso.encode(book).write(to: URL(fileURLWithPath: directory + "/contexts.json"))
+        // What a reader outside the agent (vireo chaos) sees of that book.
+        let view = try ContextBookView.read(from: directory + "/contexts.json").sorted { $0.name < $1.name }
+        #expect(view.map(\.name) == ["a", "b", "c"])
+        #expect(view.map(\.vm) == [a.vm, b.vm, c.vm])
+        #expect(view.map(\.pending) == ["keep", "keep", "reset"])
+        #expect(view.map(\.cleanTag) == ["clean-1", "clean-1", "clean-1"])
+        #expect(view.allSatisfy { !$0.pooled })
+        #expect(try ContextBookView.read(from: directory + "/none.json").isEmpty)
+        try Data("{".utf8).write(to: URL(fileURLWithPath: directory + "/torn.json"))
+        #expect(throws: VireoError.self) { try ContextBookView.read(from: directory + "/torn.json") }
 
         let (second, _) = try Self.manager(directory: directory, driver: driver)
         await second.start(onChange: {})

@@ -79,3 +79,33 @@ struct ContextRecord: Codable, Equatable {
             privateNetwork: privateNetwork, display: spec.display)
     }
 }
+
+/// What an agent's context book says of one context, for readers outside the agent (`vireo chaos`
+/// checks hosts against it). Read with `ContextBookView.read(from:)`.
+public struct ContextBookView: Sendable, Equatable {
+    public var name: String
+    public var vm: VMID
+    /// Waiting in the pool to be handed out; `name` is then a placeholder.
+    public var pooled: Bool
+    /// The snapshot that is the context's clean state; nil until saved.
+    public var cleanTag: String?
+    /// The operation a crash left unfinished (`open`, `reset`, `keep`, `close`); nil when none.
+    public var pending: String?
+
+    /// The contexts in the book at `path` (`<state-dir>/contexts/contexts.json`); none when there
+    /// is no book yet. Throws when the file cannot be read as a book.
+    public static func read(from path: String) throws -> [ContextBookView] {
+        try ContextBook.load(from: path).contexts.map { record in
+            let pending: String? =
+                switch record.pending {
+                case .open: "open"
+                case .reset: "reset"
+                case .keep: "keep"
+                case .close: "close"
+                case nil: nil
+                }
+            return ContextBookView(
+                name: record.spec.name, vm: record.vm, pooled: record.pooled, cleanTag: record.cleanTag, pending: pending)
+        }
+    }
+}
