@@ -142,6 +142,7 @@ public enum ManifestParser {
         case "Service":
             try ResourceName.validate(name, field: "metadata.name")
             try spec.rejectUnknown(allowed: ["description"])
+            _ = try spec.string("description")
             return .service(name)
         case "Context":
             return .context(try ContextValidation.fromManifest(name: name, nameField: "metadata.name", spec: spec))

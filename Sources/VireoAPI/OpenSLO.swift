@@ -31,6 +31,7 @@ public struct OpenSLODocument: Sendable, Equatable {
     static func parse(name: String, spec: FieldReader, library: inout OpenSLOLibrary) throws(VireoError) -> OpenSLODocument {
         try ResourceName.validate(name, field: "metadata.name")
         try spec.rejectUnknown(allowed: specFields)
+        _ = try spec.string("description")
         let service = try spec.requiredString("service")
         try ResourceName.validate(service, field: spec.field("service"))
         let method = try spec.string("budgetingMethod") ?? "Occurrences"
@@ -39,17 +40,29 @@ public struct OpenSLODocument: Sendable, Equatable {
                 field: spec.field("budgetingMethod"), value: "'\(method)'", "expected Occurrences, Timeslices or RatioTimeslices")
         }
         var period = 28 * 86_400.0
-        if let windows = try spec.array("timeWindow"), let (path, value) = windows.first {
+        if let windows = try spec.array("timeWindow") {
+            guard windows.count == 1, let (path, value) = windows.first else {
+                throw VireoError.invalid(
+                    field: spec.field("timeWindow"), value: "\(windows.count) items", "needs exactly one time window (OpenSLO v1)"
+                )
+            }
             let window = try FieldReader(value, path: path)
             try window.rejectUnknown(allowed: ["duration", "isRolling", "calendar"])
-            if let text = try window.string("duration") {
-                guard let seconds = calendarSeconds(text) ?? DurationText.seconds(text), seconds > 0 else {
-                    throw VireoError.invalid(
-                        field: window.field("duration"), value: "'\(text)'", "is not a duration (e.g. 28d, 1w, 1M, 1Q, 1Y)")
-                }
-                period = seconds
+            _ = try window.bool("isRolling")
+            if let calendar = try window.object("calendar") {
+                try calendar.rejectUnknown(allowed: ["startTime", "timeZone"])
+                _ = try calendar.string("startTime")
+                _ = try calendar.string("timeZone")
             }
+            let text = try window.requiredString("duration")
+            guard let seconds = calendarSeconds(text) ?? DurationText.seconds(text), seconds > 0 else {
+                throw VireoError.invalid(
+                    field: window.field("duration"), value: "'\(text)'", "is not a duration above 0 (e.g. 28d, 1w, 1M, 1Q, 1Y)")
+            }
+            period = seconds
         }
+        // The SLO's own indicator is checked even when every objective names its own.
+        if spec.object["indicator"] != nil || spec.object["indicatorRef"] != nil { _ = try library.indicator(spec) }
         guard let objectives = try spec.array("objectives"), !objectives.isEmpty else {
             throw VireoError(.invalidArgument, "\(spec.field("objectives")): needs at least one objective")
         }
@@ -60,17 +73,50 @@ public struct OpenSLODocument: Sendable, Equatable {
                 "displayName", "op", "value", "target", "targetPercent", "timeSliceTarget", "timeSliceWindow", "indicator",
                 "indicatorRef",
             ])
-            var goal = try fields.double("target")
-            if goal == nil, let percent = try fields.double("targetPercent") { goal = percent / 100 }
-            guard let goal else { throw VireoError(.invalidArgument, "\(fields.field("target")): is required") }
-            guard goal > 0, goal < 1 else {
-                throw VireoError.invalid(field: fields.field("target"), value: "\(goal)", "must be between 0 and 1 (exclusive)")
+            _ = try fields.string("displayName")
+            let goal: Double
+            switch (try fields.double("target"), try fields.double("targetPercent")) {
+            case (let target?, nil):
+                guard target > 0, target < 1 else {
+                    throw VireoError.invalid(
+                        field: fields.field("target"), value: "\(target)", "must be between 0 and 1 (exclusive)")
+                }
+                goal = target
+            case (nil, let percent?):
+                guard percent > 0, percent < 100 else {
+                    throw VireoError.invalid(
+                        field: fields.field("targetPercent"), value: "\(percent)", "must be between 0 and 100 (exclusive)")
+                }
+                goal = percent / 100
+            case (nil, nil):
+                throw VireoError(.invalidArgument, "\(fields.field("target")): is required (or targetPercent)")
+            case (_?, _?):
+                throw VireoError(.invalidArgument, "\(fields.field("targetPercent")): give target or targetPercent, not both")
             }
-            let window = method == "Occurrences" ? 60 : try fields.duration("timeSliceWindow") ?? 60
-            guard window >= 1, period >= window else {
+            // Read whatever the budgeting method, so a wrong one is refused, not ignored.
+            let sliceWindow = try fields.duration("timeSliceWindow")
+            if let sliceWindow, sliceWindow < 1 || sliceWindow > period {
                 throw VireoError.invalid(
-                    field: fields.field("timeSliceWindow"), value: DurationText.format(window),
+                    field: fields.field("timeSliceWindow"), value: DurationText.format(sliceWindow),
                     "must be at least 1s and at most the time window")
+            }
+            let window = method == "Occurrences" ? 60 : sliceWindow ?? 60
+            guard period >= window else {
+                throw VireoError.invalid(
+                    field: spec.field("timeWindow"), value: DurationText.format(period),
+                    "is shorter than the objectives' \(DurationText.format(window)) windows")
+            }
+            let sliceTarget = try fields.double("timeSliceTarget")
+            if let sliceTarget, !(sliceTarget > 0 && sliceTarget <= 1) {
+                throw VireoError.invalid(
+                    field: fields.field("timeSliceTarget"), value: "\(sliceTarget)", "must be above 0 and at most 1")
+            }
+            let op = try fields.string("op")
+            if let op, !["lte", "lt", "gte", "gt"].contains(op) {
+                throw VireoError.invalid(field: fields.field("op"), value: "'\(op)'", "expected lte, lt, gte or gt")
+            }
+            if let value = try fields.double("value"), !value.isFinite {
+                throw VireoError.invalid(field: fields.field("value"), value: "\(value)", "must be a finite number")
             }
             // An objective's own indicator, else the SLO's.
             let indicator =
@@ -97,9 +143,8 @@ public struct OpenSLODocument: Sendable, Equatable {
     /// OpenSLO's calendar units, as rolling lengths: a month of 30 days, a quarter of 91, a year
     /// of 365.
     static func calendarSeconds(_ text: String) -> Double? {
-        guard let unit = text.last, let days = ["M": 30.0, "Q": 91, "Y": 365][String(unit)], let count = Double(text.dropLast()),
-            count > 0
-        else { return nil }
+        guard let unit = text.last, let days = ["M": 30.0, "Q": 91, "Y": 365][String(unit)] else { return nil }
+        guard let count = DurationText.decimal(text.dropLast()), count > 0 else { return nil }
         return count * days * 86_400
     }
 
@@ -108,22 +153,12 @@ public struct OpenSLODocument: Sendable, Equatable {
         windowSeconds: Double, library: inout OpenSLOLibrary
     ) throws(VireoError) -> Objective {
         if let ratio = try indicator.object("ratioMetric") {
-            try ratio.rejectUnknown(allowed: ["counter", "good", "bad", "total", "rawType", "raw"])
-            if ratio.object["raw"] != nil {
-                throw VireoError(.invalidArgument, "\(ratio.field("raw")): is not supported; give good (or bad) and total")
-            }
+            // Its shape was checked with the indicator (OpenSLOLibrary.checkIndicatorSpec).
             let counter = try ratio.bool("counter") ?? true
             let total = try query(ratio, "total", library: &library)
             let good = ratio.object["good"] != nil ? try query(ratio, "good", library: &library) : nil
             let bad = ratio.object["bad"] != nil ? try query(ratio, "bad", library: &library) : nil
-            guard (good == nil) != (bad == nil) else {
-                throw VireoError(.invalidArgument, "\(ratio.path): needs good or bad (one of them) beside total")
-            }
             let threshold = method == "Timeslices" ? try fields.double("timeSliceTarget") ?? goal : goal
-            guard threshold > 0, threshold <= 1 else {
-                throw VireoError.invalid(
-                    field: fields.field("timeSliceTarget"), value: "\(threshold)", "must be above 0 and at most 1")
-            }
             if let good, counter, isSelector(good.text), isSelector(total.text) {
                 return Objective(
                     name: name, kind: .ratio, metric: try plainSelector(good.text, field: good.field),
@@ -185,12 +220,7 @@ public struct OpenSLODocument: Sendable, Equatable {
     static func query(_ parent: FieldReader, _ key: String, library: inout OpenSLOLibrary) throws(VireoError) -> (
         text: String, field: String
     ) {
-        guard let metric = try parent.object(key) else { throw VireoError(.invalidArgument, "\(parent.field(key)): is required") }
-        try metric.rejectUnknown(allowed: ["metricSource"])
-        guard let source = try metric.object("metricSource") else {
-            throw VireoError(.invalidArgument, "\(metric.field("metricSource")): is required")
-        }
-        try source.rejectUnknown(allowed: ["metricSourceRef", "type", "spec"])
+        let (source, query) = try checkMetric(parent, key)
         var type = try source.string("type")
         if let reference = try source.string("metricSourceRef") {
             guard let dataSource = library.dataSources[reference] else {
@@ -201,16 +231,39 @@ public struct OpenSLODocument: Sendable, Equatable {
             library.used.insert("DataSource/\(reference)")
             type = type ?? dataSource.type
         }
-        if let type, type.lowercased() != "prometheus" {
+        if let type, !isPrometheus(type) {
             throw VireoError.invalid(
-                field: source.field(source.object["type"] != nil ? "type" : "metricSourceRef"), value: "'\(type)'",
-                "only Prometheus metric sources can be evaluated")
+                field: source.field("metricSourceRef"), value: "'\(type)'", "only Prometheus metric sources can be evaluated")
+        }
+        return query
+    }
+
+    /// The shape of metric `key` of `parent`: `{metricSource: {metricSourceRef?, type?, spec:
+    /// {query}}}`, a Prometheus source's query. Returns the source and the query.
+    static func checkMetric(_ parent: FieldReader, _ key: String) throws(VireoError) -> (
+        source: FieldReader, query: (text: String, field: String)
+    ) {
+        guard let metric = try parent.object(key) else { throw VireoError(.invalidArgument, "\(parent.field(key)): is required") }
+        try metric.rejectUnknown(allowed: ["metricSource"])
+        guard let source = try metric.object("metricSource") else {
+            throw VireoError(.invalidArgument, "\(metric.field("metricSource")): is required")
+        }
+        try source.rejectUnknown(allowed: ["metricSourceRef", "type", "spec"])
+        _ = try source.string("metricSourceRef")
+        if let type = try source.string("type"), !isPrometheus(type) {
+            throw VireoError.invalid(
+                field: source.field("type"), value: "'\(type)'", "only Prometheus metric sources can be evaluated")
         }
         guard let spec = try source.object("spec") else {
             throw VireoError(.invalidArgument, "\(source.field("spec")): is required")
         }
-        return (try spec.requiredString("query"), spec.field("query"))
+        let text = try spec.requiredString("query")
+        guard !text.isEmpty else { throw VireoError(.invalidArgument, "\(spec.field("query")): is empty") }
+        return (source, (text, spec.field("query")))
     }
+
+    /// A metric source's type Vireo can evaluate: Prometheus, in any case.
+    static func isPrometheus(_ type: String) -> Bool { type.lowercased() == "prometheus" }
 
     static func plainSelector(_ text: String, field: String) throws(VireoError) -> String {
         do throws(SelectorError) {
@@ -246,13 +299,15 @@ struct OpenSLOLibrary {
             alertDocuments["\(kind)/\(name)"] = spec
         case "SLI":
             try ResourceName.validate(name, field: "metadata.name")
-            try spec.rejectUnknown(allowed: ["description", "ratioMetric", "thresholdMetric"])
+            try Self.checkIndicatorSpec(spec)
             slis[name] = spec
         case "DataSource":
             try ResourceName.validate(name, field: "metadata.name")
             try spec.rejectUnknown(allowed: ["description", "type", "connectionDetails"])
+            _ = try spec.string("description")
+            _ = try spec.object("connectionDetails")
             let type = try spec.requiredString("type")
-            guard type.lowercased() == "prometheus" else {
+            guard OpenSLODocument.isPrometheus(type) else {
                 throw VireoError.invalid(
                     field: spec.field("type"), value: "'\(type)'", "only Prometheus data sources can be evaluated")
             }
@@ -280,11 +335,40 @@ struct OpenSLOLibrary {
             throw VireoError(.invalidArgument, "\(fields.field("indicator")): is required (or indicatorRef, naming an SLI)")
         }
         try indicator.rejectUnknown(allowed: ["metadata", "spec"])
+        _ = try indicator.object("metadata")
         guard let spec = try indicator.object("spec") else {
             throw VireoError(.invalidArgument, "\(indicator.field("spec")): is required")
         }
-        try spec.rejectUnknown(allowed: ["description", "ratioMetric", "thresholdMetric"])
+        try Self.checkIndicatorSpec(spec)
         return spec
+    }
+
+    /// An SLI's spec (inline or an `SLI` document): a description and one metric, a ratio or a
+    /// threshold.
+    static func checkIndicatorSpec(_ spec: FieldReader) throws(VireoError) {
+        try spec.rejectUnknown(allowed: ["description", "ratioMetric", "thresholdMetric"])
+        _ = try spec.string("description")
+        switch (try spec.object("ratioMetric"), spec.object["thresholdMetric"]) {
+        case (let ratio?, nil):
+            for key in ["raw", "rawType"] where ratio.object[key] != nil {
+                throw VireoError(
+                    .invalidArgument, "\(ratio.field(key)): raw ratios are not supported; give good (or bad) and total")
+            }
+            try ratio.rejectUnknown(allowed: ["counter", "good", "bad", "total"])
+            _ = try ratio.bool("counter")
+            guard (ratio.object["good"] == nil) != (ratio.object["bad"] == nil) else {
+                throw VireoError(.invalidArgument, "\(ratio.field("good")): needs good or bad (one of them) beside total")
+            }
+            for key in ["good", "bad", "total"] where key == "total" || ratio.object[key] != nil {
+                _ = try OpenSLODocument.checkMetric(ratio, key)
+            }
+        case (nil, _?):
+            _ = try OpenSLODocument.checkMetric(spec, "thresholdMetric")
+        case (nil, nil):
+            throw VireoError(.invalidArgument, "\(spec.path): needs ratioMetric or thresholdMetric")
+        case (_?, _?):
+            throw VireoError(.invalidArgument, "\(spec.field("thresholdMetric")): give ratioMetric or thresholdMetric, not both")
+        }
     }
 }
 
@@ -304,6 +388,10 @@ extension OpenSLOLibrary {
             return (name, spec)
         }
         try entry.rejectUnknown(allowed: ["apiVersion", "kind", "metadata", "spec"])
+        if let version = try entry.string("apiVersion"), version != ManifestParser.openSLOVersion {
+            throw VireoError.invalid(
+                field: entry.field("apiVersion"), value: "'\(version)'", "expected \(ManifestParser.openSLOVersion)")
+        }
         let found = try entry.string("kind")
         guard found == kind else {
             throw VireoError.invalid(
@@ -312,6 +400,7 @@ extension OpenSLOLibrary {
         guard let metadata = try entry.object("metadata"), let spec = try entry.object("spec") else {
             throw VireoError(.invalidArgument, "\(entry.path): an inline \(kind) needs metadata and spec")
         }
+        try metadata.rejectUnknown(allowed: ["name", "labels", "displayName", "annotations"])
         let name = try metadata.requiredString("name")
         try ResourceName.validate(name, field: metadata.field("name"))
         return (name, spec)
@@ -322,6 +411,7 @@ extension OpenSLOLibrary {
         try policy.rejectUnknown(allowed: [
             "description", "alertWhenNoData", "alertWhenResolved", "alertWhenBreaching", "conditions", "notificationTargets",
         ])
+        _ = try policy.string("description")
         guard let conditions = try policy.array("conditions"), conditions.count == 1,
             let (conditionPath, conditionValue) = conditions.first
         else {
@@ -330,6 +420,7 @@ extension OpenSLOLibrary {
         let condition = try resolve(
             try FieldReader(conditionValue, path: conditionPath), kind: "AlertCondition", reference: "conditionRef")
         try condition.spec.rejectUnknown(allowed: ["description", "severity", "condition"])
+        _ = try condition.spec.string("description")
         let severity = try condition.spec.requiredString("severity")
         guard let rule = try condition.spec.object("condition") else {
             throw VireoError(.invalidArgument, "\(condition.spec.field("condition")): is required")
@@ -354,6 +445,7 @@ extension OpenSLOLibrary {
         for (path, value) in try policy.array("notificationTargets") ?? [] {
             let target = try resolve(try FieldReader(value, path: path), kind: "AlertNotificationTarget", reference: "targetRef")
             try target.spec.rejectUnknown(allowed: ["description", "target"])
+            _ = try target.spec.string("description")
             let url = try target.spec.requiredString("target")
             guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme?.lowercased()),
                 parsed.host?.isEmpty == false

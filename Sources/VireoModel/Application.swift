@@ -267,13 +267,13 @@ public enum DurationText {
 
     /// Seconds, or nil if `text` is not a duration.
     public static func seconds(_ text: String) -> Double? {
-        if let plain = Double(text), plain.isFinite, plain >= 0 { return plain }
+        if let plain = decimal(Substring(text)), plain.isFinite { return plain }
         var rest = Substring(text)
         var total = 0.0
         guard !rest.isEmpty else { return nil }
         while !rest.isEmpty {
-            let digits = rest.prefix { $0.isNumber || $0 == "." }
-            guard !digits.isEmpty, let value = Double(digits) else { return nil }
+            let digits = rest.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
+            guard let value = decimal(digits) else { return nil }
             rest = rest.dropFirst(digits.count)
             let unitText = rest.prefix { $0.isLetter }
             guard let unit = units.first(where: { $0.0 == unitText }) else { return nil }
@@ -281,6 +281,15 @@ public enum DurationText {
             total += value * unit.1
         }
         return total.isFinite ? total : nil
+    }
+
+    /// The number `text` writes as ASCII digits with an optional fraction (`5`, `0.25`); nil for
+    /// anything else, such as `+5`, `.5`, `5.`, `1e3` or `inf`, which `Double` would also take.
+    public static func decimal(_ text: Substring) -> Double? {
+        let parts = text.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } })
+        else { return nil }
+        return Double(text)
     }
 
     /// The shortest exact rendering: `90s` → `1m30s`, `0.25` → `250ms`.

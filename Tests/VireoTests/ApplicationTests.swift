@@ -148,7 +148,12 @@ struct ApplicationManifestTests {
         #expect(DurationText.seconds("1h30m") == 5_400)
         #expect(DurationText.seconds("250ms") == 0.25)
         #expect(DurationText.seconds("7") == 7)
-        for bad in ["5x", "", "m", "1.2.3s", "-5s", "5 m"] { #expect(DurationText.seconds(bad) == nil, "\(bad)") }
+        #expect(DurationText.seconds("0.5") == 0.5)
+        #expect(DurationText.seconds("1.5m") == 90)
+        // Only what the schema's Duration pattern allows: no sign, exponent, bare point or "inf".
+        for bad in ["5x", "", "m", "1.2.3s", "-5s", "5 m", "+5", "1e3", ".5s", "5.s", "inf", "nan", "٣s", "5s "] {
+            #expect(DurationText.seconds(bad) == nil, "\(bad)")
+        }
         #expect(DurationText.format(5_400) == "1h30m" && DurationText.format(0.25) == "250ms")
     }
 }

@@ -154,7 +154,7 @@ struct OpenAPIContractTests {
                 route: "/v1/apply", schema: "ManifestDocument", base: appDocument, unique: "metadata.name", field: "spec.colour",
                 candidates: ["red"]),
         ]
-        return applicationCases + [
+        return applicationCases + sloCases + [
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: nil, field: "name", candidates: names),
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "host", candidates: names),
             Case(route: "/v1/vms", schema: "VMCreate", base: vm, unique: "name", field: "app", candidates: names),
@@ -235,8 +235,207 @@ struct OpenAPIContractTests {
         ]
     }
 
+    /// What the SLO cases apply to: an application with a counter, a histogram and a gauge.
+    static let sloApplication: JSONValue = [
+        "apiVersion": "vireo/v1", "kind": "Application", "metadata": ["name": "shop"],
+        "spec": [
+            "telemetry": [
+                "metrics": [
+                    ["name": "requests_total", "type": "counter"], ["name": "latency_seconds", "type": "histogram"],
+                    ["name": "queue", "type": "gauge"],
+                ]
+            ]
+        ],
+    ]
+
+    /// SLO documents (vireo/v1 and OpenSLO's): each constrained field of the spec, its indicator,
+    /// objectives, time window and alert policies, on the application above. (What only the
+    /// manifest as a whole can say, such as a reference to an SLI or DataSource, or which fields a
+    /// threshold objective needs, is the server's alone: the schema says it in words.)
+    static var sloCases: [Case] {
+        func source(_ query: JSONValue, type: JSONValue? = nil) -> JSONValue {
+            var source: [String: JSONValue] = ["spec": ["query": query]]
+            if let type { source["type"] = type }
+            return ["metricSource": .object(source)]
+        }
+        let good = source("requests_total{code=\"200\"}", type: "Prometheus")
+        let total = source("requests_total")
+        let ratio: JSONValue = ["spec": ["ratioMetric": ["good": good, "total": total]]]
+        let queue: JSONValue = ["spec": ["thresholdMetric": source("queue")]]
+        let ratioSLO: [String: JSONValue] = [
+            "apiVersion": "openslo/v1", "kind": "SLO", "metadata": ["name": "x"],
+            "spec": ["service": "shop", "indicator": ratio, "objectives": [["target": 0.99]]],
+        ]
+        let thresholdSLO: [String: JSONValue] = [
+            "apiVersion": "vireo/v1", "kind": "SLO", "metadata": ["name": "x"],
+            "spec": ["service": "shop", "indicator": queue, "objectives": [["op": "lte", "value": 8, "target": 0.99]]],
+        ]
+        let condition: JSONValue = [
+            "kind": "AlertCondition", "metadata": ["name": "fast"],
+            "spec": [
+                "severity": "page",
+                "condition": ["kind": "burnrate", "op": "gte", "threshold": 2, "lookbackWindow": "1h", "alertAfter": "5m"],
+            ],
+        ]
+        let target: JSONValue = [
+            "kind": "AlertNotificationTarget", "metadata": ["name": "pager"], "spec": ["target": "http://127.0.0.1:9/hook"],
+        ]
+        func policy(
+            conditions: JSONValue = [condition], targets: JSONValue = [target], _ more: [String: JSONValue] = [:],
+            outer: [String: JSONValue] = [:]
+        ) -> JSONValue {
+            var spec: [String: JSONValue] = ["conditions": conditions, "notificationTargets": targets]
+            spec.merge(more) { $1 }
+            var policy: [String: JSONValue] = ["kind": "AlertPolicy", "metadata": ["name": "burn"], "spec": .object(spec)]
+            policy.merge(outer) { $1 }
+            return [.object(policy)]
+        }
+        func withCondition(_ change: [String: JSONValue]) -> JSONValue {
+            let rule = (condition["spec"]?["condition"]?.objectValue ?? [:]).merging(change) { $1 }.filter { $0.value != .null }
+            return [condition.setting(.object(rule), at: "spec.condition")]
+        }
+        func objective(_ fields: [String: JSONValue]) -> JSONValue { [.object(fields)] }
+        return [
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "metadata.name",
+                candidates: Self.names.map(JSONValue.string)),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "spec.service",
+                candidates: ["shop", "Shop", "", "-a", 1]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "spec.budgetingMethod",
+                candidates: ["Occurrences", "Timeslices", "RatioTimeslices", "occurrences", "", 1]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: thresholdSLO, unique: nil, field: "spec.budgetingMethod",
+                candidates: ["Occurrences", "Timeslices"]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "spec.timeWindow",
+                candidates: [
+                    [["duration": "28d"]], [["duration": "1M", "isRolling": false]], [["duration": "1Q"]], [["duration": "1.5Y"]],
+                    [["duration": "1w2d"]], [["duration": "86400"]], [["duration": "7d", "isRolling": "yes"]], [],
+                    [["duration": "7d"], ["duration": "1d"]], [["isRolling": true]], [["duration": "0d"]], [["duration": "0M"]],
+                    [["duration": "0.0s"]], [["duration": "1X"]], [["duration": ".5M"]], [["duration": "+1M"]],
+                    [["duration": "1e3"]], [["duration": "infM"]], [["duration": 86_400]],
+                    [["duration": "7d", "calendar": ["startTime": "2026-01-01 00:00:00", "timeZone": "UTC"]]],
+                    [["duration": "7d", "calendar": ["colour": "red"]]], [["duration": "7d", "calendar": "UTC"]],
+                    [["duration": "7d", "colour": "red"]], "7d",
+                ]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "spec.objectives",
+                candidates: [
+                    objective(["target": 0.99]), objective(["target": 1]), objective(["target": 0]),
+                    objective(["targetPercent": 99.9]), objective(["targetPercent": 100]), objective(["targetPercent": 0]),
+                    objective(["target": 0.9, "targetPercent": 90]), objective([:]), objective(["target": "0.99"]),
+                    objective(["target": 0.99, "displayName": "Nines"]), objective(["target": 0.99, "displayName": 5]),
+                    objective(["target": 0.99, "timeSliceWindow": "5m"]), objective(["target": 0.99, "timeSliceWindow": "5x"]),
+                    objective(["target": 0.99, "timeSliceTarget": 1]), objective(["target": 0.99, "timeSliceTarget": 0]),
+                    objective(["target": 0.99, "timeSliceTarget": 1.5]), objective(["target": 0.99, "op": "lte", "value": 5]),
+                    objective(["target": 0.99, "op": "eq"]), objective(["target": 0.99, "value": "5"]),
+                    objective(["target": 0.99, "colour": "red"]), [], "x",
+                    objective(["target": 0.99, "indicatorRef": "x", "indicator": ratio]),
+                    objective(["target": 0.99, "indicator": queue, "op": "lte", "value": 3]),
+                    objective(["target": 0.99, "indicatorRef": "Not_A_Name"]),
+                ]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: thresholdSLO, unique: nil, field: "spec.objectives",
+                candidates: [
+                    objective(["op": "lt", "value": 8, "target": 0.9]),
+                    objective(["op": "lte", "value": 8.5, "targetPercent": 95]),
+                    objective(["op": "lte", "value": "8", "target": 0.9]), objective(["op": "le", "value": 8, "target": 0.9]),
+                ]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "spec.indicator",
+                candidates: [
+                    ratio, ["spec": ["ratioMetric": ["good": good, "total": total, "counter": true]]],
+                    ["spec": ["ratioMetric": ["good": good, "total": total, "counter": "yes"]]],
+                    ["spec": ["ratioMetric": ["good": good, "bad": good, "total": total]]],
+                    ["spec": ["ratioMetric": ["total": total]]], ["spec": ["ratioMetric": ["good": good]]],
+                    ["spec": ["ratioMetric": ["good": good, "total": total, "rawType": "success"]]],
+                    ["spec": ["ratioMetric": ["raw": good, "total": total]]],
+                    ["spec": ["ratioMetric": ["good": good, "total": total], "thresholdMetric": source("queue")]],
+                    ["spec": [:]], ["spec": ["description": "served", "ratioMetric": ["good": good, "total": total]]],
+                    ["spec": ["description": 1, "ratioMetric": ["good": good, "total": total]]],
+                    ["metadata": ["name": "served"], "spec": ["ratioMetric": ["good": good, "total": total]]],
+                    ["metadata": "served", "spec": ["ratioMetric": ["good": good, "total": total]]],
+                    ["ratioMetric": ["good": good, "total": total]], "served",
+                    [
+                        "spec": [
+                            "ratioMetric": ["good": source("requests_total{code=\"200\"}", type: "prometheus"), "total": total]
+                        ]
+                    ],
+                    [
+                        "spec": [
+                            "ratioMetric": ["good": source("requests_total{code=\"200\"}", type: "PROMETHEUS"), "total": total]
+                        ]
+                    ],
+                    ["spec": ["ratioMetric": ["good": source("requests_total{code=\"200\"}", type: "Datadog"), "total": total]]],
+                    ["spec": ["ratioMetric": ["good": source("requests_total{code=\"200\"}", type: 5), "total": total]]],
+                    ["spec": ["ratioMetric": ["good": source(""), "total": total]]],
+                    ["spec": ["ratioMetric": ["good": source(5), "total": total]]],
+                    ["spec": ["ratioMetric": ["good": ["metricSource": ["spec": [:]]], "total": total]]],
+                    ["spec": ["ratioMetric": ["good": ["metricSource": ["type": "Prometheus"]], "total": total]]],
+                    ["spec": ["ratioMetric": ["good": [:], "total": total]]],
+                    [
+                        "spec": [
+                            "ratioMetric": [
+                                "good": ["metricSource": ["spec": ["query": "requests_total{code=\"200\"}", "note": "kept"]]],
+                                "total": total,
+                            ]
+                        ]
+                    ],
+                    [
+                        "spec": [
+                            "ratioMetric": [
+                                "good": ["metricSource": ["spec": ["query": "requests_total"], "colour": 1]], "total": total,
+                            ]
+                        ]
+                    ],
+                    [
+                        "spec": [
+                            "ratioMetric": [
+                                "good": ["metricSource": ["metricSourceRef": "Not_A_Name", "spec": ["query": "x"]]],
+                                "total": total,
+                            ]
+                        ]
+                    ],
+                    ["spec": ["ratioMetric": ["good": good, "total": total, "colour": "red"]]],
+                ]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "spec.indicatorRef",
+                candidates: ["Not_A_Name", ""]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "spec.description",
+                candidates: ["the shop's availability", 1]),
+            Case(
+                route: "/v1/apply", schema: "ManifestDocument", base: ratioSLO, unique: nil, field: "spec.alertPolicies",
+                candidates: [
+                    policy(), policy(outer: ["apiVersion": "openslo/v1"]), policy(outer: ["apiVersion": "openslo/v2"]),
+                    policy(outer: ["kind": "AlertCondition"]), policy(outer: ["metadata": ["name": "Burn"]]),
+                    policy(outer: ["metadata": ["name": "burn", "colour": 1]]), [["alertPolicyRef": "Not_A_Name"]],
+                    [["alertPolicyRef": "burn", "kind": "AlertPolicy"]], policy(conditions: []),
+                    policy(conditions: [condition, condition]), policy(targets: []),
+                    policy(["alertWhenNoData": true, "alertWhenResolved": false, "alertWhenBreaching": true]),
+                    policy(["alertWhenNoData": "yes"]), policy(["description": 5]), policy(["colour": "red"]),
+                    policy(conditions: withCondition(["kind": "BurnRate"])),
+                    policy(conditions: withCondition(["kind": "threshold"])),
+                    policy(conditions: withCondition(["op": "eq"])), policy(conditions: withCondition(["threshold": -1])),
+                    policy(conditions: withCondition(["threshold": "2"])), policy(conditions: withCondition(["threshold": 0])),
+                    policy(conditions: withCondition(["lookbackWindow": "5x"])),
+                    policy(conditions: withCondition(["lookbackWindow": .null])),
+                    policy(conditions: withCondition(["alertAfter": 300])), policy(conditions: withCondition(["colour": "red"])),
+                    policy(conditions: [condition.setting(.null, at: "spec.severity")]),
+                    policy(conditions: [["conditionRef": "Not_A_Name"]]),
+                    policy(targets: [target.setting("https://alerts.example:9095/hook?team=shop", at: "spec.target")]),
+                    policy(targets: [target.setting("ftp://alerts.example/hook", at: "spec.target")]),
+                    policy(targets: [target.setting("http://", at: "spec.target")]),
+                    policy(targets: [target.setting("alerts.example", at: "spec.target")]),
+                    policy(targets: [target.setting(5, at: "spec.target")]), "burn",
+                ]),
+        ]
+    }
+
     @Test(
-        "each constrained field of VM create, context open, token create and VirtualMachine, Context and Application documents: the schema's verdict is the server's"
+        "each constrained field of VM create, context open, token create and VirtualMachine, Context, Application, SLO and OpenSLO documents: the schema's verdict is the server's"
     )
     func schemaIsTheServersRule() async throws {
         let openAPI = try OpenAPITests()
@@ -244,6 +443,9 @@ struct OpenAPIContractTests {
         let plane = try await TestControlPlane.make()
         let tally = Mutex((mismatches: [String](), checked: 0, refusedBySchema: 0))
         try await plane.test { client in
+            let setup = try await client.request(
+                .post, "/v1/apply", body: String(decoding: try VireoJSON.encoder().encode(Self.sloApplication), as: UTF8.self))
+            #expect(setup.status == 200, "\(setup.body)")
             var serial = 0
             for item in Self.cases {
                 let schema = try #require(openAPI.document["components"]?["schemas"]?[item.schema])

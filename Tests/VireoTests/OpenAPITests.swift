@@ -332,7 +332,7 @@ final class ResponseChecker: @unchecked Sendable {
     }
 
     /// The subset of JSON Schema the document uses: $ref, type, enum, required, properties,
-    /// additionalProperties, items, minItems, oneOf, allOf, not, if/then/else, const, minimum,
+    /// additionalProperties, items, minItems, maxItems, oneOf, allOf, not, if/then/else, const, minimum,
     /// maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, minLength, maxLength, pattern.
     func validate(_ value: JSONValue, against schema: JSONValue, at path: String) -> [String] {
         if case .string(let ref)? = schema["$ref"] {
@@ -366,6 +366,9 @@ final class ResponseChecker: @unchecked Sendable {
         }
         if case .array(let items) = value, case .number(let min)? = schema["minItems"], Double(items.count) < min {
             return ["\(path): fewer than \(min) items"]
+        }
+        if case .array(let items) = value, case .number(let max)? = schema["maxItems"], Double(items.count) > max {
+            return ["\(path): more than \(max) items"]
         }
         if case .array(let options)? = schema["oneOf"] {
             let matching = options.filter { validate(value, against: $0, at: path).isEmpty }.count
