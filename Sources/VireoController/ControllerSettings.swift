@@ -60,6 +60,13 @@ extension ControllerSettings {
     /// that run at slightly different rates).
     public var fenceAfter: Duration { hostLostAfter * 2 / 3 }
 
+    /// `hostLostAfter` when none is given: 15 s, or longer for a long heartbeat or timeout — one
+    /// and a half times `hostTimeout` and at least three heartbeats, so that a host is unreachable
+    /// well before it is lost, and its agent can miss a heartbeat without fencing itself.
+    public static func defaultHostLostAfter(heartbeat: Duration, hostTimeout: Duration) -> Duration {
+        max(.seconds(15), hostTimeout * 3 / 2, heartbeat * 3)
+    }
+
     /// The usage-history step in milliseconds.
     var historyStepMs: Int64 { max(1, Int64((historyStep.seconds * 1000).rounded())) }
 

@@ -48,7 +48,8 @@ struct Leadership: Sendable {
         let app = Application(
             responder: responder,
             server: try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),
-            configuration: .init(address: .hostname(host, port: port), serverName: "vireo"), logger: logger)
+            configuration: .init(address: .hostname(host, port: port), serverName: "vireo", backlog: ControlPlane.listenBacklog),
+            logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: app)], logger: logger))
         // SIGTERM and SIGINT are taken before this controller says it stands by, not once the
         // group runs: one sent in between ended the process by the signal's default (seen in a

@@ -125,10 +125,11 @@ struct ServeOptions: ParsableArguments {
         help: ArgumentHelp(
             "A host that has not heartbeated for this long is lost, and its VMs with restartPolicy: always start on "
                 + "other hosts. Its agent, if it is only cut off, stops those VMs itself after two thirds of this, "
-                + "so that a VM never runs on two hosts (default: 15s; at least three times --host-timeout's "
-                + "heartbeat and longer than --host-timeout).",
+                + "so that a VM never runs on two hosts (default: 15s, or one and a half times --host-timeout and at "
+                + "least three heartbeats if that is longer; it must be at least three heartbeats and longer than "
+                + "--host-timeout).",
             valueName: "duration"))
-    var hostLostAfter: String = "15s"
+    var hostLostAfter: String?
 
     @Option(
         help: ArgumentHelp(
@@ -167,10 +168,12 @@ struct ServeOptions: ParsableArguments {
                 field: "--host-timeout", value: "'\(hostTimeout ?? "")'",
                 "must be longer than the heartbeat (\(heartbeat)): hosts would be unreachable between heartbeats")
         }
-        settings.hostLostAfter = try duration(hostLostAfter, "--host-lost-after")
+        settings.hostLostAfter =
+            try hostLostAfter.map { try duration($0, "--host-lost-after") }
+            ?? ControllerSettings.defaultHostLostAfter(heartbeat: settings.heartbeatInterval, hostTimeout: settings.hostTimeout)
         guard settings.hostLostAfter > settings.hostTimeout, settings.hostLostAfter >= settings.heartbeatInterval * 3 else {
             throw VireoError.invalid(
-                field: "--host-lost-after", value: "'\(hostLostAfter)'",
+                field: "--host-lost-after", value: "'\(hostLostAfter ?? "")'",
                 "must be longer than --host-timeout (\(DurationText.format(seconds(settings.hostTimeout)))) and at least "
                     + "three heartbeats: an agent must be able to miss a heartbeat without fencing itself")
         }
@@ -270,6 +273,13 @@ struct DriverSelection: ParsableArguments {
 
 /// What `up` and `controller` share: the store, the controller, the HTTP application.
 struct ControlPlane {
+    /// The controller's queue of connections not yet accepted. After a controller restart every
+    /// agent opens its heartbeat and watch connections within seconds: Hummingbird's default of
+    /// 256 overflowed with 10,000 agents (`vireo bench cluster`), and each connection dropped
+    /// from the full queue waited out TCP's retransmission backoff (1, 3, 7, 15 s…) while the
+    /// controller idled. The kernel caps it at net.core.somaxconn.
+    static let listenBacklog = 4096
+
     let controller: Controller
     let services: [any Service]
     let url: String
@@ -352,7 +362,7 @@ struct ControlPlane {
         let app = Application(
             router: server.router(),
             server: try tls.map { try .tls(server.httpServer(), tlsConfiguration: $0) } ?? server.httpServer(),
-            configuration: .init(address: .hostname(host, port: port), serverName: "vireo"),
+            configuration: .init(address: .hostname(host, port: port), serverName: "vireo", backlog: ControlPlane.listenBacklog),
             onServerRunning: { channel in
                 let actualPort = channel.localAddress?.port ?? port
                 let url = "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(actualPort)"

@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import Testing
 import VireoAPI
+import VireoController
 import VireoDriver
 import VireoModel
 import VireoSecurity
@@ -364,6 +365,17 @@ struct CLITests {
         #expect(
             badLost.status == 2 && badLost.stderr.contains("--host-lost-after") && badLost.stderr.contains("3s"),
             "\(badLost.stderr)")
+        // A long heartbeat alone is enough: the loss's default grows with it (past the timing, the
+        // next check, --advertise's, is the one that refuses).
+        let longHeartbeat = try await vireo([
+            "controller", "--data-dir", unopened, "--heartbeat", "10s", "--advertise", "ftp://x",
+        ])
+        #expect(
+            longHeartbeat.status == 2 && longHeartbeat.stderr.contains("--advertise")
+                && !longHeartbeat.stderr.contains("--host-lost-after"), "\(longHeartbeat.stderr)")
+        #expect(ControllerSettings.defaultHostLostAfter(heartbeat: .seconds(1), hostTimeout: .seconds(5)) == .seconds(15))
+        #expect(ControllerSettings.defaultHostLostAfter(heartbeat: .seconds(10), hostTimeout: .seconds(30)) == .seconds(45))
+        #expect(ControllerSettings.defaultHostLostAfter(heartbeat: .seconds(10), hostTimeout: .seconds(11)) == .seconds(30))
         // And the store's: a URL that is not one, a bad parameter, with the password never shown.
         for (store, says) in [
             ("mysql://db/vireo", "expected sqlite or a postgres:// URL"), ("postgres://u:pw@db/x?pool=2", "pool"),

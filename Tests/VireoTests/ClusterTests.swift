@@ -9,17 +9,25 @@ import VireoDriverSimulated
 import VireoModel
 import VireoStore
 
-/// A link that can be cut, as a network partition between an agent and its controller would.
+/// A link that can be cut, as a network partition between an agent and its controller would
+/// (each call fails at once), or left hanging, as a dead connection would (each heartbeat and
+/// watch waits until `hang` is lifted).
 final class CuttableLink: ControllerLink {
     let target: any ControllerLink
     let cut = Mutex(false)
+    let hang = Mutex(false)
     init(_ target: any ControllerLink) { self.target = target }
+
+    private func waitWhileHanging() async throws {
+        while hang.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+    }
 
     func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
         if cut.withLock({ $0 }) { throw VireoError(.unavailable, "link cut") }
         return try await target.register(registration)
     }
     func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        try await waitWhileHanging()
         if cut.withLock({ $0 }) { throw VireoError(.unavailable, "link cut") }
         return try await target.heartbeat(heartbeat)
     }
@@ -28,6 +36,7 @@ final class CuttableLink: ControllerLink {
         try await target.deliver(samples)
     }
     func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        try await waitWhileHanging()
         if cut.withLock({ $0 }) { throw VireoError(.unavailable, "link cut") }
         return try await target.watch(host: host, after: known, timeout: timeout)
     }
@@ -201,6 +210,22 @@ final class CapturingLink: ControllerLink {
     func deliver(_ samples: AgentSamples) async throws { try await target.deliver(samples) }
     func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
         try await target.watch(host: host, after: known, timeout: timeout)
+    }
+}
+
+@Suite("Agent heartbeat schedule")
+struct AgentHeartbeatScheduleTests {
+    @Test("heartbeats keep their place in the interval: a round woken early, or one that ran long, does not move the next")
+    func grid() {
+        let start = ContinuousClock.now
+        let ten = Duration.seconds(10)
+        // A round that took 2 s: the next heartbeat is 10 s after the start, not after its end.
+        #expect(Agent.nextHeartbeat(after: start, interval: ten, now: start + .seconds(2)) == start + ten)
+        // A round woken at 4 s (a watch): the heartbeat due at 10 s stays where it is.
+        #expect(Agent.nextHeartbeat(after: start + ten, interval: ten, now: start + .seconds(4)) == start + ten)
+        // A round that ran past several slots (a controller away): the next slot of the same grid.
+        #expect(Agent.nextHeartbeat(after: start + ten, interval: ten, now: start + .seconds(35)) == start + .seconds(40))
+        #expect(Agent.nextHeartbeat(after: start + ten, interval: ten, now: start + .seconds(40)) == start + .seconds(50))
     }
 }
 

@@ -107,6 +107,30 @@ struct HostLossTests {
         #expect(!c.events.events(after: 0).contains { $0.kind == .hostState && $0.to == "lost" })
     }
 
+    @Test("a heartbeat stuck on a dead connection does not hold fencing back: the host fences before it is declared lost")
+    func fencedWhileHeartbeatHangs() async throws {
+        let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings)
+        defer { cluster.stop() }
+        let c = cluster.controller
+        let ha = try await runningHA(cluster)
+        // Every heartbeat from now on waits for ever: the agent's round is stuck, and only its
+        // fencing loop, asleep until the silence passes fenceAfter (6 s here), can act.
+        cluster.link("h1").hang.withLock { $0 = true }
+        let hungAt = ContinuousClock.now
+        try await eventually("h1 fenced ha", within: 20) {
+            try await cluster.driver("h1").status().first { $0.id == ha.id }?.state == .stopped
+        }
+        let fencedAfter = hungAt.duration(to: .now)
+        #expect(try await c.host("h1").state != .lost, "fenced after \(fencedAfter), yet the controller gave up on h1 first")
+        print("stuck heartbeat: fenced \(fencedAfter) after the hang (fenceAfter 6 s from the last answer)")
+        cluster.link("h1").hang.withLock { $0 = false }
+        try await eventually("ha runs again on h1") {
+            let hosts = try await runningOn(cluster, ha.id)
+            let state = try await c.vm("ha").state
+            return hosts == ["h1"] && state == .running
+        }
+    }
+
     @Test("the only host lost and back: its VM with restartPolicy always runs there again, and stays running")
     func onlyHostBack() async throws {
         let cluster = try await LocalCluster.start(hosts: ["h1"], settings: Self.settings)
