@@ -122,9 +122,11 @@ public struct OpenSLODocument: Sendable, Equatable {
             let indicator =
                 try library.indicator(fields.object["indicator"] != nil || fields.object["indicatorRef"] != nil ? fields : spec)
             let objectiveName = objectives.count == 1 ? name : "\(name)-\(result.count + 1)"
+            // A ratio's per-window threshold: the slice target under Timeslices, else the goal.
+            let ratioTarget = method == "Timeslices" ? sliceTarget ?? goal : goal
             var objective = try indicatorObjective(
-                indicator, objective: fields, name: objectiveName, method: method, goal: goal, windowSeconds: window,
-                library: &library)
+                indicator, objective: fields, name: objectiveName, method: method, ratioTarget: ratioTarget,
+                windowSeconds: window, library: &library)
             objective.goal = goal
             objective.periodSeconds = period
             objective.windowSeconds = window
@@ -149,7 +151,7 @@ public struct OpenSLODocument: Sendable, Equatable {
     }
 
     static func indicatorObjective(
-        _ indicator: FieldReader, objective fields: FieldReader, name: String, method: String, goal: Double,
+        _ indicator: FieldReader, objective fields: FieldReader, name: String, method: String, ratioTarget threshold: Double,
         windowSeconds: Double, library: inout OpenSLOLibrary
     ) throws(VireoError) -> Objective {
         if let ratio = try indicator.object("ratioMetric") {
@@ -158,7 +160,6 @@ public struct OpenSLODocument: Sendable, Equatable {
             let total = try query(ratio, "total", library: &library)
             let good = ratio.object["good"] != nil ? try query(ratio, "good", library: &library) : nil
             let bad = ratio.object["bad"] != nil ? try query(ratio, "bad", library: &library) : nil
-            let threshold = method == "Timeslices" ? try fields.double("timeSliceTarget") ?? goal : goal
             if let good, counter, isSelector(good.text), isSelector(total.text) {
                 return Objective(
                     name: name, kind: .ratio, metric: try plainSelector(good.text, field: good.field),
@@ -189,17 +190,12 @@ public struct OpenSLODocument: Sendable, Equatable {
                 field: "spec.budgetingMethod", value: "'RatioTimeslices'", "is for ratioMetric indicators; use Timeslices")
         }
         let source = try query(indicator, "thresholdMetric", library: &library)
+        // Their values were checked with the objective (OpenSLODocument.parse); here they are needed.
         let op = try fields.requiredString("op")
         guard let value = try fields.double("value") else {
             throw VireoError(.invalidArgument, "\(fields.field("value")): is required")
         }
-        guard value.isFinite else {
-            throw VireoError.invalid(field: fields.field("value"), value: "\(value)", "must be a finite number")
-        }
         let upper = ["lte", "lt"].contains(op)
-        guard upper || ["gte", "gt"].contains(op) else {
-            throw VireoError.invalid(field: fields.field("op"), value: "'\(op)'", "expected lte, lt, gte or gt")
-        }
         if upper, isSelector(source.text) {
             return Objective(
                 name: name, kind: .capacity, metric: try plainSelector(source.text, field: source.field), target: value)
