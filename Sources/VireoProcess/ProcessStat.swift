@@ -7,16 +7,13 @@ public struct ProcessStat: Sendable, Equatable {
     public static let pageSize = UInt64(sysconf(Int32(_SC_PAGESIZE)))
 
     public var parent: Int32
-    /// The state letter (`R` running, `S` sleeping, `Z` dead but not yet reaped, …).
-    public var state: Character
     /// User and system time of the process itself, seconds.
     public var cpuSeconds: Double
     /// User and system time of the children it has waited for, seconds.
     public var reapedChildrenCPUSeconds: Double
 
-    public init(parent: Int32, state: Character = "R", cpuSeconds: Double, reapedChildrenCPUSeconds: Double) {
+    public init(parent: Int32, cpuSeconds: Double, reapedChildrenCPUSeconds: Double) {
         self.parent = parent
-        self.state = state
         self.cpuSeconds = cpuSeconds
         self.reapedChildrenCPUSeconds = reapedChildrenCPUSeconds
     }
@@ -38,7 +35,7 @@ public struct ProcessStat: Sendable, Equatable {
             let system = Double(fields[12]), let childUser = Double(fields[13]), let childSystem = Double(fields[14])
         else { return nil }
         return ProcessStat(
-            parent: parent, state: fields[0].first ?? "?", cpuSeconds: (user + system) / ticksPerSecond,
+            parent: parent, cpuSeconds: (user + system) / ticksPerSecond,
             reapedChildrenCPUSeconds: (childUser + childSystem) / ticksPerSecond)
     }
 

@@ -261,7 +261,11 @@ public struct Testbed: Sendable {
         guard pid > 0, kill(pid, SIGKILL) == 0 else { return }
         let deadline = ContinuousClock.now + .seconds(10)
         while kill(pid, 0) == 0, ContinuousClock.now < deadline {
-            if (try? ProcessStat.read(pid: pid))?.state == "Z" { return }
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            // The state follows the command's closing parenthesis: `Z` is dead, not yet reaped.
+            if let end = stat.lastIndex(of: ")"), stat[end...].dropFirst().trimmingCharacters(in: .whitespaces).hasPrefix("Z") {
+                return
+            }
             try? await Task.sleep(for: .milliseconds(5))
         }
     }
