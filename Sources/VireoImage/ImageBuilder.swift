@@ -10,6 +10,8 @@ import VireoProcess
 /// `base.qcow2` and `image.json`. A build happens in a hidden temporary directory that is renamed
 /// into place at the end, so a directory with that name is always complete.
 public struct ImageBuilder: Sendable {
+    /// Absolute: a disk made from an image names the image's file as its backing file, and
+    /// `qemu-img` reads a relative backing name against the disk's directory, not the cwd.
     public let cacheDirectory: String
     /// Kernel release to build with; nil picks the newest kernel in /boot that has modules.
     public let kernelVersion: String?
@@ -18,7 +20,7 @@ public struct ImageBuilder: Sendable {
     public static var knownImages: [String] { ImageRecipe.names }
 
     public init(cacheDirectory: String, kernelVersion: String? = nil) {
-        self.cacheDirectory = cacheDirectory
+        self.cacheDirectory = URL(fileURLWithPath: cacheDirectory).standardizedFileURL.path
         self.kernelVersion = kernelVersion
     }
 

@@ -189,6 +189,16 @@ struct QEMUCommandLineTests {
         #expect(error?.message.contains("--mode") == true && error?.message.contains("'postcopy'") == true)
     }
 
+    /// `--driver-opt images=.build/test-images` once gave disks the backing file
+    /// `<disk directory>/.build/test-images/…`, which qemu-img could not open.
+    @Test("an image cache named relative to the working directory is kept as an absolute path")
+    func relativeImageCache() {
+        let cwd = FileManager.default.currentDirectoryPath
+        #expect(ImageBuilder(cacheDirectory: "some/images").cacheDirectory == cwd + "/some/images")
+        #expect(ImageBuilder(cacheDirectory: "./a/../images/").cacheDirectory == cwd + "/images")
+        #expect(ImageBuilder(cacheDirectory: "/var/lib/vireo/images").cacheDirectory == "/var/lib/vireo/images")
+    }
+
     @Test("the invocation boots the image with the VM's sizes, disk, console and network")
     func invocation() {
         let id = VMID("0b0e6c1e-0000-4000-8000-000000000001")
