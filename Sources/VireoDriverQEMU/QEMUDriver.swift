@@ -219,6 +219,7 @@ public actor QEMUDriver: HypervisorDriver {
         guard let instance = instances[id] else { throw VireoError(.notFound, "VM \(id) is not on this host") }
         let paths = paths(id)
         var launched: Int32?
+        var launchedAt: ContinuousClock.Instant?
         do {
             let record = try confine(id)
             let cgroup = try cgroupParent.map {
@@ -246,12 +247,19 @@ public actor QEMUDriver: HypervisorDriver {
                 }
             }
             // QEMU runs detached (a session of its own, no child of ours): it survives the agent.
-            let launchedAt = ContinuousClock.now
-            instances[id]?.launchedAt = launchedAt
+            let started = ContinuousClock.now
+            launchedAt = started
+            instances[id]?.launchedAt = started
             let pid = try await HostTool.spawnDetached(
                 QEMUConfinement.command(binary: configuration.binary, arguments: invocation.arguments, uid: record.uid),
                 log: paths.log, pidFile: paths.pid, cgroups: cgroup?.directories ?? [], umask: "077")
             launched = pid
+            // Known at once, not only once QEMU answers QMP, so that a delete, release or power-off
+            // from now on ends this QEMU; and one that came while it was being spawned ends it
+            // here. (Known only at `attach`, an incoming VM discarded while its QEMU started was
+            // forgotten with the QEMU left running, paused — a second QEMU on the VM's disk.)
+            try ensureLaunching(id, run: run, at: started, name: record.spec.name)
+            instances[id]?.pid = pid
             try Self.write(
                 RunInfo(
                     pid: pid, serialOffset: offset, startedAt: Date(), snapshot: snapshot, incoming: incoming != nil ? true : nil),
@@ -260,7 +268,7 @@ public actor QEMUDriver: HypervisorDriver {
             let qmp = try await Self.connectQMP(
                 paths.qmp, pid: pid, log: paths.log, logOffset: logOffset,
                 timeout: snapshot != nil ? configuration.snapshotTimeout : .seconds(60))
-            let started = ContinuousClock.now
+            let answered = ContinuousClock.now
             if case .tap(let device, _, _) = record.network, let namespace {
                 // QEMU has the tap open: now it goes where the VM's network is.
                 try await PrivateNetwork.attach(device, to: namespace)
@@ -269,6 +277,12 @@ public actor QEMUDriver: HypervisorDriver {
                 // MIGRATION events tell this side when the guest has arrived (a paused one is continued).
                 try await qmp.execute(QMP.MigrateSetCapabilities([.events: true]))
             }
+            do {
+                try ensureLaunching(id, run: run, at: started, name: record.spec.name)
+            } catch {
+                await qmp.close()
+                throw error
+            }
             attach(
                 id, run: run, pid: pid, qmp: qmp, serialOffset: offset,
                 readiness: incoming != nil ? .incoming : snapshot != nil ? .restored : .marker)
@@ -276,16 +290,29 @@ public actor QEMUDriver: HypervisorDriver {
                 "QEMU started",
                 metadata: [
                     "vm": "\(instance.record.spec.name)", "pid": "\(pid)", "uid": "\(record.uid.map(String.init) ?? "agent")",
-                    "qmp-ms": "\(Self.milliseconds(started - launchedAt))",
+                    "qmp-ms": "\(Self.milliseconds(answered - started))",
                 ])
         } catch {
             if let pid = launched ?? (try? Self.readPID(paths.pid)), Self.isQEMU(pid, running: id) { kill(pid, SIGKILL) }
-            if instances[id]?.run == run {
+            // This run's instance still (not one made again since, with a QEMU of its own).
+            if instances[id]?.run == run, launchedAt == nil || instances[id]?.launchedAt == launchedAt {
                 instances[id]?.state = .failed
                 instances[id]?.message = "\(error)"
                 instances[id]?.qmp = nil
+                instances[id]?.pid = nil
             }
             throw error
+        }
+    }
+
+    /// Throws when the VM `launch` is starting a QEMU for was removed meanwhile (deleted,
+    /// released, a migration's arrival discarded — or that and made again), or is being removed
+    /// (a delete stays visible through its awaits): its QEMU is no one's.
+    private func ensureLaunching(_ id: VMID, run: Int, at launchedAt: ContinuousClock.Instant, name: String) throws {
+        guard let instance = instances[id], instance.run == run, instance.launchedAt == launchedAt,
+            !instance.stopRequested
+        else {
+            throw VireoError(.conflict, "VM \(name) was removed while its QEMU started")
         }
     }
 
@@ -341,7 +368,11 @@ public actor QEMUDriver: HypervisorDriver {
         instances[id]?.stopRequested = true
         await closeDiskExport(id)
         if let pid = instance.pid {
-            _ = try? await instance.qmp?.execute(QMP.Quit(), timeout: .seconds(2))
+            if let qmp = instance.qmp {
+                _ = try? await qmp.execute(QMP.Quit(), timeout: .seconds(2))
+            } else if Self.isQEMU(pid, running: id) {
+                kill(pid, SIGKILL)  // still starting: there is no QMP to ask it to quit over
+            }
             if !(await Self.waitForExit(pid, timeout: .seconds(3))) { kill(pid, SIGKILL) }
         }
         await forget(id, instance.record, removingDisk: instance.record.ownsDisk)

@@ -87,6 +87,12 @@ extension QEMUDriver {
                 try await launch(spec.id, run: 1, incoming: qemuURI)
             }
         } catch {
+            // Discarded while it was being prepared: the discard has forgotten it (and what is
+            // here now, if anything, is another preparation's).
+            guard instances[spec.id]?.incomingURI == endpoint.description else {
+                await tunnel?.close()
+                throw error
+            }
             if let pid = instances[spec.id]?.pid { kill(pid, SIGKILL) }
             await forget(spec.id, record, removingDisk: storage == .copy)
             throw error

@@ -478,6 +478,43 @@ extension RealQEMU {
             #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"))
             try await source.delete(vm.id)
         }
+
+        /// Seen in `vireo chaos --driver qemu` (a controller killed just after ordering a move): the
+        /// restarted controller failed the move, the destination discarded its incoming VM while
+        /// that VM's QEMU was still starting, and the QEMU was forgotten but left running, paused,
+        /// for good — a second QEMU on the VM's disk.
+        @Test("an incoming VM discarded while its QEMU is still starting leaves no QEMU behind")
+        func discardedWhileStarting() async throws {
+            let (source, destination, _) = pair()
+            let vm = InstanceSpec(id: .generate(), name: "early", image: "tiny", cpus: 1, memoryMiB: 128)
+            try await source.create(vm)
+            let preparing = Task {
+                try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+            }
+            // The window: QEMU has been started and does not answer QMP yet.
+            var qemu: Int32?
+            let deadline = ContinuousClock.now + .seconds(30)
+            while qemu == nil, ContinuousClock.now < deadline {
+                let pidFile = await destination.paths(vm.id).pid
+                if await destination.instances[vm.id]?.qmp == nil, let pid = try? QEMUDriver.readPID(pidFile),
+                    QEMUDriver.isQEMU(pid, running: vm.id)
+                {
+                    qemu = pid
+                } else {
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+            }
+            let pid = try #require(qemu, "QEMU was never seen starting")
+            try await destination.abortIncoming(vm.id)
+            // The preparation fails, or (when QMP answered just before the discard) ends with a URI
+            // of a VM that is gone: either way nothing of it is left.
+            _ = try? await preparing.value
+            #expect(await QEMUDriver.waitForExit(pid, timeout: .seconds(5)), "QEMU \(pid) still runs")
+            #expect(try await destination.status().isEmpty)
+            // The disk is the source's: it stays.
+            #expect(try await source.status().map(\.id) == [vm.id])
+            try await source.delete(vm.id)
+        }
     }
 }
 
