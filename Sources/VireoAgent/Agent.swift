@@ -39,6 +39,11 @@ public final class Agent: Service {
         var acted: [VMID: Int] = [:]
         /// VMs with a driver operation under way; they are not touched again until it ends.
         var inFlight: Set<VMID> = []
+        /// VMs the driver could not make (nothing of them exists here), with the request that
+        /// failed and why: reported as failed, and not tried again until a newer request. (Tried
+        /// again at once, a VM whose image could not be opened was made and failed ten times a
+        /// second while the controller showed it `scheduled`, with no reason.)
+        var createFailures: [VMID: (generation: Int, message: String)] = [:]
         var lastDesired: DesiredHostState?
         var controllerReachable = true
         /// Whether some VM was starting or stopping at the last round; then the next round comes
@@ -279,6 +284,7 @@ public final class Agent: Service {
                 state.withLock {
                     $0.acted[id] = nil
                     $0.fencedVMs.remove(id)
+                    $0.createFailures[id] = nil
                 }
             } catch {
                 logger.error("cannot release a VM restarted elsewhere", metadata: ["vm": "\(id)", "error": "\(error)"])
@@ -315,6 +321,7 @@ public final class Agent: Service {
                 s.transitioning =
                     statuses.contains { $0.state == .starting || $0.state == .stopping }
                     || !s.migrationTasks.isEmpty || !(s.lastDesired?.migrations ?? []).isEmpty
+                let present = Set(statuses.map(\.id))
                 return
                     statuses.map {
                         InstanceReport(
@@ -322,6 +329,11 @@ public final class Agent: Service {
                             generation: s.acted[$0.id] ?? 0, message: $0.message, address: $0.address,
                             bootMs: $0.bootMs, cpuSeconds: usage[$0.id]?.cpuSeconds,
                             residentBytes: usage[$0.id]?.memoryBytes)
+                    }
+                    + s.createFailures.filter { !present.contains($0.key) }.sorted { $0.key < $1.key }.map {
+                        InstanceReport(
+                            id: $0.key, state: .failed, generation: $0.value.generation,
+                            message: "cannot create the VM: \($0.value.message)")
                     }
             }
             let console = await consoleReports(for: statuses)
@@ -502,6 +514,9 @@ public final class Agent: Service {
     /// Starts one driver operation per VM that differs from what is desired.
     func reconcile(_ desired: DesiredHostState, statuses: [InstanceStatus]) {
         let current = Dictionary(statuses.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        // A failed create is of interest while the VM is still meant to run here.
+        let wanted = Set(desired.vms.filter { $0.intent == .running }.map(\.id))
+        state.withLock { s in s.createFailures = s.createFailures.filter { wanted.contains($0.key) } }
         // VMs with a move to or from here under way: a paused one is the move's to resume.
         let moving = Set((desired.migrations ?? []).map(\.vm.id))
         for vm in desired.vms {
@@ -516,10 +531,13 @@ public final class Agent: Service {
 
     /// What to do about `vm`; `moving`: a migration of it to or from this host is under way.
     func operation(for vm: DesiredVM, current: InstanceStatus?, moving: Bool = false) -> Operation? {
-        let (acted, fenced) = state.withLock { ($0.acted[vm.id], $0.fencedVMs.contains(vm.id)) }
+        let (acted, fenced, createFailed) = state.withLock {
+            ($0.acted[vm.id], $0.fencedVMs.contains(vm.id), $0.createFailures[vm.id]?.generation == vm.generation)
+        }
         switch vm.intent {
         case .running:
-            guard let current else { return .createAndStart }
+            // Made again only for a newer request than the one that failed.
+            guard let current else { return createFailed ? nil : .createAndStart }
             // Powered off by a fence, perhaps after `current` was read: started again (a start of
             // one still running changes nothing).
             if fenced { return .start }
@@ -568,8 +586,12 @@ public final class Agent: Service {
             if operation != .recordOnly {
                 logger.info("done", metadata: ["vm": "\(vm.name)", "operation": "\(operation)"])
             }
+            state.withLock { $0.createFailures[vm.id] = nil }
         } catch {
             logger.error("operation failed", metadata: ["vm": "\(vm.name)", "operation": "\(operation)", "error": "\(error)"])
+            if operation == .createAndStart, await !driverHas(vm.id) {
+                state.withLock { $0.createFailures[vm.id] = (vm.generation, "\(error)") }
+            }
         }
         state.withLock { s in
             s.inFlight.remove(vm.id)
@@ -577,6 +599,13 @@ public final class Agent: Service {
             if operation == .start || operation == .createAndStart || operation == .delete { s.fencedVMs.remove(vm.id) }
         }
         wakeSignal.signal()
+    }
+}
+
+extension Agent {
+    /// Whether the driver has the VM (in any state); false when it cannot say.
+    func driverHas(_ id: VMID) async -> Bool {
+        (try? await driver.status().contains { $0.id == id }) ?? false
     }
 }
 

@@ -170,6 +170,22 @@ extension QEMUDriver {
                 // QEMU answers no QMP while it saves or loads a snapshot: a connection made during
                 // one an earlier agent started completes once it has ended.
                 let qmp = try await QMPClient.connect(path: paths.qmp, timeout: configuration.snapshotTimeout)
+                if info.incoming == true, !record.ownsDisk,
+                    let status = try? await qmp.execute(QMP.QueryStatus()), status.status == .inmigrate
+                {
+                    // Still waiting for a migration the previous agent prepared: what would have seen
+                    // it through (its tunnel, its word to the controller) ended with that agent, and
+                    // the move has failed or will. Re-adopted, it sat paused for good beside the
+                    // source's running guest (seen in `vireo chaos --driver qemu`).
+                    await qmp.close()
+                    kill(info.pid, SIGKILL)
+                    _ = await Self.waitForExit(info.pid, timeout: .seconds(2))
+                    await forget(id, record, removingDisk: false)
+                    logger.notice(
+                        "discarded an incoming migration the previous agent left waiting",
+                        metadata: ["vm": "\(record.spec.name)", "pid": "\(info.pid)"])
+                    continue
+                }
                 instances[id]?.state = .starting
                 instances[id]?.cgroup = cgroupParent.flatMap { VMCgroup.existing(cgroupName(id), under: $0) }
                 attach(id, run: 1, pid: info.pid, qmp: qmp, serialOffset: info.serialOffset, readiness: info.readiness)

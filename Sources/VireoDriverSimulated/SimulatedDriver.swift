@@ -115,6 +115,10 @@ public final class SimulatedDriver: HypervisorDriver {
         /// Private network name → guests given an address on it so far.
         var privateGuests: [String: Int] = [:]
         var failStartOf: Set<String> = []
+        /// Names of VMs whose creates fail, with how many more times.
+        var failCreateOf: [String: Int] = [:]
+        /// Creates asked for, by VM name (made or failed).
+        var createAttempts: [String: Int] = [:]
         var random: SeededGenerator
 
         init(random: SeededGenerator) { self.random = random }
@@ -228,6 +232,17 @@ public final class SimulatedDriver: HypervisorDriver {
         state.withLock { _ = $0.failStartOf.insert(name) }
     }
 
+    /// The next `times` creates of the VM named `name` fail, with nothing made (as a disk whose
+    /// image cannot be opened).
+    public func injectCreateFailure(vmNamed name: String, times: Int = 1) {
+        state.withLock { $0.failCreateOf[name] = times }
+    }
+
+    /// How many creates of the VM named `name` were asked for.
+    public func createAttempts(vmNamed name: String) -> Int {
+        state.withLock { $0.createAttempts[name, default: 0] }
+    }
+
     public func fingerprint() async throws -> HostFingerprint {
         HostFingerprint(
             cpus: configuration.cpus, memoryMiB: configuration.memoryMiB, driver: name,
@@ -247,6 +262,11 @@ public final class SimulatedDriver: HypervisorDriver {
             throw VireoError.invalid(field: "privateNetwork", value: "'\(network)'", "expected a name of 1 to 128 characters")
         }
         try state.withLock { (s: inout State) throws(VireoError) in
+            s.createAttempts[spec.name, default: 0] += 1
+            if let left = s.failCreateOf[spec.name], left > 0 {
+                s.failCreateOf[spec.name] = left - 1
+                throw VireoError(.internal, "simulated create failure")
+            }
             if let existing = s.instances[spec.id] {
                 guard existing.spec == spec else {
                     throw VireoError(.conflict, "VM \(spec.id) already exists with a different spec")
@@ -386,6 +406,11 @@ public final class SimulatedDriver: HypervisorDriver {
         }
         let uri = "sim://\(listenAddress)/\(spec.id)"
         try state.withLock { (s: inout State) throws(VireoError) in
+            s.createAttempts[spec.name, default: 0] += 1
+            if let left = s.failCreateOf[spec.name], left > 0 {
+                s.failCreateOf[spec.name] = left - 1
+                throw VireoError(.internal, "simulated create failure")
+            }
             if let existing = s.instances[spec.id] {
                 guard existing.incoming else {
                     throw VireoError(.conflict, "VM '\(spec.name)' is already on this host")

@@ -127,6 +127,25 @@ struct ClusterTests {
         _ = try await cluster.waitFor("crashy", .running)
     }
 
+    @Test("a VM the host cannot make is reported failed with the reason, not tried again in a loop; starting again makes it")
+    func failedCreate() async throws {
+        let cluster = try await LocalCluster.start()
+        defer { cluster.stop() }
+        let driver = cluster.agents[0].driver
+        driver.injectCreateFailure(vmNamed: "unmade")
+        _ = try await cluster.controller.createVM(VMSpec(name: "unmade", image: "tiny", cpus: 1, memoryMiB: 128))
+        let failed = try await cluster.waitFor("unmade", .failed)
+        #expect(failed.message == "cannot create the VM: simulated create failure")
+        #expect(try await driver.status().isEmpty)
+        // Heartbeats every 50 ms: a retry each round would have made many attempts by now.
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(driver.createAttempts(vmNamed: "unmade") == 1)
+        #expect(try await cluster.controller.vm("unmade").state == .failed)
+        _ = try await cluster.controller.startVM("unmade")
+        _ = try await cluster.waitFor("unmade", .running)
+        #expect(driver.createAttempts(vmNamed: "unmade") == 2)
+    }
+
     @Test("VMs spread over hosts; a VM that fits nowhere waits, and is placed when a host can take it")
     func pendingUntilCapacity() async throws {
         let cluster = try await LocalCluster.start(

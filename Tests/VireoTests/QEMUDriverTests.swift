@@ -515,6 +515,50 @@ extension RealQEMU {
             #expect(try await source.status().map(\.id) == [vm.id])
             try await source.delete(vm.id)
         }
+
+        /// Also from `vireo chaos --driver qemu`: the destination's agent killed just after it
+        /// prepared; its successor re-adopted the waiting QEMU, which then sat paused for good.
+        @Test(
+            "a destination's agent that restarts discards the arrival its predecessor left waiting, and keeps a VM that arrived")
+        func restartedDestination() async throws {
+            let shared = temporaryDirectory() + "/disks"
+            func driver(_ state: String) -> QEMUDriver {
+                var configuration = QEMUDriver.Configuration(
+                    stateDirectory: state, accelerator: TestQEMU.accelerator, cpus: 2, memoryMiB: 4096)
+                configuration.sharedDisks = shared
+                return QEMUDriver(configuration: configuration) { name in try await TestQEMU.images.image(name) }
+            }
+            let source = driver(temporaryDirectory() + "/vms")
+            let destinationState = temporaryDirectory() + "/vms"
+            let destination = driver(destinationState)
+            let vm = InstanceSpec(id: .generate(), name: "waiting", image: "tiny", cpus: 1, memoryMiB: 128)
+            try await source.create(vm)
+            try await source.start(vm.id)
+            _ = try await settle(source, vm.id, to: .running, tick: tick)
+            _ = try await destination.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+            let waiting = try QEMUDriver.readPID(await destination.paths(vm.id).pid)
+
+            // The destination's agent restarts before anything was sent.
+            await destination.detach()
+            let successor = driver(destinationState)
+            #expect(try await successor.recover().isEmpty)
+            #expect(await QEMUDriver.waitForExit(waiting, timeout: .seconds(5)), "the waiting QEMU \(waiting) is gone")
+            #expect(!FileManager.default.fileExists(atPath: await successor.paths(vm.id).directory))
+            #expect(FileManager.default.fileExists(atPath: "\(shared)/\(vm.id).qcow2"), "the source's disk stays")
+            #expect(try await source.status().first?.state == .running)
+
+            // A VM that did arrive is the destination's, restart or not.
+            let uri = try await successor.prepareIncoming(vm, guestAddress: nil, listenAddress: "127.0.0.1")
+            _ = try await source.migrate(vm.id, to: uri) { _ in }
+            try await source.release(vm.id)
+            _ = try await settle(successor, vm.id, to: .running, tick: tick)
+            try await successor.finishIncoming(vm.id)
+            await successor.detach()
+            let third = driver(destinationState)
+            #expect(try await third.recover().map(\.id) == [vm.id])
+            _ = try await settle(third, vm.id, to: .running, tick: tick)
+            try await third.delete(vm.id)
+        }
     }
 }
 
