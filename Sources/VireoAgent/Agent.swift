@@ -354,6 +354,10 @@ public final class Agent: Service {
                         throw VireoError(.internal, "the controller answered 'unchanged' to a state this host does not hold")
                     }
                     held.generation = desired.generation
+                    // Releases are one answer's word, outside the revision (the controller never
+                    // answers `unchanged` with one): kept, they were carried out again on every
+                    // round after ("a VM to release is no longer on this host", many a second).
+                    held.release = nil
                     desired = held
                 }
             } catch let error as VireoError where error.code == .notFound {

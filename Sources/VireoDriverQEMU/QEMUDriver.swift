@@ -398,6 +398,9 @@ public actor QEMUDriver: HypervisorDriver {
         instances[id] = nil
         let paths = paths(id)
         try? FileManager.default.removeItem(atPath: paths.runtime)
+        // The runtime directory too, with its last VM (it is made again with the next): one per
+        // state directory, under /tmp, they piled up in their thousands on a test machine.
+        rmdir(runtimeDirectory)
         if removingDisk { try? FileManager.default.removeItem(atPath: record.disk) }
         try? FileManager.default.removeItem(atPath: paths.directory)
         await tapRemoval?.value

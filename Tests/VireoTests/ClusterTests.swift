@@ -273,3 +273,62 @@ struct AgentUsageTests {
         #expect(try await controller.vm("busy").state == .running)
     }
 }
+
+/// A controller that answers from a script: one answer per heartbeat, the last one repeated.
+final class ScriptedLink: ControllerLink {
+    private let answers: Mutex<[DesiredHostState]>
+    let hostID = HostID.generate()
+    init(_ answers: [DesiredHostState]) { self.answers = Mutex(answers) }
+
+    func register(_ registration: AgentRegistration) async throws -> AgentRegistrationResponse {
+        AgentRegistrationResponse(hostID: hostID, heartbeatIntervalMs: 1000)
+    }
+    func heartbeat(_ heartbeat: AgentHeartbeat) async throws -> DesiredHostState {
+        answers.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] }
+    }
+    func deliver(_ samples: AgentSamples) async throws {}
+    func watch(host: HostID, after known: Int, timeout: Duration) async throws -> Int {
+        try await Task.sleep(for: timeout)
+        return known
+    }
+}
+
+/// The simulated driver, counting power-offs.
+final class PowerOffCountingDriver: HypervisorDriver {
+    let inner = SimulatedDriver()
+    let powerOffs = Mutex(0)
+    var name: String { inner.name }
+    var capabilities: Set<Capability> { inner.capabilities }
+    func fingerprint() async throws -> HostFingerprint { try await inner.fingerprint() }
+    func recover() async throws -> [InstanceStatus] { try await inner.recover() }
+    func create(_ spec: InstanceSpec) async throws { try await inner.create(spec) }
+    func start(_ id: VMID) async throws { try await inner.start(id) }
+    func stop(_ id: VMID) async throws { try await inner.stop(id) }
+    func delete(_ id: VMID) async throws { try await inner.delete(id) }
+    func status() async throws -> [InstanceStatus] { try await inner.status() }
+    func powerOff(_ id: VMID) async throws {
+        powerOffs.withLock { $0 += 1 }
+        try await inner.powerOff(id)
+    }
+    func release(_ id: VMID) async throws { try await inner.release(id) }
+}
+
+@Suite("Agent releases")
+struct AgentReleaseTests {
+    @Test("a release is carried out once: the unchanged answers after it do not repeat it")
+    func releaseOnce() async throws {
+        let driver = PowerOffCountingDriver()
+        let vm = InstanceSpec(id: .generate(), name: "moved", image: "tiny", cpus: 1, memoryMiB: 128)
+        try await driver.create(vm)
+        try await driver.start(vm.id)
+        let link = ScriptedLink([
+            DesiredHostState(vms: [], generation: 1, revision: 7, release: [vm.id]),
+            DesiredHostState(vms: [], generation: 1, revision: 7, unchanged: true),
+        ])
+        let agent = Agent(settings: .init(name: "h1"), driver: driver, link: link)
+        defer { Task { await agent.shutDown() } }
+        for _ in 0..<4 { await agent.cycle() }
+        #expect(try await driver.status().isEmpty, "released")
+        #expect(driver.powerOffs.withLock { $0 } == 1)
+    }
+}

@@ -514,6 +514,10 @@ extension RealQEMU {
             // The disk is the source's: it stays.
             #expect(try await source.status().map(\.id) == [vm.id])
             try await source.delete(vm.id)
+            // With their last VM, the drivers' runtime directories (under /tmp) go too.
+            for driver in [source, destination] {
+                #expect(!FileManager.default.fileExists(atPath: await driver.runtimeDirectory))
+            }
         }
 
         /// Also from `vireo chaos --driver qemu`: the destination's agent killed just after it
