@@ -1,10 +1,12 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
 import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import VireoAPI
 import VireoModel
 
@@ -17,10 +19,15 @@ import VireoModel
 /// another origin, and beyond loopback it needs the token, sent as the subprotocol
 /// `vireo-token.TOKEN` (a browser cannot set a header on a WebSocket).
 extension VireoServer {
-    /// The HTTP/1.1 server: the router's routes, and the display's WebSocket upgrade.
-    public func httpServer() -> HTTPServerBuilder {
-        .http1WebSocketUpgrade { request, _, logger in
-            await self.displayUpgrade(request, logger: logger)
+    /// The HTTP/1.1 server (over TLS with `tls`): the router's routes, and the display's
+    /// WebSocket upgrade; each connection served by `connections` (`ConnectionTasks` says why).
+    public func httpServer(tls: TLSConfiguration? = nil, connections: ConnectionTasks) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in
+            let http = HTTP1WebSocketUpgradeChannel(responder: responder, configuration: .init()) { request, _, logger in
+                await self.displayUpgrade(request, logger: logger)
+            }
+            guard let tls else { return connections.serving(http) }
+            return connections.serving(try TLSChannel(http, tlsConfiguration: tls))
         }
     }
 

@@ -359,9 +359,10 @@ struct ControlPlane {
         let server = VireoServer(
             controller: controller, tokens: tokens, registry: registry, displayHosts: displayHosts, authority: authority)
         let dataDir = options.dataDir
+        let connections = ConnectionTasks()
         let app = Application(
             router: server.router(),
-            server: try tls.map { try .tls(server.httpServer(), tlsConfiguration: $0) } ?? server.httpServer(),
+            server: server.httpServer(tls: tls, connections: connections),
             configuration: .init(address: .hostname(host, port: port), serverName: "vireo", backlog: ControlPlane.listenBacklog),
             onServerRunning: { channel in
                 let actualPort = channel.localAddress?.port ?? port
@@ -374,7 +375,8 @@ struct ControlPlane {
             logger: logger)
         return ControlPlane(
             controller: controller,
-            services: [app, ControllerLoops(controller: controller, logger: logger)] + [leaseKeeper].compactMap { $0 },
+            services: [DrainingService(app, connections: connections), ControllerLoops(controller: controller, logger: logger)]
+                + [leaseKeeper].compactMap { $0 },
             url: "\(scheme)://\(host):\(port)")
     }
 

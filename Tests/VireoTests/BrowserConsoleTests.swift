@@ -289,7 +289,8 @@ func withServedConsole(
     _ server: VireoServer, _ body: @Sendable (_ base: String, _ browser: HeadlessChromium) async throws -> Void
 ) async throws {
     let app = Application(
-        router: server.router(), server: server.httpServer(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        router: server.router(), server: server.httpServer(connections: ConnectionTasks()),
+        configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     try await app.test(.live) { client in
         let base = "http://127.0.0.1:\(try #require(client.port))"
         let browser = try HeadlessChromium()

@@ -155,7 +155,7 @@ struct BenchConsole: AsyncParsableCommand {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let server = VireoServer(controller: controller, tokens: nil, registry: PrometheusCollectorRegistry())
         let app = Application(
-            router: server.router(), server: server.httpServer(),
+            router: server.router(), server: server.httpServer(connections: ConnectionTasks()),
             configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in
                 continuation.yield(channel.localAddress?.port ?? 0)
