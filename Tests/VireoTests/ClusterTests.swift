@@ -293,31 +293,11 @@ final class ScriptedLink: ControllerLink {
     }
 }
 
-/// The simulated driver, counting power-offs.
-final class PowerOffCountingDriver: HypervisorDriver {
-    let inner = SimulatedDriver()
-    let powerOffs = Mutex(0)
-    var name: String { inner.name }
-    var capabilities: Set<Capability> { inner.capabilities }
-    func fingerprint() async throws -> HostFingerprint { try await inner.fingerprint() }
-    func recover() async throws -> [InstanceStatus] { try await inner.recover() }
-    func create(_ spec: InstanceSpec) async throws { try await inner.create(spec) }
-    func start(_ id: VMID) async throws { try await inner.start(id) }
-    func stop(_ id: VMID) async throws { try await inner.stop(id) }
-    func delete(_ id: VMID) async throws { try await inner.delete(id) }
-    func status() async throws -> [InstanceStatus] { try await inner.status() }
-    func powerOff(_ id: VMID) async throws {
-        powerOffs.withLock { $0 += 1 }
-        try await inner.powerOff(id)
-    }
-    func release(_ id: VMID) async throws { try await inner.release(id) }
-}
-
 @Suite("Agent releases")
 struct AgentReleaseTests {
     @Test("a release is carried out once: the unchanged answers after it do not repeat it")
     func releaseOnce() async throws {
-        let driver = PowerOffCountingDriver()
+        let driver = GatedDriver(SimulatedDriver())
         let vm = InstanceSpec(id: .generate(), name: "moved", image: "tiny", cpus: 1, memoryMiB: 128)
         try await driver.create(vm)
         try await driver.start(vm.id)

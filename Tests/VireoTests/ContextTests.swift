@@ -424,10 +424,11 @@ final class SwitchableLink: ControllerLink {
 }
 
 /// A driver that can hold snapshot loads until released, to catch a context in the middle of a
-/// reset; everything else is the simulated driver's.
+/// reset, and counts power-offs; everything else is the simulated driver's.
 final class GatedDriver: HypervisorDriver {
     let inner: SimulatedDriver
     private let gate = Mutex<(held: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+    let powerOffs = Mutex(0)
     init(_ inner: SimulatedDriver) { self.inner = inner }
 
     func hold() { gate.withLock { $0.held = true } }
@@ -449,6 +450,11 @@ final class GatedDriver: HypervisorDriver {
     func stop(_ id: VMID) async throws { try await inner.stop(id) }
     func delete(_ id: VMID) async throws { try await inner.delete(id) }
     func status() async throws -> [InstanceStatus] { try await inner.status() }
+    func powerOff(_ id: VMID) async throws {
+        powerOffs.withLock { $0 += 1 }
+        try await inner.powerOff(id)
+    }
+    func release(_ id: VMID) async throws { try await inner.release(id) }
     func saveSnapshot(_ id: VMID, tag: String) async throws -> Duration { try await inner.saveSnapshot(id, tag: tag) }
     func loadSnapshot(_ id: VMID, tag: String) async throws -> Duration {
         await withCheckedContinuation { continuation in
