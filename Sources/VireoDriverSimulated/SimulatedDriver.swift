@@ -406,11 +406,6 @@ public final class SimulatedDriver: HypervisorDriver {
         }
         let uri = "sim://\(listenAddress)/\(spec.id)"
         try state.withLock { (s: inout State) throws(VireoError) in
-            s.createAttempts[spec.name, default: 0] += 1
-            if let left = s.failCreateOf[spec.name], left > 0 {
-                s.failCreateOf[spec.name] = left - 1
-                throw VireoError(.internal, "simulated create failure")
-            }
             if let existing = s.instances[spec.id] {
                 guard existing.incoming else {
                     throw VireoError(.conflict, "VM '\(spec.name)' is already on this host")
