@@ -54,22 +54,19 @@ public final class ConnectionTasks: Sendable {
     /// requests in flight finish and closes idle connections); after `timeout`, cancels those
     /// left, which closes them.
     public func drain(within timeout: Duration) async {
-        let waiting = Task {
-            await withCheckedContinuation { continuation in
-                let done = state.withLock { s in
-                    if s.tasks.isEmpty { return true }
-                    s.drained.append(continuation)
-                    return false
-                }
-                if done { continuation.resume() }
-            }
-        }
         let deadline = Task {
             try? await Task.sleep(for: timeout)
             guard !Task.isCancelled else { return }
             for task in state.withLock({ Array($0.tasks.values) }) { task.cancel() }
         }
-        await waiting.value
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { s in
+                if s.tasks.isEmpty { return true }
+                s.drained.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
         deadline.cancel()
     }
 }
