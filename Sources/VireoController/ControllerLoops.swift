@@ -2,8 +2,8 @@ import Foundation
 import Logging
 import ServiceLifecycle
 
-/// The controller's background work: places pending VMs, watches host liveness, judges objectives,
-/// rebalances and records the usage history, every tick, until graceful shutdown; then it ends the
+/// The controller's background work: places pending VMs, watches host liveness, judges objectives
+/// and rebalances every tick, and beside that records the usage history, until graceful shutdown; then it ends the
 /// event streams and the agents' watches, so the HTTP server (shut down after it) can finish their responses. Ticks are paced
 /// by `clock`; the time each step decides with is the controller's own injected `now`.
 public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
@@ -18,6 +18,22 @@ public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
     }
 
     public func run() async throws {
+        // The usage history beside the ticks: a step paced over seconds (`historyShare`) must
+        // not hold up placing VMs and watching hosts.
+        await withDiscardingTaskGroup { group in
+            group.addTask { await recordHistory() }
+            await tick()
+        }
+        // Samples taken in but not yet written are written before the process ends.
+        try? await controller.telemetry.flush()
+        // Event streams never end on their own, and watches end with their wait: a console left
+        // open would hold the HTTP server's graceful shutdown (it waits for every response to
+        // finish) for ever, and each agent's watch for up to a heartbeat interval.
+        controller.events.close()
+        controller.desiredWatch.close()
+    }
+
+    private func tick() async {
         let interval = controller.settings.tickInterval
         var lastCompaction = clock.now
         var lastAuditPrune: C.Instant?
@@ -42,19 +58,18 @@ public struct ControllerLoops<C: Clock>: Service where C.Duration == Duration {
             } catch {
                 logger.error("controller tick failed", metadata: ["error": "\(error)"])
             }
+            try? await clock.sleep(for: interval)
+        }
+    }
+
+    private func recordHistory() async {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 try await controller.recordUsageIfDue()
             } catch {
                 logger.error("cannot record the usage history", metadata: ["error": "\(error)"])
             }
-            try? await clock.sleep(for: interval)
+            try? await clock.sleep(for: controller.settings.tickInterval)
         }
-        // Samples taken in but not yet written are written before the process ends.
-        try? await controller.telemetry.flush()
-        // Event streams never end on their own, and watches end with their wait: a console left
-        // open would hold the HTTP server's graceful shutdown (it waits for every response to
-        // finish) for ever, and each agent's watch for up to a heartbeat interval.
-        controller.events.close()
-        controller.desiredWatch.close()
     }
 }

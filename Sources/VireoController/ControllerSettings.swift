@@ -25,6 +25,10 @@ public struct ControllerSettings: Sendable {
     public var historyStep: Duration
     /// How long the usage history keeps a step.
     public var historyRetention: Duration
+    /// The share of one core making and writing a usage-history step may take (`Pacer`). Unpaced,
+    /// a step of 100,000 VMs took a CPU-second within a second each minute, and heartbeats beside
+    /// it waited 100–150 ms on these 2-core machines (`vireo bench cluster`).
+    public var historyShare = 0.2
     /// Issues each live migration's TLS credentials, so that only its two hosts can use its
     /// channel; nil: live migrations go over plain TCP (`vireo server --migration-tls off`).
     public var migrationAuthority: MigrationAuthority?

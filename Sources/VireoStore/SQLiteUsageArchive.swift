@@ -93,11 +93,12 @@ public final class SQLiteUsageArchive: UsageArchive {
     /// it again before this).
     static let lastSeenLag = 2 * lastSeenRefresh
 
-    public func record(_ step: UsageStep, deletingBefore cutoff: Date) async throws {
+    public func record(_ step: UsageStep, deletingBefore cutoff: Date, share: Double) async throws {
         let t = Self.milliseconds(step.start)
         let horizon = Self.milliseconds(cutoff)
         let apps = try step.applications.map { ($0, try encoder.encode($0.objectives)) }
         try await writer.write { db in
+            var pacer = Pacer(share: share)
             var known = try self.known.withLock { $0.take() } ?? Self.load(db)
             try db.execute(
                 sql: "INSERT OR REPLACE INTO steps (t, seconds) VALUES (?, ?)", arguments: [t, step.seconds])
@@ -131,6 +132,7 @@ public final class SQLiteUsageArchive: UsageArchive {
                 }
                 hostKeys[host.id] = key
                 try insertHostStep.execute(arguments: [t, key, host.cpuLoad])
+                pacer.pause()
             }
             let upsertVM = try db.cachedStatement(
                 sql: """
@@ -160,6 +162,7 @@ public final class SQLiteUsageArchive: UsageArchive {
                         key: key, name: vm.name, app: vm.app, cpus: vm.cpus, memoryMiB: vm.memoryMiB, lastSeen: row[1])
                 }
                 try insertVMStep.execute(arguments: [t, key, host, vm.cpuCores, vm.residentMiB])
+                pacer.pause()
             }
             for (app, objectives) in apps {
                 try db.execute(
@@ -174,8 +177,14 @@ public final class SQLiteUsageArchive: UsageArchive {
             }
             // Retention: steps first, then what no step kept refers to (allowing for a
             // `last_seen` that was not written again yet).
-            for table in ["steps", "host_steps", "vm_steps", "app_steps"] {
-                try db.execute(sql: "DELETE FROM \(table) WHERE t < ?", arguments: [horizon])
+            // A step's rows go a thousand at a time, paced like the writes.
+            for (table, key) in [("steps", "t"), ("host_steps", "t, host"), ("vm_steps", "t, vm"), ("app_steps", "t, app")] {
+                let delete = try db.cachedStatement(
+                    sql: "DELETE FROM \(table) WHERE (\(key)) IN (SELECT \(key) FROM \(table) WHERE t < ? ORDER BY t LIMIT 1000)")
+                repeat {
+                    try delete.execute(arguments: [horizon])
+                    pacer.pause(after: db.changesCount)
+                } while db.changesCount > 0
             }
             let forgotten = horizon - Self.lastSeenLag
             try db.execute(sql: "DELETE FROM apps WHERE last_seen < ?", arguments: [horizon])

@@ -140,11 +140,19 @@ public struct UsageRecording: Sendable, Equatable {
 /// so recording never holds up a decision.
 public protocol UsageArchive: Sendable {
     /// Writes `step` in one transaction, and deletes in the same one everything recorded before
-    /// `cutoff` (retention). A step already recorded at the same start is replaced.
-    func record(_ step: UsageStep, deletingBefore cutoff: Date) async throws
+    /// `cutoff` (retention). A step already recorded at the same start is replaced. The work
+    /// takes at most `share` of one core (`Pacer`), and as much longer as that makes it.
+    func record(_ step: UsageStep, deletingBefore cutoff: Date, share: Double) async throws
 
     /// What was recorded from `from` over `count` steps of `stepSeconds`. Recorded steps are
     /// folded into the step they start in: CPU and memory as the mean weighted by each recorded
     /// step's length, a VM's host as the last one, an application's state as the worst.
     func recording(from: Date, stepSeconds: Double, count: Int) async throws -> UsageRecording
+}
+
+extension UsageArchive {
+    /// Writes `step` as fast as it can (tests, benchmarks, what-if runs).
+    public func record(_ step: UsageStep, deletingBefore cutoff: Date) async throws {
+        try await record(step, deletingBefore: cutoff, share: 1)
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import VireoModel
 import VireoStore
@@ -172,6 +173,30 @@ struct UsageArchiveTests {
             after.hosts.first { $0.name == "h1" }?.cpuLoad == [nil, nil], "the host rows written before the refusal are gone")
         #expect(after.applications.first?.state == [.ok, nil])
     }
+    @Test(
+        "a paced step writes and deletes the same rows as an unpaced one, a thousand-row chunk at a time",
+        arguments: UsageArchiveFixture.all)
+    func paced(fixture: UsageArchiveFixture) async throws {
+        let archive = try fixture.make()
+        let host = UsageScene().h1
+        let vms = (0..<2_500).map { v in
+            UsageStep.VM(
+                id: .generate(), name: String(format: "vm-%04d", v), app: nil, cpus: 1, memoryMiB: 80, host: host.id,
+                cpuCores: Double(v % 10), residentMiB: nil)
+        }
+        func step(_ i: Int) -> UsageStep {
+            UsageStep(
+                start: UsageScene.t0.addingTimeInterval(Double(i) * 60), seconds: 60, hosts: [host], vms: vms, applications: [])
+        }
+        for i in 0..<3 { try await archive.record(step(i), deletingBefore: .distantPast, share: 0.5) }
+        // The cutoff takes steps 0 and 1: 5,000 rows, in several chunks.
+        try await archive.record(step(3), deletingBefore: UsageScene.t0.addingTimeInterval(120), share: 0.5)
+        let recording = try await archive.recording(from: UsageScene.t0, stepSeconds: 60, count: 4)
+        #expect(recording.vms.count == 2_500)
+        #expect(recording.vms.map(\.name) == vms.map(\.name))
+        #expect(recording.vms.allSatisfy { $0.cpuCores.prefix(2).allSatisfy { $0 == nil } })
+        #expect(recording.vms[7].cpuCores == [nil, nil, 7, 7])
+    }
 }
 
 @Suite("SQLite usage archive")
@@ -189,5 +214,43 @@ struct SQLiteUsageArchiveTests {
         let read = try await reopened.recording(from: UsageScene.t0, stepSeconds: 60, count: 1)
         #expect(read.vms.first { $0.name == "web" }?.cpuCores == [0.75])
         #expect(read.vms.first { $0.name == "web" }?.residentMiB == [200])
+    }
+}
+
+@Suite("Pacer")
+struct PacerTests {
+    /// Busy work of `units` units of about 50 µs each, paced at `share`: the sleeps it asked for,
+    /// and how long after the start of the work it asked for the last one.
+    static func run(share: Double, units: Int) -> (sleeps: [Double], lastAsked: Double) {
+        let start = ContinuousClock.now
+        let asked = Mutex<(sleeps: [Double], last: Double)>(([], 0))
+        var pacer = Pacer(share: share) { seconds in
+            let at = (ContinuousClock.now - start).secondsValue
+            asked.withLock { $0 = ($0.sleeps + [seconds], at) }
+        }
+        for _ in 0..<units {
+            let unit = ContinuousClock.now
+            while ContinuousClock.now - unit < .microseconds(50) {}
+            pacer.pause()
+        }
+        return asked.withLock { ($0.sleeps, $0.last) }
+    }
+
+    @Test("at a share of a fifth, it rests four times as long as it worked, after slices of at least 2 ms")
+    func fifth() {
+        let (sleeps, lastAsked) = Self.run(share: 0.2, units: 2_000)
+        // 64 units of 50 µs make a slice of 3.2 ms or more: 31 slices or fewer in 2,000 units.
+        #expect(sleeps.count >= 10)
+        #expect(sleeps.allSatisfy { $0 >= 4 * 0.002 })
+        // Every moment of work up to the last sleep was rested for (the sleeps here return at
+        // once), but for the moments spent asking.
+        let total = sleeps.reduce(0, +)
+        #expect(total <= 4 * lastAsked)
+        #expect(total >= 4 * lastAsked * 0.9)
+    }
+
+    @Test("at a whole core it never rests")
+    func whole() {
+        #expect(Self.run(share: 1, units: 1_000).sleeps.isEmpty)
     }
 }
