@@ -246,6 +246,24 @@ struct AgentHeartbeatScheduleTests {
         #expect(Agent.nextHeartbeat(after: start + ten, interval: ten, now: start + .seconds(35)) == start + .seconds(40))
         #expect(Agent.nextHeartbeat(after: start + ten, interval: ten, now: start + .seconds(40)) == start + .seconds(50))
     }
+
+    @Test("agents started at one moment spread their heartbeats over the interval: the first at once, the next at a random point")
+    func spread() {
+        let start = ContinuousClock.now
+        let ten = Duration.seconds(10)
+        // 1,000 agents started at the same instant: when each sends its second heartbeat.
+        let second = (0..<1_000).map { _ in
+            let origin = Agent.heartbeatGridOrigin(now: start, interval: ten)
+            #expect(origin <= start && origin > start - ten)
+            return start.duration(to: Agent.nextHeartbeat(after: origin, interval: ten, now: start)).secondsValue
+        }
+        #expect(second.allSatisfy { $0 > 0 && $0 <= 10 })
+        // Each second of the interval gets its share: 100 expected; 50 or 150 is over 5 sigma away.
+        let perSecond = Dictionary(grouping: second) { Int($0.rounded(.up)) - 1 }.mapValues(\.count)
+        #expect((0..<10).allSatisfy { (50...150).contains(perSecond[$0] ?? 0) })
+        // A given phase puts the grid where it says.
+        #expect(Agent.heartbeatGridOrigin(now: start, interval: ten, phase: 0.25) == start - .milliseconds(2_500))
+    }
 }
 
 @Suite("Agent usage reports")
