@@ -51,6 +51,9 @@ public struct VireoClient: Sendable {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(5)
+        // `exchange` follows a standby's redirect itself: AsyncHTTPClient drops the token on a
+        // redirect to another origin (the leader's), which the leader then refuses.
+        configuration.redirectConfiguration = .disallow
         if let caFile {
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .file(caFile)
@@ -69,6 +72,7 @@ public struct VireoClient: Sendable {
             var configuration = HTTPClient.Configuration()
             configuration.connectionPool.retryConnectionEstablishment = false
             configuration.timeout.connect = .seconds(5)
+            configuration.redirectConfiguration = .disallow
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .file(caFile)
             tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(identity.certificate.utf8)).map {
@@ -320,10 +324,61 @@ public struct VireoClient: Sendable {
             && (error.message.hasPrefix("cannot reach the controller") || error.message.contains("is a standby"))
     }
 
+    /// One request to `server`, following a standby's redirect to the leader (307 or 308, at most
+    /// `maxRedirects` of them) with the token: never from https to http, where it would cross
+    /// the network in the clear.
     private func exchange(
         _ server: String, _ method: HTTPMethod, _ path: String, body: Data?, contentType: String, timeout: TimeAmount?
     ) async throws -> (Int, HTTPHeaders, Data) {
-        var request = HTTPClientRequest(url: server + path)
+        var (url, origin) = (server + path, server)
+        for _ in 0...Self.maxRedirects {
+            let (status, headers, data) = try await send(
+                url, origin: origin, method, body: body, contentType: contentType, timeout: timeout)
+            if status == 307 || status == 308, let location = headers.first(name: "Location") {
+                guard let next = Self.redirect(from: url, to: location) else {
+                    throw VireoError(
+                        .unavailable,
+                        "the controller at \(server) redirects to \(location), which is not https like it: not followed")
+                }
+                url = next
+                origin = Self.origin(of: next)
+                continue
+            }
+            guard (200..<300).contains(status) else {
+                if let envelope = try? VireoJSON.decoder().decode(ErrorEnvelope.self, from: data) {
+                    throw VireoError(envelope.error.code, envelope.error.message)
+                }
+                throw VireoError(.unknown, "HTTP \(status) from \(url)")
+            }
+            return (status, headers, data)
+        }
+        throw VireoError(.unavailable, "the controller at \(server) redirected more than \(Self.maxRedirects) times")
+    }
+
+    static let maxRedirects = 3
+
+    /// Where a redirect from `url` to `location` (absolute, or relative to it) leads; nil if it
+    /// leaves https.
+    static func redirect(from url: String, to location: String) -> String? {
+        guard let base = URL(string: url), let target = URL(string: location, relativeTo: base)?.absoluteURL,
+            let scheme = target.scheme?.lowercased(),
+            scheme == "https" || (scheme == "http" && base.scheme?.lowercased() == "http")
+        else { return nil }
+        return target.absoluteString
+    }
+
+    /// `scheme://host:port` of `url`, for messages.
+    static func origin(of url: String) -> String {
+        guard let components = URLComponents(string: url), let scheme = components.scheme, let host = components.host
+        else { return url }
+        let bracketed = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        return "\(scheme)://\(bracketed)" + (components.port.map { ":\($0)" } ?? "")
+    }
+
+    private func send(
+        _ url: String, origin: String, _ method: HTTPMethod, body: Data?, contentType: String, timeout: TimeAmount?
+    ) async throws -> (Int, HTTPHeaders, Data) {
+        var request = HTTPClientRequest(url: url)
         request.method = method
         // A standby serves reads from a snapshot up to a second old; this client reads what it
         // has just changed, so it reads from the leader (a standby redirects it there).
@@ -333,23 +388,13 @@ public struct VireoClient: Sendable {
             request.headers.add(name: "Content-Type", value: contentType)
             request.body = .bytes(ByteBuffer(bytes: body))
         }
-        let response: HTTPClientResponse
-        let data: Data
         do {
-            response = try await http.execute(request, timeout: timeout ?? self.timeout)
+            let response = try await http.execute(request, timeout: timeout ?? self.timeout)
             let buffer = try await response.body.collect(upTo: 256 << 20)
-            data = Data(buffer.readableBytesView)
+            return (Int(response.status.code), response.headers, Data(buffer.readableBytesView))
         } catch {
-            throw VireoError(.unavailable, "cannot reach the controller at \(server): \(Self.describe(error))")
+            throw VireoError(.unavailable, "cannot reach the controller at \(origin): \(Self.describe(error))")
         }
-        let status = Int(response.status.code)
-        guard (200..<300).contains(status) else {
-            if let envelope = try? VireoJSON.decoder().decode(ErrorEnvelope.self, from: data) {
-                throw VireoError(envelope.error.code, envelope.error.message)
-            }
-            throw VireoError(.unknown, "HTTP \(status) from \(server)\(path)")
-        }
-        return (status, response.headers, data)
     }
 
     static func describe(_ error: any Error) -> String {

@@ -10,7 +10,8 @@ import X509
 /// (`--ca-cert`), and the controller admits to `/v1/agent/` only certificates it issued.
 ///
 /// Kept in `<data-dir>/tls/` (`ca-key.pem`, mode 0600, and `ca-cert.pem`). Controllers sharing
-/// one database share one authority: copy both files into each one's `tls/` before it first starts.
+/// one PostgreSQL database share the first one's authority: the database keeps it, and each later
+/// controller writes it into its own `tls/` (`vireo controller`).
 public struct ClusterAuthority: Sendable {
     /// How long an agent's certificate is valid; an agent asks for a new one when less than
     /// `renewWithin` of it is left.

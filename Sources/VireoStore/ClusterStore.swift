@@ -111,6 +111,11 @@ public protocol ClusterStore: Sendable {
     func audit(since: Date?, limit: Int) async throws -> [AuditEntry]
     /// Deletes the entries from before `before`; returns how many.
     func pruneAudit(before: Date) async throws -> Int
+
+    /// The cluster's secret named `name` (its API tokens, its certificate authority): the one
+    /// stored, or `proposed`, stored now, if there is none. Controllers sharing a database so
+    /// share the first one's. Not fenced: a controller settles its secrets before it leads.
+    func secret(_ name: String, proposing proposed: String) async throws -> String
 }
 
 extension ClusterStore {

@@ -106,6 +106,12 @@ public final class SQLiteStore: ClusterStore {
                 t.column("expires_at", .double).notNull()
             }
         }
+        migrator.registerMigration("v9: cluster secrets") { db in
+            try db.create(table: "secrets") { t in
+                t.primaryKey("name", .text)
+                t.column("value", .text).notNull()
+            }
+        }
         return migrator
     }
 
@@ -345,6 +351,13 @@ public final class SQLiteStore: ClusterStore {
             try Row.fetchAll(db, sql: "SELECT body FROM tokens ORDER BY name").map {
                 try self.decoder.decode(AccessToken.self, from: $0["body"] as Data)
             }
+        }
+    }
+
+    public func secret(_ name: String, proposing proposed: String) async throws -> String {
+        try await writer.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", arguments: [name, proposed])
+            return try String.fetchOne(db, sql: "SELECT value FROM secrets WHERE name = ?", arguments: [name]) ?? proposed
         }
     }
 

@@ -177,6 +177,7 @@ public final class PostgresStore: ClusterStore {
                     + "term bigint NOT NULL, expires_at timestamptz NOT NULL)"
             ]
         ),
+        ("v9: cluster secrets", ["CREATE TABLE secrets (name text PRIMARY KEY, value text NOT NULL)"]),
     ]
 
     /// Any number for `pg_advisory_xact_lock`, the same in every Vireo: "vireo" in ASCII.
@@ -407,6 +408,20 @@ public final class PostgresStore: ClusterStore {
 
     public func tokens() async throws -> [AccessToken] {
         try await documents("SELECT body::text FROM tokens ORDER BY name")
+    }
+
+    public func secret(_ name: String, proposing proposed: String) async throws -> String {
+        try await connection { c in
+            try await c.query(
+                "INSERT INTO secrets (name, value) VALUES (\(name), \(proposed)) ON CONFLICT (name) DO NOTHING",
+                logger: self.logger)
+            for try await value in try await c.query("SELECT value FROM secrets WHERE name = \(name)", logger: self.logger)
+                .decode(String.self)
+            {
+                return value
+            }
+            throw VireoError(.internal, "the secret '\(name)' was stored and then not found")
+        }
     }
 
     public func insertToken(_ token: AccessToken) async throws {

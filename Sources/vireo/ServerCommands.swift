@@ -73,8 +73,8 @@ struct ServeOptions: ParsableArguments {
             "Serve the API over TLS with a certificate of the controller's own certificate authority, made on "
                 + "first start in <data-dir>/tls (ca-cert.pem is what clients and agents trust, with --ca-cert), "
                 + "and admit to the agents' API only the certificates it issues: an agent gets one when it joins "
-                + "with the join token. Controllers sharing a database share the authority: copy ca-key.pem and "
-                + "ca-cert.pem into each one's <data-dir>/tls before it first starts."))
+                + "with the join token. Controllers sharing a PostgreSQL database share the first one's authority "
+                + "(the database keeps it, and each writes it into its own <data-dir>/tls)."))
     var tlsAuto = false
 
     @Option(
@@ -310,6 +310,7 @@ struct ControlPlane {
         // that cannot be reached, or a database that is not there, leaves nothing behind.
         var postgres: (any ClusterStore)?
         if let storeLocation { postgres = try await options.openStore(storeLocation, logger: logger) }
+        if let postgres { try await options.shareSecrets(through: postgres, tokens: !isLoopback(host)) }
         var authority: ClusterAuthority?
         if options.tlsAuto {
             let made = try options.clusterTLS(host: host)
@@ -641,5 +642,80 @@ extension ServeOptions {
         configuration.certificateVerification = .optionalVerification
         configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(authority.certificatePEM.utf8)))
         return (configuration, authority)
+    }
+}
+
+extension ServeOptions {
+    /// One of the cluster's secrets, as the files of the data directory that hold it.
+    struct SharedSecret {
+        /// Its name in the store.
+        let name: String
+        /// What it is, for errors.
+        let what: String
+        let paths: [String]
+    }
+
+    /// The secrets controllers sharing a database share: the tokens (beyond loopback) and, with
+    /// `--tls-auto`, the certificate authority.
+    func sharedSecrets(tokens: Bool) -> [SharedSecret] {
+        var secrets: [SharedSecret] = []
+        if tokens {
+            secrets.append(SharedSecret(name: "admin-token", what: "admin token", paths: [dataDir + "/admin.token"]))
+            secrets.append(SharedSecret(name: "join-token", what: "join token", paths: [dataDir + "/join.token"]))
+        }
+        if tlsAuto {
+            secrets.append(
+                SharedSecret(
+                    name: "tls-authority", what: "certificate authority",
+                    paths: [dataDir + "/tls/ca-cert.pem", dataDir + "/tls/ca-key.pem"]))
+        }
+        return secrets
+    }
+
+    /// Controllers sharing a database share the cluster's secrets: the first to start stores its
+    /// tokens and certificate authority, and each one after it takes them into its data directory
+    /// (made there first, then replaced). A data directory that already held different ones
+    /// belongs to another cluster: it is refused, naming the file, and nothing in it is changed.
+    func shareSecrets(through store: any ClusterStore, tokens: Bool) async throws {
+        let secrets = sharedSecrets(tokens: tokens)
+        guard !secrets.isEmpty else { return }
+        let files = FileManager.default
+        let existed = Dictionary(
+            secrets.map { secret in (secret.name, secret.paths.contains { files.fileExists(atPath: $0) }) },
+            uniquingKeysWith: { a, _ in a })
+        // Made here as on any start; replaced below if the cluster has its own.
+        if tokens { _ = try AccessTokens.loadOrCreate(in: dataDir) }
+        if tlsAuto { _ = try ClusterAuthority(directory: dataDir + "/tls") }
+        for secret in secrets {
+            let local = try secret.paths.map { try String(contentsOfFile: $0, encoding: .utf8) }
+            let proposed = String(decoding: try JSONEncoder().encode(local), as: UTF8.self)
+            let stored = try await store.secret(secret.name, proposing: proposed)
+            guard
+                let cluster = try? JSONDecoder().decode([String].self, from: Data(stored.utf8)),
+                cluster.count == secret.paths.count
+            else {
+                throw VireoError(.internal, "the cluster's \(secret.what) in the database cannot be read")
+            }
+            guard cluster != local else { continue }
+            guard existed[secret.name] != true else {
+                let differing = zip(secret.paths, zip(local, cluster)).first { $0.1.0 != $0.1.1 }?.0 ?? secret.paths[0]
+                throw VireoError(
+                    .failedPrecondition,
+                    "\(differing) is not the \(secret.what) of the cluster in the database (stored by the controller "
+                        + "that started on it first): this data directory belongs to another cluster. Remove "
+                        + "\(secret.paths.joined(separator: " and ")) to take the cluster's")
+            }
+            for (path, text) in zip(secret.paths, cluster) {
+                let mode = (try? files.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? 0o600
+                let temporary = path + ".new"
+                try? files.removeItem(atPath: temporary)
+                guard files.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+                else { throw VireoError(.internal, "cannot write \(temporary)") }
+                // rename(2) replaces the file at once: it is never missing nor half written.
+                guard rename(temporary, path) == 0 else {
+                    throw VireoError(.internal, "cannot replace \(path): \(String(cString: strerror(errno)))")
+                }
+            }
+        }
     }
 }

@@ -47,6 +47,9 @@ final class CountingStore: ClusterStore {
     func appendAudit(_ entry: AuditEntry) async throws -> AuditEntry { try await inner.appendAudit(entry) }
     func audit(since: Date?, limit: Int) async throws -> [AuditEntry] { try await inner.audit(since: since, limit: limit) }
     func pruneAudit(before: Date) async throws -> Int { try await inner.pruneAudit(before: before) }
+    func secret(_ name: String, proposing proposed: String) async throws -> String {
+        try await inner.secret(name, proposing: proposed)
+    }
     func commit(_ batch: StoreBatch) async throws {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let wait = state.withLock { s in

@@ -9,6 +9,8 @@ import VireoModel
 import VireoStore
 import VireoStorePostgres
 
+@testable import VireoClient
+
 /// Controllers sharing one PostgreSQL database: one leader by a lease, with its term fencing the
 /// store; standbys redirect; a standby takes over when the leader dies; clients and agents given
 /// every controller's URL follow the leader.
@@ -202,6 +204,54 @@ extension HATests {
         try await http.shutdown()
     }
 
+    @Test(
+        "controllers on one database share the first one's tokens and certificate authority; a data directory holding another cluster's is refused, untouched"
+    )
+    func sharedSecrets() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        // Beyond loopback, so that the controllers have tokens; spoken to on 127.0.0.1 only.
+        func start(_ dataDir: String, _ port: Int) throws -> BackgroundVireo {
+            try BackgroundVireo([
+                "controller", "--data-dir", dataDir, "--listen", "0.0.0.0:\(port)", "--store", store, "--tls-auto",
+                "--lease-ttl", "2s", "--log-level", "notice",
+            ])
+        }
+        let (dirA, dirB, dirC) = (temporaryDirectory(), temporaryDirectory(), temporaryDirectory())
+        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
+        let a = try start(dirA, portA)
+        defer { a.kill() }
+        try await eventually("controller A leads", within: 30) { a.logText.contains("API on https://") }
+        let b = try start(dirB, portB)
+        defer { b.kill() }
+        try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
+
+        let files = ["admin.token", "join.token", "tls/ca-cert.pem", "tls/ca-key.pem"]
+        func read(_ dir: String, _ file: String) throws -> String {
+            try String(contentsOfFile: dir + "/" + file, encoding: .utf8)
+        }
+        for file in files {
+            #expect(try read(dirB, file) == (try read(dirA, file)), "\(file)")
+        }
+        #expect(try FileManager.default.attributesOfItem(atPath: dirB + "/tls/ca-key.pem")[.posixPermissions] as? Int == 0o600)
+        // B's certificate is the shared authority's (the CLI trusts A's ca-cert.pem only), and
+        // B redirects to A with the token kept (AsyncHTTPClient's own redirect drops it).
+        let token = try read(dirA, "admin.token").trimmingCharacters(in: .whitespacesAndNewlines)
+        let list = try await vireo(
+            ["vm", "list", "--ca-cert", dirA + "/tls/ca-cert.pem", "-o", "json"], server: "https://127.0.0.1:\(portB)",
+            token: token)
+        #expect(list.status == 0, "\(list.stderr)")
+
+        // A data directory with another admin token is another cluster's: refused, left as it was.
+        try "not-this-clusters\n".write(toFile: dirC + "/admin.token", atomically: true, encoding: .utf8)
+        let c = try start(dirC, try LoopbackPort.free())
+        defer { c.kill() }
+        try await eventually("controller C exits", within: 30) { !c.process.isRunning }
+        #expect(c.process.terminationStatus != 0)
+        #expect(c.logText.contains(dirC + "/admin.token") && c.logText.contains("another cluster"), "\(c.logText)")
+        #expect(try read(dirC, "admin.token") == "not-this-clusters\n")
+    }
+
     @Test("vireo bench failover kills the leader, times the takeover and finds nothing lost")
     func benchFailover() async throws {
         let result = try await vireo([
@@ -293,5 +343,25 @@ final class BackgroundVireo {
         guard process.isRunning else { return }
         Foundation.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+    }
+}
+
+@Suite("Following a standby's redirect")
+struct StandbyRedirectTests {
+    @Test("a redirect is followed to where it leads, relative or absolute, and never from https to http")
+    func redirects() {
+        let from = "https://10.0.0.2:7480/v1/vms?limit=5"
+        #expect(
+            VireoClient.redirect(from: from, to: "https://10.0.0.1:7480/v1/vms?limit=5") == "https://10.0.0.1:7480/v1/vms?limit=5"
+        )
+        #expect(VireoClient.redirect(from: from, to: "/v1/hosts") == "https://10.0.0.2:7480/v1/hosts")
+        #expect(VireoClient.redirect(from: from, to: "http://10.0.0.1:7480/v1/vms") == nil, "the token would go in the clear")
+        #expect(
+            VireoClient.redirect(from: "http://127.0.0.1:1/v1/vms", to: "http://127.0.0.1:2/v1/vms")
+                == "http://127.0.0.1:2/v1/vms")
+        #expect(VireoClient.redirect(from: "http://127.0.0.1:1/v1/vms", to: "https://h:2/v1/vms") == "https://h:2/v1/vms")
+        #expect(VireoClient.redirect(from: from, to: "ftp://10.0.0.1/x") == nil)
+        #expect(VireoClient.origin(of: "https://[::1]:7480/v1/vms") == "https://[::1]:7480")
+        #expect(VireoClient.origin(of: "http://10.0.0.1/v1/vms") == "http://10.0.0.1")
     }
 }

@@ -239,6 +239,18 @@ struct StoreCheck: Sendable, CustomTestStringConvertible {
             #expect(await #expect(throws: VireoError.self) { try await store.updateToken(missing) }?.code == .notFound)
             #expect(try await store.tokens() == [revoked, shop], "a failed update changes nothing")
         },
+        StoreCheck("a secret is the first one proposed: later proposals get it back and change nothing") { store in
+            #expect(try await store.secret("admin-token", proposing: "first") == "first")
+            #expect(try await store.secret("admin-token", proposing: "second") == "first")
+            #expect(try await store.secret("join-token", proposing: "other") == "other", "each name its own")
+            #expect(try await store.secret("admin-token", proposing: "") == "first")
+            // Concurrent first proposals: all get the same one, one of theirs.
+            let answers = try await withThrowingTaskGroup(of: String.self) { group in
+                for i in 0..<8 { group.addTask { try await store.secret("authority", proposing: "p\(i)") } }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(Set(answers).count == 1 && answers[0].hasPrefix("p"), "\(answers)")
+        },
         StoreCheck("the audit trail numbers its entries in order and returns the newest, oldest first") { store in
             let t = Date(timeIntervalSince1970: 1_700_000_000)
             var stored: [AuditEntry] = []
@@ -290,7 +302,7 @@ struct SQLiteStoreTests {
             try reopened.appliedMigrations() == [
                 "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
                 "v5: rebalancing plans and settings", "v6: migrations by request time", "v7: access tokens and audit",
-                "v8: leader lease",
+                "v8: leader lease", "v9: cluster secrets",
             ])
     }
 }
