@@ -674,47 +674,55 @@ extension ServeOptions {
 
     /// Controllers sharing a database share the cluster's secrets: the first to start stores its
     /// tokens and certificate authority, and each one after it takes them into its data directory
-    /// (made there first, then replaced). A data directory that already held different ones
-    /// belongs to another cluster: it is refused, naming the file, and nothing in it is changed.
+    /// (made there first, then replaced). A data directory that already holds different ones
+    /// belongs to another cluster: it is refused, naming the file, before anything is made in it.
     func shareSecrets(through store: any ClusterStore, tokens: Bool) async throws {
         let secrets = sharedSecrets(tokens: tokens)
-        guard !secrets.isEmpty else { return }
-        let files = FileManager.default
-        let existed = Dictionary(
-            secrets.map { secret in (secret.name, secret.paths.contains { files.fileExists(atPath: $0) }) },
-            uniquingKeysWith: { a, _ in a })
-        // Made here as on any start; replaced below if the cluster has its own.
+        let present = Set(
+            secrets.filter { $0.paths.allSatisfy { FileManager.default.fileExists(atPath: $0) } }.map(\.name))
+        for secret in secrets where present.contains(secret.name) {
+            try await settle(secret, through: store, madeNow: false)
+        }
+        // What is missing is made as on any start (a half-made authority is refused there), then
+        // replaced by the cluster's.
         if tokens { _ = try AccessTokens.loadOrCreate(in: dataDir) }
         if tlsAuto { _ = try ClusterAuthority(directory: dataDir + "/tls") }
-        for secret in secrets {
-            let local = try secret.paths.map { try String(contentsOfFile: $0, encoding: .utf8) }
-            let proposed = String(decoding: try JSONEncoder().encode(local), as: UTF8.self)
-            let stored = try await store.secret(secret.name, proposing: proposed)
-            guard
-                let cluster = try? JSONDecoder().decode([String].self, from: Data(stored.utf8)),
-                cluster.count == secret.paths.count
-            else {
-                throw VireoError(.internal, "the cluster's \(secret.what) in the database cannot be read")
-            }
-            guard cluster != local else { continue }
-            guard existed[secret.name] != true else {
-                let differing = zip(secret.paths, zip(local, cluster)).first { $0.1.0 != $0.1.1 }?.0 ?? secret.paths[0]
-                throw VireoError(
-                    .failedPrecondition,
-                    "\(differing) is not the \(secret.what) of the cluster in the database (stored by the controller "
-                        + "that started on it first): this data directory belongs to another cluster. Remove "
-                        + "\(secret.paths.joined(separator: " and ")) to take the cluster's")
-            }
-            for (path, text) in zip(secret.paths, cluster) {
-                let mode = (try? files.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? 0o600
-                let temporary = path + ".new"
-                try? files.removeItem(atPath: temporary)
-                guard files.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
-                else { throw VireoError(.internal, "cannot write \(temporary)") }
-                // rename(2) replaces the file at once: it is never missing nor half written.
-                guard rename(temporary, path) == 0 else {
-                    throw VireoError(.internal, "cannot replace \(path): \(String(cString: strerror(errno)))")
-                }
+        for secret in secrets where !present.contains(secret.name) {
+            try await settle(secret, through: store, madeNow: true)
+        }
+    }
+
+    /// Proposes this data directory's `secret` to the store; if the cluster has another, writes
+    /// it over the files when they were `madeNow`, and refuses otherwise.
+    private func settle(_ secret: SharedSecret, through store: any ClusterStore, madeNow: Bool) async throws {
+        let files = FileManager.default
+        let local = try secret.paths.map { try String(contentsOfFile: $0, encoding: .utf8) }
+        let proposed = String(decoding: try JSONEncoder().encode(local), as: UTF8.self)
+        let stored = try await store.secret(secret.name, proposing: proposed)
+        guard
+            let cluster = try? JSONDecoder().decode([String].self, from: Data(stored.utf8)),
+            cluster.count == secret.paths.count
+        else {
+            throw VireoError(.internal, "the cluster's \(secret.what) in the database cannot be read")
+        }
+        guard cluster != local else { return }
+        guard madeNow else {
+            let differing = zip(secret.paths, zip(local, cluster)).first { $0.1.0 != $0.1.1 }?.0 ?? secret.paths[0]
+            throw VireoError(
+                .failedPrecondition,
+                "\(differing) is not the \(secret.what) of the cluster in the database (stored by the controller "
+                    + "that started on it first): this data directory belongs to another cluster. Remove "
+                    + "\(secret.paths.joined(separator: " and ")) to take the cluster's")
+        }
+        for (path, text) in zip(secret.paths, cluster) {
+            let mode = (try? files.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? 0o600
+            let temporary = path + ".new"
+            try? files.removeItem(atPath: temporary)
+            guard files.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+            else { throw VireoError(.internal, "cannot write \(temporary)") }
+            // rename(2) replaces the file at once: it is never missing nor half written.
+            guard rename(temporary, path) == 0 else {
+                throw VireoError(.internal, "cannot replace \(path): \(String(cString: strerror(errno)))")
             }
         }
     }

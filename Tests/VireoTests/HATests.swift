@@ -250,6 +250,8 @@ extension HATests {
         #expect(c.process.terminationStatus != 0)
         #expect(c.logText.contains(dirC + "/admin.token") && c.logText.contains("another cluster"), "\(c.logText)")
         #expect(try read(dirC, "admin.token") == "not-this-clusters\n")
+        #expect(!FileManager.default.fileExists(atPath: dirC + "/join.token"), "nothing made before the refusal")
+        #expect(!FileManager.default.fileExists(atPath: dirC + "/tls"))
     }
 
     @Test("vireo bench failover kills the leader, times the takeover and finds nothing lost")
