@@ -138,14 +138,21 @@ struct Leadership: Sendable {
 final class StandbyReads: Sendable {
     typealias Responder = RouterResponder<VireoRequestContext>
     static let refresh: Duration = .seconds(1)
-    /// A snapshot older than this (the database has not answered for a while) is not served.
+    /// A snapshot older than this (the database has not answered for a while, or nobody read)
+    /// is not served.
     static let maximumAge: Duration = .seconds(5)
+    /// A standby nobody has read from for this long loads no more snapshots: the whole cluster
+    /// each second is work worth doing only while someone reads. The next read goes to the
+    /// leader (once the snapshot is `maximumAge` old) and starts the loading again.
+    static let idleAfter: Duration = .seconds(5)
     static let consistencyHeader = HTTPFields.Element.Name("Vireo-Consistency")!
     static let standbyHeader = HTTPFields.Element.Name("Vireo-Standby")!
     static let ageHeader = HTTPFields.Element.Name("Vireo-Snapshot-Age-Ms")!
 
     private let load: @Sendable () async throws -> Responder
     private let snapshot = Mutex<(responder: Responder, loadedAt: ContinuousClock.Instant)?>(nil)
+    /// When a read this standby serves last came.
+    private let lastRead = Mutex<ContinuousClock.Instant?>(nil)
 
     init(load: @escaping @Sendable () async throws -> Responder) { self.load = load }
 
@@ -171,8 +178,10 @@ final class StandbyReads: Sendable {
     /// The snapshot's answer to `request`, or nil when the leader must answer it.
     func answer(_ request: Request, context: VireoRequestContext, leader: String?) async throws -> Response? {
         guard Self.serves(method: request.method, path: request.uri.path),
-            request.headers[Self.consistencyHeader]?.lowercased() != "leader",
-            let (responder, loadedAt) = snapshot.withLock({ $0 }),
+            request.headers[Self.consistencyHeader]?.lowercased() != "leader"
+        else { return nil }
+        lastRead.withLock { $0 = .now }
+        guard let (responder, loadedAt) = snapshot.withLock({ $0 }),
             ContinuousClock.now - loadedAt <= Self.maximumAge
         else { return nil }
         var response = try await responder.respond(to: request, context: context)
@@ -182,12 +191,15 @@ final class StandbyReads: Sendable {
         return response
     }
 
-    /// Loads a snapshot now and every `refresh` until cancelled. One that cannot be loaded leaves
-    /// the last one in place, served until it is `maximumAge` old.
+    /// Loads a snapshot now, then every `refresh` while reads come (within `idleAfter`), until
+    /// cancelled. One that cannot be loaded leaves the last one in place, served until it is
+    /// `maximumAge` old.
     func keepFresh() async {
         while !Task.isCancelled {
             let started = ContinuousClock.now
-            if let responder = try? await load() { snapshot.withLock { $0 = (responder, started) } }
+            let wanted =
+                snapshot.withLock { $0 == nil } || lastRead.withLock { $0.map { started - $0 < Self.idleAfter } ?? false }
+            if wanted, let responder = try? await load() { snapshot.withLock { $0 = (responder, started) } }
             try? await Task.sleep(for: Self.refresh)
         }
     }

@@ -144,7 +144,7 @@ extension HATests {
 
 extension HATests {
     @Test(
-        "a standby serves reads of the cluster's records from the database, marked as its own and at most seconds old; writes, reads that ask for the leader and what only the leader knows go to the leader"
+        "a standby serves reads of the cluster's records from the database, marked as its own and at most seconds old, and loads nothing while nobody reads; writes, reads that ask for the leader and what only the leader knows go to the leader"
     )
     func standbyReads() async throws {
         let pair = try await ControllerPair.start()
@@ -197,6 +197,13 @@ extension HATests {
             // The CLI reads what it changed: it is sent to the leader.
             let shown = try await vireo(["vm", "show", "web-2", "-o", "json"], server: urlB)
             #expect(shown.status == 0, "\(shown.stderr)")
+
+            // Nobody reads from B for 11 s: it stops loading snapshots after 5 s (the leader's
+            // reads above do not count), so its last one is too old to serve and the next read
+            // goes to the leader; the reads after it are served by B again.
+            try await Task.sleep(for: .seconds(11))
+            #expect(try await get("/v1/vms").status == 307)
+            try await eventually("B serves reads again", within: 10) { try await get("/v1/vms").status == 200 }
         } catch {
             try await http.shutdown()
             throw error
