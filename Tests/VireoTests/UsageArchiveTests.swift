@@ -173,8 +173,9 @@ struct UsageArchiveTests {
             after.hosts.first { $0.name == "h1" }?.cpuLoad == [nil, nil], "the host rows written before the refusal are gone")
         #expect(after.applications.first?.state == [.ok, nil])
     }
+
     @Test(
-        "a paced step writes and deletes the same rows as an unpaced one, a thousand-row chunk at a time",
+        "a paced step writes every row, and its retention deletes thousands of rows a thousand at a time",
         arguments: UsageArchiveFixture.all)
     func paced(fixture: UsageArchiveFixture) async throws {
         let archive = try fixture.make()
@@ -242,11 +243,12 @@ struct PacerTests {
         // 64 units of 50 µs make a slice of 3.2 ms or more: 31 slices or fewer in 2,000 units.
         #expect(sleeps.count >= 10)
         #expect(sleeps.allSatisfy { $0 >= 4 * 0.002 })
-        // Every moment of work up to the last sleep was rested for (the sleeps here return at
-        // once), but for the moments spent asking.
+        // Every moment of work up to the last sleep was rested for, four times over (the sleeps
+        // here return at once), but for the moments spent asking: a quarter is left for a thread
+        // preempted while it asks, on a busy machine.
         let total = sleeps.reduce(0, +)
         #expect(total <= 4 * lastAsked)
-        #expect(total >= 4 * lastAsked * 0.9)
+        #expect(total >= 4 * lastAsked * 0.75)
     }
 
     @Test("at a whole core it never rests")
