@@ -82,14 +82,22 @@ public struct CertificateAuthority: Sendable {
     /// Writes `text` to a file readable by its owner only: first to a private file, then moved
     /// into place, so that it is never readable by others.
     public static func writePrivate(_ text: String, to path: String) throws {
+        try replaceFile(path, with: text, mode: 0o600)
+    }
+
+    /// Writes `text` to `path` with permissions `mode`: first to a file beside it made with that
+    /// mode, then renamed over it (rename(2)), so that the file is never missing, half written,
+    /// or readable beyond `mode`.
+    public static func replaceFile(_ path: String, with text: String, mode: Int) throws {
         let temporary = path + ".new"
         try? FileManager.default.removeItem(atPath: temporary)
         guard
             FileManager.default.createFile(
-                atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+                atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
         else { throw VireoError(.internal, "cannot write \(temporary)") }
-        if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.moveItem(atPath: temporary, toPath: path)
+        guard rename(temporary, path) == 0 else {
+            throw VireoError(.internal, "cannot replace \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// What a certificate this authority issues is for.

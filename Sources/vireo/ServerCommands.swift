@@ -695,7 +695,6 @@ extension ServeOptions {
     /// Proposes this data directory's `secret` to the store; if the cluster has another, writes
     /// it over the files when they were `madeNow`, and refuses otherwise.
     private func settle(_ secret: SharedSecret, through store: any ClusterStore, madeNow: Bool) async throws {
-        let files = FileManager.default
         let local = try secret.paths.map { try String(contentsOfFile: $0, encoding: .utf8) }
         let proposed = String(decoding: try JSONEncoder().encode(local), as: UTF8.self)
         let stored = try await store.secret(secret.name, proposing: proposed)
@@ -715,15 +714,8 @@ extension ServeOptions {
                     + "\(secret.paths.joined(separator: " and ")) to take the cluster's")
         }
         for (path, text) in zip(secret.paths, cluster) {
-            let mode = (try? files.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? 0o600
-            let temporary = path + ".new"
-            try? files.removeItem(atPath: temporary)
-            guard files.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
-            else { throw VireoError(.internal, "cannot write \(temporary)") }
-            // rename(2) replaces the file at once: it is never missing nor half written.
-            guard rename(temporary, path) == 0 else {
-                throw VireoError(.internal, "cannot replace \(path): \(String(cString: strerror(errno)))")
-            }
+            let mode = (try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? 0o600
+            try CertificateAuthority.replaceFile(path, with: text, mode: mode)
         }
     }
 }
