@@ -31,12 +31,20 @@ extension Controller {
         return try await store.consoleTail(of: vm.id) ?? ConsoleTail()
     }
 
-    /// Places every pending VM that wants to run, oldest first.
+    /// Places every pending VM that wants to run, oldest first. Without hosts there is nowhere to
+    /// place them: once their reason says so (VMs created since were told so when created), the
+    /// passes stop until a host comes.
     public func schedulePending() async throws {
+        let withoutHosts = model.state.hosts.isEmpty
+        if withoutHosts && passedWithoutHosts { return }
         guard model.state.vmCountByState[.pending, default: 0] > 0,
             model.state.vms.values.contains(where: { $0.state == .pending && $0.intent == .running })
-        else { return }
+        else {
+            passedWithoutHosts = withoutHosts
+            return
+        }
         try await write { $0.schedulePending() }
+        passedWithoutHosts = withoutHosts
     }
 }
 

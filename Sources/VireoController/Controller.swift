@@ -60,6 +60,8 @@ public actor Controller {
     let accessBook: AccessBook
     /// The VM listing, read without the actor.
     let vmList: VMListIndex
+    /// The last pass over the pending VMs found no host (`schedulePending`).
+    var passedWithoutHosts = false
 
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
@@ -216,6 +218,17 @@ public actor Controller {
     public nonisolated func listVMs(after cursor: String? = nil, limit: Int = 100) -> VMPage {
         vmList.page(after: cursor, limit: limit)
     }
+
+    /// A page of VMs and what it was made from: while `currentVMPage` says the stamp is current,
+    /// the same request gives the same page.
+    public nonisolated func stampedVMPage(after cursor: String? = nil, limit: Int = 100) -> (
+        page: VMPage, stamp: VMPageStamp
+    ) {
+        vmList.stampedPage(after: cursor, limit: limit)
+    }
+
+    /// The stamp moved up to now if its page has not changed since it was made, else nil.
+    public nonisolated func currentVMPage(_ stamp: VMPageStamp) -> VMPageStamp? { vmList.current(stamp) }
 
     public func vm(_ reference: String) throws -> VMView {
         let vm = try model.lookupVM(reference)

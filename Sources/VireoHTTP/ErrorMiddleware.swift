@@ -82,10 +82,13 @@ final class RouteMethods: Sendable {
         var methods: Set<String>
     }
     private let patterns = Mutex<[Pattern]>([])
+    /// The methods of each path without parameters: most requests are found here with one lookup.
+    private let exact = Mutex<[String: Set<String>]>([:])
 
     func set(_ routes: [(method: String, path: String)]) {
         var byPath: [String: Set<String>] = [:]
         for route in routes { byPath[route.path, default: []].insert(route.method) }
+        exact.withLock { $0 = byPath.filter { path, _ in !path.contains("{") && !path.contains("*") } }
         patterns.withLock {
             $0 = byPath.map { path, methods in
                 var parts = path.split(separator: "/").map { $0.hasPrefix("{") || $0 == "*" ? nil : $0 }
@@ -98,6 +101,7 @@ final class RouteMethods: Sendable {
 
     /// The methods `path` has, sorted, when it has some but not `method`.
     func allowed(_ path: String, besides method: String) -> [String]? {
+        if exact.withLock({ $0[path]?.contains(method) ?? false }) { return nil }
         let parts = path.split(separator: "/")
         return patterns.withLock { patterns in
             var methods: Set<String> = []

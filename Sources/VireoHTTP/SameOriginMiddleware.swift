@@ -35,17 +35,37 @@ struct SameOriginMiddleware<Context: RequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 
-    /// Whether a `Host` (`127.0.0.1:7480`, `localhost`, `[::1]:7480`) names a loopback address.
+    /// Whether a `Host` (`127.0.0.1:7480`, `localhost`, `[::1]:7480`) names a loopback address:
+    /// `localhost`, `::1`, or four decimal octets (each at most 255) the first of which is `127`.
+    /// Read byte by byte: it runs on every request.
     static func namesLoopback(_ authority: String) -> Bool {
-        let host: Substring
-        if authority.hasPrefix("[") {
-            host = authority.prefix { $0 != "]" }.dropFirst()
-        } else {
-            host = authority.split(separator: ":", maxSplits: 1).first ?? ""
+        let bytes = authority.utf8
+        if bytes.first == UInt8(ascii: "[") {
+            let host = bytes.dropFirst().prefix { $0 != UInt8(ascii: "]") }
+            return host.elementsEqual("::1".utf8) && bytes.count > host.count + 1  // and its "]"
         }
-        if host == "localhost" || host == "::1" { return true }
-        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
-        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+        let host = bytes.prefix { $0 != UInt8(ascii: ":") }
+        if host.elementsEqual("localhost".utf8) { return true }
+        var octets = 0
+        var value = 0
+        var digits = 0
+        var first = ""
+        for byte in host {
+            if byte == UInt8(ascii: ".") {
+                guard digits > 0 else { return false }
+                octets += 1
+                value = 0
+                digits = 0
+            } else if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+                digits += 1
+                guard value <= 255 else { return false }
+                if octets == 0 { first.unicodeScalars.append(Unicode.Scalar(byte)) }
+            } else {
+                return false
+            }
+        }
+        return digits > 0 && octets == 3 && first == "127"
     }
 
     /// Whether a browser's `Origin` is this server's own, as the request addressed it.

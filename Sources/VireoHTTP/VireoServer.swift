@@ -25,7 +25,7 @@ public struct VireoServer: Sendable {
     /// Largest request body accepted, in bytes.
     public static let maxBodyBytes = 1 << 20
 
-    let listCache = ResponseCache()
+    let listCache = VMPageCache()
     let listEncoder = VMListEncoder()
 
     /// Response header of `GET /v1/vms/{vm}/logs`: the position just past the returned output;
@@ -102,11 +102,10 @@ public struct VireoServer: Sendable {
             let limit = try intParameter(query.get("limit"), name: "limit", range: 1...1000) ?? 100
             let after = query.get("after")
             let key = "\(limit)|\(after ?? "")"
-            let version = controller.version
-            if let cached = cache.get(key, version: version) { return jsonResponse(cached) }
-            let page = controller.listVMs(after: after, limit: limit)
+            if let cached = cache.get(key, current: controller.currentVMPage) { return jsonResponse(cached) }
+            let (page, stamp) = controller.stampedVMPage(after: after, limit: limit)
             let buffer = try encoder.encode(page)
-            cache.put(key, buffer, version: version)
+            cache.put(key, buffer, stamp: stamp)
             return jsonResponse(buffer)
         }
         router.post("/v1/vms") { request, context in
@@ -411,27 +410,39 @@ func timeParameter(_ text: String?, name: String, now: Date) throws -> Date? {
         field: name, value: "'\(text)'", "not a time: give RFC 3339, seconds since the epoch, or -DURATION (e.g. -15m)")
 }
 
-/// Encoded responses for the current state version; cleared whenever the state changes.
-final class ResponseCache: Sendable {
-    private struct State {
-        var version = -1
-        var entries: [String: ByteBuffer] = [:]
+/// Encoded pages of `GET /v1/vms` by request, each with the stamp of the listing it was made
+/// from: served again while the listing says no VM in it (or one that would join it) changed.
+final class VMPageCache: Sendable {
+    private struct Entries {
+        var pages: [String: (buffer: ByteBuffer, stamp: VMPageStamp)] = [:]
+        var bytes = 0
     }
-    private let state = Mutex(State())
-    private let capacity = 256
+    private let entries = Mutex(Entries())
+    /// Above this many bytes of pages, start again.
+    private let capacity: Int
 
-    func get(_ key: String, version: Int) -> ByteBuffer? {
-        state.withLock { $0.version == version ? $0.entries[key] : nil }
-    }
+    init(capacity: Int = 32 << 20) { self.capacity = capacity }
 
-    func put(_ key: String, _ buffer: ByteBuffer, version: Int) {
-        state.withLock { s in
-            if s.version != version {
-                guard version > s.version else { return }
-                s.version = version
-                s.entries.removeAll(keepingCapacity: true)
+    /// The page for `key` if it is current (`current` moves its stamp up to now).
+    func get(_ key: String, current: (VMPageStamp) -> VMPageStamp?) -> ByteBuffer? {
+        guard let entry = entries.withLock({ $0.pages[key] }), let now = current(entry.stamp) else { return nil }
+        if now != entry.stamp {
+            entries.withLock { e in
+                if e.pages[key]?.stamp == entry.stamp { e.pages[key]?.stamp = now }
             }
-            if s.entries.count < capacity { s.entries[key] = buffer }
+        }
+        return entry.buffer
+    }
+
+    func put(_ key: String, _ buffer: ByteBuffer, stamp: VMPageStamp) {
+        entries.withLock { e in
+            if let kept = e.pages[key] {
+                if kept.stamp.seq >= stamp.seq { return }
+                e.bytes -= kept.buffer.readableBytes
+            }
+            if e.bytes + buffer.readableBytes > capacity { e = Entries() }
+            e.pages[key] = (buffer, stamp)
+            e.bytes += buffer.readableBytes
         }
     }
 }

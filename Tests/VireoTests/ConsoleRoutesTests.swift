@@ -6,8 +6,9 @@ import Prometheus
 import Testing
 import VireoAPI
 import VireoController
-import VireoHTTP
 import VireoModel
+
+@testable import VireoHTTP
 
 /// What the controller serves for the web console, and the API it relies on for its charts.
 /// (The console itself is checked in a real browser in `BrowserConsoleTests`.)
@@ -174,6 +175,24 @@ struct ConsoleRoutesTests {
             #expect(expectEnvelope(unknown.body, code: .notFound).contains("shop/nope"))
             let raw = try await client.request(.get, "/v1/apps/shop/series?metric=requests_total&from=-5m")
             #expect(try decodeJSON(SeriesResponse.self, raw.body).series.first?.points.count == 62)
+        }
+    }
+}
+
+@Suite("loopback Host names")
+struct LoopbackHostNameTests {
+    @Test("a Host names loopback only as localhost, [::1] or 127.x.y.z, with or without a port")
+    func names() {
+        for host in [
+            "127.0.0.1", "127.0.0.1:7480", "127.1.2.3", "127.255.255.255:1", "localhost", "localhost:80", "[::1]", "[::1]:7480",
+        ] {
+            #expect(SameOriginMiddleware<VireoRequestContext>.namesLoopback(host), "\(host)")
+        }
+        for host in [
+            "", "evil.example", "127.0.0.1.evil.example", "127.0.0.256", "127.0.0", "127.0.0.1.2", "0127.0.0.1", "128.0.0.1",
+            "127..0.1", "127.0.0.", ".127.0.0.1", "localhost.evil", "[::2]:80", "[::1", "127.0.0.-1", "10.0.0.1:7480",
+        ] {
+            #expect(!SameOriginMiddleware<VireoRequestContext>.namesLoopback(host), "\(host)")
         }
     }
 }

@@ -79,6 +79,85 @@ struct VMListIndexTests {
     }
 }
 
+@Suite("VM pages kept while nothing in them changes")
+struct VMPageStampTests {
+    @Test("a page's stamp stays current through changes elsewhere in the order, and only then")
+    func currentOnlyWhileUnchanged() async throws {
+        let plane = try await TestControlPlane.make(hosts: ["h1", "h2"])
+        let controller = plane.controller
+        for i in 0..<20 {
+            _ = try await controller.createVM(
+                VMSpec(name: "vm-\(String(format: "%02d", i))", image: "tiny", cpus: 1, memoryMiB: 64))
+        }
+        // Requests as (cursor, limit): the first page, one in the middle, the last (nothing follows
+        // it), everything.
+        let requests: [(String?, Int)] = [(nil, 5), ("vm-04", 5), ("vm-14", 10), (nil, 100)]
+        var stamps = requests.map { controller.stampedVMPage(after: $0.0, limit: $0.1) }
+        /// Which requests' stamps are still current; a current one must give the same page as now.
+        func current() -> [Bool] {
+            requests.indices.map { i in
+                let (cursor, limit) = requests[i]
+                guard let moved = controller.currentVMPage(stamps[i].stamp) else {
+                    stamps[i] = controller.stampedVMPage(after: cursor, limit: limit)
+                    return false
+                }
+                #expect(controller.listVMs(after: cursor, limit: limit) == stamps[i].page, "request \(i)")
+                stamps[i].stamp = moved
+                return true
+            }
+        }
+        #expect(current() == [true, true, true, true])
+        _ = try await controller.stopVM("vm-12")  // inside no page but the whole list
+        #expect(current() == [true, true, true, false])
+        _ = try await controller.createVM(VMSpec(name: "vm-99", image: "tiny", cpus: 1, memoryMiB: 64))  // joins the last
+        #expect(current() == [true, true, false, false])
+        _ = try await controller.deleteVM("vm-07")  // in the middle page
+        #expect(current() == [true, false, true, false])
+        _ = try await controller.createVM(VMSpec(name: "vm-015", image: "tiny", cpus: 1, memoryMiB: 64))  // into the first
+        #expect(current() == [false, true, true, false])
+        _ = try await controller.stopVM("vm-19")
+        #expect(current() == [true, true, false, false])
+        #expect(current() == [true, true, true, true])
+
+        // Past the changes it remembers, an old stamp is no longer current even for an unchanged page.
+        let old = controller.stampedVMPage(after: nil, limit: 5).stamp
+        for i in 0...VMListIndex.remembered {
+            _ = try await (i.isMultiple(of: 2) ? controller.startVM("vm-19") : controller.stopVM("vm-19"))
+            if i == 0 { #expect(controller.currentVMPage(old) != nil) }
+        }
+        #expect(controller.currentVMPage(old) == nil)
+        #expect(controller.listVMs(after: nil, limit: 5) == controller.stampedVMPage(after: nil, limit: 5).page)
+    }
+
+    @Test("the server's cache serves a kept page while VMs change after it, a new one once it changes, within its bytes")
+    func cacheServesCurrent() async throws {
+        let plane = try await TestControlPlane.make(hosts: ["h1"])
+        let controller = plane.controller
+        for name in ["b", "c", "d"] {
+            _ = try await controller.createVM(VMSpec(name: name, image: "tiny", cpus: 1, memoryMiB: 64))
+        }
+        let cache = VMPageCache(capacity: 100)
+        func put(_ key: String, _ text: String, _ stamp: VMPageStamp) { cache.put(key, ByteBuffer(string: text), stamp: stamp) }
+        func get(_ key: String) -> String? { cache.get(key, current: controller.currentVMPage).map { String(buffer: $0) } }
+
+        let first = controller.stampedVMPage(after: nil, limit: 2).stamp  // b, c
+        put("2|", "first", first)
+        #expect(get("2|") == "first")
+        _ = try await controller.createVM(VMSpec(name: "e", image: "tiny", cpus: 1, memoryMiB: 64))
+        #expect(get("2|") == "first")
+        _ = try await controller.createVM(VMSpec(name: "a", image: "tiny", cpus: 1, memoryMiB: 64))
+        #expect(get("2|") == nil)
+        let second = controller.stampedVMPage(after: nil, limit: 2).stamp  // a, b
+        put("2|", "second", second)
+        put("2|", "first", first)  // an older page does not replace a newer one
+        #expect(get("2|") == "second")
+        // Past its capacity in bytes it starts again.
+        put("3|", String(repeating: "x", count: 95), controller.stampedVMPage(after: nil, limit: 3).stamp)
+        #expect(get("2|") == nil)
+        #expect(get("3|")?.count == 95)
+    }
+}
+
 extension Controller {
     /// The page of the writer's listing and the page the model itself lists, at one instant: the
     /// writer changes both within one turn on the actor, so this turn sees them between commits.
