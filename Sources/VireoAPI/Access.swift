@@ -277,3 +277,18 @@ public struct AuditList: Sendable, Codable, Equatable {
     public var items: [AuditEntry]
     public init(items: [AuditEntry]) { self.items = items }
 }
+
+/// The answer to `POST /v1/hosts/{host}/revoke`: the agent certificates issued to `host` before
+/// `revokedBefore` are refused.
+public struct CertificateRevocation: Sendable, Codable, Equatable {
+    public var host: String
+    public var revokedBefore: Date
+    /// Whether a host of that name is registered (a removed host's certificates can be revoked too).
+    public var registered: Bool
+
+    public init(host: String, revokedBefore: Date, registered: Bool) {
+        self.host = host
+        self.revokedBefore = revokedBefore
+        self.registered = registered
+    }
+}

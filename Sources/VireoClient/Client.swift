@@ -118,6 +118,11 @@ public struct VireoClient: Sendable {
     public func hosts() async throws -> HostList { try await get("/v1/hosts") }
     public func host(_ name: String) async throws -> HostView { try await get("/v1/hosts/\(escape(name))") }
 
+    /// Refuses the agent certificates issued to host `name` so far (`POST /v1/hosts/{host}/revoke`).
+    public func revokeCertificates(host name: String) async throws -> CertificateRevocation {
+        try await send(.POST, "/v1/hosts/\(escape(name))/revoke")
+    }
+
     public func vms(after: String? = nil, limit: Int = 100) async throws -> VMPage {
         var path = "/v1/vms?limit=\(limit)"
         if let after { path += "&after=\(escape(after))" }

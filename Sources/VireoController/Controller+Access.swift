@@ -64,6 +64,41 @@ extension Controller {
         return TokenView(token, now: now())
     }
 
+    /// Refuses from now on every agent certificate issued to `host` so far: a host whose key may
+    /// have left it (a stolen disk, a host given away) can no longer speak for it with that
+    /// certificate, and cannot renew it. The host gets a new one only by joining again with the
+    /// join token. `host` need not be registered (a removed host's certificate is still valid
+    /// until it expires); the answer says whether it is.
+    public nonisolated func revokeCertificates(host reference: String) async throws -> CertificateRevocation {
+        let host = await registeredName(ofHost: reference) ?? reference
+        try ResourceName.validate(host, field: "host")
+        let cutoff = try await store.revokeCertificates(host: host, before: now())
+        certificateCutoffs.withLock { $0[host] = cutoff }
+        logger.notice("agent certificates revoked", metadata: ["host": "\(host)", "before": "\(cutoff)"])
+        let registered = await registeredName(ofHost: host) != nil
+        return CertificateRevocation(host: host, revokedBefore: cutoff, registered: registered)
+    }
+
+    /// The name of the registered host of this name or ID.
+    func registeredName(ofHost reference: String) -> String? {
+        (model.state.host(named: reference) ?? model.state.hosts[HostID(reference)])?.name
+    }
+
+    /// Whether a certificate the cluster authority issued to `host` at `issuedAt` is revoked.
+    public nonisolated func isRevoked(agentHost host: String, issuedAt: Date) -> Bool {
+        guard let cutoff = certificateCutoffs.withLock({ $0[host] }) else { return false }
+        return issuedAt <= cutoff
+    }
+
+    /// When a certificate issued to `host` now says it was issued: now, or just after the host's
+    /// cutoff when that is not yet a second past (certificates count in whole seconds), so that a
+    /// host that joins again at once is not refused its new certificate.
+    public nonisolated func certificateIssueTime(host: String) -> Date {
+        let now = now()
+        guard let cutoff = certificateCutoffs.withLock({ $0[host] }) else { return now }
+        return max(now, cutoff.addingTimeInterval(1))
+    }
+
     /// Appends to the audit trail. A store that refuses is logged with the entry: the request
     /// it records has already happened.
     public nonisolated func recordAudit(_ entry: AuditEntry) async {

@@ -58,6 +58,9 @@ public actor Controller {
     var sentDesired = SentDesiredStates()
     /// The API tokens, checked on every request without the actor.
     let accessBook: AccessBook
+    /// For each host whose agent certificates were revoked, the time before which a certificate
+    /// issued to it is refused; checked on every agent request without the actor.
+    let certificateCutoffs: Mutex<[String: Date]>
     /// The VM listing, read without the actor.
     let vmList: VMListIndex
     /// The last pass over the pending VMs found no host (`schedulePending`).
@@ -66,9 +69,10 @@ public actor Controller {
     init(
         store: any ClusterStore, loaded: StoredCluster, consoleOffsets: [VMID: UInt64], settings: ControllerSettings,
         now: @escaping @Sendable () -> Date, logger: Logger, metricsFactory: any MetricsFactory, telemetry: TelemetryEngine,
-        history: any UsageArchive, tokens: [AccessToken] = []
+        history: any UsageArchive, tokens: [AccessToken] = [], certificateCutoffs: [String: Date] = [:]
     ) {
         self.accessBook = AccessBook(tokens)
+        self.certificateCutoffs = Mutex(certificateCutoffs)
         let model = ClusterModel(
             settings: settings, now: now, logger: logger, loaded: loaded, consoleOffsets: consoleOffsets)
         self.history = history
@@ -100,6 +104,7 @@ public actor Controller {
         let loaded = try await store.load(recent: MigrationBook.recentCapacity)
         let consoleOffsets = try await store.consoleOffsets()
         let tokens = try await store.tokens()
+        let cutoffs = try await store.certificateCutoffs()
         if let rebalance = settings.rebalance, rebalance != loaded.rebalance {
             // Given at start (`--rebalance`): it is what the cluster does from now on.
             try await store.commit(StoreBatch(rebalance: rebalance))
@@ -109,7 +114,8 @@ public actor Controller {
         try await engine.restore(now: Int64(now().timeIntervalSince1970 * 1000))
         return Controller(
             store: store, loaded: loaded, consoleOffsets: consoleOffsets, settings: settings, now: now, logger: logger,
-            metricsFactory: metricsFactory, telemetry: engine, history: try history ?? SQLiteUsageArchive(), tokens: tokens)
+            metricsFactory: metricsFactory, telemetry: engine, history: try history ?? SQLiteUsageArchive(), tokens: tokens,
+            certificateCutoffs: cutoffs)
     }
 
     /// Changes whenever anything visible through the API changes; readable without waiting for

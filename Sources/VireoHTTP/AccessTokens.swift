@@ -58,13 +58,14 @@ public struct VireoRequestContext: AuthRequestContext, RequestContext {
         channel = source.channel
     }
 
-    /// The host named by the client certificate the peer presented, if it presented one that
-    /// `ClusterAuthority` issued to an agent (the handshake verified it against that authority).
-    func agentCertificateHost() async -> String? {
+    /// The host named by the client certificate the peer presented, and when it was issued, if it
+    /// presented one that `ClusterAuthority` issued to an agent (the handshake verified it against
+    /// that authority).
+    func agentCertificate() async -> (host: String, issuedAt: Date)? {
         guard let certificate = try? await channel.nioSSL_peerCertificate().get(),
             let bytes = try? certificate.toDERBytes()
         else { return nil }
-        return ClusterAuthority.agentHost(certificateDER: bytes)
+        return ClusterAuthority.agentCertificate(der: bytes)
     }
 }
 
@@ -107,8 +108,14 @@ struct CallerAuthenticator: AuthenticatorMiddleware {
     func authenticate(request: Request, context: Context) async throws -> Caller? {
         let path = request.uri.path
         if isPublicPath(path) { return nil }
-        if agentCertificates, path.hasPrefix("/v1/agent/"), let host = await context.agentCertificateHost() {
-            return Caller(agentHost: host)
+        if agentCertificates, path.hasPrefix("/v1/agent/"), let certificate = await context.agentCertificate() {
+            guard !controller.isRevoked(agentHost: certificate.host, issuedAt: certificate.issuedAt) else {
+                throw VireoError(
+                    .unauthorized,
+                    "the certificate of host '\(certificate.host)' (issued \(certificate.issuedAt)) was revoked: "
+                        + "remove the agent's tls/agent-*.pem and start it again with the join token")
+            }
+            return Caller(agentHost: certificate.host)
         }
         if let bearer = request.headers.bearer {
             guard let caller = caller(presenting: bearer.token, tokens: tokens, controller: controller) else {

@@ -91,6 +91,9 @@ public struct VireoServer: Sendable {
         router.get("/v1/hosts/{host}") { _, context in
             try json(try await controller.host(context.parameters.require("host")))
         }
+        router.post("/v1/hosts/{host}/revoke") { _, context in
+            try json(try await controller.revokeCertificates(host: context.parameters.require("host")))
+        }
     }
 
     func addVMRoutes(_ router: Router<VireoRequestContext>) {
@@ -331,7 +334,8 @@ public struct VireoServer: Sendable {
             if let own = context.identity?.agentHost, own != asked.host {
                 throw VireoError(.forbidden, "the certificate of host '\(own)' may not ask for one of host '\(asked.host)'")
             }
-            let issued = try authority.signAgent(request: asked.csr, host: asked.host)
+            let issued = try authority.signAgent(
+                request: asked.csr, host: asked.host, now: controller.certificateIssueTime(host: asked.host))
             context.logger.notice(
                 "issued an agent certificate", metadata: ["host": "\(asked.host)", "expires": "\(issued.expiresAt)"])
             return try json(

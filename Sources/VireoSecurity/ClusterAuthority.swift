@@ -77,8 +77,14 @@ public struct ClusterAuthority: Sendable {
     /// The host an agent's certificate names, from its DER bytes; nil for any other certificate
     /// (the TLS handshake has already checked that this authority issued it, for a client).
     public static func agentHost(certificateDER bytes: [UInt8]) -> String? {
-        guard let certificate = try? Certificate(derEncoded: bytes) else { return nil }
-        return agentHost(of: certificate)
+        agentCertificate(der: bytes)?.host
+    }
+
+    /// The host an agent's certificate names and when it was issued (to the second: its
+    /// `notValidBefore` is the issue time less `CertificateAuthority.clockSkew`), from its DER bytes.
+    public static func agentCertificate(der bytes: [UInt8]) -> (host: String, issuedAt: Date)? {
+        guard let certificate = try? Certificate(derEncoded: bytes), let host = agentHost(of: certificate) else { return nil }
+        return (host, certificate.notValidBefore.addingTimeInterval(CertificateAuthority.clockSkew.timeInterval))
     }
 
     static func agentHost(of certificate: Certificate) -> String? {

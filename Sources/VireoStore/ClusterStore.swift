@@ -116,6 +116,13 @@ public protocol ClusterStore: Sendable {
     /// stored, or `proposed`, stored now, if there is none. Controllers sharing a database so
     /// share the first one's. Not fenced: a controller settles its secrets before it leads.
     func secret(_ name: String, proposing proposed: String) async throws -> String
+
+    /// For each host whose agent certificates were revoked, the time before which a certificate
+    /// issued to it is refused.
+    func certificateCutoffs() async throws -> [String: Date]
+    /// Refuses the agent certificates issued to `host` before `cutoff` (a later cutoff it already
+    /// has stays). Returns the cutoff now in force.
+    func revokeCertificates(host: String, before cutoff: Date) async throws -> Date
 }
 
 extension ClusterStore {

@@ -112,6 +112,12 @@ public final class SQLiteStore: ClusterStore {
                 t.column("value", .text).notNull()
             }
         }
+        migrator.registerMigration("v10: agent certificate cutoffs") { db in
+            try db.create(table: "certificate_cutoffs") { t in
+                t.primaryKey("host", .text)
+                t.column("cutoff", .double).notNull()
+            }
+        }
         return migrator
     }
 
@@ -358,6 +364,28 @@ public final class SQLiteStore: ClusterStore {
         try await writer.write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", arguments: [name, proposed])
             return try String.fetchOne(db, sql: "SELECT value FROM secrets WHERE name = ?", arguments: [name]) ?? proposed
+        }
+    }
+
+    public func certificateCutoffs() async throws -> [String: Date] {
+        try await writer.read { db in
+            var cutoffs: [String: Date] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT host, cutoff FROM certificate_cutoffs") {
+                cutoffs[row["host"]] = Date(timeIntervalSince1970: row["cutoff"])
+            }
+            return cutoffs
+        }
+    }
+
+    public func revokeCertificates(host: String, before cutoff: Date) async throws -> Date {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO certificate_cutoffs (host, cutoff) VALUES (?, ?)
+                    ON CONFLICT (host) DO UPDATE SET cutoff = max(cutoff, excluded.cutoff)
+                    """, arguments: [host, cutoff.timeIntervalSince1970])
+            let stored = try Double.fetchOne(db, sql: "SELECT cutoff FROM certificate_cutoffs WHERE host = ?", arguments: [host])
+            return Date(timeIntervalSince1970: stored ?? cutoff.timeIntervalSince1970)
         }
     }
 

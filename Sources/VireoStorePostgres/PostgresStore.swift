@@ -178,6 +178,10 @@ public final class PostgresStore: ClusterStore {
             ]
         ),
         ("v9: cluster secrets", ["CREATE TABLE secrets (name text PRIMARY KEY, value text NOT NULL)"]),
+        (
+            "v10: agent certificate cutoffs",
+            ["CREATE TABLE certificate_cutoffs (host text PRIMARY KEY, cutoff double precision NOT NULL)"]
+        ),
     ]
 
     /// Any number for `pg_advisory_xact_lock`, the same in every Vireo: "vireo" in ASCII.
@@ -209,7 +213,9 @@ public final class PostgresStore: ClusterStore {
 
     /// Names of the schema changes applied, oldest first.
     public func appliedMigrations() async throws -> [String] {
-        try await rows("SELECT name FROM vireo_schema ORDER BY applied_at, name", String.self)
+        // Steps taken in one transaction share a time; then `v9: …` before `v10: …`.
+        try await rows(
+            "SELECT name FROM vireo_schema ORDER BY applied_at, length(split_part(name, ':', 1)), name", String.self)
     }
 
     // MARK: Reading
@@ -421,6 +427,31 @@ public final class PostgresStore: ClusterStore {
                 return value
             }
             throw VireoError(.internal, "the secret '\(name)' was stored and then not found")
+        }
+    }
+
+    public func certificateCutoffs() async throws -> [String: Date] {
+        try await connection { c in
+            var cutoffs: [String: Date] = [:]
+            for try await (host, cutoff) in try await c.query("SELECT host, cutoff FROM certificate_cutoffs", logger: self.logger)
+                .decode((String, Double).self)
+            {
+                cutoffs[host] = Date(timeIntervalSince1970: cutoff)
+            }
+            return cutoffs
+        }
+    }
+
+    public func revokeCertificates(host: String, before cutoff: Date) async throws -> Date {
+        try await transaction { c in
+            let rows = try await c.query(
+                """
+                INSERT INTO certificate_cutoffs (host, cutoff) VALUES (\(host), \(cutoff.timeIntervalSince1970))
+                ON CONFLICT (host) DO UPDATE SET cutoff = GREATEST(certificate_cutoffs.cutoff, EXCLUDED.cutoff)
+                RETURNING cutoff
+                """, logger: self.logger)
+            for try await stored in rows.decode(Double.self) { return Date(timeIntervalSince1970: stored) }
+            throw VireoError(.internal, "the certificate cutoff of host '\(host)' was stored and then not found")
         }
     }
 

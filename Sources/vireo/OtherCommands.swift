@@ -5,7 +5,35 @@ import VireoModel
 
 struct HostCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "host", abstract: "Inspect hosts (one per agent).", subcommands: [HostList.self])
+        commandName: "host", abstract: "Inspect hosts (one per agent), and shut a host's certificates out.",
+        subcommands: [HostList.self, HostRevoke.self])
+}
+
+struct HostRevoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revoke", abstract: "Refuse the agent certificates issued to a host so far (admin only).",
+        discussion: """
+            For a controller with its own authority (--tls-auto): every certificate the authority \
+            issued to the host until now is refused on /v1/agent/, renewals included, so a key that \
+            left the host (a stolen disk, a host given away) no longer speaks for it. The host's VMs \
+            stay where they are; a host that stops heartbeating is declared lost as any other. To let \
+            the host back, remove its agent's tls/agent-*.pem and start it again with the join token. \
+            The join token itself still gets certificates: if the host held it, make a new one too. \
+            The host need not be registered (a removed host's certificate is valid until it expires).
+            Example: vireo host revoke h3
+            """)
+
+    @Argument(help: "The host's name (or the ID of a registered host).") var host: String
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let revoked = try await client.client().revokeCertificates(host: host)
+        if output.output == .json { return try printJSON(revoked) }
+        print(
+            "Agent certificates of host \(revoked.host) issued before \(revoked.revokedBefore.formatted(.iso8601)) are refused"
+                + (revoked.registered ? "." : " (no host of that name is registered)."))
+    }
 }
 
 struct HostList: AsyncParsableCommand {

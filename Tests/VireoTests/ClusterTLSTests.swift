@@ -250,6 +250,73 @@ struct ClusterTLSTests {
         #expect(entries.contains { $0.path == "/v1/agent/certificate" && $0.who == "host:h3" && $0.status == 403 })
     }
 
+    @Test(
+        "a revoked host's certificates are refused, renewals too, also after a restart; one issued after is good; others' are untouched; only admin revokes"
+    )
+    func revokedCertificates() async throws {
+        let dataDir = temporaryDirectory()
+        var plane = try await start(dataDir)
+        let old = try await enroll(plane, host: "h3")
+        var asH3 = try client(plane, identity: old, token: nil)
+        let h3 = try await asH3.register(AgentRegistration(name: "h3", fingerprint: fingerprint))
+        var asH4 = try client(plane, identity: try await enroll(plane, host: "h4"), token: nil)
+        let h4 = try await asH4.register(AgentRegistration(name: "h4", fingerprint: fingerprint))
+        _ = try await asH3.heartbeat(AgentHeartbeat(hostID: h3.hostID, instances: []))
+
+        // Only admin revokes.
+        let byAgent = try await vireo(["host", "revoke", "h3", "--ca-cert", plane.ca], server: plane.url, token: plane.join)
+        #expect(byAgent.status != 0 && byAgent.stderr.contains("may not POST"), "\(byAgent.stderr)")
+        let asOperator = AccessPolicy.decide(
+            Caller(name: "ops", role: .operator), method: "POST", path: "/v1/hosts/h3/revoke")
+        #expect(asOperator != .allow)
+        _ = try await asH3.heartbeat(AgentHeartbeat(hostID: h3.hostID, instances: []))
+
+        let revoked = try await vireo(
+            ["host", "revoke", "h3", "-o", "json", "--ca-cert", plane.ca], server: plane.url, token: plane.admin)
+        #expect(revoked.status == 0, "\(revoked.stderr)")
+        let answer = try decodeJSON(CertificateRevocation.self, revoked.stdout)
+        #expect(answer.host == "h3" && answer.registered)
+        let refused = await #expect(throws: VireoError.self) {
+            _ = try await asH3.heartbeat(AgentHeartbeat(hostID: h3.hostID, instances: []))
+        }
+        #expect(refused?.code == .unauthorized && refused?.message.contains("revoked") == true, "\(String(describing: refused))")
+        let (_, renewal) = try AgentIdentity.request(host: "h3")
+        let renewed = await #expect(throws: VireoError.self) {
+            _ = try await asH3.agentCertificate(AgentCertificateRequest(host: "h3", csr: renewal))
+        }
+        #expect(renewed?.code == .unauthorized, "a revoked certificate renews nothing")
+        _ = try await asH4.heartbeat(AgentHeartbeat(hostID: h4.hostID, instances: []))
+
+        // Joining again with the join token at once (within the same second) gives a good one.
+        let fresh = try await enroll(plane, host: "h3")
+        asH3 = try client(plane, identity: fresh, token: nil)
+        _ = try await asH3.heartbeat(AgentHeartbeat(hostID: h3.hostID, instances: []))
+
+        // A name no host has is revoked too (and said so); a bad name is refused naming host.
+        let unknown = try await vireo(["host", "revoke", "h9", "--ca-cert", plane.ca], server: plane.url, token: plane.admin)
+        #expect(unknown.status == 0 && unknown.stdout.contains("no host of that name"), "\(unknown.stdout)")
+        let bad = try await vireo(["host", "revoke", "Bad_Name", "--ca-cert", plane.ca], server: plane.url, token: plane.admin)
+        #expect(bad.status != 0 && bad.stderr.contains("host"), "\(bad.stderr)")
+
+        // The cutoff is in the store: after a restart the old certificate is still refused.
+        plane.up.kill(SIGTERM)
+        plane = try await start(dataDir)
+        defer { plane.up.kill() }
+        let oldAgain = try client(plane, identity: old, token: nil)
+        let stillRefused = await #expect(throws: VireoError.self) {
+            _ = try await oldAgain.heartbeat(AgentHeartbeat(hostID: h3.hostID, instances: []))
+        }
+        #expect(stillRefused?.code == .unauthorized)
+        _ = try await client(plane, identity: fresh, token: nil).heartbeat(AgentHeartbeat(hostID: h3.hostID, instances: []))
+        asH4 = try client(plane, identity: try await enroll(plane, host: "h4"), token: nil)
+        _ = try await asH4.heartbeat(AgentHeartbeat(hostID: h4.hostID, instances: []))
+
+        let audit = try await vireo(["audit", "-o", "json", "--ca-cert", plane.ca], server: plane.url, token: plane.admin)
+        let entries = try decodeJSON([AuditEntry].self, audit.stdout)
+        #expect(entries.contains { $0.path == "/v1/hosts/h3/revoke" && $0.who == "admin" && $0.status == 200 })
+        #expect(entries.contains { $0.path == "/v1/hosts/h3/revoke" && $0.who == "join" && $0.status == 403 })
+    }
+
     @Test("the authority outlives a restart of the controller: agents' certificates stay good; bad TLS flags are refused")
     func restartAndFlags() async throws {
         let dataDir = temporaryDirectory()

@@ -50,6 +50,10 @@ final class CountingStore: ClusterStore {
     func secret(_ name: String, proposing proposed: String) async throws -> String {
         try await inner.secret(name, proposing: proposed)
     }
+    func certificateCutoffs() async throws -> [String: Date] { try await inner.certificateCutoffs() }
+    func revokeCertificates(host: String, before cutoff: Date) async throws -> Date {
+        try await inner.revokeCertificates(host: host, before: cutoff)
+    }
     func commit(_ batch: StoreBatch) async throws {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let wait = state.withLock { s in

@@ -87,7 +87,7 @@ struct PostgresStoreTests {
             try await reopened.appliedMigrations() == [
                 "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
                 "v5: rebalancing plans and settings", "v6: migrations by request time", "v7: access tokens and audit",
-                "v8: leader lease", "v9: cluster secrets",
+                "v8: leader lease", "v9: cluster secrets", "v10: agent certificate cutoffs",
             ])
         #expect(try await reopened.appliedMigrations() == (try SQLiteStore().appliedMigrations()), "the same steps as SQLite")
     }

@@ -251,6 +251,18 @@ struct StoreCheck: Sendable, CustomTestStringConvertible {
             }
             #expect(Set(answers).count == 1 && answers[0].hasPrefix("p"), "\(answers)")
         },
+        StoreCheck("a host's certificate cutoff is stored, and only moves later") { store in
+            let t = Date(timeIntervalSince1970: 1_700_000_000)
+            let none = try await store.certificateCutoffs()
+            #expect(none.isEmpty)
+            #expect(try await store.revokeCertificates(host: "h1", before: t) == t)
+            #expect(try await store.revokeCertificates(host: "h2", before: t.addingTimeInterval(5)) == t.addingTimeInterval(5))
+            #expect(
+                try await store.revokeCertificates(host: "h1", before: t.addingTimeInterval(-60)) == t,
+                "an earlier one is no change")
+            #expect(try await store.revokeCertificates(host: "h1", before: t.addingTimeInterval(60)) == t.addingTimeInterval(60))
+            #expect(try await store.certificateCutoffs() == ["h1": t.addingTimeInterval(60), "h2": t.addingTimeInterval(5)])
+        },
         StoreCheck("the audit trail numbers its entries in order and returns the newest, oldest first") { store in
             let t = Date(timeIntervalSince1970: 1_700_000_000)
             var stored: [AuditEntry] = []
@@ -302,7 +314,7 @@ struct SQLiteStoreTests {
             try reopened.appliedMigrations() == [
                 "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
                 "v5: rebalancing plans and settings", "v6: migrations by request time", "v7: access tokens and audit",
-                "v8: leader lease", "v9: cluster secrets",
+                "v8: leader lease", "v9: cluster secrets", "v10: agent certificate cutoffs",
             ])
     }
 }
