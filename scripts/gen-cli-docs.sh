@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-$(swift build --show-bin-path)/vireo}"
 commands=(
-  "" up controller agent "host list" "vm create" "vm list" "vm show" "vm start" "vm stop" "vm delete"
+  "" up controller agent "host list" "host revoke" "vm create" "vm list" "vm show" "vm start" "vm stop" "vm delete"
   "vm logs" "app list" "app show" "app delete" "app series" "app push" "slo export" "alert list" "pack list" "pack show" "pack apply" "pack lint" migrate "migration list" "migration show" "plan make" "plan list" "plan show" "rebalance show" "rebalance set" "demo noisy-neighbour" "demo misleading-counters"
   apply "image build" "image list" "import libvirt" events
   "testbed up" "testbed down" "bench create" "bench boot" "bench migrate" "bench ingest" "bench evaluate"
-  "bench scrape" "bench console" "bench cluster" "bench failover" "bench copy-storage" "bench context" sim chaos
+  "bench scrape" "bench console" "bench cluster" "bench failover" "bench standby" "bench copy-storage" "bench context" sim chaos
   "context open" "context list" "context show" "context reset" "context keep" "context close" "context logs"
   "driver list" "token create" "token list" "token revoke" audit
 )

@@ -38,3 +38,46 @@ public struct Pacer: Sendable {
         sliceStart = .now
     }
 }
+
+/// When a standby controller loads its next snapshot of the cluster to serve reads from.
+///
+/// A load reads and decodes the whole cluster: tens of milliseconds for a thousand VMs, about ten
+/// seconds for 100,000 (`vireo bench standby`). Loading again at once after each would keep a core
+/// busy for ever, so after a load it waits so that loading takes at most `share` of one core, and
+/// never less than `refresh`. A snapshot that is already `maximumAge` old when it is made can never
+/// be served (each answer must be younger): then it waits twice as long after each such load, up
+/// to `maximumWait`, and reads go to the leader meanwhile.
+public struct SnapshotSchedule: Sendable {
+    public var refresh: Duration
+    public var maximumAge: Duration
+    /// The fraction of one core loading may take, in (0, 1].
+    public var share: Double
+    public var maximumWait: Duration
+    /// Loads in a row whose snapshot was too old to serve.
+    public private(set) var tooSlow = 0
+
+    public init(
+        refresh: Duration = .seconds(1), maximumAge: Duration = .seconds(5), share: Double = 0.25,
+        maximumWait: Duration = .seconds(300)
+    ) {
+        precondition(share > 0 && share <= 1, "a share is a fraction of a core in (0, 1]")
+        self.refresh = refresh
+        self.maximumAge = maximumAge
+        self.share = share
+        self.maximumWait = maximumWait
+    }
+
+    /// Whether a load that took `took` made a snapshot that can be served.
+    public func servable(_ took: Duration) -> Bool { took < maximumAge }
+
+    /// How long to wait before the next load, after one that took `took`.
+    public mutating func wait(after took: Duration) -> Duration {
+        guard servable(took) else {
+            tooSlow += 1
+            let doubled = (0..<min(tooSlow, 20)).reduce(maximumAge) { wait, _ in wait * 2 }
+            return min(maximumWait, doubled)
+        }
+        tooSlow = 0
+        return max(refresh, took * ((1 - share) / share))
+    }
+}

@@ -4,11 +4,14 @@ import Hummingbird
 import HummingbirdTLS
 import Logging
 import NIOSSL
+import Prometheus
 import ServiceLifecycle
 import Synchronization
 import VireoAPI
+import VireoController
 import VireoHTTP
 import VireoModel
+import VireoStore
 import VireoStorePostgres
 
 /// Controllers that share one PostgreSQL database: one leads — it holds the lease in the
@@ -63,7 +66,7 @@ struct Leadership: Sendable {
         }
         logger.notice("standing by: the leader is \(first.holder) at \(first.url)")
         // Snapshots for the reads it serves, until it stops standing by.
-        let refreshing = Task { await reads.keepFresh() }
+        let refreshing = Task { await reads.keepFresh(logger: self.logger) }
         defer { refreshing.cancel() }
         return try await withThrowingTaskGroup(of: LeaderLease?.self) { tasks in
             tasks.addTask {
@@ -127,7 +130,7 @@ struct Leadership: Sendable {
 
 /// What a standby serves itself: reads of the cluster's records — hosts, VMs, migrations, plans,
 /// the rebalancing settings, packs, tokens and the audit trail, and the API's description — from
-/// a snapshot of the database it loads every `refresh` (a controller over the store that never
+/// a snapshot of the database it loads while reads come, paced (a controller over the store that never
 /// writes). Everything else is the leader's: changes, the agents' API, and what lives in the
 /// leader's memory or data directory (applications' objectives and telemetry, alerts, the usage
 /// history, contexts, the event stream, metrics, the console).
@@ -155,6 +158,21 @@ final class StandbyReads: Sendable {
     private let lastRead = Mutex<ContinuousClock.Instant?>(nil)
 
     init(load: @escaping @Sendable () async throws -> Responder) { self.load = load }
+
+    /// A snapshot of the cluster in `store`: a controller over it that never writes (it rebalances
+    /// nothing), behind the API's router.
+    static func snapshot(of store: any ClusterStore, settings: ControllerSettings, tokens: AccessTokens?) async throws
+        -> Responder
+    {
+        var readSettings = settings
+        readSettings.rebalance = nil
+        let registry = PrometheusCollectorRegistry()
+        let snapshot = try await Controller.open(
+            store: store, settings: readSettings,
+            logger: Logger(label: "vireo.standby", factory: { _ in SwiftLogNoOpLogHandler() }),
+            metricsFactory: PrometheusMetricsFactory(registry: registry))
+        return VireoServer(controller: snapshot, tokens: tokens, registry: registry).router().buildResponder()
+    }
 
     /// Whether a standby answers `method` `path` itself.
     static func serves(method: HTTPRequest.Method, path: String) -> Bool {
@@ -191,16 +209,30 @@ final class StandbyReads: Sendable {
         return response
     }
 
-    /// Loads a snapshot now, then every `refresh` while reads come (within `idleAfter`), until
-    /// cancelled. One that cannot be loaded leaves the last one in place, served until it is
-    /// `maximumAge` old.
-    func keepFresh() async {
+    /// Loads a snapshot now, then again while reads come (within `idleAfter`), paced by a
+    /// `SnapshotSchedule`: at least `refresh` apart and at most a quarter of a core; a cluster so
+    /// large that its snapshot is `maximumAge` old when made is loaded ever more rarely (its reads
+    /// go to the leader), and says so once. Until cancelled. One that cannot be loaded leaves the
+    /// last one in place, served until it is `maximumAge` old.
+    func keepFresh(logger: Logger) async {
+        var schedule = SnapshotSchedule(refresh: Self.refresh, maximumAge: Self.maximumAge)
         while !Task.isCancelled {
             let started = ContinuousClock.now
             let wanted =
                 snapshot.withLock { $0 == nil } || lastRead.withLock { $0.map { started - $0 < Self.idleAfter } ?? false }
-            if wanted, let responder = try? await load() { snapshot.withLock { $0 = (responder, started) } }
-            try? await Task.sleep(for: Self.refresh)
+            var pause = Self.refresh
+            if wanted, let responder = try? await load() {
+                let took = ContinuousClock.now - started
+                if schedule.servable(took) { snapshot.withLock { $0 = (responder, started) } }
+                pause = schedule.wait(after: took)
+                if schedule.tooSlow == 1 {
+                    let message =
+                        "the cluster takes \(took) to load, longer than a snapshot may be served (\(Self.maximumAge)): "
+                        + "this standby sends reads to the leader, and loads again after \(pause), then ever more rarely"
+                    logger.warning("\(message)")
+                }
+            }
+            try? await Task.sleep(for: pause)
         }
     }
 }

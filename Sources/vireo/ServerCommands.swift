@@ -335,15 +335,8 @@ struct ControlPlane {
                 url: options.advertise ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)",
                 ttl: try options.leaseDuration(), logger: logger)
             // While it stands by, it serves reads of the cluster's records from the database.
-            var readSettings = settings
-            readSettings.rebalance = nil
-            let reads = StandbyReads { [tokens, readSettings] in
-                let registry = PrometheusCollectorRegistry()
-                let snapshot = try await Controller.open(
-                    store: shared, settings: readSettings,
-                    logger: Logger(label: "vireo.standby", factory: { _ in SwiftLogNoOpLogHandler() }),
-                    metricsFactory: PrometheusMetricsFactory(registry: registry))
-                return VireoServer(controller: snapshot, tokens: tokens, registry: registry).router().buildResponder()
+            let reads = StandbyReads { [tokens, settings] in
+                try await StandbyReads.snapshot(of: shared, settings: settings, tokens: tokens)
             }
             let lease = try await leadership.standBy(host: host, port: port, tls: tls, reads: reads)
             leaseKeeper = LeaseKeeper(leadership: leadership, term: lease.term)

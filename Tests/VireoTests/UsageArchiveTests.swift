@@ -256,3 +256,23 @@ struct PacerTests {
         #expect(Self.run(share: 1, units: 1_000).sleeps.isEmpty)
     }
 }
+
+@Suite("when a standby loads its next snapshot")
+struct SnapshotScheduleTests {
+    @Test("a quick load waits the refresh, a slower one three times its length, one too slow to serve backs off to a bound")
+    func waits() {
+        var schedule = SnapshotSchedule(refresh: .seconds(1), maximumAge: .seconds(5), share: 0.25, maximumWait: .seconds(60))
+        #expect(schedule.wait(after: .milliseconds(40)) == .seconds(1))
+        #expect(schedule.wait(after: .milliseconds(1500)) == .milliseconds(4500), "a quarter of a core")
+        #expect(schedule.servable(.milliseconds(4999)) && !schedule.servable(.seconds(5)))
+        // Too slow: 10 s, 20 s, 40 s, then the bound; a quick load starts over.
+        #expect(schedule.wait(after: .seconds(10)) == .seconds(10))
+        #expect(schedule.wait(after: .seconds(10)) == .seconds(20))
+        #expect(schedule.wait(after: .seconds(9)) == .seconds(40))
+        #expect(schedule.wait(after: .seconds(9)) == .seconds(60))
+        #expect(schedule.tooSlow == 4)
+        #expect(schedule.wait(after: .milliseconds(200)) == .seconds(1))
+        #expect(schedule.tooSlow == 0)
+        #expect(schedule.wait(after: .seconds(6)) == .seconds(10), "the backoff starts again from the first step")
+    }
+}

@@ -521,16 +521,19 @@ struct BenchController {
     /// User and system CPU time the process has used, seconds.
     func cpuSeconds() throws -> Double { try ProcessStat.read(pid: pid).cpuSeconds }
 
-    func memory() throws -> (rss: Double, peak: Double) {
-        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-        func kib(_ key: String) -> Double {
-            for line in status.split(separator: "\n") where line.hasPrefix(key + ":") {
-                return Double(line.dropFirst(key.count + 1).split(whereSeparator: \.isWhitespace).first ?? "") ?? 0
-            }
-            return 0
+    func memory() throws -> (rss: Double, peak: Double) { try processMemory(pid: pid) }
+}
+
+/// A process's resident memory and its peak (`VmRSS`, `VmHWM`), MiB.
+func processMemory(pid: Int32) throws -> (rss: Double, peak: Double) {
+    let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+    func kib(_ key: String) -> Double {
+        for line in status.split(separator: "\n") where line.hasPrefix(key + ":") {
+            return Double(line.dropFirst(key.count + 1).split(whereSeparator: \.isWhitespace).first ?? "") ?? 0
         }
-        return (kib("VmRSS") / 1024, kib("VmHWM") / 1024)
+        return 0
     }
+    return (kib("VmRSS") / 1024, kib("VmHWM") / 1024)
 }
 
 /// CPU seconds of a server and its children: its own, its reaped children's, and its live

@@ -13,6 +13,7 @@ struct BenchCommand: AsyncParsableCommand {
             BenchCreate.self, BenchBoot.self, BenchMigrate.self, BenchCopyStorage.self, BenchIngest.self, BenchEvaluate.self,
             BenchScrape.self,
             BenchMetricsServer.self, BenchContext.self, BenchConsole.self, BenchCluster.self, BenchFailover.self,
+            BenchStandby.self,
         ])
 }
 
