@@ -11,6 +11,9 @@ import VireoStorePostgres
 struct StandbyLoad: Codable {
     var seconds: Double
     var cpuSeconds: Double
+    /// Of a load: reading the store alone (`ClusterStore.load`, the rows fetched and decoded),
+    /// timed apart just before it.
+    var storeSeconds: Double
 }
 
 /// Result of `vireo bench standby`.
@@ -37,9 +40,10 @@ struct BenchStandby: AsyncParsableCommand {
             Starts a private PostgreSQL server (Debian's postgresql) in a temporary directory, stores \
             --hosts hosts, creates --vms VMs through a controller over it (each placed, with its \
             placement explanation, as a real create), then loads --rounds snapshots exactly as a \
-            standby does while reads come (once a second): a controller over the store that never \
-            writes, behind the API's router. Reports each load's wall and CPU time and this \
-            process's memory. Progress goes to standard error.
+            standby does while reads come: a controller over the store that never writes, behind \
+            the API's router. Reports each load's wall and CPU time, the time of reading the store \
+            alone (timed apart, just before), and this process's memory. Progress goes to standard \
+            error.
             Example: vireo bench standby --hosts 10000 --vms 100000 -o json
             """)
 
@@ -94,13 +98,21 @@ struct BenchStandby: AsyncParsableCommand {
 
         var each: [StandbyLoad] = []
         for round in 1...rounds {
+            let reading = ContinuousClock.now
+            _ = try await store.load(recent: 1000)  // as a controller opens it (MigrationBook.recentCapacity)
+            let storeSeconds = (ContinuousClock.now - reading).secondsValue
             let cpu = processCPUSeconds()
             let start = ContinuousClock.now
             let responder = try await StandbyReads.snapshot(of: store, settings: ControllerSettings(), tokens: nil)
-            let load = StandbyLoad(seconds: (ContinuousClock.now - start).secondsValue, cpuSeconds: processCPUSeconds() - cpu)
+            let load = StandbyLoad(
+                seconds: (ContinuousClock.now - start).secondsValue, cpuSeconds: processCPUSeconds() - cpu,
+                storeSeconds: storeSeconds)
             withExtendedLifetime(responder) {}
             each.append(load)
-            stderr(String(format: "snapshot %d: %.2f s, %.2f CPU-s", round, load.seconds, load.cpuSeconds))
+            stderr(
+                String(
+                    format: "snapshot %d: %.2f s, %.2f CPU-s (reading the store alone: %.2f s)", round, load.seconds,
+                    load.cpuSeconds, storeSeconds))
         }
         let memory = try processMemory(pid: getpid())
         let times = each.map(\.seconds).sorted()
