@@ -91,8 +91,15 @@ public struct VireoServer: Sendable {
         router.get("/v1/hosts/{host}") { _, context in
             try json(try await controller.host(context.parameters.require("host")))
         }
+        let authority = self.authority
         router.post("/v1/hosts/{host}/revoke") { _, context in
-            try json(try await controller.revokeCertificates(host: context.parameters.require("host")))
+            guard authority != nil else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "this controller has no certificate authority of its own (it was not started with --tls-auto): "
+                        + "its agents speak with the join token, and there are no agent certificates to revoke")
+            }
+            return try json(try await controller.revokeCertificates(host: context.parameters.require("host")))
         }
     }
 

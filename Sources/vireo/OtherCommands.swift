@@ -18,7 +18,9 @@ struct HostRevoke: AsyncParsableCommand {
             left the host (a stolen disk, a host given away) no longer speaks for it. The host's VMs \
             stay where they are; a host that stops heartbeating is declared lost as any other. To let \
             the host back, remove its agent's tls/agent-*.pem and start it again with the join token. \
-            The join token itself still gets certificates: if the host held it, make a new one too. \
+            The join token itself still gets certificates: if the host held it, change it too \
+            (docs/security.md says how). A controller without --tls-auto refuses: its agents have no \
+            certificates. \
             The host need not be registered (a removed host's certificate is valid until it expires).
             Example: vireo host revoke h3
             """)

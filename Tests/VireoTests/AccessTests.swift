@@ -230,6 +230,17 @@ struct AccessAPITests {
         }
     }
 
+    @Test("a controller without its own certificate authority has no agent certificates to revoke: 412, nothing stored")
+    func revokeWithoutAuthority() async throws {
+        let plane = try await TestControlPlane.make()
+        try await plane.test { client in
+            let refused = try await client.request(.post, "/v1/hosts/h1/revoke")
+            #expect(refused.status == 412)
+            #expect(expectEnvelope(refused.body, code: .failedPrecondition).contains("--tls-auto"))
+        }
+        #expect(try await plane.store.certificateCutoffs().isEmpty)
+    }
+
     @Test("every request that changes state is audited — who, role, what, status, request ID — refusals too; reads are not")
     func audit() async throws {
         let plane = try await TestControlPlane.make()
