@@ -150,6 +150,32 @@ func cancellableBySignals<T: Sendable>(_ work: @escaping @Sendable () async thro
 
 /// Runs `cleanup` to its end even when the current task was cancelled (a Ctrl-C): a cancelled
 /// task's child processes would be stopped before they finished.
+/// Runs `work` with a private PostgreSQL server (Debian's postgresql) in a fresh temporary
+/// directory `vireo-bench-<name>-<pid>`, given the directory and the database's URL; Ctrl-C or
+/// SIGTERM stop it. Whatever happens the server is stopped and the directory removed, after
+/// `finally` (which stops what `work` started).
+func withPrivatePostgres<T: Sendable>(
+    _ name: String, finally: @escaping @Sendable () -> Void = {},
+    _ work: @escaping @Sendable (_ directory: String, _ url: String) async throws -> T
+) async throws -> T {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-bench-\(name)-\(getpid())").path
+    try? FileManager.default.removeItem(atPath: directory)
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let database = try await BenchCluster.database("postgres", in: directory)
+    let result: T
+    do {
+        result = try await cancellableBySignals { try await work(directory, database.url!) }
+    } catch {
+        finally()
+        await uncancelled { try? await database.server?.stop() }
+        throw error
+    }
+    finally()
+    try await database.server?.stop()
+    return result
+}
+
 func uncancelled(_ cleanup: @escaping @Sendable () async -> Void) async {
     await Task.detached { await cleanup() }.value
 }

@@ -64,22 +64,10 @@ struct BenchFailover: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-bench-failover-\(getpid())").path
-        try? FileManager.default.removeItem(atPath: directory)
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let database = try await BenchCluster.database("postgres", in: directory)
         let children = Children()
-        // Ctrl-C or SIGTERM stop the run; the private PostgreSQL server is still stopped.
-        do {
-            try await cancellableBySignals { try await measure(directory: directory, store: database.url!, children: children) }
-        } catch {
-            children.killAll()
-            await uncancelled { try? await database.server?.stop() }
-            throw error
-        }
-        children.killAll()
-        try await database.server?.stop()
+        try await withPrivatePostgres(
+            "failover", finally: { children.killAll() },
+            { directory, url in try await measure(directory: directory, store: url, children: children) })
     }
 
     func measure(directory: String, store: String, children: Children) async throws {

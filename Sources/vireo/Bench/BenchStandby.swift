@@ -65,19 +65,7 @@ struct BenchStandby: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-bench-standby-\(getpid())").path
-        try? FileManager.default.removeItem(atPath: directory)
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let database = try await BenchCluster.database("postgres", in: directory)
-        let result: StandbyBenchResult
-        do {
-            result = try await cancellableBySignals { try await measure(url: database.url!) }
-        } catch {
-            await uncancelled { try? await database.server?.stop() }
-            throw error
-        }
-        try await database.server?.stop()
+        let result = try await withPrivatePostgres("standby") { _, url in try await measure(url: url) }
         if output.output == .json { return try printJSON(result) }
         print(
             String(
