@@ -94,14 +94,16 @@ public actor Controller {
     }
 
     /// Loads the store (which migrates its schema on open) and returns a controller over it.
-    /// Without a `history` archive, the usage history is kept in memory only.
+    /// Without a `history` archive, the usage history is kept in memory only. Without `placements`
+    /// the VMs are loaded without their placement explanations: for a controller that never
+    /// writes (a standby's snapshot), whose views of one VM must then not be served.
     public static func open(
         store: any ClusterStore, settings: ControllerSettings = .init(), now: @escaping @Sendable () -> Date = { Date() },
         logger: Logger = Logger(label: "vireo.controller"), metricsFactory: any MetricsFactory = MetricsSystem.factory,
-        telemetry: TelemetryEngine? = nil, history: (any UsageArchive)? = nil
+        telemetry: TelemetryEngine? = nil, history: (any UsageArchive)? = nil, placements: Bool = true
     ) async throws -> Controller {
         try settings.validateHistory()
-        let loaded = try await store.load(recent: MigrationBook.recentCapacity)
+        let loaded = try await store.load(recent: MigrationBook.recentCapacity, placements: placements)
         let consoleOffsets = try await store.consoleOffsets()
         let tokens = try await store.tokens()
         let cutoffs = try await store.certificateCutoffs()

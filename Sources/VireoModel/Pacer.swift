@@ -41,7 +41,7 @@ public struct Pacer: Sendable {
 
 /// When a standby controller loads its next snapshot of the cluster to serve reads from.
 ///
-/// A load reads and decodes the whole cluster: tens of milliseconds for a thousand VMs, about ten
+/// A load reads and decodes the whole cluster: tens of milliseconds for a thousand VMs, about two
 /// seconds for 100,000 (`vireo bench standby`). Loading again at once after each would keep a core
 /// busy for ever, so after a load it waits so that loading takes at most `share` of one core, and
 /// never less than `refresh`. A snapshot that is already `maximumAge` old when it is made can never

@@ -70,8 +70,10 @@ public struct StoreBatch: Sendable, Equatable {
 /// write that fails changes nothing. The same conformance suite runs against every store.
 public protocol ClusterStore: Sendable {
     /// Hosts, VMs, applications and settings, the migrations under way, and the newest `recent`
-    /// migrations and plans (`Int.max`: all of them).
-    func load(recent: Int) async throws -> StoredCluster
+    /// migrations and plans (`Int.max`: all of them). Without `placements`, the VMs come without
+    /// their placement explanations, which are most of what a load decodes (a standby's
+    /// snapshot, which does not show them).
+    func load(recent: Int, placements: Bool) async throws -> StoredCluster
 
     /// Migrations newest first (by request time), of one VM if given.
     func migrations(of vm: VMID?, limit: Int) async throws -> [Migration]
@@ -128,6 +130,9 @@ public protocol ClusterStore: Sendable {
 extension ClusterStore {
     /// Everything, the whole history included.
     public func load() async throws -> StoredCluster { try await load(recent: .max) }
+
+    /// With the VMs' placement explanations.
+    public func load(recent: Int) async throws -> StoredCluster { try await load(recent: recent, placements: true) }
 
     public func updateVM(_ vm: VirtualMachine) async throws { try await commit(StoreBatch(updatedVMs: [vm])) }
     public func deleteVM(_ id: VMID) async throws { try await commit(StoreBatch(deletedVMs: [id])) }

@@ -126,7 +126,7 @@ public final class SQLiteStore: ClusterStore {
         try writer.read { db in try Self.migrator.appliedMigrations(db) }
     }
 
-    public func load(recent: Int) async throws -> StoredCluster {
+    public func load(recent: Int, placements: Bool) async throws -> StoredCluster {
         // SQLite reads a negative LIMIT as none.
         let limit = recent == .max ? -1 : recent
         return try await writer.read { db in
@@ -134,7 +134,9 @@ public final class SQLiteStore: ClusterStore {
                 try self.decoder.decode(HostRecord.self, from: $0["body"] as Data)
             }
             let vms = try Row.fetchAll(db, sql: "SELECT body FROM vms ORDER BY name").map {
-                try self.decoder.decode(VirtualMachine.self, from: $0["body"] as Data)
+                var vm = try self.decoder.decode(VirtualMachine.self, from: $0["body"] as Data)
+                if !placements { vm.placement = nil }
+                return vm
             }
             let migrations = try Row.fetchAll(
                 db,

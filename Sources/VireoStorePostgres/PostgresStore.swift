@@ -220,13 +220,18 @@ public final class PostgresStore: ClusterStore {
 
     // MARK: Reading
 
-    public func load(recent: Int) async throws -> StoredCluster {
+    public func load(recent: Int, placements: Bool) async throws -> StoredCluster {
         // LIMIT NULL is no limit.
         let limit: Int? = recent == .max ? nil : recent
         return try await connection { c in
             StoredCluster(
                 hosts: try await self.documents(c, "SELECT body::text FROM hosts ORDER BY name"),
-                vms: try await self.documents(c, "SELECT body::text FROM vms ORDER BY name"),
+                // Without placements the server leaves them out: the client decodes less than half.
+                vms: try await self.documents(
+                    c,
+                    placements
+                        ? "SELECT body::text FROM vms ORDER BY name"
+                        : "SELECT (body - 'placement')::text FROM vms ORDER BY name"),
                 migrations: try await self.documents(
                     c,
                     """

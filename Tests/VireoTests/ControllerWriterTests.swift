@@ -31,7 +31,9 @@ final class CountingStore: ClusterStore {
         for continuation in waiting { continuation.resume() }
     }
 
-    func load(recent: Int) async throws -> StoredCluster { try await inner.load(recent: recent) }
+    func load(recent: Int, placements: Bool) async throws -> StoredCluster {
+        try await inner.load(recent: recent, placements: placements)
+    }
     func migrations(of vm: VMID?, limit: Int) async throws -> [Migration] { try await inner.migrations(of: vm, limit: limit) }
     func migration(_ id: MigrationID) async throws -> Migration? { try await inner.migration(id) }
     func plans(limit: Int) async throws -> [Plan] { try await inner.plans(limit: limit) }

@@ -251,6 +251,22 @@ struct StoreCheck: Sendable, CustomTestStringConvertible {
             }
             #expect(Set(answers).count == 1 && answers[0].hasPrefix("p"), "\(answers)")
         },
+        StoreCheck("a load without placements gives the VMs as stored but for their placement explanations") { store in
+            let host = sampleHost("h1")
+            var placed = sampleVM("placed", host: host.id, state: .scheduled)
+            placed.placement = PlacementExplanation(
+                chosenHost: "h1", decidedAt: Date(timeIntervalSince1970: 1_700_000_000),
+                verdicts: [HostVerdict(hostID: host.id, hostName: "h1")], omitted: ["scored": 3])
+            let plain = sampleVM("plain")
+            try await store.commit(StoreBatch(insertedVMs: [placed, plain], hosts: [host]))
+            let full = try await store.load(recent: 10)
+            #expect(full.vms == [placed, plain])
+            let light = try await store.load(recent: 10, placements: false)
+            var unplaced = placed
+            unplaced.placement = nil
+            #expect(light.vms == [unplaced, plain])
+            #expect(light.hosts == full.hosts)
+        },
         StoreCheck("a host's certificate cutoff is stored, and only moves later") { store in
             let t = Date(timeIntervalSince1970: 1_700_000_000)
             let none = try await store.certificateCutoffs()

@@ -11,8 +11,8 @@ import VireoStorePostgres
 struct StandbyLoad: Codable {
     var seconds: Double
     var cpuSeconds: Double
-    /// Of a load: reading the store alone (`ClusterStore.load`, the rows fetched and decoded),
-    /// timed apart just before it.
+    /// Reading the store as a controller that leads does (`ClusterStore.load` with the VMs'
+    /// placement explanations, which a snapshot leaves out), timed apart just before the load.
     var storeSeconds: Double
 }
 
@@ -41,9 +41,9 @@ struct BenchStandby: AsyncParsableCommand {
             --hosts hosts, creates --vms VMs through a controller over it (each placed, with its \
             placement explanation, as a real create), then loads --rounds snapshots exactly as a \
             standby does while reads come: a controller over the store that never writes, behind \
-            the API's router. Reports each load's wall and CPU time, the time of reading the store \
-            alone (timed apart, just before), and this process's memory. Progress goes to standard \
-            error.
+            the API's router, the VMs without their placement explanations. Reports each load's wall \
+            and CPU time, the time of reading the store as a leader does (with the explanations; \
+            timed apart, just before), and this process's memory. Progress goes to standard error.
             Example: vireo bench standby --hosts 10000 --vms 100000 -o json
             """)
 
@@ -99,7 +99,7 @@ struct BenchStandby: AsyncParsableCommand {
             each.append(load)
             stderr(
                 String(
-                    format: "snapshot %d: %.2f s, %.2f CPU-s (reading the store alone: %.2f s)", round, load.seconds,
+                    format: "snapshot %d: %.2f s, %.2f CPU-s (reading the store as a leader does: %.2f s)", round, load.seconds,
                     load.cpuSeconds, storeSeconds))
         }
         let memory = try processMemory(pid: getpid())
