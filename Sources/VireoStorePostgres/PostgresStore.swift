@@ -226,7 +226,7 @@ public final class PostgresStore: ClusterStore {
         return try await connection { c in
             StoredCluster(
                 hosts: try await self.documents(c, "SELECT body::text FROM hosts ORDER BY name"),
-                // Without placements the server leaves them out: the client decodes less than half.
+                // Without placements the server leaves them out: the client decodes about a fifth as much.
                 vms: try await self.documents(
                     c,
                     placements
