@@ -221,20 +221,23 @@ final class LibvirtConnection: @unchecked Sendable {
 enum LibvirtEventLoop {
     private static let started = Mutex(false)
 
+    /// Registers the loop and starts its thread, once; every caller returns only once it is
+    /// registered. (The registration was made after the lock was let go: a second connection
+    /// opened meanwhile — `test:///default` opens at once — found no loop, and registering for its
+    /// events failed with "could not initialize domain event timer", seen in a full test run.)
     static func startOnce() {
-        let first = started.withLock { started in
-            defer { started = true }
-            return !started
+        started.withLock { started in
+            guard !started else { return }
+            started = true
+            // libvirt prints every error on stderr unless given a handler; the driver reports errors itself.
+            virSetErrorFunc(nil) { _, _ in }
+            guard virEventRegisterDefaultImpl() == 0 else { return }
+            let thread = Thread {
+                while true { _ = virEventRunDefaultImpl() }
+            }
+            thread.name = "libvirt-events"
+            thread.start()
         }
-        guard first else { return }
-        // libvirt prints every error on stderr unless given a handler; the driver reports errors itself.
-        virSetErrorFunc(nil) { _, _ in }
-        guard virEventRegisterDefaultImpl() == 0 else { return }
-        let thread = Thread {
-            while true { _ = virEventRunDefaultImpl() }
-        }
-        thread.name = "libvirt-events"
-        thread.start()
     }
 }
 

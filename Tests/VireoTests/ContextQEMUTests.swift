@@ -26,13 +26,22 @@ extension RealQEMU {
                 settings: .init(directory: directory + "/contexts", hostName: "desk", pool: pool), driver: driver)
         }
 
-        /// Runs curl against the context's guest inside its network; returns the body.
+        /// Runs curl against the context's guest inside its network; returns the body. A connection
+        /// that cannot be made (curl's 7, no request sent) is tried again, for up to 20 s: in a full
+        /// run on a busy 2-core machine a TCG guest once could not be reached for a moment, right
+        /// after another context's reset, and answered when asked later.
         static func guest(_ driver: QEMUDriver, _ context: Context, _ method: String, _ path: String) async throws -> String {
             let namespace = driver.privateNetworkNamespace(ContextManager.privateNetwork(context.network, vm: context.vm))
             let address = try #require(context.address, "context \(context.name) has an address")
-            let result = try await offPool {
-                try run("nsenter", ["--net=\(namespace)", "curl", "-s", "-m", "15", "-X", method, "http://\(address)\(path)"])
-            }
+            let deadline = ContinuousClock.now + .seconds(20)
+            var result = (status: Int32(0), output: "")
+            repeat {
+                result = try await offPool {
+                    try run(
+                        "nsenter", ["--net=\(namespace)", "curl", "-s", "-m", "15", "-X", method, "http://\(address)\(path)"])
+                }
+                if result.status == 7 { try await Task.sleep(for: .seconds(1)) }
+            } while result.status == 7 && ContinuousClock.now < deadline
             #expect(result.status == 0, "curl \(path) in \(context.name)'s network: \(result.output)")
             return result.output
         }
