@@ -70,13 +70,13 @@ extension Controller {
     /// join token. `host` need not be registered (a removed host's certificate is still valid
     /// until it expires); the answer says whether it is.
     public nonisolated func revokeCertificates(host reference: String) async throws -> CertificateRevocation {
-        let host = await registeredName(ofHost: reference) ?? reference
+        let registered = await registeredName(ofHost: reference)
+        let host = registered ?? reference
         try ResourceName.validate(host, field: "host")
         let cutoff = try await store.revokeCertificates(host: host, before: now())
         certificateCutoffs.withLock { $0[host] = cutoff }
         logger.notice("agent certificates revoked", metadata: ["host": "\(host)", "before": "\(cutoff)"])
-        let registered = await registeredName(ofHost: host) != nil
-        return CertificateRevocation(host: host, revokedBefore: cutoff, registered: registered)
+        return CertificateRevocation(host: host, revokedBefore: cutoff, registered: registered != nil)
     }
 
     /// The name of the registered host of this name or ID.
