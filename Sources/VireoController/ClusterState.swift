@@ -38,8 +38,11 @@ struct ClusterState {
         hostIDByName[name].flatMap { hosts[$0] }
     }
 
-    /// Replaces (or inserts, or with `nil` removes) a VM, keeping every index consistent.
+    /// Replaces (or inserts, or with `nil` removes) a VM, keeping every index consistent. Its
+    /// placement explanation is not kept: it is written to the store, which gives it to the view
+    /// that shows it.
     mutating func put(_ new: VirtualMachine?, replacing id: VMID) {
+        let new = new?.withoutPlacement
         let old = vms[id]
         if let old {
             account(old, sign: -1)

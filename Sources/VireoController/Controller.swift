@@ -94,16 +94,15 @@ public actor Controller {
     }
 
     /// Loads the store (which migrates its schema on open) and returns a controller over it.
-    /// Without a `history` archive, the usage history is kept in memory only. Without `placements`
-    /// the VMs are loaded without their placement explanations: for a controller that never
-    /// writes (a standby's snapshot), whose views of one VM must then not be served.
+    /// Without a `history` archive, the usage history is kept in memory only. The VMs' placement
+    /// explanations stay in the store (most of a load; `vm(_:)` reads the one it shows).
     public static func open(
         store: any ClusterStore, settings: ControllerSettings = .init(), now: @escaping @Sendable () -> Date = { Date() },
         logger: Logger = Logger(label: "vireo.controller"), metricsFactory: any MetricsFactory = MetricsSystem.factory,
-        telemetry: TelemetryEngine? = nil, history: (any UsageArchive)? = nil, placements: Bool = true
+        telemetry: TelemetryEngine? = nil, history: (any UsageArchive)? = nil
     ) async throws -> Controller {
         try settings.validateHistory()
-        let loaded = try await store.load(recent: MigrationBook.recentCapacity, placements: placements)
+        let loaded = try await store.load(recent: MigrationBook.recentCapacity, placements: false)
         let consoleOffsets = try await store.consoleOffsets()
         let tokens = try await store.tokens()
         let cutoffs = try await store.certificateCutoffs()
@@ -238,10 +237,12 @@ public actor Controller {
     /// The stamp moved up to now if its page has not changed since it was made, else nil.
     public nonisolated func currentVMPage(_ stamp: VMPageStamp) -> VMPageStamp? { vmList.current(stamp) }
 
-    public func vm(_ reference: String) throws -> VMView {
+    /// One VM's view, with why it is where it is (from the store) and where it could move.
+    public func vm(_ reference: String) async throws -> VMView {
         let vm = try model.lookupVM(reference)
         var view = model.view(vm)
         view.liveMoves = model.liveMoves(of: vm)
+        view.placement = try await store.placement(of: vm.id)
         return view
     }
 

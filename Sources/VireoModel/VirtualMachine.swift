@@ -56,7 +56,8 @@ public struct VirtualMachine: Sendable, Codable, Equatable, Identifiable {
     public var state: VMState
     public var intent: PowerIntent
     public var hostID: HostID?
-    /// Why the VM is where it is (or why it could not be placed).
+    /// Why the VM is where it is (or why it could not be placed). Stored apart from the rest of
+    /// the record, and not kept in the controller's memory once written (`ClusterStore`).
     public var placement: PlacementExplanation?
     /// Last message from the agent or scheduler (boot failure, unschedulable, ...).
     public var message: String?
@@ -97,4 +98,13 @@ public struct VirtualMachine: Sendable, Codable, Equatable, Identifiable {
     }
 
     public var name: String { spec.name }
+}
+
+extension VirtualMachine {
+    /// The record without its placement explanation.
+    public var withoutPlacement: VirtualMachine {
+        var vm = self
+        vm.placement = nil
+        return vm
+    }
 }

@@ -71,9 +71,11 @@ public struct StoreBatch: Sendable, Equatable {
 public protocol ClusterStore: Sendable {
     /// Hosts, VMs, applications and settings, the migrations under way, and the newest `recent`
     /// migrations and plans (`Int.max`: all of them). Without `placements`, the VMs come without
-    /// their placement explanations, which are most of what a load decodes (a standby's
-    /// snapshot, which does not show them).
+    /// their placement explanations, which would be most of what a load decodes: a controller
+    /// keeps none in memory and reads one with `placement(of:)` when a VM's view shows it.
     func load(recent: Int, placements: Bool) async throws -> StoredCluster
+    /// The placement explanation stored with a VM; nil if it has none or does not exist.
+    func placement(of vm: VMID) async throws -> PlacementExplanation?
 
     /// Migrations newest first (by request time), of one VM if given.
     func migrations(of vm: VMID?, limit: Int) async throws -> [Migration]
@@ -89,7 +91,9 @@ public protocol ClusterStore: Sendable {
     /// Inserts a new VM; `.conflict` if the name or ID is taken.
     func insertVM(_ vm: VirtualMachine) async throws
     /// Writes a batch in one transaction; `.notFound` (and nothing written) if a VM to update or
-    /// delete does not exist, `.conflict` if a VM's name or a host's name is taken.
+    /// delete does not exist, `.conflict` if a VM's name or a host's name is taken. A VM written
+    /// without a placement explanation keeps the one stored with it (a controller holds none in
+    /// memory; it writes one when it places the VM).
     func commit(_ batch: StoreBatch) async throws
 
     /// Takes in console output (`ConsoleTail.append`), keeping the last `retaining` bytes per VM,

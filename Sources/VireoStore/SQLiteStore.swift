@@ -118,6 +118,21 @@ public final class SQLiteStore: ClusterStore {
                 t.column("cutoff", .double).notNull()
             }
         }
+        migrator.registerMigration("v11: placement explanations apart") { db in
+            // A VM's explanation is most of its record and changes only when it is placed: apart,
+            // a load can leave it out and a write of the VM need not carry it.
+            try db.alter(table: "vms") { t in t.add(column: "placement", .blob) }
+            let decoder = JSONDecoder()
+            let encoder = JSONEncoder()
+            let rows = try Row.fetchAll(db, sql: "SELECT id, body FROM vms")
+            for row in rows {
+                let vm = try decoder.decode(VirtualMachine.self, from: row["body"] as Data)
+                guard let placement = vm.placement else { continue }
+                try db.execute(
+                    sql: "UPDATE vms SET body = ?, placement = ? WHERE id = ?",
+                    arguments: [try encoder.encode(vm.withoutPlacement), try encoder.encode(placement), row["id"] as String])
+            }
+        }
         return migrator
     }
 
@@ -133,9 +148,13 @@ public final class SQLiteStore: ClusterStore {
             let hosts = try Row.fetchAll(db, sql: "SELECT body FROM hosts ORDER BY name").map {
                 try self.decoder.decode(HostRecord.self, from: $0["body"] as Data)
             }
-            let vms = try Row.fetchAll(db, sql: "SELECT body FROM vms ORDER BY name").map {
-                var vm = try self.decoder.decode(VirtualMachine.self, from: $0["body"] as Data)
-                if !placements { vm.placement = nil }
+            let vms = try Row.fetchAll(
+                db, sql: placements ? "SELECT body, placement FROM vms ORDER BY name" : "SELECT body FROM vms ORDER BY name"
+            ).map { row in
+                var vm = try self.decoder.decode(VirtualMachine.self, from: row["body"] as Data)
+                if placements, let placement = row["placement"] as Data? {
+                    vm.placement = try self.decoder.decode(PlacementExplanation.self, from: placement)
+                }
                 return vm
             }
             let migrations = try Row.fetchAll(
@@ -162,6 +181,14 @@ public final class SQLiteStore: ClusterStore {
             }
             return StoredCluster(
                 hosts: hosts, vms: vms, migrations: migrations, apps: apps, plans: plans, rebalance: rebalance)
+        }
+    }
+
+    public func placement(of vm: VMID) async throws -> PlacementExplanation? {
+        try await writer.read { db in
+            try (Data.fetchOne(db, sql: "SELECT placement FROM vms WHERE id = ?", arguments: [vm.rawValue]) as Data?).map {
+                try self.decoder.decode(PlacementExplanation.self, from: $0)
+            }
         }
     }
 
@@ -224,22 +251,18 @@ public final class SQLiteStore: ClusterStore {
     }
 
     public func insertVM(_ vm: VirtualMachine) async throws {
-        let body = try encoder.encode(vm)
-        do {
-            try await writer.write { db in
-                try db.execute(
-                    sql: "INSERT INTO vms (id, name, host_id, state, body) VALUES (?, ?, ?, ?, ?)",
-                    arguments: [vm.id.rawValue, vm.name, vm.hostID?.rawValue, vm.state.rawValue, body])
-            }
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-            throw VireoError(.conflict, "a VM named '\(vm.name)' already exists")
-        }
+        try await commit(StoreBatch(insertedVMs: [vm]))
+    }
+
+    /// A VM's record and its placement explanation, each as stored.
+    private func encoded(_ vm: VirtualMachine) throws -> (vm: VirtualMachine, body: Data, placement: Data?) {
+        (vm, try encoder.encode(vm.withoutPlacement), try vm.placement.map { try encoder.encode($0) })
     }
 
     public func commit(_ batch: StoreBatch) async throws {
         guard !batch.isEmpty else { return }
-        let inserted = try batch.insertedVMs.map { ($0, try encoder.encode($0)) }
-        let vms = try batch.updatedVMs.map { ($0, try encoder.encode($0)) }
+        let inserted = try batch.insertedVMs.map(encoded)
+        let vms = try batch.updatedVMs.map(encoded)
         let hosts = try batch.hosts.map { ($0, try encoder.encode($0)) }
         let migrations = try batch.migrations.map { ($0, try encoder.encode($0)) }
         let apps = try batch.apps.map { ($0, try encoder.encode($0)) }
@@ -247,19 +270,22 @@ public final class SQLiteStore: ClusterStore {
         let rebalance = try batch.rebalance.map { try encoder.encode($0) }
         do {
             try await writer.write { db in
-                for (vm, body) in inserted {
+                for (vm, body, placement) in inserted {
                     do {
                         try db.execute(
-                            sql: "INSERT INTO vms (id, name, host_id, state, body) VALUES (?, ?, ?, ?, ?)",
-                            arguments: [vm.id.rawValue, vm.name, vm.hostID?.rawValue, vm.state.rawValue, body])
+                            sql: "INSERT INTO vms (id, name, host_id, state, body, placement) VALUES (?, ?, ?, ?, ?, ?)",
+                            arguments: [vm.id.rawValue, vm.name, vm.hostID?.rawValue, vm.state.rawValue, body, placement])
                     } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
                         throw VireoError(.conflict, "a VM named '\(vm.name)' already exists")
                     }
                 }
-                for (vm, body) in vms {
+                for (vm, body, placement) in vms {
                     try db.execute(
-                        sql: "UPDATE vms SET name = ?, host_id = ?, state = ?, body = ? WHERE id = ?",
-                        arguments: [vm.name, vm.hostID?.rawValue, vm.state.rawValue, body, vm.id.rawValue])
+                        sql: """
+                            UPDATE vms SET name = ?, host_id = ?, state = ?, body = ?, placement = coalesce(?, placement)
+                            WHERE id = ?
+                            """,
+                        arguments: [vm.name, vm.hostID?.rawValue, vm.state.rawValue, body, placement, vm.id.rawValue])
                     if db.changesCount == 0 { throw VireoError.notFound("VM", vm.name) }
                 }
                 for id in batch.deletedVMs {

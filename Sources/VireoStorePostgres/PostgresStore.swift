@@ -182,6 +182,13 @@ public final class PostgresStore: ClusterStore {
             "v10: agent certificate cutoffs",
             ["CREATE TABLE certificate_cutoffs (host text PRIMARY KEY, cutoff double precision NOT NULL)"]
         ),
+        (
+            "v11: placement explanations apart",
+            [
+                "ALTER TABLE vms ADD COLUMN placement jsonb",
+                "UPDATE vms SET placement = body -> 'placement', body = body - 'placement' WHERE body ? 'placement'",
+            ]
+        ),
     ]
 
     /// Any number for `pg_advisory_xact_lock`, the same in every Vireo: "vireo" in ASCII.
@@ -226,12 +233,8 @@ public final class PostgresStore: ClusterStore {
         return try await connection { c in
             StoredCluster(
                 hosts: try await self.documents(c, "SELECT body::text FROM hosts ORDER BY name"),
-                // Without placements the server leaves them out: the client decodes about a fifth as much.
-                vms: try await self.documents(
-                    c,
-                    placements
-                        ? "SELECT body::text FROM vms ORDER BY name"
-                        : "SELECT (body - 'placement')::text FROM vms ORDER BY name"),
+                vms: placements
+                    ? try await self.placedVMs(c) : try await self.documents(c, "SELECT body::text FROM vms ORDER BY name"),
                 migrations: try await self.documents(
                     c,
                     """
@@ -250,6 +253,25 @@ public final class PostgresStore: ClusterStore {
                 rebalance: (try await self.documents(c, "SELECT body::text FROM settings WHERE key = 'rebalance'")
                     as [RebalanceSettings]).first)
         }
+    }
+
+    /// Every VM with its placement explanation.
+    private func placedVMs(_ c: PostgresConnection) async throws -> [VirtualMachine] {
+        var vms: [VirtualMachine] = []
+        let rows = try await c.query("SELECT body::text, placement::text FROM vms ORDER BY name", logger: logger)
+        for try await (body, placement) in rows.decode((String, String?).self) {
+            var vm = try decoder.decode(VirtualMachine.self, from: Data(body.utf8))
+            vm.placement = try placement.map { try decoder.decode(PlacementExplanation.self, from: Data($0.utf8)) }
+            vms.append(vm)
+        }
+        return vms
+    }
+
+    public func placement(of vm: VMID) async throws -> PlacementExplanation? {
+        // No row and a row without one are both nil.
+        let placements: [PlacementExplanation] = try await documents(
+            "SELECT placement::text FROM vms WHERE id = \(vm.rawValue) AND placement IS NOT NULL")
+        return placements.first
     }
 
     public func migrations(of vm: VMID?, limit: Int) async throws -> [Migration] {
@@ -297,29 +319,31 @@ public final class PostgresStore: ClusterStore {
 
     public func commit(_ batch: StoreBatch) async throws {
         guard !batch.isEmpty else { return }
-        let inserted = try batch.insertedVMs.map { ($0, try text($0)) }
-        let updated = try batch.updatedVMs.map { ($0, try text($0)) }
+        let inserted = try batch.insertedVMs.map(encoded)
+        let updated = try batch.updatedVMs.map(encoded)
         let hosts = try batch.hosts.map { ($0, try text($0)) }
         let migrations = try batch.migrations.map { ($0, try text($0)) }
         let apps = try batch.apps.map { ($0, try text($0)) }
         let plans = try batch.plans.map { ($0, try text($0)) }
         let rebalance = try batch.rebalance.map { try text($0) }
         try await transaction { c in
-            for (vm, body) in inserted {
+            for (vm, body, placement) in inserted {
                 try await self.unique("a VM named '\(vm.name)' already exists") {
                     try await c.query(
                         """
-                        INSERT INTO vms (id, name, host_id, state, body)
-                        VALUES (\(vm.id.rawValue), \(vm.name), \(vm.hostID?.rawValue), \(vm.state.rawValue), \(body)::jsonb)
+                        INSERT INTO vms (id, name, host_id, state, body, placement)
+                        VALUES (\(vm.id.rawValue), \(vm.name), \(vm.hostID?.rawValue), \(vm.state.rawValue), \(body)::jsonb,
+                            \(placement)::jsonb)
                         """, logger: self.logger)
                 }
             }
-            for (vm, body) in updated {
+            for (vm, body, placement) in updated {
                 let changed = try await self.count(
                     c,
                     """
                     UPDATE vms SET name = \(vm.name), host_id = \(vm.hostID?.rawValue), state = \(vm.state.rawValue),
-                        body = \(body)::jsonb WHERE id = \(vm.id.rawValue) RETURNING 1
+                        body = \(body)::jsonb, placement = coalesce(\(placement)::jsonb, placement)
+                    WHERE id = \(vm.id.rawValue) RETURNING 1
                     """)
                 if changed == 0 { throw VireoError.notFound("VM", vm.name) }
             }
@@ -533,6 +557,11 @@ public final class PostgresStore: ClusterStore {
     }
 
     // MARK: Plumbing
+
+    /// A VM's record and its placement explanation, each as stored.
+    private func encoded(_ vm: VirtualMachine) throws -> (vm: VirtualMachine, body: String, placement: String?) {
+        (vm, try text(vm.withoutPlacement), try vm.placement.map { explanation in try text(explanation) })
+    }
 
     private func text(_ value: some Encodable) throws -> String {
         String(decoding: try encoder.encode(value), as: UTF8.self)

@@ -128,8 +128,7 @@ struct Leadership: Sendable {
     }
 }
 
-/// What a standby serves itself: reads of the cluster's records — hosts, VMs (not one VM's view,
-/// whose placement explanation the snapshot leaves out), migrations, plans,
+/// What a standby serves itself: reads of the cluster's records — hosts, VMs, migrations, plans,
 /// the rebalancing settings, packs, tokens and the audit trail, and the API's description — from
 /// a snapshot of the database it loads while reads come, paced (a controller over the store that never
 /// writes). Everything else is the leader's: changes, the agents' API, and what lives in the
@@ -161,8 +160,8 @@ final class StandbyReads: Sendable {
     init(load: @escaping @Sendable () async throws -> Responder) { self.load = load }
 
     /// A snapshot of the cluster in `store`: a controller over it that never writes (it rebalances
-    /// nothing), behind the API's router. The VMs' placement explanations, most of a load, are
-    /// left out: the lists do not show them, and one VM's view goes to the leader.
+    /// nothing), behind the API's router. Like any controller it reads a VM's placement
+    /// explanation from the store when one VM's view shows it.
     static func snapshot(of store: any ClusterStore, settings: ControllerSettings, tokens: AccessTokens?) async throws
         -> Responder
     {
@@ -172,7 +171,7 @@ final class StandbyReads: Sendable {
         let snapshot = try await Controller.open(
             store: store, settings: readSettings,
             logger: Logger(label: "vireo.standby", factory: { _ in SwiftLogNoOpLogHandler() }),
-            metricsFactory: PrometheusMetricsFactory(registry: registry), placements: false)
+            metricsFactory: PrometheusMetricsFactory(registry: registry))
         return VireoServer(controller: snapshot, tokens: tokens, registry: registry).router().buildResponder()
     }
 
@@ -186,8 +185,7 @@ final class StandbyReads: Sendable {
         case (2, "hosts"), (2, "vms"), (2, "migrations"), (2, "plans"), (2, "rebalance"), (2, "packs"), (2, "tokens"),
             (2, "audit"):
             return true
-        // Not one VM: the snapshot leaves out the placement explanation its view shows.
-        case (3, "hosts"), (3, "migrations"), (3, "plans"), (3, "packs"):
+        case (3, "hosts"), (3, "vms"), (3, "migrations"), (3, "plans"), (3, "packs"):
             return !(parts.last ?? "").isEmpty
         case (4, "vms"):
             return parts.last == "logs"

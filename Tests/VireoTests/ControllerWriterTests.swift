@@ -34,6 +34,7 @@ final class CountingStore: ClusterStore {
     func load(recent: Int, placements: Bool) async throws -> StoredCluster {
         try await inner.load(recent: recent, placements: placements)
     }
+    func placement(of vm: VMID) async throws -> PlacementExplanation? { try await inner.placement(of: vm) }
     func migrations(of vm: VMID?, limit: Int) async throws -> [Migration] { try await inner.migrations(of: vm, limit: limit) }
     func migration(_ id: MigrationID) async throws -> Migration? { try await inner.migration(id) }
     func plans(limit: Int) async throws -> [Plan] { try await inner.plans(limit: limit) }

@@ -88,6 +88,7 @@ struct PostgresStoreTests {
                 "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
                 "v5: rebalancing plans and settings", "v6: migrations by request time", "v7: access tokens and audit",
                 "v8: leader lease", "v9: cluster secrets", "v10: agent certificate cutoffs",
+                "v11: placement explanations apart",
             ])
         #expect(try await reopened.appliedMigrations() == (try SQLiteStore().appliedMigrations()), "the same steps as SQLite")
     }
@@ -109,6 +110,33 @@ struct PostgresStoreTests {
         let store = try await PostgresStore.open(database)
         defer { store.close() }
         #expect(try await store.load().vms == [vm])
+    }
+
+    @Test("a database an earlier Vireo wrote, with the placement explanations inside the records, has them moved apart on open")
+    func placementsMovedApart() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let placed = samplePlacedVM("placed")
+        let plain = sampleVM("plain")
+        do {
+            let store = try await PostgresStore.open(database)
+            try await store.commit(StoreBatch(insertedVMs: [placed, plain]))
+            store.close()
+        }
+        // Back to before the step: the explanation inside the record, no column, the step not applied.
+        try await psql(
+            database,
+            """
+            UPDATE vms SET body = body || jsonb_build_object('placement', placement) WHERE placement IS NOT NULL;
+            ALTER TABLE vms DROP COLUMN placement;
+            DELETE FROM vireo_schema WHERE name = 'v11: placement explanations apart';
+            """)
+        let store = try await PostgresStore.open(database)
+        defer { store.close() }
+        #expect(try await store.load().vms == [placed, plain])
+        #expect(try await store.load(recent: 10, placements: false).vms == [placed.withoutPlacement, plain])
+        #expect(try await store.placement(of: placed.id) == placed.placement)
+        let inside = try await psql(database, "SELECT count(*) FROM vms WHERE body ? 'placement'")
+        #expect(inside.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
     }
 
     @Test("records are jsonb an operator can query")

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 import VireoModel
 import VireoStore
@@ -262,10 +263,37 @@ struct StoreCheck: Sendable, CustomTestStringConvertible {
             let full = try await store.load(recent: 10)
             #expect(full.vms == [placed, plain])
             let light = try await store.load(recent: 10, placements: false)
-            var unplaced = placed
-            unplaced.placement = nil
-            #expect(light.vms == [unplaced, plain])
+            #expect(light.vms == [placed.withoutPlacement, plain])
             #expect(light.hosts == full.hosts)
+            #expect(try await store.placement(of: placed.id) == placed.placement)
+            #expect(try await store.placement(of: plain.id) == nil)
+            #expect(try await store.placement(of: VMID("no-such-vm")) == nil)
+        },
+        StoreCheck("a VM written without its placement explanation keeps the stored one; a new one replaces it") { store in
+            let host = sampleHost("h1")
+            var vm = sampleVM("a", host: host.id, state: .scheduled)
+            let first = PlacementExplanation(
+                chosenHost: "h1", decidedAt: Date(timeIntervalSince1970: 1_700_000_000),
+                verdicts: [HostVerdict(hostID: host.id, hostName: "h1")])
+            vm.placement = first
+            try await store.commit(StoreBatch(insertedVMs: [vm], hosts: [host]))
+            // What a controller writes after: the VM as it holds it, without the explanation.
+            var running = vm.withoutPlacement
+            running.state = .running
+            try await store.updateVM(running)
+            var expected = running
+            expected.placement = first
+            #expect(try await store.load().vms == [expected])
+            #expect(try await store.placement(of: vm.id) == first)
+            var second = first
+            second.decidedAt = first.decidedAt.addingTimeInterval(60)
+            second.chosenHost = nil
+            running.placement = second
+            try await store.updateVM(running)
+            #expect(try await store.load().vms == [running])
+            // Deleted with its VM.
+            try await store.deleteVM(vm.id)
+            #expect(try await store.placement(of: vm.id) == nil)
         },
         StoreCheck("a host's certificate cutoff is stored, and only moves later") { store in
             let t = Date(timeIntervalSince1970: 1_700_000_000)
@@ -331,6 +359,45 @@ struct SQLiteStoreTests {
                 "v1: hosts and vms", "v2: console output", "v3: migrations", "v4: applications",
                 "v5: rebalancing plans and settings", "v6: migrations by request time", "v7: access tokens and audit",
                 "v8: leader lease", "v9: cluster secrets", "v10: agent certificate cutoffs",
+                "v11: placement explanations apart",
             ])
     }
+
+    @Test("a database an earlier Vireo wrote, with the placement explanations inside the records, has them moved apart on open")
+    func placementsMovedApart() async throws {
+        let path = temporaryDirectory() + "/vireo.db"
+        let placed = samplePlacedVM("placed")
+        let plain = sampleVM("plain")
+        do {
+            let store = try SQLiteStore(path: path)
+            try await store.commit(StoreBatch(insertedVMs: [placed, plain]))
+        }
+        // Back to before the step: the explanation inside the record, no column, the step not applied.
+        do {
+            let database = try DatabaseQueue(path: path)
+            try await database.write { db in
+                try db.execute(
+                    sql: "UPDATE vms SET body = ? WHERE id = ?",
+                    arguments: [try JSONEncoder().encode(placed), placed.id.rawValue])
+                try db.execute(sql: "ALTER TABLE vms DROP COLUMN placement")
+                try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v11: placement explanations apart'")
+            }
+            try database.close()
+        }
+        let reopened = try SQLiteStore(path: path)
+        #expect(try await reopened.load().vms == [placed, plain])
+        #expect(try await reopened.load(recent: 10, placements: false).vms == [placed.withoutPlacement, plain])
+        #expect(try await reopened.placement(of: placed.id) == placed.placement)
+        #expect(try reopened.appliedMigrations().last == "v11: placement explanations apart")
+    }
+}
+
+/// A VM on a host, with the explanation of its placement.
+func samplePlacedVM(_ name: String) -> VirtualMachine {
+    let host = sampleHost("h1")
+    var vm = sampleVM(name, host: host.id, state: .scheduled)
+    vm.placement = PlacementExplanation(
+        chosenHost: "h1", decidedAt: Date(timeIntervalSince1970: 1_700_000_000),
+        verdicts: [HostVerdict(hostID: host.id, hostName: "h1")], omitted: ["scored": 3])
+    return vm
 }

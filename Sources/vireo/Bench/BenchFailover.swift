@@ -4,6 +4,7 @@ import VireoAPI
 import VireoClient
 import VireoDriver
 import VireoModel
+import VireoStore
 import VireoStorePostgres
 
 /// One round of `vireo bench failover`.
@@ -22,6 +23,8 @@ struct FailoverBenchResult: Codable {
     var controllers: Int
     var hosts: Int
     var vms: Int
+    /// Stopped VMs written to the database beforehand (`--stored-vms`).
+    var storedVMs: Int
     var leaseTTLSeconds: Double
     var writeP50Seconds: Double
     var writeMaxSeconds: Double
@@ -42,12 +45,17 @@ struct BenchFailover: AsyncParsableCommand {
             kills the leader with SIGKILL and times until a VM create through a client given both \
             URLs succeeds, and until every agent has heartbeated to the new leader and every VM runs; \
             then starts the killed controller again (it stands by). At the end every VM is counted: \
-            none may be missing or duplicated. Progress goes to standard error.
+            none may be missing or duplicated. --stored-vms makes the cluster a new leader loads \
+            large: stopped VMs written to the database before the controllers start, each with a \
+            placement explanation of 16 host verdicts. Progress goes to standard error.
+            Example: vireo bench failover --rounds 3 --stored-vms 100000 -o json
             """)
 
     @Option(help: "How many times to kill the leader.") var rounds: Int = 5
     @Option(help: "Agents (simulated hosts), each a `vireo agent` process.") var hosts: Int = 3
     @Option(help: "VMs created before the first round.") var vms: Int = 10
+    @Option(name: .customLong("stored-vms"), help: "Stopped VMs written to the database before the controllers start.")
+    var storedVMs: Int = 0
     @Option(help: ArgumentHelp("The controllers' --lease-ttl.", valueName: "duration")) var leaseTTL: String = "5s"
     @OptionGroup var output: OutputOptions
 
@@ -55,6 +63,9 @@ struct BenchFailover: AsyncParsableCommand {
         guard (1...1000).contains(rounds) else { throw ValidationError("--rounds must be 1...1000 (got \(rounds))") }
         guard (1...50).contains(hosts) else { throw ValidationError("--hosts must be 1...50 (got \(hosts))") }
         guard (0...1000).contains(vms) else { throw ValidationError("--vms must be 0...1000 (got \(vms))") }
+        guard (0...1_000_000).contains(storedVMs) else {
+            throw ValidationError("--stored-vms must be 0...1000000 (got \(storedVMs))")
+        }
         guard let ttl = DurationText.seconds(leaseTTL), ttl >= 1, ttl <= 60 else {
             throw ValidationError("--lease-ttl must be a duration from 1s to 1m (got '\(leaseTTL)')")
         }
@@ -83,6 +94,7 @@ struct BenchFailover: AsyncParsableCommand {
                     "--log-level", "notice",
                 ], log: "\(directory)/controller-\(index).log")
         }
+        if storedVMs > 0 { try await storeVMs(url: store) }
         var controllers = [try startController(0)]
         let api = VireoClient(server: urls.joined(separator: ","), timeout: .seconds(10))
         try await benchWait("the first controller leads", within: 60) { (try? await api.health()) != nil }
@@ -151,16 +163,18 @@ struct BenchFailover: AsyncParsableCommand {
         let vmsNow = try await api.allVMs()
         let names = vmsNow.map(\.name)
         let expected = Set((0..<vms).map { "vm-\($0)" } + (1...rounds).map { "failover-\($0)" })
-        let lost = expected.subtracting(names).count + (names.count - Set(names).count)
+        let stored = names.count { $0.hasPrefix(Self.storedPrefix) }
+        let lost = expected.subtracting(names).count + (names.count - Set(names).count) + (storedVMs - stored)
         let writes = each.map(\.writeSeconds).sorted()
         let result = FailoverBenchResult(
-            rounds: rounds, controllers: 2, hosts: hosts, vms: vms, leaseTTLSeconds: DurationText.seconds(leaseTTL)!,
+            rounds: rounds, controllers: 2, hosts: hosts, vms: vms, storedVMs: storedVMs,
+            leaseTTLSeconds: DurationText.seconds(leaseTTL)!,
             writeP50Seconds: percentile(writes, 0.5), writeMaxSeconds: writes.last ?? 0,
             agentsMaxSeconds: each.map(\.agentsSeconds).max() ?? 0, lost: lost, each: each)
         if output.output == .json { return try printJSON(result) }
         print(
             """
-            \(rounds) failovers (lease \(leaseTTL)), 2 controllers, \(hosts) agents, \(vms) VMs:
+            \(rounds) failovers (lease \(leaseTTL)), 2 controllers, \(hosts) agents, \(vms) VMs (and \(storedVMs) stored):
               a write after kill -9 of the leader: p50 \(String(format: "%.2f", result.writeP50Seconds)) s, \
             max \(String(format: "%.2f", result.writeMaxSeconds)) s
               every agent and VM with the new leader: max \(String(format: "%.2f", result.agentsMaxSeconds)) s
@@ -182,9 +196,47 @@ struct BenchFailover: AsyncParsableCommand {
         return found!
     }
 
+    /// Whether the VMs the bench created, `count` of them, all run (the stored ones, named to
+    /// come last, are not read).
     func allRunning(_ api: VireoClient, count: Int) async throws -> Bool {
-        let vms = try await api.allVMs()
+        var vms: [VMView] = []
+        var after: String?
+        repeat {
+            let page = try await api.vms(after: after, limit: 1000)
+            let created = page.items.prefix { !$0.name.hasPrefix(Self.storedPrefix) }
+            vms += created
+            after = created.count == page.items.count ? page.next : nil
+        } while after != nil
         return vms.count == count && vms.allSatisfy { $0.state == .running }
+    }
+
+    /// Names of the stored VMs: after every created one.
+    static let storedPrefix = "zz-stored-"
+
+    /// Writes `storedVMs` stopped VMs, on no host, each with an explanation of 16 verdicts (as
+    /// large as a placement keeps), in batches.
+    func storeVMs(url: String) async throws {
+        let store = try await PostgresStore.open(try PostgresLocation(url: url))
+        defer { store.close() }
+        let now = Date()
+        let verdicts = (0..<16).map { index in
+            HostVerdict(
+                hostID: .generate(), hostName: String(format: "h%05d", index),
+                score: HostScore(cpuFreeAfter: 0.5 + Double(index) / 100, memoryFreeAfter: 0.25, total: 0.4))
+        }
+        for start in stride(from: 0, to: storedVMs, by: 1000) {
+            let batch = (start..<min(storedVMs, start + 1000)).map { index in
+                VirtualMachine(
+                    id: .generate(),
+                    spec: VMSpec(name: String(format: "\(Self.storedPrefix)%07d", index), image: "tiny", cpus: 1, memoryMiB: 512),
+                    state: .stopped, intent: .stopped,
+                    placement: PlacementExplanation(
+                        chosenHost: "h00000", decidedAt: now, verdicts: verdicts, omitted: ["scored": 984]),
+                    createdAt: now, updatedAt: now, stateChangedAt: now)
+            }
+            try await store.commit(StoreBatch(insertedVMs: batch))
+        }
+        stderr("\(storedVMs) stopped VMs stored")
     }
 }
 
