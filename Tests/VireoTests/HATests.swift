@@ -177,13 +177,17 @@ extension HATests {
             let age = try #require(Int(list.headers.first(name: "Vireo-Snapshot-Age-Ms") ?? ""))
             #expect(age >= 0 && age <= 5000)
             // One VM's view, with its placement explanation: the snapshot reads it from the store.
-            let one = try await get("/v1/vms/web-1")
-            #expect(one.status == 200 && one.headers.first(name: "Vireo-Standby") == urlA)
-            let fromLeader = try await http.execute(HTTPClientRequest(url: urlA + "/v1/vms/web-1"), timeout: .seconds(10))
-            let leaderView = try VireoJSON.decoder().decode(
-                VMView.self, from: Data(buffer: try await fromLeader.body.collect(upTo: 1 << 20)))
-            let standbyView = try VireoJSON.decoder().decode(VMView.self, from: Data(one.body.utf8))
-            #expect(leaderView.placement != nil && standbyView.placement == leaderView.placement)
+            // (The leader places a pending VM again, with a new explanation, at its next pass, so
+            // the two are compared until neither changes in between.)
+            try await eventually("B shows web-1's placement explanation as A does", within: 10) {
+                let one = try await get("/v1/vms/web-1")
+                #expect(one.status == 200 && one.headers.first(name: "Vireo-Standby") == urlA)
+                let fromLeader = try await http.execute(HTTPClientRequest(url: urlA + "/v1/vms/web-1"), timeout: .seconds(10))
+                let leaderView = try VireoJSON.decoder().decode(
+                    VMView.self, from: Data(buffer: try await fromLeader.body.collect(upTo: 1 << 20)))
+                let standbyView = try VireoJSON.decoder().decode(VMView.self, from: Data(one.body.utf8))
+                return leaderView.placement != nil && standbyView.placement == leaderView.placement
+            }
             #expect(try await get("/v1/vms/web-1/logs").status == 200)
             #expect(try await get("/v1/hosts").status == 200)
             #expect(try await get("/openapi.json").status == 200)
