@@ -11,7 +11,7 @@ commands=(
   "testbed up" "testbed down" "bench create" "bench boot" "bench migrate" "bench ingest" "bench evaluate"
   "bench scrape" "bench console" "bench cluster" "bench failover" "bench standby" "bench copy-storage" "bench context" sim chaos
   "context open" "context list" "context show" "context reset" "context keep" "context close" "context logs"
-  "driver list" "token create" "token list" "token revoke" audit
+  "driver list" "token create" "token list" "token revoke" "token rotate" audit
 )
 {
   echo "# vireo command reference"

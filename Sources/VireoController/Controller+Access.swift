@@ -27,6 +27,20 @@ final class AccessBook: Sendable {
 }
 
 extension Controller {
+    /// Rotates one of the cluster's secrets in the store (`ClusterStore.rotateSecret`), keeping a
+    /// digest of the value it replaces.
+    public nonisolated func rotateSecret(_ name: String, from expected: String, to value: String) async throws {
+        try await store.rotateSecret(name, from: expected, to: value, supersededDigest: AccessBook.hash(expected))
+    }
+
+    /// The digest `rotateSecret` keeps of a value a secret had (lowercase hex SHA-256).
+    public static func secretDigest(_ value: String) -> String { AccessBook.hash(value) }
+
+    /// The cluster's secret `name` as stored, or `proposed`, stored now, if it has none.
+    public nonisolated func secret(_ name: String, proposing proposed: String) async throws -> String {
+        try await store.secret(name, proposing: proposed)
+    }
+
     /// The token whose secret this is, if it is active (not expired, not revoked).
     public nonisolated func authenticate(secret: String) -> AccessToken? {
         guard let token = accessBook.token(secret: secret), token.status(at: now()) == .active else { return nil }

@@ -16,6 +16,19 @@ extension VireoServer {
         router.delete("/v1/tokens/{token}") { _, context in
             try json(try await controller.revokeToken(context.parameters.require("token")))
         }
+        let tokens = self.tokens
+        router.post("/v1/tokens/join/rotate") { _, context in
+            guard let tokens else {
+                throw VireoError(
+                    .failedPrecondition,
+                    "this controller listens on loopback only: it has no join token (its agents need none)")
+            }
+            let secret = try await tokens.rotateJoin(controller: controller)
+            let now = controller.now()
+            context.logger.notice("the join token was rotated")
+            let view = TokenView(AccessToken(name: "join", role: .agent, createdAt: now, secretHash: ""), now: now)
+            return try json(TokenCreated(token: view, secret: secret))
+        }
         router.get("/v1/audit") { request, _ in
             let query = request.uri.queryParameters
             let since = try timeParameter(query.get("since"), name: "since", now: controller.now())

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdAuth
 import NIOCore
 import NIOSSL
+import Synchronization
 import VireoAPI
 import VireoController
 import VireoModel
@@ -11,19 +12,67 @@ import VireoSecurity
 /// The controller's own two tokens, in files of its data directory, made when it first listens
 /// beyond loopback: `admin` may do everything; `join` lets an agent register and heartbeat,
 /// nothing else (with `--tls-auto`, only get its host's certificate, which it then speaks with).
-/// Tokens of other roles are made with `vireo token create` and kept in the store.
-public struct AccessTokens: Sendable, Equatable {
-    public var admin: String
-    public var join: String
+/// Tokens of other roles are made with `vireo token create` and kept in the store. The join
+/// token can be rotated (`rotateJoin`).
+public final class AccessTokens: Sendable {
+    public let admin: String
+    private let joinSecret: Mutex<String>
+    /// The data directory whose files hold them; nil: in memory only.
+    let directory: String?
+    /// Controllers on one database share them through its `secrets` (`ServeOptions.shareSecrets`).
+    let shared: Bool
 
-    public init(admin: String, join: String) {
+    public var join: String { joinSecret.withLock { $0 } }
+
+    public init(admin: String, join: String, directory: String? = nil, shared: Bool = false) {
         self.admin = admin
-        self.join = join
+        self.joinSecret = Mutex(join)
+        self.directory = directory
+        self.shared = shared
+    }
+
+    /// The name of the join token's secret in the store (shared by controllers on one database).
+    public static let joinSecretName = "join-token"
+
+    /// How the store keeps a secret held in files: their contents, in order, as JSON.
+    public static func storedValue(ofFiles contents: [String]) throws -> String {
+        String(decoding: try JSONEncoder().encode(contents), as: UTF8.self)
+    }
+
+    /// Replaces the join token with a new one: when `shared`, in the store (where a controller
+    /// that shares the database takes it from; the old one's digest is kept, so a data directory
+    /// still holding it is known as this cluster's), then in `join.token` (mode 0600) and here. Agents that have their
+    /// certificates keep them; an agent without one (a controller without `--tls-auto`) speaks
+    /// with the join token and needs the new one. Returns the new token.
+    public func rotateJoin(controller: Controller) async throws -> String {
+        let current = join
+        let fresh = AccessToken.newSecret()
+        if shared {
+            let stored = try await controller.secret(
+                Self.joinSecretName, proposing: try Self.storedValue(ofFiles: [current + "\n"]))
+            let storedToken = (try? JSONDecoder().decode([String].self, from: Data(stored.utf8)))?.first
+            guard storedToken?.trimmingCharacters(in: .whitespacesAndNewlines) == current else {
+                throw VireoError(
+                    .conflict,
+                    "the join token in the database is not this controller's (another controller rotated it): "
+                        + "nothing was rotated; restart this controller to take the cluster's")
+            }
+            try await controller.rotateSecret(
+                Self.joinSecretName, from: stored, to: try Self.storedValue(ofFiles: [fresh + "\n"]))
+        }
+        if let directory {
+            try CertificateAuthority.replaceFile(
+                (directory as NSString).appendingPathComponent("join.token"), with: fresh + "\n", mode: 0o600)
+        }
+        joinSecret.withLock { $0 = fresh }
+        return fresh
     }
 
     /// Reads the tokens from `directory`, creating them (mode 0600) on first start.
     /// Returns the tokens and whether they were created now.
-    public static func loadOrCreate(in directory: String) throws -> (tokens: AccessTokens, created: Bool) {
+    public static func loadOrCreate(in directory: String, shared: Bool = false) throws -> (
+        tokens: AccessTokens, created: Bool
+    ) {
         let fm = FileManager.default
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var created = false
@@ -39,7 +88,8 @@ public struct AccessTokens: Sendable, Equatable {
             created = true
             return value
         }
-        let tokens = AccessTokens(admin: try token("admin.token"), join: try token("join.token"))
+        let tokens = AccessTokens(
+            admin: try token("admin.token"), join: try token("join.token"), directory: directory, shared: shared)
         return (tokens, created)
     }
 }

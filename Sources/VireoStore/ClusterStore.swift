@@ -122,6 +122,12 @@ public protocol ClusterStore: Sendable {
     /// stored, or `proposed`, stored now, if there is none. Controllers sharing a database so
     /// share the first one's. Not fenced: a controller settles its secrets before it leads.
     func secret(_ name: String, proposing proposed: String) async throws -> String
+    /// Replaces the secret `name`, which must still be `expected` (`.conflict` otherwise, and
+    /// nothing changed), with `value`, and adds `supersededDigest` (a digest of `expected`) to the
+    /// ones `supersededSecrets(name)` lists, in one transaction.
+    func rotateSecret(_ name: String, from expected: String, to value: String, supersededDigest: String) async throws
+    /// Digests of the values the secret `name` had before its rotations, oldest first.
+    func supersededSecrets(_ name: String) async throws -> [String]
 
     /// For each host whose agent certificates were revoked, the time before which a certificate
     /// issued to it is refused.
@@ -132,6 +138,9 @@ public protocol ClusterStore: Sendable {
 }
 
 extension ClusterStore {
+    /// Where the digests a secret superseded are kept: a secret of its own.
+    public static func supersededName(of secret: String) -> String { secret + "/superseded" }
+
     /// Everything, the whole history included.
     public func load() async throws -> StoredCluster { try await load(recent: .max) }
 

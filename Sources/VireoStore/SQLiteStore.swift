@@ -395,6 +395,30 @@ public final class SQLiteStore: ClusterStore {
         }
     }
 
+    public func rotateSecret(_ name: String, from expected: String, to value: String, supersededDigest: String) async throws {
+        try await writer.write { db in
+            let current = try String.fetchOne(db, sql: "SELECT value FROM secrets WHERE name = ?", arguments: [name])
+            guard current == expected else {
+                throw VireoError(.conflict, "the secret '\(name)' changed meanwhile; nothing was rotated")
+            }
+            try db.execute(sql: "UPDATE secrets SET value = ? WHERE name = ?", arguments: [value, name])
+            try db.execute(
+                sql: """
+                    INSERT INTO secrets (name, value) VALUES (?, ?)
+                    ON CONFLICT (name) DO UPDATE SET value = value || char(10) || excluded.value
+                    """,
+                arguments: [Self.supersededName(of: name), supersededDigest])
+        }
+    }
+
+    public func supersededSecrets(_ name: String) async throws -> [String] {
+        try await writer.read { db in
+            let text = try String.fetchOne(
+                db, sql: "SELECT value FROM secrets WHERE name = ?", arguments: [Self.supersededName(of: name)])
+            return (text ?? "").split(separator: "\n").map(String.init)
+        }
+    }
+
     public func certificateCutoffs() async throws -> [String: Date] {
         try await writer.read { db in
             var cutoffs: [String: Date] = [:]

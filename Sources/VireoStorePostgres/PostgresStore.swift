@@ -459,6 +459,28 @@ public final class PostgresStore: ClusterStore {
         }
     }
 
+    public func rotateSecret(_ name: String, from expected: String, to value: String, supersededDigest: String) async throws {
+        let superseded = Self.supersededName(of: name)
+        try await transaction { c in
+            let changed = try await self.count(
+                c, "UPDATE secrets SET value = \(value) WHERE name = \(name) AND value = \(expected) RETURNING 1")
+            guard changed == 1 else {
+                throw VireoError(.conflict, "the secret '\(name)' changed meanwhile; nothing was rotated")
+            }
+            try await c.query(
+                """
+                INSERT INTO secrets (name, value) VALUES (\(superseded), \(supersededDigest))
+                ON CONFLICT (name) DO UPDATE SET value = secrets.value || chr(10) || excluded.value
+                """, logger: self.logger)
+        }
+    }
+
+    public func supersededSecrets(_ name: String) async throws -> [String] {
+        let values = try await rows(
+            "SELECT value FROM secrets WHERE name = \(Self.supersededName(of: name))", String.self)
+        return (values.first ?? "").split(separator: "\n").map(String.init)
+    }
+
     public func certificateCutoffs() async throws -> [String: Date] {
         try await connection { c in
             var cutoffs: [String: Date] = [:]

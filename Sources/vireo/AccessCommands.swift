@@ -13,7 +13,7 @@ struct TokenCommand: AsyncParsableCommand {
             is refused with 403, on loopback too; a request without a token on loopback is admin's. \
             docs/security.md has the whole table.
             """,
-        subcommands: [TokenCreate.self, TokenList.self, TokenRevoke.self])
+        subcommands: [TokenCreate.self, TokenList.self, TokenRevoke.self, TokenRotate.self])
 }
 
 struct TokenCreate: AsyncParsableCommand {
@@ -100,6 +100,40 @@ struct TokenRevoke: AsyncParsableCommand {
         let token = try await client.client().revokeToken(name)
         if output.output == .json { return try printJSON(token) }
         print("Token \(token.name) revoked.")
+    }
+}
+
+struct TokenRotate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate",
+        abstract: "Replace the controller's join token with a new one; prints it, shown this once.",
+        discussion: """
+            Only the join token (join.token), the one secret that gets agent certificates for any host \
+            name, is rotated: the old one is refused from now on, the new one is written to the \
+            controller's join.token and, on PostgreSQL, to the database, where the other controllers \
+            take it (each when it takes over or starts). Agents that have their certificates \
+            (--tls-auto) keep them; an agent of a controller without --tls-auto speaks with the join \
+            token and must be restarted with the new one. A token of the store is revoked and made \
+            again instead (vireo token revoke, vireo token create). Admin only.
+            Example: vireo token rotate join
+            """)
+
+    @Argument(help: "The token to rotate: join.") var name: String
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard name == "join" else {
+            throw ValidationError(
+                "only the join token is rotated ('\(name)' given): a token of the store is revoked and made again")
+        }
+    }
+
+    func run() async throws {
+        let rotated = try await client.client().rotateJoinToken()
+        if output.output == .json { return try printJSON(rotated) }
+        stderr("Join token rotated: the old one is refused from now on. The new one, shown this once:")
+        print(rotated.secret)
     }
 }
 

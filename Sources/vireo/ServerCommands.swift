@@ -321,7 +321,7 @@ struct ControlPlane {
         }
         var tokens: AccessTokens?
         if !isLoopback(host) {
-            let (loaded, created) = try AccessTokens.loadOrCreate(in: options.dataDir)
+            let (loaded, created) = try AccessTokens.loadOrCreate(in: options.dataDir, shared: postgres != nil)
             tokens = loaded
             print(
                 "Listening beyond loopback: API token \(created ? "created" : "kept") in \(options.dataDir)/admin.token, "
@@ -340,6 +340,12 @@ struct ControlPlane {
             }
             let lease = try await leadership.standBy(host: host, port: port, tls: tls, reads: reads)
             leaseKeeper = LeaseKeeper(leadership: leadership, term: lease.term)
+            if tokens != nil {
+                // The join token may have been rotated while this controller stood by: it leads
+                // with the cluster's.
+                try await options.shareSecrets(through: shared, tokens: true)
+                tokens = try AccessTokens.loadOrCreate(in: options.dataDir, shared: true).tokens
+            }
         }
         try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
         if migrationTLS { settings.migrationAuthority = try MigrationAuthority(directory: options.dataDir + "/migration-ca") }
@@ -689,7 +695,7 @@ extension ServeOptions {
     /// it over the files when they were `madeNow`, and refuses otherwise.
     private func settle(_ secret: SharedSecret, through store: any ClusterStore, madeNow: Bool) async throws {
         let local = try secret.paths.map { try String(contentsOfFile: $0, encoding: .utf8) }
-        let proposed = String(decoding: try JSONEncoder().encode(local), as: UTF8.self)
+        let proposed = try AccessTokens.storedValue(ofFiles: local)
         let stored = try await store.secret(secret.name, proposing: proposed)
         guard
             let cluster = try? JSONDecoder().decode([String].self, from: Data(stored.utf8)),
@@ -698,7 +704,9 @@ extension ServeOptions {
             throw VireoError(.internal, "the cluster's \(secret.what) in the database cannot be read")
         }
         guard cluster != local else { return }
-        guard madeNow else {
+        // A value the cluster rotated away from (`vireo token rotate join`) is this cluster's too.
+        let superseded = try await store.supersededSecrets(secret.name).contains(Controller.secretDigest(proposed))
+        guard madeNow || superseded else {
             let differing = zip(secret.paths, zip(local, cluster)).first { $0.1.0 != $0.1.1 }?.0 ?? secret.paths[0]
             throw VireoError(
                 .failedPrecondition,

@@ -230,6 +230,64 @@ struct AccessAPITests {
         }
     }
 
+    @Test(
+        "the join token is rotated by admin only: the old one is refused from then on, the new one is in join.token (0600), audited; a controller on loopback only has none: 412"
+    )
+    func rotateJoin() async throws {
+        let directory = temporaryDirectory()
+        let tokens = try AccessTokens.loadOrCreate(in: directory).tokens
+        let old = tokens.join
+        let plane = try await TestControlPlane.make(tokens: tokens)
+        try await plane.test { client in
+            let admin = Self.bearer(tokens.admin)
+            let h1 = try await plane.controller.host("h1").id
+            let heartbeat = #"{"hostID":"\#(h1)","instances":[]}"#
+            #expect(
+                try await client.request(.post, "/v1/agent/heartbeat", body: heartbeat, headers: Self.bearer(old)).status == 200)
+            let made = try await client.request(.post, "/v1/tokens", body: #"{"name":"ci","role":"operator"}"#, headers: admin)
+            let op = try decodeJSON(TokenCreated.self, made.body).secret
+            #expect(try await client.request(.post, "/v1/tokens/join/rotate", headers: Self.bearer(op)).status == 403)
+            #expect(try await client.request(.post, "/v1/tokens/join/rotate", headers: Self.bearer(old)).status == 403)
+            #expect(tokens.join == old, "a refusal changes nothing")
+
+            let rotated = try await client.request(.post, "/v1/tokens/join/rotate", headers: admin)
+            #expect(rotated.status == 200, "\(rotated.body)")
+            let answer = try decodeJSON(TokenCreated.self, rotated.body)
+            #expect(answer.token.name == "join" && answer.token.role == .agent)
+            let fresh = answer.secret
+            #expect(fresh != old && fresh.count == 64)
+            #expect(
+                try await client.request(.post, "/v1/agent/heartbeat", body: heartbeat, headers: Self.bearer(old)).status == 401)
+            #expect(
+                try await client.request(.post, "/v1/agent/heartbeat", body: heartbeat, headers: Self.bearer(fresh)).status == 200
+            )
+            // Joins that expire or are revoked one by one: tokens of the agent role, untouched by a rotation.
+            let rack = try await client.request(
+                .post, "/v1/tokens", body: #"{"name":"rack-7","role":"agent","expiresAt":"2099-01-01T00:00:00Z"}"#, headers: admin
+            )
+            let rackSecret = try decodeJSON(TokenCreated.self, rack.body).secret
+            #expect(
+                try await client.request(.post, "/v1/agent/heartbeat", body: heartbeat, headers: Self.bearer(rackSecret)).status
+                    == 200)
+            let path = directory + "/join.token"
+            #expect(try String(contentsOfFile: path, encoding: .utf8) == fresh + "\n")
+            #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+            #expect(try AccessTokens.loadOrCreate(in: directory).tokens.join == fresh, "kept across a restart")
+
+            let trail = try decodeJSON(AuditList.self, try await client.request(.get, "/v1/audit", headers: admin).body).items
+            #expect(
+                trail.filter { $0.path == "/v1/tokens/join/rotate" }.map { "\($0.who) \($0.status)" } == [
+                    "ci 403", "join 403", "admin 200",
+                ])
+        }
+        let loopback = try await TestControlPlane.make()
+        try await loopback.test { client in
+            let refused = try await client.request(.post, "/v1/tokens/join/rotate")
+            #expect(refused.status == 412)
+            #expect(expectEnvelope(refused.body, code: .failedPrecondition).contains("loopback"))
+        }
+    }
+
     @Test("a controller without its own certificate authority has no agent certificates to revoke: 412, nothing stored")
     func revokeWithoutAuthority() async throws {
         let plane = try await TestControlPlane.make()

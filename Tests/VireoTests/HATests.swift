@@ -270,6 +270,69 @@ extension HATests {
         #expect(!FileManager.default.fileExists(atPath: dirC + "/tls"))
     }
 
+    @Test(
+        "a join token rotated through the leader is the cluster's: refused there at once, and by the standby when it takes over; a data directory still holding the old one is this cluster's and takes the new one"
+    )
+    func rotatedJoinToken() async throws {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        // Beyond loopback, so that the controllers have tokens; spoken to on 127.0.0.1 only.
+        func start(_ dataDir: String, _ port: Int) throws -> BackgroundVireo {
+            try BackgroundVireo([
+                "controller", "--data-dir", dataDir, "--listen", "0.0.0.0:\(port)", "--store", store, "--lease-ttl", "2s",
+                "--log-level", "notice",
+            ])
+        }
+        func read(_ dir: String, _ file: String) throws -> String {
+            try String(contentsOfFile: dir + "/" + file, encoding: .utf8)
+        }
+        let (dirA, dirB, dirC) = (temporaryDirectory(), temporaryDirectory(), temporaryDirectory())
+        let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
+        let a = try start(dirA, portA)
+        defer { a.kill() }
+        try await eventually("controller A leads", within: 30) { a.logText.contains("API on http://") }
+        let b = try start(dirB, portB)
+        defer { b.kill() }
+        try await eventually("controller B stands by", within: 30) { b.logText.contains("standing by") }
+        let admin = try read(dirA, "admin.token").trimmingCharacters(in: .whitespacesAndNewlines)
+        let old = try read(dirA, "join.token").trimmingCharacters(in: .whitespacesAndNewlines)
+
+        /// The status of an agent's request (a watch of a host that is not there) with `token`.
+        func agentStatus(_ port: Int, _ token: String) async throws -> Int {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/agent/watch?host=none&after=0&waitMs=0")
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            return Int(try await HTTPClient.shared.execute(request, timeout: .seconds(10)).status.code)
+        }
+        #expect(try await agentStatus(portA, old) != 401)
+
+        let rotated = try await vireo(
+            ["token", "rotate", "join", "-o", "json"], server: "http://127.0.0.1:\(portA)", token: admin)
+        #expect(rotated.status == 0, "\(rotated.stderr)")
+        let fresh = try VireoJSON.decoder().decode(TokenCreated.self, from: Data(rotated.stdout.utf8)).secret
+        #expect(fresh != old)
+        #expect(try read(dirA, "join.token") == fresh + "\n")
+        #expect(try await agentStatus(portA, old) == 401)
+        #expect(try await agentStatus(portA, fresh) != 401)
+        #expect(try read(dirB, "join.token") == old + "\n", "B took the tokens when it started")
+
+        // B takes over with the cluster's join token.
+        a.kill()
+        try await eventually("B leads", within: 30) { b.logText.contains("API on http://") }
+        #expect(try await agentStatus(portB, old) == 401)
+        #expect(try await agentStatus(portB, fresh) != 401)
+        #expect(try read(dirB, "join.token") == fresh + "\n")
+
+        // A data directory holding the old join token (with the cluster's admin token) is this
+        // cluster's: it starts, with the new one.
+        try (admin + "\n").write(toFile: dirC + "/admin.token", atomically: true, encoding: .utf8)
+        try (old + "\n").write(toFile: dirC + "/join.token", atomically: true, encoding: .utf8)
+        let c = try start(dirC, portA)
+        defer { c.kill() }
+        try await eventually("C stands by", within: 30) { c.logText.contains("standing by") || !c.process.isRunning }
+        #expect(c.process.isRunning, "\(c.logText)")
+        #expect(try read(dirC, "join.token") == fresh + "\n")
+    }
+
     @Test("vireo bench failover kills the leader, times the takeover and finds nothing lost")
     func benchFailover() async throws {
         let result = try await vireo([

@@ -295,6 +295,21 @@ struct StoreCheck: Sendable, CustomTestStringConvertible {
             try await store.deleteVM(vm.id)
             #expect(try await store.placement(of: vm.id) == nil)
         },
+        StoreCheck("a secret rotates only from the value it has, and keeps the digests of the ones it had") { store in
+            #expect(try await store.supersededSecrets("join-token").isEmpty)
+            #expect(try await store.secret("join-token", proposing: "first") == "first")
+            let stale = await #expect(throws: VireoError.self) {
+                try await store.rotateSecret("join-token", from: "not-it", to: "second", supersededDigest: "d0")
+            }
+            #expect(stale?.code == .conflict)
+            #expect(try await store.secret("join-token", proposing: "x") == "first", "nothing changed")
+            #expect(try await store.supersededSecrets("join-token").isEmpty)
+            try await store.rotateSecret("join-token", from: "first", to: "second", supersededDigest: "d1")
+            try await store.rotateSecret("join-token", from: "second", to: "third", supersededDigest: "d2")
+            #expect(try await store.secret("join-token", proposing: "x") == "third")
+            #expect(try await store.supersededSecrets("join-token") == ["d1", "d2"])
+            #expect(try await store.supersededSecrets("admin-token").isEmpty, "each secret its own")
+        },
         StoreCheck("a host's certificate cutoff is stored, and only moves later") { store in
             let t = Date(timeIntervalSince1970: 1_700_000_000)
             let none = try await store.certificateCutoffs()
