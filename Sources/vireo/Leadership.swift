@@ -38,12 +38,19 @@ struct Leadership: Sendable {
     var poll: Duration { min(.milliseconds(500), ttl / 5) }
 
     /// Serves as a standby on `host`:`port` until this controller takes the lease; returns the
-    /// lease it took, with the store fenced by its term.
-    func standBy(host: String, port: Int, tls: TLSConfiguration?, reads: StandbyReads) async throws -> LeaderLease {
+    /// lease it took, with the store fenced by its term, and the standby's server, answering 503
+    /// ("taking over", so that a client given several URLs tries the next) while the new leader
+    /// loads the cluster: stop it just before the leader's own server takes the port, which is then
+    /// closed for a moment, not for the load (seconds at 100,000 VMs).
+    func standBy(host: String, port: Int, tls: TLSConfiguration?, reads: StandbyReads) async throws -> (
+        lease: LeaderLease, server: StandbyServer?
+    ) {
         let first = try await store.claimLease(holder: holder, url: url, ttl: ttl)
-        if first.holder == holder { return taken(first) }
+        if first.holder == holder { return (taken(first), nil) }
         let leader = LeaderURL(first.live ? first.url : nil)
+        let takingOver = Mutex(false)
         let responder = CallbackResponder<VireoRequestContext> { request, context in
+            if takingOver.withLock({ $0 }) { return Self.takingOverAnswer(request) }
             let leading = leader.value.withLock { $0 }
             if let served = try await reads.answer(request, context: context, leader: leading) { return served }
             return Self.standbyAnswer(request, leader: leading)
@@ -54,57 +61,54 @@ struct Leadership: Sendable {
             configuration: .init(address: .hostname(host, port: port), serverName: "vireo", backlog: ControlPlane.listenBacklog),
             logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: app)], logger: logger))
+        // Set by a signal, or when the server ends by itself (it could not listen).
+        let stopped = Mutex(false)
         // SIGTERM and SIGINT are taken before this controller says it stands by, not once the
         // group runs: one sent in between ended the process by the signal's default (seen in a
         // full run of HATests). They stay taken: the leader's own services take them too.
         for number in [SIGTERM, SIGINT] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler { Task { await group.triggerGracefulShutdown() } }
+            source.setEventHandler {
+                stopped.withLock { $0 = true }
+                Task { await group.triggerGracefulShutdown() }
+            }
             source.resume()
             Self.signalSources.append(source)
         }
         logger.notice("standing by: the leader is \(first.holder) at \(first.url)")
+        let serving = Task {
+            defer { stopped.withLock { $0 = true } }
+            try await group.run()
+        }
         // Snapshots for the reads it serves, until it stops standing by.
         let refreshing = Task { await reads.keepFresh(logger: self.logger) }
-        defer { refreshing.cancel() }
-        return try await withThrowingTaskGroup(of: LeaderLease?.self) { tasks in
-            tasks.addTask {
-                try await group.run()
-                return nil
-            }
-            tasks.addTask {
-                while true {
-                    do {
-                        try await Task.sleep(for: self.poll)
-                    } catch {
-                        return nil  // stopped by a signal while standing by
-                    }
-                    let lease: LeaderLease
-                    do {
-                        lease = try await store.claimLease(holder: holder, url: url, ttl: ttl)
-                    } catch {
-                        logger.warning("cannot read the leader lease: \(error)")
-                        continue
-                    }
-                    if lease.holder == holder {
-                        await group.triggerGracefulShutdown()
-                        return lease
-                    }
-                    leader.value.withLock { $0 = lease.live ? lease.url : nil }
-                }
-            }
-            // The server ends only when asked to stop (a signal: then no lease is taken, and
-            // the controller exits with success) or once the lease is taken.
-            var taken: LeaderLease?
-            for try await result in tasks {
-                if let result { taken = result } else if taken == nil { tasks.cancelAll() }
-            }
-            guard let taken else {
+        while true {
+            if stopped.withLock({ $0 }) {
+                refreshing.cancel()
+                try await serving.value  // the server's error, if it ended by itself
                 logger.notice("stopped while standing by")
                 throw ExitCode.success
             }
-            return self.taken(taken)
+            try? await Task.sleep(for: poll)
+            let lease: LeaderLease
+            do {
+                lease = try await store.claimLease(holder: holder, url: url, ttl: ttl)
+            } catch {
+                logger.warning("cannot read the leader lease: \(error)")
+                continue
+            }
+            if lease.holder == holder {
+                // From now on it answers 503 to everything: its snapshots are of no more use.
+                takingOver.withLock { $0 = true }
+                refreshing.cancel()
+                let server = StandbyServer {
+                    await group.triggerGracefulShutdown()
+                    _ = try? await serving.value
+                }
+                return (taken(lease), server)
+            }
+            leader.value.withLock { $0 = lease.live ? lease.url : nil }
         }
     }
 
@@ -112,6 +116,13 @@ struct Leadership: Sendable {
         store.fence(StoreFence(holder: holder, term: lease.term))
         logger.notice("leading in term \(lease.term) (lease \(ttl), renewed every \(poll))")
         return lease
+    }
+
+    /// The answer of a standby that took the lease and is loading the cluster: 503, try again.
+    static func takingOverAnswer(_ request: Request) -> Response {
+        errorResponse(
+            VireoError(.unavailable, "this controller is a standby taking over as the leader; try again shortly"),
+            requestID: UUID().uuidString)
     }
 
     /// A standby's answer: `/healthz` 503; anything else a redirect to the leader, or 503 while
@@ -236,6 +247,12 @@ final class StandbyReads: Sendable {
             try? await Task.sleep(for: pause)
         }
     }
+}
+
+/// A standby's server, left serving while its controller takes over.
+struct StandbyServer: Sendable {
+    /// Stops it and waits until its port is closed.
+    let stop: @Sendable () async -> Void
 }
 
 /// The leader's URL as a standby last read it, for its responder.

@@ -329,6 +329,7 @@ struct ControlPlane {
         }
         let scheme = tls == nil ? "http" : "https"
         var leaseKeeper: LeaseKeeper?
+        var standbyServer: StandbyServer?
         if let shared = postgres as? PostgresStore {
             let leadership = Leadership(
                 store: shared, holder: "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
@@ -338,7 +339,8 @@ struct ControlPlane {
             let reads = StandbyReads { [tokens, settings] in
                 try await StandbyReads.snapshot(of: shared, settings: settings, tokens: tokens)
             }
-            let lease = try await leadership.standBy(host: host, port: port, tls: tls, reads: reads)
+            let (lease, server) = try await leadership.standBy(host: host, port: port, tls: tls, reads: reads)
+            standbyServer = server
             leaseKeeper = LeaseKeeper(leadership: leadership, term: lease.term)
             if tokens != nil {
                 // The join token may have been rotated while this controller stood by: it leads
@@ -373,6 +375,8 @@ struct ControlPlane {
                 fflush(nil)  // seen at once even when standard output is a pipe
             },
             logger: logger)
+        // The standby's server answered while the cluster loaded; the leader's takes its port now.
+        await standbyServer?.stop()
         return ControlPlane(
             controller: controller,
             services: [DrainingService(app, connections: connections), ControllerLoops(controller: controller, logger: logger)]

@@ -127,9 +127,9 @@ extension HATests {
 
         kill(a.process.processIdentifier, SIGSTOP)
         try await eventually("B takes the lease while A is frozen", within: 30) { b.logText.contains("leading in term 2") }
-        // Between its standby's server and its own, for as long as loading the cluster takes, B's
-        // port is closed: a client given B alone waits for it to serve (one given both URLs would
-        // try the other).
+        // While B loads the cluster its standby's server answers 503 ("taking over"), then hands
+        // the port to its own: a client given B alone waits for it to serve (one given both URLs
+        // would try the other).
         try await eventually("B serves as the leader", within: 30) { b.logText.contains("API on") }
         let after = try await vireo(["vm", "create", "after", "--image", "tiny"], server: urlB)
         #expect(after.status == 0, "\(after.stderr)")
