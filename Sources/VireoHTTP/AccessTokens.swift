@@ -41,9 +41,9 @@ public final class AccessTokens: Sendable {
 
     /// Replaces the join token with a new one: when `shared`, in the store (where a controller
     /// that shares the database takes it from; the old one's digest is kept, so a data directory
-    /// still holding it is known as this cluster's), then in `join.token` (mode 0600) and here. Agents that have their
-    /// certificates keep them; an agent without one (a controller without `--tls-auto`) speaks
-    /// with the join token and needs the new one. Returns the new token.
+    /// still holding it is known as this cluster's), then in `join.token` (mode 0600) and here.
+    /// Agents that have their certificates keep them; an agent without one (a controller without
+    /// `--tls-auto`) speaks with the join token and needs the new one. Returns the new token.
     public func rotateJoin(controller: Controller) async throws -> String {
         let current = join
         let fresh = AccessToken.newSecret()
@@ -60,11 +60,14 @@ public final class AccessTokens: Sendable {
             try await controller.rotateSecret(
                 Self.joinSecretName, from: stored, to: try Self.storedValue(ofFiles: [fresh + "\n"]))
         }
-        if let directory {
-            try CertificateAuthority.replaceFile(
-                (directory as NSString).appendingPathComponent("join.token"), with: fresh + "\n", mode: 0o600)
+        // The file and the memory together: two rotations at once leave them alike.
+        try joinSecret.withLock { join in
+            if let directory {
+                try CertificateAuthority.replaceFile(
+                    (directory as NSString).appendingPathComponent("join.token"), with: fresh + "\n", mode: 0o600)
+            }
+            join = fresh
         }
-        joinSecret.withLock { $0 = fresh }
         return fresh
     }
 

@@ -108,8 +108,8 @@ struct TokenRotate: AsyncParsableCommand {
         commandName: "rotate",
         abstract: "Replace the controller's join token with a new one; prints it, shown this once.",
         discussion: """
-            Only the join token (join.token), the one secret that gets agent certificates for any host \
-            name, is rotated: the old one is refused from now on, the new one is written to the \
+            Only the join token (join.token), the controller's own token that agents join with, is \
+            rotated: the old one is refused from now on, the new one is written to the \
             controller's join.token and, on PostgreSQL, to the database, where the other controllers \
             take it (each when it takes over or starts). Agents that have their certificates \
             (--tls-auto) keep them; an agent of a controller without --tls-auto speaks with the join \

@@ -220,19 +220,25 @@ extension HATests {
         try await http.shutdown()
     }
 
+    /// Starts `vireo controller`s on a fresh database, each given its data directory and port:
+    /// listening beyond loopback, so that they have tokens; spoken to on 127.0.0.1 only.
+    static func beyondLoopback(extra: [String]) async throws -> @Sendable (String, Int) throws -> BackgroundVireo {
+        let database = try await PostgresServerScope.freshDatabase()
+        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
+        return { dataDir, port in
+            try BackgroundVireo(
+                [
+                    "controller", "--data-dir", dataDir, "--listen", "0.0.0.0:\(port)", "--store", store, "--lease-ttl", "2s",
+                    "--log-level", "notice",
+                ] + extra)
+        }
+    }
+
     @Test(
         "controllers on one database share the first one's tokens and certificate authority; a data directory holding another cluster's is refused, untouched"
     )
     func sharedSecrets() async throws {
-        let database = try await PostgresServerScope.freshDatabase()
-        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
-        // Beyond loopback, so that the controllers have tokens; spoken to on 127.0.0.1 only.
-        func start(_ dataDir: String, _ port: Int) throws -> BackgroundVireo {
-            try BackgroundVireo([
-                "controller", "--data-dir", dataDir, "--listen", "0.0.0.0:\(port)", "--store", store, "--tls-auto",
-                "--lease-ttl", "2s", "--log-level", "notice",
-            ])
-        }
+        let start = try await Self.beyondLoopback(extra: ["--tls-auto"])
         let (dirA, dirB, dirC) = (temporaryDirectory(), temporaryDirectory(), temporaryDirectory())
         let (portA, portB) = (try LoopbackPort.free(), try LoopbackPort.free())
         let a = try start(dirA, portA)
@@ -274,15 +280,7 @@ extension HATests {
         "a join token rotated through the leader is the cluster's: refused there at once, and by the standby when it takes over; a data directory still holding the old one is this cluster's and takes the new one"
     )
     func rotatedJoinToken() async throws {
-        let database = try await PostgresServerScope.freshDatabase()
-        let store = "postgres://\(database.user)@127.0.0.1:\(database.port)/\(database.database)?sslmode=disable"
-        // Beyond loopback, so that the controllers have tokens; spoken to on 127.0.0.1 only.
-        func start(_ dataDir: String, _ port: Int) throws -> BackgroundVireo {
-            try BackgroundVireo([
-                "controller", "--data-dir", dataDir, "--listen", "0.0.0.0:\(port)", "--store", store, "--lease-ttl", "2s",
-                "--log-level", "notice",
-            ])
-        }
+        let start = try await Self.beyondLoopback(extra: [])
         func read(_ dir: String, _ file: String) throws -> String {
             try String(contentsOfFile: dir + "/" + file, encoding: .utf8)
         }

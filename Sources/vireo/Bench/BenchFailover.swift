@@ -164,7 +164,7 @@ struct BenchFailover: AsyncParsableCommand {
         let names = vmsNow.map(\.name)
         let expected = Set((0..<vms).map { "vm-\($0)" } + (1...rounds).map { "failover-\($0)" })
         let stored = names.count { $0.hasPrefix(Self.storedPrefix) }
-        let lost = expected.subtracting(names).count + (names.count - Set(names).count) + (storedVMs - stored)
+        let lost = expected.subtracting(names).count + (names.count - Set(names).count) + abs(storedVMs - stored)
         let writes = each.map(\.writeSeconds).sorted()
         let result = FailoverBenchResult(
             rounds: rounds, controllers: 2, hosts: hosts, vms: vms, storedVMs: storedVMs,
