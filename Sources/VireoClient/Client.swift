@@ -206,8 +206,11 @@ public struct VireoClient: Sendable {
     }
     public func tokens() async throws -> TokenList { try await get("/v1/tokens") }
     public func revokeToken(_ name: String) async throws -> TokenView { try await send(.DELETE, "/v1/tokens/\(escape(name))") }
-    /// `POST /v1/tokens/join/rotate`: a new join token; the old one is refused from now on.
-    public func rotateJoinToken() async throws -> TokenCreated { try await send(.POST, "/v1/tokens/join/rotate") }
+    /// `POST /v1/tokens/{token}/rotate`: a new secret for the controller's own token `admin` or
+    /// `join`; the old one is refused from now on.
+    public func rotateToken(_ name: String) async throws -> TokenCreated {
+        try await send(.POST, "/v1/tokens/\(escape(name))/rotate")
+    }
     /// The newest `limit` audit entries at or after `since` (as `GET /v1/audit` takes it), oldest first.
     public func audit(since: String?, limit: Int) async throws -> AuditList {
         var path = "/v1/audit?limit=\(limit)"

@@ -17,16 +17,24 @@ extension VireoServer {
             try json(try await controller.revokeToken(context.parameters.require("token")))
         }
         let tokens = self.tokens
-        router.post("/v1/tokens/join/rotate") { _, context in
+        router.post("/v1/tokens/{token}/rotate") { _, context in
+            let name = try context.parameters.require("token")
+            guard let kind = AccessTokens.Kind(rawValue: name) else {
+                throw VireoError.invalid(
+                    field: "token", value: "'\(name)'",
+                    "only the controller's own tokens, admin and join, are rotated; a token of the store is revoked and made again"
+                )
+            }
             guard let tokens else {
                 throw VireoError(
                     .failedPrecondition,
-                    "this controller listens on loopback only: it has no join token (its agents need none)")
+                    "this controller listens on loopback only: it has no admin or join token (loopback needs none)")
             }
-            let secret = try await tokens.rotateJoin(controller: controller)
+            let secret = try await tokens.rotate(kind, controller: controller)
             let now = controller.now()
-            context.logger.notice("the join token was rotated")
-            let view = TokenView(AccessToken(name: "join", role: .agent, createdAt: now, secretHash: ""), now: now)
+            context.logger.notice("a token was rotated", metadata: ["token": "\(name)"])
+            let role: AccessRole = kind == .admin ? .admin : .agent
+            let view = TokenView(AccessToken(name: name, role: role, createdAt: now, secretHash: ""), now: now)
             return try json(TokenCreated(token: view, secret: secret))
         }
         router.get("/v1/audit") { request, _ in

@@ -12,63 +12,85 @@ import VireoSecurity
 /// The controller's own two tokens, in files of its data directory, made when it first listens
 /// beyond loopback: `admin` may do everything; `join` lets an agent register and heartbeat,
 /// nothing else (with `--tls-auto`, only get its host's certificate, which it then speaks with).
-/// Tokens of other roles are made with `vireo token create` and kept in the store. The join
-/// token can be rotated (`rotateJoin`).
+/// Tokens of other roles are made with `vireo token create` and kept in the store. Both can be
+/// rotated (`rotate`).
 public final class AccessTokens: Sendable {
-    public let admin: String
-    private let joinSecret: Mutex<String>
+    /// One of the two.
+    public enum Kind: String, Sendable, CaseIterable {
+        case admin, join
+        /// Its file in the data directory.
+        var file: String { "\(rawValue).token" }
+        /// Its name among the store's secrets (shared by controllers on one database).
+        public var secretName: String { "\(rawValue)-token" }
+    }
+
+    private let secrets: Mutex<[Kind: String]>
     /// The data directory whose files hold them; nil: in memory only.
     let directory: String?
     /// Controllers on one database share them through its `secrets` (`ServeOptions.shareSecrets`).
     let shared: Bool
 
-    public var join: String { joinSecret.withLock { $0 } }
+    public var admin: String { self[.admin] }
+    public var join: String { self[.join] }
+    public subscript(kind: Kind) -> String { secrets.withLock { $0[kind]! } }
 
     public init(admin: String, join: String, directory: String? = nil, shared: Bool = false) {
-        self.admin = admin
-        self.joinSecret = Mutex(join)
+        self.secrets = Mutex([.admin: admin, .join: join])
         self.directory = directory
         self.shared = shared
     }
-
-    /// The name of the join token's secret in the store (shared by controllers on one database).
-    public static let joinSecretName = "join-token"
 
     /// How the store keeps a secret held in files: their contents, in order, as JSON.
     public static func storedValue(ofFiles contents: [String]) throws -> String {
         String(decoding: try JSONEncoder().encode(contents), as: UTF8.self)
     }
 
-    /// Replaces the join token with a new one: when `shared`, in the store (where a controller
+    /// The token a stored value holds.
+    static func token(inStored value: String) -> String? {
+        (try? JSONDecoder().decode([String].self, from: Data(value.utf8)))?.first?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Replaces one of the tokens with a new one: when `shared`, in the store (where a controller
     /// that shares the database takes it from; the old one's digest is kept, so a data directory
-    /// still holding it is known as this cluster's), then in `join.token` (mode 0600) and here.
-    /// Agents that have their certificates keep them; an agent without one (a controller without
-    /// `--tls-auto`) speaks with the join token and needs the new one. Returns the new token.
-    public func rotateJoin(controller: Controller) async throws -> String {
-        let current = join
+    /// still holding it is known as this cluster's), then in its file (mode 0600) and here. The
+    /// old one is refused from then on. Returns the new token.
+    public func rotate(_ kind: Kind, controller: Controller) async throws -> String {
+        let current = self[kind]
         let fresh = AccessToken.newSecret()
         if shared {
             let stored = try await controller.secret(
-                Self.joinSecretName, proposing: try Self.storedValue(ofFiles: [current + "\n"]))
-            let storedToken = (try? JSONDecoder().decode([String].self, from: Data(stored.utf8)))?.first
-            guard storedToken?.trimmingCharacters(in: .whitespacesAndNewlines) == current else {
+                kind.secretName, proposing: try Self.storedValue(ofFiles: [current + "\n"]))
+            guard Self.token(inStored: stored) == current else {
                 throw VireoError(
                     .conflict,
-                    "the join token in the database is not this controller's (another controller rotated it): "
+                    "the \(kind.rawValue) token in the database is not this controller's (another controller rotated it): "
                         + "nothing was rotated; restart this controller to take the cluster's")
             }
-            try await controller.rotateSecret(
-                Self.joinSecretName, from: stored, to: try Self.storedValue(ofFiles: [fresh + "\n"]))
+            try await controller.rotateSecret(kind.secretName, from: stored, to: try Self.storedValue(ofFiles: [fresh + "\n"]))
         }
         // The file and the memory together: two rotations at once leave them alike.
-        try joinSecret.withLock { join in
+        try secrets.withLock { secrets in
             if let directory {
                 try CertificateAuthority.replaceFile(
-                    (directory as NSString).appendingPathComponent("join.token"), with: fresh + "\n", mode: 0o600)
+                    (directory as NSString).appendingPathComponent(kind.file), with: fresh + "\n", mode: 0o600)
             }
-            join = fresh
+            secrets[kind] = fresh
         }
         return fresh
+    }
+
+    /// Takes the cluster's tokens from the store, where the leader rotates them: a standby does at
+    /// each snapshot, so that a rotated admin token stops reading through it too.
+    public func refresh(from controller: Controller) async throws {
+        for kind in Kind.allCases {
+            let current = self[kind]
+            let stored = try await controller.secret(
+                kind.secretName, proposing: try Self.storedValue(ofFiles: [current + "\n"]))
+            if let token = Self.token(inStored: stored), token != current, !token.isEmpty {
+                secrets.withLock { $0[kind] = token }
+            }
+        }
     }
 
     /// Reads the tokens from `directory`, creating them (mode 0600) on first start.
@@ -92,7 +114,7 @@ public final class AccessTokens: Sendable {
             return value
         }
         let tokens = AccessTokens(
-            admin: try token("admin.token"), join: try token("join.token"), directory: directory, shared: shared)
+            admin: try token(Kind.admin.file), join: try token(Kind.join.file), directory: directory, shared: shared)
         return (tokens, created)
     }
 }

@@ -106,33 +106,35 @@ struct TokenRevoke: AsyncParsableCommand {
 struct TokenRotate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rotate",
-        abstract: "Replace the controller's join token with a new one; prints it, shown this once.",
+        abstract: "Replace one of the controller's own tokens (admin or join) with a new one; prints it, shown this once.",
         discussion: """
-            Only the join token (join.token), the controller's own token that agents join with, is \
-            rotated: the old one is refused from now on, the new one is written to the \
-            controller's join.token and, on PostgreSQL, to the database, where the other controllers \
-            take it (each when it takes over or starts). Agents that have their certificates \
-            (--tls-auto) keep them; an agent of a controller without --tls-auto speaks with the join \
-            token and must be restarted with the new one. A token of the store is revoked and made \
-            again instead (vireo token revoke, vireo token create). Admin only.
-            Example: vireo token rotate join
+            The controller's own tokens are rotated: admin (admin.token) and join (join.token, the \
+            token agents join with). The old one is refused from now on; the new one is written to \
+            the controller's file and, on PostgreSQL, to the database, where the other controllers \
+            take it (a standby at its next snapshot, any controller when it takes over or starts). \
+            After rotating admin, use the new token (it is the answer). Agents that have their \
+            certificates (--tls-auto) keep them; an agent of a controller without --tls-auto speaks \
+            with the join token and must be restarted with the new one. A token of the store is \
+            revoked and made again instead (vireo token revoke, vireo token create). Admin only.
+            Examples: vireo token rotate join; export VIREO_TOKEN=$(vireo token rotate admin)
             """)
 
-    @Argument(help: "The token to rotate: join.") var name: String
+    @Argument(help: "The token to rotate: admin or join.") var name: String
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        guard name == "join" else {
+        guard name == "admin" || name == "join" else {
             throw ValidationError(
-                "only the join token is rotated ('\(name)' given): a token of the store is revoked and made again")
+                "only the controller's own tokens, admin and join, are rotated ('\(name)' given): "
+                    + "a token of the store is revoked and made again")
         }
     }
 
     func run() async throws {
-        let rotated = try await client.client().rotateJoinToken()
+        let rotated = try await client.client().rotateToken(name)
         if output.output == .json { return try printJSON(rotated) }
-        stderr("Join token rotated: the old one is refused from now on. The new one, shown this once:")
+        stderr("Token \(name) rotated: the old one is refused from now on. The new one, shown this once:")
         print(rotated.secret)
     }
 }

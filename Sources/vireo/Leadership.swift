@@ -183,6 +183,8 @@ final class StandbyReads: Sendable {
             store: store, settings: readSettings,
             logger: Logger(label: "vireo.standby", factory: { _ in SwiftLogNoOpLogHandler() }),
             metricsFactory: PrometheusMetricsFactory(registry: registry))
+        // A token the leader rotated is the cluster's from this snapshot on.
+        try await tokens?.refresh(from: snapshot)
         return VireoServer(controller: snapshot, tokens: tokens, registry: registry).router().buildResponder()
     }
 

@@ -231,7 +231,7 @@ struct AccessAPITests {
     }
 
     @Test(
-        "the join token is rotated by admin only: the old one is refused from then on, the new one is in join.token (0600), audited; a controller on loopback only has none: 412"
+        "the join and admin tokens are rotated by admin only: the old one is refused from then on, the new one is in its file (0600), audited; no other token is; a controller on loopback only has none: 412"
     )
     func rotateJoin() async throws {
         let directory = temporaryDirectory()
@@ -279,6 +279,22 @@ struct AccessAPITests {
                 trail.filter { $0.path == "/v1/tokens/join/rotate" }.map { "\($0.who) \($0.status)" } == [
                     "ci 403", "join 403", "admin 200",
                 ])
+
+            // Only the controller's own two.
+            let other = try await client.request(.post, "/v1/tokens/ci/rotate", headers: admin)
+            #expect(other.status == 400)
+            #expect(expectEnvelope(other.body, code: .invalidArgument).contains("'ci'"))
+
+            // The admin token: the answer carries the new one, the old one is refused at once.
+            let oldAdmin = tokens.admin
+            let rotatedAdmin = try await client.request(.post, "/v1/tokens/admin/rotate", headers: admin)
+            #expect(rotatedAdmin.status == 200)
+            let newAdmin = try decodeJSON(TokenCreated.self, rotatedAdmin.body)
+            #expect(newAdmin.token.role == .admin && newAdmin.secret != oldAdmin)
+            #expect(try await client.request(.get, "/v1/tokens", headers: Self.bearer(oldAdmin)).status == 401)
+            #expect(try await client.request(.get, "/v1/tokens", headers: Self.bearer(newAdmin.secret)).status == 200)
+            #expect(try String(contentsOfFile: directory + "/admin.token", encoding: .utf8) == newAdmin.secret + "\n")
+            #expect(tokens.join == fresh, "the join token untouched")
         }
         let loopback = try await TestControlPlane.make()
         try await loopback.test { client in

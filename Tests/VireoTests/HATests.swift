@@ -277,7 +277,7 @@ extension HATests {
     }
 
     @Test(
-        "a join token rotated through the leader is the cluster's: refused there at once, and by the standby when it takes over; a data directory still holding the old one is this cluster's and takes the new one"
+        "tokens rotated through the leader are the cluster's: refused there at once, by the standby at its next snapshot and when it takes over; a data directory still holding old ones is this cluster's and takes the new ones"
     )
     func rotatedJoinToken() async throws {
         let start = try await Self.beyondLoopback(extra: [])
@@ -313,6 +313,22 @@ extension HATests {
         #expect(try await agentStatus(portA, fresh) != 401)
         #expect(try read(dirB, "join.token") == old + "\n", "B took the tokens when it started")
 
+        // A rotated admin token stops reading through the standby at its next snapshot.
+        let adminRotated = try await vireo(
+            ["token", "rotate", "admin", "-o", "json"], server: "http://127.0.0.1:\(portA)", token: admin)
+        #expect(adminRotated.status == 0, "\(adminRotated.stderr)")
+        let newAdmin = try VireoJSON.decoder().decode(TokenCreated.self, from: Data(adminRotated.stdout.utf8)).secret
+        /// The status of a read of B's (a standby's snapshot) with `token`.
+        func standbyRead(_ token: String) async throws -> Int {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(portB)/v1/vms")
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            return Int(try await HTTPClient.shared.execute(request, timeout: .seconds(10)).status.code)
+        }
+        try await eventually("B refuses the old admin token and serves the new one", within: 20) {
+            let (old, new) = (try await standbyRead(admin), try await standbyRead(newAdmin))
+            return old == 401 && new == 200
+        }
+
         // B takes over with the cluster's join token.
         a.kill()
         try await eventually("B leads", within: 30) { b.logText.contains("API on http://") }
@@ -320,8 +336,9 @@ extension HATests {
         #expect(try await agentStatus(portB, fresh) != 401)
         #expect(try read(dirB, "join.token") == fresh + "\n")
 
-        // A data directory holding the old join token (with the cluster's admin token) is this
-        // cluster's: it starts, with the new one.
+        #expect(try read(dirB, "admin.token") == newAdmin + "\n")
+
+        // A data directory holding the old tokens is this cluster's: it starts, with the new ones.
         try (admin + "\n").write(toFile: dirC + "/admin.token", atomically: true, encoding: .utf8)
         try (old + "\n").write(toFile: dirC + "/join.token", atomically: true, encoding: .utf8)
         let c = try start(dirC, portA)
@@ -329,6 +346,7 @@ extension HATests {
         try await eventually("C stands by", within: 30) { c.logText.contains("standing by") || !c.process.isRunning }
         #expect(c.process.isRunning, "\(c.logText)")
         #expect(try read(dirC, "join.token") == fresh + "\n")
+        #expect(try read(dirC, "admin.token") == newAdmin + "\n")
     }
 
     @Test("vireo bench failover kills the leader, times the takeover and finds nothing lost")
