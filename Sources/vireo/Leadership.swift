@@ -91,6 +91,8 @@ struct Leadership: Sendable {
                 throw ExitCode.success
             }
             try? await Task.sleep(for: poll)
+            // Stopped meanwhile: it must not take the lease now (above, it exits).
+            if stopped.withLock({ $0 }) { continue }
             let lease: LeaderLease
             do {
                 lease = try await store.claimLease(holder: holder, url: url, ttl: ttl)

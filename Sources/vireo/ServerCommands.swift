@@ -343,8 +343,8 @@ struct ControlPlane {
             standbyServer = server
             leaseKeeper = LeaseKeeper(leadership: leadership, term: lease.term)
             if tokens != nil {
-                // The join token may have been rotated while this controller stood by: it leads
-                // with the cluster's.
+                // The tokens may have been rotated while this controller stood by: it leads with
+                // the cluster's.
                 try await options.shareSecrets(through: shared, tokens: true)
                 tokens = try AccessTokens.loadOrCreate(in: options.dataDir, shared: true).tokens
             }
