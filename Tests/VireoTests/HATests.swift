@@ -177,8 +177,6 @@ extension HATests {
             let age = try #require(Int(list.headers.first(name: "Vireo-Snapshot-Age-Ms") ?? ""))
             #expect(age >= 0 && age <= 5000)
             // One VM's view, with its placement explanation: the snapshot reads it from the store.
-            // (The leader places a pending VM again, with a new explanation, at its next pass, so
-            // the two are compared until neither changes in between.)
             try await eventually("B shows web-1's placement explanation as A does", within: 10) {
                 let one = try await get("/v1/vms/web-1")
                 #expect(one.status == 200 && one.headers.first(name: "Vireo-Standby") == urlA)
