@@ -12,12 +12,15 @@ public enum VireoJSON {
         return encoder
     }
 
-    /// A date as Vireo writes it: ISO 8601 in UTC, to the nearest millisecond. The format style
-    /// cuts off what is below a millisecond, and a time read back from its text is often a hair
-    /// below it (`.123` parses to `.12299…`): half a millisecond added first makes the cut a
-    /// rounding, so a time read and written again keeps its text (it lost a millisecond).
+    /// A date as Vireo writes it: ISO 8601 in UTC, in milliseconds, cut (never later than the
+    /// time: a time given back as `since` finds the record it came from). The format style cuts
+    /// too, but a time read back from its text is often a hair below it (`.123` parses to
+    /// `.12299…`) and lost a millisecond when written again; so the milliseconds are counted here,
+    /// a microsecond's tolerance for that hair, and the middle of that millisecond is formatted.
     public static func text(of date: Date) -> String {
-        date.addingTimeInterval(0.0005).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+        let milliseconds = (date.timeIntervalSince1970 * 1000 + 0.001).rounded(.down)
+        return Date(timeIntervalSince1970: (milliseconds + 0.5) / 1000)
+            .formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 
     public static func decoder() -> JSONDecoder {
