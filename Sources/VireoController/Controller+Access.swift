@@ -36,6 +36,9 @@ extension Controller {
     /// The digest `rotateSecret` keeps of a value a secret had (lowercase hex SHA-256).
     public static func secretDigest(_ value: String) -> String { AccessBook.hash(value) }
 
+    /// The cluster's secret `name` as stored; nil if it has none. Only reads.
+    public nonisolated func secret(_ name: String) async throws -> String? { try await store.secret(name) }
+
     /// The cluster's secret `name` as stored, or `proposed`, stored now, if it has none.
     public nonisolated func secret(_ name: String, proposing proposed: String) async throws -> String {
         try await store.secret(name, proposing: proposed)

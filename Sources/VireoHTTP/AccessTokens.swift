@@ -83,13 +83,12 @@ public final class AccessTokens: Sendable {
     /// Takes the cluster's tokens from the store, where the leader rotates them: a standby does at
     /// each snapshot, so that a rotated admin token stops reading through it too.
     public func refresh(from controller: Controller) async throws {
+        // Only reads: a standby writes nothing.
         for kind in Kind.allCases {
-            let current = self[kind]
-            let stored = try await controller.secret(
-                kind.secretName, proposing: try Self.storedValue(ofFiles: [current + "\n"]))
-            if let token = Self.token(inStored: stored), token != current, !token.isEmpty {
-                secrets.withLock { $0[kind] = token }
-            }
+            guard let stored = try await controller.secret(kind.secretName), let token = Self.token(inStored: stored),
+                !token.isEmpty, token != self[kind]
+            else { continue }
+            secrets.withLock { $0[kind] = token }
         }
     }
 

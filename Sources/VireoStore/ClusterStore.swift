@@ -126,8 +126,8 @@ public protocol ClusterStore: Sendable {
     /// nothing changed), with `value`, and adds `supersededDigest` (a digest of `expected`) to the
     /// ones `supersededSecrets(name)` lists, in one transaction.
     func rotateSecret(_ name: String, from expected: String, to value: String, supersededDigest: String) async throws
-    /// Digests of the values the secret `name` had before its rotations, oldest first.
-    func supersededSecrets(_ name: String) async throws -> [String]
+    /// The cluster's secret `name` as stored; nil if it has none. Only reads.
+    func secret(_ name: String) async throws -> String?
 
     /// For each host whose agent certificates were revoked, the time before which a certificate
     /// issued to it is refused.
@@ -140,6 +140,11 @@ public protocol ClusterStore: Sendable {
 extension ClusterStore {
     /// Where the digests a secret superseded are kept: a secret of its own.
     public static func supersededName(of secret: String) -> String { secret + "/superseded" }
+
+    /// Digests of the values the secret `name` had before its rotations, oldest first.
+    public func supersededSecrets(_ name: String) async throws -> [String] {
+        (try await secret(Self.supersededName(of: name)) ?? "").split(separator: "\n").map(String.init)
+    }
 
     /// Everything, the whole history included.
     public func load() async throws -> StoredCluster { try await load(recent: .max) }

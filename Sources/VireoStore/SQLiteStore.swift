@@ -411,11 +411,9 @@ public final class SQLiteStore: ClusterStore {
         }
     }
 
-    public func supersededSecrets(_ name: String) async throws -> [String] {
+    public func secret(_ name: String) async throws -> String? {
         try await writer.read { db in
-            let text = try String.fetchOne(
-                db, sql: "SELECT value FROM secrets WHERE name = ?", arguments: [Self.supersededName(of: name)])
-            return (text ?? "").split(separator: "\n").map(String.init)
+            try String.fetchOne(db, sql: "SELECT value FROM secrets WHERE name = ?", arguments: [name])
         }
     }
 

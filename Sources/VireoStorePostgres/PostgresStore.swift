@@ -475,10 +475,8 @@ public final class PostgresStore: ClusterStore {
         }
     }
 
-    public func supersededSecrets(_ name: String) async throws -> [String] {
-        let values = try await rows(
-            "SELECT value FROM secrets WHERE name = \(Self.supersededName(of: name))", String.self)
-        return (values.first ?? "").split(separator: "\n").map(String.init)
+    public func secret(_ name: String) async throws -> String? {
+        try await rows("SELECT value FROM secrets WHERE name = \(name)", String.self).first
     }
 
     public func certificateCutoffs() async throws -> [String: Date] {

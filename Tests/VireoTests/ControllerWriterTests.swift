@@ -37,7 +37,7 @@ final class CountingStore: ClusterStore {
     func rotateSecret(_ name: String, from expected: String, to value: String, supersededDigest: String) async throws {
         try await inner.rotateSecret(name, from: expected, to: value, supersededDigest: supersededDigest)
     }
-    func supersededSecrets(_ name: String) async throws -> [String] { try await inner.supersededSecrets(name) }
+    func secret(_ name: String) async throws -> String? { try await inner.secret(name) }
     func placement(of vm: VMID) async throws -> PlacementExplanation? { try await inner.placement(of: vm) }
     func migrations(of vm: VMID?, limit: Int) async throws -> [Migration] { try await inner.migrations(of: vm, limit: limit) }
     func migration(_ id: MigrationID) async throws -> Migration? { try await inner.migration(id) }

@@ -297,7 +297,9 @@ struct StoreCheck: Sendable, CustomTestStringConvertible {
         },
         StoreCheck("a secret rotates only from the value it has, and keeps the digests of the ones it had") { store in
             #expect(try await store.supersededSecrets("join-token").isEmpty)
+            #expect(try await store.secret("join-token") == nil, "a read stores nothing")
             #expect(try await store.secret("join-token", proposing: "first") == "first")
+            #expect(try await store.secret("join-token") == "first")
             let stale = await #expect(throws: VireoError.self) {
                 try await store.rotateSecret("join-token", from: "not-it", to: "second", supersededDigest: "d0")
             }
