@@ -276,6 +276,16 @@ if Context.environment["VIREO_BENCHMARKS"] == "1" {
         ))
     package.targets.append(
         .executableTarget(
+            name: "MigrationCredentialsBenchmark",
+            dependencies: [
+                "VireoModel", "VireoSecurity", .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/MigrationCredentialsBenchmark",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ))
+    package.targets.append(
+        .executableTarget(
             name: "UsageArchiveBenchmark",
             dependencies: ["VireoModel", "VireoStore", .product(name: "Benchmark", package: "benchmark")],
             path: "Benchmarks/UsageArchiveBenchmark",

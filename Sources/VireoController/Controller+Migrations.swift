@@ -159,14 +159,10 @@ extension ClusterModel {
         -> MigrationCredentialPair?
     {
         guard let authority = settings.migrationAuthority else { return nil }
-        let listener: MigrationRole = migration.kind == .cold ? .source : .destination
-        let address = listenerAddress ?? "127.0.0.1"
         do {
-            return MigrationCredentialPair(
-                source: try authority.issue(
-                    migration: migration.id, role: .source, address: listener == .source ? address : nil),
-                destination: try authority.issue(
-                    migration: migration.id, role: .destination, address: listener == .destination ? address : nil))
+            return try authority.issue(
+                migration: migration.id, listener: migration.kind == .cold ? .source : .destination,
+                address: listenerAddress ?? "127.0.0.1")
         } catch {
             throw VireoError(.internal, "cannot issue the migration's TLS credentials: \(error)")
         }

@@ -67,9 +67,3 @@ struct MigrationBook {
         finished.removeFirst(drop)
     }
 }
-
-/// Both ends' credentials of one live migration.
-struct MigrationCredentialPair: Sendable, Equatable {
-    var source: MigrationCredentials
-    var destination: MigrationCredentials
-}

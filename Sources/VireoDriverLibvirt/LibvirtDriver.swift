@@ -38,6 +38,10 @@ public actor LibvirtDriver: HypervisorDriver {
     private var creating: [VMID: Task<Void, any Error>] = [:]
     /// Incoming migrations being prepared, so that a repeated order waits for the first.
     var preparing: [VMID: Task<String, any Error>] = [:]
+    /// The move whose TLS files are in `migration-tls-dir`, by end: libvirt's QEMU reads the one
+    /// set there, and each move has an authority of its own, so one secured move at a time
+    /// arrives (until it is taken over or dropped) and one leaves (until libvirt's call returns).
+    var tlsFilesInUse: [QEMUTLSFiles.Endpoint: VMID] = [:]
     private var stateChanged: @Sendable () -> Void = {}
 
     struct Instance {

@@ -24,9 +24,10 @@ extension LibvirtDriver {
     /// `migration-tls-dir` (libvirtd's `migrate_tls_x509_cert_dir`) as the server's files, for the
     /// QEMU libvirtd starts to receive the guest; the source verifies that certificate (it names
     /// this host's address) and this end, libvirt's `migrate_tls_x509_verify` being on by default,
-    /// admits only a client certificate from the same authority. libvirt sets no `tls-authz` on
-    /// its migrations, so unlike the qemu driver's channel it cannot narrow that to this move's
-    /// source (docs/security.md).
+    /// admits only a client certificate from the same authority — one made for this move alone
+    /// (`MigrationAuthority`), so only this move's source, though libvirt sets no `tls-authz` on
+    /// its migrations. One such move arrives at a time (`tlsFilesInUse`); another is refused as
+    /// `unavailable` until it ends.
     public func prepareIncoming(
         _ spec: InstanceSpec, guestAddress: String?, listenAddress: String, storage: MigrationStorage,
         credentials: MigrationCredentials?
@@ -40,7 +41,12 @@ extension LibvirtDriver {
         }
         preparing[spec.id] = preparation
         defer { preparing[spec.id] = nil }
-        return try await preparation.value
+        do {
+            return try await preparation.value
+        } catch {
+            if incoming[spec.id] == nil { releaseTLSFiles(.server, of: spec.id) }
+            throw error
+        }
     }
 
     private func prepare(
@@ -49,7 +55,7 @@ extension LibvirtDriver {
         if let existing = instances[spec.id] {
             throw VireoError(.conflict, "VM \(existing.record.spec.name) is already on this host")
         }
-        if let credentials { try installMigrationCredentials(credentials, endpoint: .server) }
+        if let credentials { try installMigrationCredentials(credentials, endpoint: .server, of: spec) }
         if let network = spec.privateNetwork {
             throw VireoError(.unsupported, "privateNetwork '\(network)': driver 'libvirt' has no private networks")
         }
@@ -91,7 +97,7 @@ extension LibvirtDriver {
             metadata: [
                 "vm": "\(spec.name)", "peer": "\(offer.peerURI)", "storage": "\(storage.rawValue)",
                 "tls":
-                    "\(credentials.map { "on, admitting the authority's certificates (this move's source: \($0.peer))" } ?? "off")",
+                    "\(credentials.map { "on, admitting only this move's source (\($0.peer)), by its authority" } ?? "off")",
             ])
         return try offer.encoded()
     }
@@ -122,7 +128,8 @@ extension LibvirtDriver {
             throw VireoError(
                 .failedPrecondition, "the destination gives its guests no network (network=none); this VM has one")
         }
-        if let credentials { try installMigrationCredentials(credentials, endpoint: .client) }
+        if let credentials { try installMigrationCredentials(credentials, endpoint: .client, of: instance.record.spec) }
+        defer { releaseTLSFiles(.client, of: id) }
         let copy = offer.storage == .copy
         let destinationXML = try offer.record.destinationXML(
             from: connection.migratableXML(of: uuid), source: instance.record, copyingDisk: copy)
@@ -182,8 +189,19 @@ extension LibvirtDriver {
     }
 
     /// This end's files in `migration-tls-dir`, or a refusal that says what to set up: a move the
-    /// controller secures never goes in the clear.
-    private func installMigrationCredentials(_ credentials: MigrationCredentials, endpoint: QEMUTLSFiles.Endpoint) throws {
+    /// controller secures never goes in the clear. Refused while another move's files of that end
+    /// are in use: a QEMU that read them would not be admitted by its own move's other end.
+    private func installMigrationCredentials(
+        _ credentials: MigrationCredentials, endpoint: QEMUTLSFiles.Endpoint, of spec: InstanceSpec
+    ) throws {
+        if let other = tlsFilesInUse[endpoint], other != spec.id {
+            let name = (instances[other]?.record ?? incoming[other]?.record).map { " (\($0.spec.name))" } ?? ""
+            throw VireoError(
+                .unavailable,
+                "another move over TLS \(endpoint == .server ? "into" : "out of") this libvirt host is under way\(name): "
+                    + "libvirt's QEMU reads one set of certificates from migration-tls-dir and each move has its own; "
+                    + "move \(spec.name) once it has ended")
+        }
         guard let directory = configuration.migrationTLSDirectory else {
             throw VireoError(
                 .failedPrecondition,
@@ -193,6 +211,12 @@ extension LibvirtDriver {
                     + "with --migration-tls off")
         }
         try QEMUTLSFiles.install(credentials, endpoint: endpoint, in: directory)
+        tlsFilesInUse[endpoint] = spec.id
+    }
+
+    /// Frees `migration-tls-dir` for the next move at `endpoint`, if `id`'s holds it.
+    private func releaseTLSFiles(_ endpoint: QEMUTLSFiles.Endpoint, of id: VMID) {
+        if tlsFilesInUse[endpoint] == id { tlsFilesInUse[endpoint] = nil }
     }
 
     public func release(_ id: VMID) async throws {
@@ -226,6 +250,7 @@ extension LibvirtDriver {
             throw VireoError(.notFound, "VM \(id) has not arrived on this host (its domain does not run here)")
         }
         incoming[id] = nil
+        releaseTLSFiles(.server, of: id)
     }
 
     public func abortIncoming(_ id: VMID) async throws {
@@ -256,6 +281,7 @@ extension LibvirtDriver {
         }
         incoming[id] = nil
         instances[id] = nil
+        releaseTLSFiles(.server, of: id)
         // A shared disk stays: the source still runs the VM on it. A half-made copy goes.
         if offer.storage == .copy { try? FileManager.default.removeItem(atPath: offer.record.disk) }
         try? FileManager.default.removeItem(atPath: directory(of: id))

@@ -169,6 +169,17 @@ public enum MigrationRole: String, Sendable, Codable, Equatable, CaseIterable {
     case destination
 }
 
+/// Both ends' credentials of one migration, issued together (`MigrationAuthority.issue`).
+public struct MigrationCredentialPair: Sendable, Equatable {
+    public var source: MigrationCredentials
+    public var destination: MigrationCredentials
+
+    public init(source: MigrationCredentials, destination: MigrationCredentials) {
+        self.source = source
+        self.destination = destination
+    }
+}
+
 /// One host's TLS credentials for one live migration, issued by the controller's migration
 /// authority: the two ends authenticate each other with them and encrypt the stream (QEMU's
 /// `tls-creds-x509`). Issued fresh for each migration and kept in memory only.
@@ -177,7 +188,8 @@ public enum MigrationRole: String, Sendable, Codable, Equatable, CaseIterable {
 public struct MigrationCredentials: Sendable, Codable, Equatable, CustomStringConvertible,
     CustomDebugStringConvertible, CustomReflectable
 {
-    /// The authority's certificate (PEM): the only issuer either end trusts.
+    /// The certificate (PEM) of the authority made for this migration alone: the only issuer
+    /// either end trusts.
     public var caCertificate: String
     /// This host's certificate for this migration (PEM).
     public var certificate: String

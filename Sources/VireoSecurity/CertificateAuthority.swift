@@ -6,8 +6,8 @@ import X509
 
 /// A certificate authority of the controller's: a P-256 key and its self-signed certificate, in
 /// memory only or kept in a directory (`ca-key.pem`, mode 0600, and `ca-cert.pem`), and the one
-/// way it signs. `MigrationAuthority` (each live move's two ends) and `ClusterAuthority` (the
-/// API's certificate and agents' certificates) are each one of these, for different uses.
+/// way it signs. `MigrationAuthority` makes one for each move (its two ends) and `ClusterAuthority`
+/// (the API's certificate and agents' certificates) is one, kept in the data directory.
 public struct CertificateAuthority: Sendable {
     /// How far back an issued certificate starts, so that hosts with slightly slow clocks accept it.
     public static let clockSkew: Duration = .seconds(300)
@@ -20,12 +20,16 @@ public struct CertificateAuthority: Sendable {
     /// `certificate` as PEM: what those who trust this authority load.
     public let certificatePEM: String
 
-    /// A new authority held in memory only, its certificate named `name`.
-    public init(name: String) throws {
-        try self.init(key: P256.Signing.PrivateKey(), name: name, now: Date())
+    /// A new authority held in memory only, its certificate named `name` and valid for
+    /// `validity` (from `clockSkew` back).
+    public init(name: String, validity: Duration? = nil, now: Date = Date()) throws {
+        try self.init(
+            key: P256.Signing.PrivateKey(), name: name, now: now, validity: validity?.timeInterval ?? Self.authorityValidity)
     }
 
-    private init(key: P256.Signing.PrivateKey, name commonName: String, now: Date) throws {
+    private init(
+        key: P256.Signing.PrivateKey, name commonName: String, now: Date, validity: TimeInterval = authorityValidity
+    ) throws {
         let name = try DistinguishedName {
             OrganizationName("Vireo")
             CommonName(commonName)
@@ -33,7 +37,7 @@ public struct CertificateAuthority: Sendable {
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(),
             publicKey: Certificate.PublicKey(key.publicKey),
-            notValidBefore: now - Self.clockSkew.timeInterval, notValidAfter: now + Self.authorityValidity,
+            notValidBefore: now - Self.clockSkew.timeInterval, notValidAfter: now + validity,
             issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))

@@ -133,10 +133,9 @@ struct ServeOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Moves over TLS with certificates issued per move, so only its two hosts can use its channel "
-                + "(on), or over plain TCP (off): live moves between QEMU hosts, and the disk of any cold move "
-                + "that copies it. The certificate authority is kept in <data-dir>/migration-ca. libvirt hosts' "
-                + "live moves go plain.",
+            "Moves over TLS with certificates issued per move by an authority of that move alone, so only "
+                + "its two hosts can use its channel (on), or over plain TCP (off): live moves, and the disk of "
+                + "any cold move that copies it. A libvirt host needs its agent's migration-tls-dir for them.",
             valueName: "on|off"))
     var migrationTLS: String = "on"
 
@@ -350,7 +349,7 @@ struct ControlPlane {
             }
         }
         try FileManager.default.createDirectory(atPath: options.dataDir, withIntermediateDirectories: true)
-        if migrationTLS { settings.migrationAuthority = try MigrationAuthority(directory: options.dataDir + "/migration-ca") }
+        if migrationTLS { settings.migrationAuthority = MigrationAuthority() }
         let registry = PrometheusCollectorRegistry()
         let store: any ClusterStore
         if let postgres { store = postgres } else { store = try await options.openStore(nil, logger: logger) }

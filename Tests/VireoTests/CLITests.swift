@@ -541,15 +541,17 @@ struct APITLSTests {
     func https() async throws {
         let dir = temporaryDirectory()
         // A certificate authority and a certificate for 127.0.0.1 it signed.
-        let authority = try MigrationAuthority(name: "test API authority")
-        let issued = try authority.issue(migration: .generate(), role: .destination, address: "127.0.0.1")
+        let issued = try MigrationAuthority(name: "test API authority").issue(
+            migration: .generate(), listener: .destination, address: "127.0.0.1"
+        ).destination
         let (ca, cert, key) = (dir + "/ca.pem", dir + "/api.pem", dir + "/api-key.pem")
-        try authority.certificatePEM.write(toFile: ca, atomically: true, encoding: .utf8)
+        try issued.caCertificate.write(toFile: ca, atomically: true, encoding: .utf8)
         try issued.certificate.write(toFile: cert, atomically: true, encoding: .utf8)
         try issued.privateKey.write(toFile: key, atomically: true, encoding: .utf8)
         let otherKey = dir + "/other-key.pem"
-        try (try MigrationAuthority().issue(migration: .generate(), role: .source, address: nil)).privateKey.write(
-            toFile: otherKey, atomically: true, encoding: .utf8)
+        try (try MigrationAuthority().issue(migration: .generate(), listener: .destination, address: "127.0.0.1")).source
+            .privateKey.write(
+                toFile: otherKey, atomically: true, encoding: .utf8)
 
         // Bad TLS settings are refused before anything starts, naming the option.
         let noKey = try await vireo(["up", "--data-dir", dir + "/bad", "--listen", "127.0.0.1:0", "--tls-cert", cert])

@@ -294,9 +294,8 @@ struct LibvirtMigrationTests {
         let root = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let vm = spec("lv-tls")
-        let authority = try MigrationAuthority()
-        let move = MigrationID.generate()
-        let credentials = try authority.issue(migration: move, role: .destination, address: "127.0.0.1")
+        let credentials = try MigrationAuthority().issue(migration: .generate(), listener: .destination, address: "127.0.0.1")
+            .destination
         try FileManager.default.createDirectory(atPath: root + "/disks", withIntermediateDirectories: true)
         FileManager.default.createFile(atPath: "\(root)/disks/\(vm.id).qcow2", contents: Data())
 
@@ -332,7 +331,30 @@ struct LibvirtMigrationTests {
         #expect((key[.posixPermissions] as? Int) == 0o640)
         let files = try FileManager.default.contentsOfDirectory(atPath: tls)
         #expect(!files.contains { $0.hasSuffix(".vireo-new") }, "\(files)")
+
+        // Another secured move into this host waits for this one to end: its files would replace
+        // this move's, whose authority is another.
+        let second = spec("lv-tls-2")
+        FileManager.default.createFile(atPath: "\(root)/disks/\(second.id).qcow2", contents: Data())
+        let secondCredentials = try MigrationAuthority().issue(
+            migration: .generate(), listener: .destination, address: "127.0.0.1"
+        ).destination
+        let busy = await #expect(throws: VireoError.self) {
+            _ = try await destination.prepareIncoming(
+                second, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared, credentials: secondCredentials)
+        }
+        #expect(busy?.code == .unavailable && busy?.message.contains("lv-tls") == true, "\(String(describing: busy))")
+        #expect(try String(contentsOfFile: tls + "/ca-cert.pem", encoding: .utf8) == credentials.caCertificate)
+        // A plain move is not held up, and once the first is dropped the second can come.
+        let plain = spec("lv-plain")
+        _ = try await destination.prepareIncoming(
+            plain, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy, credentials: nil)
+        try await destination.abortIncoming(plain.id)
         try await destination.abortIncoming(vm.id)
+        _ = try await destination.prepareIncoming(
+            second, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared, credentials: secondCredentials)
+        #expect(try String(contentsOfFile: tls + "/ca-cert.pem", encoding: .utf8) == secondCredentials.caCertificate)
+        try await destination.abortIncoming(second.id)
     }
 
     @Test("the source refuses a move whose TLS does not match the destination's offer, before anything is sent")
@@ -348,7 +370,8 @@ struct LibvirtMigrationTests {
         let record = LibvirtRecord(
             spec: vm, image: try await TestLibvirt.placeholder.image(), owner: root + "/b", disk: root + "/disk.qcow2",
             serialLog: root + "/b/serial.log")
-        let credentials = try MigrationAuthority().issue(migration: .generate(), role: .source, address: nil)
+        let credentials = try MigrationAuthority().issue(migration: .generate(), listener: .destination, address: "127.0.0.1")
+            .source
         for (tls, given) in [(true, nil), (false, credentials)] {
             let offer = try LibvirtIncoming(
                 peerURI: "test+tcp://127.0.0.1/default", migrationURI: "tcp://127.0.0.1", record: record, tls: tls
@@ -603,7 +626,7 @@ extension RealQEMU {
         }
 
         @Test(
-            "over QEMU's TLS between two libvirt hosts: a source whose certificate the move's authority did not issue cannot send the guest, which keeps running; the move's own credentials can"
+            "over QEMU's TLS between two libvirt hosts: a source with the credentials of another move cannot send the guest, which keeps running; the move's own credentials can"
         )
         func migrateOverTLS() async throws {
             try await LibvirtQEMUTests.ensureDaemons()
@@ -623,21 +646,23 @@ extension RealQEMU {
                 try await source.start(vm.id)
                 let running = try await settle(source, vm.id, to: .running, tick: tick)
                 let before = try await status(try #require(running.address))
-                let authority = try MigrationAuthority()
+                let authority = MigrationAuthority()
 
-                // A rogue source: it trusts the authority and knows the destination's name, but its
-                // own certificate is another authority's (which it trusts too: QEMU checks its own
-                // certificate when the object is made). The destination's QEMU refuses it.
-                let refusedMove = MigrationID.generate()
+                // A rogue source with credentials this controller issued for another move (as one
+                // of its hosts would hold): it trusts this move's authority and knows the
+                // destination's name (QEMU checks its own certificate when the object is made, so
+                // it trusts its own move's authority too). libvirt sets no tls-authz: the
+                // destination's QEMU checks only who issued the certificate — another move's
+                // authority, which it does not trust.
+                let refusedMove = try authority.issue(migration: .generate(), listener: .destination, address: "127.0.0.1")
                 let waiting = try await destination.prepareIncoming(
                     vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared,
-                    credentials: try authority.issue(migration: refusedMove, role: .destination, address: "127.0.0.1"))
+                    credentials: refusedMove.destination)
                 #expect(try LibvirtIncoming(decoding: waiting).tls)
-                let stranger = try MigrationAuthority(name: "Rogue authority").issue(
-                    migration: refusedMove, role: .source, address: nil)
+                let stranger = try authority.issue(migration: .generate(), listener: .destination, address: "127.0.0.1").source
                 let rogue = MigrationCredentials(
-                    caCertificate: authority.certificatePEM + "\n" + stranger.caCertificate, certificate: stranger.certificate,
-                    privateKey: stranger.privateKey, peer: stranger.peer)
+                    caCertificate: refusedMove.source.caCertificate + "\n" + stranger.caCertificate,
+                    certificate: stranger.certificate, privateKey: stranger.privateKey, peer: stranger.peer)
                 let refused = await #expect(throws: VireoError.self) {
                     _ = try await source.migrate(vm.id, to: waiting, credentials: rogue) { _ in }
                 }
@@ -655,14 +680,10 @@ extension RealQEMU {
                 #expect(!leftover.contains("vireo-\(vm.name)"), "the destination kept a domain: \(leftover)")
 
                 // The move's own credentials: the guest moves, its TLS files in each daemon's directory.
-                let move = MigrationID.generate()
+                let move = try authority.issue(migration: .generate(), listener: .destination, address: "127.0.0.1")
                 let offer = try await destination.prepareIncoming(
-                    vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared,
-                    credentials: try authority.issue(migration: move, role: .destination, address: "127.0.0.1"))
-                let stats = try await source.migrate(
-                    vm.id, to: offer,
-                    credentials: try authority.issue(migration: move, role: .source, address: nil)
-                ) { _ in }
+                    vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared, credentials: move.destination)
+                let stats = try await source.migrate(vm.id, to: offer, credentials: move.source) { _ in }
                 print(
                     "libvirt migration over TLS (256 MiB web guest, TCG): total \(stats.totalTimeMs) ms, downtime "
                         + "\(stats.downtimeMs) ms, \(stats.transferredBytes) bytes")

@@ -8,28 +8,32 @@ import X509
 struct MigrationAuthorityTests {
     let migration = MigrationID("5f0c3b8e-1d2a-4c1e-9a57-0b6f1f3c2d4e")
 
-    func verify(_ credentials: MigrationCredentials, against authority: MigrationAuthority) async throws
-        -> CertificateValidationResult
-    {
+    /// Whether `credentials`' certificate chains to the authority certificate (PEM) `trusted`.
+    func verify(_ credentials: MigrationCredentials, trusting trusted: String) async throws -> CertificateValidationResult {
         let leaf = try Certificate(pemEncoded: credentials.certificate)
-        var verifier = Verifier(rootCertificates: CertificateStore([authority.certificate])) {
+        var verifier = Verifier(rootCertificates: CertificateStore([try Certificate(pemEncoded: trusted)])) {
             RFC5280Policy(validationTime: Date())
         }
         return await verifier.validate(leaf: leaf, intermediates: CertificateStore())
     }
 
-    @Test("issued credentials chain to the authority and name each other's ends")
+    @Test("a move's two ends chain to one authority of that move, name each other's ends, and trust nothing else")
     func issuedCredentialsChain() async throws {
-        let authority = try MigrationAuthority()
-        let destination = try authority.issue(migration: migration, role: .destination, address: "127.0.0.1")
-        let source = try authority.issue(migration: migration, role: .source, address: nil)
+        let pair = try MigrationAuthority().issue(migration: migration, listener: .destination, address: "127.0.0.1")
+        let (destination, source) = (pair.destination, pair.source)
+        #expect(source.caCertificate == destination.caCertificate)
+        let authority = try Certificate(pemEncoded: source.caCertificate)
+        #expect(authority.subject.description.contains("CN=Vireo migration authority \(migration)"))
+        #expect(authority.subject == authority.issuer, "self-signed")
+        #expect(try authority.extensions.basicConstraints == .isCertificateAuthority(maxPathLength: 0))
+        // The authority is valid as long as the move's certificates, not for years.
+        #expect(authority.notValidAfter.timeIntervalSinceNow <= 3601)
         for credentials in [destination, source] {
-            guard case .validCertificate(let chain) = try await verify(credentials, against: authority) else {
+            guard case .validCertificate(let chain) = try await verify(credentials, trusting: credentials.caCertificate) else {
                 Issue.record("\(credentials) does not chain to its authority")
                 continue
             }
             #expect(chain.count == 2)
-            #expect(credentials.caCertificate == authority.certificatePEM)
         }
         #expect(destination.peer == "O=Vireo,CN=vireo-migration-\(migration)-source")
         #expect(source.peer == "O=Vireo,CN=vireo-migration-\(migration)-destination")
@@ -43,41 +47,41 @@ struct MigrationAuthorityTests {
         #expect(certificate.notValidBefore < Date())
         #expect(try Certificate(pemEncoded: source.certificate).extensions.subjectAlternativeNames == nil)
         #expect(destination.privateKey != source.privateKey)
+
+        // A cold move's listener is its source: its certificate names the address.
+        let cold = try MigrationAuthority().issue(migration: migration, listener: .source, address: "198.18.0.2")
+        #expect(
+            try Array(#require(try Certificate(pemEncoded: cold.source.certificate).extensions.subjectAlternativeNames))
+                == [.ipAddress(.init(contentBytes: [198, 18, 0, 2]))])
+        #expect(try Certificate(pemEncoded: cold.destination.certificate).extensions.subjectAlternativeNames == nil)
     }
 
-    @Test("credentials of another authority do not verify")
-    func anotherAuthority() async throws {
-        let ours = try MigrationAuthority()
-        let theirs = try MigrationAuthority()
-        let foreign = try theirs.issue(migration: migration, role: .source, address: nil)
-        guard case .couldNotValidate = try await verify(foreign, against: ours) else {
-            Issue.record("a certificate of another authority verified")
-            return
+    @Test("another move's credentials, from the same controller and even for the same migration, do not verify")
+    func anotherMove() async throws {
+        let authority = MigrationAuthority()
+        let ours = try authority.issue(migration: migration, listener: .destination, address: "127.0.0.1")
+        let others = [
+            try authority.issue(migration: .generate(), listener: .destination, address: "127.0.0.1"),
+            // Issued again for the same ID (a controller asked twice): a new authority all the same.
+            try authority.issue(migration: migration, listener: .destination, address: "127.0.0.1"),
+            try MigrationAuthority(name: "Rogue authority").issue(
+                migration: migration, listener: .destination, address: "127.0.0.1"),
+        ]
+        for other in others {
+            #expect(other.source.caCertificate != ours.source.caCertificate)
+            for credentials in [other.source, other.destination] {
+                guard case .couldNotValidate = try await verify(credentials, trusting: ours.destination.caCertificate) else {
+                    Issue.record("a certificate of another move verified")
+                    continue
+                }
+            }
         }
-    }
-
-    @Test("a persisted authority reloads identically, its key readable by its owner only")
-    func persisted() throws {
-        let directory = FileManager.default.temporaryDirectory.path + "/vireo-ca-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let first = try MigrationAuthority(directory: directory)
-        let again = try MigrationAuthority(directory: directory)
-        #expect(again.certificate == first.certificate)
-        #expect(again.certificatePEM == first.certificatePEM)
-        let mode = try FileManager.default.attributesOfItem(atPath: directory + "/ca-key.pem")[.posixPermissions] as? Int
-        #expect(mode == 0o600)
-        // What the reloaded authority issues chains to the first one's certificate.
-        let credentials = try again.issue(migration: migration, role: .source, address: nil)
-        #expect(credentials.caCertificate == first.certificatePEM)
-
-        try "not a key".write(toFile: directory + "/ca-key.pem", atomically: true, encoding: .utf8)
-        let error = #expect(throws: VireoError.self) { try MigrationAuthority(directory: directory) }
-        #expect(error?.message.contains("ca-key.pem") == true)
     }
 
     @Test("credentials never print their private key")
     func keyNeverPrinted() throws {
-        let credentials = try MigrationAuthority().issue(migration: migration, role: .source, address: nil)
+        let credentials = try MigrationAuthority().issue(migration: migration, listener: .destination, address: "127.0.0.1")
+            .source
         let keyBody = credentials.privateKey.split(separator: "\n")[1]
         var dumped = ""
         dump(credentials, to: &dumped)

@@ -112,7 +112,7 @@ struct MigrationCredentialsTests {
 
     @Test("each end of a live move gets its own credentials naming the other; they stay out of the store")
     func ordersCarryCredentials() async throws {
-        let authority = try MigrationAuthority()
+        let authority = MigrationAuthority()
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let links = Mutex<[OrderRecordingLink]>([])
@@ -137,7 +137,9 @@ struct MigrationCredentialsTests {
         let (incoming, outgoing) = (try #require(prepare.credentials), try #require(send.credentials))
         #expect(incoming.peer == MigrationAuthority.peerName(migration: migration.id, role: .source))
         #expect(outgoing.peer == MigrationAuthority.peerName(migration: migration.id, role: .destination))
-        #expect(incoming.caCertificate == authority.certificatePEM && outgoing.caCertificate == authority.certificatePEM)
+        // Both ends trust one authority, made for this move alone.
+        #expect(incoming.caCertificate == outgoing.caCertificate)
+        #expect(try Certificate(pemEncoded: incoming.caCertificate).subject.description.contains(migration.id.rawValue))
         #expect(incoming.privateKey != outgoing.privateKey)
         #expect(try Certificate(pemEncoded: incoming.certificate).subject.description.contains("-destination"))
         // Every order for this migration carries the same credentials while it runs, and none once it ended.
@@ -158,7 +160,7 @@ struct MigrationCredentialsTests {
     func restartLosesCredentials() async throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let authority = try MigrationAuthority(directory: directory + "/migration-ca")
+        let authority = MigrationAuthority()
         let cluster = try await LocalCluster.start(
             hosts: ["h1", "h2"], store: try SQLiteStore(path: directory + "/vireo.db"), settings: Self.settings(authority))
         _ = try await cluster.controller.createVM(VMSpec(name: "m", image: "tiny", cpus: 1, memoryMiB: 256))
@@ -173,7 +175,7 @@ struct MigrationCredentialsTests {
 
         let reopened = try await Controller.open(
             store: try SQLiteStore(path: directory + "/vireo.db"),
-            settings: Self.settings(try MigrationAuthority(directory: directory + "/migration-ca")))
+            settings: Self.settings(MigrationAuthority()))
         try await reopened.expireMigrations()
         let failed = try await reopened.migration(migration.id.rawValue)
         #expect(failed.state == .failed)
@@ -185,7 +187,7 @@ struct MigrationCredentialsTests {
     @Test(
         "a cold move that copies the disk gets credentials too: the source, which serves, with a certificate naming its address")
     func coldMoveCredentials() async throws {
-        let authority = try MigrationAuthority()
+        let authority = MigrationAuthority()
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let drivers = ["h1", "h2"].map { _ in

@@ -22,13 +22,11 @@ extension RealQEMU {
         let plain = QEMUMigrationTests()
 
         /// Both ends' credentials for one migration to 127.0.0.1.
-        func credentials(_ authority: MigrationAuthority, _ migration: MigrationID = .generate()) throws
-            -> (source: MigrationCredentials, destination: MigrationCredentials)
+        func credentials(_ authority: MigrationAuthority = MigrationAuthority(), _ migration: MigrationID = .generate())
+            throws -> (source: MigrationCredentials, destination: MigrationCredentials)
         {
-            (
-                try authority.issue(migration: migration, role: .source, address: nil),
-                try authority.issue(migration: migration, role: .destination, address: "127.0.0.1")
-            )
+            let pair = try authority.issue(migration: migration, listener: .destination, address: "127.0.0.1")
+            return (pair.source, pair.destination)
         }
 
         /// The destination's QEMU is still waiting: state `starting`, QEMU `inmigrate`.
@@ -41,7 +39,7 @@ extension RealQEMU {
         @Test("a guest moves over TLS with shared storage: same boot, and no key file stays on either host")
         func sharedStorage() async throws {
             let (source, destination, _) = plain.pair()
-            let (sourceCredentials, destinationCredentials) = try credentials(try MigrationAuthority())
+            let (sourceCredentials, destinationCredentials) = try credentials()
             let vm = InstanceSpec(id: .generate(), name: "sealed", image: "web", cpus: 1, memoryMiB: 128)
             try await source.create(vm)
             do {
@@ -65,7 +63,7 @@ extension RealQEMU {
 
                 // The arrived QEMU keeps its server credentials; a later move out of it, plain or
                 // with new credentials, is not confused by them.
-                let back = try credentials(try MigrationAuthority())
+                let back = try credentials()
                 let returnURI = try await source.prepareIncoming(
                     vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared, credentials: back.destination)
                 _ = try await destination.migrate(vm.id, to: returnURI, credentials: back.source) { _ in }
@@ -84,7 +82,7 @@ extension RealQEMU {
         @Test("a guest moves over TLS with its disk copied over TLS too")
         func copyStorage() async throws {
             let (source, destination) = plain.localPair()
-            let (sourceCredentials, destinationCredentials) = try credentials(try MigrationAuthority())
+            let (sourceCredentials, destinationCredentials) = try credentials()
             let vm = InstanceSpec(id: .generate(), name: "sealed-copy", image: "web", cpus: 1, memoryMiB: 128)
             try await source.create(vm)
             do {
@@ -113,8 +111,7 @@ extension RealQEMU {
         func rogueSources() async throws {
             let (source, destination, _) = plain.pair()
             let (rogueHost, _) = plain.localPair()
-            let authority = try MigrationAuthority()
-            let (sourceCredentials, destinationCredentials) = try credentials(authority)
+            let (sourceCredentials, destinationCredentials) = try credentials()
             let vm = InstanceSpec(id: .generate(), name: "target", image: "web", cpus: 1, memoryMiB: 128)
             let rogue = InstanceSpec(id: .generate(), name: "rogue", image: "web", cpus: 1, memoryMiB: 128)
             try await source.create(vm)
@@ -130,26 +127,24 @@ extension RealQEMU {
                 let destinationPID = try #require(await destination.instances[vm.id]?.pid)
 
                 // A certificate of another authority, and a valid certificate of ours for another
-                // migration. The rogue knows our destination's name and trusts our authority (its
-                // certificate is no secret), so that the destination is the one that refuses it.
+                // migration. The rogue knows our destination's name and trusts this move's
+                // authority (its certificate is no secret), so that the destination is the one that
+                // refuses it.
                 let foreign = try MigrationAuthority(name: "Rogue authority").issue(
-                    migration: .generate(), role: .source, address: nil)
-                let ours = try credentials(authority).source
-                let attempts: [(String, MigrationCredentials?)] = [
-                    ("no TLS", nil),
-                    (
-                        "another authority's certificate",
-                        MigrationCredentials(
-                            caCertificate: authority.certificatePEM, certificate: foreign.certificate,
-                            privateKey: foreign.privateKey, peer: sourceCredentials.peer)
-                    ),
-                    (
-                        "another migration's certificate",
-                        MigrationCredentials(
-                            caCertificate: ours.caCertificate, certificate: ours.certificate, privateKey: ours.privateKey,
-                            peer: sourceCredentials.peer)
-                    ),
-                ]
+                    migration: .generate(), listener: .destination, address: "127.0.0.1"
+                ).source
+                let ours = try credentials().source
+                let attempts: [(String, MigrationCredentials?)] =
+                    [("no TLS", nil)]
+                    + [("another authority's certificate", foreign), ("another migration's certificate", ours)].map {
+                        what, other in
+                        (
+                            what,
+                            MigrationCredentials(
+                                caCertificate: sourceCredentials.caCertificate, certificate: other.certificate,
+                                privateKey: other.privateKey, peer: sourceCredentials.peer)
+                        )
+                    }
                 let tunnel = try #require(await destination.instances[vm.id]?.incomingTunnel)
                 for (index, (what, rogueCredentials)) in attempts.enumerated() {
                     let error = await #expect(throws: VireoError.self, "\(what)") {
@@ -184,7 +179,6 @@ extension RealQEMU {
         func abandonedDestinationIsClean() async throws {
             let (source, destination, _) = plain.pair()
             let (rogueHost, _) = plain.localPair()
-            let authority = try MigrationAuthority()
             let vm = InstanceSpec(id: .generate(), name: "abandoned", image: "web", cpus: 1, memoryMiB: 128)
             let rogue = InstanceSpec(id: .generate(), name: "rogue", image: "web", cpus: 1, memoryMiB: 128)
             // The VM's shared disk, which the destination opens; it never runs on the source.
@@ -195,11 +189,11 @@ extension RealQEMU {
                 _ = try await settle(rogueHost, rogue.id, to: .running, tick: tick)
                 let uri = try await destination.prepareIncoming(
                     vm, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared,
-                    credentials: try credentials(authority).destination)
+                    credentials: try credentials().destination)
                 let pid = try #require(await destination.instances[vm.id]?.pid)
                 let port = try #require(await destination.instances[vm.id]?.incomingTunnel?.port)
                 await #expect(throws: VireoError.self) {
-                    _ = try await rogueHost.migrate(rogue.id, to: uri, credentials: try credentials(authority).source) { _ in }
+                    _ = try await rogueHost.migrate(rogue.id, to: uri, credentials: try credentials().source) { _ in }
                 }
                 try await expectWaiting(destination, vm.id, "after the rogue")
                 try await destination.abortIncoming(vm.id)
@@ -232,7 +226,8 @@ struct QEMUTLSFilesTests {
         try FileManager.default.createDirectory(atPath: vmDirectory, withIntermediateDirectories: true)
         // The VM's directory belongs to the user QEMU runs as (here: nobody).
         #expect(chown(vmDirectory, 65534, 65534) == 0)
-        let credentials = try MigrationAuthority().issue(migration: .generate(), role: .destination, address: "127.0.0.1")
+        let credentials = try MigrationAuthority().issue(migration: .generate(), listener: .destination, address: "127.0.0.1")
+            .destination
         for endpoint in [QMP.TLSEndpoint.server, .client] {
             let directory = vmDirectory + "/tls"
             try QEMUTLSFiles.write(credentials, endpoint: endpoint, into: directory, ownedLike: vmDirectory)

@@ -32,7 +32,7 @@ extension RealQEMU {
             // Live moves over TLS, as `vireo server` makes them by default.
             let settings = ControllerSettings(
                 heartbeatInterval: .milliseconds(100), hostTimeout: .seconds(15), tickInterval: .milliseconds(50),
-                migrationStartTimeout: .seconds(30), migrationAuthority: try MigrationAuthority())
+                migrationStartTimeout: .seconds(30), migrationAuthority: MigrationAuthority())
             let controller = try await Controller.open(store: try SQLiteStore(), settings: settings)
             let loops = controllerLoops(controller)
             let agents = drivers.map { name, driver in

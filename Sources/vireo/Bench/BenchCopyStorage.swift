@@ -123,7 +123,7 @@ struct BenchCopyStorage: AsyncParsableCommand {
             accelerator: accelerator.rawValue,
             mode: QEMUDriver.MigrationMode.auto.resolved(for: accelerator).rawValue, diskMiB: diskMiB,
             memoryMiB: memoryMiB, writeMiB: write, writeRateMiBps: writeRate, tls: tls == "on", runs: [])
-        let authority = tls == "on" ? try MigrationAuthority() : nil
+        let authority = tls == "on" ? MigrationAuthority() : nil
         defer { try? FileManager.default.removeItem(atPath: directory) }
         for number in 1...runs {
             let spec = InstanceSpec(
@@ -161,12 +161,7 @@ struct BenchCopyStorage: AsyncParsableCommand {
         let before = try await MigrationBench.status(address)
         let sourceDisk = "\(source.configuration.stateDirectory)/\(spec.id)/disk.qcow2"
         let migration = MigrationID.generate()
-        let credentials = try authority.map {
-            (
-                source: try $0.issue(migration: migration, role: .source, address: nil),
-                destination: try $0.issue(migration: migration, role: .destination, address: "127.0.0.1")
-            )
-        }
+        let credentials = try authority.map { try $0.issue(migration: migration, listener: .destination, address: "127.0.0.1") }
         let uri = try await destination.prepareIncoming(
             spec, guestAddress: nil, listenAddress: "127.0.0.1", storage: .copy, credentials: credentials?.destination)
         // The write starts with the move: the destination is ready, the mirror begins at once.

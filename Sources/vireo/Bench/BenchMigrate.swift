@@ -173,7 +173,7 @@ struct BenchMigrate: AsyncParsableCommand {
             kernelCommandLine: built.kernelCommandLine, readyMarker: built.readyMarker)
         let bench = MigrationBench(
             accelerator: accelerator, image: guest, tuning: tuning, runs: runs, dirtyRateMiBps: rate,
-            tls: tls == "both" ? [false, true] : [tls == "on"], authority: tls == "off" ? nil : try MigrationAuthority())
+            tls: tls == "both" ? [false, true] : [tls == "on"], authority: tls == "off" ? nil : MigrationAuthority())
 
         // Ctrl-C or SIGTERM cancel the runs; the VMs are still deleted.
         let result = try await cancellableBySignals { try await bench.measure(memories: memories, dirties: dirties) }
@@ -353,11 +353,7 @@ struct MigrationBench: Sendable {
                 let migration = MigrationID.generate()
                 let credentials =
                     try authority.map { authority in
-                        tls
-                            ? (
-                                source: try authority.issue(migration: migration, role: .source, address: nil),
-                                destination: try authority.issue(migration: migration, role: .destination, address: "127.0.0.1")
-                            ) : nil
+                        tls ? try authority.issue(migration: migration, listener: .destination, address: "127.0.0.1") : nil
                     } ?? nil
                 let uri = try await destination.prepareIncoming(
                     spec, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared,
