@@ -35,6 +35,7 @@ packages=(
   libjs-chart.js   # Chart.js, which the web console loads from /usr/share/javascript
   chromium         # headless, the browser the web console is tested and timed in
   novnc            # noVNC, with which the web console shows contexts' displays
+  systemd          # systemd-analyze checks the units in deploy/systemd
 )
 
 # Daemons the tests start on loopback ports of their own: Debian starts each as a service when it

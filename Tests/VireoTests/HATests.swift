@@ -419,12 +419,16 @@ final class BackgroundVireo {
     let process = Process()
     let log: String
 
-    init(_ arguments: [String]) throws {
+    /// `environment`: variables set on top of this process's.
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
         log = temporaryDirectory() + "/vireo.log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.executableURL = URL(fileURLWithPath: vireoBinary)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, given in given }
+        }
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
