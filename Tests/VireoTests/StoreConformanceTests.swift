@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 import VireoModel
 import VireoStore
@@ -16,11 +17,24 @@ struct StoreFixture: Sendable, CustomTestStringConvertible {
     ]
 }
 
+/// A new directory under the system's temporary directory, removed when the test process exits
+/// (most tests made theirs and left them: 5,015 of them, several GB of VM disks and logs, after a
+/// day's runs). Kept until then, for the processes a test leaves to finish and for a failing
+/// test's files while it is looked at.
 func temporaryDirectory() -> String {
+    _ = removedAtExit
     let path = NSTemporaryDirectory() + "vireo-test-" + UUID().uuidString.prefix(8).lowercased()
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    madeDirectories.withLock { $0.append(path) }
     return path
 }
+
+private let madeDirectories = Mutex<[String]>([])
+private let removedAtExit: Void = {
+    atexit {
+        for path in madeDirectories.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: path) }
+    }
+}()
 
 func sampleVM(_ name: String, host: HostID? = nil, state: VMState = .pending) -> VirtualMachine {
     let t = Date(timeIntervalSince1970: 1_700_000_000)
