@@ -343,7 +343,7 @@ struct LibvirtMigrationTests {
             _ = try await destination.prepareIncoming(
                 second, guestAddress: nil, listenAddress: "127.0.0.1", storage: .shared, credentials: secondCredentials)
         }
-        #expect(busy?.code == .unavailable && busy?.message.contains("lv-tls") == true, "\(String(describing: busy))")
+        #expect(busy?.code == .unavailable && busy?.message.contains("under way (lv-tls)") == true, "\(String(describing: busy))")
         #expect(try String(contentsOfFile: tls + "/ca-cert.pem", encoding: .utf8) == credentials.caCertificate)
         // A plain move is not held up, and once the first is dropped the second can come.
         let plain = spec("lv-plain")
