@@ -54,6 +54,8 @@ public struct QEMUInvocation: Sendable, Equatable {
     public var accelerator: Accelerator
     public var cpus: Int
     public var memoryMiB: Int
+    /// KiB left out of the guest's RAM (`memoryTrimKiB(on:)`); 0 gives it `memoryMiB` exactly.
+    public var memoryTrimKiB = 0
     public var kernel: String
     public var initrd: String
     public var kernelCommandLine: String
@@ -77,7 +79,7 @@ public struct QEMUInvocation: Sendable, Equatable {
         name: String, id: VMID, accelerator: Accelerator, cpus: Int, memoryMiB: Int, kernel: String, initrd: String,
         kernelCommandLine: String, disk: String, mac: String, network: GuestNetwork, qmpSocket: String,
         serialLog: String, incoming: String? = nil, loadSnapshot: String? = nil, vncPort: Int? = nil,
-        managed: Bool = true
+        memoryTrimKiB: Int = 0, managed: Bool = true
     ) {
         self.name = name
         self.id = id
@@ -95,7 +97,24 @@ public struct QEMUInvocation: Sendable, Equatable {
         self.incoming = incoming
         self.loadSnapshot = loadSnapshot
         self.vncPort = vncPort
+        self.memoryTrimKiB = memoryTrimKiB
         self.managed = managed
+    }
+
+    /// What a new VM's RAM is made smaller by on `accelerator`, in KiB (nil: nothing).
+    ///
+    /// Under TCG, QEMU before 9.0 loses writes during a live migration (upstream commit
+    /// 03bfc2188f, "physmem: Fix migration dirty bitmap coherency with TCG memory access"): when a
+    /// RAM block's start and size are multiples of 64 pages it syncs the dirty bitmap a word at a
+    /// time and clears the migration's bits without making the vCPUs' TLB catch the next write to
+    /// those pages, so a page written again through a cached TLB entry is never sent again — the
+    /// guest arrives with stale memory (its kernel crashed within seconds in about one live
+    /// migration in ten of a guest writing memory quickly, docs/benchmarks.md). A RAM size 8 KiB
+    /// short of a multiple of 256 KiB makes QEMU sync page by page, which resets the TLB entries
+    /// of every page it clears. (QEMU rounds `-m` to 8 KiB.) Under KVM the kernel tracks dirty
+    /// pages: nothing is taken.
+    public static func memoryTrimKiB(on accelerator: Accelerator) -> Int? {
+        accelerator == .tcg ? 8 : nil
     }
 
     /// The block node name of the VM's disk: snapshot jobs name it as the disk to snapshot and
@@ -123,7 +142,7 @@ public struct QEMUInvocation: Sendable, Equatable {
             "-name", "vireo-\(name),process=vireo-\(id),debug-threads=on",
             "-machine", "pc", "-accel", accelerator.rawValue,
             "-nodefaults", "-no-user-config", "-display", "none",
-            "-m", "\(memoryMiB)", "-smp", "\(cpus)",
+            "-m", memoryTrimKiB > 0 ? "\(memoryMiB * 1024 - memoryTrimKiB)K" : "\(memoryMiB)", "-smp", "\(cpus)",
             "-kernel", kernel, "-initrd", initrd, "-append", "\(kernelCommandLine) \(guestParameters)",
             // -blockdev, not -drive: a node -drive makes is read-only to block exports, and the NBD
             // export of an incoming copy-storage migration writes to it.

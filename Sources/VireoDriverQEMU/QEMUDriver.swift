@@ -154,7 +154,8 @@ public actor QEMUDriver: HypervisorDriver {
         }
         let disk = configuration.sharedDisks.map { "\($0)/\(spec.id).qcow2" } ?? paths.directory + "/disk.qcow2"
         var record = Record(
-            spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk)
+            spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk,
+            memoryTrimKiB: QEMUInvocation.memoryTrimKiB(on: configuration.accelerator))
         record.vncPort = vncPort
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         do {
@@ -236,7 +237,8 @@ public actor QEMUDriver: HypervisorDriver {
                 memoryMiB: record.spec.memoryMiB, kernel: record.image.kernel, initrd: record.image.initrd,
                 kernelCommandLine: record.image.kernelCommandLine, disk: record.disk, mac: record.mac,
                 network: record.network, qmpSocket: paths.qmp, serialLog: paths.serial,
-                incoming: incoming, loadSnapshot: snapshot, vncPort: record.vncPort)
+                incoming: incoming, loadSnapshot: snapshot, vncPort: record.vncPort,
+                memoryTrimKiB: record.memoryTrimKiB ?? 0)
             let namespace = privateNamespace(of: record)
             if case .tap(let device, let address, _) = record.network {
                 if let namespace {

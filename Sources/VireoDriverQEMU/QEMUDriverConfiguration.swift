@@ -46,8 +46,9 @@ extension QEMUDriver {
         /// Pause the guest, copy its memory, resume it on the destination: downtime is the whole
         /// transfer, but nothing depends on the hypervisor tracking the pages the guest writes.
         case paused
-        /// `paused` under TCG (where live pre-copy of write-heavy guests was measured to lose
-        /// guests: docs/benchmarks.md), `live` under KVM.
+        /// `live` where QEMU sees every page the guest writes: under KVM, and under TCG for a VM
+        /// whose RAM is trimmed (`QEMUInvocation.memoryTrimKiB(on:)`, every VM made since); `paused`
+        /// for a VM made before under TCG, whose writes QEMU 7.2 can miss (docs/migration.md).
         case auto
 
         public static func parse(_ text: String, field: String) throws -> MigrationMode {
@@ -57,12 +58,12 @@ extension QEMUDriver {
             return mode
         }
 
-        /// How memory is copied on `accelerator`.
-        public func resolved(for accelerator: Accelerator) -> MigrationCopyMode {
+        /// How memory is copied on `accelerator` for a VM whose RAM is `memoryTrimmed` or not.
+        public func resolved(for accelerator: Accelerator, memoryTrimmed: Bool) -> MigrationCopyMode {
             switch self {
             case .live: .live
             case .paused: .paused
-            case .auto: accelerator == .tcg ? .paused : .live
+            case .auto: accelerator == .tcg && !memoryTrimmed ? .paused : .live
             }
         }
     }

@@ -20,6 +20,10 @@ extension QEMUDriver {
         var vncPort: Int?
         /// The uid (and gid) QEMU runs as (`QEMUConfinement`); absent when it runs as the agent.
         var uid: UInt32?
+        /// KiB its RAM is short of `spec.memoryMiB` (`QEMUInvocation.memoryTrimKiB(on:)`), fixed
+        /// when the record is made: its snapshots and a migration's two ends need the same size.
+        /// Absent in records of VMs made before it existed: they keep their full size.
+        var memoryTrimKiB: Int?
     }
 
     /// What is stored about a running QEMU, to re-adopt it after an agent restart.
@@ -69,9 +73,12 @@ extension QEMUDriver {
         var incomingDiskExport = false
         /// Receiving an encrypted migration: the tunnel that admits its source.
         var incomingTunnel: IncomingMigrationTunnel?
-        /// A paused migration's source: when the guest was paused for it. A destination: when the
-        /// guest that arrived resumed. Between the two, the guest ran nowhere.
+        /// A migration's source: when the guest was paused for it (before the copy, or by QEMU for
+        /// a live migration's switch-over). A destination: when the guest that arrived resumed.
+        /// Between the two, the guest ran nowhere.
         var migrationPausedAt: ContinuousClock.Instant?
+        /// Sending a live migration: the guest's next `STOP` is QEMU's pause for the switch-over.
+        var awaitingMigrationPause = false
         /// Its vCPUs stopped by `pause`, or found stopped when re-adopted (a paused migration's
         /// source whose move ended while no agent watched it).
         var paused = false

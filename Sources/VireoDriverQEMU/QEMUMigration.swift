@@ -42,7 +42,7 @@ extension QEMUDriver {
         }
         var record = Record(
             spec: spec, image: image, mac: QEMUInvocation.mac(for: spec.id), network: network, disk: disk,
-            ownsDisk: false)
+            ownsDisk: false, memoryTrimKiB: QEMUInvocation.memoryTrimKiB(on: configuration.accelerator))
         record.vncPort = spec.display == .vnc ? try allocateDisplayPort() : nil
         try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
         try Self.write(record, to: paths.record)
@@ -202,13 +202,19 @@ extension QEMUDriver {
         }
         // Paused: the guest stops before the first page is read and resumes on the destination
         // (which sees it arrive paused and continues it); downtime is the whole transfer.
-        let mode = configuration.migrationMode.resolved(for: configuration.accelerator)
+        let mode = configuration.migrationMode.resolved(
+            for: configuration.accelerator, memoryTrimmed: (instances[id]?.record.memoryTrimKiB ?? 0) > 0)
         let paused = mode == .paused
         let pausedAt = ContinuousClock.now
+        instances[id]?.migrationPausedAt = nil
         if paused {
             try await qmp.execute(QMP.Stop())
             instances[id]?.migrationPausedAt = pausedAt
+        } else {
+            // Live: QEMU pauses the guest itself for the switch-over (its `STOP` event).
+            instances[id]?.awaitingMigrationPause = true
         }
+        defer { instances[id]?.awaitingMigrationPause = false }
         let migrateAt = ContinuousClock.now
         /// Undoes what this migration set up and says why it failed; the guest runs on here.
         func failed(_ reason: String) async throws -> VireoError {

@@ -44,6 +44,7 @@ extension QEMUDriver {
                         switch QMP.Event(event) {
                         case .shutdown(let guest): await self.shutdownEvent(id, run: run, guest: guest)
                         case .resume where incoming: await self.becameReady(id, run: run, arrived: true)
+                        case .stop: await self.stopped(id, run: run)
                         case .migration(.completed) where incoming: await self.continueArrived(id, run: run, qmp: qmp)
                         default: break
                         }
@@ -75,6 +76,13 @@ extension QEMUDriver {
                 "guest ready",
                 metadata: ["vm": "\(instances[id]?.record.spec.name ?? "\(id)")", "since-launch-ms": "\(bootMs)"])
         }
+    }
+
+    /// The guest's vCPUs stopped: during a live migration, QEMU's pause for the switch-over.
+    private func stopped(_ id: VMID, run: Int) {
+        guard instances[id]?.run == run, instances[id]?.awaitingMigrationPause == true else { return }
+        instances[id]?.awaitingMigrationPause = false
+        instances[id]?.migrationPausedAt = .now
     }
 
     /// A guest sent by a paused migration arrives paused (the source stopped it first); only

@@ -229,7 +229,7 @@ struct DriverSelection: ParsableArguments {
         help: ArgumentHelp(
             "Driver setting key=value, repeatable. qemu: accel (auto|kvm|tcg), cpus, memory, network "
                 + "(user|none|tap), bridge, pool, guest-prefix, gateway (tap), shared-disks (enables live "
-                + "migration), migration-mode (auto|live|paused; auto is paused under TCG, see docs/migration.md), "
+                + "migration), migration-mode (auto|live|paused; auto is live, but paused under TCG for VMs made before 2026-12-07, see docs/migration.md), "
                 + "stop-timeout-s, ready-timeout-s, images, binary. libvirt: uri (default qemu:///system; "
                 + "test:///default runs no guests), domain-type (auto|qemu|kvm), network (user|none), stop-timeout-s, ready-timeout-s, images, "
                 + "shared-disks, peer-uri, migration-timeout-s, migration-mode, migration-tls-dir (libvirtd's "

@@ -178,12 +178,15 @@ struct QEMUCommandLineTests {
         #expect(error?.message.contains("'hvf'") == true)
     }
 
-    @Test("migration mode: paused under TCG and live under KVM when auto; a bad mode names the setting")
+    @Test(
+        "migration mode: live when auto, but paused under TCG for a VM whose RAM is not trimmed; a bad mode names the setting"
+    )
     func migrationMode() throws {
-        #expect(QEMUDriver.MigrationMode.auto.resolved(for: .tcg) == .paused)
-        #expect(QEMUDriver.MigrationMode.auto.resolved(for: .kvm) == .live)
-        #expect(QEMUDriver.MigrationMode.live.resolved(for: .tcg) == .live)
-        #expect(QEMUDriver.MigrationMode.paused.resolved(for: .kvm) == .paused)
+        #expect(QEMUDriver.MigrationMode.auto.resolved(for: .tcg, memoryTrimmed: true) == .live)
+        #expect(QEMUDriver.MigrationMode.auto.resolved(for: .tcg, memoryTrimmed: false) == .paused)
+        #expect(QEMUDriver.MigrationMode.auto.resolved(for: .kvm, memoryTrimmed: false) == .live)
+        #expect(QEMUDriver.MigrationMode.live.resolved(for: .tcg, memoryTrimmed: false) == .live)
+        #expect(QEMUDriver.MigrationMode.paused.resolved(for: .kvm, memoryTrimmed: true) == .paused)
         #expect(try QEMUDriver.MigrationMode.parse("paused", field: "--mode") == .paused)
         let error = #expect(throws: VireoError.self) { try QEMUDriver.MigrationMode.parse("postcopy", field: "--mode") }
         #expect(error?.message.contains("--mode") == true && error?.message.contains("'postcopy'") == true)
@@ -226,6 +229,13 @@ struct QEMUCommandLineTests {
         var incoming = invocation
         incoming.incoming = "tcp:198.18.0.2:4444"
         #expect(incoming.arguments.suffix(3) == ["-mem-prealloc", "-incoming", "tcp:198.18.0.2:4444"])
+        // Under TCG a new VM's RAM is 8 KiB short, so that QEMU 7.2 syncs its dirty pages one by one
+        // (`QEMUInvocation.memoryTrimKiB(on:)`): 256 MiB is 262,144 KiB.
+        #expect(QEMUInvocation.memoryTrimKiB(on: .tcg) == 8)
+        #expect(QEMUInvocation.memoryTrimKiB(on: .kvm) == nil)
+        var trimmed = invocation
+        trimmed.memoryTrimKiB = 8
+        #expect(trimmed.arguments[trimmed.arguments.firstIndex(of: "-m")! + 1] == "262136K")
         #expect(QEMUInvocation.mac(for: id) == QEMUInvocation.mac(for: id))
         #expect(QEMUInvocation.mac(for: id).hasPrefix("52:54:"))
         #expect(QEMUInvocation.mac(for: id).count == 17)

@@ -10,7 +10,7 @@ import VireoSecurity
 /// Result of `vireo bench copy-storage`.
 struct CopyStorageBenchResult: Codable, Sendable {
     var accelerator: String
-    /// `live` or `paused`: how the memory was copied (auto: paused under TCG).
+    /// `live` or `paused`: how the memory was copied (auto: live for the bench's new guests).
     var mode: String
     var diskMiB: Int
     var memoryMiB: Int
@@ -121,7 +121,7 @@ struct BenchCopyStorage: AsyncParsableCommand {
         }
         var result = CopyStorageBenchResult(
             accelerator: accelerator.rawValue,
-            mode: QEMUDriver.MigrationMode.auto.resolved(for: accelerator).rawValue, diskMiB: diskMiB,
+            mode: QEMUDriver.MigrationMode.auto.resolved(for: accelerator, memoryTrimmed: true).rawValue, diskMiB: diskMiB,
             memoryMiB: memoryMiB, writeMiB: write, writeRateMiBps: writeRate, tls: tls == "on", runs: [])
         let authority = tls == "on" ? MigrationAuthority() : nil
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -129,7 +129,7 @@ struct BenchMigrate: AsyncParsableCommand {
     var throttleIncrement: Int?
     @Option(
         help: ArgumentHelp(
-            "live (pre-copy while the guest runs), paused (guest paused for the whole copy), or auto: paused under TCG.",
+            "live (pre-copy while the guest runs), paused (guest paused for the whole copy), or auto (live; the bench's guests are new, their RAM trimmed under TCG: docs/migration.md).",
             valueName: "mode"))
     var mode: String = "auto"
     @Option(
@@ -268,7 +268,8 @@ struct MigrationBench: Sendable {
         var result = MigrationBenchResult(
             accelerator: accelerator.rawValue, runs: runs, downtimeLimitMs: tuning.downtimeLimitMs,
             bandwidthBytesPerSecond: tuning.bandwidth, throttleInitialPercent: tuning.throttleInitial,
-            throttleIncrementPercent: tuning.throttleIncrement, mode: tuning.mode.resolved(for: accelerator).rawValue,
+            throttleIncrementPercent: tuning.throttleIncrement,
+            mode: tuning.mode.resolved(for: accelerator, memoryTrimmed: true).rawValue,
             dirtyRateMiBps: dirtyRateMiBps, combinations: [])
         do {
             for memory in memories {
