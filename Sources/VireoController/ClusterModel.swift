@@ -289,16 +289,13 @@ struct PendingChanges {
     mutating func put(_ vm: VirtualMachine) {
         var vm = vm
         switch vms[vm.id] {
-        case .insert(let earlier):
-            vm.placement = vm.placement ?? earlier.placement
-            vms[vm.id] = .insert(vm)
-        case .update(let earlier):
+        case .insert(let earlier), .update(let earlier):
             // The state keeps no explanation: one made since the last commit still goes to the store.
             vm.placement = vm.placement ?? earlier.placement
-            vms[vm.id] = .update(vm)
-        case .delete, nil:
-            vms[vm.id] = .update(vm)
+        case .delete, nil: break
         }
+        // Not yet in the store: still an insert.
+        if case .insert = vms[vm.id] { vms[vm.id] = .insert(vm) } else { vms[vm.id] = .update(vm) }
     }
 
     mutating func delete(_ id: VMID) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VireoAPI
+import VireoHTTP
 import VireoModel
 
 struct TokenCommand: AsyncParsableCommand {
@@ -124,9 +125,10 @@ struct TokenRotate: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        guard name == "admin" || name == "join" else {
+        guard AccessTokens.Kind(rawValue: name) != nil else {
+            let kinds = AccessTokens.Kind.allCases.map(\.rawValue).joined(separator: " and ")
             throw ValidationError(
-                "only the controller's own tokens, admin and join, are rotated ('\(name)' given): "
+                "only the controller's own tokens, \(kinds), are rotated ('\(name)' given): "
                     + "a token of the store is revoked and made again")
         }
     }
