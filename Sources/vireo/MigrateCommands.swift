@@ -18,9 +18,10 @@ struct Migrate: AsyncParsableCommand {
             total time, the downtime (how long the guest was paused) and the bytes sent. \
             --cold moves a running or stopped VM between any two hosts whose drivers have cold-migration, \
             whatever their hypervisors (qemu and libvirt): the VM stops, the destination copies its disk \
-            from the source (NBD), the VM starts there if it ran, and the source's copy is removed. Under TCG the qemu driver pauses \
-            the guest for the whole copy (its migration-mode auto; docs/migration.md says why), so the \
-            downtime is the copy. If the migration fails, the VM keeps running on its current host and the \
+            from the source (NBD), the VM starts there if it ran, and the source's copy is removed. A host set \
+            to migration-mode paused (and, under TCG, a VM made before 2026-12-07 or on a libvirt host) pauses \
+            the guest for the whole copy (docs/migration.md says why), so the downtime is the copy. \
+            If the migration fails, the VM keeps running on its current host and the \
             reason is printed (exit code 1).
             Example: vireo migrate web-1 --to h2
             """)
