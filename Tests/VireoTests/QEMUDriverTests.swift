@@ -430,6 +430,11 @@ extension RealQEMU {
                     if mode == .paused { #expect(stats.downtimeMs >= stats.totalTimeMs) }
                     try await destination.finishIncoming(vm.id)
                     address = try #require(try await settle(destination, vm.id, to: .running, tick: tick).address)
+                    // The guest ran nowhere from its pause on the source (QEMU's, for a live move)
+                    // to its resumption here.
+                    let paused = try #require(await source.migrationInstants(vm.id).paused)
+                    let resumed = try #require(await destination.migrationInstants(vm.id).resumed)
+                    #expect(paused < resumed)
                     try await source.release(vm.id)
                     // Once the load has rewritten all 12,288 pages here, every page has been checked.
                     let arrived = try await status(address)
