@@ -55,7 +55,7 @@ extension QEMUDriver {
         let migrationURI = "tcp:\(listenAddress):\(try tunnel?.port ?? Self.freePort(on: listenAddress))"
         // Where QEMU itself waits: the migration's port, or the tunnel's end on this host.
         let qemuURI = tunnel == nil ? migrationURI : "unix:\(paths.incoming)"
-        var endpoint = IncomingEndpoint(migrationURI: migrationURI)
+        var endpoint = IncomingEndpoint(migrationURI: migrationURI, memoryTrimKiB: record.memoryTrimKiB ?? 0)
         endpoint.disk = diskPort.map { .init(host: listenAddress, port: $0) }
         var instance = Instance(record: record, state: .starting)
         instance.run = 1
@@ -137,6 +137,11 @@ extension QEMUDriver {
             throw VireoError(.failedPrecondition, "VM \(id) is not running")
         }
         let endpoint = try IncomingEndpoint(parsing: uri)
+        if let record = instances[id]?.record {
+            try IncomingEndpoint.checkSameRAM(
+                vm: record.spec.name, memoryMiB: record.spec.memoryMiB, sourceTrimKiB: record.memoryTrimKiB ?? 0,
+                destinationTrimKiB: endpoint.memoryTrimKiB)
+        }
         guard let credentials else {
             return try await send(id, qmp: qmp, to: endpoint, via: endpoint.migrationURI, tls: nil, progress: progress)
         }
@@ -409,26 +414,55 @@ struct IncomingEndpoint: CustomStringConvertible, Equatable {
     }
     var migrationURI: String
     var disk: Disk?
+    /// KiB the destination's QEMU has less RAM than the VM's size (`Record.memoryTrimKiB`); the
+    /// source's must be the same, or QEMU refuses the stream. Written only when not 0, so a
+    /// destination that trims nothing gives the address an earlier Vireo gave.
+    var memoryTrimKiB = 0
 
-    init(migrationURI: String, disk: Disk? = nil) {
+    init(migrationURI: String, disk: Disk? = nil, memoryTrimKiB: Int = 0) {
         self.migrationURI = migrationURI
         self.disk = disk
+        self.memoryTrimKiB = memoryTrimKiB
     }
 
     init(parsing text: String) throws {
-        let parts = text.split(separator: ";", maxSplits: 1).map(String.init)
-        migrationURI = parts[0]
-        guard parts.count == 2 else { return }
-        guard parts[1].hasPrefix("disk=nbd:"), let colon = parts[1].lastIndex(of: ":"),
-            let port = Int(parts[1][parts[1].index(after: colon)...]), (1...65535).contains(port)
-        else {
-            throw VireoError.invalid(field: "incomingURI", value: "'\(text)'", "expected tcp:ADDR:PORT[;disk=nbd:ADDR:PORT]")
+        let parts = text.split(separator: ";").map(String.init)
+        migrationURI = parts.first ?? ""
+        func invalid() -> VireoError {
+            VireoError.invalid(
+                field: "incomingURI", value: "'\(text)'", "expected tcp:ADDR:PORT[;disk=nbd:ADDR:PORT][;ram-trim-kib=N]")
         }
-        let host = String(parts[1][parts[1].index(parts[1].startIndex, offsetBy: 9)..<colon])
-        disk = Disk(host: host, port: port)
+        for part in parts.dropFirst() {
+            if part.hasPrefix("disk=nbd:") {
+                guard let colon = part.lastIndex(of: ":"), let port = Int(part[part.index(after: colon)...]),
+                    (1...65535).contains(port)
+                else { throw invalid() }
+                disk = Disk(host: String(part[part.index(part.startIndex, offsetBy: 9)..<colon]), port: port)
+            } else if part.hasPrefix("ram-trim-kib=") {
+                guard let trim = Int(part.dropFirst("ram-trim-kib=".count)), trim > 0 else { throw invalid() }
+                memoryTrimKiB = trim
+            } else {
+                throw invalid()
+            }
+        }
     }
 
-    var description: String { disk.map { "\(migrationURI);disk=\($0)" } ?? migrationURI }
+    var description: String {
+        migrationURI + (disk.map { ";disk=\($0)" } ?? "") + (memoryTrimKiB > 0 ? ";ram-trim-kib=\(memoryTrimKiB)" : "")
+    }
+
+    /// Refuses a move whose two ends would give the guest RAM of different sizes (a VM made by an
+    /// earlier Vireo, untrimmed, to a host that trims): QEMU would only fail it halfway, with a
+    /// message about the stream.
+    static func checkSameRAM(vm name: String, memoryMiB: Int, sourceTrimKiB: Int, destinationTrimKiB: Int) throws {
+        guard sourceTrimKiB != destinationTrimKiB else { return }
+        func size(_ trim: Int) -> String { trim == 0 ? "\(memoryMiB) MiB" : "\(memoryMiB) MiB less \(trim) KiB" }
+        throw VireoError(
+            .failedPrecondition,
+            "VM \(name) has \(size(sourceTrimKiB)) of RAM here and the destination prepared \(size(destinationTrimKiB)): "
+                + "a VM made under TCG by a Vireo before 2026-12-07 keeps its full size (docs/migration.md, "
+                + "\"Live or paused\"); move it cold or re-create it to move it live; the VM keeps running here")
+    }
 
     /// The host and port of the migration URI (`tcp:HOST:PORT`, `tcp:[V6]:PORT`).
     func tcpAddress() throws -> (host: String, port: Int) {

@@ -192,6 +192,30 @@ struct QEMUCommandLineTests {
         #expect(error?.message.contains("--mode") == true && error?.message.contains("'postcopy'") == true)
     }
 
+    @Test("a destination's address names the RAM it prepared, and a source of another size is refused naming both")
+    func incomingEndpoint() throws {
+        let plain = try IncomingEndpoint(parsing: "tcp:198.18.0.2:4444")
+        #expect(plain.memoryTrimKiB == 0 && plain.disk == nil && plain.description == "tcp:198.18.0.2:4444")
+        let full = try IncomingEndpoint(parsing: "tcp:198.18.0.2:4444;disk=nbd:198.18.0.2:4445;ram-trim-kib=8")
+        #expect(full.disk == .init(host: "198.18.0.2", port: 4445) && full.memoryTrimKiB == 8)
+        #expect(full.description == "tcp:198.18.0.2:4444;disk=nbd:198.18.0.2:4445;ram-trim-kib=8")
+        #expect(
+            IncomingEndpoint(migrationURI: "tcp:198.18.0.2:1", memoryTrimKiB: 8).description == "tcp:198.18.0.2:1;ram-trim-kib=8")
+        for bad in [
+            "tcp:198.18.0.2:4444;ram-trim-kib=x", "tcp:198.18.0.2:4444;ram-trim-kib=0", "tcp:198.18.0.2:4444;colour=blue",
+        ] {
+            let error = #expect(throws: VireoError.self) { try IncomingEndpoint(parsing: bad) }
+            #expect(error?.message.contains("incomingURI") == true && error?.message.contains(bad) == true)
+        }
+        try IncomingEndpoint.checkSameRAM(vm: "web", memoryMiB: 512, sourceTrimKiB: 8, destinationTrimKiB: 8)
+        let error = #expect(throws: VireoError.self) {
+            try IncomingEndpoint.checkSameRAM(vm: "web", memoryMiB: 512, sourceTrimKiB: 0, destinationTrimKiB: 8)
+        }
+        #expect(error?.code == .failedPrecondition)
+        #expect(error?.message.contains("512 MiB of RAM here and the destination prepared 512 MiB less 8 KiB") == true)
+        #expect(error?.message.contains("keeps running here") == true)
+    }
+
     /// `--driver-opt images=.build/test-images` once gave disks the backing file
     /// `<disk directory>/.build/test-images/…`, which qemu-img could not open.
     @Test("an image cache named relative to the working directory is kept as an absolute path")
